@@ -93,7 +93,7 @@ def build(sim, top, verilog_text, *, tag, traced=False):
             runner = get_runner(sim)
             log = build_dir / "build.log"
             runner.build(
-                verilog_sources=[source], hdl_toplevel=top, build_dir=build_dir,
+                sources=[source], hdl_toplevel=top, build_dir=build_dir,
                 timescale=TIMESCALE, waves=(sim == "icarus") or traced,
                 build_args=VERILATOR_BUILD_ARGS if sim == "verilator" else [],
                 log_file=log)

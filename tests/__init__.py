@@ -1,0 +1,1 @@
+"""serrano test suite."""

@@ -1,0 +1,76 @@
+"""The ``serrano`` command line: verilog, gemm, lint, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sim import toolenv
+from sim.lint import EXPLAINED, verilator_lint, icarus_compile
+from hw.config import get_preset
+from sw.cli import main
+from tests.conftest import require_simulator
+
+GEMM_KEYS = {"preset", "backend", "m", "k", "n", "bit_exact", "cycles", "macs",
+             "mac_utilization", "sim_wall_s"}
+
+
+def test_gemm_json_amaranth(capsys):
+    assert main(["gemm", "--preset", "tiny", "--m", "9", "--k", "7", "--n", "5",
+                 "--backend", "amaranth", "--seed", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert GEMM_KEYS <= set(report)
+    assert report["bit_exact"] is True
+    assert report["macs"] == 9 * 7 * 5
+    cfg = get_preset("tiny")
+    tiles = 2 * 2                                   # ceil(7/4) * ceil(5/4)
+    # First weight row in to last result row out: R to load the first tile, then the
+    # rows of every tile back to back, then the array's latency.
+    assert report["cycles"] == cfg.rows + tiles * 9 + cfg.latency
+    assert report["mac_utilization"] == pytest.approx(315 / (report["cycles"] * cfg.macs))
+
+
+def test_gemm_human_summary_on_rtl(simulator, capsys):
+    assert main(["gemm", "--preset", "tiny", "--m", "6", "--k", "5", "--n", "3",
+                 "--backend", simulator]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact vs golden model : yes" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gemm", "--preset", "huge", "--m", "1", "--k", "1", "--n", "1"], "unknown preset 'huge'"),
+    (["gemm", "--m", "0", "--k", "1", "--n", "1"], "must be positive, not 0"),
+    (["gemm", "--m", "1", "--k", "1", "--n", "1", "--backend", "vcs"], "unknown backend 'vcs'"),
+])
+def test_bad_input_is_one_line(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "sw.cli", *argv], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 3       # argparse prints usage + error
+
+
+def test_verilog_command_writes_file(tmp_path):
+    out = tmp_path / "a.v"
+    assert main(["verilog", "--preset", "tiny", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module serrano_array(" in text
+    for port in ("act__payload", "act__valid", "weight__payload", "weight__valid",
+                 "result__payload", "result__valid", "clk", "rst"):
+        assert port in text
+
+
+@pytest.mark.parametrize("preset", ["tiny", "default"])
+def test_verilator_lint_only_explained_warnings(preset):
+    require_simulator("verilator")
+    codes, errors = verilator_lint(get_preset(preset))
+    assert not errors
+    assert set(codes) <= set(EXPLAINED), f"unexplained: {set(codes) - set(EXPLAINED)}"
+
+
+def test_icarus_compiles_default():
+    require_simulator("icarus")
+    ok, msg = icarus_compile(get_preset("default"))
+    assert ok, msg
