@@ -43,6 +43,9 @@ class Config:
         Depth of each of the two accumulator banks, in rows of ``C`` int32.
     weight_fifo_rows : int
         Depth of the weight FIFO between the DMA and the array, in rows of ``C`` int8.
+    param_tiles : int
+        Requantization parameter sets held on chip, one per output tile of ``C``
+        channels (bias, multiplier, shift).
     bus_bytes : int
         AXI4 data bus width in bytes. One beat carries one weight row (``cols`` bytes).
     addr_width : int
@@ -56,13 +59,14 @@ class Config:
     acc_buf_rows: int
     weight_fifo_rows: int
     bus_bytes: int
+    param_tiles: int = 16
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
-                     "bus_bytes", "addr_width"):
+                     "bus_bytes", "param_tiles", "addr_width"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
@@ -71,6 +75,10 @@ class Config:
                               f"act_width={self.act_width!r}, acc_width={self.acc_width!r}")
         if self.bus_bytes & (self.bus_bytes - 1):
             raise ConfigError(f"bus_bytes must be a power of two, not {self.bus_bytes!r}")
+        if self.bus_bytes != self.cols or self.rows != self.cols:
+            raise ConfigError("serrano moves one weight row (C bytes) and one activation row "
+                              "(R bytes) per bus beat: rows, cols and bus_bytes must be equal, "
+                              f"not {self.rows!r}, {self.cols!r}, {self.bus_bytes!r}")
 
     # Derived quantities (never stored twice).
 
@@ -104,13 +112,13 @@ class Config:
 PRESETS = {
     "tiny": Config(name="tiny", rows=4, cols=4,
                    act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=16,
-                   bus_bytes=4),
+                   bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=32,
-                   bus_bytes=8),
+                   bus_bytes=8, param_tiles=64),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
-                      bus_bytes=16),
+                      bus_bytes=16, param_tiles=128),
 }
 
 

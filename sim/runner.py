@@ -101,7 +101,7 @@ def build(sim, top, verilog_text, *, tag, traced=False):
     return Built(sim=sim, top=top, build_dir=build_dir, source=source, traced=traced)
 
 
-def _run_once(built, test_module, testcase, case_path, work, waves):
+def _run_once(built, test_module, testcase, case_path, work, waves, plusargs=()):
     from cocotb_tools.runner import get_runner, get_results
 
     runner = get_runner(built.sim)
@@ -115,7 +115,7 @@ def _run_once(built, test_module, testcase, case_path, work, waves):
                                                     os.environ.get("PYTHONPATH")])),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
-    plusargs = []
+    plusargs = list(plusargs)
     if waves and built.sim == "icarus":
         plusargs.append(f"+dumpfile_path={work / (built.top + '.fst')}")
     try:
@@ -141,11 +141,12 @@ def _waves_file(work):
     return None
 
 
-def run(built, test_module, testcase, case, *, verilog_text=None, tag=None):
+def run(built, test_module, testcase, case, *, verilog_text=None, tag=None, plusargs=()):
     """Run cocotb ``test_module``'s ``testcase`` on ``built`` with stimulus ``case``.
 
     ``case`` is a JSON-serialisable dict; the testbench reads it with
     :func:`sim.tb.common.load_case` and answers with :func:`sim.tb.common.save_result`.
+    ``plusargs`` are passed to the simulator (``+name=value``), e.g. a memory image.
     Returns ``(result, wall_seconds)``. On failure the run is repeated with waveforms
     (rebuilding a traced Verilator model from ``verilog_text`` if given) and
     :class:`SimulationFailed` is raised with the waveform's path.
@@ -157,7 +158,7 @@ def run(built, test_module, testcase, case, *, verilog_text=None, tag=None):
     case_path.write_text(json.dumps(case))
     t0 = time.perf_counter()
     ok, result_path, log = _run_once(built, test_module, testcase, case_path, work,
-                                     waves=False)
+                                     waves=False, plusargs=plusargs)
     wall = time.perf_counter() - t0
     if ok:
         result = json.loads(result_path.read_text())
@@ -169,7 +170,8 @@ def run(built, test_module, testcase, case, *, verilog_text=None, tag=None):
         replay = build(built.sim, built.top, verilog_text, tag=tag or "replay", traced=True)
     waves_dir = work / "waves"
     waves_dir.mkdir()
-    _run_once(replay, test_module, testcase, case_path, waves_dir, waves=True)
+    _run_once(replay, test_module, testcase, case_path, waves_dir, waves=True,
+              plusargs=plusargs)
     waves = _waves_file(waves_dir)
     tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
     raise SimulationFailed(

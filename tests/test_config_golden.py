@@ -30,6 +30,7 @@ def test_unknown_preset_message():
     ("rows", 0, "rows must be a positive integer, not 0"),
     ("cols", 2.0, "cols must be a positive integer, not 2.0"),
     ("bus_bytes", 12, "bus_bytes must be a power of two, not 12"),
+    ("bus_bytes", 8, "rows, cols and bus_bytes must be equal"),
 ])
 def test_config_checks(field, value, message):
     args = dict(name="x", rows=4, cols=4, act_buf_rows=8, acc_buf_rows=8,

@@ -1,0 +1,185 @@
+"""serrano's instruction set: encoding (``lib.data`` layouts) and meaning, defined once.
+
+``hw/`` decodes with these layouts, ``sw/`` encodes with them (:func:`encode`), and the
+golden ISA model (``sw/isa_model.py``) executes what this docstring states. README's
+instruction-set section is a copy of this text.
+
+Program
+-------
+A program is an array of 32-byte instructions in memory (little-endian: bit 0 of the
+layout is bit 0 of byte 0). The host writes its address and its length in instructions
+into the control registers and sets ``start``; the accelerator fetches and runs it.
+
+Every instruction begins with the same 32-bit header:
+
+=========  =====  =========================================================================
+field      bits   meaning
+=========  =====  =========================================================================
+opcode     4      :class:`Op`; 0 is undefined on purpose, so zeroed memory stops with an error
+pop_prev   1      wait for a token from the previous unit before starting (see below)
+pop_next   1      wait for a token from the next unit before starting
+push_prev  1      give a token to the previous unit when finished
+push_next  1      give a token to the next unit when finished
+reserved   24     ignored
+=========  =====  =========================================================================
+
+Units and tokens (decoupled access/execute, as in VTA)
+------------------------------------------------------
+Three units run concurrently, each in its own program order: **load** (``LOAD_ACT``,
+``LOAD_PARAM``), **exec** (``MATMUL``) and **store** (``STORE``). They are ordered
+load -> exec -> store. Between neighbours two token counters carry dependencies:
+load->exec ("data loaded"), exec->load ("buffer free"), exec->store ("results ready"),
+store->exec ("accumulator free"). ``push_*`` adds one token to a counter when the
+instruction has finished all its effects; ``pop_*`` waits for a token and takes it before
+the instruction starts. For ``LOAD_*`` the previous unit does not exist (its pop_prev
+and push_prev flags are ignored); for ``STORE`` the next unit does not exist.
+``FENCE`` waits until all three units are idle; ``END`` does the same and then reports
+done. Weights of a ``MATMUL`` are read from memory as soon as it is dispatched, before
+its tokens are popped: weights are constant for the whole program.
+
+Instructions
+------------
+``LOAD_ACT``  copy a 2-D block from memory to the activation buffer. For row ``r`` in
+    ``0..rows-1`` and beat ``b`` in ``0..row_beats-1``, the bus beat at
+    ``dram_addr + r*dram_stride + b*bus_bytes`` (``bus_bytes = R`` int8) is written to
+    buffer row ``buf_row + r*buf_row_step + b*buf_beat_step``.
+``LOAD_PARAM``  copy ``n_tiles`` requantization parameter sets from ``dram_addr`` into
+    parameter slots ``param_tile ..``. A set is :data:`PARAM_BEATS` (12) beats: ``C``
+    int32 biases, ``C`` uint32 multipliers (< 2**31), ``C`` uint32 shifts (0..63).
+``MATMUL``  for k-tile ``i`` in ``0..k_tiles-1``, weight tile ``W_i`` is the ``R x C``
+    int8 block at ``weight_addr + i*R*C`` (row-major: ``R`` beats of ``C`` bytes); for
+    ``m`` in ``0..m-1``, with ``a`` = activation buffer row
+    ``act_row + i*act_kstep + m*act_stride``:
+    ``acc[acc_row + m] = (acc[acc_row + m] if (accumulate or i > 0) else 0) + a @ W_i``
+    in wrapping int32.
+``STORE``  for ``r`` in ``0..m-1``: ``y = requantize(acc[acc_row + r], param set
+    param_tile, relu)`` (see ``docs/requant.md``), ``C`` int8; if ``to_buf`` the row goes to
+    activation buffer row ``buf_row + r``, else to memory at ``dram_addr + r*dram_stride``.
+``FENCE``  wait until load, exec and store are idle and every DMA write is acknowledged.
+``END``  as ``FENCE``, then stop with ``done`` (and the interrupt, if enabled).
+
+Errors (status register ``error`` code, :class:`Error`): an undefined opcode, an
+instruction whose buffer rows fall outside a buffer (checked at dispatch, before it
+runs), a zero count (``rows``, ``row_beats``, ``n_tiles``, ``m``, ``k_tiles``), a DMA
+access outside ``[base, limit)`` or misaligned, an AXI ``SLVERR``/``DECERR``, and a
+program that runs past its length without ``END``.
+"""
+
+import enum
+
+from amaranth.lib import data
+
+__all__ = ["Op", "Error", "INSN_BYTES", "PARAM_BEATS", "header_layout", "insn_layout",
+           "body_layouts", "encode", "decode_op"]
+
+INSN_BYTES = 32
+INSN_BITS = 8 * INSN_BYTES
+HEADER_BITS = 32
+PARAM_BEATS = 12          # one parameter set: C bias, C mult, C shift words of 4 bytes
+
+
+class Op(enum.IntEnum):
+    LOAD_ACT = 1
+    LOAD_PARAM = 2
+    MATMUL = 3
+    STORE = 4
+    FENCE = 5
+    END = 6
+
+
+class Error(enum.IntEnum):
+    """Error codes of the status register (0: no error)."""
+    NONE = 0
+    BAD_OPCODE = 1        # undefined opcode
+    BAD_BUFFER = 2        # buffer rows or parameter slots out of range
+    BAD_COUNT = 3         # a zero count
+    DMA_WINDOW = 4        # DMA access outside [base, limit)
+    DMA_ALIGN = 5         # DMA address or stride not a multiple of the bus width
+    AXI_SLVERR = 6        # a read or write answered SLVERR
+    AXI_DECERR = 7        # a read or write answered DECERR
+    NO_END = 8            # the program ran past its length without END
+    WATCHDOG = 9          # reserved for the host-side watchdog
+
+
+header_layout = data.StructLayout({
+    "opcode": 4,
+    "pop_prev": 1,
+    "pop_next": 1,
+    "push_prev": 1,
+    "push_next": 1,
+    "reserved": 24,
+})
+
+body_layouts = {
+    Op.LOAD_ACT: data.StructLayout({
+        "dram_addr": 32, "dram_stride": 32, "rows": 16, "row_beats": 16,
+        "buf_row": 16, "buf_row_step": 16, "buf_beat_step": 16,
+    }),
+    Op.LOAD_PARAM: data.StructLayout({
+        "dram_addr": 32, "n_tiles": 16, "param_tile": 16,
+    }),
+    Op.MATMUL: data.StructLayout({
+        "weight_addr": 32, "act_row": 16, "act_stride": 16, "act_kstep": 16,
+        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1,
+    }),
+    Op.STORE: data.StructLayout({
+        "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,
+        "buf_row": 16, "to_buf": 1, "relu": 1,
+    }),
+    Op.FENCE: data.StructLayout({}),
+    Op.END: data.StructLayout({}),
+}
+
+body_layout = data.UnionLayout({op.name.lower(): layout for op, layout in body_layouts.items()})
+
+insn_layout = data.StructLayout({
+    "header": header_layout,
+    "body": body_layout,
+    "pad": INSN_BITS - HEADER_BITS - body_layout.size,
+})
+
+assert insn_layout.size == INSN_BITS
+
+
+def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, **fields):
+    """Encode one instruction into :data:`INSN_BYTES` little-endian bytes.
+
+    Unknown field names and values that do not fit raise ``ValueError``.
+    """
+    op = Op(op)
+    layout = body_layouts[op]
+    names = {name for name, _ in layout}
+    unknown = set(fields) - names
+    if unknown:
+        raise ValueError(f"{op.name} has no field(s) {', '.join(sorted(unknown))}")
+    word = 0
+    hdr = {"opcode": int(op), "pop_prev": pop_prev, "pop_next": pop_next,
+           "push_prev": push_prev, "push_next": push_next}
+    for name, value in hdr.items():
+        field = header_layout[name]
+        word |= _fit(name, value, field.width) << field.offset
+    for name, value in fields.items():
+        field = layout[name]
+        word |= _fit(name, value, field.width) << (HEADER_BITS + field.offset)
+    return word.to_bytes(INSN_BYTES, "little")
+
+
+def decode_op(raw):
+    """The opcode and the field dict of one encoded instruction (for models and dumps)."""
+    word = int.from_bytes(bytes(raw), "little")
+    opcode = word & 0xF
+    hdr = {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in header_layout}
+    try:
+        op = Op(opcode)
+    except ValueError:
+        return None, hdr, {}
+    body = {name: (word >> (HEADER_BITS + f.offset)) & ((1 << f.width) - 1)
+            for name, f in body_layouts[op]}
+    return op, hdr, body
+
+
+def _fit(name, value, width):
+    value = int(value)
+    if not 0 <= value < (1 << width):
+        raise ValueError(f"{name}={value} does not fit in {width} bits")
+    return value
