@@ -1,5 +1,7 @@
 """Verilog generation from the Amaranth components, one function per top level."""
 
+import hashlib
+import os
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -8,9 +10,12 @@ from amaranth.hdl import Signal, Value
 from hw.array import SystolicArray
 from hw.config import get_preset
 
-__all__ = ["ARRAY_TOP", "array_verilog", "write_verilog"]
+__all__ = ["ARRAY_TOP", "TOP", "array_verilog", "top_verilog", "write_verilog",
+           "signal_ports"]
 
 ARRAY_TOP = "serrano_array"
+TOP = "serrano_top"
+_HW_DIR = Path(__file__).resolve().parents[1] / "hw"
 
 
 def array_verilog(cfg):
@@ -36,10 +41,44 @@ def signal_ports(component):
     return ports
 
 
-def write_verilog(preset, path):
-    """Write the Verilog of ``preset`` to ``path`` (parents created); return the path."""
+def top_verilog(cfg):
+    """Verilog text of the whole accelerator (:class:`hw.top.Serrano`), module
+    ``serrano_top``: ports ``clk``, ``rst``, ``m_axi__*`` (AXI4 manager), ``s_axil__*``
+    (AXI4-Lite subordinate), ``irq``.
+
+    Conversion of the 16 x 16 design takes Yosys tens of seconds, so the text is cached
+    under ``build/verilog/`` keyed by the preset and a hash of every ``hw/`` source file
+    and the Amaranth version: any change to the RTL regenerates it.
+    """
+    import amaranth
+    from hw.top import Serrano
+    h = hashlib.sha256(amaranth.__version__.encode())
+    h.update(repr(cfg).encode())
+    for src in sorted(_HW_DIR.glob("*.py")):
+        h.update(src.name.encode())
+        h.update(src.read_bytes())
+    cache = _cache_dir() / f"{TOP}-{cfg.name}-{h.hexdigest()[:16]}.v"
+    if cache.exists():
+        return cache.read_text()
+    dut = Serrano(cfg)
+    text = verilog.convert(dut, name=TOP, emit_src=False, ports=signal_ports(dut))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(cache)
+    return text
+
+
+def _cache_dir():
+    root = Path(os.environ.get("SERRANO_BUILD_DIR", _HW_DIR.parent / "build"))
+    return root / "verilog"
+
+
+def write_verilog(preset, path, *, top=True):
+    """Write the Verilog of ``preset`` (the whole accelerator, or with ``top=False`` the
+    bare array) to ``path`` (parents created); return the path."""
     cfg = get_preset(preset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(array_verilog(cfg))
+    path.write_text(top_verilog(cfg) if top else array_verilog(cfg))
     return path

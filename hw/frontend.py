@@ -1,0 +1,258 @@
+"""The front end: fetches the program through the read DMA, checks and dispatches it."""
+
+from amaranth import Module, Signal, Mux, Cat, Const
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .dma import dma_command
+from .exec_unit import matmul_entry
+
+__all__ = ["FrontEnd"]
+
+
+class FrontEnd(wiring.Component):
+    """Instruction fetch, decode, checks and in-order dispatch to the three units.
+
+    Fetch: after ``start``, reads ``prog_len`` instructions from ``prog_addr`` on
+    ``fcmd`` in chunks of up to ``queue_insns // 2`` instructions, never more than its
+    instruction FIFO has room for, and assembles ``INSN_BYTES / bus_bytes`` beats into
+    each instruction.
+
+    Dispatch, one instruction at a time, in program order: the instruction is checked
+    (opcode defined, counts non-zero, every buffer row and parameter slot it names in
+    range; the products are formed in one registered stage, compared in the next) and,
+    if it passes, handed to the load, exec or store queue; ``FENCE`` and ``END`` wait
+    until ``units_idle``. Dispatch takes at least 3 cycles per instruction, far below
+    the work one instruction starts. A failed check raises ``error`` with the code and
+    dispatches nothing more. A program that runs out of instructions without ``END``
+    fails with ``NO_END``.
+
+    Ports
+    -----
+    start : In (pulse); prog_addr : In(32); prog_len : In(32) (instructions)
+    fcmd : Out(stream(dma_command)); fdata : In(stream(8 * bus_bytes))
+    load_q : Out(stream(insn_layout)); exec_q : Out(stream(matmul_entry()));
+    store_q : Out(stream(insn_layout))
+    units_idle : In      load, exec and store idle, queues empty, DMA writes acknowledged
+    abort : In           another block raised an error: stop fetching and dispatching
+    done : Out (pulse)   END reached with everything idle and no fetch in flight
+    error : Out(4); error_valid : Out (pulse)
+    dispatched : Out (pulse per instruction, FENCE and END included)
+    stall_insn : Out     waiting for an instruction to arrive
+    running : Out        between start and done/error
+    """
+
+    def __init__(self, cfg, *, queue_insns=8):
+        if cfg.bus_bytes > isa.INSN_BYTES:
+            raise ValueError("a bus wider than one instruction is not supported")
+        self.cfg = cfg
+        self.queue_insns = queue_insns
+        self.insn_beats = isa.INSN_BYTES // cfg.bus_bytes
+        super().__init__({
+            "start": In(1), "prog_addr": In(32), "prog_len": In(32),
+            "fcmd": Out(stream.Signature(dma_command(cfg))),
+            "fdata": In(stream.Signature(8 * cfg.bus_bytes)),
+            "load_q": Out(stream.Signature(isa.insn_layout)),
+            "exec_q": Out(stream.Signature(matmul_entry())),
+            "store_q": Out(stream.Signature(isa.insn_layout)),
+            "units_idle": In(1), "abort": In(1),
+            "done": Out(1), "error": Out(4), "error_valid": Out(1),
+            "dispatched": Out(1), "stall_insn": Out(1), "running": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        nb = self.insn_beats
+        bus_bits = 8 * cfg.bus_bytes
+
+        running = Signal()
+        m.d.comb += self.running.eq(running)
+
+        # ---- Fetch ------------------------------------------------------------------------
+        depth = self.queue_insns * nb
+        m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=bus_bits, depth=depth)
+        chunk_max = max(1, self.queue_insns // 2)
+        f_addr = Signal(32)
+        f_left = Signal(32)          # instructions not yet requested
+        reserved = Signal(range(depth + 1))
+        chunk = Signal(range(chunk_max + 1))
+        m.d.comb += chunk.eq(Mux(f_left < chunk_max, f_left, chunk_max))
+        room = Signal()
+        m.d.comb += room.eq(reserved + chunk * nb <= depth)
+        m.d.comb += [
+            self.fcmd.valid.eq(running & ~self.abort & (f_left != 0) & room),
+            self.fcmd.payload.addr.eq(f_addr),
+            self.fcmd.payload.rows.eq(1),
+            self.fcmd.payload.row_beats.eq(chunk * nb),
+            self.fcmd.payload.stride.eq(0),
+        ]
+        asked = Signal()
+        m.d.comb += asked.eq(self.fcmd.valid & self.fcmd.ready)
+        with m.If(asked):
+            m.d.sync += [f_addr.eq(f_addr + chunk * isa.INSN_BYTES), f_left.eq(f_left - chunk)]
+        m.d.comb += [ibuf.w_data.eq(self.fdata.payload), ibuf.w_en.eq(self.fdata.valid),
+                     self.fdata.ready.eq(1)]
+
+        # Assemble beats into one instruction.
+        word = Signal(isa.INSN_BITS)
+        have = Signal(range(nb + 1))
+        word_valid = Signal()
+        m.d.comb += word_valid.eq(have == nb)
+        take_word = Signal()
+        flush = Signal()             # after END: drop what was fetched beyond it
+        popped = Signal()
+        m.d.comb += popped.eq(ibuf.r_rdy & ((have < nb) | take_word | flush))
+        m.d.comb += ibuf.r_en.eq(popped)
+        m.d.sync += reserved.eq(reserved + Mux(asked, chunk * nb, 0) - popped)
+        with m.If(popped):
+            m.d.sync += word.eq(Cat(word[bus_bits:], ibuf.r_data) if nb > 1 else ibuf.r_data)
+        with m.If(flush):
+            m.d.sync += have.eq(0)
+        with m.Elif(take_word):
+            m.d.sync += have.eq(popped)
+        with m.Elif(popped):
+            m.d.sync += have.eq(have + 1)
+
+        # ---- Check and dispatch -----------------------------------------------------------
+        insn = Signal(isa.insn_layout)
+        m.d.comb += insn.eq(word)
+        cur = Signal(isa.insn_layout)
+        op = cur.header.opcode
+        b = cur.body
+        left = Signal(32)            # instructions of the program not yet dispatched
+
+        # Stage 1 products (registered), stage 2 comparisons.
+        last_act = Signal(48)        # LOAD_ACT: last buffer row written
+        last_mm = Signal(48)         # MATMUL: last activation row read
+        acc_end = Signal(18)
+        param_end = Signal(18)
+        store_buf_end = Signal(18)
+        bad_count = Signal()
+        m.d.sync += [
+            last_act.eq(b.load_act.buf_row + (b.load_act.rows - 1) * b.load_act.buf_row_step
+                        + (b.load_act.row_beats - 1) * b.load_act.buf_beat_step),
+            last_mm.eq(b.matmul.act_row + (b.matmul.k_tiles - 1) * b.matmul.act_kstep
+                       + (b.matmul.m - 1) * b.matmul.act_stride),
+            acc_end.eq(Mux(op == isa.Op.MATMUL, b.matmul.acc_row + b.matmul.m,
+                           b.store.acc_row + b.store.m)),
+            param_end.eq(Mux(op == isa.Op.LOAD_PARAM,
+                             b.load_param.param_tile + b.load_param.n_tiles,
+                             b.store.param_tile + 1)),
+            store_buf_end.eq(b.store.buf_row + b.store.m),
+        ]
+        with m.Switch(op):
+            with m.Case(isa.Op.LOAD_ACT):
+                m.d.sync += bad_count.eq((b.load_act.rows == 0) | (b.load_act.row_beats == 0))
+            with m.Case(isa.Op.LOAD_PARAM):
+                m.d.sync += bad_count.eq(b.load_param.n_tiles == 0)
+            with m.Case(isa.Op.MATMUL):
+                m.d.sync += bad_count.eq((b.matmul.m == 0) | (b.matmul.k_tiles == 0))
+            with m.Case(isa.Op.STORE):
+                m.d.sync += bad_count.eq(b.store.m == 0)
+            with m.Default():
+                m.d.sync += bad_count.eq(0)
+
+        bad_buffer = Signal()
+        acc_depth = 2 * cfg.acc_buf_rows
+        with m.Switch(op):
+            with m.Case(isa.Op.LOAD_ACT):
+                m.d.comb += bad_buffer.eq(last_act >= cfg.act_buf_rows)
+            with m.Case(isa.Op.LOAD_PARAM):
+                m.d.comb += bad_buffer.eq(param_end > cfg.param_tiles)
+            with m.Case(isa.Op.MATMUL):
+                m.d.comb += bad_buffer.eq((last_mm >= cfg.act_buf_rows) | (acc_end > acc_depth))
+            with m.Case(isa.Op.STORE):
+                m.d.comb += bad_buffer.eq((acc_end > acc_depth) | (param_end > cfg.param_tiles)
+                                          | (b.store.to_buf
+                                             & (store_buf_end > cfg.act_buf_rows)))
+        defined = Signal()
+        m.d.comb += defined.eq((op >= isa.Op.LOAD_ACT) & (op <= isa.Op.END))
+
+        error = Signal(4)
+        raise_error = Signal()
+        m.d.comb += [self.error.eq(error), self.error_valid.eq(raise_error)]
+        with m.If(raise_error):
+            m.d.sync += error.eq(self.error)
+
+        mm = Signal(matmul_entry())
+        m.d.comb += [mm.hdr.eq(cur.header), mm.body.eq(b.matmul)]
+        m.d.comb += [self.load_q.payload.eq(cur), self.store_q.payload.eq(cur),
+                     self.exec_q.payload.eq(mm)]
+
+        with m.FSM(name="dispatch") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [running.eq(1), f_addr.eq(self.prog_addr),
+                                 f_left.eq(self.prog_len), left.eq(self.prog_len),
+                                 error.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(self.abort):
+                    m.next = "HALT"
+                with m.Elif(left == 0):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.NO_END)]
+                    m.next = "HALT"
+                with m.Elif(word_valid):
+                    m.d.comb += take_word.eq(1)
+                    m.d.sync += [cur.eq(insn), left.eq(left - 1)]
+                    m.next = "CHECK"
+                with m.Else():
+                    m.d.comb += self.stall_insn.eq(1)
+            with m.State("CHECK"):           # products and count checks register now
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(self.abort):
+                    m.next = "HALT"
+                with m.Elif(~defined):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_OPCODE)]
+                    m.next = "HALT"
+                with m.Elif(bad_count):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_COUNT)]
+                    m.next = "HALT"
+                with m.Elif(bad_buffer):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_BUFFER)]
+                    m.next = "HALT"
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM):
+                            m.d.comb += self.load_q.valid.eq(1)
+                            with m.If(self.load_q.ready):
+                                m.d.comb += self.dispatched.eq(1)
+                                m.next = "FETCH"
+                        with m.Case(isa.Op.MATMUL):
+                            m.d.comb += self.exec_q.valid.eq(1)
+                            with m.If(self.exec_q.ready):
+                                m.d.comb += self.dispatched.eq(1)
+                                m.next = "FETCH"
+                        with m.Case(isa.Op.STORE):
+                            m.d.comb += self.store_q.valid.eq(1)
+                            with m.If(self.store_q.ready):
+                                m.d.comb += self.dispatched.eq(1)
+                                m.next = "FETCH"
+                        with m.Default():            # FENCE, END
+                            m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(self.abort):
+                    m.next = "HALT"
+                with m.Elif(self.units_idle):
+                    m.d.comb += self.dispatched.eq(1)
+                    with m.If(op == isa.Op.END):
+                        m.d.sync += f_left.eq(0)
+                        m.next = "FLUSH"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FLUSH"):
+                # Instructions fetched past END are dropped once they have landed, so
+                # the bus is quiet and the next start begins with an empty queue.
+                m.d.comb += flush.eq(1)
+                with m.If((reserved == 0) | ((reserved == popped) & ~asked)):
+                    m.d.comb += self.done.eq(1)
+                    m.d.sync += running.eq(0)
+                    m.next = "IDLE"
+            with m.State("HALT"):
+                # Stopped by an error: wait for the fetches already asked for to land,
+                # then sit here until reset.
+                m.d.sync += running.eq(0)
+        return m

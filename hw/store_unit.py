@@ -1,0 +1,169 @@
+"""The store unit: ``STORE`` reads accumulator rows, requantizes them, writes them out."""
+
+from amaranth import Module, Signal, Mux, Cat
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import isa, layouts
+from .dma import dma_command
+from .requant import Requantizer
+
+__all__ = ["StoreUnit"]
+
+
+class StoreUnit(wiring.Component):
+    """Runs ``STORE`` instructions (see :mod:`hw.isa` and ``docs/requant.md``).
+
+    For each instruction: wait for the ``pop_prev`` token (results ready); read the
+    parameter set (:data:`hw.isa.PARAM_BEATS` beats, one per cycle) into registers; send
+    the write command to the write DMA (one contiguous burst run when ``dram_stride``
+    equals the row size, else one row of one beat each ``dram_stride`` bytes); then read
+    the ``m`` accumulator rows, one per cycle, through the :class:`~hw.requant.Requantizer`
+    to the write DMA's data stream or to the activation buffer. ``push_prev`` (accumulator
+    free) is given when the last accumulator row has been read.
+
+    Throughput: one row per cycle unless the destination holds back. Back-pressure: the
+    write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
+    requantizer; accumulator reads stop while the 4-row skid buffer is full.
+    Latency: ``PARAM_BEATS + 3`` cycles from the token to the first accumulator read.
+
+    Ports
+    -----
+    insn : In(stream(isa.insn_layout))
+    param_addr, param_en : Out; param_data : In        parameter buffer read port
+    acc_addr, acc_en : Out; acc_data : In              accumulator read port
+    wcmd : Out(stream(dma_command)); wdata : Out(stream(8 * bus_bytes))   write DMA
+    buf_addr, buf_data, buf_valid : Out; buf_ready : In   activation buffer write
+    e2s_avail : In; e2s_take, s2e_give : Out           tokens
+    abort : In; idle : Out
+    """
+
+    def __init__(self, cfg, *, skid=4):
+        self.cfg = cfg
+        self.skid = skid
+        super().__init__({
+            "insn": In(stream.Signature(isa.insn_layout)),
+            "param_addr": Out(ceil_log2(cfg.param_tiles * isa.PARAM_BEATS)),
+            "param_en": Out(1), "param_data": In(8 * cfg.bus_bytes),
+            "acc_addr": Out(ceil_log2(2 * cfg.acc_buf_rows)), "acc_en": Out(1),
+            "acc_data": In(layouts.psum_row(cfg)),
+            "wcmd": Out(stream.Signature(dma_command(cfg))),
+            "wdata": Out(stream.Signature(8 * cfg.bus_bytes)),
+            "buf_addr": Out(ceil_log2(cfg.act_buf_rows)), "buf_data": Out(8 * cfg.bus_bytes),
+            "buf_valid": Out(1), "buf_ready": In(1),
+            "e2s_avail": In(1), "e2s_take": Out(1), "s2e_give": Out(1),
+            "abort": In(1), "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        C = cfg.cols
+        L = isa.insn_layout
+        words_per_beat = cfg.bus_bytes // 4
+        beats_per_vector = C // words_per_beat
+
+        m.submodules.rq = rq = Requantizer(cfg)
+        cur = Signal(L)
+        st = cur.body.store
+
+        # Parameter registers: bias, multiplier, shift vectors (C words each).
+        params = Signal(data.ArrayLayout(32, 3 * C))
+        for c in range(C):
+            m.d.comb += [
+                rq.bias[c].eq(params[c]),
+                rq.mult[c].eq(params[C + c]),
+                rq.shift[c].eq(params[2 * C + c]),
+            ]
+        m.d.comb += rq.relu.eq(st.relu)
+
+        p_beat = Signal(range(isa.PARAM_BEATS + 1))
+        p_pending = Signal()          # a parameter beat read last cycle arrives now
+        p_dst = Signal(range(isa.PARAM_BEATS))
+        with m.If(p_pending):
+            with m.Switch(p_dst):
+                for j in range(isa.PARAM_BEATS):
+                    with m.Case(j):
+                        m.d.sync += params.as_value()[j * 8 * cfg.bus_bytes:
+                                                      (j + 1) * 8 * cfg.bus_bytes].eq(
+                                                          self.param_data)
+
+        # Accumulator reads feed a skid FIFO in front of the requantizer.
+        m.submodules.skid = skid = fifo.SyncFIFOBuffered(width=32 * C, depth=self.skid)
+        rows_left = Signal(16)
+        acc_row = Signal(16)
+        a_pending = Signal()
+        m.d.sync += a_pending.eq(self.acc_en)
+        m.d.comb += [skid.w_data.eq(self.acc_data), skid.w_en.eq(a_pending)]
+        m.d.comb += [rq.i.payload.eq(skid.r_data), rq.i.valid.eq(skid.r_rdy),
+                     skid.r_en.eq(rq.i.ready)]
+
+        out_left = Signal(16)         # requantized rows still to hand on
+        to_buf = Signal()
+        buf_row = Signal(32)
+
+        with m.FSM(name="store") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.insn.ready.eq(~self.abort & (out_left == 0))
+                with m.If(self.insn.valid & self.insn.ready):
+                    m.d.sync += cur.eq(self.insn.payload)
+                    m.next = "TOKEN"
+            with m.State("TOKEN"):
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(~cur.header.pop_prev | self.e2s_avail):
+                    m.d.comb += self.e2s_take.eq(cur.header.pop_prev)
+                    m.d.sync += [p_beat.eq(0), rows_left.eq(st.m), acc_row.eq(st.acc_row),
+                                 out_left.eq(st.m), to_buf.eq(st.to_buf),
+                                 buf_row.eq(st.buf_row)]
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.comb += [self.param_en.eq(1),
+                             self.param_addr.eq(st.param_tile * isa.PARAM_BEATS + p_beat)]
+                m.d.sync += [p_pending.eq(1), p_dst.eq(p_beat), p_beat.eq(p_beat + 1)]
+                with m.If(p_beat == isa.PARAM_BEATS - 1):
+                    m.next = "CMD"
+            with m.State("CMD"):
+                m.d.sync += p_pending.eq(0)
+                contiguous = st.dram_stride == cfg.bus_bytes
+                m.d.comb += [
+                    self.wcmd.payload.addr.eq(st.dram_addr),
+                    self.wcmd.payload.rows.eq(Mux(contiguous, 1, st.m)),
+                    self.wcmd.payload.row_beats.eq(Mux(contiguous, st.m, 1)),
+                    self.wcmd.payload.stride.eq(st.dram_stride),
+                    self.wcmd.valid.eq(~st.to_buf & ~self.abort),
+                ]
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(st.to_buf | self.wcmd.ready):
+                    m.next = "ROWS"
+            with m.State("ROWS"):
+                in_skid = Signal(range(self.skid + 2))
+                m.d.comb += in_skid.eq(skid.r_level + a_pending)
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(in_skid < self.skid - 1):
+                    m.d.comb += [self.acc_en.eq(1), self.acc_addr.eq(acc_row)]
+                    m.d.sync += [acc_row.eq(acc_row + 1), rows_left.eq(rows_left - 1)]
+                    with m.If(rows_left == 1):
+                        m.d.comb += self.s2e_give.eq(cur.header.push_prev)
+                        m.next = "IDLE"
+
+        # Requantized rows go to memory or back into the activation buffer.
+        out_row = Signal(8 * cfg.bus_bytes)
+        m.d.comb += out_row.eq(rq.o.payload.as_value())
+        m.d.comb += [
+            self.wdata.payload.eq(out_row), self.buf_data.eq(out_row),
+            self.buf_addr.eq(buf_row),
+            self.wdata.valid.eq(rq.o.valid & ~to_buf),
+            self.buf_valid.eq(rq.o.valid & to_buf),
+            rq.o.ready.eq(Mux(to_buf, self.buf_ready, self.wdata.ready)),
+        ]
+        with m.If(rq.o.valid & rq.o.ready):
+            m.d.sync += [out_left.eq(out_left - 1), buf_row.eq(buf_row + 1)]
+
+        with m.If(self.abort):
+            m.d.sync += out_left.eq(0)
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (out_left == 0) & ~self.insn.valid)
+        return m
