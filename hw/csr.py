@@ -157,7 +157,10 @@ class CSRBlock(wiring.Component):
       byte whose strobe is low are neither written (``"rw"``) nor count as 1 (``"w1s"``,
       ``"w1c"``).
     * Reads: answered on R with the register's value and OKAY; an unmapped word reads 0
-      with SLVERR. ``"w1s"`` registers read 0.
+      with SLVERR. ``"w1s"`` registers read 0. An ``"ro"`` input is sampled in the cycle
+      of the AR handshake; a read of the low word of a snapshot pair (see
+      :class:`Register` ``snapshot_of`` and :func:`counter64`) latches the high word in
+      that same cycle.
     * One write and one read may be in progress at once (they are independent). BVALID and
       RVALID, with BRESP, RDATA and RRESP, stay asserted and unchanged until BREADY or
       RREADY accepts them. AWREADY, WREADY and ARREADY are registered state (no
@@ -335,11 +338,13 @@ class CSRBlock(wiring.Component):
                         else:
                             value = getattr(self, reg.name)
                         m.d.sync += [bus.rdata.eq(value), bus.rresp.eq(RESP_OKAY)]
-                        for hi in self._registers:
-                            if hi.snapshot_of == reg.name:
-                                m.d.sync += shadows[hi.name].eq(getattr(self, hi.name))
                 with m.Default():
                     m.d.sync += [bus.rdata.eq(0), bus.rresp.eq(RESP_SLVERR)]
         with m.Elif(bus.rvalid & bus.rready):
             m.d.sync += bus.rvalid.eq(0)
+        # a read of a snapshot's low word latches the high word in the same cycle
+        for hi in self._registers:
+            if hi.snapshot_of is not None:
+                with m.If(ar_fire & (r_index == self._index[hi.snapshot_of])):
+                    m.d.sync += shadows[hi.name].eq(getattr(self, hi.name))
         return m

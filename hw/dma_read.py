@@ -136,7 +136,8 @@ class DMARead(wiring.Component):
         inflight = Signal(range(self.max_outstanding + 1))
 
         # R channel and the data stream.
-        r_bad = bus.rresp[1]           # SLVERR (0b10) or DECERR (0b11)
+        r_bad = Signal()               # an R beat answered SLVERR (0b10) or DECERR (0b11)
+        m.d.comb += r_bad.eq(bus.rvalid & bus.rresp[1])
         m.d.comb += [
             self.data.payload.eq(bus.rdata),
             self.data.valid.eq(bus.rvalid & ~r_bad & ~drop),

@@ -193,7 +193,7 @@ class DMAWrite(wiring.Component):
         m.d.comb += b_queue.r_en.eq(b_take)
         with m.If(b_take & ~b_bad & b_queue.r_rdy):
             m.d.sync += self.bytes_written.eq(
-                self.bytes_written + b_queue.r_data * cfg.bus_bytes)
+                self.bytes_written + (w_queue.r_data + 1) * cfg.bus_bytes)
         bus_err = Signal()
         m.d.comb += bus_err.eq(b_take & b_bad)
 

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -70,6 +71,22 @@ def _check_sim(sim):
         toolenv.apply()
 
 
+_YOSYS_TRIGGER = re.compile(
+    r"^(\s*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) += 0;$", re.M)
+
+
+def icarus_fixup(verilog_text):
+    """Make Yosys' combinational ``always @*`` blocks run once at start under Icarus.
+
+    Yosys gives each module a dummy register, initialised in its declaration, that every
+    ``always @*`` block reads so that it runs at time 0. Under ``-g2012`` Icarus applies
+    declaration initialisers before time 0 without an event, so a block whose real
+    inputs never change would never run and its outputs would stay X. Setting the
+    register in an ``initial`` block one time unit in (during reset) produces the event.
+    """
+    return _YOSYS_TRIGGER.sub(r"\1reg \2 ;\n\1initial #1 \2 = 0;", verilog_text)
+
+
 def build(sim, top, verilog_text, *, tag, traced=False):
     """Compile ``verilog_text`` (top module ``top``) for ``sim``, once per distinct text.
 
@@ -80,6 +97,8 @@ def build(sim, top, verilog_text, *, tag, traced=False):
     _check_sim(sim)
     from cocotb_tools.runner import get_runner
 
+    if sim == "icarus":
+        verilog_text = icarus_fixup(verilog_text)
     digest = hashlib.sha256(verilog_text.encode()).hexdigest()[:10]
     traced = traced and sim == "verilator"
     name = f"{top}-{tag}-{digest}" + ("-traced" if traced else "")

@@ -13,8 +13,8 @@ runs three units (load, exec, store) concurrently, ordered only by the dependenc
 and ``FENCE``; the two agree for every program whose tokens order each pair of
 conflicting accesses as program order does. :func:`check_tokens` proves a program free of
 deadlock and :func:`check_races` proves it free of such races; :func:`run_program` runs
-both (``check_deps=True``) on the instructions it retired, so a result it returns is the
-result of every legal schedule.
+both (``check_deps=True``) on the instructions it retired, so a result it returns is what
+every schedule the tokens allow produces.
 
 Each instruction, in order:
 
@@ -33,7 +33,10 @@ Each instruction, in order:
 On an error the model stops at that instruction: earlier instructions keep their effects,
 the faulting one has none and is not counted as retired (its fetch, which did happen, is
 counted in ``dma_read_bytes``). The hardware may have issued the legal bursts of a
-``DMA_WINDOW`` instruction before the illegal one; the model issues none.
+``DMA_WINDOW`` instruction before the illegal one; the model issues none. The model
+fetches exactly the instructions it executes; hardware that fetches ahead in chunks may
+fault (or count fetched bytes) past ``END`` or before the instruction that the model
+names, when ``n_insns`` runs past ``END`` or the program ends near the window's edge.
 
 Unspecified corners, as the model defines them
 ----------------------------------------------
@@ -68,7 +71,7 @@ from hw import isa
 from hw.config import Config
 
 from .golden import check_int8
-from .requant import requantize, MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX
+from .requant import requantize, MULT_MAX, SHIFT_MAX
 
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
@@ -204,7 +207,7 @@ class Machine:
 
     def _window(self, first, nbytes):
         """Bytes ``[first, first + nbytes)`` must lie in ``[base, limit)``."""
-        if first < self.base - 1 or first + nbytes > self.limit:
+        if first < self.base or first + nbytes > self.limit:
             raise _Fault(isa.Error.DMA_WINDOW)
 
     def fetch(self, addr):

@@ -364,7 +364,7 @@ def raw_case(rng):
     write(err_lo + 8, 3, True, 2, 11)                 # SLVERR window: nothing written
     read(err_lo, 12, 12)                              # starts in the window: all SLVERR
     read(err_lo - 8, 4, 13)                           # starts before it: OKAY throughout
-    return {"read_latency": 3, "write_latency": 2, "err_lo": err_lo, "err_hi": err_hi,
+    return {"read_latency": 3, "write_latency": 5, "err_lo": err_lo, "err_hi": err_hi,
             "steps": steps, "max_cycles": 3000}, db, words
 
 
@@ -399,6 +399,22 @@ def test_raw_channels(simulator, rng, tmp_path):
             for beat in got:                      # hex of the little-endian word -> bytes
                 beat["data"] = int(beat["data"], 16).to_bytes(db, "little").hex()
         assert got == want, f"{step['kind']} at {step['addr']:#x}"
+    # B timing: beat k of a burst is written in cycle c_k = max(t_k, c_(k-1) + 1, t_aw)
+    # (its W handshake, one write per cycle, not before its AW); B is valid from
+    # max(t_last + write_latency, c_last + 1).
+    for step, log in zip(case["steps"], result["logs"]):
+        if step["kind"] == "read":
+            (t_ar,), r = log["ar"], log["r"]
+            assert r == list(range(t_ar + case["read_latency"],
+                                   t_ar + case["read_latency"] + step["len"] + 1))
+            continue
+        (t_aw,), w = log["aw"], log["w"]
+        assert len(w) == len(step["beats"])
+        c = -1
+        for t in w:
+            c = max(t, c + 1, t_aw)
+        b_first = max(w[-1] + case["write_latency"], c + 1)
+        assert log["b_valid"] == [b_first], f"B of the write at {step['addr']:#x}"
     assert result["write_beats"] == sum(len(s["beats"]) for s in case["steps"]
                                         if s["kind"] == "write")
     assert result["reads_beats"] == sum(s["len"] + 1 for s in case["steps"]

@@ -280,8 +280,8 @@ def test_load_param_keeps_register_widths():
 # MATMUL
 
 
-def expected_matmul(cfg, act, acc, w_tiles, *, weight_addr, act_row, act_stride, act_kstep, m, k_tiles,
-                    acc_row, accumulate):
+def expected_matmul(cfg, act, acc, w_tiles, *, weight_addr, act_row, act_stride, act_kstep,
+                    m, k_tiles, acc_row, accumulate):
     """hw/isa.py's MATMUL (weights from ``w_tiles``), tile by tile and row by row, in
     int64 then wrapped."""
     acc = acc.astype(np.int64).copy()

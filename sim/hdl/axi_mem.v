@@ -269,7 +269,7 @@ module serrano_axi_mem #(
             assign c_mask[8*g +: 8] = {8{c_strb[g]}};
         end
     endgenerate
-    wire [DW-1:0] c_merged = (mem[c_index] & ~c_mask) | c_data;
+    wire [DW-1:0] c_merged = (mem[c_index] & ~c_mask) | (c_data & c_mask);
     wire          c_any_decerr = w_decerr || !c_inmem;
 
     wire        b_due  = ($signed(now - bq_due[bq_head]) >= 0);

@@ -10,8 +10,9 @@ Every expectation (data, responses, final image) is computed by the pytest side.
   end it raises ``dump`` for one cycle.
 * ``timing`` measures, cycle by cycle on the bus, the read latency and throughput of
   back-to-back bursts, the write latency and the write throughput.
-* ``raw`` drives the five channels directly (no master): W data before its AW, sparse
-  strobes, IDs, and any AxSIZE/AxBURST (an illegal one must end the simulation).
+* ``raw`` drives the five channels directly (no master), one burst at a time: W data
+  before its AW, sparse strobes, IDs, and any AxSIZE/AxBURST (an illegal one must end
+  the simulation); it also hands back each burst's handshake cycles.
 """
 
 import random
@@ -238,15 +239,19 @@ async def _raw(dut, case):
     port = RawPort(dut)
     _set_controls(dut, case)
     await start(dut)
+    log = BusLog(dut)
     await _cycles(dut, 2)
-    out = []
+    out, logs = [], []
     for step in case["steps"]:
+        log.clear()
         if step["kind"] == "write":
             out.append(await _raw_write(dut, port, step))
         else:
             out.append(await _raw_read(port, step))
+        await _cycles(dut, 1)
+        logs.append(log.snapshot())
     await _cycles(dut, 2)
-    return {"steps": out, **_counters(dut)}
+    return {"steps": out, "logs": logs, **_counters(dut)}
 
 
 @cocotb.test()

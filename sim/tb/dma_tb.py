@@ -6,17 +6,20 @@ what the DUT drives (a VALID stays up until READY, with its payload unchanged), 
 every AR/AW burst and every beat, and hands them back; data and bursts are compared with
 ``sw.dma_model`` by ``tests/test_dma.py``.
 
-Signals are driven and sampled at falling edges: a handshake happens at the next rising
-edge iff VALID and READY are both high at the falling edge before it.
+Signals are driven at falling edges; a handshake happens at the next rising edge iff VALID
+and READY are both high once the falling edge's writes have settled. Monitors therefore
+sample in the ReadOnly phase after the falling edge; drivers read only READY or VALID
+signals that do not depend on what they themselves drive in that cycle.
 """
 
 import random
 
 import cocotb
-from cocotb.triggers import FallingEdge, with_timeout
+from cocotb.triggers import FallingEdge, ReadOnly, with_timeout
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam
 
-from sim.tb.common import load_case, save_result, start, watchdog_ns
+from sim.tb.common import CLOCK_NS, load_case, save_result, start, watchdog_ns
 
 PAUSE_PROBABILITY = 0.3      # each AXI channel of the RAM stalls in 30 % of cycles
 IDLE_PROBABILITY = 0.25      # the command / data sources idle, the data sink stalls
@@ -46,6 +49,10 @@ def _idle_inputs(dut, case):
     dut.rd_cmd__payload.value = 0
     dut.wr_cmd__payload.value = 0
     dut.wr_data__payload.value = 0
+    # The RAM drives its outputs from its first transfer on; start them at 0, not X.
+    for name in ("rid", "rdata", "rresp", "rlast", "rvalid", "bid", "bresp", "bvalid",
+                 "arready", "awready", "wready"):
+        getattr(dut, f"m_axi__{name}").value = 0
 
 
 class _Held:
@@ -87,6 +94,7 @@ async def _monitor_addr(dut, kind, record, state):
     held = _Held(kind.upper())
     while not state["done"]:
         await FallingEdge(dut.clk)
+        await ReadOnly()
         valid = int(getattr(dut, f"m_axi__{kind}valid").value)
         ready = int(getattr(dut, f"m_axi__{kind}ready").value)
         addr, length, size, burst = _channel(dut, kind, ("addr", "len", "size", "burst"))
@@ -115,7 +123,7 @@ async def dma_read(dut):
             ready = sink_rng.random() >= IDLE_PROBABILITY
             dut.rd_data__ready.value = ready
             valid = int(dut.rd_data__valid.value)
-            payload = int(dut.rd_data__payload.value)
+            payload = int(dut.rd_data__payload.value) if valid else None
             held.step(valid, ready, payload)
             if valid and ready:
                 beats.append(f"{payload:x}")
@@ -126,7 +134,7 @@ async def dma_read(dut):
     state["done"] = True
     for _ in range(4):
         await FallingEdge(dut.clk)
-    save_result({"beats": beats, "ar": ars, "bytes_read": int(dut.rd_bytes.value),
+    save_result({"beats": beats, "ar": ars, "cycles": get_sim_time("ns") // CLOCK_NS, "bytes_read": int(dut.rd_bytes.value),
                  "error_valid": int(dut.rd_error_valid.value)})
 
 
@@ -156,6 +164,7 @@ async def dma_write(dut):
         full = (1 << bus_bytes) - 1
         while not state["done"]:
             await FallingEdge(dut.clk)
+            await ReadOnly()
             valid, ready = int(dut.m_axi__wvalid.value), int(dut.m_axi__wready.value)
             beat = (int(dut.m_axi__wdata.value), int(dut.m_axi__wstrb.value),
                     int(dut.m_axi__wlast.value))
@@ -177,5 +186,6 @@ async def dma_write(dut):
     for _ in range(4):
         await FallingEdge(dut.clk)
     save_result({"mem": ram.read(0, case["mem_size"]).hex(), "aw": aws,
+                 "cycles": get_sim_time("ns") // CLOCK_NS,
                  "w_beats": w_beats[0], "bytes_written": int(dut.wr_bytes.value),
                  "error_valid": int(dut.wr_error_valid.value)})

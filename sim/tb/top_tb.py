@@ -34,7 +34,13 @@ async def protocol_checker(dut, errors, bus_bytes):
         for ch, (valid, ready, payload) in CHANNELS.items():
             v = int(getattr(dut, f"m_axi__{valid}").value)
             r = int(getattr(dut, f"m_axi__{ready}").value)
-            p = tuple(int(getattr(dut, f"m_axi__{name}").value) for name in payload)
+            if not v and ch not in held:
+                continue
+            values = [getattr(dut, f"m_axi__{name}").value for name in payload]
+            if v and not all(x.is_resolvable for x in values):
+                errors.append(f"{ch}: X or Z on the payload while VALID")
+                continue
+            p = tuple(int(x) if x.is_resolvable else None for x in values)
             if ch in held:
                 if not v:
                     errors.append(f"{ch}: VALID dropped before READY")
@@ -96,6 +102,7 @@ async def run_program(dut):
         cycles += 16
     timed_out = not int(dut.irq.value)
     status = await read("status")
+    dut._log.info("irq after %d cycles, status %#x", cycles, status)
     counters = {}
     for name in case["counters"]:
         lo = await read(f"{name}_lo")
