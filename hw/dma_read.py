@@ -41,17 +41,21 @@ class DMARead(wiring.Component):
     * A read beat accepted from R in cycle ``u`` is on ``data`` in the same cycle ``u``.
     * With ``data.ready`` held high and a memory that answers one beat per cycle after a
       latency of ``L`` cycles (AR accepted in cycle ``a``, first R beat valid in ``a + L``),
-      a command of ``N`` beats delivers its last beat by cycle ``t + N + L + 2`` (measured in
-      ``tests/test_dma.py``), across burst and row boundaries, provided the bursts in flight
-      cover the latency: ``max_outstanding * burst_beats >= L + burst_beats + 2``. Short rows
-      (small bursts) lower the rate to about ``max_outstanding * burst_beats / (L +
-      burst_beats + 2)`` beats per cycle; raise ``max_outstanding`` for them.
+      a command of ``N`` beats accepted in cycle ``t`` delivers its first beat in cycle
+      ``t + 2 + L`` and its last in cycle ``t + 1 + L + N``: one beat per cycle, with no
+      bubble at burst, row or command boundaries, provided the bursts in flight cover the
+      latency. A burst of ``b`` beats holds its slot for ``L + b + 1`` cycles, so that
+      takes ``max_outstanding * b >= L + b + 1`` (always true for 256-beat bursts with
+      the default 4 and ``L <= 767``). Short rows (small ``b``) otherwise stream at
+      ``max_outstanding * b / (L + b + 1)`` beats per cycle; raise ``max_outstanding``
+      for them. Both bounds are measured in ``tests/test_dma.py``.
     * ``cmd`` is ready again the cycle after the last burst of a command has been placed in
       the AR register, while its data is still returning.
 
     Errors
     ------
-    The engine latches the first error in ``error`` and raises ``error_valid``:
+    The engine latches the first error in ``error`` and raises ``error_valid`` (both registered: they change the cycle after the
+    event named below):
 
     * ``ALIGN``: in the cycle the bad command is accepted; nothing of it is issued.
     * ``WINDOW``: when the next burst would leave ``[base, limit)``; that burst and every

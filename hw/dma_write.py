@@ -48,7 +48,8 @@ class DMAWrite(wiring.Component):
     ---------------------
     ``busy`` is high while a command is being split or a committed burst has no B response
     yet; ``idle`` is its complement: every write issued has been answered on B, so it is
-    visible to later readers. The first error is latched in ``error`` with ``error_valid``:
+    visible to later readers. The first error is latched in ``error`` with ``error_valid``
+    (both registered: they change the cycle after the event named below):
 
     * ``ALIGN``: in the cycle the bad command is accepted; nothing of it is issued.
     * ``WINDOW``: when the next burst would leave ``[base, limit)``; it and every later
@@ -193,7 +194,7 @@ class DMAWrite(wiring.Component):
         m.d.comb += b_queue.r_en.eq(b_take)
         with m.If(b_take & ~b_bad & b_queue.r_rdy):
             m.d.sync += self.bytes_written.eq(
-                self.bytes_written + (w_queue.r_data + 1) * cfg.bus_bytes)
+                self.bytes_written + b_queue.r_data * cfg.bus_bytes)
         bus_err = Signal()
         m.d.comb += bus_err.eq(b_take & b_bad)
 

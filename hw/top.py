@@ -165,7 +165,7 @@ class Core(wiring.Component):
             front.start.eq(self.start & ~self.running),
             front.prog_addr.eq(self.prog_addr), front.prog_len.eq(self.prog_len),
             front.units_idle.eq(load.idle & exe.idle & store.idle & wr.idle),
-            self.quiet.eq(~rd.busy & ~wr.busy & ~rmux.busy),
+            self.quiet.eq(~rd.busy & ~wr.busy),
             self.error.eq(error),
         ]
 

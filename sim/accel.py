@@ -28,14 +28,17 @@ class RtlResult:
     timed_out: bool
     irq_cleared: bool
     magic: int
+    reset_status: int = None
 
 
 def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0.0,
-            seed=0, timeout_cycles=None):
+            seed=0, timeout_cycles=None, soft_reset_after=None):
     """Run ``prog_len`` instructions at ``prog_addr`` of ``image`` on ``sim``.
 
     ``pause`` is the probability that each AXI channel of the memory model holds back in
     a given cycle (random back-pressure and idle cycles); ``seed`` picks the pattern.
+    ``soft_reset_after`` starts the program, soft-resets it that many cycles later, then
+    runs it again from the start; ``reset_status`` is the status read after the reset.
     """
     image = np.asarray(image, dtype=np.uint8)
     if limit is None:
@@ -50,6 +53,7 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
         "counters": [name for name, _ in regs.COUNTERS],
         "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
         "pause": pause, "seed": seed, "timeout_cycles": timeout_cycles,
+        "soft_reset_after": soft_reset_after,
     }
     t0 = time.perf_counter()
     result, _ = runner.run(built, "sim.tb.top_tb", "run_program", case, verilog_text=text,
@@ -62,4 +66,5 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
         error=isa.Error((status >> regs.STATUS_CODE_SHIFT) & 0xF),
         done=bool(status & regs.STATUS_DONE),
         counters=result["counters"], wall_s=wall, timed_out=result["timed_out"],
-        irq_cleared=not result["irq_after_clear"], magic=result["magic"])
+        irq_cleared=not result["irq_after_clear"], magic=result["magic"],
+        reset_status=result["reset_status"])

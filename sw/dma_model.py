@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PAGE_BYTES", "MAX_BURST_BEATS", "Command", "command_error", "bursts",
+__all__ = ["PAGE_BYTES", "MAX_BURST_BEATS", "Command", "as_command", "command_error", "bursts",
            "burst_legal", "issued_bursts", "gather", "scatter", "byte_ranges",
            "pack_command"]
 
@@ -37,9 +37,20 @@ class Command:
                 "stride": self.stride}
 
 
+def as_command(cmd):
+    """A :class:`Command` from a Command, a dict with its four fields, or a 4-tuple
+    ``(addr, rows, row_beats, stride)``."""
+    if isinstance(cmd, Command):
+        return cmd
+    if isinstance(cmd, dict):
+        return Command(**cmd)
+    return Command(*cmd)
+
+
 def command_error(cmd, bus_bytes):
     """``"ALIGN"`` if the command is malformed (unaligned ``addr``/``stride``, no rows or
     no beats), else ``None``."""
+    cmd = as_command(cmd)
     if cmd.addr % bus_bytes or cmd.stride % bus_bytes or cmd.rows == 0 or cmd.row_beats == 0:
         return "ALIGN"
     return None
@@ -47,7 +58,10 @@ def command_error(cmd, bus_bytes):
 
 def bursts(cmd, bus_bytes):
     """The AXI bursts of a well-formed ``cmd``, as a list of ``(addr, beats)`` in issue
-    order. Bursts never span two rows."""
+    order. Bursts never span two rows. A malformed command raises ValueError."""
+    cmd = as_command(cmd)
+    if command_error(cmd, bus_bytes):
+        raise ValueError(f"malformed command {cmd!r} for a {bus_bytes}-byte bus")
     out = []
     for r in range(cmd.rows):
         start = cmd.addr + r * cmd.stride
@@ -76,6 +90,7 @@ def issued_bursts(cmd, bus_bytes, base, limit):
     ``error`` is ``"ALIGN"`` (no burst), ``"WINDOW"`` (the bursts before the first illegal
     one) or ``None`` (all bursts).
     """
+    cmd = as_command(cmd)
     if command_error(cmd, bus_bytes):
         return [], "ALIGN"
     legal = []
@@ -88,6 +103,7 @@ def issued_bursts(cmd, bus_bytes, base, limit):
 
 def byte_ranges(cmd, bus_bytes):
     """The ``[start, end)`` byte range of every row of ``cmd``."""
+    cmd = as_command(cmd)
     row_bytes = cmd.row_beats * bus_bytes
     return [(cmd.addr + r * cmd.stride, cmd.addr + r * cmd.stride + row_bytes)
             for r in range(cmd.rows)]
@@ -96,17 +112,20 @@ def byte_ranges(cmd, bus_bytes):
 def gather(mem_bytes, cmd, bus_bytes):
     """The bytes a read of ``cmd`` delivers, in order, from ``mem_bytes`` (bytes-like or a
     uint8 array indexed by address)."""
+    cmd = as_command(cmd)
     mem = np.frombuffer(bytes(mem_bytes), dtype=np.uint8)
-    parts = [mem[s:e] for s, e in byte_ranges(cmd, bus_bytes)]
-    for (s, e), p in zip(byte_ranges(cmd, bus_bytes), parts):
-        if len(p) != e - s:
+    parts = []
+    for s, e in byte_ranges(cmd, bus_bytes):
+        if e > len(mem):
             raise IndexError(f"row [{s:#x}, {e:#x}) lies outside the memory")
+        parts.append(mem[s:e])
     return np.concatenate(parts).tobytes() if parts else b""
 
 
 def scatter(mem_bytes, cmd, bus_bytes, payload):
     """The memory after a write of ``cmd`` carrying ``payload`` (bytes, in beat order).
     Later rows win where rows overlap."""
+    cmd = as_command(cmd)
     mem = np.frombuffer(bytes(mem_bytes), dtype=np.uint8).copy()
     src = np.frombuffer(bytes(payload), dtype=np.uint8)
     row_bytes = cmd.row_beats * bus_bytes
@@ -124,6 +143,7 @@ def pack_command(cmd, addr_width):
     """The command as the integer a ``dma_command`` port carries: ``addr`` in the low
     ``addr_width`` bits, then ``rows`` (16), ``row_beats`` (16), ``stride``
     (``addr_width``)."""
+    cmd = as_command(cmd)
     fields = ((cmd.addr, addr_width), (cmd.rows, 16), (cmd.row_beats, 16),
               (cmd.stride, addr_width))
     word, shift = 0, 0

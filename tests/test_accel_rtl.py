@@ -72,3 +72,57 @@ def test_many_blocks_and_tiles_verilator(rng):
     layout2 = compiler.compile_gemm  # noqa: F841 (keeps the import used)
     rtl = run_rtl(TINY, layout.image, layout.prog_addr, layout.prog_len, "verilator")
     check_against_golden(TINY, layout, rtl, expect)
+
+
+def test_soft_reset_mid_run_then_correct_run(simulator, rng):
+    layout, expect = random_gemm(rng, TINY, 24, 12, 12)
+    rtl = run_rtl(TINY, layout.image, layout.prog_addr, layout.prog_len, simulator,
+                  soft_reset_after=150, pause=0.2, seed=3)
+    assert rtl.reset_status == 0, f"not idle after soft reset: {rtl.reset_status:#x}"
+    check_against_golden(TINY, layout, rtl, expect)
+
+
+def run_faulty(cfg, image, prog_addr, prog_len, sim, **kw):
+    gold = isa_model.run_program(cfg, image, prog_addr, prog_len, check_deps=False,
+                                 base=kw.get("base", 0), limit=kw.get("limit"))
+    rtl = run_rtl(cfg, image, prog_addr, prog_len, sim, **kw)
+    assert not rtl.timed_out, "watchdog: an error must stop the accelerator, not hang it"
+    assert rtl.status & regs.STATUS_ERROR and not rtl.status & regs.STATUS_BUSY
+    assert rtl.error == gold.error != isa.Error.NONE
+    return gold, rtl
+
+
+def test_error_undefined_opcode_on_zeroed_memory(simulator):
+    image = np.zeros(4096, np.uint8)
+    _, rtl = run_faulty(TINY, image, 0, 4, simulator)
+    assert not rtl.image.any()
+
+
+@pytest.mark.parametrize("fault", ["bad_buffer", "bad_count", "no_end", "window", "align"])
+def test_error_codes_and_nothing_written(simulator, rng, fault):
+    """Each fault stops with its code; memory outside the outputs written before the
+    faulting instruction stays as it was, byte for byte."""
+    layout, _ = random_gemm(rng, TINY, 8, 8, 8)
+    image = layout.image.copy()
+    prog = isa_model.Program()
+    kw = {}
+    if fault == "bad_buffer":
+        prog.load_act(dram_addr=layout.a_addr, dram_stride=4, rows=1, row_beats=1,
+                      buf_row=TINY.act_buf_rows, buf_row_step=1, buf_beat_step=1)
+    elif fault == "bad_count":
+        prog.matmul(weight_addr=layout.w_addr, act_row=0, act_stride=1, act_kstep=1, m=0,
+                    k_tiles=1, acc_row=0)
+    elif fault == "window":
+        kw = {"base": 0, "limit": layout.w_addr + 16}      # weights beyond the window
+        prog.matmul(weight_addr=layout.w_addr, act_row=0, act_stride=1, act_kstep=1, m=1,
+                    k_tiles=2, acc_row=0)
+    elif fault == "align":
+        prog.load_act(dram_addr=layout.a_addr + 1, dram_stride=4, rows=1, row_beats=1,
+                      buf_row=0, buf_row_step=1, buf_beat_step=1)
+    prog.store(acc_row=0, m=2, param_tile=0, dram_addr=layout.y_addr, dram_stride=4)
+    if fault != "no_end":
+        prog.end()
+    raw = prog.to_array()
+    image[layout.prog_addr:layout.prog_addr + len(raw)] = raw
+    gold, rtl = run_faulty(TINY, image, layout.prog_addr, len(prog), simulator, **kw)
+    np.testing.assert_array_equal(rtl.image, image)

@@ -410,6 +410,9 @@ def test_raw_channels(simulator, rng, tmp_path):
             continue
         (t_aw,), w = log["aw"], log["w"]
         assert len(w) == len(step["beats"])
+        if step["w_first"] and step["gap"]:   # the W queue takes 16 beats ahead of the AW
+            k = min(16, len(w))
+            assert w[0] < t_aw and w[:k] == list(range(w[0], w[0] + k)), "W held back"
         c = -1
         for t in w:
             c = max(t, c + 1, t_aw)

@@ -94,6 +94,17 @@ async def run_program(dut):
     await write("prog_addr", case["prog_addr"])
     await write("prog_len", case["prog_len"])
     await write("irq_enable", 1)
+    reset_status = None
+    if case.get("soft_reset_after") is not None:
+        # Start, let it run a while, soft-reset it mid-run, check it is idle again.
+        await write("ctrl", 1)
+        await ClockCycles(dut.clk, case["soft_reset_after"])
+        await write("ctrl", 2)
+        for _ in range(10_000):
+            reset_status = await read("status")
+            if not reset_status & 1:
+                break
+        await write("irq_status", 1)
     await write("ctrl", 1)
     cycles = 0
     limit = case["timeout_cycles"]
@@ -114,6 +125,6 @@ async def run_program(dut):
     save_result({
         "magic": magic, "status": status, "timed_out": timed_out, "counters": counters,
         "image": ram.read(0, len(image)).hex(), "protocol_errors": errors,
-        "irq_after_clear": irq_after_clear,
+        "irq_after_clear": irq_after_clear, "reset_status": reset_status,
     })
     assert not errors, errors[:5]
