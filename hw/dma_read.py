@@ -54,8 +54,8 @@ class DMARead(wiring.Component):
 
     Errors
     ------
-    The engine latches the first error in ``error`` and raises ``error_valid`` (both registered: they change the cycle after the
-    event named below):
+    The engine latches the first error in ``error`` and raises ``error_valid`` (both
+    registered: they change the cycle after the event named below):
 
     * ``ALIGN``: in the cycle the bad command is accepted; nothing of it is issued.
     * ``WINDOW``: when the next burst would leave ``[base, limit)``; that burst and every

@@ -286,15 +286,15 @@ def test_random_traffic(simulator, rng, tmp_path, key):
 
 def test_read_throughput_and_latency(simulator, rng, tmp_path):
     """read_latency 30, 8 bursts of 64 beats issued back to back: the first beat comes
-    exactly 30 cycles after the first AR, then 512 beats without a bubble; writes are
-    never back-pressured and B comes write_latency cycles after the last W beat."""
+    exactly 30 cycles after the first AR, then 512 beats without a bubble. 16 ARs are
+    held at once, and B comes write_latency cycles after the last W beat."""
     cfg = CONFIGS["default"]
     db, words = cfg["data_bytes"], cfg["words"]
     image = rng.integers(0, 256, db * words, dtype=np.uint8)
     write_hex(tmp_path / "init.hex", image, db)
     base = 0x3_0000
     case = {"read_latency": 30, "write_latency": 7, "data_bytes": db, "n_bursts": 8,
-            "beats": 64, "base": base, "max_cycles": 5000}
+            "beats": 64, "n_short": 20, "base": base, "max_cycles": 5000}
     result = run_ok(built_model(simulator, "default"), "timing", case, tmp_path / "run",
                     [f"+mem_init={tmp_path / 'init.hex'}"])
 
@@ -308,6 +308,13 @@ def test_read_throughput_and_latency(simulator, rng, tmp_path):
     assert span <= 512 + 30 + 10
     print(f"{simulator}: 512 beats in {span} cycles from the first AR handshake "
           f"(ARs at +{[a - first_ar for a in reads['ar']]})")
+
+    # 20 one-beat reads: 16 ARs are taken at once, the 17th when the first has its beat.
+    short = result["short_reads"]
+    ar, r = short["ar"], short["r"]
+    assert len(ar) == 20 and len(r) == 20
+    assert ar[:16] == list(range(ar[0], ar[0] + 16)), "fewer than 16 ARs held"
+    assert r[0] == ar[0] + 30 and ar[16] == r[0] + 1
 
     single = result["single_write"]
     assert len(single["w_last"]) == 1
@@ -326,7 +333,7 @@ def test_read_throughput_and_latency(simulator, rng, tmp_path):
 def test_w_never_stalls_when_aw_is_known(simulator, tmp_path):
     """With every AW ahead of its data and B always accepted, WREADY never drops."""
     case = {"read_latency": 1, "write_latency": 1, "data_bytes": 16, "n_bursts": 8,
-            "beats": 64, "base": 0, "max_cycles": 5000}
+            "beats": 64, "n_short": 4, "base": 0, "max_cycles": 5000}
     result = run_ok(built_model(simulator, "default"), "timing", case, tmp_path / "run")
     w = result["writes"]["w"]
     assert w == list(range(w[0], w[0] + 512)), "a bubble on the W channel"

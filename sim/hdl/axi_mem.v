@@ -103,7 +103,7 @@ module serrano_axi_mem #(
     localparam integer LG = $clog2(DATA_BYTES);      // byte offset bits of an address
     localparam WA = ADDR_WIDTH - LG + 9;             // word index + 8-bit beat, no overflow
     localparam IW = (WORDS > 1) ? $clog2(WORDS) : 1; // memory index width
-    localparam AR_DEPTH = 4, AR_PW = 2;             // queue depths and pointer widths
+    localparam AR_DEPTH = 16, AR_PW = 4;             // queue depths and pointer widths
     localparam AW_DEPTH = 8,  AW_PW = 3;
     localparam WQ_DEPTH = 16, WQ_PW = 4;
     localparam B_DEPTH  = 16, B_PW  = 4;

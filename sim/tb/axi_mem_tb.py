@@ -163,6 +163,16 @@ async def _timing(dut, case):
     await _cycles(dut, 4)
     log.clear()
 
+    # Many one-beat reads back to back: how many ARs the model holds.
+    tasks = [cocotb.start_soon(master.read(case["base"] + i * case["data_bytes"],
+                                           case["data_bytes"]))
+             for i in range(case["n_short"])]
+    for task in tasks:
+        await task
+    out["short_reads"] = log.snapshot()
+    await _cycles(dut, 4)
+    log.clear()
+
     # One write on its own: its B latency.
     await master.write(case["base"], bytes(range(256))[:case["data_bytes"]] * 4)
     await _cycles(dut, 4)

@@ -134,7 +134,8 @@ async def dma_read(dut):
     state["done"] = True
     for _ in range(4):
         await FallingEdge(dut.clk)
-    save_result({"beats": beats, "ar": ars, "cycles": get_sim_time("ns") // CLOCK_NS, "bytes_read": int(dut.rd_bytes.value),
+    save_result({"beats": beats, "ar": ars, "cycles": get_sim_time("ns") // CLOCK_NS,
+                 "bytes_read": int(dut.rd_bytes.value),
                  "error_valid": int(dut.rd_error_valid.value)})
 
 

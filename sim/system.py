@@ -1,0 +1,129 @@
+"""Fast whole-accelerator runs: ``serrano_top`` wired to the Verilog memory model.
+
+``serrano_system`` (Verilog generated here) instantiates the accelerator and
+``serrano_axi_mem`` (:mod:`sim.hdl`) and wires the AXI4 port between them, so every
+clock of a long run happens inside the simulator. Python only writes the registers
+through cocotbext-axi's ``AxiLiteMaster`` (idle between accesses), waits for the
+interrupt with a watchdog timer, and moves the memory image in and out in bulk
+(``$readmemh`` / ``$writememh``). This is what ``serrano gemm`` and the driver use; the
+protocol tests use cocotbext-axi's ``AxiRam`` instead (:mod:`sim.accel`).
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw import isa, regs
+from hw.axi import AXI4Signature
+from . import runner
+from .accel import RtlResult
+from .hdl import axi_mem_verilog, read_hex, write_hex
+from .verilog import TOP, top_verilog
+
+__all__ = ["SYSTEM_TOP", "system_verilog", "memory_words", "run_system"]
+
+SYSTEM_TOP = "serrano_system"
+_MIN_WORDS_LOG2 = 12
+
+
+def memory_words(cfg, n_bytes):
+    """Memory words for an image of ``n_bytes``: a power of two, so few builds exist."""
+    words = -(-n_bytes // cfg.bus_bytes)
+    return 1 << max(_MIN_WORDS_LOG2, (words - 1).bit_length())
+
+
+def system_verilog(cfg, words):
+    """Verilog of ``serrano_system``: the accelerator plus a memory of ``words`` words."""
+    sig = AXI4Signature(addr_width=cfg.addr_width, data_bytes=cfg.bus_bytes)
+    wires, top_ports, mem_ports = [], [], []
+    for name, member in sig.members.items():
+        width = member.shape.width if hasattr(member.shape, "width") else member.shape
+        wires.append(f"  wire [{width - 1}:0] axi_{name};")
+        top_ports.append(f"    .m_axi__{name}(axi_{name}),")
+        mem_ports.append(f"    .s_axi_{name}(axi_{name}),")
+    aw = cfg.addr_width
+    wrapper = "\n".join([
+        f"module {SYSTEM_TOP} (",
+        "  input wire clk, input wire rst,",
+        "  input wire [7:0] s_axil__awaddr, input wire [2:0] s_axil__awprot,",
+        "  input wire s_axil__awvalid, output wire s_axil__awready,",
+        "  input wire [31:0] s_axil__wdata, input wire [3:0] s_axil__wstrb,",
+        "  input wire s_axil__wvalid, output wire s_axil__wready,",
+        "  output wire [1:0] s_axil__bresp, output wire s_axil__bvalid,",
+        "  input wire s_axil__bready,",
+        "  input wire [7:0] s_axil__araddr, input wire [2:0] s_axil__arprot,",
+        "  input wire s_axil__arvalid, output wire s_axil__arready,",
+        "  output wire [31:0] s_axil__rdata, output wire [1:0] s_axil__rresp,",
+        "  output wire s_axil__rvalid, input wire s_axil__rready,",
+        "  output wire irq,",
+        "  input wire [7:0] mem_read_latency, input wire [7:0] mem_write_latency,",
+        f"  input wire [{aw - 1}:0] mem_err_lo, input wire [{aw - 1}:0] mem_err_hi,",
+        "  input wire mem_dump",
+        ");",
+        *wires,
+        "  wire [31:0] mem_reads, mem_writes;",
+        f"  {TOP} accel (",
+        "    .clk(clk), .rst(rst), .irq(irq),",
+        *(f"    .s_axil__{p}(s_axil__{p})," for p in (
+            "awaddr", "awprot", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready",
+            "bresp", "bvalid", "bready", "araddr", "arprot", "arvalid", "arready", "rdata",
+            "rresp", "rvalid")),
+        "    .s_axil__rready(s_axil__rready),",
+        *top_ports[:-1], top_ports[-1].rstrip(","),
+        "  );",
+        f"  serrano_axi_mem #(.DATA_BYTES({cfg.bus_bytes}), .ADDR_WIDTH({aw}), "
+        f".WORDS({words}), .ID_WIDTH(1)) mem (",
+        "    .clk(clk), .rst(rst),",
+        *mem_ports,
+        "    .read_latency(mem_read_latency), .write_latency(mem_write_latency),",
+        "    .err_lo(mem_err_lo), .err_hi(mem_err_hi), .dump(mem_dump),",
+        "    .reads_beats(mem_reads), .write_beats(mem_writes)",
+        "  );",
+        "endmodule",
+    ])
+    return top_verilog(cfg) + "\n" + axi_mem_verilog() + "\n" + wrapper + "\n"
+
+
+def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
+               mem_latency=30, write_latency=10, err_window=(0, 0), timeout_cycles=None,
+               memory_bytes=None):
+    """Run a program on ``serrano_system``; same result shape as :func:`sim.accel.run_rtl`.
+
+    ``mem_latency`` is the memory's read latency in cycles (AR accepted to first beat);
+    ``err_window`` = ``(lo, hi)`` makes bursts starting in ``[lo, hi)`` answer SLVERR;
+    bytes beyond ``memory_bytes`` (default: the image, rounded up) answer DECERR.
+    """
+    image = np.asarray(image, dtype=np.uint8)
+    words = memory_words(cfg, memory_bytes or len(image))
+    if limit is None:
+        limit = len(image)
+    if timeout_cycles is None:
+        timeout_cycles = 1_000_000 + 8 * len(image)
+    text = system_verilog(cfg, words)
+    built = runner.build(sim, SYSTEM_TOP, text, tag=f"{cfg.name}-{words}w")
+    with tempfile.TemporaryDirectory(dir=runner.build_root()) as tmp:
+        init = Path(tmp) / "init.hex"
+        dump = Path(tmp) / "dump.hex"
+        write_hex(init, image, cfg.bus_bytes, words=words)
+        case = {
+            "regs": {e.name: e.address for e in regs.REGISTER_MAP},
+            "counters": [name for name, _ in regs.COUNTERS],
+            "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
+            "mem_latency": mem_latency, "write_latency": write_latency,
+            "err_lo": err_window[0], "err_hi": err_window[1],
+            "timeout_cycles": timeout_cycles,
+        }
+        t0 = time.perf_counter()
+        result, _ = runner.run(built, "sim.tb.system_tb", "run_program", case,
+                               verilog_text=text, tag=f"{cfg.name}-{words}w",
+                               plusargs=[f"+mem_init={init}", f"+mem_dump={dump}"])
+        wall = time.perf_counter() - t0
+        final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes), np.uint8).copy()
+    status = result["status"]
+    return RtlResult(
+        image=final, status=status,
+        error=isa.Error((status >> regs.STATUS_CODE_SHIFT) & 0xF),
+        done=bool(status & regs.STATUS_DONE), counters=result["counters"], wall_s=wall,
+        timed_out=result["timed_out"], irq_cleared=True, magic=result["magic"])
