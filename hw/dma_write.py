@@ -86,6 +86,12 @@ class DMAWrite(wiring.Component):
         The latched error (``NONE`` while ``error_valid`` is low).
     clear : In(1)
         Clears the error state when ``busy`` is low.
+    abort : In(1)
+        Another part of the accelerator failed, or a soft reset was asked: the current
+        command is abandoned and no further burst is committed; committed bursts are
+        completed with null beats (``WSTRB = 0``) exactly as after an error, so nothing
+        more is written and the engine cannot hang on a producer that stopped. The error
+        state is not touched; null mode ends once ``abort`` is low and nothing is in flight.
     bytes_written : Out(64)
         Bytes written with full strobes in bursts answered OKAY, since reset; not changed
         by ``clear``, wraps modulo 2**64.
@@ -113,6 +119,7 @@ class DMAWrite(wiring.Component):
             "error": Out(DMAError),
             "error_valid": Out(1),
             "clear": In(1),
+            "abort": In(1),
             "bytes_written": Out(COUNTER_WIDTH),
         })
 
@@ -215,7 +222,7 @@ class DMAWrite(wiring.Component):
         # Error state: the first error wins; clear only once every B is in.
         new_err = Signal()
         m.d.comb += new_err.eq(~err_valid & (bus_err | splitter.error_strobe))
-        m.d.comb += splitter.stop.eq(err_valid | bus_err)
+        m.d.comb += splitter.stop.eq(err_valid | bus_err | self.abort)
         clearing = self.clear & ~busy & err_valid
         with m.If(clearing):
             m.d.sync += [err_valid.eq(0), err.eq(DMAError.NONE)]
@@ -229,6 +236,8 @@ class DMAWrite(wiring.Component):
         stalled = bus.wvalid & ~bus.wready
         with m.If(clearing):
             m.d.sync += null.eq(0)
-        with m.Elif((err_valid | new_err) & ~stalled):
+        with m.Elif((err_valid | new_err | self.abort) & ~stalled):
             m.d.sync += null.eq(1)
+        with m.Elif(~self.abort & ~err_valid & ~busy):
+            m.d.sync += null.eq(0)
         return m

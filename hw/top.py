@@ -158,8 +158,7 @@ class Core(wiring.Component):
         m.d.comb += stop.eq(errored | rd.error_valid | wr.error_valid | self.abort)
         for unit in (front, load, exe, store):
             m.d.comb += unit.abort.eq(stop)
-        if "abort" in wr.signature.members:
-            m.d.comb += wr.abort.eq(stop)
+        m.d.comb += wr.abort.eq(stop)
 
         m.d.comb += [
             front.start.eq(self.start & ~self.running),

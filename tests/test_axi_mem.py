@@ -4,9 +4,8 @@ The model is driven from cocotb (sim/tb/axi_mem_tb.py) on Verilator and Icarus; 
 expectation here comes from a small independent model of AXI INCR bursts over a numpy
 byte image (split at 4 KiB and 256 beats, SLVERR by burst start, DECERR by beat).
 
-``sim.runner.run`` cannot pass plusargs yet, and the model is loaded and dumped through
-``+mem_init``/``+mem_dump``; :func:`run_tb` below calls cocotb's runner directly on a
-model built by ``sim.runner.build``.
+The model is loaded and dumped through ``+mem_init``/``+mem_dump``, given to the
+simulator by ``sim.runner.run(..., plusargs=...)``.
 """
 
 import os
@@ -49,50 +48,21 @@ def built_model(sim, key):
     return _BUILT[sim, key]
 
 
-def run_tb(built, testcase, case, work, plusargs=()):
-    """Run one cocotb test of sim/tb/axi_mem_tb.py with ``plusargs``.
-
-    Returns ``(result or None, log text)``; ``result`` is None when the test failed.
-    """
-    import json
-
-    from cocotb_tools.runner import get_results, get_runner
-
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    case_path, result_path = work / "case.json", work / "result.json"
-    xml, log = work / "results.xml", work / "sim.log"
-    case_path.write_text(json.dumps(case))
-    env = {
-        "SERRANO_CASE": str(case_path),
-        "SERRANO_RESULT": str(result_path),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(runner.REPO_ROOT),
-                                                    os.environ.get("PYTHONPATH")])),
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-    try:
-        get_runner(built.sim).test(
-            test_module=TB, testcase=testcase, hdl_toplevel=built.top,
-            hdl_toplevel_lang="verilog", build_dir=built.build_dir, test_dir=work,
-            results_xml=str(xml), extra_env=env, timescale=runner.TIMESCALE,
-            log_file=log, plusargs=list(plusargs))
-    except SystemExit:
-        pass
-    text = log.read_text(errors="replace") if log.exists() else ""
-    try:
-        n_tests, n_failed = get_results(xml)
-    except (RuntimeError, FileNotFoundError, OSError):
-        n_tests, n_failed = 0, 1
-    if n_tests and not n_failed and result_path.exists():
-        return json.loads(result_path.read_text()), text
-    return None, text
-
-
-def run_ok(built, testcase, case, work, plusargs=()):
-    result, log = run_tb(built, testcase, case, work, plusargs)
-    assert result is not None, (f"{built.sim}: {testcase} failed; log {Path(work) / 'sim.log'}"
-                                "\n" + "\n".join(log.splitlines()[-30:]))
+def run_ok(sim, key, testcase, case, plusargs=()):
+    """Run one cocotb test of sim/tb/axi_mem_tb.py and return what it saved."""
+    result, _wall = runner.run(built_model(sim, key), TB, testcase, case,
+                               verilog_text=config_text(key), tag="axi_mem",
+                               plusargs=list(plusargs))
     return result
+
+
+def run_fails(sim, key, testcase, case):
+    """Run a test that must fail; return its simulator log."""
+    with pytest.raises(runner.SimulationFailed) as info:
+        runner.run(built_model(sim, key), TB, testcase, case, verilog_text=config_text(key),
+                   tag="axi_mem")
+    line = next(l for l in str(info.value).splitlines() if l.strip().startswith("log:"))
+    return Path(line.split("log:", 1)[1].strip()).read_text(errors="replace")
 
 
 # ----------------------------------------------------------------------------- golden model
@@ -270,7 +240,7 @@ def test_random_traffic(simulator, rng, tmp_path, key):
                    ("read", DECERR), ("write", DECERR)]:
         assert needed in kinds, f"the random stimulus never produced {needed}"
 
-    result = run_ok(built_model(simulator, key), "traffic", case, tmp_path / "run", plusargs)
+    result = run_ok(simulator, key, "traffic", case, plusargs)
     for i, (ops_, ex, got) in enumerate(zip(rounds, expect, result["rounds"])):
         for op, (resp, data), answer in zip(ops_, ex, got):
             where = f"round {i} {op['kind']} at {op['addr']:#x}+{op['length']}"
@@ -295,7 +265,7 @@ def test_read_throughput_and_latency(simulator, rng, tmp_path):
     base = 0x3_0000
     case = {"read_latency": 30, "write_latency": 7, "data_bytes": db, "n_bursts": 8,
             "beats": 64, "n_short": 20, "base": base, "max_cycles": 5000}
-    result = run_ok(built_model(simulator, "default"), "timing", case, tmp_path / "run",
+    result = run_ok(simulator, "default", "timing", case,
                     [f"+mem_init={tmp_path / 'init.hex'}"])
 
     reads = result["reads"]
@@ -330,11 +300,11 @@ def test_read_throughput_and_latency(simulator, rng, tmp_path):
     print(f"{simulator}: 512 W beats in {w[-1] - w[0] + 1} cycles")
 
 
-def test_w_never_stalls_when_aw_is_known(simulator, tmp_path):
+def test_w_never_stalls_when_aw_is_known(simulator):
     """With every AW ahead of its data and B always accepted, WREADY never drops."""
     case = {"read_latency": 1, "write_latency": 1, "data_bytes": 16, "n_bursts": 8,
             "beats": 64, "n_short": 4, "base": 0, "max_cycles": 5000}
-    result = run_ok(built_model(simulator, "default"), "timing", case, tmp_path / "run")
+    result = run_ok(simulator, "default", "timing", case)
     w = result["writes"]["w"]
     assert w == list(range(w[0], w[0] + 512)), "a bubble on the W channel"
     single = result["single_write"]
@@ -395,11 +365,11 @@ def raw_golden(case, db, words):
     return out, gold
 
 
-def test_raw_channels(simulator, rng, tmp_path):
+def test_raw_channels(simulator, rng):
     """W before AW (including more beats than the W queue), sparse strobes, IDs echoed,
     per-beat DECERR across the end of memory, SLVERR by burst start."""
     case, db, words = raw_case(rng)
-    result = run_ok(built_model(simulator, "small"), "raw", case, tmp_path / "run")
+    result = run_ok(simulator, "small", "raw", case)
     expect, gold = raw_golden(case, db, words)
     for step, want, got in zip(case["steps"], expect, result["steps"]):
         if step["kind"] == "read":
@@ -432,7 +402,7 @@ def test_raw_channels(simulator, rng, tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["arsize", "arburst", "awsize", "wlast"])
-def test_protocol_error_ends_simulation(simulator, rng, tmp_path, fault):
+def test_protocol_error_ends_simulation(simulator, rng, fault):
     """An unsupported AxSIZE/AxBURST or a wrong WLAST stops the run with an ERROR line."""
     case, _db, _words = raw_case(rng)
     steps = [next(s for s in case["steps"] if s["addr"] == 0x100 and s["kind"] == kind)
@@ -447,19 +417,15 @@ def test_protocol_error_ends_simulation(simulator, rng, tmp_path, fault):
     else:
         bad[0]["awlen"] = len(bad[0]["beats"])           # one beat more than WLAST ends
         message = "WLAST 1 on beat 3 of a 5-beat burst"
-    built = built_model(simulator, "small")
     # The same steps, legal, pass: the failure below is the fault's doing.
-    assert run_ok(built, "raw", {**case, "steps": steps}, tmp_path / "good") is not None
-    result, log = run_tb(built, "raw", {**case, "steps": bad}, tmp_path / "bad")
-    assert result is None, "the simulation went on after a protocol error"
+    assert len(run_ok(simulator, "small", "raw", {**case, "steps": steps})["steps"]) == 2
+    log = run_fails(simulator, "small", "raw", {**case, "steps": bad})
     assert f"ERROR: serrano_axi_mem_small: {message}" in log, log[-2000:]
 
 
-def test_dump_without_plusarg_ends_simulation(simulator, tmp_path):
-    built = built_model(simulator, "small")
+def test_dump_without_plusarg_ends_simulation(simulator):
     case = {"read_latency": 1, "write_latency": 1}
-    result, log = run_tb(built, "dump_without_path", case, tmp_path / "run")
-    assert result is None
+    log = run_fails(simulator, "small", "dump_without_path", case)
     assert "ERROR: serrano_axi_mem_small: dump is high but no +mem_dump" in log, log[-2000:]
 
 

@@ -363,6 +363,16 @@ module serrano_axi_mem #(
         end
     end
 
+    // Defined outputs from time 0, before the first reset (Icarus would start at x).
+    initial begin
+        arq_head = 0; arq_tail = 0; arq_count = 0; r_beat = 8'd0;
+        awq_head = 0; awq_tail = 0; awq_count = 0;
+        wq_head = 0; wq_tail = 0; wq_count = 0;
+        bq_head = 0; bq_tail = 0; bq_count = 0;
+        w_beat = 8'd0; w_decerr = 1'b0; now = 32'd0;
+        reads_beats = 32'd0; write_beats = 32'd0;
+    end
+
 endmodule
 
 `default_nettype wire
