@@ -130,7 +130,10 @@ body_layouts = {
     Op.END: data.StructLayout({}),
 }
 
-body_layout = data.UnionLayout({op.name.lower(): layout for op, layout in body_layouts.items()})
+# FENCE and END have no fields, so no member in the union (a zero-width member would
+# become a `[-1:0]` wire in Verilog).
+body_layout = data.UnionLayout({op.name.lower(): layout
+                                for op, layout in body_layouts.items() if layout.size})
 
 insn_layout = data.StructLayout({
     "header": header_layout,

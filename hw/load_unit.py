@@ -19,7 +19,7 @@ class LoadUnit(wiring.Component):
     *receiver*, which writes every returning beat to its buffer row (activation buffer:
     ``buf_row + r*buf_row_step + b*buf_beat_step``; parameter buffer: ``12*param_tile +
     beat``) and, after the last beat, gives the ``push_next`` token ("data loaded"). The
-    issuer runs up to two instructions ahead of the receiver, so back-to-back loads keep
+    issuer runs up to three instructions ahead of the receiver, so back-to-back loads keep
     the bus busy.
 
     Latency: command out two cycles after the instruction is taken (when its token is
@@ -59,7 +59,7 @@ class LoadUnit(wiring.Component):
         L = isa.insn_layout
 
         # ---- Issuer -------------------------------------------------------------------
-        m.submodules.jobs = jobs = fifo.SyncFIFOBuffered(width=L.size, depth=2)
+        m.submodules.jobs = jobs = fifo.SyncFIFOBuffered(width=L.size, depth=3)
         cur = Signal(L)
         is_param = Signal()
         m.d.comb += is_param.eq(cur.header.opcode == isa.Op.LOAD_PARAM)

@@ -117,14 +117,14 @@ class Requantizer(wiring.Component):
         prod_width = acc_width + MULT_BITS          # signed: |x * m| < 2**(prod_width - 1)
         H = self.HALF
 
-        # Stage valid bits and the ready chain, from the output back to the input.
+        # Stage valid bits and each stage's load enable. ready_k = ~valid_k | ready_{k+1}
+        # unrolled: stage k may load unless it and every stage after it are full and o
+        # is stalled. Written flat so that no enable waits on another's wide fan-out.
         n_stages = self.LATENCY
         valid = [Signal(name=f"valid_{k + 1}") for k in range(n_stages)]
         ready = [Signal(name=f"ready_{k + 1}") for k in range(n_stages)]
-        downstream = self.o.ready
-        for k in reversed(range(n_stages)):
-            m.d.comb += ready[k].eq(~valid[k] | downstream)
-            downstream = ready[k]
+        for k in range(n_stages):
+            m.d.comb += ready[k].eq(self.o.ready | ~Cat(*valid[k:]).all())
         m.d.comb += [
             self.i.ready.eq(ready[0]),
             self.o.valid.eq(valid[-1]),

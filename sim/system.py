@@ -25,13 +25,17 @@ from .verilog import TOP, top_verilog
 __all__ = ["SYSTEM_TOP", "system_verilog", "memory_words", "run_system"]
 
 SYSTEM_TOP = "serrano_system"
-_MIN_WORDS_LOG2 = 12
+# The memory size is a build parameter: a few size classes keep the builds few.
+MEMORY_CLASSES = (1 << 20, 16 << 20, 64 << 20)
 
 
 def memory_words(cfg, n_bytes):
-    """Memory words for an image of ``n_bytes``: a power of two, so few builds exist."""
-    words = -(-n_bytes // cfg.bus_bytes)
-    return 1 << max(_MIN_WORDS_LOG2, (words - 1).bit_length())
+    """Memory words for an image of ``n_bytes``: the smallest size class that holds it."""
+    for size in MEMORY_CLASSES:
+        if n_bytes <= size:
+            return size // cfg.bus_bytes
+    raise ValueError(f"a memory image of {n_bytes} bytes exceeds the largest simulated "
+                     f"memory ({MEMORY_CLASSES[-1]} bytes)")
 
 
 def system_verilog(cfg, words):
@@ -106,7 +110,7 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
     with tempfile.TemporaryDirectory(dir=runner.build_root()) as tmp:
         init = Path(tmp) / "init.hex"
         dump = Path(tmp) / "dump.hex"
-        write_hex(init, image, cfg.bus_bytes, words=words)
+        write_hex(init, image, cfg.bus_bytes)    # the model zeroes the rest
         case = {
             "regs": {e.name: e.address for e in regs.REGISTER_MAP},
             "counters": [name for name, _ in regs.COUNTERS],

@@ -2,10 +2,11 @@
 
 Subcommands::
 
-    serrano verilog --preset P [-o FILE]
-    serrano gemm    --preset P --m M --k K --n N --backend {amaranth,verilator,icarus}
-                    [--seed S] [--json]
-    serrano lint    --preset P
+    serrano verilog --preset P [-o FILE] [--array]
+    serrano gemm    --preset P --m M --k K --n N --backend {verilator,icarus,golden}
+                    [--mem-latency CYCLES] [--seed S] [--json]
+    serrano gemm    --array ... --backend {verilator,icarus,amaranth}
+    serrano lint    --preset P [--array]
 
 Bad input ends with one line on stderr and exit status 2; a result that is not
 bit-exact ends with exit status 1.
@@ -26,6 +27,13 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end with one line (``serrano gemm: error: ...``), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _positive(text):
     try:
         value = int(text)
@@ -44,64 +52,95 @@ def _preset(text):
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="serrano", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="serrano", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     v = sub.add_parser("verilog", help="write the Verilog of a preset")
     v.add_argument("--preset", type=_preset, default=get_preset("default"),
                    help=f"one of {', '.join(preset_names())} (default: default)")
     v.add_argument("-o", "--output", help="file to write (default: stdout)")
+    v.add_argument("--array", action="store_true",
+                   help="the bare systolic array instead of the whole accelerator")
 
-    g = sub.add_parser("gemm", help="multiply random int8 matrices on the array")
+    g = sub.add_parser("gemm", help="a random requantized int8 GEMM on the accelerator")
     g.add_argument("--preset", type=_preset, default=get_preset("default"),
                    help=f"one of {', '.join(preset_names())} (default: default)")
     g.add_argument("--m", type=_positive, required=True, help="rows of A and of the result")
     g.add_argument("--k", type=_positive, required=True, help="columns of A, rows of W")
     g.add_argument("--n", type=_positive, required=True, help="columns of W and of the result")
     g.add_argument("--backend", default="verilator",
-                   help="amaranth, verilator or icarus (default: verilator)")
+                   help="verilator, icarus or golden (default: verilator); with --array: "
+                        "verilator, icarus or amaranth")
+    g.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES",
+                   help="memory read latency of the simulated memory (default: 30)")
+    g.add_argument("--array", action="store_true",
+                   help="feed the bare array cycle by cycle; int32 results, K summed outside")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object")
 
     lint = sub.add_parser("lint", help="lint the preset's Verilog with verilator -Wall")
     lint.add_argument("--preset", type=_preset, default=get_preset("default"))
+    lint.add_argument("--array", action="store_true", help="lint the bare array only")
     return p
 
 
 def _cmd_verilog(args):
-    from sim.verilog import array_verilog, write_verilog
+    from sim.verilog import array_verilog, top_verilog, write_verilog
+    what = "bare array serrano_array" if args.array else "accelerator serrano_top"
     if args.output:
-        path = write_verilog(args.preset, args.output)
-        print(f"wrote {path} (preset {args.preset.name}, "
-              f"{args.preset.rows}x{args.preset.cols} array)", file=sys.stderr)
+        path = write_verilog(args.preset, args.output, top=not args.array)
+        print(f"wrote {path}: {what}, preset {args.preset.name} "
+              f"({args.preset.rows}x{args.preset.cols} array)", file=sys.stderr)
     else:
-        sys.stdout.write(array_verilog(args.preset))
+        cfg = args.preset
+        sys.stdout.write(array_verilog(cfg) if args.array else top_verilog(cfg))
     return 0
 
 
 def _cmd_gemm(args):
-    from sim.array_backends import BACKENDS
-    from sw.gemm import run_gemm
-    if args.backend not in BACKENDS:
-        raise UsageError(f"unknown backend {args.backend!r}; choose one of: "
-                         f"{', '.join(BACKENDS)}")
-    report = run_gemm(args.preset, args.m, args.k, args.n, args.backend, seed=args.seed)
+    from sw import gemm
+    cfg = args.preset
+    if args.array:
+        if args.backend not in gemm.ARRAY_BACKENDS:
+            raise UsageError(f"unknown backend {args.backend!r} for --array; choose one of: "
+                             f"{', '.join(gemm.ARRAY_BACKENDS)}")
+        report = gemm.run_array_gemm(cfg, args.m, args.k, args.n, args.backend,
+                                     seed=args.seed)
+    else:
+        if args.backend not in gemm.BACKENDS:
+            hint = " (the amaranth backend runs the bare array: add --array)" \
+                if args.backend == "amaranth" else ""
+            raise UsageError(f"unknown backend {args.backend!r}; choose one of: "
+                             f"{', '.join(gemm.BACKENDS)}{hint}")
+        report = gemm.run_gemm(cfg, args.m, args.k, args.n, args.backend, seed=args.seed,
+                               mem_latency=args.mem_latency)
     if args.json:
         print(json.dumps(report))
-    else:
-        r = report
-        print(f"serrano gemm  {r['m']}x{r['k']} @ {r['k']}x{r['n']}  preset {r['preset']} "
-              f"({args.preset.rows}x{args.preset.cols} array)  backend {r['backend']}")
-        print(f"  bit-exact vs golden model : {'yes' if r['bit_exact'] else 'NO'}")
-        print(f"  cycles                    : {r['cycles']}  ({r['tiles']} weight tiles)")
+        return 0 if report["bit_exact"] else 1
+    r = report
+    mode = "bare array" if args.array else "accelerator, program and data in memory"
+    print(f"serrano gemm  {r['m']}x{r['k']} @ {r['k']}x{r['n']}  preset {r['preset']} "
+          f"({cfg.rows}x{cfg.cols} array)  backend {r['backend']}  [{mode}]")
+    print(f"  bit-exact vs golden model : {'yes' if r['bit_exact'] else 'NO'}")
+    if r["cycles"] is not None:
+        print(f"  cycles                    : {r['cycles']}")
         print(f"  MAC utilization           : {r['mac_utilization']:.3f}")
-        print(f"  simulation wall time      : {r['sim_wall_s']:.2f} s")
+    if not args.array and r["cycles"] is not None:
+        print(f"  DMA read / written        : {r['dma_read_bytes']} / "
+              f"{r['dma_write_bytes']} bytes  (read utilization "
+              f"{r['dma_read_utilization']:.3f} of {r['bus_bytes_per_cycle']} B/cycle, "
+              f"memory latency {r['mem_latency']} cycles)")
+        s = r["stall_cycles"]
+        print(f"  exec stalls (cycles)      : weights {s['weight']}, activations {s['act']}, "
+              f"store {s['store']}, instructions {s['insn']}")
+        print(f"  instructions              : {r['instructions']}")
+    print(f"  simulation wall time      : {r['sim_wall_s']:.2f} s")
     return 0 if report["bit_exact"] else 1
 
 
 def _cmd_lint(args):
     from sim.lint import lint_report
-    ok, text = lint_report(args.preset)
+    ok, text = lint_report(args.preset, top=not args.array)
     print(text)
     return 0 if ok else 1
 

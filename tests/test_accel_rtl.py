@@ -126,3 +126,41 @@ def test_error_codes_and_nothing_written(simulator, rng, fault):
     image[layout.prog_addr:layout.prog_addr + len(raw)] = raw
     gold, rtl = run_faulty(TINY, image, layout.prog_addr, len(prog), simulator, **kw)
     np.testing.assert_array_equal(rtl.image, image)
+
+
+def test_default_preset_accelerator_verilator(rng):
+    """The 16 x 16 accelerator with the Verilog memory model (no Python per cycle)."""
+    from sim.system import run_system
+    from tests.conftest import require_simulator
+    require_simulator("verilator")
+    cfg = get_preset("default")
+    layout, expect = random_gemm(rng, cfg, 40, 40, 40)
+    rtl = run_system(cfg, layout.image, layout.prog_addr, layout.prog_len, "verilator",
+                     mem_latency=30)
+    check_against_golden(cfg, layout, rtl, expect)
+
+
+def test_system_memory_errors(simulator, rng):
+    """SLVERR from the memory on the weights, DECERR past the end of memory: the right
+    code, no hang, nothing written."""
+    from sim.system import run_system
+    layout, _ = random_gemm(rng, TINY, 8, 8, 8)
+    for window, limit, code in (((layout.w_addr, layout.w_addr + 16), None,
+                                 isa.Error.AXI_SLVERR),
+                                ((0, 0), 1 << 21, isa.Error.AXI_DECERR)):
+        image = layout.image.copy()
+        if code == isa.Error.AXI_DECERR:          # weights beyond the 1 MiB memory
+            prog = isa_model.Program()
+            prog.matmul(weight_addr=(1 << 20) + 4096, act_row=0, act_stride=1, act_kstep=1,
+                        m=1, k_tiles=1, acc_row=0)
+            prog.end()
+            raw = prog.to_array()
+            image[layout.prog_addr:layout.prog_addr + len(raw)] = raw
+            n = len(prog)
+        else:
+            n = layout.prog_len
+        rtl = run_system(TINY, image, layout.prog_addr, n, simulator, err_window=window,
+                         limit=limit, mem_latency=5)
+        assert not rtl.timed_out
+        assert rtl.error == code, (rtl.error, code)
+        np.testing.assert_array_equal(rtl.image, image)
