@@ -30,8 +30,12 @@ Three units run concurrently, each in its own program order: **load** (``LOAD_AC
 load -> exec -> store. Between neighbours two token counters carry dependencies:
 load->exec ("data loaded"), exec->load ("buffer free"), exec->store ("results ready"),
 store->exec ("accumulator free"). ``push_*`` adds one token to a counter when the
-instruction has finished all its effects; ``pop_*`` waits for a token and takes it before
-the instruction starts. For ``LOAD_*`` the previous unit does not exist (its pop_prev
+instruction has finished what its neighbour waits for: ``LOAD_*`` when its last beat is in
+the buffer; ``MATMUL``'s ``push_prev`` when its last activation row has been read and its
+``push_next`` when its last result is in the accumulator; ``STORE``'s ``push_prev`` when
+its last accumulator row has been read (its memory writes are complete by the next
+``FENCE`` or ``END``). ``pop_*`` waits for a token and takes it before the instruction
+starts. For ``LOAD_*`` the previous unit does not exist (its pop_prev
 and push_prev flags are ignored); for ``STORE`` the next unit does not exist.
 ``FENCE`` waits until all three units are idle; ``END`` does the same and then reports
 done. Weights of a ``MATMUL`` are read from memory as soon as it is dispatched, before

@@ -24,43 +24,54 @@ class Requantizer(wiring.Component):
 
     Pipeline
     --------
-    Five register stages, each a row of ``C`` lanes with one valid bit:
+    Six register stages, each a row of ``C`` lanes with one valid bit:
 
-    1. ``x``: the 32-bit bias add (wrapping), registered. It is also the multipliers'
-       input register.
-    2. Four partial products of 16-bit halves, ``x = xh * 2**16 + xl`` (``xh`` signed)
-       times ``m = mh * 2**16 + ml``, each registered straight out of one 18 x 18 DSP
-       multiplier (``HALF = 16``).
-    3. ``p = x * m`` (63 bits, exact): ``pp_hh`` and ``pp_ll`` concatenated (``pp_ll`` is
+    1. ``x``: the 32-bit bias add (wrapping), registered.
+    2. ``xd``: ``x`` again, in a register with no logic in front of it, so that the
+       placer can put it next to the multipliers (their input register).
+    3. Four partial products of 16-bit halves, ``x = xh * 2**16 + xl`` (``xh`` signed)
+       times ``m = mh * 2**16 + ml``, each computed by one 18 x 18 DSP multiplier and
+       registered at its output (``HALF = 16``).
+    4. ``p = x * m`` (63 bits, exact): ``pp_hh`` and ``pp_ll`` concatenated (``pp_ll`` is
        below ``2**32``) plus the two middle products shifted by 16, registered.
-    4. ``t = (p * 2) >> shift``, an arithmetic barrel shift, registered: ``t >> 1`` is
+    5. ``t = (p * 2) >> shift``, an arithmetic barrel shift, registered: ``t >> 1`` is
        ``floor(p / 2**shift)`` and bit 0 of ``t`` is bit ``shift - 1`` of ``p`` (the
        rounding bit; 0 when ``shift`` is 0), since
        ``(p + 2**(s-1)) >> s == (p >> s) + p[s-1]``.
-    5. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
+    6. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
        check of ``t``'s upper bits and an 8-bit increment (no wide compare or add),
-       registered; this register drives ``o.payload``.
+       registered.
 
-    Why five: on an ECP5 (``-85F``, speed grade 6, Yosys + nextpnr) a 32 x 31 product
-    computed and summed in one stage, or a 63-bit compare-and-clamp after the shift,
-    each stays near 60 to 85 MHz; split as above the block meets 125 MHz.
+    After stage 6 sits a one-row skid register (see Back-pressure). Why this many
+    stages: on an ECP5-85F (Yosys and nextpnr) an 18 x 18 multiplier alone takes about
+    4 ns of the 8 ns of a 125 MHz cycle, so it gets registers on both sides and nothing
+    else in its cycle; a 63-bit sum, a 64-bit barrel shift and a 63-bit saturation each
+    take most of a cycle by themselves. ``docs/requant.md`` gives the measurements.
 
     Latency and throughput
     ----------------------
-    ``LATENCY = 5``: a row accepted on ``i`` (``i.valid`` and ``i.ready`` high) in cycle
-    ``t`` is presented on ``o`` (``o.valid`` high) in cycle ``t + 5`` when ``o`` has not
+    ``LATENCY = 6``: a row accepted on ``i`` (``i.valid`` and ``i.ready`` high) in cycle
+    ``t`` is presented on ``o`` (``o.valid`` high) in cycle ``t + 6`` when ``o`` has not
     stalled. One row per cycle, sustained, while ``o.ready`` stays high.
 
     Back-pressure
     -------------
-    Valid/ready as in :mod:`amaranth.lib.stream`. Each stage ``k`` may load when it is
-    empty or the stage after it moves on: ``ready_k = ~valid_k | ready_{k+1}``, with
-    ``ready_5 = o.ready`` and ``i.ready = ready_1``. So when ``o.ready`` is low the full
-    stages hold their rows, empty stages (bubbles from gaps on ``i.valid``) keep filling,
-    and ``i.ready`` drops only once every stage holds a row. ``i.ready`` is combinational
-    in ``o.ready`` and the stage valid bits (never in ``i.valid``); ``o.valid`` and
-    ``o.payload`` come straight from registers (never from ``o.ready``). No row is lost,
-    duplicated or reordered; a stall holds ``o.payload`` stable.
+    Valid/ready as in :mod:`amaranth.lib.stream`. The six stages stall individually:
+    stage ``k`` loads when it is empty or the stage after it moves on,
+    ``ready_k = ~valid_k | ready_{k+1}``, so empty stages (bubbles from gaps on
+    ``i.valid``) keep filling while full ones hold. The last stage moves on whenever the
+    skid register is empty (``ready_7 = ~skid_valid``): its row goes out on ``o`` if
+    ``o.ready`` is high, or into the skid register if not. While the skid register holds
+    a row, ``o`` shows it and the stages stall; the cycle ``o.ready`` takes it, the skid
+    empties and the stages resume the cycle after.
+
+    So ``o.ready`` reaches only the skid register: the stall enables of the wide stage
+    registers, and ``i.ready = ready_1``, are combinational in registered state only
+    (stage valid bits and ``skid_valid``), never in ``o.ready`` or ``i.valid``.
+    ``o.valid`` and ``o.payload`` come from registers through one 2-way mux. No row is
+    lost, duplicated or reordered; a stalled ``o`` keeps its row. The block holds up to
+    ``CAPACITY = LATENCY + 1`` rows: with ``o.ready`` low it accepts 7 rows, then
+    ``i.ready`` drops.
 
     Ports
     -----
@@ -81,8 +92,8 @@ class Requantizer(wiring.Component):
     stage reads them when it computes, so the controller must hold them stable from the
     cycle the first row of a group is accepted on ``i`` until its last row has left
     ``o``. (Stage 1 reads ``bias`` from the port; ``mult``, ``shift`` and ``relu`` are read
-    through a register sampling the port every cycle, which under this rule holds the
-    same values: they are first needed one cycle after a row is accepted.)
+    through registers sampling the ports every cycle, which under this rule hold the same
+    values: they are first needed two cycles after a row is accepted.)
 
     Parameters
     ----------
@@ -91,8 +102,10 @@ class Requantizer(wiring.Component):
     """
 
     #: Cycles from a row accepted on ``i`` to it appearing on ``o``, with no stall.
-    LATENCY = 5
-    #: Width of the low halves of ``x`` and ``m`` in the partial products (stage 2):
+    LATENCY = 6
+    #: Rows the block holds when ``o`` stalls: the six stages and the skid register.
+    CAPACITY = LATENCY + 1
+    #: Width of the low halves of ``x`` and ``m`` in the partial products (stage 3):
     #: every partial product then fits one 18 x 18 signed DSP multiplier.
     HALF = 16
 
@@ -117,24 +130,35 @@ class Requantizer(wiring.Component):
         prod_width = acc_width + MULT_BITS          # signed: |x * m| < 2**(prod_width - 1)
         H = self.HALF
 
-        # Stage valid bits and each stage's load enable. ready_k = ~valid_k | ready_{k+1}
-        # unrolled: stage k may load unless it and every stage after it are full and o
-        # is stalled. Written flat so that no enable waits on another's wide fan-out.
+        # Stage valid bits, the skid register's, and each stage's load enable.
         n_stages = self.LATENCY
         valid = [Signal(name=f"valid_{k + 1}") for k in range(n_stages)]
         ready = [Signal(name=f"ready_{k + 1}") for k in range(n_stages)]
-        for k in range(n_stages):
-            m.d.comb += ready[k].eq(self.o.ready | ~Cat(*valid[k:]).all())
-        m.d.comb += [
-            self.i.ready.eq(ready[0]),
-            self.o.valid.eq(valid[-1]),
-        ]
+        skid_valid = Signal()
+        skid = Signal.like(self.o.payload, name="skid")
+        y = Signal.like(self.o.payload, name="y")
+
+        downstream = ~skid_valid
+        for k in reversed(range(n_stages)):
+            m.d.comb += ready[k].eq(~valid[k] | downstream)
+            downstream = ready[k]
         upstream_valid = [self.i.valid] + valid[:-1]
         for k in range(n_stages):
             with m.If(ready[k]):
                 m.d.sync += valid[k].eq(upstream_valid[k])
+        m.d.comb += self.i.ready.eq(ready[0])
 
-        # Local copies of the parameters that stages 2 to 5 use, one cycle behind the
+        # Output: the skid register's row if it holds one, else the last stage's.
+        with m.If(skid_valid):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(skid)]
+            with m.If(self.o.ready):
+                m.d.sync += skid_valid.eq(0)
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(valid[-1]), self.o.payload.eq(y)]
+            with m.If(valid[-1] & ~self.o.ready):
+                m.d.sync += [skid_valid.eq(1), skid.eq(y)]
+
+        # Local copies of the parameters that stages 3 to 6 use, one cycle behind the
         # ports: the same values under the ports' hold rule, but no long route from the
         # controller's registers into a multiplier or a barrel shifter.
         mult_q = Signal.like(self.mult, name="mult_q")
@@ -150,16 +174,21 @@ class Requantizer(wiring.Component):
             with m.If(ready[0]):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
-            # Stage 2: four partial products of halves, each small enough for one 18 x 18
-            # DSP multiplier and registered at its output:
+            # Stage 2: the multipliers' input register.
+            xd = Signal(signed(acc_width), name=f"xd_{c}")
+            with m.If(ready[1]):
+                m.d.sync += xd.eq(x)
+
+            # Stage 3: four partial products of halves, each small enough for one 18 x 18
+            # DSP multiplier, registered at its output:
             #   x = xh * 2**H + xl (xh signed), m = mh * 2**H + ml (all unsigned).
-            xl, xh = x[:H], x[H:].as_signed()
+            xl, xh = xd[:H], xd[H:].as_signed()
             ml, mh = mult[:H], mult[H:]
             pp_ll = Signal(unsigned(2 * H), name=f"pp_ll_{c}")
             pp_lh = Signal(unsigned(H + len(mh)), name=f"pp_lh_{c}")
             pp_hl = Signal(signed(len(xh) + H), name=f"pp_hl_{c}")
             pp_hh = Signal(signed(len(xh) + len(mh)), name=f"pp_hh_{c}")
-            with m.If(ready[1]):
+            with m.If(ready[2]):
                 m.d.sync += [
                     pp_ll.eq(xl * ml),
                     pp_lh.eq(xl * mh),
@@ -167,19 +196,19 @@ class Requantizer(wiring.Component):
                     pp_hh.eq(xh * mh),
                 ]
 
-            # Stage 3: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.
+            # Stage 4: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.
             # 0 <= pp_ll < 2**2H, so the outer two terms are a concatenation, not an add.
             p = Signal(signed(prod_width), name=f"p_{c}")
-            with m.If(ready[2]):
+            with m.If(ready[3]):
                 m.d.sync += p.eq(Cat(pp_ll, pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
 
-            # Stage 4: t = (p << 1) >> shift. t[1:] = floor(p / 2**shift), t[0] is the
+            # Stage 5: t = (p << 1) >> shift. t[1:] = floor(p / 2**shift), t[0] is the
             # rounding bit p[shift - 1] (0 for shift 0).
             t = Signal(signed(prod_width + 1), name=f"t_{c}")
-            with m.If(ready[3]):
+            with m.If(ready[4]):
                 m.d.sync += t.eq(Cat(Const(0, 1), p).as_signed() >> shift)
 
-            # Stage 5: q = f + r with f = t >> 1 = floor(p / 2**shift) and r = t[0], then
+            # Stage 6: q = f + r with f = t >> 1 = floor(p / 2**shift) and r = t[0], then
             # ReLU and saturation, decided from bits rather than wide compares:
             # * f fits in int8 iff bits 7 and up of f (bits 8 and up of t) are all equal;
             # * q > 127 iff f > 127, or f == 127 and r;
@@ -193,13 +222,13 @@ class Requantizer(wiring.Component):
             m.d.comb += fits.eq(t[8:].all() | ~t[8:].any())
             pos_sat = (~negative & ~fits) | (fits & (f_low == 0x7F) & r)
             neg_sat = negative & ~fits
-            with m.If(ready[4]):
+            with m.If(ready[5]):
                 with m.If(pos_sat):
-                    m.d.sync += self.o.payload[c].eq(127)
+                    m.d.sync += y[c].eq(127)
                 with m.Elif(negative & relu):
-                    m.d.sync += self.o.payload[c].eq(0)
+                    m.d.sync += y[c].eq(0)
                 with m.Elif(neg_sat):
-                    m.d.sync += self.o.payload[c].eq(-128)
+                    m.d.sync += y[c].eq(-128)
                 with m.Else():
-                    m.d.sync += self.o.payload[c].eq(f_low + r)
+                    m.d.sync += y[c].eq(f_low + r)
         return m

@@ -1,25 +1,30 @@
-"""Compiles an int8 GEMM with requantization into a serrano program and memory image.
+"""Compiles requantized int8 GEMMs into serrano programs and memory images.
 
-``Y = requantize(A @ W + bias, mult, shift)``, A (M x K) int8, W (K x N) int8, Y (M x N)
-int8. Layout in memory, each region aligned to ``ALIGN`` bytes:
+One GEMM: ``Y = requantize(A @ W + bias, mult, shift [, relu])``, A (M x K) int8,
+W (K x N) int8, Y (M x N) int8. Data layouts in memory:
 
-* the program;
-* W packed tile after tile in the order the array consumes it (:func:`pack_weights`):
-  one ``MATMUL`` streams all K-tiles of one N-tile as one contiguous run;
-* A in *k-tile-major* layout: ``ceil(K/R)`` blocks of ``M`` rows of ``R`` bytes
-  (:func:`pack_acts`), so one ``LOAD_ACT`` moves each M-block as long bursts;
-* the parameter sets, one per N-tile;
-* Y in *n-tile-major* layout: ``ceil(N/C)`` blocks of ``M`` rows of ``C`` bytes, each
-  ``STORE`` one contiguous run (:func:`unpack_out` turns it back into M x N).
+* **weights**, packed tile after tile in the order the array consumes them
+  (:func:`sw.isa_model.pack_weights`): one ``MATMUL`` streams all K-tiles of one N-tile
+  as one contiguous run of long bursts;
+* **activations** in *k-tile-major* layout (:func:`pack_acts`): ``ceil(K/R)`` blocks of
+  ``M`` rows of ``R`` bytes, so one ``LOAD_ACT`` moves an M-block as long bursts;
+* **outputs** in *n-tile-major* layout: ``ceil(N/C)`` blocks of ``M`` rows of ``C``
+  bytes, one contiguous run per ``STORE``. With ``R == C`` this is exactly the
+  k-tile-major layout of the next GEMM's activations, and, when ``M`` is a multiple of
+  ``R``, exactly the packed-weight layout of an ``M x N`` weight matrix: an output can be
+  the next GEMM's operand without a host copy (attention's ``P @ V`` uses this).
 
-Schedule: the parameters are loaded once; A is cut into M-blocks that fit half of the
-activation buffer and half of the accumulator; blocks alternate between the buffer
-halves (load of block b+1 overlaps the matmuls of block b), output tiles alternate
-between the accumulator halves (store of tile t overlaps the matmul of tile t+1), all
-ordered by dependency tokens (see :mod:`hw.isa`).
+Schedule of one GEMM: load its parameter sets, then for each M-block (half of the
+activation buffer and half of the accumulator) load the block into one buffer half and
+run one ``MATMUL`` + ``STORE`` pair per N-tile, output tiles alternating between the
+accumulator halves. Tokens order it: the load of block ``b+2`` waits for the last
+``MATMUL`` of block ``b``; the ``MATMUL`` of tile ``t+2`` waits for the ``STORE`` of tile
+``t``; every ``STORE`` waits for its ``MATMUL``. Every token given is taken within the
+GEMM, so the counters are back at zero at its end. GEMMs with more N-tiles than the
+parameter slots are split into N-chunks; chunks and GEMMs are separated by ``FENCE``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +32,8 @@ from hw import isa
 from . import golden
 from .isa_model import Program, pack_params, pack_weights
 
-__all__ = ["ALIGN", "GemmLayout", "compile_gemm", "pack_acts", "unpack_out", "choose_block"]
+__all__ = ["ALIGN", "pack_acts", "unpack_out", "choose_block", "Memory", "Builder",
+           "GemmLayout", "compile_gemm"]
 
 ALIGN = 64
 
@@ -53,7 +59,7 @@ def pack_acts(a, cfg):
 def unpack_out(raw, M, N, cfg):
     """Inverse of the n-tile-major output layout: an M x N int8 array."""
     nt = _tiles(N, cfg.cols)
-    y = np.asarray(raw, np.uint8).view(np.int8).reshape(nt, M, cfg.cols)
+    y = np.asarray(raw, np.uint8)[:nt * M * cfg.cols].view(np.int8).reshape(nt, M, cfg.cols)
     return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N].copy()
 
 
@@ -65,6 +71,97 @@ def choose_block(cfg, M, K):
         raise ValueError(f"K = {K} does not fit the activation buffer of preset "
                          f"{cfg.name!r} ({cfg.act_buf_rows} rows of {cfg.rows})")
     return rows
+
+
+class Memory:
+    """The device memory image, grown by a bump allocator, aligned to :data:`ALIGN`."""
+
+    def __init__(self, base=0):
+        self.top = _align(base)
+        self.chunks = []
+
+    def alloc(self, nbytes, data=None):
+        addr = self.top
+        self.top = _align(addr + max(int(nbytes), 1))
+        if data is not None:
+            self.chunks.append((addr, np.asarray(data, np.uint8).ravel()))
+        return addr
+
+    def image(self):
+        img = np.zeros(self.top, np.uint8)
+        for addr, data in self.chunks:
+            img[addr:addr + len(data)] = data
+        return img
+
+
+@dataclass
+class Gemm:
+    """Where one GEMM's operands live, for the program builder."""
+    M: int
+    K: int
+    N: int
+    a_addr: int          # k-tile-major activations
+    w_addr: int          # packed weights
+    p_addr: int          # parameter sets, one per N-tile
+    y_addr: int          # n-tile-major outputs
+    relu: bool = False
+    macs: int = field(init=False)
+
+    def __post_init__(self):
+        self.macs = self.M * self.K * self.N
+
+
+class Builder:
+    """Appends GEMMs to one program (see the module docstring for the schedule)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.prog = Program()
+        self.gemms = []
+
+    def gemm(self, g, *, block=None):
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        kt, nt = _tiles(g.K, R), _tiles(g.N, C)
+        mb = block or choose_block(cfg, g.M, g.K)
+        blocks = [(s, min(mb, g.M - s)) for s in range(0, g.M, mb)]
+        half_act, half_acc = cfg.act_buf_rows // 2, cfg.acc_buf_rows
+        if self.prog.insns:
+            self.prog.fence()
+        for c0 in range(0, nt, cfg.param_tiles):
+            chunk = range(c0, min(nt, c0 + cfg.param_tiles))
+            if c0:
+                self.prog.fence()
+            self.prog.load_param(dram_addr=g.p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
+                                 n_tiles=len(chunk), param_tile=0)
+            n_tiles_total = len(blocks) * len(chunk)
+            t = 0
+            for b, (m0, rows) in enumerate(blocks):
+                half = b % 2
+                self.prog.load_act(dram_addr=g.a_addr + m0 * R, dram_stride=g.M * R, rows=kt,
+                                   row_beats=rows, buf_row=half * half_act, buf_row_step=1,
+                                   buf_beat_step=kt, pop_next=int(b >= 2), push_next=1)
+                for j in chunk:
+                    acc_row = (t % 2) * half_acc
+                    last_of_block = j == chunk[-1]
+                    self.prog.matmul(
+                        weight_addr=g.w_addr + j * kt * R * C, act_row=half * half_act,
+                        act_stride=kt, act_kstep=1, m=rows, k_tiles=kt, acc_row=acc_row,
+                        pop_prev=int(j == chunk[0]),
+                        push_prev=int(last_of_block and b + 2 < len(blocks)),
+                        pop_next=int(t >= 2), push_next=1)
+                    self.prog.store(acc_row=acc_row, m=rows, param_tile=j - c0,
+                                    dram_addr=g.y_addr + (j * g.M + m0) * C, dram_stride=C,
+                                    relu=int(g.relu), pop_prev=1,
+                                    push_prev=int(t + 2 < n_tiles_total))
+                    t += 1
+        self.gemms.append(g)
+        return g
+
+    def finish(self):
+        """Append ``END``; return the program bytes."""
+        self.prog.end()
+        return bytes(self.prog)
 
 
 @dataclass
@@ -85,65 +182,40 @@ class GemmLayout:
         return unpack_out(image[self.y_addr:self.y_addr + self.y_bytes], self.M, self.N, cfg)
 
 
+def program_bytes_bound(cfg, gemms):
+    """An upper bound on the program size of ``gemms`` ((M, K, N) triples), in bytes."""
+    n = 1
+    for M, K, N in gemms:
+        nt = _tiles(N, cfg.cols)
+        blocks = _tiles(M, choose_block(cfg, M, K))
+        chunks = _tiles(nt, cfg.param_tiles)
+        n += 1 + 2 * chunks + blocks * (chunks + 2 * nt)
+    return n * isa.INSN_BYTES
+
+
 def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None):
-    """The memory image and program of one requantized GEMM (see module docstring)."""
+    """The memory image and program of one requantized GEMM."""
     a = golden.check_int8("a", a)
     w = golden.check_int8("w", w)
     M, K = a.shape
     if w.shape[0] != K:
         raise ValueError(f"cannot multiply shapes {a.shape} and {w.shape}")
     N = w.shape[1]
-    R, C = cfg.rows, cfg.cols
-    kt, nt = _tiles(K, R), _tiles(N, C)
-    if nt > cfg.param_tiles:
-        raise ValueError(f"N = {N} needs {nt} parameter sets; preset {cfg.name!r} "
-                         f"holds {cfg.param_tiles}")
-    mb = block or choose_block(cfg, M, K)
-    blocks = [(s, min(mb, M - s)) for s in range(0, M, mb)]
-    half_act = cfg.act_buf_rows // 2
-    half_acc = cfg.acc_buf_rows
-
+    nt = _tiles(N, cfg.cols)
+    mem = Memory(base)
+    prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)]))
     wpack = pack_weights(w, cfg)
+    w_addr = mem.alloc(len(wpack), wpack)
     apack = pack_acts(a, cfg)
+    a_addr = mem.alloc(len(apack), apack)
     ppack = pack_params(bias, mult, shift, cfg)
-    n_insns = 2 + len(blocks) * (1 + 2 * nt)
-
-    prog_addr = _align(base)
-    w_addr = _align(prog_addr + n_insns * isa.INSN_BYTES)
-    a_addr = _align(w_addr + len(wpack))
-    p_addr = _align(a_addr + len(apack))
-    y_addr = _align(p_addr + len(ppack))
-    y_bytes = nt * M * C
-    end = _align(y_addr + y_bytes)
-
-    prog = Program()
-    prog.load_param(dram_addr=p_addr, n_tiles=nt, param_tile=0)
-    t = 0
-    for b, (m0, rows) in enumerate(blocks):
-        half = b % 2
-        # k-tile i of this block: rows m0.. of A's block i, into half `half`, row m at
-        # buffer row half*half_act + m*kt + i.
-        prog.load_act(dram_addr=a_addr + m0 * R, dram_stride=M * R, rows=kt, row_beats=rows,
-                      buf_row=half * half_act, buf_row_step=1, buf_beat_step=kt,
-                      pop_next=int(b >= 2), push_next=1)
-        for j in range(nt):
-            acc_row = (t % 2) * half_acc
-            prog.matmul(weight_addr=w_addr + j * kt * R * C, act_row=half * half_act,
-                        act_stride=kt, act_kstep=1, m=rows, k_tiles=kt, acc_row=acc_row,
-                        accumulate=0, pop_prev=int(j == 0), push_prev=int(j == nt - 1),
-                        pop_next=int(t >= 2), push_next=1)
-            prog.store(acc_row=acc_row, m=rows, param_tile=j,
-                       dram_addr=y_addr + (j * M + m0) * C, dram_stride=C, relu=int(relu),
-                       pop_prev=1, push_prev=1)
-            t += 1
-    prog.end()
-    assert len(prog) == n_insns
-
-    image = np.zeros(end, np.uint8)
-    image[prog_addr:prog_addr + n_insns * isa.INSN_BYTES] = prog.to_array()
-    image[w_addr:w_addr + len(wpack)] = wpack
-    image[a_addr:a_addr + len(apack)] = apack
-    image[p_addr:p_addr + len(ppack)] = ppack
-    return GemmLayout(image=image, prog_addr=prog_addr, prog_len=n_insns, w_addr=w_addr,
-                      a_addr=a_addr, p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes,
-                      M=M, K=K, N=N)
+    p_addr = mem.alloc(len(ppack), ppack)
+    y_bytes = nt * M * cfg.cols
+    y_addr = mem.alloc(y_bytes)
+    b = Builder(cfg)
+    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu), block=block)
+    prog = np.frombuffer(b.finish(), np.uint8)
+    mem.chunks.append((prog_addr, prog))
+    return GemmLayout(image=mem.image(), prog_addr=prog_addr,
+                      prog_len=len(prog) // isa.INSN_BYTES, w_addr=w_addr, a_addr=a_addr,
+                      p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N)

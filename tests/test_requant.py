@@ -335,7 +335,7 @@ def test_requantizer_rejects_bad_config():
 def test_requantizer_ports():
     cfg = get_preset("tiny")
     dut = Requantizer(cfg)
-    assert Requantizer.LATENCY == 5
+    assert Requantizer.LATENCY == 6
     assert dut.i.payload.shape() == layouts.psum_row(cfg)
     assert len(dut.o.payload) == cfg.cols
     assert dut.mult.shape().elem_shape.width == MULT_BITS
@@ -367,19 +367,17 @@ def run_rtl(cfg, groups, offer, o_ready, *, max_cycles, check_comb=True):
             if offering:
                 ctx.set(dut.i.payload, row)
             if check_comb:
-                # i.ready must not look at i.valid, nor o.valid at o.ready: try the other
-                # value of each first.
+                # i.ready must look at neither i.valid nor o.ready (only at registered
+                # state), and o.valid not at o.ready: try the other values first.
                 ctx.set(dut.i.valid, int(not offering))
-                ctx.set(dut.o.ready, ready)
-                i_ready_other = ctx.get(dut.i.ready)
-                ctx.set(dut.i.valid, int(offering))
                 ctx.set(dut.o.ready, int(not ready))
-                o_valid_other = ctx.get(dut.o.valid)
+                i_ready_other, o_valid_other = ctx.get(dut.i.ready), ctx.get(dut.o.valid)
             ctx.set(dut.i.valid, int(offering))
             ctx.set(dut.o.ready, ready)
             i_ready, o_valid = ctx.get(dut.i.ready), ctx.get(dut.o.valid)
             if check_comb:
-                assert i_ready == i_ready_other, f"cycle {cycle}: i.ready follows i.valid"
+                assert i_ready == i_ready_other, \
+                    f"cycle {cycle}: i.ready follows i.valid or o.ready"
                 assert o_valid == o_valid_other, f"cycle {cycle}: o.valid follows o.ready"
             word = list(ctx.get(dut.o.payload)) if o_valid else None
             if stalled is not None:
@@ -490,10 +488,11 @@ def test_rtl_full_throughput():
 
 
 def test_rtl_stall_fills_pipeline_then_releases():
-    """With o.ready low the pipeline takes exactly LATENCY rows, then holds them; when
-    o.ready rises they leave one per cycle, in order, and input resumes at once."""
+    """With o.ready low the block takes exactly CAPACITY rows, then holds them; when
+    o.ready rises they leave one per cycle, in order, and input resumes a cycle later
+    (i.ready comes from registered state only)."""
     cfg = get_preset("tiny")
-    groups = make_groups(seeded("stall"), cfg.cols, 1, 12)
+    groups = make_groups(seeded("stall"), cfg.cols, 1, 16)
     release = 20
 
     def o_ready(cycle):
@@ -502,19 +501,22 @@ def test_rtl_stall_fills_pipeline_then_releases():
     [(out, accept_at, deliver_at)], i_ready_log = run_rtl(cfg, groups, always, o_ready,
                                                           max_cycles=200)
     np.testing.assert_array_equal(out, golden(groups[0]))
-    L = Requantizer.LATENCY
-    assert accept_at[:L] == list(range(L))
-    assert i_ready_log[L:release] == [0] * (release - L)
-    assert accept_at[L] == release                # i.ready follows o.ready combinationally
+    N = Requantizer.CAPACITY
+    assert N == Requantizer.LATENCY + 1
+    assert accept_at[:N] == list(range(N))
+    assert i_ready_log[N:release + 1] == [0] * (release + 1 - N)
+    assert accept_at[N:] == list(range(release + 1, release + 1 + len(out) - N))
     assert deliver_at == list(range(release, release + len(out)))
 
 
 def test_rtl_bubbles_collapse_under_stall():
-    """Rows with gaps between them, o stalled: the gaps are squeezed out, so the pipeline
-    still ends up holding LATENCY rows."""
+    """Rows with gaps between them, o stalled: the gaps are squeezed out, so the block
+    still ends up holding CAPACITY rows."""
     cfg = get_preset("tiny")
-    groups = make_groups(seeded("bubbles"), cfg.cols, 1, 8)
+    groups = make_groups(seeded("bubbles"), cfg.cols, 1, 10)
     release = 40
+    N = Requantizer.CAPACITY
+    assert 3 * N < release
 
     def offer(cycle):
         return cycle % 3 == 0
@@ -523,10 +525,9 @@ def test_rtl_bubbles_collapse_under_stall():
                                                 lambda cycle: cycle >= release,
                                                 max_cycles=200)
     np.testing.assert_array_equal(out, golden(groups[0]))
-    L = Requantizer.LATENCY
-    assert accept_at[:L] == [3 * k for k in range(L)]
-    assert all(a >= release for a in accept_at[L:])
-    assert deliver_at[:L] == list(range(release, release + L))
+    assert accept_at[:N] == [3 * k for k in range(N)]
+    assert all(a > release for a in accept_at[N:])
+    assert deliver_at[:N] == list(range(release, release + N))
 
 
 # ---------------------------------------------------------------------------------------

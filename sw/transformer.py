@@ -1,0 +1,331 @@
+"""Transformer layers on the accelerator: quantize, calibrate, compile, run.
+
+Every matrix product runs on the accelerator: Q, K and V (one GEMM with the three
+weight matrices side by side), ``Q @ K^T`` and ``P @ V`` per head, the output
+projection, both FFN matrices. Bias and requantization are fused into the stores.
+Softmax, LayerNorm, GELU and the residual adds run on the host in float32 numpy, between
+accelerator calls; the runtime (:mod:`sw.runtime`) counts those round trips and the bytes
+the host moves.
+
+Data stays on the device between GEMMs where the layouts allow it (see
+:mod:`sw.compiler`): Q is read by the score GEMMs straight from the QKV output, V is
+used as the weight matrix of ``P @ V`` straight from it, and the per-head contexts land
+side by side as the activations of the output projection. The host touches K (to lay out
+``K^T`` as weights), the scores (softmax), the projection and FFN outputs (residual,
+LayerNorm, GELU).
+
+Sequences are padded to a multiple of the array's rows; padded positions are masked out
+of every softmax and never influence the real ones.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compiler import Gemm, pack_acts, unpack_out
+from .isa_model import pack_params, pack_weights
+from .models import layers as L
+from .quant import act_scale, dequantize, quantize_act, quantize_linear, requant_params
+
+__all__ = ["QuantEncoder", "QuantDecoder", "calibrate_encoder", "calibrate_decoder",
+           "encoder_forward", "decoder_prefill", "decoder_decode", "pad_len"]
+
+
+def pad_len(seq, cfg):
+    return -(-seq // cfg.rows) * cfg.rows
+
+
+# ---- calibration ---------------------------------------------------------------------------
+
+def _encoder_intermediates(x, w, shape, bias, eps):
+    """Every tensor the int8 path quantizes, from the float layer (for calibration)."""
+    q, k, v = (L.split_heads(x @ wm + bm, shape.heads)
+               for wm, bm in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
+    d = q.shape[-1]
+    scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
+    p = L.softmax(scores if bias is None else scores + bias, axis=-1)
+    ctx = L.merge_heads(p @ v)
+    a = ctx @ w.wo + w.bo
+    h = L.layer_norm(x + a, w.ln1_g, w.ln1_b, eps)
+    f1 = h @ w.w1 + w.b1
+    g = L.gelu(f1)
+    f2 = g @ w.w2 + w.b2
+    y = L.layer_norm(h + f2, w.ln2_g, w.ln2_b, eps)
+    return dict(x=x, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=h, f1=f1, g=g, f2=f2,
+                y=y)
+
+
+@dataclass
+class Block:
+    """One quantized linear layer: int8 weights, float bias, and its device address."""
+    ql: object
+    addr: int = None
+
+    def upload(self, dev):
+        if self.addr is None:
+            self.addr = dev.put(pack_weights(self.ql.wq, dev.cfg))
+        return self.addr
+
+
+@dataclass
+class QuantEncoder:
+    shape: object
+    w: object                   # the float weights (LayerNorm and reference)
+    qkv: Block
+    wo: Block
+    w1: Block
+    w2: Block
+    scales: dict
+    eps: float
+
+
+def calibrate_encoder(w, shape, samples, eps=1e-12):
+    """Quantize one encoder layer; activation scales from the float layer run on
+    ``samples`` (a list of ``(x, mask)`` pairs)."""
+    stats = {}
+    for x, mask in samples:
+        bias = None if mask is None else L.padding_bias(mask)
+        inter = _encoder_intermediates(np.asarray(x, np.float32), w, shape, bias, eps)
+        for key, t in inter.items():
+            stats.setdefault(key, []).append(t)
+    scales = {key: act_scale(*ts) for key, ts in stats.items()}
+    scales["p"] = 1.0 / 127.0                       # probabilities in [0, 1]
+    qkv = quantize_linear(np.concatenate([w.wq, w.wk, w.wv], axis=1),
+                          np.concatenate([w.bq, w.bk, w.bv]))
+    return QuantEncoder(shape=shape, w=w, qkv=Block(qkv),
+                        wo=Block(quantize_linear(w.wo, w.bo)),
+                        w1=Block(quantize_linear(w.w1, w.b1)),
+                        w2=Block(quantize_linear(w.w2, w.b2)), scales=scales, eps=eps)
+
+
+# ---- device helpers --------------------------------------------------------------------------
+
+def _params(dev, block, s_in, s_out):
+    """Parameter sets of a linear block for input scale ``s_in`` and output ``s_out``
+    (per channel: an array or one scalar)."""
+    bq, mult, shift = requant_params(s_in, block.ql.w_scale, s_out, block.ql.b)
+    return dev.put(pack_params(bq, mult, shift, dev.cfg))
+
+
+def _scaled_params(dev, n, factor):
+    """Parameter sets of ``n`` channels with no bias and one real factor."""
+    from .requant import quantize_multiplier
+    m, s = quantize_multiplier(factor)
+    return dev.put(pack_params(np.zeros(n, np.int64), np.full(n, m), np.full(n, s), dev.cfg))
+
+
+def _out_region(dev, M, N):
+    nt = -(-N // dev.cfg.cols)
+    return dev.alloc(nt * M * dev.cfg.cols)
+
+
+def _read_out(dev, addr, M, N):
+    nt = -(-N // dev.cfg.cols)
+    return unpack_out(dev.read(addr, nt * M * dev.cfg.cols), M, N, dev.cfg)
+
+
+def _attention(dev, q_addr, k_int8, v_w_addr, Sq, Sk, shape, sc, bias, ctx_addr):
+    """Scores on the device, softmax on the host, ``P @ V`` on the device.
+
+    ``q_addr``: Q (``Sq`` padded rows x hidden, n-tile-major). ``k_int8``: K on the host
+    (``Sk`` rows). ``v_w_addr``: V as a packed weight matrix (``Sk`` x hidden). Writes the
+    context to ``ctx_addr`` (n-tile-major, ``Sq`` x hidden) in scale ``sc['ctx']``.
+    """
+    cfg = dev.cfg
+    C = cfg.cols
+    H, heads = shape.hidden, shape.heads
+    d = H // heads
+    if d % C:
+        raise ValueError(f"head size {d} must be a multiple of the array width {C}")
+    # K^T per head, laid out as weights by the host (the one transpose of the layer).
+    kt_addrs = [dev.put(pack_weights(k_int8[:, h * d:(h + 1) * d].T, cfg))
+                for h in range(heads)]
+    f_scores = sc["q"] * sc["k"] / (math.sqrt(d) * sc["scores"])
+    s_params = _scaled_params(dev, Sk, f_scores)
+    s_addr = [_out_region(dev, Sq, Sk) for _ in range(heads)]
+    b = dev.builder()
+    for h in range(heads):
+        b.gemm(Gemm(Sq, d, Sk, q_addr + (h * d // C) * Sq * C, kt_addrs[h], s_params,
+                    s_addr[h]))
+    dev.call("attention scores", b)
+
+    p_addr = []
+    for h in range(heads):
+        s = dequantize(_read_out(dev, s_addr[h], Sq, Sk), sc["scores"])
+        p = L.softmax(s + bias, axis=-1)
+        p_addr.append(dev.put(pack_acts(quantize_act(p, sc["p"]), cfg)))
+    c_params = _scaled_params(dev, d, sc["p"] * sc["v"] / sc["ctx"])
+    b = dev.builder()
+    for h in range(heads):
+        b.gemm(Gemm(Sq, Sk, d, p_addr[h], v_w_addr + (h * d // C) * Sk * C, c_params,
+                    ctx_addr + (h * d // C) * Sq * C))
+    return b
+
+
+def encoder_forward(dev, qe, x, mask=None):
+    """One encoder layer on the device. ``x`` float (seq, hidden), ``mask`` (seq,) of
+    1 = token, 0 = pad. Returns the float output (seq, hidden)."""
+    cfg, shape, sc = dev.cfg, qe.shape, qe.scales
+    S, H = x.shape
+    Sp = pad_len(S, cfg)
+    H3 = 3 * H
+    keep = np.zeros(Sp, bool)
+    keep[:S] = True if mask is None else np.asarray(mask, bool)
+    bias = np.where(keep, 0.0, L.MASK_VALUE).astype(np.float32)[None, :]
+
+    xq = np.zeros((Sp, H), np.int8)
+    xq[:S] = quantize_act(x, sc["x"])
+    x_addr = dev.put(pack_acts(xq, cfg))
+    s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
+    qkv_addr = _out_region(dev, Sp, H3)
+    b = dev.builder()
+    b.gemm(Gemm(Sp, H, H3, x_addr, qe.qkv.upload(dev), _params(dev, qe.qkv, sc["x"], s_qkv),
+                qkv_addr))
+    dev.call("qkv projection", b)
+
+    k_int8 = _read_out(dev, qkv_addr + (H // cfg.cols) * Sp * cfg.cols, Sp, H)
+    ctx_addr = _out_region(dev, Sp, H)
+    b = _attention(dev, qkv_addr, k_int8, qkv_addr + (2 * H // cfg.cols) * Sp * cfg.cols,
+                   Sp, Sp, shape, sc, bias, ctx_addr)
+    a_addr = _out_region(dev, Sp, H)
+    b.gemm(Gemm(Sp, H, H, ctx_addr, qe.wo.upload(dev), _params(dev, qe.wo, sc["ctx"], sc["a"]),
+                a_addr))
+    dev.call("attention context + output projection", b)
+
+    a = dequantize(_read_out(dev, a_addr, Sp, H), sc["a"])[:S]
+    h = L.layer_norm(x + a, qe.w.ln1_g, qe.w.ln1_b, qe.eps)
+    g = _ffn(dev, qe, h, Sp)
+    y = L.layer_norm(h + g, qe.w.ln2_g, qe.w.ln2_b, qe.eps)
+    return y.astype(np.float32)
+
+
+def _ffn(dev, q, h, Sp, h_key="h", f1_key="f1", g_key="g", f2_key="f2"):
+    """FFN on the device with GELU on the host; returns the float FFN output."""
+    cfg, sc = dev.cfg, q.scales
+    S, H = h.shape
+    F = q.w1.ql.n
+    hq = np.zeros((Sp, H), np.int8)
+    hq[:S] = quantize_act(h, sc[h_key])
+    h_addr = dev.put(pack_acts(hq, cfg))
+    f1_addr = _out_region(dev, Sp, F)
+    b = dev.builder()
+    b.gemm(Gemm(Sp, H, F, h_addr, q.w1.upload(dev), _params(dev, q.w1, sc[h_key], sc[f1_key]),
+                f1_addr))
+    dev.call("ffn up", b)
+    g = L.gelu(dequantize(_read_out(dev, f1_addr, Sp, F), sc[f1_key])[:S])
+    gq = np.zeros((Sp, F), np.int8)
+    gq[:S] = quantize_act(g, sc[g_key])
+    g_addr = dev.put(pack_acts(gq, cfg))
+    f2_addr = _out_region(dev, Sp, H)
+    b = dev.builder()
+    b.gemm(Gemm(Sp, F, H, g_addr, q.w2.upload(dev), _params(dev, q.w2, sc[g_key], sc[f2_key]),
+                f2_addr))
+    dev.call("ffn down", b)
+    return dequantize(_read_out(dev, f2_addr, Sp, H), sc[f2_key])[:S]
+
+
+# ---- decoder (pre-LN, causal, KV cache) ---------------------------------------------------------
+
+@dataclass
+class QuantDecoder:
+    shape: object
+    w: object
+    qkv: Block
+    wo: Block
+    w1: Block
+    w2: Block
+    scales: dict
+    eps: float
+
+
+def calibrate_decoder(w, shape, samples, eps=1e-5):
+    """Quantize one decoder layer from float runs of its prefill on ``samples``."""
+    stats = {}
+    for x in samples:
+        x = np.asarray(x, np.float32)
+        S = x.shape[0]
+        n1 = L.layer_norm(x, w.ln1_g, w.ln1_b, eps)
+        q, k, v = (L.split_heads(n1 @ wm + bm, shape.heads)
+                   for wm, bm in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
+        d = q.shape[-1]
+        scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
+        p = L.softmax(scores + L.causal_bias(S), axis=-1)
+        ctx = L.merge_heads(p @ v)
+        a = ctx @ w.wo + w.bo
+        h = x + a
+        n2 = L.layer_norm(h, w.ln2_g, w.ln2_b, eps)
+        f1 = n2 @ w.w1 + w.b1
+        g = L.gelu(f1)
+        f2 = g @ w.w2 + w.b2
+        for key, t in dict(x=n1, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=n2, f1=f1,
+                           g=g, f2=f2).items():
+            stats.setdefault(key, []).append(t)
+    scales = {key: act_scale(*ts) for key, ts in stats.items()}
+    scales["p"] = 1.0 / 127.0
+    qkv = quantize_linear(np.concatenate([w.wq, w.wk, w.wv], axis=1),
+                          np.concatenate([w.bq, w.bk, w.bv]))
+    return QuantDecoder(shape=shape, w=w, qkv=Block(qkv),
+                        wo=Block(quantize_linear(w.wo, w.bo)),
+                        w1=Block(quantize_linear(w.w1, w.b1)),
+                        w2=Block(quantize_linear(w.w2, w.b2)), scales=scales, eps=eps)
+
+
+@dataclass
+class KVCache:
+    """int8 K and V of every position so far, on the host (K) and as V rows."""
+    k: np.ndarray
+    v: np.ndarray
+
+
+def _decoder_step(dev, qd, x, cache, start):
+    """Positions ``start..start+len(x)-1`` attend causally to the cache plus themselves."""
+    cfg, shape, sc = dev.cfg, qd.shape, qd.scales
+    S, H = x.shape
+    Sp = pad_len(S, cfg)
+    n1 = L.layer_norm(x, qd.w.ln1_g, qd.w.ln1_b, qd.eps)
+    xq = np.zeros((Sp, H), np.int8)
+    xq[:S] = quantize_act(n1, sc["x"])
+    x_addr = dev.put(pack_acts(xq, cfg))
+    s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
+    qkv_addr = _out_region(dev, Sp, 3 * H)
+    b = dev.builder()
+    b.gemm(Gemm(Sp, H, 3 * H, x_addr, qd.qkv.upload(dev),
+                _params(dev, qd.qkv, sc["x"], s_qkv), qkv_addr))
+    dev.call("qkv projection", b)
+    qkv = _read_out(dev, qkv_addr, Sp, 3 * H)[:S]
+    k_all = np.concatenate([cache.k, qkv[:, H:2 * H]]) if cache else qkv[:, H:2 * H]
+    v_all = np.concatenate([cache.v, qkv[:, 2 * H:]]) if cache else qkv[:, 2 * H:]
+    T = len(k_all)
+    Tp = pad_len(T, cfg)
+    k_pad = np.zeros((Tp, H), np.int8)
+    k_pad[:T] = k_all
+    v_pad = np.zeros((Tp, H), np.int8)
+    v_pad[:T] = v_all
+    v_addr = dev.put(pack_weights(v_pad, cfg))
+    # Causal: query i (absolute start + i) sees keys 0..start + i; padded keys never.
+    qi = np.arange(Sp)[:, None] + start
+    kj = np.arange(Tp)[None, :]
+    bias = np.where((kj <= qi) & (kj < T), 0.0, L.MASK_VALUE).astype(np.float32)
+    ctx_addr = _out_region(dev, Sp, H)
+    b = _attention(dev, qkv_addr, k_pad, v_addr, Sp, Tp, shape, sc, bias, ctx_addr)
+    a_addr = _out_region(dev, Sp, H)
+    b.gemm(Gemm(Sp, H, H, ctx_addr, qd.wo.upload(dev), _params(dev, qd.wo, sc["ctx"], sc["a"]),
+                a_addr))
+    dev.call("attention context + output projection", b)
+    a = dequantize(_read_out(dev, a_addr, Sp, H), sc["a"])[:S]
+    h = x + a
+    n2 = L.layer_norm(h, qd.w.ln2_g, qd.w.ln2_b, qd.eps)
+    y = h + _ffn(dev, qd, n2, Sp)
+    return y.astype(np.float32), KVCache(k=k_all, v=v_all)
+
+
+def decoder_prefill(dev, qd, x):
+    """Prefill: all of ``x`` (seq, hidden) with a causal mask; returns ``(y, cache)``."""
+    return _decoder_step(dev, qd, np.asarray(x, np.float32), None, 0)
+
+
+def decoder_decode(dev, qd, x_new, cache):
+    """One new position against the cache; returns ``(y_new, cache)``."""
+    x_new = np.asarray(x_new, np.float32).reshape(1, -1)
+    return _decoder_step(dev, qd, x_new, cache, len(cache.k))
