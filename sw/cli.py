@@ -7,6 +7,8 @@ Subcommands::
                     [--mem-latency CYCLES] [--seed S] [--json]
     serrano gemm    --array ... --backend {verilator,icarus,amaranth}
     serrano lint    --preset P [--array]
+    serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
+                    [--text "..."] --backend {golden,verilator,icarus} --preset P [--json]
 
 Bad input ends with one line on stderr and exit status 2; a result that is not
 bit-exact ends with exit status 1.
@@ -19,6 +21,7 @@ import sys
 from hw.config import ConfigError, get_preset, preset_names
 from sim.runner import SimulationFailed
 from sim.toolenv import ToolNotFound
+from sw.models.minilm import ModelNotInstalled
 
 __all__ = ["main"]
 
@@ -77,6 +80,17 @@ def _parser():
                    help="feed the bare array cycle by cycle; int32 results, K summed outside")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object")
+
+    r = sub.add_parser("run", help="run a transformer on the accelerator vs its float model")
+    r.add_argument("--model", required=True, help="minilm, bert-tiny or gpt-tiny")
+    r.add_argument("--layers", type=_positive, help="encoder layers to run (minilm: 1-6)")
+    r.add_argument("--seq", type=_positive, help="sequence length (minilm: pad the text to it)")
+    r.add_argument("--text", help="the first sentence (minilm)")
+    r.add_argument("--backend", default="golden", help="golden, verilator or icarus")
+    r.add_argument("--preset", type=_preset, default=get_preset("default"),
+                   help=f"one of {', '.join(preset_names())} (default: default)")
+    r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
 
     lint = sub.add_parser("lint", help="lint the preset's Verilog with verilator -Wall")
     lint.add_argument("--preset", type=_preset, default=get_preset("default"))
@@ -138,6 +152,68 @@ def _cmd_gemm(args):
     return 0 if report["bit_exact"] else 1
 
 
+class _Progress:
+    """A one-line progress bar on stderr: calls done, cycles simulated, current op."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.calls = 0
+        self.cycles = 0
+        self.tty = stream.isatty()
+
+    def __call__(self, ev):
+        if ev["event"] == "start":
+            line = (f"[{self.calls:3d} calls | {self.cycles:>11,} cycles] "
+                    f"running {ev['name']} ({ev['macs']:,} MACs)")
+        else:
+            self.calls += 1
+            self.cycles += ev["cycles"] or 0
+            line = (f"[{self.calls:3d} calls | {self.cycles:>11,} cycles] "
+                    f"done {ev['name']} in {ev['wall_s']:.1f} s")
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _cmd_run(args):
+    from sw.run import run_model
+    progress = _Progress(sys.stderr)
+    try:
+        r = run_model(args.preset, args.model, args.backend, layers=args.layers,
+                      seq=args.seq, text=args.text, progress=progress,
+                      mem_latency=args.mem_latency)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(r))
+        return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
+    cfg = args.preset
+    print(f"serrano run  {r['model']}  {r['layers']} layer(s), sequence {r['seq']}  "
+          f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}")
+    print(f"  cosine vs float32         : {r['cosine_vs_float']:.5f} (final output"
+          + (", worst of the texts)" if r["model"] == "minilm" else ")"))
+    print("  cosine per layer          : "
+          + ", ".join(f"{c:.5f}" for c in r["cosine_per_layer"]))
+    be = r["bit_exact_vs_golden"]
+    print(f"  bit-exact vs golden model : {'n/a (golden backend)' if be is None else be}")
+    if r["cycles"]:
+        print(f"  accelerator cycles        : {r['cycles']:,}  (MAC utilization "
+              f"{r['mac_utilization']:.3f})")
+    print(f"  MACs                      : {r['macs']:,}")
+    print(f"  DMA read / written        : {r['dma_read_bytes']:,} / {r['dma_write_bytes']:,} "
+          "bytes")
+    print(f"  host round trips          : {r['host_round_trips']}  (host moved "
+          f"{r['host_bytes_to_device']:,} bytes in, {r['host_bytes_from_device']:,} out)")
+    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")
+    return 0 if be in (True, None) else 1
+
+
 def _cmd_lint(args):
     from sim.lint import lint_report
     ok, text = lint_report(args.preset, top=not args.array)
@@ -148,11 +224,12 @@ def _cmd_lint(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint}[args.command](args)
+        return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint,
+                "run": _cmd_run}[args.command](args)
     except (UsageError, ConfigError, ValueError) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
-    except ToolNotFound as e:
+    except (ToolNotFound, ModelNotInstalled) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
     except SimulationFailed as e:

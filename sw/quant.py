@@ -5,6 +5,15 @@
 * **Activations**: int8, symmetric, per tensor: ``s_x = max|x| / 127`` over calibration
   inputs, ``xq = clip(round(x / s_x), -128, 127)``; ``x ~ s_x * xq``.
 * **Biases**: int32 in the accumulator's scale: ``bq = round(b / (s_x * s_w[c]))``.
+* **Smoothing** of a GEMM input with outlier channels (as in SmoothQuant): per input
+  channel ``k`` a factor ``f[k] = max|x[:, k]|**alpha / max|W[k, :]|**(1 - alpha)``; the
+  host quantizes ``x / f`` (one per-tensor scale) and the weights are quantized as
+  ``diag(f) @ W``, so the product is unchanged and the outlier channels no longer set
+  the scale of all the others. Used where the host produces the GEMM's input anyway.
+* **Outputs that return to the host** (before a residual add, LayerNorm or GELU) use one
+  scale per output channel: the requantizer's multiplier is per channel, so this costs
+  nothing, and the host dequantizes per channel. Activations that feed another GEMM on
+  the device stay per tensor.
 * **Requantization** of a GEMM's int32 accumulator to the int8 output of scale ``s_y``:
   per channel, the real factor ``s_x * s_w[c] / s_y`` becomes an integer multiplier and
   a right shift (:func:`sw.requant.quantize_multiplier`); the hardware then computes
@@ -21,8 +30,8 @@ import numpy as np
 
 from . import requant
 
-__all__ = ["act_scale", "quantize_act", "dequantize", "QuantLinear", "quantize_linear",
-           "requant_params"]
+__all__ = ["act_scale", "channel_scales", "smoothing", "quantize_act", "dequantize",
+           "QuantLinear", "quantize_linear", "requant_params"]
 
 
 def act_scale(*samples):
@@ -31,6 +40,24 @@ def act_scale(*samples):
     if not np.isfinite(peak):
         raise ValueError("calibration data contains NaN or Inf")
     return peak / 127.0 if peak > 0 else 1.0
+
+
+def channel_scales(*samples):
+    """Per-channel (last axis) symmetric scales covering every sample."""
+    peak = np.max([np.abs(np.asarray(s, np.float64)).reshape(-1, np.shape(s)[-1]).max(axis=0)
+                   for s in samples], axis=0)
+    if not np.all(np.isfinite(peak)):
+        raise ValueError("calibration data contains NaN or Inf")
+    return np.where(peak > 0, peak / 127.0, 1.0)
+
+
+def smoothing(x_samples, w, alpha):
+    """Per-input-channel smoothing factors of a GEMM input (see the module docstring)."""
+    xmax = np.max([np.abs(np.asarray(s, np.float64)).reshape(-1, np.shape(s)[-1]).max(axis=0)
+                   for s in x_samples], axis=0)
+    wmax = np.abs(np.asarray(w, np.float64)).max(axis=1)
+    f = np.maximum(xmax, 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1.0 - alpha)
+    return np.maximum(f, 1e-5)
 
 
 def quantize_act(x, scale):

@@ -50,6 +50,8 @@ class Device:
     bytes_from_device: int = 0
     bit_exact: bool | None = None
     sim_wall_s: float = 0.0
+    golden_read_bytes: int = 0           # DMA traffic as the golden model counts it
+    golden_write_bytes: int = 0
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -79,6 +81,15 @@ class Device:
         self.image[addr:addr + len(data)] = data
         self.bytes_to_device += len(data)
 
+    def mark(self):
+        """The current end of memory: :meth:`release` frees everything allocated after."""
+        return len(self.image)
+
+    def release(self, mark):
+        """Free every region allocated since ``mark`` (a stack discipline: scratch data of
+        one layer; weights are allocated before and stay)."""
+        self.image = self.image[:mark].copy()
+
     def read(self, addr, nbytes):
         self.bytes_from_device += nbytes
         return self.image[addr:addr + nbytes].copy()
@@ -99,6 +110,8 @@ class Device:
         gold = isa_model.run_program(self.cfg, self.image, prog_addr, n, check_deps=False)
         if gold.error != isa.Error.NONE:
             raise DeviceError(f"{name}: the golden model stopped with {gold.error.name}")
+        self.golden_read_bytes += gold.dma_read_bytes
+        self.golden_write_bytes += gold.dma_write_bytes
         counters = None
         if self.backend == "golden":
             self.image = gold.mem

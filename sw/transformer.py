@@ -26,7 +26,17 @@ import numpy as np
 from .compiler import Gemm, pack_acts, unpack_out
 from .isa_model import pack_params, pack_weights
 from .models import layers as L
-from .quant import act_scale, dequantize, quantize_act, quantize_linear, requant_params
+from .quant import (act_scale, channel_scales, dequantize, quantize_act, quantize_linear,
+                    requant_params, smoothing)
+
+# Smoothing strengths of the three GEMM inputs the host produces (see sw.quant):
+# the GELU output has the strongest outlier channels.
+ALPHA = {"x": 0.5, "h": 0.5, "g": 0.7}
+# Per-channel output scales come from few calibration samples: a channel that exceeds its
+# calibrated peak at run time would clip, so they get this much headroom (the per-channel
+# range has precision to spare).
+CHANNEL_HEADROOM = 2.5
+TENSOR_HEADROOM = 1.0
 
 __all__ = ["QuantEncoder", "QuantDecoder", "calibrate_encoder", "calibrate_decoder",
            "encoder_forward", "decoder_prefill", "decoder_decode", "pad_len"]
@@ -89,14 +99,25 @@ def calibrate_encoder(w, shape, samples, eps=1e-12):
         inter = _encoder_intermediates(np.asarray(x, np.float32), w, shape, bias, eps)
         for key, t in inter.items():
             stats.setdefault(key, []).append(t)
-    scales = {key: act_scale(*ts) for key, ts in stats.items()}
+    return _quantize(QuantEncoder, w, shape, stats, eps)
+
+
+def _quantize(kind, w, shape, stats, eps):
+    """Scales, smoothing and int8 weights of a layer from calibration statistics."""
+    scales = {key: TENSOR_HEADROOM * act_scale(*ts) for key, ts in stats.items()}
     scales["p"] = 1.0 / 127.0                       # probabilities in [0, 1]
-    qkv = quantize_linear(np.concatenate([w.wq, w.wk, w.wv], axis=1),
-                          np.concatenate([w.bq, w.bk, w.bv]))
-    return QuantEncoder(shape=shape, w=w, qkv=Block(qkv),
-                        wo=Block(quantize_linear(w.wo, w.bo)),
-                        w1=Block(quantize_linear(w.w1, w.b1)),
-                        w2=Block(quantize_linear(w.w2, w.b2)), scales=scales, eps=eps)
+    for key in ("a", "f1", "f2"):                   # outputs that go back to the host
+        scales[key] = CHANNEL_HEADROOM * channel_scales(*stats[key])
+    wqkv = np.concatenate([w.wq, w.wk, w.wv], axis=1)
+    blocks = {}
+    for key, name, wm, bias in (("x", "qkv", wqkv, np.concatenate([w.bq, w.bk, w.bv])),
+                                ("h", "w1", w.w1, w.b1), ("g", "w2", w.w2, w.b2)):
+        f = smoothing(stats[key], wm, ALPHA[key])
+        scales["smooth_" + key] = f
+        scales[key] = TENSOR_HEADROOM * act_scale(*(np.asarray(t) / f for t in stats[key]))
+        blocks[name] = Block(quantize_linear(wm * f[:, None], bias))
+    return kind(shape=shape, w=w, qkv=blocks["qkv"], wo=Block(quantize_linear(w.wo, w.bo)),
+                w1=blocks["w1"], w2=blocks["w2"], scales=scales, eps=eps)
 
 
 # ---- device helpers --------------------------------------------------------------------------
@@ -175,7 +196,7 @@ def encoder_forward(dev, qe, x, mask=None):
     bias = np.where(keep, 0.0, L.MASK_VALUE).astype(np.float32)[None, :]
 
     xq = np.zeros((Sp, H), np.int8)
-    xq[:S] = quantize_act(x, sc["x"])
+    xq[:S] = quantize_act(x / sc["smooth_x"], sc["x"])
     x_addr = dev.put(pack_acts(xq, cfg))
     s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
     qkv_addr = _out_region(dev, Sp, H3)
@@ -206,7 +227,7 @@ def _ffn(dev, q, h, Sp, h_key="h", f1_key="f1", g_key="g", f2_key="f2"):
     S, H = h.shape
     F = q.w1.ql.n
     hq = np.zeros((Sp, H), np.int8)
-    hq[:S] = quantize_act(h, sc[h_key])
+    hq[:S] = quantize_act(h / sc["smooth_" + h_key], sc[h_key])
     h_addr = dev.put(pack_acts(hq, cfg))
     f1_addr = _out_region(dev, Sp, F)
     b = dev.builder()
@@ -215,7 +236,7 @@ def _ffn(dev, q, h, Sp, h_key="h", f1_key="f1", g_key="g", f2_key="f2"):
     dev.call("ffn up", b)
     g = L.gelu(dequantize(_read_out(dev, f1_addr, Sp, F), sc[f1_key])[:S])
     gq = np.zeros((Sp, F), np.int8)
-    gq[:S] = quantize_act(g, sc[g_key])
+    gq[:S] = quantize_act(g / sc["smooth_" + g_key], sc[g_key])
     g_addr = dev.put(pack_acts(gq, cfg))
     f2_addr = _out_region(dev, Sp, H)
     b = dev.builder()
@@ -261,14 +282,7 @@ def calibrate_decoder(w, shape, samples, eps=1e-5):
         for key, t in dict(x=n1, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=n2, f1=f1,
                            g=g, f2=f2).items():
             stats.setdefault(key, []).append(t)
-    scales = {key: act_scale(*ts) for key, ts in stats.items()}
-    scales["p"] = 1.0 / 127.0
-    qkv = quantize_linear(np.concatenate([w.wq, w.wk, w.wv], axis=1),
-                          np.concatenate([w.bq, w.bk, w.bv]))
-    return QuantDecoder(shape=shape, w=w, qkv=Block(qkv),
-                        wo=Block(quantize_linear(w.wo, w.bo)),
-                        w1=Block(quantize_linear(w.w1, w.b1)),
-                        w2=Block(quantize_linear(w.w2, w.b2)), scales=scales, eps=eps)
+    return _quantize(QuantDecoder, w, shape, stats, eps)
 
 
 @dataclass
@@ -285,7 +299,7 @@ def _decoder_step(dev, qd, x, cache, start):
     Sp = pad_len(S, cfg)
     n1 = L.layer_norm(x, qd.w.ln1_g, qd.w.ln1_b, qd.eps)
     xq = np.zeros((Sp, H), np.int8)
-    xq[:S] = quantize_act(n1, sc["x"])
+    xq[:S] = quantize_act(n1 / sc["smooth_x"], sc["x"])
     x_addr = dev.put(pack_acts(xq, cfg))
     s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
     qkv_addr = _out_region(dev, Sp, 3 * H)

@@ -1,0 +1,175 @@
+"""``serrano run``: a transformer on the accelerator, against its float32 model.
+
+Models:
+
+* ``minilm``: all-MiniLM-L6-v2 (6 BERT encoder layers, hidden 384, 12 heads, FFN 1536)
+  from real text: tokenize, embed (host), run ``--layers`` encoder layers on the
+  accelerator, mean-pool and L2-normalise (host).
+* ``bert-tiny``: one synthetic encoder layer (hidden 64, 4 heads, FFN 256), seeded.
+* ``gpt-tiny``: one synthetic pre-LN decoder layer: prefill of ``--seq`` tokens, then one
+  decode step against its KV cache.
+
+Quantization scales are calibrated on a fixed set of inputs that are not the ones
+measured (:data:`CALIBRATION_TEXTS`, or other seeds for the synthetic models).
+"""
+
+import time
+
+import numpy as np
+
+from . import transformer as T
+from .models import layers as L
+from .runtime import BACKENDS, Device
+
+__all__ = ["MODELS", "DEFAULT_TEXTS", "CALIBRATION_TEXTS", "run_model", "cosine"]
+
+MODELS = ("minilm", "bert-tiny", "gpt-tiny")
+
+# Measured: a mixed set (short, long, questions, code-like, numbers, other topics).
+DEFAULT_TEXTS = (
+    "The accelerator streams weights from memory while the array computes.",
+    "A man is playing a guitar on the street corner.",
+    "What is the capital of France?",
+    "Quantum computers use qubits that can be in superposition.",
+    "The recipe calls for two cups of flour, one egg and a pinch of salt.",
+    "def add(a, b): return a + b",
+    "Stock markets fell sharply after the announcement on Tuesday.",
+    "She has been learning to play the violin for 12 years.",
+)
+
+# Calibration only: never measured.
+CALIBRATION_TEXTS = (
+    "A cat sat on the warm windowsill in the afternoon sun.",
+    "How do I reset my password if I forgot the old one?",
+    "The committee will publish its final report next spring, after two hearings.",
+    "Neural networks are trained with gradient descent on large datasets.",
+    "Rain is expected across the northern region for most of the weekend.",
+    "for i in range(10): print(i * i)",
+    "The museum houses over 3,000 paintings from the 17th century.",
+    "He ordered a coffee and sat down to read the newspaper.",
+)
+
+
+def cosine(a, b):
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def _summary(dev, cfg):
+    t = dev.totals()
+    cycles = t["cycles"]
+    return {
+        "bit_exact_vs_golden": dev.bit_exact,
+        "cycles": cycles,
+        "macs": t["macs"],
+        "mac_utilization": (t["macs"] / (cycles * cfg.macs)) if cycles else None,
+        "dma_read_bytes": t["dma_read_bytes"] if cycles else dev.golden_read_bytes,
+        "dma_write_bytes": t["dma_write_bytes"] if cycles else dev.golden_write_bytes,
+        "stall_cycles": ({k: t[f"stall_{k}"] for k in ("weight", "act", "store", "insn")}
+                         if cycles else None),
+        "host_round_trips": dev.host_round_trips,
+        "host_bytes_to_device": dev.bytes_to_device,
+        "host_bytes_from_device": dev.bytes_from_device,
+        "sim_wall_s": round(dev.sim_wall_s, 3),
+        "per_op": [{"name": c.name, "cycles": c.cycles, "macs": c.macs} for c in dev.calls],
+    }
+
+
+def _run_minilm(cfg, backend, layers, seq, texts, progress, mem_latency):
+    from .models import minilm
+    model = minilm.load_minilm()
+    layers = minilm._layer_count(model, layers)
+    # Each calibration text on its own, unpadded: padded positions would widen the scales.
+    calib = [minilm.forward_float(model, text, layers)["hidden_states"]
+             for text in CALIBRATION_TEXTS]
+    qlayers = [T.calibrate_encoder(model.layers[i], model.shape,
+                                   [(hs[i][0], None) for hs in calib], eps=model.eps)
+               for i in range(layers)]
+    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    for q in qlayers:                    # weights live in device memory for the whole run
+        for blk in (q.qkv, q.wo, q.w1, q.w2):
+            blk.upload(dev)
+    ids, mask = minilm.tokenize(model, list(texts), max_seq=seq)
+    ref = minilm.forward_ids(model, ids, mask, layers)
+    x = minilm.embed(model, ids)
+    layer_cos = [[] for _ in range(layers)]
+    final = []
+    for t in range(len(texts)):
+        keep = mask[t].astype(bool)
+        h = x[t]
+        for i, q in enumerate(qlayers):
+            mark = dev.mark()
+            h = T.encoder_forward(dev, q, h, mask[t])
+            dev.release(mark)
+            layer_cos[i].append(cosine(h[keep], ref["hidden_states"][i + 1][t][keep]))
+        final.append(h)
+    pooled = minilm.l2_normalize(minilm.mean_pool(np.stack(final), mask))
+    emb_cos = [cosine(pooled[t], ref["sentence_embedding"][t]) for t in range(len(texts))]
+    out = {
+        "layers": layers, "seq": int(ids.shape[1]),
+        "cosine_vs_float": min(emb_cos),
+        "cosine_per_text": emb_cos,
+        "cosine_per_layer": [min(c) for c in layer_cos],
+        "texts": list(texts),
+        "tokens": [int(m.sum()) for m in mask],
+    }
+    if layers == len(model.layers):
+        out["embedding"] = [float(v) for v in pooled[0]]
+    return dev, out
+
+
+def _run_bert_tiny(cfg, backend, seq, progress, mem_latency):
+    from .models import synthetic
+    w, shape = synthetic.bert_tiny(0)
+    samples = [(synthetic.random_inputs(shape, seq, seed=100 + s), None) for s in range(4)]
+    q = T.calibrate_encoder(w, shape, samples)
+    x = synthetic.random_inputs(shape, seq, seed=1)
+    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    y = T.encoder_forward(dev, q, x)
+    ref = L.encoder_layer(x, w, shape)
+    c = cosine(y, ref)
+    return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c]}
+
+
+def _run_gpt_tiny(cfg, backend, seq, progress, mem_latency):
+    from .models import synthetic
+    w, shape = synthetic.gpt_tiny(0)
+    samples = [synthetic.random_inputs(shape, seq + 1, seed=100 + s) for s in range(4)]
+    q = T.calibrate_decoder(w, shape, samples)
+    x = synthetic.random_inputs(shape, seq + 1, seed=1)
+    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    y, cache = T.decoder_prefill(dev, q, x[:seq])
+    y_new, cache = T.decoder_decode(dev, q, x[seq], cache)
+    ref, ref_cache = L.decoder_prefill(x[:seq], w, shape)
+    ref_new, _ = L.decoder_decode(x[seq], w, shape, ref_cache)
+    c_pre, c_dec = cosine(y, ref), cosine(y_new, ref_new)
+    return dev, {"layers": 1, "seq": seq, "cosine_vs_float": min(c_pre, c_dec),
+                 "cosine_prefill": c_pre, "cosine_decode": c_dec,
+                 "cosine_per_layer": [min(c_pre, c_dec)]}
+
+
+def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
+              mem_latency=30):
+    """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if seq is not None and (not isinstance(seq, int) or seq < 1):
+        raise ValueError(f"--seq must be a positive integer, not {seq!r}")
+    t0 = time.perf_counter()
+    if model == "minilm":
+        texts = DEFAULT_TEXTS if text is None else (text,) + DEFAULT_TEXTS[1:]
+        dev, out = _run_minilm(cfg, backend, 6 if layers is None else layers, seq, texts,
+                               progress, mem_latency)
+    else:
+        if layers not in (None, 1):
+            raise ValueError(f"{model} has 1 layer, not {layers}")
+        if text is not None:
+            raise ValueError(f"{model} takes random inputs, not --text")
+        runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
+        dev, out = runner(cfg, backend, 16 if seq is None else seq, progress, mem_latency)
+    report = {"model": model, "backend": backend, "preset": cfg.name, **out,
+              **_summary(dev, cfg), "wall_s": round(time.perf_counter() - t0, 3)}
+    return report
