@@ -26,7 +26,7 @@ __all__ = ["SYSTEM_TOP", "system_verilog", "memory_words", "run_system"]
 
 SYSTEM_TOP = "serrano_system"
 # The memory size is a build parameter: a few size classes keep the builds few.
-MEMORY_CLASSES = (1 << 20, 16 << 20, 64 << 20)
+MEMORY_CLASSES = (4 << 20, 16 << 20, 64 << 20)
 
 
 def memory_words(cfg, n_bytes):
@@ -122,7 +122,8 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
         t0 = time.perf_counter()
         result, _ = runner.run(built, "sim.tb.system_tb", "run_program", case,
                                verilog_text=text, tag=f"{cfg.name}-{words}w",
-                               plusargs=[f"+mem_init={init}", f"+mem_dump={dump}"])
+                               plusargs=[f"+mem_init={init}", f"+mem_dump={dump}",
+                                         f"+mem_dump_words={-(-len(image) // cfg.bus_bytes)}"])
         wall = time.perf_counter() - t0
         final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes), np.uint8).copy()
     status = result["status"]

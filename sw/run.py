@@ -160,7 +160,7 @@ def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress
         raise ValueError(f"--seq must be a positive integer, not {seq!r}")
     t0 = time.perf_counter()
     if model == "minilm":
-        texts = DEFAULT_TEXTS if text is None else (text,) + DEFAULT_TEXTS[1:]
+        texts = DEFAULT_TEXTS if text is None else (text,)
         dev, out = _run_minilm(cfg, backend, 6 if layers is None else layers, seq, texts,
                                progress, mem_latency)
     else:

@@ -143,15 +143,16 @@ def test_default_preset_accelerator_verilator(rng):
 def test_system_memory_errors(simulator, rng):
     """SLVERR from the memory on the weights, DECERR past the end of memory: the right
     code, no hang, nothing written."""
-    from sim.system import run_system
+    from sim.system import MEMORY_CLASSES, run_system
     layout, _ = random_gemm(rng, TINY, 8, 8, 8)
+    end = MEMORY_CLASSES[0]                       # the simulated memory's size
     for window, limit, code in (((layout.w_addr, layout.w_addr + 16), None,
                                  isa.Error.AXI_SLVERR),
-                                ((0, 0), 1 << 21, isa.Error.AXI_DECERR)):
+                                ((0, 0), 2 * end, isa.Error.AXI_DECERR)):
         image = layout.image.copy()
-        if code == isa.Error.AXI_DECERR:          # weights beyond the 1 MiB memory
+        if code == isa.Error.AXI_DECERR:          # weights beyond the end of memory
             prog = isa_model.Program()
-            prog.matmul(weight_addr=(1 << 20) + 4096, act_row=0, act_stride=1, act_kstep=1,
+            prog.matmul(weight_addr=end + 4096, act_row=0, act_stride=1, act_kstep=1,
                         m=1, k_tiles=1, acc_row=0)
             prog.end()
             raw = prog.to_array()

@@ -7,6 +7,7 @@
 //                     Word i holds bytes [i*DATA_BYTES, (i+1)*DATA_BYTES), little-endian:
 //                     byte 0 of the image is bits 7:0 of word 0. Without it, the memory
 //                     starts all zero. Python's sim.hdl.write_hex() writes such files.
+//   +mem_dump_words=<n>  dump only words 0..n-1 (the image's size; default: all WORDS).
 //   +mem_dump=<path>  on every rising clock edge where `dump` is high, $writememh the
 //                     whole memory (WORDS words) to that file, as it was before the writes
 //                     of that edge. sim.hdl.read_hex() reads it back. `dump` high without
@@ -118,13 +119,18 @@ module serrano_axi_mem #(
     reg [8*1024-1:0] init_path, dump_path;
     reg have_dump;
     integer i;
+    integer dump_words;
     initial begin
         for (i = 0; i < WORDS; i = i + 1)
             mem[i] = {DW{1'b0}};
         have_dump = 1'b0;
         dump_path = 0;
+        dump_words = WORDS;
         if ($value$plusargs("mem_dump=%s", dump_path))
             have_dump = 1'b1;
+        if ($value$plusargs("mem_dump_words=%d", dump_words))
+            if (dump_words < 1 || dump_words > WORDS)
+                dump_words = WORDS;
         if ($value$plusargs("mem_init=%s", init_path))
             $readmemh(init_path, mem);
     end
@@ -132,7 +138,7 @@ module serrano_axi_mem #(
     always @(posedge clk) begin
         if (dump) begin
             if (have_dump) begin
-                $writememh(dump_path, mem);
+                $writememh(dump_path, mem, 0, dump_words - 1);
             end else begin
                 $display("ERROR: %m: dump is high but no +mem_dump=<path> plusarg was given");
                 $finish;
