@@ -14,8 +14,9 @@ W (K x N) int8, Y (M x N) int8. Data layouts in memory:
   ``R``, exactly the packed-weight layout of an ``M x N`` weight matrix: an output can be
   the next GEMM's operand without a host copy (attention's ``P @ V`` uses this).
 
-Schedule of one GEMM: load its parameter sets, then for each M-block (half of the
-activation buffer and half of the accumulator) load the block into one buffer half and
+Schedule of one GEMM: load its parameter sets, then for each M-block (all of A when it
+fits the activation buffer, else half of it; at most half of the accumulator) load the
+block into one buffer half and
 run one ``MATMUL`` + ``STORE`` pair per N-tile, output tiles alternating between the
 accumulator halves. Tokens order it: the load of block ``b+2`` waits for the last
 ``MATMUL`` of block ``b``; the ``MATMUL`` of tile ``t+2`` waits for the ``STORE`` of tile
@@ -64,8 +65,12 @@ def unpack_out(raw, M, N, cfg):
 
 
 def choose_block(cfg, M, K):
-    """Rows per M-block: half the activation buffer and half the accumulator."""
+    """Rows per M-block: the whole of A when it fits the activation buffer (then its
+    weights stream past it once), else half the activation buffer, so the next block
+    loads while this one computes; never more than half the accumulator."""
     kt = _tiles(K, cfg.rows)
+    if M * kt <= cfg.act_buf_rows and M <= cfg.acc_buf_rows:
+        return M
     rows = min(M, (cfg.act_buf_rows // 2) // kt, cfg.acc_buf_rows)
     if rows < 1:
         raise ValueError(f"K = {K} does not fit the activation buffer of preset "
