@@ -56,22 +56,21 @@ class Requantizer(wiring.Component):
 
     Back-pressure
     -------------
-    Valid/ready as in :mod:`amaranth.lib.stream`. The six stages stall individually:
-    stage ``k`` loads when it is empty or the stage after it moves on,
-    ``ready_k = ~valid_k | ready_{k+1}``, so empty stages (bubbles from gaps on
-    ``i.valid``) keep filling while full ones hold. The last stage moves on whenever the
-    skid register is empty (``ready_7 = ~skid_valid``): its row goes out on ``o`` if
+    Valid/ready as in :mod:`amaranth.lib.stream`. Each stage has a valid bit; the six
+    stages advance together, in every cycle in which the one-row skid register behind
+    the last stage is empty. In such a cycle the last stage's row goes out on ``o`` if
     ``o.ready`` is high, or into the skid register if not. While the skid register holds
-    a row, ``o`` shows it and the stages stall; the cycle ``o.ready`` takes it, the skid
-    empties and the stages resume the cycle after.
+    a row, ``o`` shows it and all stages hold (bubbles from gaps on ``i.valid`` included);
+    in the cycle ``o.ready`` takes it the skid register empties, and the stages move
+    again from the next cycle. Rows reach ``o`` without a gap after a stall.
 
-    So ``o.ready`` reaches only the skid register: the stall enables of the wide stage
-    registers, and ``i.ready = ready_1``, are combinational in registered state only
-    (stage valid bits and ``skid_valid``), never in ``o.ready`` or ``i.valid``.
-    ``o.valid`` and ``o.payload`` come from registers through one 2-way mux. No row is
-    lost, duplicated or reordered; a stalled ``o`` keeps its row. The block holds up to
-    ``CAPACITY = LATENCY + 1`` rows: with ``o.ready`` low it accepts 7 rows, then
-    ``i.ready`` drops.
+    ``i.ready`` is ``~skid_valid``, a register output: it depends on neither ``i.valid``
+    nor ``o.ready``, and neither do the enables of the wide stage registers (the skid
+    register exists so that ``o.ready``, arriving late from the consumer, drives only
+    ``C * 8 + 1`` flip-flops). ``o.valid`` and ``o.payload`` come from registers through
+    one 2-way mux. No row is lost, duplicated or reordered; a stalled ``o`` keeps its
+    row. With ``o.ready`` low the block accepts up to ``CAPACITY = LATENCY + 1 = 7``
+    rows (fewer if there are bubbles among them), then ``i.ready`` drops.
 
     Ports
     -----
@@ -228,5 +227,5 @@ class Requantizer(wiring.Component):
                 with m.Elif(neg_sat):
                     m.d.sync += y[c].eq(-128)
                 with m.Else():
-                    m.d.sync += y[c].eq(f_low + r)
+                    m.d.sync += y[c].eq(f_low)
         return m

@@ -6,7 +6,7 @@ model (:mod:`sw.isa_model`), so the two can be compared byte for byte.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

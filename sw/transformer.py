@@ -190,20 +190,11 @@ def encoder_forward(dev, qe, x, mask=None):
     cfg, shape, sc = dev.cfg, qe.shape, qe.scales
     S, H = x.shape
     Sp = pad_len(S, cfg)
-    H3 = 3 * H
     keep = np.zeros(Sp, bool)
     keep[:S] = True if mask is None else np.asarray(mask, bool)
     bias = np.where(keep, 0.0, L.MASK_VALUE).astype(np.float32)[None, :]
 
-    xq = np.zeros((Sp, H), np.int8)
-    xq[:S] = quantize_act(x / sc["smooth_x"], sc["x"])
-    x_addr = dev.put(pack_acts(xq, cfg))
-    s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
-    qkv_addr = _out_region(dev, Sp, H3)
-    b = dev.builder()
-    b.gemm(Gemm(Sp, H, H3, x_addr, qe.qkv.upload(dev), _params(dev, qe.qkv, sc["x"], s_qkv),
-                qkv_addr))
-    dev.call("qkv projection", b)
+    qkv_addr = _qkv(dev, qe, x, Sp)
 
     k_int8 = _read_out(dev, qkv_addr + (H // cfg.cols) * Sp * cfg.cols, Sp, H)
     ctx_addr = _out_region(dev, Sp, H)
@@ -221,29 +212,46 @@ def encoder_forward(dev, qe, x, mask=None):
     return y.astype(np.float32)
 
 
-def _ffn(dev, q, h, Sp, h_key="h", f1_key="f1", g_key="g", f2_key="f2"):
-    """FFN on the device with GELU on the host; returns the float FFN output."""
+def _padded_int8(x, key, sc, Sp):
+    """A host tensor ``x`` (seq, width), smoothed and quantized as GEMM input ``key``,
+    zero-padded to ``Sp`` rows."""
+    xq = np.zeros((Sp, x.shape[1]), np.int8)
+    xq[:len(x)] = quantize_act(x / sc["smooth_" + key], sc[key])
+    return xq
+
+
+def _host_linear(dev, q, name, x, key, block, out_key, Sp):
+    """One device call: host tensor ``x`` through ``block`` of layer ``q``; the float
+    result comes back (dequantized per channel)."""
     cfg, sc = dev.cfg, q.scales
-    S, H = h.shape
-    F = q.w1.ql.n
-    hq = np.zeros((Sp, H), np.int8)
-    hq[:S] = quantize_act(h / sc["smooth_" + h_key], sc[h_key])
-    h_addr = dev.put(pack_acts(hq, cfg))
-    f1_addr = _out_region(dev, Sp, F)
+    N = block.ql.n
+    x_addr = dev.put(pack_acts(_padded_int8(x, key, sc, Sp), cfg))
+    y_addr = _out_region(dev, Sp, N)
     b = dev.builder()
-    b.gemm(Gemm(Sp, H, F, h_addr, q.w1.upload(dev), _params(dev, q.w1, sc[h_key], sc[f1_key]),
-                f1_addr))
-    dev.call("ffn up", b)
-    g = L.gelu(dequantize(_read_out(dev, f1_addr, Sp, F), sc[f1_key])[:S])
-    gq = np.zeros((Sp, F), np.int8)
-    gq[:S] = quantize_act(g / sc["smooth_" + g_key], sc[g_key])
-    g_addr = dev.put(pack_acts(gq, cfg))
-    f2_addr = _out_region(dev, Sp, H)
+    b.gemm(Gemm(Sp, x.shape[1], N, x_addr, block.upload(dev),
+                _params(dev, block, sc[key], sc[out_key]), y_addr))
+    dev.call(name, b)
+    return dequantize(_read_out(dev, y_addr, Sp, N), sc[out_key])[:len(x)]
+
+
+def _ffn(dev, q, h, Sp):
+    """FFN on the device with GELU on the host; returns the float FFN output."""
+    f1 = _host_linear(dev, q, "ffn up", h, "h", q.w1, "f1", Sp)
+    return _host_linear(dev, q, "ffn down", L.gelu(f1), "g", q.w2, "f2", Sp)
+
+
+def _qkv(dev, q, x, Sp):
+    """Q, K and V of host tensor ``x`` in one device call; returns their address."""
+    cfg, sc = dev.cfg, q.scales
+    H = x.shape[1]
+    x_addr = dev.put(pack_acts(_padded_int8(x, "x", sc, Sp), cfg))
+    s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
+    qkv_addr = _out_region(dev, Sp, 3 * H)
     b = dev.builder()
-    b.gemm(Gemm(Sp, F, H, g_addr, q.w2.upload(dev), _params(dev, q.w2, sc[g_key], sc[f2_key]),
-                f2_addr))
-    dev.call("ffn down", b)
-    return dequantize(_read_out(dev, f2_addr, Sp, H), sc[f2_key])[:S]
+    b.gemm(Gemm(Sp, H, 3 * H, x_addr, q.qkv.upload(dev), _params(dev, q.qkv, sc["x"], s_qkv),
+                qkv_addr))
+    dev.call("qkv projection", b)
+    return qkv_addr
 
 
 # ---- decoder (pre-LN, causal, KV cache) ---------------------------------------------------------
@@ -298,15 +306,7 @@ def _decoder_step(dev, qd, x, cache, start):
     S, H = x.shape
     Sp = pad_len(S, cfg)
     n1 = L.layer_norm(x, qd.w.ln1_g, qd.w.ln1_b, qd.eps)
-    xq = np.zeros((Sp, H), np.int8)
-    xq[:S] = quantize_act(n1 / sc["smooth_x"], sc["x"])
-    x_addr = dev.put(pack_acts(xq, cfg))
-    s_qkv = np.concatenate([np.full(H, sc["q"]), np.full(H, sc["k"]), np.full(H, sc["v"])])
-    qkv_addr = _out_region(dev, Sp, 3 * H)
-    b = dev.builder()
-    b.gemm(Gemm(Sp, H, 3 * H, x_addr, qd.qkv.upload(dev),
-                _params(dev, qd.qkv, sc["x"], s_qkv), qkv_addr))
-    dev.call("qkv projection", b)
+    qkv_addr = _qkv(dev, qd, n1, Sp)
     qkv = _read_out(dev, qkv_addr, Sp, 3 * H)[:S]
     k_all = np.concatenate([cache.k, qkv[:, H:2 * H]]) if cache else qkv[:, H:2 * H]
     v_all = np.concatenate([cache.v, qkv[:, 2 * H:]]) if cache else qkv[:, 2 * H:]

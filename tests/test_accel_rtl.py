@@ -69,7 +69,6 @@ def test_many_blocks_and_tiles_verilator(rng):
     from tests.conftest import require_simulator
     require_simulator("verilator")
     layout, expect = random_gemm(rng, TINY, 70, 1, 30)
-    layout2 = compiler.compile_gemm  # noqa: F841 (keeps the import used)
     rtl = run_rtl(TINY, layout.image, layout.prog_addr, layout.prog_len, "verilator")
     check_against_golden(TINY, layout, rtl, expect)
 

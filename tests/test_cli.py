@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from sim import toolenv
 from sim.lint import EXPLAINED, verilator_lint, icarus_compile
 from hw.config import get_preset
 from sw.cli import main

@@ -12,10 +12,9 @@ from hw import isa
 from hw.config import PRESETS, get_preset
 from sw import compiler, golden, isa_model, requant
 from sw import transformer as T
-from sw.models import layers as L, minilm, synthetic
+from sw.models import layers as L, synthetic
 from sw.run import cosine, run_model
 from sw.runtime import Device
-from tests.conftest import require_simulator
 
 TINY = get_preset("tiny")
 

@@ -1,7 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """The processing element on Amaranth's simulator, against a cycle model written here."""
 
-import numpy as np
 import pytest
 from amaranth.sim import Simulator
 

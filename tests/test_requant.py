@@ -509,25 +509,26 @@ def test_rtl_stall_fills_pipeline_then_releases():
     assert deliver_at == list(range(release, release + len(out)))
 
 
-def test_rtl_bubbles_collapse_under_stall():
-    """Rows with gaps between them, o stalled: the gaps are squeezed out, so the block
-    still ends up holding CAPACITY rows."""
+def test_rtl_stall_with_bubbles_in_flight():
+    """Rows with gaps between them, then o stalls: rows and gaps alike are held (the
+    stages advance together), nothing is lost, and the rows leave in order after."""
     cfg = get_preset("tiny")
     groups = make_groups(seeded("bubbles"), cfg.cols, 1, 10)
+    L = Requantizer.LATENCY
     release = 40
-    N = Requantizer.CAPACITY
-    assert 3 * N < release
 
     def offer(cycle):
         return cycle % 3 == 0
 
-    [(out, accept_at, deliver_at)], _ = run_rtl(cfg, groups, offer,
-                                                lambda cycle: cycle >= release,
-                                                max_cycles=200)
+    [(out, accept_at, deliver_at)], i_ready_log = run_rtl(
+        cfg, groups, offer, lambda cycle: cycle >= release, max_cycles=200)
     np.testing.assert_array_equal(out, golden(groups[0]))
-    assert accept_at[:N] == [3 * k for k in range(N)]
-    assert all(a > release for a in accept_at[N:])
-    assert deliver_at[:N] == list(range(release, release + N))
+    # The first row reaches the end in cycle L and goes to the skid register; the
+    # stages stop from cycle L + 1 until the cycle after o takes it.
+    assert accept_at[:3] == [0, 3, 6] and L == 6
+    assert i_ready_log[L + 1:release + 1] == [0] * (release - L)
+    assert all(a > release for a in accept_at[3:])
+    assert deliver_at[:3] == [release, release + 3, release + 6]
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from sim.tb.common import load_case, save_result, start, watchdog_ns
 
 async def _replay(dut, case):
     rows, cycles = [], []
-    in_flight = 0
     latency = case["latency"]
     act_valid_at = set()
     for t, (av, ap, wv, wp) in enumerate(zip(case["act_valid"], case["act_payload"],

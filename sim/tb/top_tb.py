@@ -13,7 +13,7 @@ import itertools
 import random
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, ReadOnly, First, Timer
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from sim.tb.common import load_case, save_result, start
