@@ -15,11 +15,13 @@ VPY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv icarus test demo verilog lint clean distclean
+.PHONY: help venv icarus test demo bench regress verilog lint clean distclean
 
 help:
 	@echo "make test       run the test suite (pytest -n 2) under SIM=$(SIM)"
 	@echo "make demo       one MiniLM layer on the accelerator under Verilator (TEXT=...)"
+	@echo "make bench      benchmark suite into build/bench (report.json, report.md, plots)"
+	@echo "make regress    constrained-random RTL vs golden campaign (SEEDS=N SIM=...)"
 	@echo "make verilog    write build/verilog/serrano_\$$PRESET.v (PRESET=$(PRESET))"
 	@echo "make lint       lint the generated Verilog (PRESET=$(PRESET))"
 	@echo "make icarus     install Icarus Verilog with apt-get if missing (root only)"
@@ -60,6 +62,15 @@ TEXT ?= The accelerator streams weights from memory while the array computes.
 demo: $(VENV)/.model-stamp
 	$(VENV)/bin/serrano run --model minilm --layers 1 --seq 128 --backend verilator \
 	    --preset default --text "$(TEXT)"
+
+# Benchmark suite: build/bench/report.json, report.md and plots.
+bench: $(VENV)/.model-stamp
+	$(VENV)/bin/serrano bench --preset default --backend verilator --out build/bench
+
+# Constrained-random regression: make regress SEEDS=200 SIM=both
+SEEDS ?= 20
+regress: $(VENV)/.model-stamp icarus
+	$(VENV)/bin/serrano regress --seeds $(SEEDS) --sim $(SIM)
 
 verilog: $(VENV)/.stamp
 	@mkdir -p build/verilog

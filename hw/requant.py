@@ -24,7 +24,7 @@ class Requantizer(wiring.Component):
 
     Pipeline
     --------
-    Six register stages, each a row of ``C`` lanes with one valid bit:
+    Seven register stages, each a row of ``C`` lanes with one valid bit:
 
     1. ``x``: the 32-bit bias add (wrapping), registered.
     2. ``xd``: ``x`` again, in a register with no logic in front of it, so that the
@@ -34,29 +34,32 @@ class Requantizer(wiring.Component):
        registered at its output (``HALF = 16``).
     4. ``p = x * m`` (63 bits, exact): ``pp_hh`` and ``pp_ll`` concatenated (``pp_ll`` is
        below ``2**32``) plus the two middle products shifted by 16, registered.
-    5. ``t = (p * 2) >> shift``, an arithmetic barrel shift, registered: ``t >> 1`` is
-       ``floor(p / 2**shift)`` and bit 0 of ``t`` is bit ``shift - 1`` of ``p`` (the
-       rounding bit; 0 when ``shift`` is 0), since
+    5. ``u = (p * 2) >> (shift & ~7)``, the coarse step of an arithmetic barrel shift
+       (by 0, 8, ..., 56), registered.
+    6. ``t = u >> (shift & 7)``, the fine step, registered. So ``t = (p * 2) >> shift``:
+       ``t >> 1`` is ``floor(p / 2**shift)`` and bit 0 of ``t`` is bit ``shift - 1`` of
+       ``p`` (the rounding bit; 0 when ``shift`` is 0), since
        ``(p + 2**(s-1)) >> s == (p >> s) + p[s-1]``.
-    6. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
+    7. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
        check of ``t``'s upper bits and an 8-bit increment (no wide compare or add),
        registered.
 
-    After stage 6 sits a one-row skid register (see Back-pressure). Why this many
+    After stage 7 sits a one-row skid register (see Back-pressure). Why this many
     stages: on an ECP5-85F (Yosys and nextpnr) an 18 x 18 multiplier alone takes about
     4 ns of the 8 ns of a 125 MHz cycle, so it gets registers on both sides and nothing
-    else in its cycle; a 63-bit sum, a 64-bit barrel shift and a 63-bit saturation each
-    take most of a cycle by themselves. ``docs/requant.md`` gives the measurements.
+    else in its cycle; a 47-bit sum, a 6-level 64-bit barrel shifter or a 63-bit
+    saturation each take most of a cycle by themselves. ``docs/requant.md`` gives the
+    measurements.
 
     Latency and throughput
     ----------------------
-    ``LATENCY = 6``: a row accepted on ``i`` (``i.valid`` and ``i.ready`` high) in cycle
-    ``t`` is presented on ``o`` (``o.valid`` high) in cycle ``t + 6`` when ``o`` has not
+    ``LATENCY = 7``: a row accepted on ``i`` (``i.valid`` and ``i.ready`` high) in cycle
+    ``t`` is presented on ``o`` (``o.valid`` high) in cycle ``t + 7`` when ``o`` has not
     stalled. One row per cycle, sustained, while ``o.ready`` stays high.
 
     Back-pressure
     -------------
-    Valid/ready as in :mod:`amaranth.lib.stream`. Each stage has a valid bit; the six
+    Valid/ready as in :mod:`amaranth.lib.stream`. Each stage has a valid bit; the seven
     stages advance together, in every cycle in which the one-row skid register behind
     the last stage is empty. In such a cycle the last stage's row goes out on ``o`` if
     ``o.ready`` is high, or into the skid register if not. While the skid register holds
@@ -69,7 +72,7 @@ class Requantizer(wiring.Component):
     register exists so that ``o.ready``, arriving late from the consumer, drives only
     ``C * 8 + 1`` flip-flops). ``o.valid`` and ``o.payload`` come from registers through
     one 2-way mux. No row is lost, duplicated or reordered; a stalled ``o`` keeps its
-    row. With ``o.ready`` low the block accepts up to ``CAPACITY = LATENCY + 1 = 7``
+    row. With ``o.ready`` low the block accepts up to ``CAPACITY = LATENCY + 1 = 8``
     rows (fewer if there are bubbles among them), then ``i.ready`` drops.
 
     Ports
@@ -101,8 +104,8 @@ class Requantizer(wiring.Component):
     """
 
     #: Cycles from a row accepted on ``i`` to it appearing on ``o``, with no stall.
-    LATENCY = 6
-    #: Rows the block holds when ``o`` stalls: the six stages and the skid register.
+    LATENCY = 7
+    #: Rows the block holds when ``o`` stalls: the seven stages and the skid register.
     CAPACITY = LATENCY + 1
     #: Width of the low halves of ``x`` and ``m`` in the partial products (stage 3):
     #: every partial product then fits one 18 x 18 signed DSP multiplier.
@@ -199,13 +202,19 @@ class Requantizer(wiring.Component):
             with m.If(advance):
                 m.d.sync += p.eq(Cat(pp_ll, pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
 
-            # Stage 5: t = (p << 1) >> shift. t[1:] = floor(p / 2**shift), t[0] is the
-            # rounding bit p[shift - 1] (0 for shift 0).
+            # Stages 5 and 6: t = (p << 1) >> shift, in two steps: by the multiple of 8 in
+            # shift, then by the rest (an arithmetic shift splits exactly).
+            # t[1:] = floor(p / 2**shift), t[0] is the rounding bit p[shift - 1] (0 for
+            # shift 0).
+            u = Signal(signed(prod_width + 1), name=f"u_{c}")
+            coarse = Cat(Const(0, 3), shift[3:])
+            with m.If(advance):
+                m.d.sync += u.eq(Cat(Const(0, 1), p).as_signed() >> coarse)
             t = Signal(signed(prod_width + 1), name=f"t_{c}")
             with m.If(advance):
-                m.d.sync += t.eq(Cat(Const(0, 1), p).as_signed() >> shift)
+                m.d.sync += t.eq(u >> shift[:3])
 
-            # Stage 6: q = f + r with f = t >> 1 = floor(p / 2**shift) and r = t[0], then
+            # Stage 7: q = f + r with f = t >> 1 = floor(p / 2**shift) and r = t[0], then
             # ReLU and saturation, decided from bits rather than wide compares:
             # * f fits in int8 iff bits 7 and up of f (bits 8 and up of t) are all equal;
             # * q > 127 iff f > 127, or f == 127 and r;
@@ -227,5 +236,5 @@ class Requantizer(wiring.Component):
                 with m.Elif(neg_sat):
                     m.d.sync += y[c].eq(-128)
                 with m.Else():
-                    m.d.sync += y[c].eq(f_low)
+                    m.d.sync += y[c].eq(f_low + r)
         return m

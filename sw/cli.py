@@ -7,6 +7,8 @@ Subcommands::
                     [--mem-latency CYCLES] [--seed S] [--json]
     serrano gemm    --array ... --backend {verilator,icarus,amaranth}
     serrano lint    --preset P [--array]
+    serrano bench   [--preset P] [--backend verilator] [--quick] [--out DIR] [--json]
+    serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
                     [--text "..."] --backend {golden,verilator,icarus} --preset P [--json]
 
@@ -91,6 +93,16 @@ def _parser():
                    help=f"one of {', '.join(preset_names())} (default: default)")
     r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
     r.add_argument("--json", action="store_true", help="print one JSON object")
+
+    rg = sub.add_parser("regress", help="constrained-random regression, RTL vs golden model")
+    rg.add_argument("--seeds", type=_positive, default=20, help="how many seeds (default 20)")
+    rg.add_argument("--first-seed", type=int, default=0)
+    rg.add_argument("--seed", type=int, help="replay this one seed")
+    rg.add_argument("--sim", default="both", help="verilator, icarus or both")
+
+    from sw import bench
+    bench.add_arguments(sub.add_parser("bench", help="the benchmark suite: cycles, roofline, "
+                                                     "SCALE-Sim, energy per token"))
 
     lint = sub.add_parser("lint", help="lint the preset's Verilog with verilator -Wall")
     lint.add_argument("--preset", type=_preset, default=get_preset("default"))
@@ -214,6 +226,24 @@ def _cmd_run(args):
     return 0 if be in (True, None) else 1
 
 
+def _cmd_regress(args):
+    from sw.regress import run_campaign
+    sims = {"both": ("verilator", "icarus"), "verilator": ("verilator",),
+            "icarus": ("icarus",)}.get(args.sim)
+    if sims is None:
+        raise UsageError(f"--sim must be verilator, icarus or both, not {args.sim!r}")
+    if args.seed is not None:
+        ok, _ = run_campaign(1, sims, first_seed=args.seed)
+    else:
+        ok, _ = run_campaign(args.seeds, sims, first_seed=args.first_seed)
+    return 0 if ok else 1
+
+
+def _cmd_bench(args):
+    from sw import bench
+    return bench.run(args)
+
+
 def _cmd_lint(args):
     from sim.lint import lint_report
     ok, text = lint_report(args.preset, top=not args.array)
@@ -225,7 +255,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint,
-                "run": _cmd_run}[args.command](args)
+                "run": _cmd_run, "regress": _cmd_regress,
+                "bench": _cmd_bench}[args.command](args)
     except (UsageError, ConfigError, ValueError) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2

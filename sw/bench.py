@@ -1,0 +1,652 @@
+"""``serrano bench``: the benchmark suite, with roofline, SCALE-Sim comparison and energy.
+
+Every number in the report is measured in this run (the accelerator's own counters,
+read at the end of each program) or computed from measured numbers by a formula stated
+here; nothing is copied from an earlier run.
+
+The suite (``--preset default`` unless told otherwise; ``--quick`` runs a reduced set):
+
+* **GEMMs**: prefill ``M = 128`` and decode ``M = 1`` with ``(K, N)`` in
+  :data:`GEMM_SHAPES`, through :func:`sw.gemm.run_gemm` (random int8 operands, checked
+  bit-exactly against numpy and the golden ISA model).
+* **layer**: one MiniLM encoder layer at sequence 128 on a fixed sentence
+  (:func:`sw.run.run_model`); 5 accelerator calls, host ops between them.
+* **decode**: one decode step of the tiny decoder (``gpt-tiny``) against a KV cache of
+  128 tokens; the prefill that builds the cache runs on the golden backend, only the
+  decode step on the RTL (:func:`run_decode_step`).
+
+Per entry, besides the counters: ``roofline_cycles = max(ceil(MACs / (R*C)),
+ceil(DMA bytes / bus_bytes))`` (DMA bytes read plus written: one DRAM data bus), the
+ratio of measured cycles to it, SCALE-Sim's weight-stationary estimate
+(:func:`scalesim_ws_cycles`, summed over the GEMMs of a layer or decode step) and the
+ratio to it, and the energy estimate of :mod:`sw.energy` (a model from counted events,
+not a measurement of silicon). The simulation rate of Verilator and Icarus is measured on
+one small ``tiny``-preset GEMM run on both, in the same run.
+
+Outputs in ``--out`` (default ``build/bench``): ``report.json``, ``report.md``,
+``roofline.png`` and ``layer_breakdown.png``. Progress goes to stderr.
+"""
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.config import get_preset
+from . import energy
+
+__all__ = ["GEMM_SHAPES", "PREFILL_M", "DECODE_M", "LAYER_SEQ", "DECODE_CACHE", "LAYER_TEXT",
+           "BACKENDS", "add_arguments", "run", "run_suite", "suite", "scalesim_ws_cycles",
+           "roofline_cycles", "gemm_program", "run_decode_step", "measure_sim_rate",
+           "write_outputs", "markdown"]
+
+#: ``(K, N)`` of the suite's GEMMs: MiniLM's projections (384 -> 384, 384 -> 1536,
+#: 1536 -> 384) and a BERT-base-sized square one.
+GEMM_SHAPES = ((384, 384), (384, 1536), (1536, 384), (768, 768))
+PREFILL_M = 128
+DECODE_M = 1
+LAYER_SEQ = 128
+DECODE_CACHE = 128
+LAYER_TEXT = "The accelerator streams weights from memory while the array computes."
+
+# --quick: two GEMMs, the tiny encoder layer, the decode step (fast enough for tests).
+QUICK_GEMMS = ((16, 32, 32), (1, 32, 32))
+QUICK_LAYER_SEQ = 16
+QUICK_DECODE_CACHE = 32
+
+# Simulation rate: GEMMs (M, K, N) on the tiny preset, run on both simulators; the rate
+# is taken on the last one. The full suite also runs one of half the length, so the
+# report shows how much of a run's wall time is its fixed cost (process start, memory
+# image in and out) rather than simulation.
+SIM_RATE_PRESET = "tiny"
+SIM_RATE_WORKLOADS = ((64, 64, 64), (128, 64, 64))
+QUICK_SIM_RATE_WORKLOADS = ((32, 32, 32),)
+
+BACKENDS = ("verilator", "icarus")
+STALLS = ("weight", "act", "store", "insn")
+
+
+# ---- formulas ------------------------------------------------------------------------------
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def scalesim_ws_cycles(m, k, n, rows, cols):
+    """SCALE-Sim's weight-stationary cycle count of an ``M x K`` by ``K x N`` GEMM on an
+    ``R x C`` array: ``ceil(K/R) * ceil(N/C) * (2R + C + M - 2)``.
+
+    Each of the ``ceil(K/R) * ceil(N/C)`` weight tiles costs ``R`` cycles to load (not
+    overlapped with compute), ``M`` rows streamed, and ``R + C - 2`` of fill and drain
+    (A. Samajdar et al., "SCALE-Sim: Systolic CNN Accelerator Simulator", 2018, and
+    "A Systematic Methodology for Characterizing Scalability of DNN Accelerators using
+    SCALE-Sim", ISPASS 2020: the analytical runtime of the weight-stationary dataflow).
+    """
+    for name, v in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    return _ceil_div(k, rows) * _ceil_div(n, cols) * (2 * rows + cols + m - 2)
+
+
+def roofline_cycles(cfg, macs, dma_bytes):
+    """The fewest cycles the work can take: ``max(ceil(macs / (R*C)),
+    ceil(dma_bytes / bus_bytes))`` (the compute roof and the memory-bus roof)."""
+    return max(_ceil_div(macs, cfg.macs), _ceil_div(dma_bytes, cfg.bus_bytes))
+
+
+# ---- programs and runs ------------------------------------------------------------------------
+
+def gemm_program(cfg, m, k, n):
+    """The program :func:`sw.gemm.run_gemm` runs for an ``m x k`` by ``k x n`` GEMM (its
+    structure depends only on the shapes), as bytes."""
+    from hw.isa import INSN_BYTES
+    from .compiler import compile_gemm
+    zeros = np.zeros(n, np.int64)
+    layout = compile_gemm(cfg, np.zeros((m, k), np.int8), np.zeros((k, n), np.int8),
+                          zeros, zeros, zeros)
+    start = layout.prog_addr
+    return layout.image[start:start + layout.prog_len * INSN_BYTES].tobytes()
+
+
+def _recording_device_class():
+    from .isa_model import decode_program
+    from .runtime import Device
+
+    class RecordingDevice(Device):
+        """A :class:`sw.runtime.Device` that also keeps, per call, the decoded program and
+        the GEMM shapes (for the energy model's structure counts and SCALE-Sim)."""
+
+        def __post_init__(self):
+            super().__post_init__()
+            self.programs = []
+
+        def call(self, name, builder):
+            stats = super().call(name, builder)
+            self.programs.append({"name": name, "program": decode_program(builder.prog),
+                                  "gemms": [(g.M, g.K, g.N) for g in builder.gemms]})
+            return stats
+
+    return RecordingDevice
+
+
+def run_decode_step(cfg, backend, cache_len=DECODE_CACHE, progress=None, mem_latency=30):
+    """One decode step of ``gpt-tiny`` against a KV cache of ``cache_len`` tokens.
+
+    The prefill that builds the cache runs on the golden backend; the decode step then
+    runs on ``backend`` from a copy of that device memory (weights stay where the prefill
+    put them). Returns ``(device, info)``: the device holds only the decode step's calls
+    (with ``programs``), ``info`` the cosine of the step's output against the float32
+    decoder and the host traffic.
+    """
+    from . import transformer as T
+    from .models import layers as L
+    from .models import synthetic
+    from .run import cosine
+    from .runtime import Device
+    w, shape = synthetic.gpt_tiny(0)
+    samples = [synthetic.random_inputs(shape, cache_len + 1, seed=100 + s) for s in range(4)]
+    q = T.calibrate_decoder(w, shape, samples)
+    x = synthetic.random_inputs(shape, cache_len + 1, seed=1)
+    gold = Device(cfg, "golden", mem_latency=mem_latency)
+    _, cache = T.decoder_prefill(gold, q, x[:cache_len])
+    dev = _recording_device_class()(cfg, backend, mem_latency=mem_latency, progress=progress)
+    dev.image = gold.image.copy()                 # weights and cache state, not counted
+    y_new, _ = T.decoder_decode(dev, q, x[cache_len], cache)
+    _, ref_cache = L.decoder_prefill(x[:cache_len], w, shape)
+    ref_new, _ = L.decoder_decode(x[cache_len], w, shape, ref_cache)
+    return dev, {"cosine_vs_float": cosine(y_new, ref_new),
+                 "host_bytes_to_device": dev.bytes_to_device,
+                 "host_bytes_from_device": dev.bytes_from_device}
+
+
+def _run_model_recorded(cfg, model, backend, **kw):
+    """:func:`sw.run.run_model` with a recording device; returns ``(report, device)``.
+
+    ``run_model`` builds its own :class:`sw.runtime.Device`; for the duration of the call
+    the name ``Device`` in :mod:`sw.run` is bound to the recording subclass."""
+    from . import run as run_mod
+    cls = _recording_device_class()
+    made = []
+
+    def factory(*args, **kwargs):
+        dev = cls(*args, **kwargs)
+        made.append(dev)
+        return dev
+
+    saved = run_mod.Device
+    run_mod.Device = factory
+    try:
+        report = run_mod.run_model(cfg, model, backend, **kw)
+    finally:
+        run_mod.Device = saved
+    if len(made) != 1:
+        raise RuntimeError(f"run_model made {len(made)} devices; the bench expects one")
+    return report, made[0]
+
+
+# ---- entries ------------------------------------------------------------------------------
+
+def _entry(cfg, *, name, kind, cycles, macs, counters, structure, scalesim, constants,
+           extra=None, tokens=None, host_round_trips=None):
+    """One report entry from measured counters and the program structure."""
+    dma_rd, dma_wr = counters["dma_read_bytes"], counters["dma_write_bytes"]
+    roof = roofline_cycles(cfg, macs, dma_rd + dma_wr)
+    counts = {"array_cycles": counters["array_cycles"], "dma_read_bytes": dma_rd,
+              "dma_write_bytes": dma_wr,
+              **{k: structure[k] for k in energy.COUNT_KEYS if k in structure}}
+    if tokens is not None:
+        counts["tokens"] = tokens
+    if host_round_trips is not None:
+        counts["host_round_trips"] = host_round_trips
+    mismatches = energy.counter_mismatches(structure, counters)
+    return {
+        "name": name, "kind": kind,
+        **(extra or {}),
+        "cycles": cycles, "macs": macs,
+        "array_cycles": counters["array_cycles"],
+        "mac_utilization": macs / (cycles * cfg.macs),
+        "dma_read_bytes": dma_rd, "dma_write_bytes": dma_wr,
+        "dma_read_utilization": dma_rd / (cycles * cfg.bus_bytes),
+        "operational_intensity": macs / (dma_rd + dma_wr),
+        "macs_per_cycle": macs / cycles,
+        "roofline_cycles": roof,
+        "roofline_bound": ("compute" if _ceil_div(macs, cfg.macs)
+                           >= _ceil_div(dma_rd + dma_wr, cfg.bus_bytes) else "memory"),
+        "cycles_over_roofline": cycles / roof,
+        "stall_cycles": {s: counters[f"stall_{s}"] for s in STALLS},
+        "host_round_trips": host_round_trips,
+        "instructions": counters.get("instructions"),
+        "scalesim_ws_cycles": scalesim,
+        "cycles_over_scalesim": cycles / scalesim,
+        "structure_matches_counters": not mismatches,
+        "structure_mismatches": mismatches,
+        "energy": energy.estimate(cfg, counts, constants),
+    }
+
+
+def _gemm_entry(cfg, m, k, n, backend, constants, mem_latency):
+    from .gemm import run_gemm
+    r = run_gemm(cfg, m, k, n, backend, mem_latency=mem_latency)
+    structure = energy.program_counts(cfg, [gemm_program(cfg, m, k, n)])
+    counters = {"array_cycles": r["array_cycles"], "dma_read_bytes": r["dma_read_bytes"],
+                "dma_write_bytes": r["dma_write_bytes"], "instructions": r["instructions"],
+                **{f"stall_{s}": v for s, v in r["stall_cycles"].items()}}
+    label = "prefill GEMM" if m > 1 else "decode GEMV"
+    return _entry(cfg, name=f"{label} {m}x{k}x{n}", kind="gemm", cycles=r["cycles"],
+                  macs=r["macs"], counters=counters, structure=structure,
+                  scalesim=scalesim_ws_cycles(m, k, n, cfg.rows, cfg.cols),
+                  constants=constants,
+                  extra={"m": m, "k": k, "n": n, "bit_exact": r["bit_exact"],
+                         "sim_wall_s": r["sim_wall_s"]}), r["bit_exact"]
+
+
+def _device_counters(dev):
+    keys = ("cycles", "array_cycles", "dma_read_bytes", "dma_write_bytes", "instructions",
+            *(f"stall_{s}" for s in STALLS))
+    return {k: sum(c.counters[k] for c in dev.calls) for k in keys}
+
+
+def _per_op(dev):
+    ops = []
+    for c in dev.calls:
+        cnt = c.counters
+        stalls = {s: cnt[f"stall_{s}"] for s in STALLS}
+        ops.append({"name": c.name, "cycles": c.cycles, "macs": c.macs,
+                    "array_cycles": cnt["array_cycles"], "stall_cycles": stalls,
+                    "other_cycles": c.cycles - cnt["array_cycles"] - sum(stalls.values()),
+                    "dma_read_bytes": cnt["dma_read_bytes"],
+                    "dma_write_bytes": cnt["dma_write_bytes"]})
+    return ops
+
+
+def _device_entry(cfg, dev, *, name, kind, tokens, constants, extra):
+    counters = _device_counters(dev)
+    structure = energy.program_counts(cfg, [p["program"] for p in dev.programs])
+    gemms = [g for p in dev.programs for g in p["gemms"]]
+    scalesim = sum(scalesim_ws_cycles(m, k, n, cfg.rows, cfg.cols) for m, k, n in gemms)
+    macs = sum(c.macs for c in dev.calls)
+    e = _entry(cfg, name=name, kind=kind, cycles=counters["cycles"], macs=macs,
+               counters=counters, structure=structure, scalesim=scalesim,
+               constants=constants, tokens=tokens, host_round_trips=dev.host_round_trips,
+               extra=extra)
+    e["gemms"] = [list(g) for g in gemms]
+    e["per_op"] = _per_op(dev)
+    return e
+
+
+def _layer_entry(cfg, backend, constants, mem_latency, quick, progress):
+    if quick:
+        model, kw = "bert-tiny", {"seq": QUICK_LAYER_SEQ}
+    else:
+        model, kw = "minilm", {"layers": 1, "seq": LAYER_SEQ, "text": LAYER_TEXT}
+    r, dev = _run_model_recorded(cfg, model, backend, progress=progress,
+                                 mem_latency=mem_latency, **kw)
+    extra = {"model": model, "seq": r["seq"],
+             "bit_exact": r["bit_exact_vs_golden"], "cosine_vs_float": r["cosine_vs_float"],
+             "host_bytes_to_device": r["host_bytes_to_device"],
+             "host_bytes_from_device": r["host_bytes_from_device"],
+             "sim_wall_s": r["sim_wall_s"], "wall_s": r["wall_s"]}
+    if model == "minilm":
+        extra.update({"text": LAYER_TEXT, "text_tokens": r["tokens"][0]})
+    e = _device_entry(cfg, dev, name=f"{model} layer, seq {r['seq']}", kind="layer",
+                      tokens=r["seq"], constants=constants, extra=extra)
+    # Cross-check with run_model's own totals (the same counters, summed by sw.run).
+    for key in ("cycles", "macs", "dma_read_bytes", "dma_write_bytes", "host_round_trips"):
+        if e[key] != r[key]:
+            raise RuntimeError(f"{key}: recorded {e[key]} but run_model reports {r[key]}")
+    return e, bool(r["bit_exact_vs_golden"])
+
+
+def _decode_entry(cfg, backend, constants, mem_latency, quick, progress):
+    cache = QUICK_DECODE_CACHE if quick else DECODE_CACHE
+    dev, info = run_decode_step(cfg, backend, cache, progress=progress,
+                                mem_latency=mem_latency)
+    extra = {"model": "gpt-tiny", "cache_tokens": cache, "bit_exact": dev.bit_exact,
+             **info, "sim_wall_s": round(dev.sim_wall_s, 3)}
+    e = _device_entry(cfg, dev, name=f"gpt-tiny decode step, cache {cache}", kind="decode",
+                      tokens=1, constants=constants, extra=extra)
+    return e, bool(dev.bit_exact)
+
+
+def suite(quick=False):
+    """The entries the suite runs, in order: ``(kind, parameters)``."""
+    if quick:
+        gemms = QUICK_GEMMS
+    else:
+        gemms = [(m, k, n) for m in (PREFILL_M, DECODE_M) for k, n in GEMM_SHAPES]
+    return ([("gemm", g) for g in gemms] + [("layer", None), ("decode", None)])
+
+
+# ---- simulation rate ------------------------------------------------------------------------
+
+def measure_sim_rate(workloads=SIM_RATE_WORKLOADS, log=None, mem_latency=30):
+    """Simulated cycles per wall-clock second of Verilator and Icarus on the same
+    ``tiny``-preset GEMMs (``sim_wall_s`` of :func:`sw.gemm.run_gemm`: the simulator run
+    including its process start and the memory image in and out). The rate is measured on
+    the last workload; ``runs`` lists ``[m, k, n, cycles, wall_s]`` of every run."""
+    from sim import toolenv
+    from .gemm import run_gemm
+    cfg = get_preset(SIM_RATE_PRESET)
+    out = {"workload": {"preset": cfg.name, "gemms": [list(w) for w in workloads],
+                        "rate_on": list(workloads[-1])}}
+    runs = out["runs"] = {}
+    for sim in BACKENDS:
+        have = toolenv.have_verilator() if sim == "verilator" else toolenv.have_iverilog()
+        if not have:
+            reason = (toolenv.verilator_skip_reason() if sim == "verilator"
+                      else toolenv.icarus_skip_reason())
+            out[f"{sim}_cycles_per_s"] = None
+            out[f"{sim}_missing"] = reason
+            if log:
+                log(f"sim rate: {sim} not installed ({reason})")
+            continue
+        runs[sim] = []
+        for m, k, n in workloads:
+            r = run_gemm(cfg, m, k, n, sim, mem_latency=mem_latency)
+            if not r["bit_exact"]:
+                raise RuntimeError(f"sim-rate GEMM {m}x{k}x{n} on {sim} is not bit-exact")
+            runs[sim].append([m, k, n, r["cycles"], r["sim_wall_s"]])
+            if log:
+                log(f"sim rate: {sim} {m}x{k}x{n} on {cfg.name}: {r['cycles']:,} cycles in "
+                    f"{r['sim_wall_s']:.2f} s")
+        *_, cycles, wall = runs[sim][-1]
+        out[f"{sim}_cycles_per_s"] = cycles / wall
+        out[f"{sim}_cycles"] = cycles
+        out[f"{sim}_wall_s"] = wall
+    v, i = out.get("verilator_cycles_per_s"), out.get("icarus_cycles_per_s")
+    out["ratio"] = v / i if v and i else None
+    return out
+
+
+# ---- the suite --------------------------------------------------------------------------------
+
+class _Log:
+    """Progress lines on stderr: one per entry, and one per accelerator call."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg):
+        self.stream.write(f"[bench {time.perf_counter() - self.t0:7.1f} s] {msg}\n")
+        self.stream.flush()
+
+    def device(self, ev):
+        if ev["event"] == "end":
+            self(f"    call {ev['name']}: {ev['cycles']:,} cycles, {ev['macs']:,} MACs, "
+                 f"{ev['wall_s']:.1f} s")
+
+
+def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=None):
+    """Run the suite on ``cfg`` and ``backend``; return the report dict (without
+    ``command``). ``log`` is a callable taking one line (default: stderr)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} for bench; choose one of: "
+                         f"{', '.join(BACKENDS)}")
+    log = log or _Log()
+    dev_progress = getattr(log, "device", None)
+    k = energy.load_constants(constants)
+    plan = suite(quick)
+    entries, ok = [], True
+    for i, (kind, params) in enumerate(plan, 1):
+        what = f"{kind} {'x'.join(map(str, params))}" if params else kind
+        log(f"({i}/{len(plan)}) {what} on {cfg.name} ({cfg.rows}x{cfg.cols}), {backend}")
+        t0 = time.perf_counter()
+        if kind == "gemm":
+            e, good = _gemm_entry(cfg, *params, backend, k, mem_latency)
+        elif kind == "layer":
+            e, good = _layer_entry(cfg, backend, k, mem_latency, quick, dev_progress)
+        else:
+            e, good = _decode_entry(cfg, backend, k, mem_latency, quick, dev_progress)
+        ok &= good and e["structure_matches_counters"]
+        for msg in e["structure_mismatches"]:
+            log(f"    WARNING: program structure and counters disagree: {msg}")
+        log(f"    {e['name']}: {e['cycles']:,} cycles, MAC utilization "
+            f"{e['mac_utilization']:.3f}, {e['cycles_over_roofline']:.3f} x roofline, "
+            f"{e['energy']['total_j'] * 1e6:.2f} uJ (model), bit-exact {good}, "
+            f"{time.perf_counter() - t0:.1f} s")
+        entries.append(e)
+    log("simulation rate: Verilator vs Icarus on the same tiny-preset GEMM")
+    rate = measure_sim_rate(QUICK_SIM_RATE_WORKLOADS if quick else SIM_RATE_WORKLOADS,
+                            log=log, mem_latency=mem_latency)
+    return {
+        "preset": cfg.name, "backend": backend, "quick": quick,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": cfg.to_dict(), "mem_latency": mem_latency,
+        "all_bit_exact": ok,
+        "energy_note": energy.NOTE,
+        "energy_constants": k,
+        "entries": entries,
+        "sim_rate": rate,
+    }
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+def _n(v):
+    return "" if v is None else f"{v:,}"
+
+
+def markdown(report):
+    """The report as Markdown: the main table, the energy table, the simulation rate."""
+    cfg = report["config"]
+    lines = [
+        f"# serrano bench: preset `{report['preset']}` ({cfg['rows']}x{cfg['cols']}, "
+        f"{cfg['bus_bytes']} B/cycle bus), backend {report['backend']}",
+        "",
+        f"`{report.get('command', '')}`, {report['date']}, memory read latency "
+        f"{report['mem_latency']} cycles. Every number is measured in this run or computed "
+        "from measured counters; the energies are **model estimates from counted events, "
+        "not measurements of silicon**.",
+        "",
+        "| entry | kind | cycles | MACs | MAC util | DMA read / write bytes | DMA read util "
+        "| roofline cycles | cycles / roofline | SCALE-Sim WS cycles | cycles / SCALE-Sim "
+        "| stalls weight / act / store / insn | host round trips | bit-exact |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for e in report["entries"]:
+        s = e["stall_cycles"]
+        lines.append(
+            f"| {e['name']} | {e['kind']} | {_n(e['cycles'])} | {_n(e['macs'])} "
+            f"| {e['mac_utilization']:.3f} | {_n(e['dma_read_bytes'])} / "
+            f"{_n(e['dma_write_bytes'])} | {e['dma_read_utilization']:.3f} "
+            f"| {_n(e['roofline_cycles'])} ({e['roofline_bound']}) "
+            f"| {e['cycles_over_roofline']:.3f} | {_n(e['scalesim_ws_cycles'])} "
+            f"| {e['cycles_over_scalesim']:.3f} "
+            f"| {s['weight']:,} / {s['act']:,} / {s['store']:,} / {s['insn']:,} "
+            f"| {_n(e['host_round_trips'])} | {e['bit_exact']} |")
+    lines += [
+        "",
+        "## Energy (model estimate, Horowitz ISSCC 2014 45 nm; not a silicon measurement)",
+        "",
+        "| entry | total uJ | MAC uJ | requant uJ | SRAM uJ | DRAM uJ | J per token "
+        "| pJ per MAC (total / MACs) | host round trips (not in the total) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in report["entries"]:
+        en = e["energy"]
+        jpt = en.get("joules_per_token")
+        lines.append(
+            f"| {e['name']} | {en['total_j'] * 1e6:.3f} | {en['mac_j'] * 1e6:.3f} "
+            f"| {en['requant_j'] * 1e6:.3f} | {en['sram_j'] * 1e6:.3f} "
+            f"| {en['dram_j'] * 1e6:.3f} "
+            f"| {'' if jpt is None else f'{jpt:.3e}'} "
+            f"| {en['total_j'] * 1e12 / e['macs']:.2f} "
+            f"| {_n(e['host_round_trips'])} |")
+    r = report["sim_rate"]
+    w = r["workload"]
+    lines += ["", "## Simulation rate", "",
+              f"GEMM {'x'.join(map(str, w['rate_on']))} on preset `{w['preset']}`, the same "
+              "workload on both simulators, cycles / `sim_wall_s` (process start and memory "
+              "image in and out included):", ""]
+    for sim in BACKENDS:
+        rate = r.get(f"{sim}_cycles_per_s")
+        lines.append(f"* {sim}: " + (f"{rate:,.0f} cycles/s ({r[f'{sim}_cycles']:,} cycles "
+                                     f"in {r[f'{sim}_wall_s']:.2f} s)" if rate else
+                                     f"not measured ({r.get(f'{sim}_missing')})"))
+        runs = r["runs"].get(sim, [])
+        if len(runs) > 1:
+            lines[-1] += "; every run: " + ", ".join(
+                f"{m}x{k}x{n} {c:,} cycles in {w:.2f} s" for m, k, n, c, w in runs)
+    if r["ratio"]:
+        lines.append(f"* Verilator / Icarus: {r['ratio']:.1f}x")
+    return "\n".join(lines) + "\n"
+
+
+MATPLOTLIB_PIN = "matplotlib==3.11.2"
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), imported on first use."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError(f"the bench plots need matplotlib: .venv/bin/pip install "
+                         f"{MATPLOTLIB_PIN}") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    return matplotlib, plt
+
+
+def _plot_roofline(report, path):
+    matplotlib, plt = _pyplot()
+    cfg = report["config"]
+    peak, bus = cfg["rows"] * cfg["cols"], cfg["bus_bytes"]
+    entries = report["entries"]
+    xs = [e["operational_intensity"] for e in entries]
+    lo = min(min(xs), peak / bus) / 4
+    hi = max(max(xs), peak / bus) * 4
+    grid = np.geomspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    ax.plot(grid, np.minimum(peak, bus * grid), color="black", lw=2, label="roofline")
+    ax.plot(grid, bus * grid, color="gray", lw=1, ls=":",
+            label=f"bandwidth roof: {bus} B/cycle x intensity")
+    ax.axhline(peak, color="gray", lw=1, ls="--", label=f"compute roof: R*C = {peak} MACs/cycle")
+    markers = {"gemm": "o", "layer": "s", "decode": "D"}
+    colors = plt.get_cmap("tab20").colors
+    for idx, e in enumerate(entries):
+        ax.scatter(e["operational_intensity"], e["macs_per_cycle"], s=60, zorder=3,
+                   marker=markers[e["kind"]], color=colors[idx % len(colors)],
+                   edgecolors="black", linewidths=0.5, label=e["name"])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ys = [e["macs_per_cycle"] for e in entries]
+    ax.set_ylim(min(min(ys), bus * lo) / 2, peak * 2)
+    ax.set_xlabel("operational intensity (MACs per DRAM byte, read + written)")
+    ax.set_ylabel("achieved MACs per cycle")
+    ax.set_title(f"serrano roofline: preset {report['preset']} "
+                 f"({cfg['rows']}x{cfg['cols']}), {report['backend']}, measured cycles")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_breakdown(report, path):
+    matplotlib, plt = _pyplot()
+    layer = next(e for e in report["entries"] if e["kind"] == "layer")
+    ops = layer["per_op"]
+    parts = [("array (rows issued)", lambda o: o["array_cycles"], "tab:green"),
+             ("stall: weights", lambda o: o["stall_cycles"]["weight"], "tab:red"),
+             ("stall: activations", lambda o: o["stall_cycles"]["act"], "tab:orange"),
+             ("stall: store", lambda o: o["stall_cycles"]["store"], "tab:purple"),
+             ("stall: no instruction (start, final drain)",
+              lambda o: o["stall_cycles"]["insn"], "tab:gray"),
+             ("other (instruction start-up)", lambda o: max(o["other_cycles"], 0),
+              "tab:blue")]
+    fig, ax = plt.subplots(figsize=(10, 2.2 + 0.8 * len(ops)), dpi=110)
+    labels = [f"{i + 1}. {o['name']}" for i, o in enumerate(ops)]
+    y = np.arange(len(ops))[::-1]
+    left = np.zeros(len(ops))
+    for label, get, color in parts:
+        vals = np.array([get(o) for o in ops], float)
+        ax.barh(y, vals, left=left, color=color, label=label, height=0.6)
+        left += vals
+    for yi, o in zip(y, ops):
+        ax.text(left[len(ops) - 1 - yi] * 1.01, yi, f"{o['cycles']:,} cycles", va="center",
+                fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlim(0, left.max() * 1.2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_xlabel("accelerator cycles (the counters of each call)")
+    ax.set_title(f"{layer['name']}: cycles per accelerator call, {layer['cycles']:,} total, "
+                 f"{layer['host_round_trips']} host round trips (host time not shown)",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3,
+              frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(report, out_dir):
+    """Write ``report.json``, ``report.md``, ``roofline.png``, ``layer_breakdown.png``
+    into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "md": out / "report.md",
+             "roofline": out / "roofline.png", "breakdown": out / "layer_breakdown.png"}
+    paths["json"].write_text(json.dumps(report, indent=1) + "\n")
+    paths["md"].write_text(markdown(report))
+    _plot_roofline(report, paths["roofline"])
+    _plot_breakdown(report, paths["breakdown"])
+    return paths
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+def add_arguments(parser):
+    """The flags of ``serrano bench``."""
+    parser.add_argument("--preset", default="default",
+                        help="tiny, fpga or default (default: default)")
+    parser.add_argument("--backend", default="verilator",
+                        help="verilator or icarus (default: verilator)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a reduced set: two GEMMs, the tiny encoder layer, a decode step")
+    parser.add_argument("--out", default="build/bench", metavar="DIR",
+                        help="directory for report.json, report.md and the plots "
+                             "(default: build/bench)")
+    parser.add_argument("--energy", metavar="FILE", default=None,
+                        help="energy constants JSON (default: sw/energy_default.json)")
+    parser.add_argument("--json", action="store_true", help="print report.json to stdout")
+
+
+def _command(args):
+    parts = ["serrano", "bench", "--preset", str(getattr(args.preset, "name", args.preset)),
+             "--backend", args.backend]
+    if args.quick:
+        parts.append("--quick")
+    parts += ["--out", str(args.out)]
+    if args.energy:
+        parts += ["--energy", str(args.energy)]
+    if args.json:
+        parts.append("--json")
+    return " ".join(parts)
+
+
+def run(args):
+    """Run ``serrano bench``; 0 when every entry is bit-exact and its program structure
+    agrees with the counters, else 1. Bad input raises ``ValueError``/``ConfigError``."""
+    cfg = get_preset(args.preset)
+    if args.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {args.backend!r} for bench; choose one of: "
+                         f"{', '.join(BACKENDS)}")
+    constants = energy.load_constants(args.energy)
+    _pyplot()                               # fail before the runs, not after them
+    log = _Log()
+    report = run_suite(cfg, args.backend, quick=args.quick, constants=constants, log=log)
+    report = {"command": _command(args), **report}
+    paths = write_outputs(report, args.out)
+    log("wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(markdown(report))
+    return 0 if report["all_bit_exact"] else 1
