@@ -161,46 +161,41 @@ class Requantizer(wiring.Component):
         # Local copies of the parameters that stages 3 to 6 use, one cycle behind the
         # ports: the same values under the ports' hold rule, but no long route from the
         # controller's registers into a multiplier or a barrel shifter.
-        mult_q = Signal.like(self.mult, name="mult_q")
         shift_q = Signal.like(self.shift, name="shift_q")
         relu = Signal(name="relu_q")
-        m.d.sync += [mult_q.eq(self.mult), shift_q.eq(self.shift), relu.eq(self.relu)]
+        m.d.sync += [shift_q.eq(self.shift), relu.eq(self.relu)]
 
         for c in range(C):
-            bias, mult, shift = self.bias[c], mult_q[c], shift_q[c]
+            bias, mult, shift = self.bias[c], self.mult[c], shift_q[c]
 
             # Stage 1: wrapping bias add.
             x = Signal(signed(acc_width), name=f"x_{c}")
             with m.If(advance):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
-            # Stage 2: the multipliers' input register.
-            xd = Signal(signed(acc_width), name=f"xd_{c}")
-            with m.If(advance):
-                m.d.sync += xd.eq(x)
-
-            # Stage 3: four partial products of halves, each small enough for one 18 x 18
-            # DSP multiplier, registered at its output:
+            # Stage 2: the multipliers' input registers, one pair per multiplier (kept
+            # apart, so that each drives one multiplier and sits next to it):
             #   x = xh * 2**H + xl (xh signed), m = mh * 2**H + ml (all unsigned).
-            xl, xh = xd[:H], xd[H:].as_signed()
-            ml, mh = mult[:H], mult[H:]
-            pp_ll = Signal(unsigned(2 * H), name=f"pp_ll_{c}")
-            pp_lh = Signal(unsigned(H + len(mh)), name=f"pp_lh_{c}")
-            pp_hl = Signal(signed(len(xh) + H), name=f"pp_hl_{c}")
-            pp_hh = Signal(signed(len(xh) + len(mh)), name=f"pp_hh_{c}")
-            with m.If(advance):
-                m.d.sync += [
-                    pp_ll.eq(xl * ml),
-                    pp_lh.eq(xl * mh),
-                    pp_hl.eq(xh * ml),
-                    pp_hh.eq(xh * mh),
-                ]
+            # Stage 3: the four partial products, each small enough for one 18 x 18 DSP
+            # multiplier, registered at its output.
+            halves = {"l": (x[:H], mult[:H]), "h": (x[H:].as_signed(), mult[H:])}
+            pp = {}
+            for name in ("ll", "lh", "hl", "hh"):
+                x_half, _ = halves[name[0]]
+                _, m_half = halves[name[1]]
+                a = Signal.like(x_half, name=f"xd_{name}_{c}", attrs={"keep": 1})
+                b = Signal.like(m_half, name=f"md_{name}_{c}", attrs={"keep": 1})
+                m.d.sync += b.eq(m_half)
+                pp[name] = Signal(signed(len(a) + len(b) + 1), name=f"pp_{name}_{c}")
+                with m.If(advance):
+                    m.d.sync += [a.eq(x_half), pp[name].eq(a * b)]
+            pp_ll, pp_lh, pp_hl, pp_hh = pp["ll"], pp["lh"], pp["hl"], pp["hh"]
 
             # Stage 4: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.
             # 0 <= pp_ll < 2**2H, so the outer two terms are a concatenation, not an add.
             p = Signal(signed(prod_width), name=f"p_{c}")
             with m.If(advance):
-                m.d.sync += p.eq(Cat(pp_ll, pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
+                m.d.sync += p.eq(Cat(pp_ll[:2 * H], pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
 
             # Stages 5 and 6: t = (p << 1) >> shift, in two steps: by the multiple of 8 in
             # shift, then by the rest (an arithmetic shift splits exactly).

