@@ -16,7 +16,9 @@ W (K x N) int8, Y (M x N) int8. Data layouts in memory:
 
 Schedule of one GEMM: load its parameter sets, then for each M-block (all of A when it
 fits the activation buffer, else half of it; at most half of the accumulator) load the
-block into one buffer half and
+block into one buffer half, one ``LOAD_ACT`` per k-tile (the first output tile's
+``MATMUL`` is split by k-tile, each part waiting only for its own load, so compute starts
+as soon as the first k-tile has landed), and
 run one ``MATMUL`` + ``STORE`` pair per N-tile, output tiles alternating between the
 accumulator halves. Tokens order it: the load of block ``b+2`` waits for the last
 ``MATMUL`` of block ``b``; the ``MATMUL`` of tile ``t+2`` waits for the ``STORE`` of tile
@@ -143,18 +145,31 @@ class Builder:
             t = 0
             for b, (m0, rows) in enumerate(blocks):
                 half = b % 2
-                self.prog.load_act(dram_addr=g.a_addr + m0 * R, dram_stride=g.M * R, rows=kt,
-                                   row_beats=rows, buf_row=half * half_act, buf_row_step=1,
-                                   buf_beat_step=kt, pop_next=int(b >= 2), push_next=1)
+                # One load per k-tile, each followed by the MATMUL of the first output
+                # tile's k-tile it feeds: compute starts as soon as k-tile 0 has landed,
+                # and the in-order dispatcher never waits behind a queue of loads.
                 for j in chunk:
                     acc_row = (t % 2) * half_acc
                     last_of_block = j == chunk[-1]
-                    self.prog.matmul(
-                        weight_addr=g.w_addr + j * kt * R * C, act_row=half * half_act,
-                        act_stride=kt, act_kstep=1, m=rows, k_tiles=kt, acc_row=acc_row,
-                        pop_prev=int(j == chunk[0]),
-                        push_prev=int(last_of_block and b + 2 < len(blocks)),
-                        pop_next=int(t >= 2), push_next=1)
+                    w_addr = g.w_addr + j * kt * R * C
+                    # (k-tile start, k-tiles, waits for a load) of each MATMUL of tile j
+                    parts = ([(i, 1, 1) for i in range(kt)] if j == chunk[0]
+                             else [(0, kt, 0)])
+                    for n, (i0, k_tiles, pop) in enumerate(parts):
+                        if pop:
+                            self.prog.load_act(
+                                dram_addr=g.a_addr + (i0 * g.M + m0) * R, dram_stride=0,
+                                rows=1, row_beats=rows, buf_row=half * half_act + i0,
+                                buf_row_step=0, buf_beat_step=kt,
+                                pop_next=int(b >= 2 and i0 == 0), push_next=1)
+                        last = n == len(parts) - 1
+                        self.prog.matmul(
+                            weight_addr=w_addr + i0 * R * C,
+                            act_row=half * half_act + i0, act_stride=kt, act_kstep=1,
+                            m=rows, k_tiles=k_tiles, acc_row=acc_row, accumulate=int(i0 > 0),
+                            pop_prev=pop,
+                            push_prev=int(last and last_of_block and b + 2 < len(blocks)),
+                            pop_next=int(t >= 2 and n == 0), push_next=int(last))
                     self.prog.store(acc_row=acc_row, m=rows, param_tile=j - c0,
                                     dram_addr=g.y_addr + (j * g.M + m0) * C, dram_stride=C,
                                     relu=int(g.relu), pop_prev=1,
@@ -192,9 +207,10 @@ def program_bytes_bound(cfg, gemms, block=None):
     n = 1
     for M, K, N in gemms:
         nt = _tiles(N, cfg.cols)
+        kt = _tiles(K, cfg.rows)
         blocks = _tiles(M, block or choose_block(cfg, M, K))
         chunks = _tiles(nt, cfg.param_tiles)
-        n += 1 + 2 * chunks + blocks * (chunks + 2 * nt)
+        n += 1 + 2 * chunks + blocks * chunks * (2 * kt + 2 * nt)
     return n * isa.INSN_BYTES
 
 
