@@ -11,6 +11,12 @@ from .config import Config
 __all__ = ["Requantizer"]
 
 
+def _all_ones(value):
+    """The all-ones value of ``value``'s shape, as an ``init``."""
+    shape = value.shape()
+    return -1 if shape.signed else (1 << shape.width) - 1
+
+
 class Requantizer(wiring.Component):
     """Requantizes one row of ``C`` int32 accumulators to ``C`` int8 values per cycle.
 
@@ -27,8 +33,11 @@ class Requantizer(wiring.Component):
     Seven register stages, each a row of ``C`` lanes with one valid bit:
 
     1. ``x``: the 32-bit bias add (wrapping), registered.
-    2. ``xd``: ``x`` again, in a register with no logic in front of it, so that the
-       placer can put it next to the multipliers (their input register).
+    2. The multipliers' input registers: for each of the four multipliers of stage 3
+       its own copy of its half of ``x`` (loaded with the row) and of its half of
+       ``mult`` (loaded every cycle), with no logic in front, so that each can sit next
+       to its multiplier. (The two copies of a half differ only in their reset value,
+       which keeps synthesis from merging them.)
     3. Four partial products of 16-bit halves, ``x = xh * 2**16 + xl`` (``xh`` signed)
        times ``m = mh * 2**16 + ml``, each computed by one 18 x 18 DSP multiplier and
        registered at its output (``HALF = 16``).
@@ -95,7 +104,7 @@ class Requantizer(wiring.Component):
     cycle the first row of a group is accepted on ``i`` until its last row has left
     ``o``. (Stage 1 reads ``bias`` from the port; ``mult``, ``shift`` and ``relu`` are read
     through registers sampling the ports every cycle, which under this rule hold the same
-    values: they are first needed two cycles after a row is accepted.)
+    values: they are first used two or more cycles after a row is accepted.)
 
     Parameters
     ----------
@@ -158,9 +167,9 @@ class Requantizer(wiring.Component):
             with m.If(valid[-1] & ~self.o.ready):
                 m.d.sync += [skid_valid.eq(1), skid.eq(y)]
 
-        # Local copies of the parameters that stages 3 to 6 use, one cycle behind the
+        # Local copies of the parameters that stages 5 to 7 use, one cycle behind the
         # ports: the same values under the ports' hold rule, but no long route from the
-        # controller's registers into a multiplier or a barrel shifter.
+        # controller's registers into a barrel shifter. (mult: see stage 2.)
         shift_q = Signal.like(self.shift, name="shift_q")
         relu = Signal(name="relu_q")
         m.d.sync += [shift_q.eq(self.shift), relu.eq(self.relu)]
@@ -173,9 +182,11 @@ class Requantizer(wiring.Component):
             with m.If(advance):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
-            # Stage 2: the multipliers' input registers, one pair per multiplier (kept
-            # apart, so that each drives one multiplier and sits next to it):
+            # Stage 2: the multipliers' input registers, one pair per multiplier, so that
+            # each drives one multiplier and can sit next to it:
             #   x = xh * 2**H + xl (xh signed), m = mh * 2**H + ml (all unsigned).
+            # The two copies of each half differ in their reset value (all zeros, all
+            # ones), which keeps synthesis from merging them back into one register.
             # Stage 3: the four partial products, each small enough for one 18 x 18 DSP
             # multiplier, registered at its output.
             halves = {"l": (x[:H], mult[:H]), "h": (x[H:].as_signed(), mult[H:])}
@@ -183,8 +194,10 @@ class Requantizer(wiring.Component):
             for name in ("ll", "lh", "hl", "hh"):
                 x_half, _ = halves[name[0]]
                 _, m_half = halves[name[1]]
-                a = Signal.like(x_half, name=f"xd_{name}_{c}", attrs={"keep": 1})
-                b = Signal.like(m_half, name=f"md_{name}_{c}", attrs={"keep": 1})
+                a = Signal.like(x_half, name=f"xd_{name}_{c}",
+                                init=0 if name[1] == "l" else _all_ones(x_half))
+                b = Signal.like(m_half, name=f"md_{name}_{c}",
+                                init=0 if name[0] == "l" else _all_ones(m_half))
                 m.d.sync += b.eq(m_half)
                 pp[name] = Signal(signed(len(a) + len(b) + 1), name=f"pp_{name}_{c}")
                 with m.If(advance):
@@ -195,7 +208,8 @@ class Requantizer(wiring.Component):
             # 0 <= pp_ll < 2**2H, so the outer two terms are a concatenation, not an add.
             p = Signal(signed(prod_width), name=f"p_{c}")
             with m.If(advance):
-                m.d.sync += p.eq(Cat(pp_ll[:2 * H], pp_hh).as_signed() + ((pp_lh + pp_hl) << H))
+                m.d.sync += p.eq(Cat(pp_ll[:2 * H], pp_hh).as_signed()
+                                 + ((pp_lh + pp_hl) << H))
 
             # Stages 5 and 6: t = (p << 1) >> shift, in two steps: by the multiple of 8 in
             # shift, then by the rest (an arithmetic shift splits exactly).
