@@ -15,12 +15,13 @@ VPY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv icarus test demo bench regress verilog lint clean distclean
+.PHONY: help venv icarus test demo bench fpga regress verilog lint clean distclean
 
 help:
 	@echo "make test       run the test suite (pytest -n 2) under SIM=$(SIM)"
 	@echo "make demo       one MiniLM layer on the accelerator under Verilator (TEXT=...)"
 	@echo "make bench      benchmark suite into build/bench (report.json, report.md, plots)"
+	@echo "make fpga       place and route the fpga preset for the ECP5 85F (YoWASP)"
 	@echo "make regress    constrained-random RTL vs golden campaign (SEEDS=N SIM=...)"
 	@echo "make verilog    write build/verilog/serrano_\$$PRESET.v (PRESET=$(PRESET))"
 	@echo "make lint       lint the generated Verilog (PRESET=$(PRESET))"
@@ -66,6 +67,14 @@ demo: $(VENV)/.model-stamp
 # Benchmark suite: build/bench/report.json, report.md and plots.
 bench: $(VENV)/.model-stamp
 	$(VENV)/bin/serrano bench --preset default --backend verilator --out build/bench
+
+# FPGA flow (minutes): synthesis, place and route of the fpga preset for the ECP5 85F.
+$(VENV)/.fpga-stamp: $(VENV)/.stamp
+	$(VPY) -m pip install -e '.[fpga]'
+	touch $@
+
+fpga: $(VENV)/.fpga-stamp
+	$(VENV)/bin/serrano fpga --preset fpga --board ulx3s
 
 # Constrained-random regression: make regress SEEDS=200 SIM=both
 SEEDS ?= 20

