@@ -20,15 +20,21 @@ __all__ = ["RtlResult", "run_rtl"]
 @dataclass
 class RtlResult:
     image: np.ndarray            # final memory, uint8
-    status: int
-    error: isa.Error
-    done: bool
+    status: int                  # the status register at the end
     counters: dict
     wall_s: float
     timed_out: bool
     irq_cleared: bool
     magic: int
     reset_status: int = None
+
+    @property
+    def error(self):
+        return isa.Error((self.status >> regs.STATUS_CODE_SHIFT) & 0xF)
+
+    @property
+    def done(self):
+        return bool(self.status & regs.STATUS_DONE)
 
 
 def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0.0,
@@ -59,12 +65,8 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
     result, _ = runner.run(built, "sim.tb.top_tb", "run_program", case, verilog_text=text,
                            tag=cfg.name)
     wall = time.perf_counter() - t0
-    status = result["status"]
     return RtlResult(
         image=np.frombuffer(bytes.fromhex(result["image"]), dtype=np.uint8).copy(),
-        status=status,
-        error=isa.Error((status >> regs.STATUS_CODE_SHIFT) & 0xF),
-        done=bool(status & regs.STATUS_DONE),
-        counters=result["counters"], wall_s=wall, timed_out=result["timed_out"],
+        status=result["status"], counters=result["counters"], wall_s=wall, timed_out=result["timed_out"],
         irq_cleared=not result["irq_after_clear"], magic=result["magic"],
         reset_status=result["reset_status"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw import isa, regs
+from hw import regs
 from hw.axi import AXI4Signature
 from . import runner
 from .accel import RtlResult
@@ -126,9 +126,6 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
                                          f"+mem_dump_words={-(-len(image) // cfg.bus_bytes)}"])
         wall = time.perf_counter() - t0
         final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes), np.uint8).copy()
-    status = result["status"]
     return RtlResult(
-        image=final, status=status,
-        error=isa.Error((status >> regs.STATUS_CODE_SHIFT) & 0xF),
-        done=bool(status & regs.STATUS_DONE), counters=result["counters"], wall_s=wall,
+        image=final, status=result["status"], counters=result["counters"], wall_s=wall,
         timed_out=result["timed_out"], irq_cleared=True, magic=result["magic"])

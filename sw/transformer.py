@@ -38,7 +38,7 @@ ALPHA = {"x": 0.5, "h": 0.5, "g": 0.7}
 CHANNEL_HEADROOM = 2.5
 TENSOR_HEADROOM = 1.0
 
-__all__ = ["QuantEncoder", "QuantDecoder", "calibrate_encoder", "calibrate_decoder",
+__all__ = ["QuantLayer", "calibrate_encoder", "calibrate_decoder",
            "encoder_forward", "decoder_prefill", "decoder_decode", "pad_len"]
 
 
@@ -48,22 +48,29 @@ def pad_len(seq, cfg):
 
 # ---- calibration ---------------------------------------------------------------------------
 
-def _encoder_intermediates(x, w, shape, bias, eps):
-    """Every tensor the int8 path quantizes, from the float layer (for calibration)."""
-    q, k, v = (L.split_heads(x @ wm + bm, shape.heads)
+def _intermediates(x, w, shape, eps, *, pre_ln, bias):
+    """Every tensor the int8 path quantizes, from the float layer (for calibration).
+
+    ``pre_ln``: GPT style (``h = x + attn(LN1(x))``, ``y = h + FFN(LN2(h))``); else BERT
+    style (``h = LN1(x + attn(x))``, ``y = LN2(h + FFN(h))``). The keys name the GEMM
+    inputs and outputs: ``x`` and ``h`` are what enter the QKV and first FFN GEMMs.
+    """
+    x_in = L.layer_norm(x, w.ln1_g, w.ln1_b, eps) if pre_ln else x
+    q, k, v = (L.split_heads(x_in @ wm + bm, shape.heads)
                for wm, bm in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
-    d = q.shape[-1]
-    scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
+    scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(q.shape[-1]))
     p = L.softmax(scores if bias is None else scores + bias, axis=-1)
     ctx = L.merge_heads(p @ v)
     a = ctx @ w.wo + w.bo
-    h = L.layer_norm(x + a, w.ln1_g, w.ln1_b, eps)
+    if pre_ln:
+        res = x + a
+        h = L.layer_norm(res, w.ln2_g, w.ln2_b, eps)
+    else:
+        res = h = L.layer_norm(x + a, w.ln1_g, w.ln1_b, eps)
     f1 = h @ w.w1 + w.b1
     g = L.gelu(f1)
     f2 = g @ w.w2 + w.b2
-    y = L.layer_norm(h + f2, w.ln2_g, w.ln2_b, eps)
-    return dict(x=x, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=h, f1=f1, g=g, f2=f2,
-                y=y)
+    return dict(x=x_in, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=h, f1=f1, g=g, f2=f2)
 
 
 @dataclass
@@ -79,7 +86,8 @@ class Block:
 
 
 @dataclass
-class QuantEncoder:
+class QuantLayer:
+    """A quantized encoder or decoder layer: int8 blocks, activation scales, smoothing."""
     shape: object
     w: object                   # the float weights (LayerNorm and reference)
     qkv: Block
@@ -96,13 +104,14 @@ def calibrate_encoder(w, shape, samples, eps=1e-12):
     stats = {}
     for x, mask in samples:
         bias = None if mask is None else L.padding_bias(mask)
-        inter = _encoder_intermediates(np.asarray(x, np.float32), w, shape, bias, eps)
+        inter = _intermediates(np.asarray(x, np.float32), w, shape, eps, pre_ln=False,
+                               bias=bias)
         for key, t in inter.items():
             stats.setdefault(key, []).append(t)
-    return _quantize(QuantEncoder, w, shape, stats, eps)
+    return _quantize(w, shape, stats, eps)
 
 
-def _quantize(kind, w, shape, stats, eps):
+def _quantize(w, shape, stats, eps):
     """Scales, smoothing and int8 weights of a layer from calibration statistics."""
     scales = {key: TENSOR_HEADROOM * act_scale(*ts) for key, ts in stats.items()}
     scales["p"] = 1.0 / 127.0                       # probabilities in [0, 1]
@@ -116,7 +125,7 @@ def _quantize(kind, w, shape, stats, eps):
         scales["smooth_" + key] = f
         scales[key] = TENSOR_HEADROOM * act_scale(*(np.asarray(t) / f for t in stats[key]))
         blocks[name] = Block(quantize_linear(wm * f[:, None], bias))
-    return kind(shape=shape, w=w, qkv=blocks["qkv"], wo=Block(quantize_linear(w.wo, w.bo)),
+    return QuantLayer(shape=shape, w=w, qkv=blocks["qkv"], wo=Block(quantize_linear(w.wo, w.bo)),
                 w1=blocks["w1"], w2=blocks["w2"], scales=scales, eps=eps)
 
 
@@ -256,41 +265,16 @@ def _qkv(dev, q, x, Sp):
 
 # ---- decoder (pre-LN, causal, KV cache) ---------------------------------------------------------
 
-@dataclass
-class QuantDecoder:
-    shape: object
-    w: object
-    qkv: Block
-    wo: Block
-    w1: Block
-    w2: Block
-    scales: dict
-    eps: float
-
-
 def calibrate_decoder(w, shape, samples, eps=1e-5):
     """Quantize one decoder layer from float runs of its prefill on ``samples``."""
     stats = {}
     for x in samples:
         x = np.asarray(x, np.float32)
-        S = x.shape[0]
-        n1 = L.layer_norm(x, w.ln1_g, w.ln1_b, eps)
-        q, k, v = (L.split_heads(n1 @ wm + bm, shape.heads)
-                   for wm, bm in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
-        d = q.shape[-1]
-        scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
-        p = L.softmax(scores + L.causal_bias(S), axis=-1)
-        ctx = L.merge_heads(p @ v)
-        a = ctx @ w.wo + w.bo
-        h = x + a
-        n2 = L.layer_norm(h, w.ln2_g, w.ln2_b, eps)
-        f1 = n2 @ w.w1 + w.b1
-        g = L.gelu(f1)
-        f2 = g @ w.w2 + w.b2
-        for key, t in dict(x=n1, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=n2, f1=f1,
-                           g=g, f2=f2).items():
+        inter = _intermediates(x, w, shape, eps, pre_ln=True,
+                               bias=L.causal_bias(x.shape[0]))
+        for key, t in inter.items():
             stats.setdefault(key, []).append(t)
-    return _quantize(QuantDecoder, w, shape, stats, eps)
+    return _quantize(w, shape, stats, eps)
 
 
 @dataclass
