@@ -31,9 +31,9 @@ class SystolicArray(wiring.Component):
     Latency and throughput
     ----------------------
     * An activation row presented in cycle ``t`` leaves as a result row in cycle
-      ``t + R + C`` (``config.latency``), with ``result.valid`` set.
+      ``t + R + C + 1`` (``config.latency``), with ``result.valid`` set.
     * One activation row per cycle, sustained, across any number of tiles: a stream of
-      ``T`` tiles of ``M`` rows each takes ``T * M + R + C`` cycles from its first row in
+      ``T`` tiles of ``M`` rows each takes ``T * M + R + C + 1`` cycles from its first row in
       to its last result out, inclusive.
     * A weight row presented on ``weight`` in cycle ``t`` is seen by activation rows of
       its bank presented from cycle ``t + 1`` on and by none presented up to cycle ``t``.
@@ -53,7 +53,7 @@ class SystolicArray(wiring.Component):
     Back-pressure
     -------------
     None. ``act`` and ``weight`` are always ready and ``result`` cannot be stalled; a
-    consumer that may stall needs a FIFO of ``R + C`` rows.
+    consumer that may stall needs a FIFO of ``R + C + 1`` rows.
 
     Ports
     -----
@@ -89,8 +89,8 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             a, bank = self.act.payload.data[r], self.act.payload.bank
             for stage in range(r):
-                a_q = Signal(signed(8), name=f"skew_a_{r}_{stage}")
-                bank_q = Signal(1, name=f"skew_bank_{r}_{stage}")
+                a_q = Signal(signed(8), name=f"skew_a_{r}_{stage}", reset_less=True)
+                bank_q = Signal(1, name=f"skew_bank_{r}_{stage}", reset_less=True)
                 m.d.sync += [a_q.eq(a), bank_q.eq(bank)]
                 a, bank = a_q, bank_q
             m.d.comb += [pes[r][0].a_in.eq(a), pes[r][0].a_bank_in.eq(bank)]
@@ -127,12 +127,12 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             y = pes[R - 1][c].psum_out
             for stage in range(C - 1 - c):
-                y_q = Signal(signed(32), name=f"deskew_{c}_{stage}")
+                y_q = Signal(signed(32), name=f"deskew_{c}_{stage}", reset_less=True)
                 m.d.sync += y_q.eq(y)
                 y = y_q
             m.d.comb += self.result.payload[c].eq(y)
 
-        # The valid bit travels beside the wavefront: R + C cycles in all.
+        # The valid bit travels beside the wavefront: config.latency cycles in all.
         valid = self.act.valid
         for stage in range(self.cfg.latency):
             valid_q = Signal(name=f"valid_{stage}")

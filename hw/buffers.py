@@ -5,7 +5,7 @@ after the address), so they map to block RAM. Sizes come from :class:`hw.config.
 """
 
 from amaranth import Module, Signal, unsigned
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 

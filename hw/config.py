@@ -12,7 +12,7 @@ Presets
 ``default`` 16 x 16 array (256 MACs, like Gemmini's and VTA's), 128-bit bus.
 """
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 
 __all__ = ["Config", "PRESETS", "get_preset", "preset_names", "ConfigError"]
 
@@ -91,10 +91,12 @@ class Config:
     def latency(self):
         """Cycles from an activation row entering the array to its result row leaving it.
 
-        Input skew (row ``r`` waits ``r`` cycles), one cycle per PE to the right, a product
-        register and a sum register per PE down the column, output de-skew: ``R + C``.
+        The bottom row's activation waits ``R - 1`` cycles of input skew and ``c`` cycles
+        to reach column ``c`` (one input register per PE to the right); that PE's input,
+        product and sum registers take 3 more (the sums above it arrive in step), and
+        the output de-skew ``C - 1 - c``: ``R + C + 1`` in all.
         """
-        return self.rows + self.cols
+        return self.rows + self.cols + 1
 
     @property
     def act_buf_bytes(self):

@@ -4,7 +4,9 @@ It owns the :class:`~hw.array.SystolicArray` and runs ``MATMUL`` instructions (s
 :mod:`hw.isa`) in program order.
 """
 
-from amaranth import Module, Signal, Mux, Cat, Value
+import math
+
+from amaranth import Module, Signal, Mux
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -33,9 +35,11 @@ class ExecUnit(wiring.Component):
 
     * **Weight streamer.** As soon as a ``MATMUL`` is accepted, it requests its weights
       (``k_tiles * R`` rows of ``C`` bytes, contiguous from ``weight_addr``) on ``wcmd``
-      in chunks of ``weight_fifo_rows // 4`` rows, never more than the weight FIFO has
-      room for (a credit count), so the read DMA never waits on this unit. Weights are
-      fetched ahead across instruction boundaries.
+      in chunks of a fixed ``chunk`` rows (the largest divisor of ``R`` not above
+      ``weight_fifo_rows // 4``), never more than the weight FIFO has room for (a credit
+      count), so the read DMA never waits on this unit. Weights are fetched ahead across
+      instruction boundaries. The chunk being fixed, every request is the same size and
+      the streamer counts chunks: no compare or multiply sits in front of ``wcmd``.
     * **Weight loader.** Moves one row per cycle from the FIFO into the array's free bank:
       tile ``j`` may be written once every row of tile ``j - 2`` (same bank) has entered
       the array.
@@ -43,7 +47,7 @@ class ExecUnit(wiring.Component):
       data loaded, ``pop_next``: accumulator free), reads activation row
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
-      cycle later (buffer read latency); its result leaves ``R + C`` cycles after that and
+      cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that and
       updates accumulator row ``acc_row + m`` (overwrite on the first k-tile unless
       ``accumulate``).
 
@@ -53,7 +57,7 @@ class ExecUnit(wiring.Component):
     rows needs ``R`` weight rows, so with ``M >= R`` and the weight FIFO fed at one row
     per cycle, tiles and instructions follow each other without a bubble. With ``M < R``
     (decode) the unit runs at the weight bandwidth: one tile per ``R`` cycles. The last
-    result of an instruction is in the accumulator ``R + C + 3`` cycles after its last row
+    result of an instruction is in the accumulator ``R + C + 4`` cycles after its last row
     was issued; ``push_next`` fires then, ``push_prev`` right after the last row is read.
 
     Ports
@@ -84,7 +88,7 @@ class ExecUnit(wiring.Component):
     def __init__(self, cfg, *, queue_depth=4):
         self.cfg = cfg
         self.queue_depth = queue_depth
-        self.chunk = max(1, cfg.weight_fifo_rows // 4)
+        self.chunk = math.gcd(cfg.rows, max(1, cfg.weight_fifo_rows // 4))
         act_aw = ceil_log2(cfg.act_buf_rows)
         acc_aw = ceil_log2(2 * cfg.acc_buf_rows)
         super().__init__({
@@ -126,23 +130,22 @@ class ExecUnit(wiring.Component):
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C, depth=depth)
         reserved = Signal(range(depth + 1))     # rows requested and not yet in the array
         w_addr = Signal(cfg.addr_width)
-        w_left = Signal(32)                     # rows of the current instruction to request
+        chunk = self.chunk
+        w_left = Signal(32)                     # chunks of the current instruction to request
         w_busy = Signal()
         w_head = Signal(entry)
         m.d.comb += w_head.eq(wq.r_data)
-        chunk = Signal(range(self.chunk + 1))
-        m.d.comb += chunk.eq(Mux(w_left < self.chunk, w_left, self.chunk))
         with m.If(~w_busy):
             m.d.comb += wq.r_en.eq(~self.abort)
             with m.If(wq.r_rdy & ~self.abort):
                 m.d.sync += [
                     w_busy.eq(1),
                     w_addr.eq(w_head.body.weight_addr),
-                    w_left.eq(w_head.body.k_tiles * R),
+                    w_left.eq(w_head.body.k_tiles * (R // chunk)),
                 ]
         with m.Else():
             room = Signal()
-            m.d.comb += room.eq(reserved + chunk <= depth)
+            m.d.comb += room.eq(reserved <= depth - chunk)
             m.d.comb += [
                 self.wcmd.valid.eq(room & ~self.abort),
                 self.wcmd.payload.addr.eq(w_addr),
@@ -153,9 +156,9 @@ class ExecUnit(wiring.Component):
             with m.If(self.wcmd.valid & self.wcmd.ready):
                 m.d.sync += [
                     w_addr.eq(w_addr + chunk * cfg.bus_bytes),
-                    w_left.eq(w_left - chunk),
+                    w_left.eq(w_left - 1),
                 ]
-                with m.If(w_left == chunk):
+                with m.If(w_left == 1):
                     m.d.sync += w_busy.eq(0)
         m.d.comb += [
             wfifo.w_data.eq(self.wdata.payload),
@@ -260,7 +263,7 @@ class ExecUnit(wiring.Component):
             self.array_active.eq(s1.valid),
         ]
 
-        # Where each result goes travels beside the row: 1 + R + C cycles.
+        # Where each result goes travels beside the row: 1 + R + C + 1 cycles.
         meta = data.StructLayout({"valid": 1, "addr": len(self.acc_addr), "accumulate": 1,
                                   "push": 1})
         tag = Signal(meta)

@@ -1,7 +1,7 @@
 """The front end: fetches the program through the read DMA, checks and dispatches it."""
 
-from amaranth import Module, Signal, Mux, Cat, Const
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth import Module, Signal, Mux, Cat
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import isa
@@ -21,10 +21,13 @@ class FrontEnd(wiring.Component):
 
     Dispatch, one instruction at a time, in program order: the instruction is checked
     (opcode defined, counts non-zero, every buffer row and parameter slot it names in
-    range; the products are formed in one registered stage, compared in the next) and,
-    if it passes, handed to the load, exec or store queue; ``FENCE`` and ``END`` wait
-    until ``units_idle``. Dispatch takes at least 3 cycles per instruction, far below
-    the work one instruction starts. A failed check raises ``error`` with the code and
+    range) and, if it passes, handed to the load, exec or store queue; ``FENCE`` and
+    ``END`` wait until ``units_idle``. The range checks run in a pipeline of
+    ``CHECK_CYCLES`` registered stages (counts minus one; products, one multiplier each
+    with registers on both sides; first sums; last sums), compared in the dispatch cycle,
+    so no stage holds more than one adder or one multiplier. Dispatch takes at least
+    ``CHECK_CYCLES + 2`` cycles per instruction, far below the work one instruction
+    starts. A failed check raises ``error`` with the code and
     dispatches nothing more. A program that runs out of instructions without ``END``
     fails with ``NO_END``.
 
@@ -42,6 +45,8 @@ class FrontEnd(wiring.Component):
     stall_insn : Out     waiting for an instruction to arrive
     running : Out        between start and done/error
     """
+
+    CHECK_CYCLES = 4
 
     def __init__(self, cfg, *, queue_insns=8):
         if cfg.bus_bytes > isa.INSN_BYTES:
@@ -77,8 +82,9 @@ class FrontEnd(wiring.Component):
         f_addr = Signal(32)
         f_left = Signal(32)          # instructions not yet requested
         reserved = Signal(range(depth + 1))
+        # min(f_left, chunk_max), a register kept beside f_left (see the FSM and `asked`).
         chunk = Signal(range(chunk_max + 1))
-        m.d.comb += chunk.eq(Mux(f_left < chunk_max, f_left, chunk_max))
+        f_left_next = Signal(32)
         room = Signal()
         m.d.comb += room.eq(reserved + chunk * nb <= depth)
         m.d.comb += [
@@ -90,8 +96,10 @@ class FrontEnd(wiring.Component):
         ]
         asked = Signal()
         m.d.comb += asked.eq(self.fcmd.valid & self.fcmd.ready)
+        m.d.comb += f_left_next.eq(f_left - chunk)
         with m.If(asked):
-            m.d.sync += [f_addr.eq(f_addr + chunk * isa.INSN_BYTES), f_left.eq(f_left - chunk)]
+            m.d.sync += [f_addr.eq(f_addr + chunk * isa.INSN_BYTES), f_left.eq(f_left_next),
+                         chunk.eq(Mux(f_left_next < chunk_max, f_left_next, chunk_max))]
         m.d.comb += [ibuf.w_data.eq(self.fdata.payload), ibuf.w_en.eq(self.fdata.valid),
                      self.fdata.ready.eq(1)]
 
@@ -122,8 +130,23 @@ class FrontEnd(wiring.Component):
         op = cur.header.opcode
         b = cur.body
         left = Signal(32)            # instructions of the program not yet dispatched
+        check = Signal(range(self.CHECK_CYCLES))
 
-        # Stage 1 products (registered), stage 2 comparisons.
+        # The range pipeline: it recomputes from `cur` every cycle; CHECK waits for it.
+        # Stage 1: counts minus one. Stage 2: products. Stage 3: base + first product,
+        # second product. Stage 4: last row = their sum.
+        la, mmb = b.load_act, b.matmul
+        n1 = [Signal(16, name=f"count_m1_{i}") for i in range(4)]
+        pr = [Signal(32, name=f"product_{i}") for i in range(4)]
+        s3 = [Signal(48, name=f"partial_{i}") for i in range(4)]
+        m.d.sync += [
+            n1[0].eq(la.rows - 1), n1[1].eq(la.row_beats - 1),
+            n1[2].eq(mmb.k_tiles - 1), n1[3].eq(mmb.m - 1),
+            pr[0].eq(n1[0] * la.buf_row_step), pr[1].eq(n1[1] * la.buf_beat_step),
+            pr[2].eq(n1[2] * mmb.act_kstep), pr[3].eq(n1[3] * mmb.act_stride),
+            s3[0].eq(la.buf_row + pr[0]), s3[1].eq(pr[1]),
+            s3[2].eq(mmb.act_row + pr[2]), s3[3].eq(pr[3]),
+        ]
         last_act = Signal(48)        # LOAD_ACT: last buffer row written
         last_mm = Signal(48)         # MATMUL: last activation row read
         acc_end = Signal(18)
@@ -131,10 +154,8 @@ class FrontEnd(wiring.Component):
         store_buf_end = Signal(18)
         bad_count = Signal()
         m.d.sync += [
-            last_act.eq(b.load_act.buf_row + (b.load_act.rows - 1) * b.load_act.buf_row_step
-                        + (b.load_act.row_beats - 1) * b.load_act.buf_beat_step),
-            last_mm.eq(b.matmul.act_row + (b.matmul.k_tiles - 1) * b.matmul.act_kstep
-                       + (b.matmul.m - 1) * b.matmul.act_stride),
+            last_act.eq(s3[0] + s3[1]),
+            last_mm.eq(s3[2] + s3[3]),
             acc_end.eq(Mux(op == isa.Op.MATMUL, b.matmul.acc_row + b.matmul.m,
                            b.store.acc_row + b.store.m)),
             param_end.eq(Mux(op == isa.Op.LOAD_PARAM,
@@ -181,11 +202,13 @@ class FrontEnd(wiring.Component):
         m.d.comb += [self.load_q.payload.eq(cur), self.store_q.payload.eq(cur),
                      self.exec_q.payload.eq(mm)]
 
-        with m.FSM(name="dispatch") as fsm:
+        with m.FSM(name="dispatch"):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [running.eq(1), f_addr.eq(self.prog_addr),
                                  f_left.eq(self.prog_len), left.eq(self.prog_len),
+                                 chunk.eq(Mux(self.prog_len < chunk_max, self.prog_len,
+                                              chunk_max)),
                                  error.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -196,12 +219,14 @@ class FrontEnd(wiring.Component):
                     m.next = "HALT"
                 with m.Elif(word_valid):
                     m.d.comb += take_word.eq(1)
-                    m.d.sync += [cur.eq(insn), left.eq(left - 1)]
+                    m.d.sync += [cur.eq(insn), left.eq(left - 1), check.eq(0)]
                     m.next = "CHECK"
                 with m.Else():
                     m.d.comb += self.stall_insn.eq(1)
-            with m.State("CHECK"):           # products and count checks register now
-                m.next = "DISPATCH"
+            with m.State("CHECK"):           # the range pipeline fills from `cur`
+                m.d.sync += check.eq(check + 1)
+                with m.If(check == self.CHECK_CYCLES - 1):
+                    m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(self.abort):
                     m.next = "HALT"
@@ -239,7 +264,7 @@ class FrontEnd(wiring.Component):
                 with m.Elif(self.units_idle):
                     m.d.comb += self.dispatched.eq(1)
                     with m.If(op == isa.Op.END):
-                        m.d.sync += f_left.eq(0)
+                        m.d.sync += [f_left.eq(0), chunk.eq(0)]
                         m.next = "FLUSH"
                     with m.Else():
                         m.next = "FETCH"

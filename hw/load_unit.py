@@ -1,11 +1,12 @@
 """The load unit: ``LOAD_ACT`` and ``LOAD_PARAM`` from memory into on-chip buffers."""
 
 from amaranth import Module, Signal, Mux
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .arith import times_const
 from .dma import dma_command
 
 __all__ = ["LoadUnit"]
@@ -55,13 +56,13 @@ class LoadUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
         L = isa.insn_layout
 
         # ---- Issuer -------------------------------------------------------------------
         m.submodules.jobs = jobs = fifo.SyncFIFOBuffered(width=L.size, depth=3)
         cur = Signal(L)
         is_param = Signal()
+        param_beats = Signal(32)     # n_tiles * PARAM_BEATS, formed in TOKEN
         m.d.comb += is_param.eq(cur.header.opcode == isa.Op.LOAD_PARAM)
         with m.FSM(name="issuer") as issuer:
             with m.State("IDLE"):
@@ -75,13 +76,15 @@ class LoadUnit(wiring.Component):
                 with m.Elif(~cur.header.pop_next | self.e2l_avail):
                     m.d.comb += self.e2l_take.eq(cur.header.pop_next)
                     m.next = "SEND"
+                m.d.sync += param_beats.eq(times_const(cur.body.load_param.n_tiles,
+                                                       isa.PARAM_BEATS))
             with m.State("SEND"):
                 act, par = cur.body.load_act, cur.body.load_param
                 with m.If(is_param):
                     m.d.comb += [
                         self.cmd.payload.addr.eq(par.dram_addr),
                         self.cmd.payload.rows.eq(1),
-                        self.cmd.payload.row_beats.eq(par.n_tiles * isa.PARAM_BEATS),
+                        self.cmd.payload.row_beats.eq(param_beats),
                         self.cmd.payload.stride.eq(0),
                     ]
                 with m.Else():
@@ -103,7 +106,8 @@ class LoadUnit(wiring.Component):
         j_param = Signal()
         m.d.comb += j_param.eq(job.header.opcode == isa.Op.LOAD_PARAM)
         active = Signal()
-        beat = Signal(32)            # beat within the row (LOAD_ACT), within the load (PARAM)
+        beat = Signal(32)            # beat within the row (LOAD_ACT)
+        p_left = Signal(32)          # beats of a LOAD_PARAM still to come
         row = Signal(16)
         row_base = Signal(32)        # buffer row of (r, 0)
         addr = Signal(32)            # buffer row of (r, b)
@@ -114,8 +118,9 @@ class LoadUnit(wiring.Component):
             m.d.sync += [
                 active.eq(1), job.eq(nxt), beat.eq(0), row.eq(0),
                 row_base.eq(nxt.body.load_act.buf_row),
+                p_left.eq(times_const(nxt.body.load_param.n_tiles, isa.PARAM_BEATS)),
                 addr.eq(Mux(nxt.header.opcode == isa.Op.LOAD_PARAM,
-                            nxt.body.load_param.param_tile * isa.PARAM_BEATS,
+                            times_const(nxt.body.load_param.param_tile, isa.PARAM_BEATS),
                             nxt.body.load_act.buf_row)),
             ]
         m.d.comb += [
@@ -123,13 +128,13 @@ class LoadUnit(wiring.Component):
             self.act_addr.eq(addr), self.act_data.eq(self.data.payload),
             self.param_addr.eq(addr), self.param_data.eq(self.data.payload),
         ]
-        act, par = job.body.load_act, job.body.load_param
+        act = job.body.load_act
         last = Signal()
         with m.If(active & self.data.valid):
             m.d.comb += [self.param_en.eq(j_param), self.act_en.eq(~j_param)]
             with m.If(j_param):
-                m.d.comb += last.eq(beat == par.n_tiles * isa.PARAM_BEATS - 1)
-                m.d.sync += [beat.eq(beat + 1), addr.eq(addr + 1)]
+                m.d.comb += last.eq(p_left == 1)
+                m.d.sync += [p_left.eq(p_left - 1), addr.eq(addr + 1)]
             with m.Else():
                 end_of_row = beat == act.row_beats - 1
                 m.d.comb += last.eq(end_of_row & (row == act.rows - 1))

@@ -26,14 +26,22 @@ class PE(wiring.Component):
 
     Pipeline
     --------
-    cycle t     ``a_in`` and ``a_bank_in`` are sampled; the product ``a_in * w[a_bank_in]``
-                is registered (a DSP's output register on an FPGA).
-    cycle t+1   ``psum_in`` (the upper PE's sum of the same activation row) is added to
-                the product and registered; ``a_out`` shows ``a_in`` of cycle t.
-    cycle t+2   ``psum_out`` holds the sum.
+    cycle t     ``a_in`` is registered, and so is the weight it multiplies,
+                ``w[a_bank_in]`` (the multiplier's input registers).
+    cycle t+1   the product of the two registers is registered (the multiplier's output
+                register); ``a_out`` shows ``a_in`` of cycle t (it is the input register).
+    cycle t+2   ``psum_in`` (the upper PE's sum of the same activation row) is added to
+                the product and registered.
+    cycle t+3   ``psum_out`` holds the sum.
 
     So activations move one PE right per cycle, sums one PE down per cycle, and the
-    multiply and the 32-bit add sit in separate register stages.
+    multiplier has registers on both sides: on an FPGA its DSP block's inputs come
+    straight from flip-flops and its output goes straight into one, and the 32-bit add
+    sits in a stage of its own.
+
+    Reset: only the weights' and activations' absence is state; the data registers
+    (activation, weights, product, sum) are reset-less, so a reset net reaches none of
+    them. The array's valid bits say which sums mean anything.
 
     Weights
     -------
@@ -81,8 +89,8 @@ class PE(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        w0 = Signal(signed(8))
-        w1 = Signal(signed(8))
+        w0 = Signal(signed(8), reset_less=True)
+        w1 = Signal(signed(8), reset_less=True)
         with m.If(self.w_in.valid & (self.w_in.row == self.row)):
             with m.If(self.w_in.bank):
                 m.d.sync += w1.eq(self.w_in.data)
@@ -91,13 +99,18 @@ class PE(wiring.Component):
         if "w_out" in self.signature.members:
             m.d.sync += self.w_out.eq(self.w_in)
 
+        # Stage 1: the multiplier's input registers (the activation also moves right).
+        a_q = Signal(signed(8), reset_less=True)
+        w_q = Signal(signed(8), reset_less=True)
+        bank_q = Signal(reset_less=True)
+        m.d.sync += [a_q.eq(self.a_in), bank_q.eq(self.a_bank_in),
+                     w_q.eq(Mux(self.a_bank_in, w1, w0))]
         if "a_out" in self.signature.members:
-            m.d.sync += [
-                self.a_out.eq(self.a_in),
-                self.a_bank_out.eq(self.a_bank_in),
-            ]
+            m.d.comb += [self.a_out.eq(a_q), self.a_bank_out.eq(bank_q)]
 
-        product = Signal(signed(16))
-        m.d.sync += product.eq(self.a_in * Mux(self.a_bank_in, w1, w0))
-        m.d.sync += self.psum_out.eq(self.psum_in + product)
+        # Stage 2: the product. Stage 3: the 32-bit sum.
+        product = Signal(signed(16), reset_less=True)
+        psum = Signal(signed(32), reset_less=True)
+        m.d.sync += [product.eq(a_q * w_q), psum.eq(self.psum_in + product)]
+        m.d.comb += self.psum_out.eq(psum)
         return m

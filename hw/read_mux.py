@@ -1,6 +1,6 @@
 """Shares one read DMA among several clients and routes the beats back to each."""
 
-from amaranth import Module, Signal, Mux
+from amaranth import Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,17 +12,20 @@ __all__ = ["ReadMux"]
 class ReadMux(wiring.Component):
     """``n`` read clients in front of one :class:`~hw.dma_read.DMARead`.
 
-    A command from client ``i`` on ``cmd_i`` is passed to ``dma_cmd`` (fixed priority,
-    client 0 first); its client number and beat count (``rows * row_beats``) go into a
-    route queue. Beats returning on ``dma_data`` (in command order, as the engine
-    guarantees) are handed to ``data_i`` of the client at the head of the queue.
+    A command from client ``i`` on ``cmd_i`` (fixed priority, client 0 first) is taken
+    into a one-command output register that drives ``dma_cmd``; its client number, row
+    count and beats per row go into a route queue. Beats returning on ``dma_data`` (in
+    command order, as the engine guarantees) are handed to ``data_i`` of the client at the
+    head of the queue, counted by a beat-in-row and a row counter (no multiplier).
 
     Clients should reserve room for their beats before asking (the weight streamer and
     the instruction fetcher count credits; the load unit writes SRAM), so ``dma_data``
     is never held up; if a client does stall, the stall propagates to the engine.
 
-    Latency: a command passes in the cycle it is presented (combinational grant); beats
-    pass through combinationally. Throughput: one command and one beat per cycle.
+    Latency: a command taken in cycle ``t`` is on ``dma_cmd`` from cycle ``t + 1``; no
+    combinational path runs from any ``cmd_i`` to ``dma_cmd``. Beats pass through
+    combinationally. Throughput: one command per cycle (the register refills in the cycle
+    it is emptied) and one beat per cycle.
 
     Ports
     -----
@@ -53,39 +56,51 @@ class ReadMux(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.n_clients
-        route = data.StructLayout({"client": range(n), "beats": 32})
+        route = data.StructLayout({"client": range(n), "rows": 16, "row_beats": 16})
         m.submodules.routes = routes = fifo.SyncFIFOBuffered(width=route.size,
                                                               depth=self.route_depth)
         cmds = [getattr(self, f"cmd_{i}") for i in range(n)]
         outs = [getattr(self, f"data_{i}") for i in range(n)]
 
-        # Grant: the lowest-numbered client with a command, if the route queue has room.
+        # Grant: the lowest-numbered client with a command, when the output register is
+        # free (or being emptied) and the route queue has room.
         grant = Signal(range(n))
         any_valid = Signal()
         for i in reversed(range(n)):
             with m.If(cmds[i].valid):
                 m.d.comb += [grant.eq(i), any_valid.eq(1)]
+        out_valid = Signal()
+        out = Signal.like(self.dma_cmd.payload, reset_less=True)
+        m.d.comb += [self.dma_cmd.valid.eq(out_valid), self.dma_cmd.payload.eq(out)]
+        take = Signal()
+        m.d.comb += take.eq(any_valid & (~out_valid | self.dma_cmd.ready) & routes.w_rdy)
         entry = Signal(route)
         with m.Switch(grant):
             for i in range(n):
                 with m.Case(i):
+                    with m.If(take):
+                        m.d.sync += out.eq(cmds[i].payload)
                     m.d.comb += [
-                        self.dma_cmd.payload.eq(cmds[i].payload),
-                        entry.beats.eq(cmds[i].payload.rows * cmds[i].payload.row_beats),
+                        entry.rows.eq(cmds[i].payload.rows),
+                        entry.row_beats.eq(cmds[i].payload.row_beats),
                     ]
+        with m.If(take):
+            m.d.sync += out_valid.eq(1)
+        with m.Elif(self.dma_cmd.ready):
+            m.d.sync += out_valid.eq(0)
         m.d.comb += [
             entry.client.eq(grant),
-            self.dma_cmd.valid.eq(any_valid & routes.w_rdy),
             routes.w_data.eq(entry),
-            routes.w_en.eq(self.dma_cmd.valid & self.dma_cmd.ready),
+            routes.w_en.eq(take),
         ]
         for i in range(n):
-            m.d.comb += cmds[i].ready.eq((grant == i) & self.dma_cmd.ready & routes.w_rdy)
+            m.d.comb += cmds[i].ready.eq((grant == i) & take)
 
-        # Route: beats go to the head entry's client until its count is reached.
+        # Route: beats go to the head entry's client until its rows are all delivered.
         head = Signal(route)
         m.d.comb += head.eq(routes.r_data)
-        count = Signal(32)
+        beat = Signal(16)
+        row = Signal(16)
         ready = Signal()
         with m.Switch(head.client):
             for i in range(n):
@@ -98,10 +113,14 @@ class ReadMux(wiring.Component):
             ]
         m.d.comb += self.dma_data.ready.eq(routes.r_rdy & ready)
         with m.If(self.dma_data.valid & self.dma_data.ready):
-            with m.If(count + 1 == head.beats):
-                m.d.sync += count.eq(0)
-                m.d.comb += routes.r_en.eq(1)
+            with m.If(beat + 1 == head.row_beats):
+                m.d.sync += beat.eq(0)
+                with m.If(row + 1 == head.rows):
+                    m.d.sync += row.eq(0)
+                    m.d.comb += routes.r_en.eq(1)
+                with m.Else():
+                    m.d.sync += row.eq(row + 1)
             with m.Else():
-                m.d.sync += count.eq(count + 1)
-        m.d.comb += self.busy.eq(routes.r_rdy)
+                m.d.sync += beat.eq(beat + 1)
+        m.d.comb += self.busy.eq(routes.r_rdy | out_valid)
         return m

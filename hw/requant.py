@@ -36,7 +36,7 @@ class Requantizer(wiring.Component):
     2. The multipliers' input registers: for each of the four multipliers of stage 3
        its own copy of its half of ``x`` (loaded with the row) and of its half of
        ``mult`` (loaded every cycle), with no logic in front, so that each can sit next
-       to its multiplier. (The two copies of a half differ only in their reset value,
+       to its multiplier. (The two copies of a half differ only in their initial value,
        which keeps synthesis from merging them.)
     3. Four partial products of 16-bit halves, ``x = xh * 2**16 + xl`` (``xh`` signed)
        times ``m = mh * 2**16 + ml``, each computed by one 18 x 18 DSP multiplier and
@@ -52,6 +52,9 @@ class Requantizer(wiring.Component):
     7. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
        check of ``t``'s upper bits and an 8-bit increment (no wide compare or add),
        registered.
+
+    Only the valid bits are reset; every data register is reset-less, so the reset net
+    reaches a few flip-flops, not the whole datapath.
 
     After stage 7 sits a one-row skid register (see Back-pressure). Why this many
     stages: on an ECP5-85F (Yosys and nextpnr) an 18 x 18 multiplier alone takes about
@@ -147,8 +150,8 @@ class Requantizer(wiring.Component):
         n_stages = self.LATENCY
         valid = [Signal(name=f"valid_{k + 1}") for k in range(n_stages)]
         skid_valid = Signal()
-        skid = Signal.like(self.o.payload, name="skid")
-        y = Signal.like(self.o.payload, name="y")
+        skid = Signal.like(self.o.payload, name="skid", reset_less=True)
+        y = Signal.like(self.o.payload, name="y", reset_less=True)
         advance = ~skid_valid
 
         m.d.comb += self.i.ready.eq(advance)
@@ -178,7 +181,7 @@ class Requantizer(wiring.Component):
             bias, mult, shift = self.bias[c], self.mult[c], shift_q[c]
 
             # Stage 1: wrapping bias add.
-            x = Signal(signed(acc_width), name=f"x_{c}")
+            x = Signal(signed(acc_width), name=f"x_{c}", reset_less=True)
             with m.If(advance):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
@@ -194,19 +197,20 @@ class Requantizer(wiring.Component):
             for name in ("ll", "lh", "hl", "hh"):
                 x_half, _ = halves[name[0]]
                 _, m_half = halves[name[1]]
-                a = Signal.like(x_half, name=f"xd_{name}_{c}",
+                a = Signal.like(x_half, name=f"xd_{name}_{c}", reset_less=True,
                                 init=0 if name[1] == "l" else _all_ones(x_half))
-                b = Signal.like(m_half, name=f"md_{name}_{c}",
+                b = Signal.like(m_half, name=f"md_{name}_{c}", reset_less=True,
                                 init=0 if name[0] == "l" else _all_ones(m_half))
                 m.d.sync += b.eq(m_half)
-                pp[name] = Signal(signed(len(a) + len(b) + 1), name=f"pp_{name}_{c}")
+                pp[name] = Signal(signed(len(a) + len(b) + 1), name=f"pp_{name}_{c}",
+                                  reset_less=True)
                 with m.If(advance):
                     m.d.sync += [a.eq(x_half), pp[name].eq(a * b)]
             pp_ll, pp_lh, pp_hl, pp_hh = pp["ll"], pp["lh"], pp["hl"], pp["hh"]
 
             # Stage 4: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.
             # 0 <= pp_ll < 2**2H, so the outer two terms are a concatenation, not an add.
-            p = Signal(signed(prod_width), name=f"p_{c}")
+            p = Signal(signed(prod_width), name=f"p_{c}", reset_less=True)
             with m.If(advance):
                 m.d.sync += p.eq(Cat(pp_ll[:2 * H], pp_hh).as_signed()
                                  + ((pp_lh + pp_hl) << H))
@@ -215,11 +219,11 @@ class Requantizer(wiring.Component):
             # shift, then by the rest (an arithmetic shift splits exactly).
             # t[1:] = floor(p / 2**shift), t[0] is the rounding bit p[shift - 1] (0 for
             # shift 0).
-            u = Signal(signed(prod_width + 1), name=f"u_{c}")
+            u = Signal(signed(prod_width + 1), name=f"u_{c}", reset_less=True)
             coarse = Cat(Const(0, 3), shift[3:])
             with m.If(advance):
                 m.d.sync += u.eq(Cat(Const(0, 1), p).as_signed() >> coarse)
-            t = Signal(signed(prod_width + 1), name=f"t_{c}")
+            t = Signal(signed(prod_width + 1), name=f"t_{c}", reset_less=True)
             with m.If(advance):
                 m.d.sync += t.eq(u >> shift[:3])
 

@@ -1,11 +1,12 @@
 """The store unit: ``STORE`` reads accumulator rows, requantizes them, writes them out."""
 
-from amaranth import Module, Signal, Mux, Cat
+from amaranth import Module, Signal, Mux
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
+from .arith import times_const
 from .dma import dma_command
 from .requant import Requantizer
 
@@ -61,8 +62,6 @@ class StoreUnit(wiring.Component):
         cfg = self.cfg
         C = cfg.cols
         L = isa.insn_layout
-        words_per_beat = cfg.bus_bytes // 4
-        beats_per_vector = C // words_per_beat
 
         m.submodules.rq = rq = Requantizer(cfg)
         cur = Signal(L)
@@ -100,6 +99,7 @@ class StoreUnit(wiring.Component):
                      skid.r_en.eq(rq.i.ready)]
 
         out_left = Signal(16)         # requantized rows still to hand on
+        p_base = Signal(len(self.param_addr))   # param_tile * PARAM_BEATS, formed in TOKEN
         to_buf = Signal()
         buf_row = Signal(32)
 
@@ -115,12 +115,13 @@ class StoreUnit(wiring.Component):
                 with m.Elif(~cur.header.pop_prev | self.e2s_avail):
                     m.d.comb += self.e2s_take.eq(cur.header.pop_prev)
                     m.d.sync += [p_beat.eq(0), rows_left.eq(st.m), acc_row.eq(st.acc_row),
+                                 p_base.eq(times_const(st.param_tile, isa.PARAM_BEATS)),
                                  out_left.eq(st.m), to_buf.eq(st.to_buf),
                                  buf_row.eq(st.buf_row)]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.comb += [self.param_en.eq(1),
-                             self.param_addr.eq(st.param_tile * isa.PARAM_BEATS + p_beat)]
+                             self.param_addr.eq(p_base + p_beat)]
                 m.d.sync += [p_pending.eq(1), p_dst.eq(p_beat), p_beat.eq(p_beat + 1)]
                 with m.If(p_beat == isa.PARAM_BEATS - 1):
                     m.next = "CMD"

@@ -1,6 +1,6 @@
 """The whole accelerator: control registers, front end, three units, buffers, DMA."""
 
-from amaranth import Module, Signal, Mux, ResetInserter
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -237,9 +237,14 @@ class Serrano(wiring.Component):
         m.submodules.csr = csr = CSRBlock(regs.REGISTERS, addr_width=CSR_ADDR_WIDTH)
         connect(m, flipped(self.s_axil), csr.bus)
 
-        core_reset = Signal()
+        # The core runs in its own domain on the same clock, reset by one register:
+        # high while `rst` is (through its initial value) and for one cycle at a soft
+        # reset. A flip-flop drives the core's reset net, with no logic between.
+        core_reset = Signal(init=1)
+        m.domains.core = cd_core = ClockDomain("core", local=True)
+        m.d.comb += [cd_core.clk.eq(ClockSignal("sync")), cd_core.rst.eq(core_reset)]
         core = Core(cfg)
-        m.submodules.core = ResetInserter(core_reset)(core)
+        m.submodules.core = DomainRenamer("core")(core)
         connect(m, core.bus, flipped(self.m_axi))
 
         # Soft reset: stop issuing, wait for the bus to drain, then reset the core.
@@ -247,8 +252,9 @@ class Serrano(wiring.Component):
         with m.If(csr.ctrl[1]):
             m.d.sync += resetting.eq(1)
         with m.If(resetting & core.quiet):
-            m.d.comb += core_reset.eq(1)
-            m.d.sync += resetting.eq(0)
+            m.d.sync += [core_reset.eq(1), resetting.eq(0)]
+        with m.Else():
+            m.d.sync += core_reset.eq(0)
 
         done = Signal()
         failed = Signal()
@@ -260,7 +266,7 @@ class Serrano(wiring.Component):
             m.d.sync += [done.eq(0), failed.eq(0)]
 
         m.d.comb += [
-            core.start.eq(csr.ctrl[0] & ~resetting),
+            core.start.eq(csr.ctrl[0] & ~resetting & ~core_reset),
             core.prog_addr.eq(csr.prog_addr), core.prog_len.eq(csr.prog_len),
             core.base.eq(csr.base), core.limit.eq(csr.limit),
             core.abort.eq(resetting | csr.ctrl[1]),

@@ -33,10 +33,10 @@ def check(cfg, tiles, plan, rows, cycles):
     assert rows.shape == expect.shape, "wrong number of result rows"
     np.testing.assert_array_equal(rows, expect)
     # The cycle contract of hw.array.SystolicArray: T tiles of M rows, back to back, take
-    # sum(M) + R + C cycles from the first row in to the last row out, with no bubble.
+    # sum(M) + R + C + 1 cycles from the first row in to the last row out, with no bubble.
     assert np.all(np.diff(cycles) == 1), "a bubble between result rows"
     span = int(cycles[-1]) - plan.first_act_cycle + 1
-    assert span == sum(len(a) for _, a in tiles) + cfg.rows + cfg.cols
+    assert span == sum(len(a) for _, a in tiles) + cfg.rows + cfg.cols + 1
 
 
 def test_tiny_stream(simulator, rng):

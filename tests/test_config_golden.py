@@ -18,7 +18,7 @@ def test_presets_geometry():
     assert d.act_buf_rows * d.rows >= 128 * 1536        # a 128 x 1536 block stays on chip
     for cfg in PRESETS.values():
         assert cfg.bus_bytes == cfg.cols                # one beat carries one weight row
-        assert cfg.latency == cfg.rows + cfg.cols
+        assert cfg.latency == cfg.rows + cfg.cols + 1
 
 
 def test_unknown_preset_message():

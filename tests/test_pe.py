@@ -31,7 +31,7 @@ def weight(row, bank, value, valid=1):
 
 
 def test_mac_pipeline_and_banks(rng):
-    """psum_out(t+2) = psum_in(t+1) + a(t) * w[bank(t)], a_out(t+1) = a(t)."""
+    """psum_out(t+3) = psum_in(t+2) + a(t) * w[bank(t)], a_out(t+1) = a(t)."""
     pe = PE(row=2, rows=4)
     stim = [weight(2, 0, -128) | {"a_in": 0}, weight(2, 1, 127) | {"a_in": 0}]
     n = 40
@@ -42,14 +42,14 @@ def test_mac_pipeline_and_banks(rng):
     for t in range(n):
         stim.append({"a_in": int(a[t]), "a_bank_in": int(banks[t]), "psum_in": int(psum[t]),
                      "w_in": {"valid": 0, "row": 0, "bank": 0, "data": 0}})
-    stim += [{"a_in": 0, "psum_in": 0}] * 3
+    stim += [{"a_in": 0, "psum_in": 0}] * 4
     seen = run_pe(pe, stim)
     w = {0: -128, 1: 127}
     for t in range(n):
         cyc = t + 2                           # index in stim/seen of a[t]
-        expect = (int(psum[t + 1]) if t + 1 < n else 0) + int(a[t]) * w[int(banks[t])]
+        expect = (int(psum[t + 2]) if t + 2 < n else 0) + int(a[t]) * w[int(banks[t])]
         expect = (expect + 2**31) % 2**32 - 2**31
-        assert seen[cyc + 2]["psum_out"] == expect, t
+        assert seen[cyc + 3]["psum_out"] == expect, t
         assert seen[cyc + 1]["a_out"] == a[t]
 
 
@@ -57,9 +57,9 @@ def test_weight_latch_only_on_own_row_tag():
     pe = PE(row=1, rows=4)
     stim = [weight(1, 0, 5), weight(0, 0, 99), weight(2, 0, 98), weight(1, 0, 77, valid=0),
             {"a_in": 3, "a_bank_in": 0, "w_in": {"valid": 0, "row": 0, "bank": 0, "data": 0}},
-            {"a_in": 0}, {"a_in": 0}, {"a_in": 0}]
+            {"a_in": 0}, {"a_in": 0}, {"a_in": 0}, {"a_in": 0}]
     seen = run_pe(pe, stim)
-    assert seen[6]["psum_out"] == 15        # only the write tagged row 1 and valid landed
+    assert seen[7]["psum_out"] == 15        # only the write tagged row 1 and valid landed
     assert seen[1]["w_out"] == 5            # weights pass down one cycle later
 
 
@@ -73,9 +73,9 @@ def test_write_visible_next_cycle_and_other_bank_undisturbed():
             {"a_in": 1, "a_bank_in": 0, "w_in": idle_w},       # multiplies new w0 = 3
             {"a_in": 1, "a_bank_in": 0} | weight(0, 1, -5),    # bank 0 unaffected: 3
             {"a_in": 1, "a_bank_in": 1, "w_in": idle_w},       # bank 1 now -5
-            {"a_in": 0}, {"a_in": 0}, {"a_in": 0}]
+            {"a_in": 0}, {"a_in": 0}, {"a_in": 0}, {"a_in": 0}]
     seen = run_pe(pe, stim)
-    assert [seen[t + 2]["psum_out"] for t in range(2, 6)] == [2, 3, 3, -5]
+    assert [seen[t + 3]["psum_out"] for t in range(2, 6)] == [2, 3, 3, -5]
 
 
 @pytest.mark.parametrize("row, rows, message", [
