@@ -47,25 +47,28 @@ def top_verilog(cfg):
     (AXI4-Lite subordinate), ``irq``.
 
     Conversion of the 16 x 16 design takes Yosys tens of seconds, so the text is cached
-    under ``build/verilog/`` keyed by the preset and a hash of every ``hw/`` source file
-    and the Amaranth version: any change to the RTL regenerates it.
+    under ``build/verilog/`` keyed by the preset, a hash of every ``hw/`` source file and
+    the Amaranth version: any change to the RTL regenerates it. The key is the sources
+    as this process imported them; if the files have changed since, this process's
+    design is stale: it is converted as loaded and not cached.
     """
     import amaranth
+    import hw
     from hw.top import Serrano
     h = hashlib.sha256(amaranth.__version__.encode())
     h.update(repr(cfg).encode())
-    for src in sorted(_HW_DIR.glob("*.py")):
-        h.update(src.name.encode())
-        h.update(src.read_bytes())
+    h.update(hw.SOURCE_HASH_AT_IMPORT.encode())
     cache = _cache_dir() / f"{TOP}-{cfg.name}-{h.hexdigest()[:16]}.v"
-    if cache.exists():
+    current = hw.source_hash() == hw.SOURCE_HASH_AT_IMPORT
+    if current and cache.exists():
         return cache.read_text()
     dut = Serrano(cfg)
     text = verilog.convert(dut, name=TOP, emit_src=False, ports=signal_ports(dut))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(cache)
+    if current:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(cache)
     return text
 
 
