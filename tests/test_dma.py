@@ -6,10 +6,11 @@ under cocotb with cocotbext-axi's AxiRam on Verilator and Icarus.
 (The linter comment above stops Amaranth warning about components this file builds only
 to see their constructor refuse an argument.)
 
-The memory models here check every cycle that what the engine drives obeys the handshake
-rules (a VALID once raised stays until READY, with its payload unchanged), that each burst
-is INCR of the bus size, at most 256 beats, inside one 4 KiB page and inside the window;
-the data and the bursts are compared with ``sw.dma_model``.
+The memory models here check every cycle, with the monitors of ``sim.props``, that what the
+engine drives obeys the handshake rules (a VALID once raised stays until READY, with its
+payload unchanged), that each burst is INCR of the bus size, at most 256 beats, inside one
+4 KiB page and inside the window; the data and the bursts are compared with
+``sw.dma_model``.
 """
 
 import dataclasses
@@ -21,12 +22,13 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.axi import BURST_INCR, RESP_OKAY, RESP_SLVERR, RESP_DECERR
+from hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
 from hw.config import get_preset
 from hw.dma import DMAError, dma_command, BurstSplitter
 from hw.dma_read import DMARead
 from hw.dma_write import DMAWrite
 from sim import runner
+from sim.props import HandshakeChecker, check_burst
 from sim.tb_tops import DMA_TOP, dma_top_verilog
 from sw import dma_model
 from sw.dma_model import Command
@@ -194,22 +196,6 @@ def test_ports():
 # ---------------------------------------------------------------------------------------
 # Cycle-level AXI memory models for Amaranth's simulator.
 
-class HeldChecker:
-    """Checks a VALID/READY channel driven by the DUT: once VALID is high without READY,
-    the next cycle must show VALID high and the same payload."""
-
-    def __init__(self, name):
-        self.name = name
-        self.pending = None
-
-    def step(self, t, valid, ready, payload):
-        if self.pending is not None:
-            assert valid, f"{self.name}: VALID withdrawn at cycle {t} before READY"
-            assert payload == self.pending, \
-                f"{self.name}: payload changed at cycle {t} while waiting for READY"
-        self.pending = payload if valid and not ready else None
-
-
 @dataclasses.dataclass
 class Knobs:
     """Randomness of the environment: probabilities that a ready/valid is offered in a
@@ -223,18 +209,6 @@ class Knobs:
 
 
 FULL_SPEED = Knobs(1.0, 1.0, 1.0, 1.0, 1.0, (30, 30))
-
-
-def check_burst(name, cfg, addr, length, size, burst, base, limit):
-    beats = length + 1
-    assert burst == BURST_INCR, f"{name} burst type {burst}"
-    assert 1 << size == cfg.bus_bytes, f"{name} size {size}"
-    assert addr % cfg.bus_bytes == 0, f"{name} unaligned {addr:#x}"
-    assert beats <= 256
-    assert addr // PAGE == (addr + beats * cfg.bus_bytes - 1) // PAGE, \
-        f"{name} {addr:#x}+{beats} crosses a 4 KiB boundary"
-    assert base <= addr and addr + beats * cfg.bus_bytes <= limit, \
-        f"{name} {addr:#x}+{beats} leaves the window [{base:#x}, {limit:#x})"
 
 
 class ReadRun:
@@ -280,8 +254,8 @@ class ReadRun:
         ctx.set(dut.limit, self.limit)
         pending = deque()          # bursts accepted on AR: [addr, beats, due, next_beat]
         r_cur = None               # (word, resp, last) being presented on R
-        ar_seen = HeldChecker("AR")
-        data_seen = HeldChecker("data")
+        ar_seen = HandshakeChecker("AR", ("araddr", "arlen", "arsize", "arburst", "arid"))
+        data_seen = HandshakeChecker("data")
         ar_first = None
         ar_count = 0
         t = 0
@@ -351,7 +325,8 @@ class ReadRun:
                     presenting = None
                 if arvalid and arready:
                     addr, length, size, burst, _ = ar_payload
-                    check_burst("AR", cfg, addr, length, size, burst, self.base, self.limit)
+                    check_burst("AR", cfg.bus_bytes, addr, length, size, burst,
+                                base=self.base, limit=self.limit, cycle=t)
                     self.ar.append((addr, length + 1, t, ar_first, phase))
                     lat = int(rng.integers(k.latency[0], k.latency[1] + 1))
                     pending.append([addr, length + 1, t + lat, 0, ar_count])
@@ -649,7 +624,8 @@ class WriteRun:
         self._aw_done = self._w_done = 0
         b_queue = deque()
         b_cur = None
-        aw_seen, w_seen = HeldChecker("AW"), HeldChecker("W")
+        aw_seen = HandshakeChecker("AW", ("awaddr", "awlen", "awsize", "awburst", "awid"))
+        w_seen = HandshakeChecker("W", ("wdata", "wstrb", "wlast"))
         aw_first = None
         t = 0
         stream = deque()
@@ -709,7 +685,8 @@ class WriteRun:
                     presenting = None
                 if awvalid and awready:
                     addr, length, size, burst, _ = aw_payload
-                    check_burst("AW", cfg, addr, length, size, burst, self.base, self.limit)
+                    check_burst("AW", cfg.bus_bytes, addr, length, size, burst,
+                                base=self.base, limit=self.limit, cycle=t)
                     self.aw.append((addr, length + 1, t, aw_first, phase))
                     aw_first = None
                 if wvalid and wready:
@@ -970,7 +947,7 @@ def test_cocotb_read(simulator, preset):
     ars = [tuple(b) for b in result["ar"]]
     assert [(a, n) for a, n, *_ in ars] == expected_bursts(cmds, cfg.bus_bytes)
     for a, n, size, burst in ars:
-        check_burst("AR", cfg, a, n - 1, size, burst, 0, COCOTB_MEM)
+        check_burst("AR", cfg.bus_bytes, a, n - 1, size, burst, base=0, limit=COCOTB_MEM)
     assert max(n for _, n, *_ in ars) == min(256, PAGE // cfg.bus_bytes)
     assert result["bytes_read"] == len(got) * cfg.bus_bytes
     # The random pauses really stalled the transfer (one beat per cycle would be ~len).
@@ -1002,7 +979,7 @@ def test_cocotb_write(simulator, preset):
     aws = [tuple(b) for b in result["aw"]]
     assert [(a, n) for a, n, *_ in aws] == expected_bursts(cmds, cfg.bus_bytes)
     for a, n, size, burst in aws:
-        check_burst("AW", cfg, a, n - 1, size, burst, 0, COCOTB_MEM)
+        check_burst("AW", cfg.bus_bytes, a, n - 1, size, burst, base=0, limit=COCOTB_MEM)
     assert result["bytes_written"] == len(payload)
     assert result["w_beats"] == len(payload) // cfg.bus_bytes
     assert result["cycles"] > 1.2 * result["w_beats"], result["cycles"]
