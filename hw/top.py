@@ -214,7 +214,14 @@ class Serrano(wiring.Component):
     ``status.done`` (or ``status.error`` with a code) and ``irq_status``; ``irq`` is
     ``irq_status & irq_enable``. ``ctrl.soft_reset`` stops issuing, waits for every AXI
     burst in flight to complete (no write is issued after the request), then resets
-    everything but the registers and returns to idle. Register map: :mod:`hw.regs`.
+    everything but the registers and returns to idle; ``status.busy`` stays set until
+    the core's reset has taken effect. Register map: :mod:`hw.regs`.
+
+    Reset: ``rst`` is synchronous and active high; it resets the registers at once and
+    the core one cycle later, through the flip-flop ``core_rst`` that is the core's only
+    reset (a short, registered reset net; the datapath registers have none). While
+    ``core_rst`` is high the memory port's ``arvalid``, ``rready``, ``awvalid``,
+    ``wvalid`` and ``bready`` are held low, so a single-cycle ``rst`` is enough.
 
     Ports
     -----
@@ -245,7 +252,19 @@ class Serrano(wiring.Component):
         m.d.comb += [cd_core.clk.eq(ClockSignal("sync")), cd_core.rst.eq(core_reset)]
         core = Core(cfg)
         m.submodules.core = DomainRenamer("core")(core)
-        connect(m, core.bus, flipped(self.m_axi))
+        # The memory port. The core's reset lags `rst` by one cycle; in that cycle its
+        # registers still hold their old state, so its handshake outputs are masked
+        # while `core_rst` is high: a memory that left reset with `rst` sees no request
+        # and gives no beat away.
+        handshakes = ("arvalid", "rready", "awvalid", "wvalid", "bready")
+        for name, member in self.m_axi.signature.members.items():
+            if member.flow == Out:
+                value = getattr(core.bus, name)
+                if name in handshakes:
+                    value = value & ~core_reset
+                m.d.comb += getattr(self.m_axi, name).eq(value)
+            else:
+                m.d.comb += getattr(core.bus, name).eq(getattr(self.m_axi, name))
 
         # Soft reset: stop issuing, wait for the bus to drain, then reset the core.
         resetting = Signal()
@@ -275,7 +294,7 @@ class Serrano(wiring.Component):
             csr.act_rows.eq(cfg.act_buf_rows),
             csr.acc_rows.eq(2 * cfg.acc_buf_rows),
             csr.param_slots.eq(cfg.param_tiles),
-            csr.status.eq((core.running | resetting) * regs.STATUS_BUSY
+            csr.status.eq((core.running | resetting | core_reset) * regs.STATUS_BUSY
                           | done * regs.STATUS_DONE
                           | failed * regs.STATUS_ERROR
                           | Mux(failed, core.error, 0) << regs.STATUS_CODE_SHIFT),

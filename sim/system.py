@@ -7,10 +7,16 @@ through cocotbext-axi's ``AxiLiteMaster`` (idle between accesses), waits for the
 interrupt with a watchdog timer, and moves the memory image in and out in bulk
 (``$readmemh`` / ``$writememh``). This is what ``serrano gemm`` and the driver use; the
 protocol tests use cocotbext-axi's ``AxiRam`` instead (:mod:`sim.accel`).
+
+For the regression campaign (:mod:`sw.regress`) a run can also be reset part-way (soft,
+through ``ctrl``, or hard, through the ``rst`` pin, which resets the memory model's
+queues but not its contents) and then run in full, and can be soft-reset after it ends;
+the memory's SLVERR window and its DECERR beyond ``memory_bytes`` inject bus errors.
 """
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,8 @@ from .accel import RtlResult
 from .hdl import axi_mem_verilog, read_hex, write_hex
 from .verilog import TOP, top_verilog
 
-__all__ = ["SYSTEM_TOP", "system_verilog", "memory_words", "run_system"]
+__all__ = ["SYSTEM_TOP", "RESET_KINDS", "SystemResult", "system_verilog", "memory_words",
+           "run_system"]
 
 SYSTEM_TOP = "serrano_system"
 # The memory size is a build parameter: a few size classes keep the builds few.
@@ -90,16 +97,59 @@ def system_verilog(cfg, words):
     return top_verilog(cfg) + "\n" + axi_mem_verilog() + "\n" + wrapper + "\n"
 
 
+@dataclass
+class SystemResult(RtlResult):
+    """:class:`sim.accel.RtlResult` plus what the reset options of :func:`run_system` saw.
+
+    ``reset_status`` (inherited) is the status register read right after the mid-run
+    reset (``None`` without one); ``reset_mid_run`` whether the program was still running
+    when the reset came (``irq`` low); ``end_reset_status`` the status read after the soft
+    reset that ``soft_reset_at_end`` issues once the run has ended: the first read that
+    is not busy, which must already be idle, and ``end_reset_settled`` the read after it
+    (both ``None`` without it).
+    """
+    reset_mid_run: bool = None
+    end_reset_status: int = None
+    end_reset_settled: int = None
+
+
+RESET_KINDS = ("soft", "hard")
+
+
 def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
                mem_latency=30, write_latency=10, err_window=(0, 0), timeout_cycles=None,
-               memory_bytes=None):
-    """Run a program on ``serrano_system``; same result shape as :func:`sim.accel.run_rtl`.
+               memory_bytes=None, reset_after=None, reset_kind="soft",
+               hard_reset_cycles=4, soft_reset_at_end=False):
+    """Run a program on ``serrano_system``; same result shape as :func:`sim.accel.run_rtl`
+    (a :class:`SystemResult`).
 
     ``mem_latency`` is the memory's read latency in cycles (AR accepted to first beat);
-    ``err_window`` = ``(lo, hi)`` makes bursts starting in ``[lo, hi)`` answer SLVERR;
-    bytes beyond ``memory_bytes`` (default: the image, rounded up) answer DECERR.
+    ``err_window`` = ``(lo, hi)`` makes bursts starting in ``[lo, hi)`` answer SLVERR
+    (reads and writes; a write burst in it changes nothing); bytes beyond
+    ``memory_bytes`` (default: the image, rounded up to a size class) answer DECERR.
+
+    ``reset_after`` starts the program, waits that many cycles, then resets the
+    accelerator, ``reset_kind`` ``"soft"`` (``ctrl.soft_reset``, then status polled until
+    not busy) or ``"hard"`` (the ``rst`` pin high for ``hard_reset_cycles`` cycles: the
+    accelerator, its registers included, and the memory model's queues, not its
+    contents; the accelerator's core is reset through a register, one cycle behind
+    ``rst``, so a 1-cycle pulse lets it drive its old AXI requests for one more cycle);
+    records the status read right after (``reset_status``), programs the
+    registers again and runs the whole program from the start. ``soft_reset_at_end``
+    soft-resets the accelerator after the run has ended (done, error or watchdog) and
+    records the status then (``end_reset_status``, ``end_reset_settled``).
     """
     image = np.asarray(image, dtype=np.uint8)
+    if reset_kind not in RESET_KINDS:
+        raise ValueError(f"reset_kind must be one of {RESET_KINDS}, not {reset_kind!r}")
+    if reset_after is not None and (not isinstance(reset_after, (int, np.integer))
+                                    or isinstance(reset_after, bool) or reset_after <= 0):
+        raise ValueError(f"reset_after must be None or a positive integer, "
+                         f"not {reset_after!r}")
+    if (not isinstance(hard_reset_cycles, int) or isinstance(hard_reset_cycles, bool)
+            or hard_reset_cycles <= 0):
+        raise ValueError(f"hard_reset_cycles must be a positive integer, "
+                         f"not {hard_reset_cycles!r}")
     words = memory_words(cfg, memory_bytes or len(image))
     if limit is None:
         limit = len(image)
@@ -118,6 +168,11 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
             "mem_latency": mem_latency, "write_latency": write_latency,
             "err_lo": err_window[0], "err_hi": err_window[1],
             "timeout_cycles": timeout_cycles,
+            "reset_after": None if reset_after is None else int(reset_after),
+            "reset_kind": reset_kind, "hard_reset_cycles": hard_reset_cycles,
+            "soft_reset_at_end": bool(soft_reset_at_end),
+            "ctrl_start": regs.CTRL_START, "ctrl_soft_reset": regs.CTRL_SOFT_RESET,
+            "status_busy": regs.STATUS_BUSY,
         }
         t0 = time.perf_counter()
         result, _ = runner.run(built, "sim.tb.system_tb", "run_program", case,
@@ -126,6 +181,9 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
                                          f"+mem_dump_words={-(-len(image) // cfg.bus_bytes)}"])
         wall = time.perf_counter() - t0
         final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes), np.uint8).copy()
-    return RtlResult(
+    return SystemResult(
         image=final, status=result["status"], counters=result["counters"], wall_s=wall,
-        timed_out=result["timed_out"], irq_cleared=True, magic=result["magic"])
+        timed_out=result["timed_out"], irq_cleared=True, magic=result["magic"],
+        reset_status=result["reset_status"], reset_mid_run=result["reset_mid_run"],
+        end_reset_status=result["end_reset_status"],
+        end_reset_settled=result["end_reset_settled"])

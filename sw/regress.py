@@ -1,15 +1,40 @@
 """``serrano regress``: a constrained-random campaign, RTL against the golden ISA model.
 
 Each seed draws, reproducibly: a preset (``tiny`` or ``fpga``; ``default`` on Verilator
-only), a GEMM shape (sizes that are not multiples of the array, ``K = 1``, long ``K``),
-requantization parameters with corners (zero multiplier, largest shift, saturation both
-ways, ReLU), an M-block size, a base address near a 4 KiB boundary, the memory timing
-(``AxiRam`` with random pauses on all five channels, or the Verilog memory with a read
-latency from 1 to 100 cycles; ``default`` always the latter) and, for about one seed in four, a fault (an undefined
-opcode, a buffer out of range, a zero count, a DMA outside the window, a misaligned DMA,
-an SLVERR from memory, a program without ``END``). The RTL must match the golden model
-byte for byte over the whole memory image, or stop with the golden model's error code,
-memory outside the outputs unchanged, and never hang.
+only), a GEMM shape (sizes that are not multiples of the array, ``K = 1``, long ``K``,
+more output tiles than parameter slots), requantization parameters with corners (zero
+multiplier, largest shift, saturation both ways, ReLU), an M-block size, a base address
+near a 4 KiB boundary, the memory timing (``AxiRam`` with random pauses on all five
+channels, or the Verilog memory with a read latency from 1 to 100 cycles and a write
+response latency from 1 to 40; ``default`` always the latter), output bytes that start
+as random noise (so an unwritten byte shows), and what happens to the run
+(:data:`KINDS`, dealt from a shuffled deck of :data:`DECK_SIZE` seeds so that every kind
+comes up several times in any 200 seeds):
+
+* nothing: the final memory must equal the golden model's byte for byte;
+* a reset at a random cycle within the run (``reset_soft`` through ``ctrl``,
+  ``reset_hard`` through the ``rst`` pin, which resets the memory model's queues too),
+  then the whole program: the memory must still equal the golden model's, the status
+  read right after the reset must be idle without error, and the run must have been
+  under way when the reset came (the reset cycle is drawn below a lower bound of the
+  run's length: the golden model's read beats plus one memory latency);
+* a program fault (an undefined opcode, a buffer out of range, a zero count, a DMA
+  outside the window, a misaligned DMA, a program without ``END``): the golden model's
+  error code;
+* a bus fault: ``read_error`` answers SLVERR to one burst of the activations, weights,
+  parameters or program, ``write_error`` to one burst of the outputs, ``decerr`` moves
+  one instruction's DMA beyond the end of memory, which answers DECERR (a read, or a
+  write for a ``STORE``). The burst is one that surely starts at its address whatever the
+  DMA engines' splitting: the first burst of an instruction's transfer, or one starting
+  on a 4 KiB boundary inside a region (no AXI burst crosses one); for an error on the
+  program's fetch, the program is placed so that such a boundary falls at a random
+  instruction. Three times in four the burst is not the region's first (mid-run).
+
+After any error the status must be exactly the error code, memory outside the outputs
+unchanged, every output byte either untouched or the golden value (no garbage from
+errored reads), and the erroring write burst's first beat untouched. Runs on the Verilog
+memory also soft-reset the accelerator after the end: the first status read that is not
+busy must already be idle, without done or error. Nothing may hang.
 
 It ends with ``N passed, N failed`` and a coverage table; each failure prints the
 one-line command that replays it.
@@ -22,39 +47,70 @@ from collections import Counter
 
 import numpy as np
 
-from hw import isa
+from hw import isa, regs
 from hw.config import get_preset
 from . import compiler, golden, isa_model, requant
 
-__all__ = ["run_case", "run_campaign", "BINS"]
+__all__ = ["KINDS", "PROGRAM_FAULTS", "BUS_FAULTS", "FAULTS", "RESETS", "DECK_SIZE", "BINS",
+           "burst_starts", "changed_outside", "bad_outputs", "written_in", "run_case",
+           "run_campaign"]
 
-FAULTS = ("bad_opcode", "bad_buffer", "bad_count", "window", "align", "slverr", "no_end")
+PROGRAM_FAULTS = ("bad_opcode", "bad_buffer", "bad_count", "window", "align", "no_end")
+BUS_FAULTS = ("read_error", "write_error", "decerr")
+FAULTS = PROGRAM_FAULTS + BUS_FAULTS
+RESETS = ("reset_soft", "reset_hard")
+#: What a seed does to its run (``None``: a clean run).
+KINDS = (None,) + RESETS + FAULTS
+# One deck of DECK_SIZE seeds, shuffled per deck: exact shares, random order.
+_DECK = ([None] * 17 + ["reset_soft"] * 4 + ["reset_hard"] * 4 + list(PROGRAM_FAULTS) * 2
+         + ["read_error"] * 7 + ["write_error"] * 3 + ["decerr"] * 3)
+DECK_SIZE = len(_DECK)
+READ_REGIONS = ("act", "weight", "param", "prog")
 
 BINS = (
     [f"op:{op.name}" for op in (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
-                                isa.Op.STORE, isa.Op.END)]
+                                isa.Op.STORE, isa.Op.FENCE, isa.Op.END)]
+    + ["acc:overwrite", "acc:accumulate"]
     + [f"error:{e.name}" for e in (isa.Error.BAD_OPCODE, isa.Error.BAD_BUFFER,
                                    isa.Error.BAD_COUNT, isa.Error.DMA_WINDOW,
                                    isa.Error.DMA_ALIGN, isa.Error.AXI_SLVERR,
-                                   isa.Error.NO_END)]
+                                   isa.Error.AXI_DECERR, isa.Error.NO_END)]
+    + ["error:write:AXI_SLVERR", "error:write:AXI_DECERR"]
+    + [f"fault:read_error:{r}" for r in READ_REGIONS]
+    + ["fault:read_error_mid", "fault:write_error", "fault:write_error_mid",
+       "fault:decerr_read", "fault:decerr_write"]
+    + ["reset:soft_mid_run", "reset:hard_mid_run", "reset:soft_after_end",
+       "reset:soft_after_error"]
     + ["stall:weight", "stall:act", "stall:insn", "burst_crosses_4k", "k_equals_1",
        "several_m_blocks", "saturate_high", "saturate_low", "zero_multiplier", "shift_63",
        "relu", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks"]
 )
 
 
+def _kind(seed):
+    """The kind of run of ``seed``: its card in the shuffled deck it falls in."""
+    deck = np.random.default_rng([seed // DECK_SIZE, 0x5EED]).permutation(DECK_SIZE)
+    return _DECK[int(deck[seed % DECK_SIZE])]
+
+
 def _case(seed, sims):
+    """``(rng, sim, cfg, m, k, n, kind)`` of ``seed``; ``rng`` continues the draws."""
     rng = np.random.default_rng(seed)
     sim = sims[int(rng.integers(len(sims)))]
     presets = ["tiny", "tiny", "fpga"] + (["default"] if sim == "verilator" else [])
     cfg = get_preset(presets[int(rng.integers(len(presets)))])
-    m = int(rng.integers(1, 3 * cfg.rows + 1))
-    k = 1 if rng.random() < 0.15 else int(rng.integers(1, 6 * cfg.rows))
     if rng.random() < 0.1:
-        k = int(rng.integers(20, 40)) * cfg.rows + int(rng.integers(cfg.rows))   # long K
-    n = int(rng.integers(1, 5 * cfg.cols))
-    fault = FAULTS[int(rng.integers(len(FAULTS)))] if rng.random() < 0.25 else None
-    return rng, sim, cfg, m, k, n, fault
+        # More output tiles than parameter slots (N-chunks), kept cheap: small M and K.
+        m = int(rng.integers(1, cfg.rows + 1))
+        k = int(rng.integers(1, 2 * cfg.rows + 1))
+        n = cfg.param_tiles * cfg.cols + int(rng.integers(1, 2 * cfg.cols + 1))
+    else:
+        m = int(rng.integers(1, 3 * cfg.rows + 1))
+        k = 1 if rng.random() < 0.15 else int(rng.integers(1, 6 * cfg.rows))
+        if rng.random() < 0.1:
+            k = int(rng.integers(20, 40)) * cfg.rows + int(rng.integers(cfg.rows))  # long K
+        n = int(rng.integers(1, 5 * cfg.cols))
+    return rng, sim, cfg, m, k, n, _kind(seed)
 
 
 def _operands(rng, cfg, m, k, n):
@@ -75,14 +131,80 @@ def _operands(rng, cfg, m, k, n):
     return a, w, bias, mult, shift, bool(rng.random() < 0.3)
 
 
-def _inject(rng, fault, cfg, layout):
-    """Edit the program of ``layout`` for ``fault``; return (image, prog_len, run kwargs)."""
-    image = layout.image.copy()
+# --------------------------------------------------------------------------------------
+# Where bursts surely start
+
+
+def _decode(image, prog_addr, n_insns):
+    return [isa.decode_op(image[prog_addr + i * isa.INSN_BYTES:
+                                prog_addr + (i + 1) * isa.INSN_BYTES])
+            for i in range(n_insns)]
+
+
+def _regions(cfg, layout):
+    """``{region: (first, end)}``: the bytes of each operand, every one of them accessed
+    by the compiled program (the padding between them is not)."""
+    kt = -(-layout.K // cfg.rows)
+    nt = -(-layout.N // cfg.cols)
+    return {
+        "act": (layout.a_addr, layout.a_addr + layout.M * kt * cfg.rows),
+        "weight": (layout.w_addr, layout.w_addr + kt * nt * cfg.rows * cfg.cols),
+        "param": (layout.p_addr, layout.p_addr + nt * isa.PARAM_BEATS * cfg.bus_bytes),
+        "prog": (layout.prog_addr, layout.prog_addr + layout.prog_len * isa.INSN_BYTES),
+        "out": (layout.y_addr, layout.y_addr + layout.y_bytes),
+    }
+
+
+def burst_starts(cfg, layout):
+    """``{region: sorted addresses}`` at which some AXI burst of the compiled program
+    starts, whatever the engines' burst splitting: each instruction's first DMA address
+    (each row's, for a ``LOAD_ACT``, since bursts never span rows), the program's
+    address, and every 4 KiB boundary strictly inside a region (all of a region's bytes
+    are accessed and no burst crosses a 4 KiB boundary)."""
+    regions = _regions(cfg, layout)
+    starts = {name: set() for name in regions}
+    starts["prog"].add(layout.prog_addr)
+    field = {isa.Op.LOAD_ACT: ("act", "dram_addr"), isa.Op.LOAD_PARAM: ("param", "dram_addr"),
+             isa.Op.MATMUL: ("weight", "weight_addr"), isa.Op.STORE: ("out", "dram_addr")}
+    for op, _hdr, body in _decode(layout.image, layout.prog_addr, layout.prog_len):
+        if op in field:
+            region, name = field[op]
+            rows = body["rows"] if op == isa.Op.LOAD_ACT else 1
+            stride = body["dram_stride"] if op == isa.Op.LOAD_ACT else 0
+            starts[region].update(body[name] + r * stride for r in range(rows))
+    for name, (first, end) in regions.items():
+        starts[name].update(range((first // 4096 + 1) * 4096, end, 4096))
+        assert all(first <= a < end for a in starts[name]), name
+    return {name: sorted(s) for name, s in starts.items()}
+
+
+# --------------------------------------------------------------------------------------
+# What each kind of run does
+
+
+class _Plan:
+    """How one seed runs: the image and program length handed to the RTL, the run's
+    keyword arguments, the expected error, the golden result to compare with (or whose
+    ops count for coverage), bytes that must stay untouched, a description, bins."""
+
+    def __init__(self, image, n_insns, gold):
+        self.image = image
+        self.n_insns = n_insns
+        self.kw = {}
+        self.system = False              # needs the Verilog memory
+        self.expect = gold.error
+        self.gold = gold                 # compared with when expect is NONE; else ops
+        self.ops_ran = True              # gold.ops are what the RTL executed
+        self.untouched = None            # (first, end) that must keep the image's bytes
+        self.note = ""
+        self.bins = set()
+
+
+def _program_fault(rng, fault, cfg, layout, image, clean):
+    image = image.copy()
     n = layout.prog_len
-    base = layout.prog_addr
     kw = {}
-    pick = int(rng.integers(n - 1))             # an instruction before END
-    at = base + pick * isa.INSN_BYTES
+    at = layout.prog_addr + int(rng.integers(n - 1)) * isa.INSN_BYTES   # before END
     if fault == "bad_opcode":
         image[at] = (image[at] & 0xF0) | int(rng.choice([0, 7, 9, 15]))
     elif fault == "no_end":
@@ -101,57 +223,219 @@ def _inject(rng, fault, cfg, layout):
         image[at:at + isa.INSN_BYTES] = prog.to_array()
     elif fault == "window":
         kw["limit"] = layout.w_addr + int(rng.integers(1, 4)) * cfg.bus_bytes
-    elif fault == "slverr":
-        kw["err_window"] = (layout.w_addr, layout.w_addr + cfg.bus_bytes)
-    return image, n, kw
+    gold = isa_model.run_program(cfg, image, layout.prog_addr, n, check_deps=False,
+                                 limit=kw.get("limit"))
+    plan = _Plan(image, n, gold)
+    plan.kw = kw
+    return plan
+
+
+def _bus_fault(rng, fault, region, cfg, layout, image, clean):
+    plan = _Plan(image, layout.prog_len, clean)
+    plan.system = True
+    plan.ops_ran = False
+    bb = cfg.bus_bytes
+    starts = burst_starts(cfg, layout)
+    if fault in ("read_error", "write_error"):
+        region = region if fault == "read_error" else "out"
+        first = _regions(cfg, layout)[region][0]
+        cands = starts[region]
+        if len(cands) > 1 and (region == "prog" or rng.random() < 0.75):
+            cands = cands[1:]                       # mostly mid-run, not the first burst
+        addr = int(cands[int(rng.integers(len(cands)))])
+        plan.kw["err_window"] = (addr, addr + bb)
+        plan.expect = isa.Error.AXI_SLVERR
+        mid = addr > first
+        plan.note = f"{fault} {region} burst at {addr:#x}" + (" (mid)" if mid else "")
+        if fault == "read_error":
+            plan.bins |= {f"fault:read_error:{region}"} | ({"fault:read_error_mid"} if mid
+                                                           else set())
+        else:
+            plan.untouched = (addr, addr + bb)      # the erroring burst's first beat
+            plan.bins |= {"fault:write_error"} | ({"fault:write_error_mid"} if mid
+                                                  else set())
+    else:                                           # decerr: an access beyond memory
+        from sim.system import memory_words
+        end = memory_words(cfg, len(image)) * bb
+        insns = _decode(image, layout.prog_addr, layout.prog_len)
+        addr_field = {isa.Op.LOAD_ACT: "dram_addr", isa.Op.LOAD_PARAM: "dram_addr",
+                      isa.Op.MATMUL: "weight_addr", isa.Op.STORE: "dram_addr"}
+        write = rng.random() < 0.4
+        picks = [i for i, (op, _, _) in enumerate(insns)
+                 if op in addr_field and (op == isa.Op.STORE) == write]
+        i = picks[int(rng.integers(len(picks)))]
+        op, hdr, body = insns[i]
+        name = addr_field[op]
+        if op == isa.Op.STORE:          # its outputs are never written anywhere
+            plan.untouched = (body[name], body[name] + (body["m"] - 1) * body["dram_stride"]
+                              + cfg.cols)
+        body = dict(body, **{name: body[name] + end})
+        flags = {f: hdr[f] for f in ("pop_prev", "pop_next", "push_prev", "push_next")}
+        at = layout.prog_addr + i * isa.INSN_BYTES
+        plan.image = image.copy()
+        plan.image[at:at + isa.INSN_BYTES] = np.frombuffer(isa.encode(op, **flags, **body),
+                                                           np.uint8)
+        plan.kw.update(limit=2 * end, memory_bytes=end)
+        plan.expect = isa.Error.AXI_DECERR
+        plan.note = f"decerr insn {i} {op.name} at {body[name]:#x}"
+        plan.bins.add("fault:decerr_write" if write else "fault:decerr_read")
+    return plan
+
+
+def _reset(rng, kind, cfg, image, layout, clean, latency):
+    plan = _Plan(image, layout.prog_len, clean)
+    plan.system = True
+    # The run cannot end sooner: every read beat takes a cycle, after one latency.
+    # Counting starts a few cycles after the start (the register write's response).
+    bound = clean.dma_read_bytes // cfg.bus_bytes + latency - 4
+    cycle = int(rng.integers(1, max(2, bound + 1)))
+    plan.kw.update(reset_after=cycle, reset_kind=kind.split("_")[1])
+    plan.note = f"{kind} after {cycle} cycles"
+    if kind == "reset_hard":
+        # From 1 cycle: the core's reset is a register one cycle behind `rst`, and the
+        # top masks the core's AXI handshakes in that cycle (hw/top.py).
+        plan.kw["hard_reset_cycles"] = int(rng.integers(1, 7))
+        plan.note += f", rst high {plan.kw['hard_reset_cycles']} cycles"
+    return plan
+
+
+# --------------------------------------------------------------------------------------
+# Checks (each returns the addresses that break it, empty when it holds)
+
+
+def changed_outside(image, final, y_addr, y_bytes):
+    """Addresses outside the outputs ``[y_addr, y_addr + y_bytes)`` where ``final``
+    differs from ``image``."""
+    diff = np.asarray(final) != np.asarray(image)
+    diff[y_addr:y_addr + y_bytes] = False
+    return np.flatnonzero(diff)
+
+
+def bad_outputs(image, final, gold, y_addr, y_bytes):
+    """Output addresses whose byte in ``final`` is neither the one of ``image`` (not
+    written) nor the golden one (``gold``): what a faulted run must never leave."""
+    y = slice(y_addr, y_addr + y_bytes)
+    f, i, g = np.asarray(final)[y], np.asarray(image)[y], np.asarray(gold)[y]
+    return y_addr + np.flatnonzero((f != i) & (f != g))
+
+
+def written_in(image, final, first, end):
+    """Addresses in ``[first, end)`` where ``final`` differs from ``image``."""
+    return first + np.flatnonzero(np.asarray(final)[first:end] != np.asarray(image)[first:end])
+
+
+def _first(addrs):
+    return f"{len(addrs)} bytes, first {int(addrs[0]):#x}"
+
+
+def _check_end_reset(rtl):
+    """The soft reset after the end: idle at once, done and error cleared."""
+    if rtl.end_reset_settled != 0:
+        return f"not idle after a soft reset at the end: status {rtl.end_reset_settled:#x}"
+    if rtl.end_reset_status != 0:
+        return (f"soft reset at the end: the first status read not busy was "
+                f"{rtl.end_reset_status:#x} (done/error not yet cleared), the next 0")
+    return None
+
+
+def _check(plan, kind, layout, clean, rtl):
+    """The first broken expectation, as a message, or None."""
+    image = plan.image                  # what the RTL started from
+    if rtl.timed_out:
+        return "watchdog (the accelerator hung)"
+    if rtl.error != plan.expect:
+        return f"error {rtl.error.name}, expected {plan.expect.name}"
+    if plan.expect == isa.Error.NONE:
+        if rtl.status != regs.STATUS_DONE:
+            return f"status {rtl.status:#x} at the end, expected done ({regs.STATUS_DONE:#x})"
+        if not np.array_equal(rtl.image, plan.gold.mem):
+            diff = np.flatnonzero(rtl.image != plan.gold.mem)
+            return f"memory differs from the golden model at {_first(diff)}"
+        if kind in RESETS:
+            if rtl.reset_status != 0:
+                return f"status {rtl.reset_status:#x} right after the reset, expected idle 0"
+            if not rtl.reset_mid_run:
+                return "the run had already ended when the reset came"
+            if rtl.counters["instructions"] != plan.gold.instructions:
+                return (f"{rtl.counters['instructions']} instructions counted after the "
+                        f"reset, expected {plan.gold.instructions} (a whole run)")
+    else:
+        want = regs.STATUS_ERROR | (int(plan.expect) << regs.STATUS_CODE_SHIFT)
+        if rtl.status != want:
+            return f"status {rtl.status:#x} after the error, expected {want:#x}"
+        bad = changed_outside(image, rtl.image, layout.y_addr, layout.y_bytes)
+        if len(bad):
+            return f"memory outside the outputs changed after a fault: {_first(bad)}"
+        bad = bad_outputs(image, rtl.image, clean.mem, layout.y_addr, layout.y_bytes)
+        if len(bad):
+            return f"outputs neither untouched nor golden after a fault: {_first(bad)}"
+        if plan.untouched:
+            bad = written_in(image, rtl.image, *plan.untouched)
+            if len(bad):
+                return f"bytes of the failed write were written: {_first(bad)}"
+    if getattr(rtl, "end_reset_status", None) is not None:
+        return _check_end_reset(rtl)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# One seed
+
+
+def _compile(cfg, a, w, bias, mult, shift, relu, base, block):
+    return compiler.compile_gemm(cfg, a, w, bias, mult, shift, relu=relu, base=base,
+                                 block=block)
 
 
 def run_case(seed, sims=("verilator", "icarus")):
     """Run seed ``seed``; return ``(ok, message, bins hit)``."""
-    rng, sim, cfg, m, k, n, fault = _case(seed, sims)
+    rng, sim, cfg, m, k, n, kind = _case(seed, sims)
     a, w, bias, mult, shift, relu = _operands(rng, cfg, m, k, n)
     base = 4096 - int(rng.integers(0, 8)) * 64
     block = int(rng.integers(1, m + 1)) if rng.random() < 0.3 else None
-    layout = compiler.compile_gemm(cfg, a, w, bias, mult, shift, relu=relu, base=base,
-                                   block=block)
-    image, n_insns, kw = _inject(rng, fault, cfg, layout) if fault else \
-        (layout.image, layout.prog_len, {})
+    latency = int(rng.integers(1, 101))
+    write_latency = int(rng.integers(1, 41))
+    pause = float(rng.choice([0.0, 0.2, 0.5]))
     coin = rng.random()
+    region = READ_REGIONS[int(rng.integers(len(READ_REGIONS)))]
+    layout = _compile(cfg, a, w, bias, mult, shift, relu, base, block)
+    if kind == "read_error" and region == "prog" and layout.prog_len >= 3:
+        # Put a 4 KiB boundary at a random instruction: a fetch burst starts there.
+        base = 4096 - 64 * int(rng.integers(1, min(63, (layout.prog_len - 1) // 2) + 1))
+        layout = _compile(cfg, a, w, bias, mult, shift, relu, base, block)
+    image = layout.image.copy()
+    image[layout.y_addr:layout.y_addr + layout.y_bytes] = rng.integers(
+        0, 256, layout.y_bytes, dtype=np.uint8)          # an unwritten output byte shows
+    clean = isa_model.run_program(cfg, image, layout.prog_addr, layout.prog_len,
+                                  check_deps=False)
+    if kind in PROGRAM_FAULTS:
+        plan = _program_fault(rng, kind, cfg, layout, image, clean)
+    elif kind in BUS_FAULTS:
+        plan = _bus_fault(rng, kind, region, cfg, layout, image, clean)
+    elif kind in RESETS:
+        plan = _reset(rng, kind, cfg, image, layout, clean, latency)
+    else:
+        plan = _Plan(image, layout.prog_len, clean)
     # The 16 x 16 design always gets the Verilog memory: AxiRam serves memory from Python
     # every clock, too slow for it.
-    if fault == "slverr" or cfg.name == "default" or (fault is None and coin < 0.5):
+    if plan.system or cfg.name == "default" or (kind is None and coin < 0.5):
         from sim.system import run_system
-        latency = int(rng.integers(1, 101))
-        rtl = run_system(cfg, image, layout.prog_addr, n_insns, sim, mem_latency=latency,
-                         **kw)
-        mem = f"latency {latency}"
+        rtl = run_system(cfg, plan.image, layout.prog_addr, plan.n_insns, sim,
+                         mem_latency=latency, write_latency=write_latency,
+                         soft_reset_at_end=True, **plan.kw)
+        mem = f"latency {latency} write latency {write_latency}"
     else:
         from sim.accel import run_rtl
-        pause = float(rng.choice([0.0, 0.2, 0.5]))
-        rtl = run_rtl(cfg, image, layout.prog_addr, n_insns, sim, pause=pause, seed=seed,
-                      **kw)
+        rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
+                      seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"
-    gold = isa_model.run_program(cfg, image, layout.prog_addr, n_insns, check_deps=False,
-                                 limit=kw.get("limit"))
-    expect_error = isa.Error.AXI_SLVERR if fault == "slverr" else gold.error
-    what = (f"{sim} {cfg.name} {m}x{k}x{n} {mem}" + (f" fault {fault}" if fault else ""))
-    if rtl.timed_out:
-        return False, f"{what}: watchdog (the accelerator hung)", set()
-    if rtl.error != expect_error:
-        return False, f"{what}: error {rtl.error.name}, expected {expect_error.name}", set()
-    if expect_error == isa.Error.NONE:
-        if not np.array_equal(rtl.image, gold.mem):
-            diff = np.flatnonzero(rtl.image != gold.mem)
-            return False, (f"{what}: memory differs from the golden model at "
-                           f"{len(diff)} bytes, first {diff[0]:#x}"), set()
-    else:
-        # Outputs may be partly written before the fault; nothing else may change.
-        outside = np.ones(len(image), bool)
-        outside[layout.y_addr:layout.y_addr + layout.y_bytes] = False
-        if not np.array_equal(rtl.image[outside], image[outside]):
-            return False, f"{what}: memory outside the outputs changed after a fault", set()
+    what = (f"{sim} {cfg.name} {m}x{k}x{n} {mem}"
+            + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else ""))
+    problem = _check(plan, kind, layout, clean, rtl)
+    if problem:
+        return False, f"{what}: {problem}", set()
     blocks = -(-m // (block or compiler.choose_block(cfg, m, k)))
-    bins = _bins(cfg, gold, rtl, layout, k, blocks, mult, shift, relu,
+    bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
                  _saturates(a, w, bias, mult, shift), mem)
     return True, what, bins
 
@@ -165,14 +449,37 @@ def _saturates(a, w, bias, mult, shift):
     return bool((q > 127).any()), bool((q < -128).any())
 
 
-def _bins(cfg, gold, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
-    hit = {f"op:{o['op']}" for o in gold.ops}
+def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
+    """Bins of a passing seed. Ops and accumulate flags count only what the golden model
+    says ran (not for a bus fault, which stops the RTL at a point the model does not
+    know); the shape and data bins only for a run that went to its end."""
+    hit = set(plan.bins)
+    if plan.ops_ran:
+        insns = _decode(plan.image, layout.prog_addr, plan.n_insns)
+        for o in plan.gold.ops:
+            hit.add(f"op:{o['op']}")
+            if o["op"] == "MATMUL":
+                acc = insns[o["index"]][2]["accumulate"]
+                hit.add("acc:accumulate" if acc else "acc:overwrite")
     if rtl.error != isa.Error.NONE:
         hit.add(f"error:{rtl.error.name}")
+        if kind == "write_error" or "fault:decerr_write" in plan.bins:
+            hit.add(f"error:write:{rtl.error.name}")
+    if kind in RESETS and rtl.reset_mid_run:
+        hit.add(f"reset:{kind.split('_')[1]}_mid_run")
+    if getattr(rtl, "end_reset_status", None) is not None:
+        hit.add("reset:soft_after_error" if rtl.error != isa.Error.NONE
+                else "reset:soft_after_end")
     c = rtl.counters
     for cause in ("weight", "act", "insn"):
         if c.get(f"stall_{cause}", 0):
             hit.add(f"stall:{cause}")
+    if mem.startswith("AxiRam") and not mem.endswith(" 0.0"):
+        hit.add("mem:axiram_pauses")
+    if mem.startswith("latency") and int(mem.split()[1]) > 60:       # the read latency
+        hit.add("mem:latency_gt_60")
+    if rtl.error != isa.Error.NONE:
+        return hit
     if k == 1:
         hit.add("k_equals_1")
     if blocks > 1:
@@ -180,11 +487,9 @@ def _bins(cfg, gold, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
     if -(-layout.N // cfg.cols) > cfg.param_tiles:
         hit.add("param_chunks")
     # A burst crosses 4 KiB only if a transfer spans a boundary (split by the engine).
-    for start, size in ((layout.a_addr, layout.M * -(-layout.K // cfg.rows) * cfg.rows),
-                        (layout.w_addr, -(-layout.K // cfg.rows) * -(-layout.N // cfg.cols)
-                         * cfg.rows * cfg.cols), (layout.prog_addr, 64)):
-        if start // 4096 != (start + size - 1) // 4096:
-            hit.add("burst_crosses_4k")
+    regions = _regions(cfg, layout)
+    if any(first // 4096 != (end - 1) // 4096 for first, end in regions.values()):
+        hit.add("burst_crosses_4k")
     if sat[0]:
         hit.add("saturate_high")
     if sat[1]:
@@ -195,11 +500,11 @@ def _bins(cfg, gold, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
         hit.add("shift_63")
     if relu:
         hit.add("relu")
-    if mem.startswith("AxiRam") and not mem.endswith(" 0.0"):
-        hit.add("mem:axiram_pauses")
-    if mem.startswith("latency") and int(mem.split()[1]) > 60:
-        hit.add("mem:latency_gt_60")
     return hit
+
+
+# --------------------------------------------------------------------------------------
+# The campaign
 
 
 def run_campaign(seeds, sims, first_seed=0, out=sys.stdout):
@@ -221,10 +526,12 @@ def run_campaign(seeds, sims, first_seed=0, out=sys.stdout):
             failed += 1
             print(f"seed {seed}: FAIL  {msg}\n  replay: serrano regress --seed {seed} "
                   f"--sim {'both' if len(sims) > 1 else sims[0]}", file=out, flush=True)
-    print("\ncoverage (seeds that hit each bin):", file=out)
+    print("\ncoverage (passing seeds that hit each bin):", file=out)
     for b in BINS:
-        print(f"  {b:24s} {coverage[b]:5d}" + ("   <- never hit" if not coverage[b] else ""),
+        print(f"  {b:26s} {coverage[b]:5d}" + ("   <- never hit" if not coverage[b] else ""),
               file=out)
-    print(f"\ncampaign: {seeds} seeds in {time.perf_counter() - t0:.0f} s", file=out)
+    elapsed = time.perf_counter() - t0
+    print(f"\ncampaign: {seeds} seeds in {elapsed:.0f} s ({elapsed / seeds:.1f} s per seed)",
+          file=out)
     print(f"{passed} passed, {failed} failed", file=out)
     return failed == 0, coverage

@@ -1,18 +1,29 @@
-"""A short slice of the constrained-random campaign (``serrano regress``) for CI: the
-first seeds that draw the ``tiny`` preset with one fault kind among them, on the
-simulators ``SIM`` selects."""
+"""A short slice of the constrained-random campaign (``serrano regress``) for CI: on the
+simulators ``SIM`` selects, the first seed drawing the ``tiny`` preset for each group of
+kinds of run: a clean run, a reset mid-run, a bus fault, a program fault."""
 
 import io
 
+from sw import regress
 from sw.regress import _case, run_campaign
 from tests.conftest import require_simulator, selected_simulators
+
+GROUPS = ((None,), regress.RESETS, regress.BUS_FAULTS, regress.PROGRAM_FAULTS)
+
+
+def slice_seeds(sims):
+    seeds = []
+    for group in GROUPS:
+        seeds.append(next(s for s in range(1000)
+                          if _case(s, sims)[2].name == "tiny" and _case(s, sims)[6] in group))
+    return seeds
 
 
 def test_regress_slice():
     sims = selected_simulators()
     for sim in sims:
         require_simulator(sim)
-    seeds = [s for s in range(200) if _case(s, sims)[2].name == "tiny"][:4]
+    seeds = slice_seeds(sims)
     out = io.StringIO()
     ok = True
     for seed in seeds:

@@ -4,9 +4,8 @@ The harness (:mod:`sim.accel`) hands over a memory image, the program's address 
 length, the DMA window, the register addresses and the pause patterns; this module
 loads the image, programs the registers through ``AxiLiteMaster``, starts the program,
 waits for the interrupt (with a watchdog), reads every counter, and returns the status,
-the counters and the final memory image. A protocol checker watches the AXI4 port every
-cycle: a VALID never drops before its READY, the payload stays stable while waiting,
-and no burst crosses a 4 KiB boundary.
+the counters and the final memory image. A protocol monitor (:class:`ProtocolMonitor`,
+built on :class:`sim.props.AXI4ManagerChecker`) watches the AXI4 port every cycle.
 """
 
 import itertools
@@ -16,46 +15,43 @@ import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
+from sim import props
 from sim.tb.common import load_case, save_result, start
 
-CHANNELS = {
-    "ar": ("arvalid", "arready", ("araddr", "arlen", "arsize", "arburst", "arid")),
-    "aw": ("awvalid", "awready", ("awaddr", "awlen", "awsize", "awburst", "awid")),
-    "w": ("wvalid", "wready", ("wdata", "wstrb", "wlast")),
-}
+class ProtocolMonitor:
+    """Runs :class:`sim.props.AXI4ManagerChecker` on the ``m_axi`` port every cycle
+    (sampled in the read-only phase after each rising edge): handshakes held with a stable
+    payload, legal INCR bursts inside the DMA window and a 4 KiB page, WLAST on beat
+    ``AWLEN + 1``, R and B only for accepted bursts, no write after an error response or
+    a soft reset request. The first violation (or X/Z on a valid payload) is recorded in
+    ``errors`` and ends the monitor."""
 
+    def __init__(self, dut, bus_bytes, base, limit):
+        self.dut = dut
+        self.checker = props.AXI4ManagerChecker(bus_bytes, base=base, limit=limit,
+                                                read_error_latency=1)
+        self.handles = {name: getattr(dut, f"m_axi__{name}") for name in props.AXI4_SIGNALS}
+        self.cycle = 0
+        self.errors = []
 
-async def protocol_checker(dut, errors, bus_bytes):
-    """Every cycle: VALID held until READY with a stable payload; bursts within 4 KiB."""
-    held = {}
-    while True:
-        await RisingEdge(dut.clk)
-        await ReadOnly()
-        for ch, (valid, ready, payload) in CHANNELS.items():
-            v = int(getattr(dut, f"m_axi__{valid}").value)
-            r = int(getattr(dut, f"m_axi__{ready}").value)
-            if not v and ch not in held:
-                continue
-            values = [getattr(dut, f"m_axi__{name}").value for name in payload]
-            if v and not all(x.is_resolvable for x in values):
-                errors.append(f"{ch}: X or Z on the payload while VALID")
-                continue
-            p = tuple(int(x) if x.is_resolvable else None for x in values)
-            if ch in held:
-                if not v:
-                    errors.append(f"{ch}: VALID dropped before READY")
-                elif p != held[ch]:
-                    errors.append(f"{ch}: payload changed while waiting for READY")
-            if v and ch in ("ar", "aw"):
-                addr, length = p[0], p[1] + 1
-                if addr // 4096 != (addr + length * bus_bytes - 1) // 4096:
-                    errors.append(f"{ch}: burst at {addr:#x} of {length} beats crosses 4 KiB")
-            if v and not r:
-                held[ch] = p
-            else:
-                held.pop(ch, None)
-        if len(errors) > 20:
-            return
+    async def run(self):
+        while True:
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            self.cycle += 1
+            raw = {name: handle.value for name, handle in self.handles.items()}
+            for ch, (valid, _ready, payload) in props.AXI4_CHANNELS.items():
+                v = raw[valid]
+                if v.is_resolvable and int(v) and not all(raw[n].is_resolvable
+                                                          for n in payload):
+                    self.errors.append(f"cycle {self.cycle}: X or Z on {ch} while VALID")
+                    return
+            values = {name: int(v) if v.is_resolvable else 0 for name, v in raw.items()}
+            try:
+                self.checker.step(self.cycle, values)
+            except props.PropertyViolation as e:
+                self.errors.append(str(e))
+                return
 
 
 def pauses(seed, density):
@@ -79,8 +75,9 @@ async def run_program(dut):
                                 ram.write_if.b_channel, ram.read_if.ar_channel,
                                 ram.read_if.r_channel)):
             ch.set_pause_generator(pauses(seed * 10 + i, case["pause"]))
-    errors = []
-    cocotb.start_soon(protocol_checker(dut, errors, bus_bytes))
+    monitor = ProtocolMonitor(dut, bus_bytes, case["base"], case["limit"])
+    errors = monitor.errors
+    cocotb.start_soon(monitor.run())
 
     async def write(name, value):
         await host.write_dword(regs[name], value)
@@ -100,10 +97,12 @@ async def run_program(dut):
         await write("ctrl", 1)
         await ClockCycles(dut.clk, case["soft_reset_after"])
         await write("ctrl", 2)
+        monitor.checker.stop(monitor.cycle, "soft reset requested")
         for _ in range(10_000):
             reset_status = await read("status")
             if not reset_status & 1:
                 break
+        monitor.checker.clear(monitor.cycle)
         await write("irq_status", 1)
     await write("ctrl", 1)
     cycles = 0
@@ -122,6 +121,11 @@ async def run_program(dut):
     await write("irq_status", 1)
     await ClockCycles(dut.clk, 4)
     irq_after_clear = int(dut.irq.value)
+    if not timed_out and not errors:
+        try:
+            monitor.checker.finish(monitor.cycle)      # every burst complete
+        except props.PropertyViolation as e:
+            errors.append(str(e))
     save_result({
         "magic": magic, "status": status, "timed_out": timed_out, "counters": counters,
         "image": ram.read(0, len(image)).hex(), "protocol_errors": errors,
