@@ -21,7 +21,7 @@ address that overflows ``addr_width`` bits is beyond every ``limit`` and so ille
 wrapped back to low memory.
 """
 
-from amaranth import Module, Signal, Mux
+from amaranth import Module, Signal, Mux, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -29,7 +29,7 @@ from amaranth.utils import exact_log2
 from .config import Config
 
 __all__ = ["PAGE_BYTES", "MAX_BURST_BEATS", "COUNTER_WIDTH", "DMAError", "dma_command",
-           "burst_layout", "in_window", "resp_error", "check_engine_args", "BurstSplitter"]
+           "burst_layout", "resp_error", "check_engine_args", "BurstSplitter"]
 
 PAGE_BYTES = 4096          # an AXI4 burst must not cross a 4 KiB boundary
 MAX_BURST_BEATS = 256      # AXI4 INCR bursts carry at most 256 beats (AxLEN is 8 bits)
@@ -78,12 +78,6 @@ def burst_layout(cfg):
     return data.StructLayout({"addr": cfg.addr_width, "len": 8})
 
 
-def in_window(first, end, base, limit):
-    """The window rule as a 1-bit value: bytes ``[first, end)`` lie inside
-    ``[base, limit)``. ``end`` is exclusive and may be one bit wider than an address."""
-    return (first >= base) & (end <= limit)
-
-
 def resp_error(resp):
     """The :class:`DMAError` of an erroring 2-bit RRESP/BRESP (SLVERR 0b10, DECERR 0b11)."""
     return Mux(resp[0], DMAError.DECERR, DMAError.SLVERR)
@@ -104,7 +98,7 @@ def check_engine_args(cfg, max_outstanding):
 
 
 class BurstSplitter(wiring.Component):
-    """Cuts each accepted command into legal INCR bursts, one burst per cycle.
+    """Cuts each accepted command into legal INCR bursts, one burst every two cycles.
 
     A command is taken from ``cmd`` when the splitter is idle. It is checked at once: an
     unaligned ``addr`` or ``stride``, or ``rows == 0`` or ``row_beats == 0``, pulses
@@ -114,32 +108,61 @@ class BurstSplitter(wiring.Component):
 
     Every burst is checked against ``[base, limit)`` before it is offered: an illegal one
     is never offered on ``burst``; instead ``error_strobe`` pulses with ``error == WINDOW``
-    and the command is abandoned (``active`` falls). Bursts before it were offered as usual.
+    and the command is abandoned (``active`` falls). Bursts before it were offered as usual
+    (the check of a burst waits until the burst before it has been taken).
 
     ``stop`` abandons the current command at once (no burst is offered while it is high,
     and the splitter returns idle) and keeps ``cmd`` not ready; the engines drive it with
     their error state.
 
+    Pipeline
+    --------
+    Each burst goes through two steps, each holding at most one adder or comparator of
+    the address arithmetic, into an output register:
+
+    * PLAN (the cycle after the command is accepted, or after the previous burst entered
+      the output register): registers the length ``n = min(beats left in the row, 256,
+      beats left in the page)``, the room ``limit - cur`` (signed: negative when ``cur``
+      is above ``limit``, including rows past the top of the address space) and
+      ``base <= cur``.
+    * SUM (the next cycle, or later: it waits while the output register still holds an
+      untaken burst): from those registers the burst is legal iff ``base <= cur`` and
+      ``n * bus_bytes <= limit - cur``. A legal burst is loaded into the output register
+      and ``cur`` advances to ``cur + n * bus_bytes`` or to the next row; an illegal one
+      pulses ``error_strobe`` (WINDOW) in this cycle instead, and the splitter goes idle.
+    * OFFER: ``burst.valid`` is the output register's valid bit gated only by ``~stop``;
+      ``burst.payload`` is the output register. The PLAN of the next burst runs in the
+      first OFFER cycle.
+
     Timing
     ------
-    A command accepted in cycle ``t`` offers its first burst in cycle ``t + 1``; after that
-    one burst per cycle while ``burst.ready`` is high. The cycle after the last burst is
-    taken, ``cmd`` is ready again, so back-to-back commands leave two idle cycles on
-    ``burst``. ``base`` and ``limit`` are sampled every cycle: hold them steady while a
-    command runs. ``burst.valid`` falls without a transfer only when ``stop`` rises.
+    A command accepted in cycle ``t`` offers its first burst in cycle ``t + 3`` (its WINDOW
+    error, if the first burst is illegal, pulses in cycle ``t + 2``). A burst taken in
+    cycle ``u`` (``burst.valid & burst.ready``) is followed by the next burst of the
+    command in cycle ``u + 2`` (or by its WINDOW error in cycle ``u + 1``): with
+    ``burst.ready`` always high, one burst every two cycles. The cycle after the last burst
+    is taken, ``cmd`` is ready again, so back-to-back commands leave three idle cycles on
+    ``burst`` (last burst taken in ``u``, next command accepted in ``u + 1``, its first
+    burst offered in ``u + 4``): with ``burst.ready`` always high and a command always
+    waiting, a command of ``k`` bursts is followed by the next one's accept ``2 * k + 2``
+    cycles after its own. ``base`` and ``limit`` are sampled during PLAN: hold them
+    steady while a command runs. ``burst.valid`` falls without a transfer only when
+    ``stop`` rises.
 
     Ports
     -----
     cmd : In(stream.Signature(dma_command(cfg)))
         The command; ready while idle and ``stop`` is low.
     burst : Out(stream.Signature(burst_layout(cfg)))
-        The next legal burst.
+        The next legal burst; ``valid`` and ``payload`` come from registers (``valid``
+        gated by ``~stop``).
     base, limit : In(cfg.addr_width)
         The window.
     stop : In(1)
         Abandon and refuse commands.
     active : Out(1)
-        A command is being split (bursts remain to be offered).
+        A command is being split (bursts remain to be offered, including one in the output
+        register not yet taken).
     error : Out(DMAError), error_strobe : Out(1)
         ``error_strobe`` is high for one cycle when a command fails ALIGN or WINDOW;
         ``error`` names which in that cycle.
@@ -166,6 +189,7 @@ class BurstSplitter(wiring.Component):
         size = exact_log2(cfg.bus_bytes)
         page_beats = PAGE_BYTES >> size
         cap = min(MAX_BURST_BEATS, page_beats)
+        nbytes_width = (cap << size).bit_length()     # n * bus_bytes <= PAGE_BYTES
 
         # One bit above the address width: a row that overflows the address space
         # compares above every limit instead of wrapping to low memory.
@@ -175,39 +199,77 @@ class BurstSplitter(wiring.Component):
         beats_left = Signal(16)       # beats of the current row not yet in a burst
         rows_left = Signal(16)        # rows not yet finished, the current one included
         row_beats = Signal(16)
-        active = Signal()
+        plan = Signal()               # PLAN step this cycle
+        sums = Signal()               # SUM step pending (runs once the output is free)
 
-        # Length of the next burst: min(beats left in the row, cap, room in the page).
+        # PLAN: the next burst's length, room below limit and lower bound, registered.
+        # room_cap = min(cap, page_room); page_room < cap compared on the page offset of
+        # cur against a constant, in parallel with the subtraction.
+        page_off = cur[size:12]
         page_room = Signal(range(page_beats + 1))
-        m.d.comb += page_room.eq(page_beats - cur[size:12])
-        n_cap = Signal(range(cap + 1))
-        m.d.comb += n_cap.eq(Mux(beats_left < cap, beats_left, cap))
+        m.d.comb += page_room.eq(page_beats - page_off)
+        room_cap = Signal(range(cap + 1))
+        m.d.comb += room_cap.eq(Mux(page_off > page_beats - cap, page_room, cap))
         n = Signal(range(cap + 1))
-        m.d.comb += n.eq(Mux(n_cap < page_room, n_cap, page_room))
-        end = Signal(aw + 2)
-        m.d.comb += end.eq(cur + (n << size))
-        legal = Signal()
-        m.d.comb += legal.eq(in_window(cur, end, self.base, self.limit))
-        row_done = n == beats_left
+        m.d.comb += n.eq(Mux(beats_left < room_cap, beats_left, room_cap))
+        n_r = Signal(range(cap + 1))
+        room_r = Signal(signed(aw + 2))   # limit - cur; negative: cur above limit
+        lo_ok_r = Signal()                # base <= cur
+        with m.If(plan):
+            m.d.sync += [
+                n_r.eq(n),
+                room_r.eq(self.limit - cur),
+                lo_ok_r.eq(cur >= self.base),
+                plan.eq(0),
+                sums.eq(1),
+            ]
 
+        # SUM: legality from the registers and the address of the burst after this one.
+        nbytes = Signal(nbytes_width)
+        m.d.comb += nbytes.eq(n_r << size)
+        room_u = room_r.as_unsigned()
+        fits = ~room_r[-1] & (room_u[nbytes_width:aw + 1].any()
+                              | (room_u[:nbytes_width] >= nbytes))
+        legal = Signal()
+        m.d.comb += legal.eq(lo_ok_r & fits)
+        end = Signal(aw + 1)          # cur + nbytes; fits aw + 1 bits since cur < limit
+        m.d.comb += end.eq(cur + nbytes)
+        row_done = n_r == beats_left
+
+        # OFFER: the output register.
+        off_valid = Signal()
+        off_addr = Signal(aw)
+        off_len = Signal(8)
         m.d.comb += [
+            self.burst.valid.eq(off_valid & ~self.stop),
+            self.burst.payload.addr.eq(off_addr),
+            self.burst.payload.len.eq(off_len),
+        ]
+        with m.If(self.burst.valid & self.burst.ready):
+            m.d.sync += off_valid.eq(0)
+
+        active = Signal()
+        m.d.comb += [
+            active.eq(plan | sums | off_valid),
             self.active.eq(active),
-            self.burst.valid.eq(active & legal & ~self.stop),
-            self.burst.payload.addr.eq(cur[:aw]),
-            self.burst.payload.len.eq(n - 1),
             self.cmd.ready.eq(~active & ~self.stop),
         ]
 
-        with m.If(self.stop):
-            m.d.sync += active.eq(0)
-        with m.Elif(active):
+        with m.If(sums & ~off_valid & ~self.stop):
             with m.If(~legal):
                 m.d.comb += [self.error_strobe.eq(1), self.error.eq(DMAError.WINDOW)]
-                m.d.sync += active.eq(0)
-            with m.Elif(self.burst.ready):
+                m.d.sync += sums.eq(0)
+            with m.Else():
+                m.d.sync += [
+                    off_valid.eq(1),
+                    off_addr.eq(cur[:aw]),
+                    off_len.eq(n_r - 1),
+                    sums.eq(0),
+                    plan.eq(1),
+                ]
                 with m.If(row_done):
                     with m.If(rows_left == 1):
-                        m.d.sync += active.eq(0)
+                        m.d.sync += plan.eq(0)
                     m.d.sync += [
                         rows_left.eq(rows_left - 1),
                         row.eq(row + stride),
@@ -217,7 +279,7 @@ class BurstSplitter(wiring.Component):
                 with m.Else():
                     m.d.sync += [
                         cur.eq(end),
-                        beats_left.eq(beats_left - n),
+                        beats_left.eq(beats_left - n_r),
                     ]
 
         c = self.cmd.payload
@@ -228,7 +290,7 @@ class BurstSplitter(wiring.Component):
                 m.d.comb += [self.error_strobe.eq(1), self.error.eq(DMAError.ALIGN)]
             with m.Else():
                 m.d.sync += [
-                    active.eq(1),
+                    plan.eq(1),
                     cur.eq(c.addr),
                     row.eq(c.addr),
                     stride.eq(c.stride),
@@ -236,4 +298,7 @@ class BurstSplitter(wiring.Component):
                     beats_left.eq(c.row_beats),
                     row_beats.eq(c.row_beats),
                 ]
+
+        with m.If(self.stop):
+            m.d.sync += [plan.eq(0), sums.eq(0), off_valid.eq(0)]
         return m

@@ -37,18 +37,27 @@ class DMARead(wiring.Component):
     Latency and throughput
     ----------------------
     * A command accepted (``cmd.valid & cmd.ready``) in cycle ``t`` presents its first AR
-      (``arvalid``) in cycle ``t + 2``; each further burst can follow one cycle later.
+      (``arvalid``) in cycle ``t + 4`` (the splitter plans and checks the burst in
+      ``t + 1`` and ``t + 2`` and offers it in ``t + 3``); each further burst of the
+      command can enter the AR register two cycles after the previous one (the splitter
+      offers one burst every two cycles). Back to back, a command of ``k`` bursts keeps
+      the splitter for ``2 * k + 2`` cycles from its accept to the next command's.
     * A read beat accepted from R in cycle ``u`` is on ``data`` in the same cycle ``u``.
     * With ``data.ready`` held high and a memory that answers one beat per cycle after a
       latency of ``L`` cycles (AR accepted in cycle ``a``, first R beat valid in ``a + L``),
       a command of ``N`` beats accepted in cycle ``t`` delivers its first beat in cycle
-      ``t + 2 + L`` and its last in cycle ``t + 1 + L + N``: one beat per cycle, with no
-      bubble at burst, row or command boundaries, provided the bursts in flight cover the
-      latency. A burst of ``b`` beats holds its slot for ``L + b + 1`` cycles, so that
-      takes ``max_outstanding * b >= L + b + 1`` (always true for 256-beat bursts with
-      the default 4 and ``L <= 767``). Short rows (small ``b``) otherwise stream at
-      ``max_outstanding * b / (L + b + 1)`` beats per cycle; raise ``max_outstanding``
-      for them. Both bounds are measured in ``tests/test_dma.py``.
+      ``t + 4 + L`` and its last in cycle ``t + 3 + L + N``: one beat per cycle, with no
+      bubble at burst or row boundaries, provided bursts come no faster than they are
+      needed and the bursts in flight cover the latency. Rows of ``b`` beats (one or more
+      bursts each) stream at ``min(1, b / 2, max_outstanding * b / (L + b + 1))`` beats
+      per cycle: ``b / 2`` because the splitter offers a burst every two cycles (so
+      1-beat rows give one beat every two cycles), and a burst holds its slot for
+      ``L + b + 1`` cycles (``max_outstanding * b >= L + b + 1`` is always true for
+      256-beat bursts with the default 4 and ``L <= 767``; raise ``max_outstanding``
+      for short rows). A stream of back-to-back single-burst commands of ``b`` beats
+      runs at most ``b / 4`` beats per cycle (the ``2 * k + 2`` above), so commands of 4
+      beats or more leave no bubble between commands once the slots cover the latency.
+      These bounds are measured in ``tests/test_dma.py``.
     * ``cmd`` is ready again the cycle after the last burst of a command has been placed in
       the AR register, while its data is still returning.
 

@@ -38,10 +38,17 @@ class DMAWrite(wiring.Component):
 
     Latency and throughput
     ----------------------
-    * A command accepted in cycle ``t`` presents its first AW in cycle ``t + 2``; its first
-      W beat can be presented in cycle ``t + 2`` too (``data.valid`` permitting).
+    * A command accepted in cycle ``t`` presents its first AW in cycle ``t + 4`` (the
+      splitter offers the first burst in ``t + 3``, where it is committed); its first W
+      beat can be presented in cycle ``t + 4`` too (``data.valid`` permitting). Further
+      bursts of the command are committed at most one every two cycles (the splitter's
+      rate); back to back, a command of ``k`` bursts keeps the splitter for
+      ``2 * k + 2`` cycles from its accept to the next command's.
     * One W beat per cycle while ``data.valid`` and ``wready`` stay high, across bursts and
-      rows, as long as B responses return before ``max_outstanding`` bursts are committed.
+      rows, as long as B responses return before ``max_outstanding`` bursts are committed
+      and bursts are committed ahead of W: rows of ``b`` beats allow at most ``b / 2``
+      beats per cycle (1-beat rows one beat every two cycles), back-to-back single-burst
+      commands at most ``b / 4``.
     * ``cmd`` is ready again the cycle after the last burst of a command is committed.
 
     Completion and errors

@@ -499,9 +499,9 @@ def _summary(r):
         "  flip-flops      : " + _fmt_util(r, "ffs", "TRELLIS_FF"),
         "  DSP blocks      : " + _fmt_util(r, "dsps", "MULT18X18D"),
         "  block RAM       : " + _fmt_util(r, "brams", "DP16KD"),
-        f"  DSPs by block   : " + ", ".join(f"{k} {v}" for k, v in
+        "  DSPs by block   : " + ", ".join(f"{k} {v}" for k, v in
                                              sorted(r["dsps_by_block"].items())),
-        f"  BRAMs by block  : " + ", ".join(f"{k} {v}" for k, v in
+        "  BRAMs by block  : " + ", ".join(f"{k} {v}" for k, v in
                                              sorted(r["brams_by_block"].items())),
         f"  array MACs in DSPs: {r['array_multipliers_in_dsps']}   buffers in block RAM: "
         f"{r['buffers_in_bram']}",

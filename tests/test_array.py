@@ -106,7 +106,6 @@ def test_fpga_preset_array(rng):
 
 
 def test_plan_rejects_bad_tiles():
-    cfg = TINY
     with pytest.raises(ValueError, match="want W 4x4"):
         array_plan.plan_tiles([(np.zeros((3, 4), int), np.zeros((2, 4), int))], 4, 4, 8)
     with pytest.raises(ValueError, match="outside int8"):

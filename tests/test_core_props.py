@@ -443,7 +443,7 @@ def overlaps(addr, beats, cfg, lo, hi):
 # M-blocks and a slow B the next STORE's burst is committed, its data not yet there,
 # when the error comes back: it must complete with a null beat.
 WRITE_ERRORS = [
-    (RESP_SLVERR, (8, 5, 8, 1), 1, Knobs(1.0, 1.0, 0.6, 1.0, 1.0, (30, 40)), True),
+    (RESP_SLVERR, (8, 5, 8, 1), 1, Knobs(1.0, 1.0, 0.3, 1.0, 1.0, (30, 40)), True),
     (RESP_DECERR, (8, 6, 12, 4), 3, Knobs(p_aw=1.0, p_w=0.8, p_b=0.5, latency=(6, 14)),
      False),
 ]

@@ -520,9 +520,11 @@ def test_read_error_drains_without_consumer():
 
 @pytest.mark.parametrize("latency", [1, 30, 45])
 def test_read_throughput_long_row(latency):
-    """1024 beats, memory latency L, one beat per cycle, no back-pressure: the first beat
-    leaves L + 2 cycles and the last N + L + 1 cycles after the command was accepted
-    (hw.dma_read docs), with no bubble in between."""
+    """1024 beats, memory latency L, one beat per cycle, no back-pressure: the first AR
+    is presented 4 cycles after the command was accepted (the splitter plans and checks
+    the burst in cycles t + 1 and t + 2, offers it in t + 3, the AR register presents it
+    in t + 4), so the first beat leaves L + 4 cycles and the last N + L + 3 cycles after
+    the command was accepted (hw.dma_read docs), with no bubble in between."""
     cfg = get_preset("tiny")
     rng = seeded("read-tput")
     mem = random_memory(rng, 1 << 14)
@@ -532,18 +534,20 @@ def test_read_throughput_long_row(latency):
         run = ReadRun(cfg, mem, [[cmd]], knobs=knobs, seed="read-tput").run()
         assert run.beats == expected_words(mem, [cmd], cfg.bus_bytes)
         t0 = run.accepted[0]
-        assert run.ar[0][2] == t0 + 2               # first AR two cycles after accept
-        assert run.beat_cycles[0] - t0 == latency + 2
-        assert run.beat_cycles[-1] - t0 == 1024 + latency + 1
+        assert run.ar[0][2] == t0 + 4               # first AR four cycles after accept
+        assert run.beat_cycles[0] - t0 == latency + 4
+        assert run.beat_cycles[-1] - t0 == 1024 + latency + 3
         assert np.all(np.diff(run.beat_cycles) == 1), "a bubble in the data stream"
 
 
 @pytest.mark.parametrize("max_outstanding", [4, 5, 8])
 def test_read_throughput_across_rows(max_outstanding):
-    """Rows of 8 beats (one 8-beat burst each), L = 30, two commands back to back. A
-    burst holds its slot L + 8 + 1 = 39 cycles: 5 or more bursts in flight (40 beats)
-    stream one beat per cycle, with no bubble even between commands; 4 give the
-    documented rate 4 * 8 / 39."""
+    """Rows of 8 beats (one 8-beat burst each), L = 30, two commands back to back. The
+    documented rate is min(1, b / 2, max_outstanding * b / (L + b + 1)) beats per cycle
+    (the splitter offers a burst every 2 cycles; a burst holds its slot L + b + 1 = 39
+    cycles): 5 or more bursts in flight (40 beats) stream one beat per cycle, first beat
+    L + 4 and last N + L + 3 cycles after the first command is accepted, with no bubble
+    even between commands; 4 give the rate 4 * 8 / 39."""
     cfg = get_preset("tiny")
     rng = seeded("read-tput-rows")
     mem = random_memory(rng, 1 << 14)
@@ -553,12 +557,69 @@ def test_read_throughput_across_rows(max_outstanding):
     assert run.beats == expected_words(mem, cmds, cfg.bus_bytes)
     span = run.beat_cycles[-1] - run.accepted[0]
     latency = FULL_SPEED.latency[0]
-    if max_outstanding * 8 >= latency + 8 + 1:
-        assert span == 1024 + latency + 1, span
+    rate = min(1, 8 / 2, max_outstanding * 8 / (latency + 8 + 1))
+    if rate == 1:
+        assert run.beat_cycles[0] - run.accepted[0] == latency + 4
+        assert span == 1024 + latency + 3, span
         assert np.all(np.diff(run.beat_cycles) == 1)
     else:
-        rate = max_outstanding * 8 / (latency + 8 + 1)
         assert abs(1024 / rate - span) <= latency + 8, (span, 1024 / rate)
+
+
+@pytest.mark.parametrize("row_beats,max_outstanding", [(1, 20), (2, 20), (3, 20), (1, 4)])
+def test_read_throughput_short_rows(row_beats, max_outstanding):
+    """Rows of b = 1, 2, 3 beats (one b-beat burst each), L = 30, no back-pressure. The
+    splitter offers one burst every 2 cycles, so the documented rate min(1, b / 2,
+    max_outstanding * b / (L + b + 1)) is: 1-beat rows with 20 slots exactly one beat
+    every 2 cycles (splitter bound; 20 / 32 > 1 / 2); 2- and 3-beat rows one beat per
+    cycle with no bubble, the last beat N + L + 3 cycles after the accept; 1-beat rows
+    with 4 slots 4 / 32 (slot bound)."""
+    cfg = get_preset("tiny")
+    rng = seeded("read-tput-short")
+    mem = random_memory(rng, 1 << 14)
+    rows = 96
+    cmd = Command(0x80, rows, row_beats, 0x40)
+    run = ReadRun(cfg, mem, [[cmd]], knobs=FULL_SPEED, seed="read-tput-short",
+                  max_outstanding=max_outstanding).run()
+    assert run.beats == expected_words(mem, [cmd], cfg.bus_bytes)
+    latency = FULL_SPEED.latency[0]
+    n = rows * row_beats
+    t0 = run.accepted[0]
+    span = run.beat_cycles[-1] - t0
+    assert run.beat_cycles[0] - t0 == latency + 4
+    rate = min(1, row_beats / 2, max_outstanding * row_beats / (latency + row_beats + 1))
+    if rate == 1:
+        assert span == n + latency + 3, span
+        assert np.all(np.diff(run.beat_cycles) == 1), "a bubble in the data stream"
+    elif rate == row_beats / 2:
+        assert np.all(np.diff(run.beat_cycles) == 2), "not one beat every 2 cycles"
+        assert span == latency + 4 + 2 * (n - 1), span
+    else:
+        assert abs(n / rate - span) <= latency + row_beats, (span, n / rate)
+        assert np.all(np.diff(run.beat_cycles) >= 2)
+
+
+@pytest.mark.parametrize("row_beats", [2, 4])
+def test_read_throughput_back_to_back_commands(row_beats):
+    """40 one-burst commands of b beats, always waiting, L = 30, slots enough: each keeps
+    the splitter 2 * 1 + 2 = 4 cycles, so commands are accepted exactly every 4 cycles
+    and the data rate is min(1, b / 4) (hw.dma_read docs): 2-beat commands deliver their
+    last beat 4 * 39 + L + 4 + 1 cycles after the first accept, 4-beat ones stream with
+    no bubble, the last beat N + L + 3 cycles after it."""
+    cfg = get_preset("tiny")
+    rng = seeded("read-tput-cmds")
+    mem = random_memory(rng, 1 << 14)
+    cmds = [Command(0x80 + 0x40 * i, 1, row_beats, 0) for i in range(40)]
+    run = ReadRun(cfg, mem, [cmds], knobs=FULL_SPEED, seed="read-tput-cmds",
+                  max_outstanding=40).run()
+    assert run.beats == expected_words(mem, cmds, cfg.bus_bytes)
+    assert np.all(np.diff(run.accepted) == 4)
+    latency = FULL_SPEED.latency[0]
+    span = run.beat_cycles[-1] - run.accepted[0]
+    assert span == 4 * (len(cmds) - 1) + latency + 4 + row_beats - 1, span
+    if row_beats >= 4:
+        assert span == len(cmds) * row_beats + latency + 3
+        assert np.all(np.diff(run.beat_cycles) == 1), "a bubble between commands"
 
 
 class WriteRun:
@@ -595,7 +656,7 @@ class WriteRun:
     def _retire(self, t, b_queue):
         """Pair W beats with AW bursts in order; a burst complete on both sides is written
         to memory and its B response scheduled."""
-        cfg, B = self.cfg, self.cfg.bus_bytes
+        B = self.cfg.bus_bytes
         while self._aw_done < len(self.aw):
             addr, beats = self.aw[self._aw_done][:2]
             if len(self.w) - self._w_done < beats:
@@ -883,7 +944,9 @@ def test_write_error_needs_no_producer():
 
 def test_write_throughput():
     """With every ready high, W streams one beat per cycle across bursts, rows and
-    commands, the first beat two cycles after the command is accepted."""
+    commands; the first AW and the first W beat are presented four cycles after the
+    command is accepted (the splitter offers the first burst in t + 3, it is committed
+    then, so the AW register and the W queue present it in t + 4)."""
     cfg = get_preset("tiny")
     rng = seeded("write-tput")
     mem = random_memory(rng, 1 << 14)
@@ -894,9 +957,156 @@ def test_write_throughput():
                    max_outstanding=8).run()
     assert bytes(run.mem) == expected_memory(mem, cmds, pay, cfg.bus_bytes)
     cycles = [w[3] for w in run.w]
-    assert run.aw[0][2] == run.accepted[0] + 2
-    assert cycles[0] == run.accepted[0] + 2
+    assert run.aw[0][2] == run.accepted[0] + 4
+    assert cycles[0] == run.accepted[0] + 4
     assert np.all(np.diff(cycles) == 1), "a bubble in the W stream"
+
+
+# ---------------------------------------------------------------------------------------
+# The burst splitter alone: its documented cycle timing, checked exactly.
+
+class SplitterRun:
+    """:class:`BurstSplitter` driven with random ``cmd.valid``, ``burst.ready`` and
+    ``stop``, every output compared in every cycle with the timing of its docstring:
+    a command accepted in cycle ``t`` offers its first burst in ``t + 3`` (or pulses a
+    WINDOW error in ``t + 2`` when that burst is illegal); a burst taken in ``u`` is
+    followed by the next one in ``u + 2`` (or by the WINDOW error in ``u + 1``); after the
+    last burst is taken in ``u``, or after an error strobe in ``u``, the splitter is idle
+    (``active`` low, ``cmd`` ready) from ``u + 1``; ALIGN pulses in the accepting cycle;
+    ``stop`` hides ``burst.valid`` and ``cmd.ready`` at once and leaves the splitter idle
+    the next cycle. The bursts offered are ``sw.dma_model.issued_bursts``."""
+
+    def __init__(self, cfg, cmds, *, base, limit, p_cmd, p_ready, p_stop, seed,
+                 max_cycles=50_000):
+        self.cfg, self.cmds = cfg, cmds
+        self.base, self.limit = base, limit
+        self.p_cmd, self.p_ready, self.p_stop = p_cmd, p_ready, p_stop
+        self.rng = seeded(seed)
+        self.max_cycles = max_cycles
+        self.dut = BurstSplitter(cfg)
+        self.taken = []           # (addr, beats, cycle)
+        self.strobes = []         # (DMAError, cycle)
+        self.accepted = []
+        self.stops = 0
+
+    def run(self):
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(self._tb)
+        sim.run()
+        return self
+
+    async def _tb(self, ctx):
+        dut, rng, B = self.dut, self.rng, self.cfg.bus_bytes
+        ctx.set(dut.base, self.base)
+        ctx.set(dut.limit, self.limit)
+        queue = deque(self.cmds)
+        presenting = None
+        # Model: busy with `todo` bursts left; the next event (offer or WINDOW strobe) is
+        # due in cycle `due`; `err` says whether the command ends in a WINDOW error.
+        busy, todo, err, due = False, [], None, None
+        seen = HandshakeChecker("burst")
+        t = 0
+        quiet = 0
+        while quiet < 8:
+            assert t < self.max_cycles, "watchdog: the splitter did not finish"
+            if presenting is None and queue and rng.random() < self.p_cmd:
+                presenting = queue.popleft()
+            ctx.set(dut.cmd.valid, presenting is not None)
+            if presenting is not None:
+                ctx.set(dut.cmd.payload, presenting.as_dict())
+            ctx.set(dut.burst.ready, bool(rng.random() < self.p_ready))
+            stop = bool(rng.random() < self.p_stop)
+            ctx.set(dut.stop, stop)
+
+            valid, ready = ctx.get(dut.burst.valid), ctx.get(dut.burst.ready)
+            payload = (ctx.get(dut.burst.payload.addr), ctx.get(dut.burst.payload.len) + 1)
+            seen.step(t, valid, ready, payload)
+            strobe, error = ctx.get(dut.error_strobe), ctx.get(dut.error)
+            cmd_ready, active = ctx.get(dut.cmd.ready), ctx.get(dut.active)
+
+            offering = busy and todo and t >= due and not stop
+            window = busy and not todo and err and t == due and not stop
+            aligning = (not busy and not stop and presenting is not None
+                        and dma_model.command_error(presenting, B) is not None)
+            assert active == busy, f"cycle {t}: active {active}, expected {busy}"
+            assert cmd_ready == (not busy and not stop), f"cycle {t}: cmd.ready {cmd_ready}"
+            assert valid == bool(offering), f"cycle {t}: burst.valid {valid}"
+            if offering:
+                assert payload == todo[0], f"cycle {t}: burst {payload}, expected {todo[0]}"
+            assert strobe == (window or aligning), f"cycle {t}: error_strobe {strobe}"
+            if strobe:
+                assert error == (DMAError.WINDOW if window else DMAError.ALIGN)
+                self.strobes.append((error, t))
+
+            # The model's next state.
+            if stop:
+                self.stops += 1
+                busy = False
+            elif offering and ready:
+                self.taken.append((*todo.pop(0), t))
+                if todo:
+                    due = t + 2
+                elif err:
+                    due = t + 1
+                else:
+                    busy = False
+            elif window:
+                busy = False
+            elif not busy and presenting is not None:
+                self.accepted.append(t)
+                todo, e = dma_model.issued_bursts(presenting, B, self.base, self.limit)
+                if e != "ALIGN":
+                    busy, err = True, e == "WINDOW"
+                    due = t + 3 if todo else t + 2
+                presenting = None
+            quiet = quiet + 1 if not busy and not queue and presenting is None else 0
+            await ctx.tick()
+            t += 1
+        self.cycles = t
+
+
+def splitter_commands(rng, bus_bytes, n):
+    """Random commands in a 64 KiB space, some with an ALIGN fault."""
+    cmds = []
+    for _ in range(n):
+        cmd = random_command(rng, bus_bytes, 1 << 16, max_row_beats=700, max_rows=4)
+        if rng.random() < 0.1:
+            cmd = dataclasses.replace(cmd, rows=0) if bus_bytes == 1 else \
+                dataclasses.replace(cmd, addr=cmd.addr + 1)
+        cmds.append(cmd)
+    return cmds
+
+
+@pytest.mark.parametrize("preset", ["tiny", "default"])
+@pytest.mark.parametrize("seed", range(3))
+def test_splitter_timing(preset, seed):
+    """Exact cycle timing of BurstSplitter against its docstring, with random ready, a
+    window that cuts some commands short (first burst or later) and, for seed 2,
+    random stop pulses."""
+    cfg = get_preset(preset)
+    rng = seeded(f"splitter-{preset}-{seed}")
+    cmds = splitter_commands(rng, cfg.bus_bytes, 40)
+    top = 1 << cfg.addr_width
+    cmds.append(Command(0x1000, 2, 2, top - 0x80))      # row 1 overflows the address space
+    run = SplitterRun(cfg, cmds, base=0x0800, limit=0xE000, p_cmd=0.6,
+                      p_ready=(1.0, 0.6, 0.8)[seed], p_stop=(0, 0, 0.01)[seed],
+                      seed=f"splitter-{preset}-{seed}").run()
+    assert len(run.accepted) == len(cmds)
+    kinds = {e for e, _ in run.strobes}
+    if seed < 2:
+        # Without stop, everything the model issues is offered and taken.
+        expect = [dma_model.issued_bursts(c, cfg.bus_bytes, 0x0800, 0xE000) for c in cmds]
+        assert [(a, n) for a, n, _ in run.taken] == [b for bs, _ in expect for b in bs]
+        assert [e for e, _ in run.strobes] == [
+            DMAError[err] for _, err in expect if err is not None]
+        assert kinds == {DMAError.WINDOW, DMAError.ALIGN}
+    else:
+        assert run.stops > 0
+    if seed == 0:
+        # burst.ready always high: consecutive bursts of a command are two cycles apart.
+        gaps = np.diff([c for _, _, c in run.taken])
+        assert min(gaps) == 2
 
 
 # ---------------------------------------------------------------------------------------
