@@ -68,10 +68,24 @@ class Accumulator(wiring.Component):
 
     Computes, for each ``upd_valid`` cycle:
     ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + upd_data`` (wrapping
-    int32). Update pipeline: the row is read in the cycle it arrives and written at the
-    end of the next cycle. The read port is transparent to the write port, so a row
-    updated in two consecutive cycles (a GEMV whose K tiles follow each other one row
-    apart) loses no update.
+    int32). One update per cycle, no back-pressure, no update lost, whatever the address
+    sequence.
+
+    Update pipeline (an update presented in cycle ``t``):
+
+    * stage 0 (``t``): ``upd_addr`` addresses a **non-transparent** read port (no bypass
+      mux behind the RAM); the update (valid, address, accumulate, data) is registered.
+    * stage 1 (``t + 1``): the RAM's read data is registered as it comes out; the
+      forwarding selects are computed into registers: same valid address as the update
+      in stage 2 (written at the end of ``t + 1``), as the row written at the end of
+      ``t``.
+    * stage 2 (``t + 2``): ``base`` = the newest matching of those two writes (kept in
+      the two last-written registers), else the registered RAM row; the row
+      ``(base if accumulate else 0) + data`` is written at the end of ``t + 2``.
+
+    The stage-0 read sees the writes that ended at ``t - 1`` or before, i.e. the updates
+    of ``t - 3`` and earlier; the two forwarding registers supply exactly the updates of
+    ``t - 2`` and ``t - 1``.
 
     The two halves of the address space let the exec unit fill one output tile while the
     store unit drains the other (double buffering chosen by the program's ``acc_row``).
@@ -79,11 +93,18 @@ class Accumulator(wiring.Component):
     Ports
     -----
     upd_valid, upd_addr, upd_accumulate, upd_data : In
-        One update per cycle, no back-pressure (the array cannot stall).
+        One update per cycle, no back-pressure (the array cannot stall). An update
+        presented in cycle ``t`` is written into the RAM at the end of cycle ``t + 2``.
     rd_addr, rd_en : In; rd_data : Out
-        Store-side read, latency 1; it sees every update whose cycle ended two or more
-        cycles before the read.
+        Store-side read, latency 1 (``rd_data`` in cycle ``r + 1`` for a read issued in
+        cycle ``r``). It returns the row as left by every update presented in cycle
+        ``r - 3`` or before; it must not read a row updated in cycle ``r - 2`` or
+        ``r - 1`` (not yet written: the row is returned without that update). An update
+        presented in cycle ``r`` or later is never seen.
     """
+
+    #: Cycles from an update's arrival to the end of the cycle that writes it.
+    WRITE_LATENCY = 2
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -100,28 +121,62 @@ class Accumulator(wiring.Component):
         m = Module()
         C = self.cfg.cols
         row = layouts.psum_row(self.cfg)
+        aw = len(self.upd_addr)
         m.submodules.mem = mem = memory.Memory(shape=row, depth=self.depth, init=[])
         wp = mem.write_port()
-        rmw = mem.read_port(transparent_for=(wp,))
+        rmw = mem.read_port()                       # not transparent: no bypass mux
         rp = mem.read_port()
         m.d.comb += [rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en), self.rd_data.eq(rp.data)]
 
-        # Stage 0: address the old row; stage 1: add and write back.
+        # Stage 0: address the old row, register the update.
         m.d.comb += [rmw.addr.eq(self.upd_addr), rmw.en.eq(1)]
         s1_valid = Signal()
-        s1_addr = Signal.like(self.upd_addr)
-        s1_acc = Signal()
-        s1_data = Signal(row)
+        s1_addr = Signal(aw, reset_less=True)
+        s1_acc = Signal(reset_less=True)
+        s1_data = Signal(row, reset_less=True)
         m.d.sync += [s1_valid.eq(self.upd_valid), s1_addr.eq(self.upd_addr),
                      s1_acc.eq(self.upd_accumulate), s1_data.eq(self.upd_data)]
-        m.d.comb += [wp.addr.eq(s1_addr), wp.en.eq(s1_valid)]
+
+        # Rows written at the end of the previous cycle (w1) and the one before (w2).
+        w1_valid, w2_valid = Signal(), Signal()
+        w1_addr = Signal(aw, reset_less=True)
+        w2_addr = Signal(aw, reset_less=True)
+        w1_data = Signal(row, reset_less=True)
+        w2_data = Signal(row, reset_less=True)
+
+        # Stage 1: register the RAM row untouched, and the forwarding selects.
+        s2_valid = Signal()
+        s2_addr = Signal(aw, reset_less=True)
+        s2_acc = Signal(reset_less=True)
+        s2_data = Signal(row, reset_less=True)
+        s2_ram = Signal(row, reset_less=True)
+        s2_fwd1 = Signal(reset_less=True)     # base = w1 (the row stage 2 writes now)
+        s2_fwd2 = Signal(reset_less=True)     # base = w2 (the row w1 holds now)
+        m.d.sync += [
+            s2_valid.eq(s1_valid), s2_addr.eq(s1_addr), s2_acc.eq(s1_acc),
+            s2_data.eq(s1_data), s2_ram.eq(rmw.data),
+            s2_fwd1.eq(s2_valid & (s2_addr == s1_addr)),
+            s2_fwd2.eq(w1_valid & (w1_addr == s1_addr)),
+        ]
+
+        # Stage 2: pick the newest copy of the row, add, write back.
+        new = Signal(row)
         for c in range(C):
-            old = Signal.like(s1_data[c], name=f"old_{c}")
-            m.d.comb += old.eq(rmw.data[c])
-            with m.If(s1_acc):
-                m.d.comb += wp.data[c].eq(old + s1_data[c])
+            base = Signal.like(s2_data[c], name=f"base_{c}")
+            with m.If(~s2_acc):
+                m.d.comb += base.eq(0)
+            with m.Elif(s2_fwd1):
+                m.d.comb += base.eq(w1_data[c])
+            with m.Elif(s2_fwd2):
+                m.d.comb += base.eq(w2_data[c])
             with m.Else():
-                m.d.comb += wp.data[c].eq(s1_data[c])
+                m.d.comb += base.eq(s2_ram[c])
+            m.d.comb += new[c].eq(base + s2_data[c])
+        m.d.comb += [wp.addr.eq(s2_addr), wp.data.eq(new), wp.en.eq(s2_valid)]
+        m.d.sync += [
+            w1_valid.eq(s2_valid), w1_addr.eq(s2_addr), w1_data.eq(new),
+            w2_valid.eq(w1_valid), w2_addr.eq(w1_addr), w2_data.eq(w1_data),
+        ]
         return m
 
 

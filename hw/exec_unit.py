@@ -57,7 +57,7 @@ class ExecUnit(wiring.Component):
     rows needs ``R`` weight rows, so with ``M >= R`` and the weight FIFO fed at one row
     per cycle, tiles and instructions follow each other without a bubble. With ``M < R``
     (decode) the unit runs at the weight bandwidth: one tile per ``R`` cycles. The last
-    result of an instruction is in the accumulator ``R + C + 4`` cycles after its last row
+    result of an instruction is in the accumulator ``R + C + 5`` cycles after its last row
     was issued; ``push_next`` fires then, ``push_prev`` right after the last row is read.
 
     Ports
@@ -283,17 +283,20 @@ class ExecUnit(wiring.Component):
             self.acc_accumulate.eq(tag.accumulate),
             self.acc_data.eq(array.result.payload),
         ]
-        # The accumulator writes a row at the end of the cycle after it arrives: the
-        # token goes out one cycle later still, so the store unit reads it written.
+        # The accumulator writes a row at the end of the second cycle after it arrives
+        # (Accumulator: 3-stage read-modify-write): the token goes out one cycle later
+        # still, so the store unit reads it written.
         push_q1 = Signal()
         push_q2 = Signal()
-        m.d.sync += [push_q1.eq(tag.push & tag.valid), push_q2.eq(push_q1)]
-        m.d.comb += self.e2s_give.eq(push_q2)
+        push_q3 = Signal()
+        m.d.sync += [push_q1.eq(tag.push & tag.valid), push_q2.eq(push_q1),
+                     push_q3.eq(push_q2)]
+        m.d.comb += self.e2s_give.eq(push_q3)
 
         # ---- Idle ---------------------------------------------------------------------------
         in_flight = Signal(range(cfg.latency + 8))
         m.d.sync += in_flight.eq(in_flight + issue - (self.acc_valid))
         m.d.comb += self.idle.eq(~wq.r_rdy & ~aq.r_rdy & ~w_busy & (reserved == 0)
-                                 & (in_flight == 0) & ~push_q1 & ~push_q2
+                                 & (in_flight == 0) & ~push_q1 & ~push_q2 & ~push_q3
                                  & ~s1.valid & ~self.insn.valid)
         return m

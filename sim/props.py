@@ -392,32 +392,38 @@ class AccumulatorMonitor:
     The monitor keeps a shadow copy of every row, computed only from the update port: an
     update in cycle ``u`` sets ``row[upd_addr] = (row if upd_accumulate else 0) +
     upd_data``, each of the ``cols`` elements wrapping at ``width`` bits (rows start at
-    zero, as the RAM does). Then, every cycle:
+    zero, as the RAM does). ``visibility`` is the read contract: an update presented in
+    cycle ``u`` is seen by a read issued in cycle ``r >= u + visibility``. The default, 3,
+    is :class:`hw.buffers.Accumulator`'s (its 3-stage read-modify-write writes the update
+    at the end of cycle ``u + 2``; the read port sees writes that ended before the read's
+    cycle). Then, every cycle:
 
     * a read issued in cycle ``r`` (``rd_en``) must return, in ``rd_data`` in cycle
       ``r + 1``, the shadow row as left by **every update of an earlier cycle** ``u < r``
       (an update in cycle ``r`` itself is after the read). This catches an update lost by
-      the read-modify-write pipeline (same-row updates back to back or two cycles apart)
-      and a read that misses a finished update.
-    * a read of a row updated in the cycle just before (``u = r - 1``) is a
-      read-during-write hazard even if the data happen to agree: the RAM writes that
-      update back only at the end of cycle ``r``, so the read cannot see it
-      (:class:`hw.buffers.Accumulator`: a read "sees every update whose cycle ended two
-      or more cycles before the read").
+      the read-modify-write pipeline (same-row updates back to back, or a few cycles
+      apart) and a read that misses a finished update.
+    * a read of a row updated in one of the ``visibility - 1`` cycles just before
+      (``r - visibility < u < r``) is a read-during-write hazard even if the data happen
+      to agree: that update is not yet written back, so the read cannot see it.
 
     ``step(cycle, upd_valid, upd_addr, upd_accumulate, upd_data, rd_en, rd_addr,
     rd_data)``: the rows are packed ints (element ``c`` in bits ``[c*width, (c+1)*width)``)
     or sequences of ``cols`` ints. :meth:`check_contents` compares the whole RAM with the
-    shadow (updates never read back); :meth:`forget` drops the shadow after a reset that
-    may cut an update short. ``updates``, ``reads`` and ``back_to_back`` (updates of the
-    row updated in the cycle before) count what was checked.
+    shadow (updates never read back; call it once the last update is written);
+    :meth:`forget` drops the shadow after a reset that may cut an update short.
+    ``updates``, ``reads`` and ``back_to_back`` (updates of the row updated in the cycle
+    before) count what was checked.
     """
 
-    def __init__(self, cols, depth, *, width=32, name="accumulator", history=4):
-        for arg, value in (("cols", cols), ("depth", depth), ("width", width)):
+    def __init__(self, cols, depth, *, width=32, name="accumulator", history=4,
+                 visibility=3):
+        for arg, value in (("cols", cols), ("depth", depth), ("width", width),
+                           ("visibility", visibility)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TypeError(f"{arg} must be a positive integer, not {value!r}")
         self.cols, self.depth, self.width = cols, depth, width
+        self.visibility = visibility
         self.name = name
         self._mask = (1 << width) - 1
         self._shadow = [0] * depth          # packed rows; None: unknown (after forget)
@@ -472,12 +478,15 @@ class AccumulatorMonitor:
             if rd_addr >= self.depth:
                 raise PropertyViolation(self.name, cycle, "read beyond the last row",
                                         {"rd_addr": rd_addr})
-            if self._last_update[rd_addr] == cycle - 1:
+            last = self._last_update[rd_addr]
+            if last is not None and cycle - last < self.visibility:
+                gap = cycle - last
                 raise PropertyViolation(
                     self.name, cycle,
-                    f"read-during-write hazard: row {rd_addr} read one cycle after its "
-                    f"update at cycle {cycle - 1}, which is written back only at the end "
-                    f"of this cycle (last updates of the row: {self._describe(rd_addr)})",
+                    f"read-during-write hazard: row {rd_addr} read {gap} "
+                    f"cycle{'s' if gap > 1 else ''} after its update at cycle {last}, "
+                    f"which a read sees only from cycle {last + self.visibility} (last "
+                    f"updates of the row: {self._describe(rd_addr)})",
                     {"rd_addr": rd_addr, "upd_addr": upd_addr, "upd_valid": upd_valid})
             self.reads += 1
             self._read = (cycle, rd_addr, self._shadow[rd_addr])

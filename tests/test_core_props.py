@@ -767,27 +767,51 @@ def test_accumulator_monitor_accepts_a_legal_trace():
         ((3, 1, [2, 2]), None, None),          # back to back, same row
         ((3, 1, [-(1 << 31), 0]), None, None),  # wraps
         (None, None, None),
-        (None, 3, None),                        # two cycles after the last update
+        (None, None, None),
+        (None, 3, None),                        # three cycles after the last update
         ((3, 0, [1, 1]), 3, [7 - (1 << 31), 1]),  # read again while overwritten: old value
         (None, None, [7 - (1 << 31), 1]),
         (None, 6, None), (None, None, [0, 0]),   # never updated: zero
     ])
     assert mon.reads == 3 and mon.updates == 4
-    mon.check_contents(9, [0, 0, 0, [1, 1], 0, 0, 0, 0])
+    mon.check_contents(10, [0, 0, 0, [1, 1], 0, 0, 0, 0])
+
+
+def test_accumulator_monitor_visibility_parameter():
+    """The read contract is a parameter: two cycles after the update is legal with
+    ``visibility=2`` and a hazard with the default (the hardware's 3)."""
+    steps = [((1, 0, [5]), None, None), (None, None, None), (None, 1, None),
+             (None, None, [5])]
+    assert acc_trace(AccumulatorMonitor(1, 4, visibility=2), steps).reads == 1
+    with pytest.raises(PropertyViolation, match=r"row 1 read 2 cycles after its update "
+                       r"at cycle 0, which a read sees only from cycle 3"):
+        acc_trace(AccumulatorMonitor(1, 4), steps)
+    with pytest.raises(TypeError, match=r"^visibility must be a positive integer, "
+                       r"not 0$"):
+        AccumulatorMonitor(1, 4, visibility=0)
 
 
 @pytest.mark.parametrize("case", [
     ("lost back-to-back update",
      [((1, 0, [5]), None, None), ((1, 1, [3]), None, None), (None, None, None),
-      (None, 1, None), (None, None, [3])],
-     r"^accumulator: lost update: the read of row 1 issued at cycle 3 returned \[3\], the "
+      (None, None, None), (None, 1, None), (None, None, [3])],
+     r"^accumulator: lost update: the read of row 1 issued at cycle 4 returned \[3\], the "
      r"updates before it give \[8\] \(last updates of the row: cycle 0: = \[5\]; cycle 1: "
-     r"\+= \[3\]\) at cycle 4 \(rd_addr=1, rd_data=3\)$"),
+     r"\+= \[3\]\) at cycle 5 \(rd_addr=1, rd_data=3\)$"),
+    ("lost update two apart",
+     [((1, 0, [5]), None, None), (None, None, None), ((1, 1, [3]), None, None),
+      (None, None, None), (None, None, None), (None, 1, None), (None, None, [3])],
+     r"lost update: the read of row 1 issued at cycle 5 returned \[3\].*give \[8\]"),
     ("overwrite lost", [((2, 1, [4]), None, None), ((2, 0, [9]), None, None),
-                        (None, None, None), (None, 2, None), (None, None, [4])],
-     r"lost update: the read of row 2 issued at cycle 3 returned \[4\].*give \[9\]"),
+                        (None, None, None), (None, None, None), (None, 2, None),
+                        (None, None, [4])],
+     r"lost update: the read of row 2 issued at cycle 4 returned \[4\].*give \[9\]"),
     ("read during write", [((1, 0, [5]), None, None), (None, 1, None)],
-     r"read-during-write hazard: row 1 read one cycle after its update at cycle 0"),
+     r"read-during-write hazard: row 1 read 1 cycle after its update at cycle 0, which a "
+     r"read sees only from cycle 3"),
+    ("read two cycles after the update",
+     [((1, 0, [5]), None, None), (None, None, None), (None, 1, None)],
+     r"read-during-write hazard: row 1 read 2 cycles after its update at cycle 0"),
     ("stale read, value equal", [((1, 1, [0]), None, None), (None, 1, [0])],
      r"read-during-write hazard"),
 ], ids=lambda c: c[0])
@@ -806,17 +830,18 @@ def test_accumulator_monitor_contents_and_forget():
     mon.forget()                    # unknown rows: not checked, until overwritten
     mon.check_contents(2, [1, 2, 3, 4])
     acc_trace(mon, [((0, 1, [1]), None, None), ((1, 0, [5]), None, None)])
-    mon.check_contents(4, [123, 5, 0, 0])
+    mon.check_contents(5, [123, 5, 0, 0])
     with pytest.raises(PropertyViolation, match=r"row 1 holds \[4\]"):
-        mon.check_contents(4, [123, 4, 0, 0])
+        mon.check_contents(5, [123, 4, 0, 0])
     with pytest.raises(TypeError, match=r"^cols must be a positive integer, not 0$"):
         AccumulatorMonitor(0, 4)
 
 
 class NonTransparentAccumulator(Accumulator):
-    """A deliberately broken copy: the read-modify-write port is not transparent, so the
-    second of two same-row updates in consecutive cycles reads the row before the first
-    is written back, and the first is lost."""
+    """A deliberately broken copy: the old two-stage read-modify-write with its bypass
+    removed (read port not transparent), so the second of two same-row updates in
+    consecutive cycles reads the row before the first is written back, and the first is
+    lost."""
 
     def elaborate(self, platform):
         m = Module()
@@ -838,9 +863,47 @@ class NonTransparentAccumulator(Accumulator):
         return m
 
 
+class UnforwardedAccumulator(Accumulator):
+    """A deliberately broken copy of the three-stage pipeline with one forwarding path
+    missing: ``drop="newest"`` loses the first of two same-row updates one cycle apart,
+    ``drop="older"`` the first of two updates two cycles apart."""
+
+    def __init__(self, cfg, drop):
+        super().__init__(cfg)
+        self.drop = drop
+
+    def elaborate(self, platform):
+        m = Module()
+        row = layouts.psum_row(self.cfg)
+        m.submodules.mem = mem = memory.Memory(shape=row, depth=self.depth, init=[])
+        wp, rmw, rp = mem.write_port(), mem.read_port(), mem.read_port()
+        m.d.comb += [rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en),
+                     self.rd_data.eq(rp.data), rmw.addr.eq(self.upd_addr), rmw.en.eq(1)]
+        s1 = [Signal(), Signal.like(self.upd_addr), Signal(), Signal(row)]
+        s2 = [Signal(), Signal.like(self.upd_addr), Signal(), Signal(row)]
+        w1 = [Signal(), Signal.like(self.upd_addr), Signal(row)]
+        w2 = [Signal(), Signal.like(self.upd_addr), Signal(row)]
+        ram, f1, f2, new = Signal(row), Signal(), Signal(), Signal(row)
+        m.d.sync += [a.eq(b) for a, b in zip(s1, (self.upd_valid, self.upd_addr,
+                                                  self.upd_accumulate, self.upd_data))]
+        m.d.sync += [a.eq(b) for a, b in zip(s2, s1)] + [ram.eq(rmw.data)]
+        if self.drop != "newest":
+            m.d.sync += f1.eq(s2[0] & (s2[1] == s1[1]))
+        if self.drop != "older":
+            m.d.sync += f2.eq(w1[0] & (w1[1] == s1[1]))
+        for c in range(self.cfg.cols):
+            base = Mux(f1, w1[2][c], Mux(f2, w2[2][c], ram[c]))
+            m.d.comb += new[c].eq(s2[3][c] + Mux(s2[2], base, 0))
+        m.d.comb += [wp.addr.eq(s2[1]), wp.data.eq(new), wp.en.eq(s2[0])]
+        m.d.sync += [a.eq(b) for a, b in zip(w1, (s2[0], s2[1], new))]
+        m.d.sync += [a.eq(b) for a, b in zip(w2, w1)]
+        return m
+
+
 def drive_accumulator(dut, seed, cycles=400, rows=4):
-    """Random updates (many same-row, back to back) and reads kept two cycles clear of
-    any update to the row, with the monitor on the ports."""
+    """Random updates (many same-row, back to back) and reads kept clear of any update
+    to the row the monitor's ``visibility`` says is not yet written back (reads right at
+    that boundary included), with the monitor on the ports."""
     rng = seeded(seed)
     cfg = dut.cfg
     mon = AccumulatorMonitor(cfg.cols, dut.depth, width=cfg.acc_width)
@@ -857,7 +920,7 @@ def drive_accumulator(dut, seed, cycles=400, rows=4):
             ctx.set(dut.upd_data, [int(x) for x in rng.integers(-(1 << 31), 1 << 31,
                                                                 cfg.cols)])
             rd = int(rng.integers(0, rows))
-            ok = last.get(rd, -9) < t - 1          # an update this very cycle is fine
+            ok = last.get(rd, -9) <= t - mon.visibility  # one this very cycle is fine
             ctx.set(dut.rd_en, ok and bool(rng.random() < 0.5))
             ctx.set(dut.rd_addr, rd)
             mon.step(t, *sample(ctx))
@@ -866,10 +929,11 @@ def drive_accumulator(dut, seed, cycles=400, rows=4):
             await ctx.tick()
         ctx.set(dut.upd_valid, 0)
         ctx.set(dut.rd_en, 0)
-        for t in range(cycles, cycles + 2):         # the last update is written back
+        drain = Accumulator.WRITE_LATENCY            # the last update is written back
+        for t in range(cycles, cycles + drain):
             mon.step(t, *sample(ctx))
             await ctx.tick()
-        mon.check_contents(cycles + 2, [ctx.get(mem.data[i]) for i in range(dut.depth)])
+        mon.check_contents(cycles + drain, [ctx.get(mem.data[i]) for i in range(dut.depth)])
 
     fragment, handles = props.elaborate_with_handles(dut)
     (mem,) = [o for o in handles[("mem",)] if isinstance(o, memory.Memory)]
@@ -881,9 +945,11 @@ def drive_accumulator(dut, seed, cycles=400, rows=4):
 
 
 def test_accumulator_rtl_under_monitor():
-    """The real Accumulator passes; the non-transparent copy loses an update and the
-    monitor says so."""
+    """The real Accumulator passes; the copies without bypass or without one of the two
+    forwarding paths lose an update and the monitor says so."""
     mon = drive_accumulator(Accumulator(TINY), "acc-rtl")
     assert mon.reads > 50 and mon.updates > 200
-    with pytest.raises(PropertyViolation, match=r"lost update"):
-        drive_accumulator(NonTransparentAccumulator(TINY), "acc-rtl")
+    for broken in (NonTransparentAccumulator(TINY), UnforwardedAccumulator(TINY, "newest"),
+                   UnforwardedAccumulator(TINY, "older")):
+        with pytest.raises(PropertyViolation, match=r"lost update"):
+            drive_accumulator(broken, "acc-rtl")
