@@ -128,14 +128,17 @@ class Core(wiring.Component):
         # Every program starts with all counters at zero. A give is registered before it
         # is counted (the consumer sees the token one cycle later, which is always safe,
         # and the producer's issue logic stays out of the counter's cycle); a take counts
-        # at once, so a consumer never takes the same token twice.
+        # at once, so a consumer never takes the same token twice. No give is pending at a
+        # start: gives come from running units, and a start needs the program done and
+        # several register writes.
         def token(name, give, take):
             count = Signal(TOKEN_BITS, name=f"tokens_{name}")
             give_q = Signal(name=f"give_{name}")
+            m.d.sync += give_q.eq(give)
             with m.If(self.start & ~self.running):
-                m.d.sync += [count.eq(0), give_q.eq(0)]
+                m.d.sync += count.eq(0)
             with m.Else():
-                m.d.sync += [count.eq(count + give_q - take), give_q.eq(give)]
+                m.d.sync += count.eq(count + give_q - take)
             return count != 0
         m.d.comb += [
             exe.l2e_avail.eq(token("l2e", load.l2e_give, exe.l2e_take)),
