@@ -211,7 +211,19 @@ class Knobs:
 FULL_SPEED = Knobs(1.0, 1.0, 1.0, 1.0, 1.0, (30, 30))
 
 
-class ReadRun:
+class SimRun:
+    """One simulation of ``self.dut`` on Amaranth's simulator, driven by the async
+    testbench ``self._tb`` (a subclass provides both); ``run()`` returns ``self``."""
+
+    def run(self):
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(self._tb)
+        sim.run()
+        return self
+
+
+class ReadRun(SimRun):
     """One simulation of :class:`DMARead` against a memory model.
 
     ``phases`` is a list of command lists; after each phase the run waits for the engine
@@ -238,13 +250,6 @@ class ReadRun:
         self.errors = []          # (phase, DMAError, cycle error_valid rose)
         self.max_inflight = 0
         self.bytes_read = None
-
-    def run(self):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(self._tb)
-        sim.run()
-        return self
 
     async def _tb(self, ctx):
         dut, cfg, k, rng = self.dut, self.cfg, self.knobs, self.rng
@@ -622,7 +627,7 @@ def test_read_throughput_back_to_back_commands(row_beats):
         assert np.all(np.diff(run.beat_cycles) == 1), "a bubble between commands"
 
 
-class WriteRun:
+class WriteRun(SimRun):
     """One simulation of :class:`DMAWrite` against a memory model (see :class:`ReadRun`).
 
     ``b_error`` = ``(burst_index, resp)`` answers that burst's B with ``resp``.
@@ -645,13 +650,6 @@ class WriteRun:
         self.taken = 0        # words taken from the data stream
         self.max_inflight = 0
         self.bytes_written = None
-
-    def run(self):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(self._tb)
-        sim.run()
-        return self
 
     def _retire(self, t, b_queue):
         """Pair W beats with AW bursts in order; a burst complete on both sides is written
@@ -965,7 +963,7 @@ def test_write_throughput():
 # ---------------------------------------------------------------------------------------
 # The burst splitter alone: its documented cycle timing, checked exactly.
 
-class SplitterRun:
+class SplitterRun(SimRun):
     """:class:`BurstSplitter` driven with random ``cmd.valid``, ``burst.ready`` and
     ``stop``, every output compared in every cycle with the timing of its docstring:
     a command accepted in cycle ``t`` offers its first burst in ``t + 3`` (or pulses a
@@ -988,13 +986,6 @@ class SplitterRun:
         self.strobes = []         # (DMAError, cycle)
         self.accepted = []
         self.stops = 0
-
-    def run(self):
-        sim = Simulator(self.dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(self._tb)
-        sim.run()
-        return self
 
     async def _tb(self, ctx):
         dut, rng, B = self.dut, self.rng, self.cfg.bus_bytes
