@@ -11,21 +11,15 @@ from hw import isa, regs
 from hw.config import get_preset
 from sim.accel import run_rtl
 from sw import compiler, golden, isa_model, requant
+from tests.stimulus import requant_gemm_operands
 
 TINY = get_preset("tiny")
 
 
 def random_gemm(rng, cfg, m, k, n, relu=False, base=0):
-    a = rng.integers(-128, 128, (m, k))
-    w = rng.integers(-128, 128, (k, n))
-    a.flat[0], w.flat[-1] = -128, 127
-    bias = rng.integers(-5000, 5000, n)
-    acc = golden.matmul(a, w).astype(np.int64) + bias
-    peak = np.maximum(np.abs(acc).max(axis=0), 1)
     # Scales that use the int8 range, a few that saturate both ways, one zero multiplier.
-    scales = 127.0 / peak * rng.uniform(0.5, 3.0, n)
-    mult, shift = zip(*(requant.quantize_multiplier(s) for s in scales))
-    mult, shift = np.array(mult), np.array(shift)
+    a, w, bias, mult, shift = requant_gemm_operands(rng, m, k, n, bias_bound=5000,
+                                                    scale_range=(0.5, 3.0))
     mult[0] = 0
     layout = compiler.compile_gemm(cfg, a, w, bias, mult, shift, relu=relu, base=base)
     expect = requant.requantize(golden.matmul(a, w), bias, mult, shift, relu=relu)

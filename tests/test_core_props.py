@@ -32,7 +32,8 @@ from hw.top import Serrano
 from sim import props
 from sim.props import (AXI4ManagerChecker, AccumulatorMonitor, HandshakeChecker,
                        PropertyViolation)
-from sw import compiler, golden, isa_model, requant
+from sw import compiler, isa_model
+from tests.stimulus import requant_gemm_operands
 
 TINY = get_preset("tiny")
 # Core stops the write engine on the read engine's error_valid, a register: a read error
@@ -342,20 +343,29 @@ def soft_reset(run):
 
 
 def gemm(rng, cfg, M, K, N, block=None):
-    a = rng.integers(-128, 128, (M, K))
-    w = rng.integers(-128, 128, (K, N))
-    a.flat[0], w.flat[-1] = -128, 127
-    bias = rng.integers(-3000, 3000, N)
-    acc = golden.matmul(a, w).astype(np.int64) + bias
-    peak = np.maximum(np.abs(acc).max(axis=0), 1)
-    pairs = [requant.quantize_multiplier(s) for s in 127.0 / peak * rng.uniform(0.5, 2, N)]
-    mult = np.array([p[0] for p in pairs])
-    shift = np.array([p[1] for p in pairs])
+    a, w, bias, mult, shift = requant_gemm_operands(rng, M, K, N, bias_bound=3000,
+                                                    scale_range=(0.5, 2))
     layout = compiler.compile_gemm(cfg, a, w, bias, mult, shift,
                                    relu=bool(rng.integers(0, 2)), block=block)
     gold = isa_model.run_program(cfg, layout.image, layout.prog_addr, layout.prog_len)
     assert gold.error == isa.Error.NONE
     return layout, gold
+
+
+def fault_then_rerun(name, layout, respond, knobs=None):
+    """Run ``layout``'s program with the memory answering as ``respond`` says, then soft
+    reset and run it again. Returns ``(run, status after the fault, memory after the
+    fault, AXI transfer counts then, status after the reset, status of the rerun)``."""
+    statuses = []
+
+    def scenario(run):
+        statuses.append((yield from program(layout, len(layout.image))))
+        statuses.append(bytes(run.memory.mem))
+        statuses.append(dict(run.axi.counts))
+        statuses.append((yield from soft_reset(run)))
+        statuses.append((yield from program(layout, len(layout.image))))
+    run = SerranoRun(TINY, layout.image, seed=name, knobs=knobs, resp=respond).run(scenario)
+    return (run, *statuses)
 
 
 def status_of(error):
@@ -469,16 +479,8 @@ def test_write_error_stops_writes(resp, shape, nth, knobs, drains):
                 return resp
         return RESP_OKAY
 
-    statuses = []
-
-    def scenario(run):
-        statuses.append((yield from program(layout, len(layout.image))))
-        statuses.append(bytes(run.memory.mem))
-        statuses.append(dict(run.axi.counts))
-        statuses.append((yield from soft_reset(run)))
-        statuses.append((yield from program(layout, len(layout.image))))
-    run = SerranoRun(TINY, layout.image, seed=name, knobs=knobs, resp=respond).run(scenario)
-    failed, after_error, counts, reset, rerun = statuses
+    run, failed, after_error, counts, reset, rerun = fault_then_rerun(
+        name, layout, respond, knobs)
     code = isa.Error.AXI_SLVERR if resp == RESP_SLVERR else isa.Error.AXI_DECERR
     assert failed == status_of(code), f"status {failed:#x}"
     assert [e[1:] for e in run.axi.errors] == [("B", resp)]
@@ -518,15 +520,7 @@ def test_read_error_stops_writes(resp, region):
             return resp
         return RESP_OKAY
 
-    statuses = []
-
-    def scenario(run):
-        statuses.append((yield from program(layout, len(layout.image))))
-        statuses.append(bytes(run.memory.mem))
-        statuses.append((yield from soft_reset(run)))
-        statuses.append((yield from program(layout, len(layout.image))))
-    run = SerranoRun(TINY, layout.image, seed=name, resp=respond).run(scenario)
-    failed, after_error, reset, rerun = statuses
+    run, failed, after_error, _counts, reset, rerun = fault_then_rerun(name, layout, respond)
     code = isa.Error.AXI_SLVERR if resp == RESP_SLVERR else isa.Error.AXI_DECERR
     assert fired, "the read error was never injected"
     assert failed == status_of(code), f"status {failed:#x}"
