@@ -8,7 +8,8 @@ address ``4 * i``. 64-bit counters are two registers: read ``_lo`` first (that l
 from .csr import Register, counter64, register_map
 
 __all__ = ["MAGIC", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_CODE_SHIFT",
-           "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS", "address", "REGISTER_MAP"]
+           "Outcome", "program_registers", "read_counters", "run_program", "soft_reset",
+           "drive", "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS", "address", "REGISTER_MAP"]
 
 MAGIC = 0x53524E4F                      # "SRNO"
 
@@ -59,3 +60,107 @@ def address(name):
         if entry.name == name:
             return entry.address
     raise KeyError(f"no register named {name!r}")
+
+
+# ---- the host's register sequences, written once ------------------------------------
+#
+# Each sequence is a generator that yields the register operations a host performs and
+# receives their results ("sans-I/O"), so the one text below drives every backend: the
+# driver's backends call it synchronously (:func:`drive`), the cocotb testbenches
+# asynchronously (:func:`sim.tb.common.drive`), the Amaranth harness cycle by cycle.
+# The operations:
+#
+#   ("write", name, value)     write register ``name``; receives None
+#   ("read", name)             read register ``name``; receives its 32-bit value
+#   ("wait_irq", cycles)       wait until ``irq`` is high, at most ``cycles`` clocks;
+#                              receives True if it came, False on the time-out
+#
+# A sequence's return value is its result.
+
+from dataclasses import dataclass as _dataclass
+
+
+@_dataclass(frozen=True)
+class Outcome:
+    """What :func:`run_program` saw: the ``status`` register after the end, every counter
+    of :data:`COUNTERS` (64-bit), and whether the interrupt never came (``timed_out``)."""
+    status: int
+    counters: dict
+    timed_out: bool
+
+    @property
+    def busy(self):
+        return bool(self.status & STATUS_BUSY)
+
+    @property
+    def done(self):
+        return bool(self.status & STATUS_DONE)
+
+    @property
+    def error_code(self):
+        return (self.status >> STATUS_CODE_SHIFT) & 0xF
+
+
+def program_registers(prog_addr, prog_len, base, limit):
+    """Write the program's address and length, the DMA window ``[base, limit)`` and
+    enable the interrupt (a hard reset clears them all)."""
+    for name, value in (("base", base), ("limit", limit), ("prog_addr", prog_addr),
+                        ("prog_len", prog_len), ("irq_enable", 1)):
+        yield ("write", name, value)
+
+
+def read_counters():
+    """Every 64-bit counter: ``_lo`` first (it latches ``_hi``), then ``_hi``."""
+    counters = {}
+    for name, _doc in COUNTERS:
+        lo = yield ("read", f"{name}_lo")
+        hi = yield ("read", f"{name}_hi")
+        counters[name] = lo | (hi << 32)
+    return counters
+
+
+def run_program(prog_addr, prog_len, base, limit, timeout_cycles):
+    """Launch one program and collect its end: program the registers, start, wait for the
+    interrupt (at most ``timeout_cycles``), read the status and every counter, clear the
+    interrupt. Returns an :class:`Outcome`. After a time-out the program may still run:
+    the caller soft-resets (:func:`soft_reset`)."""
+    yield from program_registers(prog_addr, prog_len, base, limit)
+    yield ("write", "ctrl", CTRL_START)
+    came = yield ("wait_irq", timeout_cycles)
+    status = yield ("read", "status")
+    counters = yield from read_counters()
+    yield ("write", "irq_status", 1)
+    return Outcome(status=status, counters=counters, timed_out=not came)
+
+
+def soft_reset(polls=10_000):
+    """Request a soft reset and poll ``status`` until not busy (at most ``polls`` reads);
+    clear the interrupt. Returns ``(first status read that is not busy, or the last one
+    read, status read after it)``."""
+    yield ("write", "ctrl", CTRL_SOFT_RESET)
+    status = None
+    for _ in range(polls):
+        status = yield ("read", "status")
+        if not status & STATUS_BUSY:
+            break
+    settled = yield ("read", "status")
+    yield ("write", "irq_status", 1)
+    return status, settled
+
+
+def drive(sequence, *, write, read, wait_irq):
+    """Run ``sequence`` synchronously with the three callables (``write(name, value)``,
+    ``read(name) -> int``, ``wait_irq(cycles) -> bool``); return its result."""
+    try:
+        op = next(sequence)
+        while True:
+            if op[0] == "write":
+                op = sequence.send(write(op[1], op[2]))
+            elif op[0] == "read":
+                op = sequence.send(read(op[1]))
+            elif op[0] == "wait_irq":
+                op = sequence.send(wait_irq(op[1]))
+            else:
+                raise ValueError(f"unknown register operation {op!r}")
+    except StopIteration as stop:
+        return stop.value

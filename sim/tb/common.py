@@ -35,3 +35,21 @@ async def start(dut, reset_cycles=2):
 def watchdog_ns(cycles):
     """A generous bound on simulated time for a run of ``cycles`` clock cycles."""
     return (2 * cycles + 1000) * CLOCK_NS
+
+
+async def drive(sequence, *, write, read, wait_irq):
+    """Run one of :mod:`hw.regs`'s register sequences with async callables (the cocotb
+    form of :func:`hw.regs.drive`); return its result."""
+    try:
+        op = next(sequence)
+        while True:
+            if op[0] == "write":
+                op = sequence.send(await write(op[1], op[2]))
+            elif op[0] == "read":
+                op = sequence.send(await read(op[1]))
+            elif op[0] == "wait_irq":
+                op = sequence.send(await wait_irq(op[1]))
+            else:
+                raise ValueError(f"unknown register operation {op!r}")
+    except StopIteration as stop:
+        return stop.value

@@ -15,8 +15,10 @@ import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
+from hw import regs as R
 from sim import props
-from sim.tb.common import load_case, save_result, start
+from sim.tb.common import drive, load_case, save_result, start
+
 
 class ProtocolMonitor:
     """Runs :class:`sim.props.AXI4ManagerChecker` on the ``m_axi`` port every cycle
@@ -81,44 +83,35 @@ async def run_program(dut):
 
     async def write(name, value):
         await host.write_dword(regs[name], value)
+        if name == "ctrl" and value & R.CTRL_SOFT_RESET:
+            monitor.checker.stop(monitor.cycle, "soft reset requested")
 
     async def read(name):
         return await host.read_dword(regs[name])
 
+    async def wait_irq(cycles):
+        waited = 0                       # polled every 16 cycles, as a host would
+        while not int(dut.irq.value) and waited < cycles:
+            await ClockCycles(dut.clk, 16)
+            waited += 16
+        return bool(int(dut.irq.value))
+
+    def run(seq):
+        return drive(seq, write=write, read=read, wait_irq=wait_irq)
+
+    window = (case["prog_addr"], case["prog_len"], case["base"], case["limit"])
     magic = await read("magic")
-    await write("base", case["base"])
-    await write("limit", case["limit"])
-    await write("prog_addr", case["prog_addr"])
-    await write("prog_len", case["prog_len"])
-    await write("irq_enable", 1)
     reset_status = None
     if case.get("soft_reset_after") is not None:
         # Start, let it run a while, soft-reset it mid-run, check it is idle again.
-        await write("ctrl", 1)
+        await run(R.program_registers(*window))
+        await write("ctrl", R.CTRL_START)
         await ClockCycles(dut.clk, case["soft_reset_after"])
-        await write("ctrl", 2)
-        monitor.checker.stop(monitor.cycle, "soft reset requested")
-        for _ in range(10_000):
-            reset_status = await read("status")
-            if not reset_status & 1:
-                break
+        reset_status, _ = await run(R.soft_reset())
         monitor.checker.clear(monitor.cycle)
-        await write("irq_status", 1)
-    await write("ctrl", 1)
-    cycles = 0
-    limit = case["timeout_cycles"]
-    while not int(dut.irq.value) and cycles < limit:
-        await ClockCycles(dut.clk, 16)
-        cycles += 16
-    timed_out = not int(dut.irq.value)
-    status = await read("status")
-    dut._log.info("irq after %d cycles, status %#x", cycles, status)
-    counters = {}
-    for name in case["counters"]:
-        lo = await read(f"{name}_lo")
-        hi = await read(f"{name}_hi")
-        counters[name] = lo | (hi << 32)
-    await write("irq_status", 1)
+    outcome = await run(R.run_program(*window, case["timeout_cycles"]))
+    status, counters, timed_out = outcome.status, outcome.counters, outcome.timed_out
+    dut._log.info("status %#x%s", status, " (timed out)" if timed_out else "")
     await ClockCycles(dut.clk, 4)
     irq_after_clear = int(dut.irq.value)
     if not timed_out and not errors:

@@ -1,0 +1,281 @@
+"""The fast simulator: the Verilated accelerator in a C++ harness, driven through ctypes.
+
+:func:`build` compiles ``serrano_top`` of a configuration, a small Verilog wrapper and
+``sim/fast/harness.cpp`` (an AXI4 memory model on a host buffer and an AXI4-Lite host,
+both in C++) into one shared library, once per design; :class:`FastSim` loads it and
+keeps one accelerator running for as long as the object lives.
+
+Why a shared library loaded with ``ctypes`` (and not a process behind a pipe): device
+memory is a host buffer that numpy views in place (:attr:`FastSim.mem`), so writing a
+region costs one ``memcpy`` and nothing is serialised; a call into the library costs
+about a microsecond; and the harness turns Verilog ``$finish``/``$stop`` and Verilator's
+fatal errors into error returns (``VL_USER_*`` hooks), so the model cannot end the host
+process.
+
+The memory model follows ``sim/hdl/axi_mem.v`` cycle for cycle (read latency, write
+latency, queue depths, SLVERR window, DECERR beyond the memory): a program takes the
+same cycles here as in the cocotb runs of :mod:`sim.system` (``tests/test_backends.py``
+checks it). Build options and what each gained are in README ("Simulation speed").
+"""
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.axi import AXI4LiteSignature, AXI4Signature
+from hw.top import CSR_ADDR_WIDTH
+from . import toolenv
+from .runner import _locked, build_root
+from .verilog import TOP, top_verilog
+
+__all__ = ["HARNESS_TOP", "VERILATOR_ARGS", "FastSimError", "harness_verilog", "build",
+           "FastSim"]
+
+HARNESS_TOP = "serrano_harness"
+_HARNESS_CPP = Path(__file__).resolve().parent / "fast" / "harness.cpp"
+LIB_NAME = "libserrano_fast.so"
+# Verilator's own optimisation and X handling (see README, "Simulation speed"): every
+# register starts at zero (randReset(0)), assertions are off in the fast model.
+VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                  "-Wno-fatal", "-Wno-lint", "-Wno-style"]
+# The C++ compiler: position-independent for the shared library, the Verilog stop hooks.
+CXX_FLAGS = ["-fPIC", "-DVL_USER_FINISH", "-DVL_USER_STOP", "-DVL_USER_FATAL"]
+# verilated.mk compiles the per-cycle code with OPT_FAST (tools env: -O2) and the cold
+# set-up code with OPT_SLOW (-Os): -O2 everywhere would only lengthen the build.
+MAX_CYCLES_DEFAULT = 1 << 40
+
+
+class FastSimError(RuntimeError):
+    """The fast simulator could not be built, or its model stopped with an error."""
+
+
+def _width(shape):
+    return shape.width if hasattr(shape, "width") else int(shape)
+
+
+def harness_verilog(cfg):
+    """Verilog of ``serrano_harness``: ``serrano_top`` with plain port names (``ax_*`` for
+    the AXI4 memory port, ``lite_*`` for the AXI4-Lite host port) for the C++ harness."""
+    buses = (("ax", "m_axi", AXI4Signature(addr_width=cfg.addr_width,
+                                            data_bytes=cfg.bus_bytes)),
+             ("lite", "s_axil", AXI4LiteSignature(addr_width=CSR_ADDR_WIDTH)))
+    ports = ["  input wire clk,", "  input wire rst,", "  output wire irq,"]
+    conns = ["    .clk(clk), .rst(rst), .irq(irq),"]
+    for short, prefix, sig in buses:
+        for name, member in sig.members.items():
+            # AXI4 is the accelerator's manager port; AXI4-Lite its subordinate port.
+            out_of_top = (member.flow.name == "Out") == (short == "ax")
+            width = _width(member.shape)
+            rng = f"[{width - 1}:0] " if width > 1 else ""
+            ports.append(f"  {'output' if out_of_top else 'input'} wire {rng}{short}_{name},")
+            conns.append(f"    .{prefix}__{name}({short}_{name}),")
+    ports[-1] = ports[-1].rstrip(",")
+    conns[-1] = conns[-1].rstrip(",")
+    wrapper = "\n".join([f"module {HARNESS_TOP} (", *ports, ");", f"  {TOP} accel (",
+                         *conns, "  );", "endmodule", ""])
+    return top_verilog(cfg) + "\n" + wrapper
+
+
+def build(cfg):
+    """Compile the fast simulator of ``cfg`` once per design; return the library's path.
+
+    The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
+    the harness source and the options), under a file lock shared by parallel workers.
+    """
+    text = harness_verilog(cfg)
+    harness = _HARNESS_CPP.read_text()
+    flags = VERILATOR_ARGS + CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]
+    digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
+    build_dir = build_root() / "fast" / f"{cfg.name}-{digest}"
+    lib = build_dir / "obj" / LIB_NAME
+    with _locked(build_root() / "fast" / f"{cfg.name}-{digest}.lock"):
+        if lib.exists():
+            return lib
+        build_dir.mkdir(parents=True, exist_ok=True)
+        (build_dir / f"{HARNESS_TOP}.v").write_text(text)
+        env = {**os.environ, **toolenv.tool_env()}
+        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
+               "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", LIB_NAME,
+               *VERILATOR_ARGS,
+               "-CFLAGS", " ".join(CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]),
+               "-LDFLAGS", "-shared",
+               str(_HARNESS_CPP), f"{HARNESS_TOP}.v"]
+        t0 = time.perf_counter()
+        with open(build_dir / "build.log", "w") as log:
+            proc = subprocess.run(cmd, cwd=build_dir, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 or not lib.exists():
+            tail = (build_dir / "build.log").read_text(errors="replace").splitlines()[-15:]
+            raise FastSimError(f"Verilator build of the fast simulator failed (exit "
+                               f"{proc.returncode}); log: {build_dir / 'build.log'}\n"
+                               + "\n".join(tail))
+        (build_dir / "build_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return lib
+
+
+_LIBS = {}
+
+
+def _load(path):
+    """The library at ``path``, loaded once per process, with its functions typed."""
+    path = str(path)
+    if path in _LIBS:
+        return _LIBS[path]
+    lib = ctypes.CDLL(path)
+    vp, u64, u32, i64 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int64
+    sigs = {
+        "srn_create": (vp, [u64]),
+        "srn_destroy": (None, [vp]),
+        "srn_mem": (ctypes.POINTER(ctypes.c_uint8), [vp]),
+        "srn_mem_bytes": (u64, [vp]),
+        "srn_bus_bytes": (ctypes.c_int, []),
+        "srn_cycle": (u64, [vp]),
+        "srn_irq": (ctypes.c_int, [vp]),
+        "srn_error": (ctypes.c_char_p, [vp]),
+        "srn_clear_error": (None, [vp]),
+        "srn_read_beats": (u64, [vp]),
+        "srn_write_beats": (u64, [vp]),
+        "srn_set_timing": (None, [vp, u32, u32]),
+        "srn_set_err_window": (None, [vp, u64, u64]),
+        "srn_reset": (i64, [vp, u32]),
+        "srn_run": (i64, [vp, u64, ctypes.c_int]),
+        "srn_reg_write": (i64, [vp, u32, u32, u64]),
+        "srn_reg_read": (i64, [vp, u32, ctypes.POINTER(u32), u64]),
+        "srn_bare_loop": (i64, [vp, u64]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    _LIBS[path] = lib
+    return lib
+
+
+class FastSim:
+    """One running accelerator on the fast simulator, with ``mem_bytes`` of memory.
+
+    ``mem`` is a writable numpy uint8 view of the device memory (the C++ buffer itself).
+    Register accesses, runs and resets clock the model; :attr:`cycle` counts every clock
+    since construction. Methods raise :class:`FastSimError` when the model stops with an
+    error (a Verilog ``$finish``, a bus protocol violation seen by the memory model).
+    """
+
+    REG_ACCESS_CYCLES = 1000      # an AXI-Lite access that takes longer is a hang
+
+    def __init__(self, cfg, mem_bytes, *, read_latency=30, write_latency=10):
+        if mem_bytes <= 0 or mem_bytes % cfg.bus_bytes:
+            raise ValueError(f"mem_bytes must be a positive multiple of {cfg.bus_bytes}, "
+                             f"not {mem_bytes!r}")
+        if mem_bytes > 1 << cfg.addr_width:
+            raise ValueError(f"mem_bytes {mem_bytes} exceeds the {cfg.addr_width}-bit "
+                             f"address space")
+        self.cfg = cfg
+        self.path = build(cfg)
+        self._lib = _load(self.path)
+        if self._lib.srn_bus_bytes() != cfg.bus_bytes:
+            raise FastSimError(f"{self.path} was built for a {self._lib.srn_bus_bytes()}"
+                               f"-byte bus, not {cfg.bus_bytes}")
+        self._h = self._lib.srn_create(mem_bytes)
+        if not self._h:
+            raise MemoryError(f"the fast simulator could not allocate {mem_bytes} bytes "
+                              f"of device memory")
+        self.mem_bytes = mem_bytes
+        ptr = self._lib.srn_mem(self._h)
+        self.mem = np.ctypeslib.as_array(ptr, shape=(mem_bytes,))
+        self.set_timing(read_latency, write_latency)
+
+    # -- lifetime
+
+    def close(self):
+        if getattr(self, "_h", None):
+            self.mem = None
+            self._lib.srn_destroy(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _handle(self):
+        if not self._h:
+            raise FastSimError("the simulator is closed")
+        return self._h
+
+    def _check(self, ret, what):
+        if ret == -1:
+            msg = self._lib.srn_error(self._h).decode(errors="replace")
+            self._lib.srn_clear_error(self._h)
+            raise FastSimError(f"{what}: {msg}")
+        return ret
+
+    # -- memory model settings
+
+    def set_timing(self, read_latency, write_latency):
+        """Memory latencies in cycles (0 to 255; 0 acts as 1), as ``serrano_axi_mem``."""
+        for name, v in (("read_latency", read_latency), ("write_latency", write_latency)):
+            if not isinstance(v, int) or not 0 <= v <= 255:
+                raise ValueError(f"{name} must be an integer in 0..255, not {v!r}")
+        self._lib.srn_set_timing(self._handle(), read_latency, write_latency)
+
+    def set_err_window(self, lo, hi):
+        """Bursts starting in ``[lo, hi)`` answer SLVERR (``lo >= hi``: none)."""
+        self._lib.srn_set_err_window(self._handle(), lo, hi)
+
+    # -- the pins and the clock
+
+    @property
+    def cycle(self):
+        return self._lib.srn_cycle(self._handle())
+
+    @property
+    def irq(self):
+        return bool(self._lib.srn_irq(self._handle()))
+
+    @property
+    def bus_beats(self):
+        """``(read beats, write beats)`` the memory served since the last reset."""
+        h = self._handle()
+        return self._lib.srn_read_beats(h), self._lib.srn_write_beats(h)
+
+    def reset(self, cycles=4):
+        """Hold ``rst`` high for ``cycles`` clocks: the accelerator, its registers and the
+        memory model's queues (not the memory's contents)."""
+        self._check(self._lib.srn_reset(self._handle(), cycles), "reset")
+
+    def run(self, cycles, *, stop_on_irq=False):
+        """Clock up to ``cycles`` times (stopping at ``irq`` if asked); return the count."""
+        return self._check(self._lib.srn_run(self._handle(), cycles, int(stop_on_irq)),
+                           "run")
+
+    def bare_loop(self, cycles):
+        """Clock the model with every input idle and no memory model (the rate ceiling)."""
+        return self._check(self._lib.srn_bare_loop(self._handle(), cycles), "bare loop")
+
+    # -- the host port
+
+    def reg_write(self, addr, value):
+        ret = self._check(self._lib.srn_reg_write(self._handle(), addr, value & 0xFFFF_FFFF,
+                                                  self.REG_ACCESS_CYCLES),
+                          f"register write at {addr:#x}")
+        if ret == -2:
+            raise FastSimError(f"register write at {addr:#x} got no response in "
+                               f"{self.REG_ACCESS_CYCLES} cycles")
+
+    def reg_read(self, addr):
+        out = ctypes.c_uint32()
+        ret = self._check(self._lib.srn_reg_read(self._handle(), addr, ctypes.byref(out),
+                                                 self.REG_ACCESS_CYCLES),
+                          f"register read at {addr:#x}")
+        if ret == -2:
+            raise FastSimError(f"register read at {addr:#x} got no response in "
+                               f"{self.REG_ACCESS_CYCLES} cycles")
+        return out.value
