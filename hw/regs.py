@@ -8,8 +8,8 @@ address ``4 * i``. 64-bit counters are two registers: read ``_lo`` first (that l
 from .csr import Register, counter64, register_map
 
 __all__ = ["MAGIC", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_CODE_SHIFT",
-           "Outcome", "program_registers", "read_counters", "run_program", "soft_reset",
-           "drive", "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS", "address", "REGISTER_MAP"]
+           "Outcome", "program_registers", "read_counters", "start", "collect", "run_program",
+           "soft_reset", "drive", "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS", "address", "REGISTER_MAP"]
 
 MAGIC = 0x53524E4F                      # "SRNO"
 
@@ -119,18 +119,28 @@ def read_counters():
     return counters
 
 
-def run_program(prog_addr, prog_len, base, limit, timeout_cycles):
-    """Launch one program and collect its end: program the registers, start, wait for the
-    interrupt (at most ``timeout_cycles``), read the status and every counter, clear the
-    interrupt. Returns an :class:`Outcome`. After a time-out the program may still run:
-    the caller soft-resets (:func:`soft_reset`)."""
+def start(prog_addr, prog_len, base, limit):
+    """Program the registers and start the program."""
     yield from program_registers(prog_addr, prog_len, base, limit)
     yield ("write", "ctrl", CTRL_START)
+
+
+def collect(timeout_cycles):
+    """Wait for the interrupt (at most ``timeout_cycles``), read the status and every
+    counter, clear the interrupt. Returns an :class:`Outcome`. After a time-out the
+    program may still run: the caller soft-resets (:func:`soft_reset`)."""
     came = yield ("wait_irq", timeout_cycles)
     status = yield ("read", "status")
     counters = yield from read_counters()
     yield ("write", "irq_status", 1)
     return Outcome(status=status, counters=counters, timed_out=not came)
+
+
+def run_program(prog_addr, prog_len, base, limit, timeout_cycles):
+    """Launch one program and collect its end (:func:`start`, then :func:`collect`):
+    the one sequence every host runs. Returns an :class:`Outcome`."""
+    yield from start(prog_addr, prog_len, base, limit)
+    return (yield from collect(timeout_cycles))
 
 
 def soft_reset(polls=10_000):

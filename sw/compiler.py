@@ -81,18 +81,39 @@ def choose_block(cfg, M, K):
 
 
 class Memory:
-    """The device memory image, grown by a bump allocator, aligned to :data:`ALIGN`."""
+    """The one bump allocator of device memory, aligned to :data:`ALIGN`.
 
-    def __init__(self, base=0):
-        self.top = _align(base)
+    ``alloc`` hands out regions from ``base`` up (at most ``size`` bytes in all, if
+    given); ``mark``/``release`` free everything allocated after a mark (a stack: scratch
+    data of one layer above weights that stay). Regions given ``data`` are kept for
+    :meth:`image` (a memory image built on the host, as :func:`compile_gemm` does);
+    :class:`sw.runtime.Device` allocates in its device memory with it.
+    """
+
+    def __init__(self, base=0, size=None):
+        self.base = self.top = _align(base)
+        self.size = size
         self.chunks = []
 
     def alloc(self, nbytes, data=None):
         addr = self.top
-        self.top = _align(addr + max(int(nbytes), 1))
+        top = _align(addr + max(int(nbytes), 1))
+        if self.size is not None and top > self.size:
+            raise MemoryError(f"device memory full: {int(nbytes)} more bytes at {addr} "
+                              f"exceed its {self.size} bytes")
+        self.top = top
         if data is not None:
             self.chunks.append((addr, np.asarray(data, np.uint8).ravel()))
         return addr
+
+    def mark(self):
+        return self.top
+
+    def release(self, mark):
+        if not self.base <= mark <= self.top:
+            raise ValueError(f"mark {mark} is not in [{self.base}, {self.top}]")
+        self.top = mark
+        self.chunks = [(a, d) for a, d in self.chunks if a < mark]
 
     def image(self):
         img = np.zeros(self.top, np.uint8)

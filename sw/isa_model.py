@@ -101,13 +101,14 @@ def _check_cfg(cfg):
     return cfg
 
 
-def _as_image(mem):
-    """A private uint8 copy of ``mem`` (a 1-D uint8 array or bytes-like)."""
-    if isinstance(mem, (bytes, bytearray, memoryview)):
+def _as_image(mem, in_place=False):
+    """A private uint8 copy of ``mem`` (a 1-D uint8 array or bytes-like), or ``mem``
+    itself with ``in_place`` (which then must be a writable 1-D uint8 array)."""
+    if isinstance(mem, (bytes, bytearray, memoryview)) and not in_place:
         return np.frombuffer(bytes(mem), dtype=np.uint8).copy()
     if not isinstance(mem, np.ndarray) or mem.dtype != np.uint8 or mem.ndim != 1:
         raise TypeError(f"mem must be a 1-D numpy uint8 array or bytes, not {mem!r}")
-    return mem.copy()
+    return mem if in_place else mem.copy()
 
 
 # --------------------------------------------------------------------------------------
@@ -166,7 +167,8 @@ class Machine:
     cfg : hw.config.Config
         Geometry: ``R = cfg.rows``, ``C = cfg.cols``, ``bus_bytes``, buffer depths.
     mem : numpy.ndarray of uint8 or bytes-like
-        The memory image, address 0 at index 0. The machine works on a copy.
+        The memory image, address 0 at index 0. The machine works on a copy, or with
+        ``in_place`` on ``mem`` itself (a device memory that the machine owns).
     base, limit : int
         The DMA window ``[base, limit)``; ``limit=None`` means ``len(mem)``.
 
@@ -177,9 +179,9 @@ class Machine:
     ``dma_read_bytes``, ``dma_write_bytes``, ``ops`` (one dict per retired instruction).
     """
 
-    def __init__(self, cfg, mem, *, base=0, limit=None):
+    def __init__(self, cfg, mem, *, base=0, limit=None, in_place=False):
         self.cfg = _check_cfg(cfg)
-        self.mem = _as_image(mem)
+        self.mem = _as_image(mem, in_place)
         self.base = _check_nonneg_int("base", base)
         if limit is None:
             limit = len(self.mem)
@@ -384,15 +386,17 @@ def _last_occurrences(idx):
     return len(idx) - 1 - first_in_reversed
 
 
-def run_program(cfg, mem, prog_addr, n_insns, *, base=0, limit=None, check_deps=True):
-    """Run the program of ``n_insns`` instructions at ``prog_addr`` on a copy of ``mem``.
+def run_program(cfg, mem, prog_addr, n_insns, *, base=0, limit=None, check_deps=True,
+                in_place=False):
+    """Run the program of ``n_insns`` instructions at ``prog_addr`` on a copy of ``mem``
+    (on ``mem`` itself with ``in_place``).
 
     Returns a :class:`Result`. With ``check_deps`` the retired instructions are then
     checked with :func:`check_tokens` and :func:`check_races`, which raise
     :class:`DeadlockError` or :class:`RaceError` for a program whose hardware result could
     differ from the program-order result (or never come).
     """
-    machine = Machine(cfg, mem, base=base, limit=limit)
+    machine = Machine(cfg, mem, base=base, limit=limit, in_place=in_place)
     error, error_insn, retired = machine.run(prog_addr, n_insns)
     tokens = None
     if check_deps:

@@ -1,14 +1,21 @@
-"""The runtime: one device memory, accelerator calls, and backends behind one interface.
+"""The runtime: one accelerator with its device memory, and accelerator calls on it.
 
-A :class:`Device` holds the device memory image (weights stay in it for the whole run,
-as they would in DRAM), allocates regions in it, lets the host write and read regions
-(counted: every byte the host moves is a host<->device transfer), and runs programs on
-its backend. A *call* is one program run to ``END``: one host round trip.
+A :class:`Device` opens one backend (:mod:`sw.backends`: ``golden``, ``verilator``,
+``icarus``, ``amaranth``) and keeps it for its whole life, as a host keeps a board:
+weights written once stay in device memory across calls. The host allocates regions
+(:meth:`Device.alloc`, one bump allocator with marks), writes and reads them (every byte
+counted as a host<->device transfer), and runs programs: :meth:`Device.call` writes a
+program built by :class:`sw.compiler.Builder` and runs it to ``END``, one host round
+trip, through :mod:`hw.regs`'s register sequences.
 
-Backends: ``golden`` (the numpy ISA model, :mod:`sw.isa_model`), ``verilator`` and
-``icarus`` (the RTL, :mod:`sim.system`: accelerator plus Verilog memory). On an RTL
-backend every call is also run on the golden model and the two memory images are
-compared byte for byte (``bit_exact_vs_golden``).
+Checking (``check``): with ``"every"`` (the default on an RTL backend) each call also
+runs on a golden model of the same device memory and the two memories are compared byte
+for byte over everything allocated (``bit_exact``). ``"none"`` runs the backend alone.
+
+Errors are one line: a region outside device memory, a program at a misaligned address,
+a launch on a busy device, an unknown backend (:class:`ValueError`); a program that
+stops with an error code or never raises its interrupt (:class:`DeviceError`, after which
+the device has been soft-reset and takes the next call).
 """
 
 import time
@@ -16,58 +23,104 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw import isa
-from . import isa_model
-from .compiler import ALIGN, Builder
+from hw import isa, regs
+from .backends import DEFAULT_MEM_BYTES, check_backend, open_backend
+from .compiler import ALIGN, Builder, Memory
 
-__all__ = ["BACKENDS", "DeviceError", "CallStats", "Device"]
+__all__ = ["CHECKS", "DeviceError", "CallStats", "Device"]
 
-BACKENDS = ("golden", "verilator", "icarus")
+CHECKS = ("every", "none")
 
 
 class DeviceError(RuntimeError):
-    """The accelerator stopped with an error, or disagreed with the golden model."""
+    """The accelerator stopped with an error or never finished; the message says which."""
+
+    def __init__(self, message, outcome=None):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass
 class CallStats:
+    """One call: its program, its GEMM shapes, what it cost."""
     name: str
     macs: int
-    cycles: int | None
+    cycles: int | None          # None on an untimed backend (golden)
     counters: dict | None
-    wall_s: float
-
-
-@dataclass
-class Device:
-    cfg: object
-    backend: str = "golden"
-    mem_latency: int = 30
-    progress: object = None                 # callable(event dict) or None
-    image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
-    calls: list = field(default_factory=list)
-    bytes_to_device: int = 0
-    bytes_from_device: int = 0
+    wall_s: float               # the backend's run, launch to collected end
+    check_s: float = 0.0        # the golden check of the call
+    program: bytes = field(default=b"", repr=False)
+    gemms: list = field(default_factory=list)
     bit_exact: bool | None = None
-    sim_wall_s: float = 0.0
-    golden_read_bytes: int = 0           # DMA traffic as the golden model counts it
-    golden_write_bytes: int = 0
 
-    def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of: "
-                             f"{', '.join(BACKENDS)}")
-        if self.backend != "golden":
-            self.bit_exact = True
 
-    # ---- memory -----------------------------------------------------------------------
+class Device:
+    """One accelerator on ``backend`` with ``mem_bytes`` of device memory.
+
+    ``mem_latency`` is the memory's read latency in cycles (RTL backends); ``progress``
+    a callable receiving ``{"event": "start"|"end", ...}`` per call; ``timeout_cycles``
+    the watchdog of each call (default: from the golden model's work when checking,
+    else from the memory in use).
+    """
+
+    def __init__(self, cfg, backend="golden", *, mem_bytes=DEFAULT_MEM_BYTES,
+                 mem_latency=30, check="every", progress=None, timeout_cycles=None):
+        check_backend(backend)
+        if check not in CHECKS:
+            raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
+        self.cfg = cfg
+        self.backend_name = backend
+        self.check = check if backend != "golden" else "none"
+        self.mem_latency = mem_latency
+        self.progress = progress
+        self.timeout_cycles = timeout_cycles
+        self.backend = open_backend(backend, cfg, mem_bytes=mem_bytes,
+                                    mem_latency=mem_latency)
+        self.golden = (open_backend("golden", cfg, mem_bytes=mem_bytes)
+                       if self.check == "every" else None)
+        self.mem_bytes = mem_bytes
+        self.heap = Memory(0, mem_bytes)
+        self.calls = []
+        self.bytes_to_device = 0
+        self.bytes_from_device = 0
+        self.bit_exact = True if self.golden else None
+        self.sim_wall_s = 0.0
+        self.check_wall_s = 0.0
+        self.golden_read_bytes = 0
+        self.golden_write_bytes = 0
+        self.busy = False
+        self._pending = None
+
+    # ---- lifetime -------------------------------------------------------------------------
+
+    def close(self):
+        for b in (self.backend, self.golden):
+            if b is not None:
+                b.close()
+        self.backend = self.golden = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def timed(self):
+        return self.backend.timed
+
+    # ---- memory ---------------------------------------------------------------------------
+
+    def _region(self, addr, nbytes):
+        if (not isinstance(addr, (int, np.integer)) or isinstance(addr, bool) or addr < 0
+                or nbytes < 0 or addr + nbytes > self.mem_bytes):
+            raise ValueError(f"region [{addr}, {addr} + {nbytes}) is outside device memory "
+                             f"[0, {self.mem_bytes})")
 
     def alloc(self, nbytes):
-        """A fresh zeroed region of ``nbytes``, aligned to ``ALIGN``; returns its address."""
-        addr = len(self.image)
-        size = -(-max(int(nbytes), 1) // ALIGN) * ALIGN
-        self.image = np.concatenate([self.image, np.zeros(size, np.uint8)])
-        return addr
+        """A region of ``nbytes``, aligned to :data:`sw.compiler.ALIGN`; its address.
+        (Not zeroed: write it before a program reads it.)"""
+        return self.heap.alloc(nbytes)
 
     def put(self, data):
         """Allocate a region for ``data`` and write it there (a host-to-device transfer)."""
@@ -77,82 +130,175 @@ class Device:
         return addr
 
     def write(self, addr, data):
+        """Write ``data`` at ``addr`` (counted in ``bytes_to_device``)."""
         data = np.asarray(data).view(np.uint8).ravel()
-        self.image[addr:addr + len(data)] = data
+        self._region(addr, len(data))
+        self._idle("write memory")
+        self.backend.write_mem(addr, data)
+        if self.golden:
+            self.golden.write_mem(addr, data)
         self.bytes_to_device += len(data)
 
+    def read(self, addr, nbytes):
+        """A copy of ``nbytes`` at ``addr`` (counted in ``bytes_from_device``)."""
+        self._region(addr, nbytes)
+        self._idle("read memory")
+        self.bytes_from_device += nbytes
+        return self.backend.read_mem(addr, nbytes)
+
     def mark(self):
-        """The current end of memory: :meth:`release` frees everything allocated after."""
-        return len(self.image)
+        """The current top of the allocator: :meth:`release` frees everything after it."""
+        return self.heap.mark()
 
     def release(self, mark):
-        """Free every region allocated since ``mark`` (a stack discipline: scratch data of
-        one layer; weights are allocated before and stay)."""
-        self.image = self.image[:mark].copy()
+        """Free every region allocated since ``mark`` (scratch data of one layer; weights
+        allocated before it stay)."""
+        self.heap.release(mark)
 
-    def read(self, addr, nbytes):
-        self.bytes_from_device += nbytes
-        return self.image[addr:addr + nbytes].copy()
+    def snapshot(self):
+        """The allocated device memory, uncounted (for :meth:`restore`)."""
+        return self.backend.read_mem(0, self.heap.top)
 
-    # ---- calls --------------------------------------------------------------------------
+    def restore(self, image):
+        """Make the device memory start with ``image`` (allocated, uncounted): a state
+        prepared on another device, as a benchmark's starting point."""
+        image = np.asarray(image, np.uint8).ravel()
+        self._region(0, len(image))
+        self.backend.write_mem(0, image)
+        if self.golden:
+            self.golden.write_mem(0, image)
+        self.heap.top = max(self.heap.top, -(-len(image) // ALIGN) * ALIGN)
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    def builder(self):
+        return Builder(self.cfg)
+
+    def _idle(self, what):
+        if self.busy:
+            raise ValueError(f"cannot {what}: the device is running a program "
+                             f"(wait for it first)")
+
+    def _sequence(self, backend, seq):
+        return regs.drive(seq, write=backend.write_reg, read=backend.read_reg,
+                          wait_irq=backend.wait_irq)
 
     def call(self, name, builder):
         """Run the program of ``builder`` (:class:`sw.compiler.Builder`) as one call."""
         prog = np.frombuffer(builder.finish(), np.uint8)
-        prog_addr = self.alloc(len(prog))
-        self.image[prog_addr:prog_addr + len(prog)] = prog        # the program is data too
-        self.bytes_to_device += len(prog)
-        n = len(prog) // isa.INSN_BYTES
-        macs = sum(g.macs for g in builder.gemms)
+        prog_addr = self.put(prog)                    # the program is data too
+        return self.run(prog_addr, len(prog) // isa.INSN_BYTES, name=name,
+                        macs=sum(g.macs for g in builder.gemms), program=prog.tobytes(),
+                        gemms=[(g.M, g.K, g.N) for g in builder.gemms])
+
+    def run(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=()):
+        """Run ``n_insns`` instructions at ``prog_addr`` to ``END``; a :class:`CallStats`."""
+        self.launch(prog_addr, n_insns, name=name, macs=macs, program=program, gemms=gemms)
+        return self.wait()
+
+    def launch(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=()):
+        """Start a program and return at once (:meth:`wait` collects its end). The DMA
+        window is everything allocated, ``[0, top)``."""
+        self._idle("start a program")
+        unit = min(self.cfg.bus_bytes, isa.INSN_BYTES)
+        if not isinstance(prog_addr, (int, np.integer)) or prog_addr % unit:
+            raise ValueError(f"program address {prog_addr!r} is not a multiple of {unit} "
+                             f"(the instruction fetch alignment)")
+        if not isinstance(n_insns, (int, np.integer)) or n_insns < 1:
+            raise ValueError(f"a program has at least one instruction, not {n_insns!r}")
+        self._region(prog_addr, n_insns * isa.INSN_BYTES)
+        limit = self.heap.top
         if self.progress:
             self.progress({"event": "start", "name": name, "macs": macs})
+        gold = check_s = None
+        if self.golden:
+            t0 = time.perf_counter()
+            gold = self._sequence(self.golden, regs.run_program(prog_addr, n_insns, 0, limit,
+                                                                1))
+            check_s = time.perf_counter() - t0
+        timeout = self.timeout_cycles or self._watchdog(limit)
         t0 = time.perf_counter()
-        gold = isa_model.run_program(self.cfg, self.image, prog_addr, n, check_deps=False)
-        if gold.error != isa.Error.NONE:
-            raise DeviceError(f"{name}: the golden model stopped with {gold.error.name}")
-        self.golden_read_bytes += gold.dma_read_bytes
-        self.golden_write_bytes += gold.dma_write_bytes
-        counters = None
-        if self.backend == "golden":
-            self.image = gold.mem
-        else:
-            from sim.system import run_system
-            rtl = run_system(self.cfg, self.image, prog_addr, n, self.backend,
-                             mem_latency=self.mem_latency)
-            if rtl.timed_out or not rtl.done:
-                raise DeviceError(f"{name}: the accelerator stopped with status "
-                                  f"{rtl.status:#x} ({rtl.error.name})")
-            counters = rtl.counters
-            if not np.array_equal(rtl.image, gold.mem):
-                self.bit_exact = False
-            self.image = rtl.image
-        wall = time.perf_counter() - t0
+        self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit))
+        self.busy = True
+        self._pending = dict(name=name, macs=macs, program=bytes(program), gemms=list(gemms),
+                             gold=gold, check_s=check_s, t0=t0, timeout=timeout, limit=limit)
+
+    def _watchdog(self, limit):
+        if self.golden and self.golden.last is not None:
+            r = self.golden.last
+            work = (r.dma_read_bytes + r.dma_write_bytes) // self.cfg.bus_bytes
+            return 200_000 + 4 * (work + r.array_rows + 64 * r.instructions)
+        return 1_000_000 + 8 * limit
+
+    def wait(self):
+        """Collect the end of the program :meth:`launch` started; a :class:`CallStats`.
+        Raises :class:`DeviceError` if it stopped with an error or never ended (the
+        device is then soft-reset, ready for the next call)."""
+        if not self.busy:
+            raise ValueError("no program is running (launch one first)")
+        p = self._pending
+        out = self._sequence(self.backend, regs.collect(p["timeout"]))
+        wall = time.perf_counter() - p["t0"]
+        self.busy = False
+        self._pending = None
         self.sim_wall_s += wall
-        stats = CallStats(name=name, macs=macs, counters=counters, wall_s=wall,
-                          cycles=counters["cycles"] if counters else None)
+        name = p["name"]
+        if out.timed_out or not out.done:
+            self._sequence(self.backend, regs.soft_reset())
+            if out.timed_out:
+                raise DeviceError(f"{name}: watchdog: no interrupt within {p['timeout']:,} "
+                                  f"cycles (status {out.status:#x}); the device was "
+                                  f"soft-reset", out)
+            raise DeviceError(f"{name}: the accelerator stopped with "
+                              f"{isa.Error(out.error_code).name} (status {out.status:#x})",
+                              out)
+        bit_exact = None
+        if p["gold"] is not None:
+            t0 = time.perf_counter()
+            gold = p["gold"]
+            self.golden_read_bytes += gold.counters["dma_read_bytes"]
+            self.golden_write_bytes += gold.counters["dma_write_bytes"]
+            n = p["limit"]
+            bit_exact = bool(gold.status == out.status and np.array_equal(
+                self.backend.view_mem(0, n), self.golden.view_mem(0, n)))
+            self.bit_exact = self.bit_exact and bit_exact
+            p["check_s"] += time.perf_counter() - t0
+            self.check_wall_s += p["check_s"]
+        elif not self.timed:
+            self.golden_read_bytes += out.counters["dma_read_bytes"]
+            self.golden_write_bytes += out.counters["dma_write_bytes"]
+        counters = out.counters if self.timed else None
+        stats = CallStats(name=name, macs=p["macs"], counters=counters, wall_s=wall,
+                          cycles=counters["cycles"] if counters else None,
+                          check_s=p["check_s"] or 0.0, program=p["program"],
+                          gemms=p["gemms"], bit_exact=bit_exact)
         self.calls.append(stats)
         if self.progress:
-            self.progress({"event": "end", "name": name, "macs": macs,
+            self.progress({"event": "end", "name": name, "macs": p["macs"],
                            "cycles": stats.cycles, "wall_s": wall})
         return stats
 
-    # ---- totals -------------------------------------------------------------------------
+    def soft_reset(self):
+        """Soft-reset the accelerator (stops a running program); returns the status."""
+        status, _ = self._sequence(self.backend, regs.soft_reset())
+        self.busy = False
+        self._pending = None
+        return status
+
+    # ---- totals ---------------------------------------------------------------------------
 
     @property
     def host_round_trips(self):
         return len(self.calls)
 
     def totals(self):
-        """Sums over every call: cycles, MACs, DMA bytes, stalls (None on golden)."""
+        """Sums over every call: cycles, MACs, DMA bytes, stalls (None when untimed)."""
         out = {"macs": sum(c.macs for c in self.calls)}
-        if self.backend == "golden":
-            out.update({k: None for k in ("cycles", "array_cycles", "dma_read_bytes",
-                                          "dma_write_bytes")})
+        keys = ("cycles", "array_cycles", "dma_read_bytes", "dma_write_bytes",
+                "stall_weight", "stall_act", "stall_store", "stall_insn")
+        if not self.timed:
+            out.update({k: None for k in keys})
             return out
-        for key in ("cycles", "array_cycles", "dma_read_bytes", "dma_write_bytes",
-                    "stall_weight", "stall_act", "stall_store", "stall_insn"):
+        for key in keys:
             out[key] = sum(c.counters[key] for c in self.calls)
         return out
-
-    def builder(self):
-        return Builder(self.cfg)
