@@ -330,7 +330,7 @@ def run_program(cfg, image, prog_addr, prog_len, *, base=0, limit=None, latency=
     image = np.asarray(image, np.uint8)
     limit = len(image) if limit is None else limit
     knobs = Knobs(1.0, 1.0, 1.0, 1.0, 1.0, (max(latency, 1), max(latency, 1)))
-    run = SerranoRun(cfg, image, seed=0, knobs=knobs,
+    run = SerranoRun(cfg, image, seed="amaranth-backend", knobs=knobs,
                      max_cycles=timeout_cycles + 10_000)
     run.axi = AXI4ManagerChecker(cfg.bus_bytes, base=base, limit=limit,
                                  read_error_latency=READ_ERROR_LATENCY)

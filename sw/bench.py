@@ -39,7 +39,7 @@ from hw.config import get_preset
 from . import energy
 
 __all__ = ["GEMM_SHAPES", "PREFILL_M", "DECODE_M", "LAYER_SEQ", "DECODE_CACHE", "LAYER_TEXT",
-           "BACKENDS", "add_arguments", "run", "run_suite", "suite", "scalesim_ws_cycles",
+           "add_arguments", "run", "run_suite", "suite", "scalesim_ws_cycles",
            "roofline_cycles", "gemm_program", "run_decode_step", "measure_sim_rate",
            "write_outputs", "markdown"]
 
@@ -64,8 +64,7 @@ QUICK_DECODE_CACHE = 32
 SIM_RATE_PRESET = "tiny"
 SIM_RATE_WORKLOADS = ((64, 64, 64), (128, 64, 64))
 QUICK_SIM_RATE_WORKLOADS = ((32, 32, 32),)
-
-BACKENDS = ("verilator", "icarus")
+BARE_LOOP_CYCLES = 300_000
 STALLS = ("weight", "act", "store", "insn")
 
 
@@ -111,34 +110,13 @@ def gemm_program(cfg, m, k, n):
     return layout.image[start:start + layout.prog_len * INSN_BYTES].tobytes()
 
 
-def _recording_device_class():
-    from .isa_model import decode_program
-    from .runtime import Device
-
-    class RecordingDevice(Device):
-        """A :class:`sw.runtime.Device` that also keeps, per call, the decoded program and
-        the GEMM shapes (for the energy model's structure counts and SCALE-Sim)."""
-
-        def __post_init__(self):
-            super().__post_init__()
-            self.programs = []
-
-        def call(self, name, builder):
-            stats = super().call(name, builder)
-            self.programs.append({"name": name, "program": decode_program(builder.prog),
-                                  "gemms": [(g.M, g.K, g.N) for g in builder.gemms]})
-            return stats
-
-    return RecordingDevice
-
-
 def run_decode_step(cfg, backend, cache_len=DECODE_CACHE, progress=None, mem_latency=30):
     """One decode step of ``gpt-tiny`` against a KV cache of ``cache_len`` tokens.
 
     The prefill that builds the cache runs on the golden backend; the decode step then
     runs on ``backend`` from a copy of that device memory (weights stay where the prefill
-    put them). Returns ``(device, info)``: the device holds only the decode step's calls
-    (with ``programs``), ``info`` the cosine of the step's output against the float32
+    put them). Returns ``(device, info)``: the device (open) holds only the decode step's
+    calls, ``info`` the cosine of the step's output against the float32
     decoder and the host traffic.
     """
     from . import transformer as T
@@ -150,41 +128,17 @@ def run_decode_step(cfg, backend, cache_len=DECODE_CACHE, progress=None, mem_lat
     samples = [synthetic.random_inputs(shape, cache_len + 1, seed=100 + s) for s in range(4)]
     q = T.calibrate_decoder(w, shape, samples)
     x = synthetic.random_inputs(shape, cache_len + 1, seed=1)
-    gold = Device(cfg, "golden", mem_latency=mem_latency)
-    _, cache = T.decoder_prefill(gold, q, x[:cache_len])
-    dev = _recording_device_class()(cfg, backend, mem_latency=mem_latency, progress=progress)
-    dev.image = gold.image.copy()                 # weights and cache state, not counted
+    with Device(cfg, "golden") as gold:
+        _, cache = T.decoder_prefill(gold, q, x[:cache_len])
+        state = gold.snapshot()
+    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    dev.restore(state)                            # weights and cache state, not counted
     y_new, _ = T.decoder_decode(dev, q, x[cache_len], cache)
     _, ref_cache = L.decoder_prefill(x[:cache_len], w, shape)
     ref_new, _ = L.decoder_decode(x[cache_len], w, shape, ref_cache)
     return dev, {"cosine_vs_float": cosine(y_new, ref_new),
                  "host_bytes_to_device": dev.bytes_to_device,
                  "host_bytes_from_device": dev.bytes_from_device}
-
-
-def _run_model_recorded(cfg, model, backend, **kw):
-    """:func:`sw.run.run_model` with a recording device; returns ``(report, device)``.
-
-    ``run_model`` builds its own :class:`sw.runtime.Device`; for the duration of the call
-    the name ``Device`` in :mod:`sw.run` is bound to the recording subclass."""
-    from . import run as run_mod
-    cls = _recording_device_class()
-    made = []
-
-    def factory(*args, **kwargs):
-        dev = cls(*args, **kwargs)
-        made.append(dev)
-        return dev
-
-    saved = run_mod.Device
-    run_mod.Device = factory
-    try:
-        report = run_mod.run_model(cfg, model, backend, **kw)
-    finally:
-        run_mod.Device = saved
-    if len(made) != 1:
-        raise RuntimeError(f"run_model made {len(made)} devices; the bench expects one")
-    return report, made[0]
 
 
 # ---- entries ------------------------------------------------------------------------------
@@ -264,8 +218,9 @@ def _per_op(dev):
 
 def _device_entry(cfg, dev, *, name, kind, tokens, constants, extra):
     counters = _device_counters(dev)
-    structure = energy.program_counts(cfg, [p["program"] for p in dev.programs])
-    gemms = [g for p in dev.programs for g in p["gemms"]]
+    from .isa_model import decode_program
+    structure = energy.program_counts(cfg, [decode_program(c.program) for c in dev.calls])
+    gemms = [g for c in dev.calls for g in c.gemms]
     scalesim = sum(scalesim_ws_cycles(m, k, n, cfg.rows, cfg.cols) for m, k, n in gemms)
     macs = sum(c.macs for c in dev.calls)
     e = _entry(cfg, name=name, kind=kind, cycles=counters["cycles"], macs=macs,
@@ -282,8 +237,9 @@ def _layer_entry(cfg, backend, constants, mem_latency, quick, progress):
         model, kw = "bert-tiny", {"seq": QUICK_LAYER_SEQ}
     else:
         model, kw = "minilm", {"layers": 1, "seq": LAYER_SEQ, "text": LAYER_TEXT}
-    r, dev = _run_model_recorded(cfg, model, backend, progress=progress,
-                                 mem_latency=mem_latency, **kw)
+    from .run import run_model_on
+    r, dev = run_model_on(cfg, model, backend, progress=progress, mem_latency=mem_latency,
+                          **kw)
     extra = {"model": model, "seq": r["seq"],
              "bit_exact": r["bit_exact_vs_golden"], "cosine_vs_float": r["cosine_vs_float"],
              "host_bytes_to_device": r["host_bytes_to_device"],
@@ -297,6 +253,7 @@ def _layer_entry(cfg, backend, constants, mem_latency, quick, progress):
     for key in ("cycles", "macs", "dma_read_bytes", "dma_write_bytes", "host_round_trips"):
         if e[key] != r[key]:
             raise RuntimeError(f"{key}: recorded {e[key]} but run_model reports {r[key]}")
+    dev.close()
     return e, bool(r["bit_exact_vs_golden"])
 
 
@@ -308,6 +265,7 @@ def _decode_entry(cfg, backend, constants, mem_latency, quick, progress):
              **info, "sim_wall_s": round(dev.sim_wall_s, 3)}
     e = _device_entry(cfg, dev, name=f"gpt-tiny decode step, cache {cache}", kind="decode",
                       tokens=1, constants=constants, extra=extra)
+    dev.close()
     return e, bool(dev.bit_exact)
 
 
@@ -322,43 +280,111 @@ def suite(quick=False):
 
 # ---- simulation rate ------------------------------------------------------------------------
 
+def bare_loop_rate(cfg, cycles=BARE_LOOP_CYCLES, repeats=3):
+    """Cycles per second of the fast simulator's bare loop on ``cfg``: the Verilated model
+    clocked with every input idle and no memory model, the ceiling of any harness for
+    this RTL (best of ``repeats`` runs of ``cycles``)."""
+    from sim.fastsim import FastSim
+    with FastSim(cfg, 1 << 20) as sim:
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sim.bare_loop(cycles)
+            best = max(best, cycles / (time.perf_counter() - t0))
+    return best
+
+
 def measure_sim_rate(workloads=SIM_RATE_WORKLOADS, log=None, mem_latency=30):
-    """Simulated cycles per wall-clock second of Verilator and Icarus on the same
-    ``tiny``-preset GEMMs (``sim_wall_s`` of :func:`sw.gemm.run_gemm`: the simulator run
-    including its process start and the memory image in and out). The rate is measured on
-    the last workload; ``runs`` lists ``[m, k, n, cycles, wall_s]`` of every run."""
+    """Simulated cycles per wall-clock second of every backend on the same ``tiny``-preset
+    GEMMs, and the bare loop.
+
+    Each backend gets one :class:`sw.runtime.Device` (``check="none"``), built before the
+    clock starts and kept for every workload; a run's wall time is the backend's, from
+    the launch of the program to its collected end (register accesses included). The
+    rate is taken on the last workload. ``golden`` counts no cycles: its rate is the RTL's
+    cycles of the same program over the ISA model's wall time. ``runs`` lists
+    ``[m, k, n, cycles, wall_s]`` of every run."""
     from sim import toolenv
+    from .backends import available, backend_names
     from .gemm import run_gemm
+    from .runtime import Device
     cfg = get_preset(SIM_RATE_PRESET)
     out = {"workload": {"preset": cfg.name, "gemms": [list(w) for w in workloads],
                         "rate_on": list(workloads[-1])}}
     runs = out["runs"] = {}
-    for sim in BACKENDS:
-        have = toolenv.have_verilator() if sim == "verilator" else toolenv.have_iverilog()
-        if not have:
-            reason = (toolenv.verilator_skip_reason() if sim == "verilator"
-                      else toolenv.icarus_skip_reason())
-            out[f"{sim}_cycles_per_s"] = None
-            out[f"{sim}_missing"] = reason
+    order = ["verilator"] + [b for b in backend_names() if b != "verilator"]
+    for name in order:
+        ok, reason = available(name)
+        if not ok:
+            out[f"{name}_cycles_per_s"] = None
+            out[f"{name}_missing"] = reason
             if log:
-                log(f"sim rate: {sim} not installed ({reason})")
+                log(f"sim rate: {name} not available ({reason})")
             continue
-        runs[sim] = []
-        for m, k, n in workloads:
-            r = run_gemm(cfg, m, k, n, sim, mem_latency=mem_latency)
-            if not r["bit_exact"]:
-                raise RuntimeError(f"sim-rate GEMM {m}x{k}x{n} on {sim} is not bit-exact")
-            runs[sim].append([m, k, n, r["cycles"], r["sim_wall_s"]])
-            if log:
-                log(f"sim rate: {sim} {m}x{k}x{n} on {cfg.name}: {r['cycles']:,} cycles in "
-                    f"{r['sim_wall_s']:.2f} s")
-        *_, cycles, wall = runs[sim][-1]
-        out[f"{sim}_cycles_per_s"] = cycles / wall
-        out[f"{sim}_cycles"] = cycles
-        out[f"{sim}_wall_s"] = wall
+        runs[name] = []
+        with Device(cfg, name, mem_latency=mem_latency, check="none") as dev:
+            for i, (m, k, n) in enumerate(workloads):
+                r = run_gemm(cfg, m, k, n, name, mem_latency=mem_latency, check="none",
+                             device=dev)
+                if not r["bit_exact"]:
+                    raise RuntimeError(f"sim-rate GEMM {m}x{k}x{n} on {name} is wrong")
+                cycles = r["cycles"]
+                if cycles is None:            # golden: the RTL's cycles of this workload
+                    cycles = (runs["verilator"][i][3] if runs.get("verilator") else None)
+                runs[name].append([m, k, n, cycles, r["sim_wall_s"]])
+                if log:
+                    log(f"sim rate: {name} {m}x{k}x{n} on {cfg.name}: "
+                        f"{_n(cycles)} cycles in {r['sim_wall_s']:.3f} s")
+        *_, cycles, wall = runs[name][-1]
+        out[f"{name}_cycles_per_s"] = cycles / wall if cycles and wall else None
+        out[f"{name}_cycles"] = cycles
+        out[f"{name}_wall_s"] = wall
     v, i = out.get("verilator_cycles_per_s"), out.get("icarus_cycles_per_s")
     out["ratio"] = v / i if v and i else None
+    if toolenv.have_verilator():
+        out["bare_loop_cycles_per_s"] = {cfg.name: bare_loop_rate(cfg)}
+        if log:
+            log(f"sim rate: bare loop on {cfg.name}: "
+                f"{out['bare_loop_cycles_per_s'][cfg.name]:,.0f} cycles/s")
     return out
+
+
+def call_overhead(cfg, backend, calls=50, mem_latency=30):
+    """Wall seconds of one accelerator call of a one-instruction program (``END``) on a
+    running :class:`sw.runtime.Device` (``check="none"``), the median of ``calls``:
+    the fixed cost of a call (register sequences, the start and the interrupt)."""
+    from .isa_model import Program
+    from .runtime import Device
+    prog = Program()
+    prog.end()
+    with Device(cfg, backend, mem_latency=mem_latency, check="none") as dev:
+        addr = dev.put(np.frombuffer(bytes(prog), np.uint8))
+        walls = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            dev.run(addr, 1)
+            walls.append(time.perf_counter() - t0)
+    return float(np.median(walls))
+
+
+def suite_sim_rates(cfg, backend, entries, log=None):
+    """The simulation rate of each suite entry (cycles over the backend's wall time) and,
+    on Verilator, the bare loop of the suite's preset and each rate's fraction of it."""
+    bare = bare_loop_rate(cfg) if backend == "verilator" else None
+    rows = []
+    for e in entries:
+        wall = e.get("sim_wall_s")
+        if not wall:
+            continue
+        rate = e["cycles"] / wall
+        rows.append({"name": e["name"], "cycles": e["cycles"], "sim_wall_s": wall,
+                     "cycles_per_s": rate, "of_bare_loop": rate / bare if bare else None})
+    overhead = call_overhead(cfg, backend) if backend == "verilator" else None
+    if log and bare:
+        log(f"bare loop on {cfg.name}: {bare:,.0f} cycles/s; one-instruction call "
+            f"{overhead * 1e3:.2f} ms")
+    return {"preset": cfg.name, "backend": backend, "bare_loop_cycles_per_s": bare,
+            "call_overhead_s": overhead, "entries": rows}
 
 
 # ---- the suite --------------------------------------------------------------------------------
@@ -383,9 +409,7 @@ class _Log:
 def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=None):
     """Run the suite on ``cfg`` and ``backend``; return the report dict (without
     ``command``). ``log`` is a callable taking one line (default: stderr)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} for bench; choose one of: "
-                         f"{', '.join(BACKENDS)}")
+    _check_timed(backend)
     log = log or _Log()
     dev_progress = getattr(log, "device", None)
     k = energy.load_constants(constants)
@@ -409,9 +433,10 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
             f"{e['energy']['total_j'] * 1e6:.2f} uJ (model), bit-exact {good}, "
             f"{time.perf_counter() - t0:.1f} s")
         entries.append(e)
-    log("simulation rate: Verilator vs Icarus on the same tiny-preset GEMM")
+    log("simulation rate: every backend on the same tiny-preset GEMM, and the bare loop")
     rate = measure_sim_rate(QUICK_SIM_RATE_WORKLOADS if quick else SIM_RATE_WORKLOADS,
                             log=log, mem_latency=mem_latency)
+    rate["suite"] = suite_sim_rates(cfg, backend, entries, log=log)
     return {
         "preset": cfg.name, "backend": backend, "quick": quick,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -480,19 +505,37 @@ def markdown(report):
     w = r["workload"]
     lines += ["", "## Simulation rate", "",
               f"GEMM {'x'.join(map(str, w['rate_on']))} on preset `{w['preset']}`, the same "
-              "workload on both simulators, cycles / `sim_wall_s` (process start and memory "
-              "image in and out included):", ""]
-    for sim in BACKENDS:
-        rate = r.get(f"{sim}_cycles_per_s")
-        lines.append(f"* {sim}: " + (f"{rate:,.0f} cycles/s ({r[f'{sim}_cycles']:,} cycles "
-                                     f"in {r[f'{sim}_wall_s']:.2f} s)" if rate else
-                                     f"not measured ({r.get(f'{sim}_missing')})"))
-        runs = r["runs"].get(sim, [])
-        if len(runs) > 1:
-            lines[-1] += "; every run: " + ", ".join(
-                f"{m}x{k}x{n} {c:,} cycles in {w:.2f} s" for m, k, n, c, w in runs)
+              "workload on every backend, one device each, built before the clock starts; "
+              "cycles / wall time of the backend's run (launch to collected end):", ""]
+    for name, runs in r["runs"].items():
+        rate = r.get(f"{name}_cycles_per_s")
+        note = " (the RTL's cycles over the ISA model's time)" if name == "golden" else ""
+        lines.append(f"* {name}: " + (f"{rate:,.0f} cycles/s{note} ({_n(r[f'{name}_cycles'])} "
+                                      f"cycles in {r[f'{name}_wall_s']:.3f} s)" if rate
+                                      else "no rate"))
+    for key, value in r.items():
+        if key.endswith("_missing"):
+            lines.append(f"* {key[:-len('_missing')]}: not measured ({value})")
+    for preset, rate in (r.get("bare_loop_cycles_per_s") or {}).items():
+        lines.append(f"* bare loop (Verilated model, inputs idle, no memory model), "
+                     f"`{preset}`: {rate:,.0f} cycles/s")
     if r["ratio"]:
         lines.append(f"* Verilator / Icarus: {r['ratio']:.1f}x")
+    suite = r.get("suite")
+    if suite and suite["entries"]:
+        bare = suite["bare_loop_cycles_per_s"]
+        over = suite.get("call_overhead_s")
+        lines += ["", f"The suite's own runs on `{suite['preset']}` ({suite['backend']})"
+                  + (f"; bare loop {bare:,.0f} cycles/s" if bare else "")
+                  + (f"; one call of a one-instruction program {over * 1e3:.2f} ms "
+                     "(median)" if over else "") + ":", "",
+                  "| entry | cycles | simulation s | cycles/s | of the bare loop |",
+                  "|---|---:|---:|---:|---:|"]
+        for e in suite["entries"]:
+            frac = e["of_bare_loop"]
+            lines.append(f"| {e['name']} | {e['cycles']:,} | {e['sim_wall_s']:.3f} "
+                         f"| {e['cycles_per_s']:,.0f} | "
+                         f"{'' if frac is None else f'{frac:.2f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -602,12 +645,22 @@ def write_outputs(report, out_dir):
 
 # ---- command line ---------------------------------------------------------------------------
 
+def _check_timed(backend):
+    from .backends import BACKENDS, check_backend
+    check_backend(backend)
+    timed = [name for name, cls in BACKENDS.items() if cls.timed]
+    if backend not in timed:
+        raise ValueError(f"bench measures cycles: choose a backend that counts them "
+                         f"({', '.join(timed)}), not {backend!r}")
+
+
 def add_arguments(parser):
     """The flags of ``serrano bench``."""
     parser.add_argument("--preset", default="default",
                         help="tiny, fpga or default (default: default)")
     parser.add_argument("--backend", default="verilator",
-                        help="verilator or icarus (default: verilator)")
+                        help="a backend that counts cycles: verilator, icarus or amaranth "
+                             "(default: verilator)")
     parser.add_argument("--quick", action="store_true",
                         help="a reduced set: two GEMMs, the tiny encoder layer, a decode step")
     parser.add_argument("--out", default="build/bench", metavar="DIR",
@@ -635,9 +688,7 @@ def run(args):
     """Run ``serrano bench``; 0 when every entry is bit-exact and its program structure
     agrees with the counters, else 1. Bad input raises ``ValueError``/``ConfigError``."""
     cfg = get_preset(args.preset)
-    if args.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {args.backend!r} for bench; choose one of: "
-                         f"{', '.join(BACKENDS)}")
+    _check_timed(args.backend)
     constants = energy.load_constants(args.energy)
     _pyplot()                               # fail before the runs, not after them
     log = _Log()

@@ -3,15 +3,17 @@
 Subcommands::
 
     serrano verilog --preset P [-o FILE] [--array]
-    serrano gemm    --preset P --m M --k K --n N --backend {verilator,icarus,golden}
+    serrano gemm    --preset P --m M --k K --n N --backend B [--check every|none]
                     [--mem-latency CYCLES] [--seed S] [--json]
     serrano gemm    --array ... --backend {verilator,icarus,amaranth}
     serrano lint    --preset P [--array]
-    serrano bench   [--preset P] [--backend verilator] [--quick] [--out DIR] [--json]
+    serrano bench   [--preset P] [--backend B] [--quick] [--out DIR] [--json]
     serrano fpga    [--preset fpga] [--board ulx3s] [--freq MHZ] [--json]
     serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
-                    [--text "..."] --backend {golden,verilator,icarus} --preset P [--json]
+                    [--text "..."] --backend B [--check every|none] --preset P [--json]
+
+B is a backend of :mod:`sw.backends`: golden, verilator, icarus or amaranth.
 
 Bad input ends with one line on stderr and exit status 2; a result that is not
 bit-exact ends with exit status 1.
@@ -24,7 +26,9 @@ import sys
 from hw.config import ConfigError, get_preset, preset_names
 from sim.runner import SimulationFailed
 from sim.toolenv import ToolNotFound
+from sw.backends import backend_names
 from sw.models.minilm import ModelNotInstalled
+from sw.runtime import CHECKS, DeviceError
 
 __all__ = ["main"]
 
@@ -57,6 +61,25 @@ def _preset(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _backend(text):
+    if text not in backend_names():
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; choose one of: "
+                                         f"{', '.join(backend_names())}")
+    return text
+
+
+def _add_backend(parser, default):
+    parser.add_argument("--backend", type=_backend, default=default,
+                        help=f"{', '.join(backend_names())} (default: {default})")
+
+
+def _add_check(parser):
+    parser.add_argument("--check", choices=CHECKS, default="every",
+                        help="on an RTL backend, run each call on the golden model too and "
+                             "compare device memory byte for byte (every, the default), "
+                             "or not (none)")
+
+
 def _parser():
     p = _Parser(prog="serrano", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -74,9 +97,8 @@ def _parser():
     g.add_argument("--m", type=_positive, required=True, help="rows of A and of the result")
     g.add_argument("--k", type=_positive, required=True, help="columns of A, rows of W")
     g.add_argument("--n", type=_positive, required=True, help="columns of W and of the result")
-    g.add_argument("--backend", default="verilator",
-                   help="verilator, icarus or golden (default: verilator); with --array: "
-                        "verilator, icarus or amaranth")
+    _add_backend(g, "verilator")
+    _add_check(g)
     g.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES",
                    help="memory read latency of the simulated memory (default: 30)")
     g.add_argument("--array", action="store_true",
@@ -89,7 +111,8 @@ def _parser():
     r.add_argument("--layers", type=_positive, help="encoder layers to run (minilm: 1-6)")
     r.add_argument("--seq", type=_positive, help="sequence length (minilm: pad the text to it)")
     r.add_argument("--text", help="the first sentence (minilm)")
-    r.add_argument("--backend", default="golden", help="golden, verilator or icarus")
+    _add_backend(r, "golden")
+    _add_check(r)
     r.add_argument("--preset", type=_preset, default=get_preset("default"),
                    help=f"one of {', '.join(preset_names())} (default: default)")
     r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
@@ -138,13 +161,8 @@ def _cmd_gemm(args):
         report = gemm.run_array_gemm(cfg, args.m, args.k, args.n, args.backend,
                                      seed=args.seed)
     else:
-        if args.backend not in gemm.BACKENDS:
-            hint = " (the amaranth backend runs the bare array: add --array)" \
-                if args.backend == "amaranth" else ""
-            raise UsageError(f"unknown backend {args.backend!r}; choose one of: "
-                             f"{', '.join(gemm.BACKENDS)}{hint}")
         report = gemm.run_gemm(cfg, args.m, args.k, args.n, args.backend, seed=args.seed,
-                               mem_latency=args.mem_latency)
+                               mem_latency=args.mem_latency, check=args.check)
     if args.json:
         print(json.dumps(report))
         return 0 if report["bit_exact"] else 1
@@ -165,7 +183,8 @@ def _cmd_gemm(args):
         print(f"  exec stalls (cycles)      : weights {s['weight']}, activations {s['act']}, "
               f"store {s['store']}, instructions {s['insn']}")
         print(f"  instructions              : {r['instructions']}")
-    print(f"  simulation wall time      : {r['sim_wall_s']:.2f} s")
+    print(f"  simulation wall time      : {r['sim_wall_s']:.2f} s"
+          + (f" (golden check {r['check_wall_s']:.2f} s)" if r.get("check_wall_s") else ""))
     return 0 if report["bit_exact"] else 1
 
 
@@ -204,7 +223,7 @@ def _cmd_run(args):
     try:
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
                       seq=args.seq, text=args.text, progress=progress,
-                      mem_latency=args.mem_latency)
+                      mem_latency=args.mem_latency, check=args.check)
     finally:
         progress.close()
     if args.json:
@@ -227,7 +246,8 @@ def _cmd_run(args):
           "bytes")
     print(f"  host round trips          : {r['host_round_trips']}  (host moved "
           f"{r['host_bytes_to_device']:,} bytes in, {r['host_bytes_from_device']:,} out)")
-    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")
+    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation "
+          f"{r['sim_wall_s']:.1f} s, golden check {r['check_wall_s']:.1f} s)")
     return 0 if be in (True, None) else 1
 
 
@@ -275,6 +295,9 @@ def main(argv=None):
         return 2
     except SimulationFailed as e:
         print(f"serrano: simulation failed: {e}", file=sys.stderr)
+        return 1
+    except DeviceError as e:
+        print(f"serrano: device error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("serrano: interrupted", file=sys.stderr)

@@ -3,25 +3,26 @@
 The operands, the packed weights, the requantization parameters and the program start
 in memory; the accelerator fetches and runs the program; the int8 result ends in memory.
 The result is checked twice: against numpy (``golden.matmul`` then
-``requant.requantize``) and, byte for byte over the whole memory image, against the
-golden ISA model running the same program. ``cycles`` is the accelerator's own cycle
-counter, start to done.
+``requant.requantize``) and, byte for byte over the whole device memory, against the
+golden ISA model running the same program (``--check every``, the default).
+``cycles`` is the accelerator's own cycle counter, start to done.
 
 ``--array`` keeps the earlier mode: the bare systolic array fed cycle by cycle, int32
 results summed across K tiles outside the array (also on Amaranth's simulator).
 """
 
-import time
-
 import numpy as np
 
+from hw import isa
 from . import array_plan, compiler, golden, isa_model, requant
+from .backends import backend_names, check_backend
+from .runtime import Device
 
-__all__ = ["BACKENDS", "ARRAY_BACKENDS", "random_operands", "random_requant", "run_gemm",
+__all__ = ["ARRAY_BACKENDS", "random_operands", "random_requant", "run_gemm",
            "run_array_gemm"]
 
-BACKENDS = ("verilator", "icarus", "golden")
-ARRAY_BACKENDS = ("verilator", "icarus", "amaranth")
+#: ``--array`` feeds the bare array on a simulator: every backend but the ISA model.
+ARRAY_BACKENDS = tuple(b for b in backend_names() if b != "golden")
 
 
 def random_operands(m, k, n, seed):
@@ -51,44 +52,59 @@ def _check_shape(m, k, n):
             raise ValueError(f"--{name} must be a positive integer, not {v!r}")
 
 
-def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30):
-    """Run one GEMM through the accelerator on ``backend``; return the report dict."""
+def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", device=None):
+    """Run one GEMM through the accelerator on ``backend``; return the report dict.
+
+    The operands go into device memory as :func:`sw.compiler.compile_gemm` lays them
+    out, the program is built by :class:`sw.compiler.Builder` and run as one call of a
+    :class:`sw.runtime.Device` (``device``, if given, is used and left open: the
+    benchmark's way to keep one simulator for many GEMMs). ``bit_exact`` is the output
+    against numpy and, on an RTL backend with ``check="every"``, the whole memory against
+    the golden model.
+    """
     _check_shape(m, k, n)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_backend(backend)
     a, w = random_operands(m, k, n, seed)
     acc = golden.matmul(a, w)
     bias, mult, shift = random_requant(acc, seed)
     expect = requant.requantize(acc, bias, mult, shift)
-    layout = compiler.compile_gemm(cfg, a, w, bias, mult, shift)
-    gold = isa_model.run_program(cfg, layout.image, layout.prog_addr, layout.prog_len)
 
-    t0 = time.perf_counter()
-    if backend == "golden":
-        image, counters, ok = gold.mem, None, gold.error == 0
-        sim_wall = time.perf_counter() - t0
-    else:
-        from sim.system import run_system
-        rtl = run_system(cfg, layout.image, layout.prog_addr, layout.prog_len, backend,
-                         mem_latency=mem_latency)
-        image, counters, ok = rtl.image, rtl.counters, rtl.done and not rtl.timed_out
-        sim_wall = rtl.wall_s
-    bit_exact = bool(ok and np.array_equal(layout.output(image, cfg), expect)
-                     and np.array_equal(image, gold.mem))
-
+    own = device is None
+    dev = device or Device(cfg, backend, mem_latency=mem_latency, check=check)
+    try:
+        mark = dev.mark()
+        w_addr = dev.put(isa_model.pack_weights(w, cfg))
+        a_addr = dev.put(compiler.pack_acts(a, cfg))
+        p_addr = dev.put(isa_model.pack_params(bias, mult, shift, cfg))
+        y_bytes = -(-n // cfg.cols) * m * cfg.cols
+        y_addr = dev.alloc(y_bytes)
+        b = dev.builder()
+        b.gemm(compiler.Gemm(m, k, n, a_addr, w_addr, p_addr, y_addr))
+        before = dev.bit_exact
+        stats = dev.call(f"gemm {m}x{k}x{n}", b)
+        out = compiler.unpack_out(dev.read(y_addr, y_bytes), m, n, cfg)
+        dev.release(mark)
+    finally:
+        if own:
+            dev.close()
+    bit_exact = bool(np.array_equal(out, expect) and stats.bit_exact is not False
+                     and before is not False)
+    counters = stats.counters
     macs = m * k * n
     bus = cfg.bus_bytes
     report = {
         "preset": cfg.name, "backend": backend, "m": m, "k": k, "n": n, "seed": seed,
-        "bit_exact": bit_exact, "macs": macs, "mem_latency": mem_latency,
-        "bus_bytes_per_cycle": bus, "sim_wall_s": round(sim_wall, 3),
+        "bit_exact": bit_exact, "checked_vs_golden": stats.bit_exact is not None,
+        "macs": macs, "mem_latency": mem_latency,
+        "bus_bytes_per_cycle": bus, "sim_wall_s": round(stats.wall_s, 4),
+        "check_wall_s": round(stats.check_s, 4),
     }
     if counters is None:          # the golden model counts work, not cycles
+        gold = dev.golden_read_bytes, dev.golden_write_bytes
         report.update({"cycles": None, "mac_utilization": None,
-                       "dma_read_bytes": gold.dma_read_bytes,
-                       "dma_write_bytes": gold.dma_write_bytes,
+                       "dma_read_bytes": gold[0], "dma_write_bytes": gold[1],
                        "dma_read_utilization": None, "stall_cycles": None,
-                       "instructions": gold.instructions})
+                       "instructions": len(stats.program) // isa.INSN_BYTES})
         return report
     cycles = counters["cycles"]
     report.update({
@@ -101,7 +117,7 @@ def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30):
                          for cause in ("weight", "act", "store", "insn")},
         "instructions": counters["instructions"],
         "array_cycles": counters["array_cycles"],
-        "sim_cycles_per_s": round(cycles / sim_wall) if sim_wall else None,
+        "sim_cycles_per_s": round(cycles / stats.wall_s) if stats.wall_s else None,
     })
     return report
 

@@ -19,9 +19,11 @@ import numpy as np
 
 from . import transformer as T
 from .models import layers as L
-from .runtime import BACKENDS, Device
+from .backends import check_backend
+from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "DEFAULT_TEXTS", "CALIBRATION_TEXTS", "run_model", "cosine"]
+__all__ = ["MODELS", "DEFAULT_TEXTS", "CALIBRATION_TEXTS", "run_model", "run_model_on",
+           "cosine"]
 
 MODELS = ("minilm", "bert-tiny", "gpt-tiny")
 
@@ -72,11 +74,12 @@ def _summary(dev, cfg):
         "host_bytes_to_device": dev.bytes_to_device,
         "host_bytes_from_device": dev.bytes_from_device,
         "sim_wall_s": round(dev.sim_wall_s, 3),
+        "check_wall_s": round(dev.check_wall_s, 3),
         "per_op": [{"name": c.name, "cycles": c.cycles, "macs": c.macs} for c in dev.calls],
     }
 
 
-def _run_minilm(cfg, backend, layers, seq, texts, progress, mem_latency):
+def _run_minilm(new_device, layers, seq, texts):
     from .models import minilm
     model = minilm.load_minilm()
     layers = minilm._layer_count(model, layers)
@@ -86,7 +89,7 @@ def _run_minilm(cfg, backend, layers, seq, texts, progress, mem_latency):
     qlayers = [T.calibrate_encoder(model.layers[i], model.shape,
                                    [(hs[i][0], None) for hs in calib], eps=model.eps)
                for i in range(layers)]
-    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    dev = new_device()
     for q in qlayers:                    # weights live in device memory for the whole run
         for blk in (q.qkv, q.wo, q.w1, q.w2):
             blk.upload(dev)
@@ -119,26 +122,26 @@ def _run_minilm(cfg, backend, layers, seq, texts, progress, mem_latency):
     return dev, out
 
 
-def _run_bert_tiny(cfg, backend, seq, progress, mem_latency):
+def _run_bert_tiny(new_device, seq):
     from .models import synthetic
     w, shape = synthetic.bert_tiny(0)
     samples = [(synthetic.random_inputs(shape, seq, seed=100 + s), None) for s in range(4)]
     q = T.calibrate_encoder(w, shape, samples)
     x = synthetic.random_inputs(shape, seq, seed=1)
-    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    dev = new_device()
     y = T.encoder_forward(dev, q, x)
     ref = L.encoder_layer(x, w, shape)
     c = cosine(y, ref)
     return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c]}
 
 
-def _run_gpt_tiny(cfg, backend, seq, progress, mem_latency):
+def _run_gpt_tiny(new_device, seq):
     from .models import synthetic
     w, shape = synthetic.gpt_tiny(0)
     samples = [synthetic.random_inputs(shape, seq + 1, seed=100 + s) for s in range(4)]
     q = T.calibrate_decoder(w, shape, samples)
     x = synthetic.random_inputs(shape, seq + 1, seed=1)
-    dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress)
+    dev = new_device()
     y, cache = T.decoder_prefill(dev, q, x[:seq])
     y_new, cache = T.decoder_decode(dev, q, x[seq], cache)
     ref, ref_cache = L.decoder_prefill(x[:seq], w, shape)
@@ -150,26 +153,40 @@ def _run_gpt_tiny(cfg, backend, seq, progress, mem_latency):
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-              mem_latency=30):
+              mem_latency=30, check="every"):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
+    report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
+                               progress=progress, mem_latency=mem_latency, check=check)
+    dev.close()
+    return report
+
+
+def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
+                 mem_latency=30, check="every"):
+    """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
+    its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_backend(backend)
+    if check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
     if seq is not None and (not isinstance(seq, int) or seq < 1):
         raise ValueError(f"--seq must be a positive integer, not {seq!r}")
+
+    def new_device():
+        return Device(cfg, backend, mem_latency=mem_latency, progress=progress, check=check)
+
     t0 = time.perf_counter()
     if model == "minilm":
         texts = DEFAULT_TEXTS if text is None else (text,)
-        dev, out = _run_minilm(cfg, backend, 6 if layers is None else layers, seq, texts,
-                               progress, mem_latency)
+        dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts)
     else:
         if layers not in (None, 1):
             raise ValueError(f"{model} has 1 layer, not {layers}")
         if text is not None:
             raise ValueError(f"{model} takes random inputs, not --text")
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
-        dev, out = runner(cfg, backend, 16 if seq is None else seq, progress, mem_latency)
-    report = {"model": model, "backend": backend, "preset": cfg.name, **out,
-              **_summary(dev, cfg), "wall_s": round(time.perf_counter() - t0, 3)}
-    return report
+        dev, out = runner(new_device, 16 if seq is None else seq)
+    report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
+              **out, **_summary(dev, cfg), "wall_s": round(time.perf_counter() - t0, 3)}
+    return report, dev
