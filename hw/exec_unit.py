@@ -200,7 +200,7 @@ class ExecUnit(wiring.Component):
         weights_in = Signal()
         m.d.comb += weights_in.eq((loaded - issued)[:TILE_COUNTER_BITS] != 0)
 
-        with m.FSM(name="issuer"):
+        with m.FSM(name="issuer") as issuer:
             with m.State("IDLE"):
                 m.d.comb += aq.r_en.eq(~self.abort)
                 with m.If(aq.r_rdy & ~self.abort):
@@ -296,7 +296,10 @@ class ExecUnit(wiring.Component):
         # ---- Idle ---------------------------------------------------------------------------
         in_flight = Signal(range(cfg.latency + 8))
         m.d.sync += in_flight.eq(in_flight + issue - (self.acc_valid))
-        m.d.comb += self.idle.eq(~wq.r_rdy & ~aq.r_rdy & ~w_busy & (reserved == 0)
+        # Not idle while an instruction is taken (waiting for its tokens or its weights):
+        # FENCE and END must wait for it, even when nothing is in flight yet.
+        m.d.comb += self.idle.eq(issuer.ongoing("IDLE") & ~wq.r_rdy & ~aq.r_rdy & ~w_busy
+                                 & (reserved == 0)
                                  & (in_flight == 0) & ~push_q1 & ~push_q2 & ~push_q3
                                  & ~s1.valid & ~self.insn.valid)
         return m

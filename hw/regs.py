@@ -9,7 +9,8 @@ from .csr import Register, counter64, register_map
 
 __all__ = ["MAGIC", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR", "STATUS_CODE_SHIFT",
            "Outcome", "program_registers", "read_counters", "start", "collect", "run_program",
-           "soft_reset", "drive", "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS", "address", "REGISTER_MAP"]
+           "soft_reset", "drive", "CTRL_START", "CTRL_SOFT_RESET", "REGISTERS", "COUNTERS",
+           "address", "REGISTER_MAP"]
 
 MAGIC = 0x53524E4F                      # "SRNO"
 

@@ -113,7 +113,7 @@ class AxiMemory:
         if self.r_cur is not None:
             data, resp, last = self.r_cur
         elif rng.random() < 0.3:              # now and then, new garbage on an idle R
-            data, resp, last = (int(rng.integers(0, 1 << 8 * B)), int(rng.integers(0, 4)),
+            data, resp, last = (int.from_bytes(rng.bytes(B), "little"), int(rng.integers(0, 4)),
                                 int(rng.integers(0, 2)))
         else:
             data, resp, last = (self._driven.get(id(sig), 0)

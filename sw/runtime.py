@@ -245,10 +245,15 @@ class Device:
         name = p["name"]
         if out.timed_out or not out.done:
             self._sequence(self.backend, regs.soft_reset())
+            if self.golden:
+                # The hardware may have done part of the failed program that the golden
+                # model did not: the shadow takes the device's memory, as it is now.
+                n = p["limit"]
+                self.golden.write_mem(0, self.backend.view_mem(0, n))
             if out.timed_out:
-                raise DeviceError(f"{name}: watchdog: no interrupt within {p['timeout']:,} "
-                                  f"cycles (status {out.status:#x}); the device was "
-                                  f"soft-reset", out)
+                raise DeviceError(f"{name}: {isa.Error.WATCHDOG.name}: watchdog: no "
+                                  f"interrupt within {p['timeout']:,} cycles (status "
+                                  f"{out.status:#x}); the device was soft-reset", out)
             raise DeviceError(f"{name}: the accelerator stopped with "
                               f"{isa.Error(out.error_code).name} (status {out.status:#x})",
                               out)

@@ -55,8 +55,10 @@ def test_flags_and_defaults():
     a = _args([])
     assert (a.preset, a.backend, a.quick, a.out, a.json, a.energy) == \
         ("default", "verilator", False, "build/bench", False, None)
-    with pytest.raises(ValueError, match="unknown backend 'golden' for bench"):
+    with pytest.raises(ValueError, match="bench measures cycles: .*not 'golden'"):
         bench.run(_args(["--backend", "golden"]))
+    with pytest.raises(ValueError, match="unknown backend 'board'"):
+        bench.run(_args(["--backend", "board"]))
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,8 @@ def test_gemm_golden_backend(capsys):
     (["gemm", "--preset", "huge", "--m", "1", "--k", "1", "--n", "1"], "unknown preset 'huge'"),
     (["gemm", "--m", "0", "--k", "1", "--n", "1"], "must be positive, not 0"),
     (["gemm", "--m", "1", "--k", "1", "--n", "1", "--backend", "vcs"], "unknown backend 'vcs'"),
-    (["gemm", "--m", "1", "--k", "1", "--n", "1", "--backend", "amaranth"], "add --array"),
+    (["gemm", "--m", "1", "--k", "1", "--n", "1", "--check", "some"], "invalid choice"),
+    (["run", "--model", "bert-tiny", "--backend", "board"], "unknown backend 'board'"),
 ])
 def test_bad_input_is_one_line(argv, message):
     proc = subprocess.run([sys.executable, "-m", "sw.cli", *argv], capture_output=True,
