@@ -56,7 +56,6 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
     case = {
         "image": image.tobytes().hex(), "bus_bytes": cfg.bus_bytes,
         "regs": {e.name: e.address for e in regs.REGISTER_MAP},
-        "counters": [name for name, _ in regs.COUNTERS],
         "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
         "pause": pause, "seed": seed, "timeout_cycles": timeout_cycles,
         "soft_reset_after": soft_reset_after,

@@ -20,6 +20,7 @@ checks it). Build options and what each gained are in README ("Simulation speed"
 
 import ctypes
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -45,9 +46,9 @@ VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noasser
                   "-Wno-fatal", "-Wno-lint", "-Wno-style"]
 # The C++ compiler: position-independent for the shared library, the Verilog stop hooks.
 CXX_FLAGS = ["-fPIC", "-DVL_USER_FINISH", "-DVL_USER_STOP", "-DVL_USER_FATAL"]
-# verilated.mk compiles the per-cycle code with OPT_FAST (tools env: -O2) and the cold
-# set-up code with OPT_SLOW (-Os): -O2 everywhere would only lengthen the build.
-MAX_CYCLES_DEFAULT = 1 << 40
+# verilated.mk compiles the per-cycle code with OPT_FAST and the cold set-up code with
+# OPT_SLOW (-Os): -O2 everywhere would only lengthen the build.
+OPT_FAST = "-O2"
 
 
 class FastSimError(RuntimeError):
@@ -81,15 +82,18 @@ def harness_verilog(cfg):
     return top_verilog(cfg) + "\n" + wrapper
 
 
-def build(cfg):
+def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST):
     """Compile the fast simulator of ``cfg`` once per design; return the library's path.
 
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
     the harness source and the options), under a file lock shared by parallel workers.
+    ``verilator_args`` (default :data:`VERILATOR_ARGS`) and ``opt_fast`` (the C++
+    compiler's options for the per-cycle code) are for :func:`study`.
     """
+    verilator_args = VERILATOR_ARGS if verilator_args is None else list(verilator_args)
     text = harness_verilog(cfg)
     harness = _HARNESS_CPP.read_text()
-    flags = VERILATOR_ARGS + CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]
+    flags = verilator_args + CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}", opt_fast]
     digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
     build_dir = build_root() / "fast" / f"{cfg.name}-{digest}"
     lib = build_dir / "obj" / LIB_NAME
@@ -99,9 +103,12 @@ def build(cfg):
         build_dir.mkdir(parents=True, exist_ok=True)
         (build_dir / f"{HARNESS_TOP}.v").write_text(text)
         env = {**os.environ, **toolenv.tool_env()}
+        env["MAKEFLAGS"] = " ".join([f for f in env["MAKEFLAGS"].split()
+                                     if not f.startswith("OPT_FAST=")]
+                                    + [f"OPT_FAST={opt_fast}"])
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
                "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", LIB_NAME,
-               *VERILATOR_ARGS,
+               *verilator_args,
                "-CFLAGS", " ".join(CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]),
                "-LDFLAGS", "-shared",
                str(_HARNESS_CPP), f"{HARNESS_TOP}.v"]
@@ -166,7 +173,7 @@ class FastSim:
 
     REG_ACCESS_CYCLES = 1000      # an AXI-Lite access that takes longer is a hang
 
-    def __init__(self, cfg, mem_bytes, *, read_latency=30, write_latency=10):
+    def __init__(self, cfg, mem_bytes, *, read_latency=30, write_latency=10, path=None):
         if mem_bytes <= 0 or mem_bytes % cfg.bus_bytes:
             raise ValueError(f"mem_bytes must be a positive multiple of {cfg.bus_bytes}, "
                              f"not {mem_bytes!r}")
@@ -174,7 +181,7 @@ class FastSim:
             raise ValueError(f"mem_bytes {mem_bytes} exceeds the {cfg.addr_width}-bit "
                              f"address space")
         self.cfg = cfg
-        self.path = build(cfg)
+        self.path = path or build(cfg)
         self._lib = _load(self.path)
         if self._lib.srn_bus_bytes() != cfg.bus_bytes:
             raise FastSimError(f"{self.path} was built for a {self._lib.srn_bus_bytes()}"
@@ -279,3 +286,76 @@ class FastSim:
             raise FastSimError(f"register read at {addr:#x} got no response in "
                                f"{self.REG_ACCESS_CYCLES} cycles")
         return out.value
+
+
+# ---- what each build option gains -------------------------------------------------------
+
+#: Build variants of :func:`study`, each adding one option to the one before.
+STUDY = (
+    ("Verilator's defaults, verilated.mk's -Os", [], "-Os"),
+    ("+ C++ -O2 for the per-cycle code", [], "-O2"),
+    ("+ -O3 (Verilator)", ["-O3"], "-O2"),
+    ("+ --x-assign fast --x-initial fast", ["-O3", "--x-assign", "fast", "--x-initial",
+                                            "fast"], "-O2"),
+    ("+ --noassert (the chosen build)", VERILATOR_ARGS[:5] + ["--noassert"], "-O2"),
+    ("+ C++ -O3 -march=native", VERILATOR_ARGS[:6], "-O3 -march=native"),
+    ("+ --threads 2", VERILATOR_ARGS[:6] + ["--threads", "2"], "-O2"),
+)
+
+
+def study(preset="default", cycles=300_000, repeats=5, gemm=(128, 768, 768)):
+    """Build every variant of :data:`STUDY` for ``preset`` and measure the bare loop
+    (best of ``repeats`` runs of ``cycles``) and one GEMM through the accelerator on
+    each; returns a list of dicts (``python -m sim.fastsim --study`` prints them)."""
+    from hw import regs
+    from hw.config import get_preset
+    cfg = get_preset(preset)
+    rows = []
+    for label, args, opt in STUDY:
+        lint = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+        t0 = time.perf_counter()
+        path = build(cfg, verilator_args=args + lint, opt_fast=opt)
+        built_s = time.perf_counter() - t0
+        row = {"variant": label, "args": " ".join(args), "opt_fast": opt,
+               "build_s": round(built_s, 1)}
+        with FastSim(cfg, 64 << 20, path=path) as sim:
+            best = 0.0
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sim.bare_loop(cycles)
+                best = max(best, cycles / (time.perf_counter() - t0))
+            row["bare_loop_cycles_per_s"] = round(best)
+            if gemm:
+                from sw import compiler, gemm as G, golden
+                m, k, n = gemm
+                a, w = G.random_operands(m, k, n, 0)
+                acc = golden.matmul(a, w)
+                lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(acc, 0))
+                rates = []
+                for _ in range(max(1, repeats // 2)):
+                    sim.mem[:len(lay.image)] = lay.image
+                    t0 = time.perf_counter()
+                    out = regs.drive(regs.run_program(lay.prog_addr, lay.prog_len, 0,
+                                                      len(lay.image), 10 ** 9),
+                                     write=lambda r, v: sim.reg_write(regs.address(r), v),
+                                     read=lambda r: sim.reg_read(regs.address(r)),
+                                     wait_irq=lambda c: (sim.run(c, stop_on_irq=True),
+                                                         sim.irq)[1])
+                    rates.append(out.counters["cycles"] / (time.perf_counter() - t0))
+                row["gemm_cycles"] = out.counters["cycles"]
+                row["gemm_cycles_per_s"] = round(max(rates))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m sim.fastsim",
+                                 description="Build options of the fast simulator and "
+                                             "what each gains.")
+    ap.add_argument("--study", action="store_true", help="build and measure every variant")
+    ap.add_argument("--preset", default="default")
+    args = ap.parse_args()
+    if args.study:
+        study(args.preset)

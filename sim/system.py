@@ -163,7 +163,6 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
         write_hex(init, image, cfg.bus_bytes)    # the model zeroes the rest
         case = {
             "regs": {e.name: e.address for e in regs.REGISTER_MAP},
-            "counters": [name for name, _ in regs.COUNTERS],
             "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
             "mem_latency": mem_latency, "write_latency": write_latency,
             "err_lo": err_window[0], "err_hi": err_window[1],
@@ -171,8 +170,6 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
             "reset_after": None if reset_after is None else int(reset_after),
             "reset_kind": reset_kind, "hard_reset_cycles": hard_reset_cycles,
             "soft_reset_at_end": bool(soft_reset_at_end),
-            "ctrl_start": regs.CTRL_START, "ctrl_soft_reset": regs.CTRL_SOFT_RESET,
-            "status_busy": regs.STATUS_BUSY,
         }
         t0 = time.perf_counter()
         result, _ = runner.run(built, "sim.tb.system_tb", "run_program", case,
