@@ -90,7 +90,7 @@ verilog: $(VENV)/.stamp
 	$(VENV)/bin/serrano verilog --preset $(PRESET) -o build/verilog/serrano_$(PRESET).v
 
 lint: $(VENV)/.stamp
-	$(VPY) -m sim.lint --preset $(PRESET)
+	$(VPY) -m serrano.sim.lint --preset $(PRESET)
 
 clean:
 	rm -rf build

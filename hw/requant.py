@@ -4,7 +4,7 @@ from amaranth import Module, Signal, Const, Cat, signed, unsigned
 from amaranth.lib import data, wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from sw.requant import MULT_BITS, SHIFT_BITS
+from serrano.sw.requant import MULT_BITS, SHIFT_BITS
 from . import layouts
 from .config import Config
 

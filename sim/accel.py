@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw import isa, regs
+from serrano.hw import isa, regs
 from . import runner
 from .verilog import TOP, top_verilog
 
@@ -61,7 +61,7 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
         "soft_reset_after": soft_reset_after,
     }
     t0 = time.perf_counter()
-    result, _ = runner.run(built, "sim.tb.top_tb", "run_program", case, verilog_text=text,
+    result, _ = runner.run(built, "serrano.sim.tb.top_tb", "run_program", case, verilog_text=text,
                            tag=cfg.name)
     wall = time.perf_counter() - t0
     return RtlResult(

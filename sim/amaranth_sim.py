@@ -3,7 +3,7 @@
 import numpy as np
 from amaranth.sim import Simulator
 
-from hw.array import SystolicArray
+from serrano.hw.array import SystolicArray
 
 __all__ = ["run_array_plan"]
 

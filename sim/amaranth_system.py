@@ -21,10 +21,10 @@ import numpy as np
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
-from hw import regs
-from hw.axi import RESP_OKAY
-from hw.buffers import Accumulator
-from hw.top import Serrano
+from serrano.hw import regs
+from serrano.hw.axi import RESP_OKAY
+from serrano.hw.buffers import Accumulator
+from serrano.hw.top import Serrano
 from . import props
 from .props import AXI4ManagerChecker, AccumulatorMonitor
 

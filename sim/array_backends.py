@@ -7,7 +7,7 @@ thing, so tests and ``serrano gemm`` compare them with one golden model.
 
 import numpy as np
 
-from hw import layouts
+from serrano.hw import layouts
 from . import runner
 from .verilog import ARRAY_TOP, array_verilog
 
@@ -51,7 +51,7 @@ def run_plan(cfg, plan, backend):
         return rows, cycles, time.perf_counter() - t0
     text = array_verilog(cfg)
     built = runner.build(backend, ARRAY_TOP, text, tag=cfg.name)
-    result, wall = runner.run(built, "sim.tb.array_tb", "replay_plan", plan_case(cfg, plan),
+    result, wall = runner.run(built, "serrano.sim.tb.array_tb", "replay_plan", plan_case(cfg, plan),
                               verilog_text=text, tag=cfg.name)
     row_layout = layouts.psum_row(cfg)
     rows = np.array([list(row_layout.from_bits(int(w))) for w in result["rows"]],

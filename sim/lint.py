@@ -5,7 +5,7 @@ Amaranth emits Verilog through Yosys, and that Verilog trips a handful of Verila
 :data:`EXPLAINED` with the reason it is harmless (README repeats the list). Any other
 warning, or any error, fails the lint.
 
-    python -m sim.lint --preset tiny
+    python -m serrano.sim.lint --preset tiny
 """
 
 import argparse
@@ -16,7 +16,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from hw.config import get_preset
+from serrano.hw.config import get_preset
 from . import toolenv
 from .verilog import ARRAY_TOP, TOP, array_verilog, top_verilog
 
@@ -99,7 +99,7 @@ def lint_report(cfg, top=True):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m sim.lint")
+    p = argparse.ArgumentParser(prog="python -m serrano.sim.lint")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--array", action="store_true", help="lint the bare array only")
     args = p.parse_args(argv)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw import regs
-from hw.axi import AXI4Signature
+from serrano.hw import regs
+from serrano.hw.axi import AXI4Signature
 from . import runner
 from .accel import RtlResult
 from .hdl import axi_mem_verilog, read_hex, write_hex
@@ -172,7 +172,7 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
             "soft_reset_at_end": bool(soft_reset_at_end),
         }
         t0 = time.perf_counter()
-        result, _ = runner.run(built, "sim.tb.system_tb", "run_program", case,
+        result, _ = runner.run(built, "serrano.sim.tb.system_tb", "run_program", case,
                                verilog_text=text, tag=f"{cfg.name}-{words}w",
                                plusargs=[f"+mem_init={init}", f"+mem_dump={dump}",
                                          f"+mem_dump_words={-(-len(image) // cfg.bus_bytes)}"])

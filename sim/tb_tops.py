@@ -9,10 +9,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth import Module
 
-from hw.axi import AXI4Signature
-from hw.dma import COUNTER_WIDTH, DMAError, dma_command
-from hw.dma_read import DMARead
-from hw.dma_write import DMAWrite
+from serrano.hw.axi import AXI4Signature
+from serrano.hw.dma import COUNTER_WIDTH, DMAError, dma_command
+from serrano.hw.dma_read import DMARead
+from serrano.hw.dma_write import DMAWrite
 
 from .verilog import signal_ports
 

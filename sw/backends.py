@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from hw import isa, regs
+from serrano.hw import isa, regs
 from . import isa_model
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_MEM_BYTES", "backend_names", "check_backend",
@@ -211,7 +211,7 @@ class VerilatorBackend:
     timed = True
 
     def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
-        from sim.fastsim import FastSim
+        from serrano.sim.fastsim import FastSim
         self.cfg = cfg
         self.mem_bytes = mem_bytes
         self.sim = FastSim(cfg, mem_bytes, read_latency=mem_latency,
@@ -254,7 +254,7 @@ class IcarusBackend(_RegisterFile):
     timed = True
 
     def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
-        from sim import toolenv
+        from serrano.sim import toolenv
         if not toolenv.have_iverilog():
             raise RuntimeError(toolenv.icarus_skip_reason())
         self._init_memory(cfg, mem_bytes)
@@ -262,7 +262,7 @@ class IcarusBackend(_RegisterFile):
         self.mem_latency = mem_latency
 
     def _run(self, cycles):
-        from sim.system import run_system
+        from serrano.sim.system import run_system
         r = self.regs
         top = _extent(self.cfg, r["limit"], self.mem_bytes)
         res = run_system(self.cfg, self.mem[:top], r["prog_addr"], r["prog_len"], "icarus",
@@ -285,7 +285,7 @@ class AmaranthBackend(_RegisterFile):
         self.mem_latency = mem_latency
 
     def _run(self, cycles):
-        from sim.amaranth_system import run_program
+        from serrano.sim.amaranth_system import run_program
         r = self.regs
         top = _extent(self.cfg, r["limit"], self.mem_bytes)
         res = run_program(self.cfg, self.mem[:top], r["prog_addr"], r["prog_len"],
@@ -319,7 +319,7 @@ def check_backend(name):
 def available(name):
     """``(True, "")`` if backend ``name`` can run here, else ``(False, why)``."""
     check_backend(name)
-    from sim import toolenv
+    from serrano.sim import toolenv
     if name == "verilator" and not toolenv.have_verilator():
         return False, toolenv.verilator_skip_reason()
     if name == "icarus" and not toolenv.have_iverilog():

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.config import get_preset
+from serrano.hw.config import get_preset
 from . import energy
 
 __all__ = ["GEMM_SHAPES", "PREFILL_M", "DECODE_M", "LAYER_SEQ", "DECODE_CACHE", "LAYER_TEXT",
@@ -101,7 +101,7 @@ def roofline_cycles(cfg, macs, dma_bytes):
 def gemm_program(cfg, m, k, n):
     """The program :func:`sw.gemm.run_gemm` runs for an ``m x k`` by ``k x n`` GEMM (its
     structure depends only on the shapes), as bytes."""
-    from hw.isa import INSN_BYTES
+    from serrano.hw.isa import INSN_BYTES
     from .compiler import compile_gemm
     zeros = np.zeros(n, np.int64)
     layout = compile_gemm(cfg, np.zeros((m, k), np.int8), np.zeros((k, n), np.int8),
@@ -284,7 +284,7 @@ def bare_loop_rate(cfg, cycles=BARE_LOOP_CYCLES, repeats=3):
     """Cycles per second of the fast simulator's bare loop on ``cfg``: the Verilated model
     clocked with every input idle and no memory model, the ceiling of any harness for
     this RTL (best of ``repeats`` runs of ``cycles``)."""
-    from sim.fastsim import FastSim
+    from serrano.sim.fastsim import FastSim
     with FastSim(cfg, 1 << 20) as sim:
         best = 0.0
         for _ in range(repeats):
@@ -304,7 +304,7 @@ def measure_sim_rate(workloads=SIM_RATE_WORKLOADS, log=None, mem_latency=30):
     rate is taken on the last workload. ``golden`` counts no cycles: its rate is the RTL's
     cycles of the same program over the ISA model's wall time. ``runs`` lists
     ``[m, k, n, cycles, wall_s]`` of every run."""
-    from sim import toolenv
+    from serrano.sim import toolenv
     from .backends import available, backend_names
     from .gemm import run_gemm
     from .runtime import Device

@@ -23,12 +23,12 @@ import argparse
 import json
 import sys
 
-from hw.config import ConfigError, get_preset, preset_names
-from sim.runner import SimulationFailed
-from sim.toolenv import ToolNotFound
-from sw.backends import backend_names
-from sw.models.minilm import ModelNotInstalled
-from sw.runtime import CHECKS, DeviceError
+from serrano.hw.config import ConfigError, get_preset, preset_names
+from serrano.sim.runner import SimulationFailed
+from serrano.sim.toolenv import ToolNotFound
+from serrano.sw.backends import backend_names
+from serrano.sw.models.minilm import ModelNotInstalled
+from serrano.sw.runtime import CHECKS, DeviceError
 
 __all__ = ["main"]
 
@@ -124,11 +124,11 @@ def _parser():
     rg.add_argument("--seed", type=int, help="replay this one seed")
     rg.add_argument("--sim", default="both", help="verilator, icarus or both")
 
-    from sw import bench
+    from serrano.sw import bench
     bench.add_arguments(sub.add_parser("bench", help="the benchmark suite: cycles, roofline, "
                                                      "SCALE-Sim, energy per token"))
 
-    from sw import fpga
+    from serrano.sw import fpga
     fpga.add_arguments(sub.add_parser("fpga", help="synthesize, place and route for the "
                                                    "ECP5 LFE5U-85F with YoWASP"))
 
@@ -139,7 +139,7 @@ def _parser():
 
 
 def _cmd_verilog(args):
-    from sim.verilog import array_verilog, top_verilog, write_verilog
+    from serrano.sim.verilog import array_verilog, top_verilog, write_verilog
     what = "bare array serrano_array" if args.array else "accelerator serrano_top"
     if args.output:
         path = write_verilog(args.preset, args.output, top=not args.array)
@@ -152,7 +152,7 @@ def _cmd_verilog(args):
 
 
 def _cmd_gemm(args):
-    from sw import gemm
+    from serrano.sw import gemm
     cfg = args.preset
     if args.array:
         if args.backend not in gemm.ARRAY_BACKENDS:
@@ -218,7 +218,7 @@ class _Progress:
 
 
 def _cmd_run(args):
-    from sw.run import run_model
+    from serrano.sw.run import run_model
     progress = _Progress(sys.stderr)
     try:
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
@@ -252,7 +252,7 @@ def _cmd_run(args):
 
 
 def _cmd_regress(args):
-    from sw.regress import run_campaign
+    from serrano.sw.regress import run_campaign
     sims = {"both": ("verilator", "icarus"), "verilator": ("verilator",),
             "icarus": ("icarus",)}.get(args.sim)
     if sims is None:
@@ -265,17 +265,17 @@ def _cmd_regress(args):
 
 
 def _cmd_bench(args):
-    from sw import bench
+    from serrano.sw import bench
     return bench.run(args)
 
 
 def _cmd_fpga(args):
-    from sw import fpga
+    from serrano.sw import fpga
     return fpga.run(args)
 
 
 def _cmd_lint(args):
-    from sim.lint import lint_report
+    from serrano.sim.lint import lint_report
     ok, text = lint_report(args.preset, top=not args.array)
     print(text)
     return 0 if ok else 1

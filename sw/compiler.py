@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw import isa
+from serrano.hw import isa
 from . import golden
 from .isa_model import Program, pack_params, pack_weights
 

@@ -65,7 +65,7 @@ import json
 import math
 from pathlib import Path
 
-from hw import isa
+from serrano.hw import isa
 from .isa_model import decode_program
 
 __all__ = ["DEFAULT_CONSTANTS_PATH", "NOTE", "COUNT_KEYS", "load_constants",

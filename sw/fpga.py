@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.toolenv import ToolNotFound
+from serrano.sim.toolenv import ToolNotFound
 
 __all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "INSTALL_HINT",
            "check_tools", "yosys_script", "nextpnr_args", "parse_report", "parse_yosys_stat",
@@ -208,7 +208,7 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     "verilog_sha256": hex}``. Raises :class:`FPGAToolNotFound` without Yosys,
     :class:`FPGAFlowError` if it fails.
     """
-    from sim.verilog import top_verilog
+    from serrano.sim.verilog import top_verilog
     check_tools(("yosys",))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -469,7 +469,7 @@ def _positive_float(text):
 
 def add_arguments(parser):
     """Add ``serrano fpga``'s options to ``parser``."""
-    from hw.config import preset_names
+    from serrano.hw.config import preset_names
     parser.add_argument("--preset", default="fpga",
                         help=f"one of {', '.join(preset_names())} (default: fpga)")
     parser.add_argument("--board", default="ulx3s",
@@ -533,7 +533,7 @@ def run(args):
     """Run ``serrano fpga`` with the parsed ``args``; print a summary or one JSON
     object; return the exit status (0 timing met, 1 not met or a tool failed, 2 bad
     input or the tools not installed)."""
-    from hw.config import ConfigError, get_preset
+    from serrano.hw.config import ConfigError, get_preset
     try:
         cfg = get_preset(args.preset)
         r = run_fpga(cfg, board=args.board, freq_mhz=args.freq, seed=args.seed,

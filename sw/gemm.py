@@ -13,7 +13,7 @@ results summed across K tiles outside the array (also on Amaranth's simulator).
 
 import numpy as np
 
-from hw import isa
+from serrano.hw import isa
 from . import array_plan, compiler, golden, isa_model, requant
 from .backends import backend_names, check_backend
 from .runtime import Device
@@ -128,7 +128,7 @@ def run_array_gemm(cfg, m, k, n, backend, seed=0):
     if backend not in ARRAY_BACKENDS:
         raise ValueError(f"unknown backend {backend!r} for --array; choose one of: "
                          f"{', '.join(ARRAY_BACKENDS)}")
-    from sim.array_backends import run_plan
+    from serrano.sim.array_backends import run_plan
 
     a, w = random_operands(m, k, n, seed)
     tiles, grid = array_plan.gemm_tiles(a, w, cfg.rows, cfg.cols)

@@ -67,8 +67,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw import isa
-from hw.config import Config
+from serrano.hw import isa
+from serrano.hw.config import Config
 
 from .golden import check_int8
 from .requant import requantize, MULT_MAX, SHIFT_MAX

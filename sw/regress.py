@@ -47,8 +47,8 @@ from collections import Counter
 
 import numpy as np
 
-from hw import isa, regs
-from hw.config import get_preset
+from serrano.hw import isa, regs
+from serrano.hw.config import get_preset
 from . import compiler, golden, isa_model, requant
 
 __all__ = ["KINDS", "PROGRAM_FAULTS", "BUS_FAULTS", "FAULTS", "RESETS", "DECK_SIZE", "BINS",
@@ -255,7 +255,7 @@ def _bus_fault(rng, fault, region, cfg, layout, image, clean):
             plan.bins |= {"fault:write_error"} | ({"fault:write_error_mid"} if mid
                                                   else set())
     else:                                           # decerr: an access beyond memory
-        from sim.system import memory_words
+        from serrano.sim.system import memory_words
         end = memory_words(cfg, len(image)) * bb
         insns = _decode(image, layout.prog_addr, layout.prog_len)
         addr_field = {isa.Op.LOAD_ACT: "dram_addr", isa.Op.LOAD_PARAM: "dram_addr",
@@ -419,13 +419,13 @@ def run_case(seed, sims=("verilator", "icarus")):
     # The 16 x 16 design always gets the Verilog memory: AxiRam serves memory from Python
     # every clock, too slow for it.
     if plan.system or cfg.name == "default" or (kind is None and coin < 0.5):
-        from sim.system import run_system
+        from serrano.sim.system import run_system
         rtl = run_system(cfg, plan.image, layout.prog_addr, plan.n_insns, sim,
                          mem_latency=latency, write_latency=write_latency,
                          soft_reset_at_end=True, **plan.kw)
         mem = f"latency {latency} write latency {write_latency}"
     else:
-        from sim.accel import run_rtl
+        from serrano.sim.accel import run_rtl
         rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
                       seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"

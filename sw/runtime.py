@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw import isa, regs
+from serrano.hw import isa, regs
 from .backends import DEFAULT_MEM_BYTES, check_backend, open_backend
 from .compiler import ALIGN, Builder, Memory
 

@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from sim import toolenv
+from serrano.sim import toolenv
 
 ALL_SIMULATORS = ("verilator", "icarus")
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sw import golden, requant
+from serrano.sw import golden, requant
 
 
 def requant_gemm_operands(rng, m, k, n, *, bias_bound, scale_range):

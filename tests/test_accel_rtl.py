@@ -7,10 +7,10 @@ must match bit for bit and every other byte must be unchanged.
 import numpy as np
 import pytest
 
-from hw import isa, regs
-from hw.config import get_preset
-from sim.accel import run_rtl
-from sw import compiler, golden, isa_model, requant
+from serrano.hw import isa, regs
+from serrano.hw.config import get_preset
+from serrano.sim.accel import run_rtl
+from serrano.sw import compiler, golden, isa_model, requant
 from tests.stimulus import requant_gemm_operands
 
 TINY = get_preset("tiny")
@@ -123,7 +123,7 @@ def test_error_codes_and_nothing_written(simulator, rng, fault):
 
 def test_default_preset_accelerator_verilator(rng):
     """The 16 x 16 accelerator with the Verilog memory model (no Python per cycle)."""
-    from sim.system import run_system
+    from serrano.sim.system import run_system
     from tests.conftest import require_simulator
     require_simulator("verilator")
     cfg = get_preset("default")
@@ -136,7 +136,7 @@ def test_default_preset_accelerator_verilator(rng):
 def test_system_memory_errors(simulator, rng):
     """SLVERR from the memory on the weights, DECERR past the end of memory: the right
     code, no hang, nothing written."""
-    from sim.system import MEMORY_CLASSES, run_system
+    from serrano.sim.system import MEMORY_CLASSES, run_system
     layout, _ = random_gemm(rng, TINY, 8, 8, 8)
     end = MEMORY_CLASSES[0]                       # the simulated memory's size
     for window, limit, code in (((layout.w_addr, layout.w_addr + 16), None,

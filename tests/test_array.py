@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hw.config import get_preset
-from sim.amaranth_sim import run_array_plan
-from sw import array_plan, golden
+from serrano.hw.config import get_preset
+from serrano.sim.amaranth_sim import run_array_plan
+from serrano.sw import array_plan, golden
 
 TINY = get_preset("tiny")
 

@@ -7,11 +7,11 @@ from ``sw``; the testbench replays the plan and records every result row and its
 import numpy as np
 import pytest
 
-from hw.config import get_preset
-from sim import runner
-from sim.array_backends import run_plan
-from sim.verilog import ARRAY_TOP, array_verilog
-from sw import array_plan, golden
+from serrano.hw.config import get_preset
+from serrano.sim import runner
+from serrano.sim.array_backends import run_plan
+from serrano.sim.verilog import ARRAY_TOP, array_verilog
+from serrano.sw import array_plan, golden
 from tests.conftest import require_simulator, selected_simulators
 
 
@@ -62,13 +62,13 @@ def test_failure_keeps_a_waveform(simulator, rng):
     cfg = get_preset("tiny")
     tiles = stream_case(rng, cfg, n_tiles=1)
     plan = array_plan.plan_tiles(tiles, cfg.rows, cfg.cols, cfg.latency)
-    from sim.array_backends import plan_case
+    from serrano.sim.array_backends import plan_case
     case = plan_case(cfg, plan)
     case["latency"] += 1                     # a wrong contract: the testbench must object
     text = array_verilog(cfg)
     built = runner.build(simulator, ARRAY_TOP, text, tag=cfg.name)
     with pytest.raises(runner.SimulationFailed) as info:
-        runner.run(built, "sim.tb.array_tb", "replay_plan", case, verilog_text=text,
+        runner.run(built, "serrano.sim.tb.array_tb", "replay_plan", case, verilog_text=text,
                    tag=cfg.name)
     message = str(info.value)
     line = next(l for l in message.splitlines() if "waveform:" in l)

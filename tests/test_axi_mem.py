@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim import runner, toolenv
-from sim.hdl import AXI_MEM_SOURCE, AXI_MEM_TOP, axi_mem_verilog, read_hex, write_hex
+from serrano.sim import runner, toolenv
+from serrano.sim.hdl import AXI_MEM_SOURCE, AXI_MEM_TOP, axi_mem_verilog, read_hex, write_hex
 
 OKAY, SLVERR, DECERR = 0, 2, 3
-TB = "sim.tb.axi_mem_tb"
+TB = "serrano.sim.tb.axi_mem_tb"
 
 # Two configurations: the default parameters, and a small odd one (4-byte words, a memory
 # of 1000 words that is no multiple of 4 KiB, 16-bit addresses, 4-bit IDs).

@@ -4,14 +4,14 @@ counts against the cocotb runs, and the runtime's errors, resets and watchdog.""
 import numpy as np
 import pytest
 
-from hw import isa, regs
-from hw.config import get_preset
-from sim.system import MEMORY_CLASSES, run_system
-from sw import compiler, gemm as G, golden, isa_model
-from sw.backends import BACKENDS, Backend, available, backend_names, open_backend
-from sw.isa_model import Program
-from sw.run import run_model_on
-from sw.runtime import Device, DeviceError
+from serrano.hw import isa, regs
+from serrano.hw.config import get_preset
+from serrano.sim.system import MEMORY_CLASSES, run_system
+from serrano.sw import compiler, gemm as G, golden, isa_model
+from serrano.sw.backends import BACKENDS, Backend, available, backend_names, open_backend
+from serrano.sw.isa_model import Program
+from serrano.sw.run import run_model_on
+from serrano.sw.runtime import Device, DeviceError
 from tests.conftest import require_simulator, selected_simulators
 
 TINY = get_preset("tiny")
@@ -37,7 +37,7 @@ def _gemm(dev, m, k, n, seed):
     a, w = G.random_operands(m, k, n, seed)
     acc = golden.matmul(a, w)
     bias, mult, shift = G.random_requant(acc, seed)
-    from sw import requant
+    from serrano.sw import requant
     expect = requant.requantize(acc, bias, mult, shift)
     w_addr = dev.put(isa_model.pack_weights(w, cfg))
     a_addr = dev.put(compiler.pack_acts(a, cfg))
@@ -321,7 +321,7 @@ def test_many_calls_on_one_simulator():
         for i in range(20):
             mark = dev.mark()
             a_i = np.roll(a, i, axis=0)
-            from sw import requant
+            from serrano.sw import requant
             expect = requant.requantize(golden.matmul(a_i, w), bias, mult, shift)
             a_addr = dev.put(compiler.pack_acts(a_i, cfg))
             y_addr = dev.alloc(6 * 8)

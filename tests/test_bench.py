@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from hw.config import get_preset
-from sw import bench
+from serrano.hw.config import get_preset
+from serrano.sw import bench
 from tests.conftest import require_simulator, selected_simulators
 
 ENTRY_KEYS = {"name", "kind", "cycles", "macs", "mac_utilization", "dma_read_bytes",

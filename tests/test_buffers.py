@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.buffers import ActivationBuffer, Accumulator, ParamBuffer
-from hw.config import get_preset
-from sw import golden
+from serrano.hw.buffers import ActivationBuffer, Accumulator, ParamBuffer
+from serrano.hw.config import get_preset
+from serrano.sw import golden
 
 TINY = get_preset("tiny")
 

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from sim.lint import EXPLAINED, verilator_lint, icarus_compile
-from hw.config import get_preset
-from sw.cli import main
+from serrano.sim.lint import EXPLAINED, verilator_lint, icarus_compile
+from serrano.hw.config import get_preset
+from serrano.sw.cli import main
 from tests.conftest import require_simulator
 
 GEMM_KEYS = {"preset", "backend", "m", "k", "n", "bit_exact", "cycles", "macs",
@@ -74,7 +74,7 @@ def test_gemm_golden_backend(capsys):
     (["run", "--model", "bert-tiny", "--backend", "board"], "unknown backend 'board'"),
 ])
 def test_bad_input_is_one_line(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "sw.cli", *argv], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", *argv], capture_output=True,
                           text=True)
     assert proc.returncode == 2
     assert message in proc.stderr

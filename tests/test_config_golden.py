@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hw.config import Config, ConfigError, PRESETS, get_preset
-from sw import golden
+from serrano.hw.config import Config, ConfigError, PRESETS, get_preset
+from serrano.sw import golden
 
 
 def test_presets_geometry():

@@ -20,15 +20,15 @@ from amaranth import Module, Mux, Signal
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
-from hw import isa, layouts, regs
-from hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
-from hw.buffers import Accumulator
-from hw.config import get_preset
-from sim import props
-from sim.amaranth_system import Knobs, SerranoRun, seeded
-from sim.props import (AXI4ManagerChecker, AccumulatorMonitor, HandshakeChecker,
+from serrano.hw import isa, layouts, regs
+from serrano.hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
+from serrano.hw.buffers import Accumulator
+from serrano.hw.config import get_preset
+from serrano.sim import props
+from serrano.sim.amaranth_system import Knobs, SerranoRun, seeded
+from serrano.sim.props import (AXI4ManagerChecker, AccumulatorMonitor, HandshakeChecker,
                        PropertyViolation)
-from sw import compiler, isa_model
+from serrano.sw import compiler, isa_model
 from tests.stimulus import requant_gemm_operands
 
 TINY = get_preset("tiny")

@@ -14,10 +14,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from hw.axi import AXI4LiteSignature, RESP_OKAY, RESP_SLVERR
-from hw.csr import CSRBlock, MapEntry, Register, counter64, register_map
-from sim import runner
-from sim.verilog import signal_ports
+from serrano.hw.axi import AXI4LiteSignature, RESP_OKAY, RESP_SLVERR
+from serrano.hw.csr import CSRBlock, MapEntry, Register, counter64, register_map
+from serrano.sim import runner
+from serrano.sim.verilog import signal_ports
 
 ADDR_WIDTH = 8          # 64 words: the example's 9 registers, the rest unmapped
 EXAMPLE_REGS = (
@@ -807,7 +807,7 @@ def test_cocotb_random_access(simulator, csr_verilog):
     rng = np.random.default_rng(9)
     case = random_access_case(rng)
     built = runner.build(simulator, CSR_TOP, csr_verilog, tag="csr")
-    result, _wall = runner.run(built, "sim.tb.csr_tb", "random_access", case,
+    result, _wall = runner.run(built, "serrano.sim.tb.csr_tb", "random_access", case,
                                verilog_text=csr_verilog, tag="csr")
     expected = expected_random_access(case)
     assert len(result["results"]) == len(expected["results"])
@@ -829,7 +829,7 @@ def test_cocotb_side_effects(simulator, csr_verilog):
         "w1c_rounds": 6, "w1s_writes": 10,
     }
     built = runner.build(simulator, CSR_TOP, csr_verilog, tag="csr")
-    summary, _wall = runner.run(built, "sim.tb.csr_tb", "side_effects", case,
+    summary, _wall = runner.run(built, "serrano.sim.tb.csr_tb", "side_effects", case,
                                 verilog_text=csr_verilog, tag="csr")
     # the testbench asserts its own checks; these make sure it checked something
     assert summary["counter_pairs"] == 2 * case["counter_pairs"]

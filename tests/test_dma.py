@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
-from hw.config import get_preset
-from hw.dma import DMAError, dma_command, BurstSplitter
-from hw.dma_read import DMARead
-from hw.dma_write import DMAWrite
-from sim import runner
-from sim.props import HandshakeChecker, check_burst
-from sim.tb_tops import DMA_TOP, dma_top_verilog
-from sw import dma_model
-from sw.dma_model import Command
+from serrano.hw.axi import RESP_OKAY, RESP_SLVERR, RESP_DECERR
+from serrano.hw.config import get_preset
+from serrano.hw.dma import DMAError, dma_command, BurstSplitter
+from serrano.hw.dma_read import DMARead
+from serrano.hw.dma_write import DMAWrite
+from serrano.sim import runner
+from serrano.sim.props import HandshakeChecker, check_burst
+from serrano.sim.tb_tops import DMA_TOP, dma_top_verilog
+from serrano.sw import dma_model
+from serrano.sw.dma_model import Command
 
 PAGE = dma_model.PAGE_BYTES
 
@@ -1141,7 +1141,7 @@ def test_cocotb_read(simulator, preset):
         "beats": sum(c.rows * c.row_beats for c in cmds),
         "seed": 1,
     }
-    result, _ = runner.run(built, "sim.tb.dma_tb", "dma_read", case, verilog_text=text,
+    result, _ = runner.run(built, "serrano.sim.tb.dma_tb", "dma_read", case, verilog_text=text,
                            tag=f"dma-{preset}")
     got = [int(w, 16) for w in result["beats"]]
     assert got == expected_words(mem, cmds, cfg.bus_bytes)
@@ -1171,7 +1171,7 @@ def test_cocotb_write(simulator, preset):
         "payload": payload.hex(),
         "seed": 2,
     }
-    result, _ = runner.run(built, "sim.tb.dma_tb", "dma_write", case, verilog_text=text,
+    result, _ = runner.run(built, "serrano.sim.tb.dma_tb", "dma_write", case, verilog_text=text,
                            tag=f"dma-{preset}")
     after = bytes.fromhex(result["mem"])
     expect = expected_memory(mem, cmds, payload, cfg.bus_bytes)

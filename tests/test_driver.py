@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hw import isa
-from hw.config import PRESETS, get_preset
-from sw import compiler, golden, isa_model, requant
-from sw import transformer as T
-from sw.models import layers as L, synthetic
-from sw.run import cosine, run_model
-from sw.runtime import Device
+from serrano.hw import isa
+from serrano.hw.config import PRESETS, get_preset
+from serrano.sw import compiler, golden, isa_model, requant
+from serrano.sw import transformer as T
+from serrano.sw.models import layers as L, synthetic
+from serrano.sw.run import cosine, run_model
+from serrano.sw.runtime import Device
 
 TINY = get_preset("tiny")
 
@@ -90,7 +90,7 @@ def test_minilm_six_layers_embedding_on_golden():
     (["--model", "bert-tiny", "--preset", "huge"], "unknown preset 'huge'"),
 ])
 def test_run_bad_input_one_line(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "sw.cli", "run", *argv],
+    proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "run", *argv],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -110,7 +110,7 @@ def test_nan_weights_rejected():
 
 
 def test_run_json_keys(capsys):
-    from sw.cli import main
+    from serrano.sw.cli import main
     assert main(["run", "--model", "bert-tiny", "--backend", "golden", "--preset", "tiny",
                  "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from hw import isa
-from hw.config import Config, get_preset
-from sw import energy
-from sw.isa_model import Program
+from serrano.hw import isa
+from serrano.hw.config import Config, get_preset
+from serrano.sw import energy
+from serrano.sw.isa_model import Program
 
 # A geometry whose buffers sit on and between the table's points:
 # act_buf 8192 rows x 4 B = 32 KiB (20 pJ per 64 bits), accumulator 2 x 256 rows x 16 B =

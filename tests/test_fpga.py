@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from hw.config import get_preset
-from sim.toolenv import ToolNotFound
-from sw import fpga
+from serrano.hw.config import get_preset
+from serrano.sim.toolenv import ToolNotFound
+from serrano.sw import fpga
 
 
 def _require_yowasp():

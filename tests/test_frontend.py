@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw import isa
-from hw.config import get_preset
-from hw.frontend import FrontEnd
-from sw.isa_model import Program
+from serrano.hw import isa
+from serrano.hw.config import get_preset
+from serrano.hw.frontend import FrontEnd
+from serrano.sw.isa_model import Program
 
 TINY = get_preset("tiny")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hw import isa
-from hw.config import Config, get_preset
-from sw import golden, requant
-from sw.isa_model import (Program, run_program, check_tokens, check_races, decode_program,
+from serrano.hw import isa
+from serrano.hw.config import Config, get_preset
+from serrano.sw import golden, requant
+from serrano.sw.isa_model import (Program, run_program, check_tokens, check_races, decode_program,
                           pack_weights, pack_params, DeadlockError, RaceError,
                           Machine)
 

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from sw.models import layers, minilm, synthetic
-from sw.models.layers import (DecoderWeights, EncoderWeights, LayerShape, check_finite,
+from serrano.sw.models import layers, minilm, synthetic
+from serrano.sw.models.layers import (DecoderWeights, EncoderWeights, LayerShape, check_finite,
                               decoder_decode, decoder_prefill, encoder_layer, gelu,
                               layer_norm, merge_heads, softmax, split_heads)
 

@@ -4,7 +4,7 @@
 import pytest
 from amaranth.sim import Simulator
 
-from hw.pe import PE
+from serrano.hw.pe import PE
 
 
 def run_pe(pe, stimulus):

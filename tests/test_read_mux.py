@@ -7,8 +7,8 @@ from collections import deque
 import pytest
 from amaranth.sim import Simulator
 
-from hw.config import get_preset
-from hw.read_mux import ReadMux
+from serrano.hw.config import get_preset
+from serrano.hw.read_mux import ReadMux
 
 
 def _run(rng, n_clients, n_cmds, p_valid, p_ready, p_beat, max_cycles=20_000):

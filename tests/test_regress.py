@@ -4,8 +4,8 @@ kinds of run: a clean run, a reset mid-run, a bus fault, a program fault."""
 
 import io
 
-from sw import regress
-from sw.regress import _case, run_campaign
+from serrano.sw import regress
+from serrano.sw.regress import _case, run_campaign
 from tests.conftest import require_simulator, selected_simulators
 
 GROUPS = ((None,), regress.RESETS, regress.BUS_FAULTS, regress.PROGRAM_FAULTS)

@@ -13,10 +13,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hw import isa, regs
-from hw.config import get_preset
-from sim.system import MEMORY_CLASSES, SystemResult, run_system
-from sw import compiler, isa_model, regress, requant
+from serrano.hw import isa, regs
+from serrano.hw.config import get_preset
+from serrano.sim.system import MEMORY_CLASSES, SystemResult, run_system
+from serrano.sw import compiler, isa_model, regress, requant
 
 TINY = get_preset("tiny")
 BB = TINY.bus_bytes

@@ -15,12 +15,12 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from hw import layouts
-from hw.config import get_preset
-from hw.requant import Requantizer
-from sim import runner
-from sim.verilog import signal_ports
-from sw.requant import (MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX, requantize,
+from serrano.hw import layouts
+from serrano.hw.config import get_preset
+from serrano.hw.requant import Requantizer
+from serrano.sim import runner
+from serrano.sim.verilog import signal_ports
+from serrano.sw.requant import (MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX, requantize,
                         quantize_multiplier)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -591,7 +591,7 @@ def test_cocotb_requant(simulator, pattern):
     max_cycles = 8 * total + 100 * len(groups)
     text = requant_verilog(cfg)
     built = runner.build(simulator, TOP, text, tag=cfg.name)
-    result, _ = runner.run(built, "sim.tb.requant_tb", "stream_rows",
+    result, _ = runner.run(built, "serrano.sim.tb.requant_tb", "stream_rows",
                            cocotb_case(cfg, groups, valid, ready, max_cycles),
                            verilog_text=text, tag=cfg.name)
     assert len(result["groups"]) == len(groups)

@@ -9,7 +9,7 @@ hands the raw result words back. Values are compared with the golden model outsi
 import cocotb
 from cocotb.triggers import FallingEdge, with_timeout
 
-from sim.tb.common import load_case, save_result, start, watchdog_ns
+from serrano.sim.tb.common import load_case, save_result, start, watchdog_ns
 
 
 async def _replay(dut, case):

@@ -24,7 +24,7 @@ from cocotbext.axi.axi_channels import (AxiARBus, AxiARSource, AxiAWBus, AxiAWSo
                                         AxiBBus, AxiBSink, AxiRBus, AxiRSink, AxiWBus,
                                         AxiWSource)
 
-from sim.tb.common import load_case, save_result, start, watchdog_ns
+from serrano.sim.tb.common import load_case, save_result, start, watchdog_ns
 
 PREFIX = "s_axi"
 

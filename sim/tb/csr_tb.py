@@ -19,7 +19,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
-from sim.tb.common import load_case, save_result, start, watchdog_ns
+from serrano.sim.tb.common import load_case, save_result, start, watchdog_ns
 
 WORD_BYTES = 4
 

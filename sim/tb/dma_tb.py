@@ -19,7 +19,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, with_timeout
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam
 
-from sim.tb.common import CLOCK_NS, load_case, save_result, start, watchdog_ns
+from serrano.sim.tb.common import CLOCK_NS, load_case, save_result, start, watchdog_ns
 
 PAUSE_PROBABILITY = 0.3      # each AXI channel of the RAM stalls in 30 % of cycles
 IDLE_PROBABILITY = 0.25      # the command / data sources idle, the data sink stalls

@@ -17,7 +17,7 @@ every accept and delivery; values are compared with the golden model outside.
 import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly, with_timeout
 
-from sim.tb.common import load_case, save_result, start, watchdog_ns
+from serrano.sim.tb.common import load_case, save_result, start, watchdog_ns
 
 
 async def _stream(dut, case):

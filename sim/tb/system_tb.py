@@ -15,8 +15,8 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from hw import regs as R
-from sim.tb.common import CLOCK_NS, drive, load_case, save_result, start
+from serrano.hw import regs as R
+from serrano.sim.tb.common import CLOCK_NS, drive, load_case, save_result, start
 
 
 @cocotb.test()

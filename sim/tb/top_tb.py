@@ -15,9 +15,9 @@ import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-from hw import regs as R
-from sim import props
-from sim.tb.common import drive, load_case, save_result, start
+from serrano.hw import regs as R
+from serrano.sim import props
+from serrano.sim.tb.common import drive, load_case, save_result, start
 
 
 class ProtocolMonitor:
