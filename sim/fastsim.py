@@ -20,7 +20,6 @@ checks it). Build options and what each gained are in README ("Simulation speed"
 
 import ctypes
 import hashlib
-import json
 import os
 import subprocess
 import time
@@ -34,8 +33,8 @@ from . import toolenv
 from .runner import _locked, build_root
 from .verilog import TOP, top_verilog
 
-__all__ = ["HARNESS_TOP", "VERILATOR_ARGS", "FastSimError", "harness_verilog", "build",
-           "FastSim"]
+__all__ = ["HARNESS_TOP", "VERILATOR_ARGS", "STUDY", "FastSimError", "harness_verilog",
+           "build", "FastSim"]
 
 HARNESS_TOP = "serrano_harness"
 _HARNESS_CPP = Path(__file__).resolve().parent / "fast" / "harness.cpp"
@@ -96,7 +95,8 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST):
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
     the harness source and the options), under a file lock shared by parallel workers.
     ``verilator_args`` (default :data:`VERILATOR_ARGS`) and ``opt_fast`` (the C++
-    compiler's options for the per-cycle code) are for :func:`study`.
+    compiler's options for the per-cycle code) are for the study of what each option
+    gains (:func:`serrano.sw.bench.build_study`).
     """
     verilator_args = VERILATOR_ARGS if verilator_args is None else list(verilator_args)
     text = harness_verilog(cfg)
@@ -298,8 +298,9 @@ class FastSim:
 
 # ---- what each build option gains -------------------------------------------------------
 
-#: Build variants of :func:`study`, each adding one option to the one before (the C++
-#: call flags are in every variant; they are measured by callgrind, see README).
+#: Build variants of :func:`serrano.sw.bench.build_study`, each adding one option to the
+#: one before (the C++ call flags are in every variant; they were measured with callgrind,
+#: see README).
 STUDY = (
     ("Verilator's defaults, verilated.mk's -Os", [], "-Os"),
     ("+ C++ -O2 for the per-cycle code", [], "-O2"),
@@ -310,60 +311,3 @@ STUDY = (
     ("+ C++ -O3 -march=native", _SPEED_ARGS, "-O3 -march=native"),
     ("+ --threads 2", _SPEED_ARGS + ["--threads", "2"], "-O2"),
 )
-
-
-def study(preset="default", cycles=300_000, repeats=5, gemm=(128, 768, 768)):
-    """Build every variant of :data:`STUDY` for ``preset`` and measure the bare loop
-    (best of ``repeats`` runs of ``cycles``) and one GEMM through the accelerator on
-    each; returns a list of dicts (``python -m serrano.sim.fastsim --study`` prints them)."""
-    from serrano.hw import regs
-    from serrano.hw.config import get_preset
-    cfg = get_preset(preset)
-    rows = []
-    for label, args, opt in STUDY:
-        t0 = time.perf_counter()
-        path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt)
-        built_s = time.perf_counter() - t0
-        row = {"variant": label, "args": " ".join(args), "opt_fast": opt,
-               "build_s": round(built_s, 1)}
-        with FastSim(cfg, 64 << 20, path=path) as sim:
-            best = 0.0
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                sim.bare_loop(cycles)
-                best = max(best, cycles / (time.perf_counter() - t0))
-            row["bare_loop_cycles_per_s"] = round(best)
-            if gemm:
-                from serrano.sw import compiler, gemm as G, golden
-                m, k, n = gemm
-                a, w = G.random_operands(m, k, n, 0)
-                acc = golden.matmul(a, w)
-                lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(acc, 0))
-                rates = []
-                for _ in range(max(1, repeats // 2)):
-                    sim.mem[:len(lay.image)] = lay.image
-                    t0 = time.perf_counter()
-                    out = regs.drive(regs.run_program(lay.prog_addr, lay.prog_len, 0,
-                                                      len(lay.image), 10 ** 9),
-                                     write=lambda r, v: sim.reg_write(regs.address(r), v),
-                                     read=lambda r: sim.reg_read(regs.address(r)),
-                                     wait_irq=lambda c: (sim.run(c, stop_on_irq=True),
-                                                         sim.irq)[1])
-                    rates.append(out.counters["cycles"] / (time.perf_counter() - t0))
-                row["gemm_cycles"] = out.counters["cycles"]
-                row["gemm_cycles_per_s"] = round(max(rates))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
-
-
-if __name__ == "__main__":
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m serrano.sim.fastsim",
-                                 description="Build options of the fast simulator and "
-                                             "what each gains.")
-    ap.add_argument("--study", action="store_true", help="build and measure every variant")
-    ap.add_argument("--preset", default="default")
-    args = ap.parse_args()
-    if args.study:
-        study(args.preset)

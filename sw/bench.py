@@ -367,6 +367,56 @@ def call_overhead(cfg, backend, calls=50, mem_latency=30):
     return float(np.median(walls))
 
 
+def _gemm_rate(sim, cfg, m, k, n, repeats):
+    """Best cycles per second of one compiled GEMM on a :class:`sim.fastsim.FastSim`
+    (its memory rewritten before each run); returns ``(cycles, rate)``."""
+    from serrano.hw import regs
+    from . import compiler, gemm as G, golden
+    a, w = G.random_operands(m, k, n, 0)
+    lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(golden.matmul(a, w), 0))
+    best, cycles = 0.0, None
+    for _ in range(repeats):
+        sim.mem[:len(lay.image)] = lay.image
+        t0 = time.perf_counter()
+        out = regs.drive(regs.run_program(lay.prog_addr, lay.prog_len, 0, len(lay.image),
+                                          10 ** 9),
+                         write=lambda r, v: sim.reg_write(regs.address(r), v),
+                         read=lambda r: sim.reg_read(regs.address(r)),
+                         wait_irq=lambda c: (sim.run(c, stop_on_irq=True), sim.irq)[1])
+        best = max(best, out.counters["cycles"] / (time.perf_counter() - t0))
+        cycles = out.counters["cycles"]
+    return cycles, best
+
+
+def build_study(preset="default", cycles=300_000, repeats=5, gemm=(128, 768, 768),
+                log=None):
+    """What each build option of the fast simulator gains: build every variant of
+    :data:`sim.fastsim.STUDY` for ``preset`` (each adds one option to the one before)
+    and measure the bare loop (best of ``repeats`` runs of ``cycles``) and one GEMM
+    through the accelerator (best of ``repeats // 2 + 1``). Returns a list of dicts."""
+    from serrano.sim.fastsim import _LINT_ARGS, STUDY, FastSim, build
+    cfg = get_preset(preset)
+    rows = []
+    for label, args, opt in STUDY:
+        t0 = time.perf_counter()
+        path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt)
+        row = {"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
+               "build_s": round(time.perf_counter() - t0, 1)}
+        with FastSim(cfg, 64 << 20, path=path) as sim:
+            best = 0.0
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sim.bare_loop(cycles)
+                best = max(best, cycles / (time.perf_counter() - t0))
+            row["bare_loop_cycles_per_s"] = round(best)
+            row["gemm_cycles"], rate = _gemm_rate(sim, cfg, *gemm, repeats // 2 + 1)
+            row["gemm_cycles_per_s"] = round(rate)
+        rows.append(row)
+        if log:
+            log(json.dumps(row))
+    return rows
+
+
 def suite_sim_rates(cfg, backend, entries, log=None):
     """The simulation rate of each suite entry (cycles over the backend's wall time) and,
     on Verilator, the bare loop of the suite's preset and each rate's fraction of it."""
@@ -669,6 +719,10 @@ def add_arguments(parser):
     parser.add_argument("--energy", metavar="FILE", default=None,
                         help="energy constants JSON (default: sw/energy_default.json)")
     parser.add_argument("--json", action="store_true", help="print report.json to stdout")
+    parser.add_argument("--build-study", action="store_true",
+                        help="instead of the suite: build the fast simulator of --preset "
+                             "with each build option added in turn and measure what each "
+                             "gains (bare loop and a 128x768x768 GEMM); prints JSON lines")
 
 
 def _command(args):
@@ -688,6 +742,10 @@ def run(args):
     """Run ``serrano bench``; 0 when every entry is bit-exact and its program structure
     agrees with the counters, else 1. Bad input raises ``ValueError``/``ConfigError``."""
     cfg = get_preset(args.preset)
+    if getattr(args, "build_study", False):
+        rows = build_study(cfg.name, log=_Log())
+        print(json.dumps(rows, indent=1))
+        return 0
     _check_timed(args.backend)
     constants = energy.load_constants(args.energy)
     _pyplot()                               # fail before the runs, not after them
