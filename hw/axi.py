@@ -12,10 +12,15 @@ signals are left out (their defaults are what serrano would drive).
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AXI4Signature", "AXI4LiteSignature", "BURST_INCR", "RESP_OKAY", "RESP_EXOKAY",
+__all__ = ["AXI4Signature", "AXI4LiteSignature", "BURST_INCR", "MAX_BURST_BEATS", "PAGE_BYTES",
+           "RESP_OKAY", "RESP_EXOKAY",
            "RESP_SLVERR", "RESP_DECERR"]
 
 BURST_INCR = 0b01
+#: The AXI4 protocol's burst limits: an INCR burst carries at most 256 beats (AxLEN is 8
+#: bits) and never crosses a 4 KiB boundary.
+MAX_BURST_BEATS = 256
+PAGE_BYTES = 4096
 RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR = 0b00, 0b01, 0b10, 0b11
 
 

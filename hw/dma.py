@@ -26,13 +26,12 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from .axi import MAX_BURST_BEATS, PAGE_BYTES
 from .config import Config
 
 __all__ = ["PAGE_BYTES", "MAX_BURST_BEATS", "COUNTER_WIDTH", "DMAError", "dma_command",
            "burst_layout", "resp_error", "check_engine_args", "BurstSplitter"]
 
-PAGE_BYTES = 4096          # an AXI4 burst must not cross a 4 KiB boundary
-MAX_BURST_BEATS = 256      # AXI4 INCR bursts carry at most 256 beats (AxLEN is 8 bits)
 COUNTER_WIDTH = 64         # width of the bytes_read / bytes_written counters
 
 

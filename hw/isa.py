@@ -73,13 +73,19 @@ import enum
 
 from amaranth.lib import data
 
-__all__ = ["Op", "Error", "INSN_BYTES", "PARAM_BEATS", "header_layout", "insn_layout",
+__all__ = ["Op", "Error", "INSN_BYTES", "PARAM_BEATS", "MULT_BITS", "SHIFT_BITS",
+           "header_layout", "insn_layout",
            "body_layouts", "encode", "decode_op"]
 
 INSN_BYTES = 32
 INSN_BITS = 8 * INSN_BYTES
 HEADER_BITS = 32
 PARAM_BEATS = 12          # one parameter set: C bias, C mult, C shift words of 4 bytes
+#: The parameter words' widths the requantizer takes (the low bits of each word):
+#: multipliers ``0 <= m < 2**MULT_BITS``, shifts ``0 <= s < 2**SHIFT_BITS``
+#: (``sw/requant.py`` states the arithmetic).
+MULT_BITS = 31
+SHIFT_BITS = 6
 
 
 class Op(enum.IntEnum):

@@ -4,8 +4,8 @@ from amaranth import Module, Signal, Const, Cat, signed, unsigned
 from amaranth.lib import data, wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from serrano.sw.requant import MULT_BITS, SHIFT_BITS
 from . import layouts
+from .isa import MULT_BITS, SHIFT_BITS
 from .config import Config
 
 __all__ = ["Requantizer"]

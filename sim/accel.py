@@ -61,8 +61,8 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
         "soft_reset_after": soft_reset_after,
     }
     t0 = time.perf_counter()
-    result, _ = runner.run(built, "serrano.sim.tb.top_tb", "run_program", case, verilog_text=text,
-                           tag=cfg.name)
+    result, _ = runner.run(built, "serrano.sim.tb.top_tb", "run_program", case,
+                           verilog_text=text, tag=cfg.name)
     wall = time.perf_counter() - t0
     return RtlResult(
         image=np.frombuffer(bytes.fromhex(result["image"]), dtype=np.uint8).copy(),

@@ -21,9 +21,9 @@ from collections import deque
 
 from amaranth.hdl import Fragment
 
-from serrano.hw.axi import BURST_INCR, RESP_OKAY, RESP_EXOKAY, RESP_SLVERR, RESP_DECERR
-# The AXI4 rules as the independent DMA golden model states them, not as the RTL does.
-from serrano.sw.dma_model import PAGE_BYTES, MAX_BURST_BEATS
+# The AXI4 protocol's constants (the specification's, in hw/axi.py: the hardware contract).
+from serrano.hw.axi import (BURST_INCR, MAX_BURST_BEATS, PAGE_BYTES, RESP_OKAY,
+                            RESP_EXOKAY, RESP_SLVERR, RESP_DECERR)
 
 __all__ = ["AXI4_CHANNELS", "AXI4_SIGNALS", "PropertyViolation", "HandshakeChecker",
            "check_burst", "AXI4ManagerChecker", "AccumulatorMonitor", "axi4_sampler",

@@ -16,7 +16,7 @@ serrano verifies its RTL under two simulators:
 Command line::
 
     python -m serrano.sim.toolenv            # print shell ``export`` lines for the Verilator env
-    python -m serrano.sim.toolenv --check    # print both simulators' versions; exit 1 if one is missing
+    python -m serrano.sim.toolenv --check    # both simulators' versions; exit 1 if one is missing
 
 Pure standard library plus the ``verilator`` package.
 """

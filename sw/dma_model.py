@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serrano.hw.axi import MAX_BURST_BEATS, PAGE_BYTES
+
 __all__ = ["PAGE_BYTES", "MAX_BURST_BEATS", "Command", "as_command", "command_error", "bursts",
            "burst_legal", "issued_bursts", "gather", "scatter", "byte_ranges",
            "pack_command"]
-
-PAGE_BYTES = 4096
-MAX_BURST_BEATS = 256
 
 
 @dataclass(frozen=True)

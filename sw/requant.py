@@ -27,15 +27,12 @@ import numbers
 
 import numpy as np
 
+from serrano.hw.isa import MULT_BITS, SHIFT_BITS   # the parameter words' widths
 from .golden import wrap_int32
 
 __all__ = ["MULT_BITS", "SHIFT_BITS", "MULT_MAX", "SHIFT_MAX", "requantize",
            "quantize_multiplier"]
 
-#: Width of the unsigned per-channel multiplier ``m``: ``0 <= m < 2**MULT_BITS``.
-MULT_BITS = 31
-#: Width of the unsigned per-channel right shift ``s``: ``0 <= s < 2**SHIFT_BITS``.
-SHIFT_BITS = 6
 #: Largest multiplier and shift.
 MULT_MAX = (1 << MULT_BITS) - 1
 SHIFT_MAX = (1 << SHIFT_BITS) - 1

@@ -244,7 +244,8 @@ def test_watchdog_ends_a_hung_program(backend):
                                            act_kstep=1, m=1, k_tiles=1, acc_row=0,
                                            pop_prev=1))
         addr = dev.put(prog)
-        with pytest.raises(DeviceError, match="WATCHDOG: watchdog: no interrupt within 3,000 cycles"):
+        with pytest.raises(DeviceError,
+                           match="WATCHDOG: watchdog: no interrupt within 3,000 cycles"):
             dev.run(addr, 2, name="hung")
         assert not dev.busy
         b, where, expect = _gemm(dev, 4, 8, 4, seed=5)
