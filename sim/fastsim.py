@@ -113,7 +113,7 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST):
         env = {**os.environ, **toolenv.tool_env()}
         env["MAKEFLAGS"] = " ".join([f for f in env["MAKEFLAGS"].split()
                                      if not f.startswith("OPT_FAST=")]
-                                    + [f"OPT_FAST={opt_fast}"])
+                                    + ["OPT_FAST=" + opt_fast.replace(" ", "\\ ")])
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
                "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", LIB_NAME,
                *verilator_args,

@@ -14,7 +14,7 @@ results summed across K tiles outside the array (also on Amaranth's simulator).
 import numpy as np
 
 from serrano.hw import isa
-from . import array_plan, compiler, golden, isa_model, requant
+from . import array_plan, compiler, golden, requant
 from .backends import backend_names, check_backend
 from .runtime import Device
 
@@ -55,8 +55,8 @@ def _check_shape(m, k, n):
 def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", device=None):
     """Run one GEMM through the accelerator on ``backend``; return the report dict.
 
-    The operands go into device memory as :func:`sw.compiler.compile_gemm` lays them
-    out, the program is built by :class:`sw.compiler.Builder` and run as one call of a
+    :func:`sw.compiler.compile_gemm` lays out the program and the operands at the top of
+    the device's allocations; the host writes them and runs the program as one call of a
     :class:`sw.runtime.Device` (``device``, if given, is used and left open: the
     benchmark's way to keep one simulator for many GEMMs). ``bit_exact`` is the output
     against numpy and, on an RTL backend with ``check="every"``, the whole memory against
@@ -73,16 +73,18 @@ def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", devic
     dev = device or Device(cfg, backend, mem_latency=mem_latency, check=check)
     try:
         mark = dev.mark()
-        w_addr = dev.put(isa_model.pack_weights(w, cfg))
-        a_addr = dev.put(compiler.pack_acts(a, cfg))
-        p_addr = dev.put(isa_model.pack_params(bias, mult, shift, cfg))
-        y_bytes = -(-n // cfg.cols) * m * cfg.cols
-        y_addr = dev.alloc(y_bytes)
-        b = dev.builder()
-        b.gemm(compiler.Gemm(m, k, n, a_addr, w_addr, p_addr, y_addr))
+        # The compiler's layout of the GEMM (program, weights, activations, parameters,
+        # output) placed at the top of the device's allocations.
+        lay = compiler.compile_gemm(cfg, a, w, bias, mult, shift, base=mark)
+        if dev.alloc(len(lay.image) - mark) != mark:
+            raise RuntimeError("the device allocator and the compiler disagree on alignment")
+        dev.write(mark, lay.image[mark:])
         before = dev.bit_exact
-        stats = dev.call(f"gemm {m}x{k}x{n}", b)
-        out = compiler.unpack_out(dev.read(y_addr, y_bytes), m, n, cfg)
+        stats = dev.run(lay.prog_addr, lay.prog_len, name=f"gemm {m}x{k}x{n}", macs=m * k * n,
+                        program=lay.image[lay.prog_addr:lay.prog_addr
+                                          + lay.prog_len * isa.INSN_BYTES].tobytes(),
+                        gemms=[(m, k, n)])
+        out = compiler.unpack_out(dev.read(lay.y_addr, lay.y_bytes), m, n, cfg)
         dev.release(mark)
     finally:
         if own:

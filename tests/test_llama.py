@@ -1,0 +1,149 @@
+"""Llama-architecture models from GGUF files: the loader, the tokenizer, the chat
+template and the float32 reference, against a fixture from an independent implementation
+(transformers loading the same SmolLM2 file), and on small seeded files."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serrano.sw.models import llama as LM
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "smollm2_reference.json")
+                     .read_text())
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return LM.load_smollm2()
+
+
+def test_file_is_the_fixtures(smollm2):
+    """The fixture was made from this very file."""
+    import hashlib
+    h = hashlib.sha256(smollm2.path.read_bytes()).hexdigest()
+    assert h == FIXTURE["meta"]["gguf_sha256"]
+
+
+def test_shape_from_metadata(smollm2):
+    s = smollm2.shape
+    assert (s.layers, s.hidden, s.heads, s.kv_heads, s.ffn, s.vocab) == \
+        (30, 576, 9, 3, 1536, 49152)
+    assert s.rope_base == 100000.0 and s.group == 3 and smollm2.tied
+    assert (smollm2.bos_id, smollm2.eos_id, smollm2.add_bos) == (1, 2, False)
+
+
+@pytest.mark.parametrize("case", FIXTURE["prompts"], ids=lambda c: c["name"])
+def test_tokenizer_matches_the_independent_one(smollm2, case):
+    ids = LM.tokenize(smollm2, case["text"])
+    assert ids == case["token_ids"]
+    assert LM.detokenize(smollm2, ids) == case["text"]
+
+
+def test_chat_template_renders_the_file_template(smollm2):
+    chat = next(c for c in FIXTURE["prompts"] if c["name"] == "chat")
+    assert LM.chat_prompt(smollm2, chat["messages"]) == chat["text"]
+
+
+def test_im_end_inside_a_prompt_is_a_token_not_padding(smollm2):
+    """Id 2 is both the end of sequence and ``<|im_end|>``: prompts contain it."""
+    ids = LM.tokenize(smollm2, "a<|im_end|>b")
+    assert ids.count(smollm2.eos_id) == 1
+
+
+@pytest.mark.parametrize("case", FIXTURE["prompts"], ids=lambda c: c["name"])
+def test_reference_logits_match_the_independent_forward(smollm2, case):
+    """Top-5 logits of the prompt's last position within 1e-3 of transformers', the same
+    ids in the same order, and the same 8 greedy tokens."""
+    cache = LM.new_cache(smollm2)
+    logits = LM.forward(smollm2, case["token_ids"], cache)
+    top5 = np.argsort(logits)[::-1][:5]
+    assert list(top5) == case["last_pos_top5_ids"]
+    np.testing.assert_allclose(logits[top5], case["last_pos_top5_logits"], atol=1e-3)
+    out, _ = LM.greedy(smollm2, case["token_ids"], 8, stop=-1)
+    assert out == case["greedy8_ids"]
+
+
+def test_kv_cache_decode_equals_longer_prefill(smollm2):
+    ids = FIXTURE["prompts"][1]["token_ids"] + [351, 253, 2365]
+    cache = LM.new_cache(smollm2)
+    LM.forward(smollm2, ids[:-3], cache)
+    steps = [LM.forward(smollm2, [t], cache) for t in ids[-3:]]
+    full = LM.forward(smollm2, ids, LM.new_cache(smollm2), all_logits=True)
+    for i, step in enumerate(steps):
+        np.testing.assert_allclose(step, full[len(ids) - 3 + i], atol=2e-4)
+
+
+# ---- small seeded files --------------------------------------------------------------------
+
+def test_tiny_round_trip_through_gguf(tmp_path):
+    """llama-tiny written as GGUF (Q and K permuted as llama.cpp's converter does) and read
+    back gives the same logits: the un-permutation is the converter's inverse."""
+    model = LM.llama_tiny(3)
+    path = LM.write_gguf(model, tmp_path / "tiny.gguf")
+    back = LM.load_gguf(path)
+    # GGUF stores eps as float32
+    assert dataclasses.replace(back.shape, eps=model.shape.eps) == model.shape
+    assert back.shape.eps == pytest.approx(model.shape.eps, rel=1e-6)
+    ids = [5, 17, 200, 3, 9]
+    a = LM.forward(model, ids, LM.new_cache(model), all_logits=True)
+    b = LM.forward(back, ids, LM.new_cache(back), all_logits=True)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_rope_pairing_matters(tmp_path):
+    """Reading Q and K without un-permuting changes the logits (the check is not vacuous)."""
+    model = LM.llama_tiny(4)
+    path = LM.write_gguf(model, tmp_path / "tiny.gguf")
+    back = LM.load_gguf(path)
+    wrong = LM.Llama(shape=back.shape, tok_embd=back.tok_embd, output_norm=back.output_norm,
+                     layers=tuple(LM.LlamaLayer(**{**L.__dict__,
+                                                   "wq": LM._permute(L.wq.T, 4).T,
+                                                   "wk": LM._permute(L.wk.T, 2).T})
+                                  for L in back.layers))
+    ids = [1, 2, 3, 4]
+    a = LM.forward(back, ids, LM.new_cache(back))
+    b = LM.forward(wrong, ids, LM.new_cache(wrong))
+    assert np.abs(a - b).max() > 1e-2
+
+
+def test_tiny_kv_cache_and_gqa_groups():
+    model = LM.llama_tiny(5)
+    ids = [7, 8, 9, 10, 11, 12]
+    cache = LM.new_cache(model)
+    LM.forward(model, ids[:4], cache)
+    a = [LM.forward(model, [t], cache) for t in ids[4:]]
+    full = LM.forward(model, ids, LM.new_cache(model), all_logits=True)
+    np.testing.assert_allclose(np.stack(a), full[4:], atol=1e-5)
+    with pytest.raises(LM.UnsupportedModel, match="do not share 2 KV heads evenly"):
+        LM.llama_tiny(heads=3, kv_heads=2, hidden=48)
+
+
+def test_bad_files_are_one_line_errors(tmp_path):
+    model = LM.llama_tiny(6)
+    path = LM.write_gguf(model, tmp_path / "tiny.gguf")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="not a readable GGUF file"):
+        LM.load_gguf(cut)
+    with pytest.raises(ValueError, match="no such GGUF file"):
+        LM.load_gguf(tmp_path / "missing.gguf")
+    import gguf
+    other = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    other.add_block_count(1)
+    other.write_header_to_file()
+    other.write_kv_data_to_file()
+    other.write_tensors_to_file()
+    other.close()
+    with pytest.raises(LM.UnsupportedModel, match="architecture 'gpt2' is not supported"):
+        LM.load_gguf(tmp_path / "gpt2.gguf")
+
+
+def test_context_and_ids_are_checked():
+    model = LM.llama_tiny(7, context=8)
+    with pytest.raises(ValueError, match="exceed the context of 8"):
+        LM.forward(model, list(range(9)), LM.new_cache(model))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 256\)"):
+        LM.forward(model, [256], LM.new_cache(model))
