@@ -388,30 +388,44 @@ def _gemm_rate(sim, cfg, m, k, n, repeats):
     return cycles, best
 
 
-def build_study(preset="default", cycles=300_000, repeats=5, gemm=(128, 768, 768),
+def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768),
                 log=None):
     """What each build option of the fast simulator gains: build every variant of
-    :data:`sim.fastsim.STUDY` for ``preset`` (each adds one option to the one before)
-    and measure the bare loop (best of ``repeats`` runs of ``cycles``) and one GEMM
-    through the accelerator (best of ``repeats // 2 + 1``). Returns a list of dicts."""
+    :data:`sim.fastsim.STUDY` for ``preset`` (each adds one option to the one before),
+    load them all in this process and measure them in turns, round after round, so that
+    the machine's drift hits every variant alike: the bare loop (``rounds`` runs of
+    ``cycles``; median and best) and one GEMM through the accelerator (``rounds // 2``
+    runs). Returns a list of dicts."""
     from serrano.sim.fastsim import _LINT_ARGS, STUDY, FastSim, build
     cfg = get_preset(preset)
-    rows = []
+    rows, sims = [], []
     for label, args, opt in STUDY:
         t0 = time.perf_counter()
         path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt)
-        row = {"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
-               "build_s": round(time.perf_counter() - t0, 1)}
-        with FastSim(cfg, 64 << 20, path=path) as sim:
-            best = 0.0
-            for _ in range(repeats):
+        rows.append({"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
+                     "build_s": round(time.perf_counter() - t0, 1), "bare": [], "gemm": []})
+        sims.append(FastSim(cfg, 64 << 20, path=path))
+        if log:
+            log(f"built: {label}")
+    try:
+        for r in range(rounds):
+            for row, sim in zip(rows, sims):
                 t0 = time.perf_counter()
                 sim.bare_loop(cycles)
-                best = max(best, cycles / (time.perf_counter() - t0))
-            row["bare_loop_cycles_per_s"] = round(best)
-            row["gemm_cycles"], rate = _gemm_rate(sim, cfg, *gemm, repeats // 2 + 1)
-            row["gemm_cycles_per_s"] = round(rate)
-        rows.append(row)
+                row["bare"].append(cycles / (time.perf_counter() - t0))
+                if r < max(1, rounds // 2):
+                    row["gemm_cycles"], rate = _gemm_rate(sim, cfg, *gemm, 1)
+                    row["gemm"].append(rate)
+            if log:
+                log(f"round {r + 1}/{rounds}")
+    finally:
+        for sim in sims:
+            sim.close()
+    for row, sim in zip(rows, sims):
+        bare, g = row.pop("bare"), row.pop("gemm")
+        row.update(bare_loop_cycles_per_s=round(float(np.median(bare))),
+                   bare_loop_best=round(max(bare)),
+                   gemm_cycles_per_s=round(float(np.median(g))), gemm_best=round(max(g)))
         if log:
             log(json.dumps(row))
     return rows
