@@ -246,53 +246,60 @@ class VerilatorBackend:
         self.sim.close()
 
 
-class IcarusBackend(_RegisterFile):
-    """The RTL under Icarus (cocotb and the Verilog memory model), one simulation per
-    program: the memory up to ``limit`` goes in and comes back by file."""
+class _BatchRTL(_RegisterFile):
+    """An RTL backend that runs each program as one simulation: the memory up to the
+    window's ``limit`` goes in when the program is waited for and comes back after."""
 
-    name = "icarus"
     timed = True
 
     def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
-        from serrano.sim import toolenv
-        if not toolenv.have_iverilog():
-            raise RuntimeError(toolenv.icarus_skip_reason())
         self._init_memory(cfg, mem_bytes)
         self._init_registers()
         self.mem_latency = mem_latency
 
     def _run(self, cycles):
-        from serrano.sim.system import run_system
         r = self.regs
         top = _extent(self.cfg, r["limit"], self.mem_bytes)
-        res = run_system(self.cfg, self.mem[:top], r["prog_addr"], r["prog_len"], "icarus",
-                         base=r["base"], limit=r["limit"], mem_latency=self.mem_latency,
-                         write_latency=WRITE_LATENCY, timeout_cycles=cycles)
+        res = self._simulate(self.mem[:top], r, cycles)
         self.mem[:top] = res.image
         self._finish(res.status, res.counters, ended=not res.timed_out)
 
+    def _simulate(self, image, regs_, cycles):
+        """Run the program the registers ``regs_`` describe on ``image``; a result with
+        ``image``, ``status``, ``counters`` and ``timed_out``."""
+        raise NotImplementedError
 
-class AmaranthBackend(_RegisterFile):
+
+class IcarusBackend(_BatchRTL):
+    """The RTL under Icarus (cocotb and the Verilog memory model, :mod:`sim.system`), one
+    simulation per program, the memory in and out by file."""
+
+    name = "icarus"
+
+    def __init__(self, cfg, **kw):
+        from serrano.sim import toolenv
+        if not toolenv.have_iverilog():
+            raise RuntimeError(toolenv.icarus_skip_reason())
+        super().__init__(cfg, **kw)
+
+    def _simulate(self, image, r, cycles):
+        from serrano.sim.system import run_system
+        return run_system(self.cfg, image, r["prog_addr"], r["prog_len"], "icarus",
+                          base=r["base"], limit=r["limit"], mem_latency=self.mem_latency,
+                          write_latency=WRITE_LATENCY, timeout_cycles=cycles)
+
+
+class AmaranthBackend(_BatchRTL):
     """The RTL on Amaranth's simulator with the per-cycle property monitors
     (:mod:`sim.amaranth_system`), one simulation per program."""
 
     name = "amaranth"
-    timed = True
 
-    def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
-        self._init_memory(cfg, mem_bytes)
-        self._init_registers()
-        self.mem_latency = mem_latency
-
-    def _run(self, cycles):
+    def _simulate(self, image, r, cycles):
         from serrano.sim.amaranth_system import run_program
-        r = self.regs
-        top = _extent(self.cfg, r["limit"], self.mem_bytes)
-        res = run_program(self.cfg, self.mem[:top], r["prog_addr"], r["prog_len"],
-                          base=r["base"], limit=r["limit"], latency=self.mem_latency,
-                          timeout_cycles=cycles)
-        self.mem[:top] = res.image
-        self._finish(res.status, res.counters, ended=not res.timed_out)
+        return run_program(self.cfg, image, r["prog_addr"], r["prog_len"], base=r["base"],
+                           limit=r["limit"], latency=self.mem_latency,
+                           timeout_cycles=cycles)
 
 
 #: The registry: every ``--backend`` of every command offers these names.
