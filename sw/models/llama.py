@@ -424,52 +424,44 @@ def rope(x, cos, sin):
 
 
 def new_cache(model):
-    """An empty KV cache: per layer ``k``, ``v`` of shape ``(0, kv_heads, head_dim)``."""
-    s = model.shape
-    empty = np.zeros((0, s.kv_heads, s.head_dim), np.float32)
-    return [{"k": empty, "v": empty} for _ in range(s.layers)]
+    """An empty KV cache (the float executor's state: ``blk.<i>.k`` and ``blk.<i>.v`` of
+    shape ``(kv_heads, seq, head_dim)`` once filled)."""
+    return {}
+
+
+_GRAPHS = {}
+
+
+def graph(model):
+    """The model's graph (:func:`sw.nn.archs.llama`), built once per shape."""
+    from ..nn import archs
+    if model.shape not in _GRAPHS:
+        _GRAPHS[model.shape] = archs.llama(model.shape)
+    return _GRAPHS[model.shape]
 
 
 def forward(model, ids, cache, *, all_logits=False):
-    """Run tokens ``ids`` at the positions after the cache (appending to it); the logits of
-    the last position ``(vocab,)``, or of every position with ``all_logits``."""
+    """Run tokens ``ids`` at the positions after the cache (appending to it) on the float
+    executor; the logits of the last position ``(vocab,)``, or of every position with
+    ``all_logits``."""
+    from ..nn import archs, float_exec
     s = model.shape
     ids = np.asarray(ids, np.int64).ravel()
     if ids.size == 0:
         raise ValueError("no tokens to run")
     if ids.min() < 0 or ids.max() >= s.vocab:
         raise ValueError(f"token ids must be in [0, {s.vocab})")
-    T = len(ids)
-    p0 = cache[0]["k"].shape[0]
-    if p0 + T > s.context:
-        raise ValueError(f"{p0 + T} positions exceed the context of {s.context}")
-    pos = np.arange(p0, p0 + T)
-    cos, sin = rope_tables(s, pos)
-    S = p0 + T
-    mask = np.where(np.arange(S)[None, :] <= pos[:, None], 0.0, -np.inf).astype(np.float32)
-    scale = np.float32(1.0 / math.sqrt(s.head_dim))
-    x = model.tok_embd[ids].astype(np.float32)
-    for L, c in zip(model.layers, cache):
-        h = rmsnorm(x, L.attn_norm, s.eps)
-        q = rope((h @ L.wq).reshape(T, s.heads, s.head_dim), cos, sin)
-        k = rope((h @ L.wk).reshape(T, s.kv_heads, s.head_dim), cos, sin)
-        v = (h @ L.wv).reshape(T, s.kv_heads, s.head_dim)
-        c["k"] = np.concatenate([c["k"], k])
-        c["v"] = np.concatenate([c["v"], v])
-        # Grouped-query attention: query head j reads KV head j // group, no copies.
-        qg = q.reshape(T, s.kv_heads, s.group, s.head_dim)
-        scores = np.einsum("tkgd,skd->kgts", qg, c["k"]) * scale + mask
-        scores -= scores.max(axis=-1, keepdims=True)
-        p = np.exp(scores)
-        p /= p.sum(axis=-1, keepdims=True)
-        o = np.einsum("kgts,skd->tkgd", p, c["v"]).reshape(T, s.hidden)
-        x = x + o @ L.wo
-        h = rmsnorm(x, L.ffn_norm, s.eps)
-        g = h @ L.w_gate
-        x = x + ((g / (1.0 + np.exp(-g))) * (h @ L.w_up)) @ L.w_down
-    xs = x if all_logits else x[-1:]
-    logits = rmsnorm(xs, model.output_norm, s.eps) @ model.lm_head()
-    return logits if all_logits else logits[0]
+    k0 = cache.get("blk.0.k")
+    p0 = 0 if k0 is None else k0.shape[-2]
+    if p0 + len(ids) > s.context:
+        raise ValueError(f"{p0 + len(ids)} positions exceed the context of {s.context}")
+    params = model.__dict__.get("_params")
+    if params is None:
+        params = model._params = archs.llama_params(model)
+    out = float_exec.run(graph(model), params,
+                         {"ids": ids, "pos": np.arange(p0, p0 + len(ids))}, cache)
+    logits = out["logits"]
+    return logits if all_logits else logits[-1]
 
 
 def greedy(model, ids, max_tokens, *, stop=None):
