@@ -89,21 +89,26 @@ def harness_verilog(cfg):
     return top_verilog(cfg) + "\n" + wrapper
 
 
-def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST):
+def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False):
     """Compile the fast simulator of ``cfg`` once per design; return the library's path.
 
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
     the harness source and the options), under a file lock shared by parallel workers.
     ``verilator_args`` (default :data:`VERILATOR_ARGS`) and ``opt_fast`` (the C++
     compiler's options for the per-cycle code) are for the study of what each option
-    gains (:func:`serrano.sw.bench.build_study`).
+    gains (:func:`serrano.sw.bench.build_study`). ``trace`` builds a model that can write
+    a VCD waveform of every signal (slower; :class:`FastSim` ``waveform=``).
     """
     verilator_args = VERILATOR_ARGS if verilator_args is None else list(verilator_args)
+    cxx = CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]
+    if trace:
+        verilator_args = verilator_args + ["--trace"]
+        cxx = cxx + ["-DSRN_TRACE"]
     text = harness_verilog(cfg)
     harness = _HARNESS_CPP.read_text()
-    flags = verilator_args + CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}", opt_fast]
+    flags = verilator_args + cxx + [opt_fast]
     digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
-    build_dir = build_root() / "fast" / f"{cfg.name}-{digest}"
+    build_dir = build_root() / "fast" / f"{cfg.name}-{digest}{'-traced' if trace else ''}"
     lib = build_dir / "obj" / LIB_NAME
     with _locked(build_root() / "fast" / f"{cfg.name}-{digest}.lock"):
         if lib.exists():
@@ -117,7 +122,7 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST):
         cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
                "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", LIB_NAME,
                *verilator_args,
-               "-CFLAGS", " ".join(CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]),
+               "-CFLAGS", " ".join(cxx),
                "-LDFLAGS", "-shared",
                str(_HARNESS_CPP), f"{HARNESS_TOP}.v"]
         t0 = time.perf_counter()
@@ -162,6 +167,8 @@ def _load(path):
         "srn_reg_write": (i64, [vp, u32, u32, u64]),
         "srn_reg_read": (i64, [vp, u32, ctypes.POINTER(u32), u64]),
         "srn_bare_loop": (i64, [vp, u64]),
+        "srn_trace_open": (ctypes.c_int, [vp, ctypes.c_char_p]),
+        "srn_trace_close": (None, [vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -174,6 +181,8 @@ class FastSim:
     """One running accelerator on the fast simulator, with ``mem_bytes`` of memory.
 
     ``mem`` is a writable numpy uint8 view of the device memory (the C++ buffer itself).
+    ``waveform`` (a path) builds the traced model and writes a VCD waveform of every
+    signal, a 10 ns clock, from construction to :meth:`close`.
     Register accesses, runs and resets clock the model; :attr:`cycle` counts every clock
     since construction. Methods raise :class:`FastSimError` when the model stops with an
     error (a Verilog ``$finish``, a bus protocol violation seen by the memory model).
@@ -181,7 +190,8 @@ class FastSim:
 
     REG_ACCESS_CYCLES = 1000      # an AXI-Lite access that takes longer is a hang
 
-    def __init__(self, cfg, mem_bytes, *, read_latency=30, write_latency=10, path=None):
+    def __init__(self, cfg, mem_bytes, *, read_latency=30, write_latency=10, path=None,
+                 waveform=None):
         if mem_bytes <= 0 or mem_bytes % cfg.bus_bytes:
             raise ValueError(f"mem_bytes must be a positive multiple of {cfg.bus_bytes}, "
                              f"not {mem_bytes!r}")
@@ -189,7 +199,7 @@ class FastSim:
             raise ValueError(f"mem_bytes {mem_bytes} exceeds the {cfg.addr_width}-bit "
                              f"address space")
         self.cfg = cfg
-        self.path = path or build(cfg)
+        self.path = path or build(cfg, trace=waveform is not None)
         self._lib = _load(self.path)
         if self._lib.srn_bus_bytes() != cfg.bus_bytes:
             raise FastSimError(f"{self.path} was built for a {self._lib.srn_bus_bytes()}"
@@ -202,12 +212,18 @@ class FastSim:
         ptr = self._lib.srn_mem(self._h)
         self.mem = np.ctypeslib.as_array(ptr, shape=(mem_bytes,))
         self.set_timing(read_latency, write_latency)
+        self.waveform = None
+        if waveform is not None:
+            self.waveform = Path(waveform)
+            self.waveform.parent.mkdir(parents=True, exist_ok=True)
+            if self._lib.srn_trace_open(self._h, str(self.waveform).encode()) != 0:
+                raise FastSimError(f"{self.path} was built without tracing")
 
     # -- lifetime
 
     def close(self):
         if getattr(self, "_h", None):
-            self.mem = None
+            self.mem = None                 # (the waveform, if any, is flushed and closed)
             self._lib.srn_destroy(self._h)
             self._h = None
 

@@ -210,12 +210,12 @@ class VerilatorBackend:
     name = "verilator"
     timed = True
 
-    def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
+    def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30, waveform=None):
         from serrano.sim.fastsim import FastSim
         self.cfg = cfg
         self.mem_bytes = mem_bytes
         self.sim = FastSim(cfg, mem_bytes, read_latency=mem_latency,
-                           write_latency=WRITE_LATENCY)
+                           write_latency=WRITE_LATENCY, waveform=waveform)
 
     def write_mem(self, addr, data):
         data = np.asarray(data).view(np.uint8).ravel()
@@ -334,11 +334,16 @@ def available(name):
     return True, ""
 
 
-def open_backend(name, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30):
-    """A new backend ``name`` for ``cfg`` with ``mem_bytes`` of zeroed device memory."""
+def open_backend(name, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30, waveform=None):
+    """A new backend ``name`` for ``cfg`` with ``mem_bytes`` of zeroed device memory;
+    ``waveform`` (``verilator`` only) is a VCD file of every signal of the whole run."""
     check_backend(name)
+    if waveform is not None and name != "verilator":
+        raise ValueError(f"waveform= is for the verilator backend, not {name!r} (icarus "
+                         f"and the cocotb runs write one for a failing test)")
     if (not isinstance(mem_bytes, int) or mem_bytes <= 0 or mem_bytes % cfg.bus_bytes
             or mem_bytes > 1 << cfg.addr_width):
         raise ValueError(f"mem_bytes must be a positive multiple of {cfg.bus_bytes} within "
                          f"the {cfg.addr_width}-bit address space, not {mem_bytes!r}")
-    return BACKENDS[name](cfg, mem_bytes=mem_bytes, mem_latency=mem_latency)
+    extra = {} if waveform is None else {"waveform": waveform}
+    return BACKENDS[name](cfg, mem_bytes=mem_bytes, mem_latency=mem_latency, **extra)

@@ -60,11 +60,13 @@ class Device:
     ``mem_latency`` is the memory's read latency in cycles (RTL backends); ``progress``
     a callable receiving ``{"event": "start"|"end", ...}`` per call; ``timeout_cycles``
     the watchdog of each call (default: from the golden model's work when checking,
-    else from the memory in use).
+    else from the memory in use); ``waveform`` a VCD file of every signal of the whole
+    run (``verilator``; a slower, traced build).
     """
 
     def __init__(self, cfg, backend="golden", *, mem_bytes=DEFAULT_MEM_BYTES,
-                 mem_latency=30, check="every", progress=None, timeout_cycles=None):
+                 mem_latency=30, check="every", progress=None, timeout_cycles=None,
+                 waveform=None):
         check_backend(backend)
         if check not in CHECKS:
             raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
@@ -75,7 +77,7 @@ class Device:
         self.progress = progress
         self.timeout_cycles = timeout_cycles
         self.backend = open_backend(backend, cfg, mem_bytes=mem_bytes,
-                                    mem_latency=mem_latency)
+                                    mem_latency=mem_latency, waveform=waveform)
         self.golden = (open_backend("golden", cfg, mem_bytes=mem_bytes)
                        if self.check == "every" else None)
         self.mem_bytes = mem_bytes

@@ -341,3 +341,22 @@ def test_available_names_a_missing_tool():
     assert ok and why == ""
     with pytest.raises(ValueError, match="unknown backend"):
         available("board")
+
+
+def test_waveform_of_a_run(tmp_path):
+    """``waveform=`` writes a VCD file of every signal; the traced model takes the same
+    cycles."""
+    require_simulator("verilator")
+    fst = tmp_path / "run.vcd"
+    cycles = []
+    for waveform in (None, fst):
+        with Device(TINY, "verilator", mem_bytes=MEM, waveform=waveform) as dev:
+            b, where, expect = _gemm(dev, 4, 8, 4, seed=11)
+            cycles.append(dev.call("g", b).cycles)
+            np.testing.assert_array_equal(_out(dev, where), expect)
+    assert cycles[0] == cycles[1]
+    text = fst.read_text(errors="replace")
+    assert "$enddefinitions" in text and "m_axi__arvalid" in text
+    assert text.count("\n#") > 2 * cycles[0]               # a time stamp per half cycle
+    with pytest.raises(ValueError, match="waveform= is for the verilator backend"):
+        Device(TINY, "golden", waveform=fst)

@@ -36,6 +36,9 @@
 
 #include "Vserrano_harness.h"
 #include "verilated.h"
+#ifdef SRN_TRACE
+#include "verilated_vcd_c.h"
+#endif
 
 #ifndef BUS_BYTES
 #error "BUS_BYTES must be defined (the AXI data width in bytes)"
@@ -120,6 +123,17 @@ struct Sim {
     Lite lite;
     uint64_t cycle = 0;            // clocks since the handle was made
     std::string error;
+#ifdef SRN_TRACE
+    VerilatedVcdC* trace = nullptr;
+#endif
+
+    void dump(uint64_t t) {
+#ifdef SRN_TRACE
+        if (trace) trace->dump(t);
+#else
+        (void)t;
+#endif
+    }
 
     bool in_window(uint64_t addr) const { return addr >= err_lo && addr < err_hi; }
     uint64_t word_of(uint64_t addr) const { return addr >> SIZE; }
@@ -311,9 +325,11 @@ struct Sim {
         top->clk = 0;
         drive();
         top->eval();
+        dump(2 * cycle);               // 10 ns clock: low half, then high half
         sample_and_update();
         top->clk = 1;
         top->eval();
+        dump(2 * cycle + 1);
         cycle++;
     }
 };
@@ -356,9 +372,38 @@ void* srn_create(uint64_t mem_bytes) {
     return s;
 }
 
+// Start writing a VCD waveform of every signal to `path` (a build with tracing only);
+// 0 on success, -1 if this build cannot trace.
+int srn_trace_open(void* h, const char* path) {
+#ifdef SRN_TRACE
+    Sim* s = static_cast<Sim*>(h);
+    if (s->trace) return 0;
+    s->ctx->traceEverOn(true);
+    s->trace = new VerilatedVcdC;
+    s->top->trace(s->trace, 99);
+    s->trace->set_time_unit("5ns");
+    s->trace->set_time_resolution("5ns");
+    s->trace->open(path);
+    return 0;
+#else
+    (void)h; (void)path;
+    return -1;
+#endif
+}
+
+void srn_trace_close(void* h) {
+#ifdef SRN_TRACE
+    Sim* s = static_cast<Sim*>(h);
+    if (s->trace) { s->trace->close(); delete s->trace; s->trace = nullptr; }
+#else
+    (void)h;
+#endif
+}
+
 void srn_destroy(void* h) {
     Sim* s = static_cast<Sim*>(h);
     if (!s) return;
+    srn_trace_close(h);
     try { s->top->final(); } catch (...) {}
     delete s->top;
     delete s->ctx;
