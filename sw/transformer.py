@@ -48,29 +48,34 @@ def pad_len(seq, cfg):
 
 # ---- calibration ---------------------------------------------------------------------------
 
-def _intermediates(x, w, shape, eps, *, pre_ln, bias):
-    """Every tensor the int8 path quantizes, from the float layer (for calibration).
+#: Calibration keys (what the int8 path quantizes) and the graph values they are: the
+#: layer's GEMM inputs and outputs, named as :mod:`sw.nn.archs` names them.
+_CALIBRATED = {"q": "q", "k": "k", "v": "v", "scores": "scores", "ctx": "ctx",
+               "a": "attn_out", "f1": "ffn_up", "g": "ffn_act", "f2": "ffn_down"}
 
-    ``pre_ln``: GPT style (``h = x + attn(LN1(x))``, ``y = h + FFN(LN2(h))``); else BERT
-    style (``h = LN1(x + attn(x))``, ``y = LN2(h + FFN(h))``). The keys name the GEMM
-    inputs and outputs: ``x`` and ``h`` are what enter the QKV and first FFN GEMMs.
-    """
-    x_in = L.layer_norm(x, w.ln1_g, w.ln1_b, eps) if pre_ln else x
-    q, k, v = (L.split_heads(x_in @ wm + bm, shape.heads)
-               for wm, bm in ((w.wq, w.bq), (w.wk, w.bk), (w.wv, w.bv)))
-    scores = (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(q.shape[-1]))
-    p = L.softmax(scores if bias is None else scores + bias, axis=-1)
-    ctx = L.merge_heads(p @ v)
-    a = ctx @ w.wo + w.bo
+
+def _intermediates(x, w, shape, eps, *, pre_ln, mask=None):
+    """Every tensor the int8 path quantizes, from the layer's float graph (for
+    calibration): one run of :func:`sw.nn.archs.gpt_decoder` (``pre_ln``) or
+    :func:`sw.nn.archs.bert_encoder` on the float executor, observed. ``x`` and ``h`` are
+    what enter the QKV and the first FFN GEMMs."""
+    from .nn import archs, float_exec
+    seen = {}
+
+    def observe(name, value):
+        seen[name] = value
+
     if pre_ln:
-        res = x + a
-        h = L.layer_norm(res, w.ln2_g, w.ln2_b, eps)
+        float_exec.run(archs.gpt_decoder(shape, 1, eps), archs.gpt_params([w]), {"x": x},
+                       observe=observe)
+        x_in, h = seen["blk.0.ln1"], seen["blk.0.ln2"]
     else:
-        res = h = L.layer_norm(x + a, w.ln1_g, w.ln1_b, eps)
-    f1 = h @ w.w1 + w.b1
-    g = L.gelu(f1)
-    f2 = g @ w.w2 + w.b2
-    return dict(x=x_in, q=q, k=k, v=v, scores=scores, ctx=ctx, a=a, h=h, f1=f1, g=g, f2=f2)
+        mask = np.ones(x.shape[:-1], np.int64) if mask is None else mask
+        float_exec.run(archs.bert_encoder(shape, 1, eps), archs.bert_params([w]),
+                       {"x": x, "mask": mask}, observe=observe)
+        x_in, h = x, seen["blk.0.h"]
+    out = {key: seen["blk.0." + name] for key, name in _CALIBRATED.items()}
+    return dict(x=x_in, h=h, **out)
 
 
 @dataclass
@@ -103,9 +108,8 @@ def calibrate_encoder(w, shape, samples, eps=1e-12):
     ``samples`` (a list of ``(x, mask)`` pairs)."""
     stats = {}
     for x, mask in samples:
-        bias = None if mask is None else L.padding_bias(mask)
         inter = _intermediates(np.asarray(x, np.float32), w, shape, eps, pre_ln=False,
-                               bias=bias)
+                               mask=mask)
         for key, t in inter.items():
             stats.setdefault(key, []).append(t)
     return _quantize(w, shape, stats, eps)
@@ -270,8 +274,7 @@ def calibrate_decoder(w, shape, samples, eps=1e-5):
     stats = {}
     for x in samples:
         x = np.asarray(x, np.float32)
-        inter = _intermediates(x, w, shape, eps, pre_ln=True,
-                               bias=L.causal_bias(x.shape[0]))
+        inter = _intermediates(x, w, shape, eps, pre_ln=True)
         for key, t in inter.items():
             stats.setdefault(key, []).append(t)
     return _quantize(w, shape, stats, eps)

@@ -50,7 +50,8 @@ def test_grouped_query_attention_equals_repeated_heads(rng, causal):
     q = rng.standard_normal((6, 5, 8)).astype(np.float32)       # 6 query heads
     k = rng.standard_normal((2, 7, 8)).astype(np.float32)       # 2 KV heads, groups of 3
     v = rng.standard_normal((2, 7, 8)).astype(np.float32)
-    got = float_exec._attention(q, k, v, None, causal, 3)
+    p = float_exec._softmax(float_exec._scores(q, k, 3), None, causal)
+    got = float_exec._context(p, v, 3)
     bias = L.causal_bias(5, 7) if causal else None
     want = L.attention(q, np.repeat(k, 3, axis=0), np.repeat(v, 3, axis=0), bias)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

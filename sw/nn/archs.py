@@ -31,9 +31,11 @@ def _attention_block(g, p, x_in, heads, *, kv_heads=None, bias=True, causal, mas
     if cache:
         k = g.add("kv_append", p + "k_all", k, slot=p + "k")
         v = g.add("kv_append", p + "v_all", v, slot=p + "v")
-    ins = (q, k, v) + ((mask,) if mask else ())
-    ctx = g.add("attention", p + "ctx", *ins, causal=causal, group=heads // kv_heads)
-    return lin(p + "attn_out", g.add("merge_heads", p + "ctx_merged", ctx), "wo")
+    group = heads // kv_heads
+    s = g.add("scores", p + "scores", q, k, group=group)
+    pr = g.add("softmax", p + "probs", s, *((mask,) if mask else ()), causal=causal)
+    ctx = g.add("context", p + "ctx_heads", pr, v, group=group)
+    return lin(p + "attn_out", g.add("merge_heads", p + "ctx", ctx), "wo")
 
 
 def bert_encoder(shape, layers, eps=1e-12):

@@ -33,27 +33,33 @@ def _rope(x, pos, base):
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def _attention(q, k, v, mask, causal, group):
-    """``q`` ``(..., heads, sq, d)``, ``k``/``v`` ``(..., kv_heads, sk, d)``."""
-    heads, sq, d = q.shape[-3:]
-    kv_heads, sk = k.shape[-3], k.shape[-2]
-    bias = None
-    if causal:
-        bias = L.causal_bias(sq, sk)
+def _grouped(x, group):
+    """``(..., kv_heads * group, s, n)`` as ``(..., kv_heads, group * s, n)``: the query
+    heads of one KV head stacked, so one product serves the group, no copy of K or V."""
+    *lead, heads, s, n = x.shape
+    return x.reshape(*lead, heads // group, group * s, n)
+
+
+def _scores(q, k, group):
+    d = q.shape[-1]
+    if group == 1:
+        return (q @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
+    s = (_grouped(q, group) @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
+    return s.reshape(*q.shape[:-1], k.shape[-2])
+
+
+def _softmax(s, mask, causal):
+    bias = L.causal_bias(*s.shape[-2:]) if causal else None
     if mask is not None:
         pad = L.padding_bias(mask)
         bias = pad if bias is None else bias + pad
+    return L.softmax(s if bias is None else s + bias, axis=-1)
+
+
+def _context(p, v, group):
     if group == 1:
-        return L.attention(q, k, v, bias)
-    # Grouped-query attention: query head j reads KV head j // group, without copies.
-    lead = q.shape[:-3]
-    qg = q.reshape(*lead, kv_heads, group * sq, d)
-    scores = (qg @ np.swapaxes(k, -1, -2)) / np.float32(math.sqrt(d))
-    scores = scores.reshape(*lead, kv_heads, group, sq, sk)
-    if bias is not None:
-        scores = scores + (bias if bias.ndim < 3 else bias[..., None, :, :])
-    p = L.softmax(scores, axis=-1).reshape(*lead, kv_heads, group * sq, sk)
-    return (p @ v).reshape(*lead, heads, sq, d)
+        return p @ v
+    return (_grouped(p, group) @ v).reshape(*p.shape[:-1], v.shape[-1])
 
 
 def run(graph, params, feeds, state=None, *, observe=None):
@@ -98,9 +104,12 @@ def run(graph, params, feeds, state=None, *, observe=None):
             old = state.get(a["slot"])
             out = x[0] if old is None else np.concatenate([old, x[0]], axis=-2)
             state[a["slot"]] = out
-        elif n.op == "attention":
-            mask = x[3] if len(x) > 3 else None
-            out = _attention(x[0], x[1], x[2], mask, a["causal"], a["group"])
+        elif n.op == "scores":
+            out = _scores(x[0], x[1], a["group"])
+        elif n.op == "softmax":
+            out = _softmax(x[0], x[1] if len(x) > 1 else None, a["causal"])
+        elif n.op == "context":
+            out = _context(x[0], x[1], a["group"])
         else:                                     # Graph.add admits only OPS
             raise AssertionError(n.op)
         values[n.out] = out

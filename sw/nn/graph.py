@@ -54,10 +54,13 @@ OPS = {
     "kv_append": OpSpec(("x",), ("slot",),
                         "append ``(heads, seq, d)`` to the state's ``slot`` along seq; the "
                         "whole cached tensor"),
-    "attention": OpSpec(("q", "k", "v", "mask?"), ("causal", "group"),
-                        "softmax(q k^T / sqrt(d) + bias) v per head; ``group`` query heads "
-                        "share each KV head (grouped-query); ``causal`` masks later keys "
-                        "(the queries are the last positions); ``mask`` pads keys"),
+    "scores": OpSpec(("q", "k"), ("group",),
+                     "``q k^T / sqrt(d)`` per head, ``(heads, sq, sk)``; ``group`` query "
+                     "heads share each KV head (grouped-query attention)"),
+    "softmax": OpSpec(("s", "mask?"), ("causal",),
+                      "softmax over keys of the scores plus their bias: ``causal`` masks "
+                      "later keys (the queries are the last positions), ``mask`` pads"),
+    "context": OpSpec(("p", "v"), ("group",), "``p v`` per head, ``(heads, sq, d)``"),
 }
 
 
