@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models import layers as L
 
-__all__ = ["run"]
+__all__ = ["run", "eval_node", "feed"]
 
 
 def _param(params, name):
@@ -62,56 +62,67 @@ def _context(p, v, group):
     return (_grouped(p, group) @ v).reshape(*p.shape[:-1], v.shape[-1])
 
 
-def run(graph, params, feeds, state=None, *, observe=None):
-    """Run ``graph`` with parameters ``params`` (name -> array) and inputs ``feeds``
-    (name -> array); ``state`` (a dict kept by the caller) holds the KV cache between
-    runs. Returns a dict of the graph's outputs."""
+def eval_node(n, x, params, state):
+    """The float value of node ``n`` from its input values ``x`` (a list)."""
+    a = n.attrs
+    if n.op == "embed":
+        return _param(params, a["table"])[np.asarray(x[0], np.int64)].astype(np.float32)
+    if n.op == "linear":
+        b = _param(params, a.get("b"))
+        out = L.linear(x[0], _param(params, a["w"]), 0 if b is None else b)
+        return np.asarray(out, np.float32)
+    if n.op == "layernorm":
+        return L.layer_norm(x[0], _param(params, a["g"]), _param(params, a["b"]), a["eps"])
+    if n.op == "rmsnorm":
+        v = np.asarray(x[0], np.float32)
+        return v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True)
+                           + np.float32(a["eps"])) * _param(params, a["g"])
+    if n.op == "gelu":
+        return L.gelu(x[0])
+    if n.op == "silu":
+        return x[0] / (1.0 + np.exp(-x[0]))
+    if n.op == "mul":
+        return x[0] * x[1]
+    if n.op == "add":
+        return x[0] + x[1]
+    if n.op == "split_heads":
+        return L.split_heads(x[0], a["heads"])
+    if n.op == "merge_heads":
+        return L.merge_heads(x[0])
+    if n.op == "rope":
+        return _rope(x[0], x[1], a["base"])
+    if n.op == "kv_append":
+        old = state.get(a["slot"])
+        out = x[0] if old is None else np.concatenate([old, x[0]], axis=-2)
+        state[a["slot"]] = out
+        return out
+    if n.op == "scores":
+        return _scores(x[0], x[1], a["group"])
+    if n.op == "softmax":
+        return _softmax(x[0], x[1] if len(x) > 1 else None, a["causal"])
+    if n.op == "context":
+        return _context(x[0], x[1], a["group"])
+    raise AssertionError(n.op)                    # Graph.add admits only OPS
+
+
+def feed(graph, feeds):
+    """The graph's input values from ``feeds`` (a one-line error for a missing one)."""
     values = {}
     for name in graph.inputs:
         if name not in feeds:
             raise KeyError(f"{graph.name}: input {name!r} is not fed")
         values[name] = feeds[name]
+    return values
+
+
+def run(graph, params, feeds, state=None, *, observe=None):
+    """Run ``graph`` with parameters ``params`` (name -> array) and inputs ``feeds``
+    (name -> array); ``state`` (a dict kept by the caller) holds the KV cache between
+    runs. Returns a dict of the graph's outputs."""
+    values = feed(graph, feeds)
     state = {} if state is None else state
     for n in graph.nodes:
-        a, x = n.attrs, [values[i] for i in n.ins]
-        if n.op == "embed":
-            out = _param(params, a["table"])[np.asarray(x[0], np.int64)].astype(np.float32)
-        elif n.op == "linear":
-            b = _param(params, a.get("b"))
-            out = L.linear(x[0], _param(params, a["w"]), 0 if b is None else b)
-            out = np.asarray(out, np.float32)
-        elif n.op == "layernorm":
-            out = L.layer_norm(x[0], _param(params, a["g"]), _param(params, a["b"]), a["eps"])
-        elif n.op == "rmsnorm":
-            v = np.asarray(x[0], np.float32)
-            out = v / np.sqrt(np.mean(v * v, axis=-1, keepdims=True)
-                              + np.float32(a["eps"])) * _param(params, a["g"])
-        elif n.op == "gelu":
-            out = L.gelu(x[0])
-        elif n.op == "silu":
-            out = x[0] / (1.0 + np.exp(-x[0]))
-        elif n.op == "mul":
-            out = x[0] * x[1]
-        elif n.op == "add":
-            out = x[0] + x[1]
-        elif n.op == "split_heads":
-            out = L.split_heads(x[0], a["heads"])
-        elif n.op == "merge_heads":
-            out = L.merge_heads(x[0])
-        elif n.op == "rope":
-            out = _rope(x[0], x[1], a["base"])
-        elif n.op == "kv_append":
-            old = state.get(a["slot"])
-            out = x[0] if old is None else np.concatenate([old, x[0]], axis=-2)
-            state[a["slot"]] = out
-        elif n.op == "scores":
-            out = _scores(x[0], x[1], a["group"])
-        elif n.op == "softmax":
-            out = _softmax(x[0], x[1] if len(x) > 1 else None, a["causal"])
-        elif n.op == "context":
-            out = _context(x[0], x[1], a["group"])
-        else:                                     # Graph.add admits only OPS
-            raise AssertionError(n.op)
+        out = eval_node(n, [values[i] for i in n.ins], params, state)
         values[n.out] = out
         if observe is not None:
             observe(n.out, out)
