@@ -12,6 +12,8 @@ Subcommands::
     serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
                     [--text "..."] --backend B [--check every|none] --preset P [--json]
+    serrano generate --model {smollm2,llama-tiny} [--prompt TEXT] [--chat]
+                    [--max-tokens N] --backend B --preset P [--clock GHZ] [--json]
 
 B is a backend of :mod:`sw.backends`: golden, verilator, icarus or amaranth.
 
@@ -23,10 +25,13 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from serrano.hw.config import ConfigError, get_preset, preset_names
 from serrano.sim.runner import SimulationFailed
 from serrano.sim.toolenv import ToolNotFound
 from serrano.sw.backends import backend_names
+from serrano.sw.models.llama import ModelNotInstalled as LlamaNotInstalled
 from serrano.sw.models.minilm import ModelNotInstalled
 from serrano.sw.runtime import CHECKS, DeviceError
 
@@ -117,6 +122,22 @@ def _parser():
                    help=f"one of {', '.join(preset_names())} (default: default)")
     r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
     r.add_argument("--json", action="store_true", help="print one JSON object")
+
+    gn = sub.add_parser("generate", help="a language model, token by token, on the "
+                                         "accelerator")
+    gn.add_argument("--model", required=True, help="smollm2 or llama-tiny")
+    gn.add_argument("--prompt", help="the prompt (default: a short question)")
+    gn.add_argument("--chat", action="store_true",
+                    help="render the prompt with the model's chat template (smollm2)")
+    gn.add_argument("--max-tokens", type=int, default=16, metavar="N")
+    _add_backend(gn, "golden")
+    _add_check(gn)
+    gn.add_argument("--preset", type=_preset, default=get_preset("default"),
+                    help=f"one of {', '.join(preset_names())} (default: default)")
+    gn.add_argument("--clock", type=float, default=1.0, metavar="GHZ",
+                    help="clock for tokens per second (default: 1 GHz)")
+    gn.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
+    gn.add_argument("--json", action="store_true", help="print one JSON object")
 
     rg = sub.add_parser("regress", help="constrained-random regression, RTL vs golden model")
     rg.add_argument("--seeds", type=_positive, default=20, help="how many seeds (default 20)")
@@ -251,6 +272,48 @@ def _cmd_run(args):
     return 0 if be in (True, None) else 1
 
 
+def _cmd_generate(args):
+    from serrano.sw.generate import generate
+
+    def progress(ev):
+        cyc = "" if ev["cycles"] is None else f"{ev['cycles']:,} cycles, "
+        sys.stderr.write(f"[token {ev['index']:3d}] {cyc}{ev['calls']} calls, "
+                         f"{ev['wall_s']:.1f} s: {ev['text']!r}\n")
+        sys.stderr.flush()
+
+    r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
+                 max_tokens=args.max_tokens, clock_ghz=args.clock,
+                 mem_latency=args.mem_latency, check=args.check, progress=progress)
+    if args.json:
+        print(json.dumps(r))
+        return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
+    cfg = args.preset
+    print(f"serrano generate  {r['model']}  preset {r['preset']} ({cfg.rows}x{cfg.cols})  "
+          f"backend {r['backend']}")
+    print(f"  prompt ({r['prefill_tokens']} tokens)  : {r['prompt']!r}")
+    print(f"  generated ({len(r['generated_ids'])} tokens): {r['text']!r}")
+    if r["prefill_cycles"] is not None:
+        per = r["decode_cycles_per_token"]
+        print(f"  prefill cycles            : {r['prefill_cycles']:,}")
+        if per:
+            util = r["bus_utilization_per_token"]
+            print(f"  cycles per decoded token  : {int(np.mean(per)):,} (bus utilization "
+                  f"{min(util):.3f}-{max(util):.3f}; {max(r['cycles_over_bus_roofline']):.3f}x "
+                  f"its bytes at the bus peak)")
+            print(f"  tokens per second         : {r['tokens_per_s']:.1f} at {r['clock_ghz']} GHz")
+            e = r["energy"]
+            print(f"  energy per token (model)  : {r['joules_per_token'] * 1e3:.3f} mJ "
+                  f"(MAC {e['mac_j'] * 1e3:.3f}, SRAM {e['sram_j'] * 1e3:.3f}, "
+                  f"DRAM {e['dram_j'] * 1e3:.3f})")
+    if r["host_round_trips_per_token"] is not None:
+        print(f"  host round trips per token: {r['host_round_trips_per_token']}")
+    print(f"  top-1 agreement vs float  : {r['top1_agreement_vs_float']:.3f} (teacher-forced)")
+    be = r["bit_exact_vs_golden"]
+    print(f"  bit-exact vs golden model : {'n/a (golden backend)' if be is None else be}")
+    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")
+    return 0 if be in (True, None) else 1
+
+
 def _cmd_regress(args):
     from serrano.sw.regress import run_campaign
     sims = {"both": ("verilator", "icarus"), "verilator": ("verilator",),
@@ -285,12 +348,12 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint,
-                "run": _cmd_run, "regress": _cmd_regress,
+                "run": _cmd_run, "regress": _cmd_regress, "generate": _cmd_generate,
                 "bench": _cmd_bench, "fpga": _cmd_fpga}[args.command](args)
     except (UsageError, ConfigError, ValueError) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
-    except (ToolNotFound, ModelNotInstalled) as e:
+    except (ToolNotFound, ModelNotInstalled, LlamaNotInstalled) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
     except SimulationFailed as e:

@@ -1,0 +1,180 @@
+"""``serrano generate``: a Llama-architecture language model, token by token, on the
+accelerator.
+
+The model's graph (:func:`sw.nn.archs.llama`) runs on the device executor
+(:mod:`sw.nn.device_exec`): every GEMM (the attention and FFN projections, the LM head)
+on the accelerator with int8 weights streamed from device memory for every token, the
+other ops on the host. Prefill runs the prompt's tokens as one batch of rows; decode then
+runs one token per step against the KV cache, greedily, until the end-of-sequence token
+or ``max_tokens``.
+
+Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file) and ``llama-tiny`` (seeded,
+2 layers, its token ids the bytes of the text). Output scales are calibrated on
+:data:`CALIBRATION_PROMPTS`, never on the prompt measured.
+
+The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
+``bus_utilization_per_token`` (bytes moved over the bus's peak for the token's cycles),
+``tokens_per_s`` at ``clock_ghz``, ``joules_per_token`` and ``energy`` from the energy
+model (:mod:`sw.energy`: counted events, not silicon), ``host_round_trips_per_token``,
+``top1_agreement_vs_float`` (teacher-forced: the float model's argmax at each generated
+position against the token generated) and ``bit_exact_vs_golden``.
+"""
+
+import time
+
+import numpy as np
+
+from . import energy
+from .backends import check_backend
+from .isa_model import decode_program
+from .models import llama as LM
+from .nn import archs, device_exec, float_exec
+from .runtime import CHECKS, Device
+
+__all__ = ["MODELS", "CALIBRATION_PROMPTS", "DEFAULT_PROMPT", "generate"]
+
+MODELS = ("smollm2", "llama-tiny")
+#: Calibration only: never measured.
+CALIBRATION_PROMPTS = (
+    "What is the tallest mountain in Europe?",
+    "Write a short poem about the sea.",
+    "How do I bake bread at home?",
+    "Explain what a transistor does.",
+    "The weather in spring is often mild, with rain showers and sunny afternoons.",
+    "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)",
+)
+DEFAULT_PROMPT = "What is the capital of France?"
+
+
+class _Bytes:
+    """llama-tiny's tokenizer: a token is a byte of the UTF-8 text."""
+
+    @staticmethod
+    def encode(text):
+        return list(text.encode())
+
+    @staticmethod
+    def decode(ids):
+        return bytes(int(i) for i in ids).decode(errors="replace")
+
+
+def _load(name):
+    if name == "smollm2":
+        model = LM.load_smollm2()
+        return model, (lambda t: LM.tokenize(model, t)), (lambda i: LM.detokenize(model, i))
+    model = LM.llama_tiny(0)
+    return model, _Bytes.encode, _Bytes.decode
+
+
+def _prompt_text(model, name, prompt, chat):
+    if chat:
+        if name != "smollm2":
+            raise ValueError(f"{name} has no chat template")
+        return LM.chat_prompt(model, [{"role": "user", "content": prompt}])
+    return prompt
+
+
+def _token_energy(cfg, calls, constants):
+    counts = energy.program_counts(cfg, [decode_program(c.program) for c in calls])
+    counts.update(array_cycles=sum(c.counters["array_cycles"] for c in calls),
+                  dma_read_bytes=sum(c.counters["dma_read_bytes"] for c in calls),
+                  dma_write_bytes=sum(c.counters["dma_write_bytes"] for c in calls),
+                  tokens=1, host_round_trips=len(calls))
+    return energy.estimate(cfg, counts, constants)
+
+
+def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
+             clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None):
+    """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
+    dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
+    ...}`` after each token."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODELS)}")
+    check_backend(backend)
+    if check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1, not {max_tokens!r}")
+    if not clock_ghz > 0:
+        raise ValueError(f"--clock must be positive, not {clock_ghz!r}")
+    t_start = time.perf_counter()
+    model, encode, decode = _load(model_name)
+    text = _prompt_text(model, model_name, DEFAULT_PROMPT if prompt is None else prompt, chat)
+    ids = encode(text)
+    if not ids:
+        raise ValueError("the prompt is empty")
+    if len(ids) + max_tokens > model.shape.context:
+        raise ValueError(f"the prompt ({len(ids)} tokens) and --max-tokens {max_tokens} "
+                         f"exceed the context of {model.shape.context}")
+    graph = LM.graph(model)
+    params = archs.llama_params(model)
+    samples = []
+    for q in CALIBRATION_PROMPTS:
+        c_ids = encode(_prompt_text(model, model_name, q, chat))
+        samples.append({"ids": np.array(c_ids), "pos": np.arange(len(c_ids))})
+    factors = device_exec.calibrate(graph, params, samples)
+
+    stop = model.eos_id if model_name == "smollm2" else None
+    with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
+        ex = device_exec.DeviceExecutor(dev, graph, params, factors)
+        state = {}
+        n0 = len(dev.calls)
+        logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]
+        prefill_calls = dev.calls[n0:]
+        generated, per_token = [], []
+        for step in range(max_tokens):
+            nxt = int(np.argmax(logits[-1]))
+            generated.append(nxt)
+            if nxt == stop or step + 1 == max_tokens:
+                break
+            n0, t0 = len(dev.calls), time.perf_counter()
+            logits = ex.run({"ids": np.array([nxt]), "pos": np.array([len(ids) + step])},
+                            state)["logits"]
+            calls = dev.calls[n0:]
+            per_token.append((calls, time.perf_counter() - t0))
+            if progress:
+                cyc = sum(c.cycles for c in calls) if dev.timed else None
+                progress({"event": "token", "index": step + 1, "token": nxt,
+                          "text": decode([nxt]), "cycles": cyc, "calls": len(calls),
+                          "wall_s": per_token[-1][1]})
+        timed = dev.timed
+        bit_exact = dev.bit_exact
+        sim_wall = dev.sim_wall_s
+    # Teacher-forced agreement: the float model's next token at each generated position.
+    seq = ids + generated[:-1]
+    ref = float_exec.run(graph, params, {"ids": np.array(seq), "pos": np.arange(len(seq))},
+                         {})["logits"]
+    want = ref.argmax(axis=-1)[len(ids) - 1:]
+    agreement = float(np.mean(want == np.array(generated)))
+
+    bus = cfg.bus_bytes
+    cycles = [sum(c.cycles for c in calls) for calls, _ in per_token] if timed else []
+    moved = [sum(c.counters["dma_read_bytes"] + c.counters["dma_write_bytes"] for c in calls)
+             for calls, _ in per_token] if timed else []
+    energies = [_token_energy(cfg, calls, constants) for calls, _ in per_token] if timed \
+        else []
+    mean_cycles = float(np.mean(cycles)) if cycles else None
+    report = {
+        "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
+        "prompt": text, "prompt_ids": list(map(int, ids)),
+        "generated_ids": generated, "text": decode(generated),
+        "prefill_tokens": len(ids),
+        "prefill_cycles": sum(c.cycles for c in prefill_calls) if timed else None,
+        "decode_cycles_per_token": cycles or None,
+        "bus_utilization_per_token": ([b / (c * bus) for b, c in zip(moved, cycles)]
+                                      if timed else None),
+        "bytes_per_token": moved or None,
+        "cycles_over_bus_roofline": ([c / -(-b // bus) for b, c in zip(moved, cycles)]
+                                     if timed else None),
+        "clock_ghz": clock_ghz,
+        "tokens_per_s": clock_ghz * 1e9 / mean_cycles if mean_cycles else None,
+        "joules_per_token": (float(np.mean([e["total_j"] for e in energies]))
+                             if energies else None),
+        "energy": energies[-1] if energies else None,
+        "host_round_trips_per_token": (len(per_token[-1][0]) if per_token else None),
+        "top1_agreement_vs_float": agreement,
+        "bit_exact_vs_golden": bit_exact,
+        "sim_wall_s": round(sim_wall, 3),
+        "wall_s": round(time.perf_counter() - t_start, 3),
+    }
+    return report

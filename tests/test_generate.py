@@ -1,0 +1,69 @@
+"""``serrano generate``: a Llama-architecture model token by token on the accelerator."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serrano.hw.config import get_preset
+from serrano.sw.generate import generate
+from tests.conftest import require_simulator
+
+TINY = get_preset("tiny")
+KEYS = {"model", "backend", "preset", "prompt_ids", "generated_ids", "text", "prefill_cycles",
+        "decode_cycles_per_token", "bus_utilization_per_token", "tokens_per_s",
+        "joules_per_token", "energy", "host_round_trips_per_token",
+        "top1_agreement_vs_float", "bit_exact_vs_golden", "sim_wall_s"}
+
+
+def test_llama_tiny_on_golden():
+    r = generate(TINY, "llama-tiny", "golden", prompt="abc", max_tokens=5)
+    assert KEYS <= set(r)
+    assert r["prompt_ids"] == [97, 98, 99] and len(r["generated_ids"]) == 5
+    assert r["prefill_cycles"] is None and r["bit_exact_vs_golden"] is None
+    assert 0.0 <= r["top1_agreement_vs_float"] <= 1.0
+
+
+def test_llama_tiny_on_verilator_counts_every_token():
+    require_simulator("verilator")
+    r = generate(TINY, "llama-tiny", "verilator", prompt="hi", max_tokens=3)
+    g = generate(TINY, "llama-tiny", "golden", prompt="hi", max_tokens=3)
+    assert r["bit_exact_vs_golden"] is True
+    assert r["generated_ids"] == g["generated_ids"]
+    assert len(r["decode_cycles_per_token"]) == 2 and r["prefill_cycles"] > 0
+    for util, over in zip(r["bus_utilization_per_token"], r["cycles_over_bus_roofline"]):
+        assert 0 < util <= 1 and over >= 1
+    assert r["joules_per_token"] > r["energy"]["dram_j"] > 0
+    assert r["host_round_trips_per_token"] == 2 * 4 + 1
+
+
+def test_smollm2_answers_on_golden():
+    """SmolLM2 from its GGUF file through the accelerator's arithmetic (golden backend):
+    the chat answer follows the float model's greedy tokens most of the way."""
+    r = generate(get_preset("default"), "smollm2", "golden", chat=True, max_tokens=4)
+    assert r["prompt"].startswith("<|im_start|>system")
+    assert len(r["prompt_ids"]) == 37
+    assert r["top1_agreement_vs_float"] >= 0.5
+    assert r["text"].strip()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "llama-tiny", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+    (["--model", "llama-tiny", "--prompt", "x" * 600], "exceed the context of 512"),
+    (["--model", "gpt-5"], "unknown model 'gpt-5'"),
+    (["--model", "llama-tiny", "--chat"], "llama-tiny has no chat template"),
+    (["--model", "llama-tiny", "--backend", "board"], "unknown backend 'board'"),
+])
+def test_bad_input_is_one_line(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", "--preset",
+                           "tiny", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_json_output():
+    proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", "--model",
+                           "llama-tiny", "--preset", "tiny", "--max-tokens", "2", "--json"],
+                          capture_output=True, text=True, check=True)
+    assert KEYS <= set(json.loads(proc.stdout))
