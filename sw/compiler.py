@@ -133,6 +133,10 @@ class Gemm:
     p_addr: int          # parameter sets, one per N-tile
     y_addr: int          # n-tile-major outputs
     relu: bool = False
+    # A second output of the same accumulators with other parameter sets (a second
+    # STORE per output tile): e.g. a coarse and a fine int8 view of one result.
+    p2_addr: int = None
+    y2_addr: int = None
     macs: int = field(init=False)
 
     def __post_init__(self):
@@ -154,14 +158,23 @@ class Builder:
         mb = block or choose_block(cfg, g.M, g.K)
         blocks = [(s, min(mb, g.M - s)) for s in range(0, g.M, mb)]
         half_act, half_acc = cfg.act_buf_rows // 2, cfg.acc_buf_rows
+        dual = g.y2_addr is not None
+        if dual and (g.p2_addr is None or cfg.param_tiles < 2):
+            raise ValueError("a second output needs its parameter sets (p2_addr) and a "
+                             "preset with at least 2 parameter slots")
+        slots = cfg.param_tiles // 2 if dual else cfg.param_tiles
         if self.prog.insns:
             self.prog.fence()
-        for c0 in range(0, nt, cfg.param_tiles):
-            chunk = range(c0, min(nt, c0 + cfg.param_tiles))
+        for c0 in range(0, nt, slots):
+            chunk = range(c0, min(nt, c0 + slots))
             if c0:
                 self.prog.fence()
             self.prog.load_param(dram_addr=g.p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
                                  n_tiles=len(chunk), param_tile=0)
+            if dual:
+                self.prog.load_param(
+                    dram_addr=g.p2_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
+                    n_tiles=len(chunk), param_tile=slots)
             n_tiles_total = len(blocks) * len(chunk)
             t = 0
             for b, (m0, rows) in enumerate(blocks):
@@ -191,10 +204,15 @@ class Builder:
                             pop_prev=pop,
                             push_prev=int(last and last_of_block and b + 2 < len(blocks)),
                             pop_next=int(t >= 2 and n == 0), push_next=int(last))
+                    free = int(t + 2 < n_tiles_total)      # accumulator half released
                     self.prog.store(acc_row=acc_row, m=rows, param_tile=j - c0,
                                     dram_addr=g.y_addr + (j * g.M + m0) * C, dram_stride=C,
                                     relu=int(g.relu), pop_prev=1,
-                                    push_prev=int(t + 2 < n_tiles_total))
+                                    push_prev=0 if dual else free)
+                    if dual:              # the same rows again, through the second sets
+                        self.prog.store(acc_row=acc_row, m=rows, param_tile=slots + j - c0,
+                                        dram_addr=g.y2_addr + (j * g.M + m0) * C,
+                                        dram_stride=C, relu=int(g.relu), push_prev=free)
                     t += 1
         self.gemms.append(g)
         return g

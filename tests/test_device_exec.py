@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from serrano.hw import isa
 from serrano.hw.config import get_preset
 from serrano.sw.models import llama as LM, synthetic
 from serrano.sw.nn import archs, device_exec as DE, float_exec
@@ -65,3 +66,34 @@ def test_linear_with_bias_is_refused():
     with Device(TINY, "golden", mem_bytes=1 << 20) as dev:
         with pytest.raises(ValueError, match="has a bias; the per-token device path"):
             DE.DeviceExecutor(dev, g, params, {})
+
+
+@pytest.mark.parametrize("backend", ["golden", "verilator"])
+def test_second_store_equals_a_gemm_with_its_parameters(backend):
+    """A GEMM with a second output (a second STORE of the same accumulator rows through
+    other parameter sets) gives, in each output, what a GEMM with those parameters
+    gives alone; the tokens keep the accumulator half until both stores have read it."""
+    if backend == "verilator":
+        require_simulator("verilator")
+    from serrano.sw import compiler, gemm as G, golden, isa_model, requant
+    m, k, n = 20, 24, 36                          # 9 output tiles, 2 M-blocks on tiny
+    a, w = G.random_operands(m, k, n, 5)
+    acc = golden.matmul(a, w)
+    sets = [G.random_requant(acc, s) for s in (1, 2)]
+    with Device(TINY, backend, mem_bytes=1 << 20) as dev:
+        a_addr = dev.put(compiler.pack_acts(a, TINY))
+        w_addr = dev.put(isa_model.pack_weights(w, TINY))
+        p = [dev.put(isa_model.pack_params(*s, TINY)) for s in sets]
+        y_bytes = -(-n // TINY.cols) * m * TINY.cols
+        y = [dev.alloc(y_bytes) for _ in sets]
+        b = dev.builder()
+        b.gemm(compiler.Gemm(m, k, n, a_addr, w_addr, p[0], y[0], p2_addr=p[1],
+                             y2_addr=y[1]), block=8)
+        program = isa_model.decode_program(bytes(b.prog) + bytes(isa.encode(isa.Op.END)))
+        isa_model.check_tokens(program)           # no deadlock
+        isa_model.check_races(TINY, program)      # every reuse of a half is ordered
+        dev.call("dual", b)
+        for s, addr in zip(sets, y):
+            got = compiler.unpack_out(dev.read(addr, y_bytes), m, n, TINY)
+            np.testing.assert_array_equal(got, requant.requantize(acc, *s))
+        assert dev.bit_exact in (True, None)

@@ -17,6 +17,11 @@ Quantization (stated here, once):
   times :data:`HEADROOM`, over 127). The row's scale cancels in the requantizer's factor
   ``s[m] s_w[n] / (s[m] c[n]) = s_w[n] / c[n]``, so one per-channel multiplier serves
   every token, and the host dequantizes ``y = q * s[m] * c[n]``.
+* with ``fine`` (:data:`FINE`, a power of two, or None), each GEMM also stores its
+  accumulators a second time through a second set of multipliers, ``fine`` times finer:
+  the host takes the fine int8 value where it is not saturated (``|q| < 127``) and the
+  coarse one elsewhere, so small outputs keep ``fine`` times the resolution and outliers
+  keep their range (two STOREs of the same rows; no hardware change);
 * linear nodes with a bias are refused (the bias would need the row's scale): Llama's
   have none.
 
@@ -39,6 +44,8 @@ __all__ = ["HEADROOM", "calibrate", "DeviceExecutor"]
 #: model on 51 held-out positions (golden backend, 6 calibration prompts) was 0.49 at
 #: 1.0, 0.76 at 2.0, 0.80 at 4.0, 0.69 at 6.0, 0.57 at 8.0 (2026-12-04).
 HEADROOM = 4.0
+#: The second output's resolution over the first (see the module docstring).
+FINE = 16
 
 
 def _linear_nodes(graph):
@@ -86,6 +93,14 @@ class _Linear:
     n: int
     w_addr: int
     p_addr: int
+    p2_addr: int = None
+
+
+def _requant_sets(cfg, w_scale, c):
+    pairs = [requant.quantize_multiplier(f) for f in w_scale / c]
+    mult = np.array([p[0] for p in pairs], np.int64)
+    shift = np.array([p[1] for p in pairs], np.int64)
+    return isa_model.pack_params(np.zeros(len(c), np.int64), mult, shift, cfg)
 
 
 class DeviceExecutor:
@@ -94,8 +109,11 @@ class DeviceExecutor:
     :meth:`run` then executes the graph for new inputs, one device call per group of
     linear nodes that share an input."""
 
-    def __init__(self, dev, graph, params, factors):
+    def __init__(self, dev, graph, params, factors, *, fine=FINE):
+        if fine is not None and (not isinstance(fine, int) or fine < 2 or fine & (fine - 1)):
+            raise ValueError(f"fine must be None or a power of two >= 2, not {fine!r}")
         self.dev, self.graph, self.params = dev, graph, params
+        self.fine = fine
         cfg = dev.cfg
         self.linears = {}
         for n in _linear_nodes(graph):
@@ -107,14 +125,12 @@ class DeviceExecutor:
             w = params[n.attrs["w"]]
             ql = quantize_linear(w, np.zeros(w.shape[1]))
             c = np.asarray(factors[n.out], np.float64)
-            pairs = [requant.quantize_multiplier(f) for f in ql.w_scale / c]
-            mult = np.array([p[0] for p in pairs], np.int64)
-            shift = np.array([p[1] for p in pairs], np.int64)
             self.linears[n.out] = _Linear(
                 node=n, w_scale=ql.w_scale, c=c, k=w.shape[0], n=w.shape[1],
                 w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
-                p_addr=dev.put(isa_model.pack_params(np.zeros(w.shape[1], np.int64), mult,
-                                                     shift, cfg)))
+                p_addr=dev.put(_requant_sets(cfg, ql.w_scale, c)),
+                p2_addr=(dev.put(_requant_sets(cfg, ql.w_scale, c / fine)) if fine
+                         else None))
         # Linear nodes that read the same value run together, where the first one is.
         self.groups = {}
         first = {}
@@ -136,14 +152,22 @@ class DeviceExecutor:
             lin = self.linears[name]
             y_bytes = -(-lin.n // cfg.cols) * M * cfg.cols
             y_addr = dev.alloc(y_bytes)
-            b.gemm(compiler.Gemm(M, lin.k, lin.n, a_addr, lin.w_addr, lin.p_addr, y_addr))
-            outs.append((name, y_addr, y_bytes))
+            y2_addr = dev.alloc(y_bytes) if self.fine else None
+            b.gemm(compiler.Gemm(M, lin.k, lin.n, a_addr, lin.w_addr, lin.p_addr, y_addr,
+                                 p2_addr=lin.p2_addr, y2_addr=y2_addr))
+            outs.append((name, y_addr, y2_addr, y_bytes))
         dev.call(" + ".join(names), b)
         result = {}
-        for name, y_addr, y_bytes in outs:
+        for name, y_addr, y2_addr, y_bytes in outs:
             lin = self.linears[name]
-            q = compiler.unpack_out(dev.read(y_addr, y_bytes), M, lin.n, cfg)
-            y = q.astype(np.float32) * s[:, None].astype(np.float32) * lin.c.astype(np.float32)
+            q = compiler.unpack_out(dev.read(y_addr, y_bytes), M, lin.n, cfg).astype(np.float32)
+            c = np.broadcast_to(lin.c.astype(np.float32), q.shape)
+            if self.fine:
+                qf = compiler.unpack_out(dev.read(y2_addr, y_bytes), M, lin.n, cfg)
+                use = np.abs(qf.astype(np.int16)) < 127
+                q = np.where(use, qf.astype(np.float32), q)
+                c = np.where(use, c / np.float32(self.fine), c)
+            y = q * s[:, None].astype(np.float32) * c
             result[name] = y.reshape(*x.shape[:-1], lin.n)
         return result
 
