@@ -293,22 +293,20 @@ class FastSim:
 
     # -- the host port
 
+    def _register(self, ret, what):
+        if self._check(ret, what) == -2:
+            raise FastSimError(f"{what} got no response in {self.REG_ACCESS_CYCLES} cycles")
+
     def reg_write(self, addr, value):
-        ret = self._check(self._lib.srn_reg_write(self._handle(), addr, value & 0xFFFF_FFFF,
-                                                  self.REG_ACCESS_CYCLES),
-                          f"register write at {addr:#x}")
-        if ret == -2:
-            raise FastSimError(f"register write at {addr:#x} got no response in "
-                               f"{self.REG_ACCESS_CYCLES} cycles")
+        self._register(self._lib.srn_reg_write(self._handle(), addr, value & 0xFFFF_FFFF,
+                                               self.REG_ACCESS_CYCLES),
+                       f"register write at {addr:#x}")
 
     def reg_read(self, addr):
         out = ctypes.c_uint32()
-        ret = self._check(self._lib.srn_reg_read(self._handle(), addr, ctypes.byref(out),
-                                                 self.REG_ACCESS_CYCLES),
-                          f"register read at {addr:#x}")
-        if ret == -2:
-            raise FastSimError(f"register read at {addr:#x} got no response in "
-                               f"{self.REG_ACCESS_CYCLES} cycles")
+        self._register(self._lib.srn_reg_read(self._handle(), addr, ctypes.byref(out),
+                                              self.REG_ACCESS_CYCLES),
+                       f"register read at {addr:#x}")
         return out.value
 
 

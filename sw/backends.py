@@ -38,7 +38,7 @@ from serrano.hw import isa, regs
 from . import isa_model
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_MEM_BYTES", "backend_names", "check_backend",
-           "open_backend", "available"]
+           "check_region", "open_backend", "available"]
 
 #: Device memory of a backend unless asked otherwise: a 135 M-parameter model at int8
 #: with its activations and KV cache fits. Pages are only touched where written.
@@ -77,15 +77,18 @@ class Backend(Protocol):
         """Release the simulator."""
 
 
-def _check_region(backend, addr, nbytes):
+def check_region(device, addr, nbytes):
+    """A one-line ``ValueError`` unless ``[addr, addr + nbytes)`` lies in ``device``'s
+    memory (anything with ``mem_bytes``)."""
     if (not isinstance(addr, (int, np.integer)) or isinstance(addr, bool) or addr < 0
-            or nbytes < 0 or addr + nbytes > backend.mem_bytes):
+            or nbytes < 0 or addr + nbytes > device.mem_bytes):
         raise ValueError(f"region [{addr}, {addr} + {nbytes}) is outside device memory "
-                         f"[0, {backend.mem_bytes})")
+                         f"[0, {device.mem_bytes})")
 
 
 class _Memory:
-    """Device memory held in a numpy buffer (golden, icarus, amaranth)."""
+    """Device memory in a numpy buffer ``mem`` (the verilator backend's is the fast
+    simulator's own buffer)."""
 
     def _init_memory(self, cfg, mem_bytes):
         self.cfg = cfg
@@ -94,11 +97,11 @@ class _Memory:
 
     def write_mem(self, addr, data):
         data = np.asarray(data).view(np.uint8).ravel()
-        _check_region(self, addr, len(data))
+        check_region(self, addr, len(data))
         self.mem[addr:addr + len(data)] = data
 
     def read_mem(self, addr, nbytes):
-        _check_region(self, addr, nbytes)
+        check_region(self, addr, nbytes)
         return self.mem[addr:addr + nbytes].copy()
 
     def view_mem(self, addr, nbytes):
@@ -204,30 +207,21 @@ class GoldenBackend(_RegisterFile):
             **{f"stall_{k}": 0 for k in ("weight", "act", "store", "insn")}})
 
 
-class VerilatorBackend:
-    """The RTL on the fast simulator: one running Verilated accelerator."""
+class VerilatorBackend(_Memory):
+    """The RTL on the fast simulator: one running Verilated accelerator, its memory the
+    simulator's own buffer (``path``: a library already built, as the build study uses)."""
 
     name = "verilator"
     timed = True
 
-    def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30, waveform=None):
+    def __init__(self, cfg, *, mem_bytes=DEFAULT_MEM_BYTES, mem_latency=30, waveform=None,
+                 path=None):
         from serrano.sim.fastsim import FastSim
         self.cfg = cfg
         self.mem_bytes = mem_bytes
         self.sim = FastSim(cfg, mem_bytes, read_latency=mem_latency,
-                           write_latency=WRITE_LATENCY, waveform=waveform)
-
-    def write_mem(self, addr, data):
-        data = np.asarray(data).view(np.uint8).ravel()
-        _check_region(self, addr, len(data))
-        self.sim.mem[addr:addr + len(data)] = data
-
-    def read_mem(self, addr, nbytes):
-        _check_region(self, addr, nbytes)
-        return self.sim.mem[addr:addr + nbytes].copy()
-
-    def view_mem(self, addr, nbytes):
-        return self.sim.mem[addr:addr + nbytes]
+                           write_latency=WRITE_LATENCY, waveform=waveform, path=path)
+        self.mem = self.sim.mem
 
     def write_reg(self, name, value):
         self.sim.reg_write(regs.address(name), value)
@@ -243,6 +237,7 @@ class VerilatorBackend:
         self.sim.reset()
 
     def close(self):
+        self.mem = None
         self.sim.close()
 
 

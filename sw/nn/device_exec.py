@@ -60,7 +60,7 @@ def _row_scales(x):
     return np.where(peak > 0, peak / 127.0, 1.0)
 
 
-def calibrate(graph, params, samples, state_factory=dict):
+def calibrate(graph, params, samples):
     """Per-channel output factors ``c`` of every linear node, from float runs of
     ``graph`` on ``samples`` (a list of feeds dicts, each run from a fresh state)."""
     nodes = {n.out: n for n in _linear_nodes(graph)}
@@ -83,14 +83,12 @@ def calibrate(graph, params, samples, state_factory=dict):
         values = float_exec.feed(graph, feeds)
         for name, v in values.items():
             observe(name, v)
-        float_exec.run(graph, params, feeds, state_factory(), observe=observe)
+        float_exec.run(graph, params, feeds, {}, observe=observe)
     return {name: np.maximum(HEADROOM * p / 127.0, 1e-12) for name, p in peak.items()}
 
 
 @dataclass
 class _Linear:
-    node: object
-    w_scale: np.ndarray
     c: np.ndarray
     k: int
     n: int
@@ -129,7 +127,7 @@ class DeviceExecutor:
             ql = quantize_linear(w, np.zeros(w.shape[1]))
             c = np.asarray(factors[n.out], np.float64)
             self.linears[n.out] = _Linear(
-                node=n, w_scale=ql.w_scale, c=c, k=w.shape[0], n=w.shape[1],
+                c=c, k=w.shape[0], n=w.shape[1],
                 w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
                 p_addr=dev.put(_requant_sets(cfg, ql.w_scale, c)),
                 p2_addr=(dev.put(_requant_sets(cfg, ql.w_scale, c / fine)) if fine
