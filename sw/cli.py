@@ -137,6 +137,13 @@ def _parser():
     gn.add_argument("--clock", type=float, default=1.0, metavar="GHZ",
                     help="clock for tokens per second (default: 1 GHz)")
     gn.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
+    gn.add_argument("--headroom", type=float, default=None,
+                    help="output scales over the largest calibration value (default 4)")
+    gn.add_argument("--fine", type=int, default=None, metavar="N",
+                    help="also store each GEMM N times finer (a power of two; default off)")
+    gn.add_argument("--score", action="append", metavar="TEXT",
+                    help="instead of generating: the teacher-forced top-1 agreement of "
+                         "the device path with the float model over TEXT (repeatable)")
     gn.add_argument("--json", action="store_true", help="print one JSON object")
 
     rg = sub.add_parser("regress", help="constrained-random regression, RTL vs golden model")
@@ -278,7 +285,17 @@ def _cmd_run(args):
 
 
 def _cmd_generate(args):
-    from serrano.sw.generate import generate
+    from serrano.sw.generate import agreement, generate
+    if args.score:
+        r = agreement(args.preset, args.model, args.backend, args.score,
+                      headroom=args.headroom, fine=args.fine, mem_latency=args.mem_latency,
+                      check=args.check)
+        if args.json:
+            return _print_json(r)
+        print(f"serrano generate --score  {r['model']}  backend {r['backend']}: top-1 "
+              f"agreement vs float {r['top1_agreement_vs_float']:.3f} over "
+              f"{r['positions']} positions (headroom {r['headroom']}, fine {r['fine']})")
+        return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
 
     def progress(ev):
         cyc = "" if ev["cycles"] is None else f"{ev['cycles']:,} cycles, "
@@ -288,7 +305,8 @@ def _cmd_generate(args):
 
     r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
-                 mem_latency=args.mem_latency, check=args.check, progress=progress)
+                 mem_latency=args.mem_latency, check=args.check, progress=progress,
+                 headroom=args.headroom, fine=args.fine)
     if args.json:
         return _print_json(r)
     cfg = args.preset

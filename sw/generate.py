@@ -31,7 +31,7 @@ from .models import llama as LM
 from .nn import archs, device_exec, float_exec
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "CALIBRATION_PROMPTS", "DEFAULT_PROMPT", "generate"]
+__all__ = ["MODELS", "CALIBRATION_PROMPTS", "DEFAULT_PROMPT", "generate", "agreement"]
 
 MODELS = ("smollm2", "llama-tiny")
 #: Calibration only: never measured.
@@ -83,8 +83,49 @@ def _token_energy(cfg, calls, constants):
     return energy.estimate(cfg, counts, constants)
 
 
+def _calibrated(model, model_name, chat, encode, headroom):
+    graph = LM.graph(model)
+    params = archs.llama_params(model)
+    samples = []
+    for q in CALIBRATION_PROMPTS:
+        c_ids = encode(_prompt_text(model, model_name, q, chat))
+        samples.append({"ids": np.array(c_ids), "pos": np.arange(len(c_ids))})
+    return graph, params, device_exec.calibrate(graph, params, samples, headroom=headroom)
+
+
+def agreement(cfg, model_name, backend, texts, *, headroom=None, fine=None, mem_latency=30,
+              check="every"):
+    """Teacher-forced top-1 agreement of the device path with the float model over
+    ``texts`` (each run as one prompt; every position's next-token argmax compared):
+    ``{"top1_agreement_vs_float", "positions", "headroom", "fine"}``. Scales are
+    calibrated on :data:`CALIBRATION_PROMPTS` (chat-rendered for ``smollm2``), never on
+    ``texts``."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODELS)}")
+    if not texts:
+        raise ValueError("no text to score")
+    model, encode, _ = _load(model_name)
+    graph, params, factors = _calibrated(model, model_name, model_name == "smollm2", encode,
+                                         headroom)
+    same = total = 0
+    with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
+        ex = device_exec.DeviceExecutor(dev, graph, params, factors, fine=fine)
+        for text in texts:
+            ids = np.array(encode(text))
+            feeds = {"ids": ids, "pos": np.arange(len(ids))}
+            got = ex.run(feeds, {})["logits"].argmax(axis=-1)
+            want = float_exec.run(graph, params, feeds, {})["logits"].argmax(axis=-1)
+            same += int((got == want).sum())
+            total += len(ids)
+        bit_exact = dev.bit_exact
+    return {"model": model_name, "backend": backend, "top1_agreement_vs_float": same / total,
+            "positions": total, "headroom": headroom or device_exec.HEADROOM, "fine": fine,
+            "bit_exact_vs_golden": bit_exact}
+
+
 def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
-             clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None):
+             clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None,
+             headroom=None, fine=None):
     """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
     dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
     ...}`` after each token."""
@@ -106,17 +147,11 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     if len(ids) + max_tokens > model.shape.context:
         raise ValueError(f"the prompt ({len(ids)} tokens) and --max-tokens {max_tokens} "
                          f"exceed the context of {model.shape.context}")
-    graph = LM.graph(model)
-    params = archs.llama_params(model)
-    samples = []
-    for q in CALIBRATION_PROMPTS:
-        c_ids = encode(_prompt_text(model, model_name, q, chat))
-        samples.append({"ids": np.array(c_ids), "pos": np.arange(len(c_ids))})
-    factors = device_exec.calibrate(graph, params, samples)
+    graph, params, factors = _calibrated(model, model_name, chat, encode, headroom)
 
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, factors)
+        ex = device_exec.DeviceExecutor(dev, graph, params, factors, fine=fine)
         state = {}
         n0 = len(dev.calls)
         logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]

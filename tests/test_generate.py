@@ -67,3 +67,16 @@ def test_json_output():
                            "llama-tiny", "--preset", "tiny", "--max-tokens", "2", "--json"],
                           capture_output=True, text=True, check=True)
     assert KEYS <= set(json.loads(proc.stdout))
+
+
+def test_score_held_out_text():
+    """``--score``: the device path's teacher-forced agreement with the float model over
+    given text (llama-tiny; its tokens are the text's bytes)."""
+    from serrano.sw.generate import agreement
+    r = agreement(TINY, "llama-tiny", "golden", ["a held-out line", "and another"])
+    assert r["positions"] == len("a held-out line") + len("and another")
+    assert 0.0 <= r["top1_agreement_vs_float"] <= 1.0
+    fine = agreement(TINY, "llama-tiny", "golden", ["a held-out line"], fine=16, headroom=2)
+    assert fine["fine"] == 16 and fine["headroom"] == 2
+    with pytest.raises(ValueError, match="headroom must be positive"):
+        agreement(TINY, "llama-tiny", "golden", ["x"], headroom=0)
