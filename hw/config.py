@@ -99,6 +99,12 @@ class Config:
         return self.rows + self.cols + 1
 
     @property
+    def raw_row_beats(self):
+        """Bus beats of one accumulator row (``C`` int32) written as it is by a raw
+        ``STORE``: ``C * acc_width / (8 * bus_bytes)``."""
+        return self.cols * self.acc_width // (8 * self.bus_bytes)
+
+    @property
     def act_buf_bytes(self):
         return self.act_buf_rows * self.rows * self.act_width // 8
 

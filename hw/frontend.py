@@ -187,7 +187,8 @@ class FrontEnd(wiring.Component):
             with m.Case(isa.Op.STORE):
                 m.d.comb += bad_buffer.eq((acc_end > acc_depth) | (param_end > cfg.param_tiles)
                                           | (b.store.to_buf
-                                             & (store_buf_end > cfg.act_buf_rows)))
+                                             & ((store_buf_end > cfg.act_buf_rows)
+                                                | b.store.raw)))
         defined = Signal()
         m.d.comb += defined.eq((op >= isa.Op.LOAD_ACT) & (op <= isa.Op.END))
 

@@ -59,6 +59,10 @@ Instructions
 ``STORE``  for ``r`` in ``0..m-1``: ``y = requantize(acc[acc_row + r], param set
     param_tile, relu)`` (see ``docs/requant.md``), ``C`` int8; if ``to_buf`` the row goes to
     activation buffer row ``buf_row + r``, else to memory at ``dram_addr + r*dram_stride``.
+    With ``raw`` the row is not requantized: its ``C`` int32 accumulators go to memory
+    as they are, little-endian, ``4*C`` bytes (``raw_row_beats`` bus beats) at
+    ``dram_addr + r*dram_stride`` (``param_tile`` and ``relu`` are then unused; ``raw``
+    with ``to_buf`` is a ``BAD_BUFFER`` error: the activation buffer holds int8 rows).
 ``FENCE``  wait until load, exec and store are idle and every DMA write is acknowledged.
 ``END``  as ``FENCE``, then stop with ``done`` (and the interrupt, if enabled).
 
@@ -134,7 +138,7 @@ body_layouts = {
     }),
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,
-        "buf_row": 16, "to_buf": 1, "relu": 1,
+        "buf_row": 16, "to_buf": 1, "relu": 1, "raw": 1,
     }),
     Op.FENCE: data.StructLayout({}),
     Op.END: data.StructLayout({}),

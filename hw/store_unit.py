@@ -21,10 +21,14 @@ class StoreUnit(wiring.Component):
     the write command to the write DMA (one contiguous burst run when ``dram_stride``
     equals the row size, else one row of one beat each ``dram_stride`` bytes); then read
     the ``m`` accumulator rows, one per cycle, through the :class:`~hw.requant.Requantizer`
-    to the write DMA's data stream or to the activation buffer. ``push_prev`` (accumulator
-    free) is given when the last accumulator row has been read.
+    to the write DMA's data stream or to the activation buffer. A ``raw`` store bypasses
+    the requantizer: each accumulator row leaves as :attr:`~hw.config.Config.raw_row_beats`
+    beats of its ``C`` int32 words, word 0 in the lowest bits of the first beat (one burst
+    run of ``m * raw_row_beats`` beats when ``dram_stride`` is the raw row's size).
+    ``push_prev`` (accumulator free) is given when the last accumulator row has been read.
 
-    Throughput: one row per cycle unless the destination holds back. Back-pressure: the
+    Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles) unless the
+    destination holds back. Back-pressure: the
     write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
     requantizer; accumulator reads stop while the 4-row skid buffer is full.
     Latency: ``PARAM_BEATS + 3`` cycles from the token to the first accumulator read.
@@ -88,6 +92,10 @@ class StoreUnit(wiring.Component):
                                                       (j + 1) * 8 * cfg.bus_bytes].eq(
                                                           self.param_data)
 
+        raw = Signal()                # this STORE writes its rows unrequantized
+        RB = cfg.raw_row_beats
+        beat = Signal(range(RB))      # raw: which beat of the row at the skid's head
+
         # Accumulator reads feed a skid FIFO in front of the requantizer.
         m.submodules.skid = skid = fifo.SyncFIFOBuffered(width=32 * C, depth=self.skid)
         rows_left = Signal(16)
@@ -95,10 +103,15 @@ class StoreUnit(wiring.Component):
         a_pending = Signal()
         m.d.sync += a_pending.eq(self.acc_en)
         m.d.comb += [skid.w_data.eq(self.acc_data), skid.w_en.eq(a_pending)]
-        m.d.comb += [rq.i.payload.eq(skid.r_data), rq.i.valid.eq(skid.r_rdy),
-                     skid.r_en.eq(rq.i.ready)]
+        # A raw row leaves the skid's head beat by beat, the requantizer idle meanwhile.
+        raw_beat = Signal(8 * cfg.bus_bytes)
+        raw_take = Signal()
+        m.d.comb += [raw_beat.eq(skid.r_data.word_select(beat, 8 * cfg.bus_bytes)),
+                     raw_take.eq(raw & skid.r_rdy & self.wdata.ready)]
+        m.d.comb += [rq.i.payload.eq(skid.r_data), rq.i.valid.eq(skid.r_rdy & ~raw),
+                     skid.r_en.eq(Mux(raw, raw_take & (beat == RB - 1), rq.i.ready))]
 
-        out_left = Signal(16)         # requantized rows still to hand on
+        out_left = Signal(16)         # requantized (or raw) rows still to hand on
         p_base = Signal(len(self.param_addr))   # param_tile * PARAM_BEATS, formed in TOKEN
         to_buf = Signal()
         buf_row = Signal(32)
@@ -116,7 +129,8 @@ class StoreUnit(wiring.Component):
                     m.d.comb += self.e2s_take.eq(cur.header.pop_prev)
                     m.d.sync += [p_beat.eq(0), rows_left.eq(st.m), acc_row.eq(st.acc_row),
                                  p_base.eq(times_const(st.param_tile, isa.PARAM_BEATS)),
-                                 out_left.eq(st.m), to_buf.eq(st.to_buf),
+                                 out_left.eq(st.m), to_buf.eq(st.to_buf), raw.eq(st.raw),
+                                 beat.eq(0),
                                  buf_row.eq(st.buf_row)]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
@@ -127,11 +141,13 @@ class StoreUnit(wiring.Component):
                     m.next = "CMD"
             with m.State("CMD"):
                 m.d.sync += p_pending.eq(0)
-                contiguous = st.dram_stride == cfg.bus_bytes
+                row_beats = Mux(raw, RB, 1)
+                contiguous = st.dram_stride == Mux(raw, RB * cfg.bus_bytes, cfg.bus_bytes)
                 m.d.comb += [
                     self.wcmd.payload.addr.eq(st.dram_addr),
                     self.wcmd.payload.rows.eq(Mux(contiguous, 1, st.m)),
-                    self.wcmd.payload.row_beats.eq(Mux(contiguous, st.m, 1)),
+                    self.wcmd.payload.row_beats.eq(
+                        Mux(contiguous, Mux(raw, times_const(st.m, RB), st.m), row_beats)),
                     self.wcmd.payload.stride.eq(st.dram_stride),
                     self.wcmd.valid.eq(~st.to_buf & ~self.abort),
                 ]
@@ -155,14 +171,18 @@ class StoreUnit(wiring.Component):
         out_row = Signal(8 * cfg.bus_bytes)
         m.d.comb += out_row.eq(rq.o.payload.as_value())
         m.d.comb += [
-            self.wdata.payload.eq(out_row), self.buf_data.eq(out_row),
+            self.wdata.payload.eq(Mux(raw, raw_beat, out_row)), self.buf_data.eq(out_row),
             self.buf_addr.eq(buf_row),
-            self.wdata.valid.eq(rq.o.valid & ~to_buf),
+            self.wdata.valid.eq(Mux(raw, skid.r_rdy, rq.o.valid & ~to_buf)),
             self.buf_valid.eq(rq.o.valid & to_buf),
             rq.o.ready.eq(Mux(to_buf, self.buf_ready, self.wdata.ready)),
         ]
         with m.If(rq.o.valid & rq.o.ready):
             m.d.sync += [out_left.eq(out_left - 1), buf_row.eq(buf_row + 1)]
+        with m.If(raw_take):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(beat == RB - 1):
+                m.d.sync += [beat.eq(0), out_left.eq(out_left - 1)]
 
         with m.If(self.abort):
             m.d.sync += out_left.eq(0)

@@ -137,10 +137,9 @@ def _parser():
     gn.add_argument("--clock", type=float, default=1.0, metavar="GHZ",
                     help="clock for tokens per second (default: 1 GHz)")
     gn.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
-    gn.add_argument("--headroom", type=float, default=None,
-                    help="output scales over the largest calibration value (default 4)")
-    gn.add_argument("--fine", type=int, default=None, metavar="N",
-                    help="also store each GEMM N times finer (a power of two; default off)")
+    gn.add_argument("--act-bits", type=int, choices=(8, 16), default=None,
+                    help="bits of the per-token GEMM inputs: 16 (two int8 passes through "
+                         "each weight tile; the default) or 8")
     gn.add_argument("--score", action="append", metavar="TEXT",
                     help="instead of generating: the teacher-forced top-1 agreement of "
                          "the device path with the float model over TEXT (repeatable)")
@@ -288,13 +287,14 @@ def _cmd_generate(args):
     from serrano.sw.generate import agreement, generate
     if args.score:
         r = agreement(args.preset, args.model, args.backend, args.score,
-                      headroom=args.headroom, fine=args.fine, mem_latency=args.mem_latency,
+                      act_bits=args.act_bits, mem_latency=args.mem_latency,
                       check=args.check)
         if args.json:
             return _print_json(r)
         print(f"serrano generate --score  {r['model']}  backend {r['backend']}: top-1 "
               f"agreement vs float {r['top1_agreement_vs_float']:.3f} over "
-              f"{r['positions']} positions (headroom {r['headroom']}, fine {r['fine']})")
+              f"{r['positions']} positions ({r['act_bits']}-bit inputs; per text: "
+              + ", ".join(f"{t['top1']:.3f}/{t['positions']}" for t in r["per_text"]) + ")")
         return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
 
     def progress(ev):
@@ -306,7 +306,7 @@ def _cmd_generate(args):
     r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
                  mem_latency=args.mem_latency, check=args.check, progress=progress,
-                 headroom=args.headroom, fine=args.fine)
+                 act_bits=args.act_bits)
     if args.json:
         return _print_json(r)
     cfg = args.preset

@@ -9,7 +9,8 @@ W (K x N) int8, Y (M x N) int8. Data layouts in memory:
 * **activations** in *k-tile-major* layout (:func:`pack_acts`): ``ceil(K/R)`` blocks of
   ``M`` rows of ``R`` bytes, so one ``LOAD_ACT`` moves an M-block as long bursts;
 * **outputs** in *n-tile-major* layout: ``ceil(N/C)`` blocks of ``M`` rows of ``C``
-  bytes, one contiguous run per ``STORE``. With ``R == C`` this is exactly the
+  bytes, one contiguous run per ``STORE`` (a ``raw`` GEMM: rows of ``C`` int32, the
+  accumulators unrequantized, :func:`unpack_raw`). With ``R == C`` this is exactly the
   k-tile-major layout of the next GEMM's activations, and, when ``M`` is a multiple of
   ``R``, exactly the packed-weight layout of an ``M x N`` weight matrix: an output can be
   the next GEMM's operand without a host copy (attention's ``P @ V`` uses this).
@@ -35,7 +36,7 @@ from serrano.hw import isa
 from . import golden
 from .isa_model import Program, pack_params, pack_weights
 
-__all__ = ["ALIGN", "pack_acts", "unpack_out", "choose_block", "Memory", "Builder",
+__all__ = ["ALIGN", "pack_acts", "unpack_out", "unpack_raw", "out_bytes", "choose_block", "Memory", "Builder",
            "GemmLayout", "compile_gemm"]
 
 ALIGN = 64
@@ -64,6 +65,19 @@ def unpack_out(raw, M, N, cfg):
     nt = _tiles(N, cfg.cols)
     y = np.asarray(raw, np.uint8)[:nt * M * cfg.cols].view(np.int8).reshape(nt, M, cfg.cols)
     return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N].copy()
+
+
+def unpack_raw(raw, M, N, cfg):
+    """Inverse of the n-tile-major layout of a raw GEMM's output: an M x N int32 array."""
+    nt = _tiles(N, cfg.cols)
+    y = (np.asarray(raw, np.uint8)[:nt * M * cfg.cols * 4].view("<i4")
+         .reshape(nt, M, cfg.cols))
+    return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N].astype(np.int32)
+
+
+def out_bytes(cfg, M, N, raw=False):
+    """Bytes of an M x N output in the n-tile-major layout (int8, or int32 if ``raw``)."""
+    return _tiles(N, cfg.cols) * M * cfg.cols * (cfg.raw_row_beats if raw else 1)
 
 
 def choose_block(cfg, M, K):
@@ -130,13 +144,10 @@ class Gemm:
     N: int
     a_addr: int          # k-tile-major activations
     w_addr: int          # packed weights
-    p_addr: int          # parameter sets, one per N-tile
+    p_addr: int          # parameter sets, one per N-tile (unused, may be None, if raw)
     y_addr: int          # n-tile-major outputs
     relu: bool = False
-    # A second output of the same accumulators with other parameter sets (a second
-    # STORE per output tile): e.g. a coarse and a fine int8 view of one result.
-    p2_addr: int = None
-    y2_addr: int = None
+    raw: bool = False    # store the int32 accumulators unrequantized
     macs: int = field(init=False)
 
     def __post_init__(self):
@@ -158,23 +169,19 @@ class Builder:
         mb = block or choose_block(cfg, g.M, g.K)
         blocks = [(s, min(mb, g.M - s)) for s in range(0, g.M, mb)]
         half_act, half_acc = cfg.act_buf_rows // 2, cfg.acc_buf_rows
-        dual = g.y2_addr is not None
-        if dual and (g.p2_addr is None or cfg.param_tiles < 2):
-            raise ValueError("a second output needs its parameter sets (p2_addr) and a "
-                             "preset with at least 2 parameter slots")
-        slots = cfg.param_tiles // 2 if dual else cfg.param_tiles
+        # A raw GEMM reads no parameter sets: one chunk, and every STORE names slot 0.
+        slots = nt if g.raw else cfg.param_tiles
+        row_bytes = C * (cfg.raw_row_beats if g.raw else 1)
         if self.prog.insns:
             self.prog.fence()
         for c0 in range(0, nt, slots):
             chunk = range(c0, min(nt, c0 + slots))
             if c0:
                 self.prog.fence()
-            self.prog.load_param(dram_addr=g.p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
-                                 n_tiles=len(chunk), param_tile=0)
-            if dual:
+            if not g.raw:
                 self.prog.load_param(
-                    dram_addr=g.p2_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
-                    n_tiles=len(chunk), param_tile=slots)
+                    dram_addr=g.p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
+                    n_tiles=len(chunk), param_tile=0)
             n_tiles_total = len(blocks) * len(chunk)
             t = 0
             for b, (m0, rows) in enumerate(blocks):
@@ -205,14 +212,11 @@ class Builder:
                             push_prev=int(last and last_of_block and b + 2 < len(blocks)),
                             pop_next=int(t >= 2 and n == 0), push_next=int(last))
                     free = int(t + 2 < n_tiles_total)      # accumulator half released
-                    self.prog.store(acc_row=acc_row, m=rows, param_tile=j - c0,
-                                    dram_addr=g.y_addr + (j * g.M + m0) * C, dram_stride=C,
-                                    relu=int(g.relu), pop_prev=1,
-                                    push_prev=0 if dual else free)
-                    if dual:              # the same rows again, through the second sets
-                        self.prog.store(acc_row=acc_row, m=rows, param_tile=slots + j - c0,
-                                        dram_addr=g.y2_addr + (j * g.M + m0) * C,
-                                        dram_stride=C, relu=int(g.relu), push_prev=free)
+                    self.prog.store(acc_row=acc_row, m=rows,
+                                    param_tile=0 if g.raw else j - c0,
+                                    dram_addr=g.y_addr + (j * g.M + m0) * row_bytes,
+                                    dram_stride=row_bytes, relu=int(g.relu), raw=int(g.raw),
+                                    pop_prev=1, push_prev=free)
                     t += 1
         self.gemms.append(g)
         return g
@@ -236,9 +240,11 @@ class GemmLayout:
     M: int
     K: int
     N: int
+    raw: bool = False
 
     def output(self, image, cfg):
-        return unpack_out(image[self.y_addr:self.y_addr + self.y_bytes], self.M, self.N, cfg)
+        unpack = unpack_raw if self.raw else unpack_out
+        return unpack(image[self.y_addr:self.y_addr + self.y_bytes], self.M, self.N, cfg)
 
 
 def program_bytes_bound(cfg, gemms, block=None):
@@ -253,29 +259,32 @@ def program_bytes_bound(cfg, gemms, block=None):
     return n * isa.INSN_BYTES
 
 
-def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None):
-    """The memory image and program of one requantized GEMM."""
+def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None,
+                 raw=False):
+    """The memory image and program of one requantized GEMM (``raw``: of ``A @ W`` as
+    int32, with no parameters: ``bias``, ``mult``, ``shift`` and ``relu`` unused)."""
     a = golden.check_int8("a", a)
     w = golden.check_int8("w", w)
     M, K = a.shape
     if w.shape[0] != K:
         raise ValueError(f"cannot multiply shapes {a.shape} and {w.shape}")
     N = w.shape[1]
-    nt = _tiles(N, cfg.cols)
     mem = Memory(base)
     prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)], block))
     wpack = pack_weights(w, cfg)
     w_addr = mem.alloc(len(wpack), wpack)
     apack = pack_acts(a, cfg)
     a_addr = mem.alloc(len(apack), apack)
-    ppack = pack_params(bias, mult, shift, cfg)
-    p_addr = mem.alloc(len(ppack), ppack)
-    y_bytes = nt * M * cfg.cols
+    p_addr = None
+    if not raw:
+        ppack = pack_params(bias, mult, shift, cfg)
+        p_addr = mem.alloc(len(ppack), ppack)
+    y_bytes = out_bytes(cfg, M, N, raw)
     y_addr = mem.alloc(y_bytes)
     b = Builder(cfg)
-    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu), block=block)
+    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu, raw), block=block)
     prog = np.frombuffer(b.finish(), np.uint8)
     mem.chunks.append((prog_addr, prog))
     return GemmLayout(image=mem.image(), prog_addr=prog_addr,
                       prog_len=len(prog) // isa.INSN_BYTES, w_addr=w_addr, a_addr=a_addr,
-                      p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N)
+                      p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N, raw=raw)

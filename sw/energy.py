@@ -18,8 +18,8 @@ Events and their energies
     add, 0.1 pJ, would make a MAC 0.3 pJ: change ``mac_add_pj`` to see it).
 ``requant``
     One output element through the requantizer: one int32 add (bias, 0.1 pJ) and one
-    32-bit multiply (3.1 pJ). Count: ``store_rows * C``. The rounding shift and the clamp
-    are not counted.
+    32-bit multiply (3.1 pJ). Count: ``(store_rows - store_raw_rows) * C`` (a raw
+    ``STORE`` bypasses the requantizer). The rounding shift and the clamp are not counted.
 ``sram`` (per byte, per buffer)
     The table gives the energy of one 64-bit access to an SRAM array of 8 KB, 32 KB and
     1 MB (10, 20, 100 pJ). A buffer of ``S`` bytes costs the table's value interpolated
@@ -179,6 +179,7 @@ def program_counts(cfg, programs):
     decoded list), summed: what each instruction moves by its definition in :mod:`hw.isa`.
 
     Returns ``act_load_bytes``, ``param_load_bytes``, ``weight_bytes``, ``store_rows``,
+    ``store_raw_rows`` (the rows of raw ``STORE`` instructions, among ``store_rows``),
     ``store_buf_rows``, ``stores``, ``matmuls``, ``insn_bytes``, and what the counters
     should then read: ``array_rows`` (``m * k_tiles`` per ``MATMUL``),
     ``expected_dma_read_bytes`` (instructions + loads + weights) and
@@ -186,6 +187,7 @@ def program_counts(cfg, programs):
     """
     R, C, bus = cfg.rows, cfg.cols, cfg.bus_bytes
     out = dict.fromkeys(("act_load_bytes", "param_load_bytes", "weight_bytes", "store_rows",
+                         "store_raw_rows",
                          "store_buf_rows", "stores", "matmuls", "insn_bytes", "array_rows",
                          "store_dram_bytes"), 0)
     for program in programs:
@@ -202,10 +204,12 @@ def program_counts(cfg, programs):
             elif op == isa.Op.STORE:
                 out["stores"] += 1
                 out["store_rows"] += b["m"]
+                out["store_raw_rows"] += b["m"] if b["raw"] else 0
                 if b["to_buf"]:
                     out["store_buf_rows"] += b["m"]
                 else:
-                    out["store_dram_bytes"] += b["m"] * C
+                    out["store_dram_bytes"] += b["m"] * C * (cfg.raw_row_beats if b["raw"]
+                                                             else 1)
     out["expected_dma_read_bytes"] = (out["insn_bytes"] + out["act_load_bytes"]
                                       + out["param_load_bytes"] + out["weight_bytes"])
     out["expected_dma_write_bytes"] = out.pop("store_dram_bytes")
@@ -221,8 +225,8 @@ def counter_mismatches(structure, counters):
             for s, c in pairs if structure[s] != counters[c]]
 
 
-def _count(counts, key):
-    value = counts[key]
+def _count(counts, key, default=None):
+    value = counts[key] if default is None else counts.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"count {key} must be a non-negative integer, not {value!r}")
     return value
@@ -230,7 +234,7 @@ def _count(counts, key):
 
 def estimate(cfg, counts, constants=None):
     """Energy estimate of a run from its ``counts`` (see :data:`COUNT_KEYS`; optional
-    ``tokens`` and ``host_round_trips``). ``constants``: ``None``, a JSON path or a dict
+    ``tokens``, ``host_round_trips``, ``store_raw_rows``). ``constants``: ``None``, a JSON path or a dict
     (:func:`load_constants`).
 
     Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``sram_j``, ``dram_j`` (and
@@ -247,7 +251,7 @@ def estimate(cfg, counts, constants=None):
     R, C = cfg.rows, cfg.cols
     acc_row = C * cfg.acc_width // 8
     macs = c["array_cycles"] * R * C
-    requant_elems = c["store_rows"] * C
+    requant_elems = (c["store_rows"] - _count(counts, "store_raw_rows", 0)) * C
     dram_bytes = c["dma_read_bytes"] + c["dma_write_bytes"]
     traffic = {
         "act_buf": (c["array_cycles"] * R, c["act_load_bytes"] + c["store_buf_rows"] * R),

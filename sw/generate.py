@@ -9,8 +9,8 @@ runs one token per step against the KV cache, greedily, until the end-of-sequenc
 or ``max_tokens``.
 
 Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file) and ``llama-tiny`` (seeded,
-2 layers, its token ids the bytes of the text). Output scales are calibrated on
-:data:`CALIBRATION_PROMPTS`, never on the prompt measured.
+2 layers, its token ids the bytes of the text). Every scale is computed at run time, per
+token (:mod:`sw.nn.device_exec`): nothing is calibrated.
 
 The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
 ``bus_utilization_per_token`` (bytes moved over the bus's peak for the token's cycles),
@@ -31,18 +31,9 @@ from .models import llama as LM
 from .nn import archs, device_exec, float_exec
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "CALIBRATION_PROMPTS", "DEFAULT_PROMPT", "generate", "agreement"]
+__all__ = ["MODELS", "DEFAULT_PROMPT", "generate", "agreement"]
 
 MODELS = ("smollm2", "llama-tiny")
-#: Calibration only: never measured.
-CALIBRATION_PROMPTS = (
-    "What is the tallest mountain in Europe?",
-    "Write a short poem about the sea.",
-    "How do I bake bread at home?",
-    "Explain what a transistor does.",
-    "The weather in spring is often mild, with rain showers and sunny afternoons.",
-    "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)",
-)
 DEFAULT_PROMPT = "What is the capital of France?"
 
 
@@ -83,49 +74,49 @@ def _token_energy(cfg, calls, constants):
     return energy.estimate(cfg, counts, constants)
 
 
-def _calibrated(model, model_name, chat, encode, headroom):
-    graph = LM.graph(model)
-    params = archs.llama_params(model)
-    samples = []
-    for q in CALIBRATION_PROMPTS:
-        c_ids = encode(_prompt_text(model, model_name, q, chat))
-        samples.append({"ids": np.array(c_ids), "pos": np.arange(len(c_ids))})
-    return graph, params, device_exec.calibrate(graph, params, samples, headroom=headroom)
+def _model_graph(model):
+    return LM.graph(model), archs.llama_params(model)
 
 
-def agreement(cfg, model_name, backend, texts, *, headroom=None, fine=None, mem_latency=30,
+def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
               check="every"):
     """Teacher-forced top-1 agreement of the device path with the float model over
     ``texts`` (each run as one prompt; every position's next-token argmax compared):
-    ``{"top1_agreement_vs_float", "positions", "headroom", "fine"}``. Scales are
-    calibrated on :data:`CALIBRATION_PROMPTS` (chat-rendered for ``smollm2``), never on
-    ``texts``."""
+    ``{"top1_agreement_vs_float", "positions", "per_text", "act_bits", ...}``."""
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODELS)}")
     if not texts:
         raise ValueError("no text to score")
     model, encode, _ = _load(model_name)
-    graph, params, factors = _calibrated(model, model_name, model_name == "smollm2", encode,
-                                         headroom)
+    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
+    graph, params = _model_graph(model)
     same = total = 0
+    per_text = []
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, factors, fine=fine)
+        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
         for text in texts:
             ids = np.array(encode(text))
+            if not len(ids):
+                raise ValueError("a text to score is empty")
+            if len(ids) > model.shape.context:
+                raise ValueError(f"a text to score has {len(ids)} tokens, more than the "
+                                 f"context of {model.shape.context}")
             feeds = {"ids": ids, "pos": np.arange(len(ids))}
             got = ex.run(feeds, {})["logits"].argmax(axis=-1)
             want = float_exec.run(graph, params, feeds, {})["logits"].argmax(axis=-1)
-            same += int((got == want).sum())
+            hits = int((got == want).sum())
+            per_text.append({"positions": len(ids), "top1": hits / len(ids)})
+            same += hits
             total += len(ids)
         bit_exact = dev.bit_exact
     return {"model": model_name, "backend": backend, "top1_agreement_vs_float": same / total,
-            "positions": total, "headroom": headroom or device_exec.HEADROOM, "fine": fine,
+            "positions": total, "per_text": per_text, "act_bits": act_bits,
             "bit_exact_vs_golden": bit_exact}
 
 
 def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
              clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None,
-             headroom=None, fine=None):
+             act_bits=None):
     """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
     dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
     ...}`` after each token."""
@@ -147,11 +138,12 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     if len(ids) + max_tokens > model.shape.context:
         raise ValueError(f"the prompt ({len(ids)} tokens) and --max-tokens {max_tokens} "
                          f"exceed the context of {model.shape.context}")
-    graph, params, factors = _calibrated(model, model_name, chat, encode, headroom)
+    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
+    graph, params = _model_graph(model)
 
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, factors, fine=fine)
+        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
         state = {}
         n0 = len(dev.calls)
         logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]
@@ -191,6 +183,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
         "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
+        "act_bits": act_bits,
         "prompt": text, "prompt_ids": list(map(int, ids)),
         "generated_ids": generated, "text": decode(generated),
         "prefill_tokens": len(ids),

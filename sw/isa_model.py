@@ -256,7 +256,8 @@ class Machine:
                   and b["acc_row"] + b["m"] <= acc_rows)
         elif op == isa.Op.STORE:
             ok = (b["acc_row"] + b["m"] <= acc_rows and b["param_tile"] < cfg.param_tiles
-                  and (not b["to_buf"] or b["buf_row"] + b["m"] <= cfg.act_buf_rows))
+                  and (not b["to_buf"] or (b["buf_row"] + b["m"] <= cfg.act_buf_rows
+                                           and not b["raw"])))
         else:
             ok = True
         if not ok:
@@ -276,7 +277,8 @@ class Machine:
             self._window(b["weight_addr"], b["k_tiles"] * cfg.rows * cfg.cols)
         elif op == isa.Op.STORE and not b["to_buf"]:
             self._align(b["dram_addr"], b["dram_stride"])
-            self._window(b["dram_addr"], (b["m"] - 1) * b["dram_stride"] + cfg.cols)
+            row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb
+            self._window(b["dram_addr"], (b["m"] - 1) * b["dram_stride"] + row_bytes)
         # Strides are non-negative, so row 0's first byte and the last row's last byte
         # bound every byte of the instruction: checking those two checks them all.
 
@@ -332,21 +334,24 @@ class Machine:
         return {"macs": macs, "array_rows": m * k_tiles, "read_bytes": nbytes}
 
     def _do_store(self, dram_addr, dram_stride, acc_row, m, param_tile, buf_row, to_buf,
-                  relu):
-        p = self.params
-        y = requantize(self.acc[acc_row:acc_row + m], p.bias[param_tile],
-                       p.mult[param_tile], p.shift[param_tile], bool(relu))
+                  relu, raw):
+        if raw:
+            y = self.acc[acc_row:acc_row + m].astype("<i4")
+        else:
+            p = self.params
+            y = requantize(self.acc[acc_row:acc_row + m], p.bias[param_tile],
+                           p.mult[param_tile], p.shift[param_tile], bool(relu))
         if to_buf:
             self.act[buf_row:buf_row + m] = y
             return {"write_bytes": 0}
-        C = self.cfg.cols
+        row_bytes = y.itemsize * self.cfg.cols
         dst = (dram_addr + np.arange(m, dtype=np.int64)[:, None] * dram_stride
-               + np.arange(C)).ravel()
+               + np.arange(row_bytes)).ravel()
         val = y.view(np.uint8).ravel()
         keep = _last_occurrences(dst)
         self.mem[dst[keep]] = val[keep]
-        self.dma_write_bytes += m * C
-        return {"write_bytes": m * C}
+        self.dma_write_bytes += m * row_bytes
+        return {"write_bytes": m * row_bytes}
 
     def _do_fence(self):
         return {}
@@ -607,8 +612,9 @@ def _footprint(cfg, op, b):
         if b["to_buf"]:
             writes.update(("act row", b["buf_row"] + j) for j in range(b["m"]))
         else:
-            writes.update(("memory beat", (b["dram_addr"] + j * b["dram_stride"]) // bb)
-                          for j in range(b["m"]))
+            beats = cfg.raw_row_beats if b["raw"] else 1
+            writes.update(("memory beat", (b["dram_addr"] + j * b["dram_stride"]) // bb + k)
+                          for j in range(b["m"]) for k in range(beats))
     return reads, writes, early
 
 
@@ -703,10 +709,11 @@ class Program:
                          accumulate=accumulate)
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
-              to_buf=0, relu=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
+              to_buf=0, relu=0, raw=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
         return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next),
                          dram_addr=dram_addr, dram_stride=dram_stride, acc_row=acc_row, m=m,
-                         param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu)
+                         param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu,
+                         raw=raw)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})

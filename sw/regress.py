@@ -83,7 +83,7 @@ BINS = (
        "reset:soft_after_error"]
     + ["stall:weight", "stall:act", "stall:insn", "burst_crosses_4k", "k_equals_1",
        "several_m_blocks", "saturate_high", "saturate_low", "zero_multiplier", "shift_63",
-       "relu", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks"]
+       "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks"]
 )
 
 
@@ -146,13 +146,16 @@ def _regions(cfg, layout):
     by the compiled program (the padding between them is not)."""
     kt = -(-layout.K // cfg.rows)
     nt = -(-layout.N // cfg.cols)
-    return {
+    regions = {
         "act": (layout.a_addr, layout.a_addr + layout.M * kt * cfg.rows),
         "weight": (layout.w_addr, layout.w_addr + kt * nt * cfg.rows * cfg.cols),
-        "param": (layout.p_addr, layout.p_addr + nt * isa.PARAM_BEATS * cfg.bus_bytes),
+        "param": (layout.p_addr, (layout.p_addr or 0) + nt * isa.PARAM_BEATS * cfg.bus_bytes),
         "prog": (layout.prog_addr, layout.prog_addr + layout.prog_len * isa.INSN_BYTES),
         "out": (layout.y_addr, layout.y_addr + layout.y_bytes),
     }
+    if layout.raw:                   # a raw GEMM reads no parameters
+        del regions["param"]
+    return regions
 
 
 def burst_starts(cfg, layout):
@@ -382,9 +385,9 @@ def _check(plan, kind, layout, clean, rtl):
 # One seed
 
 
-def _compile(cfg, a, w, bias, mult, shift, relu, base, block):
+def _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw=False):
     return compiler.compile_gemm(cfg, a, w, bias, mult, shift, relu=relu, base=base,
-                                 block=block)
+                                 block=block, raw=raw)
 
 
 def run_case(seed, sims=("verilator", "icarus")):
@@ -398,7 +401,10 @@ def run_case(seed, sims=("verilator", "icarus")):
     pause = float(rng.choice([0.0, 0.2, 0.5]))
     coin = rng.random()
     region = READ_REGIONS[int(rng.integers(len(READ_REGIONS)))]
-    layout = _compile(cfg, a, w, bias, mult, shift, relu, base, block)
+    # A raw GEMM (int32 outputs, no parameters) on a quarter of the fault-free runs.
+    raw = kind is None and rng.random() < 0.25
+    relu = relu and not raw
+    layout = _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw)
     if kind == "read_error" and region == "prog" and layout.prog_len >= 3:
         # Put a 4 KiB boundary at a random instruction: a fetch burst starts there.
         base = 4096 - 64 * int(rng.integers(1, min(63, (layout.prog_len - 1) // 2) + 1))
@@ -429,14 +435,14 @@ def run_case(seed, sims=("verilator", "icarus")):
         rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
                       seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"
-    what = (f"{sim} {cfg.name} {m}x{k}x{n} {mem}"
+    what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''} {mem}"
             + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else ""))
     problem = _check(plan, kind, layout, clean, rtl)
     if problem:
         return False, f"{what}: {problem}", set()
     blocks = -(-m // (block or compiler.choose_block(cfg, m, k)))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
-                 _saturates(a, w, bias, mult, shift), mem)
+                 (False, False) if raw else _saturates(a, w, bias, mult, shift), mem)
     return True, what, bins
 
 
@@ -484,7 +490,9 @@ def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
         hit.add("k_equals_1")
     if blocks > 1:
         hit.add("several_m_blocks")
-    if -(-layout.N // cfg.cols) > cfg.param_tiles:
+    if layout.raw:
+        hit.add("store_raw")
+    elif -(-layout.N // cfg.cols) > cfg.param_tiles:
         hit.add("param_chunks")
     # A burst crosses 4 KiB only if a transfer spans a boundary (split by the engine).
     regions = _regions(cfg, layout)
@@ -494,9 +502,9 @@ def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
         hit.add("saturate_high")
     if sat[1]:
         hit.add("saturate_low")
-    if (np.asarray(mult) == 0).any():
+    if not layout.raw and (np.asarray(mult) == 0).any():
         hit.add("zero_multiplier")
-    if (np.asarray(shift) == 63).any():
+    if not layout.raw and (np.asarray(shift) == 63).any():
         hit.add("shift_63")
     if relu:
         hit.add("relu")

@@ -121,6 +121,7 @@ def _one(op_builder):
      isa.Error.BAD_BUFFER),
     (lambda p: p.store(acc_row=0, m=2, param_tile=0, to_buf=1,
                        buf_row=TINY.act_buf_rows - 1), isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, to_buf=1, raw=1), isa.Error.BAD_BUFFER),
 ])
 def test_checks_stop_dispatch(build, error):
     p = _one(build)

@@ -76,7 +76,10 @@ def test_score_held_out_text():
     r = agreement(TINY, "llama-tiny", "golden", ["a held-out line", "and another"])
     assert r["positions"] == len("a held-out line") + len("and another")
     assert 0.0 <= r["top1_agreement_vs_float"] <= 1.0
-    fine = agreement(TINY, "llama-tiny", "golden", ["a held-out line"], fine=16, headroom=2)
-    assert fine["fine"] == 16 and fine["headroom"] == 2
-    with pytest.raises(ValueError, match="headroom must be positive"):
-        agreement(TINY, "llama-tiny", "golden", ["x"], headroom=0)
+    assert [t["positions"] for t in r["per_text"]] == [15, 11] and r["act_bits"] == 16
+    r8 = agreement(TINY, "llama-tiny", "golden", ["a held-out line"], act_bits=8)
+    assert r8["act_bits"] == 8
+    with pytest.raises(ValueError, match="act_bits must be 8 or 16"):
+        agreement(TINY, "llama-tiny", "golden", ["x"], act_bits=4)
+    with pytest.raises(ValueError, match="a text to score is empty"):
+        agreement(TINY, "llama-tiny", "golden", [""])

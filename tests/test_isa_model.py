@@ -439,6 +439,38 @@ def test_store_to_buffer(relu, rng):
     assert res.dma_write_bytes == 0
 
 
+@pytest.mark.parametrize("stride_rows", [1, 3])
+def test_raw_store_writes_the_int32_accumulators(stride_rows, rng):
+    """A raw STORE writes each accumulator row as C little-endian int32 (parameters and
+    relu unused); rows ``dram_stride`` apart; the window covers the last row's 4C bytes."""
+    cfg = DEFAULT
+    m = 5
+    prog, mem, acc, *_ = store_setup(cfg, rng, m)
+    row = 4 * cfg.cols
+    out = DATA + 48 * 1024
+    prog.store(acc_row=0, m=m, param_tile=2, raw=1, relu=1, dram_addr=out,
+               dram_stride=row * stride_rows)
+    prog.end()
+    res = run(cfg, mem, prog)
+    before = mem.copy()                            # run() wrote the program into mem
+    assert res.error == E.NONE and res.dma_write_bytes == m * row
+    for r in range(m):
+        got = res.mem[out + r * row * stride_rows:][:row].view("<i4")
+        assert np.array_equal(got, acc[r])
+    written = np.zeros(len(mem), bool)
+    for r in range(m):
+        written[out + r * row * stride_rows:][:row] = True
+    assert np.array_equal(res.mem[~written], before[~written])
+    # The last row's last byte must fit the window; to_buf with raw is refused.
+    for fields, error in ((dict(dram_addr=len(mem) - row), E.NONE),
+                          (dict(dram_addr=len(mem) - row + cfg.bus_bytes), E.DMA_WINDOW),
+                          (dict(dram_addr=out, to_buf=1), E.BAD_BUFFER)):
+        p = Program()
+        p.store(acc_row=0, m=1, param_tile=0, raw=1, dram_stride=row, **fields)
+        p.end()
+        assert run(cfg, mem, p).error == error, fields
+
+
 def test_store_unloaded_slot_gives_zero(rng):
     cfg = TINY
     prog, mem, acc, *_ = store_setup(cfg, rng, 2)
