@@ -143,6 +143,9 @@ def _parser():
     gn.add_argument("--score", action="append", metavar="TEXT",
                     help="instead of generating: the teacher-forced top-1 agreement of "
                          "the device path with the float model over TEXT (repeatable)")
+    gn.add_argument("--score-file", metavar="PATH",
+                    help="as --score, for each text of PATH (texts separated by lines "
+                         "holding only %%%%; e.g. docs/heldout.txt)")
     gn.add_argument("--json", action="store_true", help="print one JSON object")
 
     rg = sub.add_parser("regress", help="constrained-random regression, RTL vs golden model")
@@ -284,9 +287,11 @@ def _cmd_run(args):
 
 
 def _cmd_generate(args):
-    from serrano.sw.generate import agreement, generate
-    if args.score:
-        r = agreement(args.preset, args.model, args.backend, args.score,
+    from serrano.sw.generate import agreement, generate, read_texts
+    if args.score or args.score_file:
+        texts = list(args.score or []) + (read_texts(args.score_file) if args.score_file
+                                          else [])
+        r = agreement(args.preset, args.model, args.backend, texts,
                       act_bits=args.act_bits, mem_latency=args.mem_latency,
                       check=args.check)
         if args.json:

@@ -31,7 +31,7 @@ from .models import llama as LM
 from .nn import archs, device_exec, float_exec
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "DEFAULT_PROMPT", "generate", "agreement"]
+__all__ = ["MODELS", "DEFAULT_PROMPT", "generate", "agreement", "read_texts"]
 
 MODELS = ("smollm2", "llama-tiny")
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -76,6 +76,29 @@ def _token_energy(cfg, calls, constants):
 
 def _model_graph(model):
     return LM.graph(model), archs.llama_params(model)
+
+
+def read_texts(path):
+    """The texts of a ``--score-file``: separated by lines holding only ``%%``; the
+    file's leading lines that start with ``#`` are a header, not text."""
+    try:
+        lines = open(path, encoding="utf-8").read().split("\n")
+    except OSError as e:
+        raise ValueError(f"cannot read {str(path)!r}: {e.strerror}") from None
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    texts, cur = [], []
+    for line in lines + ["%%"]:
+        if line == "%%":
+            text = "\n".join(cur).strip("\n")
+            if text:
+                texts.append(text)
+            cur = []
+        else:
+            cur.append(line)
+    if not texts:
+        raise ValueError(f"{str(path)!r} holds no text")
+    return texts
 
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,

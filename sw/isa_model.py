@@ -315,14 +315,15 @@ class Machine:
                    accumulate):
         R, C = self.cfg.rows, self.cfg.cols
         nbytes = k_tiles * R * C
-        w = self.mem[weight_addr:weight_addr + nbytes].view(np.int8).astype(np.int64)
-        w = w.reshape(k_tiles, R, C)
+        w = self.mem[weight_addr:weight_addr + nbytes].view(np.int8)
+        w = w.reshape(k_tiles * R, C).astype(np.float64)
         rows = (act_row + np.arange(k_tiles, dtype=np.int64)[:, None] * act_kstep
                 + np.arange(m, dtype=np.int64)[None, :] * act_stride)       # (k_tiles, m)
-        a = self.act[rows].astype(np.int64)                                  # (k_tiles, m, R)
-        # Exact in int64: |sum| <= 65535 * R * 2**14, far below 2**63; wrapping the
-        # sum once equals wrapping after every tile (both are modulo 2**32).
-        total = np.einsum("kmr,krc->mc", a, w)
+        a = self.act[rows.T].reshape(m, k_tiles * R).astype(np.float64)     # (m, K)
+        # Exact in float64 (BLAS): every product and partial sum is an integer of at most
+        # 65535 * R * 2**14 < 2**53 in magnitude; wrapping the sum once equals wrapping
+        # after every tile (both are modulo 2**32).
+        total = (a @ w).astype(np.int64)
         out = slice(acc_row, acc_row + m)
         if accumulate:
             total += self.acc[out]

@@ -104,6 +104,7 @@ class DeviceExecutor:
         x2 = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
         M = len(x2)
         q, s = quantize_rows(x2, self.act_bits)
+        mark = dev.mark()                      # this call's scratch, freed when read
         rows = np.concatenate(split16(q)) if self.act_bits == 16 else q.astype(np.int8)
         a_addr = dev.put(compiler.pack_acts(rows, cfg))
         b = dev.builder()
@@ -125,6 +126,7 @@ class DeviceExecutor:
                 acc = 256 * acc[:M] + acc[M:]
             y = acc * s[:, None] * lin.w_scale
             result[name] = y.astype(np.float32).reshape(*x.shape[:-1], lin.n)
+        dev.release(mark)
         return result
 
     def run(self, feeds, state):
