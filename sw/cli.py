@@ -335,6 +335,8 @@ def _cmd_generate(args):
     if r["host_round_trips_per_token"] is not None:
         print(f"  host round trips per token: {r['host_round_trips_per_token']}")
     print(f"  top-1 agreement vs float  : {r['top1_agreement_vs_float']:.3f} (teacher-forced)")
+    same = "the same" if r["same_as_float_greedy"] else f"differs: {r['float_greedy_text']!r}"
+    print(f"  float model's greedy text : {same}")
     be = r["bit_exact_vs_golden"]
     print(f"  bit-exact vs golden model : {'n/a (golden backend)' if be is None else be}")
     print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")

@@ -196,6 +196,8 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
                          {})["logits"]
     want = ref.argmax(axis=-1)[len(ids) - 1:]
     agreement = float(np.mean(want == np.array(generated)))
+    # Free-running: the float model's own greedy answer to the same prompt.
+    float_ids, _ = LM.greedy(model, ids, len(generated), stop=stop if stop is not None else -1)
 
     bus = cfg.bus_bytes
     cycles = [sum(c.cycles for c in calls) for calls, _ in per_token] if timed else []
@@ -224,6 +226,8 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
         "energy": energies[-1] if energies else None,
         "host_round_trips_per_token": (len(per_token[-1][0]) if per_token else None),
         "top1_agreement_vs_float": agreement,
+        "float_greedy_ids": float_ids, "float_greedy_text": decode(float_ids),
+        "same_as_float_greedy": float_ids == generated,
         "bit_exact_vs_golden": bit_exact,
         "sim_wall_s": round(sim_wall, 3),
         "wall_s": round(time.perf_counter() - t_start, 3),

@@ -14,7 +14,8 @@ TINY = get_preset("tiny")
 KEYS = {"model", "backend", "preset", "prompt_ids", "generated_ids", "text", "prefill_cycles",
         "decode_cycles_per_token", "bus_utilization_per_token", "tokens_per_s",
         "joules_per_token", "energy", "host_round_trips_per_token",
-        "top1_agreement_vs_float", "bit_exact_vs_golden", "sim_wall_s"}
+        "top1_agreement_vs_float", "bit_exact_vs_golden", "sim_wall_s", "act_bits",
+        "float_greedy_ids", "same_as_float_greedy"}
 
 
 def test_llama_tiny_on_golden():
