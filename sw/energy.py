@@ -234,7 +234,8 @@ def _count(counts, key, default=None):
 
 def estimate(cfg, counts, constants=None):
     """Energy estimate of a run from its ``counts`` (see :data:`COUNT_KEYS`; optional
-    ``tokens``, ``host_round_trips``, ``store_raw_rows``). ``constants``: ``None``, a JSON path or a dict
+    ``tokens``, ``host_round_trips``, ``store_raw_rows``). ``constants``: ``None``, a JSON
+    path or a dict
     (:func:`load_constants`).
 
     Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``sram_j``, ``dram_j`` (and
@@ -302,3 +303,16 @@ def estimate(cfg, counts, constants=None):
         out["tokens"] = tokens
         out["joules_per_token"] = out["total_j"] / tokens
     return out
+
+
+def calls_estimate(cfg, calls, tokens=None, constants=None):
+    """:func:`estimate` of a list of device calls (:class:`sw.runtime.CallStats` with
+    their programs and counters: a timed backend's), over ``tokens`` tokens if given."""
+    counts = program_counts(cfg, [decode_program(c.program) for c in calls])
+    counts.update(array_cycles=sum(c.counters["array_cycles"] for c in calls),
+                  dma_read_bytes=sum(c.counters["dma_read_bytes"] for c in calls),
+                  dma_write_bytes=sum(c.counters["dma_write_bytes"] for c in calls),
+                  host_round_trips=len(calls))
+    if tokens is not None:
+        counts["tokens"] = tokens
+    return estimate(cfg, counts, constants)

@@ -13,7 +13,10 @@ Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file) and ``llama-tiny`
 token (:mod:`sw.nn.device_exec`): nothing is calibrated.
 
 The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
-``bus_utilization_per_token`` (bytes moved over the bus's peak for the token's cycles),
+``bus_utilization_per_token`` (the busier AXI channel's bytes, reads or writes, over its
+peak for the token's cycles), ``cycles_over_bus_roofline`` (the token's cycles over its
+read plus write bytes at the bus's peak: below 1 is possible, as AXI reads and writes
+travel on separate channels),
 ``tokens_per_s`` at ``clock_ghz``, ``joules_per_token`` and ``energy`` from the energy
 model (:mod:`sw.energy`: counted events, not silicon), ``host_round_trips_per_token``,
 ``top1_agreement_vs_float`` (teacher-forced: the float model's argmax at each generated
@@ -26,7 +29,6 @@ import numpy as np
 
 from . import energy
 from .backends import check_backend
-from .isa_model import decode_program
 from .models import llama as LM
 from .nn import archs, device_exec, float_exec
 from .runtime import CHECKS, Device
@@ -63,15 +65,6 @@ def _prompt_text(model, name, prompt, chat):
             raise ValueError(f"{name} has no chat template")
         return LM.chat_prompt(model, [{"role": "user", "content": prompt}])
     return prompt
-
-
-def _token_energy(cfg, calls, constants):
-    counts = energy.program_counts(cfg, [decode_program(c.program) for c in calls])
-    counts.update(array_cycles=sum(c.counters["array_cycles"] for c in calls),
-                  dma_read_bytes=sum(c.counters["dma_read_bytes"] for c in calls),
-                  dma_write_bytes=sum(c.counters["dma_write_bytes"] for c in calls),
-                  tokens=1, host_round_trips=len(calls))
-    return energy.estimate(cfg, counts, constants)
 
 
 def _model_graph(model):
@@ -201,9 +194,13 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
 
     bus = cfg.bus_bytes
     cycles = [sum(c.cycles for c in calls) for calls, _ in per_token] if timed else []
+    reads = [sum(c.counters["dma_read_bytes"] for c in calls)
+             for calls, _ in per_token] if timed else []
+    writes = [sum(c.counters["dma_write_bytes"] for c in calls)
+              for calls, _ in per_token] if timed else []
     moved = [sum(c.counters["dma_read_bytes"] + c.counters["dma_write_bytes"] for c in calls)
              for calls, _ in per_token] if timed else []
-    energies = [_token_energy(cfg, calls, constants) for calls, _ in per_token] if timed \
+    energies = [energy.calls_estimate(cfg, calls, 1, constants) for calls, _ in per_token] if timed \
         else []
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
@@ -214,9 +211,11 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
         "prefill_tokens": len(ids),
         "prefill_cycles": sum(c.cycles for c in prefill_calls) if timed else None,
         "decode_cycles_per_token": cycles or None,
-        "bus_utilization_per_token": ([b / (c * bus) for b, c in zip(moved, cycles)]
+        "bus_utilization_per_token": ([max(r, w) / (c * bus)
+                                       for r, w, c in zip(reads, writes, cycles)]
                                       if timed else None),
         "bytes_per_token": moved or None,
+        "read_bytes_per_token": reads or None, "write_bytes_per_token": writes or None,
         "cycles_over_bus_roofline": ([c / -(-b // bus) for b, c in zip(moved, cycles)]
                                      if timed else None),
         "clock_ghz": clock_ghz,

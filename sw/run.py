@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import transformer as T
+from . import energy, transformer as T
 from .models import layers as L
 from .backends import check_backend
 from .runtime import CHECKS, Device
@@ -58,9 +58,12 @@ def cosine(a, b):
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def _summary(dev, cfg):
+def _summary(dev, cfg, tokens):
+    """The run's totals; with a timed backend, its energy from the energy model
+    (:mod:`sw.energy`) in all and per token (``tokens``: the real tokens processed)."""
     t = dev.totals()
     cycles = t["cycles"]
+    e = energy.calls_estimate(cfg, dev.calls, tokens) if cycles else None
     return {
         "bit_exact_vs_golden": dev.bit_exact,
         "cycles": cycles,
@@ -76,6 +79,9 @@ def _summary(dev, cfg):
         "sim_wall_s": round(dev.sim_wall_s, 3),
         "check_wall_s": round(dev.check_wall_s, 3),
         "per_op": [{"name": c.name, "cycles": c.cycles, "macs": c.macs} for c in dev.calls],
+        "tokens_processed": tokens,
+        "energy": e,
+        "joules_per_token": e["joules_per_token"] if e else None,
     }
 
 
@@ -116,6 +122,7 @@ def _run_minilm(new_device, layers, seq, texts):
         "cosine_per_layer": [min(c) for c in layer_cos],
         "texts": list(texts),
         "tokens": [int(m.sum()) for m in mask],
+        "tokens_processed": int(mask.sum()),
     }
     if layers == len(model.layers):
         out["embedding"] = [float(v) for v in pooled[0]]
@@ -132,7 +139,8 @@ def _run_bert_tiny(new_device, seq):
     y = T.encoder_forward(dev, q, x)
     ref = L.encoder_layer(x, w, shape)
     c = cosine(y, ref)
-    return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c]}
+    return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c],
+                 "tokens_processed": seq}
 
 
 def _run_gpt_tiny(new_device, seq):
@@ -149,7 +157,7 @@ def _run_gpt_tiny(new_device, seq):
     c_pre, c_dec = cosine(y, ref), cosine(y_new, ref_new)
     return dev, {"layers": 1, "seq": seq, "cosine_vs_float": min(c_pre, c_dec),
                  "cosine_prefill": c_pre, "cosine_decode": c_dec,
-                 "cosine_per_layer": [min(c_pre, c_dec)]}
+                 "cosine_per_layer": [min(c_pre, c_dec)], "tokens_processed": seq + 1}
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
@@ -188,5 +196,6 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
         dev, out = runner(new_device, 16 if seq is None else seq)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
-              **out, **_summary(dev, cfg), "wall_s": round(time.perf_counter() - t0, 3)}
+              **out, **_summary(dev, cfg, out["tokens_processed"]),
+              "wall_s": round(time.perf_counter() - t0, 3)}
     return report, dev

@@ -12,6 +12,7 @@ from serrano.hw import isa
 from serrano.hw.config import PRESETS, get_preset
 from serrano.sw import compiler, golden, isa_model, requant
 from serrano.sw import transformer as T
+from tests.conftest import require_simulator
 from serrano.sw.models import layers as L, synthetic
 from serrano.sw.run import cosine, run_model
 from serrano.sw.runtime import Device
@@ -119,6 +120,22 @@ def test_run_json_keys(capsys):
                 "dma_write_bytes", "host_round_trips", "sim_wall_s", "per_op"):
         assert key in r
     assert all({"name", "cycles", "macs"} <= set(op) for op in r["per_op"])
+    assert r["tokens_processed"] == r["seq"] and r["joules_per_token"] is None  # untimed
+
+
+def test_run_reports_energy_per_token():
+    """On a cycle-counting backend ``serrano run`` gives the energy model's estimate of
+    its calls, in all and per token processed (gpt-tiny: the prefill and one decode)."""
+    require_simulator("verilator")
+    from serrano.sw import energy
+    from serrano.sw.run import run_model_on
+    r, dev = run_model_on(get_preset("tiny"), "gpt-tiny", "verilator", seq=8)
+    with dev:
+        want = energy.calls_estimate(dev.cfg, dev.calls, 9)
+    assert r["tokens_processed"] == 9
+    assert r["energy"]["total_j"] == want["total_j"] > 0
+    assert r["joules_per_token"] == want["total_j"] / 9
+    assert r["energy"]["host_round_trips"] == r["host_round_trips"]
 
 
 # ---- the tiler --------------------------------------------------------------------------------

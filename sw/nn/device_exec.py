@@ -22,8 +22,8 @@ Quantization (stated here, once; ``docs/quantization.md`` has what each step gai
   host: ``y[m, n] = (256 * acc_hi[m, n] + acc_lo[m, n]) * s[m] * s_w[n]`` (``acc`` alone
   for 8 bits). Nothing is rounded after the product, so outputs that feed the residual
   stream keep their full range and resolution;
-* linear nodes with a bias are refused (the bias would need the row's scale): Llama's
-  have none.
+* a linear node's bias (BERT and GPT have them) is added on the host, in float, to the
+  dequantized output.
 """
 
 from dataclasses import dataclass
@@ -67,6 +67,7 @@ class _Linear:
     k: int
     n: int
     w_addr: int
+    b: np.ndarray = None
 
 
 class DeviceExecutor:
@@ -83,14 +84,13 @@ class DeviceExecutor:
         cfg = dev.cfg
         self.linears = {}
         for n in _linear_nodes(graph):
-            if n.attrs.get("b") is not None:
-                raise ValueError(f"{graph.name}: {n.out} has a bias; the per-token device "
-                                 f"path takes bias-free linear layers")
             w = params[n.attrs["w"]]
+            b = n.attrs.get("b")
             ql = quantize_linear(w, np.zeros(w.shape[1]))
             self.linears[n.out] = _Linear(
                 w_scale=np.asarray(ql.w_scale, np.float64), k=w.shape[0], n=w.shape[1],
-                w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)))
+                w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
+                b=None if b is None else np.asarray(params[b], np.float64))
         # Linear nodes that read the same value run together, where the first one is.
         self.groups = {}
         first = {}
@@ -125,6 +125,8 @@ class DeviceExecutor:
             if self.act_bits == 16:
                 acc = 256 * acc[:M] + acc[M:]
             y = acc * s[:, None] * lin.w_scale
+            if lin.b is not None:
+                y = y + lin.b
             result[name] = y.astype(np.float32).reshape(*x.shape[:-1], lin.n)
         dev.release(mark)
         return result
