@@ -121,6 +121,7 @@ def _parser():
     r.add_argument("--preset", type=_preset, default=get_preset("default"),
                    help=f"one of {', '.join(preset_names())} (default: default)")
     r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
+    _add_act_bits(r)
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "
@@ -137,9 +138,7 @@ def _parser():
     gn.add_argument("--clock", type=float, default=1.0, metavar="GHZ",
                     help="clock for tokens per second (default: 1 GHz)")
     gn.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
-    gn.add_argument("--act-bits", type=int, choices=(8, 16), default=None,
-                    help="bits of the per-token GEMM inputs: 16 (two int8 passes through "
-                         "each weight tile; the default) or 8")
+    _add_act_bits(gn)
     gn.add_argument("--score", action="append", metavar="TEXT",
                     help="instead of generating: the teacher-forced top-1 agreement of "
                          "the device path with the float model over TEXT (repeatable)")
@@ -259,7 +258,8 @@ def _cmd_run(args):
     try:
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
                       seq=args.seq, text=args.text, progress=progress,
-                      mem_latency=args.mem_latency, check=args.check)
+                      mem_latency=args.mem_latency, check=args.check,
+                      act_bits=args.act_bits)
     finally:
         progress.close()
     if args.json:
@@ -288,6 +288,12 @@ def _cmd_run(args):
     print(f"  wall time                 : {r['wall_s']:.1f} s (simulation "
           f"{r['sim_wall_s']:.1f} s, golden check {r['check_wall_s']:.1f} s)")
     return 0 if be in (True, None) else 1
+
+
+def _add_act_bits(p):
+    p.add_argument("--act-bits", type=int, choices=(8, 16), default=None,
+                   help="bits of the per-token GEMM inputs: 16 (two int8 passes through "
+                        "each weight tile; the default) or 8")
 
 
 def _bit_exact_text(r, be):

@@ -9,21 +9,24 @@ Models:
 * ``gpt-tiny``: one synthetic pre-LN decoder layer: prefill of ``--seq`` tokens, then one
   decode step against its KV cache.
 
-Quantization scales are calibrated on a fixed set of inputs that are not the ones
-measured (:data:`CALIBRATION_TEXTS`, or other seeds for the synthetic models).
+Each model is its graph (:mod:`sw.nn.archs`) on the device executor
+(:mod:`sw.nn.device_exec`): every linear layer on the accelerator with int8 weights and
+per-token 16-bit inputs (``act_bits``), the int32 results dequantized on the host, the
+other ops (attention, LayerNorm, GELU, residual adds) on the host. Every scale is the
+current token's own, computed at run time: nothing is calibrated.
 """
 
 import time
 
 import numpy as np
 
-from . import energy, transformer as T
+from . import energy
 from .models import layers as L
 from .backends import check_backend
+from .nn import archs, device_exec
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "DEFAULT_TEXTS", "CALIBRATION_TEXTS", "run_model", "run_model_on",
-           "cosine"]
+__all__ = ["MODELS", "DEFAULT_TEXTS", "run_model", "run_model_on", "cosine"]
 
 MODELS = ("minilm", "bert-tiny", "gpt-tiny")
 
@@ -38,19 +41,6 @@ DEFAULT_TEXTS = (
     "Stock markets fell sharply after the announcement on Tuesday.",
     "She has been learning to play the violin for 12 years.",
 )
-
-# Calibration only: never measured.
-CALIBRATION_TEXTS = (
-    "A cat sat on the warm windowsill in the afternoon sun.",
-    "How do I reset my password if I forgot the old one?",
-    "The committee will publish its final report next spring, after two hearings.",
-    "Neural networks are trained with gradient descent on large datasets.",
-    "Rain is expected across the northern region for most of the weekend.",
-    "for i in range(10): print(i * i)",
-    "The museum houses over 3,000 paintings from the 17th century.",
-    "He ordered a coffee and sat down to read the newspaper.",
-)
-
 
 def cosine(a, b):
     a = np.asarray(a, np.float64).ravel()
@@ -85,33 +75,31 @@ def _summary(dev, cfg, tokens):
     }
 
 
-def _run_minilm(new_device, layers, seq, texts):
+def _run_minilm(new_device, layers, seq, texts, act_bits):
     from .models import minilm
     model = minilm.load_minilm()
     layers = minilm._layer_count(model, layers)
-    # Each calibration text on its own, unpadded: padded positions would widen the scales.
-    calib = [minilm.forward_float(model, text, layers)["hidden_states"]
-             for text in CALIBRATION_TEXTS]
-    qlayers = [T.calibrate_encoder(model.layers[i], model.shape,
-                                   [(hs[i][0], None) for hs in calib], eps=model.eps)
-               for i in range(layers)]
-    dev = new_device()
-    for q in qlayers:                    # weights live in device memory for the whole run
-        for blk in (q.qkv, q.wo, q.w1, q.w2):
-            blk.upload(dev)
+    graph = archs.bert_encoder(model.shape, layers, eps=model.eps)
+    params = archs.bert_params(model.layers[:layers])
     ids, mask = minilm.tokenize(model, list(texts), max_seq=seq)
     ref = minilm.forward_ids(model, ids, mask, layers)
     x = minilm.embed(model, ids)
+    dev = new_device()
+    ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
+    names = [f"blk.{i}.y" for i in range(layers)]
     layer_cos = [[] for _ in range(layers)]
     final = []
     for t in range(len(texts)):
-        keep = mask[t].astype(bool)
-        h = x[t]
-        for i, q in enumerate(qlayers):
-            mark = dev.mark()
-            h = T.encoder_forward(dev, q, h, mask[t])
-            dev.release(mark)
-            layer_cos[i].append(cosine(h[keep], ref["hidden_states"][i + 1][t][keep]))
+        # Each text on its own: padded to ``seq`` rows if given, else its own tokens (a
+        # padded position changes no real token's result: the mask hides it).
+        n = len(mask[t]) if seq is not None else int(mask[t].sum())
+        out = ex.run({"x": x[t:t + 1, :n], "mask": mask[t:t + 1, :n]}, {}, keep=names)
+        keep = mask[t, :n].astype(bool)
+        for i, name in enumerate(names):
+            layer_cos[i].append(cosine(out[name][0][keep],
+                                       ref["hidden_states"][i + 1][t][:n][keep]))
+        h = np.zeros_like(x[t])
+        h[:n] = out[names[-1]][0]
         final.append(h)
     pooled = minilm.l2_normalize(minilm.mean_pool(np.stack(final), mask))
     emb_cos = [cosine(pooled[t], ref["sentence_embedding"][t]) for t in range(len(texts))]
@@ -129,29 +117,29 @@ def _run_minilm(new_device, layers, seq, texts):
     return dev, out
 
 
-def _run_bert_tiny(new_device, seq):
+def _run_bert_tiny(new_device, seq, act_bits):
     from .models import synthetic
     w, shape = synthetic.bert_tiny(0)
-    samples = [(synthetic.random_inputs(shape, seq, seed=100 + s), None) for s in range(4)]
-    q = T.calibrate_encoder(w, shape, samples)
+    graph, params = archs.bert_encoder(shape, 1), archs.bert_params([w])
     x = synthetic.random_inputs(shape, seq, seed=1)
     dev = new_device()
-    y = T.encoder_forward(dev, q, x)
-    ref = L.encoder_layer(x, w, shape)
-    c = cosine(y, ref)
+    y = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits).run(
+        {"x": x, "mask": np.ones((1, seq), np.int64)}, {})["blk.0.y"]
+    c = cosine(y, L.encoder_layer(x, w, shape))
     return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c],
                  "tokens_processed": seq}
 
 
-def _run_gpt_tiny(new_device, seq):
+def _run_gpt_tiny(new_device, seq, act_bits):
     from .models import synthetic
     w, shape = synthetic.gpt_tiny(0)
-    samples = [synthetic.random_inputs(shape, seq + 1, seed=100 + s) for s in range(4)]
-    q = T.calibrate_decoder(w, shape, samples)
+    graph, params = archs.gpt_decoder(shape, 1), archs.gpt_params([w])
     x = synthetic.random_inputs(shape, seq + 1, seed=1)
     dev = new_device()
-    y, cache = T.decoder_prefill(dev, q, x[:seq])
-    y_new, cache = T.decoder_decode(dev, q, x[seq], cache)
+    ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
+    state = {}
+    y = ex.run({"x": x[:seq]}, state)["blk.0.y"]
+    y_new = ex.run({"x": x[seq:]}, state)["blk.0.y"][0]
     ref, ref_cache = L.decoder_prefill(x[:seq], w, shape)
     ref_new, _ = L.decoder_decode(x[seq], w, shape, ref_cache)
     c_pre, c_dec = cosine(y, ref), cosine(y_new, ref_new)
@@ -161,16 +149,17 @@ def _run_gpt_tiny(new_device, seq):
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-              mem_latency=30, check="every"):
+              mem_latency=30, check="every", act_bits=None):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
-                               progress=progress, mem_latency=mem_latency, check=check)
+                               progress=progress, mem_latency=mem_latency, check=check,
+                               act_bits=act_bits)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-                 mem_latency=30, check="every"):
+                 mem_latency=30, check="every", act_bits=None):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
@@ -180,6 +169,7 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
     if seq is not None and (not isinstance(seq, int) or seq < 1):
         raise ValueError(f"--seq must be a positive integer, not {seq!r}")
+    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
 
     def new_device():
         return Device(cfg, backend, mem_latency=mem_latency, progress=progress, check=check)
@@ -187,15 +177,17 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     t0 = time.perf_counter()
     if model == "minilm":
         texts = DEFAULT_TEXTS if text is None else (text,)
-        dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts)
+        dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts,
+                               act_bits)
     else:
         if layers not in (None, 1):
             raise ValueError(f"{model} has 1 layer, not {layers}")
         if text is not None:
             raise ValueError(f"{model} takes random inputs, not --text")
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
-        dev, out = runner(new_device, 16 if seq is None else seq)
+        dev, out = runner(new_device, 16 if seq is None else seq, act_bits)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
+              "act_bits": act_bits,
               **out, **_summary(dev, cfg, out["tokens_processed"]),
               "wall_s": round(time.perf_counter() - t0, 3)}
     return report, dev

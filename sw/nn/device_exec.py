@@ -131,9 +131,10 @@ class DeviceExecutor:
         dev.release(mark)
         return result
 
-    def run(self, feeds, state):
+    def run(self, feeds, state, *, keep=()):
         """Run the graph on ``feeds`` with ``state`` (the KV cache, on the host); the
-        graph's outputs. Scratch device memory is freed at the end."""
+        graph's outputs and the values named in ``keep``. Scratch device memory is freed
+        at the end."""
         dev = self.dev
         values = float_exec.feed(self.graph, feeds)
         mark = dev.mark()
@@ -148,4 +149,4 @@ class DeviceExecutor:
                         n, [values[i] for i in n.ins], self.params, state)
         finally:
             dev.release(mark)
-        return {name: values[name] for name in self.graph.outputs}
+        return {name: values[name] for name in (*self.graph.outputs, *keep)}
