@@ -10,8 +10,9 @@ The suite (``--preset default`` unless told otherwise; ``--quick`` runs a reduce
   :data:`GEMM_SHAPES`, through :func:`sw.gemm.run_gemm` (random int8 operands, checked
   bit-exactly against numpy and the golden ISA model).
 * **layer**: one MiniLM encoder layer at sequence 128 on a fixed sentence
-  (:func:`sw.run.run_model`, 16-bit inputs); 4 accelerator calls (Q, K and V; the output
-  projection; FFN up; FFN down), attention and the other ops on the host between them.
+  (:func:`sw.run.run_model`, 16-bit inputs); 6 accelerator calls (Q, K and V; scores;
+  context; the output projection; FFN up; FFN down), softmax, LayerNorm, GELU and the
+  residual adds on the host between them.
 * **decode**: one decode step of the tiny decoder (``gpt-tiny``) against a KV cache of
   128 tokens; the prefill that builds the cache runs on the golden backend, only the
   decode step on the RTL (:func:`run_decode_step`).

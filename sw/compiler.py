@@ -148,6 +148,9 @@ class Gemm:
     y_addr: int          # n-tile-major outputs
     relu: bool = False
     raw: bool = False    # store the int32 accumulators unrequantized
+    # Bytes from one N-tile's weights to the next (default ``ceil(K/R) * R * C``, packed);
+    # larger for a matrix kept with room to grow along K (a KV cache's V).
+    w_stride: int = None
     macs: int = field(init=False)
 
     def __post_init__(self):
@@ -192,7 +195,7 @@ class Builder:
                 for j in chunk:
                     acc_row = (t % 2) * half_acc
                     last_of_block = j == chunk[-1]
-                    w_addr = g.w_addr + j * kt * R * C
+                    w_addr = g.w_addr + j * (g.w_stride or kt * R * C)
                     # (k-tile start, k-tiles, waits for a load) of each MATMUL of tile j
                     parts = ([(i, 1, 1) for i in range(kt)] if j == chunk[0]
                              else [(0, kt, 0)])

@@ -49,7 +49,8 @@ def test_llama_tiny_on_golden_tracks_float(tiny_llama, act_bits):
     # Per-token scales: a row's result does not depend on the other rows, so decoding
     # after a prefill gives exactly the longer prefill's last row.
     np.testing.assert_array_equal(dec[0], longer[-1])
-    assert calls == 3 * (2 * 4 + 1)     # 3 runs; per layer QKV, O, gate+up, down; LM head
+    # 3 runs; per layer QKV, scores, context, O, gate+up, down; the LM head
+    assert calls == 3 * (2 * 6 + 1)
 
 
 def test_llama_tiny_bit_exact_on_verilator(tiny_llama):
@@ -62,13 +63,29 @@ def test_llama_tiny_bit_exact_on_verilator(tiny_llama):
         np.testing.assert_array_equal(a, b)
 
 
-def test_linear_with_bias_is_refused():
+@pytest.mark.parametrize("backend", ["golden", "verilator"])
+def test_bert_tiny_with_biases_and_a_mask(backend):
+    """An encoder (biases, attention without a cache, a padding mask) on the device
+    executor: close to float, padded rows change no real row, the RTL bit-exact."""
+    require_simulator(backend)
     w, shape = synthetic.bert_tiny(0)
     g = archs.bert_encoder(shape, 1)
     params = archs.bert_params([w])
-    with Device(TINY, "golden", mem_bytes=1 << 20) as dev:
-        with pytest.raises(ValueError, match="has a bias; the per-token device path"):
-            DE.DeviceExecutor(dev, g, params)
+    x = synthetic.random_inputs(shape, 12, seed=3)[None]
+    mask = np.ones((1, 12), np.int64)
+    mask[0, 9:] = 0
+    with Device(TINY, backend, mem_bytes=1 << 22) as dev:
+        ex = DE.DeviceExecutor(dev, g, params)
+        y = ex.run({"x": x, "mask": mask}, {})["blk.0.y"][0]
+        cut = ex.run({"x": x[:, :9], "mask": mask[:, :9]}, {})["blk.0.y"][0]
+        assert dev.bit_exact in (True, None)
+    ref = float_exec.run(g, params, {"x": x, "mask": mask}, {})["blk.0.y"][0]
+    assert min(_cosines(y[:9], ref[:9])) > 0.999
+    np.testing.assert_array_equal(y[:9], cut)
+    with Device(TINY, "golden", mem_bytes=1 << 22) as dev:
+        with pytest.raises(ValueError, match="one sequence at a time"):
+            DE.DeviceExecutor(dev, g, params).run({"x": np.concatenate([x, x]),
+                                                   "mask": np.ones((2, 12))}, {})
 
 
 def test_split16_round_trips_every_value():

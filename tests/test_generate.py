@@ -34,9 +34,9 @@ def test_llama_tiny_on_verilator_counts_every_token():
     assert r["generated_ids"] == g["generated_ids"]
     assert len(r["decode_cycles_per_token"]) == 2 and r["prefill_cycles"] > 0
     for util, over in zip(r["bus_utilization_per_token"], r["cycles_over_bus_roofline"]):
-        assert 0 < util <= 1 and over >= 1
+        assert 0 < util <= 1 and over > 0.5     # reads and writes: two AXI channels
     assert r["joules_per_token"] > r["energy"]["dram_j"] > 0
-    assert r["host_round_trips_per_token"] == 2 * 4 + 1
+    assert r["host_round_trips_per_token"] == 2 * 6 + 1
 
 
 def test_smollm2_answers_on_golden():

@@ -1,10 +1,21 @@
 """The device executor, first form: a graph's GEMMs on the accelerator, the rest on the host.
 
-Every ``linear`` node runs on a :class:`sw.runtime.Device`; every other op (norms,
-activations, rotary embeddings, attention, residual adds) runs on the host in float32 with
-the float executor's own code (:func:`sw.nn.float_exec.eval_node`), as the "host ops" path
-of an accelerator without a vector unit. Linear nodes that read the same value run as
-one call (Q, K and V; gate and up).
+Every ``linear`` node, and attention's two products (``scores``: ``Q K^T``, ``context``:
+``P V``), run on a :class:`sw.runtime.Device`; the other ops (norms, activations, rotary
+embeddings, softmax, residual adds) run on the host in float32 with the float executor's
+own code (:func:`sw.nn.float_exec.eval_node`), as the "host ops" path of an accelerator
+without a vector unit. Linear nodes that read the same value run as one call (Q, K and
+V; gate and up); the scores of every KV head are one call, their contexts another.
+
+Attention on the device (:class:`KVCache`): each KV head's keys are kept in device memory
+as the weights of ``Q K^T`` (``K^T``, ``d x positions``, N-tiles along positions) and its
+values as the weights of ``P V`` (``positions x d``, room for ``capacity`` positions
+along K), int8 with one scale per position. A ``kv_append`` writes only the tiles that
+hold the new positions; nothing already in the cache moves again. The query heads of a
+group are rows of one GEMM against their KV head's keys (grouped-query attention without
+copying K or V). Scores: ``(256 acc_hi + acc_lo) * s_q[row] * s_k[pos] / sqrt(d)``.
+Context: the probabilities times each position's value scale, ``P[row, pos] * s_v[pos]``,
+are the GEMM's 16-bit rows, so ``ctx = acc * s_row``.
 
 Quantization (stated here, once; ``docs/quantization.md`` has what each step gained):
 
@@ -28,13 +39,15 @@ Quantization (stated here, once; ``docs/quantization.md`` has what each step gai
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from .. import compiler, isa_model
 from ..quant import quantize_linear
 from . import float_exec
 
-__all__ = ["ACT_BITS", "split16", "DeviceExecutor"]
+__all__ = ["ACT_BITS", "split16", "quantize_rows", "KVCache", "DeviceExecutor"]
 
 #: Bits of the per-token GEMM inputs: 16 (two int8 passes) or 8.
 ACT_BITS = 16
@@ -61,6 +74,75 @@ def quantize_rows(x, bits):
     return np.clip(np.round(x / s[:, None]), -_TOP[bits], _TOP[bits]).astype(np.int32), s
 
 
+class KVCache:
+    """Keys (``role="k"``) or values (``role="v"``) of ``heads`` KV heads of width ``d`` in
+    device memory, room for ``capacity`` positions, int8 with a scale per (head,
+    position); laid out as the weights of the attention product that reads them (see
+    the module docstring). :meth:`append` adds positions; ``len`` is the positions held."""
+
+    def __init__(self, dev, role, heads, d, capacity):
+        cfg = dev.cfg
+        R, C = cfg.rows, cfg.cols
+        self.dev, self.role, self.heads, self.d = dev, role, heads, d
+        self.capacity = -(-capacity // max(R, C)) * max(R, C)
+        self.n = 0
+        self.q = np.zeros((heads, self.capacity, d), np.int8)      # host mirror of tiles
+        self.scale = np.ones((heads, self.capacity))
+        if role == "k":                 # K^T: d x positions, N-tiles along positions
+            self.kt, self.nt = -(-d // R), self.capacity // C
+        else:                           # V: positions x d, K-tiles along positions
+            self.kt, self.nt = self.capacity // R, -(-d // C)
+        self.head_bytes = self.kt * self.nt * R * C
+        self.addr = dev.alloc(heads * self.head_bytes)
+
+    def __len__(self):
+        return self.n
+
+    def append(self, x):
+        """Quantize ``x`` (``heads x new x d``) per position and write the tiles that
+        hold the new positions."""
+        x = np.asarray(x, np.float64)
+        new = x.shape[-2]
+        if self.n + new > self.capacity:
+            raise ValueError(f"the KV cache holds {self.capacity} positions; "
+                             f"{self.n + new} do not fit")
+        p0, p1 = self.n, self.n + new
+        for h in range(self.heads):
+            q, s = quantize_rows(x[h], 8)
+            self.q[h, p0:p1], self.scale[h, p0:p1] = q, s
+        self.n = p1
+        cfg = self.dev.cfg
+        R, C = cfg.rows, cfg.cols
+        tile = R * C
+        if self.role == "k":
+            for h in range(self.heads):
+                for j in range(p0 // C, -(-p1 // C)):
+                    wt = np.zeros((self.kt * R, C), np.int8)
+                    wt[:self.d] = self.q[h, j * C:(j + 1) * C].T
+                    blob = wt.reshape(self.kt, R, C)
+                    self.dev.write(self.addr + h * self.head_bytes + j * self.kt * tile,
+                                   blob.view(np.uint8).ravel())
+        else:
+            for h in range(self.heads):
+                for i in range(p0 // R, -(-p1 // R)):
+                    rows = np.zeros((R, self.nt * C), np.int8)
+                    rows[:, :self.d] = self.q[h, i * R:(i + 1) * R]
+                    for j in range(self.nt):
+                        self.dev.write(self.addr + h * self.head_bytes
+                                       + (j * self.kt + i) * tile,
+                                       rows[:, j * C:(j + 1) * C].copy().view(np.uint8)
+                                       .ravel())
+
+    def gemm(self, h, M, a_addr, y_addr):
+        """The raw GEMM of ``M`` rows at ``a_addr`` against head ``h``."""
+        cfg = self.dev.cfg
+        base = self.addr + h * self.head_bytes
+        if self.role == "k":
+            return compiler.Gemm(M, self.d, self.n, a_addr, base, None, y_addr, raw=True)
+        return compiler.Gemm(M, self.n, self.d, a_addr, base, None, y_addr, raw=True,
+                             w_stride=self.kt * cfg.rows * cfg.cols)
+
+
 @dataclass
 class _Linear:
     w_scale: np.ndarray
@@ -72,13 +154,18 @@ class _Linear:
 
 class DeviceExecutor:
     """``graph`` with its ``params`` on ``dev``: the int8 weights of every linear node go
-    into device memory once (:meth:`__init__`); :meth:`run` then executes the graph for
-    new inputs, one device call per group of linear nodes that share an input, with
-    ``act_bits`` (8 or 16) per-token inputs (see the module docstring)."""
+    into device memory once, and so do the KV caches, with room for ``positions``
+    positions (:meth:`__init__`); :meth:`run` then executes the graph for new inputs, one
+    device call per group of linear nodes that share an input and one per attention
+    product, with ``act_bits`` (8 or 16) per-token inputs (see the module docstring).
+    One sequence at a time: a new ``state`` dict starts a new one (and empties the
+    caches)."""
 
-    def __init__(self, dev, graph, params, *, act_bits=ACT_BITS):
+    def __init__(self, dev, graph, params, *, act_bits=ACT_BITS, positions=512):
         if act_bits not in _TOP:
             raise ValueError(f"act_bits must be 8 or 16, not {act_bits!r}")
+        if not isinstance(positions, int) or positions < 1:
+            raise ValueError(f"positions must be a positive integer, not {positions!r}")
         self.dev, self.graph, self.params = dev, graph, params
         self.act_bits = act_bits
         cfg = dev.cfg
@@ -98,55 +185,155 @@ class DeviceExecutor:
             if n.op == "linear":
                 key = first.setdefault(n.ins[0], n.out)
                 self.groups.setdefault(key, []).append(n.out)
+        # One device KV cache per kv_append slot, for the whole executor's life.
+        maker = {n.out: n for n in graph.nodes}
+        role = {}
+        for n in graph.nodes:
+            if n.op in ("scores", "context"):
+                role[n.ins[1]] = "k" if n.op == "scores" else "v"
+        self.caches = {}
+        for n in graph.nodes:
+            if n.op != "kv_append":
+                continue
+            src = maker[n.ins[0]]
+            while src.op != "split_heads":
+                src = maker[src.ins[0]]
+            heads = src.attrs["heads"]
+            width = self.linears[src.ins[0]].n
+            self.caches[n.attrs["slot"]] = KVCache(dev, role[n.out], heads, width // heads,
+                                                   positions)
+        self._sequence = None
+
+    def _rows(self, x):
+        """Per-row quantized int8 rows of ``x`` (2-D) for a GEMM (two per row at 16 bits),
+        their scales, and how to recombine the GEMM's int32 rows."""
+        q, s = quantize_rows(x, self.act_bits)
+        if self.act_bits == 16:
+            return np.concatenate(split16(q)), s, \
+                (lambda acc: 256 * acc[:len(q)] + acc[len(q):])
+        return q.astype(np.int8), s, (lambda acc: acc)
+
+    def _device_call(self, name, jobs):
+        """One device call of raw GEMMs: ``jobs`` is a list of ``(x, gemm, n)``, ``x`` the
+        float input rows, ``gemm(M, a_addr, y_addr)`` its :class:`sw.compiler.Gemm`, ``n``
+        its output width. Returns each job's ``acc * s_row`` in float64."""
+        dev, cfg = self.dev, self.dev.cfg
+        mark = dev.mark()                      # this call's scratch, freed when read
+        b = dev.builder()
+        pending = []
+        for x, gemm, n in jobs:
+            rows, s, combine = self._rows(x)
+            a_addr = dev.put(compiler.pack_acts(rows, cfg))
+            nbytes = compiler.out_bytes(cfg, len(rows), n, raw=True)
+            y_addr = dev.alloc(nbytes)
+            b.gemm(gemm(len(rows), a_addr, y_addr))
+            pending.append((y_addr, nbytes, len(rows), n, s, combine))
+        dev.call(name, b)
+        out = []
+        for y_addr, nbytes, M, n, s, combine in pending:
+            acc = compiler.unpack_raw(dev.read(y_addr, nbytes), M, n, cfg).astype(np.int64)
+            out.append(combine(acc) * s[:, None])
+        dev.release(mark)
+        return out
 
     def _call(self, names, x):
-        dev, cfg = self.dev, self.dev.cfg
         x2 = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
-        M = len(x2)
-        q, s = quantize_rows(x2, self.act_bits)
-        mark = dev.mark()                      # this call's scratch, freed when read
-        rows = np.concatenate(split16(q)) if self.act_bits == 16 else q.astype(np.int8)
-        a_addr = dev.put(compiler.pack_acts(rows, cfg))
-        b = dev.builder()
-        outs = []
+        jobs = []
         for name in names:
             lin = self.linears[name]
-            nbytes = compiler.out_bytes(cfg, len(rows), lin.n, raw=True)
-            y_addr = dev.alloc(nbytes)
-            b.gemm(compiler.Gemm(len(rows), lin.k, lin.n, a_addr, lin.w_addr, None, y_addr,
-                                 raw=True))
-            outs.append((name, y_addr, nbytes))
-        dev.call(" + ".join(names), b)
+            jobs.append((x2, (lambda M, a, y, lin=lin: compiler.Gemm(
+                M, lin.k, lin.n, a, lin.w_addr, None, y, raw=True)), lin.n))
         result = {}
-        for name, y_addr, nbytes in outs:
+        for name, y in zip(names, self._device_call(" + ".join(names), jobs)):
             lin = self.linears[name]
-            acc = compiler.unpack_raw(dev.read(y_addr, nbytes), len(rows), lin.n,
-                                      cfg).astype(np.int64)
-            if self.act_bits == 16:
-                acc = 256 * acc[:M] + acc[M:]
-            y = acc * s[:, None] * lin.w_scale
+            y = y * lin.w_scale
             if lin.b is not None:
                 y = y + lin.b
             result[name] = y.astype(np.float32).reshape(*x.shape[:-1], lin.n)
-        dev.release(mark)
         return result
 
+    @staticmethod
+    def _heads(x, what):
+        """``x`` as ``(heads, s, n)``: one sequence (leading dimensions of size 1)."""
+        x = np.asarray(x)
+        if int(np.prod(x.shape[:-3], dtype=np.int64)) != 1:
+            raise ValueError(f"the device runs {what} for one sequence at a time, not a "
+                             f"batch of shape {x.shape[:-3]}")
+        return x.reshape(x.shape[-3:])
+
+    def _cache_of(self, kv, role):
+        """A :class:`KVCache` as it is, or an array ``(heads, s, d)`` put into a scratch
+        one (attention without a cache: BERT)."""
+        if isinstance(kv, KVCache):
+            return kv
+        kv = self._heads(kv, "attention")
+        cache = KVCache(self.dev, role, kv.shape[0], kv.shape[2], kv.shape[1])
+        cache.append(kv)
+        return cache
+
+    def _scores(self, n, q, kv):
+        lead = np.shape(q)[:-3]
+        q = self._heads(q, "attention")
+        cache = self._cache_of(kv, "k")
+        heads, S, d = q.shape
+        group, P = n.attrs["group"], len(cache)
+        jobs = [(q[h * group:(h + 1) * group].reshape(group * S, d),
+                 (lambda M, a, y, h=h: cache.gemm(h, M, a, y)), P)
+                for h in range(cache.heads)]
+        out = np.empty((heads, S, P))
+        for h, acc in enumerate(self._device_call(n.out, jobs)):
+            out[h * group:(h + 1) * group] = (acc * cache.scale[h, :P] / math.sqrt(d)
+                                              ).reshape(group, S, P)
+        return out.astype(np.float32).reshape(*lead, heads, S, P)
+
+    def _context(self, n, p, kv):
+        lead = np.shape(p)[:-3]
+        p = self._heads(p, "attention")
+        cache = self._cache_of(kv, "v")
+        heads, S, P = p.shape
+        group, d = n.attrs["group"], cache.d
+        jobs = [((p[h * group:(h + 1) * group] * cache.scale[h, :P]).reshape(group * S, P),
+                 (lambda M, a, y, h=h: cache.gemm(h, M, a, y)), d)
+                for h in range(cache.heads)]
+        out = np.empty((heads, S, d))
+        for h, acc in enumerate(self._device_call(n.out, jobs)):
+            out[h * group:(h + 1) * group] = acc.reshape(group, S, d)
+        return out.astype(np.float32).reshape(*lead, heads, S, d)
+
     def run(self, feeds, state, *, keep=()):
-        """Run the graph on ``feeds`` with ``state`` (the KV cache, on the host); the
+        """Run the graph on ``feeds`` with ``state`` (this sequence's KV caches, in device
+        memory: pass the same dict from step to step, a new one for a new sequence); the
         graph's outputs and the values named in ``keep``. Scratch device memory is freed
         at the end."""
         dev = self.dev
+        if self.caches and state.get("_sequence") is not self:
+            if state:
+                raise ValueError("this state belongs to another executor or sequence")
+            for cache in self.caches.values():         # a new sequence: empty caches
+                cache.n = 0
+            state.update(self.caches, _sequence=self)
+            self._sequence = state
+        elif self.caches and self._sequence is not state:
+            raise ValueError("the device KV caches hold a newer sequence than this state")
         values = float_exec.feed(self.graph, feeds)
         mark = dev.mark()
         try:
             for n in self.graph.nodes:
                 if n.out in values:
                     continue                          # computed with its group
+                x = [values[i] for i in n.ins]
                 if n.op == "linear":
-                    values.update(self._call(self.groups[n.out], values[n.ins[0]]))
+                    values.update(self._call(self.groups[n.out], x[0]))
+                elif n.op == "kv_append":
+                    cache = state[n.attrs["slot"]]
+                    cache.append(self._heads(x[0], "a KV cache"))
+                    values[n.out] = cache
+                elif n.op == "scores":
+                    values[n.out] = self._scores(n, x[0], x[1])
+                elif n.op == "context":
+                    values[n.out] = self._context(n, x[0], x[1])
                 else:
-                    values[n.out] = float_exec.eval_node(
-                        n, [values[i] for i in n.ins], self.params, state)
+                    values[n.out] = float_exec.eval_node(n, x, self.params, state)
         finally:
             dev.release(mark)
         return {name: values[name] for name in (*self.graph.outputs, *keep)}
