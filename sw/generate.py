@@ -108,15 +108,17 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
     graph, params = _model_graph(model)
     same = total = 0
     per_text = []
+    all_ids = [np.array(encode(text)) for text in texts]
+    for ids in all_ids:
+        if not len(ids):
+            raise ValueError("a text to score is empty")
+        if len(ids) > model.shape.context:
+            raise ValueError(f"a text to score has {len(ids)} tokens, more than the "
+                             f"context of {model.shape.context}")
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
-        for text in texts:
-            ids = np.array(encode(text))
-            if not len(ids):
-                raise ValueError("a text to score is empty")
-            if len(ids) > model.shape.context:
-                raise ValueError(f"a text to score has {len(ids)} tokens, more than the "
-                                 f"context of {model.shape.context}")
+        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
+                                        positions=max(map(len, all_ids)))
+        for ids in all_ids:
             feeds = {"ids": ids, "pos": np.arange(len(ids))}
             got = ex.run(feeds, {})["logits"].argmax(axis=-1)
             want = float_exec.run(graph, params, feeds, {})["logits"].argmax(axis=-1)
@@ -159,7 +161,8 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
 
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
+        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
+                                        positions=len(ids) + max_tokens)
         state = {}
         n0 = len(dev.calls)
         logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]
