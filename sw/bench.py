@@ -13,6 +13,9 @@ The suite (``--preset default`` unless told otherwise; ``--quick`` runs a reduce
   (:func:`sw.run.run_model`, 16-bit inputs); 6 accelerator calls (Q, K and V; scores;
   context; the output projection; FFN up; FFN down), softmax, LayerNorm, GELU and the
   residual adds on the host between them.
+* **llm**: SmolLM2's prefill of :data:`LLM_PREFILL` tokens and its next decoded token, two
+  entries (``llm_prefill``, ``llm_decode``; ``--quick``: llama-tiny), every call on the
+  backend, 16-bit inputs as two int8 rows per token.
 * **decode**: one decode step of the tiny decoder (``gpt-tiny``) against a KV cache of
   128 tokens; the prefill that builds the cache runs on the golden backend, only the
   decode step on the RTL (:func:`run_decode_step`).
@@ -53,6 +56,14 @@ DECODE_M = 1
 LAYER_SEQ = 128
 DECODE_CACHE = 128
 LAYER_TEXT = "The accelerator streams weights from memory while the array computes."
+#: The language-model entries: SmolLM2's prefill of the first ``LLM_PREFILL`` tokens of
+#: ``LLM_PROMPT``, then one decoded token (--quick: llama-tiny, ``QUICK_LLM_PREFILL``).
+LLM_PREFILL = 64
+LLM_PROMPT = ("Write a short story about a lighthouse keeper who finds a message in a bottle "
+              "on a stormy night. The story should be about three paragraphs long, with a "
+              "calm beginning, a tense middle when the storm is at its worst, and a hopeful "
+              "ending at dawn, when the keeper walks slowly down to the old stone harbour.")
+QUICK_LLM_PREFILL = 12
 
 # --quick: two GEMMs, the tiny encoder layer, the decode step (fast enough for tests).
 QUICK_GEMMS = ((16, 32, 32), (1, 32, 32))
@@ -199,15 +210,15 @@ def _gemm_entry(cfg, m, k, n, backend, constants, mem_latency):
                          "sim_wall_s": r["sim_wall_s"]}), r["bit_exact"]
 
 
-def _device_counters(dev):
+def _device_counters(calls):
     keys = ("cycles", "array_cycles", "dma_read_bytes", "dma_write_bytes", "instructions",
             *(f"stall_{s}" for s in STALLS))
-    return {k: sum(c.counters[k] for c in dev.calls) for k in keys}
+    return {k: sum(c.counters[k] for c in calls) for k in keys}
 
 
-def _per_op(dev):
+def _per_op(calls):
     ops = []
-    for c in dev.calls:
+    for c in calls:
         cnt = c.counters
         stalls = {s: cnt[f"stall_{s}"] for s in STALLS}
         ops.append({"name": c.name, "cycles": c.cycles, "macs": c.macs,
@@ -218,19 +229,22 @@ def _per_op(dev):
     return ops
 
 
-def _device_entry(cfg, dev, *, name, kind, tokens, constants, extra):
-    counters = _device_counters(dev)
+def _device_entry(cfg, dev, *, name, kind, tokens, constants, extra, calls=None):
+    """An entry of ``calls`` (default: every call ``dev`` made), one host round trip
+    each."""
+    calls = dev.calls if calls is None else calls
+    counters = _device_counters(calls)
     from .isa_model import decode_program
-    structure = energy.program_counts(cfg, [decode_program(c.program) for c in dev.calls])
-    gemms = [g for c in dev.calls for g in c.gemms]
+    structure = energy.program_counts(cfg, [decode_program(c.program) for c in calls])
+    gemms = [g for c in calls for g in c.gemms]
     scalesim = sum(scalesim_ws_cycles(m, k, n, cfg.rows, cfg.cols) for m, k, n in gemms)
-    macs = sum(c.macs for c in dev.calls)
+    macs = sum(c.macs for c in calls)
     e = _entry(cfg, name=name, kind=kind, cycles=counters["cycles"], macs=macs,
                counters=counters, structure=structure, scalesim=scalesim,
-               constants=constants, tokens=tokens, host_round_trips=dev.host_round_trips,
+               constants=constants, tokens=tokens, host_round_trips=len(calls),
                extra=extra)
     e["gemms"] = [list(g) for g in gemms]
-    e["per_op"] = _per_op(dev)
+    e["per_op"] = _per_op(calls)
     return e
 
 
@@ -271,13 +285,42 @@ def _decode_entry(cfg, backend, constants, mem_latency, quick, progress):
     return e, bool(dev.bit_exact)
 
 
+def _llm_entries(cfg, backend, constants, mem_latency, quick, progress):
+    """A language model's prefill and its next decoded token, as two entries."""
+    from . import generate as G
+    from .nn.device_exec import DeviceExecutor
+    from .runtime import Device
+    name = "llama-tiny" if quick else "smollm2"
+    model, encode, _ = G._load(name)
+    graph, params = G._model_graph(model)
+    ids = np.array(encode(LLM_PROMPT))[:QUICK_LLM_PREFILL if quick else LLM_PREFILL]
+    with Device(cfg, backend, mem_latency=mem_latency, progress=progress) as dev:
+        ex = DeviceExecutor(dev, graph, params, positions=len(ids) + 1)
+        state = {}
+        logits = ex.run({"ids": ids, "pos": np.arange(len(ids))}, state)["logits"]
+        n0 = len(dev.calls)
+        ex.run({"ids": np.array([int(np.argmax(logits[-1]))]),
+                "pos": np.array([len(ids)])}, state)
+        extra = {"model": name, "act_bits": ex.act_bits, "bit_exact": dev.bit_exact,
+                 "sim_wall_s": round(dev.sim_wall_s, 3)}
+        pre = _device_entry(cfg, dev, name=f"{name} prefill, {len(ids)} tokens",
+                            kind="llm_prefill", tokens=len(ids), constants=constants,
+                            extra=dict(extra, tokens=len(ids)), calls=dev.calls[:n0])
+        dec = _device_entry(cfg, dev, name=f"{name} decode, 1 token after {len(ids)}",
+                            kind="llm_decode", tokens=1, constants=constants,
+                            extra=dict(extra, cache_tokens=len(ids)), calls=dev.calls[n0:])
+        good = dev.bit_exact in (True, None)
+    return [pre, dec], good
+
+
 def suite(quick=False):
     """The entries the suite runs, in order: ``(kind, parameters)``."""
     if quick:
         gemms = QUICK_GEMMS
     else:
         gemms = [(m, k, n) for m in (PREFILL_M, DECODE_M) for k, n in GEMM_SHAPES]
-    return ([("gemm", g) for g in gemms] + [("layer", None), ("decode", None)])
+    return ([("gemm", g) for g in gemms] + [("layer", None), ("decode", None),
+                                             ("llm", None)])
 
 
 # ---- simulation rate ------------------------------------------------------------------------
@@ -482,19 +525,22 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
         log(f"({i}/{len(plan)}) {what} on {cfg.name} ({cfg.rows}x{cfg.cols}), {backend}")
         t0 = time.perf_counter()
         if kind == "gemm":
-            e, good = _gemm_entry(cfg, *params, backend, k, mem_latency)
+            es, good = _gemm_entry(cfg, *params, backend, k, mem_latency)
         elif kind == "layer":
-            e, good = _layer_entry(cfg, backend, k, mem_latency, quick, dev_progress)
+            es, good = _layer_entry(cfg, backend, k, mem_latency, quick, dev_progress)
+        elif kind == "decode":
+            es, good = _decode_entry(cfg, backend, k, mem_latency, quick, dev_progress)
         else:
-            e, good = _decode_entry(cfg, backend, k, mem_latency, quick, dev_progress)
-        ok &= good and e["structure_matches_counters"]
-        for msg in e["structure_mismatches"]:
-            log(f"    WARNING: program structure and counters disagree: {msg}")
-        log(f"    {e['name']}: {e['cycles']:,} cycles, MAC utilization "
-            f"{e['mac_utilization']:.3f}, {e['cycles_over_roofline']:.3f} x roofline, "
-            f"{e['energy']['total_j'] * 1e6:.2f} uJ (model), bit-exact {good}, "
-            f"{time.perf_counter() - t0:.1f} s")
-        entries.append(e)
+            es, good = _llm_entries(cfg, backend, k, mem_latency, quick, dev_progress)
+        for e in es if isinstance(es, list) else [es]:
+            ok &= good and e["structure_matches_counters"]
+            for msg in e["structure_mismatches"]:
+                log(f"    WARNING: program structure and counters disagree: {msg}")
+            log(f"    {e['name']}: {e['cycles']:,} cycles, MAC utilization "
+                f"{e['mac_utilization']:.3f}, {e['cycles_over_roofline']:.3f} x roofline, "
+                f"{e['energy']['total_j'] * 1e6:.2f} uJ (model), bit-exact {good}, "
+                f"{time.perf_counter() - t0:.1f} s")
+            entries.append(e)
     log("simulation rate: every backend on the same tiny-preset GEMM, and the bare loop")
     rate = measure_sim_rate(QUICK_SIM_RATE_WORKLOADS if quick else SIM_RATE_WORKLOADS,
                             log=log, mem_latency=mem_latency)
@@ -631,7 +677,8 @@ def _plot_roofline(report, path):
     ax.plot(grid, bus * grid, color="gray", lw=1, ls=":",
             label=f"bandwidth roof: {bus} B/cycle x intensity")
     ax.axhline(peak, color="gray", lw=1, ls="--", label=f"compute roof: R*C = {peak} MACs/cycle")
-    markers = {"gemm": "o", "layer": "s", "decode": "D"}
+    markers = {"gemm": "o", "layer": "s", "decode": "D", "llm_prefill": "^",
+               "llm_decode": "v"}
     colors = plt.get_cmap("tab20").colors
     for idx, e in enumerate(entries):
         ax.scatter(e["operational_intensity"], e["macs_per_cycle"], s=60, zorder=3,

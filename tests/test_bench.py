@@ -96,7 +96,8 @@ def test_quick_writes_every_output(quick):
 def test_quick_entries_have_every_key_and_consistent_numbers(quick):
     r = quick["report"]
     cfg = get_preset("tiny")
-    assert [e["kind"] for e in r["entries"]] == ["gemm", "gemm", "layer", "decode"]
+    assert [e["kind"] for e in r["entries"]] == ["gemm", "gemm", "layer", "decode",
+                                                 "llm_prefill", "llm_decode"]
     for e in r["entries"]:
         assert ENTRY_KEYS <= set(e), e["name"]
         assert ENERGY_KEYS <= set(e["energy"])
@@ -130,8 +131,9 @@ def test_quick_entries_have_every_key_and_consistent_numbers(quick):
         assert e["host_round_trips"] is None and "joules_per_token" not in e["energy"]
     for e in r["entries"][2:]:
         # layer: QKV, scores, context, O, up, down; decode (fused path): QKV, scores,
-        # context, O, FFN
-        assert e["host_round_trips"] == len(e["per_op"]) == {"layer": 6, "decode": 5}[e["kind"]]
+        # context, O, FFN; llama-tiny: those six per layer for 2 layers, the LM head
+        assert e["host_round_trips"] == len(e["per_op"]) == {
+            "layer": 6, "decode": 5, "llm_prefill": 13, "llm_decode": 13}[e["kind"]]
         assert e["energy"]["joules_per_token"] == pytest.approx(
             e["energy"]["total_j"] / e["energy"]["tokens"])
         assert e["scalesim_ws_cycles"] == sum(
