@@ -130,3 +130,24 @@ def test_raw_gemm_returns_the_int32_accumulators(backend):
         assert dev.bit_exact in (True, None)
         if call.counters:
             assert call.counters["dma_write_bytes"] == nbytes
+
+
+@pytest.mark.parametrize("backend", ["icarus", "amaranth"])
+def test_small_llama_bit_exact_on_the_slow_backends(backend):
+    """A one-layer Llama (grouped-query attention, KV cache in device memory, LM head)
+    gives on Icarus and on Amaranth's simulator, call by call, the bytes of the golden
+    model: a prefill and one decode step."""
+    require_simulator(backend)
+    model = LM.llama_tiny(5, layers=1, hidden=16, heads=2, kv_heads=1, ffn=16, vocab=16)
+    g, params = archs.llama(model.shape), archs.llama_params(model)
+    out = {}
+    for be in ("golden", backend):
+        with Device(TINY, be, mem_bytes=1 << 20) as dev:
+            ex = DE.DeviceExecutor(dev, g, params, positions=4)
+            state = {}
+            pre = ex.run({"ids": np.array([3, 1, 4]), "pos": np.arange(3)}, state)["logits"]
+            dec = ex.run({"ids": np.array([9]), "pos": np.array([3])}, state)["logits"]
+            out[be] = (pre, dec, dev.bit_exact)
+    assert out[backend][2] is True
+    for a, b in zip(out["golden"][:2], out[backend][:2]):
+        np.testing.assert_array_equal(a, b)
