@@ -147,3 +147,25 @@ def test_context_and_ids_are_checked():
         LM.forward(model, list(range(9)), LM.new_cache(model))
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 256\)"):
         LM.forward(model, [256], LM.new_cache(model))
+
+
+def test_one_smollm2_layer_bit_exact_on_verilator(smollm2):
+    """SmolLM2's first layer and its LM head on the 16 x 16 RTL: every call byte for
+    byte the golden model's, a prefill and one decode step with the KV cache in device
+    memory."""
+    from serrano.hw.config import get_preset
+    from serrano.sw.nn import archs, device_exec
+    from serrano.sw.runtime import Device
+    from tests.conftest import require_simulator
+    require_simulator("verilator")
+    one = dataclasses.replace(smollm2, shape=dataclasses.replace(smollm2.shape, layers=1),
+                              layers=smollm2.layers[:1])
+    g, params = archs.llama(one.shape), archs.llama_params(one)
+    ids = LM.tokenize(smollm2, "The capital of France is")
+    with Device(get_preset("default"), "verilator") as dev:
+        ex = device_exec.DeviceExecutor(dev, g, params, positions=len(ids) + 1)
+        state = {}
+        ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)
+        ex.run({"ids": np.array([42]), "pos": np.array([len(ids)])}, state)
+        assert dev.bit_exact is True and len(dev.calls) == 2 * 7
+        assert len(state["blk.0.k"]) == len(ids) + 1
