@@ -163,7 +163,8 @@ def _entry(cfg, *, name, kind, cycles, macs, counters, structure, scalesim, cons
     roof = roofline_cycles(cfg, macs, dma_rd + dma_wr)
     counts = {"array_cycles": counters["array_cycles"], "dma_read_bytes": dma_rd,
               "dma_write_bytes": dma_wr,
-              **{k: structure[k] for k in energy.COUNT_KEYS if k in structure}}
+              **{k: structure[k] for k in (*energy.COUNT_KEYS, "store_raw_rows")
+                 if k in structure}}
     if tokens is not None:
         counts["tokens"] = tokens
     if host_round_trips is not None:
@@ -301,14 +302,18 @@ def _llm_entries(cfg, backend, constants, mem_latency, quick, progress):
         n0 = len(dev.calls)
         ex.run({"ids": np.array([int(np.argmax(logits[-1]))]),
                 "pos": np.array([len(ids)])}, state)
-        extra = {"model": name, "act_bits": ex.act_bits, "bit_exact": dev.bit_exact,
-                 "sim_wall_s": round(dev.sim_wall_s, 3)}
+        extra = {"model": name, "act_bits": ex.act_bits, "bit_exact": dev.bit_exact}
+
+        def wall(calls):
+            return {"sim_wall_s": round(sum(c.wall_s for c in calls), 3)}
         pre = _device_entry(cfg, dev, name=f"{name} prefill, {len(ids)} tokens",
                             kind="llm_prefill", tokens=len(ids), constants=constants,
-                            extra=dict(extra, tokens=len(ids)), calls=dev.calls[:n0])
+                            extra=dict(extra, tokens=len(ids), **wall(dev.calls[:n0])),
+                            calls=dev.calls[:n0])
         dec = _device_entry(cfg, dev, name=f"{name} decode, 1 token after {len(ids)}",
                             kind="llm_decode", tokens=1, constants=constants,
-                            extra=dict(extra, cache_tokens=len(ids)), calls=dev.calls[n0:])
+                            extra=dict(extra, cache_tokens=len(ids), **wall(dev.calls[n0:])),
+                            calls=dev.calls[n0:])
         good = dev.bit_exact in (True, None)
     return [pre, dec], good
 
