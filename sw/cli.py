@@ -12,7 +12,7 @@ Subcommands::
     serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
                     [--text "..."] --backend B [--check every|none] --preset P [--json]
-    serrano generate --model {smollm2,llama-tiny} [--prompt TEXT] [--chat]
+    serrano generate --model {smollm2,llama-tiny,gpt-tiny} [--prompt TEXT] [--chat]
                     [--max-tokens N] --backend B --preset P [--clock GHZ] [--json]
 
 B is a backend of :mod:`sw.backends`: golden, verilator, icarus or amaranth.
@@ -126,7 +126,7 @@ def _parser():
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "
                                          "accelerator")
-    gn.add_argument("--model", required=True, help="smollm2 or llama-tiny")
+    gn.add_argument("--model", required=True, help="smollm2, llama-tiny or gpt-tiny")
     gn.add_argument("--prompt", help="the prompt (default: a short question)")
     gn.add_argument("--chat", action="store_true",
                     help="render the prompt with the model's chat template (smollm2)")

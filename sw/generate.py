@@ -8,8 +8,9 @@ other ops on the host. Prefill runs the prompt's tokens as one batch of rows; de
 runs one token per step against the KV cache, greedily, until the end-of-sequence token
 or ``max_tokens``.
 
-Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file) and ``llama-tiny`` (seeded,
-2 layers, its token ids the bytes of the text). Every scale is computed at run time, per
+Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file), ``llama-tiny`` (seeded,
+2 layers) and ``gpt-tiny`` (the seeded GPT decoder layer of ``serrano run``, with a seeded
+token embedding tied to its head), the last two with the bytes of the text as token ids. Every scale is computed at run time, per
 token (:mod:`sw.nn.device_exec`): nothing is calibrated.
 
 The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
@@ -35,7 +36,7 @@ from .runtime import CHECKS, Device
 
 __all__ = ["MODELS", "DEFAULT_PROMPT", "generate", "agreement", "read_texts"]
 
-MODELS = ("smollm2", "llama-tiny")
+MODELS = ("smollm2", "llama-tiny", "gpt-tiny")
 DEFAULT_PROMPT = "What is the capital of France?"
 
 
@@ -51,11 +52,24 @@ class _Bytes:
         return bytes(int(i) for i in ids).decode(errors="replace")
 
 
+class _GptTiny:
+    """gpt-tiny as a language model over bytes: its graph and parameters."""
+
+    def __init__(self, context=512):
+        from .models import synthetic
+        w, shape = synthetic.gpt_tiny(0)
+        rng = np.random.default_rng([0x6B7, 1])
+        embd = rng.standard_normal((256, shape.hidden)).astype(np.float32)
+        self.shape = type("Shape", (), {"context": context})()
+        self.graph = archs.gpt_decoder(shape, 1, vocab=256)
+        self.params = archs.gpt_params([w], tok_embd=embd)
+
+
 def _load(name):
     if name == "smollm2":
         model = LM.load_smollm2()
         return model, (lambda t: LM.tokenize(model, t)), (lambda i: LM.detokenize(model, i))
-    model = LM.llama_tiny(0)
+    model = _GptTiny() if name == "gpt-tiny" else LM.llama_tiny(0)
     return model, _Bytes.encode, _Bytes.decode
 
 
@@ -67,7 +81,24 @@ def _prompt_text(model, name, prompt, chat):
     return prompt
 
 
+def _float_greedy(graph, params, ids, max_tokens, stop):
+    """The float model's own greedy answer: up to ``max_tokens`` tokens after ``ids``."""
+    state, out = {}, []
+    logits = float_exec.run(graph, params, {"ids": np.array(ids), "pos": np.arange(len(ids))},
+                            state)["logits"]
+    for i in range(max_tokens):
+        out.append(int(np.argmax(logits[-1])))
+        if out[-1] == stop or i + 1 == max_tokens:
+            break
+        logits = float_exec.run(graph, params, {"ids": np.array(out[-1:]),
+                                                "pos": np.array([len(ids) + i])},
+                                state)["logits"]
+    return out
+
+
 def _model_graph(model):
+    if isinstance(model, _GptTiny):
+        return model.graph, model.params
     return LM.graph(model), archs.llama_params(model)
 
 
@@ -193,7 +224,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     want = ref.argmax(axis=-1)[len(ids) - 1:]
     agreement = float(np.mean(want == np.array(generated)))
     # Free-running: the float model's own greedy answer to the same prompt.
-    float_ids, _ = LM.greedy(model, ids, len(generated), stop=stop if stop is not None else -1)
+    float_ids = _float_greedy(graph, params, ids, len(generated), stop)
 
     bus = cfg.bus_bytes
     cycles = [sum(c.cycles for c in calls) for calls, _ in per_token] if timed else []

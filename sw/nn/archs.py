@@ -10,6 +10,8 @@ Each ``*_params`` function names a model's weights as its graph does. The same g
 runs on the float executor (:mod:`sw.nn.float_exec`) and, next, on a device executor.
 """
 
+import numpy as np
+
 from .graph import Graph
 
 __all__ = ["bert_encoder", "bert_params", "gpt_decoder", "gpt_params", "llama",
@@ -58,11 +60,15 @@ def bert_encoder(shape, layers, eps=1e-12):
     return g
 
 
-def gpt_decoder(shape, layers, eps=1e-5):
+def gpt_decoder(shape, layers, eps=1e-5, *, vocab=None):
     """``layers`` GPT decoder layers: ``h = x + attn(LN1(x)); y = h + ffn(LN2(h))``,
-    causal over the cache and the new positions. Input ``x``; output ``y``."""
+    causal over the cache and the new positions. Input ``x``; output ``y``. With
+    ``vocab``, a language model: input token ``ids`` through ``tok_embd``, output the
+    ``logits`` of a final LayerNorm (``out_g``, ``out_b``) and the tied head
+    ``lm_head``."""
     g = Graph("gpt-decoder")
-    x = g.input("x")
+    x = (g.add("embed", "embed", g.input("ids"), table="tok_embd") if vocab
+         else g.input("x"))
     for i in range(layers):
         p = f"blk.{i}."
         n1 = g.add("layernorm", p + "ln1", x, g=p + "ln1_g", b=p + "ln1_b", eps=eps)
@@ -73,6 +79,9 @@ def gpt_decoder(shape, layers, eps=1e-5):
         f = g.add("linear", p + "ffn_down", g.add("gelu", p + "ffn_act", f), w=p + "w2",
                   b=p + "b2")
         x = g.add("add", p + "y", h, f)
+    if vocab:
+        n = g.add("layernorm", "out_norm", x, g="out_g", b="out_b", eps=eps)
+        x = g.add("linear", "logits", n, w="lm_head")
     g.output(x)
     return g
 
@@ -117,9 +126,16 @@ def bert_params(layers):
     return _layer_params(layers, _BERT_FIELDS)
 
 
-def gpt_params(layers):
-    """Parameters of :func:`gpt_decoder` from :class:`sw.models.layers.DecoderWeights`."""
-    return _layer_params(layers, _BERT_FIELDS)
+def gpt_params(layers, tok_embd=None):
+    """Parameters of :func:`gpt_decoder` from :class:`sw.models.layers.DecoderWeights`
+    (and, for the language model, its ``vocab x hidden`` token embedding, tied to the
+    head, with a unit final LayerNorm)."""
+    out = _layer_params(layers, _BERT_FIELDS)
+    if tok_embd is not None:
+        hidden = tok_embd.shape[1]
+        out.update(tok_embd=tok_embd, lm_head=np.ascontiguousarray(tok_embd.T),
+                   out_g=np.ones(hidden, np.float32), out_b=np.zeros(hidden, np.float32))
+    return out
 
 
 def llama_params(model):
