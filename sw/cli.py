@@ -341,7 +341,8 @@ def _cmd_generate(args):
         if per:
             util = r["bus_utilization_per_token"]
             print(f"  cycles per decoded token  : {int(np.mean(per)):,} (read channel "
-                  f"{min(util):.3f}-{max(util):.3f} busy; {max(r['cycles_over_bus_roofline']):.3f}x "
+                  f"{min(util):.3f}-{max(util):.3f} busy; "
+                  f"{max(r['cycles_over_bus_roofline']):.3f}x "
                   f"its read+write bytes at the bus peak)")
             print(f"  tokens per second         : {r['tokens_per_s']:.1f} at {r['clock_ghz']} GHz")
             e = r["energy"]

@@ -10,8 +10,9 @@ or ``max_tokens``.
 
 Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file), ``llama-tiny`` (seeded,
 2 layers) and ``gpt-tiny`` (the seeded GPT decoder layer of ``serrano run``, with a seeded
-token embedding tied to its head), the last two with the bytes of the text as token ids. Every scale is computed at run time, per
-token (:mod:`sw.nn.device_exec`): nothing is calibrated.
+token embedding tied to its head), the last two with the bytes of the text as token ids.
+Every scale is computed at run time, per token (:mod:`sw.nn.device_exec`): nothing is
+calibrated.
 
 The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
 ``bus_utilization_per_token`` (the busier AXI channel's bytes, reads or writes, over its
@@ -234,8 +235,8 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
               for calls, _ in per_token] if timed else []
     moved = [sum(c.counters["dma_read_bytes"] + c.counters["dma_write_bytes"] for c in calls)
              for calls, _ in per_token] if timed else []
-    energies = [energy.calls_estimate(cfg, calls, 1, constants) for calls, _ in per_token] if timed \
-        else []
+    energies = ([energy.calls_estimate(cfg, calls, 1, constants) for calls, _ in per_token]
+                if timed else [])
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
         "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
