@@ -36,8 +36,8 @@ from serrano.hw import isa
 from . import golden
 from .isa_model import Program, pack_params, pack_weights
 
-__all__ = ["ALIGN", "pack_acts", "unpack_out", "unpack_raw", "out_bytes", "choose_block", "Memory", "Builder",
-           "GemmLayout", "compile_gemm"]
+__all__ = ["ALIGN", "pack_acts", "unpack_out", "unpack_raw", "out_bytes", "choose_block",
+           "Memory", "Builder", "GemmLayout", "compile_gemm"]
 
 ALIGN = 64
 
