@@ -319,7 +319,8 @@ def _cmd_generate(args):
         return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
 
     def progress(ev):
-        cyc = "" if ev["cycles"] is None else f"{ev['cycles']:,} cycles, "
+        cyc = ("" if ev["cycles"] is None else
+               f"{ev['cycles']:,} cycles, bus {ev['bus_utilization']:.3f} busy, ")
         sys.stderr.write(f"[token {ev['index']:3d}] {cyc}{ev['calls']} calls, "
                          f"{ev['wall_s']:.1f} s: {ev['text']!r}\n")
         sys.stderr.flush()

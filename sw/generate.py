@@ -211,10 +211,15 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
             calls = dev.calls[n0:]
             per_token.append((calls, time.perf_counter() - t0))
             if progress:
-                cyc = sum(c.cycles for c in calls) if dev.timed else None
+                cyc = util = None
+                if dev.timed:
+                    cyc = sum(c.cycles for c in calls)
+                    util = max(sum(c.counters[k] for c in calls)
+                               for k in ("dma_read_bytes", "dma_write_bytes")) / (
+                                   cyc * cfg.bus_bytes)
                 progress({"event": "token", "index": step + 1, "token": nxt,
-                          "text": decode([nxt]), "cycles": cyc, "calls": len(calls),
-                          "wall_s": per_token[-1][1]})
+                          "text": decode([nxt]), "cycles": cyc, "bus_utilization": util,
+                          "calls": len(calls), "wall_s": per_token[-1][1]})
         timed = dev.timed
         bit_exact = dev.bit_exact
         sim_wall = dev.sim_wall_s
