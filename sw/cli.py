@@ -142,6 +142,9 @@ def _parser():
     gn.add_argument("--score", action="append", metavar="TEXT",
                     help="instead of generating: the teacher-forced top-1 agreement of "
                          "the device path with the float model over TEXT (repeatable)")
+    gn.add_argument("--gguf", metavar="PATH",
+                    help="with --model smollm2: run this Llama-architecture GGUF file (its "
+                         "weights, tokenizer and chat template) instead of the packaged one")
     gn.add_argument("--score-file", metavar="PATH",
                     help="as --score, for each text of PATH (texts separated by lines "
                          "holding only %%%%; e.g. docs/heldout.txt)")
@@ -309,7 +312,7 @@ def _cmd_generate(args):
                                           else [])
         r = agreement(args.preset, args.model, args.backend, texts,
                       act_bits=args.act_bits, mem_latency=args.mem_latency,
-                      check=args.check)
+                      check=args.check, gguf=args.gguf)
         if args.json:
             return _print_json(r)
         print(f"serrano generate --score  {r['model']}  backend {r['backend']}: top-1 "
@@ -328,7 +331,7 @@ def _cmd_generate(args):
     r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
                  mem_latency=args.mem_latency, check=args.check, progress=progress,
-                 act_bits=args.act_bits)
+                 act_bits=args.act_bits, gguf=args.gguf)
     if args.json:
         return _print_json(r)
     cfg = args.preset

@@ -66,9 +66,11 @@ class _GptTiny:
         self.params = archs.gpt_params([w], tok_embd=embd)
 
 
-def _load(name):
+def _load(name, gguf=None):
+    if gguf is not None and name != "smollm2":
+        raise ValueError(f"--gguf replaces smollm2's file; {name} is not read from one")
     if name == "smollm2":
-        model = LM.load_smollm2()
+        model = LM.load_gguf(gguf) if gguf is not None else LM.load_smollm2()
         return model, (lambda t: LM.tokenize(model, t)), (lambda i: LM.detokenize(model, i))
     model = _GptTiny() if name == "gpt-tiny" else LM.llama_tiny(0)
     return model, _Bytes.encode, _Bytes.decode
@@ -127,7 +129,7 @@ def read_texts(path):
 
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
-              check="every"):
+              check="every", gguf=None):
     """Teacher-forced top-1 agreement of the device path with the float model over
     ``texts`` (each run as one prompt; every position's next-token argmax compared):
     ``{"top1_agreement_vs_float", "positions", "per_text", "act_bits", ...}``."""
@@ -135,7 +137,7 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
         raise ValueError(f"unknown model {model_name!r}; choose one of: {', '.join(MODELS)}")
     if not texts:
         raise ValueError("no text to score")
-    model, encode, _ = _load(model_name)
+    model, encode, _ = _load(model_name, gguf)
     act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
     graph, params = _model_graph(model)
     same = total = 0
@@ -166,7 +168,7 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
 
 def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
              clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None,
-             act_bits=None):
+             act_bits=None, gguf=None):
     """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
     dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
     ...}`` after each token."""
@@ -180,7 +182,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     if not clock_ghz > 0:
         raise ValueError(f"--clock must be positive, not {clock_ghz!r}")
     t_start = time.perf_counter()
-    model, encode, decode = _load(model_name)
+    model, encode, decode = _load(model_name, gguf)
     text = _prompt_text(model, model_name, DEFAULT_PROMPT if prompt is None else prompt, chat)
     ids = encode(text)
     if not ids:
