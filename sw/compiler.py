@@ -60,19 +60,21 @@ def pack_acts(a, cfg):
     return padded.reshape(M, kt, cfg.rows).transpose(1, 0, 2).ravel().view(np.uint8).copy()
 
 
+def _unpack(buf, M, N, cfg, dtype):
+    nt = _tiles(N, cfg.cols)
+    n = nt * M * cfg.cols * np.dtype(dtype).itemsize
+    y = np.asarray(buf, np.uint8)[:n].view(dtype).reshape(nt, M, cfg.cols)
+    return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N]
+
+
 def unpack_out(raw, M, N, cfg):
     """Inverse of the n-tile-major output layout: an M x N int8 array."""
-    nt = _tiles(N, cfg.cols)
-    y = np.asarray(raw, np.uint8)[:nt * M * cfg.cols].view(np.int8).reshape(nt, M, cfg.cols)
-    return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N].copy()
+    return _unpack(raw, M, N, cfg, np.int8).copy()
 
 
 def unpack_raw(raw, M, N, cfg):
     """Inverse of the n-tile-major layout of a raw GEMM's output: an M x N int32 array."""
-    nt = _tiles(N, cfg.cols)
-    y = (np.asarray(raw, np.uint8)[:nt * M * cfg.cols * 4].view("<i4")
-         .reshape(nt, M, cfg.cols))
-    return y.transpose(1, 0, 2).reshape(M, nt * cfg.cols)[:, :N].astype(np.int32)
+    return _unpack(raw, M, N, cfg, "<i4").astype(np.int32)
 
 
 def out_bytes(cfg, M, N, raw=False):
@@ -80,14 +82,17 @@ def out_bytes(cfg, M, N, raw=False):
     return _tiles(N, cfg.cols) * M * cfg.cols * (cfg.raw_row_beats if raw else 1)
 
 
-def choose_block(cfg, M, K):
+def choose_block(cfg, M, K, block=None):
     """Rows per M-block: the whole of A when it fits the activation buffer (then its
     weights stream past it once), else half the activation buffer, so the next block
-    loads while this one computes; never more than half the accumulator."""
+    loads while this one computes; never more than half the accumulator. A requested
+    ``block`` smaller than ``M`` is lowered to that half-buffer limit if it exceeds it
+    (several blocks alternate between the halves)."""
     kt = _tiles(K, cfg.rows)
-    if M * kt <= cfg.act_buf_rows and M <= cfg.acc_buf_rows:
+    if (block is None or block >= M) and M * kt <= cfg.act_buf_rows \
+            and M <= cfg.acc_buf_rows:
         return M
-    rows = min(M, (cfg.act_buf_rows // 2) // kt, cfg.acc_buf_rows)
+    rows = min(M, block or M, (cfg.act_buf_rows // 2) // kt, cfg.acc_buf_rows)
     if rows < 1:
         raise ValueError(f"K = {K} does not fit the activation buffer of preset "
                          f"{cfg.name!r} ({cfg.act_buf_rows} rows of {cfg.rows})")
@@ -169,7 +174,7 @@ class Builder:
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         kt, nt = _tiles(g.K, R), _tiles(g.N, C)
-        mb = block or choose_block(cfg, g.M, g.K)
+        mb = choose_block(cfg, g.M, g.K, block)
         blocks = [(s, min(mb, g.M - s)) for s in range(0, g.M, mb)]
         half_act, half_acc = cfg.act_buf_rows // 2, cfg.acc_buf_rows
         # A raw GEMM reads no parameter sets: one chunk, and every STORE names slot 0.
@@ -256,7 +261,7 @@ def program_bytes_bound(cfg, gemms, block=None):
     for M, K, N in gemms:
         nt = _tiles(N, cfg.cols)
         kt = _tiles(K, cfg.rows)
-        blocks = _tiles(M, block or choose_block(cfg, M, K))
+        blocks = _tiles(M, choose_block(cfg, M, K, block))
         chunks = _tiles(nt, cfg.param_tiles)
         n += 1 + 2 * chunks + blocks * chunks * (2 * kt + 2 * nt)
     return n * isa.INSN_BYTES

@@ -440,7 +440,7 @@ def run_case(seed, sims=("verilator", "icarus")):
     problem = _check(plan, kind, layout, clean, rtl)
     if problem:
         return False, f"{what}: {problem}", set()
-    blocks = -(-m // (block or compiler.choose_block(cfg, m, k)))
+    blocks = -(-m // compiler.choose_block(cfg, m, k, block))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
                  (False, False) if raw else _saturates(a, w, bias, mult, shift), mem)
     return True, what, bins

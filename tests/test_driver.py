@@ -154,6 +154,24 @@ def test_run_reports_energy_per_token():
 
 # ---- the tiler --------------------------------------------------------------------------------
 
+def test_requested_block_larger_than_half_the_buffer_is_lowered():
+    """A requested M-block whose rows overflow half the activation buffer would let the
+    next block's loads overwrite rows still in use (a race the model finds); the
+    compiler lowers it to the half-buffer limit (found by the property test below)."""
+    cfg = get_preset("tiny")
+    kt = -(-69 // cfg.rows)
+    assert 33 * kt > cfg.act_buf_rows // 2 and 34 * kt <= cfg.act_buf_rows
+    assert compiler.choose_block(cfg, 34, 69, 33) == (cfg.act_buf_rows // 2) // kt
+    assert compiler.choose_block(cfg, 34, 69, 34) == compiler.choose_block(cfg, 34, 69) == 34
+    rng = np.random.default_rng(0)
+    a, w = rng.integers(-128, 128, (34, 69)), rng.integers(-128, 128, (69, 44))
+    params = (np.zeros(44, np.int64), np.full(44, 1 << 20), np.full(44, 24))
+    lay = compiler.compile_gemm(cfg, a, w, *params, block=33)
+    res = isa_model.run_program(cfg, lay.image, lay.prog_addr, lay.prog_len)  # no race
+    np.testing.assert_array_equal(lay.output(res.mem, cfg),
+                                  requant.requantize(golden.matmul(a, w), *params))
+
+
 @settings(max_examples=25, deadline=None)
 @given(preset=st.sampled_from(sorted(PRESETS)), m=st.integers(1, 40), k=st.integers(1, 70),
        n=st.integers(1, 70), seed=st.integers(0, 2**16))
