@@ -84,19 +84,14 @@ def _prompt_text(model, name, prompt, chat):
     return prompt
 
 
-def _float_greedy(graph, params, ids, max_tokens, stop):
-    """The float model's own greedy answer: up to ``max_tokens`` tokens after ``ids``."""
-    state, out = {}, []
-    logits = float_exec.run(graph, params, {"ids": np.array(ids), "pos": np.arange(len(ids))},
-                            state)["logits"]
-    for i in range(max_tokens):
-        out.append(int(np.argmax(logits[-1])))
-        if out[-1] == stop or i + 1 == max_tokens:
-            break
-        logits = float_exec.run(graph, params, {"ids": np.array(out[-1:]),
-                                                "pos": np.array([len(ids) + i])},
-                                state)["logits"]
-    return out
+def _token_stats(cfg, calls):
+    """Cycles, bytes read and written, and the busier AXI channel's utilization of one
+    token's calls."""
+    cyc = sum(c.cycles for c in calls)
+    rd = sum(c.counters["dma_read_bytes"] for c in calls)
+    wr = sum(c.counters["dma_write_bytes"] for c in calls)
+    return {"cycles": cyc, "read_bytes": rd, "write_bytes": wr,
+            "bus_utilization": max(rd, wr) / (cyc * cfg.bus_bytes)}
 
 
 def _model_graph(model):
@@ -211,16 +206,13 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
             logits = ex.run({"ids": np.array([nxt]), "pos": np.array([len(ids) + step])},
                             state)["logits"]
             calls = dev.calls[n0:]
-            per_token.append((calls, time.perf_counter() - t0))
+            stats = _token_stats(cfg, calls) if dev.timed else None
+            per_token.append((calls, time.perf_counter() - t0, stats))
             if progress:
-                cyc = util = None
-                if dev.timed:
-                    cyc = sum(c.cycles for c in calls)
-                    util = max(sum(c.counters[k] for c in calls)
-                               for k in ("dma_read_bytes", "dma_write_bytes")) / (
-                                   cyc * cfg.bus_bytes)
                 progress({"event": "token", "index": step + 1, "token": nxt,
-                          "text": decode([nxt]), "cycles": cyc, "bus_utilization": util,
+                          "text": decode([nxt]),
+                          "cycles": stats and stats["cycles"],
+                          "bus_utilization": stats and stats["bus_utilization"],
                           "calls": len(calls), "wall_s": per_token[-1][1]})
         timed = dev.timed
         bit_exact = dev.bit_exact
@@ -232,18 +224,16 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     want = ref.argmax(axis=-1)[len(ids) - 1:]
     agreement = float(np.mean(want == np.array(generated)))
     # Free-running: the float model's own greedy answer to the same prompt.
-    float_ids = _float_greedy(graph, params, ids, len(generated), stop)
+    float_ids, _ = float_exec.greedy(graph, params, ids, len(generated),
+                                     stop=-1 if stop is None else stop)
 
-    bus = cfg.bus_bytes
-    cycles = [sum(c.cycles for c in calls) for calls, _ in per_token] if timed else []
-    reads = [sum(c.counters["dma_read_bytes"] for c in calls)
-             for calls, _ in per_token] if timed else []
-    writes = [sum(c.counters["dma_write_bytes"] for c in calls)
-              for calls, _ in per_token] if timed else []
-    moved = [sum(c.counters["dma_read_bytes"] + c.counters["dma_write_bytes"] for c in calls)
-             for calls, _ in per_token] if timed else []
-    energies = ([energy.calls_estimate(cfg, calls, 1, constants) for calls, _ in per_token]
-                if timed else [])
+    stats = [st for _, _, st in per_token] if timed else []
+    cycles = [st["cycles"] for st in stats]
+    reads = [st["read_bytes"] for st in stats]
+    writes = [st["write_bytes"] for st in stats]
+    moved = [r + w for r, w in zip(reads, writes)]
+    energies = [energy.calls_estimate(cfg, calls, 1, constants) for calls, _, _ in per_token
+                ] if timed else []
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
         "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
@@ -253,12 +243,10 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
         "prefill_tokens": len(ids),
         "prefill_cycles": sum(c.cycles for c in prefill_calls) if timed else None,
         "decode_cycles_per_token": cycles or None,
-        "bus_utilization_per_token": ([max(r, w) / (c * bus)
-                                       for r, w, c in zip(reads, writes, cycles)]
-                                      if timed else None),
+        "bus_utilization_per_token": [st["bus_utilization"] for st in stats] or None,
         "bytes_per_token": moved or None,
         "read_bytes_per_token": reads or None, "write_bytes_per_token": writes or None,
-        "cycles_over_bus_roofline": ([c / -(-b // bus) for b, c in zip(moved, cycles)]
+        "cycles_over_bus_roofline": ([c / -(-b // cfg.bus_bytes) for b, c in zip(moved, cycles)]
                                      if timed else None),
         "clock_ghz": clock_ghz,
         "tokens_per_s": clock_ghz * 1e9 / mean_cycles if mean_cycles else None,

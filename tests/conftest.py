@@ -41,3 +41,22 @@ def rng(request):
     """A numpy Generator seeded from the test's name: reproducible, distinct per test."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def gguf_files(tmp_path):
+    """GGUF files for loader tests: ``good`` (llama-tiny), ``cut`` (its first half),
+    ``gpt2`` (a file of another architecture) and ``missing`` (no file)."""
+    import gguf
+    from serrano.sw.models import llama as LM
+    good = LM.write_gguf(LM.llama_tiny(6), tmp_path / "tiny.gguf")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    other = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
+    other.add_block_count(1)
+    other.write_header_to_file()
+    other.write_kv_data_to_file()
+    other.write_tensors_to_file()
+    other.close()
+    return {"good": good, "cut": cut, "gpt2": tmp_path / "gpt2.gguf",
+            "missing": tmp_path / "missing.gguf"}

@@ -97,30 +97,22 @@ def test_gpt_tiny_generates_on_verilator_bit_exact():
     assert r["same_as_float_greedy"] and len(r["decode_cycles_per_token"]) == 2
 
 
-def test_bad_gguf_files_are_one_line(tmp_path):
+def test_bad_gguf_files_are_one_line(gguf_files):
     """``--gguf``: a truncated file, or one of an architecture serrano does not run, ends
     with one line naming the problem and exit status 2; a good file runs."""
-    import gguf
     from serrano.sw.models import llama as LM
-    good = LM.write_gguf(LM.llama_tiny(6), tmp_path / "tiny.gguf")
-    cut = tmp_path / "cut.gguf"
-    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    other = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
-    other.add_block_count(1)
-    other.write_header_to_file()
-    other.write_kv_data_to_file()
-    other.write_tensors_to_file()
-    other.close()
-    for path, message in ((cut, "not a readable GGUF file"),
-                          (tmp_path / "gpt2.gguf", "architecture 'gpt2' is not supported"),
-                          (tmp_path / "none.gguf", "no such GGUF file")):
+    for key, message in (("cut", "not a readable GGUF file"),
+                         ("gpt2", "architecture 'gpt2' is not supported"),
+                         ("missing", "no such GGUF file")):
         proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", "--model",
-                               "smollm2", "--gguf", str(path), "--preset", "tiny"],
+                               "smollm2", "--gguf", str(gguf_files[key]), "--preset",
+                               "tiny"],
                               capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", "--model",
-                           "llama-tiny", "--gguf", str(good), "--preset", "tiny"],
+                           "llama-tiny", "--gguf", str(gguf_files["good"]), "--preset",
+                           "tiny"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--gguf replaces smollm2's file" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", "--model",

@@ -121,24 +121,13 @@ def test_tiny_kv_cache_and_gqa_groups():
         LM.llama_tiny(heads=3, kv_heads=2, hidden=48)
 
 
-def test_bad_files_are_one_line_errors(tmp_path):
-    model = LM.llama_tiny(6)
-    path = LM.write_gguf(model, tmp_path / "tiny.gguf")
-    cut = tmp_path / "cut.gguf"
-    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+def test_bad_files_are_one_line_errors(gguf_files):
     with pytest.raises(ValueError, match="not a readable GGUF file"):
-        LM.load_gguf(cut)
+        LM.load_gguf(gguf_files["cut"])
     with pytest.raises(ValueError, match="no such GGUF file"):
-        LM.load_gguf(tmp_path / "missing.gguf")
-    import gguf
-    other = gguf.GGUFWriter(str(tmp_path / "gpt2.gguf"), "gpt2")
-    other.add_block_count(1)
-    other.write_header_to_file()
-    other.write_kv_data_to_file()
-    other.write_tensors_to_file()
-    other.close()
+        LM.load_gguf(gguf_files["missing"])
     with pytest.raises(LM.UnsupportedModel, match="architecture 'gpt2' is not supported"):
-        LM.load_gguf(tmp_path / "gpt2.gguf")
+        LM.load_gguf(gguf_files["gpt2"])
 
 
 def test_context_and_ids_are_checked():

@@ -418,25 +418,34 @@ def graph(model):
     return _GRAPHS[model.shape]
 
 
-def forward(model, ids, cache, *, all_logits=False):
-    """Run tokens ``ids`` at the positions after the cache (appending to it) on the float
-    executor; the logits of the last position ``(vocab,)``, or of every position with
-    ``all_logits``."""
-    from ..nn import archs, float_exec
+def _params(model):
+    from ..nn import archs
+    params = model.__dict__.get("_params")
+    if params is None:
+        params = model._params = archs.llama_params(model)
+    return params
+
+
+def _check_ids(model, ids, p0):
     s = model.shape
-    ids = np.asarray(ids, np.int64).ravel()
     if ids.size == 0:
         raise ValueError("no tokens to run")
     if ids.min() < 0 or ids.max() >= s.vocab:
         raise ValueError(f"token ids must be in [0, {s.vocab})")
-    k0 = cache.get("blk.0.k")
-    p0 = 0 if k0 is None else k0.shape[-2]
     if p0 + len(ids) > s.context:
         raise ValueError(f"{p0 + len(ids)} positions exceed the context of {s.context}")
-    params = model.__dict__.get("_params")
-    if params is None:
-        params = model._params = archs.llama_params(model)
-    out = float_exec.run(graph(model), params,
+
+
+def forward(model, ids, cache, *, all_logits=False):
+    """Run tokens ``ids`` at the positions after the cache (appending to it) on the float
+    executor; the logits of the last position ``(vocab,)``, or of every position with
+    ``all_logits``."""
+    from ..nn import float_exec
+    ids = np.asarray(ids, np.int64).ravel()
+    k0 = cache.get("blk.0.k")
+    p0 = 0 if k0 is None else k0.shape[-2]
+    _check_ids(model, ids, p0)
+    out = float_exec.run(graph(model), _params(model),
                          {"ids": ids, "pos": np.arange(p0, p0 + len(ids))}, cache)
     logits = out["logits"]
     return logits if all_logits else logits[-1]
@@ -445,15 +454,9 @@ def forward(model, ids, cache, *, all_logits=False):
 def greedy(model, ids, max_tokens, *, stop=None):
     """Greedy decoding: prefill ``ids``, then up to ``max_tokens`` tokens, stopping after
     ``stop`` (default: the end-of-sequence id). Returns ``(tokens, per-step logits)``."""
-    stop = model.eos_id if stop is None else stop
-    cache = new_cache(model)
-    logits = forward(model, ids, cache)
-    out, steps = [], [logits]
-    for i in range(max_tokens):
-        nxt = int(np.argmax(logits))
-        out.append(nxt)
-        if nxt == stop or i + 1 == max_tokens:
-            break
-        logits = forward(model, [nxt], cache)
-        steps.append(logits)
-    return out, np.stack(steps)
+    from ..nn import float_exec
+    ids = np.asarray(ids, np.int64).ravel()
+    _check_ids(model, ids, max_tokens - 1)
+    return float_exec.greedy(graph(model), _params(model), ids, max_tokens,
+                             stop=model.eos_id if stop is None else stop,
+                             state=new_cache(model))

@@ -107,9 +107,9 @@ class KVCache:
             raise ValueError(f"the KV cache holds {self.capacity} positions; "
                              f"{self.n + new} do not fit")
         p0, p1 = self.n, self.n + new
-        for h in range(self.heads):
-            q, s = quantize_rows(x[h], 8)
-            self.q[h, p0:p1], self.scale[h, p0:p1] = q, s
+        q, s = quantize_rows(x.reshape(-1, self.d), 8)       # a scale per (head, position)
+        self.q[:, p0:p1] = q.reshape(self.heads, new, self.d)
+        self.scale[:, p0:p1] = s.reshape(self.heads, new)
         self.n = p1
         cfg = self.dev.cfg
         R, C = cfg.rows, cfg.cols

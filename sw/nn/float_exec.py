@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models import layers as L
 
-__all__ = ["run", "eval_node", "feed"]
+__all__ = ["run", "eval_node", "feed", "greedy"]
 
 
 def _param(params, name):
@@ -127,3 +127,21 @@ def run(graph, params, feeds, state=None, *, observe=None):
         if observe is not None:
             observe(n.out, out)
     return {name: values[name] for name in graph.outputs}
+
+
+def greedy(graph, params, ids, max_tokens, *, stop, state=None):
+    """Greedy decoding of a language-model graph (inputs ``ids`` and ``pos``, output
+    ``logits``): prefill ``ids``, then up to ``max_tokens`` tokens, each against the
+    cache in ``state``, stopping after ``stop``. Returns ``(tokens, per-step logits)``."""
+    state = {} if state is None else state
+    ids = np.asarray(ids, np.int64).ravel()
+    logits = run(graph, params, {"ids": ids, "pos": np.arange(len(ids))}, state)["logits"][-1]
+    out, steps = [], [logits]
+    for i in range(max_tokens):
+        out.append(int(np.argmax(logits)))
+        if out[-1] == stop or i + 1 == max_tokens:
+            break
+        logits = run(graph, params, {"ids": np.array(out[-1:]),
+                                     "pos": np.array([len(ids) + i])}, state)["logits"][-1]
+        steps.append(logits)
+    return out, np.stack(steps)
