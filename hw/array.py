@@ -37,7 +37,9 @@ class SystolicArray(wiring.Component):
       to its last result out, inclusive.
     * A weight row presented on ``weight`` in cycle ``t`` is seen by activation rows of
       its bank presented from cycle ``t + 1`` on and by none presented up to cycle ``t``.
-      A whole tile takes ``R`` cycles to load (one row per cycle, any order).
+      A whole tile takes ``R`` cycles to load (one row per cycle, any order), or ``R / 2``
+      cycles as 4-bit codes (``pair``: two rows per cycle, see
+      :func:`hw.layouts.weight_row`).
 
     Double buffering and tile switch
     --------------------------------
@@ -62,7 +64,8 @@ class SystolicArray(wiring.Component):
         ``payload.bank``: the weight bank this row multiplies; ``valid``: a row is present.
     weight : In(stream.Signature(layouts.weight_row(cfg), always_ready=True))
         ``payload.data``: ``C`` int8 weights for array row ``payload.row`` of bank
-        ``payload.bank``; ``valid``: write them.
+        ``payload.bank`` (with ``payload.pair``: ``C`` pairs of 4-bit codes for rows
+        ``row`` and ``row + 1``); ``valid``: write them.
     result : Out(stream.Signature(layouts.psum_row(cfg), always_ready=True))
         ``payload``: ``C`` int32 sums; ``valid``: this cycle carries a result row.
     """
@@ -107,6 +110,7 @@ class SystolicArray(wiring.Component):
                 lane.valid.eq(self.weight.valid),
                 lane.row.eq(self.weight.payload.row),
                 lane.bank.eq(self.weight.payload.bank),
+                lane.pair.eq(self.weight.payload.pair),
                 lane.data.eq(self.weight.payload.data[c]),
             ]
             for stage in range(c):

@@ -47,9 +47,18 @@ class Config:
         Requantization parameter sets held on chip, one per output tile of ``C``
         channels (bias, multiplier, shift).
     bus_bytes : int
-        AXI4 data bus width in bytes. One beat carries one weight row (``cols`` bytes).
+        AXI4 data bus width in bytes. One beat carries one int8 weight row (``cols``
+        bytes) or two rows of 4-bit codes.
     addr_width : int
         AXI4 address width in bits.
+    q4_block : int
+        Weights along K that share one scale and offset in the 4-bit weight format
+        (``sw/q4.py``): 32, as GGUF's Q4_0 and Q4_1 blocks. A multiple of ``R`` with
+        ``q4_block / R`` a power of two.
+    q4_slots : int
+        Block scale sets (one per block of one N-tile) the exec unit holds between the
+        weight stream and the accumulator: enough to cover the array's latency, so
+        that 4-bit decode never waits on them.
     """
 
     name: str
@@ -60,13 +69,15 @@ class Config:
     weight_fifo_rows: int
     bus_bytes: int
     param_tiles: int = 16
+    q4_block: int = 32
+    q4_slots: int = 4
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
-                     "bus_bytes", "param_tiles", "addr_width"):
+                     "bus_bytes", "param_tiles", "addr_width", "q4_block", "q4_slots"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
@@ -80,7 +91,46 @@ class Config:
                               "(R bytes) per bus beat: rows, cols and bus_bytes must be equal, "
                               f"not {self.rows!r}, {self.cols!r}, {self.bus_bytes!r}")
 
+        tiles = self.q4_block // self.rows
+        if self.q4_block % self.rows or tiles & (tiles - 1):
+            raise ConfigError(f"q4_block must be a power-of-two multiple of rows "
+                              f"({self.rows}), not {self.q4_block!r}")
+        if self.rows % 2:
+            raise ConfigError(f"4-bit weights load two rows per beat: rows must be even, "
+                              f"not {self.rows!r}")
+        if self.weight_fifo_rows < self.q4_group_beats:
+            raise ConfigError(f"weight_fifo_rows must hold one 4-bit block group "
+                              f"({self.q4_group_beats} beats), not {self.weight_fifo_rows!r}")
+
     # Derived quantities (never stored twice).
+
+    @property
+    def q4_tiles_per_block(self):
+        """K-tiles of ``R`` rows in one 4-bit block: ``q4_block / R``."""
+        return self.q4_block // self.rows
+
+    @property
+    def q4_tile_beats(self):
+        """Bus beats of one ``R x C`` tile of 4-bit codes: ``R * C / (2 * bus_bytes)``."""
+        return self.rows * self.cols // (2 * self.bus_bytes)
+
+    @property
+    def q4_scale_beats(self):
+        """Bus beats of one block's scales for ``C`` channels: ``C`` uint8 scales, then
+        ``C`` int8 offsets."""
+        return 2 * self.cols // self.bus_bytes
+
+    @property
+    def q4_group_beats(self):
+        """Bus beats of one full 4-bit block of one N-tile: its scales, then its
+        ``q4_block / R`` tiles of codes."""
+        return self.q4_scale_beats + self.q4_tiles_per_block * self.q4_tile_beats
+
+    @property
+    def scale_latency(self):
+        """Cycles the exec unit's block scaler adds between the array's result and the
+        accumulator, in every weight format (so the timing does not depend on it)."""
+        return 2
 
     @property
     def macs(self):
@@ -119,7 +169,7 @@ class Config:
 
 PRESETS = {
     "tiny": Config(name="tiny", rows=4, cols=4,
-                   act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=16,
+                   act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=32,
                    bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=32,

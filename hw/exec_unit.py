@@ -6,8 +6,9 @@ It owns the :class:`~hw.array.SystolicArray` and runs ``MATMUL`` instructions (s
 
 import math
 
-from amaranth import Module, Signal, Mux
+from amaranth import C as C0, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -31,34 +32,46 @@ def matmul_entry():
 class ExecUnit(wiring.Component):
     """Runs ``MATMUL`` instructions: weight streaming, tile sequencing, accumulation.
 
-    Three processes run side by side:
+    Four processes run side by side:
 
-    * **Weight streamer.** As soon as a ``MATMUL`` is accepted, it requests its weights
-      (``k_tiles * R`` rows of ``C`` bytes, contiguous from ``weight_addr``) on ``wcmd``
-      in chunks of a fixed ``chunk`` rows (the largest divisor of ``R`` not above
-      ``weight_fifo_rows // 4``), never more than the weight FIFO has room for (a credit
-      count), so the read DMA never waits on this unit. Weights are fetched ahead across
-      instruction boundaries. The chunk being fixed, every request is the same size and
-      the streamer counts chunks: no compare or multiply sits in front of ``wcmd``.
-    * **Weight loader.** Moves one row per cycle from the FIFO into the array's free bank:
-      tile ``j`` may be written once every row of tile ``j - 2`` (same bank) has entered
-      the array.
+    * **Weight streamer.** As soon as a ``MATMUL`` is accepted, it requests its weights on
+      ``wcmd``, contiguous from ``weight_addr``, never more than the weight FIFO has room
+      for (a credit count), so the read DMA never waits on this unit. ``INT8``: ``k_tiles
+      * R`` rows of ``C`` bytes in chunks of a fixed ``chunk`` rows (the largest divisor of
+      ``R`` not above ``weight_fifo_rows // 4``). ``Q4``: one request per block group
+      (its scale beats and up to ``q4_block / R`` tiles of ``R / 2`` beats of codes,
+      ``config.q4_group_beats`` for a full group). Weights are fetched ahead across
+      instruction boundaries.
+    * **Weight loader.** Moves one beat per cycle from the FIFO into the array's free bank:
+      one int8 row, or two rows of 4-bit codes (``pair``), so a tile takes ``R`` or
+      ``R / 2`` cycles. Tile ``j`` may be written once every row of tile ``j - 2`` (same
+      bank) has entered the array. A ``Q4`` group's first two beats (``C`` uint8 scales,
+      ``C`` int8 offsets) go to a scale slot instead, once the slot
+      ``config.q4_slots`` groups back has been used by its last result row.
     * **Activation issuer.** For each instruction, after taking its tokens (``pop_prev``:
       data loaded, ``pop_next``: accumulator free), reads activation row
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
-      cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that and
-      updates accumulator row ``acc_row + m`` (overwrite on the first k-tile unless
-      ``accumulate``).
+      cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
+    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (2) cycles,
+      whatever its format, and then updates accumulator row ``acc_row + m`` (overwrite on
+      the first k-tile unless ``accumulate``). An ``INT8`` row passes unchanged. A ``Q4``
+      row ``P`` (``C`` sums of codes times activations) becomes, per channel ``c``,
+      ``d[c] * (2 * P[c] - 15 * S) + e[c] * S``, where ``S`` is the sum of the row's ``R``
+      activations (added up as the row enters the array and carried beside it) and
+      ``d``, ``e`` the scales of the tile's block: exactly ``a @ W`` with the integer
+      weights of ``sw/q4.py``. Two multipliers per channel (8 x 19 and 8 x 13 bits).
 
     Throughput and latency
     ----------------------
     One activation row (``R*C`` MACs) per cycle while weights keep up: a k-tile of ``M``
-    rows needs ``R`` weight rows, so with ``M >= R`` and the weight FIFO fed at one row
-    per cycle, tiles and instructions follow each other without a bubble. With ``M < R``
-    (decode) the unit runs at the weight bandwidth: one tile per ``R`` cycles. The last
-    result of an instruction is in the accumulator ``R + C + 5`` cycles after its last row
-    was issued; ``push_next`` fires then, ``push_prev`` right after the last row is read.
+    rows needs ``R`` weight rows (``R / 2`` beats in ``Q4``), so with ``M >= R`` and the
+    weight FIFO fed at one beat per cycle, tiles and instructions follow each other
+    without a bubble. With ``M`` small (decode) the unit runs at the weight bandwidth: one
+    tile per ``R`` cycles in ``INT8``, per ``R / 2`` cycles plus the scale beats in ``Q4``.
+    The last result of an instruction is in the accumulator ``R + C + 7`` cycles after its
+    last row was issued; ``push_next`` fires then, ``push_prev`` right after the last row
+    is read.
 
     Ports
     -----
@@ -128,37 +141,54 @@ class ExecUnit(wiring.Component):
         # ---- Weight streamer ------------------------------------------------------------
         depth = cfg.weight_fifo_rows
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C, depth=depth)
-        reserved = Signal(range(depth + 1))     # rows requested and not yet in the array
+        # What the loader needs of each instruction, in the order the streamer takes them.
+        load_entry = data.StructLayout({"q4": 1, "k_tiles": 16})
+        m.submodules.lq = lq = fifo.SyncFIFOBuffered(width=load_entry.size, depth=8)
+        reserved = Signal(range(depth + 1))     # beats requested and not yet consumed
         w_addr = Signal(cfg.addr_width)
         chunk = self.chunk
-        w_left = Signal(32)                     # chunks of the current instruction to request
+        tpb = cfg.q4_tiles_per_block
+        w_left = Signal(32)                     # int8: chunks of the instruction to request
+        w_tiles = Signal(16)                    # Q4: tiles of the instruction to request
+        w_q4 = Signal()
         w_busy = Signal()
         w_head = Signal(entry)
         m.d.comb += w_head.eq(wq.r_data)
+        m.d.comb += [lq.w_data.eq(Cat(w_head.body.wfmt == isa.WeightFormat.Q4,
+                                      w_head.body.k_tiles))]
+        q4_req = Signal(range(cfg.q4_group_beats + 1))    # beats of the next Q4 request
+        m.d.comb += q4_req.eq(cfg.q4_scale_beats
+                              + Mux(w_tiles >= tpb, tpb, w_tiles) * cfg.q4_tile_beats)
+        req = Signal(range(max(chunk, cfg.q4_group_beats) + 1))
+        m.d.comb += req.eq(Mux(w_q4, q4_req, chunk))
         with m.If(~w_busy):
-            m.d.comb += wq.r_en.eq(~self.abort)
-            with m.If(wq.r_rdy & ~self.abort):
+            m.d.comb += wq.r_en.eq(~self.abort & lq.w_rdy)
+            with m.If(wq.r_rdy & lq.w_rdy & ~self.abort):
+                m.d.comb += lq.w_en.eq(1)
                 m.d.sync += [
                     w_busy.eq(1),
                     w_addr.eq(w_head.body.weight_addr),
+                    w_q4.eq(w_head.body.wfmt == isa.WeightFormat.Q4),
                     w_left.eq(w_head.body.k_tiles * (R // chunk)),
+                    w_tiles.eq(w_head.body.k_tiles),
                 ]
         with m.Else():
             room = Signal()
-            m.d.comb += room.eq(reserved <= depth - chunk)
+            m.d.comb += room.eq(reserved + req <= depth)
             m.d.comb += [
                 self.wcmd.valid.eq(room & ~self.abort),
                 self.wcmd.payload.addr.eq(w_addr),
                 self.wcmd.payload.rows.eq(1),
-                self.wcmd.payload.row_beats.eq(chunk),
+                self.wcmd.payload.row_beats.eq(req),
                 self.wcmd.payload.stride.eq(0),
             ]
             with m.If(self.wcmd.valid & self.wcmd.ready):
                 m.d.sync += [
-                    w_addr.eq(w_addr + chunk * cfg.bus_bytes),
+                    w_addr.eq(w_addr + req * cfg.bus_bytes),
                     w_left.eq(w_left - 1),
+                    w_tiles.eq(w_tiles - Mux(w_tiles >= tpb, tpb, w_tiles)),
                 ]
-                with m.If(w_left == 1):
+                with m.If(Mux(w_q4, w_tiles <= tpb, w_left == 1)):
                     m.d.sync += w_busy.eq(0)
         m.d.comb += [
             wfifo.w_data.eq(self.wdata.payload),
@@ -167,27 +197,64 @@ class ExecUnit(wiring.Component):
         ]
 
         # ---- Weight loader ---------------------------------------------------------------
+        # Q4 block scales: one slot per block group, written from the group's first beats,
+        # read by the scaler when the group's rows come out of the array.
+        slots = cfg.q4_slots
+        d_mem = Memory(shape=data.ArrayLayout(unsigned(8), C), depth=slots, init=[])
+        e_mem = Memory(shape=data.ArrayLayout(signed(8), C), depth=slots, init=[])
+        m.submodules.d_mem, m.submodules.e_mem = d_mem, e_mem
+        groups_loaded = Signal(TILE_COUNTER_BITS)
+        groups_retired = Signal(TILE_COUNTER_BITS)
+        slot_free = Signal()
+        m.d.comb += slot_free.eq((groups_loaded - groups_retired)[:TILE_COUNTER_BITS] < slots)
+
         loaded = Signal(TILE_COUNTER_BITS)      # tiles fully written into the array
         issued = Signal(TILE_COUNTER_BITS)      # tiles whose rows have all been issued
         wl_row = Signal(range(R))
+        l_head = Signal(load_entry)
+        m.d.comb += l_head.eq(lq.r_data)
+        l_tile = Signal(16)                     # tile of the head instruction being loaded
+        l_sb = Signal(range(cfg.q4_scale_beats + 1))   # scale beats of this group taken
         bank_free = Signal()
         m.d.comb += bank_free.eq((loaded - issued)[:TILE_COUNTER_BITS] <= 1)
+        in_scales = Signal()
+        m.d.comb += in_scales.eq(lq.r_rdy & l_head.q4 & (l_sb < cfg.q4_scale_beats))
+        take_scale = Signal()
+        m.d.comb += take_scale.eq(in_scales & wfifo.r_rdy & slot_free)
         load_row = Signal()
-        m.d.comb += load_row.eq(wfifo.r_rdy & bank_free)
+        m.d.comb += load_row.eq(lq.r_rdy & ~in_scales & wfifo.r_rdy & bank_free)
+        slot = groups_loaded[:ceil_log2(slots)] if slots > 1 else C0(0, 1)
+        d_wr, e_wr = d_mem.write_port(), e_mem.write_port()
         m.d.comb += [
-            wfifo.r_en.eq(load_row),
+            d_wr.addr.eq(slot), e_wr.addr.eq(slot),
+            d_wr.data.eq(wfifo.r_data), e_wr.data.eq(wfifo.r_data),
+            d_wr.en.eq(take_scale & (l_sb == 0)), e_wr.en.eq(take_scale & (l_sb == 1)),
+        ]
+        with m.If(take_scale):
+            m.d.sync += l_sb.eq(l_sb + 1)
+        m.d.comb += [
+            wfifo.r_en.eq(load_row | take_scale),
             array.weight.valid.eq(load_row),
             array.weight.payload.data.eq(wfifo.r_data),
             array.weight.payload.row.eq(wl_row),
             array.weight.payload.bank.eq(loaded[0]),
+            array.weight.payload.pair.eq(l_head.q4),
         ]
         requested = Signal()
         m.d.comb += requested.eq(self.wcmd.valid & self.wcmd.ready)
-        m.d.sync += reserved.eq(reserved + Mux(requested, chunk, 0) - load_row)
+        m.d.sync += reserved.eq(reserved + Mux(requested, req, 0) - wfifo.r_en)
+        tile_end = Signal()
+        m.d.comb += tile_end.eq(load_row & (wl_row == Mux(l_head.q4, R - 2, R - 1)))
         with m.If(load_row):
-            m.d.sync += wl_row.eq(Mux(wl_row == R - 1, 0, wl_row + 1))
-            with m.If(wl_row == R - 1):
-                m.d.sync += loaded.eq(loaded + 1)
+            m.d.sync += wl_row.eq(Mux(tile_end, 0, wl_row + 1 + l_head.q4))
+        with m.If(tile_end):
+            last_tile = l_tile == l_head.k_tiles - 1
+            m.d.sync += [loaded.eq(loaded + 1), l_tile.eq(l_tile + 1)]
+            with m.If(l_head.q4 & (last_tile | ((l_tile & (tpb - 1)) == tpb - 1))):
+                m.d.sync += [l_sb.eq(0), groups_loaded.eq(groups_loaded + 1)]
+            with m.If(last_tile):
+                m.d.comb += lq.r_en.eq(1)
+                m.d.sync += l_tile.eq(0)
 
         # ---- Activation issuer -------------------------------------------------------------
         cur = Signal(entry)
@@ -196,9 +263,15 @@ class ExecUnit(wiring.Component):
         row_addr = Signal(32)        # buffer row of (i, m)
         tile_base = Signal(32)       # buffer row of (i, 0)
         first_tile = Signal()
+        k_idx = Signal(16)           # k-tile of the current instruction
+        i_group = Signal(TILE_COUNTER_BITS)    # Q4 block groups whose rows are all issued
         issue = Signal()
         weights_in = Signal()
         m.d.comb += weights_in.eq((loaded - issued)[:TILE_COUNTER_BITS] != 0)
+        is_q4 = Signal()
+        group_end = Signal()         # the current tile is the last of its Q4 block group
+        m.d.comb += [is_q4.eq(cur.body.wfmt == isa.WeightFormat.Q4),
+                     group_end.eq(is_q4 & ((k_left == 0) | ((k_idx & (tpb - 1)) == tpb - 1)))]
 
         with m.FSM(name="issuer") as issuer:
             with m.State("IDLE"):
@@ -223,6 +296,7 @@ class ExecUnit(wiring.Component):
                         row_addr.eq(cur.body.act_row),
                         tile_base.eq(cur.body.act_row),
                         first_tile.eq(1),
+                        k_idx.eq(0),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
@@ -239,7 +313,10 @@ class ExecUnit(wiring.Component):
                             tile_base.eq(tile_base + cur.body.act_kstep),
                             row_addr.eq(tile_base + cur.body.act_kstep),
                             k_left.eq(k_left - 1),
+                            k_idx.eq(k_idx + 1),
                         ]
+                        with m.If(group_end):
+                            m.d.sync += i_group.eq(i_group + 1)
                         with m.If(k_left == 0):
                             m.d.comb += self.e2l_give.eq(cur.hdr.push_prev)
                             m.next = "IDLE"
@@ -263,25 +340,62 @@ class ExecUnit(wiring.Component):
             self.array_active.eq(s1.valid),
         ]
 
-        # Where each result goes travels beside the row: 1 + R + C + 1 cycles.
-        meta = data.StructLayout({"valid": 1, "addr": len(self.acc_addr), "accumulate": 1,
-                                  "push": 1})
+        # Where each result goes, and how it is scaled, travels beside the row:
+        # 1 + R + C + 1 cycles to the array's output. The row's activation sum joins one
+        # cycle after the read, with the row itself.
+        acc_aw = len(self.acc_addr)
+        asum_shape = signed(cfg.act_width + ceil_log2(R) + 1)
+        meta = data.StructLayout({"valid": 1, "addr": acc_aw, "accumulate": 1, "push": 1,
+                                  "q4": 1, "slot": max(1, ceil_log2(slots)),
+                                  "retire": 1, "asum": asum_shape})
         tag = Signal(meta)
         m.d.comb += [
             tag.valid.eq(issue),
             tag.addr.eq(cur.body.acc_row + m_idx),
             tag.accumulate.eq(cur.body.accumulate | ~first_tile),
             tag.push.eq(last_of_insn & cur.hdr.push_next),
+            tag.q4.eq(is_q4),
+            tag.slot.eq(i_group),
+            tag.retire.eq(group_end & (m_idx == cur.body.m - 1)),
         ]
         for stage in range(1 + cfg.latency):
             tag_q = Signal(meta, name=f"meta_{stage}")
             m.d.sync += tag_q.eq(tag)
+            if stage == 0:
+                with_sum = Signal(meta, name="meta_asum")
+                m.d.comb += [with_sum.eq(tag_q),
+                             with_sum.asum.eq(sum(self.act_rd_data[r] for r in range(R)))]
+                tag_q = with_sum
             tag = tag_q
+
+        # ---- Block scaler: y = d * (2P - 15S) + e * S for Q4 rows, y = P otherwise ------
+        # Stage A: the slot's scales are read (synchronous read) while P and the tag wait.
+        d_rd = d_mem.read_port(domain="sync")
+        e_rd = e_mem.read_port(domain="sync")
+        m.d.comb += [d_rd.addr.eq(tag.slot), e_rd.addr.eq(tag.slot)]
+        p_a = Signal(layouts.psum_row(cfg), name="scale_p")
+        tag_a = Signal(meta, name="scale_tag")
+        m.d.sync += [p_a.eq(array.result.payload), tag_a.eq(tag),
+                     tag_a.valid.eq(array.result.valid)]
+        # Stage B: two multiplies per channel. A Q4 row's P is bounded by R * 128 * 15, so
+        # its low bits are all of it.
+        p_bits = (R * 128 * 15).bit_length() + 1
+        y_b = Signal(layouts.psum_row(cfg), name="scaled")
+        tag_b = Signal(meta, name="scaled_tag")
+        m.d.sync += tag_b.eq(tag_a)
+        for c in range(C):
+            p = p_a[c].as_signed()[:p_bits].as_signed()
+            t = Signal(signed(p_bits + 3), name=f"scale_t_{c}")
+            m.d.comb += t.eq(2 * p - 15 * tag_a.asum)
+            m.d.sync += y_b[c].eq(Mux(tag_a.q4, d_rd.data[c] * t + e_rd.data[c] * tag_a.asum,
+                                      p_a[c]))
+        m.d.sync += groups_retired.eq(groups_retired + (tag_b.valid & tag_b.q4 & tag_b.retire))
+
         m.d.comb += [
-            self.acc_valid.eq(array.result.valid),
-            self.acc_addr.eq(tag.addr),
-            self.acc_accumulate.eq(tag.accumulate),
-            self.acc_data.eq(array.result.payload),
+            self.acc_valid.eq(tag_b.valid),
+            self.acc_addr.eq(tag_b.addr),
+            self.acc_accumulate.eq(tag_b.accumulate),
+            self.acc_data.eq(y_b),
         ]
         # The accumulator writes a row at the end of the second cycle after it arrives
         # (Accumulator: 3-stage read-modify-write): the token goes out one cycle later
@@ -289,17 +403,17 @@ class ExecUnit(wiring.Component):
         push_q1 = Signal()
         push_q2 = Signal()
         push_q3 = Signal()
-        m.d.sync += [push_q1.eq(tag.push & tag.valid), push_q2.eq(push_q1),
+        m.d.sync += [push_q1.eq(tag_b.push & tag_b.valid), push_q2.eq(push_q1),
                      push_q3.eq(push_q2)]
         m.d.comb += self.e2s_give.eq(push_q3)
 
         # ---- Idle ---------------------------------------------------------------------------
-        in_flight = Signal(range(cfg.latency + 8))
+        in_flight = Signal(range(cfg.latency + cfg.scale_latency + 8))
         m.d.sync += in_flight.eq(in_flight + issue - (self.acc_valid))
         # Not idle while an instruction is taken (waiting for its tokens or its weights):
         # FENCE and END must wait for it, even when nothing is in flight yet.
         m.d.comb += self.idle.eq(issuer.ongoing("IDLE") & ~wq.r_rdy & ~aq.r_rdy & ~w_busy
-                                 & (reserved == 0)
+                                 & (reserved == 0) & ~lq.r_rdy
                                  & (in_flight == 0) & ~push_q1 & ~push_q2 & ~push_q3
                                  & ~s1.valid & ~self.insn.valid)
         return m

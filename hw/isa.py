@@ -55,7 +55,16 @@ Instructions
     ``m`` in ``0..m-1``, with ``a`` = activation buffer row
     ``act_row + i*act_kstep + m*act_stride``:
     ``acc[acc_row + m] = (acc[acc_row + m] if (accumulate or i > 0) else 0) + a @ W_i``
-    in wrapping int32.
+    in wrapping int32. ``wfmt`` names the weights' format (:class:`WeightFormat`):
+    ``INT8`` as above, or ``Q4``: 4-bit codes with a scale and an offset per block of
+    ``q4_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
+    ``MATMUL`` computes the same sum with the integer weight
+    ``W_i[r, c] = d[b, c] * (2 * q[r, c] - 15) + e[b, c]`` of block ``b`` (code ``q`` in
+    0..15, scale ``d`` in 0..255, offset ``e`` in -128..127). Its weights are read from
+    ``weight_addr`` as groups, one per block of the N-tile: ``C`` uint8 scales ``d``,
+    ``C`` int8 offsets ``e``, then the block's tiles of codes (the last block may have
+    fewer), ``R / 2`` beats per tile: byte ``c`` of beat ``j`` holds ``q[2j, c]`` in its
+    low nibble and ``q[2j + 1, c]`` in its high nibble.
 ``STORE``  for ``r`` in ``0..m-1``: ``y = requantize(acc[acc_row + r], param set
     param_tile, relu)`` (see ``docs/requant.md``), ``C`` int8; if ``to_buf`` the row goes to
     activation buffer row ``buf_row + r``, else to memory at ``dram_addr + r*dram_stride``.
@@ -77,7 +86,7 @@ import enum
 
 from amaranth.lib import data
 
-__all__ = ["Op", "Error", "INSN_BYTES", "PARAM_BEATS", "MULT_BITS", "SHIFT_BITS",
+__all__ = ["Op", "Error", "WeightFormat", "INSN_BYTES", "PARAM_BEATS", "MULT_BITS", "SHIFT_BITS",
            "header_layout", "insn_layout",
            "body_layouts", "encode", "decode_op"]
 
@@ -99,6 +108,12 @@ class Op(enum.IntEnum):
     STORE = 4
     FENCE = 5
     END = 6
+
+
+class WeightFormat(enum.IntEnum):
+    """A ``MATMUL``'s weight format (its ``wfmt`` field)."""
+    INT8 = 0
+    Q4 = 1
 
 
 class Error(enum.IntEnum):
@@ -134,7 +149,7 @@ body_layouts = {
     }),
     Op.MATMUL: data.StructLayout({
         "weight_addr": 32, "act_row": 16, "act_stride": 16, "act_kstep": 16,
-        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1,
+        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1, "wfmt": 1,
     }),
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,

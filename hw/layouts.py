@@ -27,11 +27,15 @@ def weight_row(cfg):
     ``data``  ``C`` int8 weights, ``W[row, 0..C-1]`` of the tile.
     ``row``   which array row (0..R-1) latches it.
     ``bank``  which of the two weight registers in each PE it is written to.
+    ``pair``  ``data`` holds two rows of 4-bit codes (0..15) instead: byte ``c`` carries
+              ``W[row, c]`` in bits 0-3 and ``W[row + 1, c]`` in bits 4-7 (``row`` even),
+              so one beat loads two rows.
     """
     return data.StructLayout({
         "data": data.ArrayLayout(signed(cfg.act_width), cfg.cols),
         "row": range(cfg.rows),
         "bank": 1,
+        "pair": 1,
     })
 
 

@@ -8,12 +8,17 @@ __all__ = ["PE", "weight_lane"]
 
 
 def weight_lane(rows):
-    """The slice of a weight row that travels down one column: one int8 and its tag."""
+    """The slice of a weight row that travels down one column: one byte and its tag.
+
+    ``data`` is one int8 weight for array row ``row``, or, with ``pair``, two 4-bit codes
+    (0..15): bits 0-3 for array row ``row`` (even) and bits 4-7 for row ``row + 1``.
+    """
     return data.StructLayout({
         "valid": 1,
         "row": range(rows),
         "bank": 1,
         "data": signed(8),
+        "pair": 1,
     })
 
 
@@ -48,7 +53,11 @@ class PE(wiring.Component):
     ``w_in`` carries a weight lane down the column, one PE per cycle (``w_out`` is
     ``w_in`` one cycle later). When ``w_in.valid`` and ``w_in.row == row`` the PE latches
     ``w_in.data`` into ``w[w_in.bank]`` at the end of the cycle; the new weight is used by
-    activations sampled from the next cycle on. A write to one bank never disturbs an
+    activations sampled from the next cycle on. A lane with ``pair`` carries two 4-bit
+    codes for rows ``row`` and ``row + 1`` (``row`` even): the PE of an even row latches
+    the low nibble, the PE of the odd row below it the high nibble, both zero-extended
+    (0..15). This is the whole 4-bit unpacker: a 4-bit mux in front of each weight
+    register, so a beat of ``C`` bytes loads two rows of a tile at once. A write to one bank never disturbs an
     activation that uses the other bank, which is how tiles switch without a bubble.
 
     There is no back-pressure: the PE accepts an activation every cycle.
@@ -91,11 +100,20 @@ class PE(wiring.Component):
 
         w0 = Signal(signed(8), reset_less=True)
         w1 = Signal(signed(8), reset_less=True)
-        with m.If(self.w_in.valid & (self.w_in.row == self.row)):
-            with m.If(self.w_in.bank):
-                m.d.sync += w1.eq(self.w_in.data)
+        lane = self.w_in
+        value = Signal(signed(8))
+        if self.row % 2 == 0:
+            hit = lane.valid & (lane.row == self.row)
+            m.d.comb += value.eq(Mux(lane.pair, lane.data[0:4], lane.data))
+        else:
+            hit = lane.valid & ((lane.row == self.row)
+                                | (lane.pair & (lane.row == self.row - 1)))
+            m.d.comb += value.eq(Mux(lane.pair, lane.data[4:8], lane.data))
+        with m.If(hit):
+            with m.If(lane.bank):
+                m.d.sync += w1.eq(value)
             with m.Else():
-                m.d.sync += w0.eq(self.w_in.data)
+                m.d.sync += w0.eq(value)
         if "w_out" in self.signature.members:
             m.d.sync += self.w_out.eq(self.w_in)
 

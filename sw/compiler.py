@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serrano.hw import isa
-from . import golden
+from . import golden, q4
 from .isa_model import Program, pack_params, pack_weights
 
 __all__ = ["ALIGN", "pack_acts", "unpack_out", "unpack_raw", "out_bytes", "choose_block",
@@ -153,9 +153,11 @@ class Gemm:
     y_addr: int          # n-tile-major outputs
     relu: bool = False
     raw: bool = False    # store the int32 accumulators unrequantized
-    # Bytes from one N-tile's weights to the next (default ``ceil(K/R) * R * C``, packed);
-    # larger for a matrix kept with room to grow along K (a KV cache's V).
+    # Bytes from one N-tile's weights to the next (default: packed, ``ceil(K/R) * R * C``
+    # for int8, ``q4.matmul_bytes(cfg, ceil(K/R))`` for Q4); larger for a matrix kept
+    # with room to grow along K (a KV cache's V).
     w_stride: int = None
+    wfmt: int = isa.WeightFormat.INT8     # the weights' format (sw/q4.py for Q4)
     macs: int = field(init=False)
 
     def __post_init__(self):
@@ -180,6 +182,12 @@ class Builder:
         # A raw GEMM reads no parameter sets: one chunk, and every STORE names slot 0.
         slots = nt if g.raw else cfg.param_tiles
         row_bytes = C * (cfg.raw_row_beats if g.raw else 1)
+        q4w = g.wfmt == isa.WeightFormat.Q4
+        # The first N-tile's MATMULs start where their weights can: at every k-tile for
+        # int8, at every block group for Q4 (a group's scales come first).
+        span = cfg.q4_tiles_per_block if q4w else 1
+        group_bytes = cfg.q4_group_beats * cfg.bus_bytes
+        w_stride = g.w_stride or (q4.matmul_bytes(cfg, kt) if q4w else kt * R * C)
         if self.prog.insns:
             self.prog.fence()
         for c0 in range(0, nt, slots):
@@ -200,20 +208,22 @@ class Builder:
                 for j in chunk:
                     acc_row = (t % 2) * half_acc
                     last_of_block = j == chunk[-1]
-                    w_addr = g.w_addr + j * (g.w_stride or kt * R * C)
+                    w_addr = g.w_addr + j * w_stride
                     # (k-tile start, k-tiles, waits for a load) of each MATMUL of tile j
-                    parts = ([(i, 1, 1) for i in range(kt)] if j == chunk[0]
-                             else [(0, kt, 0)])
+                    parts = ([(i, min(span, kt - i), 1) for i in range(0, kt, span)]
+                             if j == chunk[0] else [(0, kt, 0)])
                     for n, (i0, k_tiles, pop) in enumerate(parts):
-                        if pop:
+                        for i in range(i0, i0 + k_tiles) if pop else ():
                             self.prog.load_act(
-                                dram_addr=g.a_addr + (i0 * g.M + m0) * R, dram_stride=0,
-                                rows=1, row_beats=rows, buf_row=half * half_act + i0,
+                                dram_addr=g.a_addr + (i * g.M + m0) * R, dram_stride=0,
+                                rows=1, row_beats=rows, buf_row=half * half_act + i,
                                 buf_row_step=0, buf_beat_step=kt,
-                                pop_next=int(b >= 2 and i0 == 0), push_next=1)
+                                pop_next=int(b >= 2 and i == 0),
+                                push_next=int(i == i0 + k_tiles - 1))
                         last = n == len(parts) - 1
                         self.prog.matmul(
-                            weight_addr=w_addr + i0 * R * C,
+                            weight_addr=w_addr + (i0 // span * group_bytes if q4w
+                                                  else i0 * R * C), wfmt=g.wfmt,
                             act_row=half * half_act + i0, act_stride=kt, act_kstep=1,
                             m=rows, k_tiles=k_tiles, acc_row=acc_row, accumulate=int(i0 > 0),
                             pop_prev=pop,
@@ -270,16 +280,20 @@ def program_bytes_bound(cfg, gemms, block=None):
 def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None,
                  raw=False):
     """The memory image and program of one requantized GEMM (``raw``: of ``A @ W`` as
-    int32, with no parameters: ``bias``, ``mult``, ``shift`` and ``relu`` unused)."""
+    int32, with no parameters: ``bias``, ``mult``, ``shift`` and ``relu`` unused).
+    ``w`` is an int8 ``K x N`` matrix, or :class:`sw.q4.Q4Weights` (a ``Q4`` GEMM of
+    their integer weights)."""
     a = golden.check_int8("a", a)
-    w = golden.check_int8("w", w)
+    q4w = isinstance(w, q4.Q4Weights)
+    if not q4w:
+        w = golden.check_int8("w", w)
     M, K = a.shape
     if w.shape[0] != K:
         raise ValueError(f"cannot multiply shapes {a.shape} and {w.shape}")
     N = w.shape[1]
     mem = Memory(base)
     prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)], block))
-    wpack = pack_weights(w, cfg)
+    wpack = q4.pack(w, cfg) if q4w else pack_weights(w, cfg)
     w_addr = mem.alloc(len(wpack), wpack)
     apack = pack_acts(a, cfg)
     a_addr = mem.alloc(len(apack), apack)
@@ -290,7 +304,8 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     y_bytes = out_bytes(cfg, M, N, raw)
     y_addr = mem.alloc(y_bytes)
     b = Builder(cfg)
-    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu, raw), block=block)
+    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu, raw,
+                wfmt=isa.WeightFormat.Q4 if q4w else isa.WeightFormat.INT8), block=block)
     prog = np.frombuffer(b.finish(), np.uint8)
     mem.chunks.append((prog_addr, prog))
     return GemmLayout(image=mem.image(), prog_addr=prog_addr,

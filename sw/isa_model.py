@@ -70,6 +70,7 @@ import numpy as np
 from serrano.hw import isa
 from serrano.hw.config import Config
 
+from . import q4
 from .golden import check_int8
 from .requant import requantize, MULT_MAX, SHIFT_MAX
 
@@ -274,7 +275,7 @@ class Machine:
             self._window(b["dram_addr"], b["n_tiles"] * isa.PARAM_BEATS * bb)
         elif op == isa.Op.MATMUL:
             self._align(b["weight_addr"])
-            self._window(b["weight_addr"], b["k_tiles"] * cfg.rows * cfg.cols)
+            self._window(b["weight_addr"], _weight_bytes(cfg, b))
         elif op == isa.Op.STORE and not b["to_buf"]:
             self._align(b["dram_addr"], b["dram_stride"])
             row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb
@@ -312,17 +313,20 @@ class Machine:
         return {"read_bytes": nbytes}
 
     def _do_matmul(self, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
-                   accumulate):
+                   accumulate, wfmt):
         R, C = self.cfg.rows, self.cfg.cols
-        nbytes = k_tiles * R * C
-        w = self.mem[weight_addr:weight_addr + nbytes].view(np.int8)
-        w = w.reshape(k_tiles * R, C).astype(np.float64)
+        nbytes = _weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
+        raw = self.mem[weight_addr:weight_addr + nbytes]
+        if wfmt == isa.WeightFormat.Q4:
+            w = q4.unpack(raw, self.cfg, k_tiles).astype(np.float64)
+        else:
+            w = raw.view(np.int8).reshape(k_tiles * R, C).astype(np.float64)
         rows = (act_row + np.arange(k_tiles, dtype=np.int64)[:, None] * act_kstep
                 + np.arange(m, dtype=np.int64)[None, :] * act_stride)       # (k_tiles, m)
         a = self.act[rows.T].reshape(m, k_tiles * R).astype(np.float64)     # (m, K)
         # Exact in float64 (BLAS): every product and partial sum is an integer of at most
-        # 65535 * R * 2**14 < 2**53 in magnitude; wrapping the sum once equals wrapping
-        # after every tile (both are modulo 2**32).
+        # 65535 * R * 2**19 < 2**53 in magnitude (a Q4 weight is below 2**12); wrapping
+        # the sum once equals wrapping after every tile (both are modulo 2**32).
         total = (a @ w).astype(np.int64)
         out = slice(acc_row, acc_row + m)
         if accumulate:
@@ -602,7 +606,7 @@ def _footprint(cfg, op, b):
         writes.update(("param slot", b["param_tile"] + t) for t in range(b["n_tiles"]))
     elif op == isa.Op.MATMUL:
         first = b["weight_addr"] // bb
-        early.update(("memory beat", first + k) for k in range(b["k_tiles"] * R))
+        early.update(("memory beat", first + k) for k in range(_weight_bytes(cfg, b) // bb))
         for i in range(b["k_tiles"]):
             reads.update(("act row", b["act_row"] + i * b["act_kstep"] + j * b["act_stride"])
                          for j in range(b["m"]))
@@ -703,11 +707,12 @@ class Program:
                          dram_addr=dram_addr, n_tiles=n_tiles, param_tile=param_tile)
 
     def matmul(self, *, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
-               accumulate=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
+               accumulate=0, wfmt=isa.WeightFormat.INT8, pop_prev=0, pop_next=0, push_prev=0,
+               push_next=0):
         return self._add(isa.Op.MATMUL, _flags(pop_prev, pop_next, push_prev, push_next),
                          weight_addr=weight_addr, act_row=act_row, act_stride=act_stride,
                          act_kstep=act_kstep, m=m, k_tiles=k_tiles, acc_row=acc_row,
-                         accumulate=accumulate)
+                         accumulate=accumulate, wfmt=int(wfmt))
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
               to_buf=0, relu=0, raw=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
@@ -743,6 +748,13 @@ def _flags(pop_prev, pop_next, push_prev, push_next):
 
 def _tiles(n, size):
     return -(-n // size)
+
+
+def _weight_bytes(cfg, b):
+    """Bytes a ``MATMUL`` with fields ``b`` reads as weights, in its format."""
+    if b["wfmt"] == isa.WeightFormat.Q4:
+        return q4.matmul_bytes(cfg, b["k_tiles"])
+    return b["k_tiles"] * cfg.rows * cfg.cols
 
 
 def pack_weights(w, cfg):
