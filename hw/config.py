@@ -130,7 +130,7 @@ class Config:
     def scale_latency(self):
         """Cycles the exec unit's block scaler adds between the array's result and the
         accumulator, in every weight format (so the timing does not depend on it)."""
-        return 2
+        return 3
 
     @property
     def macs(self):

@@ -53,14 +53,15 @@ class ExecUnit(wiring.Component):
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
       cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
-    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (2) cycles,
+    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (3) cycles,
       whatever its format, and then updates accumulator row ``acc_row + m`` (overwrite on
       the first k-tile unless ``accumulate``). An ``INT8`` row passes unchanged. A ``Q4``
       row ``P`` (``C`` sums of codes times activations) becomes, per channel ``c``,
-      ``d[c] * (2 * P[c] - 15 * S) + e[c] * S``, where ``S`` is the sum of the row's ``R``
-      activations (added up as the row enters the array and carried beside it) and
-      ``d``, ``e`` the scales of the tile's block: exactly ``a @ W`` with the integer
-      weights of ``sw/q4.py``. Two multipliers per channel (8 x 19 and 8 x 13 bits).
+      ``d[c] * (16 * P[c] - 120 * S + f[c] * S)``, where ``S`` is the sum of the row's
+      ``R`` activations (added up as the row enters the array and carried beside it) and
+      ``d``, ``f`` the scale and offset of the tile's block: exactly ``a @ W`` with the
+      integer weights of ``sw/q4.py``. Two multipliers per channel (8 x 13 bits for the
+      offset, then 8 x 23 bits for the scale), one pipeline stage each.
 
     Throughput and latency
     ----------------------
@@ -69,7 +70,7 @@ class ExecUnit(wiring.Component):
     weight FIFO fed at one beat per cycle, tiles and instructions follow each other
     without a bubble. With ``M`` small (decode) the unit runs at the weight bandwidth: one
     tile per ``R`` cycles in ``INT8``, per ``R / 2`` cycles plus the scale beats in ``Q4``.
-    The last result of an instruction is in the accumulator ``R + C + 7`` cycles after its
+    The last result of an instruction is in the accumulator ``R + C + 8`` cycles after its
     last row was issued; ``push_next`` fires then, ``push_prev`` right after the last row
     is read.
 
@@ -201,8 +202,8 @@ class ExecUnit(wiring.Component):
         # read by the scaler when the group's rows come out of the array.
         slots = cfg.q4_slots
         d_mem = Memory(shape=data.ArrayLayout(unsigned(8), C), depth=slots, init=[])
-        e_mem = Memory(shape=data.ArrayLayout(signed(8), C), depth=slots, init=[])
-        m.submodules.d_mem, m.submodules.e_mem = d_mem, e_mem
+        f_mem = Memory(shape=data.ArrayLayout(signed(8), C), depth=slots, init=[])
+        m.submodules.d_mem, m.submodules.f_mem = d_mem, f_mem
         groups_loaded = Signal(TILE_COUNTER_BITS)
         groups_retired = Signal(TILE_COUNTER_BITS)
         slot_free = Signal()
@@ -224,11 +225,11 @@ class ExecUnit(wiring.Component):
         load_row = Signal()
         m.d.comb += load_row.eq(lq.r_rdy & ~in_scales & wfifo.r_rdy & bank_free)
         slot = groups_loaded[:ceil_log2(slots)] if slots > 1 else C0(0, 1)
-        d_wr, e_wr = d_mem.write_port(), e_mem.write_port()
+        d_wr, f_wr = d_mem.write_port(), f_mem.write_port()
         m.d.comb += [
-            d_wr.addr.eq(slot), e_wr.addr.eq(slot),
-            d_wr.data.eq(wfifo.r_data), e_wr.data.eq(wfifo.r_data),
-            d_wr.en.eq(take_scale & (l_sb == 0)), e_wr.en.eq(take_scale & (l_sb == 1)),
+            d_wr.addr.eq(slot), f_wr.addr.eq(slot),
+            d_wr.data.eq(wfifo.r_data), f_wr.data.eq(wfifo.r_data),
+            d_wr.en.eq(take_scale & (l_sb == 0)), f_wr.en.eq(take_scale & (l_sb == 1)),
         ]
         with m.If(take_scale):
             m.d.sync += l_sb.eq(l_sb + 1)
@@ -368,34 +369,39 @@ class ExecUnit(wiring.Component):
                 tag_q = with_sum
             tag = tag_q
 
-        # ---- Block scaler: y = d * (2P - 15S) + e * S for Q4 rows, y = P otherwise ------
+        # ---- Block scaler: y = d * (16P - 120S + fS) for Q4 rows, y = P otherwise -------
         # Stage A: the slot's scales are read (synchronous read) while P and the tag wait.
         d_rd = d_mem.read_port(domain="sync")
-        e_rd = e_mem.read_port(domain="sync")
-        m.d.comb += [d_rd.addr.eq(tag.slot), e_rd.addr.eq(tag.slot)]
+        f_rd = f_mem.read_port(domain="sync")
+        m.d.comb += [d_rd.addr.eq(tag.slot), f_rd.addr.eq(tag.slot)]
         p_a = Signal(layouts.psum_row(cfg), name="scale_p")
         tag_a = Signal(meta, name="scale_tag")
         m.d.sync += [p_a.eq(array.result.payload), tag_a.eq(tag),
                      tag_a.valid.eq(array.result.valid)]
-        # Stage B: two multiplies per channel. A Q4 row's P is bounded by R * 128 * 15, so
-        # its low bits are all of it.
+        # Stage B: the offset's product and the sum in brackets; a Q4 row's P is bounded
+        # by R * 128 * 15, so its low bits are all of it. Stage C: the scale's product.
         p_bits = (R * 128 * 15).bit_length() + 1
-        y_b = Signal(layouts.psum_row(cfg), name="scaled")
-        tag_b = Signal(meta, name="scaled_tag")
-        m.d.sync += tag_b.eq(tag_a)
+        t_shape = signed(p_bits + 6)
+        t_b = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
+        p_b = Signal(layouts.psum_row(cfg), name="scale_p_b")
+        d_b = Signal(data.ArrayLayout(unsigned(8), C), name="scale_d")
+        tag_b = Signal(meta, name="scale_tag_b")
+        m.d.sync += [tag_b.eq(tag_a), p_b.eq(p_a), d_b.eq(d_rd.data)]
         for c in range(C):
             p = p_a[c].as_signed()[:p_bits].as_signed()
-            t = Signal(signed(p_bits + 3), name=f"scale_t_{c}")
-            m.d.comb += t.eq(2 * p - 15 * tag_a.asum)
-            m.d.sync += y_b[c].eq(Mux(tag_a.q4, d_rd.data[c] * t + e_rd.data[c] * tag_a.asum,
-                                      p_a[c]))
-        m.d.sync += groups_retired.eq(groups_retired + (tag_b.valid & tag_b.q4 & tag_b.retire))
+            m.d.sync += t_b[c].eq((p << 4) - 120 * tag_a.asum + f_rd.data[c] * tag_a.asum)
+        y_c = Signal(layouts.psum_row(cfg), name="scaled")
+        tag_c = Signal(meta, name="scaled_tag")
+        m.d.sync += tag_c.eq(tag_b)
+        for c in range(C):
+            m.d.sync += y_c[c].eq(Mux(tag_b.q4, d_b[c] * t_b[c], p_b[c]))
+        m.d.sync += groups_retired.eq(groups_retired + (tag_c.valid & tag_c.q4 & tag_c.retire))
 
         m.d.comb += [
-            self.acc_valid.eq(tag_b.valid),
-            self.acc_addr.eq(tag_b.addr),
-            self.acc_accumulate.eq(tag_b.accumulate),
-            self.acc_data.eq(y_b),
+            self.acc_valid.eq(tag_c.valid),
+            self.acc_addr.eq(tag_c.addr),
+            self.acc_accumulate.eq(tag_c.accumulate),
+            self.acc_data.eq(y_c),
         ]
         # The accumulator writes a row at the end of the second cycle after it arrives
         # (Accumulator: 3-stage read-modify-write): the token goes out one cycle later
@@ -403,7 +409,7 @@ class ExecUnit(wiring.Component):
         push_q1 = Signal()
         push_q2 = Signal()
         push_q3 = Signal()
-        m.d.sync += [push_q1.eq(tag_b.push & tag_b.valid), push_q2.eq(push_q1),
+        m.d.sync += [push_q1.eq(tag_c.push & tag_c.valid), push_q2.eq(push_q1),
                      push_q3.eq(push_q2)]
         m.d.comb += self.e2s_give.eq(push_q3)
 

@@ -59,10 +59,10 @@ Instructions
     ``INT8`` as above, or ``Q4``: 4-bit codes with a scale and an offset per block of
     ``q4_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
     ``MATMUL`` computes the same sum with the integer weight
-    ``W_i[r, c] = d[b, c] * (2 * q[r, c] - 15) + e[b, c]`` of block ``b`` (code ``q`` in
-    0..15, scale ``d`` in 0..255, offset ``e`` in -128..127). Its weights are read from
-    ``weight_addr`` as groups, one per block of the N-tile: ``C`` uint8 scales ``d``,
-    ``C`` int8 offsets ``e``, then the block's tiles of codes (the last block may have
+    ``W_i[r, c] = d[b, c] * (16 * q[r, c] - 120 + f[b, c])`` of block ``b`` (code ``q``
+    in 0..15, scale ``d`` in 0..255, offset ``f`` in -128..127). Its weights are read
+    from ``weight_addr`` as groups, one per block of the N-tile: ``C`` uint8 scales ``d``,
+    ``C`` int8 offsets ``f``, then the block's tiles of codes (the last block may have
     fewer), ``R / 2`` beats per tile: byte ``c`` of beat ``j`` holds ``q[2j, c]`` in its
     low nibble and ``q[2j + 1, c]`` in its high nibble.
 ``STORE``  for ``r`` in ``0..m-1``: ``y = requantize(acc[acc_row + r], param set

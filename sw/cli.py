@@ -4,6 +4,7 @@ Subcommands::
 
     serrano verilog --preset P [-o FILE] [--array]
     serrano gemm    --preset P --m M --k K --n N --backend B [--check every|none]
+                    [--weights int8|int4]
                     [--mem-latency CYCLES] [--seed S] [--json]
     serrano gemm    --array ... --backend {verilator,icarus,amaranth}
     serrano lint    --preset P [--array]
@@ -31,6 +32,7 @@ from serrano.hw.config import ConfigError, get_preset, preset_names
 from serrano.sim.runner import SimulationFailed
 from serrano.sim.toolenv import ToolNotFound
 from serrano.sw.backends import backend_names
+from serrano.sw.q4 import WEIGHTS
 from serrano.sw.models.llama import ModelNotInstalled as LlamaNotInstalled
 from serrano.sw.models.minilm import ModelNotInstalled
 from serrano.sw.runtime import CHECKS, DeviceError
@@ -108,6 +110,8 @@ def _parser():
                    help="memory read latency of the simulated memory (default: 30)")
     g.add_argument("--array", action="store_true",
                    help="feed the bare array cycle by cycle; int32 results, K summed outside")
+    g.add_argument("--weights", choices=WEIGHTS, default="int8",
+                   help="weight format: int8, or 4-bit codes with block scales (sw/q4.py)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -187,6 +191,9 @@ def _cmd_gemm(args):
     from serrano.sw import gemm
     cfg = args.preset
     if args.array:
+        if args.weights != "int8":
+            raise UsageError("--array feeds int8 weights only; drop --array for "
+                             f"--weights {args.weights}")
         if args.backend not in gemm.ARRAY_BACKENDS:
             raise UsageError(f"unknown backend {args.backend!r} for --array; choose one of: "
                              f"{', '.join(gemm.ARRAY_BACKENDS)}")
@@ -194,14 +201,16 @@ def _cmd_gemm(args):
                                      seed=args.seed)
     else:
         report = gemm.run_gemm(cfg, args.m, args.k, args.n, args.backend, seed=args.seed,
-                               mem_latency=args.mem_latency, check=args.check)
+                               mem_latency=args.mem_latency, check=args.check,
+                               weights=args.weights)
     if args.json:
         print(json.dumps(report))
         return 0 if report["bit_exact"] else 1
     r = report
     mode = "bare array" if args.array else "accelerator, program and data in memory"
     print(f"serrano gemm  {r['m']}x{r['k']} @ {r['k']}x{r['n']}  preset {r['preset']} "
-          f"({cfg.rows}x{cfg.cols} array)  backend {r['backend']}  [{mode}]")
+          f"({cfg.rows}x{cfg.cols} array)  backend {r['backend']}  "
+          f"weights {r.get('weights', 'int8')}  [{mode}]")
     print(f"  bit-exact vs golden model : {'yes' if r['bit_exact'] else 'NO'}")
     if r["cycles"] is not None:
         print(f"  cycles                    : {r['cycles']}")
@@ -262,14 +271,15 @@ def _cmd_run(args):
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
                       seq=args.seq, text=args.text, progress=progress,
                       mem_latency=args.mem_latency, check=args.check,
-                      act_bits=args.act_bits)
+                      act_bits=args.act_bits, weights=args.weights)
     finally:
         progress.close()
     if args.json:
         return _print_json(r)
     cfg = args.preset
     print(f"serrano run  {r['model']}  {r['layers']} layer(s), sequence {r['seq']}  "
-          f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}")
+          f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}  "
+          f"{r['weights']} weights")
     print(f"  cosine vs float32         : {r['cosine_vs_float']:.5f} (final output"
           + (", worst of the texts)" if r["model"] == "minilm" else ")"))
     print("  cosine per layer          : "
@@ -297,6 +307,10 @@ def _add_act_bits(p):
     p.add_argument("--act-bits", type=int, choices=(8, 16), default=None,
                    help="bits of the per-token GEMM inputs: 16 (two int8 passes through "
                         "each weight tile; the default) or 8")
+    p.add_argument("--weights", choices=WEIGHTS, default=None,
+                   help="weight format: int4 (4-bit codes with block scales; the default "
+                        "for a 4-bit GGUF file, its own codes) or int8 (the default "
+                        "otherwise)")
 
 
 def _bit_exact_text(r, be):
@@ -312,12 +326,13 @@ def _cmd_generate(args):
                                           else [])
         r = agreement(args.preset, args.model, args.backend, texts,
                       act_bits=args.act_bits, mem_latency=args.mem_latency,
-                      check=args.check, gguf=args.gguf)
+                      check=args.check, gguf=args.gguf, weights=args.weights)
         if args.json:
             return _print_json(r)
         print(f"serrano generate --score  {r['model']}  backend {r['backend']}: top-1 "
               f"agreement vs float {r['top1_agreement_vs_float']:.3f} over "
-              f"{r['positions']} positions ({r['act_bits']}-bit inputs; per text: "
+              f"{r['positions']} positions ({r['weights']} weights, {r['act_bits']}-bit "
+              "inputs; per text: "
               + ", ".join(f"{t['top1']:.3f}/{t['positions']}" for t in r["per_text"]) + ")")
         return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
 
@@ -331,12 +346,12 @@ def _cmd_generate(args):
     r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
                  mem_latency=args.mem_latency, check=args.check, progress=progress,
-                 act_bits=args.act_bits, gguf=args.gguf)
+                 act_bits=args.act_bits, gguf=args.gguf, weights=args.weights)
     if args.json:
         return _print_json(r)
     cfg = args.preset
     print(f"serrano generate  {r['model']}  preset {r['preset']} ({cfg.rows}x{cfg.cols})  "
-          f"backend {r['backend']}")
+          f"backend {r['backend']}  {r['weights']} weights, {r['act_bits']}-bit inputs")
     print(f"  prompt ({r['prefill_tokens']} tokens)  : {r['prompt']!r}")
     print(f"  generated ({len(r['generated_ids'])} tokens): {r['text']!r}")
     if r["prefill_cycles"] is not None:

@@ -7,6 +7,10 @@ The result is checked twice: against numpy (``golden.matmul`` then
 golden ISA model running the same program (``--check every``, the default).
 ``cycles`` is the accelerator's own cycle counter, start to done.
 
+``--weights int4`` draws 4-bit weights instead (``sw/q4.py``: random codes with random
+block scales and offsets, the extremes always among them); the result is the same
+requantized int8 ``a @ W`` of their integer weights ``W``, checked the same two ways.
+
 ``--array`` keeps the earlier mode: the bare systolic array fed cycle by cycle, int32
 results summed across K tiles outside the array (also on Amaranth's simulator).
 """
@@ -14,12 +18,13 @@ results summed across K tiles outside the array (also on Amaranth's simulator).
 import numpy as np
 
 from serrano.hw import isa
-from . import array_plan, compiler, golden, requant
+from . import array_plan, compiler, golden, q4, requant
 from .backends import backend_names, check_backend
 from .runtime import Device
 
-__all__ = ["ARRAY_BACKENDS", "random_operands", "random_requant", "run_gemm",
-           "run_array_gemm"]
+__all__ = ["ARRAY_BACKENDS", "WEIGHTS", "random_operands", "random_q4", "random_requant",
+           "run_gemm", "run_array_gemm"]
+WEIGHTS = q4.WEIGHTS
 
 #: ``--array`` feeds the bare array on a simulator: every backend but the ISA model.
 ARRAY_BACKENDS = tuple(b for b in backend_names() if b != "golden")
@@ -33,6 +38,21 @@ def random_operands(m, k, n, seed):
     a.flat[0], a.flat[-1] = -128, 127
     w.flat[0], w.flat[-1] = -128, 127
     return a, w
+
+
+def random_q4(k, n, seed, cfg):
+    """Random :class:`sw.q4.Q4Weights` (k x n): codes, scales and offsets uniform over
+    their ranges, with 0 and 15, 0 and 255, -128 and 127 always among them."""
+    rng = np.random.default_rng(seed + 2)
+    nb = -(-k // cfg.q4_block)
+    codes = rng.integers(0, q4.CODE_MAX + 1, (k, n))
+    d = rng.integers(0, q4.D_MAX + 1, (nb, n))
+    f = rng.integers(q4.F_MIN, q4.F_MAX + 1, (nb, n))
+    codes.flat[0], codes.flat[-1] = 0, q4.CODE_MAX
+    d.flat[0], d.flat[-1] = q4.D_MAX, 0
+    f.flat[0], f.flat[-1] = q4.F_MIN, q4.F_MAX
+    return q4.Q4Weights(codes.astype(np.uint8), d.astype(np.uint8), f.astype(np.int8),
+                        np.ones(n, np.float32), cfg.q4_block)
 
 
 def random_requant(acc, seed):
@@ -52,7 +72,8 @@ def _check_shape(m, k, n):
             raise ValueError(f"--{name} must be a positive integer, not {v!r}")
 
 
-def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", device=None):
+def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", device=None,
+             weights="int8"):
     """Run one GEMM through the accelerator on ``backend``; return the report dict.
 
     :func:`sw.compiler.compile_gemm` lays out the program and the operands at the top of
@@ -64,8 +85,14 @@ def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", devic
     """
     _check_shape(m, k, n)
     check_backend(backend)
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHTS)}")
     a, w = random_operands(m, k, n, seed)
-    acc = golden.matmul(a, w)
+    if weights == "int4":
+        w = random_q4(k, n, seed, cfg)
+        acc = golden.wrap_int32(a @ w.integer().astype(np.int64))
+    else:
+        acc = golden.matmul(a, w)
     bias, mult, shift = random_requant(acc, seed)
     expect = requant.requantize(acc, bias, mult, shift)
 
@@ -96,6 +123,7 @@ def run_gemm(cfg, m, k, n, backend, seed=0, mem_latency=30, check="every", devic
     bus = cfg.bus_bytes
     report = {
         "preset": cfg.name, "backend": backend, "m": m, "k": k, "n": n, "seed": seed,
+        "weights": weights,
         "bit_exact": bit_exact, "checked_vs_golden": stats.bit_exact is not None,
         "macs": macs, "mem_latency": mem_latency,
         "bus_bytes_per_cycle": bus, "sim_wall_s": round(stats.wall_s, 4),

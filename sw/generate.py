@@ -30,12 +30,13 @@ import time
 import numpy as np
 
 from . import energy
+from .q4 import WEIGHTS
 from .backends import check_backend
 from .models import llama as LM
 from .nn import archs, device_exec, float_exec
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "DEFAULT_PROMPT", "generate", "agreement", "read_texts"]
+__all__ = ["MODELS", "WEIGHTS", "DEFAULT_PROMPT", "generate", "agreement", "read_texts"]
 
 MODELS = ("smollm2", "llama-tiny", "gpt-tiny")
 DEFAULT_PROMPT = "What is the capital of France?"
@@ -100,6 +101,22 @@ def _model_graph(model):
     return LM.graph(model), archs.llama_params(model)
 
 
+def _q4(cfg, model, graph, params, weights):
+    """The ``q4`` argument of the device executor for ``weights`` (``None``: the model's
+    default, ``int4`` for a model read from a GGUF file of 4-bit tensors, else
+    ``int8``), and the format's name."""
+    codes = (LM.q4_codes(model, cfg.q4_block)
+             if isinstance(model, LM.Llama) and model.path is not None
+             and weights in (None, "int4") else {})
+    if weights is None:
+        weights = "int4" if codes else "int8"
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHTS)}")
+    if weights == "int8":
+        return None, weights
+    return device_exec.q4_weights(graph, params, cfg.q4_block, codes or None), weights
+
+
 def read_texts(path):
     """The texts of a ``--score-file``: separated by lines holding only ``%%``; the
     file's leading lines that start with ``#`` are a header, not text."""
@@ -124,7 +141,7 @@ def read_texts(path):
 
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
-              check="every", gguf=None):
+              check="every", gguf=None, weights=None):
     """Teacher-forced top-1 agreement of the device path with the float model over
     ``texts`` (each run as one prompt; every position's next-token argmax compared):
     ``{"top1_agreement_vs_float", "positions", "per_text", "act_bits", ...}``."""
@@ -144,9 +161,10 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
         if len(ids) > model.shape.context:
             raise ValueError(f"a text to score has {len(ids)} tokens, more than the "
                              f"context of {model.shape.context}")
+    q4, weights = _q4(cfg, model, graph, params, weights)
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
         ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
-                                        positions=max(map(len, all_ids)))
+                                        positions=max(map(len, all_ids)), q4=q4)
         for ids in all_ids:
             feeds = {"ids": ids, "pos": np.arange(len(ids))}
             got = ex.run(feeds, {})["logits"].argmax(axis=-1)
@@ -158,12 +176,13 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
         bit_exact = dev.bit_exact
     return {"model": model_name, "backend": backend, "top1_agreement_vs_float": same / total,
             "positions": total, "per_text": per_text, "act_bits": act_bits,
+            "weights": weights,
             "bit_exact_vs_golden": bit_exact}
 
 
 def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
              clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None,
-             act_bits=None, gguf=None):
+             act_bits=None, gguf=None, weights=None):
     """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
     dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
     ...}`` after each token."""
@@ -188,10 +207,11 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
     graph, params = _model_graph(model)
 
+    q4, weights = _q4(cfg, model, graph, params, weights)
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
         ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
-                                        positions=len(ids) + max_tokens)
+                                        positions=len(ids) + max_tokens, q4=q4)
         state = {}
         n0 = len(dev.calls)
         logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]
@@ -237,7 +257,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
         "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
-        "act_bits": act_bits,
+        "act_bits": act_bits, "weights": weights,
         "prompt": text, "prompt_ids": list(map(int, ids)),
         "generated_ids": generated, "text": decode(generated),
         "prefill_tokens": len(ids),

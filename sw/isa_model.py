@@ -590,7 +590,7 @@ def _footprint(cfg, op, b):
     """``(reads, writes, dispatch_reads)``: the resources an instruction touches, as
     ``(kind, index)`` keys. Memory is tracked per bus beat; ``dispatch_reads`` are the
     weight beats a ``MATMUL`` reads at dispatch, before its tokens."""
-    bb, R = cfg.bus_bytes, cfg.rows
+    bb = cfg.bus_bytes
     reads, writes, early = set(), set(), set()
     if op == isa.Op.LOAD_ACT:
         for r in range(b["rows"]):

@@ -24,6 +24,7 @@ from . import energy
 from .models import layers as L
 from .backends import check_backend
 from .nn import archs, device_exec
+from .q4 import WEIGHTS
 from .runtime import CHECKS, Device
 
 __all__ = ["MODELS", "DEFAULT_TEXTS", "run_model", "run_model_on", "cosine"]
@@ -75,7 +76,7 @@ def _summary(dev, cfg, tokens):
     }
 
 
-def _run_minilm(new_device, layers, seq, texts, act_bits):
+def _run_minilm(new_device, layers, seq, texts, executor):
     from .models import minilm
     model = minilm.load_minilm()
     layers = minilm._layer_count(model, layers)
@@ -85,7 +86,7 @@ def _run_minilm(new_device, layers, seq, texts, act_bits):
     ref = minilm.forward_ids(model, ids, mask, layers)
     x = minilm.embed(model, ids)
     dev = new_device()
-    ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
+    ex = executor(dev, graph, params)
     names = [f"blk.{i}.y" for i in range(layers)]
     layer_cos = [[] for _ in range(layers)]
     final = []
@@ -117,26 +118,26 @@ def _run_minilm(new_device, layers, seq, texts, act_bits):
     return dev, out
 
 
-def _run_bert_tiny(new_device, seq, act_bits):
+def _run_bert_tiny(new_device, seq, executor):
     from .models import synthetic
     w, shape = synthetic.bert_tiny(0)
     graph, params = archs.bert_encoder(shape, 1), archs.bert_params([w])
     x = synthetic.random_inputs(shape, seq, seed=1)
     dev = new_device()
-    y = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits).run(
+    y = executor(dev, graph, params).run(
         {"x": x, "mask": np.ones((1, seq), np.int64)}, {})["blk.0.y"]
     c = cosine(y, L.encoder_layer(x, w, shape))
     return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c],
                  "tokens_processed": seq}
 
 
-def _run_gpt_tiny(new_device, seq, act_bits):
+def _run_gpt_tiny(new_device, seq, executor):
     from .models import synthetic
     w, shape = synthetic.gpt_tiny(0)
     graph, params = archs.gpt_decoder(shape, 1), archs.gpt_params([w])
     x = synthetic.random_inputs(shape, seq + 1, seed=1)
     dev = new_device()
-    ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits)
+    ex = executor(dev, graph, params)
     state = {}
     y = ex.run({"x": x[:seq]}, state)["blk.0.y"]
     y_new = ex.run({"x": x[seq:]}, state)["blk.0.y"][0]
@@ -149,17 +150,17 @@ def _run_gpt_tiny(new_device, seq, act_bits):
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-              mem_latency=30, check="every", act_bits=None):
+              mem_latency=30, check="every", act_bits=None, weights=None):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
-                               act_bits=act_bits)
+                               act_bits=act_bits, weights=weights)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-                 mem_latency=30, check="every", act_bits=None):
+                 mem_latency=30, check="every", act_bits=None, weights=None):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
@@ -170,6 +171,15 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     if seq is not None and (not isinstance(seq, int) or seq < 1):
         raise ValueError(f"--seq must be a positive integer, not {seq!r}")
     act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
+    weights = "int8" if weights is None else weights
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHTS)}")
+
+    def executor(dev, graph, params):
+        # int4: every linear map quantized to 4-bit codes with block scales (sw/q4.py).
+        q4 = (device_exec.q4_weights(graph, params, cfg.q4_block) if weights == "int4"
+              else None)
+        return device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits, q4=q4)
 
     def new_device():
         return Device(cfg, backend, mem_latency=mem_latency, progress=progress, check=check)
@@ -178,16 +188,16 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     if model == "minilm":
         texts = DEFAULT_TEXTS if text is None else (text,)
         dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts,
-                               act_bits)
+                               executor)
     else:
         if layers not in (None, 1):
             raise ValueError(f"{model} has 1 layer, not {layers}")
         if text is not None:
             raise ValueError(f"{model} takes random inputs, not --text")
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
-        dev, out = runner(new_device, 16 if seq is None else seq, act_bits)
+        dev, out = runner(new_device, 16 if seq is None else seq, executor)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
-              "act_bits": act_bits,
+              "act_bits": act_bits, "weights": weights,
               **out, **_summary(dev, cfg, out["tokens_processed"]),
               "wall_s": round(time.perf_counter() - t0, 3)}
     return report, dev

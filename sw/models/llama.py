@@ -39,7 +39,7 @@ import numpy as np
 
 from .layers import check_finite
 
-__all__ = ["INSTALL_HINT", "ModelNotInstalled", "UnsupportedModel", "LlamaShape",
+__all__ = ["q4_codes", "INSTALL_HINT", "ModelNotInstalled", "UnsupportedModel", "LlamaShape",
            "LlamaLayer", "Llama", "smollm2_path", "load_gguf", "load_smollm2", "write_gguf",
            "llama_tiny", "tokenize", "detokenize", "chat_prompt", "new_cache", "forward",
            "greedy", "graph"]
@@ -262,6 +262,59 @@ def load_gguf(path):
                   add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)))
     model.tokenizer = _tokenizer(reader, path)
     return model
+
+
+#: The graph parameter of each layer tensor, and whether its rows are permuted for RoPE.
+_LINEARS = {"attn_q": ("wq", True), "attn_k": ("wk", True), "attn_v": ("wv", False),
+            "attn_output": ("wo", False), "ffn_gate": ("w_gate", False),
+            "ffn_up": ("w_up", False), "ffn_down": ("w_down", False)}
+
+
+def _q4_blocks(t):
+    """The 4-bit codes (K, N), scales and minima (K / 32, N) of a Q4_0 or Q4_1 tensor
+    of ``N`` rows of ``K`` (llama.cpp's block: f16 scale, [f16 minimum,] 16 bytes of
+    codes, element ``j`` in the low nibble of byte ``j`` and ``j + 16`` in the high one)."""
+    kind = _import("gguf").GGMLQuantizationType
+    head = {kind.Q4_0: 2, kind.Q4_1: 4}[t.tensor_type]
+    n, row_bytes = t.data.shape
+    nb = row_bytes // (head + 16)
+    blocks = np.asarray(t.data).reshape(n, nb, head + 16)
+    scale = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    minimum = (blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+               if head == 4 else -8 * scale)
+    qs = blocks[..., head:]
+    codes = np.concatenate([qs & 0xF, qs >> 4], axis=-1).reshape(n, nb * 32)
+    return codes.T, scale.T, minimum.T
+
+
+def q4_codes(model, block):
+    """The file's own 4-bit weights of every layer's linear maps, keyed by graph parameter
+    (``blk.{i}.wq`` ...) as :class:`sw.q4.Q4Weights` (codes untouched, block scales and
+    minima encoded by :func:`sw.q4.from_blocks`; Q and K rows unpermuted as
+    :func:`load_gguf` does). Tensors stored in another type (the Q8_0 embedding, which
+    is also the LM head) are not included. ``block`` must be GGUF's 32."""
+    from .. import q4
+    if block != 32:
+        raise UnsupportedModel(f"GGUF's 4-bit blocks hold 32 weights, the config {block}")
+    if model.path is None:
+        return {}
+    gguf = _import("gguf")
+    reader = gguf.GGUFReader(model.path)
+    kind = gguf.GGMLQuantizationType
+    out = {}
+    for t in reader.tensors:
+        parts = t.name.split(".")
+        if (len(parts) != 4 or parts[0] != "blk" or parts[2] not in _LINEARS
+                or t.tensor_type not in (kind.Q4_0, kind.Q4_1)):
+            continue
+        name, permuted = _LINEARS[parts[2]]
+        codes, scale, minimum = _q4_blocks(t)
+        if permuted:
+            heads = model.shape.heads if name == "wq" else model.shape.kv_heads
+            order = _unpermute(np.arange(codes.shape[1]), heads)
+            codes, scale, minimum = codes[:, order], scale[:, order], minimum[:, order]
+        out[f"blk.{parts[1]}.{name}"] = q4.from_blocks(codes, scale, minimum, block)
+    return out
 
 
 def load_smollm2():

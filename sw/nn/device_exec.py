@@ -20,7 +20,9 @@ are the GEMM's 16-bit rows, so ``ctx = acc * s_row``.
 Quantization (stated here, once; ``docs/quantization.md`` has what each step gained):
 
 * weights: int8 symmetric per output channel (:func:`sw.quant.quantize_linear`),
-  ``w ~ s_w[n] * q_w``;
+  ``w ~ s_w[n] * q_w``; or, for the linear nodes given in ``q4``, 4-bit codes with block
+  scales (:mod:`sw.q4`: a model file's own codes, or :func:`sw.q4.quantize`),
+  ``w = u[n] * W``, where ``u`` plays the part of ``s_w``;
 * the GEMM input, per token (per row), computed at run time, so nothing is calibrated:
   ``act_bits = 8``: ``s[m] = max|x[m, :]| / 127``, ``q = round(x / s)`` in int8;
   ``act_bits = 16`` (the default): ``s[m] = max|x[m, :]| / 32639`` and
@@ -43,11 +45,14 @@ import math
 
 import numpy as np
 
+from serrano.hw import isa
 from .. import compiler, isa_model
+from .. import q4 as q4_format
 from ..quant import quantize_linear
 from . import float_exec
 
-__all__ = ["ACT_BITS", "split16", "quantize_rows", "KVCache", "DeviceExecutor"]
+__all__ = ["ACT_BITS", "split16", "quantize_rows", "q4_weights", "KVCache",
+           "DeviceExecutor"]
 
 #: Bits of the per-token GEMM inputs: 16 (two int8 passes) or 8.
 ACT_BITS = 16
@@ -150,6 +155,18 @@ class _Linear:
     n: int
     w_addr: int
     b: np.ndarray = None
+    wfmt: int = isa.WeightFormat.INT8
+
+
+def q4_weights(graph, params, block, given=None):
+    """4-bit weights for every linear node of ``graph``: ``given[name]`` where a model
+    file holds its own codes (a :class:`sw.q4.Q4Weights` dict keyed by parameter name),
+    :func:`sw.q4.quantize` of the float weight otherwise. With ``given``, only its
+    names: a weight the file keeps in more bits (an 8-bit LM head) stays int8."""
+    if given is not None:
+        return dict(given)
+    return {n.attrs["w"]: q4_format.quantize(params[n.attrs["w"]], block)
+            for n in _linear_nodes(graph)}
 
 
 class DeviceExecutor:
@@ -161,7 +178,7 @@ class DeviceExecutor:
     One sequence at a time: a new ``state`` dict starts a new one (and empties the
     caches)."""
 
-    def __init__(self, dev, graph, params, *, act_bits=ACT_BITS, positions=512):
+    def __init__(self, dev, graph, params, *, act_bits=ACT_BITS, positions=512, q4=None):
         if act_bits not in _TOP:
             raise ValueError(f"act_bits must be 8 or 16, not {act_bits!r}")
         if not isinstance(positions, int) or positions < 1:
@@ -170,14 +187,25 @@ class DeviceExecutor:
         self.act_bits = act_bits
         cfg = dev.cfg
         self.linears = {}
+        q4 = q4 or {}
         for n in _linear_nodes(graph):
             w = params[n.attrs["w"]]
             b = n.attrs.get("b")
+            b = None if b is None else np.asarray(params[b], np.float64)
+            qw = q4.get(n.attrs["w"])
+            if qw is not None:
+                if qw.shape != w.shape:
+                    raise ValueError(f"the 4-bit {n.attrs['w']} is {qw.shape}, the weight "
+                                     f"{w.shape}")
+                self.linears[n.out] = _Linear(
+                    w_scale=np.asarray(qw.unit, np.float64), k=w.shape[0], n=w.shape[1],
+                    w_addr=dev.put(q4_format.pack(qw, cfg)), b=b,
+                    wfmt=isa.WeightFormat.Q4)
+                continue
             ql = quantize_linear(w, np.zeros(w.shape[1]))
             self.linears[n.out] = _Linear(
                 w_scale=np.asarray(ql.w_scale, np.float64), k=w.shape[0], n=w.shape[1],
-                w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
-                b=None if b is None else np.asarray(params[b], np.float64))
+                w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)), b=b)
         # Linear nodes that read the same value run together, where the first one is.
         self.groups = {}
         first = {}
@@ -242,7 +270,7 @@ class DeviceExecutor:
         for name in names:
             lin = self.linears[name]
             jobs.append((x2, (lambda M, a, y, lin=lin: compiler.Gemm(
-                M, lin.k, lin.n, a, lin.w_addr, None, y, raw=True)), lin.n))
+                M, lin.k, lin.n, a, lin.w_addr, None, y, raw=True, wfmt=lin.wfmt)), lin.n))
         result = {}
         for name, y in zip(names, self._device_call(" + ".join(names), jobs)):
             lin = self.linears[name]
