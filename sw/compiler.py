@@ -259,6 +259,7 @@ class GemmLayout:
     K: int
     N: int
     raw: bool = False
+    wfmt: int = isa.WeightFormat.INT8
 
     def output(self, image, cfg):
         unpack = unpack_raw if self.raw else unpack_out
@@ -310,4 +311,5 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     mem.chunks.append((prog_addr, prog))
     return GemmLayout(image=mem.image(), prog_addr=prog_addr,
                       prog_len=len(prog) // isa.INSN_BYTES, w_addr=w_addr, a_addr=a_addr,
-                      p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N, raw=raw)
+                      p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N, raw=raw,
+                      wfmt=isa.WeightFormat.Q4 if q4w else isa.WeightFormat.INT8)

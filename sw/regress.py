@@ -2,7 +2,9 @@
 
 Each seed draws, reproducibly: a preset (``tiny`` or ``fpga``; ``default`` on Verilator
 only), a GEMM shape (sizes that are not multiples of the array, ``K = 1``, long ``K``,
-more output tiles than parameter slots), requantization parameters with corners (zero
+more output tiles than parameter slots), the weights' format (int8, or on three seeds in
+ten 4-bit codes with block scales, ``sw/q4.py``, sometimes all at their extremes),
+requantization parameters with corners (zero
 multiplier, largest shift, saturation both ways, ReLU), an M-block size, a base address
 near a 4 KiB boundary, the memory timing (``AxiRam`` with random pauses on all five
 channels, or the Verilog memory with a read latency from 1 to 100 cycles and a write
@@ -49,7 +51,8 @@ import numpy as np
 
 from serrano.hw import isa, regs
 from serrano.hw.config import get_preset
-from . import compiler, golden, isa_model, requant
+from . import compiler, golden, isa_model, q4, requant
+from .gemm import random_q4
 
 __all__ = ["KINDS", "PROGRAM_FAULTS", "BUS_FAULTS", "FAULTS", "RESETS", "DECK_SIZE", "BINS",
            "burst_starts", "changed_outside", "bad_outputs", "written_in", "run_case",
@@ -83,7 +86,8 @@ BINS = (
        "reset:soft_after_error"]
     + ["stall:weight", "stall:act", "stall:insn", "burst_crosses_4k", "k_equals_1",
        "several_m_blocks", "saturate_high", "saturate_low", "zero_multiplier", "shift_63",
-       "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks"]
+       "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks",
+       "weights:q4", "weights:q4_partial_block", "weights:q4_extremes"]
 )
 
 
@@ -113,13 +117,25 @@ def _case(seed, sims):
     return rng, sim, cfg, m, k, n, _kind(seed)
 
 
-def _operands(rng, cfg, m, k, n):
+def _operands(rng, cfg, m, k, n, q4w=False):
+    """``a``, ``w`` (int8, or :class:`sw.q4.Q4Weights` if ``q4w``), requantization
+    parameters, relu, and the int32 ``a @ w`` (of the integer weights for Q4)."""
     a = rng.integers(-128, 128, (m, k))
     w = rng.integers(-128, 128, (k, n))
-    if rng.random() < 0.3:                      # large sums: all extremes
+    extremes = rng.random() < 0.3
+    if extremes:                                # large sums: all extremes
         a = np.where(rng.random((m, k)) < 0.5, -128, 127)
         w = np.where(rng.random((k, n)) < 0.5, -128, 127)
-    acc = golden.matmul(a, w).astype(np.int64)
+    if q4w:
+        w = random_q4(k, n, int(rng.integers(1 << 30)), cfg)
+        if extremes:                            # and the format's own extremes
+            w.codes[:] = np.where(rng.random(w.codes.shape) < 0.5, 0, q4.CODE_MAX)
+            w.d[:] = q4.D_MAX
+            w.f[:] = np.where(rng.random(w.f.shape) < 0.5, q4.F_MIN, q4.F_MAX)
+        acc = golden.wrap_int32(a.astype(np.int64) @ w.integer().astype(np.int64))
+    else:
+        acc = golden.matmul(a, w)
+    acc = acc.astype(np.int64)
     bias = rng.integers(-2**20, 2**20, n)
     peak = np.maximum(np.abs(acc + bias).max(axis=0), 1)
     scales = 127.0 / peak * rng.choice([0.5, 1.0, 4.0, 64.0], n)   # some saturate
@@ -128,7 +144,7 @@ def _operands(rng, cfg, m, k, n):
     mult[rng.random(n) < 0.1] = 0
     big = rng.random(n) < 0.1
     shift[big] = 63
-    return a, w, bias, mult, shift, bool(rng.random() < 0.3)
+    return a, w, bias, mult, shift, bool(rng.random() < 0.3), acc, extremes
 
 
 # --------------------------------------------------------------------------------------
@@ -148,7 +164,9 @@ def _regions(cfg, layout):
     nt = -(-layout.N // cfg.cols)
     regions = {
         "act": (layout.a_addr, layout.a_addr + layout.M * kt * cfg.rows),
-        "weight": (layout.w_addr, layout.w_addr + kt * nt * cfg.rows * cfg.cols),
+        "weight": (layout.w_addr, layout.w_addr + (
+            q4.matrix_bytes(cfg, layout.K, layout.N) if layout.wfmt == isa.WeightFormat.Q4
+            else kt * nt * cfg.rows * cfg.cols)),
         "param": (layout.p_addr, (layout.p_addr or 0) + nt * isa.PARAM_BEATS * cfg.bus_bytes),
         "prog": (layout.prog_addr, layout.prog_addr + layout.prog_len * isa.INSN_BYTES),
         "out": (layout.y_addr, layout.y_addr + layout.y_bytes),
@@ -393,7 +411,9 @@ def _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw=False):
 def run_case(seed, sims=("verilator", "icarus")):
     """Run seed ``seed``; return ``(ok, message, bins hit)``."""
     rng, sim, cfg, m, k, n, kind = _case(seed, sims)
-    a, w, bias, mult, shift, relu = _operands(rng, cfg, m, k, n)
+    # 4-bit weights with block scales on three seeds in ten.
+    q4w = rng.random() < 0.3
+    a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, q4w)
     base = 4096 - int(rng.integers(0, 8)) * 64
     block = int(rng.integers(1, m + 1)) if rng.random() < 0.3 else None
     latency = int(rng.integers(1, 101))
@@ -435,20 +455,27 @@ def run_case(seed, sims=("verilator", "icarus")):
         rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
                       seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"
-    what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''} {mem}"
+    what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}{' q4' if q4w else ''}"
+            f" {mem}"
             + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else ""))
     problem = _check(plan, kind, layout, clean, rtl)
     if problem:
         return False, f"{what}: {problem}", set()
     blocks = -(-m // compiler.choose_block(cfg, m, k, block))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
-                 (False, False) if raw else _saturates(a, w, bias, mult, shift), mem)
+                 (False, False) if raw else _saturates(acc, bias, mult, shift), mem)
+    if q4w and rtl.error == isa.Error.NONE:
+        bins.add("weights:q4")
+        if k % cfg.q4_block:
+            bins.add("weights:q4_partial_block")
+        if extremes:
+            bins.add("weights:q4_extremes")
     return True, what, bins
 
 
-def _saturates(a, w, bias, mult, shift):
+def _saturates(acc, bias, mult, shift):
     """Whether requantization saturates high and low (before the clamp)."""
-    x = golden.wrap_int32(golden.matmul(a, w).astype(np.int64) + bias).astype(np.int64)
+    x = golden.wrap_int32(acc + bias).astype(np.int64)
     p = x * np.asarray(mult, np.int64)
     sh = np.asarray(shift, np.int64)
     q = np.where(sh > 0, (p + (np.int64(1) << np.maximum(sh - 1, 0))) >> sh, p)
