@@ -8,14 +8,19 @@ The suite (``--preset default`` unless told otherwise; ``--quick`` runs a reduce
 
 * **GEMMs**: prefill ``M = 128`` and decode ``M = 1`` with ``(K, N)`` in
   :data:`GEMM_SHAPES`, through :func:`sw.gemm.run_gemm` (random int8 operands, checked
-  bit-exactly against numpy and the golden ISA model).
+  bit-exactly against numpy and the golden ISA model), and :data:`INT4_GEMMS` again with
+  4-bit weights (``sw/q4.py``).
 * **layer**: one MiniLM encoder layer at sequence 128 on a fixed sentence
   (:func:`sw.run.run_model`, 16-bit inputs); 6 accelerator calls (Q, K and V; scores;
   context; the output projection; FFN up; FFN down), softmax, LayerNorm, GELU and the
   residual adds on the host between them.
 * **llm**: SmolLM2's prefill of :data:`LLM_PREFILL` tokens and its next decoded token, two
   entries (``llm_prefill``, ``llm_decode``; ``--quick``: llama-tiny), every call on the
-  backend, 16-bit inputs as two int8 rows per token.
+  backend, 16-bit inputs as two int8 rows per token; once with int8 weights, once with
+  the file's own 4-bit codes.
+
+The report pairs each 4-bit entry with its int8 twin (:func:`int4_pairs`): the speed-up
+in cycles against the ratio of bytes read, and the energy of each.
 * **decode**: one decode step of the tiny decoder (``gpt-tiny``) against a KV cache of
   128 tokens; the prefill that builds the cache runs on the golden backend, only the
   decode step on the RTL (:func:`run_decode_step`).
@@ -46,6 +51,7 @@ from . import energy
 __all__ = ["GEMM_SHAPES", "PREFILL_M", "DECODE_M", "LAYER_SEQ", "DECODE_CACHE", "LAYER_TEXT",
            "add_arguments", "run", "run_suite", "suite", "scalesim_ws_cycles",
            "roofline_cycles", "gemm_program", "run_decode_step", "measure_sim_rate",
+           "int4_pairs", "INT4_GEMMS",
            "write_outputs", "markdown"]
 
 #: ``(K, N)`` of the suite's GEMMs: MiniLM's projections (384 -> 384, 384 -> 1536,
@@ -64,6 +70,9 @@ LLM_PROMPT = ("Write a short story about a lighthouse keeper who finds a message
               "calm beginning, a tense middle when the storm is at its worst, and a hopeful "
               "ending at dawn, when the keeper walks slowly down to the old stone harbour.")
 QUICK_LLM_PREFILL = 12
+#: GEMMs the suite also runs with 4-bit weights (``sw/q4.py``), beside their int8 runs.
+INT4_GEMMS = ((PREFILL_M, 768, 768), (DECODE_M, 768, 768))
+INT4_SUFFIX = ", int4 weights"
 
 # --quick: two GEMMs, the tiny encoder layer, the decode step (fast enough for tests).
 QUICK_GEMMS = ((16, 32, 32), (1, 32, 32))
@@ -111,14 +120,19 @@ def roofline_cycles(cfg, macs, dma_bytes):
 
 # ---- programs and runs ------------------------------------------------------------------------
 
-def gemm_program(cfg, m, k, n):
+def gemm_program(cfg, m, k, n, weights="int8"):
     """The program :func:`sw.gemm.run_gemm` runs for an ``m x k`` by ``k x n`` GEMM (its
-    structure depends only on the shapes), as bytes."""
+    structure depends only on the shapes and the weight format), as bytes."""
     from serrano.hw.isa import INSN_BYTES
     from .compiler import compile_gemm
+    from . import q4
     zeros = np.zeros(n, np.int64)
-    layout = compile_gemm(cfg, np.zeros((m, k), np.int8), np.zeros((k, n), np.int8),
-                          zeros, zeros, zeros)
+    w = np.zeros((k, n), np.int8)
+    if weights == "int4":
+        nb = -(-k // cfg.q4_block)
+        w = q4.Q4Weights(np.zeros((k, n), np.uint8), np.zeros((nb, n), np.uint8),
+                         np.zeros((nb, n), np.int8), np.ones(n), cfg.q4_block)
+    layout = compile_gemm(cfg, np.zeros((m, k), np.int8), w, zeros, zeros, zeros)
     start = layout.prog_addr
     return layout.image[start:start + layout.prog_len * INSN_BYTES].tobytes()
 
@@ -163,7 +177,7 @@ def _entry(cfg, *, name, kind, cycles, macs, counters, structure, scalesim, cons
     roof = roofline_cycles(cfg, macs, dma_rd + dma_wr)
     counts = {"array_cycles": counters["array_cycles"], "dma_read_bytes": dma_rd,
               "dma_write_bytes": dma_wr,
-              **{k: structure[k] for k in (*energy.COUNT_KEYS, "store_raw_rows")
+              **{k: structure[k] for k in (*energy.COUNT_KEYS, "store_raw_rows", "q4_rows")
                  if k in structure}}
     if tokens is not None:
         counts["tokens"] = tokens
@@ -195,20 +209,27 @@ def _entry(cfg, *, name, kind, cycles, macs, counters, structure, scalesim, cons
     }
 
 
-def _gemm_entry(cfg, m, k, n, backend, constants, mem_latency):
+def _gemm_entry(cfg, m, k, n, weights, backend, constants, mem_latency):
     from .gemm import run_gemm
-    r = run_gemm(cfg, m, k, n, backend, mem_latency=mem_latency)
-    structure = energy.program_counts(cfg, [gemm_program(cfg, m, k, n)])
+    r = run_gemm(cfg, m, k, n, backend, mem_latency=mem_latency, weights=weights)
+    structure = energy.program_counts(cfg, [gemm_program(cfg, m, k, n, weights)])
     counters = {"array_cycles": r["array_cycles"], "dma_read_bytes": r["dma_read_bytes"],
                 "dma_write_bytes": r["dma_write_bytes"], "instructions": r["instructions"],
                 **{f"stall_{s}": v for s, v in r["stall_cycles"].items()}}
     label = "prefill GEMM" if m > 1 else "decode GEMV"
-    return _entry(cfg, name=f"{label} {m}x{k}x{n}", kind="gemm", cycles=r["cycles"],
+    return _entry(cfg, name=f"{label} {m}x{k}x{n}{_suffix(weights)}", kind="gemm",
+                  cycles=r["cycles"],
                   macs=r["macs"], counters=counters, structure=structure,
                   scalesim=scalesim_ws_cycles(m, k, n, cfg.rows, cfg.cols),
                   constants=constants,
-                  extra={"m": m, "k": k, "n": n, "bit_exact": r["bit_exact"],
+                  extra={"m": m, "k": k, "n": n, "weights": weights,
+                         "bit_exact": r["bit_exact"],
                          "sim_wall_s": r["sim_wall_s"]}), r["bit_exact"]
+
+
+def _suffix(weights):
+    """Entry names: int8 entries keep their plain names, 4-bit ones say so."""
+    return INT4_SUFFIX if weights == "int4" else ""
 
 
 def _device_counters(calls):
@@ -286,31 +307,36 @@ def _decode_entry(cfg, backend, constants, mem_latency, quick, progress):
     return e, bool(dev.bit_exact)
 
 
-def _llm_entries(cfg, backend, constants, mem_latency, quick, progress):
-    """A language model's prefill and its next decoded token, as two entries."""
+def _llm_entries(cfg, weights, backend, constants, mem_latency, quick, progress):
+    """A language model's prefill and its next decoded token, as two entries, with
+    ``weights`` (``int4``: SmolLM2's own 4-bit codes, llama-tiny's quantized)."""
     from . import generate as G
     from .nn.device_exec import DeviceExecutor
     from .runtime import Device
     name = "llama-tiny" if quick else "smollm2"
     model, encode, _ = G._load(name)
     graph, params = G._model_graph(model)
+    q4, _ = G._q4(cfg, model, graph, params, weights)
     ids = np.array(encode(LLM_PROMPT))[:QUICK_LLM_PREFILL if quick else LLM_PREFILL]
     with Device(cfg, backend, mem_latency=mem_latency, progress=progress) as dev:
-        ex = DeviceExecutor(dev, graph, params, positions=len(ids) + 1)
+        ex = DeviceExecutor(dev, graph, params, positions=len(ids) + 1, q4=q4)
         state = {}
         logits = ex.run({"ids": ids, "pos": np.arange(len(ids))}, state)["logits"]
         n0 = len(dev.calls)
         ex.run({"ids": np.array([int(np.argmax(logits[-1]))]),
                 "pos": np.array([len(ids)])}, state)
-        extra = {"model": name, "act_bits": ex.act_bits, "bit_exact": dev.bit_exact}
+        extra = {"model": name, "act_bits": ex.act_bits, "weights": weights,
+                 "bit_exact": dev.bit_exact}
 
         def wall(calls):
             return {"sim_wall_s": round(sum(c.wall_s for c in calls), 3)}
-        pre = _device_entry(cfg, dev, name=f"{name} prefill, {len(ids)} tokens",
+        pre = _device_entry(cfg, dev,
+                            name=f"{name} prefill, {len(ids)} tokens{_suffix(weights)}",
                             kind="llm_prefill", tokens=len(ids), constants=constants,
                             extra=dict(extra, tokens=len(ids), **wall(dev.calls[:n0])),
                             calls=dev.calls[:n0])
-        dec = _device_entry(cfg, dev, name=f"{name} decode, 1 token after {len(ids)}",
+        dec = _device_entry(cfg, dev,
+                            name=f"{name} decode, 1 token after {len(ids)}{_suffix(weights)}",
                             kind="llm_decode", tokens=1, constants=constants,
                             extra=dict(extra, cache_tokens=len(ids), **wall(dev.calls[n0:])),
                             calls=dev.calls[n0:])
@@ -321,11 +347,12 @@ def _llm_entries(cfg, backend, constants, mem_latency, quick, progress):
 def suite(quick=False):
     """The entries the suite runs, in order: ``(kind, parameters)``."""
     if quick:
-        gemms = QUICK_GEMMS
+        gemms = [(*g, "int8") for g in QUICK_GEMMS] + [(*QUICK_GEMMS[-1], "int4")]
     else:
-        gemms = [(m, k, n) for m in (PREFILL_M, DECODE_M) for k, n in GEMM_SHAPES]
+        gemms = ([(m, k, n, "int8") for m in (PREFILL_M, DECODE_M) for k, n in GEMM_SHAPES]
+                 + [(m, k, n, "int4") for m, k, n in INT4_GEMMS])
     return ([("gemm", g) for g in gemms] + [("layer", None), ("decode", None),
-                                             ("llm", None)])
+                                             ("llm", ("int8",)), ("llm", ("int4",))])
 
 
 # ---- simulation rate ------------------------------------------------------------------------
@@ -526,7 +553,7 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
     plan = suite(quick)
     entries, ok = [], True
     for i, (kind, params) in enumerate(plan, 1):
-        what = f"{kind} {'x'.join(map(str, params))}" if params else kind
+        what = f"{kind} {' '.join(map(str, params))}" if params else kind
         log(f"({i}/{len(plan)}) {what} on {cfg.name} ({cfg.rows}x{cfg.cols}), {backend}")
         t0 = time.perf_counter()
         if kind == "gemm":
@@ -536,7 +563,8 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
         elif kind == "decode":
             es, good = _decode_entry(cfg, backend, k, mem_latency, quick, dev_progress)
         else:
-            es, good = _llm_entries(cfg, backend, k, mem_latency, quick, dev_progress)
+            es, good = _llm_entries(cfg, *params, backend, k, mem_latency, quick,
+                                    dev_progress)
         for e in es if isinstance(es, list) else [es]:
             ok &= good and e["structure_matches_counters"]
             for msg in e["structure_mismatches"]:
@@ -550,7 +578,7 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
     rate = measure_sim_rate(QUICK_SIM_RATE_WORKLOADS if quick else SIM_RATE_WORKLOADS,
                             log=log, mem_latency=mem_latency)
     rate["suite"] = suite_sim_rates(cfg, backend, entries, log=log)
-    return {
+    report = {
         "preset": cfg.name, "backend": backend, "quick": quick,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "config": cfg.to_dict(), "mem_latency": mem_latency,
@@ -560,12 +588,38 @@ def run_suite(cfg, backend, *, quick=False, constants=None, mem_latency=30, log=
         "entries": entries,
         "sim_rate": rate,
     }
+    report["int4_vs_int8"] = int4_pairs(report)
+    return report
 
 
 # ---- outputs --------------------------------------------------------------------------------
 
 def _n(v):
     return "" if v is None else f"{v:,}"
+
+
+def int4_pairs(report):
+    """Each 4-bit entry beside its int8 twin: ``name``, both entries' ``cycles``, read
+    bytes and joules, ``speedup`` (int8 cycles over int4 cycles), ``byte_ratio`` (int8
+    read bytes over int4 read bytes) and ``speedup_of_byte_ratio``."""
+    by_name = {e["name"]: e for e in report["entries"]}
+    rows = []
+    for e in report["entries"]:
+        if not e["name"].endswith(INT4_SUFFIX):
+            continue
+        twin = by_name.get(e["name"][:-len(INT4_SUFFIX)])
+        if twin is None:
+            continue
+        speedup = twin["cycles"] / e["cycles"]
+        ratio = twin["dma_read_bytes"] / e["dma_read_bytes"]
+        rows.append({"name": twin["name"], "int8_cycles": twin["cycles"],
+                     "int4_cycles": e["cycles"], "int8_read_bytes": twin["dma_read_bytes"],
+                     "int4_read_bytes": e["dma_read_bytes"], "speedup": speedup,
+                     "byte_ratio": ratio, "speedup_of_byte_ratio": speedup / ratio,
+                     "int8_j": twin["energy"]["total_j"], "int4_j": e["energy"]["total_j"],
+                     "int4_cycles_over_roofline": e["cycles_over_roofline"],
+                     "int4_mac_utilization": e["mac_utilization"]})
+    return rows
 
 
 def markdown(report):
@@ -614,6 +668,20 @@ def markdown(report):
             f"| {'' if jpt is None else f'{jpt:.3e}'} "
             f"| {en['total_j'] * 1e12 / e['macs']:.2f} "
             f"| {_n(e['host_round_trips'])} |")
+    pairs = int4_pairs(report)
+    if pairs:
+        lines += ["", "## 4-bit weights against int8", "",
+                  "| entry | int8 cycles | int4 cycles | speed-up | read bytes int8 / int4 "
+                  "| speed-up / byte ratio | int4 cycles / roofline | int4 MAC util "
+                  "| energy int8 / int4 uJ (model) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for p in pairs:
+            lines.append(
+                f"| {p['name']} | {p['int8_cycles']:,} | {p['int4_cycles']:,} "
+                f"| {p['speedup']:.3f} | {p['byte_ratio']:.3f} "
+                f"| {p['speedup_of_byte_ratio']:.3f} | {p['int4_cycles_over_roofline']:.3f} "
+                f"| {p['int4_mac_utilization']:.3f} "
+                f"| {p['int8_j'] * 1e6:.2f} / {p['int4_j'] * 1e6:.2f} |")
     r = report["sim_rate"]
     w = r["workload"]
     lines += ["", "## Simulation rate", "",

@@ -20,6 +20,11 @@ Events and their energies
     One output element through the requantizer: one int32 add (bias, 0.1 pJ) and one
     32-bit multiply (3.1 pJ). Count: ``(store_rows - store_raw_rows) * C`` (a raw
     ``STORE`` bypasses the requantizer). The rounding shift and the clamp are not counted.
+``scale`` (per element)
+    One output element of a ``Q4`` ``MATMUL`` through the block scaler
+    (``d * (16 P - 120 S + f S)``): two multiplies and two adds, priced as the
+    requantizer's (32-bit: an upper bound for its 8 x 13 and 8 x 23 bit multipliers).
+    Count: ``q4_rows * C``, ``q4_rows`` the array rows of ``Q4`` ``MATMUL`` instructions.
 ``sram`` (per byte, per buffer)
     The table gives the energy of one 64-bit access to an SRAM array of 8 KB, 32 KB and
     1 MB (10, 20, 100 pJ). A buffer of ``S`` bytes costs the table's value interpolated
@@ -66,7 +71,7 @@ import math
 from pathlib import Path
 
 from serrano.hw import isa
-from .isa_model import decode_program
+from .isa_model import decode_program, weight_bytes
 
 __all__ = ["DEFAULT_CONSTANTS_PATH", "NOTE", "COUNT_KEYS", "load_constants",
            "sram_pj_per_byte", "buffer_sizes", "program_counts", "counter_mismatches",
@@ -178,8 +183,9 @@ def program_counts(cfg, programs):
     """Structure counts of ``programs`` (each a :class:`sw.isa_model.Program`, bytes, or a
     decoded list), summed: what each instruction moves by its definition in :mod:`hw.isa`.
 
-    Returns ``act_load_bytes``, ``param_load_bytes``, ``weight_bytes``, ``store_rows``,
-    ``store_raw_rows`` (the rows of raw ``STORE`` instructions, among ``store_rows``),
+    Returns ``act_load_bytes``, ``param_load_bytes``, ``weight_bytes`` (in each
+    ``MATMUL``'s format), ``store_rows``, ``store_raw_rows`` (the rows of raw ``STORE``
+    instructions, among ``store_rows``), ``q4_rows`` (array rows of ``Q4`` ``MATMUL``s),
     ``store_buf_rows``, ``stores``, ``matmuls``, ``insn_bytes``, and what the counters
     should then read: ``array_rows`` (``m * k_tiles`` per ``MATMUL``),
     ``expected_dma_read_bytes`` (instructions + loads + weights) and
@@ -187,7 +193,7 @@ def program_counts(cfg, programs):
     """
     R, C, bus = cfg.rows, cfg.cols, cfg.bus_bytes
     out = dict.fromkeys(("act_load_bytes", "param_load_bytes", "weight_bytes", "store_rows",
-                         "store_raw_rows",
+                         "store_raw_rows", "q4_rows",
                          "store_buf_rows", "stores", "matmuls", "insn_bytes", "array_rows",
                          "store_dram_bytes"), 0)
     for program in programs:
@@ -199,8 +205,10 @@ def program_counts(cfg, programs):
                 out["param_load_bytes"] += b["n_tiles"] * isa.PARAM_BEATS * bus
             elif op == isa.Op.MATMUL:
                 out["matmuls"] += 1
-                out["weight_bytes"] += b["k_tiles"] * R * C
+                out["weight_bytes"] += weight_bytes(cfg, b)
                 out["array_rows"] += b["m"] * b["k_tiles"]
+                if b["wfmt"] == isa.WeightFormat.Q4:
+                    out["q4_rows"] += b["m"] * b["k_tiles"]
             elif op == isa.Op.STORE:
                 out["stores"] += 1
                 out["store_rows"] += b["m"]
@@ -234,11 +242,12 @@ def _count(counts, key, default=None):
 
 def estimate(cfg, counts, constants=None):
     """Energy estimate of a run from its ``counts`` (see :data:`COUNT_KEYS`; optional
-    ``tokens``, ``host_round_trips``, ``store_raw_rows``). ``constants``: ``None``, a JSON
+    ``tokens``, ``host_round_trips``, ``store_raw_rows``, ``q4_rows``). ``constants``: ``None``, a JSON
     path or a dict
     (:func:`load_constants`).
 
-    Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``sram_j``, ``dram_j`` (and
+    Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``scale_j``, ``sram_j``,
+    ``dram_j`` (and
     ``host_j`` when the constants price a round trip), ``sram`` per buffer (size, pJ per
     byte, bytes read and written, joules), ``events`` (the event counts used),
     ``pj_per_event``, ``host_round_trips`` (beside the energy unless priced), ``tokens``
@@ -253,6 +262,7 @@ def estimate(cfg, counts, constants=None):
     acc_row = C * cfg.acc_width // 8
     macs = c["array_cycles"] * R * C
     requant_elems = (c["store_rows"] - _count(counts, "store_raw_rows", 0)) * C
+    scale_elems = _count(counts, "q4_rows", 0) * C
     dram_bytes = c["dma_read_bytes"] + c["dma_write_bytes"]
     traffic = {
         "act_buf": (c["array_cycles"] * R, c["act_load_bytes"] + c["store_buf_rows"] * R),
@@ -263,6 +273,7 @@ def estimate(cfg, counts, constants=None):
     }
     pj_mac = k["mac_multiply_pj"] + k["mac_add_pj"]
     pj_requant = k["requant_multiply_pj"] + k["requant_add_pj"]
+    pj_scale = 2 * pj_requant
     pj_dram = k["dram_pj_per_64bit_access"] / 8
     sram = {}
     for name, size in buffer_sizes(cfg).items():
@@ -273,6 +284,7 @@ def estimate(cfg, counts, constants=None):
     out = {
         "mac_j": macs * pj_mac * 1e-12,
         "requant_j": requant_elems * pj_requant * 1e-12,
+        "scale_j": scale_elems * pj_scale * 1e-12,
         "sram_j": sum(b["j"] for b in sram.values()),
         "dram_j": dram_bytes * pj_dram * 1e-12,
     }
@@ -286,10 +298,12 @@ def estimate(cfg, counts, constants=None):
     out = {"total_j": out.pop("total_j"), **out}
     out.update({
         "sram": sram,
-        "events": {"macs": macs, "requant_elements": requant_elems, "dram_bytes": dram_bytes,
+        "events": {"macs": macs, "requant_elements": requant_elems,
+                   "scale_elements": scale_elems, "dram_bytes": dram_bytes,
                    "sram_read_bytes": sum(t[0] for t in traffic.values()),
                    "sram_write_bytes": sum(t[1] for t in traffic.values()), **c},
         "pj_per_event": {"mac": pj_mac, "requant_element": pj_requant,
+                         "scale_element": pj_scale,
                          "dram_byte": pj_dram},
         "host_round_trips": trips,
         "host_round_trips_in_total": k["host_round_trip_j"] is not None,

@@ -76,7 +76,7 @@ from .requant import requantize, MULT_MAX, SHIFT_MAX
 
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
-           "check_races", "Program", "pack_weights", "pack_params"]
+           "check_races", "Program", "pack_weights", "pack_params", "weight_bytes"]
 
 #: The three units, in their load -> exec -> store order.
 UNITS = ("load", "exec", "store")
@@ -275,7 +275,7 @@ class Machine:
             self._window(b["dram_addr"], b["n_tiles"] * isa.PARAM_BEATS * bb)
         elif op == isa.Op.MATMUL:
             self._align(b["weight_addr"])
-            self._window(b["weight_addr"], _weight_bytes(cfg, b))
+            self._window(b["weight_addr"], weight_bytes(cfg, b))
         elif op == isa.Op.STORE and not b["to_buf"]:
             self._align(b["dram_addr"], b["dram_stride"])
             row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb
@@ -315,7 +315,7 @@ class Machine:
     def _do_matmul(self, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
                    accumulate, wfmt):
         R, C = self.cfg.rows, self.cfg.cols
-        nbytes = _weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
+        nbytes = weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
         raw = self.mem[weight_addr:weight_addr + nbytes]
         if wfmt == isa.WeightFormat.Q4:
             w = q4.unpack(raw, self.cfg, k_tiles).astype(np.float64)
@@ -606,7 +606,7 @@ def _footprint(cfg, op, b):
         writes.update(("param slot", b["param_tile"] + t) for t in range(b["n_tiles"]))
     elif op == isa.Op.MATMUL:
         first = b["weight_addr"] // bb
-        early.update(("memory beat", first + k) for k in range(_weight_bytes(cfg, b) // bb))
+        early.update(("memory beat", first + k) for k in range(weight_bytes(cfg, b) // bb))
         for i in range(b["k_tiles"]):
             reads.update(("act row", b["act_row"] + i * b["act_kstep"] + j * b["act_stride"])
                          for j in range(b["m"]))
@@ -750,8 +750,8 @@ def _tiles(n, size):
     return -(-n // size)
 
 
-def _weight_bytes(cfg, b):
-    """Bytes a ``MATMUL`` with fields ``b`` reads as weights, in its format."""
+def weight_bytes(cfg, b):
+    """Bytes a ``MATMUL`` with fields ``b`` (``k_tiles``, ``wfmt``) reads as weights."""
     if b["wfmt"] == isa.WeightFormat.Q4:
         return q4.matmul_bytes(cfg, b["k_tiles"])
     return b["k_tiles"] * cfg.rows * cfg.cols

@@ -119,8 +119,8 @@ def test_quick_entries_have_every_key_and_consistent_numbers(quick):
         assert cyc >= math.ceil(e["dma_read_bytes"] / cfg.bus_bytes)
         assert e["cycles_over_scalesim"] == pytest.approx(cyc / e["scalesim_ws_cycles"])
         en = e["energy"]
-        assert en["total_j"] == pytest.approx(en["mac_j"] + en["requant_j"] + en["sram_j"]
-                                              + en["dram_j"])
+        assert en["total_j"] == pytest.approx(en["mac_j"] + en["requant_j"] + en["scale_j"]
+                                              + en["sram_j"] + en["dram_j"])
         assert en["events"]["dram_bytes"] == dma
         assert en["events"]["macs"] == e["array_cycles"] * cfg.macs >= macs
     gemms = [e for e in r["entries"] if e["kind"] == "gemm"]

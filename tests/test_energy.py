@@ -182,3 +182,25 @@ def test_program_counts_from_the_instruction_definitions():
     assert energy.counter_mismatches(c, counters) == []
     assert energy.counter_mismatches(c, {**counters, "array_cycles": 59}) == [
         "array_cycles: program structure 60, counter 59"]
+
+
+def test_q4_matmuls_count_their_bytes_and_scaler_work():
+    """A Q4 MATMUL streams its 4-bit bytes (scales included), and each of its array rows
+    puts C elements through the block scaler: two multiplies and two adds each."""
+    from serrano.sw import q4
+    cfg = get_preset("tiny")
+    prog = Program()
+    prog.matmul(weight_addr=0, act_row=0, act_stride=1, act_kstep=1, m=3, k_tiles=10,
+                acc_row=0, wfmt=isa.WeightFormat.Q4)
+    prog.matmul(weight_addr=0, act_row=0, act_stride=1, act_kstep=1, m=3, k_tiles=10,
+                acc_row=0)
+    c = energy.program_counts(cfg, [prog])
+    # 10 tiles of 4 x 4 codes = 80 bytes, two block groups of 2 x 4 scale bytes: 96.
+    assert q4.matmul_bytes(cfg, 10) == 96
+    assert c["weight_bytes"] == 96 + 10 * 16
+    assert c["q4_rows"] == 30 and c["array_rows"] == 60
+    e = energy.estimate(CFG, dict(COUNTS, q4_rows=5))
+    assert e["scale_j"] == pytest.approx(5 * 4 * 2 * 3.2e-12)
+    assert e["events"]["scale_elements"] == 20
+    assert energy.estimate(CFG, COUNTS)["scale_j"] == 0
+    assert e["total_j"] == pytest.approx(energy.estimate(CFG, COUNTS)["total_j"] + e["scale_j"])
