@@ -51,14 +51,14 @@ class Config:
         bytes) or two rows of 4-bit codes.
     addr_width : int
         AXI4 address width in bits.
-    q4_block : int
-        Weights along K that share one scale and offset in the 4-bit weight format
-        (``sw/q4.py``): 32, as GGUF's Q4_0 and Q4_1 blocks. A multiple of ``R`` with
-        ``q4_block / R`` a power of two.
-    q4_slots : int
+    weight_block : int
+        Weights along K that share one scale in the block weight formats (``Q4`` and
+        ``Q8``, ``sw/q4.py``): 32, as GGUF's Q4_0, Q4_1 and Q8_0 blocks. A multiple of
+        ``R`` with ``weight_block / R`` a power of two.
+    scale_slots : int
         Block scale sets (one per block of one N-tile) the exec unit holds between the
         weight stream and the accumulator: enough to cover the array's latency, so
-        that 4-bit decode never waits on them.
+        that block-format decode never waits on them.
     """
 
     name: str
@@ -69,15 +69,15 @@ class Config:
     weight_fifo_rows: int
     bus_bytes: int
     param_tiles: int = 16
-    q4_block: int = 32
-    q4_slots: int = 4
+    weight_block: int = 32
+    scale_slots: int = 4
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
-                     "bus_bytes", "param_tiles", "addr_width", "q4_block", "q4_slots"):
+                     "bus_bytes", "param_tiles", "addr_width", "weight_block", "scale_slots"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
@@ -91,23 +91,24 @@ class Config:
                               "(R bytes) per bus beat: rows, cols and bus_bytes must be equal, "
                               f"not {self.rows!r}, {self.cols!r}, {self.bus_bytes!r}")
 
-        tiles = self.q4_block // self.rows
-        if self.q4_block % self.rows or tiles & (tiles - 1):
-            raise ConfigError(f"q4_block must be a power-of-two multiple of rows "
-                              f"({self.rows}), not {self.q4_block!r}")
+        tiles = self.weight_block // self.rows
+        if self.weight_block % self.rows or tiles & (tiles - 1):
+            raise ConfigError(f"weight_block must be a power-of-two multiple of rows "
+                              f"({self.rows}), not {self.weight_block!r}")
         if self.rows % 2:
             raise ConfigError(f"4-bit weights load two rows per beat: rows must be even, "
                               f"not {self.rows!r}")
-        if self.weight_fifo_rows < self.q4_group_beats:
-            raise ConfigError(f"weight_fifo_rows must hold one 4-bit block group "
-                              f"({self.q4_group_beats} beats), not {self.weight_fifo_rows!r}")
+        group = max(self.q4_group_beats, self.q8_group_beats)
+        if self.weight_fifo_rows < group:
+            raise ConfigError(f"weight_fifo_rows must hold one block group of weights "
+                              f"({group} beats), not {self.weight_fifo_rows!r}")
 
     # Derived quantities (never stored twice).
 
     @property
-    def q4_tiles_per_block(self):
-        """K-tiles of ``R`` rows in one 4-bit block: ``q4_block / R``."""
-        return self.q4_block // self.rows
+    def block_tiles(self):
+        """K-tiles of ``R`` rows in one 4-bit block: ``weight_block / R``."""
+        return self.weight_block // self.rows
 
     @property
     def q4_tile_beats(self):
@@ -123,8 +124,23 @@ class Config:
     @property
     def q4_group_beats(self):
         """Bus beats of one full 4-bit block of one N-tile: its scales, then its
-        ``q4_block / R`` tiles of codes."""
-        return self.q4_scale_beats + self.q4_tiles_per_block * self.q4_tile_beats
+        ``weight_block / R`` tiles of codes."""
+        return self.q4_scale_beats + self.block_tiles * self.q4_tile_beats
+
+    @property
+    def q8_tile_beats(self):
+        """Bus beats of one ``R x C`` tile of 8-bit codes: ``R`` (one row per beat)."""
+        return self.rows * self.cols // self.bus_bytes
+
+    @property
+    def q8_scale_beats(self):
+        """Bus beats of one block's scales for ``C`` channels in ``Q8``: ``C`` uint8."""
+        return self.cols // self.bus_bytes
+
+    @property
+    def q8_group_beats(self):
+        """Bus beats of one full ``Q8`` block of one N-tile: scales, then codes."""
+        return self.q8_scale_beats + self.block_tiles * self.q8_tile_beats
 
     @property
     def scale_latency(self):
@@ -169,10 +185,10 @@ class Config:
 
 PRESETS = {
     "tiny": Config(name="tiny", rows=4, cols=4,
-                   act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=32,
+                   act_buf_rows=1024, acc_buf_rows=128, weight_fifo_rows=64,
                    bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
-                   act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=32,
+                   act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=64,
                    bus_bytes=8, param_tiles=64),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,

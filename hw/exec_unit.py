@@ -39,7 +39,7 @@ class ExecUnit(wiring.Component):
       for (a credit count), so the read DMA never waits on this unit. ``INT8``: ``k_tiles
       * R`` rows of ``C`` bytes in chunks of a fixed ``chunk`` rows (the largest divisor of
       ``R`` not above ``weight_fifo_rows // 4``). ``Q4``: one request per block group
-      (its scale beats and up to ``q4_block / R`` tiles of ``R / 2`` beats of codes,
+      (its scale beats and up to ``weight_block / R`` tiles of ``R / 2`` beats of codes,
       ``config.q4_group_beats`` for a full group). Weights are fetched ahead across
       instruction boundaries.
     * **Weight loader.** Moves one beat per cycle from the FIFO into the array's free bank:
@@ -47,7 +47,7 @@ class ExecUnit(wiring.Component):
       ``R / 2`` cycles. Tile ``j`` may be written once every row of tile ``j - 2`` (same
       bank) has entered the array. A ``Q4`` group's first two beats (``C`` uint8 scales,
       ``C`` int8 offsets) go to a scale slot instead, once the slot
-      ``config.q4_slots`` groups back has been used by its last result row.
+      ``config.scale_slots`` groups back has been used by its last result row.
     * **Activation issuer.** For each instruction, after taking its tokens (``pop_prev``:
       data loaded, ``pop_next``: accumulator free), reads activation row
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
@@ -143,25 +143,33 @@ class ExecUnit(wiring.Component):
         depth = cfg.weight_fifo_rows
         m.submodules.wfifo = wfifo = fifo.SyncFIFOBuffered(width=8 * C, depth=depth)
         # What the loader needs of each instruction, in the order the streamer takes them.
-        load_entry = data.StructLayout({"q4": 1, "k_tiles": 16})
+        load_entry = data.StructLayout({"q4": 1, "q8": 1, "k_tiles": 16})
         m.submodules.lq = lq = fifo.SyncFIFOBuffered(width=load_entry.size, depth=8)
         reserved = Signal(range(depth + 1))     # beats requested and not yet consumed
         w_addr = Signal(cfg.addr_width)
         chunk = self.chunk
-        tpb = cfg.q4_tiles_per_block
+        tpb = cfg.block_tiles
         w_left = Signal(32)                     # int8: chunks of the instruction to request
-        w_tiles = Signal(16)                    # Q4: tiles of the instruction to request
+        w_tiles = Signal(16)                    # Q4, Q8: tiles of the instruction to request
         w_q4 = Signal()
+        w_q8 = Signal()
         w_busy = Signal()
         w_head = Signal(entry)
         m.d.comb += w_head.eq(wq.r_data)
         m.d.comb += [lq.w_data.eq(Cat(w_head.body.wfmt == isa.WeightFormat.Q4,
+                                      w_head.body.wfmt == isa.WeightFormat.Q8,
                                       w_head.body.k_tiles))]
-        q4_req = Signal(range(cfg.q4_group_beats + 1))    # beats of the next Q4 request
-        m.d.comb += q4_req.eq(cfg.q4_scale_beats
-                              + Mux(w_tiles >= tpb, tpb, w_tiles) * cfg.q4_tile_beats)
-        req = Signal(range(max(chunk, cfg.q4_group_beats) + 1))
-        m.d.comb += req.eq(Mux(w_q4, q4_req, chunk))
+        # A block format's next request: one group, its scales and up to tpb tiles.
+        group_tiles = Signal(range(tpb + 1))
+        m.d.comb += group_tiles.eq(Mux(w_tiles >= tpb, tpb, w_tiles))
+        big = max(chunk, cfg.q4_group_beats, cfg.q8_group_beats)
+        req = Signal(range(big + 1))
+        with m.If(w_q4):
+            m.d.comb += req.eq(cfg.q4_scale_beats + group_tiles * cfg.q4_tile_beats)
+        with m.Elif(w_q8):
+            m.d.comb += req.eq(cfg.q8_scale_beats + group_tiles * cfg.q8_tile_beats)
+        with m.Else():
+            m.d.comb += req.eq(chunk)
         with m.If(~w_busy):
             m.d.comb += wq.r_en.eq(~self.abort & lq.w_rdy)
             with m.If(wq.r_rdy & lq.w_rdy & ~self.abort):
@@ -170,6 +178,7 @@ class ExecUnit(wiring.Component):
                     w_busy.eq(1),
                     w_addr.eq(w_head.body.weight_addr),
                     w_q4.eq(w_head.body.wfmt == isa.WeightFormat.Q4),
+                    w_q8.eq(w_head.body.wfmt == isa.WeightFormat.Q8),
                     w_left.eq(w_head.body.k_tiles * (R // chunk)),
                     w_tiles.eq(w_head.body.k_tiles),
                 ]
@@ -187,9 +196,9 @@ class ExecUnit(wiring.Component):
                 m.d.sync += [
                     w_addr.eq(w_addr + req * cfg.bus_bytes),
                     w_left.eq(w_left - 1),
-                    w_tiles.eq(w_tiles - Mux(w_tiles >= tpb, tpb, w_tiles)),
+                    w_tiles.eq(w_tiles - group_tiles),
                 ]
-                with m.If(Mux(w_q4, w_tiles <= tpb, w_left == 1)):
+                with m.If(Mux(w_q4 | w_q8, w_tiles <= tpb, w_left == 1)):
                     m.d.sync += w_busy.eq(0)
         m.d.comb += [
             wfifo.w_data.eq(self.wdata.payload),
@@ -200,7 +209,7 @@ class ExecUnit(wiring.Component):
         # ---- Weight loader ---------------------------------------------------------------
         # Q4 block scales: one slot per block group, written from the group's first beats,
         # read by the scaler when the group's rows come out of the array.
-        slots = cfg.q4_slots
+        slots = cfg.scale_slots
         d_mem = Memory(shape=data.ArrayLayout(unsigned(8), C), depth=slots, init=[])
         f_mem = Memory(shape=data.ArrayLayout(signed(8), C), depth=slots, init=[])
         m.submodules.d_mem, m.submodules.f_mem = d_mem, f_mem
@@ -216,10 +225,14 @@ class ExecUnit(wiring.Component):
         m.d.comb += l_head.eq(lq.r_data)
         l_tile = Signal(16)                     # tile of the head instruction being loaded
         l_sb = Signal(range(cfg.q4_scale_beats + 1))   # scale beats of this group taken
+        l_grouped = Signal()
+        l_sbeats = Signal(range(cfg.q4_scale_beats + 1))
+        m.d.comb += [l_grouped.eq(l_head.q4 | l_head.q8),
+                     l_sbeats.eq(Mux(l_head.q4, cfg.q4_scale_beats, cfg.q8_scale_beats))]
         bank_free = Signal()
         m.d.comb += bank_free.eq((loaded - issued)[:TILE_COUNTER_BITS] <= 1)
         in_scales = Signal()
-        m.d.comb += in_scales.eq(lq.r_rdy & l_head.q4 & (l_sb < cfg.q4_scale_beats))
+        m.d.comb += in_scales.eq(lq.r_rdy & l_grouped & (l_sb < l_sbeats))
         take_scale = Signal()
         m.d.comb += take_scale.eq(in_scales & wfifo.r_rdy & slot_free)
         load_row = Signal()
@@ -229,7 +242,8 @@ class ExecUnit(wiring.Component):
         m.d.comb += [
             d_wr.addr.eq(slot), f_wr.addr.eq(slot),
             d_wr.data.eq(wfifo.r_data), f_wr.data.eq(wfifo.r_data),
-            d_wr.en.eq(take_scale & (l_sb == 0)), f_wr.en.eq(take_scale & (l_sb == 1)),
+            d_wr.en.eq(take_scale & (l_sb == 0)),
+            f_wr.en.eq(take_scale & (l_sb == 1) & l_head.q4),
         ]
         with m.If(take_scale):
             m.d.sync += l_sb.eq(l_sb + 1)
@@ -251,7 +265,7 @@ class ExecUnit(wiring.Component):
         with m.If(tile_end):
             last_tile = l_tile == l_head.k_tiles - 1
             m.d.sync += [loaded.eq(loaded + 1), l_tile.eq(l_tile + 1)]
-            with m.If(l_head.q4 & (last_tile | ((l_tile & (tpb - 1)) == tpb - 1))):
+            with m.If(l_grouped & (last_tile | ((l_tile & (tpb - 1)) == tpb - 1))):
                 m.d.sync += [l_sb.eq(0), groups_loaded.eq(groups_loaded + 1)]
             with m.If(last_tile):
                 m.d.comb += lq.r_en.eq(1)
@@ -270,9 +284,12 @@ class ExecUnit(wiring.Component):
         weights_in = Signal()
         m.d.comb += weights_in.eq((loaded - issued)[:TILE_COUNTER_BITS] != 0)
         is_q4 = Signal()
-        group_end = Signal()         # the current tile is the last of its Q4 block group
+        is_q8 = Signal()
+        group_end = Signal()         # the current tile is the last of its block group
         m.d.comb += [is_q4.eq(cur.body.wfmt == isa.WeightFormat.Q4),
-                     group_end.eq(is_q4 & ((k_left == 0) | ((k_idx & (tpb - 1)) == tpb - 1)))]
+                     is_q8.eq(cur.body.wfmt == isa.WeightFormat.Q8),
+                     group_end.eq((is_q4 | is_q8)
+                                  & ((k_left == 0) | ((k_idx & (tpb - 1)) == tpb - 1)))]
 
         with m.FSM(name="issuer") as issuer:
             with m.State("IDLE"):
@@ -347,7 +364,7 @@ class ExecUnit(wiring.Component):
         acc_aw = len(self.acc_addr)
         asum_shape = signed(cfg.act_width + ceil_log2(R) + 1)
         meta = data.StructLayout({"valid": 1, "addr": acc_aw, "accumulate": 1, "push": 1,
-                                  "q4": 1, "slot": max(1, ceil_log2(slots)),
+                                  "q4": 1, "q8": 1, "slot": max(1, ceil_log2(slots)),
                                   "retire": 1, "asum": asum_shape})
         tag = Signal(meta)
         m.d.comb += [
@@ -356,6 +373,7 @@ class ExecUnit(wiring.Component):
             tag.accumulate.eq(cur.body.accumulate | ~first_tile),
             tag.push.eq(last_of_insn & cur.hdr.push_next),
             tag.q4.eq(is_q4),
+            tag.q8.eq(is_q8),
             tag.slot.eq(i_group),
             tag.retire.eq(group_end & (m_idx == cur.body.m - 1)),
         ]
@@ -378,9 +396,10 @@ class ExecUnit(wiring.Component):
         tag_a = Signal(meta, name="scale_tag")
         m.d.sync += [p_a.eq(array.result.payload), tag_a.eq(tag),
                      tag_a.valid.eq(array.result.valid)]
-        # Stage B: the offset's product and the sum in brackets; a Q4 row's P is bounded
-        # by R * 128 * 15, so its low bits are all of it. Stage C: the scale's product.
-        p_bits = (R * 128 * 15).bit_length() + 1
+        # Stage B: the offset's product and the sum in brackets (Q8: P itself); a block
+        # format's P is bounded by R * 128 * 128, so its low bits are all of it. Stage C:
+        # the scale's product.
+        p_bits = (R * 128 * 128).bit_length() + 1
         t_shape = signed(p_bits + 6)
         t_b = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
         p_b = Signal(layouts.psum_row(cfg), name="scale_p_b")
@@ -389,13 +408,16 @@ class ExecUnit(wiring.Component):
         m.d.sync += [tag_b.eq(tag_a), p_b.eq(p_a), d_b.eq(d_rd.data)]
         for c in range(C):
             p = p_a[c].as_signed()[:p_bits].as_signed()
-            m.d.sync += t_b[c].eq((p << 4) - 120 * tag_a.asum + f_rd.data[c] * tag_a.asum)
+            m.d.sync += t_b[c].eq(Mux(tag_a.q4,
+                                      (p << 4) - 120 * tag_a.asum + f_rd.data[c] * tag_a.asum,
+                                      p))
         y_c = Signal(layouts.psum_row(cfg), name="scaled")
         tag_c = Signal(meta, name="scaled_tag")
         m.d.sync += tag_c.eq(tag_b)
         for c in range(C):
-            m.d.sync += y_c[c].eq(Mux(tag_b.q4, d_b[c] * t_b[c], p_b[c]))
-        m.d.sync += groups_retired.eq(groups_retired + (tag_c.valid & tag_c.q4 & tag_c.retire))
+            m.d.sync += y_c[c].eq(Mux(tag_b.q4 | tag_b.q8, d_b[c] * t_b[c], p_b[c]))
+        m.d.sync += groups_retired.eq(groups_retired
+                                      + (tag_c.valid & (tag_c.q4 | tag_c.q8) & tag_c.retire))
 
         m.d.comb += [
             self.acc_valid.eq(tag_c.valid),

@@ -237,6 +237,9 @@ class FrontEnd(wiring.Component):
                 with m.Elif(bad_count):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_COUNT)]
                     m.next = "HALT"
+                with m.Elif((op == isa.Op.MATMUL) & (b.matmul.wfmt > max(isa.WeightFormat))):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_FORMAT)]
+                    m.next = "HALT"
                 with m.Elif(bad_buffer):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_BUFFER)]
                     m.next = "HALT"

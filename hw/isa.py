@@ -57,14 +57,16 @@ Instructions
     ``acc[acc_row + m] = (acc[acc_row + m] if (accumulate or i > 0) else 0) + a @ W_i``
     in wrapping int32. ``wfmt`` names the weights' format (:class:`WeightFormat`):
     ``INT8`` as above, or ``Q4``: 4-bit codes with a scale and an offset per block of
-    ``q4_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
+    ``weight_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
     ``MATMUL`` computes the same sum with the integer weight
     ``W_i[r, c] = d[b, c] * (16 * q[r, c] - 120 + f[b, c])`` of block ``b`` (code ``q``
     in 0..15, scale ``d`` in 0..255, offset ``f`` in -128..127). Its weights are read
     from ``weight_addr`` as groups, one per block of the N-tile: ``C`` uint8 scales ``d``,
     ``C`` int8 offsets ``f``, then the block's tiles of codes (the last block may have
     fewer), ``R / 2`` beats per tile: byte ``c`` of beat ``j`` holds ``q[2j, c]`` in its
-    low nibble and ``q[2j + 1, c]`` in its high nibble.
+    low nibble and ``q[2j + 1, c]`` in its high nibble. ``Q8``: int8 codes with a scale
+    per block, ``W_i[r, c] = d[b, c] * q[r, c]`` (GGUF's Q8_0); a group is ``C`` uint8
+    scales, then the block's tiles as for ``INT8`` (``R`` beats each).
 ``STORE``  for ``r`` in ``0..m-1``: ``y = requantize(acc[acc_row + r], param set
     param_tile, relu)`` (see ``docs/requant.md``), ``C`` int8; if ``to_buf`` the row goes to
     activation buffer row ``buf_row + r``, else to memory at ``dram_addr + r*dram_stride``.
@@ -77,7 +79,8 @@ Instructions
 
 Errors (status register ``error`` code, :class:`Error`): an undefined opcode, an
 instruction whose buffer rows fall outside a buffer (checked at dispatch, before it
-runs), a zero count (``rows``, ``row_beats``, ``n_tiles``, ``m``, ``k_tiles``), a DMA
+runs), a zero count (``rows``, ``row_beats``, ``n_tiles``, ``m``, ``k_tiles``), an
+undefined weight format (``BAD_FORMAT``), a DMA
 access outside ``[base, limit)`` or misaligned, an AXI ``SLVERR``/``DECERR``, and a
 program that runs past its length without ``END``.
 """
@@ -111,9 +114,10 @@ class Op(enum.IntEnum):
 
 
 class WeightFormat(enum.IntEnum):
-    """A ``MATMUL``'s weight format (its ``wfmt`` field)."""
+    """A ``MATMUL``'s weight format (its ``wfmt`` field; 3 is undefined: ``BAD_FORMAT``)."""
     INT8 = 0
     Q4 = 1
+    Q8 = 2
 
 
 class Error(enum.IntEnum):
@@ -128,6 +132,7 @@ class Error(enum.IntEnum):
     AXI_DECERR = 7        # a read or write answered DECERR
     NO_END = 8            # the program ran past its length without END
     WATCHDOG = 9          # reserved for the host-side watchdog
+    BAD_FORMAT = 10       # a MATMUL names an undefined weight format
 
 
 header_layout = data.StructLayout({
@@ -149,7 +154,7 @@ body_layouts = {
     }),
     Op.MATMUL: data.StructLayout({
         "weight_addr": 32, "act_row": 16, "act_stride": 16, "act_kstep": 16,
-        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1, "wfmt": 1,
+        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1, "wfmt": 2,
     }),
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,

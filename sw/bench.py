@@ -129,9 +129,9 @@ def gemm_program(cfg, m, k, n, weights="int8"):
     zeros = np.zeros(n, np.int64)
     w = np.zeros((k, n), np.int8)
     if weights == "int4":
-        nb = -(-k // cfg.q4_block)
+        nb = -(-k // cfg.weight_block)
         w = q4.Q4Weights(np.zeros((k, n), np.uint8), np.zeros((nb, n), np.uint8),
-                         np.zeros((nb, n), np.int8), np.ones(n), cfg.q4_block)
+                         np.zeros((nb, n), np.int8), np.ones(n), cfg.weight_block)
     layout = compile_gemm(cfg, np.zeros((m, k), np.int8), w, zeros, zeros, zeros)
     start = layout.prog_addr
     return layout.image[start:start + layout.prog_len * INSN_BYTES].tobytes()

@@ -154,8 +154,8 @@ class Gemm:
     relu: bool = False
     raw: bool = False    # store the int32 accumulators unrequantized
     # Bytes from one N-tile's weights to the next (default: packed, ``ceil(K/R) * R * C``
-    # for int8, ``q4.matmul_bytes(cfg, ceil(K/R))`` for Q4); larger for a matrix kept
-    # with room to grow along K (a KV cache's V).
+    # for int8, ``q4.matmul_bytes(cfg, ceil(K/R), wfmt)`` for Q4 and Q8); larger for a
+    # matrix kept with room to grow along K (a KV cache's V).
     w_stride: int = None
     wfmt: int = isa.WeightFormat.INT8     # the weights' format (sw/q4.py for Q4)
     macs: int = field(init=False)
@@ -182,12 +182,13 @@ class Builder:
         # A raw GEMM reads no parameter sets: one chunk, and every STORE names slot 0.
         slots = nt if g.raw else cfg.param_tiles
         row_bytes = C * (cfg.raw_row_beats if g.raw else 1)
-        q4w = g.wfmt == isa.WeightFormat.Q4
+        blocked = g.wfmt in (isa.WeightFormat.Q4, isa.WeightFormat.Q8)
         # The first N-tile's MATMULs start where their weights can: at every k-tile for
-        # int8, at every block group for Q4 (a group's scales come first).
-        span = cfg.q4_tiles_per_block if q4w else 1
-        group_bytes = cfg.q4_group_beats * cfg.bus_bytes
-        w_stride = g.w_stride or (q4.matmul_bytes(cfg, kt) if q4w else kt * R * C)
+        # int8, at every block group for Q4 and Q8 (a group's scales come first).
+        span = cfg.block_tiles if blocked else 1
+        group_bytes = q4.matmul_bytes(cfg, span, g.wfmt) if blocked else 0
+        w_stride = g.w_stride or (q4.matmul_bytes(cfg, kt, g.wfmt) if blocked
+                                  else kt * R * C)
         if self.prog.insns:
             self.prog.fence()
         for c0 in range(0, nt, slots):
@@ -222,7 +223,7 @@ class Builder:
                                 push_next=int(i == i0 + k_tiles - 1))
                         last = n == len(parts) - 1
                         self.prog.matmul(
-                            weight_addr=w_addr + (i0 // span * group_bytes if q4w
+                            weight_addr=w_addr + (i0 // span * group_bytes if blocked
                                                   else i0 * R * C), wfmt=g.wfmt,
                             act_row=half * half_act + i0, act_stride=kt, act_kstep=1,
                             m=rows, k_tiles=k_tiles, acc_row=acc_row, accumulate=int(i0 > 0),
@@ -282,11 +283,12 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
                  raw=False):
     """The memory image and program of one requantized GEMM (``raw``: of ``A @ W`` as
     int32, with no parameters: ``bias``, ``mult``, ``shift`` and ``relu`` unused).
-    ``w`` is an int8 ``K x N`` matrix, or :class:`sw.q4.Q4Weights` (a ``Q4`` GEMM of
-    their integer weights)."""
+    ``w`` is an int8 ``K x N`` matrix, or :class:`sw.q4.Q4Weights` or
+    :class:`sw.q4.Q8Weights` (a ``Q4`` or ``Q8`` GEMM of their integer weights)."""
     a = golden.check_int8("a", a)
-    q4w = isinstance(w, q4.Q4Weights)
-    if not q4w:
+    blocked = isinstance(w, (q4.Q4Weights, q4.Q8Weights))
+    wfmt = q4.weight_format(w) if blocked else isa.WeightFormat.INT8
+    if not blocked:
         w = golden.check_int8("w", w)
     M, K = a.shape
     if w.shape[0] != K:
@@ -294,7 +296,7 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     N = w.shape[1]
     mem = Memory(base)
     prog_addr = mem.alloc(program_bytes_bound(cfg, [(M, K, N)], block))
-    wpack = q4.pack(w, cfg) if q4w else pack_weights(w, cfg)
+    wpack = q4.pack(w, cfg) if blocked else pack_weights(w, cfg)
     w_addr = mem.alloc(len(wpack), wpack)
     apack = pack_acts(a, cfg)
     a_addr = mem.alloc(len(apack), apack)
@@ -305,11 +307,10 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     y_bytes = out_bytes(cfg, M, N, raw)
     y_addr = mem.alloc(y_bytes)
     b = Builder(cfg)
-    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu, raw,
-                wfmt=isa.WeightFormat.Q4 if q4w else isa.WeightFormat.INT8), block=block)
+    b.gemm(Gemm(M, K, N, a_addr, w_addr, p_addr, y_addr, relu, raw, wfmt=wfmt), block=block)
     prog = np.frombuffer(b.finish(), np.uint8)
     mem.chunks.append((prog_addr, prog))
     return GemmLayout(image=mem.image(), prog_addr=prog_addr,
                       prog_len=len(prog) // isa.INSN_BYTES, w_addr=w_addr, a_addr=a_addr,
                       p_addr=p_addr, y_addr=y_addr, y_bytes=y_bytes, M=M, K=K, N=N, raw=raw,
-                      wfmt=isa.WeightFormat.Q4 if q4w else isa.WeightFormat.INT8)
+                      wfmt=wfmt)

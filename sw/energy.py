@@ -21,10 +21,10 @@ Events and their energies
     32-bit multiply (3.1 pJ). Count: ``(store_rows - store_raw_rows) * C`` (a raw
     ``STORE`` bypasses the requantizer). The rounding shift and the clamp are not counted.
 ``scale`` (per element)
-    One output element of a ``Q4`` ``MATMUL`` through the block scaler
-    (``d * (16 P - 120 S + f S)``): two multiplies and two adds, priced as the
-    requantizer's (32-bit: an upper bound for its 8 x 13 and 8 x 23 bit multipliers).
-    Count: ``q4_rows * C``, ``q4_rows`` the array rows of ``Q4`` ``MATMUL`` instructions.
+    One output element of a ``Q4`` or ``Q8`` ``MATMUL`` through the block scaler
+    (``d * (16 P - 120 S + f S)``, or ``d * P``): two multiplies and two adds, priced as
+    the requantizer's (32-bit: an upper bound for its 8 x 13 and 8 x 23 bit multipliers).
+    Count: ``q4_rows * C``, ``q4_rows`` the array rows of block-format ``MATMUL``s.
 ``sram`` (per byte, per buffer)
     The table gives the energy of one 64-bit access to an SRAM array of 8 KB, 32 KB and
     1 MB (10, 20, 100 pJ). A buffer of ``S`` bytes costs the table's value interpolated
@@ -191,7 +191,7 @@ def program_counts(cfg, programs):
     ``expected_dma_read_bytes`` (instructions + loads + weights) and
     ``expected_dma_write_bytes`` (``STORE`` rows to memory).
     """
-    R, C, bus = cfg.rows, cfg.cols, cfg.bus_bytes
+    C, bus = cfg.cols, cfg.bus_bytes
     out = dict.fromkeys(("act_load_bytes", "param_load_bytes", "weight_bytes", "store_rows",
                          "store_raw_rows", "q4_rows",
                          "store_buf_rows", "stores", "matmuls", "insn_bytes", "array_rows",
@@ -207,7 +207,7 @@ def program_counts(cfg, programs):
                 out["matmuls"] += 1
                 out["weight_bytes"] += weight_bytes(cfg, b)
                 out["array_rows"] += b["m"] * b["k_tiles"]
-                if b["wfmt"] == isa.WeightFormat.Q4:
+                if b["wfmt"] in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
                     out["q4_rows"] += b["m"] * b["k_tiles"]
             elif op == isa.Op.STORE:
                 out["stores"] += 1

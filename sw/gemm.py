@@ -44,7 +44,7 @@ def random_q4(k, n, seed, cfg):
     """Random :class:`sw.q4.Q4Weights` (k x n): codes, scales and offsets uniform over
     their ranges, with 0 and 15, 0 and 255, -128 and 127 always among them."""
     rng = np.random.default_rng(seed + 2)
-    nb = -(-k // cfg.q4_block)
+    nb = -(-k // cfg.weight_block)
     codes = rng.integers(0, q4.CODE_MAX + 1, (k, n))
     d = rng.integers(0, q4.D_MAX + 1, (nb, n))
     f = rng.integers(q4.F_MIN, q4.F_MAX + 1, (nb, n))
@@ -52,7 +52,7 @@ def random_q4(k, n, seed, cfg):
     d.flat[0], d.flat[-1] = q4.D_MAX, 0
     f.flat[0], f.flat[-1] = q4.F_MIN, q4.F_MAX
     return q4.Q4Weights(codes.astype(np.uint8), d.astype(np.uint8), f.astype(np.int8),
-                        np.ones(n, np.float32), cfg.q4_block)
+                        np.ones(n, np.float32), cfg.weight_block)
 
 
 def random_requant(acc, seed):

@@ -22,8 +22,8 @@ Each instruction, in order:
    ``NO_END``; a fetch address that is not a multiple of ``min(bus_bytes, 32)`` stops with
    ``DMA_ALIGN``, one outside ``[base, limit)`` with ``DMA_WINDOW``.
 2. **dispatch checks**, before the instruction has any effect, in this order: undefined
-   opcode (``BAD_OPCODE``), a zero count (``BAD_COUNT``), buffer rows or parameter slots
-   out of range (``BAD_BUFFER``).
+   opcode (``BAD_OPCODE``), a zero count (``BAD_COUNT``), an undefined weight format
+   (``BAD_FORMAT``), buffer rows or parameter slots out of range (``BAD_BUFFER``).
 3. **DMA checks** of every memory access of the instruction, before any of its effects:
    an address or stride not a multiple of ``bus_bytes`` (``DMA_ALIGN``, checked first),
    then any byte outside ``[base, limit)`` (``DMA_WINDOW``). Addresses are exact
@@ -245,6 +245,8 @@ class Machine:
                   isa.Op.MATMUL: ("m", "k_tiles"), isa.Op.STORE: ("m",)}.get(op, ())
         if any(b[name] == 0 for name in counts):
             raise _Fault(isa.Error.BAD_COUNT)
+        if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
+            raise _Fault(isa.Error.BAD_FORMAT)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
             ok = (b["buf_row"] + (b["rows"] - 1) * b["buf_row_step"]
@@ -317,8 +319,8 @@ class Machine:
         R, C = self.cfg.rows, self.cfg.cols
         nbytes = weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
         raw = self.mem[weight_addr:weight_addr + nbytes]
-        if wfmt == isa.WeightFormat.Q4:
-            w = q4.unpack(raw, self.cfg, k_tiles).astype(np.float64)
+        if wfmt in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
+            w = q4.unpack(raw, self.cfg, k_tiles, wfmt).astype(np.float64)
         else:
             w = raw.view(np.int8).reshape(k_tiles * R, C).astype(np.float64)
         rows = (act_row + np.arange(k_tiles, dtype=np.int64)[:, None] * act_kstep
@@ -752,8 +754,8 @@ def _tiles(n, size):
 
 def weight_bytes(cfg, b):
     """Bytes a ``MATMUL`` with fields ``b`` (``k_tiles``, ``wfmt``) reads as weights."""
-    if b["wfmt"] == isa.WeightFormat.Q4:
-        return q4.matmul_bytes(cfg, b["k_tiles"])
+    if b["wfmt"] in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
+        return q4.matmul_bytes(cfg, b["k_tiles"], b["wfmt"])
     return b["k_tiles"] * cfg.rows * cfg.cols
 
 

@@ -6,7 +6,7 @@ the choices and measures them.
 
 Format
 ------
-A ``K x N`` weight matrix is cut along K into blocks of ``B = cfg.q4_block`` rows (32, as
+A ``K x N`` weight matrix is cut along K into blocks of ``B = cfg.weight_block`` rows (32, as
 GGUF's Q4_0 and Q4_1). Each weight has a 4-bit code ``q`` in 0..15; each block ``b`` and
 column ``n`` has a scale ``d[b, n]`` in 0..255 (uint8) and an offset ``f[b, n]`` in
 -128..127 (int8, in sixteenths of the scale). The weight the array multiplies by is the
@@ -43,12 +43,24 @@ beat ``j`` holds ``q[2j, c]`` in bits 0-3 and ``q[2j + 1, c]`` in bits 4-7. Colu
 
 Bits per weight: ``4 + 16 / B`` = 4.5 for ``B = 32`` (Q4_1 takes 5): an int8 weight
 stream is ``8 / 4.5 = 1.78`` times as many bytes.
+
+The 8-bit sibling (``Q8``, for GGUF's Q8_0: a language model's embedding and LM head)
+------------------------------------------------------------------------------------------
+Codes ``q`` are int8 and each block has a scale ``d`` in 0..255 and no offset:
+``W[k, n] = d[b, n] * q[k, n]``; the block scaler computes ``d * P``. A group is ``C``
+uint8 scales (``cfg.q8_scale_beats`` beats), then the block's tiles as ``INT8`` lays them
+out (``R`` beats each): ``8 + 8 / B`` = 8.25 bits per weight. :func:`from_q8_blocks`
+keeps the file's codes and sets ``u[n]`` so that the column's largest ``|scale|`` becomes
+255.
 """
 
 import numpy as np
 
-__all__ = ["WEIGHTS", "CODE_MAX", "D_MAX", "F_MIN", "F_MAX", "SCALE", "CENTRE", "Q4Weights", "check",
-           "integer_weights", "from_blocks", "quantize", "pack", "unpack", "matmul_bytes", "matrix_bytes"]
+from serrano.hw import isa
+
+__all__ = ["WEIGHTS", "CODE_MAX", "D_MAX", "F_MIN", "F_MAX", "SCALE", "CENTRE", "Q4Weights",
+           "check", "integer_weights", "from_blocks", "Q8Weights", "from_q8_blocks",
+           "weight_format", "quantize", "pack", "unpack", "matmul_bytes", "matrix_bytes"]
 
 #: The weight formats a user names (``--weights``): int8 per channel, or this format.
 WEIGHTS = ("int8", "int4")
@@ -156,71 +168,143 @@ def quantize(w, block):
     return from_blocks(codes, scale, lo, block)
 
 
+class Q8Weights:
+    """A ``K x N`` matrix in the 8-bit block format (``Q8``, GGUF's Q8_0): ``codes``
+    (K, N) int8, ``d`` (ceil(K / block), N) uint8, ``unit`` (N,) float32; the integer
+    weight is ``W[k, n] = d[k // block, n] * codes[k, n]`` and the real one
+    ``unit[n] * W[k, n]``."""
+
+    def __init__(self, codes, d, unit, block):
+        self.codes, self.d = codes, d
+        self.unit = np.asarray(unit, np.float32)
+        self.block = block
+        K, N = codes.shape
+        nb = -(-K // block)
+        if np.asarray(d).shape != (nb, N) or self.unit.shape != (N,):
+            raise ValueError(f"d must be {(nb, N)} and unit ({N},) for {K} x {N} codes in "
+                             f"blocks of {block}, not {np.asarray(d).shape} and "
+                             f"{self.unit.shape}")
+        for name, v, lo, hi in (("codes", codes, -128, 127), ("d", d, 0, D_MAX)):
+            v = np.asarray(v)
+            if v.size and (int(v.min()) < lo or int(v.max()) > hi):
+                raise ValueError(f"{name} holds values outside [{lo}, {hi}]")
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    def integer(self):
+        b = np.arange(self.codes.shape[0]) // self.block
+        return np.asarray(self.d, np.int32)[b] * np.asarray(self.codes, np.int32)
+
+    def dequantize(self):
+        return self.integer().astype(np.float32) * self.unit[None, :]
+
+
+def from_q8_blocks(codes, scale, block):
+    """Encode GGUF Q8_0 blocks, ``w[k, n] = scale[b, n] * codes[k, n]``, keeping the
+    codes: ``u[n]`` makes the column's largest ``|scale|`` 255, ``d = |scale| / u`` rounded
+    (a negative scale negates its block's codes, -128 becoming -127)."""
+    codes = np.asarray(codes, np.int16)
+    scale = np.asarray(scale, np.float64)
+    rows = np.repeat(scale < 0, block, axis=0)[:codes.shape[0]]
+    codes = np.where(rows, np.clip(-codes, -127, 127), codes).astype(np.int8)
+    scale = np.abs(scale)
+    unit = scale.max(axis=0) / D_MAX
+    unit = np.where(unit > 0, unit, 1.0)
+    d = np.clip(np.rint(scale / unit), 0, D_MAX).astype(np.uint8)
+    return Q8Weights(codes, d, unit.astype(np.float32), block)
+
+
+def weight_format(q):
+    """The ``MATMUL`` weight format of ``q``: ``Q4`` or ``Q8``."""
+    return isa.WeightFormat.Q8 if isinstance(q, Q8Weights) else isa.WeightFormat.Q4
+
+
 def _tiles(n, size):
     return -(-n // size)
 
 
-def matmul_bytes(cfg, k_tiles):
-    """Bytes a ``Q4`` ``MATMUL`` of ``k_tiles`` K-tiles reads (one N-tile)."""
-    groups = _tiles(k_tiles, cfg.q4_tiles_per_block)
-    return (groups * cfg.q4_scale_beats + k_tiles * cfg.q4_tile_beats) * cfg.bus_bytes
+def _beats(cfg, wfmt):
+    """(scale beats, tile beats) of one block group in ``wfmt``."""
+    if wfmt == isa.WeightFormat.Q8:
+        return cfg.q8_scale_beats, cfg.q8_tile_beats
+    return cfg.q4_scale_beats, cfg.q4_tile_beats
 
 
-def matrix_bytes(cfg, K, N):
+def matmul_bytes(cfg, k_tiles, wfmt=isa.WeightFormat.Q4):
+    """Bytes a ``Q4`` (or ``Q8``) ``MATMUL`` of ``k_tiles`` K-tiles reads (one N-tile)."""
+    scale, tile = _beats(cfg, wfmt)
+    groups = _tiles(k_tiles, cfg.block_tiles)
+    return (groups * scale + k_tiles * tile) * cfg.bus_bytes
+
+
+def matrix_bytes(cfg, K, N, wfmt=isa.WeightFormat.Q4):
     """Bytes of a whole ``K x N`` matrix as :func:`pack` lays it out."""
-    return _tiles(N, cfg.cols) * matmul_bytes(cfg, _tiles(K, cfg.rows))
+    return _tiles(N, cfg.cols) * matmul_bytes(cfg, _tiles(K, cfg.rows), wfmt)
 
 
 def pack(q, cfg):
-    """Lay out :class:`Q4Weights` as ``Q4`` ``MATMUL`` reads them: N-tile after N-tile,
-    ``matmul_bytes(cfg, ceil(K / R))`` bytes each. Returns a 1-D uint8 array."""
-    if q.block != cfg.q4_block:
-        raise ValueError(f"the weights use blocks of {q.block}, the config {cfg.q4_block}")
+    """Lay out :class:`Q4Weights` (or :class:`Q8Weights`) as their ``MATMUL`` reads them:
+    N-tile after N-tile, ``matmul_bytes(cfg, ceil(K / R), format)`` bytes each, each a
+    sequence of block groups (scales, then tiles of codes). Returns a 1-D uint8 array."""
+    if q.block != cfg.weight_block:
+        raise ValueError(f"the weights use blocks of {q.block}, the config {cfg.weight_block}")
+    wfmt = weight_format(q)
     R, C = cfg.rows, cfg.cols
     K, N = q.shape
     kt, nt = _tiles(K, R), _tiles(N, C)
-    tpb = cfg.q4_tiles_per_block
+    tpb = cfg.block_tiles
     nb = _tiles(kt, tpb)
     codes = np.zeros((kt * R, nt * C), np.uint8)
-    codes[:K, :N] = q.codes
-    d = np.zeros((nb, nt * C), np.uint8)
-    f = np.zeros((nb, nt * C), np.uint8)
-    d[:q.d.shape[0], :N] = q.d
-    f[:q.f.shape[0], :N] = q.f.view(np.uint8)
-    pairs = codes[0::2] | (codes[1::2] << 4)                   # (kt * R / 2, nt * C)
+    codes[:K, :N] = q.codes.view(np.uint8) if wfmt == isa.WeightFormat.Q8 else q.codes
+    scales = [np.zeros((nb, nt * C), np.uint8)]
+    scales[0][:q.d.shape[0], :N] = q.d
+    if wfmt == isa.WeightFormat.Q4:
+        scales.append(np.zeros((nb, nt * C), np.uint8))
+        scales[1][:q.f.shape[0], :N] = q.f.view(np.uint8)
+        rows_of = codes[0::2] | (codes[1::2] << 4)            # (kt * R / 2, nt * C)
+        per_tile = R // 2
+    else:
+        rows_of, per_tile = codes, R
     out = []
     for j in range(nt):
         cols = slice(j * C, (j + 1) * C)
         for b in range(nb):
-            out += [d[b, cols], f[b, cols]]
-            rows = slice(b * tpb * R // 2, min(kt, (b + 1) * tpb) * R // 2)
-            out.append(pairs[rows, cols].ravel())
+            out += [sc[b, cols] for sc in scales]
+            rows = slice(b * tpb * per_tile, min(kt, (b + 1) * tpb) * per_tile)
+            out.append(rows_of[rows, cols].ravel())
     flat = np.concatenate(out)
-    assert len(flat) == nt * matmul_bytes(cfg, kt)
+    assert len(flat) == nt * matmul_bytes(cfg, kt, wfmt)
     return flat
 
 
-def unpack(raw, cfg, k_tiles):
+def unpack(raw, cfg, k_tiles, wfmt=isa.WeightFormat.Q4):
     """Inverse of :func:`pack` for one ``MATMUL``: the integer weights ``W``
     (``k_tiles * R`` x ``C``, int32) of the bytes ``raw`` at its ``weight_addr``."""
     R, C = cfg.rows, cfg.cols
-    tpb = cfg.q4_tiles_per_block
+    tpb = cfg.block_tiles
+    scale_beats, _ = _beats(cfg, wfmt)
     raw = np.asarray(raw, np.uint8)
-    codes = np.empty((k_tiles * R, C), np.int32)
-    d = np.empty((k_tiles * R, C), np.int32)
-    f = np.empty((k_tiles * R, C), np.int32)
+    W = np.empty((k_tiles * R, C), np.int32)
     pos = 0
     for b in range(_tiles(k_tiles, tpb)):
         tiles = min(tpb, k_tiles - b * tpb)
         rows = slice(b * tpb * R, (b * tpb + tiles) * R)
-        d[rows] = raw[pos:pos + C]
-        f[rows] = raw[pos + C:pos + 2 * C].view(np.int8)
-        pos += cfg.q4_scale_beats * cfg.bus_bytes
-        n = tiles * R * C // 2
-        pairs = raw[pos:pos + n].reshape(tiles * R // 2, C)
-        block = codes[rows]
-        block[0::2] = pairs & 0xF
-        block[1::2] = pairs >> 4
-        codes[rows] = block
+        d = raw[pos:pos + C].astype(np.int32)
+        if wfmt == isa.WeightFormat.Q4:
+            f = raw[pos + C:pos + 2 * C].view(np.int8).astype(np.int32)
+        pos += scale_beats * cfg.bus_bytes
+        if wfmt == isa.WeightFormat.Q8:
+            n = tiles * R * C
+            codes = raw[pos:pos + n].view(np.int8).reshape(tiles * R, C).astype(np.int32)
+            W[rows] = d * codes
+        else:
+            n = tiles * R * C // 2
+            pairs = raw[pos:pos + n].reshape(tiles * R // 2, C).astype(np.int32)
+            codes = np.empty((tiles * R, C), np.int32)
+            codes[0::2] = pairs & 0xF
+            codes[1::2] = pairs >> 4
+            W[rows] = d * (SCALE * codes - CENTRE + f)
         pos += n
-    return d * (SCALE * codes - CENTRE + f)
+    return W

@@ -165,8 +165,8 @@ def _regions(cfg, layout):
     regions = {
         "act": (layout.a_addr, layout.a_addr + layout.M * kt * cfg.rows),
         "weight": (layout.w_addr, layout.w_addr + (
-            q4.matrix_bytes(cfg, layout.K, layout.N) if layout.wfmt == isa.WeightFormat.Q4
-            else kt * nt * cfg.rows * cfg.cols)),
+            q4.matrix_bytes(cfg, layout.K, layout.N, layout.wfmt)
+            if layout.wfmt != isa.WeightFormat.INT8 else kt * nt * cfg.rows * cfg.cols)),
         "param": (layout.p_addr, (layout.p_addr or 0) + nt * isa.PARAM_BEATS * cfg.bus_bytes),
         "prog": (layout.prog_addr, layout.prog_addr + layout.prog_len * isa.INSN_BYTES),
         "out": (layout.y_addr, layout.y_addr + layout.y_bytes),
@@ -466,7 +466,7 @@ def run_case(seed, sims=("verilator", "icarus")):
                  (False, False) if raw else _saturates(acc, bias, mult, shift), mem)
     if q4w and rtl.error == isa.Error.NONE:
         bins.add("weights:q4")
-        if k % cfg.q4_block:
+        if k % cfg.weight_block:
             bins.add("weights:q4_partial_block")
         if extremes:
             bins.add("weights:q4_extremes")

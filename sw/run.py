@@ -177,7 +177,7 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
 
     def executor(dev, graph, params):
         # int4: every linear map quantized to 4-bit codes with block scales (sw/q4.py).
-        q4 = (device_exec.q4_weights(graph, params, cfg.q4_block) if weights == "int4"
+        q4 = (device_exec.q4_weights(graph, params, cfg.weight_block) if weights == "int4"
               else None)
         return device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits, q4=q4)
 

@@ -31,14 +31,14 @@ def test_unknown_preset_message():
     ("cols", 2.0, "cols must be a positive integer, not 2.0"),
     ("bus_bytes", 12, "bus_bytes must be a power of two, not 12"),
     ("bus_bytes", 8, "rows, cols and bus_bytes must be equal"),
-    ("q4_block", 12, "q4_block must be a power-of-two multiple of rows"),
-    ("q4_block", 4 * 3 * 2, "q4_block must be a power-of-two multiple of rows"),
-    ("q4_block", 32, r"weight_fifo_rows must hold one 4-bit block group \(18 beats\)"),
-    ("q4_slots", 0, "q4_slots must be a positive integer, not 0"),
+    ("weight_block", 12, "weight_block must be a power-of-two multiple of rows"),
+    ("weight_block", 4 * 3 * 2, "weight_block must be a power-of-two multiple of rows"),
+    ("weight_block", 32, r"weight_fifo_rows must hold one 4-bit block group \(18 beats\)"),
+    ("scale_slots", 0, "scale_slots must be a positive integer, not 0"),
 ])
 def test_config_checks(field, value, message):
     args = dict(name="x", rows=4, cols=4, act_buf_rows=8, acc_buf_rows=8,
-                weight_fifo_rows=8, bus_bytes=4, q4_block=8)
+                weight_fifo_rows=8, bus_bytes=4, weight_block=8)
     args[field] = value
     with pytest.raises(ConfigError, match=message):
         Config(**args)

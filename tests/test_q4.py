@@ -24,7 +24,7 @@ def test_integer_weights_follow_the_formula_element_by_element(rng):
     W = q.integer()
     for k in range(70):
         for n in range(5):
-            b = k // TINY.q4_block
+            b = k // TINY.weight_block
             assert W[k, n] == int(q.d[b, n]) * (16 * int(q.codes[k, n]) - 120 + int(q.f[b, n]))
 
 
@@ -252,7 +252,7 @@ def test_q4_scales_outside_the_window_stop_with_dma_window(simulator, rng):
     prog = isa_model.Program()
     group = TINY.q4_group_beats * TINY.bus_bytes
     prog.matmul(weight_addr=layout.w_addr, act_row=0, act_stride=1, act_kstep=1, m=1,
-                k_tiles=2 * TINY.q4_tiles_per_block, acc_row=0, wfmt=isa.WeightFormat.Q4)
+                k_tiles=2 * TINY.block_tiles, acc_row=0, wfmt=isa.WeightFormat.Q4)
     prog.store(acc_row=0, m=1, param_tile=0, dram_addr=layout.y_addr, dram_stride=4)
     prog.end()
     raw = prog.to_array()

@@ -270,7 +270,7 @@ _LINEARS = {"attn_q": ("wq", True), "attn_k": ("wk", True), "attn_v": ("wv", Fal
             "ffn_up": ("w_up", False), "ffn_down": ("w_down", False)}
 
 
-def _q4_blocks(t):
+def _weight_blocks(t):
     """The 4-bit codes (K, N), scales and minima (K / 32, N) of a Q4_0 or Q4_1 tensor
     of ``N`` rows of ``K`` (llama.cpp's block: f16 scale, [f16 minimum,] 16 bytes of
     codes, element ``j`` in the low nibble of byte ``j`` and ``j + 16`` in the high one)."""
@@ -308,7 +308,7 @@ def q4_codes(model, block):
                 or t.tensor_type not in (kind.Q4_0, kind.Q4_1)):
             continue
         name, permuted = _LINEARS[parts[2]]
-        codes, scale, minimum = _q4_blocks(t)
+        codes, scale, minimum = _weight_blocks(t)
         if permuted:
             heads = model.shape.heads if name == "wq" else model.shape.kv_heads
             order = _unpermute(np.arange(codes.shape[1]), heads)
