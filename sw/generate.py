@@ -105,7 +105,7 @@ def _q4(cfg, model, graph, params, weights):
     """The ``q4`` argument of the device executor for ``weights`` (``None``: the model's
     default, ``int4`` for a model read from a GGUF file of 4-bit tensors, else
     ``int8``), and the format's name."""
-    codes = (LM.q4_codes(model, cfg.weight_block)
+    codes = (LM.block_codes(model, cfg.weight_block)
              if isinstance(model, LM.Llama) and model.path is not None
              and weights in (None, "int4") else {})
     if weights is None:

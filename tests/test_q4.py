@@ -1,5 +1,6 @@
-"""4-bit weights (``MATMUL`` ``wfmt = Q4``): the format of ``sw/q4.py``, the array's
-two-rows-per-beat load, and whole Q4 GEMMs on the RTL against the golden model."""
+"""Block weight formats (``MATMUL`` ``wfmt = Q4``, ``Q8``): the formats of ``sw/q4.py``,
+the array's two-rows-per-beat load, and whole Q4 and Q8 GEMMs on the RTL against the
+golden model."""
 
 import numpy as np
 import pytest
@@ -96,6 +97,40 @@ def test_bad_weights_are_one_line_errors(field, value, message):
         q4.Q4Weights(arrays["codes"], arrays["d"], arrays["f"], q.unit, 32)
 
 
+def random_q8(k, n, seed, cfg):
+    rng = np.random.default_rng(seed)
+    nb = -(-k // cfg.weight_block)
+    codes = rng.integers(-128, 128, (k, n))
+    d = rng.integers(0, 256, (nb, n))
+    codes.flat[0], codes.flat[-1], d.flat[0], d.flat[-1] = -128, 127, 255, 0
+    return q4.Q8Weights(codes.astype(np.int8), d.astype(np.uint8), np.ones(n), 32)
+
+
+def test_q8_from_blocks_keeps_codes_and_scales_to_half_a_step(rng):
+    K, N = 64, 10
+    codes = rng.integers(-127, 128, (K, N))
+    scale = rng.uniform(1e-4, 1e-2, (2, N))
+    scale[1, 3] = -scale[1, 3]                     # a negative scale negates its codes
+    q = q4.from_q8_blocks(codes, scale, 32)
+    b = np.arange(K) // 32
+    w = scale[b] * codes
+    err = np.abs(q.dequantize() - w)
+    assert np.all(err <= 0.5 * q.unit[None, :] * np.abs(codes) * 1.0001 + 1e-9)
+    assert np.array_equal(q.codes[:32], codes[:32])
+
+
+@pytest.mark.parametrize("cfg", [get_preset(p) for p in ("tiny", "default")],
+                         ids=lambda c: c.name)
+def test_q8_pack_then_unpack_gives_the_integer_weights(cfg):
+    q = random_q8(70, 21, 5, cfg)
+    kt = -(-70 // cfg.rows)
+    per = q4.matmul_bytes(cfg, kt, isa.WeightFormat.Q8)
+    raw = q4.pack(q, cfg)
+    assert len(raw) == q4.matrix_bytes(cfg, 70, 21, isa.WeightFormat.Q8)
+    W = q4.unpack(raw[:per], cfg, kt, isa.WeightFormat.Q8)
+    np.testing.assert_array_equal(W[:70], q.integer()[:, :cfg.cols])
+
+
 def test_pack_refuses_another_block_size():
     q = q4.quantize(np.ones((64, 4)), 64)
     with pytest.raises(ValueError, match="blocks of 64, the config 32"):
@@ -177,10 +212,11 @@ def test_array_loads_two_rows_of_codes_per_beat_between_int8_tiles(rng):
 
 # ---- whole Q4 GEMMs on the RTL -------------------------------------------------------------
 
-def q4_gemm(rng, cfg, m, k, n, relu=False, base=0):
+def q4_gemm(rng, cfg, m, k, n, relu=False, base=0, fmt="q4"):
     a, _, bias, mult, shift = requant_gemm_operands(rng, m, k, n, bias_bound=5000,
                                                     scale_range=(0.5, 3.0))
-    w = random_q4(k, n, int(rng.integers(1 << 16)), cfg)
+    draw = random_q4 if fmt == "q4" else random_q8
+    w = draw(k, n, int(rng.integers(1 << 16)), cfg)
     acc = golden.wrap_int32(a.astype(np.int64) @ w.integer().astype(np.int64))
     # Requantization scaled to this GEMM's range, so the outputs use int8.
     peak = np.maximum(np.abs(acc).max(axis=0), 1)
@@ -192,10 +228,11 @@ def q4_gemm(rng, cfg, m, k, n, relu=False, base=0):
     return layout, expect
 
 
+@pytest.mark.parametrize("fmt", ["q4", "q8"])
 @pytest.mark.parametrize("shape", [(1, 32, 4), (3, 40, 7), (9, 100, 13), (2, 4, 1)])
-def test_q4_gemm_matches_golden(simulator, rng, shape):
+def test_block_gemm_matches_golden(simulator, rng, shape, fmt):
     """K not a multiple of the block (or below one tile), N not a multiple of C."""
-    layout, expect = q4_gemm(rng, TINY, *shape)
+    layout, expect = q4_gemm(rng, TINY, *shape, fmt=fmt)
     rtl = run_rtl(TINY, layout.image, layout.prog_addr, layout.prog_len, simulator)
     check_against_golden(TINY, layout, rtl, expect)
 
@@ -208,8 +245,8 @@ def test_q4_gemm_under_random_bus_pauses(simulator, rng):
     check_against_golden(TINY, layout, rtl, expect)
 
 
-def test_program_mixing_int8_and_q4_matmuls(simulator, rng):
-    """An int8 GEMM, a Q4 GEMM and an int8 GEMM in one program, reading one activation
+def test_program_mixing_int8_q4_and_q8_matmuls(simulator, rng):
+    """An int8, a Q4, an int8 and a Q8 GEMM in one program, reading one activation
     matrix: the format switches between instructions with nothing in between."""
     cfg = TINY
     M, K, N = 5, 40, 6
@@ -224,12 +261,16 @@ def test_program_mixing_int8_and_q4_matmuls(simulator, rng):
     w8_addr = mem.alloc(len(w8pack), w8pack)
     w4pack = q4.pack(w4, cfg)
     w4_addr = mem.alloc(len(w4pack), w4pack)
+    wq8 = random_q8(K, N, 4, cfg)
+    q8pack = q4.pack(wq8, cfg)
+    q8_addr = mem.alloc(len(q8pack), q8pack)
     nbytes = compiler.out_bytes(cfg, M, N, raw=True)
-    outs = [mem.alloc(nbytes) for _ in range(3)]
+    outs = [mem.alloc(nbytes) for _ in range(4)]
     b = compiler.Builder(cfg)
     for y, (w_addr, fmt) in zip(outs, [(w8_addr, isa.WeightFormat.INT8),
                                        (w4_addr, isa.WeightFormat.Q4),
-                                       (w8_addr, isa.WeightFormat.INT8)]):
+                                       (w8_addr, isa.WeightFormat.INT8),
+                                       (q8_addr, isa.WeightFormat.Q8)]):
         b.gemm(compiler.Gemm(M, K, N, a_addr, w_addr, None, y, raw=True, wfmt=fmt))
     prog = np.frombuffer(b.finish(), np.uint8)
     mem.chunks.append((prog_addr, prog))
@@ -242,6 +283,21 @@ def test_program_mixing_int8_and_q4_matmuls(simulator, rng):
     np.testing.assert_array_equal(got[0], golden.matmul(a, w8))
     np.testing.assert_array_equal(got[1], a @ w4.integer())
     np.testing.assert_array_equal(got[2], got[0])
+    np.testing.assert_array_equal(got[3], golden.wrap_int32(a @ wq8.integer().astype(np.int64)))
+
+
+def test_undefined_weight_format_stops_with_bad_format(simulator, rng):
+    layout, _ = q4_gemm(rng, TINY, 2, 32, 4)
+    image = layout.image.copy()
+    prog = isa_model.Program()
+    prog.matmul(weight_addr=layout.w_addr, act_row=0, act_stride=1, act_kstep=1, m=1,
+                k_tiles=1, acc_row=0, wfmt=3)
+    prog.end()
+    raw = prog.to_array()
+    image[layout.prog_addr:layout.prog_addr + len(raw)] = raw
+    gold, rtl = run_faulty(TINY, image, layout.prog_addr, len(prog), simulator)
+    assert rtl.error == isa.Error.BAD_FORMAT
+    np.testing.assert_array_equal(rtl.image, image)
 
 
 def test_q4_scales_outside_the_window_stop_with_dma_window(simulator, rng):

@@ -39,7 +39,7 @@ import numpy as np
 
 from .layers import check_finite
 
-__all__ = ["q4_codes", "INSTALL_HINT", "ModelNotInstalled", "UnsupportedModel", "LlamaShape",
+__all__ = ["block_codes", "INSTALL_HINT", "ModelNotInstalled", "UnsupportedModel", "LlamaShape",
            "LlamaLayer", "Llama", "smollm2_path", "load_gguf", "load_smollm2", "write_gguf",
            "llama_tiny", "tokenize", "detokenize", "chat_prompt", "new_cache", "forward",
            "greedy", "graph"]
@@ -287,12 +287,13 @@ def _weight_blocks(t):
     return codes.T, scale.T, minimum.T
 
 
-def q4_codes(model, block):
-    """The file's own 4-bit weights of every layer's linear maps, keyed by graph parameter
-    (``blk.{i}.wq`` ...) as :class:`sw.q4.Q4Weights` (codes untouched, block scales and
-    minima encoded by :func:`sw.q4.from_blocks`; Q and K rows unpermuted as
-    :func:`load_gguf` does). Tensors stored in another type (the Q8_0 embedding, which
-    is also the LM head) are not included. ``block`` must be GGUF's 32."""
+def block_codes(model, block):
+    """The file's own block-quantized weights, keyed by graph parameter: every layer's
+    Q4_0 or Q4_1 linear map (``blk.{i}.wq`` ...) as :class:`sw.q4.Q4Weights` (codes
+    untouched, block scales and minima encoded by :func:`sw.q4.from_blocks`; Q and K rows
+    unpermuted as :func:`load_gguf` does), and the LM head (``lm_head``: ``output.weight``,
+    or the tied embedding) as :class:`sw.q4.Q8Weights` if the file holds it as Q8_0.
+    Tensors of other types are not included. ``block`` must be GGUF's 32."""
     from .. import q4
     if block != 32:
         raise UnsupportedModel(f"GGUF's 4-bit blocks hold 32 weights, the config {block}")
@@ -302,7 +303,15 @@ def q4_codes(model, block):
     reader = gguf.GGUFReader(model.path)
     kind = gguf.GGMLQuantizationType
     out = {}
+    head = "output.weight" if not model.tied else "token_embd.weight"
     for t in reader.tensors:
+        if t.name == head and t.tensor_type == kind.Q8_0:
+            n, row_bytes = t.data.shape
+            raw = np.asarray(t.data).reshape(n, row_bytes // 34, 34)
+            scale = raw[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+            codes = raw[..., 2:].copy().view(np.int8).reshape(n, -1)
+            out["lm_head"] = q4.from_q8_blocks(codes.T, scale.T, block)
+            continue
         parts = t.name.split(".")
         if (len(parts) != 4 or parts[0] != "blk" or parts[2] not in _LINEARS
                 or t.tensor_type not in (kind.Q4_0, kind.Q4_1)):

@@ -20,9 +20,10 @@ are the GEMM's 16-bit rows, so ``ctx = acc * s_row``.
 Quantization (stated here, once; ``docs/quantization.md`` has what each step gained):
 
 * weights: int8 symmetric per output channel (:func:`sw.quant.quantize_linear`),
-  ``w ~ s_w[n] * q_w``; or, for the linear nodes given in ``q4``, 4-bit codes with block
-  scales (:mod:`sw.q4`: a model file's own codes, or :func:`sw.q4.quantize`),
-  ``w = u[n] * W``, where ``u`` plays the part of ``s_w``;
+  ``w ~ s_w[n] * q_w``; or, for the linear nodes given in ``q4``, a block format of
+  :mod:`sw.q4` (4-bit codes with block scales and offsets, or int8 codes with block
+  scales: a model file's own codes, or :func:`sw.q4.quantize`), ``w = u[n] * W``, where
+  ``u`` plays the part of ``s_w``;
 * the GEMM input, per token (per row), computed at run time, so nothing is calibrated:
   ``act_bits = 8``: ``s[m] = max|x[m, :]| / 127``, ``q = round(x / s)`` in int8;
   ``act_bits = 16`` (the default): ``s[m] = max|x[m, :]| / 32639`` and
@@ -159,10 +160,9 @@ class _Linear:
 
 
 def q4_weights(graph, params, block, given=None):
-    """4-bit weights for every linear node of ``graph``: ``given[name]`` where a model
-    file holds its own codes (a :class:`sw.q4.Q4Weights` dict keyed by parameter name),
-    :func:`sw.q4.quantize` of the float weight otherwise. With ``given``, only its
-    names: a weight the file keeps in more bits (an 8-bit LM head) stays int8."""
+    """Block-format weights for the linear nodes of ``graph``: ``given`` (a model file's
+    own codes, :class:`sw.q4.Q4Weights` or :class:`sw.q4.Q8Weights` keyed by parameter
+    name) if given, else :func:`sw.q4.quantize` of every float weight."""
     if given is not None:
         return dict(given)
     return {n.attrs["w"]: q4_format.quantize(params[n.attrs["w"]], block)
@@ -200,7 +200,7 @@ class DeviceExecutor:
                 self.linears[n.out] = _Linear(
                     w_scale=np.asarray(qw.unit, np.float64), k=w.shape[0], n=w.shape[1],
                     w_addr=dev.put(q4_format.pack(qw, cfg)), b=b,
-                    wfmt=isa.WeightFormat.Q4)
+                    wfmt=q4_format.weight_format(qw))
                 continue
             ql = quantize_linear(w, np.zeros(w.shape[1]))
             self.linears[n.out] = _Linear(
