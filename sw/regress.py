@@ -3,7 +3,8 @@
 Each seed draws, reproducibly: a preset (``tiny`` or ``fpga``; ``default`` on Verilator
 only), a GEMM shape (sizes that are not multiples of the array, ``K = 1``, long ``K``,
 more output tiles than parameter slots), the weights' format (int8, or on three seeds in
-ten 4-bit codes with block scales, ``sw/q4.py``, sometimes all at their extremes),
+ten a block format of ``sw/q4.py``: 4-bit codes with block scales and offsets, sometimes
+all at their extremes, or 8-bit codes with block scales),
 requantization parameters with corners (zero
 multiplier, largest shift, saturation both ways, ReLU), an M-block size, a base address
 near a 4 KiB boundary, the memory timing (``AxiRam`` with random pauses on all five
@@ -87,7 +88,7 @@ BINS = (
     + ["stall:weight", "stall:act", "stall:insn", "burst_crosses_4k", "k_equals_1",
        "several_m_blocks", "saturate_high", "saturate_low", "zero_multiplier", "shift_63",
        "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks",
-       "weights:q4", "weights:q4_partial_block", "weights:q4_extremes"]
+       "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
 )
 
 
@@ -117,21 +118,30 @@ def _case(seed, sims):
     return rng, sim, cfg, m, k, n, _kind(seed)
 
 
-def _operands(rng, cfg, m, k, n, q4w=False):
-    """``a``, ``w`` (int8, or :class:`sw.q4.Q4Weights` if ``q4w``), requantization
-    parameters, relu, and the int32 ``a @ w`` (of the integer weights for Q4)."""
+def _operands(rng, cfg, m, k, n, fmt="int8"):
+    """``a``, ``w`` (int8, or :class:`sw.q4.Q4Weights` or :class:`sw.q4.Q8Weights` for
+    ``fmt`` ``q4``, ``q8``), requantization parameters, relu, and the int32 ``a @ w`` (of
+    the integer weights for a block format)."""
     a = rng.integers(-128, 128, (m, k))
     w = rng.integers(-128, 128, (k, n))
     extremes = rng.random() < 0.3
     if extremes:                                # large sums: all extremes
         a = np.where(rng.random((m, k)) < 0.5, -128, 127)
         w = np.where(rng.random((k, n)) < 0.5, -128, 127)
-    if q4w:
+    if fmt == "q4":
         w = random_q4(k, n, int(rng.integers(1 << 30)), cfg)
         if extremes:                            # and the format's own extremes
             w.codes[:] = np.where(rng.random(w.codes.shape) < 0.5, 0, q4.CODE_MAX)
             w.d[:] = q4.D_MAX
             w.f[:] = np.where(rng.random(w.f.shape) < 0.5, q4.F_MIN, q4.F_MAX)
+    elif fmt == "q8":
+        nb = -(-k // cfg.weight_block)
+        w = q4.Q8Weights(w.astype(np.int8),
+                         rng.integers(0, q4.D_MAX + 1, (nb, n)).astype(np.uint8),
+                         np.ones(n), cfg.weight_block)
+        if extremes:
+            w.d[:] = q4.D_MAX
+    if fmt != "int8":
         acc = golden.wrap_int32(a.astype(np.int64) @ w.integer().astype(np.int64))
     else:
         acc = golden.matmul(a, w)
@@ -411,9 +421,9 @@ def _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw=False):
 def run_case(seed, sims=("verilator", "icarus")):
     """Run seed ``seed``; return ``(ok, message, bins hit)``."""
     rng, sim, cfg, m, k, n, kind = _case(seed, sims)
-    # 4-bit weights with block scales on three seeds in ten.
-    q4w = rng.random() < 0.3
-    a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, q4w)
+    # Block formats on three seeds in ten: 4-bit codes (two in ten), 8-bit codes (one).
+    fmt = str(rng.choice(["int8"] * 7 + ["q4"] * 2 + ["q8"]))
+    a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, fmt)
     base = 4096 - int(rng.integers(0, 8)) * 64
     block = int(rng.integers(1, m + 1)) if rng.random() < 0.3 else None
     latency = int(rng.integers(1, 101))
@@ -455,8 +465,8 @@ def run_case(seed, sims=("verilator", "icarus")):
         rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
                       seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"
-    what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}{' q4' if q4w else ''}"
-            f" {mem}"
+    what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}"
+            f"{'' if fmt == 'int8' else ' ' + fmt} {mem}"
             + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else ""))
     problem = _check(plan, kind, layout, clean, rtl)
     if problem:
@@ -464,7 +474,9 @@ def run_case(seed, sims=("verilator", "icarus")):
     blocks = -(-m // compiler.choose_block(cfg, m, k, block))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
                  (False, False) if raw else _saturates(acc, bias, mult, shift), mem)
-    if q4w and rtl.error == isa.Error.NONE:
+    if fmt == "q8" and rtl.error == isa.Error.NONE:
+        bins.add("weights:q8")
+    if fmt == "q4" and rtl.error == isa.Error.NONE:
         bins.add("weights:q4")
         if k % cfg.weight_block:
             bins.add("weights:q4_partial_block")
