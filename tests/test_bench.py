@@ -96,8 +96,11 @@ def test_quick_writes_every_output(quick):
 def test_quick_entries_have_every_key_and_consistent_numbers(quick):
     r = quick["report"]
     cfg = get_preset("tiny")
-    assert [e["kind"] for e in r["entries"]] == ["gemm", "gemm", "layer", "decode",
+    assert [e["kind"] for e in r["entries"]] == ["gemm", "gemm", "gemm", "layer", "decode",
+                                                 "llm_prefill", "llm_decode",
                                                  "llm_prefill", "llm_decode"]
+    assert [e.get("weights") for e in r["entries"]] == [
+        "int8", "int8", "int4", None, None, "int8", "int8", "int4", "int4"]
     for e in r["entries"]:
         assert ENTRY_KEYS <= set(e), e["name"]
         assert ENERGY_KEYS <= set(e["energy"])
@@ -129,7 +132,7 @@ def test_quick_entries_have_every_key_and_consistent_numbers(quick):
         assert e["scalesim_ws_cycles"] == bench.scalesim_ws_cycles(
             e["m"], e["k"], e["n"], cfg.rows, cfg.cols)
         assert e["host_round_trips"] is None and "joules_per_token" not in e["energy"]
-    for e in r["entries"][2:]:
+    for e in r["entries"][3:]:
         # layer: QKV, scores, context, O, up, down; decode (fused path): QKV, scores,
         # context, O, FFN; llama-tiny: those six per layer for 2 layers, the LM head
         assert e["host_round_trips"] == len(e["per_op"]) == {
@@ -143,7 +146,15 @@ def test_quick_entries_have_every_key_and_consistent_numbers(quick):
             assert o["other_cycles"] >= 0
             assert o["array_cycles"] + sum(o["stall_cycles"].values()) + o["other_cycles"] \
                 == o["cycles"]
-    layer, decode = r["entries"][2], r["entries"][3]
+    layer, decode = r["entries"][3], r["entries"][4]
+    # Each 4-bit entry beside its int8 twin: fewer bytes read, and the cycles' speed-up
+    # measured against that byte ratio.
+    pairs = r["int4_vs_int8"]
+    assert [p["name"] for p in pairs] == [r["entries"][1]["name"], r["entries"][5]["name"],
+                                          r["entries"][6]["name"]]
+    for p in pairs:
+        assert p["byte_ratio"] > 1.2
+        assert p["speedup"] == pytest.approx(p["int8_cycles"] / p["int4_cycles"])
     assert layer["energy"]["tokens"] == layer["seq"] and decode["energy"]["tokens"] == 1
     assert layer["cosine_vs_float"] > 0.95 and decode["cosine_vs_float"] > 0.95
 
