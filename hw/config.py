@@ -98,10 +98,10 @@ class Config:
         if self.rows % 2:
             raise ConfigError(f"4-bit weights load two rows per beat: rows must be even, "
                               f"not {self.rows!r}")
-        group = max(self.q4_group_beats, self.q8_group_beats)
+        group = max(self.q4_group_beats, self.q8_scale_beats + self.q8_tile_beats)
         if self.weight_fifo_rows < group:
-            raise ConfigError(f"weight_fifo_rows must hold one block group of weights "
-                              f"({group} beats), not {self.weight_fifo_rows!r}")
+            raise ConfigError(f"weight_fifo_rows must hold a weight request of a block "
+                              f"format ({group} beats), not {self.weight_fifo_rows!r}")
 
     # Derived quantities (never stored twice).
 

@@ -38,9 +38,11 @@ class ExecUnit(wiring.Component):
       ``wcmd``, contiguous from ``weight_addr``, never more than the weight FIFO has room
       for (a credit count), so the read DMA never waits on this unit. ``INT8``: ``k_tiles
       * R`` rows of ``C`` bytes in chunks of a fixed ``chunk`` rows (the largest divisor of
-      ``R`` not above ``weight_fifo_rows // 4``). ``Q4``: one request per block group
-      (its scale beats and up to ``weight_block / R`` tiles of ``R / 2`` beats of codes,
-      ``config.q4_group_beats`` for a full group). Weights are fetched ahead across
+      ``R`` not above ``weight_fifo_rows // 4``). ``Q4`` and ``Q8``: one request per block
+      group (its scale beats and up to ``weight_block / R`` tiles of codes,
+      ``config.q4_group_beats`` or ``q8_group_beats`` for a full group) when a group fits
+      in half the FIFO, so that two requests are in flight; else one per tile, the
+      group's scale beats in front of its first tile. Weights are fetched ahead across
       instruction boundaries.
     * **Weight loader.** Moves one beat per cycle from the FIFO into the array's free bank:
       one int8 row, or two rows of 4-bit codes (``pair``), so a tile takes ``R`` or
@@ -159,16 +161,28 @@ class ExecUnit(wiring.Component):
         m.d.comb += [lq.w_data.eq(Cat(w_head.body.wfmt == isa.WeightFormat.Q4,
                                       w_head.body.wfmt == isa.WeightFormat.Q8,
                                       w_head.body.k_tiles))]
-        # A block format's next request: one group, its scales and up to tpb tiles.
+        # A block format's next request: a whole group (its scales and up to tpb tiles)
+        # when a group fits in half the FIFO, so that two are in flight; else one tile,
+        # the group's scales in front of its first tile.
+        w_kidx = Signal(16)                     # Q4, Q8: tiles of the instruction requested
         group_tiles = Signal(range(tpb + 1))
         m.d.comb += group_tiles.eq(Mux(w_tiles >= tpb, tpb, w_tiles))
+        first_of_group = Signal()
+        m.d.comb += first_of_group.eq((w_kidx & (tpb - 1)) == 0)
+        req_tiles = Signal(range(tpb + 1))      # tiles in the next request
         big = max(chunk, cfg.q4_group_beats, cfg.q8_group_beats)
         req = Signal(range(big + 1))
-        with m.If(w_q4):
-            m.d.comb += req.eq(cfg.q4_scale_beats + group_tiles * cfg.q4_tile_beats)
-        with m.Elif(w_q8):
-            m.d.comb += req.eq(cfg.q8_scale_beats + group_tiles * cfg.q8_tile_beats)
-        with m.Else():
+        for flag, scale_beats, tile_beats, group_beats in (
+                (w_q4, cfg.q4_scale_beats, cfg.q4_tile_beats, cfg.q4_group_beats),
+                (w_q8, cfg.q8_scale_beats, cfg.q8_tile_beats, cfg.q8_group_beats)):
+            with m.If(flag):
+                if group_beats <= depth // 2:
+                    m.d.comb += [req_tiles.eq(group_tiles),
+                                 req.eq(scale_beats + group_tiles * tile_beats)]
+                else:
+                    m.d.comb += [req_tiles.eq(1),
+                                 req.eq(Mux(first_of_group, scale_beats, 0) + tile_beats)]
+        with m.If(~w_q4 & ~w_q8):
             m.d.comb += req.eq(chunk)
         with m.If(~w_busy):
             m.d.comb += wq.r_en.eq(~self.abort & lq.w_rdy)
@@ -181,6 +195,7 @@ class ExecUnit(wiring.Component):
                     w_q8.eq(w_head.body.wfmt == isa.WeightFormat.Q8),
                     w_left.eq(w_head.body.k_tiles * (R // chunk)),
                     w_tiles.eq(w_head.body.k_tiles),
+                    w_kidx.eq(0),
                 ]
         with m.Else():
             room = Signal()
@@ -196,9 +211,10 @@ class ExecUnit(wiring.Component):
                 m.d.sync += [
                     w_addr.eq(w_addr + req * cfg.bus_bytes),
                     w_left.eq(w_left - 1),
-                    w_tiles.eq(w_tiles - group_tiles),
+                    w_tiles.eq(w_tiles - req_tiles),
+                    w_kidx.eq(w_kidx + req_tiles),
                 ]
-                with m.If(Mux(w_q4 | w_q8, w_tiles <= tpb, w_left == 1)):
+                with m.If(Mux(w_q4 | w_q8, w_tiles == req_tiles, w_left == 1)):
                     m.d.sync += w_busy.eq(0)
         m.d.comb += [
             wfifo.w_data.eq(self.wdata.payload),
