@@ -654,16 +654,17 @@ def markdown(report):
         "",
         "## Energy (model estimate, Horowitz ISSCC 2014 45 nm; not a silicon measurement)",
         "",
-        "| entry | total uJ | MAC uJ | requant uJ | SRAM uJ | DRAM uJ | J per token "
-        "| pJ per MAC (total / MACs) | host round trips (not in the total) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| entry | total uJ | MAC uJ | requant uJ | block scaler uJ | SRAM uJ | DRAM uJ "
+        "| J per token | pJ per MAC (total / MACs) | host round trips (not in the total) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in report["entries"]:
         en = e["energy"]
         jpt = en.get("joules_per_token")
         lines.append(
             f"| {e['name']} | {en['total_j'] * 1e6:.3f} | {en['mac_j'] * 1e6:.3f} "
-            f"| {en['requant_j'] * 1e6:.3f} | {en['sram_j'] * 1e6:.3f} "
+            f"| {en['requant_j'] * 1e6:.3f} | {en['scale_j'] * 1e6:.3f} "
+            f"| {en['sram_j'] * 1e6:.3f} "
             f"| {en['dram_j'] * 1e6:.3f} "
             f"| {'' if jpt is None else f'{jpt:.3e}'} "
             f"| {en['total_j'] * 1e12 / e['macs']:.2f} "
