@@ -26,6 +26,8 @@ def run_array_plan(cfg, plan, *, vcd=None):
             ctx.set(dut.weight.payload.data, [int(x) for x in plan.w_data[t]])
             ctx.set(dut.weight.payload.row, int(plan.w_row[t]))
             ctx.set(dut.weight.payload.bank, int(plan.w_bank[t]))
+            if plan.w_pair is not None:
+                ctx.set(dut.weight.payload.pair, int(plan.w_pair[t]))
             if ctx.get(dut.result.valid):
                 rows.append(list(ctx.get(dut.result.payload)))
                 cycles.append(t)

@@ -37,6 +37,9 @@ class ArrayPlan:
     expected: np.ndarray     # (rows, C) int32, the golden result of each row, in order
     first_act_cycle: int
     last_act_cycle: int
+    # (T,) 0/1: the weight beat carries two rows of 4-bit codes (``weight.payload.pair``);
+    # None: int8 rows only.
+    w_pair: np.ndarray = None
 
     @property
     def n_cycles(self):

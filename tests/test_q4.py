@@ -4,13 +4,11 @@ golden model."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
-
 from serrano.hw import isa
-from serrano.hw.array import SystolicArray
 from serrano.hw.config import get_preset
 from serrano.sim.accel import run_rtl
-from serrano.sw import compiler, golden, isa_model, q4, requant
+from serrano.sim.amaranth_sim import run_array_plan
+from serrano.sw import array_plan, compiler, golden, isa_model, q4, requant
 from serrano.sw.gemm import random_q4
 from tests.test_accel_rtl import check_against_golden, run_faulty
 from tests.stimulus import requant_gemm_operands
@@ -139,37 +137,27 @@ def test_pack_refuses_another_block_size():
 
 # ---- the array: two rows of codes per beat -------------------------------------------------
 
-def _run_pairs(cfg, loads, acts):
-    """Drive the bare array cycle by cycle: ``loads[t]`` is ``None`` or ``(row, bank, pair,
-    C bytes)``, ``acts[t]`` is ``None`` or ``(bank, R int8)``. Returns (rows, cycles)."""
-    dut = SystolicArray(cfg)
-    rows, cycles = [], []
-
-    async def bench(ctx):
-        for t in range(len(loads) + cfg.latency + 2):
-            ld = loads[t] if t < len(loads) else None
-            ac = acts[t] if t < len(acts) else None
-            ctx.set(dut.weight.valid, ld is not None)
-            if ld is not None:
-                row, bank, pair, data = ld
-                ctx.set(dut.weight.payload.row, row)
-                ctx.set(dut.weight.payload.bank, bank)
-                ctx.set(dut.weight.payload.pair, pair)
-                ctx.set(dut.weight.payload.data, [int(np.int8(np.uint8(x))) for x in data])
-            ctx.set(dut.act.valid, ac is not None)
-            if ac is not None:
-                ctx.set(dut.act.payload.bank, ac[0])
-                ctx.set(dut.act.payload.data, [int(x) for x in ac[1]])
-            if ctx.get(dut.result.valid):
-                rows.append(list(ctx.get(dut.result.payload)))
-                cycles.append(t)
-            await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return np.array(rows, np.int64).reshape(-1, cfg.cols), np.array(cycles)
+def _plan(cfg, loads, acts):
+    """An :class:`sw.array_plan.ArrayPlan` from per-cycle lists: ``loads[t]`` is ``None``
+    or ``(row, bank, pair, C bytes)``, ``acts[t]`` is ``None`` or ``(bank, R int8)``;
+    padded with idle cycles until the last result has left."""
+    T = max(len(loads), len(acts)) + cfg.latency + 2
+    loads = list(loads) + [None] * (T - len(loads))
+    acts = list(acts) + [None] * (T - len(acts))
+    entered = [t for t, a in enumerate(acts) if a is not None]
+    return array_plan.ArrayPlan(
+        R=cfg.rows, C=cfg.cols,
+        act_valid=np.array([a is not None for a in acts]),
+        act_data=np.array([a[1] if a else [0] * cfg.rows for a in acts]),
+        act_bank=np.array([a[0] if a else 0 for a in acts]),
+        w_valid=np.array([ld is not None for ld in loads]),
+        w_data=np.array([np.asarray(ld[3], np.uint8).view(np.int8) if ld else [0] * cfg.cols
+                         for ld in loads]),
+        w_row=np.array([ld[0] if ld else 0 for ld in loads]),
+        w_bank=np.array([ld[1] if ld else 0 for ld in loads]),
+        w_pair=np.array([ld[2] if ld else 0 for ld in loads]),
+        row_tile=np.zeros(len(entered), int), expected=None,
+        first_act_cycle=entered[0], last_act_cycle=entered[-1])
 
 
 def test_array_loads_two_rows_of_codes_per_beat_between_int8_tiles(rng):
@@ -204,7 +192,7 @@ def test_array_loads_two_rows_of_codes_per_beat_between_int8_tiles(rng):
             acts.append((i % 2, a[t]) if t < m else None)
             loads.append(nxt[t] if t < len(nxt) else None)
         expect.append(a @ w)
-    rows, cycles = _run_pairs(cfg, loads, acts)
+    rows, cycles = run_array_plan(cfg, _plan(cfg, loads, acts))
     np.testing.assert_array_equal(rows, golden.wrap_int32(np.concatenate(expect)))
     entered = [t for t, a in enumerate(acts) if a is not None]
     np.testing.assert_array_equal(cycles, np.array(entered) + cfg.latency)
