@@ -55,7 +55,7 @@ class ExecUnit(wiring.Component):
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
       cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
-    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (3) cycles,
+    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (4) cycles,
       whatever its format, and then updates accumulator row ``acc_row + m`` (overwrite on
       the first k-tile unless ``accumulate``). An ``INT8`` row passes unchanged. A ``Q4``
       row ``P`` (``C`` sums of codes times activations) becomes, per channel ``c``,
@@ -63,7 +63,8 @@ class ExecUnit(wiring.Component):
       ``R`` activations (added up as the row enters the array and carried beside it) and
       ``d``, ``f`` the scale and offset of the tile's block: exactly ``a @ W`` with the
       integer weights of ``sw/q4.py``. Two multipliers per channel (8 x 13 bits for the
-      offset, then 8 x 23 bits for the scale), one pipeline stage each.
+      offset, then 8 x 27 bits for the scale), one pipeline stage each, and the bracket's
+      sum in a stage of its own.
 
     Throughput and latency
     ----------------------
@@ -72,7 +73,7 @@ class ExecUnit(wiring.Component):
     weight FIFO fed at one beat per cycle, tiles and instructions follow each other
     without a bubble. With ``M`` small (decode) the unit runs at the weight bandwidth: one
     tile per ``R`` cycles in ``INT8``, per ``R / 2`` cycles plus the scale beats in ``Q4``.
-    The last result of an instruction is in the accumulator ``R + C + 8`` cycles after its
+    The last result of an instruction is in the accumulator ``R + C + 9`` cycles after its
     last row was issued; ``push_next`` fires then, ``push_prev`` right after the last row
     is read.
 
@@ -412,34 +413,43 @@ class ExecUnit(wiring.Component):
         tag_a = Signal(meta, name="scale_tag")
         m.d.sync += [p_a.eq(array.result.payload), tag_a.eq(tag),
                      tag_a.valid.eq(array.result.valid)]
-        # Stage B: the offset's product and the sum in brackets (Q8: P itself); a block
-        # format's P is bounded by R * 128 * 128, so its low bits are all of it. Stage C:
-        # the scale's product.
+        # Stage B: the offset's product and the other two terms in brackets; a block
+        # format's P is bounded by R * 128 * 128, so its low bits are all of it.
+        # Stage C: the bracket (Q8: P itself). Stage D: the scale's product. One
+        # multiplier or one adder level per stage, each between registers.
         p_bits = (R * 128 * 128).bit_length() + 1
         t_shape = signed(p_bits + 6)
-        t_b = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
+        fs_b = Signal(data.ArrayLayout(signed(8 + asum_shape.width), C), name="scale_fs")
+        pq_b = Signal(data.ArrayLayout(t_shape, C), name="scale_pq")
         p_b = Signal(layouts.psum_row(cfg), name="scale_p_b")
         d_b = Signal(data.ArrayLayout(unsigned(8), C), name="scale_d")
         tag_b = Signal(meta, name="scale_tag_b")
         m.d.sync += [tag_b.eq(tag_a), p_b.eq(p_a), d_b.eq(d_rd.data)]
         for c in range(C):
             p = p_a[c].as_signed()[:p_bits].as_signed()
-            m.d.sync += t_b[c].eq(Mux(tag_a.q4,
-                                      (p << 4) - 120 * tag_a.asum + f_rd.data[c] * tag_a.asum,
-                                      p))
-        y_c = Signal(layouts.psum_row(cfg), name="scaled")
-        tag_c = Signal(meta, name="scaled_tag")
-        m.d.sync += tag_c.eq(tag_b)
+            m.d.sync += [fs_b[c].eq(f_rd.data[c] * tag_a.asum),
+                         pq_b[c].eq((p << 4) - 120 * tag_a.asum)]
+        t_c = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
+        p_c = Signal(layouts.psum_row(cfg), name="scale_p_c")
+        d_c = Signal(data.ArrayLayout(unsigned(8), C), name="scale_d_c")
+        tag_c = Signal(meta, name="scale_tag_c")
+        m.d.sync += [tag_c.eq(tag_b), p_c.eq(p_b), d_c.eq(d_b)]
         for c in range(C):
-            m.d.sync += y_c[c].eq(Mux(tag_b.q4 | tag_b.q8, d_b[c] * t_b[c], p_b[c]))
+            p = p_b[c].as_signed()[:p_bits].as_signed()
+            m.d.sync += t_c[c].eq(Mux(tag_b.q4, pq_b[c] + fs_b[c], p))
+        y_d = Signal(layouts.psum_row(cfg), name="scaled")
+        tag_d = Signal(meta, name="scaled_tag")
+        m.d.sync += tag_d.eq(tag_c)
+        for c in range(C):
+            m.d.sync += y_d[c].eq(Mux(tag_c.q4 | tag_c.q8, d_c[c] * t_c[c], p_c[c]))
         m.d.sync += groups_retired.eq(groups_retired
-                                      + (tag_c.valid & (tag_c.q4 | tag_c.q8) & tag_c.retire))
+                                      + (tag_d.valid & (tag_d.q4 | tag_d.q8) & tag_d.retire))
 
         m.d.comb += [
-            self.acc_valid.eq(tag_c.valid),
-            self.acc_addr.eq(tag_c.addr),
-            self.acc_accumulate.eq(tag_c.accumulate),
-            self.acc_data.eq(y_c),
+            self.acc_valid.eq(tag_d.valid),
+            self.acc_addr.eq(tag_d.addr),
+            self.acc_accumulate.eq(tag_d.accumulate),
+            self.acc_data.eq(y_d),
         ]
         # The accumulator writes a row at the end of the second cycle after it arrives
         # (Accumulator: 3-stage read-modify-write): the token goes out one cycle later
@@ -447,7 +457,7 @@ class ExecUnit(wiring.Component):
         push_q1 = Signal()
         push_q2 = Signal()
         push_q3 = Signal()
-        m.d.sync += [push_q1.eq(tag_c.push & tag_c.valid), push_q2.eq(push_q1),
+        m.d.sync += [push_q1.eq(tag_d.push & tag_d.valid), push_q2.eq(push_q1),
                      push_q3.eq(push_q2)]
         m.d.comb += self.e2s_give.eq(push_q3)
 
