@@ -146,7 +146,7 @@ class Config:
     def scale_latency(self):
         """Cycles the exec unit's block scaler adds between the array's result and the
         accumulator, in every weight format (so the timing does not depend on it)."""
-        return 4
+        return 5
 
     @property
     def macs(self):

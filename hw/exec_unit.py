@@ -55,16 +55,17 @@ class ExecUnit(wiring.Component):
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
       cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
-    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (4) cycles,
+    * **Block scaler.** Every result row passes it in ``config.scale_latency`` (5) cycles,
       whatever its format, and then updates accumulator row ``acc_row + m`` (overwrite on
       the first k-tile unless ``accumulate``). An ``INT8`` row passes unchanged. A ``Q4``
       row ``P`` (``C`` sums of codes times activations) becomes, per channel ``c``,
       ``d[c] * (16 * P[c] - 120 * S + f[c] * S)``, where ``S`` is the sum of the row's
       ``R`` activations (added up as the row enters the array and carried beside it) and
       ``d``, ``f`` the scale and offset of the tile's block: exactly ``a @ W`` with the
-      integer weights of ``sw/q4.py``. Two multipliers per channel (8 x 13 bits for the
-      offset, then 8 x 27 bits for the scale), one pipeline stage each, and the bracket's
-      sum in a stage of its own.
+      integer weights of ``sw/q4.py``. Three multipliers per channel, each at most
+      18 x 18 bits (one DSP block) between registers: the offset's (8 x 13), then the
+      scale's times the bracket's low 17 bits and times its high bits; the bracket's sum
+      and the halves' sum each in a stage of their own.
 
     Throughput and latency
     ----------------------
@@ -73,7 +74,7 @@ class ExecUnit(wiring.Component):
     weight FIFO fed at one beat per cycle, tiles and instructions follow each other
     without a bubble. With ``M`` small (decode) the unit runs at the weight bandwidth: one
     tile per ``R`` cycles in ``INT8``, per ``R / 2`` cycles plus the scale beats in ``Q4``.
-    The last result of an instruction is in the accumulator ``R + C + 9`` cycles after its
+    The last result of an instruction is in the accumulator ``R + C + 10`` cycles after its
     last row was issued; ``push_next`` fires then, ``push_prev`` right after the last row
     is read.
 
@@ -415,8 +416,8 @@ class ExecUnit(wiring.Component):
                      tag_a.valid.eq(array.result.valid)]
         # Stage B: the offset's product and the other two terms in brackets; a block
         # format's P is bounded by R * 128 * 128, so its low bits are all of it.
-        # Stage C: the bracket (Q8: P itself). Stage D: the scale's product. One
-        # multiplier or one adder level per stage, each between registers.
+        # Stage C: the bracket (Q8: P itself). One multiplier or one adder level per
+        # stage, each between registers.
         p_bits = (R * 128 * 128).bit_length() + 1
         t_shape = signed(p_bits + 6)
         fs_b = Signal(data.ArrayLayout(signed(8 + asum_shape.width), C), name="scale_fs")
@@ -437,19 +438,33 @@ class ExecUnit(wiring.Component):
         for c in range(C):
             p = p_b[c].as_signed()[:p_bits].as_signed()
             m.d.sync += t_c[c].eq(Mux(tag_b.q4, pq_b[c] + fs_b[c], p))
-        y_d = Signal(layouts.psum_row(cfg), name="scaled")
-        tag_d = Signal(meta, name="scaled_tag")
-        m.d.sync += tag_d.eq(tag_c)
+        # Stage D: the scale's product, in two halves of the bracket (its low 17 bits,
+        # then the rest), so each multiplier fits one 18 x 18 DSP and feeds a register.
+        # Stage E: the halves' sum (Q4, Q8), or P.
+        lo_bits = 17
+        y_lo = Signal(data.ArrayLayout(unsigned(8 + lo_bits), C), name="scale_lo")
+        y_hi = Signal(data.ArrayLayout(signed(8 + t_shape.width - lo_bits + 1), C),
+                      name="scale_hi")
+        p_d = Signal(layouts.psum_row(cfg), name="scale_p_d")
+        tag_d = Signal(meta, name="scale_tag_d")
+        m.d.sync += [tag_d.eq(tag_c), p_d.eq(p_c)]
         for c in range(C):
-            m.d.sync += y_d[c].eq(Mux(tag_c.q4 | tag_c.q8, d_c[c] * t_c[c], p_c[c]))
+            m.d.sync += [y_lo[c].eq(d_c[c] * t_c[c][:lo_bits]),
+                         y_hi[c].eq(d_c[c] * t_c[c][lo_bits:].as_signed())]
+        y_e = Signal(layouts.psum_row(cfg), name="scaled")
+        tag_e = Signal(meta, name="scaled_tag")
+        m.d.sync += tag_e.eq(tag_d)
+        for c in range(C):
+            m.d.sync += y_e[c].eq(Mux(tag_d.q4 | tag_d.q8, y_lo[c] + (y_hi[c] << lo_bits),
+                                      p_d[c]))
         m.d.sync += groups_retired.eq(groups_retired
-                                      + (tag_d.valid & (tag_d.q4 | tag_d.q8) & tag_d.retire))
+                                      + (tag_e.valid & (tag_e.q4 | tag_e.q8) & tag_e.retire))
 
         m.d.comb += [
-            self.acc_valid.eq(tag_d.valid),
-            self.acc_addr.eq(tag_d.addr),
-            self.acc_accumulate.eq(tag_d.accumulate),
-            self.acc_data.eq(y_d),
+            self.acc_valid.eq(tag_e.valid),
+            self.acc_addr.eq(tag_e.addr),
+            self.acc_accumulate.eq(tag_e.accumulate),
+            self.acc_data.eq(y_e),
         ]
         # The accumulator writes a row at the end of the second cycle after it arrives
         # (Accumulator: 3-stage read-modify-write): the token goes out one cycle later
@@ -457,7 +472,7 @@ class ExecUnit(wiring.Component):
         push_q1 = Signal()
         push_q2 = Signal()
         push_q3 = Signal()
-        m.d.sync += [push_q1.eq(tag_d.push & tag_d.valid), push_q2.eq(push_q1),
+        m.d.sync += [push_q1.eq(tag_e.push & tag_e.valid), push_q2.eq(push_q1),
                      push_q3.eq(push_q2)]
         m.d.comb += self.e2s_give.eq(push_q3)
 
