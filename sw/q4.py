@@ -296,29 +296,32 @@ def pack(q, cfg):
 def unpack(raw, cfg, k_tiles, wfmt=isa.WeightFormat.Q4):
     """Inverse of :func:`pack` for one ``MATMUL``: the integer weights ``W``
     (``k_tiles * R`` x ``C``, int32) of the bytes ``raw`` at its ``weight_addr``."""
-    R, C = cfg.rows, cfg.cols
+    R, C, bus = cfg.rows, cfg.cols, cfg.bus_bytes
     tpb = cfg.block_tiles
-    scale_beats, _ = _beats(cfg, wfmt)
+    scale_beats, tile_beats = _beats(cfg, wfmt)
+    sb, tb = scale_beats * bus, tile_beats * bus
     raw = np.asarray(raw, np.uint8)
-    W = np.empty((k_tiles * R, C), np.int32)
-    pos = 0
-    for b in range(_tiles(k_tiles, tpb)):
-        tiles = min(tpb, k_tiles - b * tpb)
-        rows = slice(b * tpb * R, (b * tpb + tiles) * R)
-        d = raw[pos:pos + C].astype(np.int32)
-        if wfmt == isa.WeightFormat.Q4:
-            f = raw[pos + C:pos + 2 * C].view(np.int8).astype(np.int32)
-        pos += scale_beats * cfg.bus_bytes
+    full, rem = divmod(k_tiles, tpb)
+    gbytes = sb + tpb * tb
+
+    def groups(block, tiles):
+        """``W`` of ``len(block)`` groups of ``tiles`` tiles each: (groups, tiles*R, C)."""
+        d = block[:, None, :C].astype(np.int32)
+        codes = block[:, sb:sb + tiles * tb]
         if wfmt == isa.WeightFormat.Q8:
-            n = tiles * R * C
-            codes = raw[pos:pos + n].view(np.int8).reshape(tiles * R, C).astype(np.int32)
-            W[rows] = d * codes
-        else:
-            n = tiles * R * C // 2
-            pairs = raw[pos:pos + n].reshape(tiles * R // 2, C).astype(np.int32)
-            codes = np.empty((tiles * R, C), np.int32)
-            codes[0::2] = pairs & 0xF
-            codes[1::2] = pairs >> 4
-            W[rows] = d * (SCALE * codes - CENTRE + f)
-        pos += n
-    return W
+            return d * codes.view(np.int8).reshape(len(block), tiles * R, C).astype(np.int32)
+        f = block[:, None, C:2 * C].view(np.int8).astype(np.int32)
+        pairs = codes.reshape(len(block), tiles * R // 2, C).astype(np.int32)
+        q = np.empty((len(block), tiles * R, C), np.int32)
+        q[:, 0::2] = pairs & 0xF
+        q[:, 1::2] = pairs >> 4
+        return d * (SCALE * q - CENTRE + f)
+
+    parts = []
+    if full:
+        parts.append(groups(raw[:full * gbytes].reshape(full, gbytes), tpb)
+                     .reshape(full * tpb * R, C))
+    if rem:
+        tail = raw[full * gbytes:full * gbytes + sb + rem * tb].reshape(1, -1)
+        parts.append(groups(tail, rem).reshape(rem * R, C))
+    return np.concatenate(parts)
