@@ -1016,7 +1016,7 @@ def test_input_image_not_modified_and_bytes_accepted(rng):
 
 def test_machine_is_steppable(rng):
     cfg = Config(name="odd", rows=8, cols=8, act_buf_rows=40, acc_buf_rows=3,
-                 weight_fifo_rows=8, bus_bytes=8, param_tiles=2, weight_block=8)
+                 weight_fifo_rows=16, bus_bytes=8, param_tiles=2, weight_block=8)
     machine = Machine(cfg, image(4096, rng))
     assert machine.act.shape == (40, 8) and machine.acc.shape == (6, 8)
     assert machine.params.bias.shape == (2, 8)
