@@ -377,8 +377,8 @@ class ExecUnit(wiring.Component):
         ]
 
         # Where each result goes, and how it is scaled, travels beside the row:
-        # 1 + R + C + 1 cycles to the array's output. The row's activation sum joins one
-        # cycle after the read, with the row itself.
+        # 1 + R + C + 1 cycles to the array's output. The row's activation sum joins two
+        # cycles after the read.
         acc_aw = len(self.acc_addr)
         asum_shape = signed(cfg.act_width + ceil_log2(R) + 1)
         meta = data.StructLayout({"valid": 1, "addr": acc_aw, "accumulate": 1, "push": 1,
@@ -395,13 +395,17 @@ class ExecUnit(wiring.Component):
             tag.slot.eq(i_group),
             tag.retire.eq(group_end & (m_idx == cur.body.m - 1)),
         ]
+        # The row is registered once more (the buffer's read data comes straight from
+        # its block RAM) before its adder tree.
+        act_q = Signal(layouts.act_row(cfg), name="asum_row")
+        m.d.sync += act_q.eq(self.act_rd_data)
         for stage in range(1 + cfg.latency):
             tag_q = Signal(meta, name=f"meta_{stage}")
             m.d.sync += tag_q.eq(tag)
-            if stage == 0:
+            if stage == 1:
                 with_sum = Signal(meta, name="meta_asum")
                 m.d.comb += [with_sum.eq(tag_q),
-                             with_sum.asum.eq(sum(self.act_rd_data[r] for r in range(R)))]
+                             with_sum.asum.eq(sum(act_q[r] for r in range(R)))]
                 tag_q = with_sum
             tag = tag_q
 
