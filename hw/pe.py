@@ -57,8 +57,9 @@ class PE(wiring.Component):
     codes for rows ``row`` and ``row + 1`` (``row`` even): the PE of an even row latches
     the low nibble, the PE of the odd row below it the high nibble, both zero-extended
     (0..15). This is the whole 4-bit unpacker: a 4-bit mux in front of each weight
-    register, so a beat of ``C`` bytes loads two rows of a tile at once. A write to one bank never disturbs an
-    activation that uses the other bank, which is how tiles switch without a bubble.
+    register, so a beat of ``C`` bytes loads two rows of a tile at once. A write to one
+    bank never disturbs an activation that uses the other bank, which is how tiles switch
+    without a bubble.
 
     There is no back-pressure: the PE accepts an activation every cycle.
 

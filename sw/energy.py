@@ -242,9 +242,8 @@ def _count(counts, key, default=None):
 
 def estimate(cfg, counts, constants=None):
     """Energy estimate of a run from its ``counts`` (see :data:`COUNT_KEYS`; optional
-    ``tokens``, ``host_round_trips``, ``store_raw_rows``, ``q4_rows``). ``constants``: ``None``, a JSON
-    path or a dict
-    (:func:`load_constants`).
+    ``tokens``, ``host_round_trips``, ``store_raw_rows``, ``q4_rows``). ``constants``:
+    ``None``, a JSON path or a dict (:func:`load_constants`).
 
     Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``scale_j``, ``sram_j``,
     ``dram_j`` (and

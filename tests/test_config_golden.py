@@ -33,7 +33,8 @@ def test_unknown_preset_message():
     ("bus_bytes", 8, "rows, cols and bus_bytes must be equal"),
     ("weight_block", 12, "weight_block must be a power-of-two multiple of rows"),
     ("weight_block", 4 * 3 * 2, "weight_block must be a power-of-two multiple of rows"),
-    ("weight_block", 32, r"weight_fifo_rows must hold a weight request of a block format \(18 beats\)"),
+    ("weight_block", 32,
+     r"weight_fifo_rows must hold a weight request of a block format \(18 beats\)"),
     ("scale_slots", 0, "scale_slots must be a positive integer, not 0"),
 ])
 def test_config_checks(field, value, message):
