@@ -85,14 +85,16 @@ class SystolicArray(wiring.Component):
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                pe = PE(r, R, pass_weights=r < R - 1, pass_acts=c < C - 1)
+                pe = PE(r, R, pass_weights=r < R - 1, pass_acts=c < C - 1,
+                        act_width=self.cfg.act_width, acc_width=self.cfg.acc_width)
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c] = pe
 
         # Input skew: array row r sees its activation r cycles late.
         for r in range(R):
             a, bank = self.act.payload.data[r], self.act.payload.bank
             for stage in range(r):
-                a_q = Signal(signed(8), name=f"skew_a_{r}_{stage}", reset_less=True)
+                a_q = Signal(signed(self.cfg.act_width), name=f"skew_a_{r}_{stage}",
+                             reset_less=True)
                 bank_q = Signal(1, name=f"skew_bank_{r}_{stage}", reset_less=True)
                 m.d.sync += [a_q.eq(a), bank_q.eq(bank)]
                 a, bank = a_q, bank_q
@@ -105,7 +107,7 @@ class SystolicArray(wiring.Component):
 
         # Weight skew: column c sees a weight row c cycles late, then it walks down.
         for c in range(C):
-            lane = Signal(weight_lane(R), name=f"w_lane_{c}")
+            lane = Signal(weight_lane(R, self.cfg.act_width), name=f"w_lane_{c}")
             m.d.comb += [
                 lane.valid.eq(self.weight.valid),
                 lane.row.eq(self.weight.payload.row),
@@ -114,7 +116,7 @@ class SystolicArray(wiring.Component):
                 lane.data.eq(self.weight.payload.data[c]),
             ]
             for stage in range(c):
-                lane_q = Signal(weight_lane(R), name=f"skew_w_{c}_{stage}")
+                lane_q = Signal(weight_lane(R, self.cfg.act_width), name=f"skew_w_{c}_{stage}")
                 m.d.sync += lane_q.eq(lane)
                 lane = lane_q
             m.d.comb += pes[0][c].w_in.eq(lane)
@@ -131,7 +133,8 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             y = pes[R - 1][c].psum_out
             for stage in range(C - 1 - c):
-                y_q = Signal(signed(32), name=f"deskew_{c}_{stage}", reset_less=True)
+                y_q = Signal(signed(self.cfg.acc_width), name=f"deskew_{c}_{stage}",
+                             reset_less=True)
                 m.d.sync += y_q.eq(y)
                 y = y_q
             m.d.comb += self.result.payload[c].eq(y)

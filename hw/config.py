@@ -55,6 +55,8 @@ class Config:
         Weights along K that share one scale in the block weight formats (``Q4`` and
         ``Q8``, ``sw/q4.py``): 32, as GGUF's Q4_0, Q4_1 and Q8_0 blocks. A multiple of
         ``R`` with ``weight_block / R`` a power of two.
+    scale_width : int
+        Bits of a block scale (unsigned) and of a ``Q4`` block offset (signed): 8.
     scale_slots : int
         Block scale sets (one per block of one N-tile) the exec unit holds between the
         weight stream and the accumulator: enough to cover the array's latency, so
@@ -71,6 +73,7 @@ class Config:
     param_tiles: int = 16
     weight_block: int = 32
     scale_slots: int = 4
+    scale_width: int = 8
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
@@ -91,6 +94,9 @@ class Config:
                               "(R bytes) per bus beat: rows, cols and bus_bytes must be equal, "
                               f"not {self.rows!r}, {self.cols!r}, {self.bus_bytes!r}")
 
+        if self.scale_width != 8:
+            raise ConfigError(f"block scales are bytes of the scale beats: scale_width must "
+                              f"be 8, not {self.scale_width!r}")
         tiles = self.weight_block // self.rows
         if self.weight_block % self.rows or tiles & (tiles - 1):
             raise ConfigError(f"weight_block must be a power-of-two multiple of rows "

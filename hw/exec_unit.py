@@ -228,8 +228,9 @@ class ExecUnit(wiring.Component):
         # Q4 block scales: one slot per block group, written from the group's first beats,
         # read by the scaler when the group's rows come out of the array.
         slots = cfg.scale_slots
-        d_mem = Memory(shape=data.ArrayLayout(unsigned(8), C), depth=slots, init=[])
-        f_mem = Memory(shape=data.ArrayLayout(signed(8), C), depth=slots, init=[])
+        sw_ = cfg.scale_width
+        d_mem = Memory(shape=data.ArrayLayout(unsigned(sw_), C), depth=slots, init=[])
+        f_mem = Memory(shape=data.ArrayLayout(signed(sw_), C), depth=slots, init=[])
         m.submodules.d_mem, m.submodules.f_mem = d_mem, f_mem
         groups_loaded = Signal(TILE_COUNTER_BITS)
         groups_retired = Signal(TILE_COUNTER_BITS)
@@ -424,10 +425,10 @@ class ExecUnit(wiring.Component):
         # stage, each between registers.
         p_bits = (R * 128 * 128).bit_length() + 1
         t_shape = signed(p_bits + 6)
-        fs_b = Signal(data.ArrayLayout(signed(8 + asum_shape.width), C), name="scale_fs")
+        fs_b = Signal(data.ArrayLayout(signed(sw_ + asum_shape.width), C), name="scale_fs")
         pq_b = Signal(data.ArrayLayout(t_shape, C), name="scale_pq")
         p_b = Signal(layouts.psum_row(cfg), name="scale_p_b")
-        d_b = Signal(data.ArrayLayout(unsigned(8), C), name="scale_d")
+        d_b = Signal(data.ArrayLayout(unsigned(sw_), C), name="scale_d")
         tag_b = Signal(meta, name="scale_tag_b")
         m.d.sync += [tag_b.eq(tag_a), p_b.eq(p_a), d_b.eq(d_rd.data)]
         for c in range(C):
@@ -436,7 +437,7 @@ class ExecUnit(wiring.Component):
                          pq_b[c].eq((p << 4) - 120 * tag_a.asum)]
         t_c = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
         p_c = Signal(layouts.psum_row(cfg), name="scale_p_c")
-        d_c = Signal(data.ArrayLayout(unsigned(8), C), name="scale_d_c")
+        d_c = Signal(data.ArrayLayout(unsigned(sw_), C), name="scale_d_c")
         tag_c = Signal(meta, name="scale_tag_c")
         m.d.sync += [tag_c.eq(tag_b), p_c.eq(p_b), d_c.eq(d_b)]
         for c in range(C):
@@ -446,8 +447,8 @@ class ExecUnit(wiring.Component):
         # then the rest), so each multiplier fits one 18 x 18 DSP and feeds a register.
         # Stage E: the halves' sum (Q4, Q8), or P.
         lo_bits = 17
-        y_lo = Signal(data.ArrayLayout(unsigned(8 + lo_bits), C), name="scale_lo")
-        y_hi = Signal(data.ArrayLayout(signed(8 + t_shape.width - lo_bits + 1), C),
+        y_lo = Signal(data.ArrayLayout(unsigned(sw_ + lo_bits), C), name="scale_lo")
+        y_hi = Signal(data.ArrayLayout(signed(sw_ + t_shape.width - lo_bits + 1), C),
                       name="scale_hi")
         p_d = Signal(layouts.psum_row(cfg), name="scale_p_d")
         tag_d = Signal(meta, name="scale_tag_d")

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["PE", "weight_lane"]
 
 
-def weight_lane(rows):
+def weight_lane(rows, width=8):
     """The slice of a weight row that travels down one column: one byte and its tag.
 
     ``data`` is one int8 weight for array row ``row``, or, with ``pair``, two 4-bit codes
@@ -17,7 +17,7 @@ def weight_lane(rows):
         "valid": 1,
         "row": range(rows),
         "bank": 1,
-        "data": signed(8),
+        "data": signed(width),
         "pair": 1,
     })
 
@@ -73,43 +73,49 @@ class PE(wiring.Component):
         Whether ``w_out`` exists (false for the bottom row).
     pass_acts : bool
         Whether ``a_out`` exists (false for the rightmost column).
+    act_width, acc_width : int
+        Bits of an activation or weight, and of a partial sum (``config.act_width``,
+        ``config.acc_width``; a 4-bit code is half a weight byte).
     """
 
-    def __init__(self, row, rows, *, pass_weights=True, pass_acts=True):
+    def __init__(self, row, rows, *, pass_weights=True, pass_acts=True, act_width=8,
+                 acc_width=32):
         if not isinstance(rows, int) or rows <= 0:
             raise TypeError(f"rows must be a positive integer, not {rows!r}")
         if not isinstance(row, int) or not 0 <= row < rows:
             raise ValueError(f"row must be an integer in range({rows}), not {row!r}")
         self.row = row
         self.rows = rows
+        self.act_width, self.acc_width = act_width, acc_width
         members = {
-            "a_in": In(signed(8)),
+            "a_in": In(signed(act_width)),
             "a_bank_in": In(1),
-            "psum_in": In(signed(32)),
-            "psum_out": Out(signed(32)),
-            "w_in": In(weight_lane(rows)),
+            "psum_in": In(signed(acc_width)),
+            "psum_out": Out(signed(acc_width)),
+            "w_in": In(weight_lane(rows, act_width)),
         }
         if pass_acts:
-            members["a_out"] = Out(signed(8))
+            members["a_out"] = Out(signed(act_width))
             members["a_bank_out"] = Out(1)
         if pass_weights:
-            members["w_out"] = Out(weight_lane(rows))
+            members["w_out"] = Out(weight_lane(rows, act_width))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
 
-        w0 = Signal(signed(8), reset_less=True)
-        w1 = Signal(signed(8), reset_less=True)
+        aw, half = self.act_width, self.act_width // 2
+        w0 = Signal(signed(aw), reset_less=True)
+        w1 = Signal(signed(aw), reset_less=True)
         lane = self.w_in
-        value = Signal(signed(8))
+        value = Signal(signed(aw))
         if self.row % 2 == 0:
             hit = lane.valid & (lane.row == self.row)
-            m.d.comb += value.eq(Mux(lane.pair, lane.data[0:4], lane.data))
+            m.d.comb += value.eq(Mux(lane.pair, lane.data[:half], lane.data))
         else:
             hit = lane.valid & ((lane.row == self.row)
                                 | (lane.pair & (lane.row == self.row - 1)))
-            m.d.comb += value.eq(Mux(lane.pair, lane.data[4:8], lane.data))
+            m.d.comb += value.eq(Mux(lane.pair, lane.data[half:], lane.data))
         with m.If(hit):
             with m.If(lane.bank):
                 m.d.sync += w1.eq(value)
@@ -119,8 +125,8 @@ class PE(wiring.Component):
             m.d.sync += self.w_out.eq(self.w_in)
 
         # Stage 1: the multiplier's input registers (the activation also moves right).
-        a_q = Signal(signed(8), reset_less=True)
-        w_q = Signal(signed(8), reset_less=True)
+        a_q = Signal(signed(aw), reset_less=True)
+        w_q = Signal(signed(aw), reset_less=True)
         bank_q = Signal(reset_less=True)
         m.d.sync += [a_q.eq(self.a_in), bank_q.eq(self.a_bank_in),
                      w_q.eq(Mux(self.a_bank_in, w1, w0))]
@@ -128,8 +134,8 @@ class PE(wiring.Component):
             m.d.comb += [self.a_out.eq(a_q), self.a_bank_out.eq(bank_q)]
 
         # Stage 2: the product. Stage 3: the 32-bit sum.
-        product = Signal(signed(16), reset_less=True)
-        psum = Signal(signed(32), reset_less=True)
+        product = Signal(signed(2 * aw), reset_less=True)
+        psum = Signal(signed(self.acc_width), reset_less=True)
         m.d.sync += [product.eq(a_q * w_q), psum.eq(self.psum_in + product)]
         m.d.comb += self.psum_out.eq(psum)
         return m
