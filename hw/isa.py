@@ -89,7 +89,8 @@ import enum
 
 from amaranth.lib import data
 
-__all__ = ["Op", "Error", "WeightFormat", "INSN_BYTES", "PARAM_BEATS", "MULT_BITS", "SHIFT_BITS",
+__all__ = ["Op", "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
+           "MULT_BITS", "SHIFT_BITS",
            "header_layout", "insn_layout",
            "body_layouts", "encode", "decode_op"]
 
@@ -118,6 +119,11 @@ class WeightFormat(enum.IntEnum):
     INT8 = 0
     Q4 = 1
     Q8 = 2
+
+
+#: The formats whose weights come in block groups (scales, then codes) and pass the
+#: exec unit's block scaler.
+BLOCK_FORMATS = (WeightFormat.Q4, WeightFormat.Q8)
 
 
 class Error(enum.IntEnum):

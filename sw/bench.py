@@ -177,7 +177,7 @@ def _entry(cfg, *, name, kind, cycles, macs, counters, structure, scalesim, cons
     roof = roofline_cycles(cfg, macs, dma_rd + dma_wr)
     counts = {"array_cycles": counters["array_cycles"], "dma_read_bytes": dma_rd,
               "dma_write_bytes": dma_wr,
-              **{k: structure[k] for k in (*energy.COUNT_KEYS, "store_raw_rows", "q4_rows")
+              **{k: structure[k] for k in (*energy.COUNT_KEYS, "store_raw_rows", "block_rows")
                  if k in structure}}
     if tokens is not None:
         counts["tokens"] = tokens

@@ -182,7 +182,7 @@ class Builder:
         # A raw GEMM reads no parameter sets: one chunk, and every STORE names slot 0.
         slots = nt if g.raw else cfg.param_tiles
         row_bytes = C * (cfg.raw_row_beats if g.raw else 1)
-        blocked = g.wfmt in (isa.WeightFormat.Q4, isa.WeightFormat.Q8)
+        blocked = g.wfmt in isa.BLOCK_FORMATS
         # The first N-tile's MATMULs start where their weights can: at every k-tile for
         # int8, at every block group for Q4 and Q8 (a group's scales come first).
         span = cfg.block_tiles if blocked else 1
@@ -286,8 +286,8 @@ def compile_gemm(cfg, a, w, bias, mult, shift, *, relu=False, base=0, block=None
     ``w`` is an int8 ``K x N`` matrix, or :class:`sw.q4.Q4Weights` or
     :class:`sw.q4.Q8Weights` (a ``Q4`` or ``Q8`` GEMM of their integer weights)."""
     a = golden.check_int8("a", a)
-    blocked = isinstance(w, (q4.Q4Weights, q4.Q8Weights))
-    wfmt = q4.weight_format(w) if blocked else isa.WeightFormat.INT8
+    wfmt = q4.weight_format(w)
+    blocked = wfmt in isa.BLOCK_FORMATS
     if not blocked:
         w = golden.check_int8("w", w)
     M, K = a.shape

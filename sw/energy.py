@@ -23,8 +23,8 @@ Events and their energies
 ``scale`` (per element)
     One output element of a ``Q4`` or ``Q8`` ``MATMUL`` through the block scaler
     (``d * (16 P - 120 S + f S)``, or ``d * P``): two multiplies and two adds, priced as
-    the requantizer's (32-bit: an upper bound for its 8 x 13 and 8 x 23 bit multipliers).
-    Count: ``q4_rows * C``, ``q4_rows`` the array rows of block-format ``MATMUL``s.
+    the requantizer's (32-bit: an upper bound for its three multipliers of at most 18 x 18 bits).
+    Count: ``block_rows * C``, ``block_rows`` the array rows of block-format ``MATMUL``s.
 ``sram`` (per byte, per buffer)
     The table gives the energy of one 64-bit access to an SRAM array of 8 KB, 32 KB and
     1 MB (10, 20, 100 pJ). A buffer of ``S`` bytes costs the table's value interpolated
@@ -185,15 +185,15 @@ def program_counts(cfg, programs):
 
     Returns ``act_load_bytes``, ``param_load_bytes``, ``weight_bytes`` (in each
     ``MATMUL``'s format), ``store_rows``, ``store_raw_rows`` (the rows of raw ``STORE``
-    instructions, among ``store_rows``), ``q4_rows`` (array rows of ``Q4`` ``MATMUL``s),
-    ``store_buf_rows``, ``stores``, ``matmuls``, ``insn_bytes``, and what the counters
+    instructions, among ``store_rows``), ``block_rows`` (array rows of block-format
+    ``MATMUL``s), ``store_buf_rows``, ``stores``, ``matmuls``, ``insn_bytes``, and what the counters
     should then read: ``array_rows`` (``m * k_tiles`` per ``MATMUL``),
     ``expected_dma_read_bytes`` (instructions + loads + weights) and
     ``expected_dma_write_bytes`` (``STORE`` rows to memory).
     """
     C, bus = cfg.cols, cfg.bus_bytes
     out = dict.fromkeys(("act_load_bytes", "param_load_bytes", "weight_bytes", "store_rows",
-                         "store_raw_rows", "q4_rows",
+                         "store_raw_rows", "block_rows",
                          "store_buf_rows", "stores", "matmuls", "insn_bytes", "array_rows",
                          "store_dram_bytes"), 0)
     for program in programs:
@@ -207,8 +207,8 @@ def program_counts(cfg, programs):
                 out["matmuls"] += 1
                 out["weight_bytes"] += weight_bytes(cfg, b)
                 out["array_rows"] += b["m"] * b["k_tiles"]
-                if b["wfmt"] in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
-                    out["q4_rows"] += b["m"] * b["k_tiles"]
+                if b["wfmt"] in isa.BLOCK_FORMATS:
+                    out["block_rows"] += b["m"] * b["k_tiles"]
             elif op == isa.Op.STORE:
                 out["stores"] += 1
                 out["store_rows"] += b["m"]
@@ -242,7 +242,7 @@ def _count(counts, key, default=None):
 
 def estimate(cfg, counts, constants=None):
     """Energy estimate of a run from its ``counts`` (see :data:`COUNT_KEYS`; optional
-    ``tokens``, ``host_round_trips``, ``store_raw_rows``, ``q4_rows``). ``constants``:
+    ``tokens``, ``host_round_trips``, ``store_raw_rows``, ``block_rows``). ``constants``:
     ``None``, a JSON path or a dict (:func:`load_constants`).
 
     Returns a dict: ``total_j``, ``mac_j``, ``requant_j``, ``scale_j``, ``sram_j``,
@@ -261,7 +261,7 @@ def estimate(cfg, counts, constants=None):
     acc_row = C * cfg.acc_width // 8
     macs = c["array_cycles"] * R * C
     requant_elems = (c["store_rows"] - _count(counts, "store_raw_rows", 0)) * C
-    scale_elems = _count(counts, "q4_rows", 0) * C
+    scale_elems = _count(counts, "block_rows", 0) * C
     dram_bytes = c["dma_read_bytes"] + c["dma_write_bytes"]
     traffic = {
         "act_buf": (c["array_cycles"] * R, c["act_load_bytes"] + c["store_buf_rows"] * R),

@@ -22,7 +22,8 @@ from . import array_plan, compiler, golden, q4, requant
 from .backends import backend_names, check_backend
 from .runtime import Device
 
-__all__ = ["ARRAY_BACKENDS", "WEIGHTS", "random_operands", "random_q4", "random_requant",
+__all__ = ["ARRAY_BACKENDS", "WEIGHTS", "random_operands", "random_q4", "random_q8",
+           "random_requant",
            "run_gemm", "run_array_gemm"]
 WEIGHTS = q4.WEIGHTS
 
@@ -53,6 +54,19 @@ def random_q4(k, n, seed, cfg):
     f.flat[0], f.flat[-1] = q4.F_MIN, q4.F_MAX
     return q4.Q4Weights(codes.astype(np.uint8), d.astype(np.uint8), f.astype(np.int8),
                         np.ones(n, np.float32), cfg.weight_block)
+
+
+def random_q8(k, n, seed, cfg):
+    """Random :class:`sw.q4.Q8Weights` (k x n): int8 codes and uint8 block scales uniform
+    over their ranges, with -128 and 127, 255 and 0 always among them."""
+    rng = np.random.default_rng(seed + 3)
+    nb = -(-k // cfg.weight_block)
+    codes = rng.integers(-128, 128, (k, n))
+    d = rng.integers(0, q4.D_MAX + 1, (nb, n))
+    codes.flat[0], codes.flat[-1] = -128, 127
+    d.flat[0], d.flat[-1] = q4.D_MAX, 0
+    return q4.Q8Weights(codes.astype(np.int8), d.astype(np.uint8), np.ones(n, np.float32),
+                        cfg.weight_block)
 
 
 def random_requant(acc, seed):

@@ -319,7 +319,7 @@ class Machine:
         R, C = self.cfg.rows, self.cfg.cols
         nbytes = weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
         raw = self.mem[weight_addr:weight_addr + nbytes]
-        if wfmt in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
+        if wfmt in isa.BLOCK_FORMATS:
             w = q4.unpack(raw, self.cfg, k_tiles, wfmt).astype(np.float64)
         else:
             w = raw.view(np.int8).reshape(k_tiles * R, C).astype(np.float64)
@@ -754,7 +754,7 @@ def _tiles(n, size):
 
 def weight_bytes(cfg, b):
     """Bytes a ``MATMUL`` with fields ``b`` (``k_tiles``, ``wfmt``) reads as weights."""
-    if b["wfmt"] in (isa.WeightFormat.Q4, isa.WeightFormat.Q8):
+    if b["wfmt"] in isa.BLOCK_FORMATS:
         return q4.matmul_bytes(cfg, b["k_tiles"], b["wfmt"])
     return b["k_tiles"] * cfg.rows * cfg.cols
 

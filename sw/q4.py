@@ -230,9 +230,12 @@ def from_q8_blocks(codes, scale, block):
     return Q8Weights(codes, d, unit.astype(np.float32), block)
 
 
-def weight_format(q):
-    """The ``MATMUL`` weight format of ``q``: ``Q4`` or ``Q8``."""
-    return isa.WeightFormat.Q8 if isinstance(q, Q8Weights) else isa.WeightFormat.Q4
+def weight_format(w):
+    """The ``MATMUL`` weight format of ``w``: ``Q4`` for :class:`Q4Weights`, ``Q8`` for
+    :class:`Q8Weights`, ``INT8`` for anything else (an int8 matrix)."""
+    if isinstance(w, Q8Weights):
+        return isa.WeightFormat.Q8
+    return isa.WeightFormat.Q4 if isinstance(w, Q4Weights) else isa.WeightFormat.INT8
 
 
 def _tiles(n, size):

@@ -134,7 +134,7 @@ def _operands(rng, cfg, m, k, n, fmt="int8"):
             w.codes[:] = np.where(rng.random(w.codes.shape) < 0.5, 0, q4.CODE_MAX)
             w.d[:] = q4.D_MAX
             w.f[:] = np.where(rng.random(w.f.shape) < 0.5, q4.F_MIN, q4.F_MAX)
-    elif fmt == "q8":
+    elif fmt == "q8":                           # the int8 draw above as codes, extremes kept
         nb = -(-k // cfg.weight_block)
         w = q4.Q8Weights(w.astype(np.int8),
                          rng.integers(0, q4.D_MAX + 1, (nb, n)).astype(np.uint8),
@@ -174,9 +174,8 @@ def _regions(cfg, layout):
     nt = -(-layout.N // cfg.cols)
     regions = {
         "act": (layout.a_addr, layout.a_addr + layout.M * kt * cfg.rows),
-        "weight": (layout.w_addr, layout.w_addr + (
-            q4.matrix_bytes(cfg, layout.K, layout.N, layout.wfmt)
-            if layout.wfmt != isa.WeightFormat.INT8 else kt * nt * cfg.rows * cfg.cols)),
+        "weight": (layout.w_addr, layout.w_addr + nt * isa_model.weight_bytes(
+            cfg, {"k_tiles": kt, "wfmt": layout.wfmt})),
         "param": (layout.p_addr, (layout.p_addr or 0) + nt * isa.PARAM_BEATS * cfg.bus_bytes),
         "prog": (layout.prog_addr, layout.prog_addr + layout.prog_len * isa.INSN_BYTES),
         "out": (layout.y_addr, layout.y_addr + layout.y_bytes),

@@ -198,8 +198,8 @@ def test_q4_matmuls_count_their_bytes_and_scaler_work():
     # 10 tiles of 4 x 4 codes = 80 bytes, two block groups of 2 x 4 scale bytes: 96.
     assert q4.matmul_bytes(cfg, 10) == 96
     assert c["weight_bytes"] == 96 + 10 * 16
-    assert c["q4_rows"] == 30 and c["array_rows"] == 60
-    e = energy.estimate(CFG, dict(COUNTS, q4_rows=5))
+    assert c["block_rows"] == 30 and c["array_rows"] == 60
+    e = energy.estimate(CFG, dict(COUNTS, block_rows=5))
     assert e["scale_j"] == pytest.approx(5 * 4 * 2 * 3.2e-12)
     assert e["events"]["scale_elements"] == 20
     assert energy.estimate(CFG, COUNTS)["scale_j"] == 0

@@ -9,7 +9,7 @@ from serrano.hw.config import get_preset
 from serrano.sim.accel import run_rtl
 from serrano.sim.amaranth_sim import run_array_plan
 from serrano.sw import array_plan, compiler, golden, isa_model, q4, requant
-from serrano.sw.gemm import random_q4
+from serrano.sw.gemm import random_q4, random_q8
 from tests.test_accel_rtl import check_against_golden, run_faulty
 from tests.stimulus import requant_gemm_operands
 
@@ -93,15 +93,6 @@ def test_bad_weights_are_one_line_errors(field, value, message):
     arrays[field].flat[3] = value
     with pytest.raises(ValueError, match=message):
         q4.Q4Weights(arrays["codes"], arrays["d"], arrays["f"], q.unit, 32)
-
-
-def random_q8(k, n, seed, cfg):
-    rng = np.random.default_rng(seed)
-    nb = -(-k // cfg.weight_block)
-    codes = rng.integers(-128, 128, (k, n))
-    d = rng.integers(0, 256, (nb, n))
-    codes.flat[0], codes.flat[-1], d.flat[0], d.flat[-1] = -128, 127, 255, 0
-    return q4.Q8Weights(codes.astype(np.int8), d.astype(np.uint8), np.ones(n), 32)
 
 
 def test_q8_from_blocks_keeps_codes_and_scales_to_half_a_step(rng):
