@@ -17,10 +17,11 @@ __all__ = ["ActivationBuffer", "Accumulator", "ParamBuffer"]
 class ActivationBuffer(wiring.Component):
     """``cfg.act_buf_rows`` rows of ``R`` int8: the operand rows the array consumes.
 
-    One read port (exec unit) and one write port shared by two writers: the load unit
-    (``load_*``, always accepted: the DMA never waits for it) and the store unit writing
-    requantized rows back on chip (``store_*``, a valid/ready pair that is not ready in a
-    cycle the load unit writes).
+    Two read ports (exec unit, vector unit) and one write port shared by three writers,
+    in this priority: the load unit (``load_*``, always accepted: the DMA never waits for
+    it), the store unit writing requantized rows back on chip (``store_*``, a valid/ready
+    pair that is not ready in a cycle the load unit writes) and the vector unit
+    (``vec_*``, ready when neither of the others writes).
 
     Ports
     -----
@@ -32,6 +33,10 @@ class ActivationBuffer(wiring.Component):
         Write ``load_data`` to row ``load_addr`` at the end of a cycle with ``load_en``.
     store_addr, store_data, store_valid : In; store_ready : Out
         Written when ``store_valid & store_ready``; ``store_ready = ~load_en``.
+    vrd_addr, vrd_en : In; vrd_data : Out(act_row)
+        The vector unit's read port, as ``rd_*``.
+    vec_addr, vec_data, vec_valid : In; vec_ready : Out
+        Written when ``vec_valid & vec_ready``; ``vec_ready = ~load_en & ~store_valid``.
     """
 
     def __init__(self, cfg):
@@ -43,6 +48,9 @@ class ActivationBuffer(wiring.Component):
             "load_addr": In(aw), "load_data": In(row), "load_en": In(1),
             "store_addr": In(aw), "store_data": In(row), "store_valid": In(1),
             "store_ready": Out(1),
+            "vrd_addr": In(aw), "vrd_en": In(1), "vrd_data": Out(row),
+            "vec_addr": In(aw), "vec_data": In(row), "vec_valid": In(1),
+            "vec_ready": Out(1),
         })
 
     def elaborate(self, platform):
@@ -51,15 +59,20 @@ class ActivationBuffer(wiring.Component):
                                                depth=self.cfg.act_buf_rows, init=[])
         wp = mem.write_port()
         rp = mem.read_port()
+        vp = mem.read_port()
         m.d.comb += [
             rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en), self.rd_data.eq(rp.data),
+            vp.addr.eq(self.vrd_addr), vp.en.eq(self.vrd_en), self.vrd_data.eq(vp.data),
             self.store_ready.eq(~self.load_en),
+            self.vec_ready.eq(~self.load_en & ~self.store_valid),
         ]
         with m.If(self.load_en):
             m.d.comb += [wp.addr.eq(self.load_addr), wp.data.eq(self.load_data), wp.en.eq(1)]
         with m.Elif(self.store_valid):
             m.d.comb += [wp.addr.eq(self.store_addr), wp.data.eq(self.store_data),
                          wp.en.eq(1)]
+        with m.Elif(self.vec_valid):
+            m.d.comb += [wp.addr.eq(self.vec_addr), wp.data.eq(self.vec_data), wp.en.eq(1)]
         return m
 
 

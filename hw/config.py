@@ -57,6 +57,9 @@ class Config:
         ``R`` with ``weight_block / R`` a power of two.
     scale_width : int
         Bits of a block scale (unsigned) and of a ``Q4`` block offset (signed): 8.
+    vec_tables : int
+        Lookup tables of the vector unit (``VEC LUT``): 256 int8 entries each, one copy
+        per lane (``R`` copies), so that a row looks up ``R`` elements in one cycle.
     scale_slots : int
         Block scale sets (one per block of one N-tile) the exec unit holds between the
         weight stream and the accumulator: enough to cover the array's latency, so
@@ -74,13 +77,15 @@ class Config:
     weight_block: int = 32
     scale_slots: int = 4
     scale_width: int = 8
+    vec_tables: int = 2
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
-                     "bus_bytes", "param_tiles", "addr_width", "weight_block", "scale_slots"):
+                     "bus_bytes", "param_tiles", "addr_width", "weight_block", "scale_slots",
+                     "vec_tables"):
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
@@ -94,6 +99,9 @@ class Config:
                               "(R bytes) per bus beat: rows, cols and bus_bytes must be equal, "
                               f"not {self.rows!r}, {self.cols!r}, {self.bus_bytes!r}")
 
+        if self.vec_tables > 16:
+            raise ConfigError(f"a VEC names its table in 4 bits: vec_tables must be at most "
+                              f"16, not {self.vec_tables!r}")
         if self.scale_width != 8:
             raise ConfigError(f"block scales are bytes of the scale beats: scale_width must "
                               f"be 8, not {self.scale_width!r}")

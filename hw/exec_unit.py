@@ -51,7 +51,7 @@ class ExecUnit(wiring.Component):
       ``C`` int8 offsets) go to a scale slot instead, once the slot
       ``config.scale_slots`` groups back has been used by its last result row.
     * **Activation issuer.** For each instruction, after taking its tokens (``pop_prev``:
-      data loaded, ``pop_next``: accumulator free), reads activation row
+      data loaded, ``pop_next``: accumulator free, ``pop_side``: vector rows ready), reads activation row
       ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
       per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
       cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
@@ -90,9 +90,11 @@ class ExecUnit(wiring.Component):
         The activation buffer's read port (latency 1).
     acc_* : Out
         The accumulator's update port (one row per cycle, no back-pressure).
-    l2e_avail, s2e_avail : In; l2e_take, s2e_take, e2l_give, e2s_give : Out
+    l2e_avail, s2e_avail, v2e_avail : In; l2e_take, s2e_take, v2e_take, e2l_give,
+    e2s_give, e2v_give : Out
         Token counters: ``*_avail`` is high while a token is there; ``*_take`` and
-        ``*_give`` are one-cycle pulses.
+        ``*_give`` are one-cycle pulses. The vector unit's (``pop_side``: rows ready;
+        ``push_side``: rows read) are taken and given with the load unit's.
     abort : In
         Stop issuing (an error elsewhere); requests already made still complete.
     idle : Out
@@ -117,8 +119,9 @@ class ExecUnit(wiring.Component):
             "act_rd_data": In(layouts.act_row(cfg)),
             "acc_valid": Out(1), "acc_addr": Out(acc_aw), "acc_accumulate": Out(1),
             "acc_data": Out(layouts.psum_row(cfg)),
-            "l2e_avail": In(1), "s2e_avail": In(1),
-            "l2e_take": Out(1), "s2e_take": Out(1), "e2l_give": Out(1), "e2s_give": Out(1),
+            "l2e_avail": In(1), "s2e_avail": In(1), "v2e_avail": In(1),
+            "l2e_take": Out(1), "s2e_take": Out(1), "v2e_take": Out(1),
+            "e2l_give": Out(1), "e2s_give": Out(1), "e2v_give": Out(1),
             "abort": In(1),
             "idle": Out(1),
             "array_active": Out(1), "stall_weight": Out(1), "stall_act": Out(1),
@@ -321,12 +324,15 @@ class ExecUnit(wiring.Component):
             with m.State("TOKENS"):
                 need_l = cur.hdr.pop_prev & ~self.l2e_avail
                 need_s = cur.hdr.pop_next & ~self.s2e_avail
-                m.d.comb += [self.stall_act.eq(need_l), self.stall_store.eq(need_s & ~need_l)]
+                need_v = cur.hdr.pop_side & ~self.v2e_avail
+                m.d.comb += [self.stall_act.eq(need_l | need_v),
+                             self.stall_store.eq(need_s & ~need_l & ~need_v)]
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(~need_l & ~need_s):
+                with m.Elif(~need_l & ~need_s & ~need_v):
                     m.d.comb += [self.l2e_take.eq(cur.hdr.pop_prev),
-                                 self.s2e_take.eq(cur.hdr.pop_next)]
+                                 self.s2e_take.eq(cur.hdr.pop_next),
+                                 self.v2e_take.eq(cur.hdr.pop_side)]
                     m.d.sync += [
                         k_left.eq(cur.body.k_tiles - 1),
                         m_idx.eq(0),
@@ -355,7 +361,8 @@ class ExecUnit(wiring.Component):
                         with m.If(group_end):
                             m.d.sync += i_group.eq(i_group + 1)
                         with m.If(k_left == 0):
-                            m.d.comb += self.e2l_give.eq(cur.hdr.push_prev)
+                            m.d.comb += [self.e2l_give.eq(cur.hdr.push_prev),
+                                         self.e2v_give.eq(cur.hdr.push_side)]
                             m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [m_idx.eq(m_idx + 1),

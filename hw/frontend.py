@@ -3,6 +3,7 @@
 from amaranth import Module, Signal, Mux, Cat
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from . import isa
 from .dma import dma_command
@@ -12,7 +13,7 @@ __all__ = ["FrontEnd"]
 
 
 class FrontEnd(wiring.Component):
-    """Instruction fetch, decode, checks and in-order dispatch to the three units.
+    """Instruction fetch, decode, checks and in-order dispatch to the four units.
 
     Fetch: after ``start``, reads ``prog_len`` instructions from ``prog_addr`` on
     ``fcmd`` in chunks of up to ``queue_insns // 2`` instructions, never more than its
@@ -21,7 +22,8 @@ class FrontEnd(wiring.Component):
 
     Dispatch, one instruction at a time, in program order: the instruction is checked
     (opcode defined, counts non-zero, every buffer row and parameter slot it names in
-    range) and, if it passes, handed to the load, exec or store queue; ``FENCE`` and
+    range) and, if it passes, handed to the queue of its unit (:data:`hw.isa.OPS`: load,
+    exec, store or vector); ``FENCE`` and
     ``END`` wait until ``units_idle``. The range checks run in a pipeline of
     ``CHECK_CYCLES`` registered stages (counts minus one; products, one multiplier each
     with registers on both sides; first sums; last sums), compared in the dispatch cycle,
@@ -36,8 +38,8 @@ class FrontEnd(wiring.Component):
     start : In (pulse); prog_addr : In(32); prog_len : In(32) (instructions)
     fcmd : Out(stream(dma_command)); fdata : In(stream(8 * bus_bytes))
     load_q : Out(stream(insn_layout)); exec_q : Out(stream(matmul_entry()));
-    store_q : Out(stream(insn_layout))
-    units_idle : In      load, exec and store idle, queues empty, DMA writes acknowledged
+    store_q : Out(stream(insn_layout)); vec_q : Out(stream(insn_layout))
+    units_idle : In      every unit idle, queues empty, DMA writes acknowledged
     abort : In           another block raised an error: stop fetching and dispatching
     done : Out (pulse)   END reached with everything idle and no fetch in flight
     error : Out(4); error_valid : Out (pulse)
@@ -61,6 +63,7 @@ class FrontEnd(wiring.Component):
             "load_q": Out(stream.Signature(isa.insn_layout)),
             "exec_q": Out(stream.Signature(matmul_entry())),
             "store_q": Out(stream.Signature(isa.insn_layout)),
+            "vec_q": Out(stream.Signature(isa.insn_layout)),
             "units_idle": In(1), "abort": In(1),
             "done": Out(1), "error": Out(4), "error_valid": Out(1),
             "dispatched": Out(1), "stall_insn": Out(1), "running": Out(1),
@@ -152,6 +155,11 @@ class FrontEnd(wiring.Component):
         acc_end = Signal(18)
         param_end = Signal(18)
         store_buf_end = Signal(18)
+        vec_total = Signal(32)           # VEC: rows * count (one multiplier, registered)
+        vec_a_end = Signal(33)
+        vec_b_end = Signal(33)
+        vec_dst_end = Signal(33)
+        vec_table_end = Signal(40)       # TABLE: entries written, rows * count * R
         bad_count = Signal()
         m.d.sync += [
             last_act.eq(s3[0] + s3[1]),
@@ -162,16 +170,21 @@ class FrontEnd(wiring.Component):
                              b.load_param.param_tile + b.load_param.n_tiles,
                              b.store.param_tile + 1)),
             store_buf_end.eq(b.store.buf_row + b.store.m),
+            vec_total.eq(b.vec.rows * b.vec.count),
+            vec_a_end.eq(b.vec.a_row + vec_total),
+            vec_b_end.eq(b.vec.b_row + vec_total),
+            vec_dst_end.eq(b.vec.dst_row + vec_total),
+            vec_table_end.eq(vec_total << ceil_log2(cfg.rows)),
         ]
         with m.Switch(op):
-            with m.Case(isa.Op.LOAD_ACT):
-                m.d.sync += bad_count.eq((b.load_act.rows == 0) | (b.load_act.row_beats == 0))
-            with m.Case(isa.Op.LOAD_PARAM):
-                m.d.sync += bad_count.eq(b.load_param.n_tiles == 0)
-            with m.Case(isa.Op.MATMUL):
-                m.d.sync += bad_count.eq((b.matmul.m == 0) | (b.matmul.k_tiles == 0))
-            with m.Case(isa.Op.STORE):
-                m.d.sync += bad_count.eq(b.store.m == 0)
+            for code, spec in isa.OPS.items():
+                if spec.counts:
+                    body = getattr(b, code.name.lower())
+                    zero = 0
+                    for name in spec.counts:
+                        zero = zero | (getattr(body, name) == 0)
+                    with m.Case(code):
+                        m.d.sync += bad_count.eq(zero)
             with m.Default():
                 m.d.sync += bad_count.eq(0)
 
@@ -190,7 +203,9 @@ class FrontEnd(wiring.Component):
                                              & ((store_buf_end > cfg.act_buf_rows)
                                                 | b.store.raw)))
         defined = Signal()
-        m.d.comb += defined.eq((op >= isa.Op.LOAD_ACT) & (op <= isa.Op.END))
+        with m.Switch(op):
+            with m.Case(*isa.OPS):
+                m.d.comb += defined.eq(1)
 
         error = Signal(4)
         raise_error = Signal()
@@ -201,7 +216,7 @@ class FrontEnd(wiring.Component):
         mm = Signal(matmul_entry())
         m.d.comb += [mm.hdr.eq(cur.header), mm.body.eq(b.matmul)]
         m.d.comb += [self.load_q.payload.eq(cur), self.store_q.payload.eq(cur),
-                     self.exec_q.payload.eq(mm)]
+                     self.vec_q.payload.eq(cur), self.exec_q.payload.eq(mm)]
 
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
@@ -240,26 +255,23 @@ class FrontEnd(wiring.Component):
                 with m.Elif((op == isa.Op.MATMUL) & (b.matmul.wfmt > max(isa.WeightFormat))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_FORMAT)]
                     m.next = "HALT"
+                with m.Elif((op == isa.Op.VEC) & (b.vec.vop > max(isa.VecOp))):
+                    m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
+                    m.next = "HALT"
                 with m.Elif(bad_buffer):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_BUFFER)]
                     m.next = "HALT"
                 with m.Else():
+                    queues = {isa.Unit.LOAD: self.load_q, isa.Unit.EXEC: self.exec_q,
+                              isa.Unit.STORE: self.store_q, isa.Unit.VECTOR: self.vec_q}
                     with m.Switch(op):
-                        with m.Case(isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM):
-                            m.d.comb += self.load_q.valid.eq(1)
-                            with m.If(self.load_q.ready):
-                                m.d.comb += self.dispatched.eq(1)
-                                m.next = "FETCH"
-                        with m.Case(isa.Op.MATMUL):
-                            m.d.comb += self.exec_q.valid.eq(1)
-                            with m.If(self.exec_q.ready):
-                                m.d.comb += self.dispatched.eq(1)
-                                m.next = "FETCH"
-                        with m.Case(isa.Op.STORE):
-                            m.d.comb += self.store_q.valid.eq(1)
-                            with m.If(self.store_q.ready):
-                                m.d.comb += self.dispatched.eq(1)
-                                m.next = "FETCH"
+                        for unit, queue in queues.items():
+                            codes = [c for c, spec in isa.OPS.items() if spec.unit == unit]
+                            with m.Case(*codes):
+                                m.d.comb += queue.valid.eq(1)
+                                with m.If(queue.ready):
+                                    m.d.comb += self.dispatched.eq(1)
+                                    m.next = "FETCH"
                         with m.Default():            # FENCE, END
                             m.next = "DRAIN"
             with m.State("DRAIN"):

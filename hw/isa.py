@@ -20,23 +20,34 @@ pop_prev   1      wait for a token from the previous unit before starting (see b
 pop_next   1      wait for a token from the next unit before starting
 push_prev  1      give a token to the previous unit when finished
 push_next  1      give a token to the next unit when finished
-reserved   24     ignored
+pop_side   1      wait for a token from the side unit before starting
+push_side  1      give a token to the side unit when finished
+reserved   22     ignored
 =========  =====  =========================================================================
 
 Units and tokens (decoupled access/execute, as in VTA)
 ------------------------------------------------------
-Three units run concurrently, each in its own program order: **load** (``LOAD_ACT``,
-``LOAD_PARAM``), **exec** (``MATMUL``) and **store** (``STORE``). They are ordered
-load -> exec -> store. Between neighbours two token counters carry dependencies:
+Four units run concurrently, each in its own program order: **load** (``LOAD_ACT``,
+``LOAD_PARAM``), **exec** (``MATMUL``), **store** (``STORE``) and **vector** (``VEC``);
+:data:`OPS` names each opcode's unit. Load, exec and store are ordered
+load -> exec -> store; the vector unit takes the rows the store unit writes into the
+activation buffer and makes rows the exec unit reads, so its previous unit is store and
+its next unit is exec, and it is the *side* unit of both (:data:`NEIGHBOURS`). Between
+neighbours two token counters carry dependencies:
 load->exec ("data loaded"), exec->load ("buffer free"), exec->store ("results ready"),
-store->exec ("accumulator free"). ``push_*`` adds one token to a counter when the
+store->exec ("accumulator free"), store->vector ("rows written"), vector->store
+("rows read"), vector->exec ("rows ready"), exec->vector ("rows read"). ``push_*`` adds one token to a counter when the
 instruction has finished what its neighbour waits for: ``LOAD_*`` when its last beat is in
 the buffer; ``MATMUL``'s ``push_prev`` when its last activation row has been read and its
 ``push_next`` when its last result is in the accumulator; ``STORE``'s ``push_prev`` when
 its last accumulator row has been read (its memory writes are complete by the next
-``FENCE`` or ``END``). ``pop_*`` waits for a token and takes it before the instruction
+``FENCE`` or ``END``) and its ``push_side`` when its last row has been written (into the
+activation buffer, or handed to the write DMA); ``MATMUL``'s ``push_side`` with its
+``push_prev``; ``VEC``'s ``push_prev`` and ``push_next`` when its last row (or table
+entry) has been written. ``pop_*`` waits for a token and takes it before the instruction
 starts. For ``LOAD_*`` the previous unit does not exist (its pop_prev
-and push_prev flags are ignored); for ``STORE`` the next unit does not exist.
+and push_prev flags are ignored, and so are its side flags); for ``STORE`` the next unit
+does not exist; ``VEC`` has no side unit.
 ``FENCE`` waits until all three units are idle; ``END`` does the same and then reports
 done. Weights of a ``MATMUL`` are read from memory as soon as it is dispatched, before
 its tokens are popped: weights are constant for the whole program.
@@ -74,13 +85,36 @@ Instructions
     as they are, little-endian, ``4*C`` bytes (``raw_row_beats`` bus beats) at
     ``dram_addr + r*dram_stride`` (``param_tile`` and ``relu`` are then unused; ``raw``
     with ``to_buf`` is a ``BAD_BUFFER`` error: the activation buffer holds int8 rows).
-``FENCE``  wait until load, exec and store are idle and every DMA write is acknowledged.
+``VEC``  integer vector arithmetic on ``count`` vectors of ``rows`` rows of the activation
+    buffer (``rows * R`` int8 elements each); vector ``i`` is rows
+    ``a_row + i*rows ..`` (its partner ``b_row + i*rows ..``) and goes to rows
+    ``dst_row + i*rows ..``, by ``vop`` (:class:`VecOp`; ``sw/vector.py`` states each
+    one's arithmetic, bit for bit):
+    ``ADD``  ``y = sat8(round((mul_a * a + mul_b * b) / 2**shift))``: a residual add of
+    two int8 tensors into a third scale (``mul_b = 0``: rescale one);
+    ``MUL``  ``y = sat8(round(mul_a * a * b / 2**shift))``: an elementwise product
+    (SwiGLU's ``silu(gate) * up``);
+    ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
+    from a 256-entry table of int8;
+    ``TABLE``  fills table ``table``: entry ``j * R + e`` = element ``e`` of row
+    ``a_row + j`` (``rows * count * R <= 256``; ``b_row``, ``dst_row`` unused);
+    ``SOFTMAX``  a masked, max-subtracted softmax of each vector in base 2: the first
+    ``length`` elements of vector 0 count (``length + i`` of vector ``i`` with
+    ``causal``), the others are masked (their output is 0); ``mul_a`` (unsigned here)
+    and ``shift`` give ``log2(e)`` times the input scale, in 1/256ths; the output is the
+    probability times 127, in ``[0, 127]``.
+    ``mul_a`` and ``mul_b`` are signed 16-bit (but for ``SOFTMAX``), ``round`` is half
+    up, ``sat8`` clamps to ``[-128, 127]``. The destination rows may be the source rows
+    themselves (in place) or rows apart from them; a partial overlap is outside the
+    contract.
+``FENCE``  wait until every unit is idle and every DMA write is acknowledged.
 ``END``  as ``FENCE``, then stop with ``done`` (and the interrupt, if enabled).
 
 Errors (status register ``error`` code, :class:`Error`): an undefined opcode, an
 instruction whose buffer rows fall outside a buffer (checked at dispatch, before it
 runs), a zero count (``rows``, ``row_beats``, ``n_tiles``, ``m``, ``k_tiles``), an
-undefined weight format (``BAD_FORMAT``), a DMA
+undefined weight format (``BAD_FORMAT``), an undefined ``vop`` (``BAD_VOP``), a
+``VEC`` table number ``>= vec_tables`` or a ``TABLE`` past entry 255 (``BAD_BUFFER``), a DMA
 access outside ``[base, limit)`` or misaligned, an AXI ``SLVERR``/``DECERR``, and a
 program that runs past its length without ``END``.
 """
@@ -89,7 +123,9 @@ import enum
 
 from amaranth.lib import data
 
-__all__ = ["Op", "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
+__all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
+           "BINARY_VOPS", "REDUCE_VOPS", "TABLE_ENTRIES", "SIGNED_FIELDS",
+           "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS",
            "header_layout", "insn_layout",
            "body_layouts", "encode", "decode_op"]
@@ -112,6 +148,68 @@ class Op(enum.IntEnum):
     STORE = 4
     FENCE = 5
     END = 6
+    VEC = 7
+
+
+class Unit(enum.IntEnum):
+    """The units that run instructions, each from its own queue."""
+    LOAD = 0
+    EXEC = 1
+    STORE = 2
+    VECTOR = 3
+
+
+class OpSpec:
+    """One row of the op table: the unit that runs an opcode (``None``: the front end
+    itself, ``FENCE`` and ``END``) and its count fields (each must be non-zero, or the
+    instruction ends in ``BAD_COUNT``)."""
+
+    def __init__(self, unit, counts=()):
+        self.unit, self.counts = unit, tuple(counts)
+
+    def __repr__(self):
+        return f"OpSpec({self.unit!r}, {self.counts!r})"
+
+
+#: The op table, read by the front end (dispatch, count checks) and the golden model.
+OPS = {
+    Op.LOAD_ACT: OpSpec(Unit.LOAD, ("rows", "row_beats")),
+    Op.LOAD_PARAM: OpSpec(Unit.LOAD, ("n_tiles",)),
+    Op.MATMUL: OpSpec(Unit.EXEC, ("m", "k_tiles")),
+    Op.STORE: OpSpec(Unit.STORE, ("m",)),
+    Op.FENCE: OpSpec(None),
+    Op.END: OpSpec(None),
+    Op.VEC: OpSpec(Unit.VECTOR, ("rows", "count")),
+}
+
+#: Each unit's neighbours by header flag pair (``prev``: ``pop_prev``/``push_prev``, ...).
+#: A flag naming no neighbour is ignored.
+NEIGHBOURS = {
+    Unit.LOAD: {"next": Unit.EXEC},
+    Unit.EXEC: {"prev": Unit.LOAD, "next": Unit.STORE, "side": Unit.VECTOR},
+    Unit.STORE: {"prev": Unit.EXEC, "side": Unit.VECTOR},
+    Unit.VECTOR: {"prev": Unit.STORE, "next": Unit.EXEC},
+}
+
+#: Every token counter, as ``(producer, consumer)``.
+TOKEN_LINKS = tuple(sorted({(u, v) for u, nb in NEIGHBOURS.items() for v in nb.values()}))
+
+
+class VecOp(enum.IntEnum):
+    """A ``VEC`` instruction's operation (its ``vop`` field; others: ``BAD_VOP``)."""
+    ADD = 0
+    MUL = 1
+    LUT = 2
+    TABLE = 3
+    SOFTMAX = 4
+
+
+#: The vector operations that read a second row (``b``) for every row.
+BINARY_VOPS = (VecOp.ADD, VecOp.MUL)
+#: The vector operations that reduce each vector before they write it.
+REDUCE_VOPS = (VecOp.SOFTMAX,)
+#: Entries of one vector lookup table (one per int8 value).
+TABLE_ENTRIES = 256
 
 
 class WeightFormat(enum.IntEnum):
@@ -139,6 +237,7 @@ class Error(enum.IntEnum):
     NO_END = 8            # the program ran past its length without END
     WATCHDOG = 9          # reserved for the host-side watchdog
     BAD_FORMAT = 10       # a MATMUL names an undefined weight format
+    BAD_VOP = 11          # a VEC names an undefined vector operation
 
 
 header_layout = data.StructLayout({
@@ -147,7 +246,9 @@ header_layout = data.StructLayout({
     "pop_next": 1,
     "push_prev": 1,
     "push_next": 1,
-    "reserved": 24,
+    "pop_side": 1,
+    "push_side": 1,
+    "reserved": 22,
 })
 
 body_layouts = {
@@ -168,6 +269,10 @@ body_layouts = {
     }),
     Op.FENCE: data.StructLayout({}),
     Op.END: data.StructLayout({}),
+    Op.VEC: data.StructLayout({
+        "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
+        "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
+    }),
 }
 
 # FENCE and END have no fields, so no member in the union (a zero-width member would
@@ -184,10 +289,13 @@ insn_layout = data.StructLayout({
 assert insn_layout.size == INSN_BITS
 
 
-def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, **fields):
+def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
+           push_side=0, **fields):
     """Encode one instruction into :data:`INSN_BYTES` little-endian bytes.
 
-    Unknown field names and values that do not fit raise ``ValueError``.
+    Unknown field names and values that do not fit raise ``ValueError``. ``VEC``'s
+    ``mul_a`` and ``mul_b`` take a signed or an unsigned 16-bit value (``SOFTMAX`` reads
+    ``mul_a`` unsigned); :func:`decode_op` gives them signed.
     """
     op = Op(op)
     layout = body_layouts[op]
@@ -197,12 +305,18 @@ def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, **fields):
         raise ValueError(f"{op.name} has no field(s) {', '.join(sorted(unknown))}")
     word = 0
     hdr = {"opcode": int(op), "pop_prev": pop_prev, "pop_next": pop_next,
-           "push_prev": push_prev, "push_next": push_next}
+           "push_prev": push_prev, "push_next": push_next, "pop_side": pop_side,
+           "push_side": push_side}
     for name, value in hdr.items():
         field = header_layout[name]
         word |= _fit(name, value, field.width) << field.offset
     for name, value in fields.items():
         field = layout[name]
+        if op == Op.VEC and name in SIGNED_FIELDS:
+            value = int(value)
+            if not -(1 << 15) <= value < (1 << 16):
+                raise ValueError(f"{name}={value} does not fit in 16 bits")
+            value &= 0xFFFF
         word |= _fit(name, value, field.width) << (HEADER_BITS + field.offset)
     return word.to_bytes(INSN_BYTES, "little")
 
@@ -218,7 +332,14 @@ def decode_op(raw):
         return None, hdr, {}
     body = {name: (word >> (HEADER_BITS + f.offset)) & ((1 << f.width) - 1)
             for name, f in body_layouts[op]}
+    if op == Op.VEC:
+        for name in SIGNED_FIELDS:
+            body[name] -= (body[name] & 0x8000) << 1
     return op, hdr, body
+
+
+#: ``VEC`` fields that are signed (decoded as such by :func:`decode_op` and the RTL).
+SIGNED_FIELDS = ("mul_a", "mul_b")
 
 
 def _fit(name, value, width):

@@ -28,7 +28,7 @@ COUNTERS = (
     ("dma_read_bytes", "bytes read over AXI4 (instructions, activations, parameters, weights)"),
     ("dma_write_bytes", "bytes written over AXI4"),
     ("stall_weight", "cycles exec waited for weights"),
-    ("stall_act", "cycles exec waited for a load token (activations)"),
+    ("stall_act", "cycles exec waited for a load or vector token (activations)"),
     ("stall_store", "cycles exec waited for a store token (accumulator space)"),
     ("stall_insn", "cycles exec had no instruction while the program ran"),
     ("instructions", "instructions retired"),

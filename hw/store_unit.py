@@ -16,7 +16,8 @@ __all__ = ["StoreUnit"]
 class StoreUnit(wiring.Component):
     """Runs ``STORE`` instructions (see :mod:`hw.isa` and ``docs/requant.md``).
 
-    For each instruction: wait for the ``pop_prev`` token (results ready); read the
+    For each instruction: wait for the ``pop_prev`` token (results ready) and the
+    ``pop_side`` token (the vector unit has read the rows this store overwrites); read the
     parameter set (:data:`hw.isa.PARAM_BEATS` beats, one per cycle) into registers; send
     the write command to the write DMA (one contiguous burst run when ``dram_stride``
     equals the row size, else one row of one beat each ``dram_stride`` bytes); then read
@@ -40,7 +41,10 @@ class StoreUnit(wiring.Component):
     acc_addr, acc_en : Out; acc_data : In              accumulator read port
     wcmd : Out(stream(dma_command)); wdata : Out(stream(8 * bus_bytes))   write DMA
     buf_addr, buf_data, buf_valid : Out; buf_ready : In   activation buffer write
-    e2s_avail : In; e2s_take, s2e_give : Out           tokens
+    e2s_avail : In; e2s_take, s2e_give : Out           tokens with exec
+    v2s_avail : In; v2s_take, s2v_give : Out           tokens with the vector unit
+                                                       (``push_side``: given as the last
+                                                       row leaves)
     abort : In; idle : Out
     """
 
@@ -58,6 +62,7 @@ class StoreUnit(wiring.Component):
             "buf_addr": Out(ceil_log2(cfg.act_buf_rows)), "buf_data": Out(8 * cfg.bus_bytes),
             "buf_valid": Out(1), "buf_ready": In(1),
             "e2s_avail": In(1), "e2s_take": Out(1), "s2e_give": Out(1),
+            "v2s_avail": In(1), "v2s_take": Out(1), "s2v_give": Out(1),
             "abort": In(1), "idle": Out(1),
         })
 
@@ -125,8 +130,10 @@ class StoreUnit(wiring.Component):
             with m.State("TOKEN"):
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(~cur.header.pop_prev | self.e2s_avail):
-                    m.d.comb += self.e2s_take.eq(cur.header.pop_prev)
+                with m.Elif((~cur.header.pop_prev | self.e2s_avail)
+                            & (~cur.header.pop_side | self.v2s_avail)):
+                    m.d.comb += [self.e2s_take.eq(cur.header.pop_prev),
+                                 self.v2s_take.eq(cur.header.pop_side)]
                     m.d.sync += [p_beat.eq(0), rows_left.eq(st.m), acc_row.eq(st.acc_row),
                                  p_base.eq(times_const(st.param_tile, isa.PARAM_BEATS)),
                                  out_left.eq(st.m), to_buf.eq(st.to_buf), raw.eq(st.raw),
@@ -177,6 +184,9 @@ class StoreUnit(wiring.Component):
             self.buf_valid.eq(rq.o.valid & to_buf),
             rq.o.ready.eq(Mux(to_buf, self.buf_ready, self.wdata.ready)),
         ]
+        row_out = Signal()            # a row left for the buffer or the write DMA
+        m.d.comb += row_out.eq((rq.o.valid & rq.o.ready) | (raw_take & (beat == RB - 1)))
+        m.d.comb += self.s2v_give.eq(row_out & (out_left == 1) & cur.header.push_side)
         with m.If(rq.o.valid & rq.o.ready):
             m.d.sync += [out_left.eq(out_left - 1), buf_row.eq(buf_row + 1)]
         with m.If(raw_take):

@@ -1,4 +1,4 @@
-"""The whole accelerator: control registers, front end, three units, buffers, DMA."""
+"""The whole accelerator: control registers, front end, four units, buffers, DMA."""
 
 from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, Signal, Mux
 from amaranth.lib import wiring
@@ -16,6 +16,7 @@ from .frontend import FrontEnd
 from .load_unit import LoadUnit
 from .read_mux import ReadMux
 from .store_unit import StoreUnit
+from .vector_unit import VectorUnit
 
 __all__ = ["Core", "Serrano", "CSR_ADDR_WIDTH"]
 
@@ -68,6 +69,7 @@ class Core(wiring.Component):
         m.submodules.load = load = LoadUnit(cfg)
         m.submodules.exec = exe = ExecUnit(cfg)
         m.submodules.store = store = StoreUnit(cfg)
+        m.submodules.vec = vec = VectorUnit(cfg)
         m.submodules.rmux = rmux = ReadMux(cfg, 3)
         m.submodules.rd = rd = DMARead(cfg, max_outstanding=8)
         m.submodules.wr = wr = DMAWrite(cfg, max_outstanding=8)
@@ -105,6 +107,7 @@ class Core(wiring.Component):
         connect(m, front.load_q, load.insn)
         connect(m, front.exec_q, exe.insn)
         connect(m, front.store_q, store.insn)
+        connect(m, front.vec_q, vec.insn)
 
         # Buffers.
         m.d.comb += [
@@ -112,6 +115,10 @@ class Core(wiring.Component):
             act.load_en.eq(load.act_en),
             act.store_addr.eq(store.buf_addr), act.store_data.eq(store.buf_data),
             act.store_valid.eq(store.buf_valid), store.buf_ready.eq(act.store_ready),
+            act.vrd_addr.eq(vec.rd_addr), act.vrd_en.eq(vec.rd_en),
+            vec.rd_data.eq(act.vrd_data),
+            act.vec_addr.eq(vec.wr_addr), act.vec_data.eq(vec.wr_data),
+            act.vec_valid.eq(vec.wr_valid), vec.wr_ready.eq(act.vec_ready),
             act.rd_addr.eq(exe.act_rd_addr), act.rd_en.eq(exe.act_rd_en),
             exe.act_rd_data.eq(act.rd_data),
             acc.upd_valid.eq(exe.acc_valid), acc.upd_addr.eq(exe.acc_addr),
@@ -145,6 +152,10 @@ class Core(wiring.Component):
             load.e2l_avail.eq(token("e2l", exe.e2l_give, load.e2l_take)),
             store.e2s_avail.eq(token("e2s", exe.e2s_give, store.e2s_take)),
             exe.s2e_avail.eq(token("s2e", store.s2e_give, exe.s2e_take)),
+            vec.s2v_avail.eq(token("s2v", store.s2v_give, vec.s2v_take)),
+            store.v2s_avail.eq(token("v2s", vec.v2s_give, store.v2s_take)),
+            exe.v2e_avail.eq(token("v2e", vec.v2e_give, exe.v2e_take)),
+            vec.e2v_avail.eq(token("e2v", exe.e2v_give, vec.e2v_take)),
         ]
 
         # Errors: the first one is kept; everything stops issuing; bursts drain.
@@ -163,14 +174,14 @@ class Core(wiring.Component):
             m.d.sync += [errored.eq(1), error.eq(new_error)]
         stop = Signal()
         m.d.comb += stop.eq(errored | rd.error_valid | wr.error_valid | self.abort)
-        for unit in (front, load, exe, store):
+        for unit in (front, load, exe, store, vec):
             m.d.comb += unit.abort.eq(stop)
         m.d.comb += wr.abort.eq(stop)
 
         m.d.comb += [
             front.start.eq(self.start & ~self.running),
             front.prog_addr.eq(self.prog_addr), front.prog_len.eq(self.prog_len),
-            front.units_idle.eq(load.idle & exe.idle & store.idle & wr.idle),
+            front.units_idle.eq(load.idle & exe.idle & store.idle & vec.idle & wr.idle),
             self.quiet.eq(~rd.busy & ~wr.busy),
             self.error.eq(error),
         ]

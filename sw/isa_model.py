@@ -9,7 +9,7 @@ Execution model
 ---------------
 :func:`run_program` fetches instruction ``i`` from ``prog_addr + 32 * i`` and executes the
 program **in program order**, one instruction completely before the next. The hardware
-runs three units (load, exec, store) concurrently, ordered only by the dependency tokens
+runs four units (load, exec, store, vector) concurrently, ordered only by the dependency tokens
 and ``FENCE``; the two agree for every program whose tokens order each pair of
 conflicting accesses as program order does. :func:`check_tokens` proves a program free of
 deadlock and :func:`check_races` proves it free of such races; :func:`run_program` runs
@@ -23,7 +23,8 @@ Each instruction, in order:
    ``DMA_ALIGN``, one outside ``[base, limit)`` with ``DMA_WINDOW``.
 2. **dispatch checks**, before the instruction has any effect, in this order: undefined
    opcode (``BAD_OPCODE``), a zero count (``BAD_COUNT``), an undefined weight format
-   (``BAD_FORMAT``), buffer rows or parameter slots out of range (``BAD_BUFFER``).
+   (``BAD_FORMAT``), an undefined vector operation (``BAD_VOP``), buffer rows, parameter
+   slots or vector tables out of range (``BAD_BUFFER``).
 3. **DMA checks** of every memory access of the instruction, before any of its effects:
    an address or stride not a multiple of ``bus_bytes`` (``DMA_ALIGN``, checked first),
    then any byte outside ``[base, limit)`` (``DMA_WINDOW``). Addresses are exact
@@ -40,7 +41,7 @@ names, when ``n_insns`` runs past ``END`` or the program ends near the window's 
 
 Unspecified corners, as the model defines them
 ----------------------------------------------
-* The buffers and the parameter slots start as zeros (a ``STORE`` from a never-loaded
+* The buffers, the parameter slots and the vector tables start as zeros (a ``STORE`` from a never-loaded
   slot yields zeros: its multiplier is 0).
 * ``LOAD_PARAM`` keeps the low :data:`sw.requant.MULT_BITS` bits of each multiplier word
   and the low :data:`sw.requant.SHIFT_BITS` bits of each shift word, as registers of those
@@ -70,7 +71,7 @@ import numpy as np
 from serrano.hw import isa
 from serrano.hw.config import Config
 
-from . import q4
+from . import q4, vector
 from .golden import check_int8
 from .requant import requantize, MULT_MAX, SHIFT_MAX
 
@@ -78,11 +79,11 @@ __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceE
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
            "check_races", "Program", "pack_weights", "pack_params", "weight_bytes"]
 
-#: The three units, in their load -> exec -> store order.
-UNITS = ("load", "exec", "store")
-_UNIT_OF = {isa.Op.LOAD_ACT: 0, isa.Op.LOAD_PARAM: 0, isa.Op.MATMUL: 1, isa.Op.STORE: 2}
-#: The four token counters, as ``(producer, consumer)`` unit indices.
-TOKEN_COUNTERS = ((0, 1), (1, 0), (1, 2), (2, 1))
+#: The units, by :class:`hw.isa.Unit` number.
+UNITS = tuple(u.name.lower() for u in isa.Unit)
+_UNIT_OF = {op: int(spec.unit) for op, spec in isa.OPS.items() if spec.unit is not None}
+#: The token counters, as ``(producer, consumer)`` unit indices (:data:`hw.isa.TOKEN_LINKS`).
+TOKEN_COUNTERS = tuple((int(p), int(c)) for p, c in isa.TOKEN_LINKS)
 _SYNC_OPS = (isa.Op.FENCE, isa.Op.END)
 
 
@@ -194,6 +195,7 @@ class Machine:
         self.act = np.zeros((cfg.act_buf_rows, cfg.rows), np.int8)
         self.acc = np.zeros((2 * cfg.acc_buf_rows, cfg.cols), np.int32)
         self.params = Params.zeros(cfg)
+        self.tables = np.zeros((cfg.vec_tables, isa.TABLE_ENTRIES), np.int8)
         self.instructions = 0
         self.macs = 0
         self.array_rows = 0
@@ -241,12 +243,12 @@ class Machine:
 
     def _dispatch_checks(self, op, b):
         cfg = self.cfg
-        counts = {isa.Op.LOAD_ACT: ("rows", "row_beats"), isa.Op.LOAD_PARAM: ("n_tiles",),
-                  isa.Op.MATMUL: ("m", "k_tiles"), isa.Op.STORE: ("m",)}.get(op, ())
-        if any(b[name] == 0 for name in counts):
+        if any(b[name] == 0 for name in isa.OPS[op].counts):
             raise _Fault(isa.Error.BAD_COUNT)
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
+        if op == isa.Op.VEC and b["vop"] not in set(isa.VecOp):
+            raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
             ok = (b["buf_row"] + (b["rows"] - 1) * b["buf_row_step"]
@@ -261,6 +263,12 @@ class Machine:
             ok = (b["acc_row"] + b["m"] <= acc_rows and b["param_tile"] < cfg.param_tiles
                   and (not b["to_buf"] or (b["buf_row"] + b["m"] <= cfg.act_buf_rows
                                            and not b["raw"])))
+        elif op == isa.Op.VEC:
+            vop, n, rows = b["vop"], b["rows"] * b["count"], cfg.act_buf_rows
+            ok = (b["a_row"] + n <= rows and b["table"] < cfg.vec_tables
+                  and (vop not in isa.BINARY_VOPS or b["b_row"] + n <= rows)
+                  and (vop == isa.VecOp.TABLE or b["dst_row"] + n <= rows)
+                  and (vop != isa.VecOp.TABLE or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
         if not ok:
@@ -359,6 +367,23 @@ class Machine:
         self.mem[dst[keep]] = val[keep]
         self.dma_write_bytes += m * row_bytes
         return {"write_bytes": m * row_bytes}
+
+    def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
+                table, causal):
+        n = rows * count
+        a = self.act[a_row:a_row + n]
+        if vop == isa.VecOp.TABLE:
+            self.tables[table, :n * self.cfg.rows] = a.ravel()
+        elif vop == isa.VecOp.SOFTMAX:
+            lengths = length + causal * np.arange(count)
+            y = vector.softmax(a.reshape(count, rows * self.cfg.rows), lengths,
+                               mul_a & 0xFFFF, shift)
+            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
+        else:
+            b = self.act[b_row:b_row + n] if vop in isa.BINARY_VOPS else None
+            self.act[dst_row:dst_row + n] = vector.apply(
+                vop, a, b, mul_a=mul_a, mul_b=mul_b, shift=shift, table=self.tables[table])
+        return {"vec_rows": n}
 
     def _do_fence(self):
         return {}
@@ -475,24 +500,21 @@ def decode_program(program):
     return out
 
 
-def _pops(op, hdr):
-    u = _UNIT_OF[op]
+def _links(op, hdr, kind):
+    u = isa.Unit(_UNIT_OF[op])
     out = []
-    if hdr["pop_prev"] and u > 0:
-        out.append((u - 1, u))
-    if hdr["pop_next"] and u < 2:
-        out.append((u + 1, u))
+    for side, other in isa.NEIGHBOURS[u].items():
+        if hdr[f"{kind}_{side}"]:
+            out.append((int(other), int(u)) if kind == "pop" else (int(u), int(other)))
     return out
+
+
+def _pops(op, hdr):
+    return _links(op, hdr, "pop")
 
 
 def _pushes(op, hdr):
-    u = _UNIT_OF[op]
-    out = []
-    if hdr["push_prev"] and u > 0:
-        out.append((u, u - 1))
-    if hdr["push_next"] and u < 2:
-        out.append((u, u + 1))
-    return out
+    return _links(op, hdr, "push")
 
 
 def _schedule(insns, queue_depth=None):
@@ -505,8 +527,8 @@ def _schedule(insns, queue_depth=None):
     n = len(insns)
     queues = [deque() for _ in UNITS]
     pending = {c: deque() for c in TOKEN_COUNTERS}     # clock of each unpopped push
-    unit_clock = [(0, 0, 0) for _ in UNITS]
-    fence_view = (0, 0, 0)
+    unit_clock = [(0,) * len(UNITS) for _ in UNITS]
+    fence_view = (0,) * len(UNITS)
     clocks, dispatch_views = [None] * n, [None] * n
     pc, turn = 0, 0
     while pc < n or any(queues):
@@ -573,8 +595,8 @@ def _raise_deadlock(insns, queues, pending, pc):
 def check_tokens(program, *, queue_depth=None):
     """Check that ``program`` cannot deadlock on its dependency tokens.
 
-    Simulates the in-order dispatcher (``FENCE``/``END`` wait for all three units to be
-    idle) feeding the load, exec and store queues (``queue_depth`` entries each, ``None``
+    Simulates the in-order dispatcher (``FENCE``/``END`` wait for every unit to be
+    idle) feeding the load, exec, store and vector queues (``queue_depth`` entries each, ``None``
     for unbounded), and the units, each taking its queue in order and starting an
     instruction once every token it pops is available, under a round-robin scheduler.
     Each counter has a single consumer, so whether the program completes does not depend
@@ -622,6 +644,17 @@ def _footprint(cfg, op, b):
             beats = cfg.raw_row_beats if b["raw"] else 1
             writes.update(("memory beat", (b["dram_addr"] + j * b["dram_stride"]) // bb + k)
                           for j in range(b["m"]) for k in range(beats))
+    elif op == isa.Op.VEC:
+        n = b["rows"] * b["count"]
+        reads.update(("act row", b["a_row"] + j) for j in range(n))
+        if b["vop"] == isa.VecOp.TABLE:
+            writes.add(("vector table", b["table"]))
+        else:
+            if b["vop"] in isa.BINARY_VOPS:
+                reads.update(("act row", b["b_row"] + j) for j in range(n))
+            if b["vop"] == isa.VecOp.LUT:
+                reads.add(("vector table", b["table"]))
+            writes.update(("act row", b["dst_row"] + j) for j in range(n))
     return reads, writes, early
 
 
@@ -710,18 +743,29 @@ class Program:
 
     def matmul(self, *, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
                accumulate=0, wfmt=isa.WeightFormat.INT8, pop_prev=0, pop_next=0, push_prev=0,
-               push_next=0):
-        return self._add(isa.Op.MATMUL, _flags(pop_prev, pop_next, push_prev, push_next),
+               push_next=0, pop_side=0, push_side=0):
+        return self._add(isa.Op.MATMUL, _flags(pop_prev, pop_next, push_prev, push_next,
+                                               pop_side, push_side),
                          weight_addr=weight_addr, act_row=act_row, act_stride=act_stride,
                          act_kstep=act_kstep, m=m, k_tiles=k_tiles, acc_row=acc_row,
                          accumulate=accumulate, wfmt=int(wfmt))
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
-              to_buf=0, relu=0, raw=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
-        return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next),
+              to_buf=0, relu=0, raw=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0,
+              pop_side=0, push_side=0):
+        return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next,
+                                              pop_side, push_side),
                          dram_addr=dram_addr, dram_stride=dram_stride, acc_row=acc_row, m=m,
                          param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu,
                          raw=raw)
+
+    def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
+            mul_a=0, mul_b=0, shift=0, table=0, pop_prev=0, pop_next=0, push_prev=0,
+            push_next=0):
+        return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
+                         vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
+                         count=count, length=length, causal=causal, mul_a=mul_a,
+                         mul_b=mul_b, shift=shift, table=table)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})
@@ -743,9 +787,9 @@ class Program:
         return np.frombuffer(bytes(self), dtype=np.uint8).copy()
 
 
-def _flags(pop_prev, pop_next, push_prev, push_next):
+def _flags(pop_prev, pop_next, push_prev, push_next, pop_side=0, push_side=0):
     return {"pop_prev": pop_prev, "pop_next": pop_next, "push_prev": push_prev,
-            "push_next": push_next}
+            "push_next": push_next, "pop_side": pop_side, "push_side": push_side}
 
 
 def _tiles(n, size):

@@ -73,17 +73,24 @@ def fill_act(cfg, prog, mem, rng, n_rows, addr=DATA):
 OP_FIELDS = {op: [(name, f.width) for name, f in layout] for op, layout in
              isa.body_layouts.items()}
 BUILDER = {isa.Op.LOAD_ACT: "load_act", isa.Op.LOAD_PARAM: "load_param",
-           isa.Op.MATMUL: "matmul", isa.Op.STORE: "store"}
+           isa.Op.MATMUL: "matmul", isa.Op.STORE: "store", isa.Op.VEC: "vec"}
+SIDE = (isa.Op.MATMUL, isa.Op.STORE)
+NO_TOKENS = dict.fromkeys(["load->exec", "exec->load", "exec->store", "exec->vector",
+                           "store->exec", "store->vector", "vector->exec", "vector->store"], 0)          # the builders that take side flags
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_encode_decode_round_trip(data):
     op = data.draw(st.sampled_from(list(isa.Op)))
-    fields = {name: data.draw(st.integers(0, (1 << width) - 1))
+    fields = {name: data.draw(st.integers(-(1 << width - 1), (1 << width - 1) - 1)
+                              if op == isa.Op.VEC and name in isa.SIGNED_FIELDS
+                              else st.integers(0, (1 << width) - 1))
               for name, width in OP_FIELDS[op]}
-    flags = {name: data.draw(st.integers(0, 1))
-             for name in ("pop_prev", "pop_next", "push_prev", "push_next")}
+    names = ("pop_prev", "pop_next", "push_prev", "push_next")
+    if op in SIDE:
+        names += ("pop_side", "push_side")
+    flags = {name: data.draw(st.integers(0, 1)) for name in names}
     prog = Program()
     if op in BUILDER:
         raw = getattr(prog, BUILDER[op])(**fields, **flags)
@@ -99,6 +106,7 @@ def test_encode_decode_round_trip(data):
     assert raw[0] == int(op) | sum(flags[k] << (4 + i) for i, k in
                                    enumerate(("pop_prev", "pop_next", "push_prev",
                                               "push_next")))
+    assert raw[1] & 3 == flags.get("pop_side", 0) | flags.get("push_side", 0) << 1
     assert decode_program(bytes(prog)) == [(op, hdr, body)]
 
 
@@ -549,8 +557,7 @@ def test_gemm_example(cfg, m, k, n, relu, rng):
     assert res.dma_write_bytes == m * nt * C
     assert [o["op"] for o in res.ops] == ["LOAD_ACT", "LOAD_PARAM"] + \
         ["MATMUL", "STORE"] * nt + ["END"]
-    assert res.tokens == {"load->exec": 0, "exec->load": 0, "exec->store": 0,
-                          "store->exec": 0}
+    assert res.tokens == NO_TOKENS
 
 
 # ---------------------------------------------------------------------------------------
@@ -573,7 +580,7 @@ def test_bad_opcode_on_zeroed_memory():
     assert not res.act.any() and not res.acc.any()
 
 
-@pytest.mark.parametrize("opcode", [0, 7, 8, 15])
+@pytest.mark.parametrize("opcode", [0, 8, 9, 15])
 def test_bad_opcode_after_good_instructions(opcode, rng):
     cfg = TINY
     mem = image(DATA + 1024, rng)
@@ -876,8 +883,7 @@ def test_deadlock_push_behind_fence():
     ok.matmul(weight_addr=DATA, act_row=0, act_stride=0, act_kstep=0, m=1, k_tiles=1,
               acc_row=0, push_next=1)
     ok.end()
-    assert check_tokens(ok) == {"load->exec": 0, "exec->load": 0, "exec->store": 0,
-                                "store->exec": 0}
+    assert check_tokens(ok) == NO_TOKENS
 
 
 def test_deadlock_full_queue():
@@ -908,8 +914,7 @@ def test_tokens_ignored_flags_and_leftovers():
     prog.store(acc_row=0, m=1, param_tile=0, dram_addr=DATA, dram_stride=0, pop_next=1,
                push_next=1, push_prev=1)
     prog.end()
-    assert check_tokens(prog) == {"load->exec": 1, "exec->load": 0, "exec->store": 0,
-                                  "store->exec": 1}
+    assert check_tokens(prog) == NO_TOKENS | {"load->exec": 1, "store->exec": 1}
 
 
 def test_race_without_tokens(rng):
