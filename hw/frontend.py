@@ -159,6 +159,7 @@ class FrontEnd(wiring.Component):
         vec_a_end = Signal(33)
         vec_b_end = Signal(33)
         vec_dst_end = Signal(33)
+        vec_gain_end = Signal(18)        # normalizations: b_row + 2 * rows
         vec_table_end = Signal(40)       # TABLE: entries written, rows * count * R
         bad_count = Signal()
         m.d.sync += [
@@ -174,6 +175,7 @@ class FrontEnd(wiring.Component):
             vec_a_end.eq(b.vec.a_row + vec_total),
             vec_b_end.eq(b.vec.b_row + vec_total),
             vec_dst_end.eq(b.vec.dst_row + vec_total),
+            vec_gain_end.eq(b.vec.b_row + (b.vec.rows << 1)),
             vec_table_end.eq(vec_total << ceil_log2(cfg.rows)),
         ]
         with m.Switch(op):

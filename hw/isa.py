@@ -102,7 +102,12 @@ Instructions
     ``length`` elements of vector 0 count (``length + i`` of vector ``i`` with
     ``causal``), the others are masked (their output is 0); ``mul_a`` (unsigned here)
     and ``shift`` give ``log2(e)`` times the input scale, in 1/256ths; the output is the
-    probability times 127, in ``[0, 127]``.
+    probability times 127, in ``[0, 127]``;
+    ``LAYERNORM``, ``RMSNORM``  normalize each vector over its first ``length``
+    elements (the others give 0) to 1/4096ths, then multiply by the int16 gain of each
+    element and divide by ``2**shift`` (rounded, saturated): ``y = sat8(round(g * x_hat *
+    4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
+    high bytes the ``rows`` rows after those, one gain vector for all ``count`` vectors.
     ``mul_a`` and ``mul_b`` are signed 16-bit (but for ``SOFTMAX``), ``round`` is half
     up, ``sat8`` clamps to ``[-128, 127]``. The destination rows may be the source rows
     themselves (in place) or rows apart from them; a partial overlap is outside the
@@ -124,7 +129,7 @@ import enum
 from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
-           "BINARY_VOPS", "REDUCE_VOPS", "TABLE_ENTRIES", "SIGNED_FIELDS",
+           "BINARY_VOPS", "REDUCE_VOPS", "NORM_VOPS", "TABLE_ENTRIES", "SIGNED_FIELDS",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS",
            "header_layout", "insn_layout",
@@ -202,12 +207,17 @@ class VecOp(enum.IntEnum):
     LUT = 2
     TABLE = 3
     SOFTMAX = 4
+    LAYERNORM = 5
+    RMSNORM = 6
 
 
 #: The vector operations that read a second row (``b``) for every row.
 BINARY_VOPS = (VecOp.ADD, VecOp.MUL)
 #: The vector operations that reduce each vector before they write it.
-REDUCE_VOPS = (VecOp.SOFTMAX,)
+REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM)
+#: The normalizations: their gains are int16, ``rows`` rows of low bytes at ``b_row``
+#: and ``rows`` rows of high bytes after them, the same for every vector.
+NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
 #: Entries of one vector lookup table (one per int8 value).
 TABLE_ENTRIES = 256
 

@@ -7,7 +7,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa, layouts
 
-__all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE"]
+__all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE", "NORM_K"]
 
 #: The softmax's base-2 exponential, ``round(2**15 * 2**(-f / 256))`` for ``f`` in
 #: 0..255 (``sw/vector.py`` states the arithmetic; the constants are the hardware's).
@@ -15,6 +15,8 @@ POW2_TABLE = [round(2.0 ** 15 * 2.0 ** (-f / 256)) for f in range(256)]
 #: The softmax's reciprocal ``r = floor(SOFTMAX_ONE * 2**RECIP_BITS / S)``.
 RECIP_BITS = 24
 SOFTMAX_ONE = 127
+#: The normalizations' ``r = isqrt(floor(n * 2**NORM_K / V))``.
+NORM_K = 56
 
 
 class VectorUnit(wiring.Component):
@@ -93,17 +95,25 @@ class VectorUnit(wiring.Component):
         v = cur.body.vec
         vop = Signal(isa.VecOp)
         m.d.comb += vop.eq(v.vop)
-        binary = Signal()
-        m.d.comb += binary.eq((vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL))
+        binary, is_lut, is_sm, is_norm, is_ln = (Signal(name=n) for n in (
+            "binary", "is_lut", "is_sm", "is_norm", "is_ln"))
+        m.d.comb += [
+            binary.eq((vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)),
+            is_lut.eq(vop == isa.VecOp.LUT),
+            is_sm.eq(vop == isa.VecOp.SOFTMAX),
+            is_ln.eq(vop == isa.VecOp.LAYERNORM),
+            is_norm.eq((vop == isa.VecOp.LAYERNORM) | (vop == isa.VecOp.RMSNORM)),
+        ]
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
 
-        # Softmax pass of the rows in the pipeline (constant while they are in it).
-        P_MAX, P_SUM, P_OUT = 0, 1, 2
-        sm_pass = Signal(2)
-        is_sm = Signal()
-        m.d.comb += is_sm.eq(vop == isa.VecOp.SOFTMAX)
+        # The pass of the rows in the pipeline (constant while they are in it). Softmax:
+        # max, sum, out; normalizations: mean, variance, out; elementwise ops: out.
+        P_A, P_B, P_OUT = 0, 1, 2
+        vpass = Signal(2)
+        out_pass = Signal()
+        m.d.comb += out_pass.eq(vpass == P_OUT)
 
         # The lanes' lookup tables (one copy per lane, written together) and ROMs.
         t_waddr = Signal(tab_aw)
@@ -136,17 +146,25 @@ class VectorUnit(wiring.Component):
             m.d.sync += out_row.eq(out_row + 1)
 
         # ---- The lane pipeline ------------------------------------------------------
-        # Stage 1: the read issued last cycle arrives (t1_*).
+        # Stage 1: the read issued last cycle arrives. A row needs up to three reads
+        # (``ADD``/``MUL``: a, b; a normalization's output pass: x, gain low, gain high);
+        # the earlier ones wait in ``ra``, ``rb``.
         t1_valid, t1_last = Signal(), Signal()
-        t1_lanes = Signal(lane_bits)                 # softmax: valid lanes of the row
-        ra = Signal(row_layout)                      # a binary op's first row
-        with m.If(t1_valid & ~t1_last):
+        t1_ph = Signal(2)
+        t1_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
+        ra, rb = Signal(row_layout), Signal(row_layout)
+        with m.If(t1_valid & ~t1_last & (t1_ph == 0)):
             m.d.sync += ra.eq(self.rd_data)
+        with m.If(t1_valid & ~t1_last & (t1_ph == 1)):
+            m.d.sync += rb.eq(self.rd_data)
+        nreads = Signal(2)
+        m.d.comb += nreads.eq(Mux(binary, 2, Mux(is_norm & out_pass, 3, 1)))
         s2_valid = Signal()
-        s2_a, s2_b = Signal(row_layout), Signal(row_layout)
+        s2_a, s2_b, s2_c = Signal(row_layout), Signal(row_layout), Signal(row_layout)
         s2_lanes = Signal(lane_bits)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
-                     s2_a.eq(Mux(binary, ra, self.rd_data)), s2_b.eq(self.rd_data)]
+                     s2_a.eq(Mux(nreads == 1, self.rd_data, ra)),
+                     s2_b.eq(Mux(nreads == 2, self.rd_data, rb)), s2_c.eq(self.rd_data)]
         valid = [Signal(name=f"s{i}_valid") for i in range(3, 8)]      # stages 3..7
         s3_valid, s4_valid, s5_valid, s6_valid, s7_valid = valid
         m.d.sync += [s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
@@ -155,86 +173,130 @@ class VectorUnit(wiring.Component):
         table_base = Signal(tab_aw)
         m.d.comb += table_base.eq(v.table << ceil_log2(entries))
         shift = v.shift
+        half = Signal(32)
+        m.d.comb += half.eq(Mux(shift == 0, 0, (1 << shift) >> 1))
 
-        # Softmax state per vector.
-        mx = Signal(signed(8))                       # running maximum
+        # Per-vector state: softmax running maximum, sum and reciprocal; normalization
+        # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
+        mx = Signal(signed(8))
         s3_rmax = Signal(signed(8))
-        total = Signal(40)                           # S
-        recip = Signal(16)                           # r
+        total = Signal(40)
+        recip = Signal(16)
         s6_rsum = Signal(40)
+        xsum = Signal(signed(40))
+        s3_xsum = Signal(signed(8 + lane_bits))
+        mu = Signal(signed(18))
+        vsum = Signal(56)
+        s4_vsum = Signal(40 + lane_bits)
+        r_m = Signal(16)
+        z_shr = Signal(5)
+        z_shl = Signal(5)
 
-        lane_p1 = [Signal(signed(26), name=f"p1_{k}") for k in range(R)]
-        lane_p2 = [Signal(signed(24), name=f"p2_{k}") for k in range(R)]
-        lane_ok3 = [Signal(name=f"ok3_{k}") for k in range(R)]
-        lane_sum = [Signal(signed(34), name=f"sum_{k}") for k in range(R)]
-        lane_ok4 = [Signal(name=f"ok4_{k}") for k in range(R)]
-        lane_e = [Signal(16, name=f"e_{k}") for k in range(R)]
-        lane_prod = [Signal(32, name=f"prod_{k}") for k in range(R)]
-        s5_y = Signal(row_layout)
-        s7_y = Signal(row_layout)
+        def lanes(name, shape):
+            return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
+        lane_p1 = lanes("p1", signed(26))
+        lane_p2 = lanes("p2", signed(24))
+        lane_n1 = lanes("n1", signed(36))
+        lane_g3 = lanes("g3", signed(16))
+        lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
+        lane_sum = lanes("sum", signed(34))
+        lane_e = lanes("e", 16)
+        lane_prod = lanes("prod", 32)
+        lane_z = lanes("z", signed(18))
+        lane_g4 = lanes("g4", signed(16))
+        lane_zg = lanes("zg", signed(34))
+        k_exp = lanes("kexp", unsigned(18))
+        s5_y, s6_ny, s7_y = Signal(row_layout), Signal(row_layout), Signal(row_layout)
 
-        # Stage 2: products, or the table read, or (softmax) the row's maximum and d*mul.
+        # Stage 2: products, or the table read, or the row's maximum and d*mul (softmax),
+        # or the row's sum and D*D or D*r (normalizations).
         rmax = None
+        xs = 0
         for k in range(R):
-            a, b = s2_a[k], s2_b[k]
+            a, b, c = s2_a[k], s2_b[k], s2_c[k]
             ok = Signal(name=f"ok2_{k}")
             m.d.comb += ok.eq(k < s2_lanes)
             masked = Mux(ok, a, -128)
             rmax = masked if rmax is None else Mux(masked > rmax, masked, rmax)
+            xs = xs + Mux(ok, a, 0)
             d = Signal(9, name=f"d_{k}")
             m.d.comb += d.eq(mx - a)
+            dev = Signal(signed(18), name=f"dev_{k}")
+            m.d.comb += dev.eq((a << 8) - mu)
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
+            m.d.sync += [lane_ok3[k].eq(ok), lane_g3[k].eq((c << 8) | b.as_unsigned()),
+                         lane_n1[k].eq(dev * Mux(out_pass, r_m, dev))]
             with m.If(is_sm):
-                m.d.sync += [lane_p1[k].eq(d * v.mul_a), lane_ok3[k].eq(ok)]
+                m.d.sync += lane_p1[k].eq(d * v.mul_a)
             with m.Elif(vop == isa.VecOp.ADD):
                 m.d.sync += [lane_p1[k].eq(mul_a * a), lane_p2[k].eq(mul_b * b)]
             with m.Else():
                 m.d.sync += [lane_p1[k].eq(a * b), lane_p2[k].eq(0)]
-        m.d.sync += s3_rmax.eq(rmax)
+        m.d.sync += [s3_rmax.eq(rmax), s3_xsum.eq(xs)]
 
-        # Stage 3: sum / second product / table entry; softmax: rounding shift, ROM read.
-        half = Signal(32)
-        m.d.comb += half.eq(Mux(shift == 0, 0, (1 << shift) >> 1))
-        k_exp = [Signal(unsigned(18), name=f"kexp_{k}") for k in range(R)]
+        # Stage 3: sum / second product / table entry; softmax: rounding shift, ROM read,
+        # running maximum; normalizations: running sum, row sum of D*D, z.
+        vs = 0
         for k in range(R):
             t = Signal(unsigned(26), name=f"t_{k}")
             m.d.comb += t.eq((lane_p1[k].as_unsigned() + half) >> shift)
             m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
-            with m.If(is_sm):
-                m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k])]
-            with m.Elif(vop == isa.VecOp.ADD):
+            m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k]),
+                         lane_g4[k].eq(lane_g3[k])]
+            with m.If(vop == isa.VecOp.ADD):
                 m.d.sync += lane_sum[k].eq(lane_p1[k] + lane_p2[k])
             with m.Elif(vop == isa.VecOp.MUL):
                 m.d.sync += lane_sum[k].eq(lane_p1[k][:16].as_signed() * mul_a)
             with m.Else():                             # LUT: the entry, as it is
                 m.d.sync += lane_sum[k].eq(luts[k].data.as_signed())
-        with m.If(s3_valid & is_sm & (sm_pass == P_MAX) & (s3_rmax > mx)):
+            vs = vs + Mux(lane_ok3[k], lane_n1[k].as_unsigned(), 0)
+            zw = Signal(signed(58), name=f"zw_{k}")
+            m.d.comb += zw.eq(((lane_n1[k] + ((1 << z_shr) >> 1)) >> z_shr) << z_shl)
+            m.d.sync += lane_z[k].eq(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
+                                         Mux(zw < -(1 << 17), -(1 << 17), zw[:18])))
+        m.d.sync += s4_vsum.eq(vs)
+        with m.If(s3_valid & is_sm & (vpass == P_A) & (s3_rmax > mx)):
             m.d.sync += mx.eq(s3_rmax)
+        with m.If(s3_valid & is_norm & (vpass == P_A)):
+            m.d.sync += xsum.eq(xsum + s3_xsum)
 
-        # Stage 4: round and saturate; softmax: the exponential.
+        # Stage 4: round and saturate; softmax: the exponential; normalizations: the
+        # running variance sum, z * gain.
         for k in range(R):
             rounded = Signal(signed(34), name=f"rounded_{k}")
             m.d.comb += rounded.eq((lane_sum[k] + half) >> shift)
-            m.d.sync += s5_y[k].eq(Mux(vop == isa.VecOp.LUT, lane_sum[k][:8],
+            m.d.sync += s5_y[k].eq(Mux(is_lut, lane_sum[k][:8],
                                        Mux(rounded > 127, 127,
                                            Mux(rounded < -128, -128, rounded[:8]))))
             m.d.sync += lane_e[k].eq(Mux(lane_ok4[k] & (k_exp[k] < 16),
                                          pow2[k].data >> k_exp[k][:4], 0))
+            m.d.sync += [lane_zg[k].eq(lane_z[k] * lane_g4[k]), lane_ok5[k].eq(lane_ok4[k])]
+        with m.If(s4_valid & is_norm & (vpass == P_B)):
+            m.d.sync += vsum.eq(vsum + s4_vsum)
 
-        # Stage 5: softmax sum of the row, or the products e * r.
+        # Stage 5: softmax sum of the row, or the products e * r; normalizations: the
+        # output's rounding shift.
         rsum = 0
         for k in range(R):
             rsum = rsum + lane_e[k]
             m.d.sync += lane_prod[k].eq(lane_e[k] * recip)
+            ny = Signal(signed(34), name=f"ny_{k}")
+            m.d.comb += ny.eq((lane_zg[k] + half) >> shift)
+            m.d.sync += s6_ny[k].eq(Mux(~lane_ok5[k], 0,
+                                        Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))))
         m.d.sync += s6_rsum.eq(rsum)
         # Stage 6: the running sum, or the rounding shift of the products.
-        with m.If(s6_valid & is_sm & (sm_pass == P_SUM)):
+        with m.If(s6_valid & is_sm & (vpass == P_B)):
             m.d.sync += total.eq(total + s6_rsum)
         for k in range(R):
             m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1))) >> RECIP_BITS)
 
-        m.d.comb += [out.w_data.eq(Mux(is_sm, s7_y, s5_y)),
-                     out.w_en.eq(Mux(is_sm, s7_valid & (sm_pass == P_OUT), s5_valid))]
+        with m.If(is_sm):
+            m.d.comb += [out.w_data.eq(s7_y), out.w_en.eq(s7_valid & out_pass)]
+        with m.Elif(is_norm):
+            m.d.comb += [out.w_data.eq(s6_ny), out.w_en.eq(s6_valid & out_pass)]
+        with m.Else():
+            m.d.comb += [out.w_data.eq(s5_y), out.w_en.eq(s5_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(t1_valid | s2_valid | s3_valid | s4_valid | s5_valid
                                | s6_valid | s7_valid)
@@ -242,17 +304,14 @@ class VectorUnit(wiring.Component):
         # ---- The issuer ---------------------------------------------------------------
         i_left = Signal(16)          # rows of this vector still to read (this pass)
         v_left = Signal(16)          # vectors still to start, after this one
-        a_addr = Signal(aw)
-        b_addr = Signal(aw)
-        v_base = Signal(aw)          # softmax: the vector's first row
-        v_len = Signal(17)           # softmax: this vector's valid elements
-        rem = Signal(17)             # softmax: valid elements from the next read on
-        phase_b = Signal()
+        a_addr, b_addr, c_addr = Signal(aw), Signal(aw), Signal(aw)
+        v_base = Signal(aw)          # reductions: the vector's first row
+        v_len = Signal(17)           # reductions: this vector's valid elements
+        rem = Signal(17)             # reductions: valid elements from the next read on
+        ph = Signal(2)               # which read of the row is next
         t_entry = Signal(range(R))   # TABLE: the entry of the row being written
         t_row = Signal(row_layout)
         t_index = Signal(range(entries + 1))
-        div_step = Signal(range(self.DIV_STEPS + 1))
-        div_rem = Signal(40)
         give = Signal()
         m.d.sync += [t1_valid.eq(0), t1_last.eq(0)]
         m.d.comb += [t_wdata.eq(t_row.as_value().word_select(t_entry, 8)),
@@ -260,11 +319,37 @@ class VectorUnit(wiring.Component):
         lanes_now = Signal(lane_bits)
         m.d.comb += lanes_now.eq(Mux(rem >= R, R, rem))
 
-        def next_row(last_state):
-            """Count a row read; at the vector's last row go on to ``last_state``."""
-            m.d.sync += [i_left.eq(i_left - 1), rem.eq(rem - lanes_now)]
-            with m.If(i_left == 1):
-                m.next = last_state
+        # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
+        # reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square root.
+        DW = 72
+        dv_num = Signal(DW)
+        dv_den = Signal(56)
+        dv_rem = Signal(57)
+        dv_q = Signal(DW)
+        dv_cnt = Signal(range(DW + 1))
+        dv_trial = Signal(58)
+        m.d.comb += dv_trial.eq((dv_rem << 1) | dv_num[DW - 1])
+        sq_rem = Signal(40)
+        sq_res = Signal(37)
+        sq_trial = Signal(40)
+        sq_next = Signal(40)
+        m.d.comb += [sq_next.eq((sq_rem << 2) | dv_q[DW - 2:]),
+                     sq_trial.eq((sq_res << 2) | 1)]
+        e_shift = Signal(6)
+
+        def start_pass(p, state="PASS"):
+            m.d.sync += [vpass.eq(p), i_left.eq(v.rows), a_addr.eq(v_base),
+                         b_addr.eq(v.b_row), c_addr.eq(v.b_row + v.rows), rem.eq(v_len),
+                         ph.eq(0)]
+            m.next = state
+
+        def divide(num, den, then):
+            m.d.sync += [dv_num.eq(num), dv_den.eq(den), dv_rem.eq(0), dv_q.eq(0),
+                         dv_cnt.eq(DW), div_then.eq(then)]
+            m.next = "DIV"
+
+        div_then = Signal(2)         # what the divider's quotient is for
+        D_RECIP, D_MEAN, D_RSQRT = 0, 1, 2
 
         with m.FSM(name="vector") as fsm:
             with m.State("IDLE"):
@@ -281,100 +366,112 @@ class VectorUnit(wiring.Component):
                                  self.e2v_take.eq(cur.header.pop_next)]
                     m.d.sync += [i_left.eq(v.rows), v_left.eq(v.count - 1),
                                  a_addr.eq(v.a_row), b_addr.eq(v.b_row), v_base.eq(v.a_row),
-                                 phase_b.eq(0), out_row.eq(v.dst_row), t_index.eq(0),
-                                 v_len.eq(v.length)]
+                                 ph.eq(0), out_row.eq(v.dst_row), t_index.eq(0),
+                                 v_len.eq(v.length), vpass.eq(P_OUT)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
-                    with m.Elif(is_sm):
-                        m.next = "SM_START"
+                    with m.Elif(is_sm | is_norm):
+                        m.next = "V_START"
                     with m.Else():
-                        m.next = "RUN"
-            with m.State("RUN"):
+                        m.next = "PASS"
+
+            # -- one pass over a vector's rows (elementwise ops: over all their rows)
+            with m.State("PASS"):
+                need_credit = out_pass & (ph == 0)
+                last_read = ph == nreads - 1
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(binary & phase_b):
-                    # The partner row's read; its credit was taken with the first read.
-                    m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(b_addr)]
-                    m.d.sync += [t1_valid.eq(1), t1_last.eq(1), phase_b.eq(0),
-                                 b_addr.eq(b_addr + 1), i_left.eq(i_left - 1)]
-                    with m.If(i_left == 1):
-                        m.d.sync += i_left.eq(v.rows)
+                with m.Elif(~need_credit | (credits != 0)):
+                    m.d.comb += [self.rd_en.eq(1), take_credit.eq(need_credit),
+                                 self.rd_addr.eq(Mux(ph == 0, a_addr,
+                                                     Mux(ph == 1, b_addr, c_addr)))]
+                    m.d.sync += [t1_valid.eq(1), t1_last.eq(last_read), t1_ph.eq(ph),
+                                 t1_lanes.eq(lanes_now)]
+                    with m.If(~last_read):
+                        m.d.sync += ph.eq(ph + 1)
+                    with m.Else():
+                        m.d.sync += [ph.eq(0), a_addr.eq(a_addr + 1), b_addr.eq(b_addr + 1),
+                                     c_addr.eq(c_addr + 1), i_left.eq(i_left - 1),
+                                     rem.eq(rem - lanes_now)]
+                        with m.If(i_left == 1):
+                            with m.If(is_sm | is_norm):
+                                m.next = "V_PASS_END"
+                            with m.Elif(v_left == 0):
+                                m.next = "FINISH"
+                            with m.Else():
+                                m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1)]
+
+            # -- reductions: per vector, passes with the pipeline drained between them
+            with m.State("V_START"):
+                m.d.sync += [mx.eq(-128), total.eq(0), xsum.eq(0), vsum.eq(0), mu.eq(0)]
+                with m.If(is_ln):
+                    start_pass(P_A)
+                with m.Elif(is_norm):
+                    start_pass(P_B)
+                with m.Else():
+                    start_pass(P_A)
+            with m.State("V_PASS_END"):
+                with m.If(~in_pipe):
+                    with m.If(vpass == P_OUT):
                         with m.If(v_left == 0):
                             m.next = "FINISH"
                         with m.Else():
-                            m.d.sync += v_left.eq(v_left - 1)
-                with m.Elif(credits != 0):
-                    m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(a_addr), take_credit.eq(1)]
-                    m.d.sync += [t1_valid.eq(1), t1_last.eq(~binary), a_addr.eq(a_addr + 1)]
-                    with m.If(binary):
-                        m.d.sync += phase_b.eq(1)
-                    with m.Else():
-                        m.d.sync += i_left.eq(i_left - 1)
-                        with m.If(i_left == 1):
-                            m.d.sync += i_left.eq(v.rows)
-                            with m.If(v_left == 0):
-                                m.next = "FINISH"
-                            with m.Else():
-                                m.d.sync += v_left.eq(v_left - 1)
-
-            # -- softmax: max, sum, reciprocal, out; per vector
-            with m.State("SM_START"):
-                m.d.sync += [mx.eq(-128), total.eq(0), sm_pass.eq(P_MAX), i_left.eq(v.rows),
-                             a_addr.eq(v_base), rem.eq(v_len)]
-                m.next = "SM_MAX"
-            with m.State("SM_MAX"):
-                m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(a_addr)]
-                m.d.sync += [t1_valid.eq(1), t1_last.eq(1), t1_lanes.eq(lanes_now),
-                             a_addr.eq(a_addr + 1)]
-                next_row("SM_TO_SUM")
-            with m.State("SM_TO_SUM"):
-                with m.If(~in_pipe):
-                    m.d.sync += [sm_pass.eq(P_SUM), i_left.eq(v.rows), a_addr.eq(v_base),
-                                 rem.eq(v_len)]
-                    m.next = "SM_SUM"
-            with m.State("SM_SUM"):
-                m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(a_addr)]
-                m.d.sync += [t1_valid.eq(1), t1_last.eq(1), t1_lanes.eq(lanes_now),
-                             a_addr.eq(a_addr + 1)]
-                next_row("SM_TO_DIV")
-            with m.State("SM_TO_DIV"):
-                with m.If(~in_pipe):
-                    m.d.sync += [recip.eq(0), div_step.eq(self.DIV_STEPS),
-                                 div_rem.eq(SOFTMAX_ONE << RECIP_BITS)]
-                    m.next = "SM_DIV"
-            with m.State("SM_DIV"):
-                # Restoring division, one quotient bit per cycle, most significant first.
-                step = Signal(range(self.DIV_STEPS))
-                m.d.comb += step.eq(div_step - 1)
-                trial = Signal(56)
-                m.d.comb += trial.eq(total << step)
-                with m.If(div_step == 0):
-                    with m.If(total == 0):
-                        m.d.sync += recip.eq(0)
-                    m.d.sync += [sm_pass.eq(P_OUT), i_left.eq(v.rows), a_addr.eq(v_base),
-                                 rem.eq(v_len)]
-                    m.next = "SM_OUT"
+                            m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
+                                         v_len.eq(v_len + v.causal)]
+                            m.next = "V_START"
+                    with m.Elif(is_sm & (vpass == P_A)):
+                        start_pass(P_B)
+                    with m.Elif(is_sm):
+                        divide(SOFTMAX_ONE << RECIP_BITS, total, D_RECIP)
+                    with m.Elif(vpass == P_A):           # LayerNorm: the mean next
+                        with m.If(v_len == 0):
+                            start_pass(P_B)
+                        with m.Else():
+                            divide((xsum << 9) + 65537 * v_len, v_len << 1, D_MEAN)
+                    with m.Else():                       # variance done: n 2**56 / V
+                        with m.If(vsum == 0):
+                            m.d.sync += [r_m.eq(0), z_shr.eq(0), z_shl.eq(0)]
+                            start_pass(P_OUT)
+                        with m.Else():
+                            divide(v_len << NORM_K, vsum, D_RSQRT)
+            with m.State("DIV"):
+                with m.If(dv_cnt == 0):
+                    with m.Switch(div_then):
+                        with m.Case(D_RECIP):
+                            m.d.sync += recip.eq(Mux(total == 0, 0, dv_q[:16]))
+                            start_pass(P_OUT)
+                        with m.Case(D_MEAN):
+                            m.d.sync += mu.eq(dv_q[:17] - 32768)
+                            start_pass(P_B)
+                        with m.Default():
+                            m.d.sync += [sq_rem.eq(0), sq_res.eq(0), dv_cnt.eq(DW // 2)]
+                            m.next = "SQRT"
                 with m.Else():
-                    m.d.sync += div_step.eq(step)
-                    with m.If(trial <= div_rem):
-                        m.d.sync += [div_rem.eq(div_rem - trial),
-                                     recip.eq(recip | (1 << step))]
-            with m.State("SM_OUT"):
-                with m.If(self.abort):
-                    m.next = "IDLE"
-                with m.Elif(credits != 0):
-                    m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(a_addr), take_credit.eq(1)]
-                    m.d.sync += [t1_valid.eq(1), t1_last.eq(1), t1_lanes.eq(lanes_now),
-                                 a_addr.eq(a_addr + 1)]
-                    next_row("SM_NEXT")
-            with m.State("SM_NEXT"):
-                with m.If(~in_pipe):
-                    with m.If(v_left == 0):
-                        m.next = "FINISH"
+                    m.d.sync += [dv_num.eq(dv_num << 1), dv_cnt.eq(dv_cnt - 1)]
+                    with m.If(dv_trial >= dv_den):
+                        m.d.sync += [dv_rem.eq(dv_trial - dv_den), dv_q.eq((dv_q << 1) | 1)]
                     with m.Else():
-                        m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
-                                     v_len.eq(v_len + v.causal)]
-                        m.next = "SM_START"
+                        m.d.sync += [dv_rem.eq(dv_trial), dv_q.eq(dv_q << 1)]
+            with m.State("SQRT"):
+                with m.If(dv_cnt == 0):
+                    m.d.sync += e_shift.eq(0)
+                    m.next = "RNORM"
+                with m.Else():
+                    m.d.sync += [dv_q.eq(dv_q << 2), dv_cnt.eq(dv_cnt - 1)]
+                    with m.If(sq_next >= sq_trial):
+                        m.d.sync += [sq_rem.eq(sq_next - sq_trial),
+                                     sq_res.eq((sq_res << 1) | 1)]
+                    with m.Else():
+                        m.d.sync += [sq_rem.eq(sq_next), sq_res.eq(sq_res << 1)]
+            with m.State("RNORM"):
+                # r's 16 leading bits and the shifts of z = D * r_t / 2**16.
+                with m.If(sq_res >= (1 << 16)):
+                    m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
+                with m.Else():
+                    m.d.sync += [r_m.eq(sq_res[:16]),
+                                 z_shr.eq(Mux(e_shift > 16, 0, 16 - e_shift)),
+                                 z_shl.eq(Mux(e_shift > 16, e_shift - 16, 0))]
+                    start_pass(P_OUT)
 
             # -- table fill
             with m.State("T_READ"):

@@ -267,6 +267,7 @@ class Machine:
             vop, n, rows = b["vop"], b["rows"] * b["count"], cfg.act_buf_rows
             ok = (b["a_row"] + n <= rows and b["table"] < cfg.vec_tables
                   and (vop not in isa.BINARY_VOPS or b["b_row"] + n <= rows)
+                  and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (vop == isa.VecOp.TABLE or b["dst_row"] + n <= rows)
                   and (vop != isa.VecOp.TABLE or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
@@ -378,6 +379,12 @@ class Machine:
             lengths = length + causal * np.arange(count)
             y = vector.softmax(a.reshape(count, rows * self.cfg.rows), lengths,
                                mul_a & 0xFFFF, shift)
+            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
+        elif vop in isa.NORM_VOPS:
+            g = self.act[b_row:b_row + 2 * rows].astype(np.int64)
+            gain = (g[rows:] << 8 | (g[:rows] & 0xFF)).ravel()
+            y = vector.norm(a.reshape(count, rows * self.cfg.rows), gain, length, shift,
+                            rms=vop == isa.VecOp.RMSNORM)
             self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
         else:
             b = self.act[b_row:b_row + n] if vop in isa.BINARY_VOPS else None
@@ -652,6 +659,8 @@ def _footprint(cfg, op, b):
         else:
             if b["vop"] in isa.BINARY_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(n))
+            if b["vop"] in isa.NORM_VOPS:
+                reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
                 reads.add(("vector table", b["table"]))
             writes.update(("act row", b["dst_row"] + j) for j in range(n))

@@ -36,6 +36,27 @@ values are exact integers (no intermediate rounding but the one stated).
     5. ``p = rshift_round(e * r, 24)``: ``127 * e / S`` to the nearest integer
        (within one), in ``[0, 127]``.
 
+``norm(x, gain, length, shift, rms)``
+    LayerNorm (``rms=False``) or RMSNorm of one vector ``x`` of int8 over its first
+    ``n = length`` elements (the others give 0; ``n = 0`` gives zeros), with ``gain``
+    int16 per element:
+
+    1. the mean in 1/256ths, rounded half up: ``mu = floor((512 sum(x) + n) / (2 n))``
+       (``mu = 0`` for RMSNorm);
+    2. the deviations ``D = 256 x - mu`` and ``V = sum(D**2)`` (two passes: no
+       cancellation);
+    3. ``r = isqrt(floor(n * 2**56 / V))`` (0 when ``V = 0``), truncated to its 16 leading
+       bits: ``r_t = (r >> e) << e`` with ``e = max(0, bit_length(r) - 16)``. Then
+       ``D * r / 2**28`` is ``(x - mean) / sqrt(variance)`` (``x / rms`` for RMSNorm);
+    4. ``z = clamp(rshift_round(D * r_t, 16), -2**17, 2**17 - 1)``: the normalized value
+       in 1/4096ths (saturating past 32 standard deviations);
+    5. ``y = sat8(rshift_round(z * gain, shift))``: with ``gain = round(gamma * 2**shift /
+       (4096 * s_y))`` the output at scale ``s_y`` (:func:`norm_gain`). A LayerNorm's
+       bias is a following ``ADD``.
+
+    ``epsilon`` is left out: it matters only for a vector of (nearly) equal elements,
+    which gives 0 here, as it does in float to within ``epsilon``.
+
 ``mul_a`` and ``mul_b`` are signed 16-bit (``SOFTMAX``'s ``mul`` unsigned 16-bit),
 ``shift`` 0..31 (the instruction's fields).
 """
@@ -46,7 +67,7 @@ from serrano.hw import isa
 
 __all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
-           "apply"]
+           "norm", "norm_gain", "isqrt", "apply"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
 POW2 = np.round(2.0 ** 15 * 2.0 ** (-np.arange(256) / 256)).astype(np.int64)
@@ -155,6 +176,59 @@ def softmax(x, length, mul, shift):
     total = e.sum(axis=1, keepdims=True)
     r = np.where(total > 0, (SOFTMAX_ONE << _RECIP_BITS) // np.maximum(total, 1), 0)
     return rshift_round(e * r, _RECIP_BITS).astype(np.int8)
+
+
+def isqrt(n):
+    """``floor(sqrt(n))`` of a non-negative integer, exactly."""
+    import math
+    return math.isqrt(int(n))
+
+
+#: Fractional bits of the normalized value ``z`` and its clamp.
+NORM_FRAC = 12
+_Z_MAX = (1 << 17) - 1
+
+
+def norm(x, gain, length, shift, rms):
+    """:func:`norm` of the docstring for each row of ``x`` (2-D int8, one vector per row)
+    with ``gain`` (int16, one per element). Returns int8 rows."""
+    _check(0, 0, shift)
+    x = np.atleast_2d(np.asarray(x, np.int64))
+    gain = np.asarray(gain, np.int64)
+    count, L = x.shape
+    if gain.shape != (L,) or gain.min(initial=0) < -(1 << 15) or gain.max(initial=0) >= 1 << 15:
+        raise ValueError(f"gain must be {L} int16 values")
+    n = int(length)
+    out = np.zeros((count, L), np.int8)
+    if n == 0:
+        return out
+    valid = np.arange(L) < n
+    for i in range(count):
+        xi = x[i]
+        mu = 0 if rms else (512 * int(xi[valid].sum()) + n) // (2 * n)
+        d = 256 * xi - mu
+        v = int((d[valid] ** 2).sum())
+        r = isqrt((n << 56) // v) if v else 0
+        e = max(0, r.bit_length() - 16)
+        r_t = (r >> e) << e
+        z = np.clip(rshift_round(d * r_t, 16), -_Z_MAX - 1, _Z_MAX)
+        y = sat8(rshift_round(z * gain, int(shift)))
+        out[i] = np.where(valid, y, 0)
+    return out
+
+
+def norm_gain(gamma, s_y):
+    """``(gain, shift)`` for :func:`norm`: int16 gains ``round(gamma * 2**shift / (4096 *
+    s_y))`` with the largest shift that keeps them in 16 bits."""
+    gamma = np.asarray(gamma, np.float64)
+    ratio = gamma / (float(s_y) * (1 << NORM_FRAC))
+    peak = float(np.abs(ratio).max(initial=0))
+    if not np.isfinite(peak):
+        raise ValueError("gamma / s_y must be finite")
+    shift = SHIFT_MAX
+    while shift > 0 and peak * (1 << shift) >= (1 << 15) - 1:
+        shift -= 1
+    return np.round(ratio * (1 << shift)).astype(np.int64), shift
 
 
 def softmax_multiplier(s_in):

@@ -178,6 +178,35 @@ def test_softmax_matches_golden(simulator, rng, rows, count, length, causal):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
+def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0):
+    R = cfg.rows
+    L = rows * R
+    x = np.clip(np.round(rng.normal(rng.uniform(-20, 20), spread, (count, L))), -128,
+                127).astype(np.int8)
+    shift = int(rng.integers(12, 20))
+    gain = rng.integers(-(1 << (shift - 6)), 1 << (shift - 6), L)    # mostly in range
+    gain[:2] = (-(1 << 15), (1 << 15) - 1)                             # and the extremes
+    g = gain.reshape(rows, R)
+    gain_rows = np.concatenate([(g & 0xFF).astype(np.uint8).view(np.int8),
+                                (g >> 8).astype(np.int8)])
+    data = np.concatenate([x.reshape(rows * count, R), gain_rows])
+    ops = [dict(vop=vop, a_row=0, b_row=rows * count, dst_row=rows * count + 2 * rows,
+                rows=rows, count=count, length=length, shift=shift)]
+    want = vector.norm(x, gain, length, shift, rms=vop == isa.VecOp.RMSNORM)
+    return data, ops, want.reshape(rows * count, R), rows * count + 2 * rows
+
+
+@pytest.mark.parametrize("vop", [isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM])
+@pytest.mark.parametrize("rows, count, length", [(1, 1, 1), (3, 3, 10), (5, 2, 20),
+                                                 (2, 1, 0), (4, 2, 13)])
+def test_norm_matches_golden(simulator, rng, vop, rows, count, length):
+    data, ops, want, out = _norm_case(rng, TINY, rows, count, length, vop)
+    image, prog_len = _program(TINY, data, ops, out_row=out)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
+
+
 def test_golden_model_runs_a_chain_of_every_operation(rng):
     rows, ops, tables, out, want = _chain(rng, TINY, 9)
     image, n = _program(TINY, rows, ops, tables=tables, out_row=out)
