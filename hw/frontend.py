@@ -160,6 +160,7 @@ class FrontEnd(wiring.Component):
         vec_b_end = Signal(33)
         vec_dst_end = Signal(33)
         vec_gain_end = Signal(18)        # normalizations: b_row + 2 * rows
+        vec_rope_end = Signal(18)        # rotary embedding: b_row + rows
         vec_table_end = Signal(40)       # TABLE: entries written, rows * count * R
         bad_count = Signal()
         m.d.sync += [
@@ -176,6 +177,7 @@ class FrontEnd(wiring.Component):
             vec_b_end.eq(b.vec.b_row + vec_total),
             vec_dst_end.eq(b.vec.dst_row + vec_total),
             vec_gain_end.eq(b.vec.b_row + (b.vec.rows << 1)),
+            vec_rope_end.eq(b.vec.b_row + b.vec.rows),
             vec_table_end.eq(vec_total << ceil_log2(cfg.rows)),
         ]
         with m.Switch(op):
@@ -185,6 +187,8 @@ class FrontEnd(wiring.Component):
                     zero = 0
                     for name in spec.counts:
                         zero = zero | (getattr(body, name) == 0)
+                    if code == isa.Op.VEC:          # a rotary embedding has two halves
+                        zero = zero | ((body.vop == isa.VecOp.ROPE) & body.rows[0])
                     with m.Case(code):
                         m.d.sync += bad_count.eq(zero)
             with m.Default():

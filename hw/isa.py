@@ -107,7 +107,16 @@ Instructions
     elements (the others give 0) to 1/4096ths, then multiply by the int16 gain of each
     element and divide by ``2**shift`` (rounded, saturated): ``y = sat8(round(g * x_hat *
     4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
-    high bytes the ``rows`` rows after those, one gain vector for all ``count`` vectors.
+    high bytes the ``rows`` rows after those, one gain vector for all ``count`` vectors;
+    ``ARGMAX``  the index of the first largest of each vector's first ``length``
+    elements (0 when ``length`` is 0), written as one row per vector at ``dst_row + i``:
+    element ``e`` is byte ``e`` of the index (little-endian, zeros past it);
+    ``ROPE``  a rotary position embedding of each vector (``rows`` even; ``h = rows / 2``
+    rows per half): with ``x1``, ``x2`` its halves and the int8 cosines ``c`` (the ``h``
+    rows at ``b_row``) and sines ``s`` (the ``h`` rows after them), shared by all
+    ``count`` vectors (the heads of one position), ``y1 = x1 c - x2 s``,
+    ``y2 = x2 c + x1 s``, each times ``mul_a``, divided by ``2**shift`` (rounded,
+    saturated).
     ``mul_a`` and ``mul_b`` are signed 16-bit (but for ``SOFTMAX``), ``round`` is half
     up, ``sat8`` clamps to ``[-128, 127]``. The destination rows may be the source rows
     themselves (in place) or rows apart from them; a partial overlap is outside the
@@ -209,12 +218,14 @@ class VecOp(enum.IntEnum):
     SOFTMAX = 4
     LAYERNORM = 5
     RMSNORM = 6
+    ARGMAX = 7
+    ROPE = 8
 
 
 #: The vector operations that read a second row (``b``) for every row.
 BINARY_VOPS = (VecOp.ADD, VecOp.MUL)
 #: The vector operations that reduce each vector before they write it.
-REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM)
+REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
 #: The normalizations: their gains are int16, ``rows`` rows of low bytes at ``b_row``
 #: and ``rows`` rows of high bytes after them, the same for every vector.
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)

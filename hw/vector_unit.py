@@ -95,15 +95,19 @@ class VectorUnit(wiring.Component):
         v = cur.body.vec
         vop = Signal(isa.VecOp)
         m.d.comb += vop.eq(v.vop)
-        binary, is_lut, is_sm, is_norm, is_ln = (Signal(name=n) for n in (
-            "binary", "is_lut", "is_sm", "is_norm", "is_ln"))
+        binary, is_lut, is_sm, is_norm, is_ln, is_am, is_rope = (Signal(name=n) for n in (
+            "binary", "is_lut", "is_sm", "is_norm", "is_ln", "is_am", "is_rope"))
         m.d.comb += [
             binary.eq((vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)),
             is_lut.eq(vop == isa.VecOp.LUT),
             is_sm.eq(vop == isa.VecOp.SOFTMAX),
             is_ln.eq(vop == isa.VecOp.LAYERNORM),
             is_norm.eq((vop == isa.VecOp.LAYERNORM) | (vop == isa.VecOp.RMSNORM)),
+            is_am.eq(vop == isa.VecOp.ARGMAX),
+            is_rope.eq(vop == isa.VecOp.ROPE),
         ]
+        reduce = Signal()
+        m.d.comb += reduce.eq(is_sm | is_norm | is_am)
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
@@ -152,19 +156,23 @@ class VectorUnit(wiring.Component):
         t1_valid, t1_last = Signal(), Signal()
         t1_ph = Signal(2)
         t1_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
-        ra, rb = Signal(row_layout), Signal(row_layout)
-        with m.If(t1_valid & ~t1_last & (t1_ph == 0)):
-            m.d.sync += ra.eq(self.rd_data)
-        with m.If(t1_valid & ~t1_last & (t1_ph == 1)):
-            m.d.sync += rb.eq(self.rd_data)
-        nreads = Signal(2)
-        m.d.comb += nreads.eq(Mux(binary, 2, Mux(is_norm & out_pass, 3, 1)))
-        s2_valid = Signal()
-        s2_a, s2_b, s2_c = Signal(row_layout), Signal(row_layout), Signal(row_layout)
+        t1_row = Signal(16)                          # the row's number in its vector
+        t1_second = Signal()                         # ROPE: a row of the second half
+        ra, rb, rc = Signal(row_layout), Signal(row_layout), Signal(row_layout)
+        for j, reg in enumerate((ra, rb, rc)):
+            with m.If(t1_valid & ~t1_last & (t1_ph == j)):
+                m.d.sync += reg.eq(self.rd_data)
+        nreads = Signal(3)
+        m.d.comb += nreads.eq(Mux(binary, 2, Mux(is_norm & out_pass, 3, Mux(is_rope, 4, 1))))
+        s2_valid, s2_second = Signal(), Signal()
+        s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         s2_lanes = Signal(lane_bits)
+        s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
+                     s2_row.eq(t1_row), s2_second.eq(t1_second),
                      s2_a.eq(Mux(nreads == 1, self.rd_data, ra)),
-                     s2_b.eq(Mux(nreads == 2, self.rd_data, rb)), s2_c.eq(self.rd_data)]
+                     s2_b.eq(Mux(nreads == 2, self.rd_data, rb)),
+                     s2_c.eq(Mux(nreads == 4, rc, self.rd_data)), s2_d.eq(self.rd_data)]
         valid = [Signal(name=f"s{i}_valid") for i in range(3, 8)]      # stages 3..7
         s3_valid, s4_valid, s5_valid, s6_valid, s7_valid = valid
         m.d.sync += [s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
@@ -180,6 +188,9 @@ class VectorUnit(wiring.Component):
         # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
         mx = Signal(signed(8))
         s3_rmax = Signal(signed(8))
+        s3_rlane = Signal(range(R))
+        s3_row = Signal(16)
+        am_idx = Signal(32)                          # argmax: the index of ``mx``
         total = Signal(40)
         recip = Signal(16)
         s6_rsum = Signal(40)
@@ -210,14 +221,29 @@ class VectorUnit(wiring.Component):
 
         # Stage 2: products, or the table read, or the row's maximum and d*mul (softmax),
         # or the row's sum and D*D or D*r (normalizations).
-        rmax = None
+        # The row's maximum and its first lane: a tree of comparisons (ties: lower lane).
+        level = []
+        for k in range(R):
+            ok = Signal(name=f"okm_{k}")
+            m.d.comb += ok.eq(k < s2_lanes)
+            level.append((Mux(ok, s2_a[k], -128), k))
+        node = 0
+        while len(level) > 1:
+            nxt = []
+            for (va, ia), (vb, ib) in zip(level[::2], level[1::2]):
+                node += 1
+                vm = Signal(signed(8), name=f"rmax_{node}")
+                im = Signal(range(R), name=f"rlane_{node}")
+                take_b = vb > va
+                m.d.comb += [vm.eq(Mux(take_b, vb, va)), im.eq(Mux(take_b, ib, ia))]
+                nxt.append((vm, im))
+            level = nxt
+        rmax, rlane = level[0]
         xs = 0
         for k in range(R):
-            a, b, c = s2_a[k], s2_b[k], s2_c[k]
+            a, b, c, dd = s2_a[k], s2_b[k], s2_c[k], s2_d[k]
             ok = Signal(name=f"ok2_{k}")
             m.d.comb += ok.eq(k < s2_lanes)
-            masked = Mux(ok, a, -128)
-            rmax = masked if rmax is None else Mux(masked > rmax, masked, rmax)
             xs = xs + Mux(ok, a, 0)
             d = Signal(9, name=f"d_{k}")
             m.d.comb += d.eq(mx - a)
@@ -228,11 +254,14 @@ class VectorUnit(wiring.Component):
                          lane_n1[k].eq(dev * Mux(out_pass, r_m, dev))]
             with m.If(is_sm):
                 m.d.sync += lane_p1[k].eq(d * v.mul_a)
+            with m.Elif(is_rope):                 # a c - b s (first half), a c + b s
+                bs = b * dd
+                m.d.sync += lane_p1[k].eq(a * c + Mux(s2_second, bs, -bs))
             with m.Elif(vop == isa.VecOp.ADD):
                 m.d.sync += [lane_p1[k].eq(mul_a * a), lane_p2[k].eq(mul_b * b)]
             with m.Else():
                 m.d.sync += [lane_p1[k].eq(a * b), lane_p2[k].eq(0)]
-        m.d.sync += [s3_rmax.eq(rmax), s3_xsum.eq(xs)]
+        m.d.sync += [s3_rmax.eq(rmax), s3_rlane.eq(rlane), s3_row.eq(s2_row), s3_xsum.eq(xs)]
 
         # Stage 3: sum / second product / table entry; softmax: rounding shift, ROM read,
         # running maximum; normalizations: running sum, row sum of D*D, z.
@@ -245,8 +274,8 @@ class VectorUnit(wiring.Component):
                          lane_g4[k].eq(lane_g3[k])]
             with m.If(vop == isa.VecOp.ADD):
                 m.d.sync += lane_sum[k].eq(lane_p1[k] + lane_p2[k])
-            with m.Elif(vop == isa.VecOp.MUL):
-                m.d.sync += lane_sum[k].eq(lane_p1[k][:16].as_signed() * mul_a)
+            with m.Elif((vop == isa.VecOp.MUL) | is_rope):
+                m.d.sync += lane_sum[k].eq(lane_p1[k][:17].as_signed() * mul_a)
             with m.Else():                             # LUT: the entry, as it is
                 m.d.sync += lane_sum[k].eq(luts[k].data.as_signed())
             vs = vs + Mux(lane_ok3[k], lane_n1[k].as_unsigned(), 0)
@@ -255,8 +284,9 @@ class VectorUnit(wiring.Component):
             m.d.sync += lane_z[k].eq(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
                                          Mux(zw < -(1 << 17), -(1 << 17), zw[:18])))
         m.d.sync += s4_vsum.eq(vs)
-        with m.If(s3_valid & is_sm & (vpass == P_A) & (s3_rmax > mx)):
-            m.d.sync += mx.eq(s3_rmax)
+        with m.If(s3_valid & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
+            m.d.sync += [mx.eq(s3_rmax),
+                         am_idx.eq((s3_row << ceil_log2(R)) | s3_rlane)]
         with m.If(s3_valid & is_norm & (vpass == P_A)):
             m.d.sync += xsum.eq(xsum + s3_xsum)
 
@@ -291,7 +321,10 @@ class VectorUnit(wiring.Component):
         for k in range(R):
             m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1))) >> RECIP_BITS)
 
-        with m.If(is_sm):
+        arg_write = Signal()
+        with m.If(is_am):
+            m.d.comb += [out.w_data.eq(am_idx), out.w_en.eq(arg_write)]
+        with m.Elif(is_sm):
             m.d.comb += [out.w_data.eq(s7_y), out.w_en.eq(s7_valid & out_pass)]
         with m.Elif(is_norm):
             m.d.comb += [out.w_data.eq(s6_ny), out.w_en.eq(s6_valid & out_pass)]
@@ -318,6 +351,22 @@ class VectorUnit(wiring.Component):
                      t_waddr.eq(table_base | t_index)]
         lanes_now = Signal(lane_bits)
         m.d.comb += lanes_now.eq(Mux(rem >= R, R, rem))
+        # The row's number in its vector, and the rotary embedding's addresses.
+        row_no = Signal(16)
+        rows_half = Signal(15)
+        second = Signal()
+        jm = Signal(16)
+        m.d.comb += [row_no.eq(v.rows - i_left), rows_half.eq(v.rows >> 1),
+                     second.eq(row_no >= rows_half),
+                     jm.eq(Mux(second, row_no - rows_half, row_no))]
+        rope_addr = Signal(aw)
+        with m.Switch(ph):
+            with m.Case(1):
+                m.d.comb += rope_addr.eq(v_base + Mux(second, jm, row_no + rows_half))
+            with m.Case(2):
+                m.d.comb += rope_addr.eq(v.b_row + jm)
+            with m.Default():
+                m.d.comb += rope_addr.eq(v.b_row + rows_half + jm)
 
         # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
         # reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square root.
@@ -370,7 +419,7 @@ class VectorUnit(wiring.Component):
                                  v_len.eq(v.length), vpass.eq(P_OUT)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
-                    with m.Elif(is_sm | is_norm):
+                    with m.Elif(reduce):
                         m.next = "V_START"
                     with m.Else():
                         m.next = "PASS"
@@ -382,11 +431,16 @@ class VectorUnit(wiring.Component):
                 with m.If(self.abort):
                     m.next = "IDLE"
                 with m.Elif(~need_credit | (credits != 0)):
-                    m.d.comb += [self.rd_en.eq(1), take_credit.eq(need_credit),
-                                 self.rd_addr.eq(Mux(ph == 0, a_addr,
-                                                     Mux(ph == 1, b_addr, c_addr)))]
+                    with m.If(ph == 0):
+                        m.d.comb += self.rd_addr.eq(a_addr)
+                    with m.Elif(is_rope):
+                        m.d.comb += self.rd_addr.eq(rope_addr)
+                    with m.Else():
+                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
+                    m.d.comb += [self.rd_en.eq(1), take_credit.eq(need_credit)]
                     m.d.sync += [t1_valid.eq(1), t1_last.eq(last_read), t1_ph.eq(ph),
-                                 t1_lanes.eq(lanes_now)]
+                                 t1_lanes.eq(lanes_now), t1_row.eq(row_no),
+                                 t1_second.eq(second)]
                     with m.If(~last_read):
                         m.d.sync += ph.eq(ph + 1)
                     with m.Else():
@@ -394,16 +448,18 @@ class VectorUnit(wiring.Component):
                                      c_addr.eq(c_addr + 1), i_left.eq(i_left - 1),
                                      rem.eq(rem - lanes_now)]
                         with m.If(i_left == 1):
-                            with m.If(is_sm | is_norm):
+                            with m.If(reduce):
                                 m.next = "V_PASS_END"
                             with m.Elif(v_left == 0):
                                 m.next = "FINISH"
                             with m.Else():
-                                m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1)]
+                                m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1),
+                                             v_base.eq(a_addr + 1)]
 
             # -- reductions: per vector, passes with the pipeline drained between them
             with m.State("V_START"):
-                m.d.sync += [mx.eq(-128), total.eq(0), xsum.eq(0), vsum.eq(0), mu.eq(0)]
+                m.d.sync += [mx.eq(-128), total.eq(0), xsum.eq(0), vsum.eq(0), mu.eq(0),
+                             am_idx.eq(0)]
                 with m.If(is_ln):
                     start_pass(P_A)
                 with m.Elif(is_norm):
@@ -412,8 +468,10 @@ class VectorUnit(wiring.Component):
                     start_pass(P_A)
             with m.State("V_PASS_END"):
                 with m.If(~in_pipe):
-                    with m.If(vpass == P_OUT):
-                        with m.If(v_left == 0):
+                    with m.If((vpass == P_OUT) | is_am):
+                        with m.If(is_am):
+                            m.next = "ARG_OUT"
+                        with m.Elif(v_left == 0):
                             m.next = "FINISH"
                         with m.Else():
                             m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
@@ -472,6 +530,18 @@ class VectorUnit(wiring.Component):
                                  z_shr.eq(Mux(e_shift > 16, 0, 16 - e_shift)),
                                  z_shl.eq(Mux(e_shift > 16, e_shift - 16, 0))]
                     start_pass(P_OUT)
+
+            with m.State("ARG_OUT"):                 # argmax: one row per vector
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(credits != 0):
+                    m.d.comb += [arg_write.eq(1), take_credit.eq(1)]
+                    with m.If(v_left == 0):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
+                                     v_len.eq(v_len + v.causal)]
+                        m.next = "V_START"
 
             # -- table fill
             with m.State("T_READ"):

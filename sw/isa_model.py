@@ -245,6 +245,8 @@ class Machine:
         cfg = self.cfg
         if any(b[name] == 0 for name in isa.OPS[op].counts):
             raise _Fault(isa.Error.BAD_COUNT)
+        if op == isa.Op.VEC and b["vop"] == isa.VecOp.ROPE and b["rows"] % 2:
+            raise _Fault(isa.Error.BAD_COUNT)
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
         if op == isa.Op.VEC and b["vop"] not in set(isa.VecOp):
@@ -268,6 +270,7 @@ class Machine:
             ok = (b["a_row"] + n <= rows and b["table"] < cfg.vec_tables
                   and (vop not in isa.BINARY_VOPS or b["b_row"] + n <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
+                  and (vop != isa.VecOp.ROPE or b["b_row"] + b["rows"] <= rows)
                   and (vop == isa.VecOp.TABLE or b["dst_row"] + n <= rows)
                   and (vop != isa.VecOp.TABLE or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
@@ -379,6 +382,18 @@ class Machine:
             lengths = length + causal * np.arange(count)
             y = vector.softmax(a.reshape(count, rows * self.cfg.rows), lengths,
                                mul_a & 0xFFFF, shift)
+            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
+        elif vop == isa.VecOp.ARGMAX:
+            idx = vector.argmax(a.reshape(count, rows * self.cfg.rows),
+                                length + causal * np.arange(count))
+            rows_out = np.zeros((count, self.cfg.rows), np.int64)
+            for e in range(min(self.cfg.rows, 8)):
+                rows_out[:, e] = (idx >> (8 * e)) & 0xFF
+            self.act[dst_row:dst_row + count] = rows_out.astype(np.uint8).view(np.int8)
+        elif vop == isa.VecOp.ROPE:
+            h = rows // 2
+            t = self.act[b_row:b_row + rows].reshape(2, h * self.cfg.rows)
+            y = vector.rope(a.reshape(count, rows * self.cfg.rows), t[0], t[1], mul_a, shift)
             self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
         elif vop in isa.NORM_VOPS:
             g = self.act[b_row:b_row + 2 * rows].astype(np.int64)
@@ -661,9 +676,12 @@ def _footprint(cfg, op, b):
                 reads.update(("act row", b["b_row"] + j) for j in range(n))
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
+            if b["vop"] == isa.VecOp.ROPE:
+                reads.update(("act row", b["b_row"] + j) for j in range(b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
                 reads.add(("vector table", b["table"]))
-            writes.update(("act row", b["dst_row"] + j) for j in range(n))
+            out = b["count"] if b["vop"] == isa.VecOp.ARGMAX else n
+            writes.update(("act row", b["dst_row"] + j) for j in range(out))
     return reads, writes, early
 
 

@@ -57,6 +57,16 @@ values are exact integers (no intermediate rounding but the one stated).
     ``epsilon`` is left out: it matters only for a vector of (nearly) equal elements,
     which gives 0 here, as it does in float to within ``epsilon``.
 
+``argmax(x, length)``
+    the index of the first largest of ``x[:length]`` (0 for ``length = 0``).
+``rope(x, cos, sin, mul, shift)``
+    ``x`` one vector of ``2h`` int8 (halves ``x1``, ``x2``, the rotate-half pairing of
+    Hugging Face's Llama), ``cos`` and ``sin`` ``h`` int8 each (``round(127 cos)``,
+    ``round(127 sin)``: :func:`rope_tables`):
+    ``y1 = sat8(rshift_round(mul * (x1 cos - x2 sin), shift))``,
+    ``y2 = sat8(rshift_round(mul * (x2 cos + x1 sin), shift))``; ``mul / 2**shift ~
+    1 / 127`` keeps the scale (:func:`rope_multiplier`).
+
 ``mul_a`` and ``mul_b`` are signed 16-bit (``SOFTMAX``'s ``mul`` unsigned 16-bit),
 ``shift`` 0..31 (the instruction's fields).
 """
@@ -67,7 +77,8 @@ from serrano.hw import isa
 
 __all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
-           "norm", "norm_gain", "isqrt", "apply"]
+           "norm", "norm_gain", "isqrt", "argmax", "rope", "rope_tables",
+           "rope_multiplier", "apply"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
 POW2 = np.round(2.0 ** 15 * 2.0 ** (-np.arange(256) / 256)).astype(np.int64)
@@ -229,6 +240,42 @@ def norm_gain(gamma, s_y):
     while shift > 0 and peak * (1 << shift) >= (1 << 15) - 1:
         shift -= 1
     return np.round(ratio * (1 << shift)).astype(np.int64), shift
+
+
+def argmax(x, length):
+    """:func:`argmax` of the docstring for each row of ``x`` (2-D int8; ``length`` an int
+    or one per row): int64 indices."""
+    x = np.atleast_2d(np.asarray(x, np.int64))
+    length = np.broadcast_to(np.asarray(length, np.int64), (len(x),))
+    valid = np.arange(x.shape[1])[None, :] < length[:, None]
+    return np.where(valid, x, -129).argmax(axis=1) * (length > 0)
+
+
+def rope(x, cos, sin, mul, shift):
+    """:func:`rope` of the docstring for each row of ``x`` (2-D int8, ``2h`` per row)."""
+    _check(mul, 0, shift)
+    x = np.atleast_2d(np.asarray(x, np.int64))
+    h = x.shape[1] // 2
+    c, s = np.asarray(cos, np.int64), np.asarray(sin, np.int64)
+    if x.shape[1] % 2 or c.shape != (h,) or s.shape != (h,):
+        raise ValueError(f"rope needs an even row and {h} cosines and sines")
+    x1, x2 = x[:, :h], x[:, h:]
+    y1 = rshift_round(int(mul) * (x1 * c - x2 * s), int(shift))
+    y2 = rshift_round(int(mul) * (x2 * c + x1 * s), int(shift))
+    return sat8(np.concatenate([y1, y2], axis=1))
+
+
+def rope_tables(pos, d, base):
+    """int8 ``(cos, sin)`` of the rotary embedding at position ``pos`` for head width
+    ``d``: ``round(127 cos(pos * base**(-2i/d)))``, ``i < d / 2``."""
+    ang = float(pos) * float(base) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    return (np.round(127 * np.cos(ang)).astype(np.int8),
+            np.round(127 * np.sin(ang)).astype(np.int8))
+
+
+def rope_multiplier(s_in, s_out):
+    """``(mul, shift)`` for :func:`rope` from input scale ``s_in`` to ``s_out``."""
+    return _fixed(s_in / (127.0 * s_out), "s_in / (127 s_out)")
 
 
 def softmax_multiplier(s_in):

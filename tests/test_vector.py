@@ -207,6 +207,56 @@ def test_norm_matches_golden(simulator, rng, vop, rows, count, length):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
+@pytest.mark.parametrize("rows, count, length, causal", [
+    (1, 1, 1, 0), (3, 4, 7, 1), (6, 2, 24, 0), (2, 2, 0, 0), (5, 3, 100, 0)])
+def test_argmax_matches_golden(simulator, rng, rows, count, length, causal):
+    R = TINY.rows
+    x = _int8(rng, (count, rows * R))
+    x[0, :3] = 127                              # ties: the first one wins
+    if count > 1:
+        x[1] = -128                             # all equal, all the smallest
+    ops = [dict(vop=isa.VecOp.ARGMAX, a_row=0, dst_row=rows * count, rows=rows,
+                count=count, length=length, causal=causal)]
+    want = vector.argmax(x, length + causal * np.arange(count))
+    image, prog_len = _program(TINY, x.reshape(-1, R), ops, out_row=rows * count)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    got = _readout(TINY, rtl.image, count).astype(np.int64) & 0xFF
+    np.testing.assert_array_equal(got @ (256 ** np.arange(R)), want)
+
+
+@pytest.mark.parametrize("rows, count", [(2, 1), (4, 3), (6, 2)])
+def test_rope_matches_golden(simulator, rng, rows, count):
+    R = TINY.rows
+    x = _int8(rng, (count, rows * R))
+    cos, sin = vector.rope_tables(int(rng.integers(0, 500)), rows * R, 10000.0)
+    mul, shift = vector.rope_multiplier(1.0, 1.0)
+    data = np.concatenate([x.reshape(-1, R), cos.reshape(-1, R), sin.reshape(-1, R)])
+    ops = [dict(vop=isa.VecOp.ROPE, a_row=0, b_row=rows * count,
+                dst_row=rows * count + rows, rows=rows, count=count, mul_a=mul, shift=shift)]
+    want = vector.rope(x, cos, sin, mul, shift).reshape(-1, R)
+    image, prog_len = _program(TINY, data, ops, out_row=rows * count + rows)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
+
+
+def test_rope_against_float_rotation(rng):
+    """The int8 tables' error: within two output steps of the exact rotation."""
+    d = 64
+    x = _int8(rng, (50, d))
+    for pos in (0, 1, 17, 400):
+        cos, sin = vector.rope_tables(pos, d, 10000.0)
+        mul, shift = vector.rope_multiplier(1.0, 1.0)
+        y = vector.rope(x, cos, sin, mul, shift).astype(float)
+        ang = pos * 10000.0 ** (-np.arange(0, d, 2) / d)
+        x1, x2 = x[:, :d // 2].astype(float), x[:, d // 2:].astype(float)
+        ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
+                              x2 * np.cos(ang) + x1 * np.sin(ang)], axis=1)
+        keep = np.abs(ref) < 127
+        assert np.abs(y - ref)[keep].max() <= 2.0
+
+
 def test_golden_model_runs_a_chain_of_every_operation(rng):
     rows, ops, tables, out, want = _chain(rng, TINY, 9)
     image, n = _program(TINY, rows, ops, tables=tables, out_row=out)
