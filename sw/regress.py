@@ -73,7 +73,7 @@ READ_REGIONS = ("act", "weight", "param", "prog")
 
 BINS = (
     [f"op:{op.name}" for op in (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
-                                isa.Op.STORE, isa.Op.FENCE, isa.Op.END)]
+                                isa.Op.STORE, isa.Op.FENCE, isa.Op.END, isa.Op.VEC)]
     + ["acc:overwrite", "acc:accumulate"]
     + [f"error:{e.name}" for e in (isa.Error.BAD_OPCODE, isa.Error.BAD_BUFFER,
                                    isa.Error.BAD_COUNT, isa.Error.DMA_WINDOW,
@@ -89,6 +89,8 @@ BINS = (
        "several_m_blocks", "saturate_high", "saturate_low", "zero_multiplier", "shift_63",
        "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks",
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
+    + [f"vec:{v.name}" for v in isa.VecOp]
+    + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors"]
 )
 
 
@@ -217,9 +219,10 @@ class _Plan:
     keyword arguments, the expected error, the golden result to compare with (or whose
     ops count for coverage), bytes that must stay untouched, a description, bins."""
 
-    def __init__(self, image, n_insns, gold):
+    def __init__(self, image, n_insns, gold, prog_addr):
         self.image = image
         self.n_insns = n_insns
+        self.prog_addr = prog_addr
         self.kw = {}
         self.system = False              # needs the Verilog memory
         self.expect = gold.error
@@ -236,7 +239,7 @@ def _program_fault(rng, fault, cfg, layout, image, clean):
     kw = {}
     at = layout.prog_addr + int(rng.integers(n - 1)) * isa.INSN_BYTES   # before END
     if fault == "bad_opcode":
-        image[at] = (image[at] & 0xF0) | int(rng.choice([0, 7, 9, 15]))
+        image[at] = (image[at] & 0xF0) | int(rng.choice([0, 9, 12, 15]))
     elif fault == "no_end":
         n -= 1
     elif fault in ("bad_buffer", "bad_count", "align"):
@@ -255,13 +258,13 @@ def _program_fault(rng, fault, cfg, layout, image, clean):
         kw["limit"] = layout.w_addr + int(rng.integers(1, 4)) * cfg.bus_bytes
     gold = isa_model.run_program(cfg, image, layout.prog_addr, n, check_deps=False,
                                  limit=kw.get("limit"))
-    plan = _Plan(image, n, gold)
+    plan = _Plan(image, n, gold, layout.prog_addr)
     plan.kw = kw
     return plan
 
 
 def _bus_fault(rng, fault, region, cfg, layout, image, clean):
-    plan = _Plan(image, layout.prog_len, clean)
+    plan = _Plan(image, layout.prog_len, clean, layout.prog_addr)
     plan.system = True
     plan.ops_ran = False
     bb = cfg.bus_bytes
@@ -313,7 +316,7 @@ def _bus_fault(rng, fault, region, cfg, layout, image, clean):
 
 
 def _reset(rng, kind, cfg, image, layout, clean, latency):
-    plan = _Plan(image, layout.prog_len, clean)
+    plan = _Plan(image, layout.prog_len, clean, layout.prog_addr)
     plan.system = True
     # The run cannot end sooner: every read beat takes a cycle, after one latency.
     # Counting starts a few cycles after the start (the register write's response).
@@ -441,8 +444,10 @@ def run_case(seed, sims=("verilator", "icarus")):
     image = layout.image.copy()
     image[layout.y_addr:layout.y_addr + layout.y_bytes] = rng.integers(
         0, 256, layout.y_bytes, dtype=np.uint8)          # an unwritten output byte shows
-    clean = isa_model.run_program(cfg, image, layout.prog_addr, layout.prog_len,
-                                  check_deps=False)
+    prog_addr, prog_len, vec_bins = layout.prog_addr, layout.prog_len, set()
+    if kind is None and rng.random() < 0.5:
+        image, prog_addr, prog_len, vec_bins = vector_epilogue(rng, cfg, image, layout)
+    clean = isa_model.run_program(cfg, image, prog_addr, prog_len, check_deps=False)
     if kind in PROGRAM_FAULTS:
         plan = _program_fault(rng, kind, cfg, layout, image, clean)
     elif kind in BUS_FAULTS:
@@ -450,18 +455,18 @@ def run_case(seed, sims=("verilator", "icarus")):
     elif kind in RESETS:
         plan = _reset(rng, kind, cfg, image, layout, clean, latency)
     else:
-        plan = _Plan(image, layout.prog_len, clean)
+        plan = _Plan(image, prog_len, clean, prog_addr)
     # The 16 x 16 design always gets the Verilog memory: AxiRam serves memory from Python
     # every clock, too slow for it.
     if plan.system or cfg.name == "default" or (kind is None and coin < 0.5):
         from serrano.sim.system import run_system
-        rtl = run_system(cfg, plan.image, layout.prog_addr, plan.n_insns, sim,
+        rtl = run_system(cfg, plan.image, plan.prog_addr, plan.n_insns, sim,
                          mem_latency=latency, write_latency=write_latency,
                          soft_reset_at_end=True, **plan.kw)
         mem = f"latency {latency} write latency {write_latency}"
     else:
         from serrano.sim.accel import run_rtl
-        rtl = run_rtl(cfg, plan.image, layout.prog_addr, plan.n_insns, sim, pause=pause,
+        rtl = run_rtl(cfg, plan.image, plan.prog_addr, plan.n_insns, sim, pause=pause,
                       seed=seed, **plan.kw)
         mem = f"AxiRam pauses {pause}"
     what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}"
@@ -473,6 +478,8 @@ def run_case(seed, sims=("verilator", "icarus")):
     blocks = -(-m // compiler.choose_block(cfg, m, k, block))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
                  (False, False) if raw else _saturates(acc, bias, mult, shift), mem)
+    if rtl.error == isa.Error.NONE:
+        bins |= vec_bins
     if fmt == "q8" and rtl.error == isa.Error.NONE:
         bins.add("weights:q8")
     if fmt == "q4" and rtl.error == isa.Error.NONE:
@@ -482,6 +489,86 @@ def run_case(seed, sims=("verilator", "icarus")):
         if extremes:
             bins.add("weights:q4_extremes")
     return True, what, bins
+
+
+def vector_epilogue(rng, cfg, image, layout):
+    """``(image, prog_addr, prog_len, bins)``: ``layout``'s program with random ``VEC``
+    instructions before its ``END``, on random rows loaded after a ``FENCE``, their result
+    read out through an identity ``MATMUL`` and a raw ``STORE``. The new operands, the
+    output and the program go after ``image``'s end."""
+    R, C = cfg.rows, cfg.cols
+    rows = int(rng.integers(1, 5))
+    count = int(rng.integers(1, 4))
+    n = rows * count
+    L = rows * R
+    trows = isa.TABLE_ENTRIES // R
+    # Activation rows: x at 0, partners / gains / tables at n, the lookup table, the
+    # destination.
+    xb, tb, dst = n, 3 * n, 3 * n + trows
+    data = rng.integers(-128, 128, (dst, R))
+    if rng.random() < 0.2:
+        data = np.where(rng.random(data.shape) < 0.5, -128, 127)
+    choices = [v for v in isa.VecOp if v != isa.VecOp.TABLE
+               and not (v == isa.VecOp.ROPE and rows % 2)]
+    vops = [choices[int(i)] for i in rng.integers(len(choices), size=int(rng.integers(1, 4)))]
+    prog = isa_model.Program()
+    ops, bins, src = [], set(), 0
+    if isa.VecOp.LUT in vops:
+        ops.append(dict(vop=isa.VecOp.TABLE, a_row=tb, rows=trows, table=0))
+    for k, vop in enumerate(vops):
+        length = int(rng.choice([0, 1, int(rng.integers(1, L + 1)), L, L + 3]))
+        op = dict(vop=vop, a_row=src, dst_row=dst, rows=rows, count=count, length=length,
+                  causal=int(rng.random() < 0.3), b_row=xb,
+                  mul_a=int(rng.integers(-(1 << 15), 1 << 15)),
+                  mul_b=int(rng.integers(-(1 << 15), 1 << 15)),
+                  shift=int(rng.integers(0, 32)))
+        if vop == isa.VecOp.SOFTMAX:
+            op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
+        elif vop in isa.NORM_VOPS:
+            op["shift"] = int(rng.integers(8, 24))
+        ops.append(op)
+        bins.add(f"vec:{vop.name}")
+        if vop in isa.REDUCE_VOPS and length < L:
+            bins.add("vec:masked")
+        if vop in (isa.VecOp.SOFTMAX, isa.VecOp.ARGMAX) and op["causal"] and count > 1:
+            bins.add("vec:causal")
+        if src == dst:
+            bins.add("vec:in_place")
+        src = dst
+    if count > 1:
+        bins.add("vec:several_vectors")
+    if isa.VecOp.LUT in vops:
+        bins.add("vec:TABLE")
+    # Memory after the image: identity weights, data rows, outputs, the program.
+    def room(addr, nbytes):
+        return addr, -(-(addr + nbytes) // 64) * 64
+    end = -(-len(image) // 64) * 64
+    ident, end = room(end, R * C)
+    data_addr, end = room(end, data.size)
+    out_addr, end = room(end, n * 4 * C)
+    old = _decode(image, layout.prog_addr, layout.prog_len)
+    assert old[-1][0] == isa.Op.END
+    body = image[layout.prog_addr:layout.prog_addr + (layout.prog_len - 1) * isa.INSN_BYTES]
+    prog.fence()
+    prog.load_act(dram_addr=data_addr, dram_stride=R, rows=dst, row_beats=1, buf_row=0,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.fence()
+    for k, op in enumerate(ops):
+        prog.vec(**op, push_next=int(k == len(ops) - 1))
+    prog.matmul(weight_addr=ident, act_row=dst, act_stride=1, act_kstep=0, m=n, k_tiles=1,
+                acc_row=0, pop_side=1, push_next=1)
+    prog.store(acc_row=0, m=n, param_tile=0, dram_addr=out_addr, dram_stride=4 * C, raw=1,
+               pop_prev=1)
+    prog.end()
+    code = np.concatenate([body, prog.to_array()])
+    prog_addr, end = room(end, code.size)
+    out = np.zeros(end, np.uint8)
+    out[:len(image)] = image
+    out[ident:ident + R * C] = np.eye(R, C, dtype=np.int8).view(np.uint8).ravel()
+    out[data_addr:data_addr + data.size] = data.astype(np.int8).view(np.uint8).ravel()
+    out[out_addr:out_addr + n * 4 * C] = rng.integers(0, 256, n * 4 * C, dtype=np.uint8)
+    out[prog_addr:prog_addr + code.size] = code
+    return out, prog_addr, code.size // isa.INSN_BYTES, bins
 
 
 def _saturates(acc, bias, mult, shift):
@@ -499,7 +586,7 @@ def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
     know); the shape and data bins only for a run that went to its end."""
     hit = set(plan.bins)
     if plan.ops_ran:
-        insns = _decode(plan.image, layout.prog_addr, plan.n_insns)
+        insns = _decode(plan.image, plan.prog_addr, plan.n_insns)
         for o in plan.gold.ops:
             hit.add(f"op:{o['op']}")
             if o["op"] == "MATMUL":

@@ -87,10 +87,11 @@ def _identity(cfg):
     return np.eye(cfg.rows, cfg.cols, dtype=np.int8)
 
 
-def _program(cfg, rows, ops, *, tables=None, out_row=None, image_bytes=32768):
+def _program(cfg, rows, ops, *, tables=None, out_row=None, n_out=None, image_bytes=32768):
     """A memory image and program: ``rows`` (n x R int8) loaded at buffer row 0, the
     ``tables`` (each 256 int8) at rows after them, then the ``ops`` (dicts for
-    :meth:`Program.vec`), then the ``len(rows)`` rows at ``out_row`` read out through an
+    :meth:`Program.vec`), then the ``n_out`` (default ``len(rows)``) rows at ``out_row``
+    read out through an
     identity ``MATMUL`` and a raw ``STORE`` to ``OUT_ADDR``."""
     R = cfg.rows
     image = np.zeros(image_bytes, np.uint8)
@@ -111,6 +112,7 @@ def _program(cfg, rows, ops, *, tables=None, out_row=None, image_bytes=32768):
     for k, op in enumerate(ops):
         prog.vec(**op, push_next=int(k == len(ops) - 1))
     out_row = n if out_row is None else out_row
+    n = n if n_out is None else n_out
     # Read the rows out: one MATMUL per chunk of the accumulator half.
     chunk = cfg.acc_buf_rows
     for j, start in enumerate(range(0, n, chunk)):
@@ -271,3 +273,123 @@ def test_chain_of_every_operation_matches_golden(simulator, rng, n):
     rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
     check_against_golden(TINY, _Layout(image, prog_len), rtl)
     np.testing.assert_array_equal(_readout(TINY, rtl.image, n), want)
+
+
+# ---------------------------------------------------------------------- corners, errors
+
+def _corner_program(cfg):
+    """One program of corner cases, each op on its own rows: vectors of one element, all
+    equal, all the most negative, masks that leave one element, a long vector of many
+    rows; the expected rows from the specification."""
+    R = cfg.rows
+    long_rows = 40                                       # 160 elements on tiny
+    x = np.full((long_rows + 3, R), -128, np.int8)       # all the most negative
+    x[1] = 7                                             # all equal
+    rng = np.random.default_rng(11)
+    x[3:] = rng.integers(-128, 128, (long_rows, R))
+    gain = np.full(long_rows * R, 3000)
+    g = gain.reshape(long_rows, R)
+    gain_rows = np.concatenate([(g & 0xFF).astype(np.uint8).view(np.int8),
+                                (g >> 8).astype(np.int8)])
+    data = np.concatenate([x, gain_rows, gain_rows[[0, long_rows]]])
+    gb = len(x)                                          # gains of the long vector
+    gs = gb + 2 * long_rows                              # gains of a one-row vector
+    out = len(data)
+    mul, sh = vector.softmax_multiplier(0.1)
+    ops, want = [], []
+
+    def add(op, rows_out, expect):
+        ops.append(dict(op, dst_row=out + sum(len(w) for w in want)))
+        want.append(np.asarray(expect, np.int8).reshape(rows_out, R))
+
+    for vop in (isa.VecOp.SOFTMAX, isa.VecOp.ARGMAX):
+        for a_row, length in ((0, 1), (0, R), (1, R), (1, 1), (3, 1)):
+            op = dict(vop=vop, a_row=a_row, rows=1, count=1, length=length, mul_a=mul,
+                      shift=sh)
+            if vop == isa.VecOp.SOFTMAX:
+                add(op, 1, vector.softmax(x[a_row][None], length, mul, sh))
+            else:
+                idx = int(vector.argmax(x[a_row][None], length)[0])
+                add(op, 1, [(idx >> (8 * e)) & 0xFF for e in range(R)])
+    add(dict(vop=isa.VecOp.SOFTMAX, a_row=3, rows=long_rows, count=1, length=long_rows * R - 1,
+             mul_a=mul, shift=sh), long_rows,
+        vector.softmax(x[3:][None].reshape(1, -1), long_rows * R - 1, mul, sh))
+    for vop in isa.NORM_VOPS:
+        for a_row, length in ((0, R), (1, R), (3, 1)):
+            add(dict(vop=vop, a_row=a_row, b_row=gs, rows=1, count=1, length=length, shift=14),
+                1, vector.norm(x[a_row][None], gain[:R], length, 14,
+                               vop == isa.VecOp.RMSNORM))
+        add(dict(vop=vop, a_row=3, b_row=gb, rows=long_rows, count=1, length=long_rows * R,
+                 shift=14), long_rows,
+            vector.norm(x[3:].reshape(1, -1), gain, long_rows * R, 14,
+                        vop == isa.VecOp.RMSNORM))
+    add(dict(vop=isa.VecOp.ADD, a_row=0, b_row=0, rows=1, count=1, mul_a=-32768, mul_b=-32768,
+             shift=0), 1, vector.add(x[0], x[0], -32768, -32768, 0))
+    add(dict(vop=isa.VecOp.MUL, a_row=0, b_row=0, rows=1, count=1, mul_a=-32768, shift=0),
+        1, vector.mul(x[0], x[0], -32768, 0))
+    return data, ops, np.concatenate(want), out
+
+
+def test_corners_on_amaranths_simulator(rng):
+    """The corner program on the whole accelerator on Amaranth's simulator, with its
+    per-cycle property monitors, against the specification and the golden model."""
+    from serrano.sim.amaranth_system import run_program as run_amaranth
+    data, ops, want, out = _corner_program(TINY)
+    image, prog_len = _program(TINY, data, ops, out_row=out, n_out=len(want))
+    gold = _golden(TINY, image, prog_len)
+    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
+    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=200_000)
+    assert not rtl.timed_out
+    np.testing.assert_array_equal(rtl.image, gold.mem)
+
+
+def test_corners_match_golden(simulator):
+    data, ops, want, out = _corner_program(TINY)
+    image, prog_len = _program(TINY, data, ops, out_row=out, n_out=len(want))
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
+
+
+def test_softmax_error_against_float_is_within_its_bound(rng):
+    """Documented bound (docs/vector.md): ``|p / 127 - softmax| <= 0.5 / 127 + 0.003``."""
+    for _ in range(200):
+        L = int(rng.integers(1, 300))
+        s = float(rng.uniform(0.01, 0.3))
+        x = rng.integers(-128, 128, (1, L)).astype(np.int8)
+        length = int(rng.integers(1, L + 1))
+        mul, sh = vector.softmax_multiplier(s)
+        p = vector.softmax(x, length, mul, sh)[0].astype(float) / 127
+        z = x[0, :length] * s
+        ref = np.exp(z - z.max())
+        ref /= ref.sum()
+        assert np.abs(p[:length] - ref).max() <= 0.5 / 127 + 0.003
+        assert not p[length:].any()
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_norm_error_against_float_is_within_its_bound(rng, rms):
+    """Documented bound: ``|y s_y - gamma x_hat| <= s_y / 2 + |gamma| ((1 + |x_hat| / 2)
+    / 4096 + 1 / (512 sigma))`` where the output does not saturate (``sigma`` the input's
+    standard deviation in int8 steps; the last term is the mean's rounding to 1/256 of a
+    step, LayerNorm only)."""
+    for _ in range(100):
+        L = int(rng.integers(2, 400))
+        x = np.clip(np.round(rng.normal(rng.uniform(-30, 30), rng.uniform(0.5, 60), (1, L))),
+                    -128, 127).astype(np.int8)
+        gamma = rng.uniform(-3, 3, L)
+        s_y = float(rng.uniform(0.01, 0.1))
+        gain, shift = vector.norm_gain(gamma, s_y)
+        y = vector.norm(x, gain, L, shift, rms)[0].astype(float) * s_y
+        xf = x[0].astype(float)
+        c = xf if rms else xf - xf.mean()
+        denom = np.sqrt((c ** 2).mean())
+        if denom == 0:
+            assert not y.any()
+            continue
+        xhat = c / denom
+        ref = gamma * xhat
+        keep = np.abs(ref) < 127 * s_y
+        bound = s_y / 2 + np.abs(gamma) * ((1 + np.abs(xhat) / 2) / 4096
+                                           + (0 if rms else 1 / (512 * denom))) + 1e-9
+        assert (np.abs(y - ref) <= bound)[keep].all()
