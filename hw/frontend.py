@@ -208,6 +208,20 @@ class FrontEnd(wiring.Component):
                                           | (b.store.to_buf
                                              & ((store_buf_end > cfg.act_buf_rows)
                                                 | b.store.raw)))
+            with m.Case(isa.Op.VEC):
+                vop = b.vec.vop
+                binary = (vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)
+                table = vop == isa.VecOp.TABLE
+                norm = (vop == isa.VecOp.LAYERNORM) | (vop == isa.VecOp.RMSNORM)
+                rope = vop == isa.VecOp.ROPE
+                m.d.comb += bad_buffer.eq(
+                    (vec_a_end > cfg.act_buf_rows)
+                    | (binary & (vec_b_end > cfg.act_buf_rows))
+                    | (norm & (vec_gain_end > cfg.act_buf_rows))
+                    | (rope & (vec_rope_end > cfg.act_buf_rows))
+                    | (~table & (vec_dst_end > cfg.act_buf_rows))
+                    | (b.vec.table >= cfg.vec_tables)
+                    | (table & (vec_table_end > isa.TABLE_ENTRIES)))
         defined = Signal()
         with m.Switch(op):
             with m.Case(*isa.OPS):

@@ -393,3 +393,23 @@ def test_norm_error_against_float_is_within_its_bound(rng, rms):
         bound = s_y / 2 + np.abs(gamma) * ((1 + np.abs(xhat) / 2) / 4096
                                            + (0 if rms else 1 / (512 * denom))) + 1e-9
         assert (np.abs(y - ref) <= bound)[keep].all()
+
+
+@pytest.mark.parametrize("fault, fields, error", [
+    ("vop", dict(vop=9), isa.Error.BAD_VOP),
+    ("vop_15", dict(vop=15), isa.Error.BAD_VOP),
+    ("count", dict(count=0), isa.Error.BAD_COUNT),
+    ("rope_odd", dict(vop=isa.VecOp.ROPE, rows=3), isa.Error.BAD_COUNT),
+    ("table", dict(vop=isa.VecOp.LUT, table=2), isa.Error.BAD_BUFFER),
+    ("table_fill", dict(vop=isa.VecOp.TABLE, rows=65, count=1), isa.Error.BAD_BUFFER),
+    ("dst", dict(dst_row=1021), isa.Error.BAD_BUFFER),
+    ("gains", dict(vop=isa.VecOp.RMSNORM, b_row=1017), isa.Error.BAD_BUFFER)])
+def test_bad_vec_stops_with_its_error(simulator, rng, fault, fields, error):
+    """A bad ``VEC`` stops with its code at dispatch, after the good instructions
+    before it, and writes nothing."""
+    x = _int8(rng, (4, TINY.rows))
+    op = dict(vop=isa.VecOp.ADD, a_row=0, b_row=0, dst_row=8, rows=4, count=1) | fields
+    image, prog_len = _program(TINY, x, [op])
+    gold, rtl = run_faulty(TINY, image, PROG_ADDR, prog_len, simulator)
+    assert gold.error == error
+    np.testing.assert_array_equal(rtl.image, image)
