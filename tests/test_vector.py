@@ -12,7 +12,7 @@ import pytest
 from serrano.hw import isa
 from serrano.hw.config import get_preset
 from serrano.sim.accel import run_rtl
-from serrano.sw import isa_model, vector
+from serrano.sw import isa_model, requant, vector
 from tests.test_accel_rtl import check_against_golden, run_faulty
 
 TINY = get_preset("tiny")
@@ -413,3 +413,72 @@ def test_bad_vec_stops_with_its_error(simulator, rng, fault, fields, error):
     gold, rtl = run_faulty(TINY, image, PROG_ADDR, prog_len, simulator)
     assert gold.error == error
     np.testing.assert_array_equal(rtl.image, image)
+
+
+def _ring_program(cfg, rng, blocks=3):
+    """GEMM -> requantized rows into the buffer -> vector op -> GEMM -> raw rows out, for
+    ``blocks`` blocks of rows, ordered by tokens alone (no FENCE between the blocks): seven
+    of the eight token counters carry a dependency (all but exec -> load, which the GEMM
+    programs use)."""
+    R, C = cfg.rows, cfg.cols
+    m = 3
+    image = np.zeros(32768, np.uint8)
+    w1 = _int8(rng, (R, C))
+    w2 = _int8(rng, (R, C))
+    a = _int8(rng, (blocks * m, R))
+    table = _int8(rng, isa.TABLE_ENTRIES)
+    W1, W2, A, P, T, OUT, PROG = 0, 256, 512, 1024, 2048, 8192, 16384
+    image[W1:W1 + R * C] = w1.view(np.uint8).ravel()
+    image[W2:W2 + R * C] = w2.view(np.uint8).ravel()
+    image[A:A + a.size] = a.view(np.uint8).ravel()
+    bias = rng.integers(-500, 500, C)
+    mult, shift = np.full(C, 1 << 30), np.full(C, 37)
+    image[P:P + isa.PARAM_BEATS * cfg.bus_bytes] = isa_model.pack_params(bias, mult, shift, cfg)
+    image[T:T + table.size] = table.view(np.uint8)
+    prog = isa_model.Program()
+    trows = isa.TABLE_ENTRIES // R
+    prog.load_act(dram_addr=T, dram_stride=R, rows=trows, row_beats=1, buf_row=200,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.load_param(dram_addr=P, n_tiles=1, param_tile=0)
+    prog.fence()
+    prog.vec(vop=isa.VecOp.TABLE, a_row=200, rows=trows, table=1)
+    Y, Z = 300, 400                          # requantized rows, vector results
+    for b in range(blocks):
+        first = b == 0
+        prog.load_act(dram_addr=A + b * m * R, dram_stride=R, rows=m, row_beats=1,
+                      buf_row=b * m, buf_row_step=1, buf_beat_step=0, push_next=1)
+        prog.matmul(weight_addr=W1, act_row=b * m, act_stride=1, act_kstep=0, m=m,
+                    k_tiles=1, acc_row=0, pop_prev=1, pop_next=int(not first), push_next=1)
+        # The store reuses the Y rows: it waits for the vector unit to have read them.
+        prog.store(acc_row=0, m=m, param_tile=0, buf_row=Y, to_buf=1, pop_prev=1,
+                   pop_side=int(not first), push_prev=1, push_side=1)
+        # The vector unit reuses the Z rows: it waits for the exec unit to have read them.
+        prog.vec(vop=isa.VecOp.LUT, a_row=Y, dst_row=Z, rows=m, table=1, pop_prev=1,
+                 pop_next=int(not first), push_prev=1, push_next=1)
+        prog.matmul(weight_addr=W2, act_row=Z, act_stride=1, act_kstep=0, m=m, k_tiles=1,
+                    acc_row=cfg.acc_buf_rows, pop_side=1, push_side=1, push_next=1,
+                    pop_next=int(not first))
+        prog.store(acc_row=cfg.acc_buf_rows, m=m, param_tile=0,
+                   dram_addr=OUT + b * m * 4 * C, dram_stride=4 * C, raw=1, pop_prev=1,
+                   push_prev=1)
+    prog.end()
+    image[PROG:PROG + len(prog) * isa.INSN_BYTES] = prog.to_array()
+    y = requant.requantize(a.astype(np.int64) @ w1, bias, mult, shift)
+    z = vector.lut(y, table)
+    want = z.astype(np.int64) @ w2
+    return image, PROG, len(prog), want
+
+
+def test_token_ring_orders_a_pipeline_without_fences(simulator, rng):
+    image, prog_addr, prog_len, want = _ring_program(TINY, rng)
+    gold = isa_model.run_program(TINY, image, prog_addr, prog_len)   # tokens + races
+    assert gold.error == isa.Error.NONE
+    pushed = {c for op, hdr, _ in isa_model.decode_program(image[prog_addr:])
+              if op in isa_model._UNIT_OF for c in isa_model._pushes(op, hdr)}
+    assert len(pushed) == 7 and (1, 0) not in pushed
+    got = gold.mem[8192:8192 + want.size * 4].view("<i4").reshape(want.shape)
+    np.testing.assert_array_equal(got, want)
+    rtl = run_rtl(TINY, image, prog_addr, prog_len, simulator)
+    layout = _Layout(image, prog_len)
+    layout.prog_addr = prog_addr
+    check_against_golden(TINY, layout, rtl)
