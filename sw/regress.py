@@ -471,7 +471,9 @@ def run_case(seed, sims=("verilator", "icarus")):
         mem = f"AxiRam pauses {pause}"
     what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}"
             f"{'' if fmt == 'int8' else ' ' + fmt} {mem}"
-            + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else ""))
+            + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else "")
+            + (" + vec " + ",".join(sorted(b[4:] for b in vec_bins if b[4:].isupper()))
+               if vec_bins else ""))
     problem = _check(plan, kind, layout, clean, rtl)
     if problem:
         return False, f"{what}: {problem}", set()
