@@ -55,6 +55,9 @@ class VectorUnit(wiring.Component):
     are given once the instruction's last row (or table entry) is written; the next
     instruction starts after that.
 
+    Instructions wait in a ``QUEUE_DEPTH`` (4) entry queue, so the front end dispatches
+    past a running ``VEC`` to the other units.
+
     Ports
     -----
     insn : In(stream(isa.insn_layout))
@@ -66,6 +69,7 @@ class VectorUnit(wiring.Component):
     """
 
     FIFO_ROWS = 8
+    QUEUE_DEPTH = 4          # instructions queued ahead of the running one
     DIV_STEPS = 16           # quotient bits of the softmax's reciprocal (r < 2**16)
 
     def __init__(self, cfg):
@@ -91,6 +95,11 @@ class VectorUnit(wiring.Component):
         tab_aw = ceil_log2(cfg.vec_tables * entries)
         lane_bits = ceil_log2(R + 1)
 
+        # The instruction queue: the front end dispatches ahead while a VEC runs.
+        m.submodules.queue = iq = fifo.SyncFIFOBuffered(width=isa.insn_layout.size,
+                                                         depth=self.QUEUE_DEPTH)
+        m.d.comb += [iq.w_data.eq(self.insn.payload), iq.w_en.eq(self.insn.valid),
+                     self.insn.ready.eq(iq.w_rdy & ~self.abort)]
         cur = Signal(isa.insn_layout)
         v = cur.body.vec
         vop = Signal(isa.VecOp)
@@ -402,9 +411,9 @@ class VectorUnit(wiring.Component):
 
         with m.FSM(name="vector") as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(~self.abort)
-                with m.If(self.insn.valid & self.insn.ready):
-                    m.d.sync += cur.eq(self.insn.payload)
+                m.d.comb += iq.r_en.eq(~self.abort)
+                with m.If(iq.r_rdy & ~self.abort):
+                    m.d.sync += cur.eq(iq.r_data)
                     m.next = "TOKEN"
             with m.State("TOKEN"):
                 with m.If(self.abort):
@@ -581,6 +590,6 @@ class VectorUnit(wiring.Component):
 
         m.d.comb += [self.v2s_give.eq(give & cur.header.push_prev),
                      self.v2e_give.eq(give & cur.header.push_next)]
-        m.d.comb += [self.idle.eq(fsm.ongoing("IDLE") & ~self.insn.valid),
+        m.d.comb += [self.idle.eq(fsm.ongoing("IDLE") & ~iq.r_rdy & ~self.insn.valid),
                      self.busy.eq(~fsm.ongoing("IDLE"))]
         return m
