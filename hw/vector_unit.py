@@ -214,22 +214,25 @@ class VectorUnit(wiring.Component):
 
         def lanes(name, shape):
             return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
-        lane_p1 = lanes("p1", signed(26))
+        lane_p1 = lanes("p1", signed(37))
         lane_p2 = lanes("p2", signed(24))
-        lane_n1 = lanes("n1", signed(36))
         lane_g3 = lanes("g3", signed(16))
         lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
         lane_sum = lanes("sum", signed(34))
+        lane_m4, lane_m5 = lanes("m4", signed(18)), lanes("m5", signed(18))
+        lane_n4, lane_n5 = lanes("n4", signed(17)), lanes("n5", signed(17))
         lane_e = lanes("e", 16)
-        lane_prod = lanes("prod", 32)
-        lane_z = lanes("z", signed(18))
-        lane_g4 = lanes("g4", signed(16))
-        lane_zg = lanes("zg", signed(34))
+        lane_prod = lanes("prod", signed(36))
         k_exp = lanes("kexp", unsigned(18))
-        s5_y, s6_ny, s7_y = Signal(row_layout), Signal(row_layout), Signal(row_layout)
+        s5_y, s7_y = Signal(row_layout), Signal(row_layout)
+        late = Signal()              # the result leaves stage 6's multiplier (not stage 4)
+        m.d.comb += late.eq(~(vop == isa.VecOp.ADD) & ~is_lut)
 
-        # Stage 2: products, or the table read, or the row's maximum and d*mul (softmax),
-        # or the row's sum and D*D or D*r (normalizations).
+        # Three multipliers per lane, each at most 18 x 18 and between registers, shared
+        # by the operations: stage 2's ``x * y`` and ``b * v``, stage 5's ``u * w``.
+        # Stage 2: the products (ADD: a mul_a and b mul_b; MUL: a b; ROPE: a c -+ b s;
+        # softmax: d mul; normalizations: D D or D r), or the table read, or the row's
+        # maximum and sum.
         # The row's maximum and its first lane: a tree of comparisons (ties: lower lane).
         level = []
         for k in range(R):
@@ -259,39 +262,48 @@ class VectorUnit(wiring.Component):
             dev = Signal(signed(18), name=f"dev_{k}")
             m.d.comb += dev.eq((a << 8) - mu)
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
-            m.d.sync += [lane_ok3[k].eq(ok), lane_g3[k].eq((c << 8) | b.as_unsigned()),
-                         lane_n1[k].eq(dev * Mux(out_pass, r_m, dev))]
+            x_op = Signal(signed(18), name=f"xop_{k}")
+            y_op = Signal(signed(18), name=f"yop_{k}")
+            v_op = Signal(signed(16), name=f"vop_{k}")
             with m.If(is_sm):
-                m.d.sync += lane_p1[k].eq(d * v.mul_a)
-            with m.Elif(is_rope):                 # a c - b s (first half), a c + b s
-                bs = b * dd
-                m.d.sync += lane_p1[k].eq(a * c + Mux(s2_second, bs, -bs))
+                m.d.comb += [x_op.eq(d), y_op.eq(v.mul_a)]
+            with m.Elif(is_norm):
+                m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
             with m.Elif(vop == isa.VecOp.ADD):
-                m.d.sync += [lane_p1[k].eq(mul_a * a), lane_p2[k].eq(mul_b * b)]
+                m.d.comb += [x_op.eq(a), y_op.eq(mul_a)]
+            with m.Elif(is_rope):
+                m.d.comb += [x_op.eq(a), y_op.eq(c)]
             with m.Else():
-                m.d.sync += [lane_p1[k].eq(a * b), lane_p2[k].eq(0)]
+                m.d.comb += [x_op.eq(a), y_op.eq(b)]
+            m.d.comb += v_op.eq(Mux(is_rope, dd, mul_b))
+            xy = Signal(signed(36), name=f"xy_{k}")
+            bv = Signal(signed(24), name=f"bv_{k}")
+            m.d.comb += [xy.eq(x_op * y_op), bv.eq(b * v_op)]
+            m.d.sync += [lane_ok3[k].eq(ok), lane_g3[k].eq((c << 8) | b.as_unsigned()),
+                         lane_p2[k].eq(bv),
+                         lane_p1[k].eq(xy + Mux(is_rope, Mux(s2_second, bv, -bv), 0))]
         m.d.sync += [s3_rmax.eq(rmax), s3_rlane.eq(rlane), s3_row.eq(s2_row), s3_xsum.eq(xs)]
 
-        # Stage 3: sum / second product / table entry; softmax: rounding shift, ROM read,
-        # running maximum; normalizations: running sum, row sum of D*D, z.
+        # Stage 3: the sum (ADD) or the table entry (LUT); softmax: rounding shift, ROM
+        # read, running maximum; normalizations: running sum, row sum of D*D, z.
         vs = 0
         for k in range(R):
             t = Signal(unsigned(26), name=f"t_{k}")
-            m.d.comb += t.eq((lane_p1[k].as_unsigned() + half) >> shift)
+            m.d.comb += t.eq((lane_p1[k][:26].as_unsigned() + half) >> shift)
             m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
-            m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k]),
-                         lane_g4[k].eq(lane_g3[k])]
+            m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k])]
             with m.If(vop == isa.VecOp.ADD):
                 m.d.sync += lane_sum[k].eq(lane_p1[k] + lane_p2[k])
-            with m.Elif((vop == isa.VecOp.MUL) | is_rope):
-                m.d.sync += lane_sum[k].eq(lane_p1[k][:17].as_signed() * mul_a)
             with m.Else():                             # LUT: the entry, as it is
                 m.d.sync += lane_sum[k].eq(luts[k].data.as_signed())
-            vs = vs + Mux(lane_ok3[k], lane_n1[k].as_unsigned(), 0)
+            vs = vs + Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0)
             zw = Signal(signed(58), name=f"zw_{k}")
-            m.d.comb += zw.eq(((lane_n1[k] + ((1 << z_shr) >> 1)) >> z_shr) << z_shl)
-            m.d.sync += lane_z[k].eq(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
-                                         Mux(zw < -(1 << 17), -(1 << 17), zw[:18])))
+            m.d.comb += zw.eq(((lane_p1[k] + ((1 << z_shr) >> 1)) >> z_shr) << z_shl)
+            z = Mux(zw > (1 << 17) - 1, (1 << 17) - 1, Mux(zw < -(1 << 17), -(1 << 17), zw[:18]))
+            # The operands of stage 5's multiplier: z and the gain, or the MUL/ROPE
+            # product and mul_a.
+            m.d.sync += [lane_m4[k].eq(Mux(is_norm, z, lane_p1[k][:17].as_signed())),
+                         lane_n4[k].eq(Mux(is_norm, lane_g3[k], mul_a))]
         m.d.sync += s4_vsum.eq(vs)
         with m.If(s3_valid & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
             m.d.sync += [mx.eq(s3_rmax),
@@ -299,8 +311,8 @@ class VectorUnit(wiring.Component):
         with m.If(s3_valid & is_norm & (vpass == P_A)):
             m.d.sync += xsum.eq(xsum + s3_xsum)
 
-        # Stage 4: round and saturate; softmax: the exponential; normalizations: the
-        # running variance sum, z * gain.
+        # Stage 4: round and saturate (ADD, LUT: done); softmax: the exponential;
+        # normalizations: the running variance sum.
         for k in range(R):
             rounded = Signal(signed(34), name=f"rounded_{k}")
             m.d.comb += rounded.eq((lane_sum[k] + half) >> shift)
@@ -309,34 +321,45 @@ class VectorUnit(wiring.Component):
                                            Mux(rounded < -128, -128, rounded[:8]))))
             m.d.sync += lane_e[k].eq(Mux(lane_ok4[k] & (k_exp[k] < 16),
                                          pow2[k].data >> k_exp[k][:4], 0))
-            m.d.sync += [lane_zg[k].eq(lane_z[k] * lane_g4[k]), lane_ok5[k].eq(lane_ok4[k])]
+            m.d.sync += [lane_m5[k].eq(lane_m4[k]), lane_n5[k].eq(lane_n4[k]),
+                         lane_ok5[k].eq(lane_ok4[k])]
         with m.If(s4_valid & is_norm & (vpass == P_B)):
             m.d.sync += vsum.eq(vsum + s4_vsum)
 
-        # Stage 5: softmax sum of the row, or the products e * r; normalizations: the
-        # output's rounding shift.
+        # Stage 5: the softmax row's sum, and the third multiplier: e * r (softmax),
+        # z * gain (normalizations), product * mul_a (MUL, ROPE).
         rsum = 0
         for k in range(R):
             rsum = rsum + lane_e[k]
-            m.d.sync += lane_prod[k].eq(lane_e[k] * recip)
-            ny = Signal(signed(34), name=f"ny_{k}")
-            m.d.comb += ny.eq((lane_zg[k] + half) >> shift)
-            m.d.sync += s6_ny[k].eq(Mux(~lane_ok5[k], 0,
-                                        Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))))
+            u_op = Signal(signed(18), name=f"uop_{k}")
+            w_op = Signal(signed(17), name=f"wop_{k}")
+            m.d.comb += [u_op.eq(Mux(is_sm, lane_e[k], lane_m5[k])),
+                         w_op.eq(Mux(is_sm, recip, lane_n5[k]))]
+            m.d.sync += lane_prod[k].eq(u_op * w_op)
         m.d.sync += s6_rsum.eq(rsum)
-        # Stage 6: the running sum, or the rounding shift of the products.
+        lane_ok6 = lanes("ok6", 1)
+        for k in range(R):
+            m.d.sync += lane_ok6[k].eq(lane_ok5[k])
+        # Stage 6: the running sum (softmax), the rounding shifts and the saturation.
         with m.If(s6_valid & is_sm & (vpass == P_B)):
             m.d.sync += total.eq(total + s6_rsum)
         for k in range(R):
-            m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1))) >> RECIP_BITS)
+            ny = Signal(signed(36), name=f"ny_{k}")
+            m.d.comb += ny.eq((lane_prod[k] + half) >> shift)
+            sat = Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))
+            with m.If(is_sm):
+                m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1)))
+                                       >> RECIP_BITS)
+            with m.Elif(is_norm):
+                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
+            with m.Else():
+                m.d.sync += s7_y[k].eq(sat)
 
         arg_write = Signal()
         with m.If(is_am):
             m.d.comb += [out.w_data.eq(am_idx), out.w_en.eq(arg_write)]
-        with m.Elif(is_sm):
+        with m.Elif(late):
             m.d.comb += [out.w_data.eq(s7_y), out.w_en.eq(s7_valid & out_pass)]
-        with m.Elif(is_norm):
-            m.d.comb += [out.w_data.eq(s6_ny), out.w_en.eq(s6_valid & out_pass)]
         with m.Else():
             m.d.comb += [out.w_data.eq(s5_y), out.w_en.eq(s5_valid)]
         in_pipe = Signal()
