@@ -209,8 +209,7 @@ class VectorUnit(wiring.Component):
         vsum = Signal(56)
         s4_vsum = Signal(40 + lane_bits)
         r_m = Signal(16)
-        z_shr = Signal(5)
-        z_shl = Signal(5)
+        z_shr = Signal(5)            # 16 - e (e <= 13: see RNORM)
 
         def lanes(name, shape):
             return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
@@ -297,8 +296,8 @@ class VectorUnit(wiring.Component):
             with m.Else():                             # LUT: the entry, as it is
                 m.d.sync += lane_sum[k].eq(luts[k].data.as_signed())
             vs = vs + Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0)
-            zw = Signal(signed(58), name=f"zw_{k}")
-            m.d.comb += zw.eq(((lane_p1[k] + ((1 << z_shr) >> 1)) >> z_shr) << z_shl)
+            zw = Signal(signed(37), name=f"zw_{k}")
+            m.d.comb += zw.eq((lane_p1[k] + ((1 << z_shr) >> 1)) >> z_shr)
             z = Mux(zw > (1 << 17) - 1, (1 << 17) - 1, Mux(zw < -(1 << 17), -(1 << 17), zw[:18]))
             # The operands of stage 5's multiplier: z and the gain, or the MUL/ROPE
             # product and mul_a.
@@ -520,7 +519,7 @@ class VectorUnit(wiring.Component):
                             divide((xsum << 9) + 65537 * v_len, v_len << 1, D_MEAN)
                     with m.Else():                       # variance done: n 2**56 / V
                         with m.If(vsum == 0):
-                            m.d.sync += [r_m.eq(0), z_shr.eq(0), z_shl.eq(0)]
+                            m.d.sync += [r_m.eq(0), z_shr.eq(0)]
                             start_pass(P_OUT)
                         with m.Else():
                             divide(v_len << NORM_K, vsum, D_RSQRT)
@@ -554,13 +553,14 @@ class VectorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [sq_rem.eq(sq_next), sq_res.eq(sq_res << 1)]
             with m.State("RNORM"):
-                # r's 16 leading bits and the shifts of z = D * r_t / 2**16.
+                # r's 16 leading bits and the shift of z = D * r_t / 2**16. ``e`` is at
+                # most 13: V >= 2**14 unless it is 0 (if the elements are not all equal
+                # some |D| >= 128, and RMSNorm's D are multiples of 256), so
+                # r <= sqrt(2**16 * 2**56 / 2**14) = 2**29.
                 with m.If(sq_res >= (1 << 16)):
                     m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
                 with m.Else():
-                    m.d.sync += [r_m.eq(sq_res[:16]),
-                                 z_shr.eq(Mux(e_shift > 16, 0, 16 - e_shift)),
-                                 z_shl.eq(Mux(e_shift > 16, e_shift - 16, 0))]
+                    m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift)]
                     start_pass(P_OUT)
 
             with m.State("ARG_OUT"):                 # argmax: one row per vector
