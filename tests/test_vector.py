@@ -482,3 +482,15 @@ def test_token_ring_orders_a_pipeline_without_fences(simulator, rng):
     layout = _Layout(image, prog_len)
     layout.prog_addr = prog_addr
     check_against_golden(TINY, layout, rtl)
+
+
+def test_vector_work_overlaps_the_gemm_verilator():
+    """The layer benchmark on ``tiny``: the RTL's memory equals the golden model's, and
+    the program with both the GEMM and the vector work takes fewer cycles than the two
+    apart (the vector unit works while the array computes)."""
+    from serrano.sw import vector_bench
+    from tests.conftest import require_simulator
+    require_simulator("verilator")
+    c = vector_bench.measure(TINY, 1, "verilator", vector_bench.SMALL_LAYER)
+    assert c["both"] < c["gemm"] + c["vector"] - c["loads"]
+    assert c["hidden_share"] > 0.5
