@@ -36,10 +36,11 @@ its next unit is exec, and it is the *side* unit of both (:data:`NEIGHBOURS`). B
 neighbours two token counters carry dependencies:
 load->exec ("data loaded"), exec->load ("buffer free"), exec->store ("results ready"),
 store->exec ("accumulator free"), store->vector ("rows written"), vector->store
-("rows read"), vector->exec ("rows ready"), exec->vector ("rows read"). ``push_*`` adds one token to a counter when the
-instruction has finished what its neighbour waits for: ``LOAD_*`` when its last beat is in
-the buffer; ``MATMUL``'s ``push_prev`` when its last activation row has been read and its
-``push_next`` when its last result is in the accumulator; ``STORE``'s ``push_prev`` when
+("rows read"), vector->exec ("rows ready"), exec->vector ("rows read"). ``push_*`` adds
+one token to a counter when the instruction has finished what its neighbour waits for:
+``LOAD_*`` when its last beat is in the buffer; ``MATMUL``'s ``push_prev`` when its last
+activation row has been read and its ``push_next`` when its last result is in the
+accumulator; ``STORE``'s ``push_prev`` when
 its last accumulator row has been read (its memory writes are complete by the next
 ``FENCE`` or ``END``) and its ``push_side`` when its last row has been written (into the
 activation buffer, or handed to the write DMA); ``MATMUL``'s ``push_side`` with its

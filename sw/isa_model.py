@@ -41,8 +41,8 @@ names, when ``n_insns`` runs past ``END`` or the program ends near the window's 
 
 Unspecified corners, as the model defines them
 ----------------------------------------------
-* The buffers, the parameter slots and the vector tables start as zeros (a ``STORE`` from a never-loaded
-  slot yields zeros: its multiplier is 0).
+* The buffers, the parameter slots and the vector tables start as zeros (a ``STORE``
+  from a never-loaded slot yields zeros: its multiplier is 0).
 * ``LOAD_PARAM`` keeps the low :data:`sw.requant.MULT_BITS` bits of each multiplier word
   and the low :data:`sw.requant.SHIFT_BITS` bits of each shift word, as registers of those
   widths do; words outside the documented ranges are outside the contract anyway.

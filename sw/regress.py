@@ -12,7 +12,10 @@ channels, or the Verilog memory with a read latency from 1 to 100 cycles and a w
 response latency from 1 to 40; ``default`` always the latter), output bytes that start
 as random noise (so an unwritten byte shows), and what happens to the run
 (:data:`KINDS`, dealt from a shuffled deck of :data:`DECK_SIZE` seeds so that every kind
-comes up several times in any 200 seeds):
+comes up several times in any 200 seeds). Half of the clean runs also end with random
+vector work (:func:`vector_epilogue`: one to three ``VEC`` instructions of any
+operation, random multipliers, shifts and lengths, on rows loaded after a ``FENCE`` and
+read out through an identity ``MATMUL``). What happens to the run:
 
 * nothing: the final memory must equal the golden model's byte for byte;
 * a reset at a random cycle within the run (``reset_soft`` through ``ctrl``,

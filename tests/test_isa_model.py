@@ -74,9 +74,9 @@ OP_FIELDS = {op: [(name, f.width) for name, f in layout] for op, layout in
              isa.body_layouts.items()}
 BUILDER = {isa.Op.LOAD_ACT: "load_act", isa.Op.LOAD_PARAM: "load_param",
            isa.Op.MATMUL: "matmul", isa.Op.STORE: "store", isa.Op.VEC: "vec"}
-SIDE = (isa.Op.MATMUL, isa.Op.STORE)
+SIDE = (isa.Op.MATMUL, isa.Op.STORE)          # the builders that take side flags
 NO_TOKENS = dict.fromkeys(["load->exec", "exec->load", "exec->store", "exec->vector",
-                           "store->exec", "store->vector", "vector->exec", "vector->store"], 0)          # the builders that take side flags
+                           "store->exec", "store->vector", "vector->exec", "vector->store"], 0)
 
 
 @settings(max_examples=200, deadline=None)
