@@ -52,8 +52,8 @@ class ExecUnit(wiring.Component):
       ``config.scale_slots`` groups back has been used by its last result row.
     * **Activation issuer.** For each instruction, after taking its tokens (``pop_prev``:
       data loaded, ``pop_next``: accumulator free, ``pop_side``: vector rows ready),
-      reads activation row ``act_row + i*act_kstep + m*act_stride`` for every k-tile ``i`` and row ``m``, one
-      per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
+      reads activation row ``act_row + i*act_kstep + m*act_stride`` for every k-tile
+      ``i`` and row ``m``, one per cycle, as soon as tile ``i``'s weights are in. The row enters the array one
       cycle later (buffer read latency); its result leaves ``R + C + 1`` cycles after that.
     * **Block scaler.** Every result row passes it in ``config.scale_latency`` (5) cycles,
       whatever its format, and then updates accumulator row ``acc_row + m`` (overwrite on
