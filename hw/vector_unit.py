@@ -25,35 +25,43 @@ class VectorUnit(wiring.Component):
     Each of the ``R`` lanes handles one element of a row. For each instruction: wait for
     the ``pop_prev`` token (the store unit has written the rows) and the ``pop_next``
     token (the exec unit has read the rows this one overwrites), then walk the
-    ``count`` vectors of ``rows`` rows:
+    ``count`` vectors of ``rows`` rows. A row needs one read of the activation buffer's
+    second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``), three (a normalization's
+    output pass: ``x`` and the gain's two bytes) or four (``ROPE``: the row, its partner
+    in the other half, cosine, sine), one read per cycle; then it passes the lane
+    pipeline:
 
-    * ``ADD``, ``MUL``: read row ``a_row + i``, then ``b_row + i`` (the activation
-      buffer's second read port, latency 1), one read per cycle, and pass the pair
-      through the lane pipeline: stage 2 the products (``ADD``: ``mul_a * a`` and
-      ``mul_b * b``, 16 x 8 bits; ``MUL``: ``a * b``, 8 x 8), stage 3 the sum or the
-      product by ``mul_a`` (16 x 16), stage 4 ``sat8(rshift_round(., shift))``;
-    * ``LUT``: read row ``a_row + i`` each cycle; stage 2 reads each lane's own copy of
-      the table (synchronous), the entry passes stages 3 and 4 unchanged;
-    * ``TABLE``: read each row, then write its ``R`` entries one per cycle into every
-      lane's copy of the table (``R + 2`` cycles per row);
-    * ``SOFTMAX``, per vector, three passes over its rows, one read per cycle, the
-      pipeline drained between passes: **max** (masked lanes out; the row's maximum at
-      stage 2, the running maximum at stage 3); **sum** (stage 2 ``d * mul``, 9 x 16
-      bits; stage 3 the rounding shift and the read of the lane's ``POW2`` ROM; stage 4
-      the exponent's shift; stage 5 the row's sum, stage 6 the running sum ``S``); the
-      reciprocal ``r`` by restoring division (16 cycles); **out** (the exponentials
-      again, stage 5 ``e * r``, 16 x 16, stage 6 the rounding shift).
+    * stage 2: the row's masked maximum and its first lane (a comparison tree) and its
+      masked sum; the first two multipliers, ``x * y`` (``a mul_a``, ``a b``, ``a c``,
+      softmax ``d mul``, normalization ``D D`` or ``D r``; 18 x 18) and ``b * v``
+      (``b mul_b``, ``b s``; 8 x 16), ``ROPE`` adding the two; the table read (``LUT``);
+    * stage 3: ``ADD``'s sum or ``LUT``'s entry; softmax: the exponent's rounding shift
+      and the read of the lane's ``2^-f`` ROM, the running maximum (and argmax);
+      normalizations: the running sum, the row's sum of ``D * D``, ``z``;
+    * stage 4: ``ADD``/``LUT`` rounded and saturated (then written); softmax: ``e``;
+      normalizations: the running variance sum;
+    * stage 5: the softmax row's sum; the third multiplier ``u * w`` (``e r``, ``z g``,
+      the ``MUL``/``ROPE`` product times ``mul_a``; 18 x 17);
+    * stage 6: softmax's running sum; the rounding shifts and saturation (then written).
+
+    Once per vector, sequentially: a shift-in restoring divider (softmax's reciprocal
+    ``floor(127 * 2**24 / S)``, 31 cycles; the mean, 34; ``n * 2**56 / V``, 72) and a
+    digit-by-digit square root (36 cycles), the pipeline drained between passes.
+    ``TABLE`` reads each row and writes its ``R`` entries, one per cycle, into every
+    lane's copy of the table. ``ARGMAX`` writes one row per vector, the index's bytes.
 
     Every multiplier sits between registers. Rows leave through an 8-row FIFO to the
     activation buffer's write port, which the load and store units have before this
     one.
 
-    Throughput: one row per cycle (``LUT``), one per two cycles (``ADD``, ``MUL``), while
-    the write port is free; ``SOFTMAX``: ``3 * rows + 35`` cycles per vector.
-    Back-pressure: a row that will be written is issued only with a credit (8, one per
-    FIFO row); a credit returns as its row is written. ``push_prev`` and ``push_next``
-    are given once the instruction's last row (or table entry) is written; the next
-    instruction starts after that.
+    Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``), per four
+    (``ROPE``), while the write port is free. Per vector: ``SOFTMAX`` ``3 * rows + 31``
+    cycles, ``LAYERNORM`` ``5 * rows + 142``, ``RMSNORM`` ``4 * rows + 108`` (with at most
+    13 normalizing steps), ``ARGMAX`` ``rows + 1``, each plus about 7 cycles per pass to
+    drain the pipeline. Back-pressure: a row that will be written is issued only with a
+    credit (8, one per FIFO row); a credit returns as its row is written. ``push_prev``
+    and ``push_next`` are given once the instruction's last row (or table entry) is
+    written; the next instruction starts after that.
 
     Instructions wait in a ``QUEUE_DEPTH`` (4) entry queue, so the front end dispatches
     past a running ``VEC`` to the other units.
@@ -70,7 +78,6 @@ class VectorUnit(wiring.Component):
 
     FIFO_ROWS = 8
     QUEUE_DEPTH = 4          # instructions queued ahead of the running one
-    DIV_STEPS = 16           # quotient bits of the softmax's reciprocal (r < 2**16)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -423,9 +430,10 @@ class VectorUnit(wiring.Component):
                          ph.eq(0)]
             m.next = state
 
-        def divide(num, den, then):
-            m.d.sync += [dv_num.eq(num), dv_den.eq(den), dv_rem.eq(0), dv_q.eq(0),
-                         dv_cnt.eq(DW), div_then.eq(then)]
+        def divide(num, den, then, bits):
+            """``floor(num / den)`` for ``num < 2**bits``: ``bits`` cycles."""
+            m.d.sync += [dv_num.eq(num << (DW - bits)), dv_den.eq(den), dv_rem.eq(0),
+                         dv_q.eq(0), dv_cnt.eq(bits), div_then.eq(then)]
             m.next = "DIV"
 
         div_then = Signal(2)         # what the divider's quotient is for
@@ -506,23 +514,23 @@ class VectorUnit(wiring.Component):
                             m.next = "FINISH"
                         with m.Else():
                             m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
-                                         v_len.eq(v_len + v.causal)]
+                                         v_len.eq(v_len + (v.causal & ~is_norm))]
                             m.next = "V_START"
                     with m.Elif(is_sm & (vpass == P_A)):
                         start_pass(P_B)
                     with m.Elif(is_sm):
-                        divide(SOFTMAX_ONE << RECIP_BITS, total, D_RECIP)
+                        divide(SOFTMAX_ONE << RECIP_BITS, total, D_RECIP, RECIP_BITS + 7)
                     with m.Elif(vpass == P_A):           # LayerNorm: the mean next
                         with m.If(v_len == 0):
                             start_pass(P_B)
                         with m.Else():
-                            divide((xsum << 9) + 65537 * v_len, v_len << 1, D_MEAN)
+                            divide((xsum << 9) + 65537 * v_len, v_len << 1, D_MEAN, 34)
                     with m.Else():                       # variance done: n 2**56 / V
                         with m.If(vsum == 0):
                             m.d.sync += [r_m.eq(0), z_shr.eq(0)]
                             start_pass(P_OUT)
                         with m.Else():
-                            divide(v_len << NORM_K, vsum, D_RSQRT)
+                            divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
             with m.State("DIV"):
                 with m.If(dv_cnt == 0):
                     with m.Switch(div_then):
@@ -572,7 +580,7 @@ class VectorUnit(wiring.Component):
                         m.next = "FINISH"
                     with m.Else():
                         m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
-                                     v_len.eq(v_len + v.causal)]
+                                     v_len.eq(v_len + (v.causal & ~is_norm))]
                         m.next = "V_START"
 
             # -- table fill
