@@ -436,6 +436,15 @@ class VectorUnit(wiring.Component):
                          dv_q.eq(0), dv_cnt.eq(bits), div_then.eq(then)]
             m.next = "DIV"
 
+        def next_vector():
+            """The vector is done: the next one (its causal length one more), or the end."""
+            with m.If(v_left == 0):
+                m.next = "FINISH"
+            with m.Else():
+                m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
+                             v_len.eq(v_len + (v.causal & ~is_norm))]
+                m.next = "V_START"
+
         div_then = Signal(2)         # what the divider's quotient is for
         D_RECIP, D_MEAN, D_RSQRT = 0, 1, 2
 
@@ -507,15 +516,10 @@ class VectorUnit(wiring.Component):
                     start_pass(P_A)
             with m.State("V_PASS_END"):
                 with m.If(~in_pipe):
-                    with m.If((vpass == P_OUT) | is_am):
-                        with m.If(is_am):
-                            m.next = "ARG_OUT"
-                        with m.Elif(v_left == 0):
-                            m.next = "FINISH"
-                        with m.Else():
-                            m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
-                                         v_len.eq(v_len + (v.causal & ~is_norm))]
-                            m.next = "V_START"
+                    with m.If(is_am):
+                        m.next = "ARG_OUT"
+                    with m.Elif(vpass == P_OUT):
+                        next_vector()
                     with m.Elif(is_sm & (vpass == P_A)):
                         start_pass(P_B)
                     with m.Elif(is_sm):
@@ -576,12 +580,7 @@ class VectorUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(credits != 0):
                     m.d.comb += [arg_write.eq(1), take_credit.eq(1)]
-                    with m.If(v_left == 0):
-                        m.next = "FINISH"
-                    with m.Else():
-                        m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
-                                     v_len.eq(v_len + (v.causal & ~is_norm))]
-                        m.next = "V_START"
+                    next_vector()
 
             # -- table fill
             with m.State("T_READ"):
