@@ -214,7 +214,7 @@ def fake(image, status, **kw):
 def test_check_catches_doctored_results():
     """``_check`` passes a faithful result and names each doctored one."""
     layout, image, clean = gemm(5, 6, 7)
-    plan = regress._Plan(image, layout.prog_len, clean)
+    plan = regress._Plan(image, layout.prog_len, clean, layout.prog_addr)
     ok = dict(end_reset_status=0, end_reset_settled=0)
     done = regs.STATUS_DONE
     assert regress._check(plan, None, layout, clean, fake(clean.mem.copy(), done, **ok)) \
