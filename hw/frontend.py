@@ -174,7 +174,7 @@ class FrontEnd(wiring.Component):
             store_buf_end.eq(b.store.buf_row + b.store.m),
             vec_total.eq(b.vec.rows * b.vec.count),
             vec_a_end.eq(b.vec.a_row + vec_total),
-            vec_b_end.eq(b.vec.b_row + vec_total),
+            vec_b_end.eq(b.vec.b_row + Mux(b.vec.b_repeat, b.vec.rows, vec_total)),
             vec_dst_end.eq(b.vec.dst_row + vec_total),
             vec_gain_end.eq(b.vec.b_row + (b.vec.rows << 1)),
             vec_rope_end.eq(b.vec.b_row + b.vec.rows),

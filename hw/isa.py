@@ -92,7 +92,9 @@ Instructions
     ``dst_row + i*rows ..``, by ``vop`` (:class:`VecOp`; ``sw/vector.py`` states each
     one's arithmetic, bit for bit):
     ``ADD``  ``y = sat8(round((mul_a * a + mul_b * b) / 2**shift))``: a residual add of
-    two int8 tensors into a third scale (``mul_b = 0``: rescale one);
+    two int8 tensors into a third scale (``mul_b = 0``: rescale one); with ``b_repeat``
+    every vector's partner is the same ``rows`` rows at ``b_row`` (a bias, or a
+    LayerNorm's beta, added to every token; also for ``MUL``: a per-element scale);
     ``MUL``  ``y = sat8(round(mul_a * a * b / 2**shift))``: an elementwise product
     (SwiGLU's ``silu(gate) * up``);
     ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
@@ -294,6 +296,7 @@ body_layouts = {
     Op.VEC: data.StructLayout({
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
+        "b_repeat": 1,
     }),
 }
 

@@ -503,6 +503,8 @@ class VectorUnit(wiring.Component):
                             with m.Else():
                                 m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1),
                                              v_base.eq(a_addr + 1)]
+                                with m.If(v.b_repeat):     # the same partner rows again
+                                    m.d.sync += b_addr.eq(v.b_row)
 
             # -- reductions: per vector, passes with the pipeline drained between them
             with m.State("V_START"):

@@ -268,7 +268,8 @@ class Machine:
         elif op == isa.Op.VEC:
             vop, n, rows = b["vop"], b["rows"] * b["count"], cfg.act_buf_rows
             ok = (b["a_row"] + n <= rows and b["table"] < cfg.vec_tables
-                  and (vop not in isa.BINARY_VOPS or b["b_row"] + n <= rows)
+                  and (vop not in isa.BINARY_VOPS
+                       or b["b_row"] + (b["rows"] if b["b_repeat"] else n) <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (vop != isa.VecOp.ROPE or b["b_row"] + b["rows"] <= rows)
                   and (vop == isa.VecOp.TABLE or b["dst_row"] + n <= rows)
@@ -373,7 +374,7 @@ class Machine:
         return {"write_bytes": m * row_bytes}
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
-                table, causal):
+                table, causal, b_repeat):
         n = rows * count
         a = self.act[a_row:a_row + n]
         if vop == isa.VecOp.TABLE:
@@ -402,7 +403,10 @@ class Machine:
                             rms=vop == isa.VecOp.RMSNORM)
             self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
         else:
-            b = self.act[b_row:b_row + n] if vop in isa.BINARY_VOPS else None
+            b = None
+            if vop in isa.BINARY_VOPS:
+                b = (np.tile(self.act[b_row:b_row + rows], (count, 1)) if b_repeat
+                     else self.act[b_row:b_row + n])
             self.act[dst_row:dst_row + n] = vector.apply(
                 vop, a, b, mul_a=mul_a, mul_b=mul_b, shift=shift, table=self.tables[table])
         return {"vec_rows": n}
@@ -673,7 +677,8 @@ def _footprint(cfg, op, b):
             writes.add(("vector table", b["table"]))
         else:
             if b["vop"] in isa.BINARY_VOPS:
-                reads.update(("act row", b["b_row"] + j) for j in range(n))
+                nb = b["rows"] if b["b_repeat"] else n
+                reads.update(("act row", b["b_row"] + j) for j in range(nb))
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
             if b["vop"] == isa.VecOp.ROPE:
@@ -787,12 +792,12 @@ class Program:
                          raw=raw)
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
-            mul_a=0, mul_b=0, shift=0, table=0, pop_prev=0, pop_next=0, push_prev=0,
-            push_next=0):
+            mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, pop_prev=0, pop_next=0,
+            push_prev=0, push_next=0):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
-                         mul_b=mul_b, shift=shift, table=table)
+                         mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})

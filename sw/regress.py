@@ -93,7 +93,8 @@ BINS = (
        "relu", "store_raw", "mem:axiram_pauses", "mem:latency_gt_60", "param_chunks",
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
-    + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors"]
+    + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
+       "vec:repeating_b"]
 )
 
 
@@ -526,7 +527,8 @@ def vector_epilogue(rng, cfg, image, layout):
                   causal=int(rng.random() < 0.3), b_row=xb,
                   mul_a=int(rng.integers(-(1 << 15), 1 << 15)),
                   mul_b=int(rng.integers(-(1 << 15), 1 << 15)),
-                  shift=int(rng.integers(0, 32)))
+                  shift=int(rng.integers(0, 32)),
+                  b_repeat=int(vop in isa.BINARY_VOPS and rng.random() < 0.3))
         if vop == isa.VecOp.SOFTMAX:
             op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
         elif vop in isa.NORM_VOPS:
@@ -539,6 +541,8 @@ def vector_epilogue(rng, cfg, image, layout):
             bins.add("vec:causal")
         if src == dst:
             bins.add("vec:in_place")
+        if op["b_repeat"] and count > 1:
+            bins.add("vec:repeating_b")
         src = dst
     if count > 1:
         bins.add("vec:several_vectors")

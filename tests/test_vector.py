@@ -210,6 +210,23 @@ def test_norm_matches_golden(simulator, rng, vop, rows, count, length):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
+@pytest.mark.parametrize("vop", [isa.VecOp.ADD, isa.VecOp.MUL])
+def test_repeating_partner_matches_golden(simulator, rng, vop):
+    """``b_repeat``: one bias (or scale) vector for every token, in place."""
+    R, rows, count = TINY.rows, 3, 4
+    x = _int8(rng, (count * rows, R))
+    beta = _int8(rng, (rows, R))
+    ops = [dict(vop=vop, a_row=0, b_row=count * rows, dst_row=0, rows=rows, count=count,
+                b_repeat=1, mul_a=23000, mul_b=-9000, shift=15)]
+    want = vector.apply(vop, x, np.tile(beta, (count, 1)), mul_a=23000, mul_b=-9000,
+                        shift=15)
+    image, prog_len = _program(TINY, np.concatenate([x, beta]), ops, out_row=0,
+                               n_out=count * rows)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, count * rows), want)
+
+
 @pytest.mark.parametrize("rows, count, length, causal", [
     (1, 1, 1, 0), (3, 4, 7, 1), (6, 2, 24, 0), (2, 2, 0, 0), (5, 3, 100, 0)])
 def test_argmax_matches_golden(simulator, rng, rows, count, length, causal):
