@@ -546,3 +546,16 @@ def test_every_backend_runs_vector_programs(backend_name):
         dev.run(PROG_ADDR, prog_len, name="vector corners")
         got = dev.read(OUT_ADDR, len(want) * 4 * TINY.cols)
     np.testing.assert_array_equal(got.view("<i4").reshape(len(want), -1), want)
+
+
+def test_soft_reset_mid_vector_work_then_correct_run(simulator):
+    """A soft reset while the vector unit works (at cycle 1,600 of about 3,500; its
+    vector work runs from about 300 to 2,800), then the whole program again: the memory
+    equals the golden model's."""
+    data, ops, want, out = _corner_program(TINY)
+    image, prog_len = _program(TINY, data, ops, out_row=out, n_out=len(want))
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator, soft_reset_after=1600,
+                  pause=0.2, seed=5)
+    assert rtl.reset_status == 0, f"not idle after soft reset: {rtl.reset_status:#x}"
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
