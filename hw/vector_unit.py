@@ -73,7 +73,6 @@ class VectorUnit(wiring.Component):
     wr_addr, wr_data, wr_valid : Out; wr_ready : In   activation buffer write port
     s2v_avail, e2v_avail : In; s2v_take, e2v_take, v2s_give, v2e_give : Out   tokens
     abort : In; idle : Out
-    busy : Out                                        an instruction is running
     """
 
     FIFO_ROWS = 8
@@ -89,7 +88,7 @@ class VectorUnit(wiring.Component):
             "wr_addr": Out(aw), "wr_data": Out(row), "wr_valid": Out(1), "wr_ready": In(1),
             "s2v_avail": In(1), "e2v_avail": In(1),
             "s2v_take": Out(1), "e2v_take": Out(1), "v2s_give": Out(1), "v2e_give": Out(1),
-            "abort": In(1), "idle": Out(1), "busy": Out(1),
+            "abort": In(1), "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -622,6 +621,5 @@ class VectorUnit(wiring.Component):
 
         m.d.comb += [self.v2s_give.eq(give & cur.header.push_prev),
                      self.v2e_give.eq(give & cur.header.push_next)]
-        m.d.comb += [self.idle.eq(fsm.ongoing("IDLE") & ~iq.r_rdy & ~self.insn.valid),
-                     self.busy.eq(~fsm.ongoing("IDLE"))]
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & ~iq.r_rdy & ~self.insn.valid)
         return m

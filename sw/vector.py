@@ -71,13 +71,15 @@ values are exact integers (no intermediate rounding but the one stated).
 ``shift`` 0..31 (the instruction's fields).
 """
 
+import math
+
 import numpy as np
 
 from serrano.hw import isa
 
 __all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
-           "norm", "norm_gain", "isqrt", "argmax", "rope", "rope_tables",
+           "norm", "norm_gain", "argmax", "rope", "rope_tables",
            "rope_multiplier", "apply"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
@@ -140,16 +142,16 @@ def make_table(fn, s_in, s_out):
     return sat8(np.round(y))
 
 
-def _fixed(ratio, what):
-    """``(m, shift)`` with ``m = round(ratio * 2**shift)`` a signed 16-bit integer, as large
-    a shift as keeps ``|m| < 2**15``."""
+def _fixed(ratio, what, lo=_MUL_MIN, hi=_MUL_MAX):
+    """``(m, shift)`` with ``m = round(ratio * 2**shift)`` in ``[lo, hi]`` (a signed 16-bit
+    integer by default), the largest shift that keeps it there."""
     if not np.isfinite(ratio):
         raise ValueError(f"{what} must be finite, not {ratio!r}")
     if ratio == 0:
         return 0, 0
     for shift in range(SHIFT_MAX, -1, -1):
         m = int(round(ratio * (1 << shift)))
-        if _MUL_MIN <= m <= _MUL_MAX:
+        if lo <= m <= hi:
             return m, shift
     raise ValueError(f"{what} {ratio!r} needs a multiplier beyond 16 bits")
 
@@ -189,12 +191,6 @@ def softmax(x, length, mul, shift):
     return rshift_round(e * r, _RECIP_BITS).astype(np.int8)
 
 
-def isqrt(n):
-    """``floor(sqrt(n))`` of a non-negative integer, exactly."""
-    import math
-    return math.isqrt(int(n))
-
-
 #: Fractional bits of the normalized value ``z`` and its clamp.
 NORM_FRAC = 12
 _Z_MAX = (1 << 17) - 1
@@ -219,7 +215,7 @@ def norm(x, gain, length, shift, rms):
         mu = 0 if rms else (512 * int(xi[valid].sum()) + n) // (2 * n)
         d = 256 * xi - mu
         v = int((d[valid] ** 2).sum())
-        r = isqrt((n << 56) // v) if v else 0
+        r = math.isqrt((n << 56) // v) if v else 0
         e = max(0, r.bit_length() - 16)
         r_t = (r >> e) << e
         z = np.clip(rshift_round(d * r_t, 16), -_Z_MAX - 1, _Z_MAX)
@@ -284,11 +280,7 @@ def softmax_multiplier(s_in):
     ratio = 256 * float(s_in) / np.log(2)
     if not ratio > 0:
         raise ValueError(f"s_in must be positive, not {s_in!r}")
-    for shift in range(SHIFT_MAX, -1, -1):
-        m = int(round(ratio * (1 << shift)))
-        if m < (1 << 16):
-            return m, shift
-    raise ValueError(f"s_in={s_in!r} is too large for a softmax multiplier")
+    return _fixed(ratio, "256 s_in log2(e)", 0, (1 << 16) - 1)
 
 
 def apply(vop, a, b=None, *, mul_a=0, mul_b=0, shift=0, table=None):
