@@ -156,11 +156,13 @@ class FrontEnd(wiring.Component):
         param_end = Signal(18)
         store_buf_end = Signal(18)
         vec_total = Signal(32)           # VEC: rows * count (one multiplier, registered)
+        vec_rows_m1 = Signal(16)
+        vec_strided = Signal(32)         # interleaved vectors: (rows - 1) * stride
+        vec_span = Signal(33)            # rows from a vector's first to the last's end
         vec_a_end = Signal(33)
         vec_b_end = Signal(33)
         vec_dst_end = Signal(33)
         vec_gain_end = Signal(18)        # normalizations: b_row + 2 * rows
-        vec_rope_end = Signal(18)        # rotary embedding: b_row + rows
         vec_table_end = Signal(40)       # TABLE: entries written, rows * count * R
         bad_count = Signal()
         m.d.sync += [
@@ -173,11 +175,14 @@ class FrontEnd(wiring.Component):
                              b.store.param_tile + 1)),
             store_buf_end.eq(b.store.buf_row + b.store.m),
             vec_total.eq(b.vec.rows * b.vec.count),
-            vec_a_end.eq(b.vec.a_row + vec_total),
-            vec_b_end.eq(b.vec.b_row + Mux(b.vec.b_repeat, b.vec.rows, vec_total)),
-            vec_dst_end.eq(b.vec.dst_row + vec_total),
+            vec_rows_m1.eq(b.vec.rows - 1),
+            vec_strided.eq(vec_rows_m1 * b.vec.stride),
+            vec_span.eq(Mux(b.vec.stride == 0, vec_total, b.vec.count + vec_strided)),
+            vec_a_end.eq(b.vec.a_row + Mux(b.vec.vop == isa.VecOp.TABLE, vec_total,
+                                           vec_span)),
+            vec_b_end.eq(b.vec.b_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
+            vec_dst_end.eq(b.vec.dst_row + vec_span),
             vec_gain_end.eq(b.vec.b_row + (b.vec.rows << 1)),
-            vec_rope_end.eq(b.vec.b_row + b.vec.rows),
             vec_table_end.eq(vec_total << ceil_log2(cfg.rows)),
         ]
         with m.Switch(op):
@@ -207,7 +212,9 @@ class FrontEnd(wiring.Component):
                 m.d.comb += bad_buffer.eq((acc_end > acc_depth) | (param_end > cfg.param_tiles)
                                           | (b.store.to_buf
                                              & ((store_buf_end > cfg.act_buf_rows)
-                                                | b.store.raw)))
+                                                | b.store.raw))
+                                          | (b.store.transpose
+                                             & (b.store.raw | b.store.to_buf)))
             with m.Case(isa.Op.VEC):
                 vop = b.vec.vop
                 binary = (vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)
@@ -216,10 +223,10 @@ class FrontEnd(wiring.Component):
                 rope = vop == isa.VecOp.ROPE
                 m.d.comb += bad_buffer.eq(
                     (vec_a_end > cfg.act_buf_rows)
-                    | (binary & (vec_b_end > cfg.act_buf_rows))
+                    | ((binary | rope) & (vec_b_end > cfg.act_buf_rows))
                     | (norm & (vec_gain_end > cfg.act_buf_rows))
-                    | (rope & (vec_rope_end > cfg.act_buf_rows))
                     | (~table & (vec_dst_end > cfg.act_buf_rows))
+                    | (~table & (b.vec.stride != 0) & (b.vec.stride < b.vec.count))
                     | (b.vec.table >= cfg.vec_tables)
                     | (table & (vec_table_end > isa.TABLE_ENTRIES)))
         defined = Signal()

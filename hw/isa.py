@@ -86,11 +86,27 @@ Instructions
     as they are, little-endian, ``4*C`` bytes (``raw_row_beats`` bus beats) at
     ``dram_addr + r*dram_stride`` (``param_tile`` and ``relu`` are then unused; ``raw``
     with ``to_buf`` is a ``BAD_BUFFER`` error: the activation buffer holds int8 rows).
+    With ``transpose`` the requantized rows go to memory in blocks of ``C`` rows (the
+    last one padded with zero rows), each block transposed: block ``g`` is ``C`` rows of
+    ``C`` bytes at ``dram_addr + g*dram_stride``, row ``c`` holding element ``c`` of each
+    of the block's rows: one tile of packed weights of the transposed matrix, so that a
+    GEMM's output (attention's keys) is the next GEMM's weights (``Q K^T``) without the
+    host (``transpose`` with ``raw`` or ``to_buf``: ``BAD_BUFFER``). With ``wide`` (and
+    ``to_buf``) the row is requantized to 16 bits (``requantize(..., wide=True)``,
+    saturating at ``+-WIDE_MAX``) and written as two int8 rows, ``q = 256 hi + lo``:
+    ``hi`` to ``buf_row + r``, ``lo`` to ``lo_row + r`` (``wide`` without ``to_buf``, or
+    with ``raw`` or ``transpose``: ``BAD_BUFFER``): a residual stream wider than int8.
 ``VEC``  integer vector arithmetic on ``count`` vectors of ``rows`` rows of the activation
-    buffer (``rows * R`` int8 elements each); vector ``i`` is rows
-    ``a_row + i*rows ..`` (its partner ``b_row + i*rows ..``) and goes to rows
-    ``dst_row + i*rows ..``, by ``vop`` (:class:`VecOp`; ``sw/vector.py`` states each
-    one's arithmetic, bit for bit):
+    buffer (``rows * R`` int8 elements each). Row ``j`` of vector ``i`` is row
+    ``a_row + off(i, j)`` (:func:`vec_offset`): with ``stride`` 0 the vectors lie one
+    after another, ``off = i*rows + j``; else they are interleaved, ``off = i +
+    j*stride``: the k-tile-major layout of a ``count x rows*R`` matrix whose k-tiles are
+    ``stride`` rows apart (a GEMM's output stored to the buffer, ``stride = M``), each
+    vector one of its rows. Results go to ``dst_row + off(i, j)``; the partner operand
+    ``b`` (``ADD``, ``MUL``; ``ROPE``'s cosines and sines) is at ``b_row + off(i, j)``,
+    or, with ``b_repeat``, one vector for all at ``b_row + j`` (contiguous, as the
+    driver places parameters, whatever ``stride``). By ``vop``
+    (:class:`VecOp`; ``sw/vector.py`` states each one's arithmetic, bit for bit):
     ``ADD``  ``y = sat8(round((mul_a * a + mul_b * b) / 2**shift))``: a residual add of
     two int8 tensors into a third scale (``mul_b = 0``: rescale one); with ``b_repeat``
     every vector's partner is the same ``rows`` rows at ``b_row`` (a bias, or a
@@ -100,7 +116,8 @@ Instructions
     ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
     from a 256-entry table of int8;
     ``TABLE``  fills table ``table``: entry ``j * R + e`` = element ``e`` of row
-    ``a_row + j`` (``rows * count * R <= 256``; ``b_row``, ``dst_row`` unused);
+    ``a_row + j`` (``rows * count * R <= 256``; ``b_row``, ``dst_row``, ``stride``
+    unused);
     ``SOFTMAX``  a masked, max-subtracted softmax of each vector in base 2: the first
     ``length`` elements of vector 0 count (``length + i`` of vector ``i`` with
     ``causal``), the others are masked (their output is 0); ``mul_a`` (unsigned here)
@@ -110,13 +127,17 @@ Instructions
     elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by the int16 gain of each
     element and divide by ``2**shift`` (rounded, saturated): ``y = sat8(round(g * x_hat *
     4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
-    high bytes the ``rows`` rows after those, one gain vector for all ``count`` vectors;
+    high bytes the ``rows`` rows after those (contiguous whatever ``stride``), one gain
+    vector for all ``count`` vectors; with ``wide`` ``x`` is 16-bit, ``256 hi + lo``,
+    its high halves at ``a_row + off(i, j)`` and its low halves at ``lo_row + off(i, j)``
+    (``wide`` with another ``vop``: ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
     elements (0 when ``length`` is 0), written as one row per vector at ``dst_row + i``:
     element ``e`` is byte ``e`` of the index (little-endian, zeros past it);
     ``ROPE``  a rotary position embedding of each vector (``rows`` even; ``h = rows / 2``
-    rows per half): with ``x1``, ``x2`` its halves and the int8 cosines ``c`` (the ``h``
-    rows at ``b_row``) and sines ``s`` (the ``h`` rows after them), shared by all
+    rows per half): with ``x1``, ``x2`` its halves and the int8 cosines ``c`` (rows
+    ``0 .. h-1`` of its ``b``) and sines ``s`` (rows ``h .. rows-1``), one position's
+    table per vector (interleaved: a token's), or with ``b_repeat`` one for all
     ``count`` vectors (the heads of one position), ``y1 = x1 c - x2 s``,
     ``y2 = x2 c + x1 s``, each times ``mul_a``, divided by ``2**shift`` (rounded,
     saturated).
@@ -143,9 +164,9 @@ from amaranth.lib import data
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
            "BINARY_VOPS", "REDUCE_VOPS", "NORM_VOPS", "TABLE_ENTRIES", "SIGNED_FIELDS",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
-           "MULT_BITS", "SHIFT_BITS",
+           "MULT_BITS", "SHIFT_BITS", "WIDE_MAX",
            "header_layout", "insn_layout",
-           "body_layouts", "encode", "decode_op"]
+           "body_layouts", "encode", "decode_op", "vec_offset", "vec_span"]
 
 INSN_BYTES = 32
 INSN_BITS = 8 * INSN_BYTES
@@ -156,6 +177,9 @@ PARAM_BEATS = 12          # one parameter set: C bias, C mult, C shift words of 
 #: (``sw/requant.py`` states the arithmetic).
 MULT_BITS = 31
 SHIFT_BITS = 6
+#: A wide (16-bit) value's bound: ``|q| <= WIDE_MAX`` keeps both int8 halves
+#: (``q = 256 * hi + lo``) in range (``STORE wide``, ``VEC wide``).
+WIDE_MAX = 127 * 256 + 127
 
 
 class Op(enum.IntEnum):
@@ -289,14 +313,15 @@ body_layouts = {
     }),
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,
-        "buf_row": 16, "to_buf": 1, "relu": 1, "raw": 1,
+        "buf_row": 16, "to_buf": 1, "relu": 1, "raw": 1, "transpose": 1, "wide": 1,
+        "lo_row": 16,
     }),
     Op.FENCE: data.StructLayout({}),
     Op.END: data.StructLayout({}),
     Op.VEC: data.StructLayout({
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
-        "b_repeat": 1,
+        "b_repeat": 1, "stride": 16, "wide": 1, "lo_row": 16,
     }),
 }
 
@@ -372,3 +397,16 @@ def _fit(name, value, width):
     if not 0 <= value < (1 << width):
         raise ValueError(f"{name}={value} does not fit in {width} bits")
     return value
+
+
+def vec_offset(i, j, rows, stride):
+    """The row of a ``VEC`` operand that holds row ``j`` of vector ``i``, from the
+    operand's base row: ``i*rows + j`` (``stride`` 0: vectors one after another) or
+    ``i + j*stride`` (interleaved vectors)."""
+    return i * rows + j if stride == 0 else i + j * stride
+
+
+def vec_span(rows, count, stride):
+    """Rows from the first to one past the last that ``count`` vectors of ``rows`` rows
+    occupy: ``rows*count`` (``stride`` 0) or ``count + (rows-1)*stride``."""
+    return vec_offset(count - 1, rows - 1, rows, stride) + 1

@@ -1,6 +1,6 @@
 """The store unit: ``STORE`` reads accumulator rows, requantizes them, writes them out."""
 
-from amaranth import Module, Signal, Mux
+from amaranth import Cat, Module, Signal, Mux
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -25,10 +25,14 @@ class StoreUnit(wiring.Component):
     to the write DMA's data stream or to the activation buffer. A ``raw`` store bypasses
     the requantizer: each accumulator row leaves as :attr:`~hw.config.Config.raw_row_beats`
     beats of its ``C`` int32 words, word 0 in the lowest bits of the first beat (one burst
-    run of ``m * raw_row_beats`` beats when ``dram_stride`` is the raw row's size).
+    run of ``m * raw_row_beats`` beats when ``dram_stride`` is the raw row's size). A
+    ``transpose`` store collects ``C`` requantized rows in a ``C x C`` byte block and
+    sends it as ``C`` beats, beat ``c`` holding byte ``c`` of every row (one burst run of
+    ``C`` beats per block, or one for all blocks when ``dram_stride`` is ``C * C``).
     ``push_prev`` (accumulator free) is given when the last accumulator row has been read.
 
-    Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles) unless the
+    Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles; a
+    transposed block of ``C`` rows: ``2 * C`` cycles, filling then leaving) unless the
     destination holds back. Back-pressure: the
     write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
     requantizer; accumulator reads stop while the 4-row skid buffer is full.
@@ -121,9 +125,21 @@ class StoreUnit(wiring.Component):
         to_buf = Signal()
         buf_row = Signal(32)
 
+        # The transposer: ``C`` requantized rows fill ``tr`` (row ``r`` of the block in
+        # ``tr[r]``, rows past the instruction's end zero), then it leaves as ``C`` beats,
+        # beat ``c`` the bytes ``c`` of every row: each beat takes every row's low byte
+        # and shifts the rows down a byte, so no wide multiplexer is needed.
+        transpose = Signal()
+        tr = [Signal(8 * C, name=f"tr_{r}") for r in range(C)]
+        tr_fill = Signal(range(C))    # the block's next row
+        tr_emit = Signal()            # the block is leaving
+        tr_col = Signal(range(C))     # its next beat
+        tr_beat = Signal(8 * C)
+        m.d.comb += tr_beat.eq(Cat(*(t[:8] for t in tr)))
+
         with m.FSM(name="store") as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(~self.abort & (out_left == 0))
+                m.d.comb += self.insn.ready.eq(~self.abort & (out_left == 0) & ~tr_emit)
                 with m.If(self.insn.valid & self.insn.ready):
                     m.d.sync += cur.eq(self.insn.payload)
                     m.next = "TOKEN"
@@ -137,7 +153,7 @@ class StoreUnit(wiring.Component):
                     m.d.sync += [p_beat.eq(0), rows_left.eq(st.m), acc_row.eq(st.acc_row),
                                  p_base.eq(times_const(st.param_tile, isa.PARAM_BEATS)),
                                  out_left.eq(st.m), to_buf.eq(st.to_buf), raw.eq(st.raw),
-                                 beat.eq(0),
+                                 beat.eq(0), transpose.eq(st.transpose), tr_fill.eq(0),
                                  buf_row.eq(st.buf_row)]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
@@ -148,13 +164,19 @@ class StoreUnit(wiring.Component):
                     m.next = "CMD"
             with m.State("CMD"):
                 m.d.sync += p_pending.eq(0)
-                row_beats = Mux(raw, RB, 1)
-                contiguous = st.dram_stride == Mux(raw, RB * cfg.bus_bytes, cfg.bus_bytes)
+                # A transposed store writes ceil(m / C) blocks of C beats.
+                row_beats = Mux(raw, RB, Mux(transpose, C, 1))
+                blocks = Signal(16)
+                m.d.comb += blocks.eq((st.m + (C - 1)) >> ceil_log2(C))
+                out_rows = Mux(transpose, blocks, st.m)
+                contiguous = st.dram_stride == row_beats * cfg.bus_bytes
                 m.d.comb += [
                     self.wcmd.payload.addr.eq(st.dram_addr),
-                    self.wcmd.payload.rows.eq(Mux(contiguous, 1, st.m)),
+                    self.wcmd.payload.rows.eq(Mux(contiguous, 1, out_rows)),
                     self.wcmd.payload.row_beats.eq(
-                        Mux(contiguous, Mux(raw, times_const(st.m, RB), st.m), row_beats)),
+                        Mux(contiguous, Mux(raw, times_const(st.m, RB),
+                                            Mux(transpose, blocks << ceil_log2(C), st.m)),
+                            row_beats)),
                     self.wcmd.payload.stride.eq(st.dram_stride),
                     self.wcmd.valid.eq(~st.to_buf & ~self.abort),
                 ]
@@ -178,23 +200,44 @@ class StoreUnit(wiring.Component):
         out_row = Signal(8 * cfg.bus_bytes)
         m.d.comb += out_row.eq(rq.o.payload.as_value())
         m.d.comb += [
-            self.wdata.payload.eq(Mux(raw, raw_beat, out_row)), self.buf_data.eq(out_row),
-            self.buf_addr.eq(buf_row),
-            self.wdata.valid.eq(Mux(raw, skid.r_rdy, rq.o.valid & ~to_buf)),
+            self.wdata.payload.eq(Mux(raw, raw_beat, Mux(transpose, tr_beat, out_row))),
+            self.buf_data.eq(out_row), self.buf_addr.eq(buf_row),
+            self.wdata.valid.eq(Mux(raw, skid.r_rdy,
+                                    Mux(transpose, tr_emit, rq.o.valid & ~to_buf))),
             self.buf_valid.eq(rq.o.valid & to_buf),
-            rq.o.ready.eq(Mux(to_buf, self.buf_ready, self.wdata.ready)),
+            rq.o.ready.eq(Mux(to_buf, self.buf_ready,
+                              Mux(transpose, ~tr_emit, self.wdata.ready))),
         ]
-        row_out = Signal()            # a row left for the buffer or the write DMA
-        m.d.comb += row_out.eq((rq.o.valid & rq.o.ready) | (raw_take & (beat == RB - 1)))
-        m.d.comb += self.s2v_give.eq(row_out & (out_left == 1) & cur.header.push_side)
+        row_out = Signal()            # the last row (beat) left for the buffer or the DMA
+        tr_out = Signal()             # a transposed beat left
+        m.d.comb += tr_out.eq(tr_emit & self.wdata.ready)
+        m.d.comb += row_out.eq(Mux(transpose, tr_out & (tr_col == C - 1) & (out_left == 0),
+                                   ((rq.o.valid & rq.o.ready) | (raw_take & (beat == RB - 1)))
+                                   & (out_left == 1)))
+        m.d.comb += self.s2v_give.eq(row_out & cur.header.push_side)
         with m.If(rq.o.valid & rq.o.ready):
             m.d.sync += [out_left.eq(out_left - 1), buf_row.eq(buf_row + 1)]
+        with m.If(transpose & rq.o.valid & rq.o.ready):          # a row into the block
+            for r in range(C):
+                with m.If(tr_fill == r):
+                    m.d.sync += tr[r].eq(out_row)
+                with m.Elif(tr_fill == 0):
+                    m.d.sync += tr[r].eq(0)
+            m.d.sync += tr_fill.eq(tr_fill + 1)
+            with m.If((tr_fill == C - 1) | (out_left == 1)):
+                m.d.sync += [tr_emit.eq(1), tr_col.eq(0), tr_fill.eq(0)]
+        with m.If(tr_out):                                       # a column out
+            m.d.sync += [t.eq(t >> 8) for t in tr]
+            m.d.sync += tr_col.eq(tr_col + 1)
+            with m.If(tr_col == C - 1):
+                m.d.sync += tr_emit.eq(0)
         with m.If(raw_take):
             m.d.sync += beat.eq(beat + 1)
             with m.If(beat == RB - 1):
                 m.d.sync += [beat.eq(0), out_left.eq(out_left - 1)]
 
         with m.If(self.abort):
-            m.d.sync += out_left.eq(0)
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (out_left == 0) & ~self.insn.valid)
+            m.d.sync += [out_left.eq(0), tr_emit.eq(0)]
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (out_left == 0) & ~tr_emit
+                                 & ~self.insn.valid)
         return m

@@ -25,8 +25,11 @@ class VectorUnit(wiring.Component):
     Each of the ``R`` lanes handles one element of a row. For each instruction: wait for
     the ``pop_prev`` token (the store unit has written the rows) and the ``pop_next``
     token (the exec unit has read the rows this one overwrites), then walk the
-    ``count`` vectors of ``rows`` rows. A row needs one read of the activation buffer's
-    second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``), three (a normalization's
+    ``count`` vectors of ``rows`` rows, one after another or interleaved (``stride``:
+    a vector's rows ``stride`` apart, the next vector one row on; the address counters
+    step by ``stride``, the writer follows the same pattern, and ``ROPE`` first adds up
+    its half offset ``h * stride`` in ``h`` cycles). A row needs one read of the
+    activation buffer's second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``), three (a normalization's
     output pass: ``x`` and the gain's two bytes) or four (``ROPE``: the row, its partner
     in the other half, cosine, sine), one read per cycle; then it passes the lane
     pipeline:
@@ -153,8 +156,16 @@ class VectorUnit(wiring.Component):
         m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R, depth=self.FIFO_ROWS)
         credits = Signal(range(self.FIFO_ROWS + 1), init=self.FIFO_ROWS)
         out_row = Signal(aw)
+        out_base = Signal(aw)        # the first row of the vector being written
+        out_j = Signal(16)           # the row's number in that vector
         take_credit = Signal()
         wrote = Signal()
+        # Interleaved vectors (``stride`` != 0): a vector's rows are ``stride`` apart and
+        # vector ``i + 1`` starts a row after vector ``i``.
+        interleaved = Signal()
+        row_step = Signal(16)
+        m.d.comb += [interleaved.eq(v.stride != 0),
+                     row_step.eq(Mux(interleaved, v.stride, 1))]
         m.d.comb += [
             self.wr_valid.eq(out.r_rdy), self.wr_data.eq(out.r_data),
             self.wr_addr.eq(out_row), out.r_en.eq(self.wr_ready),
@@ -162,7 +173,12 @@ class VectorUnit(wiring.Component):
         ]
         m.d.sync += credits.eq(credits - take_credit + wrote)
         with m.If(wrote):
-            m.d.sync += out_row.eq(out_row + 1)
+            with m.If(is_am | (out_j != v.rows - 1)):       # ARGMAX: one row per vector
+                m.d.sync += [out_row.eq(out_row + Mux(is_am, 1, row_step)),
+                             out_j.eq(out_j + 1)]
+            with m.Else():
+                next_out = Mux(interleaved, out_base + 1, out_row + 1)
+                m.d.sync += [out_row.eq(next_out), out_base.eq(next_out), out_j.eq(0)]
 
         # ---- The lane pipeline ------------------------------------------------------
         # Stage 1: the read issued last cycle arrives. A row needs up to three reads
@@ -375,7 +391,10 @@ class VectorUnit(wiring.Component):
         i_left = Signal(16)          # rows of this vector still to read (this pass)
         v_left = Signal(16)          # vectors still to start, after this one
         a_addr, b_addr, c_addr = Signal(aw), Signal(aw), Signal(aw)
-        v_base = Signal(aw)          # reductions: the vector's first row
+        v_base = Signal(aw)          # the vector's first row
+        b_base = Signal(aw)          # its partner's first row
+        half_off = Signal(aw)        # ROPE: from a row to its partner, h * row_step
+        h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
         ph = Signal(2)               # which read of the row is next
@@ -397,13 +416,15 @@ class VectorUnit(wiring.Component):
                      second.eq(row_no >= rows_half),
                      jm.eq(Mux(second, row_no - rows_half, row_no))]
         rope_addr = Signal(aw)
+        b_half = Signal(aw)          # the same in b (contiguous when it repeats)
+        m.d.comb += b_half.eq(Mux(v.b_repeat, rows_half, half_off))
         with m.Switch(ph):
-            with m.Case(1):
-                m.d.comb += rope_addr.eq(v_base + Mux(second, jm, row_no + rows_half))
-            with m.Case(2):
-                m.d.comb += rope_addr.eq(v.b_row + jm)
-            with m.Default():
-                m.d.comb += rope_addr.eq(v.b_row + rows_half + jm)
+            with m.Case(1):      # the partner element, in the other half
+                m.d.comb += rope_addr.eq(Mux(second, a_addr - half_off, a_addr + half_off))
+            with m.Case(2):      # cos, row jm of b
+                m.d.comb += rope_addr.eq(Mux(second, b_addr - b_half, b_addr))
+            with m.Default():    # sin, row h + jm of b
+                m.d.comb += rope_addr.eq(Mux(second, b_addr, b_addr + b_half))
 
         # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
         # reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square root.
@@ -440,7 +461,8 @@ class VectorUnit(wiring.Component):
             with m.If(v_left == 0):
                 m.next = "FINISH"
             with m.Else():
-                m.d.sync += [v_left.eq(v_left - 1), v_base.eq(a_addr),
+                m.d.sync += [v_left.eq(v_left - 1),
+                             v_base.eq(Mux(interleaved, v_base + 1, a_addr)),
                              v_len.eq(v_len + (v.causal & ~is_norm))]
                 m.next = "V_START"
 
@@ -462,14 +484,27 @@ class VectorUnit(wiring.Component):
                                  self.e2v_take.eq(cur.header.pop_next)]
                     m.d.sync += [i_left.eq(v.rows), v_left.eq(v.count - 1),
                                  a_addr.eq(v.a_row), b_addr.eq(v.b_row), v_base.eq(v.a_row),
-                                 ph.eq(0), out_row.eq(v.dst_row), t_index.eq(0),
-                                 v_len.eq(v.length), vpass.eq(P_OUT)]
+                                 b_base.eq(v.b_row), ph.eq(0), out_row.eq(v.dst_row),
+                                 out_base.eq(v.dst_row), out_j.eq(0), t_index.eq(0),
+                                 v_len.eq(v.length), vpass.eq(P_OUT), half_off.eq(0),
+                                 h_left.eq(v.rows >> 1)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
                     with m.Elif(reduce):
                         m.next = "V_START"
+                    with m.Elif(is_rope):
+                        m.next = "HALF"
                     with m.Else():
                         m.next = "PASS"
+
+            # -- ROPE: the offset of a row's partner, h * row_step (h cycles)
+            with m.State("HALF"):
+                with m.If(self.abort):
+                    m.next = "IDLE"
+                with m.Elif(h_left == 0):
+                    m.next = "PASS"
+                with m.Else():
+                    m.d.sync += [half_off.eq(half_off + row_step), h_left.eq(h_left - 1)]
 
             # -- one pass over a vector's rows (elementwise ops: over all their rows)
             with m.State("PASS"):
@@ -491,7 +526,9 @@ class VectorUnit(wiring.Component):
                     with m.If(~last_read):
                         m.d.sync += ph.eq(ph + 1)
                     with m.Else():
-                        m.d.sync += [ph.eq(0), a_addr.eq(a_addr + 1), b_addr.eq(b_addr + 1),
+                        m.d.sync += [ph.eq(0), a_addr.eq(a_addr + row_step),
+                                     b_addr.eq(b_addr + Mux(is_norm | v.b_repeat, 1,
+                                                            row_step)),
                                      c_addr.eq(c_addr + 1), i_left.eq(i_left - 1),
                                      rem.eq(rem - lanes_now)]
                         with m.If(i_left == 1):
@@ -500,10 +537,12 @@ class VectorUnit(wiring.Component):
                             with m.Elif(v_left == 0):
                                 m.next = "FINISH"
                             with m.Else():
+                                next_a = Mux(interleaved, v_base + 1, a_addr + 1)
+                                next_b = Mux(v.b_repeat, v.b_row,
+                                             Mux(interleaved, b_base + 1, b_addr + 1))
                                 m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1),
-                                             v_base.eq(a_addr + 1)]
-                                with m.If(v.b_repeat):     # the same partner rows again
-                                    m.d.sync += b_addr.eq(v.b_row)
+                                             v_base.eq(next_a), a_addr.eq(next_a),
+                                             b_base.eq(next_b), b_addr.eq(next_b)]
 
             # -- reductions: per vector, passes with the pipeline drained between them
             with m.State("V_START"):

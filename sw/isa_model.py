@@ -73,11 +73,12 @@ from serrano.hw.config import Config
 
 from . import q4, vector
 from .golden import check_int8
-from .requant import requantize, MULT_MAX, SHIFT_MAX
+from .requant import requantize, split_wide, MULT_MAX, SHIFT_MAX
 
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
-           "check_races", "Program", "pack_weights", "pack_params", "weight_bytes"]
+           "check_races", "Program", "pack_weights", "pack_params", "weight_bytes",
+           "vec_offsets"]
 
 #: The units, by :class:`hw.isa.Unit` number.
 UNITS = tuple(u.name.lower() for u in isa.Unit)
@@ -249,7 +250,8 @@ class Machine:
             raise _Fault(isa.Error.BAD_COUNT)
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
-        if op == isa.Op.VEC and b["vop"] not in set(isa.VecOp):
+        if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
+                                 or (b["wide"] and b["vop"] not in isa.NORM_VOPS)):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -264,16 +266,23 @@ class Machine:
         elif op == isa.Op.STORE:
             ok = (b["acc_row"] + b["m"] <= acc_rows and b["param_tile"] < cfg.param_tiles
                   and (not b["to_buf"] or (b["buf_row"] + b["m"] <= cfg.act_buf_rows
-                                           and not b["raw"])))
+                                           and not b["raw"]))
+                  and not (b["transpose"] and (b["raw"] or b["to_buf"]))
+                  and not (b["wide"] and (not b["to_buf"] or b["raw"] or b["transpose"]
+                                          or b["lo_row"] + b["m"] > cfg.act_buf_rows)))
         elif op == isa.Op.VEC:
-            vop, n, rows = b["vop"], b["rows"] * b["count"], cfg.act_buf_rows
-            ok = (b["a_row"] + n <= rows and b["table"] < cfg.vec_tables
-                  and (vop not in isa.BINARY_VOPS
-                       or b["b_row"] + (b["rows"] if b["b_repeat"] else n) <= rows)
+            vop, rows, table = b["vop"], cfg.act_buf_rows, b["vop"] == isa.VecOp.TABLE
+            n = b["rows"] * b["count"]
+            span = n if table else isa.vec_span(b["rows"], b["count"], b["stride"])
+            span_b = b["rows"] if b["b_repeat"] else span
+            ok = (b["a_row"] + span <= rows and b["table"] < cfg.vec_tables
+                  and (table or b["stride"] == 0 or b["stride"] >= b["count"])
+                  and (vop not in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
+                       or b["b_row"] + span_b <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
-                  and (vop != isa.VecOp.ROPE or b["b_row"] + b["rows"] <= rows)
-                  and (vop == isa.VecOp.TABLE or b["dst_row"] + n <= rows)
-                  and (vop != isa.VecOp.TABLE or n * cfg.rows <= isa.TABLE_ENTRIES))
+                  and (table or b["dst_row"] + span <= rows)
+                  and (not b["wide"] or b["lo_row"] + span <= rows)
+                  and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
         if not ok:
@@ -294,7 +303,10 @@ class Machine:
         elif op == isa.Op.STORE and not b["to_buf"]:
             self._align(b["dram_addr"], b["dram_stride"])
             row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb
-            self._window(b["dram_addr"], (b["m"] - 1) * b["dram_stride"] + row_bytes)
+            rows = b["m"]
+            if b["transpose"]:
+                rows, row_bytes = _tiles(b["m"], cfg.cols), cfg.cols * bb
+            self._window(b["dram_addr"], (rows - 1) * b["dram_stride"] + row_bytes)
         # Strides are non-negative, so row 0's first byte and the last row's last byte
         # bound every byte of the instruction: checking those two checks them all.
 
@@ -354,17 +366,30 @@ class Machine:
         return {"macs": macs, "array_rows": m * k_tiles, "read_bytes": nbytes}
 
     def _do_store(self, dram_addr, dram_stride, acc_row, m, param_tile, buf_row, to_buf,
-                  relu, raw):
+                  relu, raw, transpose, wide, lo_row):
         if raw:
             y = self.acc[acc_row:acc_row + m].astype("<i4")
         else:
             p = self.params
             y = requantize(self.acc[acc_row:acc_row + m], p.bias[param_tile],
-                           p.mult[param_tile], p.shift[param_tile], bool(relu))
+                           p.mult[param_tile], p.shift[param_tile], bool(relu), bool(wide))
+        if wide:                                  # two int8 rows per row, in the buffer
+            hi, lo = split_wide(y)
+            self.act[buf_row:buf_row + m] = hi
+            self.act[lo_row:lo_row + m] = lo
+            return {"write_bytes": 0}
         if to_buf:
             self.act[buf_row:buf_row + m] = y
             return {"write_bytes": 0}
-        row_bytes = y.itemsize * self.cfg.cols
+        if transpose:                # blocks of C rows, each transposed, one per stride
+            C = self.cfg.cols
+            nb = -(-m // C)
+            blocks = np.zeros((nb * C, C), np.int8)
+            blocks[:m] = y
+            y = np.ascontiguousarray(blocks.reshape(nb, C, C).transpose(0, 2, 1))
+            y = y.reshape(nb, C * C)
+            m = nb
+        row_bytes = y.itemsize * y.shape[1]
         dst = (dram_addr + np.arange(m, dtype=np.int64)[:, None] * dram_stride
                + np.arange(row_bytes)).ravel()
         val = y.view(np.uint8).ravel()
@@ -374,41 +399,41 @@ class Machine:
         return {"write_bytes": m * row_bytes}
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
-                table, causal, b_repeat):
-        n = rows * count
-        a = self.act[a_row:a_row + n]
+                table, causal, b_repeat, stride, wide, lo_row):
+        n, R = rows * count, self.cfg.rows
         if vop == isa.VecOp.TABLE:
-            self.tables[table, :n * self.cfg.rows] = a.ravel()
-        elif vop == isa.VecOp.SOFTMAX:
-            lengths = length + causal * np.arange(count)
-            y = vector.softmax(a.reshape(count, rows * self.cfg.rows), lengths,
-                               mul_a & 0xFFFF, shift)
-            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
-        elif vop == isa.VecOp.ARGMAX:
-            idx = vector.argmax(a.reshape(count, rows * self.cfg.rows),
-                                length + causal * np.arange(count))
-            rows_out = np.zeros((count, self.cfg.rows), np.int64)
-            for e in range(min(self.cfg.rows, 8)):
+            self.tables[table, :n * R] = self.act[a_row:a_row + n].ravel()
+            return {"vec_rows": n}
+        off = vec_offsets(rows, count, stride)
+        a = self.act[a_row + off].reshape(count, rows * R)
+        b = None
+        if vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
+            b = self.act[b_row + (np.arange(rows)[None] if b_repeat else off)]
+            b = b.reshape(-1, rows * R)
+        if vop == isa.VecOp.ARGMAX:
+            idx = vector.argmax(a, length + causal * np.arange(count))
+            rows_out = np.zeros((count, R), np.int64)
+            for e in range(min(R, 8)):
                 rows_out[:, e] = (idx >> (8 * e)) & 0xFF
             self.act[dst_row:dst_row + count] = rows_out.astype(np.uint8).view(np.int8)
+            return {"vec_rows": n}
+        if vop == isa.VecOp.SOFTMAX:
+            y = vector.softmax(a, length + causal * np.arange(count), mul_a & 0xFFFF, shift)
         elif vop == isa.VecOp.ROPE:
-            h = rows // 2
-            t = self.act[b_row:b_row + rows].reshape(2, h * self.cfg.rows)
-            y = vector.rope(a.reshape(count, rows * self.cfg.rows), t[0], t[1], mul_a, shift)
-            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
+            half = rows * R // 2
+            y = vector.rope(a, b[:, :half], b[:, half:], mul_a, shift)
         elif vop in isa.NORM_VOPS:
             g = self.act[b_row:b_row + 2 * rows].astype(np.int64)
             gain = (g[rows:] << 8 | (g[:rows] & 0xFF)).ravel()
-            y = vector.norm(a.reshape(count, rows * self.cfg.rows), gain, length, shift,
-                            rms=vop == isa.VecOp.RMSNORM)
-            self.act[dst_row:dst_row + n] = y.reshape(n, self.cfg.rows)
+            if wide:
+                lo = self.act[lo_row + off].reshape(count, rows * R).astype(np.int64)
+                a = 256 * a.astype(np.int64) + lo
+            y = vector.norm(a, gain, length, shift, rms=vop == isa.VecOp.RMSNORM,
+                            wide=bool(wide))
         else:
-            b = None
-            if vop in isa.BINARY_VOPS:
-                b = (np.tile(self.act[b_row:b_row + rows], (count, 1)) if b_repeat
-                     else self.act[b_row:b_row + n])
-            self.act[dst_row:dst_row + n] = vector.apply(
-                vop, a, b, mul_a=mul_a, mul_b=mul_b, shift=shift, table=self.tables[table])
+            y = vector.apply(vop, a, b, mul_a=mul_a,
+                             mul_b=mul_b, shift=shift, table=self.tables[table])
+        self.act[dst_row + off] = np.asarray(y).reshape(count, rows, R)
         return {"vec_rows": n}
 
     def _do_fence(self):
@@ -666,27 +691,36 @@ def _footprint(cfg, op, b):
         reads.add(("param slot", b["param_tile"]))
         if b["to_buf"]:
             writes.update(("act row", b["buf_row"] + j) for j in range(b["m"]))
+            if b["wide"]:
+                writes.update(("act row", b["lo_row"] + j) for j in range(b["m"]))
         else:
             beats = cfg.raw_row_beats if b["raw"] else 1
+            rows = b["m"]
+            if b["transpose"]:
+                rows, beats = _tiles(b["m"], cfg.cols), cfg.cols
             writes.update(("memory beat", (b["dram_addr"] + j * b["dram_stride"]) // bb + k)
-                          for j in range(b["m"]) for k in range(beats))
+                          for j in range(rows) for k in range(beats))
     elif op == isa.Op.VEC:
         n = b["rows"] * b["count"]
-        reads.update(("act row", b["a_row"] + j) for j in range(n))
         if b["vop"] == isa.VecOp.TABLE:
+            reads.update(("act row", b["a_row"] + j) for j in range(n))
             writes.add(("vector table", b["table"]))
         else:
-            if b["vop"] in isa.BINARY_VOPS:
-                nb = b["rows"] if b["b_repeat"] else n
-                reads.update(("act row", b["b_row"] + j) for j in range(nb))
+            off = vec_offsets(b["rows"], b["count"], b["stride"])
+            reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
+            if b["wide"]:
+                reads.update(("act row", int(r)) for r in (b["lo_row"] + off).ravel())
+            if b["vop"] in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
+                rb = b["b_row"] + (np.arange(b["rows"]) if b["b_repeat"] else off)
+                reads.update(("act row", int(r)) for r in rb.ravel())
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
-            if b["vop"] == isa.VecOp.ROPE:
-                reads.update(("act row", b["b_row"] + j) for j in range(b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
                 reads.add(("vector table", b["table"]))
-            out = b["count"] if b["vop"] == isa.VecOp.ARGMAX else n
-            writes.update(("act row", b["dst_row"] + j) for j in range(out))
+            if b["vop"] == isa.VecOp.ARGMAX:
+                writes.update(("act row", b["dst_row"] + j) for j in range(b["count"]))
+            else:
+                writes.update(("act row", int(r)) for r in (b["dst_row"] + off).ravel())
     return reads, writes, early
 
 
@@ -783,21 +817,22 @@ class Program:
                          accumulate=accumulate, wfmt=int(wfmt))
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
-              to_buf=0, relu=0, raw=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0,
-              pop_side=0, push_side=0):
+              to_buf=0, relu=0, raw=0, transpose=0, wide=0, lo_row=0, pop_prev=0,
+              pop_next=0, push_prev=0, push_next=0, pop_side=0, push_side=0):
         return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next,
                                               pop_side, push_side),
                          dram_addr=dram_addr, dram_stride=dram_stride, acc_row=acc_row, m=m,
                          param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu,
-                         raw=raw)
+                         raw=raw, transpose=transpose, wide=wide, lo_row=lo_row)
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
-            mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, pop_prev=0, pop_next=0,
-            push_prev=0, push_next=0):
+            mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, lo_row=0,
+            pop_prev=0, pop_next=0, push_prev=0, push_next=0):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
-                         mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat)
+                         mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
+                         stride=stride, wide=wide, lo_row=lo_row)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})
@@ -817,6 +852,11 @@ class Program:
     def to_array(self):
         """The program as a uint8 array, ready to copy into a memory image."""
         return np.frombuffer(bytes(self), dtype=np.uint8).copy()
+
+
+def vec_offsets(rows, count, stride):
+    """:func:`hw.isa.vec_offset` of every row of ``count`` vectors: ``(count, rows)``."""
+    return isa.vec_offset(np.arange(count)[:, None], np.arange(rows)[None, :], rows, stride)
 
 
 def _flags(pop_prev, pop_next, push_prev, push_next, pop_side=0, push_side=0):

@@ -94,7 +94,7 @@ BINS = (
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
-       "vec:repeating_b"]
+       "vec:repeating_b", "vec:interleaved"]
 )
 
 
@@ -521,6 +521,9 @@ def vector_epilogue(rng, cfg, image, layout):
     ops, bins, src = [], set(), 0
     if isa.VecOp.LUT in vops:
         ops.append(dict(vop=isa.VecOp.TABLE, a_row=tb, rows=trows, table=0))
+    stride = count if rng.random() < 0.4 else 0     # interleaved vectors, or not
+    if stride and count > 1:
+        bins.add("vec:interleaved")
     for k, vop in enumerate(vops):
         length = int(rng.choice([0, 1, int(rng.integers(1, L + 1)), L, L + 3]))
         op = dict(vop=vop, a_row=src, dst_row=dst, rows=rows, count=count, length=length,
@@ -528,7 +531,9 @@ def vector_epilogue(rng, cfg, image, layout):
                   mul_a=int(rng.integers(-(1 << 15), 1 << 15)),
                   mul_b=int(rng.integers(-(1 << 15), 1 << 15)),
                   shift=int(rng.integers(0, 32)),
-                  b_repeat=int(vop in isa.BINARY_VOPS and rng.random() < 0.3))
+                  b_repeat=int(vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
+                               and rng.random() < 0.3),
+                  stride=stride)
         if vop == isa.VecOp.SOFTMAX:
             op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
         elif vop in isa.NORM_VOPS:

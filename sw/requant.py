@@ -27,11 +27,11 @@ import numbers
 
 import numpy as np
 
-from serrano.hw.isa import MULT_BITS, SHIFT_BITS   # the parameter words' widths
+from serrano.hw.isa import MULT_BITS, SHIFT_BITS, WIDE_MAX   # the hardware's widths
 from .golden import wrap_int32
 
-__all__ = ["MULT_BITS", "SHIFT_BITS", "MULT_MAX", "SHIFT_MAX", "requantize",
-           "quantize_multiplier"]
+__all__ = ["MULT_BITS", "SHIFT_BITS", "MULT_MAX", "SHIFT_MAX", "WIDE_MAX", "requantize",
+           "split_wide", "quantize_multiplier"]
 
 #: Largest multiplier and shift.
 MULT_MAX = (1 << MULT_BITS) - 1
@@ -49,8 +49,10 @@ def _as_int_array(name, x, lo, hi):
     return x.astype(np.int64)
 
 
-def requantize(acc, bias, mult, shift, relu=False):
-    """Requantize int32 accumulators to int8, per channel (the last axis).
+def requantize(acc, bias, mult, shift, relu=False, wide=False):
+    """Requantize int32 accumulators to int8 (with ``wide``: to 16 bits, saturating at
+    ``+-WIDE_MAX`` = 32639 so that :func:`split_wide` gives two int8 halves), per channel
+    (the last axis).
 
     Parameters
     ----------
@@ -67,7 +69,7 @@ def requantize(acc, bias, mult, shift, relu=False):
 
     Returns
     -------
-    numpy.ndarray of int8, the shape of ``acc``.
+    numpy.ndarray of int8 (``wide``: int16), the shape of ``acc``.
 
     All arithmetic is int64: ``|x * m| < 2**62`` and adding the rounding constant
     ``2**(s-1) <= 2**62`` stays below ``2**63``, so nothing overflows.
@@ -90,7 +92,19 @@ def requantize(acc, bias, mult, shift, relu=False):
     q = np.right_shift(p + half, shift)            # arithmetic on int64
     if relu:
         q = np.maximum(q, 0)
+    if wide:
+        return np.clip(q, -WIDE_MAX, WIDE_MAX).astype(np.int16)
     return np.clip(q, -128, 127).astype(np.int8)
+
+
+def split_wide(q):
+    """16-bit values ``q`` (``|q| <= WIDE_MAX``) as two int8 halves ``(hi, lo)`` with
+    ``q == 256 * hi + lo``: ``lo`` is ``q``'s low byte (signed), ``hi = (q + 128) >> 8``."""
+    q = np.asarray(q, np.int64)
+    if q.size and np.abs(q).max() > WIDE_MAX:
+        raise ValueError(f"wide values must lie in [-{WIDE_MAX}, {WIDE_MAX}]")
+    lo = ((q + 128) & 0xFF) - 128
+    return ((q + 128) >> 8).astype(np.int8), lo.astype(np.int8)
 
 
 def quantize_multiplier(real_scale):

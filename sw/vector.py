@@ -36,17 +36,21 @@ values are exact integers (no intermediate rounding but the one stated).
     5. ``p = rshift_round(e * r, 24)``: ``127 * e / S`` to the nearest integer
        (within one), in ``[0, 127]``.
 
-``norm(x, gain, length, shift, rms)``
-    LayerNorm (``rms=False``) or RMSNorm of one vector ``x`` of int8 over its first
-    ``n = length`` elements (the others give 0; ``n = 0`` gives zeros), with ``gain``
-    int16 per element:
+``norm(x, gain, length, shift, rms, wide=False)``
+    LayerNorm (``rms=False``) or RMSNorm of one vector ``x`` over its first ``n =
+    length`` elements (the others give 0; ``n = 0`` gives zeros), with ``gain`` int16 per
+    element. ``x`` is int8, taken as ``X = 256 x``, or with ``wide`` ``X = 256 hi + lo``
+    of two int8 halves (a residual stream wider than int8, :func:`sw.requant.split_wide`;
+    ``-32896 <= X <= 32639``):
 
-    1. the mean in 1/256ths, rounded half up: ``mu = floor((512 sum(x) + n) / (2 n))``
-       (``mu = 0`` for RMSNorm);
-    2. the deviations ``D = 256 x - mu`` and ``V = sum(D**2)`` (two passes: no
+    1. the mean, rounded half up: ``mu = floor((2 sum(X) + n) / (2 n))`` (``mu = 0``
+       for RMSNorm);
+    2. the deviations ``D = X - mu`` and ``V = sum(D**2)`` (two passes: no
        cancellation);
-    3. ``r = isqrt(floor(n * 2**56 / V))`` (0 when ``V = 0``), truncated to its 16 leading
-       bits: ``r_t = (r >> e) << e`` with ``e = max(0, bit_length(r) - 16)``. Then
+    3. ``r = min(isqrt(floor(n * 2**56 / V)), 2**32 - 1)`` (0 when ``V = 0``; the bound
+       binds only for a 16-bit vector of mean square deviation below 1/256), truncated to
+       its 16 leading bits: ``r_t = (r >> e) << e`` with ``e = max(0, bit_length(r) -
+       16)``. Then
        ``D * r / 2**28`` is ``(x - mean) / sqrt(variance)`` (``x / rms`` for RMSNorm);
     4. ``z = clamp(rshift_round(D * r_t, 16), -2**17, 2**17 - 1)``: the normalized value
        in 1/4096ths (saturating past 32 standard deviations);
@@ -196,11 +200,17 @@ NORM_FRAC = 12
 _Z_MAX = (1 << 17) - 1
 
 
-def norm(x, gain, length, shift, rms):
-    """:func:`norm` of the docstring for each row of ``x`` (2-D int8, one vector per row)
-    with ``gain`` (int16, one per element). Returns int8 rows."""
+def norm(x, gain, length, shift, rms, wide=False):
+    """:func:`norm` of the docstring for each row of ``x`` (2-D int8, or 16-bit with
+    ``wide``; one vector per row) with ``gain`` (int16, one per element). Returns int8
+    rows."""
     _check(0, 0, shift)
     x = np.atleast_2d(np.asarray(x, np.int64))
+    lo, hi = (-128 * 257, 127 * 257) if wide else (-128, 127)
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"norm's x must be {'256 hi + lo of int8 halves' if wide else 'int8'}")
+    if not wide:
+        x = 256 * x
     gain = np.asarray(gain, np.int64)
     count, L = x.shape
     if gain.shape != (L,) or gain.min(initial=0) < -(1 << 15) or gain.max(initial=0) >= 1 << 15:
@@ -212,10 +222,10 @@ def norm(x, gain, length, shift, rms):
     valid = np.arange(L) < n
     for i in range(count):
         xi = x[i]
-        mu = 0 if rms else (512 * int(xi[valid].sum()) + n) // (2 * n)
-        d = 256 * xi - mu
+        mu = 0 if rms else (2 * int(xi[valid].sum()) + n) // (2 * n)
+        d = xi - mu
         v = int((d[valid] ** 2).sum())
-        r = math.isqrt((n << 56) // v) if v else 0
+        r = min(math.isqrt((n << 56) // v), (1 << 32) - 1) if v else 0
         e = max(0, r.bit_length() - 16)
         r_t = (r >> e) << e
         z = np.clip(rshift_round(d * r_t, 16), -_Z_MAX - 1, _Z_MAX)
@@ -248,13 +258,15 @@ def argmax(x, length):
 
 
 def rope(x, cos, sin, mul, shift):
-    """:func:`rope` of the docstring for each row of ``x`` (2-D int8, ``2h`` per row)."""
+    """:func:`rope` of the docstring for each row of ``x`` (2-D int8, ``2h`` per row), with
+    ``h`` cosines and sines for all rows, or a row of them for each row of ``x``."""
     _check(mul, 0, shift)
     x = np.atleast_2d(np.asarray(x, np.int64))
     h = x.shape[1] // 2
     c, s = np.asarray(cos, np.int64), np.asarray(sin, np.int64)
-    if x.shape[1] % 2 or c.shape != (h,) or s.shape != (h,):
-        raise ValueError(f"rope needs an even row and {h} cosines and sines")
+    shapes = ((h,), (1, h), (len(x), h))
+    if x.shape[1] % 2 or c.shape not in shapes or s.shape not in shapes:
+        raise ValueError(f"rope needs an even row and {h} cosines and sines (per row)")
     x1, x2 = x[:, :h], x[:, h:]
     y1 = rshift_round(int(mul) * (x1 * c - x2 * s), int(shift))
     y2 = rshift_round(int(mul) * (x2 * c + x1 * s), int(shift))

@@ -78,9 +78,9 @@ def layer_vector_ops(cfg, tokens, base, layer=LAYER, rng=None):
            dict(vop=V.RMSNORM, a_row=r["x"], b_row=r["gains"], dst_row=r["y"], rows=h,
                 count=tokens, length=h * R, shift=14),
            dict(vop=V.ROPE, a_row=r["q"], b_row=r["rope"], dst_row=r["q"], rows=dh,
-                count=tokens * heads, mul_a=m_rope, shift=s_rope),
+                count=tokens * heads, mul_a=m_rope, shift=s_rope, b_repeat=1),
            dict(vop=V.ROPE, a_row=r["k"], b_row=r["rope"], dst_row=r["k"], rows=dh,
-                count=tokens * kvh, mul_a=m_rope, shift=s_rope)]
+                count=tokens * kvh, mul_a=m_rope, shift=s_rope, b_repeat=1)]
     for head in range(heads):              # causal: query i sees positions 0..i
         s0 = r["scores"] + head * tokens * pos_rows
         ops.append(dict(vop=V.SOFTMAX, a_row=s0, dst_row=s0, rows=pos_rows, count=tokens,
