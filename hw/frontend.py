@@ -155,6 +155,9 @@ class FrontEnd(wiring.Component):
         acc_end = Signal(18)
         param_end = Signal(18)
         store_buf_end = Signal(18)
+        store_lo_end = Signal(18)
+        vec_lo_end = Signal(33)          # wide: the low halves (a's, or an ADD's b's)
+        vec_dst_lo_end = Signal(33)
         vec_total = Signal(32)           # VEC: rows * count (one multiplier, registered)
         vec_rows_m1 = Signal(16)
         vec_strided = Signal(32)         # interleaved vectors: (rows - 1) * stride
@@ -174,6 +177,10 @@ class FrontEnd(wiring.Component):
                              b.load_param.param_tile + b.load_param.n_tiles,
                              b.store.param_tile + 1)),
             store_buf_end.eq(b.store.buf_row + b.store.m),
+            store_lo_end.eq(b.store.lo_row + b.store.m),
+            vec_lo_end.eq(b.vec.lo_row + Mux((b.vec.vop == isa.VecOp.ADD) & b.vec.b_repeat,
+                                             b.vec.rows, vec_span)),
+            vec_dst_lo_end.eq(b.vec.dst_lo_row + vec_span),
             vec_total.eq(b.vec.rows * b.vec.count),
             vec_rows_m1.eq(b.vec.rows - 1),
             vec_strided.eq(vec_rows_m1 * b.vec.stride),
@@ -214,7 +221,11 @@ class FrontEnd(wiring.Component):
                                              & ((store_buf_end > cfg.act_buf_rows)
                                                 | b.store.raw))
                                           | (b.store.transpose
-                                             & (b.store.raw | b.store.to_buf)))
+                                             & (b.store.raw | b.store.to_buf))
+                                          | (b.store.wide
+                                             & (~b.store.to_buf | b.store.raw
+                                                | b.store.transpose
+                                                | (store_lo_end > cfg.act_buf_rows))))
             with m.Case(isa.Op.VEC):
                 vop = b.vec.vop
                 binary = (vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)
@@ -226,6 +237,9 @@ class FrontEnd(wiring.Component):
                     | ((binary | rope) & (vec_b_end > cfg.act_buf_rows))
                     | (norm & (vec_gain_end > cfg.act_buf_rows))
                     | (~table & (vec_dst_end > cfg.act_buf_rows))
+                    | (b.vec.wide & (vec_lo_end > cfg.act_buf_rows))
+                    | (b.vec.wide & (vop == isa.VecOp.ADD)
+                       & (vec_dst_lo_end > cfg.act_buf_rows))
                     | (~table & (b.vec.stride != 0) & (b.vec.stride < b.vec.count))
                     | (b.vec.table >= cfg.vec_tables)
                     | (table & (vec_table_end > isa.TABLE_ENTRIES)))
@@ -282,7 +296,11 @@ class FrontEnd(wiring.Component):
                 with m.Elif((op == isa.Op.MATMUL) & (b.matmul.wfmt > max(isa.WeightFormat))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_FORMAT)]
                     m.next = "HALT"
-                with m.Elif((op == isa.Op.VEC) & (b.vec.vop > max(isa.VecOp))):
+                with m.Elif((op == isa.Op.VEC)
+                            & ((b.vec.vop > max(isa.VecOp))
+                               | (b.vec.wide & (b.vec.vop != isa.VecOp.LAYERNORM)
+                                  & (b.vec.vop != isa.VecOp.RMSNORM)
+                                  & (b.vec.vop != isa.VecOp.ADD)))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

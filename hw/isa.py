@@ -111,6 +111,9 @@ Instructions
     two int8 tensors into a third scale (``mul_b = 0``: rescale one); with ``b_repeat``
     every vector's partner is the same ``rows`` rows at ``b_row`` (a bias, or a
     LayerNorm's beta, added to every token; also for ``MUL``: a per-element scale);
+    with ``wide``, ``b`` is 16-bit (``256 hi + lo``, its low halves at ``lo_row +
+    off``) and so is ``y`` (clamped to ``+-WIDE_MAX``; its high halves at ``dst_row +
+    off``, its low halves at ``dst_lo_row + off``): a residual add into a 16-bit stream;
     ``MUL``  ``y = sat8(round(mul_a * a * b / 2**shift))``: an elementwise product
     (SwiGLU's ``silu(gate) * up``);
     ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
@@ -130,7 +133,7 @@ Instructions
     high bytes the ``rows`` rows after those (contiguous whatever ``stride``), one gain
     vector for all ``count`` vectors; with ``wide`` ``x`` is 16-bit, ``256 hi + lo``,
     its high halves at ``a_row + off(i, j)`` and its low halves at ``lo_row + off(i, j)``
-    (``wide`` with another ``vop``: ``BAD_VOP``);
+    (``wide`` with a ``vop`` other than these and ``ADD``: ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
     elements (0 when ``length`` is 0), written as one row per vector at ``dst_row + i``:
     element ``e`` is byte ``e`` of the index (little-endian, zeros past it);
@@ -321,7 +324,7 @@ body_layouts = {
     Op.VEC: data.StructLayout({
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
-        "b_repeat": 1, "stride": 16, "wide": 1, "lo_row": 16,
+        "b_repeat": 1, "stride": 16, "wide": 1, "lo_row": 16, "dst_lo_row": 16,
     }),
 }
 

@@ -5,7 +5,7 @@ from amaranth.lib import data, wiring, stream
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .isa import MULT_BITS, SHIFT_BITS
+from .isa import MULT_BITS, SHIFT_BITS, WIDE_MAX
 from .config import Config
 
 __all__ = ["Requantizer"]
@@ -18,15 +18,17 @@ def _all_ones(value):
 
 
 class Requantizer(wiring.Component):
-    """Requantizes one row of ``C`` int32 accumulators to ``C`` int8 values per cycle.
+    """Requantizes one row of ``C`` int32 accumulators to ``C`` int8 (or, ``wide``,
+    16-bit) values per cycle.
 
-    For each column ``c``, with ``bias[c]``, ``mult[c]``, ``shift[c]`` and ``relu``, it
-    computes exactly what :func:`sw.requant.requantize` specifies (``docs/requant.md``)::
+    For each column ``c``, with ``bias[c]``, ``mult[c]``, ``shift[c]``, ``relu`` and
+    ``wide``, it computes exactly what :func:`sw.requant.requantize` specifies
+    (``docs/requant.md``)::
 
         x = wrap_int32(acc + bias[c])
         p = x * mult[c]
         q = (p + 2**(shift[c]-1)) >> shift[c]   if shift[c] > 0 else p
-        y = clamp(max(q, 0) if relu else q, -128, 127)
+        y = clamp(max(q, 0) if relu else q, -128, 127)    (wide: -WIDE_MAX, WIDE_MAX)
 
     Pipeline
     --------
@@ -50,8 +52,9 @@ class Requantizer(wiring.Component):
        ``p`` (the rounding bit; 0 when ``shift`` is 0), since
        ``(p + 2**(s-1)) >> s == (p >> s) + p[s-1]``.
     7. ``y``: ``(t >> 1) + t[0]`` with ReLU and int8 saturation, decided from a range
-       check of ``t``'s upper bits and an 8-bit increment (no wide compare or add),
-       registered.
+       check of ``t``'s upper bits and an 8-bit increment (no wide compare or add), or
+       (``wide``) 16-bit saturation at ``+-WIDE_MAX`` from a range check, two 16-bit
+       compares and a 16-bit increment, registered.
 
     Only the valid bits are reset; every data register is reset-less, so the reset net
     reaches a few flip-flops, not the whole datapath.
@@ -91,8 +94,9 @@ class Requantizer(wiring.Component):
     -----
     i : In(stream.Signature(layouts.psum_row(cfg)))
         ``payload``: ``C`` int32 accumulators, element ``c`` for column ``c``.
-    o : Out(stream.Signature(data.ArrayLayout(signed(8), C)))
-        ``payload``: the ``C`` int8 results, element ``c`` for column ``c``.
+    o : Out(stream.Signature(data.ArrayLayout(signed(16), C)))
+        ``payload``: the ``C`` results (int8 sign-extended, or 16-bit), element ``c`` for
+        column ``c``.
     bias : In(data.ArrayLayout(signed(32), C))
         Per-column int32 bias.
     mult : In(data.ArrayLayout(unsigned(MULT_BITS), C))
@@ -101,8 +105,10 @@ class Requantizer(wiring.Component):
         Per-column right shift ``s``, 0 to 63 (``SHIFT_BITS = 6``).
     relu : In(1)
         Clamp negative results to 0.
+    wide : In(1)
+        Saturate to ``+-WIDE_MAX`` instead of int8.
 
-    ``bias``, ``mult``, ``shift`` and ``relu`` are not pipelined with the rows: each
+    ``bias``, ``mult``, ``shift``, ``relu`` and ``wide`` are not pipelined with the rows: each
     stage reads them when it computes, so the controller must hold them stable from the
     cycle the first row of a group is accepted on ``i`` until its last row has left
     ``o``. (Stage 1 reads ``bias`` from the port; ``mult``, ``shift`` and ``relu`` are read
@@ -130,11 +136,12 @@ class Requantizer(wiring.Component):
         C = cfg.cols
         super().__init__({
             "i": In(stream.Signature(layouts.psum_row(cfg))),
-            "o": Out(stream.Signature(data.ArrayLayout(signed(8), C))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(16), C))),
             "bias": In(data.ArrayLayout(signed(cfg.acc_width), C)),
             "mult": In(data.ArrayLayout(unsigned(MULT_BITS), C)),
             "shift": In(data.ArrayLayout(unsigned(SHIFT_BITS), C)),
             "relu": In(1),
+            "wide": In(1),
         })
 
     def elaborate(self, platform):
@@ -175,7 +182,8 @@ class Requantizer(wiring.Component):
         # controller's registers into a barrel shifter. (mult: see stage 2.)
         shift_q = Signal.like(self.shift, name="shift_q")
         relu = Signal(name="relu_q")
-        m.d.sync += [shift_q.eq(self.shift), relu.eq(self.relu)]
+        wide = Signal(name="wide_q")
+        m.d.sync += [shift_q.eq(self.shift), relu.eq(self.relu), wide.eq(self.wide)]
 
         for c in range(C):
             bias, mult, shift = self.bias[c], self.mult[c], shift_q[c]
@@ -241,13 +249,30 @@ class Requantizer(wiring.Component):
             m.d.comb += fits.eq(t[8:].all() | ~t[8:].any())
             pos_sat = (~negative & ~fits) | (fits & (f_low == 0x7F) & r)
             neg_sat = negative & ~fits
+            # Wide: q > WIDE_MAX iff f does not fit 16 bits (positive), f > WIDE_MAX, or
+            # f == WIDE_MAX and r; q < -WIDE_MAX iff f < -WIDE_MAX - 1, or f == -WIDE_MAX
+            # - 1 and not r.
+            f16 = t[1:17].as_signed()
+            fits16 = Signal(name=f"fits16_{c}")
+            m.d.comb += fits16.eq(t[16:].all() | ~t[16:].any())
+            pos16 = (~negative & ~fits16) | (fits16 & ((f16 > WIDE_MAX)
+                                                       | ((f16 == WIDE_MAX) & r)))
+            neg16 = (negative & ~fits16) | (fits16 & ((f16 < -WIDE_MAX - 1)
+                                                      | ((f16 == -WIDE_MAX - 1) & ~r)))
             with m.If(advance):
-                with m.If(pos_sat):
-                    m.d.sync += y[c].eq(127)
-                with m.Elif(negative & relu):
+                with m.If(negative & relu):
                     m.d.sync += y[c].eq(0)
+                with m.Elif(wide):
+                    with m.If(pos16):
+                        m.d.sync += y[c].eq(WIDE_MAX)
+                    with m.Elif(neg16):
+                        m.d.sync += y[c].eq(-WIDE_MAX)
+                    with m.Else():
+                        m.d.sync += y[c].eq(f16 + r)
+                with m.Elif(pos_sat):
+                    m.d.sync += y[c].eq(127)
                 with m.Elif(neg_sat):
                     m.d.sync += y[c].eq(-128)
                 with m.Else():
-                    m.d.sync += y[c].eq(f_low + r)
+                    m.d.sync += y[c].eq(f_low.as_signed() + r)
         return m

@@ -28,11 +28,14 @@ class StoreUnit(wiring.Component):
     run of ``m * raw_row_beats`` beats when ``dram_stride`` is the raw row's size). A
     ``transpose`` store collects ``C`` requantized rows in a ``C x C`` byte block and
     sends it as ``C`` beats, beat ``c`` holding byte ``c`` of every row (one burst run of
-    ``C`` beats per block, or one for all blocks when ``dram_stride`` is ``C * C``).
+    ``C`` beats per block, or one for all blocks when ``dram_stride`` is ``C * C``). A
+    ``wide`` store writes each 16-bit row as two buffer rows, the high halves at
+    ``buf_row + r`` and the low halves a cycle later at ``lo_row + r``.
     ``push_prev`` (accumulator free) is given when the last accumulator row has been read.
 
     Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles; a
-    transposed block of ``C`` rows: ``2 * C`` cycles, filling then leaving) unless the
+    transposed block of ``C`` rows: ``2 * C`` cycles, filling then leaving; a wide row:
+    two cycles) unless the
     destination holds back. Back-pressure: the
     write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
     requantizer; accumulator reads stop while the 4-row skid buffer is full.
@@ -88,7 +91,7 @@ class StoreUnit(wiring.Component):
                 rq.mult[c].eq(params[C + c]),
                 rq.shift[c].eq(params[2 * C + c]),
             ]
-        m.d.comb += rq.relu.eq(st.relu)
+        m.d.comb += [rq.relu.eq(st.relu), rq.wide.eq(st.wide)]
 
         p_beat = Signal(range(isa.PARAM_BEATS + 1))
         p_pending = Signal()          # a parameter beat read last cycle arrives now
@@ -130,6 +133,13 @@ class StoreUnit(wiring.Component):
         # beat ``c`` the bytes ``c`` of every row: each beat takes every row's low byte
         # and shifts the rows down a byte, so no wide multiplexer is needed.
         transpose = Signal()
+        # Wide rows: the high halves go to the buffer as they leave the requantizer, the
+        # low halves wait one cycle in ``lo_data`` (the write port takes a row a cycle).
+        wide = Signal()
+        lo_pend = Signal()
+        lo_data = Signal(8 * C)
+        lo_addr = Signal(16)
+        lo_next = Signal(16)
         tr = [Signal(8 * C, name=f"tr_{r}") for r in range(C)]
         tr_fill = Signal(range(C))    # the block's next row
         tr_emit = Signal()            # the block is leaving
@@ -139,7 +149,8 @@ class StoreUnit(wiring.Component):
 
         with m.FSM(name="store") as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.insn.ready.eq(~self.abort & (out_left == 0) & ~tr_emit)
+                m.d.comb += self.insn.ready.eq(~self.abort & (out_left == 0) & ~tr_emit
+                                               & ~lo_pend)
                 with m.If(self.insn.valid & self.insn.ready):
                     m.d.sync += cur.eq(self.insn.payload)
                     m.next = "TOKEN"
@@ -154,6 +165,7 @@ class StoreUnit(wiring.Component):
                                  p_base.eq(times_const(st.param_tile, isa.PARAM_BEATS)),
                                  out_left.eq(st.m), to_buf.eq(st.to_buf), raw.eq(st.raw),
                                  beat.eq(0), transpose.eq(st.transpose), tr_fill.eq(0),
+                                 wide.eq(st.wide), lo_next.eq(st.lo_row),
                                  buf_row.eq(st.buf_row)]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
@@ -197,23 +209,38 @@ class StoreUnit(wiring.Component):
                         m.next = "IDLE"
 
         # Requantized rows go to memory or back into the activation buffer.
-        out_row = Signal(8 * cfg.bus_bytes)
-        m.d.comb += out_row.eq(rq.o.payload.as_value())
+        out_row = Signal(8 * cfg.bus_bytes)          # int8 results: the low bytes
+        hi_row = Signal(8 * cfg.bus_bytes)           # wide: q = 256 hi + lo
+        lo_row = Signal(8 * cfg.bus_bytes)
+        y = rq.o.payload
+        m.d.comb += [out_row.eq(Cat(*(y[c][:8] for c in range(C)))),
+                     hi_row.eq(Cat(*((y[c][8:16] + y[c][7])[:8] for c in range(C)))),
+                     lo_row.eq(out_row)]
         m.d.comb += [
             self.wdata.payload.eq(Mux(raw, raw_beat, Mux(transpose, tr_beat, out_row))),
-            self.buf_data.eq(out_row), self.buf_addr.eq(buf_row),
+            self.buf_data.eq(Mux(lo_pend, lo_data, Mux(wide, hi_row, out_row))),
+            self.buf_addr.eq(Mux(lo_pend, lo_addr, buf_row)),
             self.wdata.valid.eq(Mux(raw, skid.r_rdy,
                                     Mux(transpose, tr_emit, rq.o.valid & ~to_buf))),
-            self.buf_valid.eq(rq.o.valid & to_buf),
-            rq.o.ready.eq(Mux(to_buf, self.buf_ready,
+            self.buf_valid.eq(lo_pend | (rq.o.valid & to_buf)),
+            rq.o.ready.eq(Mux(to_buf, self.buf_ready & ~lo_pend,
                               Mux(transpose, ~tr_emit, self.wdata.ready))),
         ]
         row_out = Signal()            # the last row (beat) left for the buffer or the DMA
         tr_out = Signal()             # a transposed beat left
         m.d.comb += tr_out.eq(tr_emit & self.wdata.ready)
-        m.d.comb += row_out.eq(Mux(transpose, tr_out & (tr_col == C - 1) & (out_left == 0),
-                                   ((rq.o.valid & rq.o.ready) | (raw_take & (beat == RB - 1)))
-                                   & (out_left == 1)))
+        with m.If(transpose):
+            m.d.comb += row_out.eq(tr_out & (tr_col == C - 1) & (out_left == 0))
+        with m.Elif(wide):
+            m.d.comb += row_out.eq(lo_pend & self.buf_ready & (out_left == 0))
+        with m.Else():
+            m.d.comb += row_out.eq(((rq.o.valid & rq.o.ready)
+                                    | (raw_take & (beat == RB - 1))) & (out_left == 1))
+        with m.If(lo_pend & self.buf_ready):
+            m.d.sync += lo_pend.eq(0)
+        with m.If(wide & rq.o.valid & rq.o.ready):
+            m.d.sync += [lo_pend.eq(1), lo_data.eq(lo_row), lo_addr.eq(lo_next),
+                         lo_next.eq(lo_next + 1)]
         m.d.comb += self.s2v_give.eq(row_out & cur.header.push_side)
         with m.If(rq.o.valid & rq.o.ready):
             m.d.sync += [out_left.eq(out_left - 1), buf_row.eq(buf_row + 1)]
@@ -237,7 +264,7 @@ class StoreUnit(wiring.Component):
                 m.d.sync += [beat.eq(0), out_left.eq(out_left - 1)]
 
         with m.If(self.abort):
-            m.d.sync += [out_left.eq(0), tr_emit.eq(0)]
+            m.d.sync += [out_left.eq(0), tr_emit.eq(0), lo_pend.eq(0)]
         m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (out_left == 0) & ~tr_emit
-                                 & ~self.insn.valid)
+                                 & ~lo_pend & ~self.insn.valid)
         return m

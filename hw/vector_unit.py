@@ -1,6 +1,6 @@
 """The vector unit: ``VEC`` instructions, integer arithmetic on activation-buffer rows."""
 
-from amaranth import Module, Signal, Mux, signed, unsigned
+from amaranth import Cat, Module, Signal, Mux, signed, unsigned
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -17,6 +17,8 @@ RECIP_BITS = 24
 SOFTMAX_ONE = 127
 #: The normalizations' ``r = isqrt(floor(n * 2**NORM_K / V))``.
 NORM_K = 56
+#: Added to the mean so that the divider's numerator is positive: ``|X| <= 32896``.
+MEAN_BIAS = 128 * 257
 
 
 class VectorUnit(wiring.Component):
@@ -153,8 +155,13 @@ class VectorUnit(wiring.Component):
             pow2.append(rom.read_port())
 
         # Output FIFO and credits.
-        m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R, depth=self.FIFO_ROWS)
+        # An entry: a row and whether it is the low half of a wide ADD's row.
+        m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R + 1, depth=self.FIFO_ROWS)
         credits = Signal(range(self.FIFO_ROWS + 1), init=self.FIFO_ROWS)
+        wide_add = Signal()          # ADD of a 16-bit b into a 16-bit y: two rows out
+        m.d.comb += wide_add.eq(v.wide & (vop == isa.VecOp.ADD))
+        out_lo = Signal()
+        m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
         out_base = Signal(aw)        # the first row of the vector being written
         out_j = Signal(16)           # the row's number in that vector
@@ -167,12 +174,13 @@ class VectorUnit(wiring.Component):
         m.d.comb += [interleaved.eq(v.stride != 0),
                      row_step.eq(Mux(interleaved, v.stride, 1))]
         m.d.comb += [
-            self.wr_valid.eq(out.r_rdy), self.wr_data.eq(out.r_data),
-            self.wr_addr.eq(out_row), out.r_en.eq(self.wr_ready),
+            self.wr_valid.eq(out.r_rdy), self.wr_data.eq(out.r_data[:8 * R]),
+            self.wr_addr.eq(Mux(out_lo, out_row + (v.dst_lo_row - v.dst_row), out_row)),
+            out.r_en.eq(self.wr_ready),
             wrote.eq(out.r_rdy & self.wr_ready),
         ]
-        m.d.sync += credits.eq(credits - take_credit + wrote)
-        with m.If(wrote):
+        m.d.sync += credits.eq(credits - Mux(take_credit, Mux(wide_add, 2, 1), 0) + wrote)
+        with m.If(wrote & (~wide_add | out_lo)):
             with m.If(is_am | (out_j != v.rows - 1)):       # ARGMAX: one row per vector
                 m.d.sync += [out_row.eq(out_row + Mux(is_am, 1, row_step)),
                              out_j.eq(out_j + 1)]
@@ -194,7 +202,11 @@ class VectorUnit(wiring.Component):
             with m.If(t1_valid & ~t1_last & (t1_ph == j)):
                 m.d.sync += reg.eq(self.rd_data)
         nreads = Signal(3)
-        m.d.comb += nreads.eq(Mux(binary, 2, Mux(is_norm & out_pass, 3, Mux(is_rope, 4, 1))))
+        wide = Signal()              # a normalization of 16-bit x: hi and lo reads
+        m.d.comb += wide.eq(v.wide)
+        m.d.comb += nreads.eq(Mux(binary, Mux(wide_add, 3, 2),
+                                  Mux(is_norm & out_pass, Mux(wide, 4, 3),
+                                      Mux(is_rope, 4, Mux(is_norm & wide, 2, 1)))))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         s2_lanes = Signal(lane_bits)
@@ -226,17 +238,17 @@ class VectorUnit(wiring.Component):
         recip = Signal(16)
         s6_rsum = Signal(40)
         xsum = Signal(signed(40))
-        s3_xsum = Signal(signed(8 + lane_bits))
+        s3_xsum = Signal(signed(17 + lane_bits))
         mu = Signal(signed(18))
         vsum = Signal(56)
         s4_vsum = Signal(40 + lane_bits)
         r_m = Signal(16)
-        z_shr = Signal(5)            # 16 - e (e <= 13: see RNORM)
+        z_shr = Signal(5)            # 16 - e (e <= 16: see RNORM)
 
         def lanes(name, shape):
             return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
         lane_p1 = lanes("p1", signed(37))
-        lane_p2 = lanes("p2", signed(24))
+        lane_p2 = lanes("p2", signed(33))
         lane_g3 = lanes("g3", signed(16))
         lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
         lane_sum = lanes("sum", signed(34))
@@ -277,11 +289,13 @@ class VectorUnit(wiring.Component):
             a, b, c, dd = s2_a[k], s2_b[k], s2_c[k], s2_d[k]
             ok = Signal(name=f"ok2_{k}")
             m.d.comb += ok.eq(k < s2_lanes)
-            xs = xs + Mux(ok, a, 0)
+            x16 = Signal(signed(17), name=f"x16_{k}")        # normalizations: X
+            m.d.comb += x16.eq(Mux(wide, (a << 8) + b, a << 8))
+            xs = xs + Mux(ok, x16, 0)
             d = Signal(9, name=f"d_{k}")
             m.d.comb += d.eq(mx - a)
             dev = Signal(signed(18), name=f"dev_{k}")
-            m.d.comb += dev.eq((a << 8) - mu)
+            m.d.comb += dev.eq(x16 - mu)
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
@@ -297,10 +311,14 @@ class VectorUnit(wiring.Component):
             with m.Else():
                 m.d.comb += [x_op.eq(a), y_op.eq(b)]
             m.d.comb += v_op.eq(Mux(is_rope, dd, mul_b))
+            b16 = Signal(signed(17), name=f"b16_{k}")        # wide ADD: 256 hi + lo
+            m.d.comb += b16.eq(Mux(wide_add, (b << 8) + c, b))
             xy = Signal(signed(36), name=f"xy_{k}")
-            bv = Signal(signed(24), name=f"bv_{k}")
-            m.d.comb += [xy.eq(x_op * y_op), bv.eq(b * v_op)]
-            m.d.sync += [lane_ok3[k].eq(ok), lane_g3[k].eq((c << 8) | b.as_unsigned()),
+            bv = Signal(signed(33), name=f"bv_{k}")
+            m.d.comb += [xy.eq(x_op * y_op), bv.eq(b16 * v_op)]
+            m.d.sync += [lane_ok3[k].eq(ok),
+                         lane_g3[k].eq(Mux(wide, (dd << 8) | c.as_unsigned(),
+                                           (c << 8) | b.as_unsigned())),
                          lane_p2[k].eq(bv),
                          lane_p1[k].eq(xy + Mux(is_rope, Mux(s2_second, bv, -bv), 0))]
         m.d.sync += [s3_rmax.eq(rmax), s3_rlane.eq(rlane), s3_row.eq(s2_row), s3_xsum.eq(xs)]
@@ -334,12 +352,22 @@ class VectorUnit(wiring.Component):
 
         # Stage 4: round and saturate (ADD, LUT: done); softmax: the exponential;
         # normalizations: the running variance sum.
+        s5_lo, s6_lo = Signal(row_layout), Signal(row_layout)
+        s6_lo_valid = Signal()
+        m.d.sync += [s6_lo.eq(s5_lo), s6_lo_valid.eq(s5_valid & wide_add)]
         for k in range(R):
             rounded = Signal(signed(34), name=f"rounded_{k}")
             m.d.comb += rounded.eq((lane_sum[k] + half) >> shift)
-            m.d.sync += s5_y[k].eq(Mux(is_lut, lane_sum[k][:8],
-                                       Mux(rounded > 127, 127,
-                                           Mux(rounded < -128, -128, rounded[:8]))))
+            q16 = Signal(signed(16), name=f"q16_{k}")       # wide: 256 hi + lo
+            m.d.comb += q16.eq(Mux(rounded > isa.WIDE_MAX, isa.WIDE_MAX,
+                                   Mux(rounded < -isa.WIDE_MAX, -isa.WIDE_MAX, rounded[:16])))
+            m.d.sync += s5_lo[k].eq(q16[:8])
+            with m.If(wide_add):
+                m.d.sync += s5_y[k].eq((q16[8:] + q16[7])[:8])
+            with m.Else():
+                m.d.sync += s5_y[k].eq(Mux(is_lut, lane_sum[k][:8],
+                                           Mux(rounded > 127, 127,
+                                               Mux(rounded < -128, -128, rounded[:8]))))
             m.d.sync += lane_e[k].eq(Mux(lane_ok4[k] & (k_exp[k] < 16),
                                          pow2[k].data >> k_exp[k][:4], 0))
             m.d.sync += [lane_m5[k].eq(lane_m4[k]), lane_n5[k].eq(lane_n4[k]),
@@ -382,7 +410,8 @@ class VectorUnit(wiring.Component):
         with m.Elif(late):
             m.d.comb += [out.w_data.eq(s7_y), out.w_en.eq(s7_valid & out_pass)]
         with m.Else():
-            m.d.comb += [out.w_data.eq(s5_y), out.w_en.eq(s5_valid)]
+            m.d.comb += [out.w_data.eq(Mux(s6_lo_valid, Cat(s6_lo, 1), s5_y)),
+                         out.w_en.eq(s5_valid | s6_lo_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(t1_valid | s2_valid | s3_valid | s4_valid | s5_valid
                                | s6_valid | s7_valid)
@@ -394,6 +423,8 @@ class VectorUnit(wiring.Component):
         v_base = Signal(aw)          # the vector's first row
         b_base = Signal(aw)          # its partner's first row
         half_off = Signal(aw)        # ROPE: from a row to its partner, h * row_step
+        lo_delta = Signal(aw)        # wide: from a row's high half to its low half
+        m.d.comb += lo_delta.eq(v.lo_row - v.a_row)
         h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
@@ -512,11 +543,17 @@ class VectorUnit(wiring.Component):
                 last_read = ph == nreads - 1
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(~need_credit | (credits != 0)):
+                with m.Elif(~need_credit | (credits >= Mux(wide_add, 2, 1))):
                     with m.If(ph == 0):
                         m.d.comb += self.rd_addr.eq(a_addr)
                     with m.Elif(is_rope):
                         m.d.comb += self.rd_addr.eq(rope_addr)
+                    with m.Elif(wide_add):       # b's high half, then its low half
+                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, b_addr,
+                                                        b_addr + (v.lo_row - v.b_row)))
+                    with m.Elif(wide):           # x's low half, then the gain's bytes
+                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, a_addr + lo_delta,
+                                                        Mux(ph == 2, b_addr, c_addr)))
                     with m.Else():
                         m.d.comb += self.rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
                     m.d.comb += [self.rd_en.eq(1), take_credit.eq(need_credit)]
@@ -568,7 +605,9 @@ class VectorUnit(wiring.Component):
                         with m.If(v_len == 0):
                             start_pass(P_B)
                         with m.Else():
-                            divide((xsum << 9) + 65537 * v_len, v_len << 1, D_MEAN, 34)
+                            # floor((2 sum(X) + n) / 2n) + 32896, positive
+                            divide((xsum << 1) + (2 * MEAN_BIAS + 1) * v_len, v_len << 1,
+                                   D_MEAN, 34)
                     with m.Else():                       # variance done: n 2**56 / V
                         with m.If(vsum == 0):
                             m.d.sync += [r_m.eq(0), z_shr.eq(0)]
@@ -582,7 +621,7 @@ class VectorUnit(wiring.Component):
                             m.d.sync += recip.eq(Mux(total == 0, 0, dv_q[:16]))
                             start_pass(P_OUT)
                         with m.Case(D_MEAN):
-                            m.d.sync += mu.eq(dv_q[:17] - 32768)
+                            m.d.sync += mu.eq(dv_q[:17] - MEAN_BIAS)
                             start_pass(P_B)
                         with m.Default():
                             m.d.sync += [sq_rem.eq(0), sq_res.eq(0), dv_cnt.eq(DW // 2)]
@@ -594,8 +633,9 @@ class VectorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [dv_rem.eq(dv_trial), dv_q.eq(dv_q << 1)]
             with m.State("SQRT"):
-                with m.If(dv_cnt == 0):
-                    m.d.sync += e_shift.eq(0)
+                with m.If(dv_cnt == 0):              # r = min(root, 2**32 - 1)
+                    m.d.sync += [e_shift.eq(0),
+                                 sq_res.eq(Mux(sq_res[32:].any(), (1 << 32) - 1, sq_res))]
                     m.next = "RNORM"
                 with m.Else():
                     m.d.sync += [dv_q.eq(dv_q << 2), dv_cnt.eq(dv_cnt - 1)]
@@ -605,10 +645,9 @@ class VectorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [sq_rem.eq(sq_next), sq_res.eq(sq_res << 1)]
             with m.State("RNORM"):
-                # r's 16 leading bits and the shift of z = D * r_t / 2**16. ``e`` is at
-                # most 13: V >= 2**14 unless it is 0 (if the elements are not all equal
-                # some |D| >= 128, and RMSNorm's D are multiples of 256), so
-                # r <= sqrt(2**16 * 2**56 / 2**14) = 2**29.
+                # r's 16 leading bits and the shift of z = D * r_t / 2**16: ``e`` is at
+                # most 16 since r < 2**32 (for int8 x at most 13: V >= 2**14 unless it is
+                # 0, so r <= sqrt(2**16 * 2**56 / 2**14) = 2**29).
                 with m.If(sq_res >= (1 << 16)):
                     m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
                 with m.Else():

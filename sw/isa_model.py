@@ -251,7 +251,8 @@ class Machine:
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
-                                 or (b["wide"] and b["vop"] not in isa.NORM_VOPS)):
+                                 or (b["wide"] and b["vop"] not in (*isa.NORM_VOPS,
+                                                                    isa.VecOp.ADD))):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -281,7 +282,9 @@ class Machine:
                        or b["b_row"] + span_b <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (table or b["dst_row"] + span <= rows)
-                  and (not b["wide"] or b["lo_row"] + span <= rows)
+                  and (not b["wide"] or vop == isa.VecOp.ADD or b["lo_row"] + span <= rows)
+                  and (not b["wide"] or vop != isa.VecOp.ADD
+                       or (b["lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
@@ -399,7 +402,7 @@ class Machine:
         return {"write_bytes": m * row_bytes}
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
-                table, causal, b_repeat, stride, wide, lo_row):
+                table, causal, b_repeat, stride, wide, lo_row, dst_lo_row):
         n, R = rows * count, self.cfg.rows
         if vop == isa.VecOp.TABLE:
             self.tables[table, :n * R] = self.act[a_row:a_row + n].ravel()
@@ -430,6 +433,13 @@ class Machine:
                 a = 256 * a.astype(np.int64) + lo
             y = vector.norm(a, gain, length, shift, rms=vop == isa.VecOp.RMSNORM,
                             wide=bool(wide))
+        elif vop == isa.VecOp.ADD and wide:          # b and y 16-bit
+            lo = self.act[lo_row + (np.arange(rows)[None] if b_repeat else off)]
+            b = 256 * b.astype(np.int64) + lo.reshape(-1, rows * R)
+            hi, lo = split_wide(vector.add(a, b, mul_a, mul_b, shift, wide=True))
+            self.act[dst_row + off] = hi.reshape(count, rows, R)
+            self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
+            return {"vec_rows": n}
         else:
             y = vector.apply(vop, a, b, mul_a=mul_a,
                              mul_b=mul_b, shift=shift, table=self.tables[table])
@@ -708,11 +718,15 @@ def _footprint(cfg, op, b):
         else:
             off = vec_offsets(b["rows"], b["count"], b["stride"])
             reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
-            if b["wide"]:
+            wide_add = b["wide"] and b["vop"] == isa.VecOp.ADD
+            if b["wide"] and not wide_add:
                 reads.update(("act row", int(r)) for r in (b["lo_row"] + off).ravel())
             if b["vop"] in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
-                rb = b["b_row"] + (np.arange(b["rows"]) if b["b_repeat"] else off)
-                reads.update(("act row", int(r)) for r in rb.ravel())
+                ob = np.arange(b["rows"]) if b["b_repeat"] else off
+                reads.update(("act row", int(r)) for r in (b["b_row"] + ob).ravel())
+                if wide_add:
+                    reads.update(("act row", int(r)) for r in (b["lo_row"] + ob).ravel())
+                    writes.update(("act row", int(r)) for r in (b["dst_lo_row"] + off).ravel())
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
@@ -827,12 +841,12 @@ class Program:
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
             mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, lo_row=0,
-            pop_prev=0, pop_next=0, push_prev=0, push_next=0):
+            dst_lo_row=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
                          mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
-                         stride=stride, wide=wide, lo_row=lo_row)
+                         stride=stride, wide=wide, lo_row=lo_row, dst_lo_row=dst_lo_row)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})

@@ -94,7 +94,7 @@ BINS = (
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
-       "vec:repeating_b", "vec:interleaved"]
+       "vec:repeating_b", "vec:interleaved", "vec:wide"]
 )
 
 
@@ -538,6 +538,9 @@ def vector_epilogue(rng, cfg, image, layout):
             op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
         elif vop in isa.NORM_VOPS:
             op["shift"] = int(rng.integers(8, 24))
+            if count >= 2 and rng.random() < 0.4:      # 16-bit x: low halves after gains
+                op.update(wide=1, lo_row=xb + 2 * rows)
+                bins.add("vec:wide")
         ops.append(op)
         bins.add(f"vec:{vop.name}")
         if vop in isa.REDUCE_VOPS and length < L:

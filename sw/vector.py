@@ -9,11 +9,12 @@ values are exact integers (no intermediate rounding but the one stated).
     power of two, rounding half up (an arithmetic right shift after adding half).
 ``sat8(x)``
     ``x`` clamped to ``[-128, 127]``.
-``add(a, b, mul_a, mul_b, shift)``
+``add(a, b, mul_a, mul_b, shift, wide=False)``
     ``sat8(rshift_round(mul_a * a + mul_b * b, shift))``: with ``a ~ x / s_a`` and
     ``b ~ z / s_b``, the sum ``x + z`` at the output scale ``s_y`` is
     ``mul_a = round(2**shift * s_a / s_y)``, ``mul_b = round(2**shift * s_b / s_y)``
-    (:func:`add_multipliers`).
+    (:func:`add_multipliers`). With ``wide``, ``b`` is 16-bit (``256 hi + lo``) and the
+    sum is clamped to ``[-WIDE_MAX, WIDE_MAX]`` instead (a 16-bit residual stream).
 ``mul(a, b, mul_a, shift)``
     ``sat8(rshift_round(mul_a * (a * b), shift))``: the product of two int8 tensors at
     the output scale ``s_y``: ``mul_a = round(2**shift * s_a * s_b / s_y)``.
@@ -116,10 +117,13 @@ def sat8(x):
     return np.clip(np.asarray(x, np.int64), -128, 127).astype(np.int8)
 
 
-def add(a, b, mul_a, mul_b, shift):
+def add(a, b, mul_a, mul_b, shift, wide=False):
     _check(mul_a, mul_b, shift)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    return sat8(rshift_round(int(mul_a) * a + int(mul_b) * b, int(shift)))
+    y = rshift_round(int(mul_a) * a + int(mul_b) * b, int(shift))
+    if wide:
+        return np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int16)
+    return sat8(y)
 
 
 def mul(a, b, mul_a, shift):

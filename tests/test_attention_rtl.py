@@ -109,14 +109,18 @@ def test_transposed_keys_match_golden(simulator, rng, P, d, M):
     np.testing.assert_array_equal(_scores(TINY, rtl.image, M, P), want)
 
 
-@pytest.mark.parametrize("fields", [dict(raw=1), dict(to_buf=1)])
-def test_transpose_with_raw_or_to_buf_is_an_error(simulator, fields):
-    """``transpose`` needs requantized rows going to memory: with ``raw`` or ``to_buf``
-    the ``STORE`` stops at dispatch with ``BAD_BUFFER`` and nothing is written."""
+@pytest.mark.parametrize("fields", [
+    dict(transpose=1, raw=1), dict(transpose=1, to_buf=1),
+    dict(wide=1), dict(wide=1, to_buf=1, raw=1), dict(wide=1, to_buf=1, transpose=1),
+    dict(wide=1, to_buf=1, lo_row=1021)])
+def test_store_flags_that_do_not_go_together_are_errors(simulator, fields):
+    """``transpose`` needs requantized rows going to memory, ``wide`` requantized rows
+    going to the buffer (and its low halves' rows in range): otherwise the ``STORE``
+    stops at dispatch with ``BAD_BUFFER`` and nothing is written."""
     image = np.zeros(32768, np.uint8)
     prog = isa_model.Program()
     prog.store(acc_row=0, m=4, param_tile=0, dram_addr=OUT_ADDR, dram_stride=16,
-               transpose=1, **fields)
+               **fields)
     prog.end()
     image[PROG_ADDR:PROG_ADDR + len(prog) * isa.INSN_BYTES] = prog.to_array()
     gold, rtl = run_faulty(TINY, image, PROG_ADDR, len(prog), simulator)

@@ -20,8 +20,8 @@ from serrano.hw.config import get_preset
 from serrano.hw.requant import Requantizer
 from serrano.sim import runner
 from serrano.sim.verilog import signal_ports
-from serrano.sw.requant import (MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX, requantize,
-                        quantize_multiplier)
+from serrano.sw.requant import (MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX, WIDE_MAX,
+                                requantize, split_wide, quantize_multiplier)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 TOP = "serrano_requant"
@@ -122,14 +122,14 @@ def make_groups(rng, C, n_groups, rows_per_group):
         bias, mult, shift = (np.array(v, dtype=np.int64) for v in zip(*params))
         groups.append({
             "bias": bias, "mult": mult, "shift": shift, "relu": g % 2 == 1,
-            "acc": random_acc(rng, rows_per_group, C),
+            "wide": g % 4 >= 2, "acc": random_acc(rng, rows_per_group, C),
         })
     return groups
 
 
 def golden(group):
     return requantize(group["acc"], group["bias"], group["mult"], group["shift"],
-                      relu=group["relu"]).astype(np.int64)
+                      relu=group["relu"], wide=group.get("wide", False)).astype(np.int64)
 
 
 def rounded_unclamped(group):
@@ -142,8 +142,11 @@ def rounded_unclamped(group):
 
 def assert_corners_covered(groups):
     """The stimulus does reach the corners (so the tests below cannot pass vacuously)."""
-    expected = np.concatenate([golden(g).ravel() for g in groups])
+    expected = np.concatenate([golden(g).ravel() for g in groups if not g["wide"]])
     assert (expected == 127).any() and (expected == -128).any()
+    wide = np.concatenate([golden(g).ravel() for g in groups if g["wide"]])
+    assert (wide == WIDE_MAX).any() and (wide == -WIDE_MAX).any()
+    assert ((np.abs(wide) > 127) & (np.abs(wide) < WIDE_MAX)).any()
     q = set(np.concatenate([rounded_unclamped(g).ravel() for g in groups]).tolist())
     assert {127, 128, -128, -129} <= q, "no row rounds onto or just past an int8 limit"
     assert any(g["relu"] and (ref_rows(g["acc"], g["bias"], g["mult"], g["shift"], False)
@@ -202,6 +205,27 @@ def test_golden_matches_reference_random(relu):
                          relu=relu)
         want = ref_rows(group["acc"], group["bias"], group["mult"], group["shift"], relu)
         np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+def test_golden_wide_saturates_at_the_halves_bound():
+    """``wide``: the reference's value clamped to ``+-WIDE_MAX``, and its two int8 halves
+    give it back exactly (corners of the bound and of the halves' carries)."""
+    rng = seeded("golden-wide")
+    for group in make_groups(rng, 9, n_groups=len(KINDS), rows_per_group=40):
+        for relu in (False, True):
+            got = requantize(group["acc"], group["bias"], group["mult"], group["shift"],
+                             relu=relu, wide=True).astype(np.int64)
+            ref = np.array(rounded_unclamped(group), dtype=object)
+            if relu:
+                ref = np.maximum(ref, 0)
+            want = np.clip(ref.astype(float), -WIDE_MAX, WIDE_MAX).astype(np.int64)
+            np.testing.assert_array_equal(got, want)
+    q = np.array([-WIDE_MAX, -32640 + 1, -129, -128, -127, -1, 0, 1, 127, 128, 255, 256,
+                  WIDE_MAX])
+    hi, lo = split_wide(q)
+    np.testing.assert_array_equal(256 * hi.astype(np.int64) + lo, q)
+    with pytest.raises(ValueError, match="wide values"):
+        split_wide([WIDE_MAX + 1])
 
 
 def test_golden_matches_reference_exhaustive_corners():
@@ -413,6 +437,7 @@ def run_rtl(cfg, groups, offer, o_ready, *, max_cycles, check_comb=True):
             ctx.set(dut.mult, [int(v) for v in group["mult"]])
             ctx.set(dut.shift, [int(v) for v in group["shift"]])
             ctx.set(dut.relu, int(group["relu"]))
+            ctx.set(dut.wide, int(group["wide"]))
             rows = [[int(v) for v in row] for row in group["acc"]]
             assert all(len(row) == C for row in rows)
             sent, offering = 0, False
@@ -564,6 +589,7 @@ def cocotb_case(cfg, groups, valid, ready, max_cycles):
             "mult": layouts.pack_row(g["mult"], MULT_BITS),
             "shift": layouts.pack_row(g["shift"], SHIFT_BITS),
             "relu": int(g["relu"]),
+            "wide": int(g["wide"]),
             "rows": [layouts.pack_row(row, cfg.acc_width) for row in g["acc"]],
         } for g in groups],
         "valid": [int(v) for v in valid],
@@ -597,7 +623,7 @@ def test_cocotb_requant(simulator, pattern):
     assert len(result["groups"]) == len(groups)
     stalled = False
     for group, got in zip(groups, result["groups"]):
-        out = np.array([layouts.unpack_row(w, cfg.cols, 8) for w in got["out"]],
+        out = np.array([layouts.unpack_row(w, cfg.cols, 16) for w in got["out"]],
                        dtype=np.int64)
         np.testing.assert_array_equal(out, golden(group))
         lat = [d - a for a, d in zip(got["accept_at"], got["deliver_at"])]

@@ -12,7 +12,7 @@ import pytest
 from serrano.hw import isa
 from serrano.hw.config import get_preset
 from serrano.sim.accel import run_rtl
-from serrano.sw import isa_model, requant, vector
+from serrano.sw import compiler, isa_model, requant, vector
 from tests.test_accel_rtl import check_against_golden, run_faulty
 
 TINY = get_preset("tiny")
@@ -457,6 +457,133 @@ def test_interleaved_vectors_match_golden(simulator, rng):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
 
 
+def _wide_program(cfg, rng, M=6, kt=3):
+    """A GEMM whose requantized 16-bit rows go to the buffer as two int8 halves
+    (``STORE wide``), a residual add of int8 rows into them (``VEC ADD wide``), then
+    LayerNorm and RMSNorm of each token's wide row (interleaved, ``VEC wide``), all read
+    out. Expected rows from the specification."""
+    R, C = cfg.rows, cfg.cols
+    L = kt * C
+    a = _int8(rng, (M, R))
+    w = _int8(rng, (R, L))
+    acc = a.astype(np.int64) @ w
+    bias = rng.integers(-2000, 2000, L)
+    mult = rng.integers(1 << 29, 1 << 30, L)
+    shift = np.full(L, 25)
+    bias[1], mult[1] = 1 << 28, (1 << 30)          # a channel that saturates high
+    q = requant.requantize(acc, bias, mult, shift, wide=True)
+    assert (np.abs(q) > 127).any() and (q == isa.WIDE_MAX).any()
+    gain = rng.integers(-20000, 20000, L)
+    gain_rows = np.concatenate([(gain & 0xFF).astype(np.uint8).view(np.int8),
+                                (gain >> 8).astype(np.int8)]).reshape(2 * kt, R)
+    image = np.zeros(32768, np.uint8)
+    W, P, A, G, OUT, PROG = 256, 1024, 2048, 3072, 8192, 16384
+    image[W:W + R * L] = isa_model.pack_weights(w, cfg)
+    for t in range(kt):
+        p = isa_model.pack_params(bias[t * C:(t + 1) * C], mult[t * C:(t + 1) * C],
+                                  shift[t * C:(t + 1) * C], cfg)
+        image[P + t * p.size:P + (t + 1) * p.size] = p
+    image[A:A + a.size] = a.view(np.uint8).ravel()
+    image[G:G + gain_rows.size] = gain_rows.view(np.uint8).ravel()
+    x8 = _int8(rng, (M, L))
+    xa = compiler.pack_acts(x8, cfg)                 # k-tile-major: interleaved vectors
+    X8 = 4096
+    image[X8:X8 + xa.size] = xa
+    HI, LO, GB, Y, XR, RH, RL = 0, 100, 200, 300, 500, 600, 700     # buffer rows
+    prog = isa_model.Program()
+    prog.load_param(dram_addr=P, n_tiles=kt, param_tile=0)
+    prog.load_act(dram_addr=A, dram_stride=R, rows=M, row_beats=1, buf_row=400,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.load_act(dram_addr=G, dram_stride=R, rows=2 * kt, row_beats=1, buf_row=GB,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.load_act(dram_addr=X8, dram_stride=R, rows=M * kt, row_beats=1, buf_row=XR,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.fence()
+    for t in range(kt):
+        prog.matmul(weight_addr=W + t * R * C, act_row=400, act_stride=1, act_kstep=0, m=M,
+                    k_tiles=1, acc_row=0, push_next=1)
+        prog.store(acc_row=0, m=M, param_tile=t, buf_row=HI + t * M, to_buf=1, wide=1,
+                   lo_row=LO + t * M, pop_prev=1)
+        prog.fence()
+    def interleaved(y):
+        return y.reshape(M, kt, R).transpose(1, 0, 2).reshape(-1, R)
+
+    ma, mb, sa = 300, -20000, 14
+    prog.vec(vop=isa.VecOp.ADD, a_row=XR, b_row=HI, lo_row=LO, wide=1, dst_row=RH,
+             dst_lo_row=RL, rows=kt, count=M, stride=M, mul_a=ma, mul_b=mb, shift=sa)
+    res = vector.add(x8, q, ma, mb, sa, wide=True)
+    assert (np.abs(res) > 127).any() and (np.abs(res) == isa.WIDE_MAX).any()
+    hi, lo = requant.split_wide(res)
+    want = [interleaved(hi), interleaved(lo)]
+    for k, vop in enumerate((isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM)):
+        prog.vec(vop=vop, a_row=RH, lo_row=RL, wide=1, b_row=GB, dst_row=Y + k * M * kt,
+                 rows=kt, count=M, stride=M, length=L - 1, shift=20)
+        want.append(interleaved(vector.norm(res, gain, L - 1, 20, vop == isa.VecOp.RMSNORM,
+                                            wide=True)))
+    prog.fence()
+    n = 2 * M * kt
+    for j, row in enumerate((RH, RL, Y)):
+        m_j = n if row == Y else M * kt
+        prog.matmul(weight_addr=IDENT_ADDR, act_row=row, act_stride=1, act_kstep=0, m=m_j,
+                    k_tiles=1, acc_row=0, push_next=1)
+        prog.store(acc_row=0, m=m_j, param_tile=0, dram_addr=OUT + j * M * kt * 4 * C,
+                   dram_stride=4 * C, raw=1, pop_prev=1)
+        prog.fence()
+    prog.end()
+    image[IDENT_ADDR:IDENT_ADDR + R * C] = _identity(cfg).view(np.uint8).ravel()
+    image[PROG:PROG + len(prog) * isa.INSN_BYTES] = prog.to_array()
+    return image, PROG, len(prog), np.concatenate(want), OUT
+
+
+def test_wide_rows_on_amaranths_simulator(rng):
+    """``STORE wide`` then ``VEC wide`` norms on the whole accelerator under Amaranth's
+    simulator: the specification's rows, and the golden model's whole memory."""
+    from serrano.sim.amaranth_system import run_program as run_amaranth
+    image, prog_addr, prog_len, want, out = _wide_program(TINY, rng)
+    gold = isa_model.run_program(TINY, image, prog_addr, prog_len)
+    assert gold.error == isa.Error.NONE
+    got = gold.mem[out:out + want.size * 4].view("<i4").reshape(want.shape)
+    np.testing.assert_array_equal(got, want)
+    rtl = run_amaranth(TINY, image, prog_addr, prog_len, timeout_cycles=100_000)
+    assert not rtl.timed_out
+    np.testing.assert_array_equal(rtl.image, gold.mem)
+
+
+def test_wide_rows_match_golden(simulator, rng):
+    image, prog_addr, prog_len, want, out = _wide_program(TINY, rng, M=5, kt=2)
+    rtl = run_rtl(TINY, image, prog_addr, prog_len, simulator)
+    layout = _Layout(image, prog_len)
+    layout.prog_addr = prog_addr
+    check_against_golden(TINY, layout, rtl)
+    got = rtl.image[out:out + want.size * 4].view("<i4").reshape(want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_wide_norm_error_against_float_is_within_its_bound(rng):
+    """A 16-bit vector's norms against float, in output steps: half a step, the terms of
+    the int8 bound (``z``'s resolution, ``r``'s 16 bits, the mean rounded to one unit of
+    ``X``), and the gain's rounding (``|x_hat| 4096 / 2**(shift+1)``)."""
+    for _ in range(200):
+        L = int(rng.integers(2, 600))
+        x = np.clip(np.round(rng.normal(rng.uniform(-3000, 3000), rng.uniform(20, 8000), L)),
+                    -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int64)
+        x[int(rng.integers(L))] = int(rng.choice([-1, 1])) * isa.WIDE_MAX     # an outlier
+        gamma = rng.uniform(-3, 3, L)
+        s_y = rng.uniform(0.02, 0.1)
+        g, sh = vector.norm_gain(gamma, s_y)
+        for rms in (False, True):
+            c = x if rms else x - x.mean()
+            denom = np.sqrt((c.astype(float) ** 2).mean())
+            ref = gamma * c / denom / s_y
+            y = vector.norm(x[None], g, L, sh, rms, wide=True)[0]
+            xhat = c / denom
+            bound = (0.5 + np.abs(gamma) / s_y * ((1 + np.abs(xhat) / 2) / 4096
+                                                  + (0 if rms else 1 / (2 * denom)))
+                     + np.abs(xhat) * 4096 / 2 ** (sh + 1) + 1e-9)
+            keep = np.abs(ref) < 127
+            assert (np.abs(y - ref) <= bound)[keep].all()
+
+
 def test_corners_on_amaranths_simulator(rng):
     """The corner program on the whole accelerator on Amaranth's simulator, with its
     per-cycle property monitors, against the specification and the golden model."""
@@ -535,6 +662,10 @@ def test_norm_error_against_float_is_within_its_bound(rng, rms):
     ("interleaved_dst", dict(count=2, stride=300, dst_row=130), isa.Error.BAD_BUFFER),
     ("interleaved_b", dict(count=2, stride=300, b_row=123), isa.Error.BAD_BUFFER),
     ("repeating_b", dict(count=2, stride=300, b_row=1021, b_repeat=1),
+     isa.Error.BAD_BUFFER),
+    ("wide_lut", dict(vop=isa.VecOp.LUT, wide=1, lo_row=40), isa.Error.BAD_VOP),
+    ("wide_add_dst_lo", dict(wide=1, lo_row=40, dst_lo_row=1021), isa.Error.BAD_BUFFER),
+    ("wide_lo_rows", dict(vop=isa.VecOp.RMSNORM, wide=1, lo_row=1021),
      isa.Error.BAD_BUFFER)])
 def test_bad_vec_stops_with_its_error(simulator, rng, fault, fields, error):
     """A bad ``VEC`` stops with its code at dispatch, after the good instructions

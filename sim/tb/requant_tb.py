@@ -60,6 +60,7 @@ async def _stream(dut, case):
         dut.mult.value = group["mult"]
         dut.shift.value = group["shift"]
         dut.relu.value = group["relu"]
+        dut.wide.value = group["wide"]
         rows = group["rows"]
         sent = 0
         offering = False
