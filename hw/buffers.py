@@ -4,7 +4,7 @@ All three are ``amaranth.lib.memory.Memory`` with synchronous read ports (data o
 after the address), so they map to block RAM. Sizes come from :class:`hw.config.Config`.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -80,8 +80,8 @@ class Accumulator(wiring.Component):
     """``2 * cfg.acc_buf_rows`` rows of ``C`` int32, updated one row per cycle.
 
     Computes, for each ``upd_valid`` cycle:
-    ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + upd_data`` (wrapping
-    int32). One update per cycle, no back-pressure, no update lost, whatever the address
+    ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + (upd_data << 8 if
+    upd_shl8 else upd_data)`` (wrapping int32; ``upd_shl8``: a 16-bit input's high half). One update per cycle, no back-pressure, no update lost, whatever the address
     sequence.
 
     Update pipeline (an update presented in cycle ``t``):
@@ -105,7 +105,7 @@ class Accumulator(wiring.Component):
 
     Ports
     -----
-    upd_valid, upd_addr, upd_accumulate, upd_data : In
+    upd_valid, upd_addr, upd_accumulate, upd_shl8, upd_data : In
         One update per cycle, no back-pressure (the array cannot stall). An update
         presented in cycle ``t`` is written into the RAM at the end of cycle ``t + 2``.
     rd_addr, rd_en : In; rd_data : Out
@@ -126,7 +126,7 @@ class Accumulator(wiring.Component):
         row = layouts.psum_row(cfg)
         super().__init__({
             "upd_valid": In(1), "upd_addr": In(aw), "upd_accumulate": In(1),
-            "upd_data": In(row),
+            "upd_shl8": In(1), "upd_data": In(row),
             "rd_addr": In(aw), "rd_en": In(1), "rd_data": Out(row),
         })
 
@@ -147,8 +147,12 @@ class Accumulator(wiring.Component):
         s1_addr = Signal(aw, reset_less=True)
         s1_acc = Signal(reset_less=True)
         s1_data = Signal(row, reset_less=True)
+        shifted = Signal(row)
+        for c in range(C):
+            m.d.comb += shifted[c].eq(self.upd_data[c] << 8)
         m.d.sync += [s1_valid.eq(self.upd_valid), s1_addr.eq(self.upd_addr),
-                     s1_acc.eq(self.upd_accumulate), s1_data.eq(self.upd_data)]
+                     s1_acc.eq(self.upd_accumulate),
+                     s1_data.eq(Mux(self.upd_shl8, shifted, self.upd_data))]
 
         # Rows written at the end of the previous cycle (w1) and the one before (w2).
         w1_valid, w2_valid = Signal(), Signal()

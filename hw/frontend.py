@@ -156,7 +156,8 @@ class FrontEnd(wiring.Component):
         param_end = Signal(18)
         store_buf_end = Signal(18)
         store_lo_end = Signal(18)
-        vec_lo_end = Signal(33)          # wide: the low halves (a's, or an ADD's b's)
+        vec_a_lo_end = Signal(33)        # wide: the low halves of a, b and the result
+        vec_b_lo_end = Signal(33)
         vec_dst_lo_end = Signal(33)
         vec_total = Signal(32)           # VEC: rows * count (one multiplier, registered)
         vec_rows_m1 = Signal(16)
@@ -178,8 +179,8 @@ class FrontEnd(wiring.Component):
                              b.store.param_tile + 1)),
             store_buf_end.eq(b.store.buf_row + b.store.m),
             store_lo_end.eq(b.store.lo_row + b.store.m),
-            vec_lo_end.eq(b.vec.lo_row + Mux((b.vec.vop == isa.VecOp.ADD) & b.vec.b_repeat,
-                                             b.vec.rows, vec_span)),
+            vec_a_lo_end.eq(b.vec.a_lo_row + vec_span),
+            vec_b_lo_end.eq(b.vec.b_lo_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
             vec_dst_lo_end.eq(b.vec.dst_lo_row + vec_span),
             vec_total.eq(b.vec.rows * b.vec.count),
             vec_rows_m1.eq(b.vec.rows - 1),
@@ -201,6 +202,8 @@ class FrontEnd(wiring.Component):
                         zero = zero | (getattr(body, name) == 0)
                     if code == isa.Op.VEC:          # a rotary embedding has two halves
                         zero = zero | ((body.vop == isa.VecOp.ROPE) & body.rows[0])
+                    if code == isa.Op.MATMUL:       # so have the rows of a pair
+                        zero = zero | (body.pair & body.m[0])
                     with m.Case(code):
                         m.d.sync += bad_count.eq(zero)
             with m.Default():
@@ -237,9 +240,11 @@ class FrontEnd(wiring.Component):
                     | ((binary | rope) & (vec_b_end > cfg.act_buf_rows))
                     | (norm & (vec_gain_end > cfg.act_buf_rows))
                     | (~table & (vec_dst_end > cfg.act_buf_rows))
-                    | (b.vec.wide & (vec_lo_end > cfg.act_buf_rows))
+                    | (b.vec.wide & (vec_a_lo_end > cfg.act_buf_rows))
                     | (b.vec.wide & (vop == isa.VecOp.ADD)
-                       & (vec_dst_lo_end > cfg.act_buf_rows))
+                       & ((vec_b_lo_end > cfg.act_buf_rows)
+                          | (vec_dst_lo_end > cfg.act_buf_rows)))
+                    | (b.vec.wide_out & (vec_dst_lo_end > cfg.act_buf_rows))
                     | (~table & (b.vec.stride != 0) & (b.vec.stride < b.vec.count))
                     | (b.vec.table >= cfg.vec_tables)
                     | (table & (vec_table_end > isa.TABLE_ENTRIES)))
@@ -300,7 +305,9 @@ class FrontEnd(wiring.Component):
                             & ((b.vec.vop > max(isa.VecOp))
                                | (b.vec.wide & (b.vec.vop != isa.VecOp.LAYERNORM)
                                   & (b.vec.vop != isa.VecOp.RMSNORM)
-                                  & (b.vec.vop != isa.VecOp.ADD)))):
+                                  & (b.vec.vop != isa.VecOp.ADD))
+                               | (b.vec.wide_out & (b.vec.vop != isa.VecOp.LAYERNORM)
+                                  & (b.vec.vop != isa.VecOp.RMSNORM)))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

@@ -67,7 +67,11 @@ Instructions
     ``m`` in ``0..m-1``, with ``a`` = activation buffer row
     ``act_row + i*act_kstep + m*act_stride``:
     ``acc[acc_row + m] = (acc[acc_row + m] if (accumulate or i > 0) else 0) + a @ W_i``
-    in wrapping int32. ``wfmt`` names the weights' format (:class:`WeightFormat`):
+    in wrapping int32. With ``pair`` (``m`` even, ``h = m / 2``) the rows are the high
+    and low halves of ``h`` 16-bit rows, ``a = 256 hi + lo`` (``STORE wide``): row ``m <
+    h`` adds ``256 * (a @ W_i)`` to ``acc[acc_row + m]`` and row ``h + m`` adds ``a @ W_i``
+    to the same row: one weight stream for a 16-bit GEMM input (exact while the sum stays
+    in int32). ``wfmt`` names the weights' format (:class:`WeightFormat`):
     ``INT8`` as above, or ``Q4``: 4-bit codes with a scale and an offset per block of
     ``weight_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
     ``MATMUL`` computes the same sum with the integer weight
@@ -111,9 +115,10 @@ Instructions
     two int8 tensors into a third scale (``mul_b = 0``: rescale one); with ``b_repeat``
     every vector's partner is the same ``rows`` rows at ``b_row`` (a bias, or a
     LayerNorm's beta, added to every token; also for ``MUL``: a per-element scale);
-    with ``wide``, ``b`` is 16-bit (``256 hi + lo``, its low halves at ``lo_row +
-    off``) and so is ``y`` (clamped to ``+-WIDE_MAX``; its high halves at ``dst_row +
-    off``, its low halves at ``dst_lo_row + off``): a residual add into a 16-bit stream;
+    with ``wide``, ``a``, ``b`` and ``y`` are 16-bit (``256 hi + lo``: high halves at
+    ``a_row``, ``b_row``, ``dst_row`` as above, low halves at ``a_lo_row``,
+    ``b_lo_row``, ``dst_lo_row`` likewise; ``y`` clamped to ``+-WIDE_MAX``): the
+    residual stream in 16 bits;
     ``MUL``  ``y = sat8(round(mul_a * a * b / 2**shift))``: an elementwise product
     (SwiGLU's ``silu(gate) * up``);
     ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
@@ -132,8 +137,10 @@ Instructions
     4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
     high bytes the ``rows`` rows after those (contiguous whatever ``stride``), one gain
     vector for all ``count`` vectors; with ``wide`` ``x`` is 16-bit, ``256 hi + lo``,
-    its high halves at ``a_row + off(i, j)`` and its low halves at ``lo_row + off(i, j)``
-    (``wide`` with a ``vop`` other than these and ``ADD``: ``BAD_VOP``);
+    its high halves at ``a_row + off(i, j)`` and its low halves at ``a_lo_row + off(i,
+    j)``; with ``wide_out`` ``y`` is 16-bit too (``clamp(round(g * x_hat * 4096 /
+    2**shift), +-WIDE_MAX)``, low halves at ``dst_lo_row + off(i, j)``) (``wide`` with a
+    ``vop`` other than these and ``ADD``, ``wide_out`` with another: ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
     elements (0 when ``length`` is 0), written as one row per vector at ``dst_row + i``:
     element ``e`` is byte ``e`` of the index (little-endian, zeros past it);
@@ -312,7 +319,7 @@ body_layouts = {
     }),
     Op.MATMUL: data.StructLayout({
         "weight_addr": 32, "act_row": 16, "act_stride": 16, "act_kstep": 16,
-        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1, "wfmt": 2,
+        "m": 16, "k_tiles": 16, "acc_row": 16, "accumulate": 1, "wfmt": 2, "pair": 1,
     }),
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,
@@ -324,7 +331,8 @@ body_layouts = {
     Op.VEC: data.StructLayout({
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
-        "b_repeat": 1, "stride": 16, "wide": 1, "lo_row": 16, "dst_lo_row": 16,
+        "b_repeat": 1, "stride": 16, "wide": 1, "wide_out": 1, "a_lo_row": 16,
+        "b_lo_row": 16, "dst_lo_row": 16,
     }),
 }
 

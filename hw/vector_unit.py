@@ -158,8 +158,11 @@ class VectorUnit(wiring.Component):
         # An entry: a row and whether it is the low half of a wide ADD's row.
         m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R + 1, depth=self.FIFO_ROWS)
         credits = Signal(range(self.FIFO_ROWS + 1), init=self.FIFO_ROWS)
-        wide_add = Signal()          # ADD of a 16-bit b into a 16-bit y: two rows out
-        m.d.comb += wide_add.eq(v.wide & (vop == isa.VecOp.ADD))
+        wide_add = Signal()          # ADD of 16-bit a and b into a 16-bit y
+        two_rows = Signal()          # a 16-bit result: two rows out per row
+        m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
+                     two_rows.eq(wide_add | (v.wide_out & ((vop == isa.VecOp.LAYERNORM)
+                                                           | (vop == isa.VecOp.RMSNORM))))]
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -179,8 +182,8 @@ class VectorUnit(wiring.Component):
             out.r_en.eq(self.wr_ready),
             wrote.eq(out.r_rdy & self.wr_ready),
         ]
-        m.d.sync += credits.eq(credits - Mux(take_credit, Mux(wide_add, 2, 1), 0) + wrote)
-        with m.If(wrote & (~wide_add | out_lo)):
+        m.d.sync += credits.eq(credits - Mux(take_credit, Mux(two_rows, 2, 1), 0) + wrote)
+        with m.If(wrote & (~two_rows | out_lo)):
             with m.If(is_am | (out_j != v.rows - 1)):       # ARGMAX: one row per vector
                 m.d.sync += [out_row.eq(out_row + Mux(is_am, 1, row_step)),
                              out_j.eq(out_j + 1)]
@@ -204,7 +207,7 @@ class VectorUnit(wiring.Component):
         nreads = Signal(3)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
-        m.d.comb += nreads.eq(Mux(binary, Mux(wide_add, 3, 2),
+        m.d.comb += nreads.eq(Mux(binary, Mux(wide_add, 4, 2),
                                   Mux(is_norm & out_pass, Mux(wide, 4, 3),
                                       Mux(is_rope, 4, Mux(is_norm & wide, 2, 1)))))
         s2_valid, s2_second = Signal(), Signal()
@@ -297,6 +300,10 @@ class VectorUnit(wiring.Component):
             dev = Signal(signed(18), name=f"dev_{k}")
             m.d.comb += dev.eq(x16 - mu)
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
+            a16 = Signal(signed(17), name=f"a16_{k}")        # wide ADD: 256 hi + lo
+            b16 = Signal(signed(17), name=f"b16_{k}")
+            m.d.comb += [a16.eq(Mux(wide_add, (a << 8) + b, a)),
+                         b16.eq(Mux(wide_add, (c << 8) + dd, b))]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
             v_op = Signal(signed(16), name=f"vop_{k}")
@@ -305,14 +312,12 @@ class VectorUnit(wiring.Component):
             with m.Elif(is_norm):
                 m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
             with m.Elif(vop == isa.VecOp.ADD):
-                m.d.comb += [x_op.eq(a), y_op.eq(mul_a)]
+                m.d.comb += [x_op.eq(a16), y_op.eq(mul_a)]
             with m.Elif(is_rope):
                 m.d.comb += [x_op.eq(a), y_op.eq(c)]
             with m.Else():
                 m.d.comb += [x_op.eq(a), y_op.eq(b)]
             m.d.comb += v_op.eq(Mux(is_rope, dd, mul_b))
-            b16 = Signal(signed(17), name=f"b16_{k}")        # wide ADD: 256 hi + lo
-            m.d.comb += b16.eq(Mux(wide_add, (b << 8) + c, b))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(33), name=f"bv_{k}")
             m.d.comb += [xy.eq(x_op * y_op), bv.eq(b16 * v_op)]
@@ -392,13 +397,22 @@ class VectorUnit(wiring.Component):
         # Stage 6: the running sum (softmax), the rounding shifts and the saturation.
         with m.If(s6_valid & is_sm & (vpass == P_B)):
             m.d.sync += total.eq(total + s6_rsum)
+        s7_lo, s8_lo = Signal(row_layout), Signal(row_layout)
+        s8_lo_valid = Signal()
+        m.d.sync += [s8_lo.eq(s7_lo), s8_lo_valid.eq(s7_valid & out_pass & two_rows)]
         for k in range(R):
             ny = Signal(signed(36), name=f"ny_{k}")
             m.d.comb += ny.eq((lane_prod[k] + half) >> shift)
             sat = Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))
+            n16 = Signal(signed(16), name=f"n16_{k}")        # wide_out: 256 hi + lo
+            m.d.comb += n16.eq(Mux(ny > isa.WIDE_MAX, isa.WIDE_MAX,
+                                   Mux(ny < -isa.WIDE_MAX, -isa.WIDE_MAX, ny[:16])))
+            m.d.sync += s7_lo[k].eq(Mux(lane_ok6[k], n16[:8], 0))
             with m.If(is_sm):
                 m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1)))
                                        >> RECIP_BITS)
+            with m.Elif(is_norm & two_rows):
+                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], (n16[8:] + n16[7])[:8], 0))
             with m.Elif(is_norm):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
             with m.Else():
@@ -408,13 +422,14 @@ class VectorUnit(wiring.Component):
         with m.If(is_am):
             m.d.comb += [out.w_data.eq(am_idx), out.w_en.eq(arg_write)]
         with m.Elif(late):
-            m.d.comb += [out.w_data.eq(s7_y), out.w_en.eq(s7_valid & out_pass)]
+            m.d.comb += [out.w_data.eq(Mux(s8_lo_valid, Cat(s8_lo, 1), s7_y)),
+                         out.w_en.eq((s7_valid & out_pass) | s8_lo_valid)]
         with m.Else():
             m.d.comb += [out.w_data.eq(Mux(s6_lo_valid, Cat(s6_lo, 1), s5_y)),
                          out.w_en.eq(s5_valid | s6_lo_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(t1_valid | s2_valid | s3_valid | s4_valid | s5_valid
-                               | s6_valid | s7_valid)
+                               | s6_valid | s7_valid | s6_lo_valid | s8_lo_valid)
 
         # ---- The issuer ---------------------------------------------------------------
         i_left = Signal(16)          # rows of this vector still to read (this pass)
@@ -424,7 +439,7 @@ class VectorUnit(wiring.Component):
         b_base = Signal(aw)          # its partner's first row
         half_off = Signal(aw)        # ROPE: from a row to its partner, h * row_step
         lo_delta = Signal(aw)        # wide: from a row's high half to its low half
-        m.d.comb += lo_delta.eq(v.lo_row - v.a_row)
+        m.d.comb += lo_delta.eq(v.a_lo_row - v.a_row)
         h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
@@ -543,14 +558,15 @@ class VectorUnit(wiring.Component):
                 last_read = ph == nreads - 1
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(~need_credit | (credits >= Mux(wide_add, 2, 1))):
+                with m.Elif(~need_credit | (credits >= Mux(two_rows, 2, 1))):
                     with m.If(ph == 0):
                         m.d.comb += self.rd_addr.eq(a_addr)
                     with m.Elif(is_rope):
                         m.d.comb += self.rd_addr.eq(rope_addr)
-                    with m.Elif(wide_add):       # b's high half, then its low half
-                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, b_addr,
-                                                        b_addr + (v.lo_row - v.b_row)))
+                    with m.Elif(wide_add):       # a's low half, b's high and low halves
+                        m.d.comb += self.rd_addr.eq(
+                            Mux(ph == 1, a_addr + lo_delta,
+                                Mux(ph == 2, b_addr, b_addr + (v.b_lo_row - v.b_row))))
                     with m.Elif(wide):           # x's low half, then the gain's bytes
                         m.d.comb += self.rd_addr.eq(Mux(ph == 1, a_addr + lo_delta,
                                                         Mux(ph == 2, b_addr, c_addr)))

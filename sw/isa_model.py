@@ -248,11 +248,14 @@ class Machine:
             raise _Fault(isa.Error.BAD_COUNT)
         if op == isa.Op.VEC and b["vop"] == isa.VecOp.ROPE and b["rows"] % 2:
             raise _Fault(isa.Error.BAD_COUNT)
+        if op == isa.Op.MATMUL and b["pair"] and b["m"] % 2:
+            raise _Fault(isa.Error.BAD_COUNT)
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
                                  or (b["wide"] and b["vop"] not in (*isa.NORM_VOPS,
-                                                                    isa.VecOp.ADD))):
+                                                                    isa.VecOp.ADD))
+                                 or (b["wide_out"] and b["vop"] not in isa.NORM_VOPS)):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -282,9 +285,10 @@ class Machine:
                        or b["b_row"] + span_b <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (table or b["dst_row"] + span <= rows)
-                  and (not b["wide"] or vop == isa.VecOp.ADD or b["lo_row"] + span <= rows)
+                  and (not b["wide"] or b["a_lo_row"] + span <= rows)
                   and (not b["wide"] or vop != isa.VecOp.ADD
-                       or (b["lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
+                       or (b["b_lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
+                  and (not b["wide_out"] or b["dst_lo_row"] + span <= rows)
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
@@ -343,7 +347,7 @@ class Machine:
         return {"read_bytes": nbytes}
 
     def _do_matmul(self, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
-                   accumulate, wfmt):
+                   accumulate, wfmt, pair):
         R, C = self.cfg.rows, self.cfg.cols
         nbytes = weight_bytes(self.cfg, {"k_tiles": k_tiles, "wfmt": wfmt})
         raw = self.mem[weight_addr:weight_addr + nbytes]
@@ -359,6 +363,9 @@ class Machine:
         # the sum once equals wrapping after every tile (both are modulo 2**32).
         total = (a @ w).astype(np.int64)
         out = slice(acc_row, acc_row + m)
+        if pair:                                  # 256 * (high halves) + low halves
+            total = 256 * total[:m // 2] + total[m // 2:]
+            out = slice(acc_row, acc_row + m // 2)
         if accumulate:
             total += self.acc[out]
         self.acc[out] = _wrap_int32(total)
@@ -402,7 +409,8 @@ class Machine:
         return {"write_bytes": m * row_bytes}
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
-                table, causal, b_repeat, stride, wide, lo_row, dst_lo_row):
+                table, causal, b_repeat, stride, wide, wide_out, a_lo_row, b_lo_row,
+                dst_lo_row):
         n, R = rows * count, self.cfg.rows
         if vop == isa.VecOp.TABLE:
             self.tables[table, :n * R] = self.act[a_row:a_row + n].ravel()
@@ -429,13 +437,19 @@ class Machine:
             g = self.act[b_row:b_row + 2 * rows].astype(np.int64)
             gain = (g[rows:] << 8 | (g[:rows] & 0xFF)).ravel()
             if wide:
-                lo = self.act[lo_row + off].reshape(count, rows * R).astype(np.int64)
+                lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
                 a = 256 * a.astype(np.int64) + lo
             y = vector.norm(a, gain, length, shift, rms=vop == isa.VecOp.RMSNORM,
-                            wide=bool(wide))
+                            wide=bool(wide), wide_out=bool(wide_out))
+            if wide_out:
+                hi, lo = split_wide(y)
+                self.act[dst_row + off] = hi.reshape(count, rows, R)
+                self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
+                return {"vec_rows": n}
         elif vop == isa.VecOp.ADD and wide:          # b and y 16-bit
-            lo = self.act[lo_row + (np.arange(rows)[None] if b_repeat else off)]
+            lo = self.act[b_lo_row + (np.arange(rows)[None] if b_repeat else off)]
             b = 256 * b.astype(np.int64) + lo.reshape(-1, rows * R)
+            a = 256 * a.astype(np.int64) + self.act[a_lo_row + off].reshape(count, rows * R)
             hi, lo = split_wide(vector.add(a, b, mul_a, mul_b, shift, wide=True))
             self.act[dst_row + off] = hi.reshape(count, rows, R)
             self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
@@ -695,7 +709,8 @@ def _footprint(cfg, op, b):
         for i in range(b["k_tiles"]):
             reads.update(("act row", b["act_row"] + i * b["act_kstep"] + j * b["act_stride"])
                          for j in range(b["m"]))
-        writes.update(("acc row", b["acc_row"] + j) for j in range(b["m"]))
+        rows = b["m"] // 2 if b["pair"] else b["m"]
+        writes.update(("acc row", b["acc_row"] + j) for j in range(rows))
     elif op == isa.Op.STORE:
         reads.update(("acc row", b["acc_row"] + j) for j in range(b["m"]))
         reads.add(("param slot", b["param_tile"]))
@@ -719,14 +734,15 @@ def _footprint(cfg, op, b):
             off = vec_offsets(b["rows"], b["count"], b["stride"])
             reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
             wide_add = b["wide"] and b["vop"] == isa.VecOp.ADD
-            if b["wide"] and not wide_add:
-                reads.update(("act row", int(r)) for r in (b["lo_row"] + off).ravel())
+            if b["wide"]:
+                reads.update(("act row", int(r)) for r in (b["a_lo_row"] + off).ravel())
+            if b["wide_out"] or wide_add:
+                writes.update(("act row", int(r)) for r in (b["dst_lo_row"] + off).ravel())
             if b["vop"] in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
                 ob = np.arange(b["rows"]) if b["b_repeat"] else off
                 reads.update(("act row", int(r)) for r in (b["b_row"] + ob).ravel())
                 if wide_add:
-                    reads.update(("act row", int(r)) for r in (b["lo_row"] + ob).ravel())
-                    writes.update(("act row", int(r)) for r in (b["dst_lo_row"] + off).ravel())
+                    reads.update(("act row", int(r)) for r in (b["b_lo_row"] + ob).ravel())
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
@@ -822,13 +838,13 @@ class Program:
                          dram_addr=dram_addr, n_tiles=n_tiles, param_tile=param_tile)
 
     def matmul(self, *, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
-               accumulate=0, wfmt=isa.WeightFormat.INT8, pop_prev=0, pop_next=0, push_prev=0,
-               push_next=0, pop_side=0, push_side=0):
+               accumulate=0, wfmt=isa.WeightFormat.INT8, pair=0, pop_prev=0, pop_next=0,
+               push_prev=0, push_next=0, pop_side=0, push_side=0):
         return self._add(isa.Op.MATMUL, _flags(pop_prev, pop_next, push_prev, push_next,
                                                pop_side, push_side),
                          weight_addr=weight_addr, act_row=act_row, act_stride=act_stride,
                          act_kstep=act_kstep, m=m, k_tiles=k_tiles, acc_row=acc_row,
-                         accumulate=accumulate, wfmt=int(wfmt))
+                         accumulate=accumulate, wfmt=int(wfmt), pair=pair)
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
               to_buf=0, relu=0, raw=0, transpose=0, wide=0, lo_row=0, pop_prev=0,
@@ -840,13 +856,15 @@ class Program:
                          raw=raw, transpose=transpose, wide=wide, lo_row=lo_row)
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
-            mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, lo_row=0,
-            dst_lo_row=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
+            mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, wide_out=0,
+            a_lo_row=0, b_lo_row=0, dst_lo_row=0, pop_prev=0, pop_next=0, push_prev=0,
+            push_next=0):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
                          mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
-                         stride=stride, wide=wide, lo_row=lo_row, dst_lo_row=dst_lo_row)
+                         stride=stride, wide=wide, wide_out=wide_out, a_lo_row=a_lo_row,
+                         b_lo_row=b_lo_row, dst_lo_row=dst_lo_row)
 
     def fence(self):
         return self._add(isa.Op.FENCE, {})

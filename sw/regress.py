@@ -539,7 +539,7 @@ def vector_epilogue(rng, cfg, image, layout):
         elif vop in isa.NORM_VOPS:
             op["shift"] = int(rng.integers(8, 24))
             if count >= 2 and rng.random() < 0.4:      # 16-bit x: low halves after gains
-                op.update(wide=1, lo_row=xb + 2 * rows)
+                op.update(wide=1, a_lo_row=xb + 2 * rows)
                 bins.add("vec:wide")
         ops.append(op)
         bins.add(f"vec:{vop.name}")

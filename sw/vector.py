@@ -13,8 +13,9 @@ values are exact integers (no intermediate rounding but the one stated).
     ``sat8(rshift_round(mul_a * a + mul_b * b, shift))``: with ``a ~ x / s_a`` and
     ``b ~ z / s_b``, the sum ``x + z`` at the output scale ``s_y`` is
     ``mul_a = round(2**shift * s_a / s_y)``, ``mul_b = round(2**shift * s_b / s_y)``
-    (:func:`add_multipliers`). With ``wide``, ``b`` is 16-bit (``256 hi + lo``) and the
-    sum is clamped to ``[-WIDE_MAX, WIDE_MAX]`` instead (a 16-bit residual stream).
+    (:func:`add_multipliers`). With ``wide``, ``a`` and ``b`` are 16-bit (``256 hi +
+    lo``) and the sum is clamped to ``[-WIDE_MAX, WIDE_MAX]`` instead (a 16-bit residual
+    stream).
 ``mul(a, b, mul_a, shift)``
     ``sat8(rshift_round(mul_a * (a * b), shift))``: the product of two int8 tensors at
     the output scale ``s_y``: ``mul_a = round(2**shift * s_a * s_b / s_y)``.
@@ -55,9 +56,10 @@ values are exact integers (no intermediate rounding but the one stated).
        ``D * r / 2**28`` is ``(x - mean) / sqrt(variance)`` (``x / rms`` for RMSNorm);
     4. ``z = clamp(rshift_round(D * r_t, 16), -2**17, 2**17 - 1)``: the normalized value
        in 1/4096ths (saturating past 32 standard deviations);
-    5. ``y = sat8(rshift_round(z * gain, shift))``: with ``gain = round(gamma * 2**shift /
-       (4096 * s_y))`` the output at scale ``s_y`` (:func:`norm_gain`). A LayerNorm's
-       bias is a following ``ADD``.
+    5. ``y = sat8(rshift_round(z * gain, shift))`` (``wide_out``: clamped to
+       ``+-WIDE_MAX`` instead): with ``gain = round(gamma * 2**shift / (4096 * s_y))``
+       the output at scale ``s_y`` (:func:`norm_gain`). A LayerNorm's bias is a
+       following ``ADD``.
 
     ``epsilon`` is left out: it matters only for a vector of (nearly) equal elements,
     which gives 0 here, as it does in float to within ``epsilon``.
@@ -204,10 +206,10 @@ NORM_FRAC = 12
 _Z_MAX = (1 << 17) - 1
 
 
-def norm(x, gain, length, shift, rms, wide=False):
+def norm(x, gain, length, shift, rms, wide=False, wide_out=False):
     """:func:`norm` of the docstring for each row of ``x`` (2-D int8, or 16-bit with
     ``wide``; one vector per row) with ``gain`` (int16, one per element). Returns int8
-    rows."""
+    rows, or with ``wide_out`` 16-bit rows (clamped to ``+-WIDE_MAX``)."""
     _check(0, 0, shift)
     x = np.atleast_2d(np.asarray(x, np.int64))
     lo, hi = (-128 * 257, 127 * 257) if wide else (-128, 127)
@@ -220,7 +222,7 @@ def norm(x, gain, length, shift, rms, wide=False):
     if gain.shape != (L,) or gain.min(initial=0) < -(1 << 15) or gain.max(initial=0) >= 1 << 15:
         raise ValueError(f"gain must be {L} int16 values")
     n = int(length)
-    out = np.zeros((count, L), np.int8)
+    out = np.zeros((count, L), np.int16 if wide_out else np.int8)
     if n == 0:
         return out
     valid = np.arange(L) < n
@@ -233,7 +235,8 @@ def norm(x, gain, length, shift, rms, wide=False):
         e = max(0, r.bit_length() - 16)
         r_t = (r >> e) << e
         z = np.clip(rshift_round(d * r_t, 16), -_Z_MAX - 1, _Z_MAX)
-        y = sat8(rshift_round(z * gain, int(shift)))
+        y = rshift_round(z * gain, int(shift))
+        y = np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX) if wide_out else sat8(y)
         out[i] = np.where(valid, y, 0)
     return out
 

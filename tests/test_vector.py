@@ -457,15 +457,28 @@ def test_interleaved_vectors_match_golden(simulator, rng):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
 
 
+def _pair_layout(hi, lo, kt, R):
+    """Rows of a 16-bit ``M x kt*R`` value as the buffer holds it for a ``pair``
+    ``MATMUL``: per k-tile, the ``M`` rows of high halves, then the ``M`` of low halves."""
+    M = len(hi)
+    out = np.zeros((kt, 2, M, R), np.int8)
+    out[:, 0] = hi.reshape(M, kt, R).transpose(1, 0, 2)
+    out[:, 1] = lo.reshape(M, kt, R).transpose(1, 0, 2)
+    return out.reshape(-1, R)
+
+
 def _wide_program(cfg, rng, M=6, kt=3):
-    """A GEMM whose requantized 16-bit rows go to the buffer as two int8 halves
-    (``STORE wide``), a residual add of int8 rows into them (``VEC ADD wide``), then
-    LayerNorm and RMSNorm of each token's wide row (interleaved, ``VEC wide``), all read
-    out. Expected rows from the specification."""
+    """16-bit values through the chip, in the pair layout (per k-tile: ``M`` rows of high
+    halves, then ``M`` of low halves; vectors ``stride = 2M``): a GEMM's rows requantized
+    to 16 bits (``STORE wide``); a residual add of 16-bit rows loaded from memory into
+    them (``VEC ADD wide``); LayerNorm of the sum into int8 and RMSNorm into 16 bits
+    (``VEC wide``, ``wide_out``); the RMSNorm's rows as a 16-bit GEMM input (``MATMUL
+    pair``). Everything read out; expected rows from the specification."""
     R, C = cfg.rows, cfg.cols
     L = kt * C
     a = _int8(rng, (M, R))
     w = _int8(rng, (R, L))
+    w2 = _int8(rng, (L, C))
     acc = a.astype(np.int64) @ w
     bias = rng.integers(-2000, 2000, L)
     mult = rng.integers(1 << 29, 1 << 30, L)
@@ -473,70 +486,78 @@ def _wide_program(cfg, rng, M=6, kt=3):
     bias[1], mult[1] = 1 << 28, (1 << 30)          # a channel that saturates high
     q = requant.requantize(acc, bias, mult, shift, wide=True)
     assert (np.abs(q) > 127).any() and (q == isa.WIDE_MAX).any()
+    x16 = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (M, L))
     gain = rng.integers(-20000, 20000, L)
     gain_rows = np.concatenate([(gain & 0xFF).astype(np.uint8).view(np.int8),
                                 (gain >> 8).astype(np.int8)]).reshape(2 * kt, R)
     image = np.zeros(32768, np.uint8)
-    W, P, A, G, OUT, PROG = 256, 1024, 2048, 3072, 8192, 16384
+    W, W2, P, A, G, X16, OUT, PROG = 256, 768, 1024, 2048, 3072, 4096, 8192, 16384
     image[W:W + R * L] = isa_model.pack_weights(w, cfg)
+    image[W2:W2 + L * C] = isa_model.pack_weights(w2, cfg)
     for t in range(kt):
         p = isa_model.pack_params(bias[t * C:(t + 1) * C], mult[t * C:(t + 1) * C],
                                   shift[t * C:(t + 1) * C], cfg)
         image[P + t * p.size:P + (t + 1) * p.size] = p
     image[A:A + a.size] = a.view(np.uint8).ravel()
     image[G:G + gain_rows.size] = gain_rows.view(np.uint8).ravel()
-    x8 = _int8(rng, (M, L))
-    xa = compiler.pack_acts(x8, cfg)                 # k-tile-major: interleaved vectors
-    X8 = 4096
-    image[X8:X8 + xa.size] = xa
-    HI, LO, GB, Y, XR, RH, RL = 0, 100, 200, 300, 500, 600, 700     # buffer rows
+    xp = _pair_layout(*requant.split_wide(x16), kt, R)
+    image[X16:X16 + xp.size] = xp.view(np.uint8).ravel()
+    span = 2 * M * kt
+    Q, XW, S, Y, N16, GB, AR = 0, span, 2 * span, 3 * span, 4 * span, 5 * span, 5 * span + 8
     prog = isa_model.Program()
     prog.load_param(dram_addr=P, n_tiles=kt, param_tile=0)
-    prog.load_act(dram_addr=A, dram_stride=R, rows=M, row_beats=1, buf_row=400,
+    prog.load_act(dram_addr=A, dram_stride=R, rows=M, row_beats=1, buf_row=AR,
                   buf_row_step=1, buf_beat_step=0)
     prog.load_act(dram_addr=G, dram_stride=R, rows=2 * kt, row_beats=1, buf_row=GB,
                   buf_row_step=1, buf_beat_step=0)
-    prog.load_act(dram_addr=X8, dram_stride=R, rows=M * kt, row_beats=1, buf_row=XR,
+    prog.load_act(dram_addr=X16, dram_stride=R, rows=span, row_beats=1, buf_row=XW,
                   buf_row_step=1, buf_beat_step=0)
     prog.fence()
     for t in range(kt):
-        prog.matmul(weight_addr=W + t * R * C, act_row=400, act_stride=1, act_kstep=0, m=M,
+        prog.matmul(weight_addr=W + t * R * C, act_row=AR, act_stride=1, act_kstep=0, m=M,
                     k_tiles=1, acc_row=0, push_next=1)
-        prog.store(acc_row=0, m=M, param_tile=t, buf_row=HI + t * M, to_buf=1, wide=1,
-                   lo_row=LO + t * M, pop_prev=1)
+        prog.store(acc_row=0, m=M, param_tile=t, buf_row=Q + 2 * M * t, to_buf=1, wide=1,
+                   lo_row=Q + 2 * M * t + M, pop_prev=1)
         prog.fence()
-    def interleaved(y):
-        return y.reshape(M, kt, R).transpose(1, 0, 2).reshape(-1, R)
-
+    vec = dict(rows=kt, count=M, stride=2 * M)
     ma, mb, sa = 300, -20000, 14
-    prog.vec(vop=isa.VecOp.ADD, a_row=XR, b_row=HI, lo_row=LO, wide=1, dst_row=RH,
-             dst_lo_row=RL, rows=kt, count=M, stride=M, mul_a=ma, mul_b=mb, shift=sa)
-    res = vector.add(x8, q, ma, mb, sa, wide=True)
-    assert (np.abs(res) > 127).any() and (np.abs(res) == isa.WIDE_MAX).any()
-    hi, lo = requant.split_wide(res)
-    want = [interleaved(hi), interleaved(lo)]
-    for k, vop in enumerate((isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM)):
-        prog.vec(vop=vop, a_row=RH, lo_row=RL, wide=1, b_row=GB, dst_row=Y + k * M * kt,
-                 rows=kt, count=M, stride=M, length=L - 1, shift=20)
-        want.append(interleaved(vector.norm(res, gain, L - 1, 20, vop == isa.VecOp.RMSNORM,
-                                            wide=True)))
+    prog.vec(vop=isa.VecOp.ADD, a_row=XW, a_lo_row=XW + M, b_row=Q, b_lo_row=Q + M, wide=1,
+             dst_row=S, dst_lo_row=S + M, mul_a=ma, mul_b=mb, shift=sa, **vec)
+    res = vector.add(x16, q, ma, mb, sa, wide=True)
+    assert (np.abs(res) == isa.WIDE_MAX).any()
+    prog.vec(vop=isa.VecOp.LAYERNORM, a_row=S, a_lo_row=S + M, wide=1, b_row=GB, dst_row=Y,
+             length=L - 1, shift=20, **vec)
+    y = vector.norm(res, gain, L - 1, 20, False, wide=True)
+    prog.vec(vop=isa.VecOp.RMSNORM, a_row=S, a_lo_row=S + M, wide=1, wide_out=1, b_row=GB,
+             dst_row=N16, dst_lo_row=N16 + M, length=L, shift=12, **vec)
+    n16 = vector.norm(res, gain, L, 12, True, wide=True, wide_out=True)
+    assert (np.abs(n16) > 127).any()
     prog.fence()
-    n = 2 * M * kt
-    for j, row in enumerate((RH, RL, Y)):
-        m_j = n if row == Y else M * kt
-        prog.matmul(weight_addr=IDENT_ADDR, act_row=row, act_stride=1, act_kstep=0, m=m_j,
-                    k_tiles=1, acc_row=0, push_next=1)
-        prog.store(acc_row=0, m=m_j, param_tile=0, dram_addr=OUT + j * M * kt * 4 * C,
+    prog.matmul(weight_addr=W2, act_row=N16, act_stride=1, act_kstep=2 * M, m=2 * M,
+                k_tiles=kt, acc_row=0, pair=1, push_next=1)
+    prog.store(acc_row=0, m=M, param_tile=0, dram_addr=OUT, dram_stride=4 * C, raw=1,
+               pop_prev=1)
+    prog.fence()
+    y_rows = np.zeros((span, R), np.int8)
+    y_rows.reshape(kt, 2, M, R)[:, 0] = y.reshape(M, kt, R).transpose(1, 0, 2)
+    want = [n16.astype(np.int64) @ w2, _pair_layout(*requant.split_wide(res), kt, R),
+            y_rows, _pair_layout(*requant.split_wide(n16), kt, R)]
+    out = OUT + M * 4 * C
+    for j, row in enumerate((S, Y, N16)):             # read out through the array
+        prog.matmul(weight_addr=IDENT_ADDR, act_row=row, act_stride=1, act_kstep=0,
+                    m=span, k_tiles=1, acc_row=0, push_next=1)
+        prog.store(acc_row=0, m=span, param_tile=0, dram_addr=out + j * span * 4 * C,
                    dram_stride=4 * C, raw=1, pop_prev=1)
         prog.fence()
     prog.end()
     image[IDENT_ADDR:IDENT_ADDR + R * C] = _identity(cfg).view(np.uint8).ravel()
     image[PROG:PROG + len(prog) * isa.INSN_BYTES] = prog.to_array()
-    return image, PROG, len(prog), np.concatenate(want), OUT
+    return image, PROG, len(prog), np.concatenate([w.reshape(-1, C) for w in want]), OUT
 
 
 def test_wide_rows_on_amaranths_simulator(rng):
-    """``STORE wide`` then ``VEC wide`` norms on the whole accelerator under Amaranth's
+    """16-bit values (``STORE wide``, ``VEC ADD wide``, norms of 16-bit rows into int8 and
+    into 16 bits, a ``pair`` ``MATMUL``) on the whole accelerator under Amaranth's
     simulator: the specification's rows, and the golden model's whole memory."""
     from serrano.sim.amaranth_system import run_program as run_amaranth
     image, prog_addr, prog_len, want, out = _wide_program(TINY, rng)
@@ -663,9 +684,11 @@ def test_norm_error_against_float_is_within_its_bound(rng, rms):
     ("interleaved_b", dict(count=2, stride=300, b_row=123), isa.Error.BAD_BUFFER),
     ("repeating_b", dict(count=2, stride=300, b_row=1021, b_repeat=1),
      isa.Error.BAD_BUFFER),
-    ("wide_lut", dict(vop=isa.VecOp.LUT, wide=1, lo_row=40), isa.Error.BAD_VOP),
-    ("wide_add_dst_lo", dict(wide=1, lo_row=40, dst_lo_row=1021), isa.Error.BAD_BUFFER),
-    ("wide_lo_rows", dict(vop=isa.VecOp.RMSNORM, wide=1, lo_row=1021),
+    ("wide_lut", dict(vop=isa.VecOp.LUT, wide=1, a_lo_row=40), isa.Error.BAD_VOP),
+    ("wide_out_add", dict(wide_out=1, dst_lo_row=40), isa.Error.BAD_VOP),
+    ("wide_add_dst_lo", dict(wide=1, a_lo_row=40, b_lo_row=44, dst_lo_row=1021),
+     isa.Error.BAD_BUFFER),
+    ("wide_lo_rows", dict(vop=isa.VecOp.RMSNORM, wide=1, a_lo_row=1021),
      isa.Error.BAD_BUFFER)])
 def test_bad_vec_stops_with_its_error(simulator, rng, fault, fields, error):
     """A bad ``VEC`` stops with its code at dispatch, after the good instructions
