@@ -12,7 +12,7 @@ import pytest
 from serrano.hw import isa
 from serrano.hw.config import get_preset
 from serrano.sim.accel import run_rtl
-from serrano.sw import compiler, isa_model, requant, vector
+from serrano.sw import isa_model, requant, vector
 from tests.test_accel_rtl import check_against_golden, run_faulty
 
 TINY = get_preset("tiny")
