@@ -126,6 +126,10 @@ def _parser():
                    help=f"one of {', '.join(preset_names())} (default: default)")
     r.add_argument("--mem-latency", type=_positive, default=30, metavar="CYCLES")
     _add_act_bits(r)
+    r.add_argument("--host-ops", action="store_true",
+                   help="run the non-GEMM ops on the host in float (default: every op on "
+                        "the chip, one program per forward pass, where the model is "
+                        "lowered: minilm, bert-tiny)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "
@@ -271,7 +275,7 @@ def _cmd_run(args):
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
                       seq=args.seq, text=args.text, progress=progress,
                       mem_latency=args.mem_latency, check=args.check,
-                      act_bits=args.act_bits, weights=args.weights)
+                      act_bits=args.act_bits, weights=args.weights, host_ops=args.host_ops)
     finally:
         progress.close()
     if args.json:
@@ -279,7 +283,8 @@ def _cmd_run(args):
     cfg = args.preset
     print(f"serrano run  {r['model']}  {r['layers']} layer(s), sequence {r['seq']}  "
           f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}  "
-          f"{r['weights']} weights")
+          f"{r['weights']} weights, "
+          + ("every op on the chip" if r["ops"] == "chip" else "non-GEMM ops on the host"))
     print(f"  cosine vs float32         : {r['cosine_vs_float']:.5f} (final output"
           + (", worst of the texts)" if r["model"] == "minilm" else ")"))
     print("  cosine per layer          : "

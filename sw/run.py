@@ -9,11 +9,17 @@ Models:
 * ``gpt-tiny``: one synthetic pre-LN decoder layer: prefill of ``--seq`` tokens, then one
   decode step against its KV cache.
 
-Each model is its graph (:mod:`sw.nn.archs`) on the device executor
-(:mod:`sw.nn.device_exec`): every linear layer on the accelerator with int8 weights and
-per-token 16-bit inputs (``act_bits``), the int32 results dequantized on the host, the
-other ops (attention, LayerNorm, GELU, residual adds) on the host. Every scale is the
-current token's own, computed at run time: nothing is calibrated.
+Each model is its graph (:mod:`sw.nn.archs`) on one of two device executors:
+
+* **on chip** (the default where the graph is lowered: ``minilm``, ``bert-tiny``;
+  :mod:`sw.nn.lower`): every op on the accelerator, one program per forward pass (one
+  host round trip), static scales calibrated on :data:`MINILM_CALIBRATION` (never the
+  texts it is measured on) or on a separate random draw;
+* **host ops** (``host_ops=True``, ``--host-ops``; and ``gpt-tiny``, whose causal
+  attention and KV cache are not lowered yet; :mod:`sw.nn.device_exec`): every linear
+  layer on the accelerator with int8 weights and per-token 16-bit inputs (``act_bits``),
+  the int32 results dequantized on the host, the other ops (attention, LayerNorm, GELU,
+  residual adds) on the host in float32; every scale the current token's own.
 """
 
 import time
@@ -23,11 +29,12 @@ import numpy as np
 from . import energy
 from .models import layers as L
 from .backends import check_backend
-from .nn import archs, device_exec
+from .nn import archs, device_exec, lower
 from .q4 import WEIGHTS
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "DEFAULT_TEXTS", "run_model", "run_model_on", "cosine"]
+__all__ = ["MODELS", "DEFAULT_TEXTS", "MINILM_CALIBRATION", "run_model", "run_model_on",
+           "cosine"]
 
 MODELS = ("minilm", "bert-tiny", "gpt-tiny")
 
@@ -42,6 +49,23 @@ DEFAULT_TEXTS = (
     "Stock markets fell sharply after the announcement on Tuesday.",
     "She has been learning to play the violin for 12 years.",
 )
+
+# The on-chip executor's calibration inputs: other sentences than those it is measured on
+# (DEFAULT_TEXTS, docs/heldout.txt, the tests'), one word to about forty tokens.
+MINILM_CALIBRATION = (
+    "Hi",
+    "Thanks!",
+    "How do I reset my password?",
+    "The weather today is sunny with a light breeze from the west.",
+    "Researchers trained the network on millions of labelled photographs of animals.",
+    "for i in range(10): print(i * i)",
+    "The committee postponed its decision until the auditors had reviewed every invoice "
+    "from the previous three financial years, including those filed late.",
+    "My grandmother grows tomatoes, beans and sunflowers in her small garden by the river.",
+    "Is it safe to drink tap water in Lisbon?",
+    "Prices rose by 4.5% in March, the fastest increase since 1991.",
+)
+
 
 def cosine(a, b):
     a = np.asarray(a, np.float64).ravel()
@@ -76,6 +100,18 @@ def _summary(dev, cfg, tokens):
     }
 
 
+def _sentences(model, texts, seq=None):
+    """Feeds of each text on its own (its tokens, or padded to ``seq``)."""
+    from .models import minilm
+    ids, mask = minilm.tokenize(model, list(texts), max_seq=seq)
+    x = minilm.embed(model, ids)
+    out = []
+    for t in range(len(texts)):
+        n = len(mask[t]) if seq is not None else int(mask[t].sum())
+        out.append({"x": x[t:t + 1, :n], "mask": mask[t:t + 1, :n]})
+    return out
+
+
 def _run_minilm(new_device, layers, seq, texts, executor):
     from .models import minilm
     model = minilm.load_minilm()
@@ -86,7 +122,8 @@ def _run_minilm(new_device, layers, seq, texts, executor):
     ref = minilm.forward_ids(model, ids, mask, layers)
     x = minilm.embed(model, ids)
     dev = new_device()
-    ex = executor(dev, graph, params)
+    ex = executor(dev, graph, params,
+                  lambda: _sentences(model, MINILM_CALIBRATION))
     names = [f"blk.{i}.y" for i in range(layers)]
     layer_cos = [[] for _ in range(layers)]
     final = []
@@ -124,7 +161,9 @@ def _run_bert_tiny(new_device, seq, executor):
     graph, params = archs.bert_encoder(shape, 1), archs.bert_params([w])
     x = synthetic.random_inputs(shape, seq, seed=1)
     dev = new_device()
-    y = executor(dev, graph, params).run(
+    calib = synthetic.random_inputs(shape, seq, seed=2)
+    y = executor(dev, graph, params,
+                 lambda: [{"x": calib, "mask": np.ones((1, seq), np.int64)}]).run(
         {"x": x, "mask": np.ones((1, seq), np.int64)}, {})["blk.0.y"]
     c = cosine(y, L.encoder_layer(x, w, shape))
     return dev, {"layers": 1, "seq": seq, "cosine_vs_float": c, "cosine_per_layer": [c],
@@ -137,7 +176,7 @@ def _run_gpt_tiny(new_device, seq, executor):
     graph, params = archs.gpt_decoder(shape, 1), archs.gpt_params([w])
     x = synthetic.random_inputs(shape, seq + 1, seed=1)
     dev = new_device()
-    ex = executor(dev, graph, params)
+    ex = executor(dev, graph, params, None)
     state = {}
     y = ex.run({"x": x[:seq]}, state)["blk.0.y"]
     y_new = ex.run({"x": x[seq:]}, state)["blk.0.y"][0]
@@ -150,17 +189,18 @@ def _run_gpt_tiny(new_device, seq, executor):
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-              mem_latency=30, check="every", act_bits=None, weights=None):
+              mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
-                               act_bits=act_bits, weights=weights)
+                               act_bits=act_bits, weights=weights, host_ops=host_ops)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-                 mem_latency=30, check="every", act_bits=None, weights=None):
+                 mem_latency=30, check="every", act_bits=None, weights=None,
+                 host_ops=False):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
@@ -175,7 +215,18 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     if weights not in WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHTS)}")
 
-    def executor(dev, graph, params):
+    # Every op on the chip where the graph is lowered (calib: its calibration feeds).
+    on_chip = not host_ops and model != "gpt-tiny"
+    if on_chip and weights != "int8":
+        raise ValueError(f"{weights} weights run with --host-ops only (the on-chip "
+                         f"executor takes int8 weights)")
+    ops = []
+
+    def executor(dev, graph, params, calib):
+        if on_chip:
+            ops.append("chip")
+            return lower.OnChip(dev, graph, params, lower.calibrate(graph, params, calib()))
+        ops.append("host")
         # int4: every linear map quantized to 4-bit codes with block scales (sw/q4.py).
         q4 = (device_exec.q4_weights(graph, params, cfg.weight_block) if weights == "int4"
               else None)
@@ -197,7 +248,8 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
         dev, out = runner(new_device, 16 if seq is None else seq, executor)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
-              "act_bits": act_bits, "weights": weights,
+              "ops": ops[0], "act_bits": act_bits if ops[0] == "host" else None,
+              "weights": weights,
               **out, **_summary(dev, cfg, out["tokens_processed"]),
               "wall_s": round(time.perf_counter() - t0, 3)}
     return report, dev

@@ -84,7 +84,8 @@ import numpy as np
 
 from serrano.hw import isa
 
-__all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "add_multipliers",
+__all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "make_wide_tables",
+           "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
            "norm", "norm_gain", "argmax", "rope", "rope_tables",
            "rope_multiplier", "apply"]
@@ -150,6 +151,19 @@ def make_table(fn, s_in, s_out):
     a = np.where(a > 127, a - 256, a)
     y = np.asarray(fn(a * float(s_in)), np.float64) / float(s_out)
     return sat8(np.round(y))
+
+
+def make_wide_tables(fn, s_in, s_out):
+    """``fn`` of an int8 ``a`` into 16 bits (``y ~ q * s_out``, ``|q| <= WIDE_MAX``): the
+    tables of the high and low halves of ``q`` (:func:`sw.requant.split_wide`), for two
+    ``LUT`` instructions reading the same rows."""
+    if not (s_in > 0 and s_out > 0):
+        raise ValueError(f"scales must be positive, not {s_in!r}, {s_out!r}")
+    a = np.arange(isa.TABLE_ENTRIES, dtype=np.int64)
+    a = np.where(a > 127, a - 256, a)
+    y = np.round(np.asarray(fn(a * float(s_in)), np.float64) / float(s_out))
+    q = np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int64)
+    return ((q + 128) >> 8).astype(np.int8), (((q + 128) & 0xFF) - 128).astype(np.int8)
 
 
 def _fixed(ratio, what, lo=_MUL_MIN, hi=_MUL_MAX):

@@ -1,0 +1,621 @@
+"""The device executor, second form: a whole graph lowered to **one program**, every op on
+the chip.
+
+:class:`OnChip` takes a graph (:mod:`sw.nn.archs`), its parameters and calibration
+statistics (:func:`calibrate`), puts the weights, requantization parameter sets, norm
+gains and biases and lookup tables into device memory once, and for each input runs a
+single program: one host round trip per forward pass (the input rows in, the output rows
+out). ``linear`` runs on the array with its bias and requantization in the ``STORE``;
+``add``, ``layernorm``, ``gelu`` and ``softmax`` on the vector unit (``VEC``, arithmetic
+in :mod:`sw.vector`); attention's keys leave the array through a transposing ``STORE`` as
+the weights of ``Q K^T``, its values through a plain one as the weights of ``P V``.
+
+Precision. The residual stream and every GEMM input but attention's are **16-bit**, as
+two int8 halves ``q = 256 hi + lo`` (a fake-quantization study of MiniLM: int8 residual
+adds give a sentence-embedding cosine of 0.56; 16-bit residual adds 0.935; also 16-bit
+LayerNorm and GELU outputs 0.997): ``STORE wide`` writes a GEMM's output that feeds an
+``add`` in 16 bits, ``VEC ADD wide`` adds two 16-bit rows, the norms read and write 16
+bits, GELU writes its 16-bit result through two tables (high and low halves), and a
+16-bit GEMM input streams its high and low rows past one weight stream (``MATMUL
+pair``). The attention block (Q, K, V, scores, probabilities, context) and the GELU's
+input are int8.
+
+Layouts. Every value lives in the activation buffer in the array's k-tile-major layout:
+``M`` rows (tokens, padded to a multiple of ``R``) of ``ceil(K/R)`` k-tiles. An int8 value
+holds k-tile ``t`` of token ``m`` at ``base + t*M + m``; a 16-bit value holds its high
+halves at ``base + 2tM + m`` and its low halves ``M`` rows later (the pair layout: one
+``MATMUL pair`` reads both with ``act_kstep = 2M``). ``VEC`` reads a token's vector with
+``stride`` = ``M`` or ``2M``. ``split_heads`` and ``merge_heads`` cost nothing (head ``h``
+is k-tiles ``h*d/R ..``). Buffer rows are allocated by liveness (first fit); an input
+too long for the buffer is a one-line error.
+
+Quantization (static, calibrated, stated once here): weights int8 per output channel
+(:func:`sw.quant.quantize_linear`); an int8 value at ``max|v| / 127`` over the
+calibration inputs, a 16-bit one at ``WIDE_HEADROOM * max|v| / WIDE_MAX`` (room for
+inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at ``1/127``;
+``linear``: ``requantize(acc + round(b / (s_x s_w)), s_x s_w / s_y)`` per channel;
+``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / 127 / s_c``; ``add``:
+:func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat`` at ``s_n = s_y +
+s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``) added;
+``gelu``: :func:`sw.vector.make_wide_tables`.
+
+Ordering: a ``FENCE`` between dependent steps (this first form; tokens that let the
+vector unit work under the next GEMM's weight stream are the next step).
+
+Lowered: the ops of :func:`sw.nn.archs.bert_encoder` (MiniLM, bert-tiny), one sequence
+per program. Other ops raise :class:`NotLowered` naming them.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from serrano.hw import isa
+from .. import compiler, isa_model, vector
+from ..models import layers as L
+from ..quant import quantize_linear, requant_params
+from ..requant import split_wide
+from . import float_exec
+
+__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "OnChip", "NotLowered"]
+
+#: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
+WIDE_HEADROOM = 2.0
+
+#: The ops this executor lowers.
+LOWERED = ("linear", "split_heads", "merge_heads", "scores", "softmax", "context", "add",
+           "layernorm", "gelu")
+
+
+class NotLowered(ValueError):
+    """A graph uses an op (or a form of one) the on-chip executor does not lower yet."""
+
+
+def calibrate(graph, params, feeds_list):
+    """``{value: max |value|}`` over float runs of ``graph`` on each feeds dict (the
+    graph's inputs included)."""
+    peak = {}
+
+    def observe(name, value):
+        v = float(np.abs(np.asarray(value, np.float64)).max(initial=0.0))
+        peak[name] = max(peak.get(name, 0.0), v)
+
+    for feeds in feeds_list:
+        for name in graph.inputs:
+            if name != "mask":
+                observe(name, feeds[name])
+        float_exec.run(graph, params, feeds, observe=observe)
+    return peak
+
+
+@dataclass(eq=False)
+class _Region:
+    """Buffer rows of a value: ``tiles`` k-tiles ``kstep`` rows apart, ``M`` tokens
+    each; a 16-bit value's low halves ``M`` rows after its high halves."""
+    base: int
+    M: int
+    tiles: int
+    wide: bool
+    kstep: int
+
+    @property
+    def lo(self):
+        return self.base + self.M
+
+
+class _Buffer:
+    """First-fit allocation of activation-buffer rows below ``limit``."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = []                                  # (base, rows), sorted
+
+    def alloc(self, rows, what):
+        at = 0
+        for base, n in self.used:
+            if base - at >= rows:
+                break
+            at = base + n
+        if at + rows > self.limit:
+            ends = [0] + [b + n for b, n in self.used]
+            starts = [b for b, _ in self.used] + [self.limit]
+            run = max(s - e for e, s in zip(ends, starts))
+            raise MemoryError(f"{what} needs {rows} activation-buffer rows, the longest free "
+                              f"run is {run}: the input is too long for one program on "
+                              f"this preset")
+        self.used = sorted(self.used + [(at, rows)])
+        return at
+
+    def free(self, base):
+        self.used = [(b, n) for b, n in self.used if b != base]
+
+
+def _tiles(n, size):
+    return -(-n // size)
+
+
+def pair_rows(q, cfg):
+    """16-bit ``q`` (``M x K``) as the buffer's pair layout: per k-tile, the ``M`` rows of
+    high halves then the ``M`` of low halves (int8, ``2M ceil(K/R)`` rows of ``R``)."""
+    R = cfg.rows
+    M, K = q.shape
+    kt = _tiles(K, R)
+    hi, lo = split_wide(q)
+    out = np.zeros((kt, 2, M, R), np.int8)
+    pad = np.zeros((M, kt * R), np.int8)
+    pad[:, :K] = hi
+    out[:, 0] = pad.reshape(M, kt, R).transpose(1, 0, 2)
+    pad[:, :K] = lo
+    out[:, 1] = pad.reshape(M, kt, R).transpose(1, 0, 2)
+    return out.reshape(-1, R)
+
+
+class OnChip:
+    """``graph`` with ``params`` on ``dev``, every op on the chip, one program per run.
+
+    ``peaks`` are the calibration maxima (:func:`calibrate`). :meth:`run` takes the
+    graph's feeds for one sequence (``x``: ``(S, hidden)`` or ``(1, S, hidden)``; a
+    ``mask`` of ones, if given) and returns the outputs in float.
+    """
+
+    def __init__(self, dev, graph, params, peaks):
+        for n in graph.nodes:
+            if n.op not in LOWERED:
+                raise NotLowered(f"{graph.name}: op {n.op!r} ({n.out}) is not lowered to "
+                                 f"the chip yet (lowered: {', '.join(LOWERED)})")
+            if n.op == "softmax" and n.attrs["causal"]:
+                raise NotLowered(f"{graph.name}: causal attention ({n.out}) is not lowered "
+                                 f"to the chip yet")
+        self.dev, self.graph, self.params = dev, graph, params
+        cfg = self.cfg = dev.cfg
+        R, C = cfg.rows, cfg.cols
+        self.maker = {n.out: n for n in graph.nodes}
+        self.users = {}
+        for n in graph.nodes:
+            for i in n.ins:
+                self.users.setdefault(i, []).append(n)
+        # 16-bit values: the graph's input, every add, norm and GELU output, and the
+        # linear outputs that an add reads.
+        self.wide = {graph.inputs[0]}
+        for n in graph.nodes:
+            if n.op in ("add", "layernorm", "gelu"):
+                self.wide.add(n.out)
+            if n.op == "add":
+                self.wide.update(v for v in n.ins
+                                 if v in self.maker and self.maker[v].op == "linear")
+        self.scale = {}
+        for name, peak in peaks.items():
+            top = isa.WIDE_MAX / WIDE_HEADROOM if name in self.wide else 127.0
+            self.scale[name] = peak / top if peak > 0 else 1.0
+        for n in graph.nodes:
+            if n.op in ("split_heads", "merge_heads"):
+                self.scale[n.out] = self.scale[n.ins[0]]
+            elif n.op == "softmax":
+                self.scale[n.out] = 1.0 / vector.SOFTMAX_ONE
+        # Weights once: int8 per channel, packed, with their parameter sets.
+        self.lin = {}
+        for n in graph.nodes:
+            if n.op != "linear":
+                continue
+            w = np.asarray(params[n.attrs["w"]], np.float64)
+            b = params[n.attrs["b"]] if n.attrs.get("b") else np.zeros(w.shape[1])
+            ql = quantize_linear(w, np.asarray(b, np.float64))
+            bias, mult, shift = requant_params(self.scale[n.ins[0]], ql.w_scale,
+                                               self.scale[n.out], ql.b)
+            role = self._role(n.out)
+            self.lin[n.out] = dict(
+                k=w.shape[0], n=w.shape[1], role=role,
+                w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
+                p_addr=dev.put(isa_model.pack_params(bias, mult, shift, cfg)))
+        # What the vector unit reads besides activations (norm gains and biases, tables):
+        # rows loaded once per program into the top of the buffer.
+        self.vrows, self.vparam = [], {}
+        for n in graph.nodes:
+            if n.op == "layernorm":
+                self._layernorm_params(n)
+            elif n.op == "gelu":
+                hi, lo = vector.make_wide_tables(L.gelu, self.scale[n.ins[0]],
+                                                 self.scale[n.out])
+                self.vparam[n.out] = dict(hi=self._vrows(hi), lo=self._vrows(lo))
+        self.identity = dev.put(np.eye(R, C, dtype=np.int8).view(np.uint8).ravel())
+        rows = np.concatenate(self.vrows) if self.vrows else np.zeros((0, R), np.int8)
+        self.nvrows = len(rows)
+        self.vbase = cfg.act_buf_rows - self.nvrows
+        self.vaddr = dev.put(rows.view(np.uint8).ravel()) if self.nvrows else None
+        self._pcache = {}
+        self.programs = {}
+
+    # ---- set-up --------------------------------------------------------------------
+
+    def _role(self, name):
+        """How a linear output leaves the array: ``"k"``/``"v"`` (attention's keys or
+        values, to memory), ``"wide"`` (16-bit, into the buffer), ``"gelu"`` (int8 into
+        the rows of the GELU's 16-bit result) or ``"act"`` (int8)."""
+        users = self.users.get(name, ())
+        for u in users:
+            if u.op == "split_heads":
+                for w in self.users.get(u.out, ()):
+                    if w.op in ("scores", "context") and w.ins[1] == u.out:
+                        return "k" if w.op == "scores" else "v"
+        if name in self.wide:
+            return "wide"
+        if len(users) == 1 and users[0].op == "gelu":
+            return "gelu"
+        return "act"
+
+    def _vrows(self, values):
+        """Append int8 ``values`` (padded to whole rows) to the vector unit's parameter
+        rows; their first row's offset there."""
+        R = self.cfg.rows
+        v = np.zeros(_tiles(len(values), R) * R, np.int8)
+        v[:len(values)] = values
+        at = sum(len(r) for r in self.vrows)
+        self.vrows.append(v.reshape(-1, R))
+        return at
+
+    def _layernorm_params(self, n):
+        g = np.asarray(self.params[n.attrs["g"]], np.float64)
+        beta = np.asarray(self.params[n.attrs["b"]], np.float64)
+        if len(g) % self.cfg.rows:
+            raise NotLowered(f"{n.out}: a norm over {len(g)} elements, not whole rows")
+        s_y = self.scale[n.out]
+        s_beta = max(np.abs(beta).max(), 1e-12) * WIDE_HEADROOM / isa.WIDE_MAX
+        s_n = s_y + s_beta
+        gain, shift = vector.norm_gain(g, s_n)
+        gain = np.asarray(gain, np.int64)
+        gains = self._vrows(((gain & 0xFF).astype(np.uint8)).view(np.int8))
+        self._vrows((gain >> 8).astype(np.int8))
+        hi, lo = split_wide(np.round(beta / s_beta).astype(np.int64))
+        beta_hi = self._vrows(hi)
+        self._vrows(lo)
+        self.vparam[n.out] = dict(gains=gains, shift=shift, beta=beta_hi,
+                                  add=vector.add_multipliers(s_n, s_beta, s_y))
+
+    def _scalar_params(self, factor):
+        """A parameter set scaling every column by ``factor`` (no bias), once."""
+        if factor not in self._pcache:
+            C = self.cfg.cols
+            _, mult, shift = requant_params(1.0, np.full(C, factor), 1.0)
+            self._pcache[factor] = self.dev.put(isa_model.pack_params(
+                np.zeros(C, np.int64), mult, shift, self.cfg))
+        return self._pcache[factor]
+
+    def _width(self, name):
+        """Columns of value ``name``."""
+        n = self.maker.get(name)
+        if n is None:
+            for u in self.users[name]:
+                if u.op == "linear":
+                    return self.lin[u.out]["k"]
+            raise ValueError(f"cannot tell the width of {name!r}")
+        if n.op == "linear":
+            return self.lin[n.out]["n"]
+        return self._width(n.ins[0])
+
+    def _heads(self, name):
+        for u in self.users[name]:
+            if u.op == "split_heads":
+                return u.attrs["heads"]
+        raise NotLowered(f"{name} is not split into heads")
+
+    # ---- the program ---------------------------------------------------------------
+
+    def _program(self, M, S, keep):
+        """The program for ``M`` rows (``S`` of them tokens) that also reads out the
+        values in ``keep``, built once per shape."""
+        key = (M, S, tuple(keep))
+        if key not in self.programs:
+            self.programs[key] = _Lowering(self, M, S, keep).build()
+        return self.programs[key]
+
+    # ---- running -------------------------------------------------------------------
+
+    def run(self, feeds, state=None, *, keep=()):
+        """One forward pass: one program, one host round trip. Returns the graph's
+        outputs and the values named in ``keep`` (read out as they are made, in the same
+        program), float32, one row per input row (with the input's leading axes). ``mask`` (ones, then zeros for
+        padding) may pad the sequence; ``state`` is unused (no KV cache here)."""
+        g = self.graph
+        x = np.asarray(feeds[g.inputs[0]], np.float64)
+        if x.ndim == 3 and x.shape[0] != 1:
+            raise ValueError(f"the on-chip executor runs one sequence per program, not a "
+                             f"batch of {x.shape[0]}")
+        lead = x.shape[:-2]
+        x = x.reshape(x.shape[-2:])
+        rows = len(x)
+        mask = feeds.get("mask")
+        S = rows if mask is None else int(np.asarray(mask).sum())
+        if mask is not None and not np.asarray(mask).ravel()[:S].all():
+            raise ValueError("the on-chip executor takes a padding mask: ones, then zeros")
+        for name in keep:
+            if name not in self.maker:
+                raise ValueError(f"cannot keep {name!r}: no node makes it")
+        R = self.cfg.rows
+        M = _tiles(rows, R) * R
+        built = self._program(M, S, keep)
+        top = isa.WIDE_MAX
+        xq = np.zeros((M, x.shape[1]), np.int64)
+        xq[:rows] = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top)
+        self.dev.write(built["x_addr"], pair_rows(xq, self.cfg).view(np.uint8).ravel())
+        self.dev.run(built["prog_addr"], built["n_insns"], name=g.name, macs=built["macs"],
+                     program=built["program"])
+        out = {}
+        for name, (addr, width) in built["outs"].items():
+            raw = self.dev.read(addr, compiler.out_bytes(self.cfg, M, width, raw=True))
+            y = compiler.unpack_raw(raw, M, width, self.cfg)
+            out[name] = (y[:rows] * self.scale[name]).astype(np.float32).reshape(
+                *lead, rows, width)
+        return out
+
+
+class _Lowering:
+    """One program: the graph's nodes in order, for ``M`` rows of which ``S`` are
+    tokens."""
+
+    def __init__(self, chip, M, S, keep=()):
+        self.chip, self.M, self.S, self.keep = chip, M, S, keep
+        self.cfg = cfg = chip.cfg
+        self.dev = chip.dev
+        self.buf = _Buffer(chip.vbase)
+        self.prog = isa_model.Program()
+        self.macs = 0
+        self.region = {}
+        self.memory = {}
+        self.outs = {}
+        self.tile = cfg.rows * cfg.cols
+        g = chip.graph
+        # Where each value is last read; attention's scores and softmax are lowered with
+        # their context, so what they read is read there.
+        at = list(range(len(g.nodes)))
+        for i, n in enumerate(g.nodes):
+            if n.op == "context":
+                sm = chip.maker[n.ins[0]]
+                for j, m in enumerate(g.nodes):
+                    if m is sm or m is chip.maker[sm.ins[0]]:
+                        at[j] = i
+        self.last_use = {}
+        for i, n in enumerate(g.nodes):
+            for v in n.ins:
+                self.last_use[v] = max(self.last_use.get(v, -1), at[i])
+        for v in g.outputs:
+            self.last_use[v] = len(g.nodes)
+
+    # -- helpers
+
+    def new(self, name, cols, wide):
+        M, R = self.M, self.cfg.rows
+        kt = _tiles(cols, R)
+        k = 2 * M if wide else M
+        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})"), M, kt, wide, k)
+        self.region[name] = r
+        return r
+
+    def fence(self):
+        p = self.prog
+        if p.insns and isa.decode_op(p.insns[-1])[0] != isa.Op.FENCE:
+            p.fence()
+
+    def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None):
+        """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
+        or ``(base, kstep)`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
+        ``store(slot, j, acc_row, free)``."""
+        cfg, prog, M = self.cfg, self.prog, self.M
+        if isinstance(a, _Region):
+            base, kstep, pair = a.base, a.kstep, a.wide
+        else:
+            (base, kstep), pair = a, False
+        half = cfg.acc_buf_rows
+        for c0 in range(0, nt, cfg.param_tiles):
+            chunk = range(c0, min(nt, c0 + cfg.param_tiles))
+            if p_addr is not None:
+                prog.load_param(dram_addr=p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
+                                n_tiles=len(chunk), param_tile=0)
+                self.fence()
+            for t, j in enumerate(chunk):
+                acc_row = (t % 2) * half
+                prog.matmul(weight_addr=w_addr + j * w_stride, act_row=base, act_stride=1,
+                            act_kstep=kstep, m=2 * M if pair else M, k_tiles=k_tiles,
+                            acc_row=acc_row, pair=int(pair), pop_next=int(t >= 2),
+                            push_next=1)
+                store(j - c0, j, acc_row, int(t + 2 < len(chunk)))
+                self.macs += M * k_tiles * cfg.rows * cfg.cols
+            self.fence()
+
+    def in_place(self, name, i):
+        """``name``'s region if node ``i`` is its last reader (its rows can take the
+        result), else None."""
+        return self.region[name] if self.last_use.get(name) == i else None
+
+    # -- the nodes
+
+    def build(self):
+        chip, cfg, dev, prog = self.chip, self.cfg, self.dev, self.prog
+        R = cfg.rows
+        g = chip.graph
+        if chip.nvrows:
+            prog.load_act(dram_addr=chip.vaddr, dram_stride=0, rows=1, row_beats=chip.nvrows,
+                          buf_row=chip.vbase, buf_row_step=0, buf_beat_step=1)
+        x_name = g.inputs[0]
+        xr = self.new(x_name, chip._width(x_name), True)
+        x_addr = dev.alloc(xr.kstep * xr.tiles * R)
+        prog.load_act(dram_addr=x_addr, dram_stride=0, rows=1, row_beats=xr.kstep * xr.tiles,
+                      buf_row=xr.base, buf_row_step=0, buf_beat_step=1)
+        self.fence()
+        for i, n in enumerate(g.nodes):
+            if n.op in ("split_heads", "merge_heads"):
+                src = self.region if n.ins[0] in self.region else self.memory
+                src[n.out] = src[n.ins[0]]
+            elif n.op == "linear":
+                self.linear(n)
+            elif n.op == "context":
+                self.attention(n)
+            elif n.op == "add":
+                self.add(n, i)
+            elif n.op == "gelu":
+                self.gelu(n)
+            elif n.op == "layernorm":
+                self.layernorm(n, i)
+            # scores and softmax: with their context
+            if n.out in self.keep and n.out not in g.outputs:
+                self.outs[n.out] = (self.output(self.region[n.out]), chip._width(n.out))
+            # Free the rows no later node reads (values share rows in place and through
+            # split_heads and merge_heads).
+            live = {id(r) for v, r in self.region.items() if self.last_use.get(v, -1) > i}
+            for r in {id(r): r for r in self.region.values() if id(r) not in live}.values():
+                self.buf.free(r.base)
+            self.region = {v: r for v, r in self.region.items() if id(r) in live}
+        for name in g.outputs:
+            self.outs[name] = (self.output(self.region[name]), chip._width(name))
+        outs = self.outs
+        prog.end()
+        code = prog.to_array()
+        return dict(prog_addr=dev.put(code), n_insns=len(prog), program=code.tobytes(),
+                    x_addr=x_addr, outs=outs, macs=self.macs)
+
+    def linear(self, n):
+        chip, prog, M, tile = self.chip, self.prog, self.M, self.tile
+        R, C = self.cfg.rows, self.cfg.cols
+        lin = chip.lin[n.out]
+        a = self.region[n.ins[0]]
+        kt, nt = _tiles(lin["k"], R), _tiles(lin["n"], C)
+        role = lin["role"]
+        if role in ("act", "gelu", "wide"):
+            out = self.new(n.out, lin["n"], role != "act")
+
+            def store(slot, j, acc_row, free):
+                row = out.base + j * out.kstep
+                prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
+                           wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0,
+                           pop_prev=1, push_prev=free)
+        else:
+            heads = chip._heads(n.out)
+            dt = _tiles(lin["n"] // heads, C)
+            pt = M // C                           # position tiles
+            hb = dt * pt * tile
+            addr = self.dev.alloc(heads * hb)
+            self.memory[n.out] = dict(addr=addr, head_bytes=hb, dt=dt, pt=pt)
+
+            def store(slot, j, acc_row, free):
+                h, jj = divmod(j, dt)
+                if role == "k":       # K^T: per position block, the d-tiles
+                    prog.store(acc_row=acc_row, m=M, param_tile=slot,
+                               dram_addr=addr + h * hb + jj * tile, dram_stride=dt * tile,
+                               transpose=1, pop_prev=1, push_prev=free)
+                else:                 # V: per d-tile, the position tiles
+                    prog.store(acc_row=acc_row, m=M, param_tile=slot,
+                               dram_addr=addr + h * hb + jj * pt * tile, dram_stride=C,
+                               pop_prev=1, push_prev=free)
+        self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"])
+
+    def attention(self, n):
+        """``scores``, ``softmax`` and ``context`` head by head: head ``h``'s scores into
+        a buffer region, its softmax in place, its context into its k-tiles of the
+        ``ctx_heads`` value."""
+        chip, prog, M, S, tile = self.chip, self.prog, self.M, self.S, self.tile
+        R, C = self.cfg.rows, self.cfg.cols
+        sm = chip.maker[n.ins[0]]
+        sc = chip.maker[sm.ins[0]]
+        if len(sm.ins) > 1 and sm.ins[1] not in chip.graph.inputs:
+            raise NotLowered(f"{sm.out}: a mask that is not the graph's padding mask")
+        q, k, v = self.region[sc.ins[0]], self.memory[sc.ins[1]], self.memory[n.ins[1]]
+        if q.wide:
+            raise NotLowered(f"{sc.out}: 16-bit queries")
+        if sc.attrs["group"] != 1 or n.attrs["group"] != 1:
+            raise NotLowered(f"{sc.out}: grouped-query attention")
+        heads = chip.maker[sc.ins[0]].attrs["heads"]
+        d = q.tiles * R // heads
+        dt, pt = d // R, M // C
+        s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
+        s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
+        p_sc = chip._scalar_params(s_q * s_k / math.sqrt(d) / s_s)
+        p_cx = chip._scalar_params(s_v / vector.SOFTMAX_ONE / s_c)
+        out = self.new(n.out, heads * d, False)
+        scores = self.new(sc.out, M, False)
+        self.region[sm.out] = scores
+        mul, shift = vector.softmax_multiplier(s_s)
+        prog.load_param(dram_addr=p_sc, n_tiles=1, param_tile=0)
+        prog.load_param(dram_addr=p_cx, n_tiles=1, param_tile=1)
+        self.fence()
+        for h in range(heads):
+            def st_scores(slot, g, acc_row, free):
+                prog.store(acc_row=acc_row, m=M, param_tile=0, buf_row=scores.base + g * M,
+                           to_buf=1, pop_prev=1, push_prev=free)
+            self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
+                      dt * tile, pt, st_scores)
+            prog.vec(vop=isa.VecOp.SOFTMAX, a_row=scores.base, dst_row=scores.base,
+                     rows=pt, count=M, stride=M, length=S, mul_a=mul, shift=shift)
+            self.fence()
+
+            def st_ctx(slot, j, acc_row, free, h=h):
+                prog.store(acc_row=acc_row, m=M, param_tile=1,
+                           buf_row=out.base + (h * dt + j) * M, to_buf=1, pop_prev=1,
+                           push_prev=free)
+            self.gemm((scores.base, M), pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
+                      st_ctx)
+
+    def add(self, n, i):
+        """Two 16-bit values into a 16-bit sum (``VEC ADD wide``), in place if it can."""
+        chip = self.chip
+        a, b = (self.region[v] for v in n.ins)
+        if not (a.wide and b.wide):
+            raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
+        ma, mb, sh = vector.add_multipliers(chip.scale[n.ins[0]], chip.scale[n.ins[1]],
+                                            chip.scale[n.out])
+        dst = (self.in_place(n.ins[1], i) or self.in_place(n.ins[0], i)
+               or self.new(n.out, a.tiles * self.cfg.rows, True))
+        self.prog.vec(vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo, b_row=b.base,
+                      b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo, wide=1,
+                      rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma, mul_b=mb,
+                      shift=sh)
+        self.fence()
+        self.region[n.out] = dst
+
+    def gelu(self, n):
+        """The GELU of int8 rows held in a 16-bit value's high halves: the low halves'
+        table first, then the high halves' in place."""
+        chip, prog = self.chip, self.prog
+        u = self.region[n.ins[0]]
+        p = chip.vparam[n.out]
+        trows = isa.TABLE_ENTRIES // self.cfg.rows
+        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
+        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
+        for table, dst in ((1, u.lo), (0, u.base)):
+            prog.vec(vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst, rows=u.tiles,
+                     count=self.M, stride=u.kstep, table=table)
+        self.fence()
+        self.region[n.out] = u
+
+    def layernorm(self, n, i):
+        """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
+        chip, prog = self.chip, self.prog
+        a = self.region[n.ins[0]]
+        p = chip.vparam[n.out]
+        dst = self.in_place(n.ins[0], i) or self.new(n.out, a.tiles * self.cfg.rows, True)
+        vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
+        prog.vec(vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1,
+                 b_row=chip.vbase + p["gains"], dst_row=dst.base, dst_lo_row=dst.lo,
+                 length=chip._width(n.ins[0]), shift=p["shift"], **vec)
+        ma, mb, sh = p["add"]
+        beta = chip.vbase + p["beta"]
+        prog.vec(vop=isa.VecOp.ADD, a_row=dst.base, a_lo_row=dst.lo, b_row=beta,
+                 b_lo_row=beta + a.tiles, b_repeat=1, wide=1, dst_row=dst.base,
+                 dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
+        self.fence()
+        self.region[n.out] = dst
+
+    def output(self, r):
+        """A value out to memory through the array: identity weights, a ``pair``
+        ``MATMUL`` for a 16-bit value (``acc = 256 hi + lo``), raw int32 rows."""
+        prog, M, C = self.prog, self.M, self.cfg.cols
+        y_addr = self.dev.alloc(compiler.out_bytes(self.cfg, M, r.tiles * C, raw=True))
+        row_bytes = 4 * C
+        for j in range(r.tiles):
+            def store(slot, jj, acc_row, free, j=j):
+                prog.store(acc_row=acc_row, m=M, param_tile=0,
+                           dram_addr=y_addr + j * M * row_bytes, dram_stride=row_bytes,
+                           raw=1, pop_prev=1, push_prev=free)
+            a = (_Region(r.base + j * r.kstep, M, 1, r.wide, r.kstep) if r.wide
+                 else (r.base + j * r.kstep, M))
+            self.gemm(a, 1, self.chip.identity, 0, 1, store)
+        return y_addr
