@@ -91,9 +91,9 @@ def test_every_backend_same_memory(backend):
 def test_layers_on_amaranth(model):
     """Whole layers on Amaranth's simulator (with its per-cycle monitors), each call
     checked byte for byte against the golden model; the same outputs as golden."""
-    r, dev = run_model_on(TINY, model, "amaranth", seq=4, check="every")
+    r, dev = run_model_on(TINY, model, "amaranth", seq=4, check="every", host_ops=True)
     dev.close()
-    g, gdev = run_model_on(TINY, model, "golden", seq=4)
+    g, gdev = run_model_on(TINY, model, "golden", seq=4, host_ops=True)
     gdev.close()
     assert r["bit_exact_vs_golden"] is True
     assert r["cosine_vs_float"] == g["cosine_vs_float"]

@@ -26,7 +26,7 @@ holds k-tile ``t`` of token ``m`` at ``base + t*M + m``; a 16-bit value holds it
 halves at ``base + 2tM + m`` and its low halves ``M`` rows later (the pair layout: one
 ``MATMUL pair`` reads both with ``act_kstep = 2M``). ``VEC`` reads a token's vector with
 ``stride`` = ``M`` or ``2M``. ``split_heads`` and ``merge_heads`` cost nothing (head ``h``
-is k-tiles ``h*d/R ..``). Buffer rows are allocated by liveness (first fit); an input
+is k-tiles ``h*d/R ..``). Buffer rows are allocated by liveness (best fit); an input
 too long for the buffer is a one-line error.
 
 Quantization (static, calibrated, stated once here): weights int8 per output channel
@@ -58,7 +58,8 @@ from ..quant import quantize_linear, requant_params
 from ..requant import split_wide
 from . import float_exec
 
-__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "OnChip", "NotLowered"]
+__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "pair_rows", "OnChip", "NotLowered",
+           "TooLong"]
 
 #: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
 WIDE_HEADROOM = 2.0
@@ -70,6 +71,10 @@ LOWERED = ("linear", "split_heads", "merge_heads", "scores", "softmax", "context
 
 class NotLowered(ValueError):
     """A graph uses an op (or a form of one) the on-chip executor does not lower yet."""
+
+
+class TooLong(ValueError):
+    """The input's values do not fit the activation buffer in one program."""
 
 
 def calibrate(graph, params, feeds_list):
@@ -105,25 +110,26 @@ class _Region:
 
 
 class _Buffer:
-    """First-fit allocation of activation-buffer rows below ``limit``."""
+    """Best-fit allocation of activation-buffer rows below ``limit``."""
 
     def __init__(self, limit):
         self.limit = limit
         self.used = []                                  # (base, rows), sorted
 
-    def alloc(self, rows, what):
-        at = 0
-        for base, n in self.used:
-            if base - at >= rows:
-                break
-            at = base + n
-        if at + rows > self.limit:
-            ends = [0] + [b + n for b, n in self.used]
-            starts = [b for b, _ in self.used] + [self.limit]
+    def alloc(self, rows, what, top=False):
+        """``rows`` rows for ``what``: the smallest gap that holds them, or (``top``, for
+        the largest values) the top of the highest one, so that big and small values
+        do not interleave."""
+        ends = [0] + [b + n for b, n in self.used]
+        starts = [b for b, _ in self.used] + [self.limit]
+        gaps = [(s - e, e, s) for e, s in zip(ends, starts) if s - e >= rows]
+        if gaps:
+            at = max(gaps, key=lambda g: g[2])[2] - rows if top else min(gaps)[1]
+        else:
             run = max(s - e for e, s in zip(ends, starts))
-            raise MemoryError(f"{what} needs {rows} activation-buffer rows, the longest free "
-                              f"run is {run}: the input is too long for one program on "
-                              f"this preset")
+            raise TooLong(f"{what} needs {rows} activation-buffer rows, the longest free run "
+                          f"is {run}: the input is too long for one program on this preset "
+                          f"(use a shorter input, a larger preset or --host-ops)")
         self.used = sorted(self.used + [(at, rows)])
         return at
 
@@ -383,11 +389,11 @@ class _Lowering:
 
     # -- helpers
 
-    def new(self, name, cols, wide):
+    def new(self, name, cols, wide, top=False):
         M, R = self.M, self.cfg.rows
         kt = _tiles(cols, R)
         k = 2 * M if wide else M
-        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})"), M, kt, wide, k)
+        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top), M, kt, wide, k)
         self.region[name] = r
         return r
 
@@ -481,7 +487,7 @@ class _Lowering:
         kt, nt = _tiles(lin["k"], R), _tiles(lin["n"], C)
         role = lin["role"]
         if role in ("act", "gelu", "wide"):
-            out = self.new(n.out, lin["n"], role != "act")
+            out = self.new(n.out, lin["n"], role != "act", top=role == "gelu")
 
             def store(slot, j, acc_row, free):
                 row = out.base + j * out.kstep
@@ -562,8 +568,9 @@ class _Lowering:
             raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
         ma, mb, sh = vector.add_multipliers(chip.scale[n.ins[0]], chip.scale[n.ins[1]],
                                             chip.scale[n.out])
-        dst = (self.in_place(n.ins[1], i) or self.in_place(n.ins[0], i)
-               or self.new(n.out, a.tiles * self.cfg.rows, True))
+        free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
+        dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
+               else self.new(n.out, a.tiles * self.cfg.rows, True))
         self.prog.vec(vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo, b_row=b.base,
                       b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo, wide=1,
                       rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma, mul_b=mb,

@@ -1,0 +1,108 @@
+"""The on-chip executor (sw/nn/lower.py): a whole encoder as one program, every op on the
+chip, against float references and, on the simulators, bit for bit against the golden
+model."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from serrano.hw import isa
+from serrano.hw.config import get_preset
+from serrano.sw import isa_model
+from serrano.sw.models import layers as L, synthetic
+from serrano.sw.nn import archs, lower
+from serrano.sw.run import cosine, run_model
+from serrano.sw.runtime import Device
+
+DEFAULT = get_preset("default")
+
+
+def _bert_tiny(seq, seed=1):
+    w, shape = synthetic.bert_tiny(0)
+    graph, params = archs.bert_encoder(shape, 1), archs.bert_params([w])
+    calib = [{"x": synthetic.random_inputs(shape, seq, seed=100 + s),
+              "mask": np.ones((1, seq), np.int64)} for s in range(3)]
+    return w, shape, graph, params, lower.calibrate(graph, params, calib)
+
+
+def _opcodes(program):
+    return [isa.decode_op(program[i:i + isa.INSN_BYTES])
+            for i in range(0, len(program), isa.INSN_BYTES)]
+
+
+def test_bert_tiny_is_one_program_with_every_op_on_chip():
+    """One call: the input in, the output out; its program holds the vector unit's
+    operations, the transposed keys and the 16-bit GEMMs, and the result is near float
+    (static scales from other inputs)."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, 16, seed=1)
+    with Device(DEFAULT, "golden") as dev:
+        chip = lower.OnChip(dev, graph, params, peaks)
+        y = chip.run({"x": x})["blk.0.y"]
+        assert len(dev.calls) == 1 and dev.host_round_trips == 1
+        ops = _opcodes(dev.calls[0].program)
+    assert cosine(y, L.encoder_layer(x, w, shape)) > 0.999
+    vops = {isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC}
+    assert {isa.VecOp.ADD, isa.VecOp.LAYERNORM, isa.VecOp.LUT, isa.VecOp.SOFTMAX,
+            isa.VecOp.TABLE} <= vops
+    assert any(op == isa.Op.STORE and b["transpose"] for op, _, b in ops)
+    assert any(op == isa.Op.STORE and b["wide"] for op, _, b in ops)
+    assert any(op == isa.Op.MATMUL and b["pair"] for op, _, b in ops)
+    # Ordered by its fences and tokens: every conflicting access pair.
+    prog = isa_model.Program()
+    prog.insns = [dev.calls[0].program[i:i + isa.INSN_BYTES]
+                  for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
+    isa_model.check_races(DEFAULT, prog)
+
+
+def test_padding_changes_no_real_token():
+    """A padded sequence (mask of ones, then zeros) gives the same rows for its tokens
+    as the same tokens alone, to the output's resolution: padded keys are masked out of
+    every softmax."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, 11, seed=5)
+    pad = np.concatenate([x, np.zeros((9, shape.hidden), np.float32)])
+    mask = np.r_[np.ones(11), np.zeros(9)].astype(np.int64)
+    with Device(DEFAULT, "golden") as dev:
+        chip = lower.OnChip(dev, graph, params, peaks)
+        alone = chip.run({"x": x})["blk.0.y"]
+        padded = chip.run({"x": pad, "mask": mask})["blk.0.y"][:11]
+    np.testing.assert_array_equal(alone, padded)
+
+
+def test_bert_tiny_on_chip_bit_exact_on_rtl(simulator):
+    """The same program on the RTL: memory bit for bit as the golden model's."""
+    r = run_model(DEFAULT, "bert-tiny", simulator, seq=16)
+    assert r["ops"] == "chip" and r["host_round_trips"] == 1
+    assert r["bit_exact_vs_golden"] is True and r["cycles"] > 0
+    g = run_model(DEFAULT, "bert-tiny", "golden", seq=16)
+    assert r["cosine_vs_float"] == g["cosine_vs_float"] > 0.999
+
+
+@pytest.mark.parametrize("words", [1, 3, 8, 20, 33])
+def test_minilm_on_chip_every_length_that_fits(words):
+    """Six MiniLM layers, every op on the chip: the sentence embedding within cosine
+    0.99 of float from one word to the longest sentence one program holds on the
+    default preset (48 tokens)."""
+    words_ = ("After the storm the fishermen mended their nets, counted the boats that had "
+              "come back and walked up the hill to the old chapel to give thanks for the "
+              "calm morning.").split()
+    text = " ".join((words_ * 3)[:words])
+    r = run_model(DEFAULT, "minilm", "golden", text=text)
+    assert r["ops"] == "chip" and r["host_round_trips"] == 1
+    assert r["tokens"][0] <= 48
+    assert r["cosine_vs_float"] >= 0.99, (r["tokens"], r["cosine_per_text"])
+
+
+def test_too_long_and_not_lowered_are_one_line_errors():
+    proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "run", "--model", "minilm",
+                           "--text", " ".join(["word"] * 80)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "too long for one program" in proc.stderr and "--host-ops" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    w, shape = synthetic.gpt_tiny(0)
+    graph = archs.gpt_decoder(shape, 1)
+    with Device(DEFAULT, "golden") as dev, pytest.raises(lower.NotLowered, match="kv_append"):
+        lower.OnChip(dev, graph, archs.gpt_params([w]), {})
