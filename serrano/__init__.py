@@ -62,7 +62,7 @@ def load_model(name="minilm"):
 
 def run(model="minilm", *, backend="golden", preset="default", **options):
     """Run ``model`` on the accelerator against its float32 reference; the report dict of
-    ``serrano run --json`` (options: ``layers``, ``seq``, ``text``, ``check``,
+    ``serrano run --json`` (options: ``layers``, ``seq``, ``text``, ``check``, ``host_ops``,
     ``mem_latency``, ``progress``)."""
     from .sw.run import run_model
     return run_model(get_preset(preset), model, backend, **options)

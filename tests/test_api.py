@@ -25,8 +25,10 @@ def test_surface():
     with serrano.Device("tiny", backend="golden", mem_bytes=1 << 16) as dev:
         addr = dev.put(np.arange(8, dtype=np.uint8))
         np.testing.assert_array_equal(dev.read(addr, 8), np.arange(8))
-    report = serrano.run("bert-tiny", preset="tiny", seq=8)
+    report = serrano.run("bert-tiny", preset="tiny", seq=8, host_ops=True)
     assert report["cosine_vs_float"] > 0.99 and report["host_round_trips"] == 6
+    report = serrano.run("bert-tiny", seq=8)              # every op on the chip
+    assert report["ops"] == "chip" and report["host_round_trips"] == 1
     with pytest.raises(ValueError, match="load_model knows 'minilm' and 'smollm2', not"):
         serrano.load_model("gpt-tiny")
     g = serrano.generate("llama-tiny", preset="tiny", prompt="ab", max_tokens=2)
