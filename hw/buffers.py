@@ -81,7 +81,8 @@ class Accumulator(wiring.Component):
 
     Computes, for each ``upd_valid`` cycle:
     ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + (upd_data << 8 if
-    upd_shl8 else upd_data)`` (wrapping int32; ``upd_shl8``: a 16-bit input's high half). One update per cycle, no back-pressure, no update lost, whatever the address
+    upd_shl8 else upd_data)`` (wrapping int32; ``upd_shl8``: a 16-bit input's high
+    half). One update per cycle, no back-pressure, no update lost, whatever the address
     sequence.
 
     Update pipeline (an update presented in cycle ``t``):

@@ -132,7 +132,8 @@ Instructions
     and ``shift`` give ``log2(e)`` times the input scale, in 1/256ths; the output is the
     probability times 127, in ``[0, 127]``;
     ``LAYERNORM``, ``RMSNORM``  normalize each vector over its first ``length``
-    elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by the int16 gain of each
+    elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by
+    the int16 gain of each
     element and divide by ``2**shift`` (rounded, saturated): ``y = sat8(round(g * x_hat *
     4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
     high bytes the ``rows`` rows after those (contiguous whatever ``stride``), one gain

@@ -31,7 +31,8 @@ class VectorUnit(wiring.Component):
     a vector's rows ``stride`` apart, the next vector one row on; the address counters
     step by ``stride``, the writer follows the same pattern, and ``ROPE`` first adds up
     its half offset ``h * stride`` in ``h`` cycles). A row needs one read of the
-    activation buffer's second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``), three (a normalization's
+    activation buffer's second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``;
+    a 16-bit ``ADD``: four), three (a normalization's
     output pass: ``x`` and the gain's two bytes) or four (``ROPE``: the row, its partner
     in the other half, cosine, sine), one read per cycle; then it passes the lane
     pipeline:

@@ -320,7 +320,8 @@ class OnChip:
     def run(self, feeds, state=None, *, keep=()):
         """One forward pass: one program, one host round trip. Returns the graph's
         outputs and the values named in ``keep`` (read out as they are made, in the same
-        program), float32, one row per input row (with the input's leading axes). ``mask`` (ones, then zeros for
+        program), float32, one row per input row (with the input's leading axes).
+        ``mask`` (ones, then zeros for
         padding) may pad the sequence; ``state`` is unused (no KV cache here)."""
         g = self.graph
         x = np.asarray(feeds[g.inputs[0]], np.float64)
