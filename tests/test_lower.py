@@ -55,6 +55,9 @@ def test_bert_tiny_is_one_program_with_every_op_on_chip():
     prog.insns = [dev.calls[0].program[i:i + isa.INSN_BYTES]
                   for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
     isa_model.check_races(DEFAULT, prog)
+    assert not any(isa_model.check_tokens(prog).values())     # every token taken
+    fences = sum(op == isa.Op.FENCE for op, _, _ in ops)
+    assert fences <= 6, fences      # tokens, not fences, order the steps
 
 
 def test_padding_changes_no_real_token():

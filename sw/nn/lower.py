@@ -278,14 +278,18 @@ class OnChip:
         self.vparam[n.out] = dict(gains=gains, shift=shift, beta=beta_hi,
                                   add=vector.add_multipliers(s_n, s_beta, s_y))
 
-    def _scalar_params(self, factor):
-        """A parameter set scaling every column by ``factor`` (no bias), once."""
-        if factor not in self._pcache:
+    def _scalar_params(self, factors):
+        """Parameter sets, one per factor, each scaling every column by it (no bias),
+        put into memory once."""
+        if factors not in self._pcache:
             C = self.cfg.cols
-            _, mult, shift = requant_params(1.0, np.full(C, factor), 1.0)
-            self._pcache[factor] = self.dev.put(isa_model.pack_params(
-                np.zeros(C, np.int64), mult, shift, self.cfg))
-        return self._pcache[factor]
+            sets = []
+            for f in factors:
+                _, mult, shift = requant_params(1.0, np.full(C, f), 1.0)
+                sets.append(isa_model.pack_params(np.zeros(C, np.int64), mult, shift,
+                                                  self.cfg))
+            self._pcache[factors] = self.dev.put(np.concatenate(sets))
+        return self._pcache[factors]
 
     def _width(self, name):
         """Columns of value ``name``."""
@@ -356,6 +360,113 @@ class OnChip:
         return out
 
 
+class _Emitter:
+    """Instructions in program order, with the dependency tokens that order them.
+
+    Each value records the unit whose instruction made it last (:meth:`made`); an
+    instruction that reads it (``reads``) is ordered after that one: a ``VEC`` after a
+    ``STORE`` by the store -> vector token (``push_side`` on the store unit's latest
+    ``STORE``, ``pop_prev`` on the ``VEC``), a ``MATMUL`` after a ``VEC`` by the vector
+    -> exec token (``push_next``, ``pop_side``), and a ``MATMUL`` after a ``STORE`` (rows
+    into the buffer, or memory it reads as weights) by a ``FENCE``. Units run their
+    queues in order, so one token orders everything the unit did before. The
+    accumulator's halves alternate over the whole program (``MATMUL`` ``t`` waits for
+    ``STORE`` ``t - 2``), and the parameter slots are used round the buffer, a
+    ``FENCE`` when they wrap."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.ops = []                   # (kind, fields)
+        self.made = {}                  # value -> (unit, op index)
+        self.last = {"store": -1, "vector": -1}
+        self.synced = {"store": -1, "vector": -1}     # last op another unit waited for
+        self.fenced = -1
+        self.stores = []                # op index of each MATMUL-tile's STORE
+        self.slot = 0
+        self.load_pending = False
+
+    def _add(self, kind, **fields):
+        self.ops.append((kind, fields))
+        return len(self.ops) - 1
+
+    def fence(self):
+        if self.ops and self.ops[-1][0] != "fence":
+            self.fenced = self._add("fence")
+
+    def made_by(self, value, unit):
+        """``value`` was made by the latest instruction of ``unit`` (``store``,
+        ``vector``, ``memory``: a ``STORE`` to memory, or ``load``)."""
+        self.made[value] = (unit, len(self.ops) - 1)
+
+    def _wait(self, reader, reads):
+        """Order the next ``reader`` (``exec`` or ``vector``) after what made ``reads``;
+        returns the flags it pops."""
+        flags = {}
+        for v in reads:
+            unit, idx = self.made.get(v, ("load", -1))
+            if idx <= self.fenced or unit == reader:
+                continue
+            if reader == "vector" and unit == "store":
+                if idx > self.synced["store"]:
+                    self.ops[self.last["store"]][1]["push_side"] = 1
+                    self.synced["store"] = self.last["store"]
+                    flags["pop_prev"] = 1
+            elif reader == "exec" and unit == "vector":
+                if idx > self.synced["vector"]:
+                    self.ops[self.last["vector"]][1]["push_next"] = 1
+                    self.synced["vector"] = self.last["vector"]
+                    flags["pop_side"] = 1
+            elif unit != "exec":
+                self.fence()
+                return {}
+        return flags
+
+    def vec(self, reads=(), **fields):
+        fields.update(self._wait("vector", reads))
+        self.last["vector"] = self._add("vec", **fields)
+
+    def params(self, dram_addr, n):
+        """Parameter sets into ``n`` slots, round the buffer: the first slot."""
+        if self.slot + n > self.cfg.param_tiles:
+            self.fence()
+            self.slot = 0
+        first = self.slot
+        self._add("load_param", dram_addr=dram_addr, n_tiles=n, param_tile=first,
+                  push_next=1)
+        self.load_pending = True
+        self.slot += n
+        return first
+
+    def matmul(self, reads=(), **fields):
+        """A ``MATMUL`` of the next accumulator half; its ``acc_row`` half is chosen
+        here (``acc_row`` given is the offset in it)."""
+        flags = self._wait("exec", reads)
+        t = len(self.stores)
+        fields["acc_row"] += (t % 2) * self.cfg.acc_buf_rows
+        if t >= 2:
+            self.ops[self.stores[t - 2]][1]["push_prev"] = 1
+            flags["pop_next"] = 1
+        if self.load_pending:
+            flags["pop_prev"] = 1
+            self.load_pending = False
+        self._add("matmul", push_next=1, **fields, **flags)
+        return fields["acc_row"]
+
+    def store(self, **fields):
+        self.last["store"] = i = self._add("store", pop_prev=1, **fields)
+        self.stores.append(i)
+
+    def load_act(self, **fields):
+        self._add("load_act", **fields)
+
+    def program(self):
+        prog = isa_model.Program()
+        for kind, fields in self.ops:
+            getattr(prog, kind)(**fields)
+        prog.end()
+        return prog
+
+
 class _Lowering:
     """One program: the graph's nodes in order, for ``M`` rows of which ``S`` are
     tokens."""
@@ -365,7 +476,7 @@ class _Lowering:
         self.cfg = cfg = chip.cfg
         self.dev = chip.dev
         self.buf = _Buffer(chip.vbase)
-        self.prog = isa_model.Program()
+        self.prog = _Emitter(cfg)
         self.macs = 0
         self.region = {}
         self.memory = {}
@@ -399,35 +510,30 @@ class _Lowering:
         return r
 
     def fence(self):
-        p = self.prog
-        if p.insns and isa.decode_op(p.insns[-1])[0] != isa.Op.FENCE:
-            p.fence()
+        self.prog.fence()
 
-    def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None):
+    def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
+             slot=0):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep)`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
-        ``store(slot, j, acc_row, free)``."""
+        ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (else the ``slot``
+        already loaded). ``reads``: the values it reads (for the ordering)."""
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
         else:
             (base, kstep), pair = a, False
-        half = cfg.acc_buf_rows
         for c0 in range(0, nt, cfg.param_tiles):
             chunk = range(c0, min(nt, c0 + cfg.param_tiles))
             if p_addr is not None:
-                prog.load_param(dram_addr=p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes,
-                                n_tiles=len(chunk), param_tile=0)
-                self.fence()
-            for t, j in enumerate(chunk):
-                acc_row = (t % 2) * half
-                prog.matmul(weight_addr=w_addr + j * w_stride, act_row=base, act_stride=1,
-                            act_kstep=kstep, m=2 * M if pair else M, k_tiles=k_tiles,
-                            acc_row=acc_row, pair=int(pair), pop_next=int(t >= 2),
-                            push_next=1)
-                store(j - c0, j, acc_row, int(t + 2 < len(chunk)))
+                slot = prog.params(p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes, len(chunk))
+            for j in chunk:
+                acc_row = prog.matmul(reads=reads, weight_addr=w_addr + j * w_stride,
+                                      act_row=base, act_stride=1, act_kstep=kstep,
+                                      m=2 * M if pair else M, k_tiles=k_tiles, acc_row=0,
+                                      pair=int(pair))
+                store(slot + (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += M * k_tiles * cfg.rows * cfg.cols
-            self.fence()
 
     def in_place(self, name, i):
         """``name``'s region if node ``i`` is its last reader (its rows can take the
@@ -453,6 +559,7 @@ class _Lowering:
             if n.op in ("split_heads", "merge_heads"):
                 src = self.region if n.ins[0] in self.region else self.memory
                 src[n.out] = src[n.ins[0]]
+                prog.made[n.out] = prog.made[n.ins[0]]
             elif n.op == "linear":
                 self.linear(n)
             elif n.op == "context":
@@ -465,7 +572,7 @@ class _Lowering:
                 self.layernorm(n, i)
             # scores and softmax: with their context
             if n.out in self.keep and n.out not in g.outputs:
-                self.outs[n.out] = (self.output(self.region[n.out]), chip._width(n.out))
+                self.outs[n.out] = (self.output(n.out), chip._width(n.out))
             # Free the rows no later node reads (values share rows in place and through
             # split_heads and merge_heads).
             live = {id(r) for v, r in self.region.items() if self.last_use.get(v, -1) > i}
@@ -473,12 +580,10 @@ class _Lowering:
                 self.buf.free(r.base)
             self.region = {v: r for v, r in self.region.items() if id(r) in live}
         for name in g.outputs:
-            self.outs[name] = (self.output(self.region[name]), chip._width(name))
-        outs = self.outs
-        prog.end()
-        code = prog.to_array()
-        return dict(prog_addr=dev.put(code), n_insns=len(prog), program=code.tobytes(),
-                    x_addr=x_addr, outs=outs, macs=self.macs)
+            self.outs[name] = (self.output(name), chip._width(name))
+        code = prog.program().to_array()
+        return dict(prog_addr=dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
+                    program=code.tobytes(), x_addr=x_addr, outs=self.outs, macs=self.macs)
 
     def linear(self, n):
         chip, prog, M, tile = self.chip, self.prog, self.M, self.tile
@@ -490,11 +595,10 @@ class _Lowering:
         if role in ("act", "gelu", "wide"):
             out = self.new(n.out, lin["n"], role != "act", top=role == "gelu")
 
-            def store(slot, j, acc_row, free):
+            def store(slot, j, acc_row):
                 row = out.base + j * out.kstep
                 prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
-                           wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0,
-                           pop_prev=1, push_prev=free)
+                           wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0)
         else:
             heads = chip._heads(n.out)
             dt = _tiles(lin["n"] // heads, C)
@@ -503,22 +607,24 @@ class _Lowering:
             addr = self.dev.alloc(heads * hb)
             self.memory[n.out] = dict(addr=addr, head_bytes=hb, dt=dt, pt=pt)
 
-            def store(slot, j, acc_row, free):
+            def store(slot, j, acc_row):
                 h, jj = divmod(j, dt)
                 if role == "k":       # K^T: per position block, the d-tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
                                dram_addr=addr + h * hb + jj * tile, dram_stride=dt * tile,
-                               transpose=1, pop_prev=1, push_prev=free)
+                               transpose=1)
                 else:                 # V: per d-tile, the position tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                               dram_addr=addr + h * hb + jj * pt * tile, dram_stride=C,
-                               pop_prev=1, push_prev=free)
-        self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"])
+                               dram_addr=addr + h * hb + jj * pt * tile, dram_stride=C)
+        self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
+                  reads=[n.ins[0]])
+        prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
 
     def attention(self, n):
         """``scores``, ``softmax`` and ``context`` head by head: head ``h``'s scores into
         a buffer region, its softmax in place, its context into its k-tiles of the
-        ``ctx_heads`` value."""
+        ``ctx_heads`` value. The keys and values came through memory: a ``FENCE`` first
+        (from the emitter); then the store -> vector -> exec tokens order each head."""
         chip, prog, M, S, tile = self.chip, self.prog, self.M, self.S, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         sm = chip.maker[n.ins[0]]
@@ -535,31 +641,32 @@ class _Lowering:
         dt, pt = d // R, M // C
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
-        p_sc = chip._scalar_params(s_q * s_k / math.sqrt(d) / s_s)
-        p_cx = chip._scalar_params(s_v / vector.SOFTMAX_ONE / s_c)
+        p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
+                                 s_v / vector.SOFTMAX_ONE / s_c))
         out = self.new(n.out, heads * d, False)
         scores = self.new(sc.out, M, False)
         self.region[sm.out] = scores
         mul, shift = vector.softmax_multiplier(s_s)
-        prog.load_param(dram_addr=p_sc, n_tiles=1, param_tile=0)
-        prog.load_param(dram_addr=p_cx, n_tiles=1, param_tile=1)
-        self.fence()
+        prog.fence()                              # the keys and values are in memory
+        slot = prog.params(p, 2)
         for h in range(heads):
-            def st_scores(slot, g, acc_row, free):
-                prog.store(acc_row=acc_row, m=M, param_tile=0, buf_row=scores.base + g * M,
-                           to_buf=1, pop_prev=1, push_prev=free)
+            def st_scores(_, g, acc_row):
+                prog.store(acc_row=acc_row, m=M, param_tile=slot,
+                           buf_row=scores.base + g * M, to_buf=1)
             self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
-                      dt * tile, pt, st_scores)
-            prog.vec(vop=isa.VecOp.SOFTMAX, a_row=scores.base, dst_row=scores.base,
-                     rows=pt, count=M, stride=M, length=S, mul_a=mul, shift=shift)
-            self.fence()
+                      dt * tile, pt, st_scores, reads=[sc.ins[0], sc.ins[1]])
+            prog.made_by(sc.out, "store")
+            prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores.base,
+                     dst_row=scores.base, rows=pt, count=M, stride=M, length=S, mul_a=mul,
+                     shift=shift)
+            prog.made_by(sm.out, "vector")
 
-            def st_ctx(slot, j, acc_row, free, h=h):
-                prog.store(acc_row=acc_row, m=M, param_tile=1,
-                           buf_row=out.base + (h * dt + j) * M, to_buf=1, pop_prev=1,
-                           push_prev=free)
+            def st_ctx(_, j, acc_row, h=h):
+                prog.store(acc_row=acc_row, m=M, param_tile=slot + 1,
+                           buf_row=out.base + (h * dt + j) * M, to_buf=1)
             self.gemm((scores.base, M), pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
-                      st_ctx)
+                      st_ctx, reads=[sm.out, n.ins[1]])
+        prog.made_by(n.out, "store")
 
     def add(self, n, i):
         """Two 16-bit values into a 16-bit sum (``VEC ADD wide``), in place if it can."""
@@ -572,11 +679,11 @@ class _Lowering:
         free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
         dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
                else self.new(n.out, a.tiles * self.cfg.rows, True))
-        self.prog.vec(vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo, b_row=b.base,
-                      b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo, wide=1,
-                      rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma, mul_b=mb,
-                      shift=sh)
-        self.fence()
+        self.prog.vec(reads=n.ins, vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
+                      b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo,
+                      wide=1, rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma,
+                      mul_b=mb, shift=sh)
+        self.prog.made_by(n.out, "vector")
         self.region[n.out] = dst
 
     def gelu(self, n):
@@ -589,9 +696,9 @@ class _Lowering:
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
         for table, dst in ((1, u.lo), (0, u.base)):
-            prog.vec(vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst, rows=u.tiles,
-                     count=self.M, stride=u.kstep, table=table)
-        self.fence()
+            prog.vec(reads=n.ins, vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst,
+                     rows=u.tiles, count=self.M, stride=u.kstep, table=table)
+        prog.made_by(n.out, "vector")
         self.region[n.out] = u
 
     def layernorm(self, n, i):
@@ -601,29 +708,30 @@ class _Lowering:
         p = chip.vparam[n.out]
         dst = self.in_place(n.ins[0], i) or self.new(n.out, a.tiles * self.cfg.rows, True)
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
-        prog.vec(vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1,
-                 b_row=chip.vbase + p["gains"], dst_row=dst.base, dst_lo_row=dst.lo,
-                 length=chip._width(n.ins[0]), shift=p["shift"], **vec)
+        prog.vec(reads=n.ins, vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1,
+                 wide_out=1, b_row=chip.vbase + p["gains"], dst_row=dst.base,
+                 dst_lo_row=dst.lo, length=chip._width(n.ins[0]), shift=p["shift"], **vec)
         ma, mb, sh = p["add"]
         beta = chip.vbase + p["beta"]
         prog.vec(vop=isa.VecOp.ADD, a_row=dst.base, a_lo_row=dst.lo, b_row=beta,
                  b_lo_row=beta + a.tiles, b_repeat=1, wide=1, dst_row=dst.base,
                  dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
-        self.fence()
+        prog.made_by(n.out, "vector")
         self.region[n.out] = dst
 
-    def output(self, r):
-        """A value out to memory through the array: identity weights, a ``pair``
+    def output(self, name):
+        """Value ``name`` out to memory through the array: identity weights, a ``pair``
         ``MATMUL`` for a 16-bit value (``acc = 256 hi + lo``), raw int32 rows."""
         prog, M, C = self.prog, self.M, self.cfg.cols
+        r = self.region[name]
         y_addr = self.dev.alloc(compiler.out_bytes(self.cfg, M, r.tiles * C, raw=True))
         row_bytes = 4 * C
         for j in range(r.tiles):
-            def store(slot, jj, acc_row, free, j=j):
+            def store(_, jj, acc_row, j=j):
                 prog.store(acc_row=acc_row, m=M, param_tile=0,
                            dram_addr=y_addr + j * M * row_bytes, dram_stride=row_bytes,
-                           raw=1, pop_prev=1, push_prev=free)
+                           raw=1)
             a = (_Region(r.base + j * r.kstep, M, 1, r.wide, r.kstep) if r.wide
                  else (r.base + j * r.kstep, M))
-            self.gemm(a, 1, self.chip.identity, 0, 1, store)
+            self.gemm(a, 1, self.chip.identity, 0, 1, store, reads=[name])
         return y_addr
