@@ -226,9 +226,9 @@ class FrontEnd(wiring.Component):
                                           | (b.store.transpose
                                              & (b.store.raw | b.store.to_buf))
                                           | (b.store.wide
-                                             & (~b.store.to_buf | b.store.raw
-                                                | b.store.transpose
-                                                | (store_lo_end > cfg.act_buf_rows))))
+                                             & (b.store.raw | b.store.transpose
+                                                | (b.store.to_buf
+                                                   & (store_lo_end > cfg.act_buf_rows)))))
             with m.Case(isa.Op.VEC):
                 vop = b.vec.vop
                 binary = (vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)

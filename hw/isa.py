@@ -98,8 +98,11 @@ Instructions
     host (``transpose`` with ``raw`` or ``to_buf``: ``BAD_BUFFER``). With ``wide`` (and
     ``to_buf``) the row is requantized to 16 bits (``requantize(..., wide=True)``,
     saturating at ``+-WIDE_MAX``) and written as two int8 rows, ``q = 256 hi + lo``:
-    ``hi`` to ``buf_row + r``, ``lo`` to ``lo_row + r`` (``wide`` without ``to_buf``, or
-    with ``raw`` or ``transpose``: ``BAD_BUFFER``): a residual stream wider than int8.
+    with ``to_buf`` ``hi`` to ``buf_row + r`` and ``lo`` to ``lo_row + r``, else both to
+    memory, ``hi`` then ``lo``, ``2 C`` bytes at ``dram_addr + r*dram_stride`` (a
+    ``LOAD_ACT`` of two beats a row, ``buf_beat_step = M``, brings them back as a ``pair``
+    ``MATMUL`` reads them) (``wide`` with ``raw`` or ``transpose``: ``BAD_BUFFER``): a
+    residual stream wider than int8.
 ``VEC``  integer vector arithmetic on ``count`` vectors of ``rows`` rows of the activation
     buffer (``rows * R`` int8 elements each). Row ``j`` of vector ``i`` is row
     ``a_row + off(i, j)`` (:func:`vec_offset`): with ``stride`` 0 the vectors lie one

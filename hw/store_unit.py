@@ -29,8 +29,9 @@ class StoreUnit(wiring.Component):
     ``transpose`` store collects ``C`` requantized rows in a ``C x C`` byte block and
     sends it as ``C`` beats, beat ``c`` holding byte ``c`` of every row (one burst run of
     ``C`` beats per block, or one for all blocks when ``dram_stride`` is ``C * C``). A
-    ``wide`` store writes each 16-bit row as two buffer rows, the high halves at
-    ``buf_row + r`` and the low halves a cycle later at ``lo_row + r``.
+    ``wide`` store writes each 16-bit row as two rows, the high halves then, a cycle
+    later, the low halves: into the buffer at ``buf_row + r`` and ``lo_row + r``, or to
+    memory as two beats at ``dram_addr + r*dram_stride``.
     ``push_prev`` (accumulator free) is given when the last accumulator row has been read.
 
     Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles; a
@@ -176,8 +177,9 @@ class StoreUnit(wiring.Component):
                     m.next = "CMD"
             with m.State("CMD"):
                 m.d.sync += p_pending.eq(0)
-                # A transposed store writes ceil(m / C) blocks of C beats.
-                row_beats = Mux(raw, RB, Mux(transpose, C, 1))
+                # A transposed store writes ceil(m / C) blocks of C beats, a wide one two
+                # beats a row (the high halves, then the low halves).
+                row_beats = Mux(raw, RB, Mux(transpose, C, Mux(st.wide, 2, 1)))
                 blocks = Signal(16)
                 m.d.comb += blocks.eq((st.m + (C - 1)) >> ceil_log2(C))
                 out_rows = Mux(transpose, blocks, st.m)
@@ -187,7 +189,8 @@ class StoreUnit(wiring.Component):
                     self.wcmd.payload.rows.eq(Mux(contiguous, 1, out_rows)),
                     self.wcmd.payload.row_beats.eq(
                         Mux(contiguous, Mux(raw, times_const(st.m, RB),
-                                            Mux(transpose, blocks << ceil_log2(C), st.m)),
+                                            Mux(transpose, blocks << ceil_log2(C),
+                                                Mux(st.wide, st.m << 1, st.m))),
                             row_beats)),
                     self.wcmd.payload.stride.eq(st.dram_stride),
                     self.wcmd.valid.eq(~st.to_buf & ~self.abort),
@@ -216,15 +219,21 @@ class StoreUnit(wiring.Component):
         m.d.comb += [out_row.eq(Cat(*(y[c][:8] for c in range(C)))),
                      hi_row.eq(Cat(*((y[c][8:16] + y[c][7])[:8] for c in range(C)))),
                      lo_row.eq(out_row)]
+        lo_taken = Signal()           # the pending low halves left (buffer or DMA)
+        m.d.comb += lo_taken.eq(lo_pend & Mux(to_buf, self.buf_ready, self.wdata.ready))
         m.d.comb += [
-            self.wdata.payload.eq(Mux(raw, raw_beat, Mux(transpose, tr_beat, out_row))),
+            self.wdata.payload.eq(Mux(raw, raw_beat,
+                                      Mux(transpose, tr_beat,
+                                          Mux(lo_pend, lo_data,
+                                              Mux(wide, hi_row, out_row))))),
             self.buf_data.eq(Mux(lo_pend, lo_data, Mux(wide, hi_row, out_row))),
             self.buf_addr.eq(Mux(lo_pend, lo_addr, buf_row)),
             self.wdata.valid.eq(Mux(raw, skid.r_rdy,
-                                    Mux(transpose, tr_emit, rq.o.valid & ~to_buf))),
-            self.buf_valid.eq(lo_pend | (rq.o.valid & to_buf)),
+                                    Mux(transpose, tr_emit,
+                                        (lo_pend | rq.o.valid) & ~to_buf))),
+            self.buf_valid.eq((lo_pend | rq.o.valid) & to_buf),
             rq.o.ready.eq(Mux(to_buf, self.buf_ready & ~lo_pend,
-                              Mux(transpose, ~tr_emit, self.wdata.ready))),
+                              Mux(transpose, ~tr_emit, self.wdata.ready & ~lo_pend))),
         ]
         row_out = Signal()            # the last row (beat) left for the buffer or the DMA
         tr_out = Signal()             # a transposed beat left
@@ -232,11 +241,11 @@ class StoreUnit(wiring.Component):
         with m.If(transpose):
             m.d.comb += row_out.eq(tr_out & (tr_col == C - 1) & (out_left == 0))
         with m.Elif(wide):
-            m.d.comb += row_out.eq(lo_pend & self.buf_ready & (out_left == 0))
+            m.d.comb += row_out.eq(lo_taken & (out_left == 0))
         with m.Else():
             m.d.comb += row_out.eq(((rq.o.valid & rq.o.ready)
                                     | (raw_take & (beat == RB - 1))) & (out_left == 1))
-        with m.If(lo_pend & self.buf_ready):
+        with m.If(lo_taken):
             m.d.sync += lo_pend.eq(0)
         with m.If(wide & rq.o.valid & rq.o.ready):
             m.d.sync += [lo_pend.eq(1), lo_data.eq(lo_row), lo_addr.eq(lo_next),

@@ -272,8 +272,9 @@ class Machine:
                   and (not b["to_buf"] or (b["buf_row"] + b["m"] <= cfg.act_buf_rows
                                            and not b["raw"]))
                   and not (b["transpose"] and (b["raw"] or b["to_buf"]))
-                  and not (b["wide"] and (not b["to_buf"] or b["raw"] or b["transpose"]
-                                          or b["lo_row"] + b["m"] > cfg.act_buf_rows)))
+                  and not (b["wide"] and (b["raw"] or b["transpose"]
+                                          or (b["to_buf"]
+                                              and b["lo_row"] + b["m"] > cfg.act_buf_rows))))
         elif op == isa.Op.VEC:
             vop, rows, table = b["vop"], cfg.act_buf_rows, b["vop"] == isa.VecOp.TABLE
             n = b["rows"] * b["count"]
@@ -309,7 +310,7 @@ class Machine:
             self._window(b["weight_addr"], weight_bytes(cfg, b))
         elif op == isa.Op.STORE and not b["to_buf"]:
             self._align(b["dram_addr"], b["dram_stride"])
-            row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb
+            row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb * (1 + b["wide"])
             rows = b["m"]
             if b["transpose"]:
                 rows, row_bytes = _tiles(b["m"], cfg.cols), cfg.cols * bb
@@ -383,11 +384,13 @@ class Machine:
             p = self.params
             y = requantize(self.acc[acc_row:acc_row + m], p.bias[param_tile],
                            p.mult[param_tile], p.shift[param_tile], bool(relu), bool(wide))
-        if wide:                                  # two int8 rows per row, in the buffer
+        if wide:                                  # two int8 rows per row
             hi, lo = split_wide(y)
-            self.act[buf_row:buf_row + m] = hi
-            self.act[lo_row:lo_row + m] = lo
-            return {"write_bytes": 0}
+            if to_buf:
+                self.act[buf_row:buf_row + m] = hi
+                self.act[lo_row:lo_row + m] = lo
+                return {"write_bytes": 0}
+            y = np.concatenate([hi, lo], axis=1)  # to memory: hi beat, lo beat
         if to_buf:
             self.act[buf_row:buf_row + m] = y
             return {"write_bytes": 0}
@@ -719,7 +722,7 @@ def _footprint(cfg, op, b):
             if b["wide"]:
                 writes.update(("act row", b["lo_row"] + j) for j in range(b["m"]))
         else:
-            beats = cfg.raw_row_beats if b["raw"] else 1
+            beats = cfg.raw_row_beats if b["raw"] else 1 + b["wide"]
             rows = b["m"]
             if b["transpose"]:
                 rows, beats = _tiles(b["m"], cfg.cols), cfg.cols

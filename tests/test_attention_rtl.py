@@ -111,12 +111,12 @@ def test_transposed_keys_match_golden(simulator, rng, P, d, M):
 
 @pytest.mark.parametrize("fields", [
     dict(transpose=1, raw=1), dict(transpose=1, to_buf=1),
-    dict(wide=1), dict(wide=1, to_buf=1, raw=1), dict(wide=1, to_buf=1, transpose=1),
+    dict(wide=1, raw=1), dict(wide=1, to_buf=1, raw=1), dict(wide=1, transpose=1),
     dict(wide=1, to_buf=1, lo_row=1021)])
 def test_store_flags_that_do_not_go_together_are_errors(simulator, fields):
     """``transpose`` needs requantized rows going to memory, ``wide`` requantized rows
-    going to the buffer (and its low halves' rows in range): otherwise the ``STORE``
-    stops at dispatch with ``BAD_BUFFER`` and nothing is written."""
+    (and, into the buffer, its low halves' rows in range): otherwise the ``STORE`` stops
+    at dispatch with ``BAD_BUFFER`` and nothing is written."""
     image = np.zeros(32768, np.uint8)
     prog = isa_model.Program()
     prog.store(acc_row=0, m=4, param_tile=0, dram_addr=OUT_ADDR, dram_stride=16,

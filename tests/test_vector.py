@@ -504,6 +504,7 @@ def _wide_program(cfg, rng, M=6, kt=3):
     image[X16:X16 + xp.size] = xp.view(np.uint8).ravel()
     span = 2 * M * kt
     Q, XW, S, Y, N16, GB, AR = 0, span, 2 * span, 3 * span, 4 * span, 5 * span, 5 * span + 8
+    PW, MEMW = AR + M, 12288                   # q through memory and back; its bytes
     prog = isa_model.Program()
     prog.load_param(dram_addr=P, n_tiles=kt, param_tile=0)
     prog.load_act(dram_addr=A, dram_stride=R, rows=M, row_beats=1, buf_row=AR,
@@ -518,6 +519,12 @@ def _wide_program(cfg, rng, M=6, kt=3):
                     k_tiles=1, acc_row=0, push_next=1)
         prog.store(acc_row=0, m=M, param_tile=t, buf_row=Q + 2 * M * t, to_buf=1, wide=1,
                    lo_row=Q + 2 * M * t + M, pop_prev=1)
+        prog.store(acc_row=0, m=M, param_tile=t, dram_addr=MEMW + t * M * 2 * C,
+                   dram_stride=2 * C, wide=1)              # the same rows to memory
+        prog.fence()
+        prog.load_act(dram_addr=MEMW + t * M * 2 * C, dram_stride=2 * C, rows=M,
+                      row_beats=2, buf_row=PW + 2 * M * t, buf_row_step=1,
+                      buf_beat_step=M)                      # and back, as a pair
         prog.fence()
     vec = dict(rows=kt, count=M, stride=2 * M)
     ma, mb, sa = 300, -20000, 14
@@ -543,7 +550,8 @@ def _wide_program(cfg, rng, M=6, kt=3):
     want = [n16.astype(np.int64) @ w2, _pair_layout(*requant.split_wide(res), kt, R),
             y_rows, _pair_layout(*requant.split_wide(n16), kt, R)]
     out = OUT + M * 4 * C
-    for j, row in enumerate((S, Y, N16)):             # read out through the array
+    want.append(_pair_layout(*requant.split_wide(q), kt, R))
+    for j, row in enumerate((S, Y, N16, PW)):         # read out through the array
         prog.matmul(weight_addr=IDENT_ADDR, act_row=row, act_stride=1, act_kstep=0,
                     m=span, k_tiles=1, acc_row=0, push_next=1)
         prog.store(acc_row=0, m=span, param_tile=0, dram_addr=out + j * span * 4 * C,
