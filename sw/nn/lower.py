@@ -52,14 +52,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from serrano.hw import isa
-from .. import compiler, isa_model, vector
+from .. import isa_model, vector
 from ..models import layers as L
 from ..quant import quantize_linear, requant_params
 from ..requant import split_wide
 from . import float_exec
 
-__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "pair_rows", "OnChip", "NotLowered",
-           "TooLong"]
+__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "wide_rows", "read_rows", "OnChip",
+           "NotLowered", "TooLong"]
 
 #: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
 WIDE_HEADROOM = 2.0
@@ -141,20 +141,28 @@ def _tiles(n, size):
     return -(-n // size)
 
 
-def pair_rows(q, cfg):
-    """16-bit ``q`` (``M x K``) as the buffer's pair layout: per k-tile, the ``M`` rows of
-    high halves then the ``M`` of low halves (int8, ``2M ceil(K/R)`` rows of ``R``)."""
+def wide_rows(q, P, cfg):
+    """16-bit ``q`` (``rows x K``, ``rows <= P``) as a value in memory: k-tile-major over
+    ``P`` rows (zeros past ``rows``), each row its high halves' ``R`` bytes then its low
+    halves' (a two-beat ``LOAD_ACT`` brings a block back as a ``pair``)."""
     R = cfg.rows
-    M, K = q.shape
+    rows, K = q.shape
     kt = _tiles(K, R)
-    hi, lo = split_wide(q)
-    out = np.zeros((kt, 2, M, R), np.int8)
-    pad = np.zeros((M, kt * R), np.int8)
-    pad[:, :K] = hi
-    out[:, 0] = pad.reshape(M, kt, R).transpose(1, 0, 2)
-    pad[:, :K] = lo
-    out[:, 1] = pad.reshape(M, kt, R).transpose(1, 0, 2)
-    return out.reshape(-1, R)
+    full = np.zeros((P, kt * R), np.int64)
+    full[:rows, :K] = q
+    hi, lo = split_wide(full)
+    out = np.stack([hi.reshape(P, kt, R), lo.reshape(P, kt, R)], axis=2)   # (P, kt, 2, R)
+    return out.transpose(1, 0, 2, 3).ravel().view(np.uint8).copy()
+
+
+def read_rows(dev, spill, P, cfg):
+    """A value's ``P x kt*R`` rows from memory (int8, or 16-bit from its halves)."""
+    R, kt, wide = cfg.rows, spill["kt"], spill["wide"]
+    raw = dev.read(spill["addr"], kt * P * R * (1 + wide)).view(np.int8).astype(np.int64)
+    if wide:
+        t = raw.reshape(kt, P, 2, R)
+        return (256 * t[:, :, 0] + t[:, :, 1]).transpose(1, 0, 2).reshape(P, kt * R)
+    return raw.reshape(kt, P, R).transpose(1, 0, 2).reshape(P, kt * R)
 
 
 class OnChip:
@@ -311,12 +319,25 @@ class OnChip:
 
     # ---- the program ---------------------------------------------------------------
 
-    def _program(self, M, S, keep):
-        """The program for ``M`` rows (``S`` of them tokens) that also reads out the
-        values in ``keep``, built once per shape."""
-        key = (M, S, tuple(keep))
+    def _program(self, rows, S, keep):
+        """The program for ``rows`` input rows (``S`` of them tokens) that also reads
+        out the values in ``keep``, built once per shape: in one block if the buffer
+        holds it, else in the largest token blocks it holds."""
+        key = (rows, S, tuple(keep))
         if key not in self.programs:
-            self.programs[key] = _Lowering(self, M, S, keep).build()
+            R = self.cfg.rows
+            whole = _tiles(rows, R) * R
+            for T in range(whole, 0, -R):
+                mark = self.dev.mark()
+                try:
+                    M = _tiles(rows, T) * T
+                    self.programs[key] = _Lowering(self, M, S, keep, T=T).build()
+                    break
+                except TooLong:                 # undo its memory, and what it cached there
+                    self.dev.release(mark)
+                    self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
+                    if T == R:
+                        raise
         return self.programs[key]
 
     # ---- running -------------------------------------------------------------------
@@ -342,20 +363,17 @@ class OnChip:
         for name in keep:
             if name not in self.maker:
                 raise ValueError(f"cannot keep {name!r}: no node makes it")
-        R = self.cfg.rows
-        M = _tiles(rows, R) * R
-        built = self._program(M, S, keep)
+        built = self._program(rows, S, tuple(keep))
         top = isa.WIDE_MAX
-        xq = np.zeros((M, x.shape[1]), np.int64)
-        xq[:rows] = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top)
-        self.dev.write(built["x_addr"], pair_rows(xq, self.cfg).view(np.uint8).ravel())
+        xq = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top).astype(np.int64)
+        self.dev.write(built["x_addr"], wide_rows(xq, built["P"], self.cfg))
         self.dev.run(built["prog_addr"], built["n_insns"], name=g.name, macs=built["macs"],
                      program=built["program"])
         out = {}
-        for name, (addr, width) in built["outs"].items():
-            raw = self.dev.read(addr, compiler.out_bytes(self.cfg, M, width, raw=True))
-            y = compiler.unpack_raw(raw, M, width, self.cfg)
-            out[name] = (y[:rows] * self.scale[name]).astype(np.float32).reshape(
+        for name in (*g.outputs, *keep):
+            sp, width = built["outs"][name]
+            q = read_rows(self.dev, sp, built["P"], self.cfg)
+            out[name] = (q[:rows, :width] * self.scale[name]).astype(np.float32).reshape(
                 *lead, rows, width)
         return out
 
@@ -468,21 +486,35 @@ class _Emitter:
 
 
 class _Lowering:
-    """One program: the graph's nodes in order, for ``M`` rows of which ``S`` are
-    tokens."""
+    """One program: the graph's nodes for ``M`` rows (``S`` of them tokens), in token
+    blocks of ``T`` rows.
 
-    def __init__(self, chip, M, S, keep=()):
-        self.chip, self.M, self.S, self.keep = chip, M, S, keep
+    The nodes fall into stages, a new one at each attention (whose keys and values must
+    be complete for every block first). Each stage runs block by block: the values it
+    reads from an earlier stage come from memory into the buffer, its nodes run on the
+    block's rows (attention: the block's queries against every key), and the values a
+    later stage (or the host) reads go to memory through the array (identity weights;
+    16-bit values as two beats a row). Keys and values go to memory as they are made.
+    ``T = M`` is one block: everything stays in the buffer."""
+
+    def __init__(self, chip, M, S, keep=(), T=None):
+        self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
+        self.M = T or M                 # rows of a block (the node methods' M)
+        self.nb = M // self.M
         self.cfg = cfg = chip.cfg
         self.dev = chip.dev
-        self.buf = _Buffer(chip.vbase)
         self.prog = _Emitter(cfg)
         self.macs = 0
-        self.region = {}
         self.memory = {}
-        self.outs = {}
+        self.spills = {}
         self.tile = cfg.rows * cfg.cols
         g = chip.graph
+        # Stages: a new one at each scores node (its softmax and context follow).
+        self.stage, k = [], 0
+        for i, n in enumerate(g.nodes):
+            k += int(n.op == "scores" and i > 0)
+            self.stage.append(k)
+        self.n_stages = k + 1
         # Where each value is last read; attention's scores and softmax are lowered with
         # their context, so what they read is read there.
         at = list(range(len(g.nodes)))
@@ -492,12 +524,30 @@ class _Lowering:
                 for j, m in enumerate(g.nodes):
                     if m is sm or m is chip.maker[sm.ins[0]]:
                         at[j] = i
-        self.last_use = {}
+        # Values read in a later stage than theirs go through memory (the graph's input
+        # is there already); keys and values are there anyway.
+        made = {v: -1 for v in g.inputs if v != "mask"}
+        for i, n in enumerate(g.nodes):
+            made[n.out] = self.stage[i]
+        self.last_use, self.crossing = {}, set()
         for i, n in enumerate(g.nodes):
             for v in n.ins:
-                self.last_use[v] = max(self.last_use.get(v, -1), at[i])
-        for v in g.outputs:
-            self.last_use[v] = len(g.nodes)
+                src = self.source(v)
+                for name in {v, src}:                 # a view keeps its source alive
+                    self.last_use[name] = max(self.last_use.get(name, -1), at[i])
+                if src in made and chip.lin.get(src, {}).get("role") not in ("k", "v") \
+                        and made[src] < self.stage[at[i]]:
+                    self.crossing.add(src)
+        self.ends = set(g.outputs) | set(self.keep)     # values the host reads
+        self.crossing |= {self.source(v) for v in self.ends}
+
+    def source(self, v):
+        """The value ``v`` is a view of (through ``split_heads``, ``merge_heads``)."""
+        n = self.chip.maker.get(v)
+        while n is not None and n.op in ("split_heads", "merge_heads"):
+            v = n.ins[0]
+            n = self.chip.maker.get(v)
+        return v
 
     # -- helpers
 
@@ -538,58 +588,103 @@ class _Lowering:
     def in_place(self, name, i):
         """``name``'s region if node ``i`` is its last reader (its rows can take the
         result), else None."""
-        return self.region[name] if self.last_use.get(name) == i else None
+        return self.r(name) if self.last_use.get(name) == i else None
 
     # -- the nodes
 
+    def r(self, name):
+        """The buffer region of ``name`` (or of the value it is a view of)."""
+        return self.region[name] if name in self.region else self.region[self.source(name)]
+
     def build(self):
         chip, cfg, dev, prog = self.chip, self.cfg, self.dev, self.prog
-        R = cfg.rows
+        R, C = cfg.rows, cfg.cols
         g = chip.graph
+        for v in sorted(self.crossing):             # k-tile-major over all P rows
+            wide, kt = v in chip.wide, _tiles(chip._width(v), R)
+            self.spills[v] = dict(addr=dev.alloc(kt * self.P * C * (1 + wide)), wide=wide,
+                                  kt=kt)
         if chip.nvrows:
             prog.load_act(dram_addr=chip.vaddr, dram_stride=0, rows=1, row_beats=chip.nvrows,
                           buf_row=chip.vbase, buf_row_step=0, buf_beat_step=1)
-        x_name = g.inputs[0]
-        xr = self.new(x_name, chip._width(x_name), True)
-        x_addr = dev.alloc(xr.kstep * xr.tiles * R)
-        prog.load_act(dram_addr=x_addr, dram_stride=0, rows=1, row_beats=xr.kstep * xr.tiles,
-                      buf_row=xr.base, buf_row_step=0, buf_beat_step=1)
-        self.fence()
-        for i, n in enumerate(g.nodes):
-            if n.op in ("split_heads", "merge_heads"):
-                src = self.region if n.ins[0] in self.region else self.memory
-                src[n.out] = src[n.ins[0]]
-                prog.made[n.out] = prog.made[n.ins[0]]
-            elif n.op == "linear":
-                self.linear(n)
-            elif n.op == "context":
-                self.attention(n)
-            elif n.op == "add":
-                self.add(n, i)
-            elif n.op == "gelu":
-                self.gelu(n)
-            elif n.op == "layernorm":
-                self.layernorm(n, i)
-            # scores and softmax: with their context
-            if n.out in self.keep and n.out not in g.outputs:
-                self.outs[n.out] = (self.output(n.out), chip._width(n.out))
-            # Free the rows no later node reads (values share rows in place and through
-            # split_heads and merge_heads).
-            live = {id(r) for v, r in self.region.items() if self.last_use.get(v, -1) > i}
-            for r in {id(r): r for r in self.region.values() if id(r) not in live}.values():
-                self.buf.free(r.base)
-            self.region = {v: r for v, r in self.region.items() if id(r) in live}
-        for name in g.outputs:
-            self.outs[name] = (self.output(name), chip._width(name))
+        for k in range(self.n_stages):
+            nodes = [i for i, st in enumerate(self.stage) if st == k]
+            needed = sorted({self.source(v) for i in nodes for v in g.nodes[i].ins}
+                            & self.crossing)
+            for b in range(self.nb):
+                self.b = b
+                prog.fence()                        # the last block's rows are free
+                self.buf = _Buffer(chip.vbase)
+                self.region = {}
+                for v in needed:
+                    self.reload(v)
+                for i in nodes:
+                    self.node(i)
+        outs = {name: (self.spills[self.source(name)], chip._width(name))
+                for name in self.ends}
         code = prog.program().to_array()
         return dict(prog_addr=dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
-                    program=code.tobytes(), x_addr=x_addr, outs=self.outs, macs=self.macs)
+                    program=code.tobytes(), x_addr=self.spills[g.inputs[0]]["addr"],
+                    outs=outs, macs=self.macs, T=self.M, P=self.P)
+
+    def node(self, i):
+        n = self.chip.graph.nodes[i]
+        if n.op in ("split_heads", "merge_heads"):
+            pass                                     # views: self.r and self.source
+        elif n.op == "linear":
+            self.linear(n)
+        elif n.op == "context":
+            self.attention(n)
+        elif n.op == "add":
+            self.add(n, i)
+        elif n.op == "gelu":
+            self.gelu(n)
+        elif n.op == "layernorm":
+            self.layernorm(n, i)
+        # scores and softmax: with their context
+        if n.out in self.crossing:
+            self.spill(n.out)
+        # Free the rows no later node reads (values share rows in place and through
+        # split_heads and merge_heads).
+        live = {id(r) for v, r in self.region.items() if self.last_use.get(v, -1) > i}
+        for r in {id(r): r for r in self.region.values() if id(r) not in live}.values():
+            self.buf.free(r.base)
+        self.region = {v: r for v, r in self.region.items() if id(r) in live}
+
+    def reload(self, v):
+        """Block ``b`` of value ``v`` from memory into the buffer (16-bit rows as a
+        pair: two beats a row, the low halves ``T`` rows after the high ones)."""
+        sp, T, b, C = self.spills[v], self.M, self.b, self.cfg.cols
+        r = self.new(v, sp["kt"] * self.cfg.rows, sp["wide"])
+        width = C * (1 + sp["wide"])
+        for t in range(sp["kt"]):
+            self.prog.load_act(dram_addr=sp["addr"] + (t * self.P + b * T) * width,
+                               dram_stride=width, rows=T, row_beats=1 + sp["wide"],
+                               buf_row=r.base + t * r.kstep, buf_row_step=1,
+                               buf_beat_step=T if sp["wide"] else 0)
+        self.prog.made_by(v, "load")
+
+    def spill(self, v):
+        """Block ``b`` of value ``v`` to memory through the array (identity weights, a
+        ``pair`` for a 16-bit value; requantized by 1: exact)."""
+        chip, prog, T, b, C = self.chip, self.prog, self.M, self.b, self.cfg.cols
+        r, sp = self.region[v], self.spills[v]
+        width = C * (1 + sp["wide"])
+        slot = prog.params(chip._scalar_params((1.0,)), 1)
+        for t in range(r.tiles):
+            def store(_, j, acc_row, t=t):
+                prog.store(acc_row=acc_row, m=T, param_tile=slot,
+                           dram_addr=sp["addr"] + (t * self.P + b * T) * width,
+                           dram_stride=width, wide=int(sp["wide"]))
+            a = (_Region(r.base + t * r.kstep, T, 1, True, r.kstep) if r.wide
+                 else (r.base + t * r.kstep, T))
+            self.gemm(a, 1, chip.identity, 0, 1, store, reads=[v], slot=slot)
 
     def linear(self, n):
         chip, prog, M, tile = self.chip, self.prog, self.M, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         lin = chip.lin[n.out]
-        a = self.region[n.ins[0]]
+        a = self.r(n.ins[0])
         kt, nt = _tiles(lin["k"], R), _tiles(lin["n"], C)
         role = lin["role"]
         if role in ("act", "gelu", "wide"):
@@ -599,25 +694,30 @@ class _Lowering:
                 row = out.base + j * out.kstep
                 prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
                            wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0)
-        else:
-            heads = chip._heads(n.out)
-            dt = _tiles(lin["n"] // heads, C)
-            pt = M // C                           # position tiles
-            hb = dt * pt * tile
-            addr = self.dev.alloc(heads * hb)
-            self.memory[n.out] = dict(addr=addr, head_bytes=hb, dt=dt, pt=pt)
+        else:                         # keys or values of every position, in memory
+            if n.out not in self.memory:
+                heads = chip._heads(n.out)
+                dt = _tiles(lin["n"] // heads, C)
+                pt = self.P // C              # position tiles
+                hb = dt * pt * tile
+                self.memory[n.out] = dict(addr=self.dev.alloc(heads * hb), head_bytes=hb,
+                                          dt=dt, pt=pt)
+            mem = self.memory[n.out]
+            addr, hb, dt, pt = mem["addr"], mem["head_bytes"], mem["dt"], mem["pt"]
+            p0 = self.b * M                   # this block's first position
 
             def store(slot, j, acc_row):
                 h, jj = divmod(j, dt)
                 if role == "k":       # K^T: per position block, the d-tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                               dram_addr=addr + h * hb + jj * tile, dram_stride=dt * tile,
-                               transpose=1)
+                               dram_addr=addr + h * hb + (p0 // C) * dt * tile + jj * tile,
+                               dram_stride=dt * tile, transpose=1)
                 else:                 # V: per d-tile, the position tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                               dram_addr=addr + h * hb + jj * pt * tile, dram_stride=C)
+                               dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
+                               dram_stride=C)
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=[n.ins[0]])
+                  reads=[self.source(n.ins[0])])
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
 
     def attention(self, n):
@@ -631,20 +731,21 @@ class _Lowering:
         sc = chip.maker[sm.ins[0]]
         if len(sm.ins) > 1 and sm.ins[1] not in chip.graph.inputs:
             raise NotLowered(f"{sm.out}: a mask that is not the graph's padding mask")
-        q, k, v = self.region[sc.ins[0]], self.memory[sc.ins[1]], self.memory[n.ins[1]]
+        q = self.r(sc.ins[0])
+        k, v = self.memory[self.source(sc.ins[1])], self.memory[self.source(n.ins[1])]
         if q.wide:
             raise NotLowered(f"{sc.out}: 16-bit queries")
         if sc.attrs["group"] != 1 or n.attrs["group"] != 1:
             raise NotLowered(f"{sc.out}: grouped-query attention")
         heads = chip.maker[sc.ins[0]].attrs["heads"]
         d = q.tiles * R // heads
-        dt, pt = d // R, M // C
+        dt, pt = d // R, self.P // C          # the block's queries against every key
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
         p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
                                  s_v / vector.SOFTMAX_ONE / s_c))
         out = self.new(n.out, heads * d, False)
-        scores = self.new(sc.out, M, False)
+        scores = self.new(sc.out, self.P, False)
         self.region[sm.out] = scores
         mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys and values are in memory
@@ -654,7 +755,8 @@ class _Lowering:
                 prog.store(acc_row=acc_row, m=M, param_tile=slot,
                            buf_row=scores.base + g * M, to_buf=1)
             self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
-                      dt * tile, pt, st_scores, reads=[sc.ins[0], sc.ins[1]])
+                      dt * tile, pt, st_scores,
+                      reads=[self.source(sc.ins[0]), self.source(sc.ins[1])])
             prog.made_by(sc.out, "store")
             prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores.base,
                      dst_row=scores.base, rows=pt, count=M, stride=M, length=S, mul_a=mul,
@@ -665,13 +767,13 @@ class _Lowering:
                 prog.store(acc_row=acc_row, m=M, param_tile=slot + 1,
                            buf_row=out.base + (h * dt + j) * M, to_buf=1)
             self.gemm((scores.base, M), pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
-                      st_ctx, reads=[sm.out, n.ins[1]])
+                      st_ctx, reads=[sm.out, self.source(n.ins[1])])
         prog.made_by(n.out, "store")
 
     def add(self, n, i):
         """Two 16-bit values into a 16-bit sum (``VEC ADD wide``), in place if it can."""
         chip = self.chip
-        a, b = (self.region[v] for v in n.ins)
+        a, b = (self.r(v) for v in n.ins)
         if not (a.wide and b.wide):
             raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
         ma, mb, sh = vector.add_multipliers(chip.scale[n.ins[0]], chip.scale[n.ins[1]],
@@ -679,7 +781,7 @@ class _Lowering:
         free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
         dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
                else self.new(n.out, a.tiles * self.cfg.rows, True))
-        self.prog.vec(reads=n.ins, vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
+        self.prog.vec(reads=[self.source(v) for v in n.ins], vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
                       b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo,
                       wide=1, rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma,
                       mul_b=mb, shift=sh)
@@ -690,13 +792,13 @@ class _Lowering:
         """The GELU of int8 rows held in a 16-bit value's high halves: the low halves'
         table first, then the high halves' in place."""
         chip, prog = self.chip, self.prog
-        u = self.region[n.ins[0]]
+        u = self.r(n.ins[0])
         p = chip.vparam[n.out]
         trows = isa.TABLE_ENTRIES // self.cfg.rows
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
         for table, dst in ((1, u.lo), (0, u.base)):
-            prog.vec(reads=n.ins, vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst,
+            prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst,
                      rows=u.tiles, count=self.M, stride=u.kstep, table=table)
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
@@ -704,11 +806,11 @@ class _Lowering:
     def layernorm(self, n, i):
         """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
         chip, prog = self.chip, self.prog
-        a = self.region[n.ins[0]]
+        a = self.r(n.ins[0])
         p = chip.vparam[n.out]
         dst = self.in_place(n.ins[0], i) or self.new(n.out, a.tiles * self.cfg.rows, True)
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
-        prog.vec(reads=n.ins, vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1,
+        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1,
                  wide_out=1, b_row=chip.vbase + p["gains"], dst_row=dst.base,
                  dst_lo_row=dst.lo, length=chip._width(n.ins[0]), shift=p["shift"], **vec)
         ma, mb, sh = p["add"]
@@ -718,20 +820,3 @@ class _Lowering:
                  dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
         prog.made_by(n.out, "vector")
         self.region[n.out] = dst
-
-    def output(self, name):
-        """Value ``name`` out to memory through the array: identity weights, a ``pair``
-        ``MATMUL`` for a 16-bit value (``acc = 256 hi + lo``), raw int32 rows."""
-        prog, M, C = self.prog, self.M, self.cfg.cols
-        r = self.region[name]
-        y_addr = self.dev.alloc(compiler.out_bytes(self.cfg, M, r.tiles * C, raw=True))
-        row_bytes = 4 * C
-        for j in range(r.tiles):
-            def store(_, jj, acc_row, j=j):
-                prog.store(acc_row=acc_row, m=M, param_tile=0,
-                           dram_addr=y_addr + j * M * row_bytes, dram_stride=row_bytes,
-                           raw=1)
-            a = (_Region(r.base + j * r.kstep, M, 1, r.wide, r.kstep) if r.wide
-                 else (r.base + j * r.kstep, M))
-            self.gemm(a, 1, self.chip.identity, 0, 1, store, reads=[name])
-        return y_addr
