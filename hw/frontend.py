@@ -307,7 +307,8 @@ class FrontEnd(wiring.Component):
                                   & (b.vec.vop != isa.VecOp.RMSNORM)
                                   & (b.vec.vop != isa.VecOp.ADD))
                                | (b.vec.wide_out & (b.vec.vop != isa.VecOp.LAYERNORM)
-                                  & (b.vec.vop != isa.VecOp.RMSNORM)))):
+                                  & (b.vec.vop != isa.VecOp.RMSNORM)
+                                  & (b.vec.vop != isa.VecOp.SOFTMAX)))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

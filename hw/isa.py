@@ -133,7 +133,8 @@ Instructions
     ``length`` elements of vector 0 count (``length + i`` of vector ``i`` with
     ``causal``), the others are masked (their output is 0); ``mul_a`` (unsigned here)
     and ``shift`` give ``log2(e)`` times the input scale, in 1/256ths; the output is the
-    probability times 127, in ``[0, 127]``;
+    probability times 127, in ``[0, 127]`` (with ``wide_out``: times ``127 * 256``, 16-bit,
+    its low halves at ``dst_lo_row + off(i, j)``);
     ``LAYERNORM``, ``RMSNORM``  normalize each vector over its first ``length``
     elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by
     the int16 gain of each

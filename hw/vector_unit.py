@@ -163,7 +163,8 @@ class VectorUnit(wiring.Component):
         two_rows = Signal()          # a 16-bit result: two rows out per row
         m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
                      two_rows.eq(wide_add | (v.wide_out & ((vop == isa.VecOp.LAYERNORM)
-                                                           | (vop == isa.VecOp.RMSNORM))))]
+                                                           | (vop == isa.VecOp.RMSNORM)
+                                                           | (vop == isa.VecOp.SOFTMAX))))]
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -210,7 +211,10 @@ class VectorUnit(wiring.Component):
         m.d.comb += wide.eq(v.wide)
         m.d.comb += nreads.eq(Mux(binary, Mux(wide_add, 4, 2),
                                   Mux(is_norm & out_pass, Mux(wide, 4, 3),
-                                      Mux(is_rope, 4, Mux(is_norm & wide, 2, 1)))))
+                                      Mux(is_rope, 4,
+                                          # two writes a row: a cycle for each
+                                          Mux((is_norm & wide) | (is_sm & out_pass & two_rows),
+                                              2, 1)))))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         s2_lanes = Signal(lane_bits)
@@ -408,8 +412,12 @@ class VectorUnit(wiring.Component):
             n16 = Signal(signed(16), name=f"n16_{k}")        # wide_out: 256 hi + lo
             m.d.comb += n16.eq(Mux(ny > isa.WIDE_MAX, isa.WIDE_MAX,
                                    Mux(ny < -isa.WIDE_MAX, -isa.WIDE_MAX, ny[:16])))
-            m.d.sync += s7_lo[k].eq(Mux(lane_ok6[k], n16[:8], 0))
-            with m.If(is_sm):
+            sm16 = Signal(signed(20), name=f"sm16_{k}")      # softmax, wide_out
+            m.d.comb += sm16.eq((lane_prod[k] + (1 << (RECIP_BITS - 9))) >> (RECIP_BITS - 8))
+            m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8], Mux(lane_ok6[k], n16[:8], 0)))
+            with m.If(is_sm & two_rows):
+                m.d.sync += s7_y[k].eq((sm16[8:16] + sm16[7])[:8])
+            with m.Elif(is_sm):
                 m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1)))
                                        >> RECIP_BITS)
             with m.Elif(is_norm & two_rows):

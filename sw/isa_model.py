@@ -255,7 +255,8 @@ class Machine:
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
                                  or (b["wide"] and b["vop"] not in (*isa.NORM_VOPS,
                                                                     isa.VecOp.ADD))
-                                 or (b["wide_out"] and b["vop"] not in isa.NORM_VOPS)):
+                                 or (b["wide_out"] and b["vop"] not in (*isa.NORM_VOPS,
+                                                                        isa.VecOp.SOFTMAX))):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -432,7 +433,13 @@ class Machine:
             self.act[dst_row:dst_row + count] = rows_out.astype(np.uint8).view(np.int8)
             return {"vec_rows": n}
         if vop == isa.VecOp.SOFTMAX:
-            y = vector.softmax(a, length + causal * np.arange(count), mul_a & 0xFFFF, shift)
+            y = vector.softmax(a, length + causal * np.arange(count), mul_a & 0xFFFF, shift,
+                               wide_out=bool(wide_out))
+            if wide_out:
+                hi, lo = split_wide(y)
+                self.act[dst_row + off] = hi.reshape(count, rows, R)
+                self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
+                return {"vec_rows": n}
         elif vop == isa.VecOp.ROPE:
             half = rows * R // 2
             y = vector.rope(a, b[:, :half], b[:, half:], mul_a, shift)

@@ -196,9 +196,11 @@ def mul_multiplier(s_a, s_b, s_y):
     return _fixed(s_a * s_b / s_y, "s_a * s_b / s_y")
 
 
-def softmax(x, length, mul, shift):
+def softmax(x, length, mul, shift, wide_out=False):
     """:func:`softmax` of the docstring for each row of ``x`` (2-D int8, one vector per
-    row); ``length`` an int or one per row. Returns int8 rows."""
+    row); ``length`` an int or one per row. Returns int8 rows (the probability times
+    127), or with ``wide_out`` 16-bit rows, ``rshift_round(e r, 16)``: the probability
+    times ``127 * 256``, eight more bits for long rows of small probabilities."""
     if not 0 <= int(mul) < (1 << 16):
         raise ValueError(f"mul={mul} is not an unsigned 16-bit multiplier")
     _check(0, 0, shift)
@@ -212,6 +214,8 @@ def softmax(x, length, mul, shift):
     e = np.where(valid, e, 0)
     total = e.sum(axis=1, keepdims=True)
     r = np.where(total > 0, (SOFTMAX_ONE << _RECIP_BITS) // np.maximum(total, 1), 0)
+    if wide_out:
+        return rshift_round(e * r, _RECIP_BITS - 8).astype(np.int16)
     return rshift_round(e * r, _RECIP_BITS).astype(np.int8)
 
 

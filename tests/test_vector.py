@@ -613,6 +613,42 @@ def test_wide_norm_error_against_float_is_within_its_bound(rng):
             assert (np.abs(y - ref) <= bound)[keep].all()
 
 
+def _softmax16_case(rng, cfg, rows=3, count=4, length=9):
+    """Softmax into 16 bits (``wide_out``): high halves then low halves, contiguous;
+    expected rows from the specification."""
+    R = cfg.rows
+    x = _int8(rng, (rows * count, R))
+    mul, shift = vector.softmax_multiplier(0.02)            # flat: small probabilities
+    n = rows * count
+    ops = [dict(vop=isa.VecOp.SOFTMAX, a_row=0, dst_row=n, dst_lo_row=2 * n, wide_out=1,
+                rows=rows, count=count, length=length, causal=1, mul_a=mul, shift=shift)]
+    p16 = vector.softmax(x.reshape(count, rows * R), length + np.arange(count), mul, shift,
+                         wide_out=True)
+    p8 = vector.softmax(x.reshape(count, rows * R), length + np.arange(count), mul, shift)
+    assert (np.abs(p16 - 256 * p8.astype(np.int64)) <= 128).all()     # 8 more bits
+    hi, lo = requant.split_wide(p16)
+    return x, ops, np.concatenate([hi.reshape(n, R), lo.reshape(n, R)]), n
+
+
+def test_softmax_into_16_bits_on_amaranths_simulator(rng):
+    from serrano.sim.amaranth_system import run_program as run_amaranth
+    x, ops, want, n = _softmax16_case(rng, TINY)
+    image, prog_len = _program(TINY, x, ops, out_row=n, n_out=2 * n)
+    gold = _golden(TINY, image, prog_len)
+    np.testing.assert_array_equal(_readout(TINY, gold.mem, 2 * n), want)
+    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=100_000)
+    assert not rtl.timed_out
+    np.testing.assert_array_equal(rtl.image, gold.mem)
+
+
+def test_softmax_into_16_bits_matches_golden(simulator, rng):
+    x, ops, want, n = _softmax16_case(rng, TINY, rows=2, count=3, length=5)
+    image, prog_len = _program(TINY, x, ops, out_row=n, n_out=2 * n)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, 2 * n), want)
+
+
 def test_corners_on_amaranths_simulator(rng):
     """The corner program on the whole accelerator on Amaranth's simulator, with its
     per-cycle property monitors, against the specification and the golden model."""

@@ -205,8 +205,8 @@ class OnChip:
         for n in graph.nodes:
             if n.op in ("split_heads", "merge_heads"):
                 self.scale[n.out] = self.scale[n.ins[0]]
-            elif n.op == "softmax":
-                self.scale[n.out] = 1.0 / vector.SOFTMAX_ONE
+            elif n.op == "softmax":                 # 16-bit probabilities
+                self.scale[n.out] = 1.0 / (vector.SOFTMAX_ONE * 256)
         # Weights once: int8 per channel, packed, with their parameter sets.
         self.lin = {}
         for n in graph.nodes:
@@ -743,9 +743,10 @@ class _Lowering:
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
         p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
-                                 s_v / vector.SOFTMAX_ONE / s_c))
+                                 s_v / (vector.SOFTMAX_ONE * 256) / s_c))
         out = self.new(n.out, heads * d, False)
-        scores = self.new(sc.out, self.P, False)
+        # The scores int8 in the high rows, their probabilities in 16 bits over them.
+        scores = self.new(sc.out, self.P, True)
         self.region[sm.out] = scores
         mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys and values are in memory
@@ -753,20 +754,20 @@ class _Lowering:
         for h in range(heads):
             def st_scores(_, g, acc_row):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                           buf_row=scores.base + g * M, to_buf=1)
+                           buf_row=scores.base + g * scores.kstep, to_buf=1)
             self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
                       dt * tile, pt, st_scores,
                       reads=[self.source(sc.ins[0]), self.source(sc.ins[1])])
             prog.made_by(sc.out, "store")
             prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores.base,
-                     dst_row=scores.base, rows=pt, count=M, stride=M, length=S, mul_a=mul,
-                     shift=shift)
+                     dst_row=scores.base, dst_lo_row=scores.lo, wide_out=1, rows=pt,
+                     count=M, stride=scores.kstep, length=S, mul_a=mul, shift=shift)
             prog.made_by(sm.out, "vector")
 
             def st_ctx(_, j, acc_row, h=h):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot + 1,
                            buf_row=out.base + (h * dt + j) * M, to_buf=1)
-            self.gemm((scores.base, M), pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
+            self.gemm(scores, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
                       st_ctx, reads=[sm.out, self.source(n.ins[1])])
         prog.made_by(n.out, "store")
 
