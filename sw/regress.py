@@ -94,7 +94,7 @@ BINS = (
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
-       "vec:repeating_b", "vec:interleaved", "vec:wide"]
+       "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_out"]
 )
 
 
@@ -534,6 +534,12 @@ def vector_epilogue(rng, cfg, image, layout):
                   b_repeat=int(vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
                                and rng.random() < 0.3),
                   stride=stride)
+        if vop == isa.VecOp.ADD and rng.random() < 0.3:       # 16-bit a, b and sum
+            op.update(wide=1, a_lo_row=2 * n, b_lo_row=0, dst_lo_row=dst + n)
+            bins.add("vec:wide_add")
+        if vop in (*isa.NORM_VOPS, isa.VecOp.SOFTMAX) and rng.random() < 0.3:
+            op.update(wide_out=1, dst_lo_row=dst + n)            # a 16-bit result
+            bins.add("vec:wide_out")
         if vop == isa.VecOp.SOFTMAX:
             op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
         elif vop in isa.NORM_VOPS:
@@ -562,7 +568,7 @@ def vector_epilogue(rng, cfg, image, layout):
     end = -(-len(image) // 64) * 64
     ident, end = room(end, R * C)
     data_addr, end = room(end, data.size)
-    out_addr, end = room(end, n * 4 * C)
+    out_addr, end = room(end, 2 * n * 4 * C)          # the result, then its low halves
     old = _decode(image, layout.prog_addr, layout.prog_len)
     assert old[-1][0] == isa.Op.END
     body = image[layout.prog_addr:layout.prog_addr + (layout.prog_len - 1) * isa.INSN_BYTES]
@@ -572,10 +578,10 @@ def vector_epilogue(rng, cfg, image, layout):
     prog.fence()
     for k, op in enumerate(ops):
         prog.vec(**op, push_next=int(k == len(ops) - 1))
-    prog.matmul(weight_addr=ident, act_row=dst, act_stride=1, act_kstep=0, m=n, k_tiles=1,
-                acc_row=0, pop_side=1, push_next=1)
-    prog.store(acc_row=0, m=n, param_tile=0, dram_addr=out_addr, dram_stride=4 * C, raw=1,
-               pop_prev=1)
+    prog.matmul(weight_addr=ident, act_row=dst, act_stride=1, act_kstep=0, m=2 * n,
+                k_tiles=1, acc_row=0, pop_side=1, push_next=1)
+    prog.store(acc_row=0, m=2 * n, param_tile=0, dram_addr=out_addr, dram_stride=4 * C,
+               raw=1, pop_prev=1)
     prog.end()
     code = np.concatenate([body, prog.to_array()])
     prog_addr, end = room(end, code.size)
@@ -583,7 +589,8 @@ def vector_epilogue(rng, cfg, image, layout):
     out[:len(image)] = image
     out[ident:ident + R * C] = np.eye(R, C, dtype=np.int8).view(np.uint8).ravel()
     out[data_addr:data_addr + data.size] = data.astype(np.int8).view(np.uint8).ravel()
-    out[out_addr:out_addr + n * 4 * C] = rng.integers(0, 256, n * 4 * C, dtype=np.uint8)
+    out[out_addr:out_addr + 2 * n * 4 * C] = rng.integers(0, 256, 2 * n * 4 * C,
+                                                          dtype=np.uint8)
     out[prog_addr:prog_addr + code.size] = code
     return out, prog_addr, code.size // isa.INSN_BYTES, bins
 
