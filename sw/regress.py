@@ -94,7 +94,8 @@ BINS = (
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
-       "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_out"]
+       "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_out",
+       "mm:pair"]
 )
 
 
@@ -578,10 +579,15 @@ def vector_epilogue(rng, cfg, image, layout):
     prog.fence()
     for k, op in enumerate(ops):
         prog.vec(**op, push_next=int(k == len(ops) - 1))
+    # Read out through the array: the result and its low halves as rows, or (pair) as
+    # the 16-bit values 256 hi + lo they make.
+    pair = rng.random() < 0.3
+    if pair:
+        bins.add("mm:pair")
     prog.matmul(weight_addr=ident, act_row=dst, act_stride=1, act_kstep=0, m=2 * n,
-                k_tiles=1, acc_row=0, pop_side=1, push_next=1)
-    prog.store(acc_row=0, m=2 * n, param_tile=0, dram_addr=out_addr, dram_stride=4 * C,
-               raw=1, pop_prev=1)
+                k_tiles=1, acc_row=0, pair=int(pair), pop_side=1, push_next=1)
+    prog.store(acc_row=0, m=n if pair else 2 * n, param_tile=0, dram_addr=out_addr,
+               dram_stride=4 * C, raw=1, pop_prev=1)
     prog.end()
     code = np.concatenate([body, prog.to_array()])
     prog_addr, end = room(end, code.size)
