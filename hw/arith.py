@@ -1,8 +1,21 @@
 """Small arithmetic helpers for control paths."""
 
-from amaranth import Const
+from amaranth import Const, Mux
 
-__all__ = ["times_const"]
+from .isa import WIDE_MAX
+
+__all__ = ["times_const", "clamp_wide", "wide_high"]
+
+
+def clamp_wide(x):
+    """``x`` (signed, wider than 16 bits) clamped to ``[-WIDE_MAX, WIDE_MAX]``, 16 bits."""
+    return Mux(x > WIDE_MAX, WIDE_MAX, Mux(x < -WIDE_MAX, -WIDE_MAX, x[:16]))
+
+
+def wide_high(q):
+    """The high half of a 16-bit ``q = 256 hi + lo`` (``lo`` its low byte, signed):
+    ``hi = (q + 128) >> 8``, an 8-bit value (an increment, no adder carry chain past 8)."""
+    return (q[8:16] + q[7])[:8]
 
 
 def times_const(value, k):

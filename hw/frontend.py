@@ -303,12 +303,9 @@ class FrontEnd(wiring.Component):
                     m.next = "HALT"
                 with m.Elif((op == isa.Op.VEC)
                             & ((b.vec.vop > max(isa.VecOp))
-                               | (b.vec.wide & (b.vec.vop != isa.VecOp.LAYERNORM)
-                                  & (b.vec.vop != isa.VecOp.RMSNORM)
-                                  & (b.vec.vop != isa.VecOp.ADD))
-                               | (b.vec.wide_out & (b.vec.vop != isa.VecOp.LAYERNORM)
-                                  & (b.vec.vop != isa.VecOp.RMSNORM)
-                                  & (b.vec.vop != isa.VecOp.SOFTMAX)))):
+                               | (b.vec.wide & ~b.vec.vop.matches(*isa.WIDE_VOPS))
+                               | (b.vec.wide_out
+                                  & ~b.vec.vop.matches(*isa.WIDE_OUT_VOPS)))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

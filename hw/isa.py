@@ -177,7 +177,8 @@ import enum
 from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
-           "BINARY_VOPS", "REDUCE_VOPS", "NORM_VOPS", "TABLE_ENTRIES", "SIGNED_FIELDS",
+           "BINARY_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
+           "TABLE_ENTRIES", "SIGNED_FIELDS",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS", "WIDE_MAX",
            "header_layout", "insn_layout",
@@ -271,6 +272,10 @@ REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
 #: The normalizations: their gains are int16, ``rows`` rows of low bytes at ``b_row``
 #: and ``rows`` rows of high bytes after them, the same for every vector.
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
+#: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
+#: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
+WIDE_VOPS = (*NORM_VOPS, VecOp.ADD)
+WIDE_OUT_VOPS = (*NORM_VOPS, VecOp.SOFTMAX)
 #: Entries of one vector lookup table (one per int8 value).
 TABLE_ENTRIES = 256
 

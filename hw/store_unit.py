@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
-from .arith import times_const
+from .arith import times_const, wide_high
 from .dma import dma_command
 from .requant import Requantizer
 
@@ -217,7 +217,7 @@ class StoreUnit(wiring.Component):
         lo_row = Signal(8 * cfg.bus_bytes)
         y = rq.o.payload
         m.d.comb += [out_row.eq(Cat(*(y[c][:8] for c in range(C)))),
-                     hi_row.eq(Cat(*((y[c][8:16] + y[c][7])[:8] for c in range(C)))),
+                     hi_row.eq(Cat(*(wide_high(y[c]) for c in range(C)))),
                      lo_row.eq(out_row)]
         lo_taken = Signal()           # the pending low halves left (buffer or DMA)
         m.d.comb += lo_taken.eq(lo_pend & Mux(to_buf, self.buf_ready, self.wdata.ready))

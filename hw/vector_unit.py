@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
+from .arith import clamp_wide, wide_high
 
 __all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE", "NORM_K"]
 
@@ -162,9 +163,7 @@ class VectorUnit(wiring.Component):
         wide_add = Signal()          # ADD of 16-bit a and b into a 16-bit y
         two_rows = Signal()          # a 16-bit result: two rows out per row
         m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
-                     two_rows.eq(wide_add | (v.wide_out & ((vop == isa.VecOp.LAYERNORM)
-                                                           | (vop == isa.VecOp.RMSNORM)
-                                                           | (vop == isa.VecOp.SOFTMAX))))]
+                     two_rows.eq(wide_add | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -369,11 +368,10 @@ class VectorUnit(wiring.Component):
             rounded = Signal(signed(34), name=f"rounded_{k}")
             m.d.comb += rounded.eq((lane_sum[k] + half) >> shift)
             q16 = Signal(signed(16), name=f"q16_{k}")       # wide: 256 hi + lo
-            m.d.comb += q16.eq(Mux(rounded > isa.WIDE_MAX, isa.WIDE_MAX,
-                                   Mux(rounded < -isa.WIDE_MAX, -isa.WIDE_MAX, rounded[:16])))
+            m.d.comb += q16.eq(clamp_wide(rounded))
             m.d.sync += s5_lo[k].eq(q16[:8])
             with m.If(wide_add):
-                m.d.sync += s5_y[k].eq((q16[8:] + q16[7])[:8])
+                m.d.sync += s5_y[k].eq(wide_high(q16))
             with m.Else():
                 m.d.sync += s5_y[k].eq(Mux(is_lut, lane_sum[k][:8],
                                            Mux(rounded > 127, 127,
@@ -410,18 +408,17 @@ class VectorUnit(wiring.Component):
             m.d.comb += ny.eq((lane_prod[k] + half) >> shift)
             sat = Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))
             n16 = Signal(signed(16), name=f"n16_{k}")        # wide_out: 256 hi + lo
-            m.d.comb += n16.eq(Mux(ny > isa.WIDE_MAX, isa.WIDE_MAX,
-                                   Mux(ny < -isa.WIDE_MAX, -isa.WIDE_MAX, ny[:16])))
+            m.d.comb += n16.eq(clamp_wide(ny))
             sm16 = Signal(signed(20), name=f"sm16_{k}")      # softmax, wide_out
             m.d.comb += sm16.eq((lane_prod[k] + (1 << (RECIP_BITS - 9))) >> (RECIP_BITS - 8))
             m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8], Mux(lane_ok6[k], n16[:8], 0)))
             with m.If(is_sm & two_rows):
-                m.d.sync += s7_y[k].eq((sm16[8:16] + sm16[7])[:8])
+                m.d.sync += s7_y[k].eq(wide_high(sm16))
             with m.Elif(is_sm):
                 m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1)))
                                        >> RECIP_BITS)
             with m.Elif(is_norm & two_rows):
-                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], (n16[8:] + n16[7])[:8], 0))
+                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], wide_high(n16), 0))
             with m.Elif(is_norm):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
             with m.Else():

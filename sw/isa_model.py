@@ -253,10 +253,8 @@ class Machine:
         if op == isa.Op.MATMUL and b["wfmt"] not in set(isa.WeightFormat):
             raise _Fault(isa.Error.BAD_FORMAT)
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
-                                 or (b["wide"] and b["vop"] not in (*isa.NORM_VOPS,
-                                                                    isa.VecOp.ADD))
-                                 or (b["wide_out"] and b["vop"] not in (*isa.NORM_VOPS,
-                                                                        isa.VecOp.SOFTMAX))):
+                                 or (b["wide"] and b["vop"] not in isa.WIDE_VOPS)
+                                 or (b["wide_out"] and b["vop"] not in isa.WIDE_OUT_VOPS)):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:

@@ -104,12 +104,15 @@ def _sentences(model, texts, seq=None):
     """Feeds of each text on its own (its tokens, or padded to ``seq``)."""
     from .models import minilm
     ids, mask = minilm.tokenize(model, list(texts), max_seq=seq)
-    x = minilm.embed(model, ids)
-    out = []
-    for t in range(len(texts)):
-        n = len(mask[t]) if seq is not None else int(mask[t].sum())
-        out.append({"x": x[t:t + 1, :n], "mask": mask[t:t + 1, :n]})
-    return out
+    return _feeds(minilm.embed(model, ids), mask, seq)
+
+
+def _feeds(x, mask, seq):
+    """Each text on its own: padded to ``seq`` rows if given, else its own tokens (a
+    padded position changes no real token's result: the mask hides it)."""
+    return [{"x": x[t:t + 1, :n], "mask": mask[t:t + 1, :n]}
+            for t, n in enumerate(len(m) if seq is not None else int(m.sum())
+                                  for m in mask)]
 
 
 def _run_minilm(new_device, layers, seq, texts, executor):
@@ -127,11 +130,9 @@ def _run_minilm(new_device, layers, seq, texts, executor):
     names = [f"blk.{i}.y" for i in range(layers)]
     layer_cos = [[] for _ in range(layers)]
     final = []
-    for t in range(len(texts)):
-        # Each text on its own: padded to ``seq`` rows if given, else its own tokens (a
-        # padded position changes no real token's result: the mask hides it).
-        n = len(mask[t]) if seq is not None else int(mask[t].sum())
-        out = ex.run({"x": x[t:t + 1, :n], "mask": mask[t:t + 1, :n]}, {}, keep=names)
+    for t, feed in enumerate(_feeds(x, mask, seq)):
+        n = feed["x"].shape[1]
+        out = ex.run(feed, {}, keep=names)
         keep = mask[t, :n].astype(bool)
         for i, name in enumerate(names):
             layer_cos[i].append(cosine(out[name][0][keep],

@@ -145,25 +145,25 @@ def lut(a, table):
 def make_table(fn, s_in, s_out):
     """The table of ``y = fn(x)`` for int8 ``a`` (``x = a * s_in``) and int8 ``y``
     (``y ~ q * s_out``): entry ``a & 255`` is ``sat8(round(fn(a * s_in) / s_out))``."""
+    return sat8(_table_values(fn, s_in, s_out))
+
+
+def _table_values(fn, s_in, s_out):
+    """``round(fn(a * s_in) / s_out)`` for each table entry ``a & 255`` of an int8 ``a``."""
     if not (s_in > 0 and s_out > 0):
         raise ValueError(f"scales must be positive, not {s_in!r}, {s_out!r}")
     a = np.arange(isa.TABLE_ENTRIES, dtype=np.int64)
     a = np.where(a > 127, a - 256, a)
-    y = np.asarray(fn(a * float(s_in)), np.float64) / float(s_out)
-    return sat8(np.round(y))
+    return np.round(np.asarray(fn(a * float(s_in)), np.float64) / float(s_out))
 
 
 def make_wide_tables(fn, s_in, s_out):
     """``fn`` of an int8 ``a`` into 16 bits (``y ~ q * s_out``, ``|q| <= WIDE_MAX``): the
     tables of the high and low halves of ``q`` (:func:`sw.requant.split_wide`), for two
     ``LUT`` instructions reading the same rows."""
-    if not (s_in > 0 and s_out > 0):
-        raise ValueError(f"scales must be positive, not {s_in!r}, {s_out!r}")
-    a = np.arange(isa.TABLE_ENTRIES, dtype=np.int64)
-    a = np.where(a > 127, a - 256, a)
-    y = np.round(np.asarray(fn(a * float(s_in)), np.float64) / float(s_out))
-    q = np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int64)
-    return ((q + 128) >> 8).astype(np.int8), (((q + 128) & 0xFF) - 128).astype(np.int8)
+    from .requant import split_wide
+    q = np.clip(_table_values(fn, s_in, s_out), -isa.WIDE_MAX, isa.WIDE_MAX)
+    return split_wide(q.astype(np.int64))
 
 
 def _fixed(ratio, what, lo=_MUL_MIN, hi=_MUL_MAX):

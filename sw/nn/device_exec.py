@@ -50,6 +50,7 @@ from serrano.hw import isa
 from .. import compiler, isa_model
 from .. import q4 as q4_format
 from ..quant import quantize_linear
+from ..requant import split_wide
 from . import float_exec
 
 __all__ = ["ACT_BITS", "split16", "quantize_rows", "q4_weights", "KVCache",
@@ -65,10 +66,9 @@ def _linear_nodes(graph):
 
 
 def split16(q):
-    """``q`` (int32, |q| <= 32639) as int8 ``(hi, lo)`` with ``q == 256 * hi + lo``."""
-    q = np.asarray(q, np.int32)
-    lo = ((q + 128) & 0xFF) - 128
-    return ((q - lo) >> 8).astype(np.int8), lo.astype(np.int8)
+    """``q`` (int32, |q| <= 32639) as int8 ``(hi, lo)`` with ``q == 256 * hi + lo``: the
+    hardware's own split of a 16-bit value (:func:`sw.requant.split_wide`)."""
+    return split_wide(q)
 
 
 def quantize_rows(x, bits):

@@ -10,15 +10,15 @@ out). ``linear`` runs on the array with its bias and requantization in the ``STO
 in :mod:`sw.vector`); attention's keys leave the array through a transposing ``STORE`` as
 the weights of ``Q K^T``, its values through a plain one as the weights of ``P V``.
 
-Precision. The residual stream and every GEMM input but attention's are **16-bit**, as
-two int8 halves ``q = 256 hi + lo`` (a fake-quantization study of MiniLM: int8 residual
-adds give a sentence-embedding cosine of 0.56; 16-bit residual adds 0.935; also 16-bit
-LayerNorm and GELU outputs 0.997): ``STORE wide`` writes a GEMM's output that feeds an
-``add`` in 16 bits, ``VEC ADD wide`` adds two 16-bit rows, the norms read and write 16
-bits, GELU writes its 16-bit result through two tables (high and low halves), and a
-16-bit GEMM input streams its high and low rows past one weight stream (``MATMUL
-pair``). The attention block (Q, K, V, scores, probabilities, context) and the GELU's
-input are int8.
+Precision. The residual stream, every GEMM input but attention's and the attention
+probabilities are **16-bit**, as two int8 halves ``q = 256 hi + lo`` (post-LN BERT
+carries a few channels far above the rest through its residual stream and its norms'
+gains; an int8 scale that holds them rounds the rest away): ``STORE wide`` writes a
+GEMM's output that feeds an ``add`` in 16 bits, ``VEC ADD wide`` adds two 16-bit rows,
+the norms read and write 16 bits, GELU writes its 16-bit result through two tables (high
+and low halves), the softmax writes 16-bit probabilities, and a 16-bit GEMM input
+streams its high and low rows past one weight stream (``MATMUL pair``). Q, K, V, the
+scores, the context and the GELU's input are int8.
 
 Layouts. Every value lives in the activation buffer in the array's k-tile-major layout:
 ``M`` rows (tokens, padded to a multiple of ``R``) of ``ceil(K/R)`` k-tiles. An int8 value
@@ -32,15 +32,17 @@ too long for the buffer is a one-line error.
 Quantization (static, calibrated, stated once here): weights int8 per output channel
 (:func:`sw.quant.quantize_linear`); an int8 value at ``max|v| / 127`` over the
 calibration inputs, a 16-bit one at ``WIDE_HEADROOM * max|v| / WIDE_MAX`` (room for
-inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at ``1/127``;
+inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at
+``1/(127 * 256)``;
 ``linear``: ``requantize(acc + round(b / (s_x s_w)), s_x s_w / s_y)`` per channel;
-``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / 127 / s_c``; ``add``:
+``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / (127 * 256) / s_c``; ``add``:
 :func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat`` at ``s_n = s_y +
 s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``) added;
 ``gelu``: :func:`sw.vector.make_wide_tables`.
 
-Ordering: a ``FENCE`` between dependent steps (this first form; tokens that let the
-vector unit work under the next GEMM's weight stream are the next step).
+Ordering: dependency tokens between the units (:class:`_Emitter`), a ``FENCE`` only
+where memory orders two steps or the parameter slots wrap. Long inputs run in token
+blocks (:class:`_Lowering`).
 
 Lowered: the ops of :func:`sw.nn.archs.bert_encoder` (MiniLM, bert-tiny), one sequence
 per program. Other ops raise :class:`NotLowered` naming them.
@@ -419,25 +421,19 @@ class _Emitter:
     def _wait(self, reader, reads):
         """Order the next ``reader`` (``exec`` or ``vector``) after what made ``reads``;
         returns the flags it pops."""
-        flags = {}
-        for v in reads:
-            unit, idx = self.made.get(v, ("load", -1))
-            if idx <= self.fenced or unit == reader:
-                continue
-            if reader == "vector" and unit == "store":
-                if idx > self.synced["store"]:
-                    self.ops[self.last["store"]][1]["push_side"] = 1
-                    self.synced["store"] = self.last["store"]
-                    flags["pop_prev"] = 1
-            elif reader == "exec" and unit == "vector":
-                if idx > self.synced["vector"]:
-                    self.ops[self.last["vector"]][1]["push_next"] = 1
-                    self.synced["vector"] = self.last["vector"]
-                    flags["pop_side"] = 1
-            elif unit != "exec":
-                self.fence()
-                return {}
-        return flags
+        token = {"vector": ("store", "push_side", "pop_prev"),
+                 "exec": ("vector", "push_next", "pop_side")}[reader]
+        pending = [self.made.get(v, ("load", -1)) for v in reads]
+        pending = [(u, i) for u, i in pending if i > self.fenced and u != reader]
+        if any(u != token[0] for u, _ in pending):
+            self.fence()                       # no token orders it: everything before
+            return {}
+        if any(i > self.synced[token[0]] for _, i in pending):
+            last = self.last[token[0]]
+            self.ops[last][1][token[1]] = 1
+            self.synced[token[0]] = last
+            return {token[2]: 1}
+        return {}
 
     def vec(self, reads=(), **fields):
         fields.update(self._wait("vector", reads))
@@ -782,7 +778,8 @@ class _Lowering:
         free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
         dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
                else self.new(n.out, a.tiles * self.cfg.rows, True))
-        self.prog.vec(reads=[self.source(v) for v in n.ins], vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
+        self.prog.vec(reads=[self.source(v) for v in n.ins], vop=isa.VecOp.ADD,
+                      a_row=a.base, a_lo_row=a.lo,
                       b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo,
                       wide=1, rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma,
                       mul_b=mb, shift=sh)
@@ -811,7 +808,8 @@ class _Lowering:
         p = chip.vparam[n.out]
         dst = self.in_place(n.ins[0], i) or self.new(n.out, a.tiles * self.cfg.rows, True)
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
-        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LAYERNORM, a_row=a.base, a_lo_row=a.lo, wide=1,
+        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LAYERNORM, a_row=a.base,
+                 a_lo_row=a.lo, wide=1,
                  wide_out=1, b_row=chip.vbase + p["gains"], dst_row=dst.base,
                  dst_lo_row=dst.lo, length=chip._width(n.ins[0]), shift=p["shift"], **vec)
         ma, mb, sh = p["add"]
