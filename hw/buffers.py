@@ -80,9 +80,9 @@ class Accumulator(wiring.Component):
     """``2 * cfg.acc_buf_rows`` rows of ``C`` int32, updated one row per cycle.
 
     Computes, for each ``upd_valid`` cycle:
-    ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + (upd_data << 8 if
-    upd_shl8 else upd_data)`` (wrapping int32; ``upd_shl8``: a 16-bit input's high
-    half). One update per cycle, no back-pressure, no update lost, whatever the address
+    ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + ((upd_data + 128) >> 8
+    if upd_shr8 else upd_data)`` (wrapping int32, arithmetic shift per element;
+    ``upd_shr8``: a 16-bit input's low half, whose product counts at 1/256, rounded). One update per cycle, no back-pressure, no update lost, whatever the address
     sequence.
 
     Update pipeline (an update presented in cycle ``t``):
@@ -106,7 +106,7 @@ class Accumulator(wiring.Component):
 
     Ports
     -----
-    upd_valid, upd_addr, upd_accumulate, upd_shl8, upd_data : In
+    upd_valid, upd_addr, upd_accumulate, upd_shr8, upd_data : In
         One update per cycle, no back-pressure (the array cannot stall). An update
         presented in cycle ``t`` is written into the RAM at the end of cycle ``t + 2``.
     rd_addr, rd_en : In; rd_data : Out
@@ -127,7 +127,7 @@ class Accumulator(wiring.Component):
         row = layouts.psum_row(cfg)
         super().__init__({
             "upd_valid": In(1), "upd_addr": In(aw), "upd_accumulate": In(1),
-            "upd_shl8": In(1), "upd_data": In(row),
+            "upd_shr8": In(1), "upd_data": In(row),
             "rd_addr": In(aw), "rd_en": In(1), "rd_data": Out(row),
         })
 
@@ -150,10 +150,10 @@ class Accumulator(wiring.Component):
         s1_data = Signal(row, reset_less=True)
         shifted = Signal(row)
         for c in range(C):
-            m.d.comb += shifted[c].eq(self.upd_data[c] << 8)
+            m.d.comb += shifted[c].eq((self.upd_data[c] + 128) >> 8)
         m.d.sync += [s1_valid.eq(self.upd_valid), s1_addr.eq(self.upd_addr),
                      s1_acc.eq(self.upd_accumulate),
-                     s1_data.eq(Mux(self.upd_shl8, shifted, self.upd_data))]
+                     s1_data.eq(Mux(self.upd_shr8, shifted, self.upd_data))]
 
         # Rows written at the end of the previous cycle (w1) and the one before (w2).
         w1_valid, w2_valid = Signal(), Signal()

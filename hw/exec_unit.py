@@ -118,7 +118,7 @@ class ExecUnit(wiring.Component):
             "act_rd_addr": Out(act_aw), "act_rd_en": Out(1),
             "act_rd_data": In(layouts.act_row(cfg)),
             "acc_valid": Out(1), "acc_addr": Out(acc_aw), "acc_accumulate": Out(1),
-            "acc_shl8": Out(1),
+            "acc_shr8": Out(1),
             "acc_data": Out(layouts.psum_row(cfg)),
             "l2e_avail": In(1), "s2e_avail": In(1), "v2e_avail": In(1),
             "l2e_take": Out(1), "s2e_take": Out(1), "v2e_take": Out(1),
@@ -390,7 +390,7 @@ class ExecUnit(wiring.Component):
         # cycles after the read.
         acc_aw = len(self.acc_addr)
         asum_shape = signed(cfg.act_width + ceil_log2(R) + 1)
-        meta = data.StructLayout({"valid": 1, "addr": acc_aw, "accumulate": 1, "shl8": 1,
+        meta = data.StructLayout({"valid": 1, "addr": acc_aw, "accumulate": 1, "shr8": 1,
                                   "push": 1,
                                   "q4": 1, "q8": 1, "slot": max(1, ceil_log2(slots)),
                                   "retire": 1, "asum": asum_shape})
@@ -404,7 +404,7 @@ class ExecUnit(wiring.Component):
             tag.valid.eq(issue),
             tag.addr.eq(cur.body.acc_row + Mux(lo_half, m_idx - pair_half, m_idx)),
             tag.accumulate.eq(cur.body.accumulate | ~first_tile | lo_half),
-            tag.shl8.eq(cur.body.pair & ~lo_half),
+            tag.shr8.eq(lo_half),
             tag.push.eq(last_of_insn & cur.hdr.push_next),
             tag.q4.eq(is_q4),
             tag.q8.eq(is_q8),
@@ -483,7 +483,7 @@ class ExecUnit(wiring.Component):
         m.d.comb += [
             self.acc_valid.eq(tag_e.valid),
             self.acc_addr.eq(tag_e.addr),
-            self.acc_accumulate.eq(tag_e.accumulate), self.acc_shl8.eq(tag_e.shl8),
+            self.acc_accumulate.eq(tag_e.accumulate), self.acc_shr8.eq(tag_e.shr8),
             self.acc_data.eq(y_e),
         ]
         # The accumulator writes a row at the end of the second cycle after it arrives

@@ -69,9 +69,12 @@ Instructions
     ``acc[acc_row + m] = (acc[acc_row + m] if (accumulate or i > 0) else 0) + a @ W_i``
     in wrapping int32. With ``pair`` (``m`` even, ``h = m / 2``) the rows are the high
     and low halves of ``h`` 16-bit rows, ``a = 256 hi + lo`` (``STORE wide``): row ``m <
-    h`` adds ``256 * (a @ W_i)`` to ``acc[acc_row + m]`` and row ``h + m`` adds ``a @ W_i``
-    to the same row: one weight stream for a 16-bit GEMM input (exact while the sum stays
-    in int32). ``wfmt`` names the weights' format (:class:`WeightFormat`):
+    h`` adds ``a @ W_i`` to ``acc[acc_row + m]`` and row ``h + m`` adds ``a @ W_i``
+    rounded to 1/256 (``(p + 128) >> 8``, each element) to the same row: one weight
+    stream for a 16-bit GEMM input, its product divided by 256 (within half a unit per
+    K-tile; ``sw/isa_model.pair_product``), so a 16-bit input keeps the accumulator's
+    range an int8 one has (a 4-bit block weight's integer reaches 16 bits). ``wfmt``
+    names the weights' format (:class:`WeightFormat`):
     ``INT8`` as above, or ``Q4``: 4-bit codes with a scale and an offset per block of
     ``weight_block`` rows of K (``sw/q4.py`` states the format and its arithmetic). A ``Q4``
     ``MATMUL`` computes the same sum with the integer weight
@@ -123,7 +126,9 @@ Instructions
     ``b_lo_row``, ``dst_lo_row`` likewise; ``y`` clamped to ``+-WIDE_MAX``): the
     residual stream in 16 bits;
     ``MUL``  ``y = sat8(round(mul_a * a * b / 2**shift))``: an elementwise product
-    (SwiGLU's ``silu(gate) * up``);
+    (SwiGLU's ``silu(gate) * up``); with ``wide``, ``a``, ``b`` and ``y`` are 16-bit (low
+    halves as for ``ADD``) and ``y = clamp(round(a * b / 2**shift), +-WIDE_MAX)``
+    (``mul_a`` is not applied);
     ``LUT``  ``y = T[table][a]``: any function of one int8 at fixed scales (GELU, SiLU),
     from a 256-entry table of int8;
     ``TABLE``  fills table ``table``: entry ``j * R + e`` = element ``e`` of row
@@ -274,7 +279,7 @@ REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
 #: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
 #: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
-WIDE_VOPS = (*NORM_VOPS, VecOp.ADD)
+WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS)
 WIDE_OUT_VOPS = (*NORM_VOPS, VecOp.SOFTMAX)
 #: Entries of one vector lookup table (one per int8 value).
 TABLE_ENTRIES = 256
@@ -360,6 +365,16 @@ insn_layout = data.StructLayout({
 assert insn_layout.size == INSN_BITS
 
 
+def _fields(layout):
+    """``{name: (offset, width)}`` of a layout (computed once: the models encode and
+    decode every instruction)."""
+    return {name: (f.offset, f.width) for name, f in layout}
+
+
+_HEADER = _fields(header_layout)
+_BODY = {op: _fields(layout) for op, layout in body_layouts.items()}
+
+
 def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
            push_side=0, **fields):
     """Encode one instruction into :data:`INSN_BYTES` little-endian bytes.
@@ -369,9 +384,8 @@ def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
     ``mul_a`` unsigned); :func:`decode_op` gives them signed.
     """
     op = Op(op)
-    layout = body_layouts[op]
-    names = {name for name, _ in layout}
-    unknown = set(fields) - names
+    layout = _BODY[op]
+    unknown = set(fields) - set(layout)
     if unknown:
         raise ValueError(f"{op.name} has no field(s) {', '.join(sorted(unknown))}")
     word = 0
@@ -379,16 +393,16 @@ def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
            "push_prev": push_prev, "push_next": push_next, "pop_side": pop_side,
            "push_side": push_side}
     for name, value in hdr.items():
-        field = header_layout[name]
-        word |= _fit(name, value, field.width) << field.offset
+        offset, width = _HEADER[name]
+        word |= _fit(name, value, width) << offset
     for name, value in fields.items():
-        field = layout[name]
+        offset, width = layout[name]
         if op == Op.VEC and name in SIGNED_FIELDS:
             value = int(value)
             if not -(1 << 15) <= value < (1 << 16):
                 raise ValueError(f"{name}={value} does not fit in 16 bits")
             value &= 0xFFFF
-        word |= _fit(name, value, field.width) << (HEADER_BITS + field.offset)
+        word |= _fit(name, value, width) << (HEADER_BITS + offset)
     return word.to_bytes(INSN_BYTES, "little")
 
 
@@ -396,13 +410,13 @@ def decode_op(raw):
     """The opcode and the field dict of one encoded instruction (for models and dumps)."""
     word = int.from_bytes(bytes(raw), "little")
     opcode = word & 0xF
-    hdr = {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in header_layout}
+    hdr = {name: (word >> o) & ((1 << w) - 1) for name, (o, w) in _HEADER.items()}
     try:
         op = Op(opcode)
     except ValueError:
         return None, hdr, {}
-    body = {name: (word >> (HEADER_BITS + f.offset)) & ((1 << f.width) - 1)
-            for name, f in body_layouts[op]}
+    body = {name: (word >> (HEADER_BITS + o)) & ((1 << w) - 1)
+            for name, (o, w) in _BODY[op].items()}
     if op == Op.VEC:
         for name in SIGNED_FIELDS:
             body[name] -= (body[name] & 0x8000) << 1

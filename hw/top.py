@@ -122,7 +122,7 @@ class Core(wiring.Component):
             act.rd_addr.eq(exe.act_rd_addr), act.rd_en.eq(exe.act_rd_en),
             exe.act_rd_data.eq(act.rd_data),
             acc.upd_valid.eq(exe.acc_valid), acc.upd_addr.eq(exe.acc_addr),
-            acc.upd_accumulate.eq(exe.acc_accumulate), acc.upd_shl8.eq(exe.acc_shl8),
+            acc.upd_accumulate.eq(exe.acc_accumulate), acc.upd_shr8.eq(exe.acc_shr8),
             acc.upd_data.eq(exe.acc_data),
             acc.rd_addr.eq(store.acc_addr), acc.rd_en.eq(store.acc_en),
             store.acc_data.eq(acc.rd_data),

@@ -161,9 +161,13 @@ class VectorUnit(wiring.Component):
         m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R + 1, depth=self.FIFO_ROWS)
         credits = Signal(range(self.FIFO_ROWS + 1), init=self.FIFO_ROWS)
         wide_add = Signal()          # ADD of 16-bit a and b into a 16-bit y
+        wide_mul = Signal()          # MUL of 16-bit a and b into a 16-bit y
+        wide_bin = Signal()          # either: four reads a row, two writes
         two_rows = Signal()          # a 16-bit result: two rows out per row
         m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
-                     two_rows.eq(wide_add | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
+                     wide_mul.eq(v.wide & (vop == isa.VecOp.MUL)),
+                     wide_bin.eq(wide_add | wide_mul),
+                     two_rows.eq(wide_bin | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -208,7 +212,7 @@ class VectorUnit(wiring.Component):
         nreads = Signal(3)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
-        m.d.comb += nreads.eq(Mux(binary, Mux(wide_add, 4, 2),
+        m.d.comb += nreads.eq(Mux(binary, Mux(wide_bin, 4, 2),
                                   Mux(is_norm & out_pass, Mux(wide, 4, 3),
                                       Mux(is_rope, 4,
                                           # two writes a row: a cycle for each
@@ -260,6 +264,7 @@ class VectorUnit(wiring.Component):
         lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
         lane_sum = lanes("sum", signed(34))
         lane_m4, lane_m5 = lanes("m4", signed(18)), lanes("m5", signed(18))
+        lane_w4, lane_w5 = lanes("w4", signed(35)), lanes("w5", signed(35))  # 16-bit MUL
         lane_n4, lane_n5 = lanes("n4", signed(17)), lanes("n5", signed(17))
         lane_e = lanes("e", 16)
         lane_prod = lanes("prod", signed(36))
@@ -306,8 +311,8 @@ class VectorUnit(wiring.Component):
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
             a16 = Signal(signed(17), name=f"a16_{k}")        # wide ADD: 256 hi + lo
             b16 = Signal(signed(17), name=f"b16_{k}")
-            m.d.comb += [a16.eq(Mux(wide_add, (a << 8) + b, a)),
-                         b16.eq(Mux(wide_add, (c << 8) + dd, b))]
+            m.d.comb += [a16.eq(Mux(wide_bin, (a << 8) + b, a)),
+                         b16.eq(Mux(wide_bin, (c << 8) + dd, b))]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
             v_op = Signal(signed(16), name=f"vop_{k}")
@@ -319,8 +324,8 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [x_op.eq(a16), y_op.eq(mul_a)]
             with m.Elif(is_rope):
                 m.d.comb += [x_op.eq(a), y_op.eq(c)]
-            with m.Else():
-                m.d.comb += [x_op.eq(a), y_op.eq(b)]
+            with m.Else():                             # MUL: a b (16-bit: a16 b16)
+                m.d.comb += [x_op.eq(Mux(wide_mul, a16, a)), y_op.eq(Mux(wide_mul, b16, b))]
             m.d.comb += v_op.eq(Mux(is_rope, dd, mul_b))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(33), name=f"bv_{k}")
@@ -351,7 +356,8 @@ class VectorUnit(wiring.Component):
             # The operands of stage 5's multiplier: z and the gain, or the MUL/ROPE
             # product and mul_a.
             m.d.sync += [lane_m4[k].eq(Mux(is_norm, z, lane_p1[k][:17].as_signed())),
-                         lane_n4[k].eq(Mux(is_norm, lane_g3[k], mul_a))]
+                         lane_n4[k].eq(Mux(is_norm, lane_g3[k], mul_a)),
+                         lane_w4[k].eq(lane_p1[k])]
         m.d.sync += s4_vsum.eq(vs)
         with m.If(s3_valid & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
             m.d.sync += [mx.eq(s3_rmax),
@@ -379,7 +385,7 @@ class VectorUnit(wiring.Component):
             m.d.sync += lane_e[k].eq(Mux(lane_ok4[k] & (k_exp[k] < 16),
                                          pow2[k].data >> k_exp[k][:4], 0))
             m.d.sync += [lane_m5[k].eq(lane_m4[k]), lane_n5[k].eq(lane_n4[k]),
-                         lane_ok5[k].eq(lane_ok4[k])]
+                         lane_w5[k].eq(lane_w4[k]), lane_ok5[k].eq(lane_ok4[k])]
         with m.If(s4_valid & is_norm & (vpass == P_B)):
             m.d.sync += vsum.eq(vsum + s4_vsum)
 
@@ -392,7 +398,8 @@ class VectorUnit(wiring.Component):
             w_op = Signal(signed(17), name=f"wop_{k}")
             m.d.comb += [u_op.eq(Mux(is_sm, lane_e[k], lane_m5[k])),
                          w_op.eq(Mux(is_sm, recip, lane_n5[k]))]
-            m.d.sync += lane_prod[k].eq(u_op * w_op)
+            # A 16-bit MUL's product (34 bits) skips the multiplier: no mul_a.
+            m.d.sync += lane_prod[k].eq(Mux(wide_mul, lane_w5[k], u_op * w_op))
         m.d.sync += s6_rsum.eq(rsum)
         lane_ok6 = lanes("ok6", 1)
         for k in range(R):
@@ -411,7 +418,8 @@ class VectorUnit(wiring.Component):
             m.d.comb += n16.eq(clamp_wide(ny))
             sm16 = Signal(signed(20), name=f"sm16_{k}")      # softmax, wide_out
             m.d.comb += sm16.eq((lane_prod[k] + (1 << (RECIP_BITS - 9))) >> (RECIP_BITS - 8))
-            m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8], Mux(lane_ok6[k], n16[:8], 0)))
+            m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8],
+                                        Mux(lane_ok6[k] | ~is_norm, n16[:8], 0)))
             with m.If(is_sm & two_rows):
                 m.d.sync += s7_y[k].eq(wide_high(sm16))
             with m.Elif(is_sm):
@@ -421,6 +429,8 @@ class VectorUnit(wiring.Component):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], wide_high(n16), 0))
             with m.Elif(is_norm):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
+            with m.Elif(wide_mul):
+                m.d.sync += s7_y[k].eq(wide_high(n16))
             with m.Else():
                 m.d.sync += s7_y[k].eq(sat)
 
@@ -569,7 +579,7 @@ class VectorUnit(wiring.Component):
                         m.d.comb += self.rd_addr.eq(a_addr)
                     with m.Elif(is_rope):
                         m.d.comb += self.rd_addr.eq(rope_addr)
-                    with m.Elif(wide_add):       # a's low half, b's high and low halves
+                    with m.Elif(wide_bin):       # a's low half, b's high and low halves
                         m.d.comb += self.rd_addr.eq(
                             Mux(ph == 1, a_addr + lo_delta,
                                 Mux(ph == 2, b_addr, b_addr + (v.b_lo_row - v.b_row))))

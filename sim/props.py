@@ -391,7 +391,7 @@ class AccumulatorMonitor:
 
     The monitor keeps a shadow copy of every row, computed only from the update port: an
     update in cycle ``u`` sets ``row[upd_addr] = (row if upd_accumulate else 0) +
-    upd_data`` (times 256 with ``upd_shl8``), each of the ``cols`` elements wrapping at
+    upd_data`` (``(upd_data + 128) >> 8`` per element with ``upd_shr8``), each of the ``cols`` elements wrapping at
     ``width`` bits (rows start at
     zero, as the RAM does). ``visibility`` is the read contract: an update presented in
     cycle ``u`` is seen by a read issued in cycle ``r >= u + visibility``. The default, 3,
@@ -409,7 +409,7 @@ class AccumulatorMonitor:
       to agree: that update is not yet written back, so the read cannot see it.
 
     ``step(cycle, upd_valid, upd_addr, upd_accumulate, upd_data, rd_en, rd_addr,
-    rd_data, upd_shl8=0)``: the rows are packed ints (element ``c`` in bits ``[c*width, (c+1)*width)``)
+    rd_data, upd_shr8=0)``: the rows are packed ints (element ``c`` in bits ``[c*width, (c+1)*width)``)
     or sequences of ``cols`` ints. :meth:`check_contents` compares the whole RAM with the
     shadow (updates never read back; call it once the last update is written);
     :meth:`forget` drops the shadow after a reset that may cut an update short.
@@ -463,7 +463,7 @@ class AccumulatorMonitor:
         self._read = None
 
     def step(self, cycle, upd_valid, upd_addr, upd_accumulate, upd_data, rd_en, rd_addr,
-             rd_data, upd_shl8=0):
+             rd_data, upd_shr8=0):
         if self._read is not None:
             r, addr, expected = self._read
             self._read = None
@@ -500,9 +500,11 @@ class AccumulatorMonitor:
                 self.back_to_back += 1
             self._prev_update = (cycle, upd_addr)
             data = self._pack(upd_data)
-            if upd_shl8:                       # a 16-bit input's high half: data * 256
-                data = sum((((data >> (c * self.width)) << 8) & self._mask)
-                           << (c * self.width) for c in range(self.cols))
+            if upd_shr8:                       # a 16-bit input's low half: at 1/256
+                top = 1 << (self.width - 1)
+                data = sum((((((((data >> (c * self.width)) & self._mask) ^ top) - top)
+                              + 128) >> 8) & self._mask) << (c * self.width)
+                           for c in range(self.cols))
             old = self._shadow[upd_addr]
             if not upd_accumulate:
                 new = data
@@ -554,7 +556,7 @@ def accumulator_sampler(acc):
     :meth:`AccumulatorMonitor.step` after the cycle, from the ports of ``acc`` (a
     :class:`hw.buffers.Accumulator`); rows come packed."""
     sigs = (acc.upd_valid, acc.upd_addr, acc.upd_accumulate, acc.upd_data.as_value(),
-            acc.rd_en, acc.rd_addr, acc.rd_data.as_value(), acc.upd_shl8)
+            acc.rd_en, acc.rd_addr, acc.rd_data.as_value(), acc.upd_shr8)
 
     def sample(ctx):
         return tuple(ctx.get(sig) for sig in sigs)

@@ -78,7 +78,7 @@ from .requant import requantize, split_wide, MULT_MAX, SHIFT_MAX
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
            "check_races", "Program", "pack_weights", "pack_params", "weight_bytes",
-           "vec_offsets"]
+           "vec_offsets", "pair_product"]
 
 #: The units, by :class:`hw.isa.Unit` number.
 UNITS = tuple(u.name.lower() for u in isa.Unit)
@@ -286,7 +286,7 @@ class Machine:
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (table or b["dst_row"] + span <= rows)
                   and (not b["wide"] or b["a_lo_row"] + span <= rows)
-                  and (not b["wide"] or vop != isa.VecOp.ADD
+                  and (not b["wide"] or vop not in isa.BINARY_VOPS
                        or (b["b_lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
                   and (not b["wide_out"] or b["dst_lo_row"] + span <= rows)
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
@@ -361,11 +361,13 @@ class Machine:
         # Exact in float64 (BLAS): every product and partial sum is an integer of at most
         # 65535 * R * 2**19 < 2**53 in magnitude (a Q4 weight is below 2**12); wrapping
         # the sum once equals wrapping after every tile (both are modulo 2**32).
-        total = (a @ w).astype(np.int64)
         out = slice(acc_row, acc_row + m)
-        if pair:                                  # 256 * (high halves) + low halves
-            total = 256 * total[:m // 2] + total[m // 2:]
-            out = slice(acc_row, acc_row + m // 2)
+        if pair:                                  # high halves + low halves at 1/256
+            h = m // 2
+            total = pair_product(a[:h], a[h:], w, R)
+            out = slice(acc_row, acc_row + h)
+        else:
+            total = (a @ w).astype(np.int64)
         if accumulate:
             total += self.acc[out]
         self.acc[out] = _wrap_int32(total)
@@ -454,11 +456,13 @@ class Machine:
                 self.act[dst_row + off] = hi.reshape(count, rows, R)
                 self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
                 return {"vec_rows": n}
-        elif vop == isa.VecOp.ADD and wide:          # b and y 16-bit
+        elif vop in isa.BINARY_VOPS and wide:        # a, b and y 16-bit
             lo = self.act[b_lo_row + (np.arange(rows)[None] if b_repeat else off)]
             b = 256 * b.astype(np.int64) + lo.reshape(-1, rows * R)
             a = 256 * a.astype(np.int64) + self.act[a_lo_row + off].reshape(count, rows * R)
-            hi, lo = split_wide(vector.add(a, b, mul_a, mul_b, shift, wide=True))
+            y = (vector.add(a, b, mul_a, mul_b, shift, wide=True) if vop == isa.VecOp.ADD
+                 else vector.mul(a, b, mul_a, shift, wide=True))
+            hi, lo = split_wide(y)
             self.act[dst_row + off] = hi.reshape(count, rows, R)
             self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
             return {"vec_rows": n}
@@ -741,7 +745,7 @@ def _footprint(cfg, op, b):
         else:
             off = vec_offsets(b["rows"], b["count"], b["stride"])
             reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
-            wide_add = b["wide"] and b["vop"] == isa.VecOp.ADD
+            wide_add = b["wide"] and b["vop"] in isa.BINARY_VOPS
             if b["wide"]:
                 reads.update(("act row", int(r)) for r in (b["a_lo_row"] + off).ravel())
             if b["wide_out"] or wide_add:
@@ -809,6 +813,20 @@ def check_races(cfg, program):
 
 # --------------------------------------------------------------------------------------
 # Building programs and operands
+
+
+def pair_product(hi, lo, w, rows):
+    """What a ``pair`` ``MATMUL`` adds to the accumulators (``hw/isa.py``): ``hi @ w``
+    plus, K-tile by K-tile (``rows`` rows of ``w`` each), ``lo_t @ w_t`` rounded to
+    1/256 (``(p + 128) >> 8``): a 16-bit input ``256 hi + lo`` times ``w``, divided by
+    256, with 8 bits more range than the exact product would leave. Integer arrays
+    ``hi``, ``lo`` ``(h, K)`` and ``w`` ``(K, N)``; returns int64 ``(h, N)`` (before
+    wrapping)."""
+    hi, lo, w = (np.asarray(v, np.float64) for v in (hi, lo, w))
+    h, K = lo.shape
+    tiles = np.einsum("mtr,trn->mtn", lo.reshape(h, K // rows, rows),
+                      w.reshape(K // rows, rows, -1)).astype(np.int64)
+    return (hi @ w).astype(np.int64) + ((tiles + 128) >> 8).sum(axis=1)
 
 
 class Program:

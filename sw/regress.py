@@ -580,7 +580,7 @@ def vector_epilogue(rng, cfg, image, layout):
     for k, op in enumerate(ops):
         prog.vec(**op, push_next=int(k == len(ops) - 1))
     # Read out through the array: the result and its low halves as rows, or (pair) as
-    # the 16-bit values 256 hi + lo they make.
+    # a 16-bit product at 1/256 (hi, plus lo rounded to 1/256: the pair rule).
     pair = rng.random() < 0.3
     if pair:
         bins.add("mm:pair")

@@ -16,9 +16,13 @@ values are exact integers (no intermediate rounding but the one stated).
     (:func:`add_multipliers`). With ``wide``, ``a`` and ``b`` are 16-bit (``256 hi +
     lo``) and the sum is clamped to ``[-WIDE_MAX, WIDE_MAX]`` instead (a 16-bit residual
     stream).
-``mul(a, b, mul_a, shift)``
+``mul(a, b, mul_a, shift, wide=False)``
     ``sat8(rshift_round(mul_a * (a * b), shift))``: the product of two int8 tensors at
-    the output scale ``s_y``: ``mul_a = round(2**shift * s_a * s_b / s_y)``.
+    the output scale ``s_y``: ``mul_a = round(2**shift * s_a * s_b / s_y)``. With
+    ``wide``, ``a``, ``b`` and the result are 16-bit: ``clamp(rshift_round(a * b,
+    shift), +-WIDE_MAX)`` (``mul_a`` is not applied: the product of two 16-bit values
+    fills the lane's multiplier), so the output scale is ``s_a * s_b * 2**shift``
+    (:func:`wide_mul_shift` picks the shift).
 ``lut(a, table)``
     ``table[a & 255]``: any function of one int8 at a fixed input and output scale
     (:func:`make_table` tabulates it, rounding to nearest, saturating).
@@ -84,7 +88,7 @@ import numpy as np
 
 from serrano.hw import isa
 
-__all__ = ["rshift_round", "sat8", "add", "mul", "lut", "make_table", "make_wide_tables",
+__all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_table", "make_wide_tables",
            "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
            "norm", "norm_gain", "argmax", "rope", "rope_tables",
@@ -129,10 +133,25 @@ def add(a, b, mul_a, mul_b, shift, wide=False):
     return sat8(y)
 
 
-def mul(a, b, mul_a, shift):
+def mul(a, b, mul_a, shift, wide=False):
     _check(mul_a, 0, shift)
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    if wide:
+        y = rshift_round(a * b, int(shift))
+        return np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int16)
     return sat8(rshift_round(int(mul_a) * (a * b), int(shift)))
+
+
+def wide_mul_shift(s_a, s_b, s_min):
+    """``(shift, s_y)`` of a 16-bit ``MUL`` of values at scales ``s_a``, ``s_b``: the
+    smallest shift whose output scale ``s_y = s_a * s_b * 2**shift`` is at least
+    ``s_min`` (the scale the product's range needs)."""
+    for shift in range(SHIFT_MAX + 1):
+        s_y = s_a * s_b * 2.0 ** shift
+        if s_y >= s_min:
+            return shift, s_y
+    raise ValueError(f"a 16-bit product at scale {s_min} is out of reach of scales {s_a}, "
+                     f"{s_b}")
 
 
 def lut(a, table):

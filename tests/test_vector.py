@@ -532,6 +532,13 @@ def _wide_program(cfg, rng, M=6, kt=3):
              dst_row=S, dst_lo_row=S + M, mul_a=ma, mul_b=mb, shift=sa, **vec)
     res = vector.add(x16, q, ma, mb, sa, wide=True)
     assert (np.abs(res) == isa.WIDE_MAX).any()
+    MW = PW + span                             # 16-bit product of the sum and q
+    prog.vec(vop=isa.VecOp.MUL, a_row=S, a_lo_row=S + M, b_row=Q, b_lo_row=Q + M, wide=1,
+             dst_row=MW, dst_lo_row=MW + M, mul_a=-7, shift=14, **vec)   # mul_a unused
+    prod = vector.mul(res, q, -7, 14, wide=True)
+    assert (np.abs(prod) == isa.WIDE_MAX).any() and (np.abs(prod) < isa.WIDE_MAX).any()
+    np.testing.assert_array_equal(prod, np.clip(np.floor(res.astype(np.int64) * q / 2**14 + 0.5),
+                                                -isa.WIDE_MAX, isa.WIDE_MAX))
     prog.vec(vop=isa.VecOp.LAYERNORM, a_row=S, a_lo_row=S + M, wide=1, b_row=GB, dst_row=Y,
              length=L - 1, shift=20, **vec)
     y = vector.norm(res, gain, L - 1, 20, False, wide=True)
@@ -547,11 +554,12 @@ def _wide_program(cfg, rng, M=6, kt=3):
     prog.fence()
     y_rows = np.zeros((span, R), np.int8)
     y_rows.reshape(kt, 2, M, R)[:, 0] = y.reshape(M, kt, R).transpose(1, 0, 2)
-    want = [n16.astype(np.int64) @ w2, _pair_layout(*requant.split_wide(res), kt, R),
+    want = [isa_model.pair_product(*requant.split_wide(n16), w2, R), _pair_layout(*requant.split_wide(res), kt, R),
             y_rows, _pair_layout(*requant.split_wide(n16), kt, R)]
     out = OUT + M * 4 * C
     want.append(_pair_layout(*requant.split_wide(q), kt, R))
-    for j, row in enumerate((S, Y, N16, PW)):         # read out through the array
+    want.append(_pair_layout(*requant.split_wide(prod), kt, R))
+    for j, row in enumerate((S, Y, N16, PW, MW)):     # read out through the array
         prog.matmul(weight_addr=IDENT_ADDR, act_row=row, act_stride=1, act_kstep=0,
                     m=span, k_tiles=1, acc_row=0, push_next=1)
         prog.store(acc_row=0, m=span, param_tile=0, dram_addr=out + j * span * 4 * C,
@@ -564,8 +572,8 @@ def _wide_program(cfg, rng, M=6, kt=3):
 
 
 def test_wide_rows_on_amaranths_simulator(rng):
-    """16-bit values (``STORE wide``, ``VEC ADD wide``, norms of 16-bit rows into int8 and
-    into 16 bits, a ``pair`` ``MATMUL``) on the whole accelerator under Amaranth's
+    """16-bit values (``STORE wide``, ``VEC ADD wide``, ``VEC MUL wide``, norms of 16-bit
+    rows into int8 and into 16 bits, a ``pair`` ``MATMUL``) on the whole accelerator under Amaranth's
     simulator: the specification's rows, and the golden model's whole memory."""
     from serrano.sim.amaranth_system import run_program as run_amaranth
     image, prog_addr, prog_len, want, out = _wide_program(TINY, rng)

@@ -35,7 +35,8 @@ calibration inputs, a 16-bit one at ``WIDE_HEADROOM * max|v| / WIDE_MAX`` (room 
 inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at
 ``1/(127 * 256)``;
 ``linear``: ``requantize(acc + round(b / (s_x s_w)), s_x s_w / s_y)`` per channel;
-``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / (127 * 256) / s_c``; ``add``:
+``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / 127 / s_c`` (a ``pair``
+product counts at 1/256; so does a 16-bit input's: ``s_x = 256`` times its scale); ``add``:
 :func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat`` at ``s_n = s_y +
 s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``) added;
 ``gelu``: :func:`sw.vector.make_wide_tables`.
@@ -217,7 +218,7 @@ class OnChip:
             w = np.asarray(params[n.attrs["w"]], np.float64)
             b = params[n.attrs["b"]] if n.attrs.get("b") else np.zeros(w.shape[1])
             ql = quantize_linear(w, np.asarray(b, np.float64))
-            bias, mult, shift = requant_params(self.scale[n.ins[0]], ql.w_scale,
+            bias, mult, shift = requant_params(self.acc_scale(n.ins[0]), ql.w_scale,
                                                self.scale[n.out], ql.b)
             role = self._role(n.out)
             self.lin[n.out] = dict(
@@ -243,6 +244,11 @@ class OnChip:
         self.programs = {}
 
     # ---- set-up --------------------------------------------------------------------
+
+    def acc_scale(self, name):
+        """The scale of a GEMM's accumulators per unit weight with ``name`` its input: a
+        16-bit input's ``pair`` product counts at 1/256."""
+        return self.scale[name] * (256 if name in self.wide else 1)
 
     def _role(self, name):
         """How a linear output leaves the array: ``"k"``/``"v"`` (attention's keys or
@@ -439,15 +445,17 @@ class _Emitter:
         fields.update(self._wait("vector", reads))
         self.last["vector"] = self._add("vec", **fields)
 
-    def params(self, dram_addr, n):
-        """Parameter sets into ``n`` slots, round the buffer: the first slot."""
+    def params(self, dram_addr, n, push=True):
+        """Parameter sets into ``n`` slots, round the buffer: the first slot. The next
+        ``MATMUL`` waits for them (``push``; else for a later ``params`` call's, which
+        the load unit runs after these)."""
         if self.slot + n > self.cfg.param_tiles:
             self.fence()
             self.slot = 0
         first = self.slot
         self._add("load_param", dram_addr=dram_addr, n_tiles=n, param_tile=first,
-                  push_next=1)
-        self.load_pending = True
+                  push_next=int(push))
+        self.load_pending |= push
         self.slot += n
         return first
 
@@ -466,9 +474,14 @@ class _Emitter:
         self._add("matmul", push_next=1, **fields, **flags)
         return fields["acc_row"]
 
-    def store(self, **fields):
-        self.last["store"] = i = self._add("store", pop_prev=1, **fields)
-        self.stores.append(i)
+    def store(self, more=False, **fields):
+        """The ``STORE`` of the latest ``MATMUL``'s tile; ``more``: another one of the
+        same tile (its rows elsewhere), after the first in the store unit's queue."""
+        self.last["store"] = i = self._add("store", pop_prev=int(not more), **fields)
+        if more:
+            self.stores[-1] = i
+        else:
+            self.stores.append(i)
 
     def load_act(self, **fields):
         self._add("load_act", **fields)
@@ -561,14 +574,16 @@ class _Lowering:
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
              slot=0):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
-        or ``(base, kstep)`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
+        or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
         ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (else the ``slot``
         already loaded). ``reads``: the values it reads (for the ordering)."""
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
+            m = 2 * M if pair else M
         else:
-            (base, kstep), pair = a, False
+            (base, kstep, *m), pair = a, False
+            m = m[0] if m else M
         for c0 in range(0, nt, cfg.param_tiles):
             chunk = range(c0, min(nt, c0 + cfg.param_tiles))
             if p_addr is not None:
@@ -576,8 +591,7 @@ class _Lowering:
             for j in chunk:
                 acc_row = prog.matmul(reads=reads, weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
-                                      m=2 * M if pair else M, k_tiles=k_tiles, acc_row=0,
-                                      pair=int(pair))
+                                      m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
                 store(slot + (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += M * k_tiles * cfg.rows * cfg.cols
 
@@ -661,19 +675,22 @@ class _Lowering:
         self.prog.made_by(v, "load")
 
     def spill(self, v):
-        """Block ``b`` of value ``v`` to memory through the array (identity weights, a
-        ``pair`` for a 16-bit value; requantized by 1: exact)."""
+        """Block ``b`` of value ``v`` to memory through the array (identity weights,
+        requantized by 1: exact; a 16-bit value's high and low rows as ``2T`` int8 rows,
+        each half's ``STORE`` to its beat of the row)."""
         chip, prog, T, b, C = self.chip, self.prog, self.M, self.b, self.cfg.cols
         r, sp = self.region[v], self.spills[v]
         width = C * (1 + sp["wide"])
         slot = prog.params(chip._scalar_params((1.0,)), 1)
         for t in range(r.tiles):
             def store(_, j, acc_row, t=t):
-                prog.store(acc_row=acc_row, m=T, param_tile=slot,
-                           dram_addr=sp["addr"] + (t * self.P + b * T) * width,
-                           dram_stride=width, wide=int(sp["wide"]))
-            a = (_Region(r.base + t * r.kstep, T, 1, True, r.kstep) if r.wide
-                 else (r.base + t * r.kstep, T))
+                at = sp["addr"] + (t * self.P + b * T) * width
+                prog.store(acc_row=acc_row, m=T, param_tile=slot, dram_addr=at,
+                           dram_stride=width)
+                if sp["wide"]:
+                    prog.store(more=True, acc_row=acc_row + T, m=T, param_tile=slot,
+                               dram_addr=at + C, dram_stride=width)
+            a = (r.base + t * r.kstep, r.kstep, 2 * T if r.wide else T)
             self.gemm(a, 1, chip.identity, 0, 1, store, reads=[v], slot=slot)
 
     def linear(self, n):
@@ -739,7 +756,7 @@ class _Lowering:
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
         p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
-                                 s_v / (vector.SOFTMAX_ONE * 256) / s_c))
+                                 s_v / vector.SOFTMAX_ONE / s_c))
         out = self.new(n.out, heads * d, False)
         # The scores int8 in the high rows, their probabilities in 16 bits over them.
         scores = self.new(sc.out, self.P, True)

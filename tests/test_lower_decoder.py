@@ -1,0 +1,144 @@
+"""Decoders with every op on the chip (:mod:`sw.nn.lower_decoder`): a prefill is one
+program and each decoded token another, against the float model, the golden model and
+the RTL."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from serrano.hw import isa
+from serrano.hw.config import get_preset
+from serrano.sw import isa_model
+from serrano.sw.models import llama as LM
+from serrano.sw.nn import archs, float_exec
+from serrano.sw.nn import lower_decoder as LD
+from serrano.sw.run import cosine
+from serrano.sw.runtime import Device
+
+DEFAULT = get_preset("default")
+
+
+def _tiny(layers=2):
+    """llama-tiny with a head of 32 (two 16-element rows a half: the rotary embedding
+    rotates whole rows) and grouped-query attention (4 query heads, 2 KV heads)."""
+    model = LM.llama_tiny(0, layers=layers, hidden=128, heads=4, kv_heads=2, ffn=256)
+    graph, params = LM.graph(model), archs.llama_params(model)
+    rng = np.random.default_rng(5)
+    calib = [{"ids": rng.integers(0, 256, n), "pos": np.arange(n)} for n in (40, 17, 90)]
+    return graph, params, LD.calibrate(graph, params, calib)
+
+
+def _sink(peaks, factor=4.0):
+    """The calibration as if the first position's residual stream and SwiGLU values
+    stood ``factor`` times above the others' (a trained model's attention sink), so that
+    those values get a scale of their own there."""
+    first = dict(peaks.first)
+    for name in first:
+        if name.rsplit(".", 1)[-1] in ("h", "y", "gate", "up", "gate_act", "swiglu",
+                                       "ffn_down"):
+            first[name] = factor * peaks.rest[name]
+    return dataclasses.replace(peaks, first=first)
+
+
+def _programs(dev):
+    out = []
+    for call in dev.calls:
+        prog = isa_model.Program()
+        prog.insns = [call.program[i:i + isa.INSN_BYTES]
+                      for i in range(0, len(call.program), isa.INSN_BYTES)]
+        out.append(prog)
+    return out
+
+
+def _run(backend, peaks, ids, prefill, block=None, layers=2):
+    graph, params, _ = _tiny(layers)
+    with Device(DEFAULT, backend) as dev:
+        chip = LD.OnChipDecoder(dev, graph, params, peaks, positions=64)
+        first = chip.run({"ids": ids[:prefill], "pos": np.arange(prefill)},
+                         block=block)["logits"]
+        steps = [chip.run({"ids": ids[p:p + 1], "pos": np.array([p])}, last=True)["logits"][0]
+                 for p in range(prefill, len(ids))]
+        return first, np.array(steps), dev
+
+
+def test_prefill_and_decode_are_one_program_each_near_float():
+    """A prefill of 21 tokens, then 4 decoded tokens (their keys appended inside a
+    position tile: the tile reloaded and transposed again): one call each, near the
+    float model at every position, each program ordered by its tokens and fences."""
+    graph, params, peaks = _tiny()
+    ids = np.random.default_rng(9).integers(0, 256, 25)
+    first, steps, dev = _run("golden", peaks, ids, 21)
+    assert len(dev.calls) == 5 and dev.host_round_trips == 5
+    state = {}
+    want = float_exec.run(graph, params, {"ids": ids[:21], "pos": np.arange(21)},
+                          state)["logits"]
+    assert min(cosine(a, b) for a, b in zip(first, want)) > 0.999
+    for p, got in zip(range(21, 25), steps):
+        ref = float_exec.run(graph, params, {"ids": ids[p:p + 1], "pos": np.array([p])},
+                             state)["logits"][0]
+        assert cosine(got, ref) > 0.999
+        assert got.argmax() == ref.argmax()
+    for prog in _programs(dev):
+        isa_model.check_races(DEFAULT, prog)
+        assert not any(isa_model.check_tokens(prog).values())
+    ops = [isa.decode_op(raw) for raw in _programs(dev)[0].insns]
+    vops = {isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC}
+    assert {isa.VecOp.RMSNORM, isa.VecOp.ROPE, isa.VecOp.SOFTMAX, isa.VecOp.MUL,
+            isa.VecOp.LUT, isa.VecOp.ADD} <= vops
+    assert any(op == isa.Op.VEC and b["vop"] == isa.VecOp.SOFTMAX and b["causal"]
+               for op, _, b in ops)
+    assert any(op == isa.Op.VEC and b["vop"] == isa.VecOp.MUL and b["wide"]
+               for op, _, b in ops)
+    assert any(op == isa.Op.STORE and b["transpose"] for op, _, b in ops)
+    assert any(op == isa.Op.MATMUL and b["pair"] for op, _, b in ops)
+
+
+def test_token_blocks_give_the_same_integers():
+    """A prefill in blocks of 16 tokens (each block through every layer, its keys and
+    values appended as it goes) gives the logits of the whole prefill at once."""
+    _, _, peaks = _tiny()
+    ids = np.random.default_rng(3).integers(0, 256, 40)
+    whole, _, _ = _run("golden", peaks, ids, 40)
+    blocks, _, _ = _run("golden", peaks, ids, 40, block=16)
+    np.testing.assert_array_equal(whole, blocks)
+
+
+def test_first_position_scales_split_the_instructions():
+    """Values whose first-position peak stands far above the rest get a scale of their
+    own there: the instructions split that row off, and the result stays near float."""
+    graph, params, peaks = _tiny()
+    sink = _sink(peaks)
+    ids = np.random.default_rng(4).integers(0, 256, 18)
+    first, _, dev = _run("golden", sink, ids, 18)
+    want = float_exec.run(graph, params, {"ids": ids, "pos": np.arange(18)}, {})["logits"]
+    assert min(cosine(a, b) for a, b in zip(first, want)) > 0.999
+    ops = [isa.decode_op(raw) for raw in _programs(dev)[0].insns]
+    assert any(op == isa.Op.VEC and b["count"] == 1 for op, _, b in ops)
+    assert any(op == isa.Op.STORE and b["m"] == 1 for op, _, b in ops)
+
+
+def test_decoder_on_chip_bit_exact_on_rtl(simulator):
+    """One layer: a prefill (with the first position's own scales) and a decoded token
+    inside a position tile, on the RTL: memory bit for bit as the golden model's after
+    every call."""
+    _, _, peaks = _tiny(1)
+    ids = np.random.default_rng(7).integers(0, 256, 6)
+    gold = _run("golden", _sink(peaks), ids, 5, layers=1)
+    rtl = _run(simulator, _sink(peaks), ids, 5, layers=1)
+    assert rtl[2].bit_exact is True
+    np.testing.assert_array_equal(rtl[0], gold[0])
+    np.testing.assert_array_equal(rtl[1], gold[1])
+
+
+def test_bad_positions_are_one_line_errors():
+    graph, params, peaks = _tiny()
+    with Device(DEFAULT, "golden") as dev:
+        chip = LD.OnChipDecoder(dev, graph, params, peaks, positions=32)
+        chip.run({"ids": np.arange(5), "pos": np.arange(5)})
+        with pytest.raises(ValueError, match="holds 5 positions"):
+            chip.run({"ids": np.arange(2), "pos": np.arange(7, 9)})
+        with pytest.raises(LD.TooLong, match="exceed the KV cache"):
+            chip.run({"ids": np.arange(40), "pos": np.arange(40)})
+        with pytest.raises(ValueError, match="consecutive"):
+            chip.run({"ids": np.arange(2), "pos": np.array([5, 7])})
