@@ -82,7 +82,8 @@ class Accumulator(wiring.Component):
     Computes, for each ``upd_valid`` cycle:
     ``acc[upd_addr] = (acc[upd_addr] if upd_accumulate else 0) + ((upd_data + 128) >> 8
     if upd_shr8 else upd_data)`` (wrapping int32, arithmetic shift per element;
-    ``upd_shr8``: a 16-bit input's low half, whose product counts at 1/256, rounded). One update per cycle, no back-pressure, no update lost, whatever the address
+    ``upd_shr8``: a 16-bit input's low half, whose product counts at 1/256, rounded).
+    One update per cycle, no back-pressure, no update lost, whatever the address
     sequence.
 
     Update pipeline (an update presented in cycle ``t``):

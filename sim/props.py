@@ -391,9 +391,8 @@ class AccumulatorMonitor:
 
     The monitor keeps a shadow copy of every row, computed only from the update port: an
     update in cycle ``u`` sets ``row[upd_addr] = (row if upd_accumulate else 0) +
-    upd_data`` (``(upd_data + 128) >> 8`` per element with ``upd_shr8``), each of the ``cols`` elements wrapping at
-    ``width`` bits (rows start at
-    zero, as the RAM does). ``visibility`` is the read contract: an update presented in
+    upd_data`` (``(upd_data + 128) >> 8`` per element with ``upd_shr8``), each of the
+    ``cols`` elements wrapping at ``width`` bits (rows start at zero, as the RAM does). ``visibility`` is the read contract: an update presented in
     cycle ``u`` is seen by a read issued in cycle ``r >= u + visibility``. The default, 3,
     is :class:`hw.buffers.Accumulator`'s (its 3-stage read-modify-write writes the update
     at the end of cycle ``u + 2``; the read port sees writes that ended before the read's

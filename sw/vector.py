@@ -88,8 +88,8 @@ import numpy as np
 
 from serrano.hw import isa
 
-__all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_table", "make_wide_tables",
-           "add_multipliers",
+__all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_table",
+           "make_wide_tables", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
            "norm", "norm_gain", "argmax", "rope", "rope_tables",
            "rope_multiplier", "apply"]

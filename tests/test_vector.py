@@ -554,7 +554,8 @@ def _wide_program(cfg, rng, M=6, kt=3):
     prog.fence()
     y_rows = np.zeros((span, R), np.int8)
     y_rows.reshape(kt, 2, M, R)[:, 0] = y.reshape(M, kt, R).transpose(1, 0, 2)
-    want = [isa_model.pair_product(*requant.split_wide(n16), w2, R), _pair_layout(*requant.split_wide(res), kt, R),
+    want = [isa_model.pair_product(*requant.split_wide(n16), w2, R),
+            _pair_layout(*requant.split_wide(res), kt, R),
             y_rows, _pair_layout(*requant.split_wide(n16), kt, R)]
     out = OUT + M * 4 * C
     want.append(_pair_layout(*requant.split_wide(q), kt, R))
@@ -573,8 +574,9 @@ def _wide_program(cfg, rng, M=6, kt=3):
 
 def test_wide_rows_on_amaranths_simulator(rng):
     """16-bit values (``STORE wide``, ``VEC ADD wide``, ``VEC MUL wide``, norms of 16-bit
-    rows into int8 and into 16 bits, a ``pair`` ``MATMUL``) on the whole accelerator under Amaranth's
-    simulator: the specification's rows, and the golden model's whole memory."""
+    rows into int8 and into 16 bits, a ``pair`` ``MATMUL``) on the whole accelerator under
+    Amaranth's simulator: the specification's rows, and the golden model's whole
+    memory."""
     from serrano.sim.amaranth_system import run_program as run_amaranth
     image, prog_addr, prog_len, want, out = _wide_program(TINY, rng)
     gold = isa_model.run_program(TINY, image, prog_addr, prog_len)
