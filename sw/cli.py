@@ -156,6 +156,10 @@ def _parser():
     gn.add_argument("--score-file", metavar="PATH",
                     help="as --score, for each text of PATH (texts separated by lines "
                          "holding only %%%%; e.g. docs/heldout.txt)")
+    gn.add_argument("--ops", choices=("host", "chip"), default="host",
+                    help="host: the GEMMs on the accelerator, the other ops on the host, "
+                         "scales per token (default); chip: every op on the chip, one "
+                         "program per prefill and per token, static scales")
     gn.add_argument("--json", action="store_true", help="print one JSON object")
 
     rg = sub.add_parser("regress", help="constrained-random regression, RTL vs golden model")
@@ -324,6 +328,12 @@ def _bit_exact_text(r, be):
     return "n/a (golden backend)" if r["backend"] == "golden" else "not checked (--check none)"
 
 
+def _ops_text(r):
+    if r["ops"] == "chip":
+        return "every op on chip"
+    return f"{r['act_bits']}-bit inputs per token, host ops"
+
+
 def _cmd_generate(args):
     from serrano.sw.generate import agreement, generate, read_texts
     if args.score or args.score_file:
@@ -331,13 +341,13 @@ def _cmd_generate(args):
                                           else [])
         r = agreement(args.preset, args.model, args.backend, texts,
                       act_bits=args.act_bits, mem_latency=args.mem_latency,
-                      check=args.check, gguf=args.gguf, weights=args.weights)
+                      check=args.check, gguf=args.gguf, weights=args.weights, ops=args.ops)
         if args.json:
             return _print_json(r)
         print(f"serrano generate --score  {r['model']}  backend {r['backend']}: top-1 "
               f"agreement vs float {r['top1_agreement_vs_float']:.3f} over "
-              f"{r['positions']} positions ({r['weights']} weights, {r['act_bits']}-bit "
-              "inputs; per text: "
+              f"{r['positions']} positions ({r['weights']} weights, {_ops_text(r)}; "
+              "per text: "
               + ", ".join(f"{t['top1']:.3f}/{t['positions']}" for t in r["per_text"]) + ")")
         return 0 if r["bit_exact_vs_golden"] in (True, None) else 1
 
@@ -351,12 +361,12 @@ def _cmd_generate(args):
     r = generate(args.preset, args.model, args.backend, prompt=args.prompt, chat=args.chat,
                  max_tokens=args.max_tokens, clock_ghz=args.clock,
                  mem_latency=args.mem_latency, check=args.check, progress=progress,
-                 act_bits=args.act_bits, gguf=args.gguf, weights=args.weights)
+                 act_bits=args.act_bits, gguf=args.gguf, weights=args.weights, ops=args.ops)
     if args.json:
         return _print_json(r)
     cfg = args.preset
     print(f"serrano generate  {r['model']}  preset {r['preset']} ({cfg.rows}x{cfg.cols})  "
-          f"backend {r['backend']}  {r['weights']} weights, {r['act_bits']}-bit inputs")
+          f"backend {r['backend']}  {r['weights']} weights, {_ops_text(r)}")
     print(f"  prompt ({r['prefill_tokens']} tokens)  : {r['prompt']!r}")
     print(f"  generated ({len(r['generated_ids'])} tokens): {r['text']!r}")
     if r["prefill_cycles"] is not None:

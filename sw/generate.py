@@ -12,7 +12,10 @@ Models: ``smollm2`` (SmolLM2-135M-Instruct from its GGUF file), ``llama-tiny`` (
 2 layers) and ``gpt-tiny`` (the seeded GPT decoder layer of ``serrano run``, with a seeded
 token embedding tied to its head), the last two with the bytes of the text as token ids.
 Every scale is computed at run time, per token (:mod:`sw.nn.device_exec`): nothing is
-calibrated.
+calibrated. With ``ops="chip"`` every op runs on the chip instead
+(:mod:`sw.nn.lower_decoder`: one program for the prefill, one per decoded token, the
+logits of the last position read back), at static scales calibrated on
+:data:`LLM_CALIBRATION`.
 
 The report (``--json``): ``prefill_cycles``, ``decode_cycles_per_token``,
 ``bus_utilization_per_token`` (the busier AXI channel's bytes, reads or writes, over its
@@ -33,13 +36,48 @@ from . import energy
 from .q4 import WEIGHTS
 from .backends import check_backend
 from .models import llama as LM
-from .nn import archs, device_exec, float_exec
+from .nn import archs, device_exec, float_exec, lower_decoder
 from .runtime import CHECKS, Device
 
-__all__ = ["MODELS", "WEIGHTS", "DEFAULT_PROMPT", "generate", "agreement", "read_texts"]
+__all__ = ["MODELS", "OPS", "WEIGHTS", "DEFAULT_PROMPT", "LLM_CALIBRATION", "generate",
+           "agreement", "read_texts"]
+
+#: Where the non-GEMM ops run: on the host (float32), or on the chip.
+OPS = ("host", "chip")
 
 MODELS = ("smollm2", "llama-tiny", "gpt-tiny")
 DEFAULT_PROMPT = "What is the capital of France?"
+
+#: The on-chip executor's calibration texts (its static scales): none of the measured
+#: texts (``docs/heldout.txt``, the prompts of the README, the bench and the tests);
+#: prose, code, a chat exchange, lists and figures, one word to about 200 tokens.
+LLM_CALIBRATION = (
+    "Good morning",
+    "Thanks a lot, that helped!",
+    "<|im_start|>user\nHow many moons does Mars have?<|im_end|>\n<|im_start|>assistant\n"
+    "Mars has two small moons, Phobos and Deimos. Both are irregular in shape and are "
+    "thought to be captured asteroids or debris from an ancient impact.<|im_end|>\n",
+    "function clamp(value, low, high) {\n  if (value < low) return low;\n"
+    "  if (value > high) return high;\n  return value;\n}\n\n"
+    "const scores = [12, 48, 97, 105];\nconsole.log(scores.map(s => clamp(s, 0, 100)));",
+    "Ingredients: 250 g flour, 2 eggs, 300 ml milk, a pinch of salt, butter for the pan.\n"
+    "1. Whisk the flour and salt.\n2. Beat in the eggs, then the milk, a little at a "
+    "time.\n3. Rest the batter for 30 minutes.\n4. Cook thin layers in a hot pan.",
+    "The earth's outer shell is broken into plates that drift a few centimetres a year. "
+    "Where two plates pull apart, magma rises and forms new crust along mid-ocean ridges; "
+    "where they collide, one plate may sink beneath the other, building mountain ranges "
+    "and volcanic arcs. Earthquakes cluster along these boundaries, and geologists read "
+    "the history of the oceans in the magnetic stripes frozen into the sea floor. In 1912 "
+    "Alfred Wegener proposed that the continents had once formed a single landmass, but "
+    "his idea was dismissed for decades because no one could explain what moved them. "
+    "Only in the 1960s, with maps of the ocean floor and measurements of its age, did "
+    "plate tectonics become the framework of modern geology. Today satellites measure the "
+    "motion directly: Australia moves north by about seven centimetres each year, while "
+    "the Atlantic widens at roughly the rate a fingernail grows.",
+    "Quarterly report: revenue reached $4.2 million, up 18% from the same period last year. "
+    "Operating costs fell to $3.1 million after the move to the new warehouse in October, "
+    "and the team grew from 27 to 35 people.",
+)
 
 
 class _Bytes:
@@ -140,8 +178,39 @@ def read_texts(path):
     return texts
 
 
+class _Executor:
+    """The model on ``dev``: host ops (:class:`sw.nn.device_exec.DeviceExecutor`) or
+    every op on the chip (:class:`sw.nn.lower_decoder.OnChipDecoder`, calibrated on
+    :data:`LLM_CALIBRATION`), one interface: :meth:`run` of tokens at positions."""
+
+    def __init__(self, dev, model, encode, graph, params, q4, act_bits, positions, ops):
+        if ops not in OPS:
+            raise ValueError(f"unknown ops {ops!r}; choose one of: {', '.join(OPS)}")
+        self.ops = ops
+        if ops == "host":
+            self.ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
+                                                 positions=positions, q4=q4)
+            return
+        if not isinstance(model, LM.Llama):
+            raise lower_decoder.NotLowered("--ops chip runs Llama-style models (smollm2, "
+                                           "llama-tiny); use --ops host")
+        calib = []
+        for text in LLM_CALIBRATION:
+            ids = np.array(encode(text))[:model.shape.context]
+            calib.append({"ids": ids, "pos": np.arange(len(ids))})
+        peaks = lower_decoder.calibrate(graph, params, calib)
+        self.ex = lower_decoder.OnChipDecoder(dev, graph, params, peaks, positions=positions,
+                                              q4=q4)
+
+    def run(self, ids, p0, state, last=False):
+        feeds = {"ids": np.asarray(ids), "pos": np.arange(p0, p0 + len(ids))}
+        if self.ops == "host":
+            return self.ex.run(feeds, state)["logits"]
+        return self.ex.run(feeds, last=last)["logits"]
+
+
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
-              check="every", gguf=None, weights=None):
+              check="every", gguf=None, weights=None, ops="host"):
     """Teacher-forced top-1 agreement of the device path with the float model over
     ``texts`` (each run as one prompt; every position's next-token argmax compared):
     ``{"top1_agreement_vs_float", "positions", "per_text", "act_bits", ...}``."""
@@ -163,11 +232,11 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
                              f"context of {model.shape.context}")
     q4, weights = _q4(cfg, model, graph, params, weights)
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
-                                        positions=max(map(len, all_ids)), q4=q4)
+        ex = _Executor(dev, model, encode, graph, params, q4, act_bits,
+                       max(map(len, all_ids)), ops)
         for ids in all_ids:
             feeds = {"ids": ids, "pos": np.arange(len(ids))}
-            got = ex.run(feeds, {})["logits"].argmax(axis=-1)
+            got = ex.run(ids, 0, {}).argmax(axis=-1)
             want = float_exec.run(graph, params, feeds, {})["logits"].argmax(axis=-1)
             hits = int((got == want).sum())
             per_text.append({"positions": len(ids), "top1": hits / len(ids)})
@@ -175,14 +244,15 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
             total += len(ids)
         bit_exact = dev.bit_exact
     return {"model": model_name, "backend": backend, "top1_agreement_vs_float": same / total,
-            "positions": total, "per_text": per_text, "act_bits": act_bits,
+            "positions": total, "per_text": per_text, "ops": ops,
+            "act_bits": act_bits if ops == "host" else None,
             "weights": weights,
             "bit_exact_vs_golden": bit_exact}
 
 
 def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16,
              clock_ghz=1.0, mem_latency=30, check="every", progress=None, constants=None,
-             act_bits=None, gguf=None, weights=None):
+             act_bits=None, gguf=None, weights=None, ops="host"):
     """Generate up to ``max_tokens`` tokens of ``model_name`` on ``backend``; the report
     dict of ``serrano generate --json``. ``progress(event)`` sees ``{"event": "token",
     ...}`` after each token."""
@@ -210,11 +280,11 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     q4, weights = _q4(cfg, model, graph, params, weights)
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
-                                        positions=len(ids) + max_tokens, q4=q4)
+        ex = _Executor(dev, model, encode, graph, params, q4, act_bits,
+                       len(ids) + max_tokens, ops)
         state = {}
         n0 = len(dev.calls)
-        logits = ex.run({"ids": np.array(ids), "pos": np.arange(len(ids))}, state)["logits"]
+        logits = ex.run(ids, 0, state, last=True)
         prefill_calls = dev.calls[n0:]
         generated, per_token = [], []
         for step in range(max_tokens):
@@ -223,8 +293,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
             if nxt == stop or step + 1 == max_tokens:
                 break
             n0, t0 = len(dev.calls), time.perf_counter()
-            logits = ex.run({"ids": np.array([nxt]), "pos": np.array([len(ids) + step])},
-                            state)["logits"]
+            logits = ex.run([nxt], len(ids) + step, state, last=True)
             calls = dev.calls[n0:]
             stats = _token_stats(cfg, calls) if dev.timed else None
             per_token.append((calls, time.perf_counter() - t0, stats))
@@ -257,7 +326,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     mean_cycles = float(np.mean(cycles)) if cycles else None
     report = {
         "model": model_name, "backend": backend, "preset": cfg.name, "check": check,
-        "act_bits": act_bits, "weights": weights,
+        "ops": ops, "act_bits": act_bits if ops == "host" else None, "weights": weights,
         "prompt": text, "prompt_ids": list(map(int, ids)),
         "generated_ids": generated, "text": decode(generated),
         "prefill_tokens": len(ids),

@@ -39,6 +39,28 @@ def test_llama_tiny_on_verilator_counts_every_token():
     assert r["host_round_trips_per_token"] == 2 * 6 + 1
 
 
+def test_every_op_on_chip_one_round_trip_per_token():
+    """``ops="chip"``: one program for the prefill and one per decoded token, bit-exact on
+    the RTL, the same tokens as the float model (llama-tiny: its head of 16 is whole
+    rows of the tiny preset's 4-element ones)."""
+    require_simulator("verilator")
+    r = generate(TINY, "llama-tiny", "verilator", prompt="hi there", max_tokens=3,
+                 ops="chip")
+    assert r["ops"] == "chip" and r["act_bits"] is None
+    assert r["bit_exact_vs_golden"] is True and r["host_round_trips_per_token"] == 1
+    assert r["top1_agreement_vs_float"] == 1.0 and r["same_as_float_greedy"]
+
+
+def test_ops_chip_errors_are_one_line():
+    for args, msg in ((["--model", "gpt-tiny"], "runs Llama-style models"),
+                      (["--model", "llama-tiny"], "head size 16 is not a whole")):
+        proc = subprocess.run([sys.executable, "-m", "serrano.sw.cli", "generate", *args,
+                               "--ops", "chip", "--max-tokens", "1"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and msg in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_smollm2_answers_on_golden():
     """SmolLM2 from its GGUF file through the accelerator's arithmetic (golden backend):
     the chat answer follows the float model's greedy tokens most of the way."""

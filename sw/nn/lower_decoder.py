@@ -56,6 +56,9 @@ __all__ = ["LOWERED", "SINK_RATIO", "Peaks", "calibrate", "OnChipDecoder"]
 #: than this many times its peak elsewhere (the first token's massive activations).
 SINK_RATIO = 2.0
 
+#: The 16-bit sigmoid's scale (1 is WIDE_MAX).
+SIGMOID_SCALE = 1.0 / isa.WIDE_MAX
+
 #: A GEMM input's scale keeps the calibration's largest accumulator this many times
 #: below 2**31.
 ACC_HEADROOM = 2.0
@@ -110,8 +113,8 @@ def calibrate(graph, params, feeds_list):
     return Peaks(peaks, first, rest, columns)
 
 
-def _silu(x):
-    return x / (1.0 + np.exp(-x))
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _permute_columns(w, perm):
@@ -170,9 +173,12 @@ class OnChipDecoder:
         for n in graph.nodes:
             if n.op in ("embed", "rmsnorm", "add", "silu", "mul"):
                 self.wide.add(n.out)
-            if n.op in ("add", "mul"):
+            if n.op in ("add", "mul", "silu"):
                 self.wide.update(v for v in n.ins if self.maker[v].op == "linear")
         self.wide.update(graph.outputs)
+        for n in graph.nodes:                    # attention's context, and its view
+            if n.op == "context" or (n.op == "merge_heads" and n.ins[0] in self.wide):
+                self.wide.add(n.out)
         # Scales: every row's peak; a value whose first-position peak stands far above
         # the others' (SINK_RATIO) gets two: the first position's, and the others'.
         self.scale, self.scale0, self.split = {}, {}, set()
@@ -229,13 +235,14 @@ class OnChipDecoder:
                                                      need[0])
         # A 16-bit product's scale is its factors' times a power of two (at least what
         # its range, and its GEMM's accumulators, need).
+        # (SiLU: its input times its sigmoid, at SIGMOID_SCALE.)
         self.mul_shift = {}
         for n in graph.nodes:
-            if n.op == "mul":
+            if n.op in ("mul", "silu"):
                 shifts = []
                 for sc in (self.scale, self.scale0):
-                    shift, sc[n.out] = vector.wide_mul_shift(sc[n.ins[0]], sc[n.ins[1]],
-                                                             sc[n.out])
+                    b = SIGMOID_SCALE if n.op == "silu" else sc[n.ins[1]]
+                    shift, sc[n.out] = vector.wide_mul_shift(sc[n.ins[0]], b, sc[n.out])
                     shifts.append(shift)
                 self.mul_shift[n.out] = tuple(shifts)
         for n in graph.nodes:
@@ -283,14 +290,14 @@ class OnChipDecoder:
                     self._vrows((gain >> 8).astype(np.int8))
                     p["shift" + key] = shift
                 p["length"] = len(params[n.attrs["g"]])
-            elif n.op == "silu":                       # 16-bit: high and low tables
+            elif n.op == "silu":            # the sigmoid of the high halves, 16-bit
                 p = self.vparam[n.out] = {}
                 for key, sc in (("", self.scale), ("0", self.scale0)):
-                    if key and (sc[n.ins[0]], sc[n.out]) == (self.scale[n.ins[0]],
-                                                             self.scale[n.out]):
+                    if key and sc[n.ins[0]] == self.scale[n.ins[0]]:
                         p["hi0"], p["lo0"] = p["hi"], p["lo"]
                         break
-                    hi, lo = vector.make_wide_tables(_silu, sc[n.ins[0]], sc[n.out])
+                    hi, lo = vector.make_wide_tables(_sigmoid, 256 * sc[n.ins[0]],
+                                                     SIGMOID_SCALE)
                     p["hi" + key], p["lo" + key] = self._vrows(hi), self._vrows(lo)
         self.vgroup_rows = max(sum(map(len, g)) for g in self.vgroups)
         self.vbase = cfg.act_buf_rows - 2 * self.vgroup_rows
@@ -398,7 +405,8 @@ class OnChipDecoder:
                           f"the executor with more positions)")
         C = self.cfg.cols
         sizes = [block] if block else (
-            [S] + [t for t in (C << k for k in range(12, -1, -1)) if t < S])
+            [S] + [t for t in (C << k for k in range(12, -1, -1)) if t < S]
+            + [t for t in (C >> k for k in range(1, 8)) if 0 < t < S])
         for T in sizes:
             mark = self.dev.mark()
             try:
@@ -672,8 +680,8 @@ class _DecoderLowering:
                       p_addr0=lin["p_addr0"], reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"])
             prog.made_by(n.out, "memory")
             return
-        wide = role == "wide"            # "silu": int8 into a 16-bit result's high rows
-        out = self.new(n.out, lin["n"], wide or role == "silu", top=role == "silu")
+        wide = role in ("wide", "silu")
+        out = self.new(n.out, lin["n"], wide, top=role == "silu")
 
         def store(slot, j, acc_row, slot0):
             row = out.base + j * out.kstep
@@ -794,7 +802,7 @@ class _DecoderLowering:
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
         p = chip._scalar_params((s_q * s_k / math.sqrt(chip.d) / s_s,
                                  s_v / vector.SOFTMAX_ONE / s_c))
-        out = self.new(n.out, chip.heads * chip.d, False)
+        out = self.new(n.out, chip.heads * chip.d, True)        # 16-bit context
         scores = self.buf.alloc(pt * 2 * gm, f"{sc.out} ({gm} x {pt * C})")
         kstep = 2 * gm
         mul, shift = vector.softmax_multiplier(s_s)
@@ -823,8 +831,9 @@ class _DecoderLowering:
             def st_ctx(_, j, acc_row, __, kv=kv):
                 for i in range(grp):
                     h = kv * grp + i
+                    row = out.base + (h * dt + j) * out.kstep
                     prog.store(more=i > 0, acc_row=acc_row + i * M, m=M, param_tile=slot + 1,
-                               buf_row=out.base + (h * dt + j) * M, to_buf=1)
+                               buf_row=row, lo_row=row + M, wide=1, to_buf=1)
             self.gemm((scores, kstep, 2 * gm, True), pt,
                       vc["addr"] + kv * vc["head_bytes"], (chip.capacity // C) * tile, dt,
                       st_ctx, slot=slot, reads=[sm.out, chip.source(n.ins[1])])
@@ -850,11 +859,13 @@ class _DecoderLowering:
         self.region[n.out] = dst
 
     def silu(self, n):
-        """The SiLU of int8 rows held in a 16-bit value's high halves: the low halves'
-        table first, then the high halves' in place (the first position's row with its
-        own tables first, when it has them)."""
+        """``silu(x) = x * sigmoid(x)`` of a 16-bit value: the sigmoid, 16-bit, through two
+        tables read with ``x``'s high halves (low halves' table first), then ``VEC MUL
+        wide`` of ``x`` by it in place (the first position's row with its own tables
+        first, when it has them)."""
         chip, prog, M = self.chip, self.prog, self.M
         u = self.r(n.ins[0])
+        sig = self.new(n.out + ".sigmoid", u.tiles * self.cfg.rows, True)
         trows = isa.TABLE_ENTRIES // self.cfg.rows
         p = chip.vparam[n.out]
         own = self.sink and p["hi0"] != p["hi"]
@@ -866,10 +877,18 @@ class _DecoderLowering:
                      table=0)
             prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "lo" + key), rows=trows,
                      table=1)
-            for table, dst in ((1, u.lo), (0, u.base)):
+            for table, dst in ((1, sig.lo), (0, sig.base)):
                 prog.vec(reads=[chip.source(n.ins[0])], vop=isa.VecOp.LUT,
                          a_row=u.base + first, dst_row=dst + first, rows=u.tiles,
                          count=count, stride=u.kstep, table=table)
+        shift, shift0 = chip.mul_shift[n.out]
+        self.vec([chip.source(n.ins[0])], dict(shift=shift0), shift_b=True,
+                 vop=isa.VecOp.MUL, wide=1, a_row=u.base, a_lo_row=u.lo, b_row=sig.base,
+                 b_lo_row=sig.lo, dst_row=u.base, dst_lo_row=u.lo, rows=u.tiles,
+                 stride=u.kstep, shift=shift)
+        # The sigmoid's rows stay until the SiLU's reader: a STORE may reuse them only
+        # once a GEMM that waits for the vector unit has run past that reader.
+        self.last_use[n.out + ".sigmoid"] = self.last_use[n.out]
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
 
