@@ -83,17 +83,21 @@ class Peaks:
     rest: dict
     #: per output column, ``(all, first, rest)`` of each linear node's output
     columns: dict
+    #: per head, every row's, of each ``(heads, seq, d)`` value (attention's)
+    heads: dict
 
 
 def calibrate(graph, params, feeds_list):
     """:class:`Peaks` over float runs of ``graph`` on each feeds dict (whole sequences,
     from position 0)."""
-    peaks, first, rest, columns = {}, {}, {}, {}
+    peaks, first, rest, columns, heads = {}, {}, {}, {}, {}
     linears = {n.out for n in graph.nodes if n.op == "linear"}
 
     def observe(name, value):
         a = np.abs(np.asarray(value, np.float64))
         if a.ndim == 3:                               # (heads, seq, d): rows by position
+            h = a.reshape(a.shape[0], -1).max(axis=1)
+            heads[name] = np.maximum(heads[name], h) if name in heads else h
             a = a.transpose(1, 0, 2).reshape(a.shape[1], -1)
         if a.ndim < 2:
             return
@@ -110,7 +114,7 @@ def calibrate(graph, params, feeds_list):
         if np.asarray(feeds["pos"]).ravel()[0] != 0:
             raise ValueError("calibration runs whole sequences, from position 0")
         float_exec.run(graph, params, feeds, {}, observe=observe)
-    return Peaks(peaks, first, rest, columns)
+    return Peaks(peaks, first, rest, columns, heads)
 
 
 def _sigmoid(x):
@@ -200,6 +204,27 @@ class OnChipDecoder:
             peak = rest if split else peaks.all[name]
             self.scale[name] = peak / top if peak > 0 else 1.0
             self.scale0[name] = peaks.first[name] / top if split else self.scale[name]
+        # Attention's int8 values at a scale per head (per KV head for keys and values):
+        # a projection's STORE scales each column, a softmax each head, and the scores'
+        # STOREs go head by head; the rotary embedding keeps one ratio for all heads.
+        self.head_scale = {}
+        for sc in (n for n in graph.nodes if n.op == "scores"):
+            cx = next(u for u in self.users[sc.out] if u.op == "softmax")
+            cx = next(u for u in self.users[cx.out] if u.op == "context")
+            for rot in (sc.ins[0], self.maker[sc.ins[1]].ins[0]):       # q_rot, k_rot
+                split = self.maker[rot].ins[0]
+                base = np.maximum(peaks.heads[split], 1e-12) / 127.0
+                ratio = float((peaks.heads[rot] / np.maximum(peaks.heads[split],
+                                                              1e-12)).max())
+                self.head_scale[self.source(split)] = self.head_scale[split] = base
+                self.head_scale[rot] = base * ratio
+            self.head_scale[self.maker[sc.ins[1]].out] = self.head_scale[
+                self.maker[sc.ins[1]].ins[0]]                              # k_all
+            v_split = self.maker[cx.ins[1]].ins[0]
+            vs = np.maximum(peaks.heads[v_split], 1e-12) / 127.0
+            self.head_scale[v_split] = self.head_scale[cx.ins[1]] = vs
+            self.head_scale[self.source(v_split)] = vs
+            self.head_scale[sc.out] = np.maximum(peaks.heads[sc.out], 1e-12) / 127.0
         # Weights once; the queries' columns group-major (k-tile (kv, j): the group's
         # heads' d-tile j, one after another).
         q4 = q4 or {}
@@ -263,11 +288,19 @@ class OnChipDecoder:
                 return dev.put(isa_model.pack_params(
                     *requant_params(s_in, unit, s_out, np.zeros(len(unit))), cfg))
             per = 256 if n.ins[0] in self.wide else 1
-            scales = (self.scale[n.ins[0]] * per, self.scale[n.out])
-            scales0 = (self.scale0[n.ins[0]] * per, self.scale0[n.out])
+            s_out = s_out0 = self.scale[n.out]
+            if n.out in self.head_scale:           # per head, each head's columns
+                s_out = s_out0 = np.repeat(self.head_scale[n.out], self.d)
+                if lin["role"] == "q":
+                    s_out = s_out0 = s_out[qperm]
+            else:
+                s_out0 = self.scale0[n.out]
+            scales = (self.scale[n.ins[0]] * per, s_out)
+            scales0 = (self.scale0[n.ins[0]] * per, s_out0)
+            differ = scales0[0] != scales[0] or np.any(np.asarray(s_out0) != s_out)
             lin.update(wfmt=wfmt, w_addr=dev.put(data), w_stride=stride,
                        p_addr=param_sets(*scales),
-                       p_addr0=param_sets(*scales0) if scales0 != scales else None)
+                       p_addr0=param_sets(*scales0) if differ else None)
         # Vector-unit parameters (norm gains, SiLU tables) in groups, one per stretch
         # between two attentions: group g (read after attention g - 1) is loaded into
         # one of two buffer regions at the top of the buffer, by turns, right after
@@ -720,7 +753,8 @@ class _DecoderLowering:
         chip, prog, M = self.chip, self.prog, self.M
         a = self.r(n.ins[0])
         is_q = self.chip.lin[chip.source(n.ins[0])]["role"] == "q"
-        mul, shift = vector.rope_multiplier(chip.scale[n.ins[0]], chip.scale[n.out])
+        s_in, s_out = chip.head_scale[n.ins[0]], chip.head_scale[n.out]
+        mul, shift = vector.rope_multiplier(float(s_in[0]), float(s_out[0]))
         step = chip.group * M if is_q else M
         tab = self.qtab if is_q else self.ktab
         for kv in range(chip.kv_heads):
@@ -798,30 +832,36 @@ class _DecoderLowering:
         end = self.pos + M                     # keys 0 .. end - 1
         pt = _tiles(end, C)
         gm = grp * M
-        s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
-        s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
-        p = chip._scalar_params((s_q * s_k / math.sqrt(chip.d) / s_s,
-                                 s_v / vector.SOFTMAX_ONE / s_c))
+        hs = chip.head_scale
+        s_q, s_k, s_s, s_v = (hs[v] for v in (sc.ins[0], sc.ins[1], sc.out, n.ins[1]))
+        s_c = chip.scale[n.out]
+        heads = chip.heads
+        p = chip._scalar_params(
+            tuple(float(s_q[h] * s_k[h // grp] / math.sqrt(chip.d) / s_s[h])
+                  for h in range(heads))
+            + tuple(float(s_v[kv] / vector.SOFTMAX_ONE / s_c) for kv in range(chip.kv_heads)))
         out = self.new(n.out, chip.heads * chip.d, True)        # 16-bit context
         scores = self.buf.alloc(pt * 2 * gm, f"{sc.out} ({gm} x {pt * C})")
         kstep = 2 * gm
-        mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys and values are in memory
         # The next group of vector parameters, into the region its group before last
         # used (done: the FENCE); the parameter sets' token covers it (the load unit
         # runs in order), and every VEC that reads it comes after this attention's
         # GEMMs, their STOREs and the store -> vector tokens.
         self.load_vgroup(chip.vgroup[n.out])     # (the context opens its group)
-        slot = prog.params(p, 2)
+        slot = prog.params(p, heads + chip.kv_heads)
         for kv in range(chip.kv_heads):
-            def st_scores(_, gg, acc_row, __):
-                prog.store(acc_row=acc_row, m=gm, param_tile=slot,
-                           buf_row=scores + gg * kstep, to_buf=1)
+            def st_scores(_, gg, acc_row, __, kv=kv):
+                for i in range(grp):                # each head at its own scale
+                    prog.store(more=i > 0, acc_row=acc_row + i * M, m=M,
+                               param_tile=slot + kv * grp + i,
+                               buf_row=scores + gg * kstep + i * M, to_buf=1)
             self.gemm((q.base + kv * dt * gm, gm, gm, False), dt,
                       kc["addr"] + kv * kc["head_bytes"], dt * tile, pt, st_scores,
                       slot=slot, reads=[sc.ins[0], sc.ins[1]])
             prog.made_by(sc.out, "store")
             for i in range(grp):
+                mul, shift = vector.softmax_multiplier(float(s_s[kv * grp + i]))
                 prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores + i * M,
                          dst_row=scores + i * M, dst_lo_row=scores + gm + i * M, wide_out=1,
                          rows=pt, count=M, stride=kstep, length=self.pos + 1, causal=1,
@@ -832,8 +872,9 @@ class _DecoderLowering:
                 for i in range(grp):
                     h = kv * grp + i
                     row = out.base + (h * dt + j) * out.kstep
-                    prog.store(more=i > 0, acc_row=acc_row + i * M, m=M, param_tile=slot + 1,
-                               buf_row=row, lo_row=row + M, wide=1, to_buf=1)
+                    prog.store(more=i > 0, acc_row=acc_row + i * M, m=M,
+                               param_tile=slot + heads + kv, buf_row=row, lo_row=row + M,
+                               wide=1, to_buf=1)
             self.gemm((scores, kstep, 2 * gm, True), pt,
                       vc["addr"] + kv * vc["head_bytes"], (chip.capacity // C) * tile, dt,
                       st_ctx, slot=slot, reads=[sm.out, chip.source(n.ins[1])])
