@@ -94,8 +94,8 @@ BINS = (
        "weights:q4", "weights:q4_partial_block", "weights:q4_extremes", "weights:q8"]
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
-       "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_out",
-       "mm:pair"]
+       "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
+       "vec:wide_out", "mm:pair"]
 )
 
 
@@ -535,9 +535,9 @@ def vector_epilogue(rng, cfg, image, layout):
                   b_repeat=int(vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
                                and rng.random() < 0.3),
                   stride=stride)
-        if vop == isa.VecOp.ADD and rng.random() < 0.3:       # 16-bit a, b and sum
+        if vop in isa.BINARY_VOPS and rng.random() < 0.3:     # 16-bit a, b and result
             op.update(wide=1, a_lo_row=2 * n, b_lo_row=0, dst_lo_row=dst + n)
-            bins.add("vec:wide_add")
+            bins.add("vec:wide_add" if vop == isa.VecOp.ADD else "vec:wide_mul")
         if vop in (*isa.NORM_VOPS, isa.VecOp.SOFTMAX) and rng.random() < 0.3:
             op.update(wide_out=1, dst_lo_row=dst + n)            # a 16-bit result
             bins.add("vec:wide_out")

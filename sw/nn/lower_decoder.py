@@ -56,6 +56,9 @@ __all__ = ["LOWERED", "SINK_RATIO", "Peaks", "calibrate", "OnChipDecoder"]
 #: than this many times its peak elsewhere (the first token's massive activations).
 SINK_RATIO = 2.0
 
+#: Attention's int8 values (per head) are calibrated to ``127 / HEAD_HEADROOM``.
+HEAD_HEADROOM = 1.0
+
 #: The 16-bit sigmoid's scale (1 is WIDE_MAX).
 SIGMOID_SCALE = 1.0 / isa.WIDE_MAX
 
@@ -213,7 +216,7 @@ class OnChipDecoder:
             cx = next(u for u in self.users[cx.out] if u.op == "context")
             for rot in (sc.ins[0], self.maker[sc.ins[1]].ins[0]):       # q_rot, k_rot
                 split = self.maker[rot].ins[0]
-                base = np.maximum(peaks.heads[split], 1e-12) / 127.0
+                base = np.maximum(peaks.heads[split], 1e-12) * HEAD_HEADROOM / 127.0
                 ratio = float((peaks.heads[rot] / np.maximum(peaks.heads[split],
                                                               1e-12)).max())
                 self.head_scale[self.source(split)] = self.head_scale[split] = base
@@ -221,10 +224,11 @@ class OnChipDecoder:
             self.head_scale[self.maker[sc.ins[1]].out] = self.head_scale[
                 self.maker[sc.ins[1]].ins[0]]                              # k_all
             v_split = self.maker[cx.ins[1]].ins[0]
-            vs = np.maximum(peaks.heads[v_split], 1e-12) / 127.0
+            vs = np.maximum(peaks.heads[v_split], 1e-12) * HEAD_HEADROOM / 127.0
             self.head_scale[v_split] = self.head_scale[cx.ins[1]] = vs
             self.head_scale[self.source(v_split)] = vs
-            self.head_scale[sc.out] = np.maximum(peaks.heads[sc.out], 1e-12) / 127.0
+            self.head_scale[sc.out] = (np.maximum(peaks.heads[sc.out], 1e-12)
+                                       * HEAD_HEADROOM / 127.0)
         # Weights once; the queries' columns group-major (k-tile (kv, j): the group's
         # heads' d-tile j, one after another).
         q4 = q4 or {}
