@@ -168,7 +168,24 @@ def read_rows(dev, spill, P, cfg):
     return raw.reshape(kt, P, R).transpose(1, 0, 2).reshape(P, kt * R)
 
 
-class OnChip:
+class _ScalarParams:
+    """Parameter sets that scale every column by one factor, put into device memory
+    once per tuple of factors (``self._pcache``, ``self.dev``, ``self.cfg``)."""
+
+    def _scalar_params(self, factors):
+        """Parameter sets, one per factor, each scaling every column by it (no bias)."""
+        if factors not in self._pcache:
+            C = self.cfg.cols
+            sets = []
+            for f in factors:
+                _, mult, shift = requant_params(1.0, np.full(C, f), 1.0)
+                sets.append(isa_model.pack_params(np.zeros(C, np.int64), mult, shift,
+                                                  self.cfg))
+            self._pcache[factors] = self.dev.put(np.concatenate(sets))
+        return self._pcache[factors]
+
+
+class OnChip(_ScalarParams):
     """``graph`` with ``params`` on ``dev``, every op on the chip, one program per run.
 
     ``peaks`` are the calibration maxima (:func:`calibrate`). :meth:`run` takes the
@@ -293,19 +310,6 @@ class OnChip:
         self._vrows(lo)
         self.vparam[n.out] = dict(gains=gains, shift=shift, beta=beta_hi,
                                   add=vector.add_multipliers(s_n, s_beta, s_y))
-
-    def _scalar_params(self, factors):
-        """Parameter sets, one per factor, each scaling every column by it (no bias),
-        put into memory once."""
-        if factors not in self._pcache:
-            C = self.cfg.cols
-            sets = []
-            for f in factors:
-                _, mult, shift = requant_params(1.0, np.full(C, f), 1.0)
-                sets.append(isa_model.pack_params(np.zeros(C, np.int64), mult, shift,
-                                                  self.cfg))
-            self._pcache[factors] = self.dev.put(np.concatenate(sets))
-        return self._pcache[factors]
 
     def _width(self, name):
         """Columns of value ``name``."""
@@ -494,7 +498,22 @@ class _Emitter:
         return prog
 
 
-class _Lowering:
+class _Regions:
+    """Buffer regions of a block's values (``self.M`` rows, ``self.buf``,
+    ``self.region``)."""
+
+    def new(self, name, cols, wide, top=False):
+        """A region for value ``name`` of ``cols`` columns (16-bit: two rows a row), at
+        the best-fit gap (``top``: the top of the highest one)."""
+        M, R = self.M, self.cfg.rows
+        kt = _tiles(cols, R)
+        k = 2 * M if wide else M
+        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top), M, kt, wide, k)
+        self.region[name] = r
+        return r
+
+
+class _Lowering(_Regions):
     """One program: the graph's nodes for ``M`` rows (``S`` of them tokens), in token
     blocks of ``T`` rows.
 
@@ -559,14 +578,6 @@ class _Lowering:
         return v
 
     # -- helpers
-
-    def new(self, name, cols, wide, top=False):
-        M, R = self.M, self.cfg.rows
-        kt = _tiles(cols, R)
-        k = 2 * M if wide else M
-        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top), M, kt, wide, k)
-        self.region[name] = r
-        return r
 
     def fence(self):
         self.prog.fence()

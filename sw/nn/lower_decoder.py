@@ -47,8 +47,8 @@ from .. import isa_model, vector
 from .. import q4 as q4_format
 from ..quant import quantize_linear, requant_params
 from . import float_exec
-from .lower import (WIDE_HEADROOM, NotLowered, TooLong, _Buffer, _Emitter, _Region, _tiles,
-                    read_rows, wide_rows)
+from .lower import (WIDE_HEADROOM, NotLowered, TooLong, _Buffer, _Emitter,
+                    _Regions, _ScalarParams, _tiles, read_rows, wide_rows)
 
 __all__ = ["LOWERED", "SINK_RATIO", "Peaks", "calibrate", "OnChipDecoder"]
 
@@ -135,7 +135,7 @@ def _permute_columns(w, perm):
     return np.asarray(w)[:, perm]
 
 
-class OnChipDecoder:
+class OnChipDecoder(_ScalarParams):
     """A Llama-style ``graph`` with ``params`` on ``dev``, every op on the chip.
 
     ``peaks``: calibration maxima (:func:`calibrate`: every row's, and the first
@@ -420,17 +420,6 @@ class OnChipDecoder:
         group.append(v.reshape(-1, R))
         return at
 
-    def _scalar_params(self, factors):
-        if factors not in self._pcache:
-            C = self.cfg.cols
-            sets = []
-            for f in factors:
-                _, mult, shift = requant_params(1.0, np.full(C, f), 1.0)
-                sets.append(isa_model.pack_params(np.zeros(C, np.int64), mult, shift,
-                                                  self.cfg))
-            self._pcache[factors] = self.dev.put(np.concatenate(sets))
-        return self._pcache[factors]
-
     # ---- running -------------------------------------------------------------------
 
     def build(self, S, p0, last=False, block=None):
@@ -492,7 +481,7 @@ class OnChipDecoder:
             self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
 
 
-class _DecoderLowering:
+class _DecoderLowering(_Regions):
     """One program: ``S`` tokens at positions ``p0 ..`` in blocks of ``T``."""
 
     def __init__(self, chip, S, p0, T, last):
@@ -504,14 +493,6 @@ class _DecoderLowering:
         self.tile = self.cfg.rows * self.cfg.cols
 
     # -- helpers
-
-    def new(self, name, cols, wide, top=False):
-        M, R = self.M, self.cfg.rows
-        kt = _tiles(cols, R)
-        k = 2 * M if wide else M
-        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top), M, kt, wide, k)
-        self.region[name] = r
-        return r
 
     def r(self, name):
         return self.region[self.chip.source(name)] if name not in self.region \
