@@ -152,8 +152,10 @@ Instructions
     2**shift), +-WIDE_MAX)``, low halves at ``dst_lo_row + off(i, j)``) (``wide`` with a
     ``vop`` other than these and ``ADD``, ``wide_out`` with another: ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
-    elements (0 when ``length`` is 0), written as one row per vector at ``dst_row + i``:
-    element ``e`` is byte ``e`` of the index (little-endian, zeros past it);
+    elements (0 when ``length`` is 0; with ``wide``, of the 16-bit values ``256 hi +
+    lo``, low halves at ``a_lo_row + off(i, j)``: a language model's logits), written as
+    one row per vector at ``dst_row + i``: element ``e`` is byte ``e`` of the index
+    (little-endian, zeros past it);
     ``ROPE``  a rotary position embedding of each vector (``rows`` even; ``h = rows / 2``
     rows per half): with ``x1``, ``x2`` its halves and the int8 cosines ``c`` (rows
     ``0 .. h-1`` of its ``b``) and sines ``s`` (rows ``h .. rows-1``), one position's
@@ -279,7 +281,7 @@ REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
 #: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
 #: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
-WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS)
+WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX)
 WIDE_OUT_VOPS = (*NORM_VOPS, VecOp.SOFTMAX)
 #: Entries of one vector lookup table (one per int8 value).
 TABLE_ENTRIES = 256

@@ -130,6 +130,8 @@ class VectorUnit(wiring.Component):
         ]
         reduce = Signal()
         m.d.comb += reduce.eq(is_sm | is_norm | is_am)
+        am_wide = Signal()                           # ARGMAX of 16-bit values: two reads
+        m.d.comb += am_wide.eq(is_am & v.wide)
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
@@ -216,7 +218,8 @@ class VectorUnit(wiring.Component):
                                   Mux(is_norm & out_pass, Mux(wide, 4, 3),
                                       Mux(is_rope, 4,
                                           # two writes a row: a cycle for each
-                                          Mux((is_norm & wide) | (is_sm & out_pass & two_rows),
+                                          Mux((is_norm & wide) | (is_sm & out_pass & two_rows)
+                                              | am_wide,
                                               2, 1)))))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
@@ -240,8 +243,8 @@ class VectorUnit(wiring.Component):
 
         # Per-vector state: softmax running maximum, sum and reciprocal; normalization
         # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
-        mx = Signal(signed(8))
-        s3_rmax = Signal(signed(8))
+        mx = Signal(signed(17))                      # (17-bit: a wide ARGMAX's values)
+        s3_rmax = Signal(signed(17))
         s3_rlane = Signal(range(R))
         s3_row = Signal(16)
         am_idx = Signal(32)                          # argmax: the index of ``mx``
@@ -283,13 +286,15 @@ class VectorUnit(wiring.Component):
         for k in range(R):
             ok = Signal(name=f"okm_{k}")
             m.d.comb += ok.eq(k < s2_lanes)
-            level.append((Mux(ok, s2_a[k], -128), k))
+            val = Signal(signed(17), name=f"amv_{k}")       # wide ARGMAX: 256 hi + lo
+            m.d.comb += val.eq(Mux(am_wide, (s2_a[k] << 8) + s2_b[k], s2_a[k]))
+            level.append((Mux(ok, val, Mux(am_wide, -(1 << 16), -128)), k))
         node = 0
         while len(level) > 1:
             nxt = []
             for (va, ia), (vb, ib) in zip(level[::2], level[1::2]):
                 node += 1
-                vm = Signal(signed(8), name=f"rmax_{node}")
+                vm = Signal(signed(17), name=f"rmax_{node}")
                 im = Signal(range(R), name=f"rlane_{node}")
                 take_b = vb > va
                 m.d.comb += [vm.eq(Mux(take_b, vb, va)), im.eq(Mux(take_b, ib, ia))]
@@ -615,8 +620,8 @@ class VectorUnit(wiring.Component):
 
             # -- reductions: per vector, passes with the pipeline drained between them
             with m.State("V_START"):
-                m.d.sync += [mx.eq(-128), total.eq(0), xsum.eq(0), vsum.eq(0), mu.eq(0),
-                             am_idx.eq(0)]
+                m.d.sync += [mx.eq(Mux(am_wide, -(1 << 16), -128)), total.eq(0), xsum.eq(0),
+                             vsum.eq(0), mu.eq(0), am_idx.eq(0)]
                 with m.If(is_ln):
                     start_pass(P_A)
                 with m.Elif(is_norm):

@@ -208,6 +208,14 @@ class _Executor:
             return self.ex.run(feeds, state)["logits"]
         return self.ex.run(feeds, last=last)["logits"]
 
+    def next_token(self, ids, p0, state):
+        """The greedy next token after ``ids`` (at positions ``p0 ..``): the argmax of
+        the last logits on the host, or (on the chip) the token id the program returns."""
+        if self.ops == "host":
+            return int(np.argmax(self.run(ids, p0, state)[-1]))
+        feeds = {"ids": np.asarray(ids), "pos": np.arange(p0, p0 + len(ids))}
+        return self.ex.run(feeds, argmax=True)["token"]
+
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
               check="every", gguf=None, weights=None, ops="host"):
@@ -284,22 +292,21 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
                        len(ids) + max_tokens, ops)
         state = {}
         n0 = len(dev.calls)
-        logits = ex.run(ids, 0, state, last=True)
+        nxt = ex.next_token(ids, 0, state)
         prefill_calls = dev.calls[n0:]
         generated, per_token = [], []
         for step in range(max_tokens):
-            nxt = int(np.argmax(logits[-1]))
             generated.append(nxt)
             if nxt == stop or step + 1 == max_tokens:
                 break
             n0, t0 = len(dev.calls), time.perf_counter()
-            logits = ex.run([nxt], len(ids) + step, state, last=True)
+            fed, nxt = nxt, ex.next_token([nxt], len(ids) + step, state)
             calls = dev.calls[n0:]
             stats = _token_stats(cfg, calls) if dev.timed else None
             per_token.append((calls, time.perf_counter() - t0, stats))
             if progress:
-                progress({"event": "token", "index": step + 1, "token": nxt,
-                          "text": decode([nxt]),
+                progress({"event": "token", "index": step + 1, "token": fed,
+                          "text": decode([fed]),
                           "cycles": stats and stats["cycles"],
                           "bus_utilization": stats and stats["bus_utilization"],
                           "calls": len(calls), "wall_s": per_token[-1][1]})

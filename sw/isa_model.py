@@ -426,6 +426,9 @@ class Machine:
             b = self.act[b_row + (np.arange(rows)[None] if b_repeat else off)]
             b = b.reshape(-1, rows * R)
         if vop == isa.VecOp.ARGMAX:
+            if wide:                                  # 16-bit values: 256 hi + lo
+                lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
+                a = 256 * a.astype(np.int64) + lo
             idx = vector.argmax(a, length + causal * np.arange(count))
             rows_out = np.zeros((count, R), np.int64)
             for e in range(min(R, 8)):

@@ -95,7 +95,7 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
-       "vec:wide_out", "mm:pair"]
+       "vec:wide_argmax", "vec:wide_out", "mm:pair"]
 )
 
 
@@ -548,6 +548,9 @@ def vector_epilogue(rng, cfg, image, layout):
             if count >= 2 and rng.random() < 0.4:      # 16-bit x: low halves after gains
                 op.update(wide=1, a_lo_row=xb + 2 * rows)
                 bins.add("vec:wide")
+        elif vop == isa.VecOp.ARGMAX and rng.random() < 0.4:  # of 16-bit values
+            op.update(wide=1, a_lo_row=xb + 2 * rows)
+            bins.add("vec:wide_argmax")
         ops.append(op)
         bins.add(f"vec:{vop.name}")
         if vop in isa.REDUCE_VOPS and length < L:

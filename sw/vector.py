@@ -293,12 +293,12 @@ def norm_gain(gamma, s_y):
 
 
 def argmax(x, length):
-    """:func:`argmax` of the docstring for each row of ``x`` (2-D int8; ``length`` an int
-    or one per row): int64 indices."""
+    """:func:`argmax` of the docstring for each row of ``x`` (2-D int8, or 16-bit values;
+    ``length`` an int or one per row): int64 indices."""
     x = np.atleast_2d(np.asarray(x, np.int64))
     length = np.broadcast_to(np.asarray(length, np.int64), (len(x),))
     valid = np.arange(x.shape[1])[None, :] < length[:, None]
-    return np.where(valid, x, -129).argmax(axis=1) * (length > 0)
+    return np.where(valid, x, np.iinfo(np.int64).min).argmax(axis=1) * (length > 0)
 
 
 def rope(x, cos, sin, mul, shift):

@@ -59,7 +59,10 @@ def _run(backend, peaks, ids, prefill, block=None, layers=2):
                          block=block)["logits"]
         steps = [chip.run({"ids": ids[p:p + 1], "pos": np.array([p])}, last=True)["logits"][0]
                  for p in range(prefill, len(ids))]
-        return first, np.array(steps), dev
+        # The next token found on the chip: the argmax of the 16-bit logits.
+        token = chip.run({"ids": ids[:prefill], "pos": np.arange(prefill)},
+                         argmax=True)["token"]
+        return first, np.array(steps), dev, token
 
 
 def test_prefill_and_decode_are_one_program_each_near_float():
@@ -68,8 +71,9 @@ def test_prefill_and_decode_are_one_program_each_near_float():
     float model at every position, each program ordered by its tokens and fences."""
     graph, params, peaks = _tiny()
     ids = np.random.default_rng(9).integers(0, 256, 25)
-    first, steps, dev = _run("golden", peaks, ids, 21)
-    assert len(dev.calls) == 5 and dev.host_round_trips == 5
+    first, steps, dev, token = _run("golden", peaks, ids, 21)
+    assert len(dev.calls) == 6 and dev.host_round_trips == 6
+    assert token == int(first[-1].argmax())
     state = {}
     want = float_exec.run(graph, params, {"ids": ids[:21], "pos": np.arange(21)},
                           state)["logits"]
@@ -99,8 +103,8 @@ def test_token_blocks_give_the_same_integers():
     values appended as it goes) gives the logits of the whole prefill at once."""
     _, _, peaks = _tiny()
     ids = np.random.default_rng(3).integers(0, 256, 40)
-    whole, _, _ = _run("golden", peaks, ids, 40)
-    blocks, _, _ = _run("golden", peaks, ids, 40, block=16)
+    whole = _run("golden", peaks, ids, 40)[0]
+    blocks = _run("golden", peaks, ids, 40, block=16)[0]
     np.testing.assert_array_equal(whole, blocks)
 
 
@@ -110,7 +114,7 @@ def test_first_position_scales_split_the_instructions():
     graph, params, peaks = _tiny()
     sink = _sink(peaks)
     ids = np.random.default_rng(4).integers(0, 256, 18)
-    first, _, dev = _run("golden", sink, ids, 18)
+    first, _, dev, _ = _run("golden", sink, ids, 18)
     want = float_exec.run(graph, params, {"ids": ids, "pos": np.arange(18)}, {})["logits"]
     assert min(cosine(a, b) for a, b in zip(first, want)) > 0.999
     ops = [isa.decode_op(raw) for raw in _programs(dev)[0].insns]
@@ -119,9 +123,9 @@ def test_first_position_scales_split_the_instructions():
 
 
 def test_decoder_on_chip_bit_exact_on_rtl(simulator):
-    """One layer: a prefill (with the first position's own scales) and a decoded token
-    inside a position tile, on the RTL: memory bit for bit as the golden model's after
-    every call."""
+    """One layer: a prefill (with the first position's own scales), a decoded token
+    inside a position tile and a prefill that returns its next token (``ARGMAX wide``),
+    on the RTL: memory bit for bit as the golden model's after every call."""
     _, _, peaks = _tiny(1)
     ids = np.random.default_rng(7).integers(0, 256, 6)
     gold = _run("golden", _sink(peaks), ids, 5, layers=1)
@@ -129,6 +133,7 @@ def test_decoder_on_chip_bit_exact_on_rtl(simulator):
     assert rtl[2].bit_exact is True
     np.testing.assert_array_equal(rtl[0], gold[0])
     np.testing.assert_array_equal(rtl[1], gold[1])
+    assert rtl[3] == gold[3] == int(gold[0][-1].argmax())
 
 
 def test_bad_positions_are_one_line_errors():

@@ -537,8 +537,13 @@ def _wide_program(cfg, rng, M=6, kt=3):
              dst_row=MW, dst_lo_row=MW + M, mul_a=-7, shift=14, **vec)   # mul_a unused
     prod = vector.mul(res, q, -7, 14, wide=True)
     assert (np.abs(prod) == isa.WIDE_MAX).any() and (np.abs(prod) < isa.WIDE_MAX).any()
-    np.testing.assert_array_equal(prod, np.clip(np.floor(res.astype(np.int64) * q / 2**14 + 0.5),
-                                                -isa.WIDE_MAX, isa.WIDE_MAX))
+    np.testing.assert_array_equal(
+        prod, np.clip(np.floor(res.astype(np.int64) * q / 2**14 + 0.5), -isa.WIDE_MAX,
+                      isa.WIDE_MAX))
+    AM = MW + span                             # the index of each 16-bit sum's largest
+    prog.vec(vop=isa.VecOp.ARGMAX, a_row=S, a_lo_row=S + M, wide=1, dst_row=AM,
+             length=L - 1, **vec)
+    idx = vector.argmax(res, L - 1)
     prog.vec(vop=isa.VecOp.LAYERNORM, a_row=S, a_lo_row=S + M, wide=1, b_row=GB, dst_row=Y,
              length=L - 1, shift=20, **vec)
     y = vector.norm(res, gain, L - 1, 20, False, wide=True)
@@ -566,7 +571,15 @@ def _wide_program(cfg, rng, M=6, kt=3):
         prog.store(acc_row=0, m=span, param_tile=0, dram_addr=out + j * span * 4 * C,
                    dram_stride=4 * C, raw=1, pop_prev=1)
         prog.fence()
+    prog.matmul(weight_addr=IDENT_ADDR, act_row=AM, act_stride=1, act_kstep=0, m=M,
+                k_tiles=1, acc_row=0, push_next=1)
+    prog.store(acc_row=0, m=M, param_tile=0, dram_addr=out + 5 * span * 4 * C,
+               dram_stride=4 * C, raw=1, pop_prev=1)
     prog.end()
+    rows = np.zeros((M, C), np.int64)
+    for e in range(min(C, 8)):
+        rows[:, e] = ((idx >> (8 * e)) & 0xFF).astype(np.uint8).view(np.int8)
+    want.append(rows)
     image[IDENT_ADDR:IDENT_ADDR + R * C] = _identity(cfg).view(np.uint8).ravel()
     image[PROG:PROG + len(prog) * isa.INSN_BYTES] = prog.to_array()
     return image, PROG, len(prog), np.concatenate([w.reshape(-1, C) for w in want]), OUT

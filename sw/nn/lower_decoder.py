@@ -422,7 +422,7 @@ class OnChipDecoder(_ScalarParams):
 
     # ---- running -------------------------------------------------------------------
 
-    def build(self, S, p0, last=False, block=None):
+    def build(self, S, p0, last=False, block=None, argmax=False):
         """The program for ``S`` tokens at positions ``p0 ..`` (logits of the last one
         only with ``last``): in the largest token blocks the buffer holds (or blocks of
         ``block`` tokens). Its device memory is released by the caller (:meth:`run`)."""
@@ -436,18 +436,20 @@ class OnChipDecoder(_ScalarParams):
         for T in sizes:
             mark = self.dev.mark()
             try:
-                return _DecoderLowering(self, S, p0, T, last).build()
+                return _DecoderLowering(self, S, p0, T, last, argmax).build()
             except TooLong:
                 self.dev.release(mark)
                 self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
                 if T == sizes[-1]:
                     raise
 
-    def run(self, feeds, state=None, *, last=False, block=None):
+    def run(self, feeds, state=None, *, last=False, block=None, argmax=False):
         """Tokens ``ids`` at positions ``pos`` (consecutive, from 0 or from the cache's
         length): one program, one host round trip. Returns ``{"logits": ...}`` (float32,
         one row per token, or the last token's with ``last``); ``block``: tokens per block
-        (default: as many as the buffer holds)."""
+        (default: as many as the buffer holds). With ``argmax``: ``{"token": id}``, the
+        last token's next token, found on the chip (``ARGMAX wide`` of its 16-bit logits;
+        the host reads back 16 bytes)."""
         ids = np.asarray(feeds["ids"], np.int64).ravel()
         pos = np.asarray(feeds["pos"], np.int64).ravel()
         if len(ids) == 0 or len(pos) != len(ids):
@@ -466,13 +468,17 @@ class OnChipDecoder(_ScalarParams):
         xq = np.clip(np.round(x / self.scale[emb.out]), -top, top).astype(np.int64)
         mark = self.dev.mark()
         try:
-            built = self.build(S, p0, last, block)
+            built = self.build(S, p0, last, block, argmax)
             self.dev.write(built["x_addr"], wide_rows(xq, S, self.cfg))
             self.length = p0           # a failed run leaves the cache to this point
             self.dev.run(built["prog_addr"], built["n_insns"], name=g.name,
                          macs=built["macs"], program=built["program"])
             self.length = p0 + S
             out = g.outputs[0]
+            if argmax:
+                raw = self.dev.read(built["out"]["addr"], 4 * self.cfg.cols).view("<i4")
+                b = raw[:8].astype(np.int64) & 0xFF
+                return {"token": int(sum(int(v) << (8 * e) for e, v in enumerate(b)))}
             rows = 1 if last else S
             q = read_rows(self.dev, built["out"], rows, self.cfg)
             return {out: (q[:, :built["width"]] * self.scale[out]).astype(np.float32)}
@@ -484,8 +490,9 @@ class OnChipDecoder(_ScalarParams):
 class _DecoderLowering(_Regions):
     """One program: ``S`` tokens at positions ``p0 ..`` in blocks of ``T``."""
 
-    def __init__(self, chip, S, p0, T, last):
-        self.chip, self.S, self.p0, self.T, self.last = chip, S, p0, T, last
+    def __init__(self, chip, S, p0, T, last, argmax=False):
+        self.chip, self.S, self.p0, self.T, self.last = chip, S, p0, T, last or argmax
+        self.argmax = argmax
         self.cfg = chip.cfg
         self.dev = chip.dev
         self.prog = _Emitter(self.cfg)
@@ -676,6 +683,9 @@ class _DecoderLowering(_Regions):
             act_stride = M if self.last and a.wide else 1
             # The first position's parameter sets only if the rows start with it.
             first = lin["p_addr0"] if not self.last or self.S == 1 else None
+            if self.argmax:
+                self.token(n, act, act_stride, kt, nt, lin, first)
+                return
 
             def store(slot, j, acc_row, slot0):
                 self.store_rows(slot, slot0, acc_row, m, wide=1, dram_stride=2 * C,
@@ -708,6 +718,33 @@ class _DecoderLowering(_Regions):
         self.gemm(act, kt, lin["w_addr"], lin["w_stride"], nt, store, p_addr=lin["p_addr"],
                   p_addr0=lin["p_addr0"], reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"])
         prog.made_by(n.out, "store")
+
+    def token(self, n, act, act_stride, kt, nt, lin, first):
+        """The last token's logits 16-bit into the buffer (``2 * nt`` rows: high and low
+        halves of each tile), their ``ARGMAX wide``, and the index row to memory through
+        the array (raw: its bytes as int32)."""
+        chip, prog, C = self.chip, self.prog, self.cfg.cols
+        base = self.buf.alloc(2 * nt, f"{n.out} (1 x {lin['n']})")
+        idx = self.buf.alloc(1, "the token id")
+
+        def store(slot, j, acc_row, slot0):
+            self.store_rows(slot, slot0, acc_row, 1, buf_row=base + 2 * j, to_buf=1, wide=1,
+                            lo_row=base + 2 * j + 1)
+        self.gemm(act, kt, lin["w_addr"], lin["w_stride"], nt, store, p_addr=lin["p_addr"],
+                  p_addr0=first, reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"],
+                  act_stride=act_stride)
+        prog.made_by(n.out, "store")
+        prog.vec(reads=[n.out], vop=isa.VecOp.ARGMAX, wide=1, a_row=base, a_lo_row=base + 1,
+                 rows=nt, count=1, stride=2, length=lin["n"], dst_row=idx)
+        prog.made_by("token", "vector")
+        slot = prog.params(chip._scalar_params((1.0,)), 1)
+
+        def st_raw(_, j, acc_row, __):
+            prog.store(acc_row=acc_row, m=1, param_tile=slot, raw=1,
+                       dram_addr=self.out["addr"], dram_stride=4 * C)
+        self.gemm((idx, 1, 1, False), 1, chip.identity, 0, 1, st_raw, slot=slot,
+                  reads=["token"])
+        prog.made_by(n.out, "memory")
 
     def store_rows(self, slot, slot0, acc_row, m, **fields):
         """The ``STORE`` of ``m`` rows of a tile: with ``slot0``, the first position's
