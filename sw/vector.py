@@ -91,7 +91,7 @@ from serrano.hw import isa
 __all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_table",
            "make_wide_tables", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
-           "norm", "norm_gain", "argmax", "rope", "rope_tables",
+           "norm", "norm_gain", "gain_bytes", "argmax", "rope", "rope_tables",
            "rope_multiplier", "apply"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
@@ -276,6 +276,13 @@ def norm(x, gain, length, shift, rms, wide=False, wide_out=False):
         y = np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX) if wide_out else sat8(y)
         out[i] = np.where(valid, y, 0)
     return out
+
+
+def gain_bytes(gain):
+    """int16 ``gain`` as the two int8 rows a normalization reads: its low bytes, then its
+    high bytes (``hw/isa.py``, ``LAYERNORM``)."""
+    gain = np.asarray(gain, np.int64)
+    return (gain & 0xFF).astype(np.uint8).view(np.int8), (gain >> 8).astype(np.int8)
 
 
 def norm_gain(gamma, s_y):

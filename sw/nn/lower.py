@@ -144,6 +144,14 @@ def _tiles(n, size):
     return -(-n // size)
 
 
+def param_rows(values, R):
+    """int8 ``values`` as whole rows of ``R`` (zeros past them): a vector parameter's
+    buffer rows."""
+    v = np.zeros(_tiles(len(values), R) * R, np.int8)
+    v[:len(values)] = values
+    return v.reshape(-1, R)
+
+
 def wide_rows(q, P, cfg):
     """16-bit ``q`` (``rows x K``, ``rows <= P``) as a value in memory: k-tile-major over
     ``P`` rows (zeros past ``rows``), each row its high halves' ``R`` bytes then its low
@@ -286,11 +294,8 @@ class OnChip(_ScalarParams):
     def _vrows(self, values):
         """Append int8 ``values`` (padded to whole rows) to the vector unit's parameter
         rows; their first row's offset there."""
-        R = self.cfg.rows
-        v = np.zeros(_tiles(len(values), R) * R, np.int8)
-        v[:len(values)] = values
         at = sum(len(r) for r in self.vrows)
-        self.vrows.append(v.reshape(-1, R))
+        self.vrows.append(param_rows(values, self.cfg.rows))
         return at
 
     def _layernorm_params(self, n):
@@ -303,8 +308,9 @@ class OnChip(_ScalarParams):
         s_n = s_y + s_beta
         gain, shift = vector.norm_gain(g, s_n)
         gain = np.asarray(gain, np.int64)
-        gains = self._vrows(((gain & 0xFF).astype(np.uint8)).view(np.int8))
-        self._vrows((gain >> 8).astype(np.int8))
+        lo_bytes, hi_bytes = vector.gain_bytes(gain)
+        gains = self._vrows(lo_bytes)
+        self._vrows(hi_bytes)
         hi, lo = split_wide(np.round(beta / s_beta).astype(np.int64))
         beta_hi = self._vrows(hi)
         self._vrows(lo)

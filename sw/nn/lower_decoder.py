@@ -48,7 +48,8 @@ from .. import q4 as q4_format
 from ..quant import quantize_linear, requant_params
 from . import float_exec
 from .lower import (WIDE_HEADROOM, NotLowered, TooLong, _Buffer, _Emitter,
-                    _Regions, _ScalarParams, _tiles, read_rows, wide_rows)
+                    _Regions, _ScalarParams, _tiles, param_rows, read_rows,
+                    wide_rows)
 
 __all__ = ["LOWERED", "SINK_RATIO", "Peaks", "calibrate", "OnChipDecoder"]
 
@@ -159,6 +160,7 @@ class OnChipDecoder(_ScalarParams):
         if R != C:
             raise NotLowered(f"the decoder lowering needs a square array, not {R} x {C}")
         self.maker = {n.out: n for n in graph.nodes}
+        self.embed = next(n for n in graph.nodes if n.op == "embed")
         self.users = {}
         for n in graph.nodes:
             for i in n.ins:
@@ -186,6 +188,20 @@ class OnChipDecoder(_ScalarParams):
         for n in graph.nodes:                    # attention's context, and its view
             if n.op == "context" or (n.op == "merge_heads" and n.ins[0] in self.wide):
                 self.wide.add(n.out)
+        self._scales(peaks)
+        self._head_scales(peaks)
+        self._weights(params, q4 or {}, peaks)
+        self._vector_params(params)
+        self.identity = dev.put(np.eye(R, C, dtype=np.int8).view(np.uint8).ravel())
+        self._kv_cache(positions)
+        self.length = 0
+        self._pcache = {}
+
+    # ---- set-up --------------------------------------------------------------------
+
+    def _scales(self, peaks):
+        """Each value's scale (``scale``; ``scale0`` at the first position)."""
+        graph = self.graph
         # Scales: every row's peak; a value whose first-position peak stands far above
         # the others' (SINK_RATIO) gets two: the first position's, and the others'.
         self.scale, self.scale0, self.split = {}, {}, set()
@@ -207,6 +223,10 @@ class OnChipDecoder(_ScalarParams):
             peak = rest if split else peaks.all[name]
             self.scale[name] = peak / top if peak > 0 else 1.0
             self.scale0[name] = peaks.first[name] / top if split else self.scale[name]
+
+    def _head_scales(self, peaks):
+        """Attention's scales per head (``head_scale``)."""
+        graph = self.graph
         # Attention's int8 values at a scale per head (per KV head for keys and values):
         # a projection's STORE scales each column, a softmax each head, and the scores'
         # STOREs go head by head; the rotary embedding keeps one ratio for all heads.
@@ -229,9 +249,14 @@ class OnChipDecoder(_ScalarParams):
             self.head_scale[self.source(v_split)] = vs
             self.head_scale[sc.out] = (np.maximum(peaks.heads[sc.out], 1e-12)
                                        * HEAD_HEADROOM / 127.0)
+
+    def _weights(self, params, q4, peaks):
+        """The packed weights and parameter sets of each ``linear`` (``lin``), and the
+        GEMM inputs' scales their accumulators need."""
+        graph, dev, cfg = self.graph, self.dev, self.cfg
+        R, C = cfg.rows, cfg.cols
         # Weights once; the queries' columns group-major (k-tile (kv, j): the group's
         # heads' d-tile j, one after another).
-        q4 = q4 or {}
         g, dt, kv = self.group, self.dt, self.kv_heads
         tiles = [((k * g + i) * dt + j) for k in range(kv) for j in range(dt)
                  for i in range(g)]
@@ -253,8 +278,8 @@ class OnChipDecoder(_ScalarParams):
             self.lin[n.out] = dict(w=w, unit=unit, k=w.shape[0], n=w.shape[1],
                                    role=self._role(n.out))
             cols = peaks.columns[n.out]
-            per = 256 if n.ins[0] in self.wide else 1          # a pair counts at 1/256
-            need = [float((c / unit).max()) * ACC_HEADROOM / 2**31 / per for c in cols]
+            need = [float((c / unit).max()) * ACC_HEADROOM / 2**31 / self._pair(n.ins[0])
+                    for c in cols]
             x = n.ins[0]
             if self._splittable(x):         # the rows after the first, and the first
                 self.scale[x] = max(self.scale[x], need[2 if x in self.split else 0])
@@ -291,7 +316,7 @@ class OnChipDecoder(_ScalarParams):
             def param_sets(s_in, s_out, unit=unit):
                 return dev.put(isa_model.pack_params(
                     *requant_params(s_in, unit, s_out, np.zeros(len(unit))), cfg))
-            per = 256 if n.ins[0] in self.wide else 1
+            per = self._pair(n.ins[0])
             s_out = s_out0 = self.scale[n.out]
             if n.out in self.head_scale:           # per head, each head's columns
                 s_out = s_out0 = np.repeat(self.head_scale[n.out], self.d)
@@ -305,6 +330,10 @@ class OnChipDecoder(_ScalarParams):
             lin.update(wfmt=wfmt, w_addr=dev.put(data), w_stride=stride,
                        p_addr=param_sets(*scales),
                        p_addr0=param_sets(*scales0) if differ else None)
+
+    def _vector_params(self, params):
+        """Norm gains and sigmoid tables, in groups (``vgroups``, ``vparam``)."""
+        graph, dev, cfg = self.graph, self.dev, self.cfg
         # Vector-unit parameters (norm gains, SiLU tables) in groups, one per stretch
         # between two attentions: group g (read after attention g - 1) is loaded into
         # one of two buffer regions at the top of the buffer, by turns, right after
@@ -321,10 +350,9 @@ class OnChipDecoder(_ScalarParams):
                         p.update(gains0=p["gains"], shift0=p["shift"])
                         continue
                     gain, shift = vector.norm_gain(params[n.attrs["g"]], sc[n.out])
-                    gain = np.asarray(gain, np.int64)
-                    p["gains" + key] = self._vrows(((gain & 0xFF).astype(np.uint8)
-                                                    ).view(np.int8))
-                    self._vrows((gain >> 8).astype(np.int8))
+                    lo_bytes, hi_bytes = vector.gain_bytes(gain)
+                    p["gains" + key] = self._vrows(lo_bytes)
+                    self._vrows(hi_bytes)
                     p["shift" + key] = shift
                 p["length"] = len(params[n.attrs["g"]])
             elif n.op == "silu":            # the sigmoid of the high halves, 16-bit
@@ -340,7 +368,12 @@ class OnChipDecoder(_ScalarParams):
         self.vbase = cfg.act_buf_rows - 2 * self.vgroup_rows
         self.vaddr = [dev.put(np.concatenate(g).view(np.uint8).ravel()) if g else None
                       for g in self.vgroups]
-        self.identity = dev.put(np.eye(R, C, dtype=np.int8).view(np.uint8).ravel())
+
+    def _kv_cache(self, positions):
+        """The rotary tables and the KV cache in device memory, for ``positions``."""
+        graph, dev = self.graph, self.dev
+        R, C = self.cfg.rows, self.cfg.cols
+        dt, kv = self.dt, self.kv_heads
         # Rotary tables for every position: cosines then sines, d bytes a position.
         self.capacity = cap = _tiles(positions, C) * C
         base = next(n.attrs["base"] for n in graph.nodes if n.op == "rope")
@@ -360,10 +393,6 @@ class OnChipDecoder(_ScalarParams):
                 if role == "k":
                     entry["rows"] = dev.alloc(kv * cap * self.d)
                 self.cache[n.out] = entry
-        self.length = 0
-        self._pcache = {}
-
-    # ---- set-up --------------------------------------------------------------------
 
 
     def source(self, v):
@@ -404,6 +433,11 @@ class OnChipDecoder(_ScalarParams):
         g = self.vgroup[name]
         return self.vbase + (g % 2) * self.vgroup_rows + self.vparam[name][key]
 
+    def _pair(self, name):
+        """What a GEMM's accumulators count ``name``'s scale in: 256 for a 16-bit input
+        (``MATMUL pair`` adds the low halves at 1/256), else 1."""
+        return 256 if name in self.wide else 1
+
     def _splittable(self, name):
         """Whether the instructions that make ``name`` can give the first position's row
         a scale of its own."""
@@ -412,12 +446,11 @@ class OnChipDecoder(_ScalarParams):
                                         or self._role(name) in ("act", "wide", "silu"))
 
     def _vrows(self, values):
-        R = self.cfg.rows
-        v = np.zeros(_tiles(len(values), R) * R, np.int8)
-        v[:len(values)] = values
+        """Append int8 ``values`` (whole rows) to the current group of vector
+        parameters; their first row's offset in the group."""
         group = self.vgroups[-1]
         at = sum(len(r) for r in group)
-        group.append(v.reshape(-1, R))
+        group.append(param_rows(values, self.cfg.rows))
         return at
 
     # ---- running -------------------------------------------------------------------
@@ -462,7 +495,7 @@ class OnChipDecoder(_ScalarParams):
                              f"at 0 (a new sequence) or at {self.length}, not {p0}")
         S = len(ids)
         g = self.graph
-        emb = next(n for n in g.nodes if n.op == "embed")
+        emb = self.embed
         x = np.asarray(self.params[emb.attrs["table"]], np.float64)[ids]
         top = isa.WIDE_MAX
         xq = np.clip(np.round(x / self.scale[emb.out]), -top, top).astype(np.int64)
@@ -564,7 +597,7 @@ class _DecoderLowering(_Regions):
         chip, cfg, dev, prog = self.chip, self.cfg, self.dev, self.prog
         R, C = cfg.rows, cfg.cols
         g = chip.graph
-        emb = next(n for n in g.nodes if n.op == "embed")
+        emb = chip.embed
         width = chip.lin[g.outputs[0]]["n"]
         hidden = np.asarray(chip.params[emb.attrs["table"]]).shape[1]
         hidden_kt = _tiles(hidden, R)
