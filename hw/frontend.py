@@ -241,7 +241,7 @@ class FrontEnd(wiring.Component):
                     | (norm & (vec_gain_end > cfg.act_buf_rows))
                     | (~table & (vec_dst_end > cfg.act_buf_rows))
                     | (b.vec.wide & (vec_a_lo_end > cfg.act_buf_rows))
-                    | (b.vec.wide & binary
+                    | (b.vec.wide & (binary | rope)
                        & ((vec_b_lo_end > cfg.act_buf_rows)
                           | (vec_dst_lo_end > cfg.act_buf_rows)))
                     | (b.vec.wide_out & (vec_dst_lo_end > cfg.act_buf_rows))

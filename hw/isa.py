@@ -139,7 +139,8 @@ Instructions
     ``causal``), the others are masked (their output is 0); ``mul_a`` (unsigned here)
     and ``shift`` give ``log2(e)`` times the input scale, in 1/256ths; the output is the
     probability times 127, in ``[0, 127]`` (with ``wide_out``: times ``127 * 256``, 16-bit,
-    its low halves at ``dst_lo_row + off(i, j)``);
+    its low halves at ``dst_lo_row + off(i, j)``; with ``wide``, of 16-bit ``x``, ``256 hi
+    + lo``, low halves at ``a_lo_row + off(i, j)``: attention's scores in 16 bits);
     ``LAYERNORM``, ``RMSNORM``  normalize each vector over its first ``length``
     elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by
     the int16 gain of each
@@ -162,11 +163,15 @@ Instructions
     table per vector (interleaved: a token's), or with ``b_repeat`` one for all
     ``count`` vectors (the heads of one position), ``y1 = x1 c - x2 s``,
     ``y2 = x2 c + x1 s``, each times ``mul_a``, divided by ``2**shift`` (rounded,
-    saturated).
+    saturated); with ``wide``, ``x``, the tables and ``y`` are 16-bit (low halves at
+    ``a_lo_row``, ``b_lo_row``, ``dst_lo_row`` as for ``ADD``; tables ``round(2**14
+    cos)``), ``mul_a`` is not applied and ``y`` is clamped to ``+-WIDE_MAX``
+    (``shift = 14`` keeps the scale).
     ``mul_a`` and ``mul_b`` are signed 16-bit (but for ``SOFTMAX``), ``round`` is half
     up, ``sat8`` clamps to ``[-128, 127]``. The destination rows may be the source rows
     themselves (in place) or rows apart from them; a partial overlap is outside the
-    contract.
+    contract, and so is a ``ROPE`` in place (a row of the second half reads its partner
+    in the first after that row's result may have been written).
 ``FENCE``  wait until every unit is idle and every DMA write is acknowledged.
 ``END``  as ``FENCE``, then stop with ``done`` (and the interrupt, if enabled).
 
@@ -184,7 +189,7 @@ import enum
 from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
-           "BINARY_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
+           "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
            "TABLE_ENTRIES", "SIGNED_FIELDS",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS", "WIDE_MAX",
@@ -281,7 +286,10 @@ REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
 #: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
 #: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
-WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX)
+WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX, VecOp.ROPE, VecOp.SOFTMAX)
+#: The operations with a partner operand ``b`` (at ``b_row``): with ``wide``, ``b`` (low
+#: halves at ``b_lo_row``) and the result (low halves at ``dst_lo_row``) are 16-bit too.
+PAIR_VOPS = (*BINARY_VOPS, VecOp.ROPE)
 WIDE_OUT_VOPS = (*NORM_VOPS, VecOp.SOFTMAX)
 #: Entries of one vector lookup table (one per int8 value).
 TABLE_ENTRIES = 256

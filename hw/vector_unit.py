@@ -34,21 +34,22 @@ class VectorUnit(wiring.Component):
     its half offset ``h * stride`` in ``h`` cycles). A row needs one read of the
     activation buffer's second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``;
     a 16-bit ``ADD``: four), three (a normalization's
-    output pass: ``x`` and the gain's two bytes) or four (``ROPE``: the row, its partner
-    in the other half, cosine, sine), one read per cycle; then it passes the lane
-    pipeline:
+    output pass: ``x`` and the gain's two bytes), four (``ROPE``: the row, its partner
+    in the other half, cosine, sine) or eight (a 16-bit ``ROPE``: each of those, high
+    and low halves), one read per cycle; then it passes the lane pipeline:
 
     * stage 2: the row's masked maximum and its first lane (a comparison tree) and its
       masked sum; the first two multipliers, ``x * y`` (``a mul_a``, ``a b``, ``a c``,
       softmax ``d mul``, normalization ``D D`` or ``D r``; 18 x 18) and ``b * v``
-      (``b mul_b``, ``b s``; 8 x 16), ``ROPE`` adding the two; the table read (``LUT``);
+      (``b mul_b``, ``b s``; 17 x 17), ``ROPE`` adding the two; the table read (``LUT``);
     * stage 3: ``ADD``'s sum or ``LUT``'s entry; softmax: the exponent's rounding shift
       and the read of the lane's ``2^-f`` ROM, the running maximum (and argmax);
       normalizations: the running sum, the row's sum of ``D * D``, ``z``;
     * stage 4: ``ADD``/``LUT`` rounded and saturated (then written); softmax: ``e``;
       normalizations: the running variance sum;
     * stage 5: the softmax row's sum; the third multiplier ``u * w`` (``e r``, ``z g``,
-      the ``MUL``/``ROPE`` product times ``mul_a``; 18 x 17);
+      the ``MUL``/``ROPE`` product times ``mul_a``, skipped by the 16-bit ``MUL`` and
+      ``ROPE``; 18 x 17);
     * stage 6: softmax's running sum; the rounding shifts and saturation (then written).
 
     Once per vector, sequentially: a shift-in restoring divider (softmax's reciprocal
@@ -62,7 +63,8 @@ class VectorUnit(wiring.Component):
     one.
 
     Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``), per four
-    (``ROPE``), while the write port is free. Per vector: ``SOFTMAX`` ``3 * rows + 31``
+    (``ROPE``, 16-bit ``ADD`` and ``MUL``), per eight (16-bit ``ROPE``), while the write
+    port is free. Per vector: ``SOFTMAX`` ``3 * rows + 31``
     cycles, ``LAYERNORM`` ``5 * rows + 142``, ``RMSNORM`` ``4 * rows + 108`` (with at most
     13 normalizing steps), ``ARGMAX`` ``rows + 1``, each plus about 7 cycles per pass to
     drain the pipeline. Back-pressure: a row that will be written is issued only with a
@@ -130,8 +132,8 @@ class VectorUnit(wiring.Component):
         ]
         reduce = Signal()
         m.d.comb += reduce.eq(is_sm | is_norm | is_am)
-        am_wide = Signal()                           # ARGMAX of 16-bit values: two reads
-        m.d.comb += am_wide.eq(is_am & v.wide)
+        am_wide = Signal()           # ARGMAX or SOFTMAX of 16-bit values: two reads a row
+        m.d.comb += am_wide.eq((is_am | is_sm) & v.wide)
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
@@ -165,11 +167,14 @@ class VectorUnit(wiring.Component):
         wide_add = Signal()          # ADD of 16-bit a and b into a 16-bit y
         wide_mul = Signal()          # MUL of 16-bit a and b into a 16-bit y
         wide_bin = Signal()          # either: four reads a row, two writes
+        wide_rope = Signal()         # ROPE of 16-bit x and tables: eight reads, two writes
         two_rows = Signal()          # a 16-bit result: two rows out per row
         m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
                      wide_mul.eq(v.wide & (vop == isa.VecOp.MUL)),
+                     wide_rope.eq(v.wide & (vop == isa.VecOp.ROPE)),
                      wide_bin.eq(wide_add | wide_mul),
-                     two_rows.eq(wide_bin | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
+                     two_rows.eq(wide_bin | wide_rope
+                                 | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -199,37 +204,44 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [out_row.eq(next_out), out_base.eq(next_out), out_j.eq(0)]
 
         # ---- The lane pipeline ------------------------------------------------------
-        # Stage 1: the read issued last cycle arrives. A row needs up to three reads
-        # (``ADD``/``MUL``: a, b; a normalization's output pass: x, gain low, gain high);
-        # the earlier ones wait in ``ra``, ``rb``.
+        # Stage 1: the read issued last cycle arrives. A row needs up to eight reads
+        # (``ADD``/``MUL``: a, b; a normalization's output pass: x, gain low, gain high;
+        # a 16-bit ``ROPE``: x, its partner, cosine, sine, high and low halves each);
+        # the earlier ones wait in ``ra``, ``rb``, ...
         t1_valid, t1_last = Signal(), Signal()
-        t1_ph = Signal(2)
+        t1_ph = Signal(3)
         t1_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
         t1_row = Signal(16)                          # the row's number in its vector
         t1_second = Signal()                         # ROPE: a row of the second half
-        ra, rb, rc = Signal(row_layout), Signal(row_layout), Signal(row_layout)
-        for j, reg in enumerate((ra, rb, rc)):
+        held = [Signal(row_layout, name=f"r{j}") for j in range(7)]
+        ra, rb, rc = held[:3]
+        for j, reg in enumerate(held):
             with m.If(t1_valid & ~t1_last & (t1_ph == j)):
                 m.d.sync += reg.eq(self.rd_data)
-        nreads = Signal(3)
+        nreads = Signal(4)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
         m.d.comb += nreads.eq(Mux(binary, Mux(wide_bin, 4, 2),
                                   Mux(is_norm & out_pass, Mux(wide, 4, 3),
-                                      Mux(is_rope, 4,
+                                      Mux(is_rope, Mux(wide_rope, 8, 4),
                                           # two writes a row: a cycle for each
                                           Mux((is_norm & wide) | (is_sm & out_pass & two_rows)
                                               | am_wide,
                                               2, 1)))))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
+        # A 16-bit ROPE's cosine and sine (high and low halves).
+        s2_e, s2_f, s2_g, s2_h = (Signal(row_layout, name=f"s2_{n}") for n in "efgh")
         s2_lanes = Signal(lane_bits)
         s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
                      s2_row.eq(t1_row), s2_second.eq(t1_second),
                      s2_a.eq(Mux(nreads == 1, self.rd_data, ra)),
                      s2_b.eq(Mux(nreads == 2, self.rd_data, rb)),
-                     s2_c.eq(Mux(nreads == 4, rc, self.rd_data)), s2_d.eq(self.rd_data)]
+                     s2_c.eq(Mux(nreads >= 4, rc, self.rd_data)),
+                     s2_d.eq(Mux(nreads == 8, held[3], self.rd_data)),
+                     s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
+                     s2_h.eq(self.rd_data)]
         valid = [Signal(name=f"s{i}_valid") for i in range(3, 8)]      # stages 3..7
         s3_valid, s4_valid, s5_valid, s6_valid, s7_valid = valid
         m.d.sync += [s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
@@ -243,7 +255,7 @@ class VectorUnit(wiring.Component):
 
         # Per-vector state: softmax running maximum, sum and reciprocal; normalization
         # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
-        mx = Signal(signed(17))                      # (17-bit: a wide ARGMAX's values)
+        mx = Signal(signed(17))                      # (17-bit: 16-bit values too)
         s3_rmax = Signal(signed(17))
         s3_rlane = Signal(range(R))
         s3_row = Signal(16)
@@ -262,7 +274,7 @@ class VectorUnit(wiring.Component):
         def lanes(name, shape):
             return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
         lane_p1 = lanes("p1", signed(37))
-        lane_p2 = lanes("p2", signed(33))
+        lane_p2 = lanes("p2", signed(34))
         lane_g3 = lanes("g3", signed(16))
         lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
         lane_sum = lanes("sum", signed(34))
@@ -271,7 +283,7 @@ class VectorUnit(wiring.Component):
         lane_n4, lane_n5 = lanes("n4", signed(17)), lanes("n5", signed(17))
         lane_e = lanes("e", 16)
         lane_prod = lanes("prod", signed(36))
-        k_exp = lanes("kexp", unsigned(18))
+        k_exp = lanes("kexp", unsigned(26))
         s5_y, s7_y = Signal(row_layout), Signal(row_layout)
         late = Signal()              # the result leaves stage 6's multiplier (not stage 4)
         m.d.comb += late.eq(~(vop == isa.VecOp.ADD) & ~is_lut)
@@ -286,7 +298,7 @@ class VectorUnit(wiring.Component):
         for k in range(R):
             ok = Signal(name=f"okm_{k}")
             m.d.comb += ok.eq(k < s2_lanes)
-            val = Signal(signed(17), name=f"amv_{k}")       # wide ARGMAX: 256 hi + lo
+            val = Signal(signed(17), name=f"amv_{k}")       # 16-bit: 256 hi + lo
             m.d.comb += val.eq(Mux(am_wide, (s2_a[k] << 8) + s2_b[k], s2_a[k]))
             level.append((Mux(ok, val, Mux(am_wide, -(1 << 16), -128)), k))
         node = 0
@@ -309,31 +321,36 @@ class VectorUnit(wiring.Component):
             x16 = Signal(signed(17), name=f"x16_{k}")        # normalizations: X
             m.d.comb += x16.eq(Mux(wide, (a << 8) + b, a << 8))
             xs = xs + Mux(ok, x16, 0)
-            d = Signal(9, name=f"d_{k}")
-            m.d.comb += d.eq(mx - a)
+            d = Signal(17, name=f"d_{k}")                   # softmax: max - x
+            m.d.comb += d.eq(mx - Mux(am_wide, (a << 8) + b, a))
             dev = Signal(signed(18), name=f"dev_{k}")
             m.d.comb += dev.eq(x16 - mu)
             m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
             a16 = Signal(signed(17), name=f"a16_{k}")        # wide ADD: 256 hi + lo
             b16 = Signal(signed(17), name=f"b16_{k}")
-            m.d.comb += [a16.eq(Mux(wide_bin, (a << 8) + b, a)),
-                         b16.eq(Mux(wide_bin, (c << 8) + dd, b))]
+            m.d.comb += [a16.eq(Mux(wide_bin | wide_rope, (a << 8) + b, a)),
+                         b16.eq(Mux(wide_bin | wide_rope, (c << 8) + dd, b))]
+            cos16 = Signal(signed(17), name=f"cos16_{k}")    # wide ROPE's tables
+            sin16 = Signal(signed(17), name=f"sin16_{k}")
+            m.d.comb += [cos16.eq((s2_e[k] << 8) + s2_f[k]), sin16.eq((s2_g[k] << 8) + s2_h[k])]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
-            v_op = Signal(signed(16), name=f"vop_{k}")
+            v_op = Signal(signed(17), name=f"vop_{k}")
             with m.If(is_sm):
                 m.d.comb += [x_op.eq(d), y_op.eq(v.mul_a)]
             with m.Elif(is_norm):
                 m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
             with m.Elif(vop == isa.VecOp.ADD):
                 m.d.comb += [x_op.eq(a16), y_op.eq(mul_a)]
+            with m.Elif(wide_rope):
+                m.d.comb += [x_op.eq(a16), y_op.eq(cos16)]
             with m.Elif(is_rope):
                 m.d.comb += [x_op.eq(a), y_op.eq(c)]
             with m.Else():                             # MUL: a b (16-bit: a16 b16)
                 m.d.comb += [x_op.eq(Mux(wide_mul, a16, a)), y_op.eq(Mux(wide_mul, b16, b))]
-            m.d.comb += v_op.eq(Mux(is_rope, dd, mul_b))
+            m.d.comb += v_op.eq(Mux(wide_rope, sin16, Mux(is_rope, dd, mul_b)))
             xy = Signal(signed(36), name=f"xy_{k}")
-            bv = Signal(signed(33), name=f"bv_{k}")
+            bv = Signal(signed(34), name=f"bv_{k}")
             m.d.comb += [xy.eq(x_op * y_op), bv.eq(b16 * v_op)]
             m.d.sync += [lane_ok3[k].eq(ok),
                          lane_g3[k].eq(Mux(wide, (dd << 8) | c.as_unsigned(),
@@ -346,8 +363,8 @@ class VectorUnit(wiring.Component):
         # read, running maximum; normalizations: running sum, row sum of D*D, z.
         vs = 0
         for k in range(R):
-            t = Signal(unsigned(26), name=f"t_{k}")
-            m.d.comb += t.eq((lane_p1[k][:26].as_unsigned() + half) >> shift)
+            t = Signal(unsigned(34), name=f"t_{k}")
+            m.d.comb += t.eq((lane_p1[k][:34].as_unsigned() + half) >> shift)
             m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
             m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k])]
             with m.If(vop == isa.VecOp.ADD):
@@ -403,8 +420,8 @@ class VectorUnit(wiring.Component):
             w_op = Signal(signed(17), name=f"wop_{k}")
             m.d.comb += [u_op.eq(Mux(is_sm, lane_e[k], lane_m5[k])),
                          w_op.eq(Mux(is_sm, recip, lane_n5[k]))]
-            # A 16-bit MUL's product (34 bits) skips the multiplier: no mul_a.
-            m.d.sync += lane_prod[k].eq(Mux(wide_mul, lane_w5[k], u_op * w_op))
+            # A 16-bit MUL's or ROPE's result (34 bits) skips the multiplier: no mul_a.
+            m.d.sync += lane_prod[k].eq(Mux(wide_mul | wide_rope, lane_w5[k], u_op * w_op))
         m.d.sync += s6_rsum.eq(rsum)
         lane_ok6 = lanes("ok6", 1)
         for k in range(R):
@@ -434,7 +451,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], wide_high(n16), 0))
             with m.Elif(is_norm):
                 m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
-            with m.Elif(wide_mul):
+            with m.Elif(wide_mul | wide_rope):
                 m.d.sync += s7_y[k].eq(wide_high(n16))
             with m.Else():
                 m.d.sync += s7_y[k].eq(sat)
@@ -464,7 +481,7 @@ class VectorUnit(wiring.Component):
         h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
-        ph = Signal(2)               # which read of the row is next
+        ph = Signal(3)               # which read of the row is next
         t_entry = Signal(range(R))   # TABLE: the entry of the row being written
         t_row = Signal(row_layout)
         t_index = Signal(range(entries + 1))
@@ -483,15 +500,23 @@ class VectorUnit(wiring.Component):
                      second.eq(row_no >= rows_half),
                      jm.eq(Mux(second, row_no - rows_half, row_no))]
         rope_addr = Signal(aw)
+        rope_hi = Signal(aw)         # the row's high half (16-bit ROPE: two reads each)
+        rope_sel = Signal(2)         # x, its partner, cos, sin
         b_half = Signal(aw)          # the same in b (contiguous when it repeats)
-        m.d.comb += b_half.eq(Mux(v.b_repeat, rows_half, half_off))
-        with m.Switch(ph):
+        m.d.comb += [b_half.eq(Mux(v.b_repeat, rows_half, half_off)),
+                     rope_sel.eq(Mux(wide_rope, ph[1:], ph[:2]))]
+        with m.Switch(rope_sel):
+            with m.Case(0):      # x (16-bit: its low half next)
+                m.d.comb += rope_hi.eq(a_addr)
             with m.Case(1):      # the partner element, in the other half
-                m.d.comb += rope_addr.eq(Mux(second, a_addr - half_off, a_addr + half_off))
+                m.d.comb += rope_hi.eq(Mux(second, a_addr - half_off, a_addr + half_off))
             with m.Case(2):      # cos, row jm of b
-                m.d.comb += rope_addr.eq(Mux(second, b_addr - b_half, b_addr))
+                m.d.comb += rope_hi.eq(Mux(second, b_addr - b_half, b_addr))
             with m.Default():    # sin, row h + jm of b
-                m.d.comb += rope_addr.eq(Mux(second, b_addr, b_addr + b_half))
+                m.d.comb += rope_hi.eq(Mux(second, b_addr, b_addr + b_half))
+        m.d.comb += rope_addr.eq(rope_hi + Mux(wide_rope & ph[0],
+                                               Mux(rope_sel[1], v.b_lo_row - v.b_row,
+                                                   lo_delta), 0))
 
         # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
         # reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square root.

@@ -281,12 +281,11 @@ class Machine:
             span_b = b["rows"] if b["b_repeat"] else span
             ok = (b["a_row"] + span <= rows and b["table"] < cfg.vec_tables
                   and (table or b["stride"] == 0 or b["stride"] >= b["count"])
-                  and (vop not in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
-                       or b["b_row"] + span_b <= rows)
+                  and (vop not in isa.PAIR_VOPS or b["b_row"] + span_b <= rows)
                   and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
                   and (table or b["dst_row"] + span <= rows)
                   and (not b["wide"] or b["a_lo_row"] + span <= rows)
-                  and (not b["wide"] or vop not in isa.BINARY_VOPS
+                  and (not b["wide"] or vop not in isa.PAIR_VOPS
                        or (b["b_lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
                   and (not b["wide_out"] or b["dst_lo_row"] + span <= rows)
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
@@ -422,13 +421,13 @@ class Machine:
         off = vec_offsets(rows, count, stride)
         a = self.act[a_row + off].reshape(count, rows * R)
         b = None
-        if vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
+        if vop in isa.PAIR_VOPS:
             b = self.act[b_row + (np.arange(rows)[None] if b_repeat else off)]
             b = b.reshape(-1, rows * R)
+        if wide and vop in (isa.VecOp.ARGMAX, isa.VecOp.SOFTMAX):   # 256 hi + lo
+            lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
+            a = 256 * a.astype(np.int64) + lo
         if vop == isa.VecOp.ARGMAX:
-            if wide:                                  # 16-bit values: 256 hi + lo
-                lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
-                a = 256 * a.astype(np.int64) + lo
             idx = vector.argmax(a, length + causal * np.arange(count))
             rows_out = np.zeros((count, R), np.int64)
             for e in range(min(R, 8)):
@@ -437,13 +436,13 @@ class Machine:
             return {"vec_rows": n}
         if vop == isa.VecOp.SOFTMAX:
             y = vector.softmax(a, length + causal * np.arange(count), mul_a & 0xFFFF, shift,
-                               wide_out=bool(wide_out))
+                               wide_out=bool(wide_out), wide=bool(wide))
             if wide_out:
                 hi, lo = split_wide(y)
                 self.act[dst_row + off] = hi.reshape(count, rows, R)
                 self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
                 return {"vec_rows": n}
-        elif vop == isa.VecOp.ROPE:
+        elif vop == isa.VecOp.ROPE and not wide:
             half = rows * R // 2
             y = vector.rope(a, b[:, :half], b[:, half:], mul_a, shift)
         elif vop in isa.NORM_VOPS:
@@ -459,12 +458,17 @@ class Machine:
                 self.act[dst_row + off] = hi.reshape(count, rows, R)
                 self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
                 return {"vec_rows": n}
-        elif vop in isa.BINARY_VOPS and wide:        # a, b and y 16-bit
+        elif vop in isa.PAIR_VOPS and wide:          # a, b and y 16-bit
             lo = self.act[b_lo_row + (np.arange(rows)[None] if b_repeat else off)]
             b = 256 * b.astype(np.int64) + lo.reshape(-1, rows * R)
             a = 256 * a.astype(np.int64) + self.act[a_lo_row + off].reshape(count, rows * R)
-            y = (vector.add(a, b, mul_a, mul_b, shift, wide=True) if vop == isa.VecOp.ADD
-                 else vector.mul(a, b, mul_a, shift, wide=True))
+            if vop == isa.VecOp.ROPE:
+                half = rows * R // 2
+                y = vector.rope(a, b[:, :half], b[:, half:], 0, shift, wide=True)
+            elif vop == isa.VecOp.ADD:
+                y = vector.add(a, b, mul_a, mul_b, shift, wide=True)
+            else:
+                y = vector.mul(a, b, mul_a, shift, wide=True)
             hi, lo = split_wide(y)
             self.act[dst_row + off] = hi.reshape(count, rows, R)
             self.act[dst_lo_row + off] = lo.reshape(count, rows, R)
@@ -748,12 +752,12 @@ def _footprint(cfg, op, b):
         else:
             off = vec_offsets(b["rows"], b["count"], b["stride"])
             reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
-            wide_add = b["wide"] and b["vop"] in isa.BINARY_VOPS
+            wide_add = b["wide"] and b["vop"] in isa.PAIR_VOPS
             if b["wide"]:
                 reads.update(("act row", int(r)) for r in (b["a_lo_row"] + off).ravel())
             if b["wide_out"] or wide_add:
                 writes.update(("act row", int(r)) for r in (b["dst_lo_row"] + off).ravel())
-            if b["vop"] in (*isa.BINARY_VOPS, isa.VecOp.ROPE):
+            if b["vop"] in isa.PAIR_VOPS:
                 ob = np.arange(b["rows"]) if b["b_repeat"] else off
                 reads.update(("act row", int(r)) for r in (b["b_row"] + ob).ravel())
                 if wide_add:

@@ -95,6 +95,7 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
+       "vec:wide_rope",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
 )
 
@@ -526,6 +527,8 @@ def vector_epilogue(rng, cfg, image, layout):
     if stride and count > 1:
         bins.add("vec:interleaved")
     for k, vop in enumerate(vops):
+        if vop == isa.VecOp.ROPE and src == dst:
+            continue                  # outside the contract: a ROPE in place
         length = int(rng.choice([0, 1, int(rng.integers(1, L + 1)), L, L + 3]))
         op = dict(vop=vop, a_row=src, dst_row=dst, rows=rows, count=count, length=length,
                   causal=int(rng.random() < 0.3), b_row=xb,
@@ -535,9 +538,9 @@ def vector_epilogue(rng, cfg, image, layout):
                   b_repeat=int(vop in (*isa.BINARY_VOPS, isa.VecOp.ROPE)
                                and rng.random() < 0.3),
                   stride=stride)
-        if vop in isa.BINARY_VOPS and rng.random() < 0.3:     # 16-bit a, b and result
+        if vop in isa.PAIR_VOPS and rng.random() < 0.3:       # 16-bit a, b and result
             op.update(wide=1, a_lo_row=2 * n, b_lo_row=0, dst_lo_row=dst + n)
-            bins.add("vec:wide_add" if vop == isa.VecOp.ADD else "vec:wide_mul")
+            bins.add(f"vec:wide_{vop.name.lower()}")
         if vop in (*isa.NORM_VOPS, isa.VecOp.SOFTMAX) and rng.random() < 0.3:
             op.update(wide_out=1, dst_lo_row=dst + n)            # a 16-bit result
             bins.add("vec:wide_out")

@@ -31,7 +31,8 @@ values are exact integers (no intermediate rounding but the one stated).
     for one vector ``x`` of int8 (input scale ``s``), its first ``length`` elements
     valid:
 
-    1. ``m = max(x[:length])``; ``d = m - x`` (0..255);
+    1. ``m = max(x[:length])``; ``d = m - x`` (0..255; with ``wide``, ``x`` 16-bit,
+       ``256 hi + lo``: 0..65535);
     2. ``t = rshift_round(d * mul, shift)``: ``d * s * log2(e)`` in 1/256ths when
        ``mul / 2**shift = 256 * s * log2(e)`` (:func:`softmax_multiplier`);
     3. ``e = POW2[t mod 256] >> (t // 256)`` (0 once ``t // 256 >= 16``), with the
@@ -76,7 +77,11 @@ values are exact integers (no intermediate rounding but the one stated).
     ``round(127 sin)``: :func:`rope_tables`):
     ``y1 = sat8(rshift_round(mul * (x1 cos - x2 sin), shift))``,
     ``y2 = sat8(rshift_round(mul * (x2 cos + x1 sin), shift))``; ``mul / 2**shift ~
-    1 / 127`` keeps the scale (:func:`rope_multiplier`).
+    1 / 127`` keeps the scale (:func:`rope_multiplier`). With ``wide``, ``x``, ``cos``,
+    ``sin`` and ``y`` are 16-bit (``256 hi + lo``; the tables ``round(ROPE_ONE cos)``,
+    :func:`rope_tables` with ``wide``), ``mul`` is not applied and the results are
+    clamped to ``+-WIDE_MAX``: ``y1 = clamp(rshift_round(x1 cos - x2 sin, shift))``, the
+    same scale for ``shift = ROPE_SHIFT``.
 
 ``mul_a`` and ``mul_b`` are signed 16-bit (``SOFTMAX``'s ``mul`` unsigned 16-bit),
 ``shift`` 0..31 (the instruction's fields).
@@ -92,12 +97,16 @@ __all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_
            "make_wide_tables", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
            "norm", "norm_gain", "gain_bytes", "argmax", "rope", "rope_tables",
-           "rope_multiplier", "apply"]
+           "rope_multiplier", "ROPE_ONE", "ROPE_SHIFT", "apply"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
 POW2 = np.round(2.0 ** 15 * 2.0 ** (-np.arange(256) / 256)).astype(np.int64)
 #: The softmax's output for a probability of one.
 SOFTMAX_ONE = 127
+#: A 16-bit rotary table's one (``cos = 1``), and the ``ROPE wide`` shift that keeps the
+#: scale.
+ROPE_SHIFT = 14
+ROPE_ONE = 1 << ROPE_SHIFT
 _RECIP_BITS = 24
 
 _MUL_MIN, _MUL_MAX = -(1 << 15), (1 << 15) - 1
@@ -215,11 +224,12 @@ def mul_multiplier(s_a, s_b, s_y):
     return _fixed(s_a * s_b / s_y, "s_a * s_b / s_y")
 
 
-def softmax(x, length, mul, shift, wide_out=False):
+def softmax(x, length, mul, shift, wide_out=False, wide=False):
     """:func:`softmax` of the docstring for each row of ``x`` (2-D int8, one vector per
-    row); ``length`` an int or one per row. Returns int8 rows (the probability times
-    127), or with ``wide_out`` 16-bit rows, ``rshift_round(e r, 16)``: the probability
-    times ``127 * 256``, eight more bits for long rows of small probabilities."""
+    row; 16-bit values with ``wide``); ``length`` an int or one per row. Returns int8
+    rows (the probability times 127), or with ``wide_out`` 16-bit rows, ``rshift_round(e
+    r, 16)``: the probability times ``127 * 256``, eight more bits for long rows of small
+    probabilities."""
     if not 0 <= int(mul) < (1 << 16):
         raise ValueError(f"mul={mul} is not an unsigned 16-bit multiplier")
     _check(0, 0, shift)
@@ -227,7 +237,7 @@ def softmax(x, length, mul, shift, wide_out=False):
     n, L = x.shape
     length = np.broadcast_to(np.asarray(length, np.int64), (n,))
     valid = np.arange(L)[None, :] < length[:, None]
-    m = np.where(valid, x, -128).max(axis=1, keepdims=True)
+    m = np.where(valid, x, -(1 << 16) if wide else -128).max(axis=1, keepdims=True)
     t = rshift_round((m - x) * int(mul), int(shift))
     e = np.where((t >> 8) >= 16, 0, POW2[t & 255] >> np.minimum(t >> 8, 15))
     e = np.where(valid, e, 0)
@@ -308,10 +318,11 @@ def argmax(x, length):
     return np.where(valid, x, np.iinfo(np.int64).min).argmax(axis=1) * (length > 0)
 
 
-def rope(x, cos, sin, mul, shift):
-    """:func:`rope` of the docstring for each row of ``x`` (2-D int8, ``2h`` per row), with
-    ``h`` cosines and sines for all rows, or a row of them for each row of ``x``."""
-    _check(mul, 0, shift)
+def rope(x, cos, sin, mul, shift, wide=False):
+    """:func:`rope` of the docstring for each row of ``x`` (2-D int8, ``2h`` per row; with
+    ``wide`` 16-bit values and tables), with ``h`` cosines and sines for all rows, or a
+    row of them for each row of ``x``."""
+    _check(0 if wide else mul, 0, shift)
     x = np.atleast_2d(np.asarray(x, np.int64))
     h = x.shape[1] // 2
     c, s = np.asarray(cos, np.int64), np.asarray(sin, np.int64)
@@ -319,15 +330,23 @@ def rope(x, cos, sin, mul, shift):
     if x.shape[1] % 2 or c.shape not in shapes or s.shape not in shapes:
         raise ValueError(f"rope needs an even row and {h} cosines and sines (per row)")
     x1, x2 = x[:, :h], x[:, h:]
+    if wide:
+        y = np.concatenate([rshift_round(x1 * c - x2 * s, int(shift)),
+                            rshift_round(x2 * c + x1 * s, int(shift))], axis=1)
+        return np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX).astype(np.int16)
     y1 = rshift_round(int(mul) * (x1 * c - x2 * s), int(shift))
     y2 = rshift_round(int(mul) * (x2 * c + x1 * s), int(shift))
     return sat8(np.concatenate([y1, y2], axis=1))
 
 
-def rope_tables(pos, d, base):
+def rope_tables(pos, d, base, wide=False):
     """int8 ``(cos, sin)`` of the rotary embedding at position ``pos`` for head width
-    ``d``: ``round(127 cos(pos * base**(-2i/d)))``, ``i < d / 2``."""
+    ``d``: ``round(127 cos(pos * base**(-2i/d)))``, ``i < d / 2``; with ``wide`` int16
+    ``round(ROPE_ONE cos(...))``."""
     ang = float(pos) * float(base) ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    if wide:
+        return (np.round(ROPE_ONE * np.cos(ang)).astype(np.int16),
+                np.round(ROPE_ONE * np.sin(ang)).astype(np.int16))
     return (np.round(127 * np.cos(ang)).astype(np.int8),
             np.round(127 * np.sin(ang)).astype(np.int8))
 
@@ -422,6 +441,14 @@ def measure_errors(seed=0, trials=300):
                               x2 * np.cos(ang) + x1 * np.sin(ang)], axis=1)
         ok = np.abs(ref) < 127
         keep("ROPE", np.abs(rope(x, cos, sin, m, sh) - ref)[ok].max(initial=0))
+        x = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (4, d))
+        cos, sin = rope_tables(pos, d, 10000.0, wide=True)
+        x1, x2 = x[:, :d // 2], x[:, d // 2:]
+        ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
+                              x2 * np.cos(ang) + x1 * np.sin(ang)], axis=1)
+        ok = np.abs(ref) < isa.WIDE_MAX
+        keep("ROPE wide (16-bit steps)",
+             np.abs(rope(x, cos, sin, 0, ROPE_SHIFT, wide=True) - ref)[ok].max(initial=0))
     return worst
 
 

@@ -262,6 +262,88 @@ def test_rope_matches_golden(simulator, rng, rows, count):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
+def _wide_rope_case(rng, rows, count, stride, b_repeat):
+    """A 16-bit ``ROPE`` (x, tables and y each as high and low rows; ``x`` at its
+    extremes, one vector's tables random 16-bit values): the rows, the op, and the
+    specification's result rows (high halves, then low)."""
+    R = TINY.rows
+    L, h = rows * R, rows * R // 2
+    x = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (count, L))
+    x[0, 1], x[0, 2:4] = -isa.WIDE_MAX, isa.WIDE_MAX
+    nt = 1 if b_repeat else count
+    t = np.stack([np.concatenate(vector.rope_tables(int(p), L, 10000.0, wide=True))
+                  for p in rng.integers(0, 5000, nt)]).astype(np.int64)
+    if not b_repeat:
+        t[-1] = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, L)
+    span = isa.vec_span(rows, count, stride)
+    span_b = rows if b_repeat else span
+
+    def place(mat, n):
+        out = np.zeros((n, R), np.int8)
+        for i, vecrow in enumerate(mat):
+            for j in range(rows):
+                out[isa.vec_offset(i, j, rows, 0 if len(mat) == 1 else stride)] = \
+                    vecrow[j * R:(j + 1) * R]
+        return out
+    xh, xl = requant.split_wide(x)
+    th, tl = requant.split_wide(t)
+    # The most negative 16-bit value, -128 * 257 (both halves -128): x, and a table's.
+    xh[0, 0] = xl[0, 0] = -128
+    x[0, 0] = -128 * 257
+    if not b_repeat:
+        th[-1, 0] = tl[-1, 0] = -128
+        t[-1, 0] = -128 * 257
+    data = np.concatenate([place(xh, span), place(xl, span), place(th, span_b),
+                           place(tl, span_b)])
+    X, T, Y = 0, 2 * span, 2 * span + 2 * span_b
+    op = dict(vop=isa.VecOp.ROPE, wide=1, a_row=X, a_lo_row=X + span, b_row=T,
+              b_lo_row=T + span_b, dst_row=Y, dst_lo_row=Y + span, rows=rows, count=count,
+              stride=stride, b_repeat=b_repeat, shift=vector.ROPE_SHIFT)
+    y = vector.rope(x, t[:, :h], t[:, h:], 0, vector.ROPE_SHIFT, wide=True)
+    assert (np.abs(y) == isa.WIDE_MAX).any() or not b_repeat
+    yh, yl = requant.split_wide(y)
+    return data, op, Y, np.concatenate([place(yh, span), place(yl, span)])
+
+
+@pytest.mark.parametrize("rows, count, stride, b_repeat", [
+    (2, 1, 0, 1), (4, 3, 3, 0), (6, 2, 0, 0), (2, 5, 6, 0)])
+def test_wide_rope_matches_golden(simulator, rng, rows, count, stride, b_repeat):
+    """``ROPE wide`` (eight reads a row): the specification's rows, and the golden
+    model's whole memory."""
+    data, op, out_row, want = _wide_rope_case(rng, rows, count, stride, b_repeat)
+    image, prog_len = _program(TINY, data, [op], out_row=out_row, n_out=len(want))
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
+
+
+def test_wide_rope_on_amaranths_simulator(rng):
+    from serrano.sim.amaranth_system import run_program as run_amaranth
+    data, op, out_row, want = _wide_rope_case(rng, 4, 3, 3, 0)
+    image, prog_len = _program(TINY, data, [op], out_row=out_row, n_out=len(want))
+    gold = _golden(TINY, image, prog_len)
+    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
+    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=50_000)
+    assert not rtl.timed_out
+    np.testing.assert_array_equal(rtl.image, gold.mem)
+
+
+def test_wide_rope_against_float_rotation(rng):
+    """The 16-bit tables' error: within three 16-bit steps of the exact rotation (the
+    table's 2**-14 on each of two products, and the rounding)."""
+    d = 64
+    x = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (50, d))
+    for pos in (0, 1, 17, 400, 4095):
+        cos, sin = vector.rope_tables(pos, d, 10000.0, wide=True)
+        y = vector.rope(x, cos, sin, 0, vector.ROPE_SHIFT, wide=True).astype(float)
+        ang = pos * 10000.0 ** (-np.arange(0, d, 2) / d)
+        x1, x2 = x[:, :d // 2].astype(float), x[:, d // 2:].astype(float)
+        ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
+                              x2 * np.cos(ang) + x1 * np.sin(ang)], axis=1)
+        keep = np.abs(ref) < isa.WIDE_MAX
+        assert np.abs(y - ref)[keep].max() <= 3.0
+
+
 def test_rope_against_float_rotation(rng):
     """The int8 tables' error: within two output steps of the exact rotation."""
     d = 64
@@ -651,6 +733,60 @@ def _softmax16_case(rng, cfg, rows=3, count=4, length=9):
     assert (np.abs(p16 - 256 * p8.astype(np.int64)) <= 128).all()     # 8 more bits
     hi, lo = requant.split_wide(p16)
     return x, ops, np.concatenate([hi.reshape(n, R), lo.reshape(n, R)]), n
+
+
+def _softmax_wide_case(rng, cfg, rows, count, length, causal, wide_out, big=False):
+    """Softmax of 16-bit scores (``wide``: high rows, then low rows), into int8 or 16
+    bits; one element the most negative 16-bit value, one the largest; ``big``: a
+    multiplier that drives ``t`` far past the exponent's 16 steps."""
+    R = cfg.rows
+    n = rows * count
+    x = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (count, rows * R))
+    x[0, 1] = isa.WIDE_MAX
+    hi, lo = requant.split_wide(x)
+    hi, lo = hi.reshape(n, R), lo.reshape(n, R)
+    hi[0, 0] = lo[0, 0] = -128                              # -128 * 257
+    x[0, 0] = -128 * 257
+    mul, shift = (65535, 2) if big else vector.softmax_multiplier(40.0 / isa.WIDE_MAX)
+    ops = [dict(vop=isa.VecOp.SOFTMAX, wide=1, a_row=0, a_lo_row=n, dst_row=2 * n,
+                dst_lo_row=3 * n, wide_out=wide_out, rows=rows, count=count, length=length,
+                causal=causal, mul_a=mul, shift=shift)]
+    p = vector.softmax(x, length + causal * np.arange(count), mul, shift,
+                       wide_out=bool(wide_out), wide=True)
+    if not big:                          # within the int8 softmax's documented bound
+        z = x * (40.0 / isa.WIDE_MAX)
+        for i in range(count):
+            k = min(length + causal * i, rows * R)
+            if k:
+                ref = np.exp(z[i, :k] - z[i, :k].max())
+                one = vector.SOFTMAX_ONE * (256 if wide_out else 1)
+                assert np.abs(p[i, :k] / one - ref / ref.sum()).max() <= 0.5 / 127 + 0.003
+    ph, pl = requant.split_wide(p.astype(np.int64)) if wide_out else (p, None)
+    want = [ph.reshape(n, R)] + ([pl.reshape(n, R)] if wide_out else [])
+    return np.concatenate([hi, lo]), ops, np.concatenate(want), 2 * n
+
+
+@pytest.mark.parametrize("rows, count, length, causal, wide_out, big", [
+    (3, 4, 9, 1, 1, False), (2, 3, 8, 0, 0, False), (2, 2, 5, 1, 1, True)])
+def test_softmax_of_16_bits_matches_golden(simulator, rng, rows, count, length, causal,
+                                          wide_out, big):
+    x, ops, want, out = _softmax_wide_case(rng, TINY, rows, count, length, causal,
+                                           wide_out, big)
+    image, prog_len = _program(TINY, x, ops, out_row=out, n_out=len(want))
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
+
+
+def test_softmax_of_16_bits_on_amaranths_simulator(rng):
+    from serrano.sim.amaranth_system import run_program as run_amaranth
+    x, ops, want, out = _softmax_wide_case(rng, TINY, 3, 4, 9, 1, 1)
+    image, prog_len = _program(TINY, x, ops, out_row=out, n_out=len(want))
+    gold = _golden(TINY, image, prog_len)
+    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
+    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=100_000)
+    assert not rtl.timed_out
+    np.testing.assert_array_equal(rtl.image, gold.mem)
 
 
 def test_softmax_into_16_bits_on_amaranths_simulator(rng):

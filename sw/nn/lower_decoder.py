@@ -11,26 +11,30 @@ allocation and 16-bit values), with what a decoder adds:
   projection's ``STORE``), the keys as the weights of ``Q K^T`` (``K^T``, ``d x
   positions``, written by a transposing ``STORE``) and the keys as rows too (one per
   position, ``d`` bytes), from which a call that starts inside a position tile (a decoded
-  token) reloads the tile's earlier keys and transposes it whole again.
-* **Rotary embeddings** (``VEC ROPE``) of the queries and keys after their projections,
-  with per-position int8 cosines and sines (:func:`sw.vector.rope_tables`) kept in
-  memory for every position and loaded for the call's positions.
+  token) reloads the tile's earlier keys and transposes it whole again. The keys come
+  out of the rotation in 16 bits and are narrowed to int8 by the array on their way to
+  the cache (``MATMUL pair`` by ``KEY_NARROW`` I, a per-head factor in the ``STORE``).
+* **Rotary embeddings** (``VEC ROPE wide``) of the 16-bit queries and keys after their
+  projections, with per-position 16-bit cosines and sines (:func:`sw.vector.
+  rope_tables`) kept in memory for every position and loaded for the call's positions.
 * **Grouped-query attention without copies**: ``wq``'s columns are permuted so that the
   query heads of one KV head come out as stacked rows (k-tile ``(kv, j)`` holds the
   ``group`` heads' rows one after another); one ``Q K^T`` per KV head streams its keys
   once for the whole group, the causal softmax runs head by head (``length + i`` keys for
   query ``i``), and one ``P V`` per KV head streams its values once, its output tile
   leaving through one ``STORE`` per head into the natural layout ``wo`` reads.
-* **RMSNorm** (16-bit in and out), **SwiGLU**: ``silu`` through a table (``LUT``),
-  ``silu(gate) * up`` by ``VEC MUL``, all int8.
+* **RMSNorm** (16-bit in and out), **SwiGLU** in 16 bits: ``silu(x) = x sigmoid(x)``
+  with the sigmoid read from two tables (``LUT``) at the high half of ``x`` rescaled to
+  ``+-SIGMOID_RANGE``, the products by ``VEC MUL wide``.
 * Weights: a model file's block codes (``Q4`` layers, ``Q8`` LM head; :mod:`sw.q4`) or int8
   per channel; requantization folds each column's unit ``u[n]`` into the ``STORE``.
 
 Quantization is static as in :mod:`sw.nn.lower` (scales from :func:`sw.nn.lower.
 calibrate` over float runs of calibration texts): 16-bit the residual stream, the
-norms' outputs (every GEMM input but attention's and ``ffn_down``'s), the outputs that
-feed a residual add and the logits; int8 the queries, keys, values, scores, context and
-the SwiGLU's values; probabilities 16-bit.
+norms' outputs and every other GEMM input, the outputs that feed a residual add, the
+queries, the keys until the cache, the scores, the probabilities, the context and the
+logits; int8 the keys in the cache and the values (the weights of ``Q K^T`` and ``P V``),
+at a scale per KV head.
 
 Long prefills run in token blocks: a causal decoder needs no stage split, since block
 ``b``'s queries read only keys of blocks ``<= b``, already in the cache: each block runs
@@ -46,8 +50,9 @@ from serrano.hw import isa
 from .. import isa_model, vector
 from .. import q4 as q4_format
 from ..quant import quantize_linear, requant_params
+from ..requant import split_wide
 from . import float_exec
-from .lower import (WIDE_HEADROOM, NotLowered, TooLong, _Buffer, _Emitter,
+from .lower import (WIDE_HEADROOM, NotLowered, TooLong, _Buffer, _Emitter, _Region,
                     _Regions, _ScalarParams, _tiles, param_rows, read_rows,
                     wide_rows)
 
@@ -60,8 +65,15 @@ SINK_RATIO = 2.0
 #: Attention's int8 values (per head) are calibrated to ``127 / HEAD_HEADROOM``.
 HEAD_HEADROOM = 1.0
 
+#: The weight of the identity that narrows 16-bit keys to int8 (``MATMUL pair``).
+KEY_NARROW = 64
+
 #: The 16-bit sigmoid's scale (1 is WIDE_MAX).
 SIGMOID_SCALE = 1.0 / isa.WIDE_MAX
+
+#: SiLU's sigmoid is read from a table at the high half of its input rescaled to this
+#: range (``+-WIDE_MAX`` is ``+-SIGMOID_RANGE``, saturating): an index step of 1/16.
+SIGMOID_RANGE = 8.0
 
 #: A GEMM input's scale keeps the calibration's largest accumulator this many times
 #: below 2**31.
@@ -193,6 +205,10 @@ class OnChipDecoder(_ScalarParams):
         self._weights(params, q4 or {}, peaks)
         self._vector_params(params)
         self.identity = dev.put(np.eye(R, C, dtype=np.int8).view(np.uint8).ravel())
+        # 16-bit keys narrowed to int8 through the array: ``MATMUL pair`` by 64 I gives
+        # ``64 hi + round(lo / 4)``, the key in quarters (exact to half a quarter).
+        self.identity64 = dev.put((KEY_NARROW * np.eye(R, C, dtype=np.int8))
+                                  .view(np.uint8).ravel())
         self._kv_cache(positions)
         self.length = 0
         self._pcache = {}
@@ -234,21 +250,22 @@ class OnChipDecoder(_ScalarParams):
         for sc in (n for n in graph.nodes if n.op == "scores"):
             cx = next(u for u in self.users[sc.out] if u.op == "softmax")
             cx = next(u for u in self.users[cx.out] if u.op == "context")
-            for rot in (sc.ins[0], self.maker[sc.ins[1]].ins[0]):       # q_rot, k_rot
+            k_rot = self.maker[sc.ins[1]].ins[0]
+            for rot in (sc.ins[0], k_rot):                   # q_rot, k_rot: 16-bit
                 split = self.maker[rot].ins[0]
-                base = np.maximum(peaks.heads[split], 1e-12) * HEAD_HEADROOM / 127.0
-                ratio = float((peaks.heads[rot] / np.maximum(peaks.heads[split],
-                                                              1e-12)).max())
-                self.head_scale[self.source(split)] = self.head_scale[split] = base
-                self.head_scale[rot] = base * ratio
-            self.head_scale[self.maker[sc.ins[1]].out] = self.head_scale[
-                self.maker[sc.ins[1]].ins[0]]                              # k_all
+                peak = np.maximum(np.maximum(peaks.heads[split], peaks.heads[rot]), 1e-12)
+                s16 = peak * WIDE_HEADROOM / isa.WIDE_MAX     # the rotation keeps it
+                self.head_scale[self.source(split)] = self.head_scale[split] = s16
+                self.head_scale[rot] = s16
+            # The keys in the cache (k_all): int8, narrowed by the array.
+            self.head_scale[sc.ins[1]] = (np.maximum(peaks.heads[k_rot], 1e-12)
+                                          * HEAD_HEADROOM / 127.0)
             v_split = self.maker[cx.ins[1]].ins[0]
             vs = np.maximum(peaks.heads[v_split], 1e-12) * HEAD_HEADROOM / 127.0
             self.head_scale[v_split] = self.head_scale[cx.ins[1]] = vs
             self.head_scale[self.source(v_split)] = vs
             self.head_scale[sc.out] = (np.maximum(peaks.heads[sc.out], 1e-12)
-                                       * HEAD_HEADROOM / 127.0)
+                                       * WIDE_HEADROOM / isa.WIDE_MAX)        # 16-bit
 
     def _weights(self, params, q4, peaks):
         """The packed weights and parameter sets of each ``linear`` (``lin``), and the
@@ -355,15 +372,14 @@ class OnChipDecoder(_ScalarParams):
                     self._vrows(hi_bytes)
                     p["shift" + key] = shift
                 p["length"] = len(params[n.attrs["g"]])
-            elif n.op == "silu":            # the sigmoid of the high halves, 16-bit
+            elif n.op == "silu":            # the 16-bit sigmoid of a rescaled input
                 p = self.vparam[n.out] = {}
+                s_r = SIGMOID_RANGE / isa.WIDE_MAX
+                hi, lo = vector.make_wide_tables(_sigmoid, 256 * s_r, SIGMOID_SCALE)
+                p["hi"], p["lo"] = self._vrows(hi), self._vrows(lo)
                 for key, sc in (("", self.scale), ("0", self.scale0)):
-                    if key and sc[n.ins[0]] == self.scale[n.ins[0]]:
-                        p["hi0"], p["lo0"] = p["hi"], p["lo"]
-                        break
-                    hi, lo = vector.make_wide_tables(_sigmoid, 256 * sc[n.ins[0]],
-                                                     SIGMOID_SCALE)
-                    p["hi" + key], p["lo" + key] = self._vrows(hi), self._vrows(lo)
+                    p["mul" + key], _, p["shift" + key] = vector.add_multipliers(
+                        sc[n.ins[0]], sc[n.ins[0]], s_r)
         self.vgroup_rows = max(sum(map(len, g)) for g in self.vgroups)
         self.vbase = cfg.act_buf_rows - 2 * self.vgroup_rows
         self.vaddr = [dev.put(np.concatenate(g).view(np.uint8).ravel()) if g else None
@@ -374,14 +390,14 @@ class OnChipDecoder(_ScalarParams):
         graph, dev = self.graph, self.dev
         R, C = self.cfg.rows, self.cfg.cols
         dt, kv = self.dt, self.kv_heads
-        # Rotary tables for every position: cosines then sines, d bytes a position.
+        # Rotary tables for every position, 16-bit: the high halves of the cosines and
+        # sines, then their low halves, 2 d bytes a position.
         self.capacity = cap = _tiles(positions, C) * C
         base = next(n.attrs["base"] for n in graph.nodes if n.op == "rope")
-        tab = np.zeros((cap, self.d), np.int8)
-        for p in range(cap):
-            c, s = vector.rope_tables(p, self.d, base)
-            tab[p] = np.concatenate([c, s])
-        self.rope_addr = dev.put(tab.view(np.uint8).ravel())
+        tab = np.stack([np.concatenate(vector.rope_tables(p, self.d, base, wide=True))
+                        for p in range(cap)])
+        hi, lo = split_wide(tab)
+        self.rope_addr = dev.put(np.concatenate([hi, lo], axis=1).view(np.uint8).ravel())
         # The KV cache: per kv_append, per KV head.
         tile = R * C
         self.cache = {}
@@ -622,13 +638,15 @@ class _DecoderLowering(_Regions):
                               buf_row=x.base + t * x.kstep, buf_row_step=1, buf_beat_step=M)
             prog.made_by(emb.out, "load")
             gm = chip.group * M
-            self.qtab = self.buf.alloc(chip.dt * gm, "rotary tables")
-            self.ktab = self.buf.alloc(chip.dt * M, "rotary tables")
-            for base, step, copies in ((self.qtab, gm, chip.group), (self.ktab, M, 1)):
-                for i in range(copies):
-                    prog.load_act(dram_addr=chip.rope_addr + self.pos * chip.d,
-                                  dram_stride=chip.d, rows=M, row_beats=chip.dt,
-                                  buf_row=base + i * M, buf_row_step=1, buf_beat_step=step)
+            self.qtab = self.buf.alloc(chip.dt * 2 * gm, "rotary tables")
+            self.ktab = self.buf.alloc(chip.dt * 2 * M, "rotary tables")
+            for base, n, copies in ((self.qtab, gm, chip.group), (self.ktab, M, 1)):
+                for i in range(copies):          # the high halves, then the low ones
+                    for half in (0, 1):
+                        prog.load_act(dram_addr=chip.rope_addr + (2 * self.pos + half)
+                                      * chip.d, dram_stride=2 * chip.d, rows=M,
+                                      row_beats=chip.dt, buf_row=base + half * n + i * M,
+                                      buf_row_step=1, buf_beat_step=2 * n)
             prog.made_by("rope_tables", "load")
             self.load_vgroup(0)
             prog.made_by("vector parameters", "load")
@@ -741,13 +759,19 @@ class _DecoderLowering(_Regions):
                       p_addr0=lin["p_addr0"], reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"])
             prog.made_by(n.out, "memory")
             return
-        wide = role in ("wide", "silu")
+        wide = role in ("wide", "silu", "q", "k")
         out = self.new(n.out, lin["n"], wide, top=role == "silu")
+        lo = M
+        if role == "q":           # per (KV head, d-tile): the group's high rows, then low
+            lo = self.chip.group * M
+            out = self.region[n.out] = _Region(out.base, lo, out.tiles // self.chip.group,
+                                               True, 2 * lo)
 
         def store(slot, j, acc_row, slot0):
-            row = out.base + j * out.kstep
+            t, i = divmod(j, self.chip.group) if role == "q" else (j, 0)
+            row = out.base + t * out.kstep + i * M
             self.store_rows(slot, slot0, acc_row, M, buf_row=row, to_buf=1, wide=int(wide),
-                            lo_row=row + M if wide else 0)
+                            lo_row=row + lo if wide else 0)
         self.gemm(act, kt, lin["w_addr"], lin["w_stride"], nt, store, p_addr=lin["p_addr"],
                   p_addr0=lin["p_addr0"], reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"])
         prog.made_by(n.out, "store")
@@ -803,22 +827,24 @@ class _DecoderLowering(_Regions):
             v = nxt.out
 
     def rope(self, n):
-        """In place on the int8 queries (group-major rows: per KV head, ``group * M``
-        vectors ``group * M`` rows apart) or keys (per KV head, ``M`` vectors)."""
-        chip, prog, M = self.chip, self.prog, self.M
+        """``ROPE wide`` of the 16-bit queries (group-major: per KV head, ``group * M``
+        vectors, their high rows then their low rows) or keys (per KV head, ``M``
+        vectors), at the scale they came in, into rows of the same layout (not in place:
+        a row of the second half reads its partner in the first)."""
+        chip, prog = self.chip, self.prog
         a = self.r(n.ins[0])
         is_q = self.chip.lin[chip.source(n.ins[0])]["role"] == "q"
-        s_in, s_out = chip.head_scale[n.ins[0]], chip.head_scale[n.out]
-        mul, shift = vector.rope_multiplier(float(s_in[0]), float(s_out[0]))
-        step = chip.group * M if is_q else M
         tab = self.qtab if is_q else self.ktab
+        out = self.region[n.out] = _Region(
+            self.buf.alloc(a.tiles * a.kstep, f"{n.out} ({a.M} x {a.tiles * self.cfg.rows})"),
+            a.M, a.tiles, True, a.kstep)
         for kv in range(chip.kv_heads):
-            row = a.base + kv * chip.dt * step
+            off = kv * chip.dt * a.kstep
             prog.vec(reads=[chip.source(n.ins[0]), "rope_tables"], vop=isa.VecOp.ROPE,
-                     a_row=row, b_row=tab, dst_row=row, rows=chip.dt, count=step,
-                     stride=step, mul_a=mul, shift=shift)
+                     wide=1, a_row=a.base + off, a_lo_row=a.lo + off, b_row=tab,
+                     b_lo_row=tab + a.M, dst_row=out.base + off, dst_lo_row=out.lo + off,
+                     rows=chip.dt, count=a.M, stride=a.kstep, shift=vector.ROPE_SHIFT)
         prog.made_by(n.out, "vector")
-        self.region[n.out] = a
 
     def kv_append(self, n):
         """Keys: their rows to the row cache, and the position tiles they touch
@@ -831,30 +857,33 @@ class _DecoderLowering(_Regions):
             return
         k = self.r(n.ins[0])
         dt, d, hb, tile = chip.dt, chip.d, cache["head_bytes"], self.tile
-        slot = prog.params(chip._scalar_params((1.0,)), 1)
+        # 16-bit keys into int8 at the cache's scale, through the array (KEY_NARROW I).
+        s16, s8 = chip.head_scale[n.ins[0]], chip.head_scale[n.out]
+        narrow = prog.params(chip._scalar_params(tuple(
+            float(256 / KEY_NARROW * s16[kv] / s8[kv]) for kv in range(chip.kv_heads))),
+            chip.kv_heads)
+        keys = [(k.base + (kv * dt + jj) * k.kstep, k.kstep, 2 * M, True)
+                for kv in range(chip.kv_heads) for jj in range(dt)]
         for kv in range(chip.kv_heads):
             for jj in range(dt):
-                t = kv * dt + jj
-
                 def store(_, j, acc_row, __, kv=kv, jj=jj):
-                    prog.store(acc_row=acc_row, m=M, param_tile=slot,
+                    prog.store(acc_row=acc_row, m=M, param_tile=narrow + kv,
                                dram_addr=cache["rows"] + kv * chip.capacity * d
                                + self.pos * d + jj * C, dram_stride=d)
-                self.gemm((k.base + t * k.kstep, k.kstep, M, False), 1, chip.identity, 0, 1,
-                          store, slot=slot, reads=[chip.source(n.ins[0])])
+                self.gemm(keys[kv * dt + jj], 1, chip.identity64, 0, 1, store, slot=narrow,
+                          reads=[chip.source(n.ins[0])])
         if self.pos % C == 0:             # whole tiles from here: transpose the block
             for kv in range(chip.kv_heads):
                 for jj in range(dt):
-                    t = kv * dt + jj
-
                     def store(_, j, acc_row, __, kv=kv, jj=jj):
-                        prog.store(acc_row=acc_row, m=M, param_tile=slot, transpose=1,
-                                   dram_addr=cache["addr"] + kv * hb
+                        prog.store(acc_row=acc_row, m=M, param_tile=narrow + kv,
+                                   transpose=1, dram_addr=cache["addr"] + kv * hb
                                    + (self.pos // C) * dt * tile + jj * tile,
                                    dram_stride=dt * tile)
-                    self.gemm((k.base + t * k.kstep, k.kstep, M, False), 1, chip.identity,
-                              0, 1, store, slot=slot, reads=[chip.source(n.ins[0])])
+                    self.gemm(keys[kv * dt + jj], 1, chip.identity64, 0, 1, store,
+                              slot=narrow, reads=[chip.source(n.ins[0])])
         else:                             # reload the touched tiles from the row cache
+            slot = prog.params(chip._scalar_params((1.0,)), 1)
             prog.fence()
             scratch = self.buf.alloc(dt * C, "key tile")
             for g in range(self.pos // C, (self.pos + M - 1) // C + 1):
@@ -876,7 +905,7 @@ class _DecoderLowering(_Regions):
 
     def attention(self, n):
         """Per KV head: one ``Q K^T`` of the group's stacked queries, a causal softmax
-        per query head (16-bit probabilities over the int8 scores), one ``P V`` whose
+        per query head (16-bit probabilities over the 16-bit scores), one ``P V`` whose
         tile leaves through one ``STORE`` per query head."""
         chip, prog, M, C = self.chip, self.prog, self.M, self.cfg.cols
         sm = chip.maker[n.ins[0]]
@@ -891,8 +920,8 @@ class _DecoderLowering(_Regions):
         s_q, s_k, s_s, s_v = (hs[v] for v in (sc.ins[0], sc.ins[1], sc.out, n.ins[1]))
         s_c = chip.scale[n.out]
         heads = chip.heads
-        p = chip._scalar_params(
-            tuple(float(s_q[h] * s_k[h // grp] / math.sqrt(chip.d) / s_s[h])
+        p = chip._scalar_params(                  # (16-bit queries: pair, 256 s_q)
+            tuple(float(256 * s_q[h] * s_k[h // grp] / math.sqrt(chip.d) / s_s[h])
                   for h in range(heads))
             + tuple(float(s_v[kv] / vector.SOFTMAX_ONE / s_c) for kv in range(chip.kv_heads)))
         out = self.new(n.out, chip.heads * chip.d, True)        # 16-bit context
@@ -908,17 +937,19 @@ class _DecoderLowering(_Regions):
         for kv in range(chip.kv_heads):
             def st_scores(_, gg, acc_row, __, kv=kv):
                 for i in range(grp):                # each head at its own scale
+                    row = scores + gg * kstep + i * M
                     prog.store(more=i > 0, acc_row=acc_row + i * M, m=M,
-                               param_tile=slot + kv * grp + i,
-                               buf_row=scores + gg * kstep + i * M, to_buf=1)
-            self.gemm((q.base + kv * dt * gm, gm, gm, False), dt,
+                               param_tile=slot + kv * grp + i, buf_row=row, lo_row=row + gm,
+                               to_buf=1, wide=1)
+            self.gemm((q.base + kv * dt * q.kstep, q.kstep, 2 * gm, True), dt,
                       kc["addr"] + kv * kc["head_bytes"], dt * tile, pt, st_scores,
                       slot=slot, reads=[sc.ins[0], sc.ins[1]])
             prog.made_by(sc.out, "store")
             for i in range(grp):
                 mul, shift = vector.softmax_multiplier(float(s_s[kv * grp + i]))
                 prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores + i * M,
-                         dst_row=scores + i * M, dst_lo_row=scores + gm + i * M, wide_out=1,
+                         a_lo_row=scores + gm + i * M, wide=1, dst_row=scores + i * M,
+                         dst_lo_row=scores + gm + i * M, wide_out=1,
                          rows=pt, count=M, stride=kstep, length=self.pos + 1, causal=1,
                          mul_a=mul, shift=shift)
             prog.made_by(sm.out, "vector")
@@ -955,28 +986,25 @@ class _DecoderLowering(_Regions):
         self.region[n.out] = dst
 
     def silu(self, n):
-        """``silu(x) = x * sigmoid(x)`` of a 16-bit value: the sigmoid, 16-bit, through two
-        tables read with ``x``'s high halves (low halves' table first), then ``VEC MUL
-        wide`` of ``x`` by it in place (the first position's row with its own tables
-        first, when it has them)."""
+        """``silu(x) = x * sigmoid(x)`` of a 16-bit value: ``x`` rescaled to
+        ``SIGMOID_RANGE`` (``VEC ADD wide``, saturating; the first position's row with its
+        own factor when it has one), the sigmoid, 16-bit, through two tables read with the
+        rescaled value's high halves (low halves' table first), then ``VEC MUL wide`` of
+        ``x`` by it in place."""
         chip, prog, M = self.chip, self.prog, self.M
         u = self.r(n.ins[0])
         sig = self.new(n.out + ".sigmoid", u.tiles * self.cfg.rows, True)
         trows = isa.TABLE_ENTRIES // self.cfg.rows
         p = chip.vparam[n.out]
-        own = self.sink and p["hi0"] != p["hi"]
-        parts = ([("0", 0, 1), ("", 1, M - 1)] if own else [("", 0, M)])
-        for key, first, count in parts:
-            if count == 0:
-                continue
-            prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "hi" + key), rows=trows,
-                     table=0)
-            prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "lo" + key), rows=trows,
-                     table=1)
-            for table, dst in ((1, sig.lo), (0, sig.base)):
-                prog.vec(reads=[chip.source(n.ins[0])], vop=isa.VecOp.LUT,
-                         a_row=u.base + first, dst_row=dst + first, rows=u.tiles,
-                         count=count, stride=u.kstep, table=table)
+        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "hi"), rows=trows, table=0)
+        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "lo"), rows=trows, table=1)
+        self.vec([chip.source(n.ins[0])], dict(mul_a=p["mul0"], shift=p["shift0"]),
+                 shift_b=True, vop=isa.VecOp.ADD, wide=1, a_row=u.base, a_lo_row=u.lo,
+                 b_row=u.base, b_lo_row=u.lo, dst_row=sig.base, dst_lo_row=sig.lo,
+                 rows=u.tiles, stride=u.kstep, mul_a=p["mul"], mul_b=0, shift=p["shift"])
+        for table, dst in ((1, sig.lo), (0, sig.base)):
+            prog.vec(reads=[chip.source(n.ins[0])], vop=isa.VecOp.LUT, a_row=sig.base,
+                     dst_row=dst, rows=u.tiles, count=M, stride=u.kstep, table=table)
         shift, shift0 = chip.mul_shift[n.out]
         self.vec([chip.source(n.ins[0])], dict(shift=shift0), shift_b=True,
                  vop=isa.VecOp.MUL, wide=1, a_row=u.base, a_lo_row=u.lo, b_row=sig.base,
