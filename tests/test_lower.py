@@ -110,3 +110,31 @@ def test_too_long_and_not_lowered_are_one_line_errors():
     graph = archs.gpt_decoder(shape, 1)
     with Device(DEFAULT, "golden") as dev, pytest.raises(lower.NotLowered, match="kv_append"):
         lower.OnChip(dev, graph, archs.gpt_params([w]), {})
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_vec_into_reused_rows_waits_for_the_matmuls_that_read_them(fresh):
+    """The emitter's write-after-read order: a value stored, a ``FENCE`` (parameter
+    slots wrapping), a ``MATMUL`` that reads rows ``A`` with its ``STORE``, then a
+    ``VEC`` that reads the value (ordered by the fence alone) and writes into ``A``,
+    freed after the ``MATMUL``. Only with ``fresh`` does the ``VEC`` wait for the
+    ``STORE`` behind the ``MATMUL``; without, the race checker finds the race."""
+    cfg = get_preset("tiny")
+    prog = lower._Emitter(cfg)
+    prog.matmul(weight_addr=0, act_row=0, act_stride=1, act_kstep=4, m=4, k_tiles=1,
+                acc_row=0)
+    prog.store(acc_row=0, m=4, param_tile=0, buf_row=8, to_buf=1)
+    prog.made_by("q", "store")
+    prog.fence()                               # (parameter slots wrapping)
+    prog.matmul(weight_addr=0, act_row=16, act_stride=1, act_kstep=4, m=4, k_tiles=1,
+                acc_row=0)
+    prog.store(acc_row=0, m=4, param_tile=0, dram_addr=4096, dram_stride=16)
+    prog.vec(reads=["q"], fresh=fresh, vop=isa.VecOp.ADD, a_row=8, b_row=8, dst_row=16,
+             rows=4, mul_a=1, mul_b=0)
+    program = prog.program()
+    if fresh:
+        isa_model.check_races(cfg, program)
+        assert not any(isa_model.check_tokens(program).values())
+    else:
+        with pytest.raises(isa_model.RaceError, match="VEC writes act row 16"):
+            isa_model.check_races(cfg, program)

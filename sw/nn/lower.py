@@ -451,17 +451,33 @@ class _Emitter:
             return {token[2]: 1}
         return {}
 
-    def vec(self, reads=(), **fields):
+    def vec(self, reads=(), fresh=False, **fields):
+        """A ``VEC`` after what made ``reads``; ``fresh``: it writes rows just allocated,
+        which earlier matrix products may still be reading, so it also waits for the store
+        unit's latest ``STORE`` (each ``MATMUL``'s ``STORE`` follows it, and the exec unit
+        runs in order)."""
         fields.update(self._wait("vector", reads))
+        last = self.last["store"]
+        if fresh and "pop_prev" not in fields and last > max(self.synced["store"],
+                                                             self.fenced):
+            self.ops[last][1]["push_side"] = 1
+            self.synced["store"] = last
+            fields["pop_prev"] = 1
         self.last["vector"] = self._add("vec", **fields)
+
+    def reserve(self, n):
+        """Make the next ``n`` parameter slots one run: a ``FENCE`` and back to slot 0
+        if they would wrap (for sets loaded by several :meth:`params` calls that are
+        used together)."""
+        if self.slot + n > self.cfg.param_tiles:
+            self.fence()
+            self.slot = 0
 
     def params(self, dram_addr, n, push=True):
         """Parameter sets into ``n`` slots, round the buffer: the first slot. The next
         ``MATMUL`` waits for them (``push``; else for a later ``params`` call's, which
         the load unit runs after these)."""
-        if self.slot + n > self.cfg.param_tiles:
-            self.fence()
-            self.slot = 0
+        self.reserve(n)
         first = self.slot
         self._add("load_param", dram_addr=dram_addr, n_tiles=n, param_tile=first,
                   push_next=int(push))
@@ -812,7 +828,8 @@ class _Lowering(_Regions):
         free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
         dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
                else self.new(n.out, a.tiles * self.cfg.rows, True))
-        self.prog.vec(reads=[self.source(v) for v in n.ins], vop=isa.VecOp.ADD,
+        self.prog.vec(reads=[self.source(v) for v in n.ins], fresh=not free,
+                      vop=isa.VecOp.ADD,
                       a_row=a.base, a_lo_row=a.lo,
                       b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo,
                       wide=1, rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma,
@@ -840,9 +857,11 @@ class _Lowering(_Regions):
         chip, prog = self.chip, self.prog
         a = self.r(n.ins[0])
         p = chip.vparam[n.out]
-        dst = self.in_place(n.ins[0], i) or self.new(n.out, a.tiles * self.cfg.rows, True)
+        own = self.in_place(n.ins[0], i)
+        dst = own or self.new(n.out, a.tiles * self.cfg.rows, True)
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
-        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LAYERNORM, a_row=a.base,
+        prog.vec(reads=[self.source(n.ins[0])], fresh=own is None, vop=isa.VecOp.LAYERNORM,
+                 a_row=a.base,
                  a_lo_row=a.lo, wide=1,
                  wide_out=1, b_row=chip.vbase + p["gains"], dst_row=dst.base,
                  dst_lo_row=dst.lo, length=chip._width(n.ins[0]), shift=p["shift"], **vec)

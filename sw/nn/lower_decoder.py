@@ -574,7 +574,8 @@ class _DecoderLowering(_Regions):
         for c0 in range(0, nt, per):
             chunk = range(c0, min(nt, c0 + per))
             off = c0 * isa.PARAM_BEATS * cfg.bus_bytes
-            if two:
+            if two:                        # both groups of sets in one run of slots
+                prog.reserve(2 * len(chunk))
                 slot0 = prog.params(p_addr0 + off, len(chunk), push=False)
             if p_addr is not None:
                 slot = prog.params(p_addr + off, len(chunk))
@@ -588,15 +589,16 @@ class _DecoderLowering(_Regions):
                       slot0 + jj if two else None)
                 self.macs += (m // 2 if pair else m) * kt * cfg.rows * cfg.cols
 
-    def vec(self, reads, first=None, shift_b=False, **fields):
+    def vec(self, reads, first=None, shift_b=False, fresh=False, **fields):
         """A ``VEC`` over the block's ``M`` vectors (``count``); ``first``: the fields that
         differ for the first position's row, when the block holds it: then two, that
-        row alone and the others (their rows one on, and ``b``'s with ``shift_b``)."""
+        row alone and the others (their rows one on, and ``b``'s with ``shift_b``);
+        ``fresh``: it writes rows just allocated (:meth:`_Emitter.vec`)."""
         prog, M = self.prog, self.M
         if not (self.sink and first and any(fields[k] != v for k, v in first.items())):
-            prog.vec(reads=reads, count=M, **fields)
+            prog.vec(reads=reads, count=M, fresh=fresh, **fields)
             return
-        prog.vec(reads=reads, count=1, **{**fields, **first})
+        prog.vec(reads=reads, count=1, fresh=fresh, **{**fields, **first})
         if M > 1:
             keys = ("a_row", "a_lo_row", "dst_row", "dst_lo_row") + (
                 ("b_row", "b_lo_row") if shift_b else ())
@@ -705,8 +707,7 @@ class _DecoderLowering(_Regions):
         p = chip.vparam[n.out]
         dst = self.new(n.out, a.tiles * self.cfg.rows, True)
         self.vec([chip.source(n.ins[0]), "vector parameters"],
-                 dict(b_row=chip.vrow(n.out, "gains0"),
-                                               shift=p["shift0"]),
+                 dict(b_row=chip.vrow(n.out, "gains0"), shift=p["shift0"]), fresh=True,
                  vop=isa.VecOp.RMSNORM, a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1,
                  b_row=chip.vrow(n.out, "gains"), dst_row=dst.base, dst_lo_row=dst.lo,
                  length=p["length"], shift=p["shift"], rows=a.tiles, stride=a.kstep)
@@ -791,7 +792,7 @@ class _DecoderLowering(_Regions):
                   p_addr0=first, reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"],
                   act_stride=act_stride)
         prog.made_by(n.out, "store")
-        prog.vec(reads=[n.out], vop=isa.VecOp.ARGMAX, wide=1, a_row=base, a_lo_row=base + 1,
+        prog.vec(reads=[n.out], fresh=True, vop=isa.VecOp.ARGMAX, wide=1, a_row=base, a_lo_row=base + 1,
                  rows=nt, count=1, stride=2, length=lin["n"], dst_row=idx)
         prog.made_by("token", "vector")
         slot = prog.params(chip._scalar_params((1.0,)), 1)
@@ -840,8 +841,8 @@ class _DecoderLowering(_Regions):
             a.M, a.tiles, True, a.kstep)
         for kv in range(chip.kv_heads):
             off = kv * chip.dt * a.kstep
-            prog.vec(reads=[chip.source(n.ins[0]), "rope_tables"], vop=isa.VecOp.ROPE,
-                     wide=1, a_row=a.base + off, a_lo_row=a.lo + off, b_row=tab,
+            prog.vec(reads=[chip.source(n.ins[0]), "rope_tables"], fresh=kv == 0,
+                     vop=isa.VecOp.ROPE, wide=1, a_row=a.base + off, a_lo_row=a.lo + off, b_row=tab,
                      b_lo_row=tab + a.M, dst_row=out.base + off, dst_lo_row=out.lo + off,
                      rows=chip.dt, count=a.M, stride=a.kstep, shift=vector.ROPE_SHIFT)
         prog.made_by(n.out, "vector")
@@ -979,7 +980,7 @@ class _DecoderLowering(_Regions):
         dst = (min(free, key=lambda r: r.base) if free
                else self.new(n.out, a.tiles * self.cfg.rows, True))
         self.vec([chip.source(v) for v in n.ins], dict(mul_a=ma0, mul_b=mb0, shift=sh0),
-                 shift_b=True, vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
+                 shift_b=True, fresh=not free, vop=isa.VecOp.ADD, a_row=a.base, a_lo_row=a.lo,
                  b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo, wide=1,
                  rows=a.tiles, stride=a.kstep, mul_a=ma, mul_b=mb, shift=sh)
         self.prog.made_by(n.out, "vector")
@@ -999,7 +1000,7 @@ class _DecoderLowering(_Regions):
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "hi"), rows=trows, table=0)
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vrow(n.out, "lo"), rows=trows, table=1)
         self.vec([chip.source(n.ins[0])], dict(mul_a=p["mul0"], shift=p["shift0"]),
-                 shift_b=True, vop=isa.VecOp.ADD, wide=1, a_row=u.base, a_lo_row=u.lo,
+                 shift_b=True, fresh=True, vop=isa.VecOp.ADD, wide=1, a_row=u.base, a_lo_row=u.lo,
                  b_row=u.base, b_lo_row=u.lo, dst_row=sig.base, dst_lo_row=sig.lo,
                  rows=u.tiles, stride=u.kstep, mul_a=p["mul"], mul_b=0, shift=p["shift"])
         for table, dst in ((1, sig.lo), (0, sig.base)):
