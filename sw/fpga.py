@@ -135,6 +135,14 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
     defaults: no ``-nodsp``, no ``-nobram``), writes the netlist for nextpnr, then the
     script checks the netlist (``check -assert``: any problem fails) and writes the cell
     counts as JSON. File names are relative to the folder Yosys runs in.
+
+    Before synthesis, ``rename -hide`` makes the wires whose names hold a ``[`` private.
+    Amaranth names the elements of an ``ArrayLayout`` signal ``x`` as wires ``x[0]``,
+    ``x[1]``...; ABC9's reintegration (Yosys 0.70, ``abc_ops_reintegrate``) names bit
+    ``i`` of a wire ``x`` ``x[i]`` too, so bit 1 of ``x`` and bit 0 of ``x[1]``
+    collide: it connects the two nets, then asserts (``GetSize(conn.first) ==
+    GetSize(conn.second)``) when it rebuilds ``x[1]`` as a bus. Only names change (no
+    port of any module has a ``[`` in its name).
     """
     b = _board(board)
     return "\n".join([
@@ -142,6 +150,7 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
         f"{b.device} ({b.name}), out of context",
         f"read_verilog {verilog}",
         f"hierarchy -check -top {TOP}",
+        "rename -hide w:*[[]*",
         f"synth_{b.family} -top {TOP} -json {netlist}",
         "check -assert -noinit",
         f"tee -q -o {stat} stat -json",

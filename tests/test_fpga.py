@@ -36,6 +36,7 @@ def test_yosys_script_commands(preset):
     assert commands == [
         "read_verilog serrano_top.v",
         "hierarchy -check -top serrano_top",
+        "rename -hide w:*[[]*",
         "synth_ecp5 -top serrano_top -json serrano_top.json",
         "check -assert -noinit",
         "tee -q -o yosys_stat.json stat -json",
