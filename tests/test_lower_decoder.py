@@ -31,14 +31,17 @@ def _tiny(layers=2):
 
 def _sink(peaks, factor=4.0):
     """The calibration as if the first position's residual stream and SwiGLU values
-    stood ``factor`` times above the others' (a trained model's attention sink), so that
+    stood ``factor`` times above the others', and its attention values far below (the
+    others' peak taken 2.5 times higher: a trained model's attention sink), so that
     those values get a scale of their own there."""
     first = dict(peaks.first)
     for name in first:
         if name.rsplit(".", 1)[-1] in ("h", "y", "gate", "up", "gate_act", "swiglu",
                                        "ffn_down"):
             first[name] = factor * peaks.rest[name]
-    return dataclasses.replace(peaks, first=first)
+    heads_rest = {name: 2.5 * np.maximum(p, peaks.heads_first[name])
+                  if name.endswith(".v") else p for name, p in peaks.heads_rest.items()}
+    return dataclasses.replace(peaks, first=first, heads_rest=heads_rest)
 
 
 def _programs(dev):
@@ -119,6 +122,9 @@ def test_first_position_scales_split_the_instructions():
     assert min(cosine(a, b) for a, b in zip(first, want)) > 0.999
     ops = [isa.decode_op(raw) for raw in _programs(dev)[0].insns]
     assert any(op == isa.Op.VEC and b["count"] == 1 for op, _, b in ops)
+    # the first key's probabilities rescaled for its values' own scale
+    assert any(op == isa.Op.VEC and b["vop"] == isa.VecOp.MUL and b["b_repeat"]
+               and b["rows"] == 1 for op, _, b in ops)
     assert any(op == isa.Op.STORE and b["m"] == 1 for op, _, b in ops)
     # Few parameter slots: the split GEMMs' two groups of sets wrap round them often;
     # each pair stays one run of slots, and every program stays ordered.

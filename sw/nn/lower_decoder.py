@@ -41,6 +41,7 @@ Long prefills run in token blocks: a causal decoder needs no stage split, since 
 through every layer, its keys and values appended as it goes.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -101,19 +102,24 @@ class Peaks:
     columns: dict
     #: per head, every row's, of each ``(heads, seq, d)`` value (attention's)
     heads: dict
+    #: per head, the first position's rows' and the others', of the same values
+    heads_first: dict = dataclasses.field(default_factory=dict)
+    heads_rest: dict = dataclasses.field(default_factory=dict)
 
 
 def calibrate(graph, params, feeds_list):
     """:class:`Peaks` over float runs of ``graph`` on each feeds dict (whole sequences,
     from position 0)."""
     peaks, first, rest, columns, heads = {}, {}, {}, {}, {}
+    heads_first, heads_rest = {}, {}
     linears = {n.out for n in graph.nodes if n.op == "linear"}
 
     def observe(name, value):
         a = np.abs(np.asarray(value, np.float64))
         if a.ndim == 3:                               # (heads, seq, d): rows by position
-            h = a.reshape(a.shape[0], -1).max(axis=1)
-            heads[name] = np.maximum(heads[name], h) if name in heads else h
+            for d, rows in ((heads, a), (heads_first, a[:, :1]), (heads_rest, a[:, 1:])):
+                h = rows.reshape(a.shape[0], -1).max(axis=1, initial=0.0)
+                d[name] = np.maximum(d[name], h) if name in d else h
             a = a.transpose(1, 0, 2).reshape(a.shape[1], -1)
         if a.ndim < 2:
             return
@@ -130,7 +136,7 @@ def calibrate(graph, params, feeds_list):
         if np.asarray(feeds["pos"]).ravel()[0] != 0:
             raise ValueError("calibration runs whole sequences, from position 0")
         float_exec.run(graph, params, feeds, {}, observe=observe)
-    return Peaks(peaks, first, rest, columns, heads)
+    return Peaks(peaks, first, rest, columns, heads, heads_first, heads_rest)
 
 
 def _sigmoid(x):
@@ -246,7 +252,7 @@ class OnChipDecoder(_ScalarParams):
         # Attention's int8 values at a scale per head (per KV head for keys and values):
         # a projection's STORE scales each column, a softmax each head, and the scores'
         # STOREs go head by head; the rotary embedding keeps one ratio for all heads.
-        self.head_scale = {}
+        self.head_scale, self.v_first = {}, {}
         for sc in (n for n in graph.nodes if n.op == "scores"):
             cx = next(u for u in self.users[sc.out] if u.op == "softmax")
             cx = next(u for u in self.users[cx.out] if u.op == "context")
@@ -260,10 +266,21 @@ class OnChipDecoder(_ScalarParams):
             # The keys in the cache (k_all): int8, narrowed by the array.
             self.head_scale[sc.ins[1]] = (np.maximum(peaks.heads[k_rot], 1e-12)
                                           * HEAD_HEADROOM / 127.0)
+            # The values: the first position's (the attention sink's, far smaller in
+            # trained models: a coarse shared scale would round away the values that
+            # take most of the probability) with a scale of their own per KV head,
+            # where it is more than SINK_RATIO times below the rest's.
             v_split = self.maker[cx.ins[1]].ins[0]
-            vs = np.maximum(peaks.heads[v_split], 1e-12) * HEAD_HEADROOM / 127.0
+            p_all = np.maximum(peaks.heads[v_split], 1e-12)
+            p_first = peaks.heads_first.get(v_split, p_all)
+            p_rest = np.maximum(peaks.heads_rest.get(v_split, p_all), 1e-12)
+            own = p_first * SINK_RATIO < p_rest
+            vs = np.where(own, p_rest, p_all) * HEAD_HEADROOM / 127.0
+            vs0 = np.where(own, np.maximum(p_first, 1e-12) * HEAD_HEADROOM / 127.0, vs)
             self.head_scale[v_split] = self.head_scale[cx.ins[1]] = vs
             self.head_scale[self.source(v_split)] = vs
+            if own.any():
+                self.v_first[self.source(v_split)] = self.v_first[cx.out] = vs0
             self.head_scale[sc.out] = (np.maximum(peaks.heads[sc.out], 1e-12)
                                        * WIDE_HEADROOM / isa.WIDE_MAX)        # 16-bit
 
@@ -339,6 +356,8 @@ class OnChipDecoder(_ScalarParams):
                 s_out = s_out0 = np.repeat(self.head_scale[n.out], self.d)
                 if lin["role"] == "q":
                     s_out = s_out0 = s_out[qperm]
+                if n.out in self.v_first:          # the values at the first position
+                    s_out0 = np.repeat(self.v_first[n.out], self.d)
             else:
                 s_out0 = self.scale0[n.out]
             scales = (self.scale[n.ins[0]] * per, s_out)
@@ -372,6 +391,17 @@ class OnChipDecoder(_ScalarParams):
                     self._vrows(hi_bytes)
                     p["shift" + key] = shift
                 p["length"] = len(params[n.attrs["g"]])
+            elif n.op == "context" and n.out in self.v_first:
+                # P's first column times s_v0 / s_v (the first position's values are at
+                # their own scale): a 16-bit factor row per KV head, 1 past column 0.
+                self.vparam[n.out] = p = {}
+                ratio = self.v_first[n.out] / self.head_scale[n.ins[1]]
+                for kv, r in enumerate(ratio):
+                    f = np.full(cfg.rows, vector.ROPE_ONE, np.int64)
+                    f[0] = round(float(r) * vector.ROPE_ONE)
+                    hi, lo = split_wide(f)
+                    p[f"first{kv}"] = self._vrows(hi)
+                    self._vrows(lo)
             elif n.op == "silu":            # the 16-bit sigmoid of a rescaled input
                 p = self.vparam[n.out] = {}
                 s_r = SIGMOID_RANGE / isa.WIDE_MAX
@@ -953,6 +983,12 @@ class _DecoderLowering(_Regions):
                          dst_lo_row=scores + gm + i * M, wide_out=1,
                          rows=pt, count=M, stride=kstep, length=self.pos + 1, causal=1,
                          mul_a=mul, shift=shift)
+            if n.out in chip.v_first:             # key 0's probabilities times s_v0 / s_v
+                b = chip.vrow(n.out, f"first{kv}")
+                prog.vec(reads=[sm.out], vop=isa.VecOp.MUL, wide=1, a_row=scores,
+                         a_lo_row=scores + gm, b_row=b, b_lo_row=b + 1, b_repeat=1,
+                         dst_row=scores, dst_lo_row=scores + gm, rows=1, count=gm,
+                         stride=kstep, shift=vector.ROPE_SHIFT)
             prog.made_by(sm.out, "vector")
 
             def st_ctx(_, j, acc_row, __, kv=kv):
