@@ -317,15 +317,22 @@ def test_wide_rope_matches_golden(simulator, rng, rows, count, stride, b_repeat)
     np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
 
 
-def test_wide_rope_on_amaranths_simulator(rng):
+def _on_amaranths_simulator(rows, ops, out_row, want, timeout_cycles=100_000):
+    """``ops`` on ``rows`` (:func:`_program`) on the whole accelerator under Amaranth's
+    simulator (with its per-cycle property monitors): the golden model gives ``want`` at
+    ``out_row``, and the RTL the golden model's whole memory."""
     from serrano.sim.amaranth_system import run_program as run_amaranth
-    data, op, out_row, want = _wide_rope_case(rng, 4, 3, 3, 0)
-    image, prog_len = _program(TINY, data, [op], out_row=out_row, n_out=len(want))
+    image, prog_len = _program(TINY, rows, ops, out_row=out_row, n_out=len(want))
     gold = _golden(TINY, image, prog_len)
     np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
-    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=50_000)
+    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=timeout_cycles)
     assert not rtl.timed_out
     np.testing.assert_array_equal(rtl.image, gold.mem)
+
+
+def test_wide_rope_on_amaranths_simulator(rng):
+    data, op, out_row, want = _wide_rope_case(rng, 4, 3, 3, 0)
+    _on_amaranths_simulator(data, [op], out_row, want)
 
 
 def test_wide_rope_against_float_rotation(rng):
@@ -779,25 +786,13 @@ def test_softmax_of_16_bits_matches_golden(simulator, rng, rows, count, length, 
 
 
 def test_softmax_of_16_bits_on_amaranths_simulator(rng):
-    from serrano.sim.amaranth_system import run_program as run_amaranth
     x, ops, want, out = _softmax_wide_case(rng, TINY, 3, 4, 9, 1, 1)
-    image, prog_len = _program(TINY, x, ops, out_row=out, n_out=len(want))
-    gold = _golden(TINY, image, prog_len)
-    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
-    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=100_000)
-    assert not rtl.timed_out
-    np.testing.assert_array_equal(rtl.image, gold.mem)
+    _on_amaranths_simulator(x, ops, out, want)
 
 
 def test_softmax_into_16_bits_on_amaranths_simulator(rng):
-    from serrano.sim.amaranth_system import run_program as run_amaranth
     x, ops, want, n = _softmax16_case(rng, TINY)
-    image, prog_len = _program(TINY, x, ops, out_row=n, n_out=2 * n)
-    gold = _golden(TINY, image, prog_len)
-    np.testing.assert_array_equal(_readout(TINY, gold.mem, 2 * n), want)
-    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=100_000)
-    assert not rtl.timed_out
-    np.testing.assert_array_equal(rtl.image, gold.mem)
+    _on_amaranths_simulator(x, ops, n, want)
 
 
 def test_softmax_into_16_bits_matches_golden(simulator, rng):
@@ -811,14 +806,8 @@ def test_softmax_into_16_bits_matches_golden(simulator, rng):
 def test_corners_on_amaranths_simulator(rng):
     """The corner program on the whole accelerator on Amaranth's simulator, with its
     per-cycle property monitors, against the specification and the golden model."""
-    from serrano.sim.amaranth_system import run_program as run_amaranth
     data, ops, want, out = _corner_program(TINY)
-    image, prog_len = _program(TINY, data, ops, out_row=out, n_out=len(want))
-    gold = _golden(TINY, image, prog_len)
-    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
-    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=200_000)
-    assert not rtl.timed_out
-    np.testing.assert_array_equal(rtl.image, gold.mem)
+    _on_amaranths_simulator(data, ops, out, want, timeout_cycles=200_000)
 
 
 def test_corners_match_golden(simulator):

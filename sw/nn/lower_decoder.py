@@ -822,8 +822,8 @@ class _DecoderLowering(_Regions):
                   p_addr0=first, reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"],
                   act_stride=act_stride)
         prog.made_by(n.out, "store")
-        prog.vec(reads=[n.out], fresh=True, vop=isa.VecOp.ARGMAX, wide=1, a_row=base, a_lo_row=base + 1,
-                 rows=nt, count=1, stride=2, length=lin["n"], dst_row=idx)
+        prog.vec(reads=[n.out], fresh=True, vop=isa.VecOp.ARGMAX, wide=1, a_row=base,
+                 a_lo_row=base + 1, rows=nt, count=1, stride=2, length=lin["n"], dst_row=idx)
         prog.made_by("token", "vector")
         slot = prog.params(chip._scalar_params((1.0,)), 1)
 
