@@ -95,7 +95,7 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
-       "vec:wide_rope",
+       "vec:wide_rope", "vec:wide_softmax",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
 )
 
@@ -546,6 +546,9 @@ def vector_epilogue(rng, cfg, image, layout):
             bins.add("vec:wide_out")
         if vop == isa.VecOp.SOFTMAX:
             op["mul_a"], op["shift"] = int(rng.integers(0, 1 << 16)), int(rng.integers(6, 20))
+            if count >= 2 and rng.random() < 0.4:      # of 16-bit scores
+                op.update(wide=1, a_lo_row=xb + 2 * rows)
+                bins.add("vec:wide_softmax")
         elif vop in isa.NORM_VOPS:
             op["shift"] = int(rng.integers(8, 24))
             if count >= 2 and rng.random() < 0.4:      # 16-bit x: low halves after gains
