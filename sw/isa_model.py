@@ -752,15 +752,15 @@ def _footprint(cfg, op, b):
         else:
             off = vec_offsets(b["rows"], b["count"], b["stride"])
             reads.update(("act row", int(r)) for r in (b["a_row"] + off).ravel())
-            wide_add = b["wide"] and b["vop"] in isa.PAIR_VOPS
+            wide_pair = b["wide"] and b["vop"] in isa.PAIR_VOPS
             if b["wide"]:
                 reads.update(("act row", int(r)) for r in (b["a_lo_row"] + off).ravel())
-            if b["wide_out"] or wide_add:
+            if b["wide_out"] or wide_pair:
                 writes.update(("act row", int(r)) for r in (b["dst_lo_row"] + off).ravel())
             if b["vop"] in isa.PAIR_VOPS:
                 ob = np.arange(b["rows"]) if b["b_repeat"] else off
                 reads.update(("act row", int(r)) for r in (b["b_row"] + ob).ravel())
-                if wide_add:
+                if wide_pair:
                     reads.update(("act row", int(r)) for r in (b["b_lo_row"] + ob).ravel())
             if b["vop"] in isa.NORM_VOPS:
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))

@@ -69,6 +69,9 @@ HEAD_HEADROOM = 1.0
 #: The weight of the identity that narrows 16-bit keys to int8 (``MATMUL pair``).
 KEY_NARROW = 64
 
+#: A 16-bit factor row's one is ``2**FACTOR_SHIFT`` (``VEC MUL wide`` by it, that shift).
+FACTOR_SHIFT = 14
+
 #: The 16-bit sigmoid's scale (1 is WIDE_MAX).
 SIGMOID_SCALE = 1.0 / isa.WIDE_MAX
 
@@ -249,9 +252,9 @@ class OnChipDecoder(_ScalarParams):
     def _head_scales(self, peaks):
         """Attention's scales per head (``head_scale``)."""
         graph = self.graph
-        # Attention's int8 values at a scale per head (per KV head for keys and values):
-        # a projection's STORE scales each column, a softmax each head, and the scores'
-        # STOREs go head by head; the rotary embedding keeps one ratio for all heads.
+        # Attention's values at a scale per head (per KV head for keys and values): a
+        # projection's STORE scales each column, a softmax each head, and the scores'
+        # STOREs go head by head; the 16-bit rotary embedding keeps its input's scale.
         self.head_scale, self.v_first = {}, {}
         for sc in (n for n in graph.nodes if n.op == "scores"):
             cx = next(u for u in self.users[sc.out] if u.op == "softmax")
@@ -397,8 +400,8 @@ class OnChipDecoder(_ScalarParams):
                 self.vparam[n.out] = p = {}
                 ratio = self.v_first[n.out] / self.head_scale[n.ins[1]]
                 for kv, r in enumerate(ratio):
-                    f = np.full(cfg.rows, vector.ROPE_ONE, np.int64)
-                    f[0] = round(float(r) * vector.ROPE_ONE)
+                    f = np.full(cfg.rows, 1 << FACTOR_SHIFT, np.int64)
+                    f[0] = round(float(r) * (1 << FACTOR_SHIFT))
                     hi, lo = split_wide(f)
                     p[f"first{kv}"] = self._vrows(hi)
                     self._vrows(lo)
@@ -988,7 +991,7 @@ class _DecoderLowering(_Regions):
                 prog.vec(reads=[sm.out], vop=isa.VecOp.MUL, wide=1, a_row=scores,
                          a_lo_row=scores + gm, b_row=b, b_lo_row=b + 1, b_repeat=1,
                          dst_row=scores, dst_lo_row=scores + gm, rows=1, count=gm,
-                         stride=kstep, shift=vector.ROPE_SHIFT)
+                         stride=kstep, shift=FACTOR_SHIFT)
             prog.made_by(sm.out, "vector")
 
             def st_ctx(_, j, acc_row, __, kv=kv):
