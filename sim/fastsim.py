@@ -20,8 +20,10 @@ checks it). Build options and what each gained are in README ("Simulation speed"
 
 import ctypes
 import hashlib
+import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +58,13 @@ CXX_FLAGS = ["-fPIC", *_CALL_FLAGS, "-DVL_USER_FINISH", "-DVL_USER_STOP", "-DVL_
 # verilated.mk compiles the per-cycle code with OPT_FAST and the cold set-up code with
 # OPT_SLOW (-Os): -O2 everywhere would only lengthen the build.
 OPT_FAST = "-O2"
+# Profile-guided optimisation (GCC): the instrumented build writes its profile (.gcda,
+# beside each object) when the training process exits; the final build reads it. Code
+# the training never ran keeps the ordinary optimisation (-fprofile-partial-training),
+# and a profile that does not match its source is ignored, not an error.
+PGO_GENERATE = ["-fprofile-generate", "-fprofile-update=single"]
+PGO_USE = ["-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile",
+           "-Wno-coverage-mismatch"]
 
 
 class FastSimError(RuntimeError):
@@ -89,15 +98,22 @@ def harness_verilog(cfg):
     return top_verilog(cfg) + "\n" + wrapper
 
 
-def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False):
+def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=None):
     """Compile the fast simulator of ``cfg`` once per design; return the library's path.
 
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
-    the harness source and the options), under a file lock shared by parallel workers.
-    ``verilator_args`` (default :data:`VERILATOR_ARGS`) and ``opt_fast`` (the C++
-    compiler's options for the per-cycle code) are for the study of what each option
-    gains (:func:`serrano.sw.bench.build_study`). ``trace`` builds a model that can write
-    a VCD waveform of every signal (slower; :class:`FastSim` ``waveform=``).
+    the harness source, the options and the training command), under a file lock shared
+    by parallel workers. ``verilator_args`` (default :data:`VERILATOR_ARGS`) and
+    ``opt_fast`` (the C++ compiler's options for the per-cycle code) are for the study of
+    what each option gains (:func:`serrano.sw.bench.build_study`). ``trace`` builds a
+    model that can write a VCD waveform of every signal (slower; :class:`FastSim`
+    ``waveform=``).
+
+    ``train`` (the arguments of a Python command, such as ``("-m", "serrano.sw.pgo")``)
+    makes a profile-guided build: the model is compiled with :data:`PGO_GENERATE`, the
+    command runs with the instrumented library's path and ``cfg`` as JSON appended (it
+    must exercise the library and exit with status 0), and the model is compiled again
+    with :data:`PGO_USE` in the same folder, reading the profile it left.
     """
     verilator_args = VERILATOR_ARGS if verilator_args is None else list(verilator_args)
     cxx = CXX_FLAGS + [f"-DBUS_BYTES={cfg.bus_bytes}"]
@@ -106,7 +122,7 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False):
         cxx = cxx + ["-DSRN_TRACE"]
     text = harness_verilog(cfg)
     harness = _HARNESS_CPP.read_text()
-    flags = verilator_args + cxx + [opt_fast]
+    flags = verilator_args + cxx + [opt_fast] + (["pgo", *train] if train else [])
     digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
     build_dir = build_root() / "fast" / f"{cfg.name}-{digest}{'-traced' if trace else ''}"
     lib = build_dir / "obj" / LIB_NAME
@@ -115,27 +131,63 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False):
             return lib
         build_dir.mkdir(parents=True, exist_ok=True)
         (build_dir / f"{HARNESS_TOP}.v").write_text(text)
-        env = {**os.environ, **toolenv.tool_env()}
-        env["MAKEFLAGS"] = " ".join([f for f in env["MAKEFLAGS"].split()
-                                     if not f.startswith("OPT_FAST=")]
-                                    + ["OPT_FAST=" + opt_fast.replace(" ", "\\ ")])
-        cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
-               "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", LIB_NAME,
-               *verilator_args,
-               "-CFLAGS", " ".join(cxx),
-               "-LDFLAGS", "-shared",
-               str(_HARNESS_CPP), f"{HARNESS_TOP}.v"]
         t0 = time.perf_counter()
-        with open(build_dir / "build.log", "w") as log:
-            proc = subprocess.run(cmd, cwd=build_dir, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0 or not lib.exists():
-            tail = (build_dir / "build.log").read_text(errors="replace").splitlines()[-15:]
-            raise FastSimError(f"Verilator build of the fast simulator failed (exit "
-                               f"{proc.returncode}); log: {build_dir / 'build.log'}\n"
-                               + "\n".join(tail))
+        log = build_dir / "build.log"
+        log.write_text("")
+        if train:
+            # The instrumented library has a name of its own: ``lib`` exists only once
+            # the whole build has succeeded.
+            gen = lib.with_name("instrumented_" + LIB_NAME)
+            _compile(build_dir, verilator_args, cxx + PGO_GENERATE, opt_fast, gen, log)
+            _train(build_dir, gen, train, cfg, log)
+            for f in lib.parent.iterdir():          # recompile everything, keep the .gcda
+                if f.suffix in (".o", ".a", ".so", ".gch"):
+                    f.unlink()
+            _compile(build_dir, verilator_args, cxx + PGO_USE, opt_fast, lib, log)
+        else:
+            _compile(build_dir, verilator_args, cxx, opt_fast, lib, log)
         (build_dir / "build_seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")
     return lib
+
+
+def _compile(build_dir, verilator_args, cxx, opt_fast, lib, log):
+    """Verilate and compile the harness into ``lib`` (the C++ flags ``cxx`` also link it),
+    appending the tools' output to ``log``."""
+    env = {**os.environ, **toolenv.tool_env()}
+    env["MAKEFLAGS"] = " ".join([f for f in env["MAKEFLAGS"].split()
+                                 if not f.startswith("OPT_FAST=")]
+                                + ["OPT_FAST=" + opt_fast.replace(" ", "\\ ")])
+    link = ["-shared"] + [f for f in cxx if f.startswith("-fprofile")]
+    cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2",
+           "--top-module", HARNESS_TOP, "--Mdir", "obj", "-o", lib.name,
+           *verilator_args,
+           "-CFLAGS", " ".join(cxx),
+           "-LDFLAGS", " ".join(link),
+           str(_HARNESS_CPP), f"{HARNESS_TOP}.v"]
+    with open(log, "a") as out:
+        proc = subprocess.run(cmd, cwd=build_dir, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0 or not lib.exists():
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise FastSimError(f"Verilator build of the fast simulator failed (exit "
+                           f"{proc.returncode}); log: {log}\n" + "\n".join(tail))
+
+
+def _train(build_dir, lib, train, cfg, log):
+    """Run the training command on the instrumented ``lib`` (its profile is written when
+    the process exits)."""
+    cmd = [sys.executable, *train, str(lib), json.dumps(cfg.to_dict())]
+    with open(log, "a") as out:
+        out.write(f"training: {' '.join(cmd[:-1])} CONFIG\n")
+        out.flush()
+        proc = subprocess.run(cmd, cwd=build_dir, stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        raise FastSimError(f"the training run of the profile-guided build failed (exit "
+                           f"{proc.returncode}); log: {log}\n" + "\n".join(tail))
+    if not any(lib.parent.glob("*.gcda")):
+        raise FastSimError(f"the training run wrote no profile into {lib.parent}")
 
 
 _LIBS = {}
@@ -312,16 +364,18 @@ class FastSim:
 
 # ---- what each build option gains -------------------------------------------------------
 
-#: Build variants of :func:`serrano.sw.bench.build_study`, each adding one option to the
-#: one before (the C++ call flags are in every variant; they were measured with callgrind,
-#: see README).
+#: Build variants of :func:`serrano.sw.bench.build_study`: ``(label, Verilator options,
+#: OPT_FAST, profile-guided)``, each up to the chosen build adding one option to the one
+#: before, the last two the chosen build with one more (the C++ call flags are in every
+#: variant; they were measured with callgrind, see README).
 STUDY = (
-    ("Verilator's defaults, verilated.mk's -Os", [], "-Os"),
-    ("+ C++ -O2 for the per-cycle code", [], "-O2"),
-    ("+ -O3 (Verilator)", _SPEED_ARGS[:1], "-O2"),
-    ("+ --x-assign fast --x-initial fast", _SPEED_ARGS[:5], "-O2"),
-    ("+ --noassert", _SPEED_ARGS[:6], "-O2"),
-    ("+ -fno-reloop (the chosen build)", _SPEED_ARGS, "-O2"),
-    ("+ C++ -O3 -march=native", _SPEED_ARGS, "-O3 -march=native"),
-    ("+ --threads 2", _SPEED_ARGS + ["--threads", "2"], "-O2"),
+    ("Verilator's defaults, verilated.mk's -Os", [], "-Os", False),
+    ("+ C++ -O2 for the per-cycle code", [], "-O2", False),
+    ("+ -O3 (Verilator)", _SPEED_ARGS[:1], "-O2", False),
+    ("+ --x-assign fast --x-initial fast", _SPEED_ARGS[:5], "-O2", False),
+    ("+ --noassert", _SPEED_ARGS[:6], "-O2", False),
+    ("+ -fno-reloop", _SPEED_ARGS, "-O2", False),
+    ("+ profile-guided (the chosen build)", _SPEED_ARGS, "-O2", True),
+    ("chosen + C++ -O3 -march=native", _SPEED_ARGS, "-O3 -march=native", True),
+    ("chosen + --threads 2", _SPEED_ARGS + ["--threads", "2"], "-O2", True),
 )

@@ -38,7 +38,7 @@ from serrano.hw import isa, regs
 from . import isa_model
 
 __all__ = ["Backend", "BACKENDS", "DEFAULT_MEM_BYTES", "backend_names", "check_backend",
-           "check_region", "open_backend", "available"]
+           "check_region", "open_backend", "available", "verilator_library"]
 
 #: Device memory of a backend unless asked otherwise: a 135 M-parameter model at int8
 #: with its activations and KV cache fits. Pages are only touched where written.
@@ -207,6 +207,14 @@ class GoldenBackend(_RegisterFile):
             **{f"stall_{k}": 0 for k in ("weight", "act", "store", "insn")}})
 
 
+def verilator_library(cfg):
+    """The fast simulator's library for ``cfg``: a profile-guided build, trained on
+    :mod:`sw.pgo`'s programs (built once per design; the first call takes minutes)."""
+    from serrano.sim.fastsim import build
+    from .pgo import COMMAND
+    return build(cfg, train=COMMAND)
+
+
 class VerilatorBackend(_Memory):
     """The RTL on the fast simulator: one running Verilated accelerator, its memory the
     simulator's own buffer (``path``: a library already built, as the build study uses)."""
@@ -219,6 +227,8 @@ class VerilatorBackend(_Memory):
         from serrano.sim.fastsim import FastSim
         self.cfg = cfg
         self.mem_bytes = mem_bytes
+        if path is None and waveform is None:
+            path = verilator_library(cfg)
         self.sim = FastSim(cfg, mem_bytes, read_latency=mem_latency,
                            write_latency=WRITE_LATENCY, waveform=waveform, path=path)
         self.mem = self.sim.mem

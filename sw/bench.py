@@ -362,7 +362,8 @@ def bare_loop_rate(cfg, cycles=BARE_LOOP_CYCLES, repeats=3):
     clocked with every input idle and no memory model, the ceiling of any harness for
     this RTL (best of ``repeats`` runs of ``cycles``)."""
     from serrano.sim.fastsim import FastSim
-    with FastSim(cfg, 1 << 20) as sim:
+    from .backends import verilator_library
+    with FastSim(cfg, 1 << 20, path=verilator_library(cfg)) as sim:
         best = 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -465,6 +466,7 @@ def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768)
     ``cycles``; median and best) and one GEMM through the accelerator (``rounds // 2``
     runs). Returns a list of dicts."""
     from serrano.sim.fastsim import _LINT_ARGS, STUDY, build
+    from .pgo import COMMAND as PGO_COMMAND
     from . import compiler, gemm as G, golden
     from .backends import VerilatorBackend
     cfg = get_preset(preset)
@@ -472,10 +474,12 @@ def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768)
     a, w = G.random_operands(m, k, n, 0)
     lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(golden.matmul(a, w), 0))
     rows, backends = [], []
-    for label, args, opt in STUDY:
+    for label, args, opt, pgo in STUDY:
         t0 = time.perf_counter()
-        path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt)
+        path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt,
+                     train=PGO_COMMAND if pgo else None)
         rows.append({"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
+                     "profile_guided": pgo,
                      "build_s": round(time.perf_counter() - t0, 1), "bare": [], "gemm": []})
         backends.append(VerilatorBackend(cfg, mem_bytes=64 << 20, path=path))
         if log:

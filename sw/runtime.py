@@ -11,6 +11,10 @@ trip, through :mod:`hw.regs`'s register sequences.
 Checking (``check``): with ``"every"`` (the default on an RTL backend) each call also
 runs on a golden model of the same device memory and the two memories are compared byte
 for byte over everything allocated (``bit_exact``). ``"none"`` runs the backend alone.
+The golden model runs in a thread of its own while the backend simulates (the fast
+simulator releases Python's lock for its whole run), so on a machine with a second core
+the check costs little more than the comparison; the watchdog of a checked call is set
+from the golden model's work once that run has ended.
 
 Errors are one line: a region outside device memory, a program at a misaligned address,
 a launch on a busy device, an unknown backend (:class:`ValueError`); a program that
@@ -18,6 +22,7 @@ stops with an error code or never raises its interrupt (:class:`DeviceError`, af
 the device has been soft-reset and takes the next call).
 """
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +35,30 @@ from .compiler import ALIGN, Builder, Memory
 __all__ = ["CHECKS", "DeviceError", "CallStats", "Device"]
 
 CHECKS = ("every", "none")
+
+
+#: Cycles the backend simulates at a time while the golden model's run of the same call
+#: has not ended (then the watchdog is known and the backend runs on to it).
+WAIT_CHUNK = 1 << 20
+
+
+class _Shadow(threading.Thread):
+    """The golden model's run of one call (a register sequence on the golden backend),
+    beside the backend's; ``outcome``, ``error`` and ``seconds`` once it has ended."""
+
+    def __init__(self, device, sequence):
+        super().__init__(name="serrano-golden-check", daemon=True)
+        self.device, self.sequence = device, sequence
+        self.outcome = self.error = None
+        self.seconds = 0.0
+
+    def run(self):
+        t0 = time.perf_counter()
+        try:
+            self.outcome = self.device._sequence(self.device.golden, self.sequence)
+        except BaseException as e:        # re-raised by the caller's thread
+            self.error = e
+        self.seconds = time.perf_counter() - t0
 
 
 class DeviceError(RuntimeError):
@@ -206,18 +235,44 @@ class Device:
         limit = self.heap.top
         if self.progress:
             self.progress({"event": "start", "name": name, "macs": macs})
-        gold = check_s = None
+        shadow = None
         if self.golden:
-            t0 = time.perf_counter()
-            gold = self._sequence(self.golden, regs.run_program(prog_addr, n_insns, 0, limit,
-                                                                1))
-            check_s = time.perf_counter() - t0
-        timeout = self.timeout_cycles or self._watchdog(limit)
+            shadow = _Shadow(self, regs.run_program(prog_addr, n_insns, 0, limit, 1))
+            shadow.start()
         t0 = time.perf_counter()
         self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit))
         self.busy = True
         self._pending = dict(name=name, macs=macs, program=bytes(program), gemms=list(gemms),
-                             gold=gold, check_s=check_s, t0=t0, timeout=timeout, limit=limit)
+                             shadow=shadow, t0=t0, timeout=self.timeout_cycles, limit=limit)
+
+    def _wait_irq(self, p):
+        """The backend's interrupt, within the call's watchdog (``p["timeout"]``, or one
+        from the golden model's work, known when its run has ended)."""
+        spent, shadow, timeout = 0, p["shadow"], p["timeout"]
+        while shadow is not None and shadow.is_alive():
+            step = WAIT_CHUNK if timeout is None else min(WAIT_CHUNK, timeout - spent)
+            if step <= 0:
+                return False
+            if self.backend.wait_irq(step):
+                return True
+            spent += step
+        if shadow is not None:
+            shadow.join()
+        if timeout is None:
+            timeout = p["timeout"] = self._watchdog(p["limit"])
+        return timeout > spent and self.backend.wait_irq(timeout - spent)
+
+    @staticmethod
+    def _join_shadow(p, reraise=True):
+        """The golden model's run of the call ``p``, ended (None if unchecked); with
+        ``reraise``, its error is raised here."""
+        shadow = p and p["shadow"]
+        if shadow is None:
+            return None
+        shadow.join()
+        if reraise and shadow.error is not None:
+            raise shadow.error
+        return shadow
 
     def _watchdog(self, limit):
         if self.golden and self.golden.last is not None:
@@ -233,12 +288,14 @@ class Device:
         if not self.busy:
             raise ValueError("no program is running (launch one first)")
         p = self._pending
-        out = self._sequence(self.backend, regs.collect(p["timeout"]))
+        out = regs.drive(regs.collect(None), write=self.backend.write_reg,
+                         read=self.backend.read_reg, wait_irq=lambda _: self._wait_irq(p))
         wall = time.perf_counter() - p["t0"]
         self.busy = False
         self._pending = None
         self.sim_wall_s += wall
         name = p["name"]
+        shadow = self._join_shadow(p, reraise=False)
         if out.timed_out or not out.done:
             self._sequence(self.backend, regs.soft_reset())
             if self.golden:
@@ -253,25 +310,27 @@ class Device:
             raise DeviceError(f"{name}: the accelerator stopped with "
                               f"{isa.Error(out.error_code).name} (status {out.status:#x})",
                               out)
+        self._join_shadow(p)
         bit_exact = None
-        if p["gold"] is not None:
+        check_s = None
+        if shadow is not None:
             t0 = time.perf_counter()
-            gold = p["gold"]
+            gold = shadow.outcome
             self.golden_read_bytes += gold.counters["dma_read_bytes"]
             self.golden_write_bytes += gold.counters["dma_write_bytes"]
             n = p["limit"]
             bit_exact = bool(gold.status == out.status and np.array_equal(
                 self.backend.view_mem(0, n), self.golden.view_mem(0, n)))
             self.bit_exact = self.bit_exact and bit_exact
-            p["check_s"] += time.perf_counter() - t0
-            self.check_wall_s += p["check_s"]
+            check_s = shadow.seconds + time.perf_counter() - t0
+            self.check_wall_s += check_s
         elif not self.timed:
             self.golden_read_bytes += out.counters["dma_read_bytes"]
             self.golden_write_bytes += out.counters["dma_write_bytes"]
         counters = out.counters if self.timed else None
         stats = CallStats(name=name, macs=p["macs"], counters=counters, wall_s=wall,
                           cycles=counters["cycles"] if counters else None,
-                          check_s=p["check_s"] or 0.0, program=p["program"],
+                          check_s=check_s or 0.0, program=p["program"],
                           gemms=p["gemms"], bit_exact=bit_exact)
         self.calls.append(stats)
         if self.progress:
@@ -283,7 +342,10 @@ class Device:
         """Soft-reset the accelerator (stops a running program); returns the status."""
         status, _ = self._sequence(self.backend, regs.soft_reset())
         self.busy = False
-        self._pending = None
+        try:
+            self._join_shadow(self._pending)
+        finally:
+            self._pending = None
         return status
 
     # ---- totals ---------------------------------------------------------------------------

@@ -360,3 +360,32 @@ def test_waveform_of_a_run(tmp_path):
     assert text.count("\n#") > 2 * cycles[0]               # a time stamp per half cycle
     with pytest.raises(ValueError, match="waveform= is for the verilator backend"):
         Device(TINY, "golden", waveform=fst)
+
+
+def test_verilator_backend_runs_a_profile_guided_build():
+    """The library behind the ``verilator`` backend was compiled from a profile: the
+    training run's record is in its build log and its profile files beside its objects."""
+    require_simulator("verilator")
+    from serrano.sw.backends import VerilatorBackend, verilator_library
+    lib = verilator_library(TINY)
+    log = (lib.parents[1] / "build.log").read_text()
+    assert "training:" in log and "serrano.sw.pgo" in log
+    assert "-fprofile-use" in log.split("training:")[1]      # the final compile reads it
+    assert list(lib.parent.glob("*.gcda"))
+    be = VerilatorBackend(TINY, mem_bytes=MEM)
+    try:
+        assert be.sim.path == lib
+    finally:
+        be.close()
+
+
+def test_a_failing_training_run_is_a_build_error():
+    """A profile-guided build whose training command fails stops with the command's
+    output, and leaves no library behind."""
+    require_simulator("verilator")
+    from serrano.sim.fastsim import FastSimError, build
+    bad = ("-c", "import sys; print('no programs ran'); sys.exit(3)")
+    with pytest.raises(FastSimError, match=r"training run .* failed \(exit 3\)"):
+        build(TINY, train=bad)
+    with pytest.raises(FastSimError, match="no programs ran"):
+        build(TINY, train=bad)
