@@ -1,7 +1,7 @@
 """The vector unit: ``VEC`` instructions, integer arithmetic on activation-buffer rows."""
 
 from amaranth import Cat, Module, Signal, Mux, signed, unsigned
-from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -119,21 +119,32 @@ class VectorUnit(wiring.Component):
         v = cur.body.vec
         vop = Signal(isa.VecOp)
         m.d.comb += vop.eq(v.vop)
-        binary, is_lut, is_sm, is_norm, is_ln, is_am, is_rope = (Signal(name=n) for n in (
-            "binary", "is_lut", "is_sm", "is_norm", "is_ln", "is_am", "is_rope"))
-        m.d.comb += [
-            binary.eq((vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)),
-            is_lut.eq(vop == isa.VecOp.LUT),
-            is_sm.eq(vop == isa.VecOp.SOFTMAX),
-            is_ln.eq(vop == isa.VecOp.LAYERNORM),
-            is_norm.eq((vop == isa.VecOp.LAYERNORM) | (vop == isa.VecOp.RMSNORM)),
-            is_am.eq(vop == isa.VecOp.ARGMAX),
-            is_rope.eq(vop == isa.VecOp.ROPE),
-        ]
-        reduce = Signal()
-        m.d.comb += reduce.eq(is_sm | is_norm | is_am)
-        am_wide = Signal()           # ARGMAX or SOFTMAX of 16-bit values: two reads a row
-        m.d.comb += am_wide.eq((is_am | is_sm) & v.wide)
+        # The instruction's decode: registers loaded with ``cur`` (from the queue's
+        # output, the same cycle), so that no path starts with the op's decode logic.
+        nv = data.View(isa.insn_layout, iq.r_data).body.vec
+        load_decode = []
+
+        def decoded(name, expr, shape=1):
+            """A register holding ``expr`` of the instruction in ``cur``; ``expr`` is a
+            function of a VEC body (``nv``, the queue's output, when loading)."""
+            reg = Signal(shape, name=name)
+            load_decode.append(reg.eq(expr(nv)))
+            return reg
+
+        binary = decoded("binary", lambda b: (b.vop == isa.VecOp.ADD)
+                         | (b.vop == isa.VecOp.MUL))
+        is_lut = decoded("is_lut", lambda b: b.vop == isa.VecOp.LUT)
+        is_sm = decoded("is_sm", lambda b: b.vop == isa.VecOp.SOFTMAX)
+        is_ln = decoded("is_ln", lambda b: b.vop == isa.VecOp.LAYERNORM)
+        is_norm = decoded("is_norm", lambda b: (b.vop == isa.VecOp.LAYERNORM)
+                          | (b.vop == isa.VecOp.RMSNORM))
+        is_am = decoded("is_am", lambda b: b.vop == isa.VecOp.ARGMAX)
+        is_rope = decoded("is_rope", lambda b: b.vop == isa.VecOp.ROPE)
+        reduce = decoded("reduce", lambda b: b.vop.matches(
+            isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.ARGMAX))
+        # ARGMAX or SOFTMAX of 16-bit values: two reads a row
+        am_wide = decoded("am_wide", lambda b: b.vop.matches(isa.VecOp.ARGMAX,
+                                                             isa.VecOp.SOFTMAX) & b.wide)
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
@@ -164,17 +175,17 @@ class VectorUnit(wiring.Component):
         # An entry: a row and whether it is the low half of a wide ADD's row.
         m.submodules.out = out = fifo.SyncFIFOBuffered(width=8 * R + 1, depth=self.FIFO_ROWS)
         credits = Signal(range(self.FIFO_ROWS + 1), init=self.FIFO_ROWS)
-        wide_add = Signal()          # ADD of 16-bit a and b into a 16-bit y
-        wide_mul = Signal()          # MUL of 16-bit a and b into a 16-bit y
-        wide_bin = Signal()          # either: four reads a row, two writes
-        wide_rope = Signal()         # ROPE of 16-bit x and tables: eight reads, two writes
-        two_rows = Signal()          # a 16-bit result: two rows out per row
-        m.d.comb += [wide_add.eq(v.wide & (vop == isa.VecOp.ADD)),
-                     wide_mul.eq(v.wide & (vop == isa.VecOp.MUL)),
-                     wide_rope.eq(v.wide & (vop == isa.VecOp.ROPE)),
-                     wide_bin.eq(wide_add | wide_mul),
-                     two_rows.eq(wide_bin | wide_rope
-                                 | (v.wide_out & (vop.matches(*isa.WIDE_OUT_VOPS))))]
+        # ADD or MUL of 16-bit a and b into a 16-bit y; either (four reads a row, two
+        # writes); ROPE of 16-bit x and tables (eight reads, two writes); a 16-bit result
+        # (two rows out per row).
+        wide_add = decoded("wide_add", lambda b: b.wide & (b.vop == isa.VecOp.ADD))
+        wide_mul = decoded("wide_mul", lambda b: b.wide & (b.vop == isa.VecOp.MUL))
+        wide_bin = decoded("wide_bin", lambda b: b.wide & b.vop.matches(isa.VecOp.ADD,
+                                                                        isa.VecOp.MUL))
+        wide_rope = decoded("wide_rope", lambda b: b.wide & (b.vop == isa.VecOp.ROPE))
+        two_rows = decoded("two_rows", lambda b: (b.wide & b.vop.matches(
+            isa.VecOp.ADD, isa.VecOp.MUL, isa.VecOp.ROPE))
+            | (b.wide_out & b.vop.matches(*isa.WIDE_OUT_VOPS)))
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -184,10 +195,8 @@ class VectorUnit(wiring.Component):
         wrote = Signal()
         # Interleaved vectors (``stride`` != 0): a vector's rows are ``stride`` apart and
         # vector ``i + 1`` starts a row after vector ``i``.
-        interleaved = Signal()
-        row_step = Signal(16)
-        m.d.comb += [interleaved.eq(v.stride != 0),
-                     row_step.eq(Mux(interleaved, v.stride, 1))]
+        interleaved = decoded("interleaved", lambda b: b.stride != 0)
+        row_step = decoded("row_step", lambda b: Mux(b.stride != 0, b.stride, 1), 16)
         m.d.comb += [
             self.wr_valid.eq(out.r_rdy), self.wr_data.eq(out.r_data[:8 * R]),
             self.wr_addr.eq(Mux(out_lo, out_row + (v.dst_lo_row - v.dst_row), out_row)),
@@ -247,11 +256,9 @@ class VectorUnit(wiring.Component):
         m.d.sync += [s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
                      s6_valid.eq(s5_valid), s7_valid.eq(s6_valid)]
 
-        table_base = Signal(tab_aw)
-        m.d.comb += table_base.eq(v.table << ceil_log2(entries))
+        table_base = decoded("table_base", lambda b: b.table << ceil_log2(entries), tab_aw)
         shift = v.shift
-        half = Signal(32)
-        m.d.comb += half.eq(Mux(shift == 0, 0, (1 << shift) >> 1))
+        half = decoded("half", lambda b: Mux(b.shift == 0, 0, (1 << b.shift) >> 1), 32)
 
         # Per-vector state: softmax running maximum, sum and reciprocal; normalization
         # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
@@ -565,7 +572,7 @@ class VectorUnit(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += iq.r_en.eq(~self.abort)
                 with m.If(iq.r_rdy & ~self.abort):
-                    m.d.sync += cur.eq(iq.r_data)
+                    m.d.sync += [cur.eq(iq.r_data), *load_decode]
                     m.next = "TOKEN"
             with m.State("TOKEN"):
                 with m.If(self.abort):

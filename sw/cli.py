@@ -390,7 +390,10 @@ def _cmd_generate(args):
     print(f"  float model's greedy text : {same}")
     be = r["bit_exact_vs_golden"]
     print(f"  bit-exact vs golden model : {_bit_exact_text(r, be)}")
-    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation {r['sim_wall_s']:.1f} s)")
+    check = (f", golden check {r['check_wall_s']:.1f} s beside it" if r["check_wall_s"]
+             else "")
+    print(f"  wall time                 : {r['wall_s']:.1f} s (simulation "
+          f"{r['sim_wall_s']:.1f} s{check})")
     return 0 if be in (True, None) else 1
 
 

@@ -312,7 +312,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
                           "calls": len(calls), "wall_s": per_token[-1][1]})
         timed = dev.timed
         bit_exact = dev.bit_exact
-        sim_wall = dev.sim_wall_s
+        sim_wall, check_wall = dev.sim_wall_s, dev.check_wall_s
     # Teacher-forced agreement: the float model's next token at each generated position.
     seq = ids + generated[:-1]
     ref = float_exec.run(graph, params, {"ids": np.array(seq), "pos": np.arange(len(seq))},
@@ -355,6 +355,7 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
         "same_as_float_greedy": float_ids == generated,
         "bit_exact_vs_golden": bit_exact,
         "sim_wall_s": round(sim_wall, 3),
+        "check_wall_s": round(check_wall, 3),
         "wall_s": round(time.perf_counter() - t_start, 3),
     }
     return report

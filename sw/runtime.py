@@ -235,12 +235,15 @@ class Device:
         limit = self.heap.top
         if self.progress:
             self.progress({"event": "start", "name": name, "macs": macs})
+        t0 = time.perf_counter()
+        self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit))
+        # The golden model's run starts after the backend's register writes and ends
+        # before its reads (:meth:`_wait_irq`), so that the backend's many short calls
+        # never wait for Python's lock while the golden model holds it.
         shadow = None
         if self.golden:
             shadow = _Shadow(self, regs.run_program(prog_addr, n_insns, 0, limit, 1))
             shadow.start()
-        t0 = time.perf_counter()
-        self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit))
         self.busy = True
         self._pending = dict(name=name, macs=macs, program=bytes(program), gemms=list(gemms),
                              shadow=shadow, t0=t0, timeout=self.timeout_cycles, limit=limit)
@@ -254,6 +257,7 @@ class Device:
             if step <= 0:
                 return False
             if self.backend.wait_irq(step):
+                shadow.join()
                 return True
             spent += step
         if shadow is not None:

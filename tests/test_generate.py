@@ -14,7 +14,8 @@ TINY = get_preset("tiny")
 KEYS = {"model", "backend", "preset", "prompt_ids", "generated_ids", "text", "prefill_cycles",
         "decode_cycles_per_token", "bus_utilization_per_token", "tokens_per_s",
         "joules_per_token", "energy", "host_round_trips_per_token",
-        "top1_agreement_vs_float", "bit_exact_vs_golden", "sim_wall_s", "act_bits",
+        "top1_agreement_vs_float", "bit_exact_vs_golden", "sim_wall_s", "check_wall_s",
+        "act_bits",
         "float_greedy_ids", "same_as_float_greedy"}
 
 
@@ -30,8 +31,8 @@ def test_llama_tiny_on_verilator_counts_every_token():
     require_simulator("verilator")
     r = generate(TINY, "llama-tiny", "verilator", prompt="hi", max_tokens=3)
     g = generate(TINY, "llama-tiny", "golden", prompt="hi", max_tokens=3)
-    assert r["bit_exact_vs_golden"] is True
-    assert r["generated_ids"] == g["generated_ids"]
+    assert r["bit_exact_vs_golden"] is True and r["check_wall_s"] > 0
+    assert r["generated_ids"] == g["generated_ids"] and g["check_wall_s"] == 0
     assert len(r["decode_cycles_per_token"]) == 2 and r["prefill_cycles"] > 0
     for util, over in zip(r["bus_utilization_per_token"], r["cycles_over_bus_roofline"]):
         assert 0 < util <= 1 and over > 0.5     # reads and writes: two AXI channels
