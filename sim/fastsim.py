@@ -61,10 +61,12 @@ OPT_FAST = "-O2"
 # Profile-guided optimisation (GCC): the instrumented build writes its profile (.gcda,
 # beside each object) when the training process exits; the final build reads it. Code
 # the training never ran keeps the ordinary optimisation (-fprofile-partial-training),
-# and a profile that does not match its source is ignored, not an error.
+# a profile that does not match its source is ignored, not an error, and the counts of a
+# multi-threaded model (--threads, counted without atomics) are made consistent
+# (-fprofile-correction).
 PGO_GENERATE = ["-fprofile-generate", "-fprofile-update=single"]
-PGO_USE = ["-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile",
-           "-Wno-coverage-mismatch"]
+PGO_USE = ["-fprofile-use", "-fprofile-partial-training", "-fprofile-correction",
+           "-Wno-missing-profile", "-Wno-coverage-mismatch"]
 
 
 class FastSimError(RuntimeError):
@@ -122,7 +124,8 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=Non
         cxx = cxx + ["-DSRN_TRACE"]
     text = harness_verilog(cfg)
     harness = _HARNESS_CPP.read_text()
-    flags = verilator_args + cxx + [opt_fast] + (["pgo", *train] if train else [])
+    flags = verilator_args + cxx + [opt_fast] + ([*PGO_GENERATE, *PGO_USE, *train]
+                                                 if train else [])
     digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
     build_dir = build_root() / "fast" / f"{cfg.name}-{digest}{'-traced' if trace else ''}"
     lib = build_dir / "obj" / LIB_NAME
