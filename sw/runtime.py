@@ -76,7 +76,7 @@ class CallStats:
     macs: int
     cycles: int | None          # None on an untimed backend (golden)
     counters: dict | None
-    wall_s: float               # the backend's run, launch to collected end
+    wall_s: float               # the backend's run, launch to collected end (no golden wait)
     check_s: float = 0.0        # the golden check of the call
     program: bytes = field(default=b"", repr=False)
     gemms: list = field(default_factory=list)
@@ -246,7 +246,8 @@ class Device:
             shadow.start()
         self.busy = True
         self._pending = dict(name=name, macs=macs, program=bytes(program), gemms=list(gemms),
-                             shadow=shadow, t0=t0, timeout=self.timeout_cycles, limit=limit)
+                             shadow=shadow, settle_s=0.0, t0=t0, timeout=self.timeout_cycles,
+                             limit=limit)
 
     def _wait_irq(self, p):
         """The backend's interrupt, within the call's watchdog (``p["timeout"]``, or one
@@ -257,25 +258,22 @@ class Device:
             if step <= 0:
                 return False
             if self.backend.wait_irq(step):
-                shadow.join()
+                self._settle(p)
                 return True
             spent += step
-        if shadow is not None:
-            shadow.join()
         if timeout is None:
             timeout = p["timeout"] = self._watchdog(p["limit"])
         return timeout > spent and self.backend.wait_irq(timeout - spent)
 
     @staticmethod
-    def _join_shadow(p, reraise=True):
-        """The golden model's run of the call ``p``, ended (None if unchecked); with
-        ``reraise``, its error is raised here."""
-        shadow = p and p["shadow"]
-        if shadow is None:
-            return None
-        shadow.join()
-        if reraise and shadow.error is not None:
-            raise shadow.error
+    def _settle(p):
+        """Wait for the golden model's run of the call ``p`` to end (its wait counted in
+        ``p["settle_s"]``, not in the backend's time); the shadow, or None."""
+        shadow = p["shadow"] if p else None
+        if shadow is not None and shadow.is_alive():
+            t0 = time.perf_counter()
+            shadow.join()
+            p["settle_s"] += time.perf_counter() - t0
         return shadow
 
     def _watchdog(self, limit):
@@ -294,12 +292,13 @@ class Device:
         p = self._pending
         out = regs.drive(regs.collect(None), write=self.backend.write_reg,
                          read=self.backend.read_reg, wait_irq=lambda _: self._wait_irq(p))
-        wall = time.perf_counter() - p["t0"]
+        shadow = self._settle(p)
+        # The backend's time: without the wait for a golden run slower than it.
+        wall = time.perf_counter() - p["t0"] - p["settle_s"]
         self.busy = False
         self._pending = None
         self.sim_wall_s += wall
         name = p["name"]
-        shadow = self._join_shadow(p, reraise=False)
         if out.timed_out or not out.done:
             self._sequence(self.backend, regs.soft_reset())
             if self.golden:
@@ -314,7 +313,8 @@ class Device:
             raise DeviceError(f"{name}: the accelerator stopped with "
                               f"{isa.Error(out.error_code).name} (status {out.status:#x})",
                               out)
-        self._join_shadow(p)
+        if shadow is not None and shadow.error is not None:
+            raise shadow.error
         bit_exact = None
         check_s = None
         if shadow is not None:
@@ -346,10 +346,8 @@ class Device:
         """Soft-reset the accelerator (stops a running program); returns the status."""
         status, _ = self._sequence(self.backend, regs.soft_reset())
         self.busy = False
-        try:
-            self._join_shadow(self._pending)
-        finally:
-            self._pending = None
+        self._settle(self._pending)             # the abandoned call's golden run
+        self._pending = None
         return status
 
     # ---- totals ---------------------------------------------------------------------------
