@@ -37,7 +37,9 @@ class LoadUnit(wiring.Component):
         Parameter buffer write port.
     e2l_avail : In; e2l_take, l2e_give : Out
         Tokens (one-cycle pulses).
-    abort : In; idle : Out
+    abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
+                             while idle and no ``insn.valid`` the state does not change
+                             (the clock gate of hw/clock_gate.py relies on it)
     """
 
     def __init__(self, cfg):
@@ -148,6 +150,8 @@ class LoadUnit(wiring.Component):
                 m.d.sync += active.eq(0)
                 m.d.comb += self.l2e_give.eq(job.header.push_next)
 
-        m.d.comb += self.idle.eq(~active & ~jobs.r_rdy & ~self.insn.valid
+        # The jobs FIFO's level, not its output's valid: a job spends a cycle inside the
+        # buffered FIFO before it shows.
+        m.d.comb += self.idle.eq(~active & (jobs.level == 0) & ~self.insn.valid
                                  & issuer.ongoing("IDLE"))
         return m

@@ -53,7 +53,9 @@ class StoreUnit(wiring.Component):
     v2s_avail : In; v2s_take, s2v_give : Out           tokens with the vector unit
                                                        (``push_side``: given as the last
                                                        row leaves)
-    abort : In; idle : Out
+    abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
+                             while idle and no ``insn.valid`` the state does not change
+                             (the clock gate of hw/clock_gate.py relies on it)
     """
 
     def __init__(self, cfg, *, skid=4):

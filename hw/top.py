@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from . import isa, regs
 from .axi import AXI4Signature, AXI4LiteSignature
 from .buffers import ActivationBuffer, Accumulator, ParamBuffer
+from .clock_gate import check, gate
 from .csr import CSRBlock
 from .dma import DMAError
 from .dma_read import DMARead
@@ -46,10 +47,14 @@ class Core(wiring.Component):
     error : Out(4)                 the first error's :class:`hw.isa.Error` code (sticky)
     quiet : Out                    no AXI transaction in flight
     <counter> : Out(64)            :data:`hw.regs.COUNTERS`, cleared at start
+
+    ``gating`` (:mod:`hw.clock_gate`): ``"clock"`` clocks the load, store and vector units
+    through clock gates, ``"none"`` on the core's clock; the same cycles either way.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, gating="none"):
         self.cfg = cfg
+        self.gating = check(gating)
         members = {
             "bus": Out(AXI4Signature(addr_width=cfg.addr_width, data_bytes=cfg.bus_bytes)),
             "start": In(1), "prog_addr": In(32), "prog_len": In(32),
@@ -66,10 +71,13 @@ class Core(wiring.Component):
         cfg = self.cfg
 
         m.submodules.front = front = FrontEnd(cfg)
-        m.submodules.load = load = LoadUnit(cfg)
         m.submodules.exec = exe = ExecUnit(cfg)
-        m.submodules.store = store = StoreUnit(cfg)
-        m.submodules.vec = vec = VectorUnit(cfg)
+        # The units idle through most of a program's cycles (the load and store units
+        # around a GEMM, the vector unit around a layer's GEMMs) tick only when they have
+        # work (hw/clock_gate.py).
+        load, store, vec = LoadUnit(cfg), StoreUnit(cfg), VectorUnit(cfg)
+        for name, unit in (("load", load), ("store", store), ("vec", vec)):
+            m.submodules[name] = gate(m, f"{name}_clk", unit, self.gating)
         m.submodules.rmux = rmux = ReadMux(cfg, 3)
         m.submodules.rd = rd = DMARead(cfg, max_outstanding=8)
         m.submodules.wr = wr = DMAWrite(cfg, max_outstanding=8)
@@ -247,10 +255,15 @@ class Serrano(wiring.Component):
     m_axi : Out(AXI4Signature(addr_width=32, data_bytes=bus_bytes))   memory (manager)
     s_axil : In(AXI4LiteSignature(addr_width=8))                      registers
     irq : Out(1)                                                      level interrupt
+
+    ``gating``: ``"none"`` (the default: Amaranth's simulator, the FPGA flow) or
+    ``"clock"`` (clock-gated units: the Verilog that Verilator and Icarus run); see
+    :class:`Core` and :mod:`hw.clock_gate`.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, gating="none"):
         self.cfg = cfg
+        self.gating = check(gating)
         super().__init__({
             "m_axi": Out(AXI4Signature(addr_width=cfg.addr_width, data_bytes=cfg.bus_bytes)),
             "s_axil": In(AXI4LiteSignature(addr_width=CSR_ADDR_WIDTH)),
@@ -269,7 +282,7 @@ class Serrano(wiring.Component):
         core_reset = Signal(init=1)
         m.domains.core = cd_core = ClockDomain("core", local=True)
         m.d.comb += [cd_core.clk.eq(ClockSignal("sync")), cd_core.rst.eq(core_reset)]
-        core = Core(cfg)
+        core = Core(cfg, self.gating)
         m.submodules.core = DomainRenamer("core")(core)
         # The memory port. The core's reset lags `rst` by one cycle; in that cycle its
         # registers still hold their old state, so its handshake outputs are masked

@@ -81,7 +81,9 @@ class VectorUnit(wiring.Component):
     rd_addr, rd_en : Out; rd_data : In(act_row)       activation buffer read port
     wr_addr, wr_data, wr_valid : Out; wr_ready : In   activation buffer write port
     s2v_avail, e2v_avail : In; s2v_take, e2v_take, v2s_give, v2e_give : Out   tokens
-    abort : In; idle : Out
+    abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
+                             while idle and no ``insn.valid`` the state does not change
+                             (the clock gate of hw/clock_gate.py relies on it)
     """
 
     FIFO_ROWS = 8
@@ -768,5 +770,7 @@ class VectorUnit(wiring.Component):
 
         m.d.comb += [self.v2s_give.eq(give & cur.header.push_prev),
                      self.v2e_give.eq(give & cur.header.push_next)]
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & ~iq.r_rdy & ~self.insn.valid)
+        # Idle: nothing running and nothing queued. The queue's level, not its output's
+        # valid: an instruction spends a cycle inside the buffered FIFO before it shows.
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (iq.level == 0) & ~self.insn.valid)
         return m

@@ -77,8 +77,9 @@ def _width(shape):
     return shape.width if hasattr(shape, "width") else int(shape)
 
 
-def harness_verilog(cfg):
-    """Verilog of ``serrano_harness``: ``serrano_top`` with plain port names (``ax_*`` for
+def harness_verilog(cfg, gating="clock"):
+    """Verilog of ``serrano_harness``: ``serrano_top`` (its units clock-gated unless
+    ``gating`` is ``"none"``: :mod:`hw.clock_gate`) with plain port names (``ax_*`` for
     the AXI4 memory port, ``lite_*`` for the AXI4-Lite host port) for the C++ harness."""
     buses = (("ax", "m_axi", AXI4Signature(addr_width=cfg.addr_width,
                                             data_bytes=cfg.bus_bytes)),
@@ -97,10 +98,11 @@ def harness_verilog(cfg):
     conns[-1] = conns[-1].rstrip(",")
     wrapper = "\n".join([f"module {HARNESS_TOP} (", *ports, ");", f"  {TOP} accel (",
                          *conns, "  );", "endmodule", ""])
-    return top_verilog(cfg) + "\n" + wrapper
+    return top_verilog(cfg, gating) + "\n" + wrapper
 
 
-def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=None):
+def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=None,
+          gating="clock"):
     """Compile the fast simulator of ``cfg`` once per design; return the library's path.
 
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
@@ -109,7 +111,8 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=Non
     ``opt_fast`` (the C++ compiler's options for the per-cycle code) are for the study of
     what each option gains (:func:`serrano.sw.bench.build_study`). ``trace`` builds a
     model that can write a VCD waveform of every signal (slower; :class:`FastSim`
-    ``waveform=``).
+    ``waveform=``). ``gating="none"`` builds the design without its clock gates
+    (:mod:`hw.clock_gate`; for the check that they change no cycle).
 
     ``train`` (the arguments of a Python command, such as ``("-m", "serrano.sw.pgo")``)
     makes a profile-guided build: the model is compiled with :data:`PGO_GENERATE`, the
@@ -122,7 +125,7 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=Non
     if trace:
         verilator_args = verilator_args + ["--trace"]
         cxx = cxx + ["-DSRN_TRACE"]
-    text = harness_verilog(cfg)
+    text = harness_verilog(cfg, gating)
     harness = _HARNESS_CPP.read_text()
     flags = verilator_args + cxx + [opt_fast] + ([*PGO_GENERATE, *PGO_USE, *train]
                                                  if train else [])

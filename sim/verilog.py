@@ -41,10 +41,12 @@ def signal_ports(component):
     return ports
 
 
-def top_verilog(cfg):
+def top_verilog(cfg, gating="clock"):
     """Verilog text of the whole accelerator (:class:`hw.top.Serrano`), module
     ``serrano_top``: ports ``clk``, ``rst``, ``m_axi__*`` (AXI4 manager), ``s_axil__*``
-    (AXI4-Lite subordinate), ``irq``.
+    (AXI4-Lite subordinate), ``irq``. ``gating`` (:mod:`hw.clock_gate`): ``"clock"``
+    (the default: the units' clock gates, what Verilator and Icarus simulate) or
+    ``"none"`` (what the FPGA flow synthesizes).
 
     Conversion of the 16 x 16 design takes Yosys tens of seconds, so the text is cached
     under ``build/verilog/`` keyed by the preset, a hash of every ``hw/`` source file and
@@ -58,11 +60,11 @@ def top_verilog(cfg):
     h = hashlib.sha256(amaranth.__version__.encode())
     h.update(repr(cfg).encode())
     h.update(hw.SOURCE_HASH_AT_IMPORT.encode())
-    cache = _cache_dir() / f"{TOP}-{cfg.name}-{h.hexdigest()[:16]}.v"
+    cache = _cache_dir() / f"{TOP}-{cfg.name}-{gating}-{h.hexdigest()[:16]}.v"
     current = hw.source_hash() == hw.SOURCE_HASH_AT_IMPORT
     if current and cache.exists():
         return cache.read_text()
-    dut = Serrano(cfg)
+    dut = Serrano(cfg, gating)
     text = verilog.convert(dut, name=TOP, emit_src=False, ports=signal_ports(dut))
     if current:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -77,11 +79,12 @@ def _cache_dir():
     return root / "verilog"
 
 
-def write_verilog(preset, path, *, top=True):
-    """Write the Verilog of ``preset`` (the whole accelerator, or with ``top=False`` the
-    bare array) to ``path`` (parents created); return the path."""
+def write_verilog(preset, path, *, top=True, gating="clock"):
+    """Write the Verilog of ``preset`` (the whole accelerator with its clock gates or,
+    ``gating="none"``, without; or with ``top=False`` the bare array) to ``path``
+    (parents created); return the path."""
     cfg = get_preset(preset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(top_verilog(cfg) if top else array_verilog(cfg))
+    path.write_text(top_verilog(cfg, gating) if top else array_verilog(cfg))
     return path

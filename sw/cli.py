@@ -28,6 +28,7 @@ import sys
 
 import numpy as np
 
+from serrano.hw.clock_gate import GATINGS
 from serrano.hw.config import ConfigError, get_preset, preset_names
 from serrano.sim.runner import SimulationFailed
 from serrano.sim.toolenv import ToolNotFound
@@ -97,6 +98,9 @@ def _parser():
     v.add_argument("-o", "--output", help="file to write (default: stdout)")
     v.add_argument("--array", action="store_true",
                    help="the bare systolic array instead of the whole accelerator")
+    v.add_argument("--gating", choices=GATINGS, default="clock",
+                   help="clock: the units' clock gates (the default, what the simulators "
+                        "run); none: without them (what the FPGA flow synthesizes)")
 
     g = sub.add_parser("gemm", help="a random requantized int8 GEMM on the accelerator")
     g.add_argument("--preset", type=_preset, default=get_preset("default"),
@@ -186,12 +190,14 @@ def _cmd_verilog(args):
     from serrano.sim.verilog import array_verilog, top_verilog, write_verilog
     what = "bare array serrano_array" if args.array else "accelerator serrano_top"
     if args.output:
-        path = write_verilog(args.preset, args.output, top=not args.array)
+        path = write_verilog(args.preset, args.output, top=not args.array,
+                             gating=args.gating)
         print(f"wrote {path}: {what}, preset {args.preset.name} "
               f"({args.preset.rows}x{args.preset.cols} array)", file=sys.stderr)
     else:
         cfg = args.preset
-        sys.stdout.write(array_verilog(cfg) if args.array else top_verilog(cfg))
+        sys.stdout.write(array_verilog(cfg) if args.array
+                         else top_verilog(cfg, args.gating))
     return 0
 
 

@@ -1,6 +1,7 @@
 """``serrano fpga``: the open FPGA flow, Yosys then nextpnr, for an ECP5 board.
 
-The accelerator's Verilog (:func:`sim.verilog.top_verilog`, module ``serrano_top``) is
+The accelerator's Verilog (:func:`sim.verilog.top_verilog`, module ``serrano_top``,
+without the units' clock gates: an FPGA keeps its clocks on the clock network) is
 synthesized by Yosys (``synth_ecp5``: multipliers to ``MULT18X18D`` DSP blocks, memories
 to ``DP16KD`` block RAM) and placed and routed by nextpnr-ecp5 for the board's device,
 both from PyPI (YoWASP: the tools compiled to WebAssembly; ``pip install -e '.[fpga]'``).
@@ -222,7 +223,7 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     verilog = folder / f"{TOP}.v"
-    text = top_verilog(cfg)
+    text = top_verilog(cfg, gating="none")     # no clock derived in logic on the FPGA
     verilog.write_text(text)
     script = folder / "synth.ys"
     script.write_text(yosys_script(cfg, board=board))

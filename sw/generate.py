@@ -205,14 +205,14 @@ class _Executor:
     def run(self, ids, p0, state, last=False):
         feeds = {"ids": np.asarray(ids), "pos": np.arange(p0, p0 + len(ids))}
         if self.ops == "host":
-            return self.ex.run(feeds, state)["logits"]
+            return self.ex.run(feeds, state, last=last)["logits"]
         return self.ex.run(feeds, last=last)["logits"]
 
     def next_token(self, ids, p0, state):
         """The greedy next token after ``ids`` (at positions ``p0 ..``): the argmax of
         the last logits on the host, or (on the chip) the token id the program returns."""
         if self.ops == "host":
-            return int(np.argmax(self.run(ids, p0, state)[-1]))
+            return int(np.argmax(self.run(ids, p0, state, last=True)[-1]))
         feeds = {"ids": np.asarray(ids), "pos": np.arange(p0, p0 + len(ids))}
         return self.ex.run(feeds, argmax=True)["token"]
 

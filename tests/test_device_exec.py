@@ -53,6 +53,26 @@ def test_llama_tiny_on_golden_tracks_float(tiny_llama, act_bits):
     assert calls == 3 * (2 * 6 + 1)
 
 
+def test_last_position_only_streams_the_lm_head_past_one_row(tiny_llama):
+    """``last=True``: the logits of the last position only, equal to the last row of the
+    full run; the LM head's GEMM has the rows of one position (two at 16 bits), not the
+    prompt's, and the other calls are the same."""
+    g, params = tiny_llama
+    ids = np.array([3, 141, 59, 26, 5, 35, 89, 79])
+    feeds = {"ids": ids, "pos": np.arange(len(ids))}
+    with Device(TINY, "golden", mem_bytes=1 << 22) as dev:
+        ex = DE.DeviceExecutor(dev, g, params)
+        full = ex.run(feeds, {})["logits"]
+        calls_full = list(dev.calls)
+        last = ex.run(feeds, {}, last=True)["logits"]
+        calls_last = dev.calls[len(calls_full):]
+    np.testing.assert_array_equal(last, full[-1:])
+    assert [c.name for c in calls_last] == [c.name for c in calls_full]
+    head = [(c.gemms, d.gemms) for c, d in zip(calls_full, calls_last) if c.name == "logits"]
+    assert len(head) == 1 and head[0][0][0][0] == 2 * len(ids) and head[0][1][0][0] == 2
+    assert all(c.gemms == d.gemms for c, d in zip(calls_full, calls_last)
+               if c.name != "logits")
+
 def test_llama_tiny_bit_exact_on_verilator(tiny_llama):
     require_simulator("verilator")
     ids = np.array([1, 2, 3, 250, 17])

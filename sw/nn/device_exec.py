@@ -328,11 +328,15 @@ class DeviceExecutor:
             out[h * group:(h + 1) * group] = acc.reshape(group, S, d)
         return out.astype(np.float32).reshape(*lead, heads, S, d)
 
-    def run(self, feeds, state, *, keep=()):
+    def run(self, feeds, state, *, keep=(), last=False):
         """Run the graph on ``feeds`` with ``state`` (this sequence's KV caches, in device
         memory: pass the same dict from step to step, a new one for a new sequence); the
-        graph's outputs and the values named in ``keep``. Scratch device memory is freed
-        at the end."""
+        graph's outputs and the values named in ``keep``. With ``last``, an output that a
+        linear computes (a language model's logits) is computed for the last position
+        only, all a generator needs: a prefill's LM head then streams its weights past
+        one row, not every prompt position's (rows are quantized each on its own scale,
+        so that row is the same either way). Scratch device memory is freed at the
+        end."""
         dev = self.dev
         if self.caches and state.get("_sequence") is not self:
             if state:
@@ -351,7 +355,10 @@ class DeviceExecutor:
                     continue                          # computed with its group
                 x = [values[i] for i in n.ins]
                 if n.op == "linear":
-                    values.update(self._call(self.groups[n.out], x[0]))
+                    xin = x[0]
+                    if last and set(self.groups[n.out]) <= set(self.graph.outputs):
+                        xin = xin.reshape(-1, xin.shape[-1])[-1:]
+                    values.update(self._call(self.groups[n.out], xin))
                 elif n.op == "kv_append":
                     cache = state[n.attrs["slot"]]
                     cache.append(self._heads(x[0], "a KV cache"))
