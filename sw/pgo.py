@@ -28,7 +28,7 @@ from serrano.hw.config import Config
 from . import compiler, gemm as G, golden, q4, vector_bench
 from .backends import VerilatorBackend
 
-__all__ = ["COMMAND", "programs", "train", "main"]
+__all__ = ["COMMAND", "programs", "run_all", "train", "main"]
 
 #: The command :func:`sim.fastsim.build` runs, the library's path and the configuration's
 #: JSON appended.
@@ -54,9 +54,11 @@ def programs(cfg):
     return out
 
 
-def train(cfg, lib):
-    """Run :func:`programs` on the fast simulator library ``lib``; raise on an error."""
-    progs = programs(cfg)
+def run_all(cfg, lib, progs=None):
+    """Run ``progs`` (default :func:`programs`) one after another on the fast simulator
+    library ``lib``, each on zeroed memory; yield ``(name, regs.drive result, memory)``
+    for each. Raises if a program does not end cleanly."""
+    progs = programs(cfg) if progs is None else progs
     size = max(len(p[1]) for p in progs)
     mem = -(-size // (1 << 20)) << 20
     be = VerilatorBackend(cfg, mem_bytes=mem, path=lib)
@@ -69,8 +71,15 @@ def train(cfg, lib):
             if out.timed_out or not out.done or out.error_code != isa.Error.NONE:
                 raise RuntimeError(f"training program {name!r} did not end cleanly "
                                    f"(status {out.status:#x}, timed out {out.timed_out})")
+            yield name, out, np.array(be.read_mem(0, mem))     # a copy
     finally:
         be.close()
+
+
+def train(cfg, lib):
+    """Run :func:`programs` on the fast simulator library ``lib``; raise on an error."""
+    for _ in run_all(cfg, lib):
+        pass
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from serrano.hw import isa, regs
+from serrano.hw import isa
 from serrano.hw.clock_gate import GATINGS, check
 from serrano.hw.config import get_preset
 from serrano.hw.load_unit import LoadUnit
@@ -75,24 +75,10 @@ def test_gates_change_no_cycle():
     require_simulator("verilator")
     from serrano.sim.fastsim import build
     from serrano.sw import pgo
-    from serrano.sw.backends import VerilatorBackend, verilator_library
-    progs = pgo.programs(TINY)
-    mem = -(-max(len(p[1]) for p in progs) // (1 << 20)) << 20
-    runs = {}
-    for gating, lib in (("clock", verilator_library(TINY)),
-                        ("none", build(TINY, gating="none"))):
-        be = VerilatorBackend(TINY, mem_bytes=mem, path=lib)
-        try:
-            for name, image, prog_addr, prog_len in progs:
-                be.mem[:] = 0
-                be.write_mem(0, image)
-                out = regs.drive(regs.run_program(prog_addr, prog_len, 0, len(image), 10**7),
-                                 write=be.write_reg, read=be.read_reg,
-                                 wait_irq=be.wait_irq)
-                assert out.done and not out.timed_out, (gating, name)
-                runs.setdefault(name, []).append((out.counters, be.read_mem(0, mem)))
-        finally:
-            be.close()
-    for name, ((c_gated, m_gated), (c_plain, m_plain)) in runs.items():
-        assert c_gated == c_plain, name
-        np.testing.assert_array_equal(m_gated, m_plain, err_msg=name)
+    from serrano.sw.backends import verilator_library
+    gated = list(pgo.run_all(TINY, verilator_library(TINY)))
+    plain = list(pgo.run_all(TINY, build(TINY, gating="none")))
+    assert len(gated) == len(plain) == 3
+    for (name, out_g, mem_g), (_, out_p, mem_p) in zip(gated, plain):
+        assert out_g.counters == out_p.counters, name
+        np.testing.assert_array_equal(mem_g, mem_p, err_msg=name)
