@@ -371,17 +371,21 @@ class FastSim:
 # ---- what each build option gains -------------------------------------------------------
 
 #: Build variants of :func:`serrano.sw.bench.build_study`: ``(label, Verilator options,
-#: OPT_FAST, profile-guided)``, each up to the chosen build adding one option to the one
-#: before, the last two the chosen build with one more (the C++ call flags are in every
-#: variant; they were measured with callgrind, see README).
+#: OPT_FAST, profile-guided, gating)``, each up to the chosen build adding one option to
+#: the one before, the next two the chosen build with one more, the last two the design
+#: without its clock gates (:mod:`hw.clock_gate`): the chosen build, and the reference
+#: the device issue measured against (``-O2``, no other option). The C++ call flags are
+#: in every variant; they were measured with callgrind, see README.
 STUDY = (
-    ("Verilator's defaults, verilated.mk's -Os", [], "-Os", False),
-    ("+ C++ -O2 for the per-cycle code", [], "-O2", False),
-    ("+ -O3 (Verilator)", _SPEED_ARGS[:1], "-O2", False),
-    ("+ --x-assign fast --x-initial fast", _SPEED_ARGS[:5], "-O2", False),
-    ("+ --noassert", _SPEED_ARGS[:6], "-O2", False),
-    ("+ -fno-reloop", _SPEED_ARGS, "-O2", False),
-    ("+ profile-guided (the chosen build)", _SPEED_ARGS, "-O2", True),
-    ("chosen + C++ -O3 -march=native", _SPEED_ARGS, "-O3 -march=native", True),
-    ("chosen + --threads 2", _SPEED_ARGS + ["--threads", "2"], "-O2", True),
+    ("Verilator's defaults, verilated.mk's -Os", [], "-Os", False, "clock"),
+    ("+ C++ -O2 for the per-cycle code", [], "-O2", False, "clock"),
+    ("+ -O3 (Verilator)", _SPEED_ARGS[:1], "-O2", False, "clock"),
+    ("+ --x-assign fast --x-initial fast", _SPEED_ARGS[:5], "-O2", False, "clock"),
+    ("+ --noassert", _SPEED_ARGS[:6], "-O2", False, "clock"),
+    ("+ -fno-reloop", _SPEED_ARGS, "-O2", False, "clock"),
+    ("+ profile-guided (the chosen build)", _SPEED_ARGS, "-O2", True, "clock"),
+    ("chosen + C++ -O3 -march=native", _SPEED_ARGS, "-O3 -march=native", True, "clock"),
+    ("chosen + --threads 2", _SPEED_ARGS + ["--threads", "2"], "-O2", True, "clock"),
+    ("chosen, without the clock gates", _SPEED_ARGS, "-O2", True, "none"),
+    ("reference: -O2, without the clock gates", [], "-O2", False, "none"),
 )

@@ -474,12 +474,12 @@ def build_study(preset="default", cycles=200_000, rounds=7, gemm=(128, 768, 768)
     a, w = G.random_operands(m, k, n, 0)
     lay = compiler.compile_gemm(cfg, a, w, *G.random_requant(golden.matmul(a, w), 0))
     rows, backends = [], []
-    for label, args, opt, pgo in STUDY:
+    for label, args, opt, pgo, gating in STUDY:
         t0 = time.perf_counter()
         path = build(cfg, verilator_args=args + _LINT_ARGS, opt_fast=opt,
-                     train=PGO_COMMAND if pgo else None)
+                     train=PGO_COMMAND if pgo else None, gating=gating)
         rows.append({"variant": label, "verilator_args": " ".join(args), "opt_fast": opt,
-                     "profile_guided": pgo,
+                     "profile_guided": pgo, "gating": gating,
                      "build_s": round(time.perf_counter() - t0, 1), "bare": [], "gemm": []})
         backends.append(VerilatorBackend(cfg, mem_bytes=64 << 20, path=path))
         if log:
