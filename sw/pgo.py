@@ -54,11 +54,11 @@ def programs(cfg):
     return out
 
 
-def run_all(cfg, lib, progs=None):
-    """Run ``progs`` (default :func:`programs`) one after another on the fast simulator
-    library ``lib``, each on zeroed memory; yield ``(name, regs.drive result, memory)``
-    for each. Raises if a program does not end cleanly."""
-    progs = programs(cfg) if progs is None else progs
+def run_all(cfg, lib):
+    """Run :func:`programs` one after another on the fast simulator library ``lib``, each
+    on zeroed memory; yield ``(name, regs.drive result, memory)`` for each. Raises if a
+    program does not end cleanly."""
+    progs = programs(cfg)
     size = max(len(p[1]) for p in progs)
     mem = -(-size // (1 << 20)) << 20
     be = VerilatorBackend(cfg, mem_bytes=mem, path=lib)
