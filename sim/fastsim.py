@@ -211,6 +211,9 @@ def _load(path):
         "srn_destroy": (None, [vp]),
         "srn_mem": (ctypes.POINTER(ctypes.c_uint8), [vp]),
         "srn_mem_bytes": (u64, [vp]),
+        "srn_dirty": (ctypes.POINTER(ctypes.c_uint8), [vp]),
+        "srn_page_bytes": (u64, []),
+        "srn_pages": (u64, [u64]),
         "srn_bus_bytes": (ctypes.c_int, []),
         "srn_cycle": (u64, [vp]),
         "srn_irq": (ctypes.c_int, [vp]),
@@ -269,6 +272,9 @@ class FastSim:
         self.mem_bytes = mem_bytes
         ptr = self._lib.srn_mem(self._h)
         self.mem = np.ctypeslib.as_array(ptr, shape=(mem_bytes,))
+        self.page_bytes = self._lib.srn_page_bytes()
+        self._dirty = np.ctypeslib.as_array(self._lib.srn_dirty(self._h),
+                                            shape=(self._lib.srn_pages(mem_bytes),))
         self.set_timing(read_latency, write_latency)
         self.waveform = None
         if waveform is not None:
@@ -281,7 +287,7 @@ class FastSim:
 
     def close(self):
         if getattr(self, "_h", None):
-            self.mem = None                 # (the waveform, if any, is flushed and closed)
+            self.mem = self._dirty = None   # (the waveform, if any, is flushed and closed)
             self._lib.srn_destroy(self._h)
             self._h = None
 
@@ -305,6 +311,15 @@ class FastSim:
             self._lib.srn_clear_error(self._h)
             raise FastSimError(f"{what}: {msg}")
         return ret
+
+    def take_written_pages(self):
+        """The pages (of :attr:`page_bytes`, ascending indices) the accelerator's write
+        beats changed since the last call, and forget them. Writes through :attr:`mem`
+        are the host's and are not counted."""
+        self._handle()
+        pages = np.flatnonzero(self._dirty)
+        self._dirty[pages] = 0
+        return pages
 
     # -- memory model settings
 

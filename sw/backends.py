@@ -28,6 +28,13 @@ Backends (:data:`BACKENDS`, the names every ``--backend`` offers):
 
 Every backend gives the same memory image for the same program; the RTL ones give the
 same cycle counts for the same memory latency (``tests/test_backends.py``).
+
+Simulated backends that know which memory their programs changed (``golden`` from the
+ISA model's stores, ``verilator`` from the write beats its memory model took) also offer
+``take_written_pages(page_bytes)``: the pages the accelerator wrote since the last take
+(``verilator`` tracks its own ``page_bytes``; ask it for a multiple of that). :class:`sw.runtime.Device` uses them to compare a checked call's memory with
+the golden model's on those pages only. (Not part of :class:`Backend`: a board's host
+would not know.)
 """
 
 from typing import Protocol, runtime_checkable
@@ -189,6 +196,8 @@ class GoldenBackend(_RegisterFile):
         self._init_memory(cfg, mem_bytes)
         self._init_registers()
         self.last = None            # the isa_model.Result of the last program
+        self.track_writes = False   # keep the stores' extents for take_written_pages
+        self._writes = []
 
     def _started(self):
         self.pending = False
@@ -201,10 +210,20 @@ class GoldenBackend(_RegisterFile):
             self._finish(_status_of(isa.Error.DMA_WINDOW), {})
             return
         self.last = res
+        if self.track_writes:
+            self._writes += res.writes
         self._finish(_status_of(res.error), {
             "cycles": 0, "array_cycles": res.array_rows, "instructions": res.instructions,
             "dma_read_bytes": res.dma_read_bytes, "dma_write_bytes": res.dma_write_bytes,
             **{f"stall_{k}": 0 for k in ("weight", "act", "store", "insn")}})
+
+
+    def take_written_pages(self, page_bytes):
+        """The ``page_bytes`` pages (indices, ascending) the programs' stores wrote since
+        the last take (since :attr:`track_writes` was set)."""
+        pages = isa_model.written_pages(self._writes, page_bytes)
+        self._writes = []
+        return pages
 
 
 def verilator_library(cfg):
@@ -232,6 +251,15 @@ class VerilatorBackend(_Memory):
         self.sim = FastSim(cfg, mem_bytes, read_latency=mem_latency,
                            write_latency=WRITE_LATENCY, waveform=waveform, path=path)
         self.mem = self.sim.mem
+        self.page_bytes = self.sim.page_bytes
+
+    def take_written_pages(self, page_bytes):
+        """The ``page_bytes`` pages (indices, ascending; a multiple of
+        :attr:`page_bytes`) the accelerator's write beats changed since the last take."""
+        if page_bytes % self.page_bytes:
+            raise ValueError(f"pages of {page_bytes} bytes are not whole pages of "
+                             f"{self.page_bytes}")
+        return np.unique(self.sim.take_written_pages() // (page_bytes // self.page_bytes))
 
     def write_reg(self, name, value):
         self.sim.reg_write(regs.address(name), value)

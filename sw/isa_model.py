@@ -78,7 +78,7 @@ from .requant import requantize, split_wide, MULT_MAX, SHIFT_MAX
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
            "check_races", "Program", "pack_weights", "pack_params", "weight_bytes",
-           "vec_offsets", "pair_product"]
+           "vec_offsets", "pair_product", "written_pages"]
 
 #: The units, by :class:`hw.isa.Unit` number.
 UNITS = tuple(u.name.lower() for u in isa.Unit)
@@ -154,6 +154,7 @@ class Result:
     params: Params = field(repr=False)
     ops: list = field(default_factory=list, repr=False)
     tokens: dict | None = None
+    writes: list = field(default_factory=list, repr=False)
 
 
 class _Fault(Exception):
@@ -179,7 +180,9 @@ class Machine:
     ----------
     mem : (len,) uint8;  act : (act_buf_rows, R) int8;  acc : (2 * acc_buf_rows, C) int32;
     params : :class:`Params`; and the counters ``instructions``, ``macs``, ``array_rows``,
-    ``dma_read_bytes``, ``dma_write_bytes``, ``ops`` (one dict per retired instruction).
+    ``dma_read_bytes``, ``dma_write_bytes``, ``ops`` (one dict per retired instruction);
+    ``writes``, one ``(address, stride, rows, row_bytes)`` per ``STORE`` to memory (the
+    bytes it may have changed, see :func:`written_pages`).
     """
 
     def __init__(self, cfg, mem, *, base=0, limit=None, in_place=False):
@@ -203,6 +206,7 @@ class Machine:
         self.dma_read_bytes = 0
         self.dma_write_bytes = 0
         self.ops = []
+        self.writes = []
 
     # -- memory access checks
 
@@ -408,6 +412,7 @@ class Machine:
         val = y.view(np.uint8).ravel()
         keep = _last_occurrences(dst)
         self.mem[dst[keep]] = val[keep]
+        self.writes.append((dram_addr, dram_stride, m, row_bytes))
         self.dma_write_bytes += m * row_bytes
         return {"write_bytes": m * row_bytes}
 
@@ -537,7 +542,26 @@ def run_program(cfg, mem, prog_addr, n_insns, *, base=0, limit=None, check_deps=
                   instructions=machine.instructions, macs=machine.macs,
                   array_rows=machine.array_rows, dma_read_bytes=machine.dma_read_bytes,
                   dma_write_bytes=machine.dma_write_bytes, act=machine.act, acc=machine.acc,
-                  params=machine.params, ops=machine.ops, tokens=tokens)
+                  params=machine.params, ops=machine.ops, tokens=tokens,
+                  writes=machine.writes)
+
+
+def written_pages(writes, page_bytes):
+    """The indices (ascending, unique) of the ``page_bytes`` pages that the memory
+    writes ``writes`` (:attr:`Result.writes`: ``(address, stride, rows, row_bytes)``)
+    touch."""
+    if not writes:
+        return np.zeros(0, np.int64)
+    out = []
+    for addr, stride, rows, row_bytes in writes:
+        if rows < 1 or row_bytes < 1:
+            continue
+        first = addr + np.arange(rows, dtype=np.int64) * stride
+        lo, hi = first // page_bytes, (first + row_bytes - 1) // page_bytes
+        span = int((hi - lo).max()) + 1
+        pages = lo[:, None] + np.arange(span)
+        out.append(pages[pages <= hi[:, None]])
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
 # --------------------------------------------------------------------------------------

@@ -10,7 +10,13 @@ trip, through :mod:`hw.regs`'s register sequences.
 
 Checking (``check``): with ``"every"`` (the default on an RTL backend) each call also
 runs on a golden model of the same device memory and the two memories are compared byte
-for byte over everything allocated (``bit_exact``). ``"none"`` runs the backend alone.
+for byte (``bit_exact``). ``"none"`` runs the backend alone. The memories are equal
+before a call (they were after the last one, and the host writes both), so after it they
+can differ only where one of them wrote: when both backends say which pages they wrote
+(``take_written_pages``: the fast simulator's memory model marks every page a write beat
+changes), a call compares those pages; otherwise, and whenever the memories are not known
+equal, everything allocated. :attr:`Device.bit_exact` adds one comparison of everything
+allocated when it is read (and at :meth:`Device.close`) after unchecked pages.
 The golden model runs in a thread of its own while the backend simulates (the fast
 simulator releases Python's lock for its whole run), so on a machine with a second core
 the check costs little more than the comparison; the watchdog of a checked call is set
@@ -37,9 +43,22 @@ __all__ = ["CHECKS", "DeviceError", "CallStats", "Device"]
 CHECKS = ("every", "none")
 
 
+#: The granule of a checked call's comparison (the pages the call wrote).
+CHECK_PAGE_BYTES = 4096
+
 #: Cycles the backend simulates at a time while the golden model's run of the same call
 #: has not ended (then the watchdog is known and the backend runs on to it).
 WAIT_CHUNK = 1 << 20
+
+
+def _runs(pages):
+    """Runs of consecutive page indices in ascending ``pages``: ``(first, end)`` pairs."""
+    if len(pages) == 0:
+        return []
+    cut = np.flatnonzero(np.diff(pages) != 1) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [len(pages)]])
+    return list(zip(pages[starts].tolist(), (pages[ends - 1] + 1).tolist()))
 
 
 class _Shadow(threading.Thread):
@@ -114,7 +133,13 @@ class Device:
         self.calls = []
         self.bytes_to_device = 0
         self.bytes_from_device = 0
-        self.bit_exact = True if self.golden else None
+        self._bit_exact = True if self.golden else None
+        self._equal = True          # the memories are known equal up to the last call
+        self._whole = True          # ... and everything allocated was compared since
+        self._paged = self.golden is not None and all(
+            hasattr(b, "take_written_pages") for b in (self.backend, self.golden))
+        if self._paged:
+            self.golden.track_writes = True
         self.sim_wall_s = 0.0
         self.check_wall_s = 0.0
         self.golden_read_bytes = 0
@@ -125,6 +150,8 @@ class Device:
     # ---- lifetime -------------------------------------------------------------------------
 
     def close(self):
+        if self.backend is not None:
+            self._compare_all()
         for b in (self.backend, self.golden):
             if b is not None:
                 b.close()
@@ -135,6 +162,48 @@ class Device:
 
     def __exit__(self, *exc):
         self.close()
+
+    @property
+    def bit_exact(self):
+        """Whether every checked call left the same memory as the golden model's (None
+        unchecked); after calls checked on their written pages, everything allocated is
+        compared once more when this is read."""
+        self._compare_all()
+        return self._bit_exact
+
+    def _compare_all(self):
+        if self.golden is not None and self.backend is not None and not self._whole:
+            n = self.heap.top
+            self._whole = True
+            if not np.array_equal(self.backend.view_mem(0, n), self.golden.view_mem(0, n)):
+                self._bit_exact = self._equal = False
+
+    def _resync(self):
+        """Give the golden model the backend's memory (after a call the backend did not
+        finish as the golden model did): the two are equal again."""
+        n = self.heap.top
+        self.golden.write_mem(0, self.backend.view_mem(0, n))
+        if self._paged:
+            for b in (self.backend, self.golden):
+                b.take_written_pages(CHECK_PAGE_BYTES)
+        self._equal = True
+
+    def _same_memory(self, n):
+        """Whether the backend's and the golden model's memories agree on ``[0, n)`` after
+        a call: on the pages either wrote, when the two were known equal before it."""
+        if self._paged:
+            pb = CHECK_PAGE_BYTES
+            pages = np.union1d(self.backend.take_written_pages(pb),
+                               self.golden.take_written_pages(pb))
+        if self._paged and self._equal:
+            self._whole = False
+            a, b = self.backend.view_mem(0, n), self.golden.view_mem(0, n)
+            for lo, hi in _runs(pages):
+                if not np.array_equal(a[lo * pb:hi * pb], b[lo * pb:hi * pb]):
+                    return False
+            return True
+        self._whole = True
+        return np.array_equal(self.backend.view_mem(0, n), self.golden.view_mem(0, n))
 
     @property
     def timed(self):
@@ -304,8 +373,7 @@ class Device:
             if self.golden:
                 # The hardware may have done part of the failed program that the golden
                 # model did not: the shadow takes the device's memory, as it is now.
-                n = p["limit"]
-                self.golden.write_mem(0, self.backend.view_mem(0, n))
+                self._resync()
             if out.timed_out:
                 raise DeviceError(f"{name}: {isa.Error.WATCHDOG.name}: watchdog: no "
                                   f"interrupt within {p['timeout']:,} cycles (status "
@@ -322,10 +390,10 @@ class Device:
             gold = shadow.outcome
             self.golden_read_bytes += gold.counters["dma_read_bytes"]
             self.golden_write_bytes += gold.counters["dma_write_bytes"]
-            n = p["limit"]
-            bit_exact = bool(gold.status == out.status and np.array_equal(
-                self.backend.view_mem(0, n), self.golden.view_mem(0, n)))
-            self.bit_exact = self.bit_exact and bit_exact
+            same = self._same_memory(p["limit"])
+            bit_exact = bool(gold.status == out.status and same)
+            self._equal = same
+            self._bit_exact = self._bit_exact and bit_exact
             check_s = shadow.seconds + time.perf_counter() - t0
             self.check_wall_s += check_s
         elif not self.timed:
@@ -346,7 +414,8 @@ class Device:
         """Soft-reset the accelerator (stops a running program); returns the status."""
         status, _ = self._sequence(self.backend, regs.soft_reset())
         self.busy = False
-        self._settle(self._pending)             # the abandoned call's golden run
+        if self._settle(self._pending) is not None:   # the abandoned call's golden run
+            self._resync()
         self._pending = None
         return status
 

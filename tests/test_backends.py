@@ -307,6 +307,57 @@ def test_check_every_catches_a_difference():
         assert st.bit_exact is False and dev.bit_exact is False
 
 
+def test_written_pages_of_the_simulator_and_the_golden_model():
+    """Both backends name the pages a program's stores wrote, the same ones, and never
+    the host's own writes."""
+    require_simulator("verilator")
+    page = 4096
+    with Device(TINY, "verilator", mem_bytes=MEM, check="none") as dev:
+        gold = open_backend("golden", TINY, mem_bytes=MEM)
+        gold.track_writes = True
+        dev.alloc(3 * page + 100)                  # the output starts inside a page
+        b, (y_addr, y_bytes, _, _), expect = _gemm(dev, 9, 8, 12, seed=11)
+        prog = np.frombuffer(b.finish(), np.uint8)
+        addr = dev.put(prog)
+        gold.write_mem(0, dev.backend.view_mem(0, dev.mark()))
+        assert len(dev.backend.take_written_pages(page)) == 0     # host writes: none
+        assert len(gold.take_written_pages(page)) == 0
+        dev.run(addr, len(prog) // isa.INSN_BYTES)
+        regs.drive(regs.run_program(addr, len(prog) // isa.INSN_BYTES, 0, dev.mark(), 1),
+                   write=gold.write_reg, read=gold.read_reg, wait_irq=gold.wait_irq)
+        want = np.arange(y_addr // page, (y_addr + y_bytes - 1) // page + 1)
+        np.testing.assert_array_equal(dev.backend.take_written_pages(page), want)
+        np.testing.assert_array_equal(gold.take_written_pages(page), want)
+        assert len(dev.backend.take_written_pages(page)) == 0     # taken: forgotten
+        np.testing.assert_array_equal(dev.backend.take_written_pages(2 * page),
+                                      np.zeros(0))
+        with pytest.raises(ValueError, match="not whole pages"):
+            dev.backend.take_written_pages(page // 2)
+        np.testing.assert_array_equal(_out(dev, (y_addr, y_bytes, 9, 12)), expect)
+
+
+def test_check_on_written_pages_and_once_on_everything():
+    """A checked call compares the pages either side wrote (a difference beside its
+    output, in a page it wrote, is caught by the call); a difference elsewhere is caught
+    by ``bit_exact``'s comparison of everything allocated, and from then on the calls
+    compare everything."""
+    require_simulator("verilator")
+    with Device(TINY, "verilator", mem_bytes=MEM, check="every") as dev:
+        b, where, _ = _gemm(dev, 4, 8, 4, seed=12)
+        beside = where[0] + where[1]
+        assert beside // 4096 == (beside - 1) // 4096      # in the output's last page
+        dev.golden.write_mem(beside, np.full(1, 0xAB, np.uint8))
+        assert dev.call("beside", b).bit_exact is False
+    with Device(TINY, "verilator", mem_bytes=MEM, check="every") as dev:
+        far = dev.put(np.zeros(8192, np.uint8))
+        b, where, _ = _gemm(dev, 4, 8, 4, seed=13)
+        dev.golden.write_mem(far, np.full(1, 0xAB, np.uint8))
+        assert dev.call("elsewhere", b).bit_exact is True
+        assert dev.bit_exact is False
+        b, where, _ = _gemm(dev, 4, 8, 4, seed=14)
+        assert dev.call("after", b).bit_exact is False
+
+
 def test_many_calls_on_one_simulator():
     """A running device keeps its memory across calls: weights written once, many
     calls, every output right; host bytes counted once."""

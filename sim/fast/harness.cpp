@@ -19,7 +19,10 @@
 //     nothing); a beat beyond the memory answers DECERR (and is neither read nor
 //     written); an unsupported AxSIZE / burst type or a wrong WLAST stops the run with
 //     a message (srn_error);
-//   * rst (srn_reset) empties the queues and restarts time; memory keeps its contents.
+//   * rst (srn_reset) empties the queues and restarts time; memory keeps its contents;
+//   * every page (SRN_PAGE_BYTES) a write beat changes is marked in a byte map the host
+//     reads and clears in place (srn_dirty): what the accelerator wrote, for the host's
+//     check against a golden model (the host's own writes are not marked).
 //
 // Each clock: the memory's outputs are set from its registered state (it has no
 // combinational path from its inputs, as in the Verilog), the model is evaluated with
@@ -101,10 +104,14 @@ struct Lite {
     uint32_t addr = 0, wdata = 0, rdata = 0, resp = 0;
 };
 
+#define SRN_PAGE_SHIFT 12
+#define SRN_PAGE_BYTES (1u << SRN_PAGE_SHIFT)
+
 struct Sim {
     VerilatedContext* ctx = nullptr;
     Vserrano_harness* top = nullptr;
     uint8_t* mem = nullptr;
+    uint8_t* dirty = nullptr;      // one byte per page of mem: 1 once a beat wrote it
     uint64_t mem_bytes = 0, words = 0;
     uint32_t rlat = 30, wlat = 10;
     uint64_t err_lo = 0, err_hi = 0;
@@ -284,6 +291,7 @@ struct Sim {
         // Verilog, where the memory updates at the edge), so the write can go now.
         if (commit && c_inmem && !c_err) {
             uint8_t* dst = mem + c_word * BUS_BYTES;
+            dirty[(c_word * BUS_BYTES) >> SRN_PAGE_SHIFT] = 1;
             if (c_strb == (BUS_BYTES >= 64 ? ~0ull : ((1ull << BUS_BYTES) - 1)))
                 std::memcpy(dst, c_data, BUS_BYTES);
             else
@@ -352,12 +360,23 @@ extern "C" {
 
 // A new accelerator with `mem_bytes` of zeroed device memory (a multiple of the bus
 // width), held in reset for 4 cycles. NULL if the memory cannot be had.
+uint64_t srn_page_bytes() { return SRN_PAGE_BYTES; }
+uint64_t srn_pages(uint64_t mem_bytes) {
+    return (mem_bytes + SRN_PAGE_BYTES - 1) >> SRN_PAGE_SHIFT;
+}
+
 void* srn_create(uint64_t mem_bytes) {
     if (mem_bytes == 0 || mem_bytes % BUS_BYTES) return nullptr;
     Sim* s = new (std::nothrow) Sim();
     if (!s) return nullptr;
     s->mem = static_cast<uint8_t*>(std::calloc(mem_bytes, 1));   // pages on first touch
-    if (!s->mem) { delete s; return nullptr; }
+    s->dirty = static_cast<uint8_t*>(std::calloc(srn_pages(mem_bytes), 1));
+    if (!s->mem || !s->dirty) {
+        std::free(s->mem);
+        std::free(s->dirty);
+        delete s;
+        return nullptr;
+    }
     s->mem_bytes = mem_bytes;
     s->words = mem_bytes / BUS_BYTES;
     s->ctx = new VerilatedContext;
@@ -408,10 +427,12 @@ void srn_destroy(void* h) {
     delete s->top;
     delete s->ctx;
     std::free(s->mem);
+    std::free(s->dirty);
     delete s;
 }
 
 uint8_t* srn_mem(void* h) { return static_cast<Sim*>(h)->mem; }
+uint8_t* srn_dirty(void* h) { return static_cast<Sim*>(h)->dirty; }
 uint64_t srn_mem_bytes(void* h) { return static_cast<Sim*>(h)->mem_bytes; }
 int srn_bus_bytes() { return BUS_BYTES; }
 uint64_t srn_cycle(void* h) { return static_cast<Sim*>(h)->cycle; }
