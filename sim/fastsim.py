@@ -101,12 +101,24 @@ def harness_verilog(cfg, gating="clock"):
     return top_verilog(cfg, gating) + "\n" + wrapper
 
 
+def _training_source(train):
+    """The text of the training command's module or script (``-m MODULE`` or a path), so
+    that a changed training set makes a new build."""
+    if train[0] == "-m":
+        import importlib.util
+        spec = importlib.util.find_spec(train[1])
+        path = spec.origin if spec else None
+    else:
+        path = train[0]
+    return Path(path).read_text() if path and Path(path).is_file() else ""
+
+
 def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=None,
           gating="clock"):
     """Compile the fast simulator of ``cfg`` once per design; return the library's path.
 
     The build lives in ``build/sim/fast/<preset>-<hash>/`` (the hash covers the Verilog,
-    the harness source, the options and the training command), under a file lock shared
+    the harness source, the options and the training command with its module's source), under a file lock shared
     by parallel workers. ``verilator_args`` (default :data:`VERILATOR_ARGS`) and
     ``opt_fast`` (the C++ compiler's options for the per-cycle code) are for the study of
     what each option gains (:func:`serrano.sw.bench.build_study`). ``trace`` builds a
@@ -127,8 +139,8 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=Non
         cxx = cxx + ["-DSRN_TRACE"]
     text = harness_verilog(cfg, gating)
     harness = _HARNESS_CPP.read_text()
-    flags = verilator_args + cxx + [opt_fast] + ([*PGO_GENERATE, *PGO_USE, *train]
-                                                 if train else [])
+    flags = verilator_args + cxx + [opt_fast] + ([*PGO_GENERATE, *PGO_USE, *train,
+                                                  _training_source(train)] if train else [])
     digest = hashlib.sha256("\0".join([text, harness, *flags]).encode()).hexdigest()[:12]
     build_dir = build_root() / "fast" / f"{cfg.name}-{digest}{'-traced' if trace else ''}"
     lib = build_dir / "obj" / LIB_NAME

@@ -8,8 +8,9 @@ per-cycle code for the branches a real run takes.
 
 The programs are a sample of what the accelerator runs, sized to the configuration and
 none of them a benchmark's own program: a prefill-shaped int8 GEMM, a decode-shaped
-4-bit GEMV (the weights streamed once), and one layer's vector work interleaved with a
-GEMM (:func:`sw.vector_bench.programs`: norms, rotary embeddings, softmax, SiLU, adds). The
+4-bit GEMV (the weights streamed once), a language model's prompt GEMM (4-bit weights,
+two int8 rows per token) and LM-head GEMV (int8 codes with block scales), and one
+layer's vector work interleaved with a GEMM (:func:`sw.vector_bench.programs`: norms, rotary embeddings, softmax, SiLU, adds). The
 bare loop (every input idle) is not trained on.
 
 ``python -m serrano.sw.pgo LIB CONFIG_JSON`` runs them on the library ``LIB`` for the
@@ -48,6 +49,20 @@ def programs(cfg):
     a = rng.integers(-128, 128, (1, k))
     lay = compiler.compile_gemm(cfg, a, wq, None, None, None, raw=True)
     out.append(("decode gemv, 4-bit", lay.image, lay.prog_addr, lay.prog_len))
+    # A language model's own shapes: a prompt's 4-bit GEMM with 16-bit inputs (two int8
+    # rows per token) and the int8 block-scaled GEMV of an LM head, raw int32 outputs.
+    k = 4 * cfg.weight_block * max(1, R // 4)
+    wq = q4.quantize(rng.normal(size=(k, 8 * C)), cfg.weight_block)
+    lay = compiler.compile_gemm(cfg, rng.integers(-128, 128, (6 * R, k)), wq, None, None,
+                                None, raw=True)
+    out.append(("prompt gemm, 4-bit, 16-bit inputs", lay.image, lay.prog_addr, lay.prog_len))
+    n = 24 * C
+    w8 = q4.from_q8_blocks(rng.integers(-127, 128, (k, n)).astype(np.int8),
+                           rng.uniform(0.01, 0.1, (k // cfg.weight_block, n)),
+                           cfg.weight_block)
+    lay = compiler.compile_gemm(cfg, rng.integers(-128, 128, (2, k)), w8, None, None, None,
+                                raw=True)
+    out.append(("lm head gemv, int8 blocks", lay.image, lay.prog_addr, lay.prog_len))
     layer = vector_bench.LAYER if R >= 16 else vector_bench.SMALL_LAYER
     image, prog_addr, prog_len = vector_bench.programs(cfg, 2, layer)["both"]
     out.append(("vector work beside a gemm", image, prog_addr, prog_len))

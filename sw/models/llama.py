@@ -127,6 +127,7 @@ class Llama:
     name: str = "llama"
     path: Path = None
     metadata: dict = field(default_factory=dict, repr=False)
+    reader: object = field(default=None, repr=False)    # the open GGUF file (gguf's reader)
 
     @property
     def tied(self):
@@ -259,7 +260,8 @@ def load_gguf(path):
                   chat_template=_field(reader, "tokenizer.chat_template"),
                   bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
                   eos_id=_field(reader, "tokenizer.ggml.eos_token_id"),
-                  add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)))
+                  add_bos=bool(_field(reader, "tokenizer.ggml.add_bos_token", False)),
+                  reader=reader)
     model.tokenizer = _tokenizer(reader, path)
     return model
 
@@ -300,7 +302,7 @@ def block_codes(model, block):
     if model.path is None:
         return {}
     gguf = _import("gguf")
-    reader = gguf.GGUFReader(model.path)
+    reader = model.reader or gguf.GGUFReader(model.path)     # parsing it takes seconds
     kind = gguf.GGMLQuantizationType
     out = {}
     head = "output.weight" if not model.tied else "token_embd.weight"
