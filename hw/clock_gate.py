@@ -10,9 +10,11 @@ logic of a clock only on that clock's edges).
 
 Contract with the gated unit: its ``idle`` output is high only when the unit holds no
 instruction, has nothing in flight and drives no pulse, and its state does not change in a
-cycle where ``idle`` is high and no instruction arrives (``insn.valid`` low). The enable
-is ``rst | ~idle | insn.valid``, so the gated unit sees every edge where it could change,
-including the reset's; it sees exactly the same cycles of work as without the gate.
+cycle where ``idle`` is high and no instruction arrives (``insn.valid`` low), or changes
+only in registers that are loaded again before anything reads them (the requantizer's
+datapath). The enable is ``rst | ~idle | insn.valid``, so the gated unit sees every edge
+where it could change, including the reset's; it sees exactly the same cycles of work as
+without the gate.
 Latency: none (the gated domain's edges coincide with the clock's). Its outputs are
 combinational functions of its registers and inputs, as before.
 
@@ -37,19 +39,22 @@ def check(gating):
     return gating
 
 
-def gate(m, name, unit, gating):
+def gate(m, name, unit, gating, wake=None):
     """Return ``unit`` (a component with ``idle`` and ``insn``) for ``m.submodules``,
-    clocked in domain ``name`` gated by ``rst | ~idle | insn.valid`` when ``gating`` is
-    ``"clock"``; unchanged when it is ``"none"``. ``m`` is the parent module, whose
-    ``sync`` domain is the clock gated."""
+    clocked in domain ``name`` gated by ``rst | ~idle | wake`` when ``gating`` is
+    ``"clock"``; unchanged when it is ``"none"``. ``wake`` is what brings work to the
+    unit, ``insn.valid`` unless given (the requantizer's: a row on its input). ``m`` is
+    the parent module, whose ``sync`` domain is the clock gated (itself gated, for a
+    block inside a gated unit)."""
     if check(gating) == "none":
         return unit
+    wake = unit.insn.valid if wake is None else wake
     en = Signal(name=f"{name}_en")
     en_q = Signal(init=1, name=f"{name}_en_q")     # the ICG's latch; runs at power-up
     cd = ClockDomain(name, local=True)
     latch = ClockDomain(f"{name}_icg", clk_edge="neg", reset_less=True, local=True)
     m.domains += [cd, latch]
-    m.d.comb += [en.eq(ResetSignal() | ~unit.idle | unit.insn.valid),
+    m.d.comb += [en.eq(ResetSignal() | ~unit.idle | wake),
                  latch.clk.eq(ClockSignal()),
                  cd.clk.eq(ClockSignal() & en_q), cd.rst.eq(ResetSignal())]
     m.d[latch.name] += en_q.eq(en)

@@ -107,6 +107,12 @@ class Requantizer(wiring.Component):
         Clamp negative results to 0.
     wide : In(1)
         Saturate to ``+-WIDE_MAX`` instead of int8.
+    idle : Out(1)
+        No row in any stage or in the skid register. While ``idle`` is high and
+        ``i.valid`` low, the valid bits stay low and the data registers hold nothing a
+        later row's result depends on: each is loaded in the cycles a row moves through
+        it (the copies of ``mult`` and ``shift`` in the cycles before), so the block may
+        go unclocked then (the store unit's clock gate, :mod:`hw.clock_gate`).
 
     ``bias``, ``mult``, ``shift``, ``relu`` and ``wide`` are not pipelined with the rows: each
     stage reads them when it computes, so the controller must hold them stable from the
@@ -142,6 +148,7 @@ class Requantizer(wiring.Component):
             "shift": In(data.ArrayLayout(unsigned(SHIFT_BITS), C)),
             "relu": In(1),
             "wide": In(1),
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -161,7 +168,8 @@ class Requantizer(wiring.Component):
         y = Signal.like(self.o.payload, name="y", reset_less=True)
         advance = ~skid_valid
 
-        m.d.comb += self.i.ready.eq(advance)
+        m.d.comb += [self.i.ready.eq(advance),
+                     self.idle.eq(~skid_valid & ~Cat(*valid).any())]
         with m.If(advance):
             m.d.sync += [v.eq(u) for v, u in zip(valid, [self.i.valid] + valid[:-1])]
 

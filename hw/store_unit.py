@@ -7,6 +7,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa, layouts
 from .arith import times_const, wide_high
+from .clock_gate import check, gate
 from .dma import dma_command
 from .requant import Requantizer
 
@@ -56,11 +57,16 @@ class StoreUnit(wiring.Component):
     abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
                              while idle and no ``insn.valid`` the state does not change
                              (the clock gate of hw/clock_gate.py relies on it)
+
+    ``gating``: ``"clock"`` gives the requantizer a clock gate of its own (enabled while
+    a row is in it or arriving), ``"none"`` (the default) clocks it with the unit; the
+    same cycles either way (:mod:`hw.clock_gate`).
     """
 
-    def __init__(self, cfg, *, skid=4):
+    def __init__(self, cfg, *, skid=4, gating="none"):
         self.cfg = cfg
         self.skid = skid
+        self.gating = check(gating)
         super().__init__({
             "insn": In(stream.Signature(isa.insn_layout)),
             "param_addr": Out(ceil_log2(cfg.param_tiles * isa.PARAM_BEATS)),
@@ -82,7 +88,10 @@ class StoreUnit(wiring.Component):
         C = cfg.cols
         L = isa.insn_layout
 
-        m.submodules.rq = rq = Requantizer(cfg)
+        # The requantizer has a clock gate of its own: a raw store (an LLM's GEMMs) or a
+        # store waiting for its results leaves it idle (hw/clock_gate.py).
+        rq = Requantizer(cfg)
+        m.submodules.rq = gate(m, "rq_clk", rq, self.gating, wake=rq.i.valid)
         cur = Signal(L)
         st = cur.body.store
 

@@ -48,8 +48,9 @@ class Core(wiring.Component):
     quiet : Out                    no AXI transaction in flight
     <counter> : Out(64)            :data:`hw.regs.COUNTERS`, cleared at start
 
-    ``gating`` (:mod:`hw.clock_gate`): ``"clock"`` clocks the load, store and vector units
-    through clock gates, ``"none"`` on the core's clock; the same cycles either way.
+    ``gating`` (:mod:`hw.clock_gate`): ``"clock"`` clocks the load, store and vector units,
+    and the store unit's requantizer, through clock gates, ``"none"`` on the core's clock;
+    the same cycles either way.
     """
 
     def __init__(self, cfg, gating="none"):
@@ -75,7 +76,8 @@ class Core(wiring.Component):
         # The units idle through most of a program's cycles (the load and store units
         # around a GEMM, the vector unit around a layer's GEMMs) tick only when they have
         # work (hw/clock_gate.py).
-        load, store, vec = LoadUnit(cfg), StoreUnit(cfg), VectorUnit(cfg)
+        load, vec = LoadUnit(cfg), VectorUnit(cfg)
+        store = StoreUnit(cfg, gating=self.gating)
         for name, unit in (("load", load), ("store", store), ("vec", vec)):
             m.submodules[name] = gate(m, f"{name}_clk", unit, self.gating)
         m.submodules.rmux = rmux = ReadMux(cfg, 3)

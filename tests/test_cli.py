@@ -104,14 +104,15 @@ def test_verilog_command_writes_the_accelerator(tmp_path):
 
 
 def test_verilog_with_and_without_clock_gates(tmp_path):
-    """The default Verilog has one clock gate per gated unit (its enable latched on the
-    falling edge); ``--gating none`` (the FPGA flow's) has none and no derived clock."""
-    for gating, latches in (("clock", 3), ("none", 0)):
+    """The default Verilog has one clock gate per gated block (its enable latched on the
+    falling edge): the load, store and vector units and the store unit's requantizer;
+    ``--gating none`` (the FPGA flow's) has none and no derived clock."""
+    for gating, latches in (("clock", 4), ("none", 0)):
         out = tmp_path / f"{gating}.v"
         assert main(["verilog", "--preset", "tiny", "--gating", gating, "-o", str(out)]) == 0
         text = out.read_text()
         assert text.count("negedge") == latches
-        for unit in ("load", "store", "vec"):
+        for unit in ("load", "store", "vec", "rq"):
             assert (f"{unit}_clk_en_q" in text) == (gating == "clock")
 
 @pytest.mark.parametrize("preset, top", [("tiny", False), ("default", False),
