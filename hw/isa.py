@@ -385,6 +385,12 @@ _HEADER = _fields(header_layout)
 _BODY = {op: _fields(layout) for op, layout in body_layouts.items()}
 
 
+#: Per opcode: each body field's ``(shift in the word, largest value, width)``.
+_BODY_AT = {op: {name: (HEADER_BITS + offset, (1 << width) - 1, width)
+                 for name, (offset, width) in layout.items()}
+            for op, layout in _BODY.items()}
+
+
 def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
            push_side=0, **fields):
     """Encode one instruction into :data:`INSN_BYTES` little-endian bytes.
@@ -394,25 +400,28 @@ def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
     ``mul_a`` unsigned); :func:`decode_op` gives them signed.
     """
     op = Op(op)
-    layout = _BODY[op]
-    unknown = set(fields) - set(layout)
-    if unknown:
-        raise ValueError(f"{op.name} has no field(s) {', '.join(sorted(unknown))}")
+    layout = _BODY_AT[op]
     word = 0
-    hdr = {"opcode": int(op), "pop_prev": pop_prev, "pop_next": pop_next,
-           "push_prev": push_prev, "push_next": push_next, "pop_side": pop_side,
-           "push_side": push_side}
-    for name, value in hdr.items():
+    for name, value in (("opcode", int(op)), ("pop_prev", pop_prev), ("pop_next", pop_next),
+                        ("push_prev", push_prev), ("push_next", push_next),
+                        ("pop_side", pop_side), ("push_side", push_side)):
         offset, width = _HEADER[name]
         word |= _fit(name, value, width) << offset
+    vec = op == Op.VEC
     for name, value in fields.items():
-        offset, width = layout[name]
-        if op == Op.VEC and name in SIGNED_FIELDS:
-            value = int(value)
+        at = layout.get(name)
+        if at is None:
+            unknown = sorted(set(fields) - set(layout))
+            raise ValueError(f"{op.name} has no field(s) {', '.join(unknown)}")
+        shift, top, width = at
+        value = int(value)
+        if vec and name in SIGNED_FIELDS:
             if not -(1 << 15) <= value < (1 << 16):
                 raise ValueError(f"{name}={value} does not fit in 16 bits")
             value &= 0xFFFF
-        word |= _fit(name, value, width) << (HEADER_BITS + offset)
+        if not 0 <= value <= top:
+            raise ValueError(f"{name}={value} does not fit in {width} bits")
+        word |= value << shift
     return word.to_bytes(INSN_BYTES, "little")
 
 

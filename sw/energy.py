@@ -66,6 +66,7 @@ the instruction and command queues (registers, not SRAM). The total is therefore
 floor of the dynamic energy of the events above.
 """
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -318,10 +319,20 @@ def estimate(cfg, counts, constants=None):
     return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _one_program_counts(cfg, program):
+    """:func:`program_counts` of one program's bytes (every decoded token runs the same
+    programs again: each is decoded once)."""
+    return program_counts(cfg, [program])
+
+
 def calls_estimate(cfg, calls, tokens=None, constants=None):
     """:func:`estimate` of a list of device calls (:class:`sw.runtime.CallStats` with
     their programs and counters: a timed backend's), over ``tokens`` tokens if given."""
-    counts = program_counts(cfg, [decode_program(c.program) for c in calls])
+    counts = {}
+    for c in calls:
+        for key, value in _one_program_counts(cfg, c.program).items():
+            counts[key] = counts.get(key, 0) + value
     counts.update(array_cycles=sum(c.counters["array_cycles"] for c in calls),
                   dma_read_bytes=sum(c.counters["dma_read_bytes"] for c in calls),
                   dma_write_bytes=sum(c.counters["dma_write_bytes"] for c in calls),
