@@ -85,10 +85,11 @@ $(VENV)/.fpga-stamp: $(VENV)/.stamp
 fpga: $(VENV)/.fpga-stamp
 	$(VENV)/bin/serrano fpga --preset fpga --board ulx3s
 
-# Constrained-random regression: make regress SEEDS=200 SIM=both
+# Constrained-random regression: make regress SEEDS=200 SIM=both [WORKERS=N], its seeds on a
+# local Dask cluster (serrano regress --scheduler tcp://HOST:PORT for a remote one).
 SEEDS ?= 20
 regress: $(VENV)/.model-stamp icarus
-	$(VENV)/bin/serrano regress --seeds $(SEEDS) --sim $(SIM)
+	$(VENV)/bin/serrano regress --seeds $(SEEDS) --sim $(SIM) $(if $(WORKERS),--workers $(WORKERS))
 
 verilog: $(VENV)/.stamp
 	@mkdir -p build/verilog

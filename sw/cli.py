@@ -25,6 +25,7 @@ bit-exact ends with exit status 1.
 import argparse
 import contextlib
 import json
+import os
 import sys
 
 import numpy as np
@@ -60,6 +61,16 @@ def _positive(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def _natural(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 
@@ -172,6 +183,16 @@ def _parser():
     rg.add_argument("--first-seed", type=int, default=0)
     rg.add_argument("--seed", type=int, help="replay this one seed")
     rg.add_argument("--sim", default="both", help="verilator, icarus or both")
+    rg.add_argument("--workers", type=_natural, default=None,
+                    help="worker processes of the local Dask cluster (default: this "
+                         "machine's cores; 0: every seed in this process)")
+    rg.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                    help="run on an existing Dask scheduler (default: "
+                         "DASK_SCHEDULER_ADDRESS if set, else a local cluster)")
+    rg.add_argument("--scheduler-file", default=None,
+                    help="the scheduler's JSON file (dask scheduler --scheduler-file)")
+    rg.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="a progress bar on standard error (default: on a terminal)")
 
     from serrano.sw import bench
     bench.add_arguments(sub.add_parser("bench", help="the benchmark suite: cycles, roofline, "
@@ -410,10 +431,13 @@ def _cmd_regress(args):
             "icarus": ("icarus",)}.get(args.sim)
     if sims is None:
         raise UsageError(f"--sim must be verilator, icarus or both, not {args.sim!r}")
-    if args.seed is not None:
-        ok, _ = run_campaign(1, sims, first_seed=args.seed)
+    if args.seed is not None:                  # a replay: here, with its traceback
+        ok, _ = run_campaign(1, sims, first_seed=args.seed, progress=False)
     else:
-        ok, _ = run_campaign(args.seeds, sims, first_seed=args.first_seed)
+        workers = (os.cpu_count() or 1) if args.workers is None else args.workers
+        ok, _ = run_campaign(args.seeds, sims, first_seed=args.first_seed, workers=workers,
+                             scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                             progress=args.progress)
     return 0 if ok else 1
 
 

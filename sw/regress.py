@@ -46,6 +46,7 @@ It ends with ``N passed, N failed`` and a coverage table; each failure prints th
 one-line command that replays it.
 """
 
+import os
 import sys
 import time
 import traceback
@@ -60,7 +61,7 @@ from .gemm import random_q4
 
 __all__ = ["KINDS", "PROGRAM_FAULTS", "BUS_FAULTS", "FAULTS", "RESETS", "DECK_SIZE", "BINS",
            "burst_starts", "changed_outside", "bad_outputs", "written_in", "run_case",
-           "run_campaign"]
+           "open_client", "run_campaign"]
 
 PROGRAM_FAULTS = ("bad_opcode", "bad_buffer", "bad_count", "window", "align", "no_end")
 BUS_FAULTS = ("read_error", "write_error", "decerr")
@@ -679,31 +680,114 @@ def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
 # The campaign
 
 
-def run_campaign(seeds, sims, first_seed=0, out=sys.stdout):
-    """Run ``seeds`` seeds; print progress, failures, the coverage table and the summary."""
+def _seed_result(seed, sims):
+    """Seed ``seed`` wherever it runs (this process or a Dask worker): ``(seed, ok,
+    message, bins, traceback)``; a crash is a failure with its traceback."""
+    try:
+        ok, msg, bins = run_case(seed, sims)
+        return seed, ok, msg, sorted(bins), ""
+    except Exception as e:                                      # a crash is a failure
+        return seed, False, f"{type(e).__name__}: {e}", [], traceback.format_exc()
+
+
+def open_client(workers=None, scheduler=None, scheduler_file=None):
+    """A ``dask.distributed`` client and the local cluster it made (or None): to the
+    scheduler at ``scheduler`` (``tcp://HOST:PORT``), or the one ``scheduler_file``
+    describes, or ``DASK_SCHEDULER_ADDRESS``'s (Dask's own configuration); otherwise a
+    local cluster of ``workers`` worker processes (default: this machine's cores), one
+    thread each, whose nannies restart a worker that dies."""
+    import dask
+    from dask.distributed import Client, LocalCluster
+    if scheduler_file:
+        return Client(scheduler_file=scheduler_file), None
+    address = scheduler or dask.config.get("scheduler-address", None)
+    if address:
+        return Client(address), None
+    cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                           processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def _results_in_this_process(seeds):
+    for seed, sims in seeds:
+        yield _seed_result(seed, sims)
+
+
+def _results_on_dask(client, seeds):
+    """Each seed as a Dask task, results as they complete. A worker that dies loses
+    nothing: the scheduler runs its seeds again on another worker (a seed whose runs kill
+    ``distributed.scheduler.allowed-failures`` workers is reported failed)."""
+    from dask.distributed import as_completed
+    futures = {client.submit(_seed_result, seed, sims, pure=False): seed
+               for seed, sims in seeds}
+    for fut in as_completed(futures):
+        try:
+            yield fut.result()
+        except Exception as e:
+            yield futures[fut], False, f"{type(e).__name__}: {e}", [], ""
+        fut.release()
+
+
+def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, scheduler=None,
+                 scheduler_file=None, client=None, results=None, progress=None):
+    """Run ``seeds`` seeds from ``first_seed`` (or the seeds of a list ``seeds``); print
+    each seed's line (as it ends), each
+    failure's replay command, the coverage table and the summary. Returns ``(all passed,
+    coverage)``; ``results`` (a dict), if given, receives ``seed: (ok, message, bins)``.
+
+    Where they run: ``workers=0`` (the default) in this process, one after another;
+    otherwise on Dask (:func:`open_client`: ``client``, or a scheduler's address or file,
+    or a local cluster of ``workers`` processes). ``progress`` shows a progress bar on
+    standard error (seeds done, passed, failed, the rate; default: when it is a
+    terminal)."""
+    from tqdm import tqdm
     passed = failed = 0
     coverage = Counter()
     t0 = time.perf_counter()
-    for seed in range(first_seed, first_seed + seeds):
-        try:
-            ok, msg, bins = run_case(seed, sims)
-        except Exception as e:                                  # a crash is a failure
-            ok, msg, bins = False, f"{type(e).__name__}: {e}", set()
-            traceback.print_exc(file=sys.stderr)
-        if ok:
-            passed += 1
-            coverage.update(bins)
-            print(f"seed {seed}: pass  {msg}", file=out, flush=True)
-        else:
-            failed += 1
-            print(f"seed {seed}: FAIL  {msg}\n  replay: serrano regress --seed {seed} "
-                  f"--sim {'both' if len(sims) > 1 else sims[0]}", file=out, flush=True)
+    if isinstance(seeds, int):
+        seeds = range(first_seed, first_seed + seeds)
+    seeds = list(seeds)
+    todo = [(seed, tuple(sims)) for seed in seeds]
+    own = client is None and bool(workers or scheduler or scheduler_file)
+    cluster = None
+    if own:
+        client, cluster = open_client(workers, scheduler, scheduler_file)
+    where = ("this process" if client is None
+             else f"Dask, {len(client.scheduler_info()['workers'])} workers")
+    bar = tqdm(total=len(seeds), unit="seed", file=sys.stderr,
+               disable=None if progress is None else not progress, dynamic_ncols=True)
+    try:
+        stream = (_results_in_this_process(todo) if client is None
+                  else _results_on_dask(client, todo))
+        for seed, ok, msg, bins, trace in stream:
+            if results is not None:
+                results[seed] = (ok, msg, set(bins))
+            if ok:
+                passed += 1
+                coverage.update(bins)
+                line = f"seed {seed}: pass  {msg}"
+            else:
+                failed += 1
+                if trace:
+                    print(trace, file=sys.stderr)
+                line = (f"seed {seed}: FAIL  {msg}\n  replay: serrano regress --seed {seed} "
+                        f"--sim {'both' if len(sims) > 1 else sims[0]}")
+            bar.write(line, file=out)
+            bar.set_postfix(passed=passed, failed=failed, refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
     print("\ncoverage (passing seeds that hit each bin):", file=out)
     for b in BINS:
         print(f"  {b:26s} {coverage[b]:5d}" + ("   <- never hit" if not coverage[b] else ""),
               file=out)
     elapsed = time.perf_counter() - t0
-    print(f"\ncampaign: {seeds} seeds in {elapsed:.0f} s ({elapsed / seeds:.1f} s per seed)",
-          file=out)
+    print(f"\ncampaign: {len(seeds)} seeds in {elapsed:.0f} s "
+          f"({elapsed / max(1, len(seeds)):.1f} s per seed, "
+          f"{where})", file=out)
     print(f"{passed} passed, {failed} failed", file=out)
     return failed == 0, coverage
