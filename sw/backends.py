@@ -32,8 +32,9 @@ same cycle counts for the same memory latency (``tests/test_backends.py``).
 Simulated backends that know which memory their programs changed (``golden`` from the
 ISA model's stores, ``verilator`` from the write beats its memory model took) also offer
 ``take_written_pages(page_bytes)``: the pages the accelerator wrote since the last take
-(``verilator`` tracks its own ``page_bytes``; ask it for a multiple of that). :class:`sw.runtime.Device` uses them to compare a checked call's memory with
-the golden model's on those pages only. (Not part of :class:`Backend`: a board's host
+(``verilator`` tracks its own ``page_bytes``; ask it for a multiple of that).
+:class:`sw.runtime.Device` uses them to compare a checked call's memory with the golden
+model's on those pages only. (Not part of :class:`Backend`: a board's host
 would not know.)
 """
 

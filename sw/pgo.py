@@ -10,8 +10,9 @@ The programs are a sample of what the accelerator runs, sized to the configurati
 none of them a benchmark's own program: a prefill-shaped int8 GEMM, a decode-shaped
 4-bit GEMV (the weights streamed once), a language model's prompt GEMM (4-bit weights,
 two int8 rows per token) and LM-head GEMV (int8 codes with block scales), and one
-layer's vector work interleaved with a GEMM (:func:`sw.vector_bench.programs`: norms, rotary embeddings, softmax, SiLU, adds). The
-bare loop (every input idle) is not trained on.
+layer's vector work interleaved with a GEMM (:func:`sw.vector_bench.programs`: norms,
+rotary embeddings, softmax, SiLU, adds). The bare loop (every input idle) is not trained
+on.
 
 ``python -m serrano.sw.pgo LIB CONFIG_JSON`` runs them on the library ``LIB`` for the
 configuration ``CONFIG_JSON`` (:meth:`hw.config.Config.to_dict`) and exits; a failing
