@@ -123,8 +123,9 @@ def build(cfg, *, verilator_args=None, opt_fast=OPT_FAST, trace=False, train=Non
     :data:`VERILATOR_ARGS`) and ``opt_fast`` (the C++ compiler's options for the per-cycle
     code) are for the study of what each option gains
     (:func:`serrano.sw.bench.build_study`). ``trace`` builds a model that can write a VCD
-    waveform of every signal (slower; :class:`FastSim` ``waveform=``). ``gating="none"`` builds the design without its clock gates
-    (:mod:`hw.clock_gate`; for the check that they change no cycle).
+    waveform of every signal (slower; :class:`FastSim` ``waveform=``). ``gating="none"``
+    builds the design without its clock gates (:mod:`hw.clock_gate`; for the check that
+    they change no cycle).
 
     ``train`` (the arguments of a Python command, such as ``("-m", "serrano.sw.pgo")``)
     makes a profile-guided build: the model is compiled with :data:`PGO_GENERATE`, the
