@@ -550,8 +550,6 @@ def written_pages(writes, page_bytes):
     """The indices (ascending, unique) of the ``page_bytes`` pages that the memory
     writes ``writes`` (:attr:`Result.writes`: ``(address, stride, rows, row_bytes)``)
     touch."""
-    if not writes:
-        return np.zeros(0, np.int64)
     out = []
     for addr, stride, rows, row_bytes in writes:
         if rows < 1 or row_bytes < 1:

@@ -708,18 +708,17 @@ def open_client(workers=None, scheduler=None, scheduler_file=None):
     return Client(cluster), cluster
 
 
-def _results_in_this_process(seeds):
-    for seed, sims in seeds:
+def _results_in_this_process(seeds, sims):
+    for seed in seeds:
         yield _seed_result(seed, sims)
 
 
-def _results_on_dask(client, seeds):
+def _results_on_dask(client, seeds, sims):
     """Each seed as a Dask task, results as they complete. A worker that dies loses
     nothing: the scheduler runs its seeds again on another worker (a seed whose runs kill
     ``distributed.scheduler.allowed-failures`` workers is reported failed)."""
     from dask.distributed import as_completed
-    futures = {client.submit(_seed_result, seed, sims, pure=False): seed
-               for seed, sims in seeds}
+    futures = {client.submit(_seed_result, seed, sims, pure=False): seed for seed in seeds}
     for fut in as_completed(futures):
         try:
             yield fut.result()
@@ -731,8 +730,8 @@ def _results_on_dask(client, seeds):
 def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, scheduler=None,
                  scheduler_file=None, client=None, results=None, progress=None):
     """Run ``seeds`` seeds from ``first_seed`` (or the seeds of a list ``seeds``); print
-    each seed's line (as it ends), each
-    failure's replay command, the coverage table and the summary. Returns ``(all passed,
+    each seed's line (as it ends), each failure's replay command, the coverage table and
+    the summary. Returns ``(all passed,
     coverage)``; ``results`` (a dict), if given, receives ``seed: (ok, message, bins)``.
 
     Where they run: ``workers=0`` (the default) in this process, one after another;
@@ -746,8 +745,7 @@ def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, schedu
     t0 = time.perf_counter()
     if isinstance(seeds, int):
         seeds = range(first_seed, first_seed + seeds)
-    seeds = list(seeds)
-    todo = [(seed, tuple(sims)) for seed in seeds]
+    seeds, sims = list(seeds), tuple(sims)
     own = client is None and bool(workers or scheduler or scheduler_file)
     cluster = None
     if own:
@@ -757,8 +755,8 @@ def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, schedu
     bar = tqdm(total=len(seeds), unit="seed", file=sys.stderr,
                disable=None if progress is None else not progress, dynamic_ncols=True)
     try:
-        stream = (_results_in_this_process(todo) if client is None
-                  else _results_on_dask(client, todo))
+        stream = (_results_in_this_process(seeds, sims) if client is None
+                  else _results_on_dask(client, seeds, sims))
         for seed, ok, msg, bins, trace in stream:
             if results is not None:
                 results[seed] = (ok, msg, set(bins))

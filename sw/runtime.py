@@ -43,9 +43,6 @@ __all__ = ["CHECKS", "DeviceError", "CallStats", "Device"]
 CHECKS = ("every", "none")
 
 
-#: The granule of a checked call's comparison (the pages the call wrote).
-CHECK_PAGE_BYTES = 4096
-
 #: Cycles the backend simulates at a time while the golden model's run of the same call
 #: has not ended (then the watchdog is known and the backend runs on to it).
 WAIT_CHUNK = 1 << 20
@@ -140,6 +137,7 @@ class Device:
             hasattr(b, "take_written_pages") for b in (self.backend, self.golden))
         if self._paged:
             self.golden.track_writes = True
+            self._page = self.backend.page_bytes    # the granule the simulator marks
         self.sim_wall_s = 0.0
         self.check_wall_s = 0.0
         self.golden_read_bytes = 0
@@ -185,14 +183,14 @@ class Device:
         self.golden.write_mem(0, self.backend.view_mem(0, n))
         if self._paged:
             for b in (self.backend, self.golden):
-                b.take_written_pages(CHECK_PAGE_BYTES)
+                b.take_written_pages(self._page)
         self._equal = True
 
     def _same_memory(self, n):
         """Whether the backend's and the golden model's memories agree on ``[0, n)`` after
         a call: on the pages either wrote, when the two were known equal before it."""
         if self._paged:
-            pb = CHECK_PAGE_BYTES
+            pb = self._page
             pages = np.union1d(self.backend.take_written_pages(pb),
                                self.golden.take_written_pages(pb))
         if self._paged and self._equal:

@@ -311,8 +311,8 @@ def test_written_pages_of_the_simulator_and_the_golden_model():
     """Both backends name the pages a program's stores wrote, the same ones, and never
     the host's own writes."""
     require_simulator("verilator")
-    page = 4096
     with Device(TINY, "verilator", mem_bytes=MEM, check="none") as dev:
+        page = dev.backend.page_bytes
         gold = open_backend("golden", TINY, mem_bytes=MEM)
         gold.track_writes = True
         dev.alloc(3 * page + 100)                  # the output starts inside a page
@@ -345,7 +345,8 @@ def test_check_on_written_pages_and_once_on_everything():
     with Device(TINY, "verilator", mem_bytes=MEM, check="every") as dev:
         b, where, _ = _gemm(dev, 4, 8, 4, seed=12)
         beside = where[0] + where[1]
-        assert beside // 4096 == (beside - 1) // 4096      # in the output's last page
+        page = dev.backend.page_bytes
+        assert beside // page == (beside - 1) // page      # in the output's last page
         dev.golden.write_mem(beside, np.full(1, 0xAB, np.uint8))
         assert dev.call("beside", b).bit_exact is False
     with Device(TINY, "verilator", mem_bytes=MEM, check="every") as dev:
