@@ -84,6 +84,16 @@ class DMARead(wiring.Component):
     (``clear`` is ignored while draining). An error aborts everything in flight, including
     the tail of an earlier command still returning data.
 
+    Abort
+    -----
+    ``abort`` (another part of the accelerator failed, or a soft reset was asked) stops the
+    engine as an error does, without touching the error state: from the cycle ``abort`` is
+    high no burst enters the AR register (a burst already presented stays presented until
+    accepted), the current command is abandoned, and from the next cycle on every burst in
+    flight is drained with ``rready`` high and its data dropped (a beat presented on
+    ``data`` and not yet taken stays presented until taken). Drop mode ends once
+    ``abort`` is low and nothing is in flight; the engine then takes commands again.
+
     Ports
     -----
     cmd : In(stream.Signature(dma_command(cfg)))
@@ -102,6 +112,8 @@ class DMARead(wiring.Component):
         The latched error (``NONE`` while ``error_valid`` is low).
     clear : In(1)
         Clears the error state when ``busy`` is low.
+    abort : In(1)
+        Stop issuing and drop what returns (see Abort above).
     bytes_read : Out(64)
         Bytes delivered on ``data`` since reset (beats received with RRESP OKAY and passed
         on, times ``bus_bytes``); not changed by ``clear``, wraps modulo 2**64.
@@ -128,6 +140,7 @@ class DMARead(wiring.Component):
             "error": Out(DMAError),
             "error_valid": Out(1),
             "clear": In(1),
+            "abort": In(1),
             "bytes_read": Out(COUNTER_WIDTH),
         })
 
@@ -204,7 +217,7 @@ class DMARead(wiring.Component):
         # Error state: the first error wins; clear only once drained.
         new_err = Signal()
         m.d.comb += new_err.eq(~err_valid & (bus_err | splitter.error_strobe))
-        m.d.comb += splitter.stop.eq(err_valid | bus_err)
+        m.d.comb += splitter.stop.eq(err_valid | bus_err | self.abort)
         clearing = self.clear & ~busy & err_valid
         with m.If(clearing):
             m.d.sync += [err_valid.eq(0), err.eq(DMAError.NONE)]
@@ -214,11 +227,14 @@ class DMARead(wiring.Component):
                 m.d.sync += err.eq(resp_error(bus.rresp))
             with m.Else():
                 m.d.sync += err.eq(splitter.error)
-        # Stop passing data once in error, but never withdraw a beat being presented.
+        # Stop passing data once in error or aborted, but never withdraw a beat being
+        # presented.
         stalled = self.data.valid & ~self.data.ready
         with m.If(clearing):
             m.d.sync += drop.eq(0)
-        with m.Elif((err_valid | new_err) & ~stalled):
+        with m.Elif((err_valid | new_err | self.abort) & ~stalled):
             m.d.sync += drop.eq(1)
+        with m.Elif(~self.abort & ~err_valid & ~busy):
+            m.d.sync += drop.eq(0)
         return m
 

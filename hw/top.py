@@ -187,7 +187,7 @@ class Core(wiring.Component):
         m.d.comb += stop.eq(errored | rd.error_valid | wr.error_valid | self.abort)
         for unit in (front, load, exe, store, vec):
             m.d.comb += unit.abort.eq(stop)
-        m.d.comb += wr.abort.eq(stop)
+        m.d.comb += [rd.abort.eq(stop), wr.abort.eq(stop)]
 
         m.d.comb += [
             front.start.eq(self.start & ~self.running),

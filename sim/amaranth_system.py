@@ -26,14 +26,10 @@ from serrano.hw.axi import RESP_OKAY
 from serrano.hw.buffers import Accumulator
 from serrano.hw.top import Serrano
 from . import props
-from .props import AXI4ManagerChecker, AccumulatorMonitor
+from .props import AccumulatorMonitor, serrano_axi_checker
 
 __all__ = ["Knobs", "random_knobs", "seeded", "AxiMemory", "Host", "SerranoRun",
-           "AmaranthResult", "run_program", "READ_ERROR_LATENCY"]
-
-# Core stops the write engine on the read engine's error_valid, a register: a read error
-# reaches the writer one cycle after the failing R beat (hw/top.py).
-READ_ERROR_LATENCY = 1
+           "AmaranthResult", "run_program"]
 
 
 def seeded(name):
@@ -262,8 +258,7 @@ class SerranoRun:
         (self.acc_mem,) = [obj for obj in handles[acc_path + ("mem",)]
                            if isinstance(obj, memory.Memory)]
         self.memory = AxiMemory(image, cfg.bus_bytes, self.rng, self.knobs, resp)
-        self.axi = AXI4ManagerChecker(cfg.bus_bytes, base=0, limit=len(image),
-                                      read_error_latency=READ_ERROR_LATENCY)
+        self.axi = serrano_axi_checker(cfg.bus_bytes, base=0, limit=len(image))
         self.accmon = AccumulatorMonitor(cfg.cols, self.acc.depth, width=cfg.acc_width)
         self.max_cycles = max_cycles
         self.result = None
@@ -332,8 +327,7 @@ def run_program(cfg, image, prog_addr, prog_len, *, base=0, limit=None, latency=
     knobs = Knobs(1.0, 1.0, 1.0, 1.0, 1.0, (max(latency, 1), max(latency, 1)))
     run = SerranoRun(cfg, image, seed="amaranth-backend", knobs=knobs,
                      max_cycles=timeout_cycles + 10_000)
-    run.axi = AXI4ManagerChecker(cfg.bus_bytes, base=base, limit=limit,
-                                 read_error_latency=READ_ERROR_LATENCY)
+    run.axi = serrano_axi_checker(cfg.bus_bytes, base=base, limit=limit)
     t0 = time.perf_counter()
     run.run(lambda _run: regs.run_program(prog_addr, prog_len, base, limit, timeout_cycles))
     out = run.result

@@ -1,5 +1,5 @@
-"""Per-cycle property monitors: handshakes, AXI4 bursts, no write after an error, and the
-accumulator's read-modify-write.
+"""Per-cycle property monitors: handshakes, AXI4 bursts, no read or write after an error,
+and the accumulator's read-modify-write.
 
 Every monitor is plain Python, stepped once per clock cycle with the integer values of
 the signals it watches, sampled once the cycle's inputs have been driven and the logic
@@ -151,6 +151,18 @@ def check_burst(name, bus_bytes, addr, length, size, burst, *, base=None, limit=
         fail(f"burst [{addr:#x}, {end:#x}) leaves the window [{lo}, {hi})")
 
 
+#: hw.top.Core stops each DMA engine on the other's ``error_valid``, a register: an error
+#: response taken by one engine reaches the other one cycle after the failing beat.
+SERRANO_ENGINE_ERROR_LATENCY = 1
+
+
+def serrano_axi_checker(bus_bytes, *, base=None, limit=None):
+    """An :class:`AXI4ManagerChecker` for the memory port of :class:`hw.top.Serrano`."""
+    lat = SERRANO_ENGINE_ERROR_LATENCY
+    return AXI4ManagerChecker(bus_bytes, base=base, limit=limit, read_error_latency=lat,
+                              write_error_latency=lat)
+
+
 class AXI4ManagerChecker:
     """Checks, every cycle, what an AXI4 manager that moves whole bus words must obey.
 
@@ -192,15 +204,27 @@ class AXI4ManagerChecker:
         presented until taken; from then on ... ``WSTRB = 0``"), and that of
         :class:`hw.top.Serrano` for errors and soft resets, whose ``abort`` reaches the
         write engine in the cycle of the request.
+    No read after an error
+        Reads stop too, at cycle ``r``: ``r = t`` for an R transfer in cycle ``t`` with
+        RRESP SLVERR or DECERR (the read engine stops at once), ``r = t +
+        write_error_latency`` for an erroring B transfer in cycle ``t`` when
+        ``write_error_latency`` is not ``None`` (the write engine's error reaches the read
+        engine's ``abort`` that many cycles later), ``r`` = the cycle given to
+        :meth:`stop`. Then, until :meth:`clear`, no AR is presented for the first time in
+        a cycle after ``r``; an AR presented in cycle ``r`` or before may complete, and
+        the R beats of bursts already accepted still arrive. This is the contract of
+        :class:`hw.dma_read.DMARead` (errors and ``abort``).
 
     :meth:`finish` checks that the bus is quiet: every burst complete on AR/R, AW/W and B.
-    ``stopped`` is ``None`` or ``(s, reason)``; ``errors`` lists ``(cycle, channel,
+    ``stopped`` (writes) and ``reads_stopped`` are ``None`` or ``(cycle, reason)``;
+    ``errors`` lists ``(cycle, channel,
     resp)`` of every error response seen; ``counts`` the transfers per channel
     (``w_null``: W beats with ``WSTRB = 0``).
     """
 
     def __init__(self, bus_bytes, *, name="m_axi", base=None, limit=None,
-                 check_subordinate=True, read_error_latency=None):
+                 check_subordinate=True, read_error_latency=None,
+                 write_error_latency=None):
         if not isinstance(bus_bytes, int) or isinstance(bus_bytes, bool) or bus_bytes <= 0 \
                 or bus_bytes & (bus_bytes - 1):
             raise TypeError(f"bus_bytes must be a positive power of two, not {bus_bytes!r}")
@@ -208,11 +232,16 @@ class AXI4ManagerChecker:
         if lat is not None and (type(lat) is not int or lat < 0):
             raise TypeError(f"read_error_latency must be None or a non-negative integer, "
                             f"not {read_error_latency!r}")
+        lat = write_error_latency
+        if lat is not None and (type(lat) is not int or lat < 0):
+            raise TypeError(f"write_error_latency must be None or a non-negative integer, "
+                            f"not {write_error_latency!r}")
         self.bus_bytes = bus_bytes
         self.name = name
         self.base, self.limit = base, limit
         self.check_subordinate = check_subordinate
         self.read_error_latency = read_error_latency
+        self.write_error_latency = write_error_latency
         channels = ("AR", "AW", "W", "R", "B") if check_subordinate else ("AR", "AW", "W")
         self._held = {ch: HandshakeChecker(f"{name} {ch}", AXI4_CHANNELS[ch][2])
                       for ch in channels}
@@ -227,6 +256,7 @@ class AXI4ManagerChecker:
         self._ars = deque()            # accepted ARs whose R beats are not all in
         self._r_count = 0
         self.stopped = None
+        self.reads_stopped = None
         self.errors = []
         self.counts = dict(ar=0, aw=0, w=0, w_null=0, r=0, b=0)
 
@@ -234,13 +264,23 @@ class AXI4ManagerChecker:
         raise PropertyViolation(self.name, cycle, message, values)
 
     def stop(self, cycle, reason):
-        """From ``cycle`` on the manager must issue no write (see the class docstring)."""
+        """From ``cycle`` on the manager must issue no write and no read (see the class
+        docstring)."""
+        self._stop_writes(cycle, reason)
+        self._stop_reads(cycle, reason)
+
+    def _stop_writes(self, cycle, reason):
         if self.stopped is None or cycle < self.stopped[0]:
             self.stopped = (cycle, reason)
 
+    def _stop_reads(self, cycle, reason):
+        if self.reads_stopped is None or cycle < self.reads_stopped[0]:
+            self.reads_stopped = (cycle, reason)
+
     def clear(self, cycle=None):
-        """The manager was cleared (error cleared, soft reset done): writes may resume."""
+        """The manager was cleared (error cleared, soft reset done): it may issue again."""
         self.stopped = None
+        self.reads_stopped = None
 
     def step(self, cycle, s):
         arvalid, arready = s["arvalid"], s["arready"]
@@ -268,9 +308,10 @@ class AXI4ManagerChecker:
                 held["B"].step(cycle, bvalid, bready, (s["bid"], s["bresp"]))
 
         # Bursts, checked when first presented (the payload is then held).
+        ar_new = arvalid and not self._ar_waiting
         aw_new = awvalid and not self._aw_waiting
         w_new = wvalid and not self._w_waiting
-        if arvalid and not self._ar_waiting:
+        if ar_new:
             check_burst(f"{self.name} AR", B, s["araddr"], s["arlen"], s["arsize"],
                         s["arburst"], base=self.base, limit=self.limit, cycle=cycle)
         if aw_new:
@@ -288,6 +329,11 @@ class AXI4ManagerChecker:
                 self._fail(cycle, f"write after {reason} (writes stopped from cycle "
                            f"{stop_cycle}): a new W beat with strobes presented",
                            {"wdata": s["wdata"], "wstrb": s["wstrb"], "wlast": s["wlast"]})
+        if self.reads_stopped is not None and ar_new and cycle > self.reads_stopped[0]:
+            stop_cycle, reason = self.reads_stopped
+            self._fail(cycle, f"read after {reason} (reads stopped from cycle "
+                       f"{stop_cycle}): a new AR presented",
+                       {"araddr": s["araddr"], "arlen": s["arlen"]})
         self._ar_waiting = bool(arvalid and not arready)
         self._aw_waiting = bool(awvalid and not awready)
         self._w_waiting = bool(wvalid and not wready)
@@ -310,9 +356,10 @@ class AXI4ManagerChecker:
                     self._r_count = 0
             if s["rresp"] in (RESP_SLVERR, RESP_DECERR):
                 self.errors.append((cycle, "R", s["rresp"]))
+                reason = f"RRESP {_RESP_NAMES[s['rresp']]} at cycle {cycle}"
+                self._stop_reads(cycle, reason)
                 if self.read_error_latency is not None:
-                    self.stop(cycle + self.read_error_latency,
-                              f"RRESP {_RESP_NAMES[s['rresp']]} at cycle {cycle}")
+                    self._stop_writes(cycle + self.read_error_latency, reason)
         if bvalid and bready:
             self.counts["b"] += 1
             if self.check_subordinate:
@@ -322,7 +369,10 @@ class AXI4ManagerChecker:
                 self._b_due -= 1
             if s["bresp"] in (RESP_SLVERR, RESP_DECERR):
                 self.errors.append((cycle, "B", s["bresp"]))
-                self.stop(cycle, f"BRESP {_RESP_NAMES[s['bresp']]} at cycle {cycle}")
+                reason = f"BRESP {_RESP_NAMES[s['bresp']]} at cycle {cycle}"
+                self._stop_writes(cycle, reason)
+                if self.write_error_latency is not None:
+                    self._stop_reads(cycle + self.write_error_latency, reason)
         if arvalid and arready:
             self.counts["ar"] += 1
             self._ars.append((s["araddr"], s["arlen"] + 1, cycle))

@@ -282,6 +282,48 @@ def test_soft_reset_mid_run_stops_writes():
     np.testing.assert_array_equal(run.image, gold.mem)
 
 
+def test_soft_reset_mid_load_stops_reads():
+    """A soft reset requested while a ``LOAD_ACT`` issues its bursts (one per row, rows
+    apart in memory, a slow memory): no AR is presented after the request (the AXI
+    monitor), the load is abandoned with most of its bursts never issued, the data still
+    returning is dropped, and a rerun loads every row."""
+    name = "soft-reset-mid-load"
+    rows, data_at = 128, 0x400
+    stride = 4 * TINY.bus_bytes
+    prog = isa_model.Program()
+    prog.load_act(dram_addr=data_at, dram_stride=stride, rows=rows, row_beats=1,
+                  buf_row=0, buf_row_step=1, buf_beat_step=0)
+    prog.end()
+    image = seeded(name).integers(0, 256, data_at + rows * stride, dtype=np.uint8)
+    image[:len(bytes(prog))] = np.frombuffer(bytes(prog), np.uint8)
+    n_insns = len(prog.insns)
+    statuses = []
+
+    def loads(run):
+        return [b for b in run.memory.bursts if b[0] == "read" and b[1] >= data_at]
+
+    def scenario(run):
+        for reg, value in (("base", 0), ("limit", len(image)), ("prog_addr", 0),
+                           ("prog_len", n_insns), ("ctrl", regs.CTRL_START)):
+            yield ("write", reg, value)
+        for _ in range(5000):
+            if len(loads(run)) >= 4:
+                break
+            yield ("read", "status")
+        statuses.append((yield from soft_reset(run)))
+        statuses.append(len(loads(run)))
+        outcome = yield from regs.run_program(0, n_insns, 0, len(image), NO_TIMEOUT)
+        statuses.append(outcome.status)
+    run = SerranoRun(TINY, image, seed=name,
+                     knobs=Knobs(p_ar=1.0, latency=(40, 60))).run(scenario)
+    reset, issued, rerun = statuses
+    ((_, (reads, _writes)),) = run.reset_requests
+    assert reads > 0, "no read in flight at the soft reset: drain unchecked"
+    assert issued < rows // 4, f"{issued} of {rows} bursts issued despite the reset"
+    assert reset == 0 and rerun == regs.STATUS_DONE, (reset, rerun)
+    assert len(loads(run)) == issued + rows
+
+
 # ---------------------------------------------------------------------------------------
 # The monitors fail on bad traces.
 
@@ -446,6 +488,56 @@ def test_axi_checker_write_after_error_edges():
     chk.step(3, axi(**AW))
 
 
+def _read_error_then(*after):
+    """A one-beat read answered SLVERR at cycle 1, then ``after``."""
+    return [axi(**dict(AR, arlen=0, arready=1)),
+            axi(rvalid=1, rready=1, rlast=1, rresp=RESP_SLVERR), *after]
+
+
+@pytest.mark.parametrize("case", [
+    ("new ar after read error", _read_error_then(axi(**AR)), {},
+     r"^m_axi: read after RRESP SLVERR at cycle 1 \(reads stopped from cycle 1\): a new AR "
+     r"presented at cycle 2 \(araddr=0x100, arlen=3\)$"),
+    ("new ar after write error", _error_then(axi(), axi(**AR)), dict(write_error_latency=1),
+     r"read after BRESP SLVERR at cycle 2 \(reads stopped from cycle 3\): a new AR "
+     r"presented at cycle 4"),
+    ("ar much later", _read_error_then(*[axi()] * 30, axi(**AR)), {},
+     r"read after RRESP SLVERR .*: a new AR presented at cycle 32"),
+], ids=lambda c: c[0])
+def test_axi_checker_read_after_error(case):
+    _, trace, kwargs, message = case
+    with pytest.raises(PropertyViolation, match=message):
+        replay(AXI4ManagerChecker(4, **kwargs), trace)
+
+
+def test_axi_checker_read_after_error_edges():
+    # An AR first presented in the error cycle may wait and complete; R beats of bursts
+    # already accepted still arrive.
+    ok = _read_error_then()
+    ok[1].update(AR)
+    ok += [axi(**AR), axi(**AR, arready=1), *[axi(rvalid=1, rready=1)] * 3,
+           axi(rvalid=1, rready=1, rlast=1)]
+    replay(AXI4ManagerChecker(4), ok).finish(len(ok))
+    # A B error stops reads write_error_latency cycles later, or never (None).
+    replay(AXI4ManagerChecker(4, write_error_latency=1), _error_then(axi(**AR)))
+    replay(AXI4ManagerChecker(4), _error_then(axi(), axi(**AR)))
+    # stop() stops reads from its cycle on; clear re-arms them.
+    chk = AXI4ManagerChecker(4)
+    chk.stop(5, "soft reset request")
+    for t in range(5):
+        chk.step(t, axi())
+    chk.step(5, axi(**AR))
+    chk.step(6, axi(**AR, arready=1))                            # held, not new
+    with pytest.raises(PropertyViolation, match=r"^m_axi: read after soft reset request "
+                       r"\(reads stopped from cycle 5\): a new AR presented at cycle 8"):
+        chk.step(7, axi())
+        chk.step(8, axi(**dict(AR, araddr=0x200)))
+    chk = replay(AXI4ManagerChecker(4), _read_error_then())
+    assert chk.reads_stopped[0] == 1 and chk.stopped is None
+    chk.clear(2)
+    chk.step(2, axi(**AR))
+
+
 def test_axi_checker_finish_and_args():
     with pytest.raises(PropertyViolation, match=r"AW still waiting for READY at the end"):
         replay(AXI4ManagerChecker(4), [axi(**AW)]).finish(1)
@@ -459,6 +551,9 @@ def test_axi_checker_finish_and_args():
     with pytest.raises(TypeError, match=r"^read_error_latency must be None or a "
                        r"non-negative integer, not -1$"):
         AXI4ManagerChecker(4, read_error_latency=-1)
+    with pytest.raises(TypeError, match=r"^write_error_latency must be None or a "
+                       r"non-negative integer, not 1.5$"):
+        AXI4ManagerChecker(4, write_error_latency=1.5)
 
 
 def acc_trace(mon, steps):

@@ -230,16 +230,19 @@ class ReadRun(SimRun):
     to settle, and if it is in error pulses ``clear`` before the next phase.
     ``r_error`` = ``(burst_index, beat_index, resp)`` answers that beat of that burst (in
     AR order, counting from 0 over the whole run) with ``resp``, and the rest of the burst
-    with ``resp`` too.
+    with ``resp`` too. ``abort = (start, stop, starve)`` holds ``abort`` high in cycles
+    ``start <= t < stop``, and ``data.ready`` low after ``start`` if ``starve``. ``last_busy[p]`` is
+    the last cycle of phase ``p`` with ``busy`` high.
     """
 
     def __init__(self, cfg, mem, phases, *, base=0, limit=None, knobs=Knobs(), seed="r",
-                 max_outstanding=4, r_error=None, max_cycles=200_000):
+                 max_outstanding=4, r_error=None, abort=None, max_cycles=200_000):
         self.cfg, self.mem, self.phases = cfg, mem, phases
         self.base = base
         self.limit = len(mem) if limit is None else limit
         self.knobs, self.rng = knobs, seeded(seed)
         self.r_error = r_error
+        self.abort = abort
         self.max_cycles = max_cycles
         self.dut = DMARead(cfg, max_outstanding)
         # Observations.
@@ -250,6 +253,7 @@ class ReadRun(SimRun):
         self.errors = []          # (phase, DMAError, cycle error_valid rose)
         self.max_inflight = 0
         self.bytes_read = None
+        self.last_busy = []
 
     async def _tb(self, ctx):
         dut, cfg, k, rng = self.dut, self.cfg, self.knobs, self.rng
@@ -269,6 +273,7 @@ class ReadRun(SimRun):
             presenting = None
             quiet = 0
             err_seen = False
+            self.last_busy.append(None)
             while True:
                 assert t < self.max_cycles, "watchdog: the engine did not finish"
                 # Drive the inputs for this cycle.
@@ -298,7 +303,12 @@ class ReadRun(SimRun):
                     ctx.set(bus.rdata, int(rng.integers(0, 1 << (8 * B))))
                     ctx.set(bus.rresp, int(rng.integers(0, 4)))
                     ctx.set(bus.rlast, int(rng.integers(0, 2)))
-                ctx.set(dut.data.ready, bool(rng.random() < k.p_ready))
+                ready = bool(rng.random() < k.p_ready)
+                if self.abort is not None:
+                    aborting = self.abort[0] <= t < self.abort[1]
+                    ctx.set(dut.abort, aborting)
+                    ready = ready and not (aborting and t > self.abort[0] and self.abort[2])
+                ctx.set(dut.data.ready, ready)
 
                 # Sample.
                 assert not ctx.get(bus.awvalid) and not ctx.get(bus.wvalid) \
@@ -315,6 +325,8 @@ class ReadRun(SimRun):
                 rready = ctx.get(bus.rready)
                 cmd_ready = ctx.get(dut.cmd.ready)
                 busy = ctx.get(dut.busy)
+                if busy:
+                    self.last_busy[phase] = t
                 err_valid = ctx.get(dut.error_valid)
                 if err_valid and not err_seen:
                     err_seen = True
@@ -521,6 +533,45 @@ def test_read_error_drains_without_consumer():
     assert [e[:2] for e in run.errors] == [(0, DMAError.SLVERR)]
     assert run.beats == []
     assert 1 <= len(run.ar) <= 4 and run.bytes_read == 0
+
+
+@pytest.mark.parametrize("start,starve", [(0, False), (60, False), (300, True),
+                                          (700, False)])
+def test_read_abort(start, starve):
+    """``abort`` from cycle ``start`` on for 4000 cycles. From the start: the command
+    waits, then runs in full. Later (mid-burst; with a consumer that takes nothing; late):
+    no AR is presented for the first time after ``start``, the beats delivered are a
+    prefix of the command's data with at most one (presented and held) after ``start``,
+    the bursts in flight drain while ``abort`` is still high, the error state is
+    untouched, and once ``abort`` is low the next command reads normally."""
+    cfg = get_preset("tiny")
+    rng = seeded(f"read-abort-{start}")
+    mem = random_memory(rng, 1 << 14)
+    cmd = Command(0x0000, 2, 1024, 0x1000)        # 8 bursts of 256 beats
+    good = Command(0x2400, 1, 20, 0)
+    stop = start + 4000
+    knobs = Knobs(p_ready=1.0 if starve else 0.7, latency=(2, 20))
+    run = ReadRun(cfg, mem, [[cmd], [good]], knobs=knobs, seed=f"read-abort-{start}",
+                  abort=(start, stop, starve)).run()
+    assert run.errors == []
+    bursts = dma_model.bursts(cmd, cfg.bus_bytes)
+    all_words = expected_words(mem, [cmd, good], cfg.bus_bytes)
+    if start == 0:
+        assert run.accepted[0] >= stop and run.beats == all_words
+        return
+    assert run.accepted[0] < start
+    first = [x for x in run.ar if x[4] == 0]
+    assert all(x[3] <= start for x in first), [x[3] for x in first]
+    assert [(a, n) for a, n, *_ in first] == bursts[:len(first)]
+    assert len(first) < len(bursts)
+    assert start < run.last_busy[0] < stop - 1000, "the drain waited for the abort's end"
+    n0 = len(run.beats) - good.row_beats
+    assert run.beats[:n0] == all_words[:n0]
+    assert sum(1 for c in run.beat_cycles[:n0] if c > start) <= 1
+    assert run.beats[n0:] == expected_words(mem, [good], cfg.bus_bytes)
+    assert all(c >= stop for c in run.beat_cycles[n0:])
+    assert [(a, n) for a, n, _, _, p in run.ar if p == 1] == [(good.addr, good.row_beats)]
+    assert run.bytes_read == len(run.beats) * cfg.bus_bytes
 
 
 @pytest.mark.parametrize("latency", [1, 30, 45])

@@ -24,14 +24,13 @@ class ProtocolMonitor:
     """Runs :class:`sim.props.AXI4ManagerChecker` on the ``m_axi`` port every cycle
     (sampled in the read-only phase after each rising edge): handshakes held with a stable
     payload, legal INCR bursts inside the DMA window and a 4 KiB page, WLAST on beat
-    ``AWLEN + 1``, R and B only for accepted bursts, no write after an error response or
-    a soft reset request. The first violation (or X/Z on a valid payload) is recorded in
-    ``errors`` and ends the monitor."""
+    ``AWLEN + 1``, R and B only for accepted bursts, no read or write after an error
+    response or a soft reset request. The first violation (or X/Z on a valid payload) is
+    recorded in ``errors`` and ends the monitor."""
 
     def __init__(self, dut, bus_bytes, base, limit):
         self.dut = dut
-        self.checker = props.AXI4ManagerChecker(bus_bytes, base=base, limit=limit,
-                                                read_error_latency=1)
+        self.checker = props.serrano_axi_checker(bus_bytes, base=base, limit=limit)
         self.handles = {name: getattr(dut, f"m_axi__{name}") for name in props.AXI4_SIGNALS}
         self.cycle = 0
         self.errors = []
