@@ -1,0 +1,861 @@
+"""Random instruction streams: any legal serrano program, and illegal ones.
+
+The compiler writes a few shapes of program; the hardware must run every program the
+instruction set (:mod:`hw.isa`) allows. :func:`legal_stream` draws one: random opcodes in
+random order, every field inside its documented range, random dependency tokens, then
+repaired into a legal program (below). :func:`illegal_stream` breaks one field or one
+rule of a legal stream, so that the run must end in a named error.
+
+Draws come from a :class:`Draw`: :class:`RngDraw` (a numpy generator: campaigns, one
+stream per seed) or :class:`HypothesisDraw` (``hypothesis``' ``data`` object: property
+tests, whose failures hypothesis shrinks to a minimal stream). Every decision is one
+``int`` draw, smaller values giving simpler streams, so shrinking moves towards shorter
+programs, smaller counts, lower rows and fewer options.
+
+Memory
+------
+``[0, base)`` and ``[limit, size)`` are outside the DMA window (random bytes that must stay
+as they are). Inside: the program (room for :data:`MAX_INSNS` instructions, so that a
+fetch running ahead never leaves the window), then a read-only region (valid
+requantization parameter sets, then weights: random bytes, which every weight format
+accepts), then a read-write region (random bytes: activations in and results out).
+Loads read both regions, ``MATMUL`` weights come from the read-only one (weights are
+constant for a program, :mod:`hw.isa`), stores write the read-write one only.
+
+What makes a stream legal
+-------------------------
+* Every field in range: counts non-zero, rows inside their buffers, DMA inside the window
+  and aligned, defined opcodes, formats and vector operations (the golden model's
+  dispatch and DMA checks pass).
+* Nothing read before it is written: activation and accumulator rows, parameter slots
+  and vector tables are written earlier in program order than they are read (the
+  buffers keep the previous program's contents; the golden model's start at zero).
+* No access outside the contract: a ``VEC`` writes its sources only in place (the same
+  rows, not a ``ROPE`` or an ``ARGMAX``), never its partner operand; a ``STORE``'s rows
+  and a ``LOAD_ACT``'s beats never land on one another; interleaved vectors never share
+  a row.
+* Tokens and fences order every conflict as program order does and cannot deadlock:
+  after drawing the flags, :func:`repair` clears the pops of a deadlocked instruction
+  (:func:`sw.isa_model.check_tokens` with one-entry queues, the least any unit has, so
+  that the hardware's deeper queues cannot deadlock either) and puts a ``FENCE`` before
+  the later instruction of each race (:func:`sw.isa_model.check_races`) until both pass.
+"""
+
+import copy
+import dataclasses
+
+import numpy as np
+
+from serrano.hw import isa
+from . import isa_model
+from .requant import MULT_MAX, SHIFT_MAX
+
+__all__ = ["Draw", "RngDraw", "HypothesisDraw", "streams", "Insn", "Stream", "MAX_INSNS",
+           "ILLEGAL_KINDS", "legal_stream", "illegal_stream", "repair", "disassemble",
+           "encode", "allowed_bytes", "check", "run_on", "run_rtl"]
+
+#: Instructions a stream may hold (body, fences added by :func:`repair`, ``END``).
+MAX_INSNS = 48
+#: How a stream is broken (:func:`illegal_stream`), with the error each must end in
+#: (``None``: the accelerator must hang: a host watchdog ends the run).
+ILLEGAL_KINDS = {
+    "bad_opcode": isa.Error.BAD_OPCODE, "bad_count": isa.Error.BAD_COUNT,
+    "bad_format": isa.Error.BAD_FORMAT, "bad_vop": isa.Error.BAD_VOP,
+    "bad_buffer": isa.Error.BAD_BUFFER, "window": isa.Error.DMA_WINDOW,
+    "align": isa.Error.DMA_ALIGN, "no_end": isa.Error.NO_END, "deadlock": None,
+}
+_FLAGS = ("pop_prev", "pop_next", "push_prev", "push_next", "pop_side", "push_side")
+_POPS = ("pop_prev", "pop_next", "pop_side")
+_OPS = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL, isa.Op.STORE, isa.Op.VEC,
+        isa.Op.FENCE)
+_OP_WEIGHTS = (3, 1, 4, 4, 4, 1)
+_TRIES = 40
+
+
+# --------------------------------------------------------------------------------------
+# Where the randomness comes from
+
+
+class Draw:
+    """The source of a stream's decisions: ``int(lo, hi)`` (inclusive, shrinking to
+    ``lo``) is the only primitive; ``coin``, ``choice`` and ``weighted`` are built on it.
+    """
+
+    def int(self, lo, hi):
+        raise NotImplementedError
+
+    def coin(self, p):
+        """True with probability about ``p`` (shrinks to False)."""
+        return self.int(0, 999) >= 1000 - round(1000 * p)
+
+    def choice(self, seq):
+        return seq[self.int(0, len(seq) - 1)]
+
+    def weighted(self, seq, weights):
+        x = self.int(0, sum(weights) - 1)
+        for item, w in zip(seq, weights):
+            if x < w:
+                return item
+            x -= w
+        raise AssertionError("unreachable")
+
+
+class RngDraw(Draw):
+    """Decisions from a numpy ``Generator``."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def int(self, lo, hi):
+        return int(self.rng.integers(lo, hi + 1))
+
+
+class HypothesisDraw(Draw):
+    """Decisions from hypothesis: ``draw`` is a composite strategy's ``draw`` or the
+    ``draw`` method of ``st.data()``'s object. Shrinkable."""
+
+    def __init__(self, draw):
+        from hypothesis import strategies as st
+        self._draw, self._st = draw, st
+
+    def int(self, lo, hi):
+        return self._draw(self._st.integers(lo, hi))
+
+
+def streams(cfg, kind="legal", *, max_body=20):
+    """A hypothesis strategy of streams on ``cfg``: ``"legal"``, ``"illegal"`` (any
+    kind of :data:`ILLEGAL_KINDS`), one of those kinds, or ``"any"`` (half and half).
+    Shrinking gives shorter streams with simpler fields; a stream's ``repr`` is its
+    listing, so a falsifying example prints as a program."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strategy(draw):
+        d = HypothesisDraw(draw)
+        which = kind
+        if which == "any":
+            which = "legal" if d.coin(0.5) else "illegal"
+        if which == "legal":
+            return legal_stream(d, cfg, max_body=max_body)
+        return illegal_stream(d, cfg, None if which == "illegal" else which)
+    return strategy()
+
+
+# --------------------------------------------------------------------------------------
+# Streams
+
+
+@dataclasses.dataclass
+class Insn:
+    """One instruction: its opcode (an int, so that an undefined one can be written), its
+    dependency flags and its body fields."""
+    op: int
+    flags: dict
+    fields: dict
+
+    def encode(self):
+        if self.op in set(isa.Op):
+            return isa.encode(self.op, **self.flags, **self.fields)
+        raw = bytearray(isa.encode(isa.Op.END))
+        raw[0] = (raw[0] & 0xF0) | self.op
+        return bytes(raw)
+
+    def text(self):
+        name = isa.Op(self.op).name if self.op in set(isa.Op) else f"OP{self.op}"
+        flags = [k for k, v in self.flags.items() if v]
+        fields = dict(self.fields)
+        if self.op == isa.Op.VEC and "vop" in fields:
+            v = fields["vop"]
+            fields["vop"] = isa.VecOp(v).name if v in set(isa.VecOp) else v
+        parts = [f"{k}={v:#x}" if k in ("dram_addr", "weight_addr") else f"{k}={v}"
+                 for k, v in fields.items()]
+        return " ".join([name] + parts + flags)
+
+
+@dataclasses.dataclass
+class Stream:
+    """A program and the memory it runs on.
+
+    ``image`` the whole memory (uint8); ``prog_addr``, ``n_insns`` what the host programs
+    (``n_insns`` may stop short of ``END``: ``NO_END``); ``base``, ``limit`` the DMA
+    window; ``rw`` = ``(first, end)`` the read-write region; ``insns`` the instructions;
+    ``expect`` the error the run must end in (``isa.Error.NONE`` for a legal stream,
+    ``None`` for a deadlock); ``kind`` ``"legal"`` or a key of :data:`ILLEGAL_KINDS`;
+    ``broken`` the index of the instruction an illegal stream broke."""
+    cfg: object
+    image: np.ndarray
+    prog_addr: int
+    n_insns: int
+    base: int
+    limit: int
+    rw: tuple
+    insns: list
+    expect: object = isa.Error.NONE
+    kind: str = "legal"
+    broken: int = None
+
+    def __repr__(self):
+        return self.text()
+
+    def text(self):
+        """The stream as one instruction per line (what a replay prints)."""
+        head = (f"# {self.kind} stream on {self.cfg.name}: {len(self.insns)} instructions at "
+                f"{self.prog_addr:#x}, n_insns {self.n_insns}, window [{self.base:#x}, "
+                f"{self.limit:#x}), expect {self.expect.name if self.expect else 'a hang'}")
+        return "\n".join([head] + [f"{i:3d}  {insn.text()}"
+                                   + ("    <- broken" if i == self.broken else "")
+                                   for i, insn in enumerate(self.insns)])
+
+
+def encode(insns):
+    return b"".join(insn.encode() for insn in insns)
+
+
+def disassemble(insns):
+    return "\n".join(f"{i:3d}  {insn.text()}" for i, insn in enumerate(insns))
+
+
+# --------------------------------------------------------------------------------------
+# Memory layout
+
+
+class _Layout:
+    """Where everything lives (see the module docstring)."""
+
+    def __init__(self, draw, cfg):
+        bb = cfg.bus_bytes
+        self.cfg, self.bb = cfg, bb
+        self.base = 64 * draw.int(0, 64)
+        self.prog = self.base
+        self.param_sets = max(4, cfg.param_tiles // 4)
+        self.params = self.prog + MAX_INSNS * isa.INSN_BYTES
+        self.weights = self.params + self.param_sets * isa.PARAM_BEATS * bb
+        self.rw = self.weights + 4 * 4 * cfg.rows * cfg.cols
+        self.limit = self.rw + 32 * 4 * cfg.raw_row_beats * bb
+        self.size = self.limit + 64 * draw.int(0, 8)
+
+    def image(self, rng):
+        """Random bytes everywhere, valid parameter sets where ``LOAD_PARAM`` reads."""
+        cfg = self.cfg
+        mem = rng.integers(0, 256, self.size, dtype=np.uint8)
+        n = self.param_sets * cfg.cols
+        bias = rng.integers(-(1 << 31), 1 << 31, n, dtype=np.int64)
+        mult = rng.integers(0, MULT_MAX + 1, n, dtype=np.int64)
+        shift = rng.integers(0, SHIFT_MAX + 1, n, dtype=np.int64)
+        packed = isa_model.pack_params(bias, mult, shift, cfg)
+        mem[self.params:self.params + packed.size] = packed
+        return mem
+
+
+# --------------------------------------------------------------------------------------
+# Legal instructions
+
+
+class _State:
+    """What the stream has written so far (nothing may be read before it is written)."""
+
+    def __init__(self):
+        self.defined = set()         # ("act row", i), ("acc row", i), ("param slot", i), ...
+
+    def ok(self, keys):
+        return all(k in self.defined for k in keys if k[0] != "memory beat")
+
+    def pool(self, kind):
+        """The rows (slots, tables) of ``kind`` written so far, ascending."""
+        return sorted(i for k, i in self.defined if k == kind)
+
+
+def _start(draw, n, top, arena=48, pool=None):
+    """A first row for ``n`` rows below ``top``: for a source (``pool``: the rows written
+    so far), mostly one of those; else mostly low (an arena the stream reuses), sometimes
+    against the top."""
+    if n > top:
+        return None
+    if pool and draw.coin(0.85):
+        return min(draw.choice(pool), top - n)
+    if draw.coin(0.12):
+        return top - n - draw.int(0, min(3, top - n))
+    return draw.int(0, min(arena, top - n))
+
+
+def _dram(draw, lo, hi, extent, bb):
+    """An aligned address in ``[lo, hi)`` with ``extent`` bytes from it inside."""
+    slots = (hi - lo - extent) // bb
+    if slots < 0:
+        return None
+    return lo + bb * draw.int(0, slots)
+
+
+def _load_act(draw, cfg, lay):
+    rows, row_beats = draw.int(1, 6), draw.int(1, 3)
+    if row_beats == 1:
+        rs, bs = draw.int(1, 2), 0
+    elif rows == 1:
+        rs, bs = 0, draw.int(1, 2)
+    elif draw.coin(0.5):
+        rs, bs = 1, rows                    # beat-major: each beat's rows together
+    else:
+        rs, bs = row_beats, 1               # row-major
+    span = (rows - 1) * rs + (row_beats - 1) * bs + 1
+    buf_row = _start(draw, span, cfg.act_buf_rows)
+    bb = lay.bb
+    stride = 0 if rows == 1 or draw.coin(0.05) else bb * row_beats * draw.int(1, 2)
+    extent = (rows - 1) * stride + row_beats * bb
+    addr = _dram(draw, lay.params, lay.limit, extent, bb)
+    if buf_row is None or addr is None:
+        return None
+    return dict(dram_addr=addr, dram_stride=stride, rows=rows, row_beats=row_beats,
+                buf_row=buf_row, buf_row_step=rs, buf_beat_step=bs)
+
+
+def _load_param(draw, cfg, lay):
+    n = draw.int(1, 3)
+    tile = _start(draw, n, cfg.param_tiles, arena=8)
+    first = draw.int(0, lay.param_sets - n)
+    return dict(dram_addr=lay.params + first * isa.PARAM_BEATS * lay.bb, n_tiles=n,
+                param_tile=tile)
+
+
+def _matmul(draw, cfg, lay, state):
+    R = cfg.rows
+    wfmt = draw.weighted(list(isa.WeightFormat), (4, 2, 1))
+    pair = draw.coin(0.2)
+    m = 2 * draw.int(1, R) if pair else draw.int(1, 2 * R)
+    k = draw.int(1, 3)
+    shape = draw.int(0, 3)
+    if shape == 0:                         # k-tile-major rows, as the compiler lays them
+        stride, kstep = 1, m + draw.int(0, 2)
+    elif shape == 1:                       # row-major: a row's k-tiles together
+        stride, kstep = k, 1
+    elif shape == 2:                       # one row for every m (a broadcast)
+        stride, kstep = 0, draw.int(1, 2)
+    else:
+        stride, kstep = draw.int(1, 3), draw.int(0, 3 * m)
+    span = (k - 1) * kstep + (m - 1) * stride + 1
+    accumulate = draw.coin(0.3)
+    act_row = _start(draw, span, cfg.act_buf_rows, pool=state.pool("act row"))
+    acc_row = _start(draw, m, 2 * cfg.acc_buf_rows, arena=16,
+                     pool=state.pool("acc row") if accumulate else None)
+    f = dict(act_row=act_row, act_stride=stride, act_kstep=kstep, m=m, k_tiles=k,
+             acc_row=acc_row, accumulate=int(accumulate), wfmt=int(wfmt),
+             pair=int(pair))
+    nbytes = isa_model.weight_bytes(cfg, f)
+    f["weight_addr"] = _dram(draw, lay.weights, lay.rw, nbytes, lay.bb)
+    if act_row is None or acc_row is None or f["weight_addr"] is None:
+        return None
+    return f
+
+
+def _store(draw, cfg, lay, state):
+    C, bb = cfg.cols, lay.bb
+    pool = state.pool("acc row")
+    if pool and draw.coin(0.85):            # a run of rows a MATMUL wrote
+        acc_row = draw.choice(pool)
+        run = 1
+        while run < 2 * cfg.rows and ("acc row", acc_row + run) in state.defined:
+            run += 1
+        m = draw.int(1, run)
+    else:
+        m = draw.int(1, 2 * cfg.rows)
+        acc_row = _start(draw, m, 2 * cfg.acc_buf_rows, arena=16)
+    mode = draw.weighted(("mem", "buf", "raw", "transpose", "wide"), (4, 3, 2, 1, 2))
+    f = dict(acc_row=acc_row, m=m,
+             param_tile=_start(draw, 1, cfg.param_tiles, arena=8,
+                               pool=state.pool("param slot")),
+             relu=int(draw.coin(0.3)))
+    if mode in ("buf",) or (mode == "wide" and draw.coin(0.5)):
+        f.update(to_buf=1, buf_row=_start(draw, m, cfg.act_buf_rows))
+        if mode == "wide":
+            f.update(wide=1, lo_row=_start(draw, m, cfg.act_buf_rows))
+            if f["lo_row"] is None or f["buf_row"] is None or \
+                    abs(f["lo_row"] - f["buf_row"]) < m:
+                return None
+        return f if f["buf_row"] is not None and acc_row is not None else None
+    rows, row_bytes = m, bb
+    if mode == "raw":
+        f.update(raw=1, relu=0)
+        row_bytes = cfg.raw_row_beats * bb
+    elif mode == "transpose":
+        f.update(transpose=1)
+        rows, row_bytes = -(-m // C), C * bb
+    elif mode == "wide":
+        f.update(wide=1)
+        row_bytes = 2 * bb
+    stride = row_bytes + bb * draw.int(0, 2) * int(rows > 1)
+    extent = (rows - 1) * stride + row_bytes
+    f.update(dram_stride=stride, dram_addr=_dram(draw, lay.rw, lay.limit, extent, bb))
+    if f["dram_addr"] is None or acc_row is None:
+        return None
+    return f
+
+
+def _vec(draw, cfg, state):
+    R, top = cfg.rows, cfg.act_buf_rows
+    pool = state.pool("act row")
+    vop = draw.choice(list(isa.VecOp))
+    if vop == isa.VecOp.LUT and not state.pool("vector table"):
+        vop = isa.VecOp.TABLE                 # a lookup needs a table written first
+    if vop == isa.VecOp.TABLE:
+        rows = draw.int(1, 4)
+        count = draw.int(1, max(1, isa.TABLE_ENTRIES // (R * rows)))
+        count = min(count, 4)
+        if rows * count * R > isa.TABLE_ENTRIES:
+            return None
+        return dict(vop=int(vop), a_row=_start(draw, rows * count, top, pool=pool),
+                    rows=rows, count=count, table=draw.int(0, cfg.vec_tables - 1))
+    rows = 2 * draw.int(1, 2) if vop == isa.VecOp.ROPE else draw.int(1, 4)
+    count = draw.int(1, 3)
+    stride = 0 if draw.coin(0.6) else count + draw.int(0, 2)
+    span = isa.vec_span(rows, count, stride)
+    L = rows * R
+    f = dict(vop=int(vop), rows=rows, count=count, stride=stride,
+             length=draw.choice([L, draw.int(0, L), 0, 1, L + draw.int(1, 3)]),
+             causal=int(draw.coin(0.3)), mul_a=draw.int(-(1 << 15), (1 << 15) - 1),
+             mul_b=draw.int(-(1 << 15), (1 << 15) - 1), shift=draw.int(0, 31),
+             table=draw.choice(state.pool("vector table") or [0]))
+    if vop == isa.VecOp.SOFTMAX:
+        f["mul_a"] = draw.int(0, (1 << 16) - 1)
+    wide = vop in isa.WIDE_VOPS and draw.coin(0.3)
+    wide_out = vop in isa.WIDE_OUT_VOPS and draw.coin(0.3)
+    pair = vop in isa.PAIR_VOPS
+    f.update(wide=int(wide), wide_out=int(wide_out))
+    in_place = vop not in (isa.VecOp.ROPE, isa.VecOp.ARGMAX) and draw.coin(0.25)
+    f["a_row"] = _start(draw, span, top, pool=pool)
+    f["dst_row"] = f["a_row"] if in_place else _start(draw, span, top)
+    if wide:
+        f["a_lo_row"] = _start(draw, span, top, pool=pool)
+    if wide_out or (wide and pair):
+        f["dst_lo_row"] = f.get("a_lo_row") if in_place and wide else _start(draw, span, top)
+    if pair or vop in isa.NORM_VOPS:
+        f["b_repeat"] = int(pair and draw.coin(0.3))
+        span_b = 2 * rows if vop in isa.NORM_VOPS else (rows if f["b_repeat"] else span)
+        f["b_row"] = _start(draw, span_b, top, pool=pool)
+        if wide and pair:
+            f["b_lo_row"] = _start(draw, span_b, top, pool=pool)
+    if any(v is None for v in f.values()):
+        return None
+    return f
+
+
+def _vec_ok(f):
+    """The ``VEC`` contract: results written over their own sources only in place (the
+    same rows, not for ``ROPE`` or ``ARGMAX``), never over the partner operand or the
+    gains, high and low halves apart."""
+    b = dict(_defaults(isa.Op.VEC), **f)
+    vop = b["vop"]
+    if vop == isa.VecOp.TABLE:
+        return True
+    off = isa_model.vec_offsets(b["rows"], b["count"], b["stride"])
+
+    def rows(first, offsets=off):
+        return {int(r) for r in (first + offsets).ravel()}
+    wide_pair = b["wide"] and vop in isa.PAIR_VOPS
+    a = rows(b["a_row"])
+    a_lo = rows(b["a_lo_row"]) if b["wide"] else set()
+    d = set(range(b["dst_row"], b["dst_row"] + b["count"])) if vop == isa.VecOp.ARGMAX \
+        else rows(b["dst_row"])
+    d_lo = rows(b["dst_lo_row"]) if b["wide_out"] or wide_pair else set()
+    partner = set()
+    if vop in isa.PAIR_VOPS:
+        ob = np.arange(b["rows"]) if b["b_repeat"] else off
+        partner = rows(b["b_row"], ob) | (rows(b["b_lo_row"], ob) if wide_pair else set())
+    if vop in isa.NORM_VOPS:
+        partner = set(range(b["b_row"], b["b_row"] + 2 * b["rows"]))
+    if d & d_lo or (d | d_lo) & partner:
+        return False
+    in_place = vop not in (isa.VecOp.ROPE, isa.VecOp.ARGMAX)
+    hi_ok = not d & (a | a_lo) or (in_place and b["dst_row"] == b["a_row"] and not d & a_lo)
+    lo_ok = not d_lo & (a | a_lo) or (in_place and b["wide"] and
+                                      b["dst_lo_row"] == b["a_lo_row"] and not d_lo & a)
+    return hi_ok and lo_ok
+
+
+def _defaults(op):
+    return {name: 0 for name in isa.body_layouts[op].members} if isa.body_layouts[op].size \
+        else {}
+
+
+def _footprint(cfg, op, f):
+    b = dict(_defaults(op), **f)
+    reads, writes, early = isa_model._footprint(cfg, op, b)
+    if op == isa.Op.MATMUL and b["accumulate"]:
+        rows = b["m"] // 2 if b["pair"] else b["m"]
+        reads |= {("acc row", b["acc_row"] + j) for j in range(rows)}
+    if op == isa.Op.STORE and b["raw"]:
+        reads.discard(("param slot", b["param_tile"]))
+    return reads | early, writes
+
+
+def _one(draw, cfg, lay, state):
+    """One legal instruction that reads only what is written, or None."""
+    op = draw.weighted(_OPS, _OP_WEIGHTS)
+    if op == isa.Op.FENCE:
+        return Insn(int(op), {}, {})
+    make = {isa.Op.LOAD_ACT: lambda: _load_act(draw, cfg, lay),
+            isa.Op.LOAD_PARAM: lambda: _load_param(draw, cfg, lay),
+            isa.Op.MATMUL: lambda: _matmul(draw, cfg, lay, state),
+            isa.Op.STORE: lambda: _store(draw, cfg, lay, state),
+            isa.Op.VEC: lambda: _vec(draw, cfg, state)}[op]
+    f = make()
+    if f is None:
+        return None
+    reads, writes = _footprint(cfg, op, f)
+    if not state.ok(reads):
+        return None
+    if op == isa.Op.VEC and not _vec_ok(f):
+        return None
+    state.defined |= {k for k in writes if k[0] != "memory beat"}
+    unit = isa.OPS[op].unit
+    flags = {}
+    for side, nb in isa.NEIGHBOURS[unit].items():
+        flags[f"pop_{side}"] = int(draw.coin(0.3))
+        flags[f"push_{side}"] = int(draw.coin(0.3))
+    return Insn(int(op), flags, f)
+
+
+def repair(cfg, insns):
+    """Make ``insns`` (ending in ``END``) free of deadlocks and races, in place: clear
+    the pops of a deadlocked instruction, put a ``FENCE`` before the later instruction of
+    a race, until :func:`sw.isa_model.check_tokens` (one-entry queues) and
+    :func:`sw.isa_model.check_races` pass. Returns ``insns``."""
+    while True:
+        program = encode(insns)
+        try:
+            isa_model.check_tokens(program, queue_depth=1)
+            isa_model.check_races(cfg, program)
+            return insns
+        except isa_model.DeadlockError as e:
+            stuck = [i for i in e.stuck if any(insns[i].flags.get(p) for p in _POPS)]
+            assert stuck, f"a deadlock without a pop: {e}"
+            for p in _POPS:
+                insns[stuck[0]].flags.pop(p, None)
+        except isa_model.RaceError as e:
+            insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {}))
+
+
+def legal_stream(draw, cfg, *, max_body=20):
+    """A random legal stream on ``cfg`` (see the module docstring): up to ``max_body``
+    instructions before ``END``, fences added by :func:`repair` included."""
+    lay = _Layout(draw, cfg)
+    state = _State()
+    body = []
+    target = draw.int(1, max_body)
+    tries = 0
+    while len(body) < target and tries < _TRIES * target:
+        tries += 1
+        insn = _one(draw, cfg, lay, state)
+        if insn is not None:
+            body.append(insn)
+    insns = repair(cfg, body + [Insn(int(isa.Op.END), {}, {})])
+    while len(insns) > MAX_INSNS:         # repair's fences overflowed: drop the tail
+        body = body[:len(body) // 2]
+        insns = repair(cfg, body + [Insn(int(isa.Op.END), {}, {})])
+    seed = draw.int(0, 2**32 - 1)
+    image = lay.image(np.random.default_rng(seed))
+    return _place(Stream(cfg=cfg, image=image, prog_addr=lay.prog, n_insns=len(insns),
+                         base=lay.base, limit=lay.limit, rw=(lay.rw, lay.limit),
+                         insns=insns))
+
+
+def _place(stream):
+    """Write the stream's program into its image."""
+    code = np.frombuffer(encode(stream.insns), np.uint8)
+    stream.image[stream.prog_addr:stream.prog_addr + code.size] = code
+    return stream
+
+
+# --------------------------------------------------------------------------------------
+# Illegal streams
+
+
+def _candidates(insns, ops):
+    return [i for i, insn in enumerate(insns) if insn.op in ops]
+
+
+def _break_count(draw, cfg, insn):
+    op = isa.Op(insn.op)
+    f = insn.fields
+    options = [("zero", name) for name in isa.OPS[op].counts]
+    if op == isa.Op.VEC and f["vop"] == isa.VecOp.ROPE:
+        options.append(("odd", "rows"))
+    if op == isa.Op.MATMUL and f.get("pair"):
+        options.append(("odd", "m"))
+    how, name = draw.choice(options)
+    f[name] = 0 if how == "zero" else f[name] - 1
+
+
+def _break_buffer(draw, cfg, insn):
+    op = isa.Op(insn.op)
+    f = insn.fields
+    if op == isa.Op.LOAD_ACT:
+        span = ((f["rows"] - 1) * f["buf_row_step"] + (f["row_beats"] - 1)
+                * f["buf_beat_step"] + 1)
+        f["buf_row"] = cfg.act_buf_rows - span + draw.int(1, 3)
+    elif op == isa.Op.LOAD_PARAM:
+        f["param_tile"] = cfg.param_tiles - f["n_tiles"] + draw.int(1, 3)
+    elif op == isa.Op.MATMUL:
+        if draw.coin(0.5):
+            f["acc_row"] = 2 * cfg.acc_buf_rows - f["m"] + draw.int(1, 3)
+        else:
+            f["act_row"] = cfg.act_buf_rows + draw.int(0, 3)
+    elif op == isa.Op.STORE:
+        choice = draw.int(0, 3)
+        if choice == 0:
+            f["acc_row"] = 2 * cfg.acc_buf_rows - f["m"] + draw.int(1, 3)
+        elif choice == 1:
+            f["param_tile"] = cfg.param_tiles + draw.int(0, 3)
+        elif choice == 2:                       # raw into the buffer
+            f.update(to_buf=1, raw=1, transpose=0, wide=0)
+        else:                                   # transpose of raw rows
+            f.update(transpose=1, raw=1, to_buf=0, wide=0)
+    else:
+        if f["vop"] == isa.VecOp.TABLE and draw.coin(0.5):
+            f["rows"] = isa.TABLE_ENTRIES // cfg.rows + 1
+            f["count"] = 1
+        elif draw.coin(0.5):
+            f["table"] = cfg.vec_tables + draw.int(0, 15 - cfg.vec_tables)
+        else:
+            f["a_row"] = cfg.act_buf_rows - draw.int(0, 1)
+            f["rows"] = max(f["rows"], 2)
+            if f["vop"] == isa.VecOp.ROPE:
+                f["rows"] += f["rows"] % 2
+
+
+def _dma_fields(op):
+    return {isa.Op.LOAD_ACT: ("dram_addr", "dram_stride"), isa.Op.LOAD_PARAM: ("dram_addr",),
+            isa.Op.MATMUL: ("weight_addr",), isa.Op.STORE: ("dram_addr", "dram_stride")}[op]
+
+
+def _extent(cfg, op, f):
+    """Bytes from the first to one past the last that a DMA instruction touches."""
+    b = dict(_defaults(op), **f)
+    bb = cfg.bus_bytes
+    if op == isa.Op.LOAD_ACT:
+        return (b["rows"] - 1) * b["dram_stride"] + b["row_beats"] * bb
+    if op == isa.Op.LOAD_PARAM:
+        return b["n_tiles"] * isa.PARAM_BEATS * bb
+    if op == isa.Op.MATMUL:
+        return isa_model.weight_bytes(cfg, b)
+    rows, row_bytes = b["m"], (cfg.raw_row_beats if b["raw"] else 1 + b["wide"]) * bb
+    if b["transpose"]:
+        rows, row_bytes = -(-b["m"] // cfg.cols), cfg.cols * bb
+    return (rows - 1) * b["dram_stride"] + row_bytes
+
+
+def illegal_stream(draw, cfg, kind=None, *, max_body=12):
+    """A legal stream with one thing broken (``kind``, drawn from :data:`ILLEGAL_KINDS`
+    when ``None``): its ``expect`` is the error the run must end in."""
+    if kind is None:
+        kind = draw.choice(sorted(ILLEGAL_KINDS))
+    if kind not in ILLEGAL_KINDS:
+        raise ValueError(f"kind must be one of {sorted(ILLEGAL_KINDS)}, not {kind!r}")
+    s = legal_stream(draw, cfg, max_body=max_body)
+    insns, bb = s.insns, cfg.bus_bytes
+    body = range(len(insns) - 1)
+    dma_ops = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL)
+    pick = {
+        "bad_opcode": list(body),
+        "bad_count": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
+                                         isa.Op.STORE, isa.Op.VEC)),
+        "bad_format": _candidates(insns, (isa.Op.MATMUL,)),
+        "bad_vop": _candidates(insns, (isa.Op.VEC,)),
+        "bad_buffer": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
+                                          isa.Op.STORE, isa.Op.VEC)),
+        "window": _candidates(insns, dma_ops)
+        + [i for i in _candidates(insns, (isa.Op.STORE,)) if not insns[i].fields.get("to_buf")],
+        "align": _candidates(insns, dma_ops)
+        + [i for i in _candidates(insns, (isa.Op.STORE,)) if not insns[i].fields.get("to_buf")],
+        "no_end": [len(insns) - 1],
+        "deadlock": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
+                                        isa.Op.STORE, isa.Op.VEC)),
+    }[kind]
+    if not pick:                          # nothing to break that way: add an instruction
+        return illegal_stream(draw, cfg, kind, max_body=max_body + 4)
+    i = draw.choice(pick)
+    insn = insns[i]
+    f = insn.fields
+    op = isa.Op(insn.op) if insn.op in set(isa.Op) else None
+    n_insns = len(insns)
+    if kind == "bad_opcode":
+        insn.op = draw.choice([0] + list(range(max(isa.Op) + 1, 16)))
+    elif kind == "bad_count":
+        _break_count(draw, cfg, insn)
+    elif kind == "bad_format":
+        f["wfmt"] = 3
+    elif kind == "bad_vop":
+        bad = [v for v in range(16) if v not in set(isa.VecOp)]
+        no_wide = [v for v in isa.VecOp if v not in isa.WIDE_VOPS]
+        no_wide_out = [v for v in isa.VecOp if v not in isa.WIDE_OUT_VOPS]
+        how = draw.int(0, 2)
+        if how == 0:
+            f["vop"] = draw.choice(bad)
+        elif how == 1:
+            f.update(vop=int(draw.choice(no_wide)), wide=1)
+        else:
+            no_wide_out = [v for v in no_wide_out if v != isa.VecOp.ROPE or f["rows"] % 2 == 0]
+            f.update(vop=int(draw.choice(no_wide_out)), wide_out=1)
+    elif kind == "bad_buffer":
+        _break_buffer(draw, cfg, insn)
+    elif kind == "window":
+        name = _dma_fields(op)[0]
+        where = draw.int(0, 3)
+        if where == 0 and s.base >= 64 * bb:
+            f[name] = s.base - bb * draw.int(1, 8)            # below the window
+        elif where == 1:                                      # past the address space
+            f[name] = (1 << 32) - bb * draw.int(1, 4)
+        else:                                                 # across or past its end
+            f[name] = s.limit - bb * draw.int(0, 2)
+            if f[name] + _extent(cfg, op, f) <= s.limit:
+                f[name] = s.limit
+    elif kind == "align":
+        names = _dma_fields(op)
+        name = draw.choice([n for n in names if n == names[0] or f.get(n)] or [names[0]])
+        f[name] += draw.int(1, bb - 1)
+    elif kind == "no_end":
+        n_insns -= 1
+    elif kind == "deadlock":
+        unit = isa.OPS[op].unit
+        side = draw.choice(sorted(isa.NEIGHBOURS[unit]))
+        insn.flags[f"pop_{side}"] = 1
+        # Take away every push that could feed it.
+        for other in insns:
+            for k in list(other.flags):
+                if k.startswith("push"):
+                    other.flags[k] = 0
+    out = dataclasses.replace(s, insns=insns, n_insns=n_insns, kind=kind,
+                              expect=ILLEGAL_KINDS[kind], broken=i)
+    return _place(out)
+
+
+# --------------------------------------------------------------------------------------
+# Checking a run
+
+
+def allowed_bytes(stream):
+    """``(snapshots, error, error_insn)`` of the golden model on ``stream``: the memory
+    before and after each instruction it retires in program order, and where it stops.
+
+    After a fault the hardware may have cut short any instruction before the faulting
+    one, so each byte must hold one of its values across the snapshots. A DMA fault
+    (``DMA_WINDOW``, ``DMA_ALIGN``) is found while the instruction runs, and
+    instructions after it that nothing orders after it may run beside it: they do not
+    depend on it (the stream was race-free), so their effects are those of a run that
+    skips the faulting instruction, whose snapshots are added; so is what a ``STORE``
+    that leaves the window writes inside it (the hardware may issue its legal bursts
+    before the illegal one)."""
+    cfg = stream.cfg
+    m = isa_model.Machine(cfg, stream.image, base=stream.base, limit=stream.limit)
+    snaps = [m.mem.copy()]
+
+    def raw_at(i):
+        at = stream.prog_addr + i * isa.INSN_BYTES
+        return m.mem[at:at + isa.INSN_BYTES].tobytes()
+
+    def run(first):
+        for i in range(first, stream.n_insns):
+            raw = raw_at(i)
+            error = m.execute(raw, index=i)
+            if error != isa.Error.NONE:
+                return error, i, raw
+            snaps.append(m.mem.copy())
+            if isa.decode_op(raw)[0] == isa.Op.END:
+                return isa.Error.NONE, None, raw
+        return isa.Error.NO_END, stream.n_insns, None
+
+    error, at, raw = run(0)
+    if error in (isa.Error.DMA_WINDOW, isa.Error.DMA_ALIGN):
+        if error == isa.Error.DMA_WINDOW and isa.decode_op(raw)[0] == isa.Op.STORE:
+            wide = isa_model.Machine(cfg, m.mem, base=0, limit=len(m.mem))
+            wide.acc, wide.params = m.acc.copy(), copy.deepcopy(m.params)
+            if wide.execute(raw) == isa.Error.NONE:       # else it starts outside memory
+                inside = m.mem.copy()
+                inside[stream.base:stream.limit] = wide.mem[stream.base:stream.limit]
+                snaps.append(inside)
+        run(at + 1)
+    return np.stack(snaps), error, at
+
+
+def check(stream, image, status, timed_out):
+    """The first way a run of ``stream`` broke its contract, as a message, or None.
+
+    ``image`` is the whole memory after the run, ``status`` the status register at its
+    end, ``timed_out`` whether the host's watchdog ended it. Legal: done, and the memory
+    equal to the golden model's byte for byte. Illegal: exactly the expected error (a
+    hang for ``deadlock``), nothing outside the window changed, and every byte inside it
+    one of its values across :func:`allowed_bytes` (for ``deadlock``, whose removed
+    tokens let instructions run out of order, only the window rule)."""
+    from serrano.hw import regs
+    image = np.asarray(image, np.uint8)
+    outside = np.ones(len(image), bool)
+    outside[stream.base:stream.limit] = False
+    if stream.expect is None:
+        if not timed_out:
+            return f"a deadlocking stream ended (status {status:#x}) instead of hanging"
+    elif timed_out:
+        return "the accelerator hung (watchdog)"
+    elif stream.expect == isa.Error.NONE:
+        if status != regs.STATUS_DONE:
+            return f"status {status:#x} at the end, expected done ({regs.STATUS_DONE:#x})"
+    else:
+        want = regs.STATUS_ERROR | int(stream.expect) << regs.STATUS_CODE_SHIFT
+        if status != want:
+            return f"status {status:#x}, expected {want:#x} ({stream.expect.name})"
+    changed = np.flatnonzero(outside & (image != stream.image))
+    if changed.size:
+        return (f"{changed.size} bytes outside the window [{stream.base:#x}, "
+                f"{stream.limit:#x}) changed, first {int(changed[0]):#x}")
+    if stream.expect is None:
+        return None
+    snaps, error, _ = allowed_bytes(stream)
+    if error != (stream.expect or isa.Error.NONE):
+        return f"the golden model ends in {error.name}, the stream expects {stream.expect}"
+    if stream.expect == isa.Error.NONE:
+        bad = np.flatnonzero(image != snaps[-1])
+        what = "differs from the golden model"
+    else:
+        bad = np.flatnonzero(~(snaps == image).any(axis=0))
+        what = "holds a value no prefix of the program leaves there"
+    if bad.size:
+        return f"memory {what} at {bad.size} bytes, first {int(bad[0]):#x}"
+    return None
+
+
+def _budget(stream):
+    """Clock cycles the host waits for a stream's interrupt: plenty for any legal one."""
+    return 50_000 + 400 * len(stream.insns)
+
+
+def run_on(backend, stream):
+    """Run ``stream`` on ``backend`` (:mod:`sw.backends`, kept running across streams:
+    its buffers hold the previous stream's data, which a legal stream never reads) as a
+    host does: the image in, the registers, start, wait, soft reset, the image out.
+    Returns ``(problem, outcome)``: :func:`check`'s verdict (None: passed; a soft reset
+    that does not leave the accelerator idle is a problem too) and the
+    :class:`hw.regs.Outcome`."""
+    from serrano.hw import regs
+    drive = dict(write=backend.write_reg, read=backend.read_reg, wait_irq=backend.wait_irq)
+    backend.write_mem(0, stream.image)
+    outcome = regs.drive(regs.run_program(stream.prog_addr, stream.n_insns, stream.base,
+                                          stream.limit, _budget(stream)), **drive)
+    _, settled = regs.drive(regs.soft_reset(), **drive)
+    image = backend.read_mem(0, len(stream.image))
+    problem = check(stream, image, outcome.status, outcome.timed_out)
+    if problem is None and settled != 0:
+        problem = f"not idle after a soft reset at the end: status {settled:#x}"
+    return problem, outcome
+
+
+def run_rtl(stream, sim, *, mem_latency=20, write_latency=8):
+    """Run ``stream`` on the accelerator's Verilog (:func:`sim.system.run_system`, which
+    soft-resets it after the end) and return :func:`check`'s verdict (None: passed) and
+    the run's result."""
+    from serrano.sim.system import run_system
+    budget = _budget(stream) if stream.expect is None else None
+    rtl = run_system(stream.cfg, stream.image, stream.prog_addr, stream.n_insns, sim,
+                     base=stream.base, limit=stream.limit, mem_latency=mem_latency,
+                     write_latency=write_latency, timeout_cycles=budget,
+                     soft_reset_at_end=True)
+    problem = check(stream, rtl.image, rtl.status, rtl.timed_out)
+    if problem is None and rtl.end_reset_settled != 0:
+        problem = f"not idle after a soft reset at the end: status {rtl.end_reset_settled:#x}"
+    return problem, rtl
