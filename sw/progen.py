@@ -28,8 +28,9 @@ What makes a stream legal
   and aligned, defined opcodes, formats and vector operations (the golden model's
   dispatch and DMA checks pass).
 * Nothing read before it is written: activation and accumulator rows, parameter slots
-  and vector tables are written earlier in program order than they are read (the
-  buffers keep the previous program's contents; the golden model's start at zero).
+  and vector tables (every entry) are written earlier in program order than they are
+  read (the buffers keep the previous program's contents; the golden model's start at
+  zero).
 * No access outside the contract: a ``VEC`` writes its sources only in place (the same
   rows, not a ``ROPE`` or an ``ARGMAX``), never its partner operand; a ``STORE``'s rows
   and a ``LOAD_ACT``'s beats never land on one another; interleaved vectors never share
@@ -70,6 +71,7 @@ _OPS = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL, isa.Op.STORE, isa.Op.
         isa.Op.FENCE)
 _OP_WEIGHTS = (3, 1, 4, 4, 4, 1)
 _TRIES = 40
+_DUMPS = 4              # closing dumps: two runs of accumulator rows, two of activations
 
 
 # --------------------------------------------------------------------------------------
@@ -90,6 +92,10 @@ class Draw:
 
     def choice(self, seq):
         return seq[self.int(0, len(seq) - 1)]
+
+    def nested(self, fn):
+        """``fn(draw)``: its decisions form one group, which a shrinker may drop whole."""
+        return fn(self)
 
     def weighted(self, seq, weights):
         x = self.int(0, sum(weights) - 1)
@@ -120,6 +126,25 @@ class HypothesisDraw(Draw):
 
     def int(self, lo, hi):
         return self._draw(self._st.integers(lo, hi))
+
+    def nested(self, fn):
+        return self._draw(_group()(fn))
+
+
+_GROUP = []
+
+
+def _group():
+    """A hypothesis strategy drawing ``fn(draw)`` as one group (made once: hypothesis
+    inspects a composite's function when it is defined)."""
+    if not _GROUP:
+        from hypothesis import strategies as st
+
+        @st.composite
+        def group(draw, fn):
+            return fn(HypothesisDraw(draw))
+        _GROUP.append(group)
+    return _GROUP[0]
 
 
 def streams(cfg, kind="legal", *, max_body=20):
@@ -154,6 +179,12 @@ class Insn:
     fields: dict
 
     def encode(self):
+        key = (self.op, tuple(self.flags.items()), tuple(self.fields.items()))
+        if getattr(self, "_key", None) != key:          # encoded once per change
+            self._key, self._raw = key, self._encode()
+        return self._raw
+
+    def _encode(self):
         if self.op in set(isa.Op):
             return isa.encode(self.op, **self.flags, **self.fields)
         raw = bytearray(isa.encode(isa.Op.END))
@@ -193,6 +224,7 @@ class Stream:
     expect: object = isa.Error.NONE
     kind: str = "legal"
     broken: int = None
+    layout: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def __repr__(self):
         return self.text()
@@ -201,7 +233,8 @@ class Stream:
         """The stream as one instruction per line (what a replay prints)."""
         head = (f"# {self.kind} stream on {self.cfg.name}: {len(self.insns)} instructions at "
                 f"{self.prog_addr:#x}, n_insns {self.n_insns}, window [{self.base:#x}, "
-                f"{self.limit:#x}), expect {self.expect.name if self.expect else 'a hang'}")
+                f"{self.limit:#x}), expect "
+                f"{'a hang' if self.expect is None else self.expect.name}")
         return "\n".join([head] + [f"{i:3d}  {insn.text()}"
                                    + ("    <- broken" if i == self.broken else "")
                                    for i, insn in enumerate(self.insns)])
@@ -231,7 +264,9 @@ class _Layout:
         self.params = self.prog + MAX_INSNS * isa.INSN_BYTES
         self.weights = self.params + self.param_sets * isa.PARAM_BEATS * bb
         self.rw = self.weights + 4 * 4 * cfg.rows * cfg.cols
-        self.limit = self.rw + 32 * 4 * cfg.raw_row_beats * bb
+        self.dump_row = cfg.raw_row_beats * bb          # one raw accumulator row
+        self.dump = self.rw + 32 * self.dump_row
+        self.limit = self.dump + _DUMPS * 2 * cfg.rows * self.dump_row
         self.size = self.limit + 64 * draw.int(0, 8)
 
     def image(self, rng):
@@ -244,6 +279,8 @@ class _Layout:
         shift = rng.integers(0, SHIFT_MAX + 1, n, dtype=np.int64)
         packed = isa_model.pack_params(bias, mult, shift, cfg)
         mem[self.params:self.params + packed.size] = packed
+        eye = np.eye(cfg.rows, cfg.cols, dtype=np.int8).view(np.uint8).ravel()
+        mem[self.weights:self.weights + eye.size] = eye       # for the closing dumps
         return mem
 
 
@@ -256,6 +293,7 @@ class _State:
 
     def __init__(self):
         self.defined = set()         # ("act row", i), ("acc row", i), ("param slot", i), ...
+        self.entries = {}            # vector table -> entries written; defined when all are
 
     def ok(self, keys):
         return all(k in self.defined for k in keys if k[0] != "memory beat")
@@ -288,7 +326,12 @@ def _dram(draw, lo, hi, extent, bb):
 
 def _load_act(draw, cfg, lay):
     rows, row_beats = draw.int(1, 6), draw.int(1, 3)
-    if row_beats == 1:
+    block = draw.coin(0.15)                 # a block of rows (a whole lookup table's)
+    if block:
+        rows, row_beats = draw.choice([isa.TABLE_ENTRIES // cfg.rows, draw.int(8, 64)]), 1
+    if block:
+        rs, bs = 1, 0
+    elif row_beats == 1:
         rs, bs = draw.int(1, 2), 0
     elif rows == 1:
         rs, bs = 0, draw.int(1, 2)
@@ -393,14 +436,23 @@ def _vec(draw, cfg, state):
     R, top = cfg.rows, cfg.act_buf_rows
     pool = state.pool("act row")
     vop = draw.choice(list(isa.VecOp))
+    if state.pool("vector table") and draw.coin(0.25):
+        vop = isa.VecOp.LUT                   # a table is there to be used
     if vop == isa.VecOp.LUT and not state.pool("vector table"):
         vop = isa.VecOp.TABLE                 # a lookup needs a table written first
     if vop == isa.VecOp.TABLE:
-        rows = draw.int(1, 4)
-        count = draw.int(1, max(1, isa.TABLE_ENTRIES // (R * rows)))
-        count = min(count, 4)
+        if draw.coin(0.6):                    # the whole table (a lookup reads any entry)
+            count = draw.choice([1, 2, 4])
+            rows = isa.TABLE_ENTRIES // R // count
+        else:
+            rows, count = draw.int(1, 4), draw.int(1, 4)
         if rows * count * R > isa.TABLE_ENTRIES:
             return None
+        n = rows * count
+        starts = [first for first, m in _runs(pool, n, every=True) if m == n]
+        if starts and draw.coin(0.9):         # rows written by one block load
+            return dict(vop=int(vop), a_row=draw.choice(starts), rows=rows, count=count,
+                        table=draw.int(0, cfg.vec_tables - 1))
         return dict(vop=int(vop), a_row=_start(draw, rows * count, top, pool=pool),
                     rows=rows, count=count, table=draw.int(0, cfg.vec_tables - 1))
     rows = 2 * draw.int(1, 2) if vop == isa.VecOp.ROPE else draw.int(1, 4)
@@ -504,7 +556,12 @@ def _one(draw, cfg, lay, state):
         return None
     if op == isa.Op.VEC and not _vec_ok(f):
         return None
-    state.defined |= {k for k in writes if k[0] != "memory beat"}
+    state.defined |= {k for k in writes if k[0] not in ("memory beat", "vector table")}
+    if op == isa.Op.VEC and f["vop"] == isa.VecOp.TABLE:
+        entries = state.entries.setdefault(f["table"], set())
+        entries.update(range(f["rows"] * f["count"] * cfg.rows))
+        if len(entries) == isa.TABLE_ENTRIES:
+            state.defined.add(("vector table", f["table"]))
     unit = isa.OPS[op].unit
     flags = {}
     for side, nb in isa.NEIGHBOURS[unit].items():
@@ -521,8 +578,8 @@ def repair(cfg, insns):
     while True:
         program = encode(insns)
         try:
+            isa_model.check_races(cfg, program)          # unbounded queues, then one-entry
             isa_model.check_tokens(program, queue_depth=1)
-            isa_model.check_races(cfg, program)
             return insns
         except isa_model.DeadlockError as e:
             stuck = [i for i in e.stuck if any(insns[i].flags.get(p) for p in _POPS)]
@@ -533,28 +590,74 @@ def repair(cfg, insns):
             insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {}))
 
 
+def _runs(rows, cap, every=False):
+    """The first and the last run (``every``: all runs) of consecutive rows in ``rows``
+    (a sorted list), each cut to ``cap`` rows: ``[(first row, rows)]``."""
+    runs, start = [], None
+    for i, r in enumerate(rows):
+        if start is None:
+            start = r
+        if i + 1 == len(rows) or rows[i + 1] != r + 1:
+            runs.append((start, r + 1 - start))
+            start = None
+    picked = runs if every else runs[:1] + runs[1:][-1:]
+    return [(first, min(n, cap)) for first, n in picked]
+
+
+def _observe(cfg, lay, body):
+    """The closing dumps: what the body left in the buffers, brought to memory so that
+    the comparison sees it. Accumulator rows go out raw (the first and the last run the
+    body wrote); activation rows through an identity ``MATMUL``, then raw."""
+    state = _State()
+    for insn in body:
+        state.defined |= {k for k in _footprint(cfg, isa.Op(insn.op), insn.fields)[1]
+                          if k[0] != "memory beat"}
+    cap, out, slot = 2 * cfg.rows, [], 0
+
+    def dump(acc_row, m):
+        nonlocal slot
+        out.append(Insn(int(isa.Op.STORE), {}, dict(
+            acc_row=acc_row, m=m, param_tile=0, raw=1, dram_stride=lay.dump_row,
+            dram_addr=lay.dump + slot * cap * lay.dump_row)))
+        slot += 1
+    for first, m in _runs(state.pool("acc row"), cap):
+        dump(first, m)
+    for j, (first, m) in enumerate(_runs(state.pool("act row"), cap)):
+        out.append(Insn(int(isa.Op.MATMUL), {}, dict(
+            weight_addr=lay.weights, act_row=first, act_stride=1, act_kstep=0, m=m,
+            k_tiles=1, acc_row=j * cap, accumulate=0, wfmt=int(isa.WeightFormat.INT8),
+            pair=0)))
+        dump(j * cap, m)
+    return out
+
+
 def legal_stream(draw, cfg, *, max_body=20):
     """A random legal stream on ``cfg`` (see the module docstring): up to ``max_body``
-    instructions before ``END``, fences added by :func:`repair` included."""
+    instructions, then the closing dumps (:func:`_observe`) and ``END``, fences added by
+    :func:`repair` included."""
     lay = _Layout(draw, cfg)
     state = _State()
     body = []
-    target = draw.int(1, max_body)
     tries = 0
-    while len(body) < target and tries < _TRIES * target:
-        tries += 1
-        insn = _one(draw, cfg, lay, state)
+    # One "more?" decision before each instruction, each instruction (with its failed
+    # attempts) one group: a shrinker deletes instructions by deleting groups.
+    while len(body) < max_body and tries < _TRIES * max_body and draw.coin(0.93):
+        insn = None
+        while insn is None and tries < _TRIES * max_body:
+            tries += 1
+            insn = draw.nested(lambda d: _one(d, cfg, lay, state))
         if insn is not None:
             body.append(insn)
-    insns = repair(cfg, body + [Insn(int(isa.Op.END), {}, {})])
+    end = [Insn(int(isa.Op.END), {}, {})]
+    insns = repair(cfg, body + _observe(cfg, lay, body) + end)
     while len(insns) > MAX_INSNS:         # repair's fences overflowed: drop the tail
         body = body[:len(body) // 2]
-        insns = repair(cfg, body + [Insn(int(isa.Op.END), {}, {})])
+        insns = repair(cfg, body + _observe(cfg, lay, body) + end)
     seed = draw.int(0, 2**32 - 1)
     image = lay.image(np.random.default_rng(seed))
     return _place(Stream(cfg=cfg, image=image, prog_addr=lay.prog, n_insns=len(insns),
                          base=lay.base, limit=lay.limit, rw=(lay.rw, lay.limit),
-                         insns=insns))
+                         insns=insns, layout=lay))
 
 
 def _place(stream):
@@ -642,6 +745,21 @@ def _extent(cfg, op, f):
     return (rows - 1) * b["dram_stride"] + row_bytes
 
 
+def _targets(kind, insns):
+    """The instructions that ``kind`` can break."""
+    work = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL, isa.Op.STORE, isa.Op.VEC)
+    dma = (_candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL))
+           + [i for i in _candidates(insns, (isa.Op.STORE,))
+              if not insns[i].fields.get("to_buf")])
+    return {
+        "bad_opcode": list(range(len(insns) - 1)), "bad_count": _candidates(insns, work),
+        "bad_format": _candidates(insns, (isa.Op.MATMUL,)),
+        "bad_vop": _candidates(insns, (isa.Op.VEC,)), "bad_buffer": _candidates(insns, work),
+        "window": dma, "align": dma, "no_end": [len(insns) - 1],
+        "deadlock": _candidates(insns, work),
+    }[kind]
+
+
 def illegal_stream(draw, cfg, kind=None, *, max_body=12):
     """A legal stream with one thing broken (``kind``, drawn from :data:`ILLEGAL_KINDS`
     when ``None``): its ``expect`` is the error the run must end in."""
@@ -651,26 +769,19 @@ def illegal_stream(draw, cfg, kind=None, *, max_body=12):
         raise ValueError(f"kind must be one of {sorted(ILLEGAL_KINDS)}, not {kind!r}")
     s = legal_stream(draw, cfg, max_body=max_body)
     insns, bb = s.insns, cfg.bus_bytes
-    body = range(len(insns) - 1)
-    dma_ops = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL)
-    pick = {
-        "bad_opcode": list(body),
-        "bad_count": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
-                                         isa.Op.STORE, isa.Op.VEC)),
-        "bad_format": _candidates(insns, (isa.Op.MATMUL,)),
-        "bad_vop": _candidates(insns, (isa.Op.VEC,)),
-        "bad_buffer": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
-                                          isa.Op.STORE, isa.Op.VEC)),
-        "window": _candidates(insns, dma_ops)
-        + [i for i in _candidates(insns, (isa.Op.STORE,)) if not insns[i].fields.get("to_buf")],
-        "align": _candidates(insns, dma_ops)
-        + [i for i in _candidates(insns, (isa.Op.STORE,)) if not insns[i].fields.get("to_buf")],
-        "no_end": [len(insns) - 1],
-        "deadlock": _candidates(insns, (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
-                                        isa.Op.STORE, isa.Op.VEC)),
-    }[kind]
-    if not pick:                          # nothing to break that way: add an instruction
-        return illegal_stream(draw, cfg, kind, max_body=max_body + 4)
+    pick = _targets(kind, insns)
+    if not pick:
+        # Nothing to break that way: add an instruction to break, after a FENCE (so that
+        # nothing before it can see what its fault leaves half done).
+        op = {"bad_format": isa.Op.MATMUL, "bad_vop": isa.Op.VEC}.get(kind, isa.Op.LOAD_ACT)
+        make = {isa.Op.MATMUL: lambda: _matmul(draw, cfg, s.layout, _State()),
+                isa.Op.VEC: lambda: _vec(draw, cfg, _State()),
+                isa.Op.LOAD_ACT: lambda: _load_act(draw, cfg, s.layout)}[op]
+        fields = None
+        while fields is None:
+            fields = make()
+        insns[-1:-1] = [Insn(int(isa.Op.FENCE), {}, {}), Insn(int(op), {}, fields)]
+        pick = _targets(kind, insns)
     i = draw.choice(pick)
     insn = insns[i]
     f = insn.fields
