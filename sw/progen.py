@@ -53,7 +53,7 @@ from .requant import MULT_MAX, SHIFT_MAX
 
 __all__ = ["Draw", "RngDraw", "HypothesisDraw", "streams", "Insn", "Stream", "MAX_INSNS",
            "ILLEGAL_KINDS", "legal_stream", "illegal_stream", "repair", "disassemble",
-           "encode", "allowed_bytes", "check", "run_on", "run_rtl"]
+           "encode", "allowed_bytes", "check", "run_on", "run_rtl", "shrink"]
 
 #: Instructions a stream may hold (body, fences added by :func:`repair`, ``END``).
 MAX_INSNS = 48
@@ -177,6 +177,7 @@ class Insn:
     op: int
     flags: dict
     fields: dict
+    role: str = "body"        # "body", "fence" (added by repair) or "dump" (closing dumps)
 
     def encode(self):
         key = (self.op, tuple(self.flags.items()), tuple(self.fields.items()))
@@ -587,7 +588,7 @@ def repair(cfg, insns):
             for p in _POPS:
                 insns[stuck[0]].flags.pop(p, None)
         except isa_model.RaceError as e:
-            insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {}))
+            insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {}, "fence"))
 
 
 def _runs(rows, cap, every=False):
@@ -607,26 +608,34 @@ def _runs(rows, cap, every=False):
 def _observe(cfg, lay, body):
     """The closing dumps: what the body left in the buffers, brought to memory so that
     the comparison sees it. Accumulator rows go out raw (the first and the last run the
-    body wrote); activation rows through an identity ``MATMUL``, then raw."""
+    body wrote); activation rows through an identity ``MATMUL``, then raw (the first and
+    the last run of those a ``VEC`` or a ``STORE`` computed, else of those loaded)."""
     state = _State()
+    computed = set()           # activation rows last written by a VEC or a STORE
     for insn in body:
-        state.defined |= {k for k in _footprint(cfg, isa.Op(insn.op), insn.fields)[1]
-                          if k[0] != "memory beat"}
+        if insn.op in (isa.Op.FENCE, isa.Op.END):
+            continue
+        writes = {k for k in _footprint(cfg, isa.Op(insn.op), insn.fields)[1]
+                  if k[0] != "memory beat"}
+        state.defined |= writes
+        rows = {i for k, i in writes if k == "act row"}
+        computed = (computed | rows) if insn.op in (isa.Op.VEC, isa.Op.STORE) \
+            else computed - rows
     cap, out, slot = 2 * cfg.rows, [], 0
 
     def dump(acc_row, m):
         nonlocal slot
         out.append(Insn(int(isa.Op.STORE), {}, dict(
             acc_row=acc_row, m=m, param_tile=0, raw=1, dram_stride=lay.dump_row,
-            dram_addr=lay.dump + slot * cap * lay.dump_row)))
+            dram_addr=lay.dump + slot * cap * lay.dump_row), "dump"))
         slot += 1
     for first, m in _runs(state.pool("acc row"), cap):
         dump(first, m)
-    for j, (first, m) in enumerate(_runs(state.pool("act row"), cap)):
+    for j, (first, m) in enumerate(_runs(sorted(computed) or state.pool("act row"), cap)):
         out.append(Insn(int(isa.Op.MATMUL), {}, dict(
             weight_addr=lay.weights, act_row=first, act_stride=1, act_kstep=0, m=m,
             k_tiles=1, acc_row=j * cap, accumulate=0, wfmt=int(isa.WeightFormat.INT8),
-            pair=0)))
+            pair=0), "dump"))
         dump(j * cap, m)
     return out
 
@@ -970,3 +979,108 @@ def run_rtl(stream, sim, *, mem_latency=20, write_latency=8):
     if problem is None and rtl.end_reset_settled != 0:
         problem = f"not idle after a soft reset at the end: status {rtl.end_reset_settled:#x}"
     return problem, rtl
+
+
+def _reads_defined(cfg, insns):
+    """Whether every instruction reads only what an earlier one wrote (the rule of a
+    legal stream), up to the first that cannot be decoded."""
+    state = _State()
+    for insn in insns:
+        if insn.op not in set(isa.Op) or insn.op in (isa.Op.FENCE, isa.Op.END):
+            continue
+        try:
+            reads, writes = _footprint(cfg, isa.Op(insn.op), insn.fields)
+        except (KeyError, ValueError, IndexError):
+            return True                       # the broken instruction: it never runs
+        if not state.ok(reads):
+            return False
+        state.defined |= {k for k in writes if k[0] not in ("memory beat", "vector table")}
+        if insn.op == isa.Op.VEC and insn.fields.get("vop") == isa.VecOp.TABLE:
+            f = insn.fields
+            entries = state.entries.setdefault(f["table"], set())
+            entries.update(range(f["rows"] * f["count"] * cfg.rows))
+            if len(entries) == isa.TABLE_ENTRIES:
+                state.defined.add(("vector table", f["table"]))
+    return True
+
+
+def _variant(stream, insns):
+    """``stream`` with the instructions ``insns`` (the broken one kept by identity), or
+    None when that is no longer a stream of the same kind."""
+    cfg = stream.cfg
+    broken = None
+    if stream.broken is not None:
+        keep = stream.insns[stream.broken]
+        broken = next((i for i, x in enumerate(insns) if x is keep), None)
+        if broken is None:
+            return None
+    insns = [dataclasses.replace(x, flags=dict(x.flags), fields=dict(x.fields))
+             for x in insns]                  # repair may change them
+    if stream.kind == "legal":                # the dumps and fences of the new body
+        body = [x for x in insns if x.role == "body" and x.op != isa.Op.END]
+        insns = body + _observe(cfg, stream.layout, body) + [Insn(int(isa.Op.END), {}, {})]
+    if not _reads_defined(cfg, insns):
+        return None
+    try:
+        if stream.kind == "legal":
+            repair(cfg, insns)
+        elif stream.kind != "deadlock":
+            head = insns[:broken] + [Insn(int(isa.Op.END), {}, {})]
+            isa_model.check_races(cfg, encode(head))
+    except isa_model.DependencyError:
+        return None
+    n_insns = len(insns) - (stream.kind == "no_end")
+    if len(insns) > MAX_INSNS:
+        return None
+    image = stream.image.copy()
+    out = _place(dataclasses.replace(stream, image=image, insns=insns, n_insns=n_insns,
+                                     broken=broken))
+    if stream.kind == "deadlock":
+        try:
+            isa_model.check_tokens(encode(insns))
+            return None
+        except isa_model.DeadlockError:
+            return out
+    _, error, at = allowed_bytes(out)
+    want = (n_insns if stream.kind == "no_end" else broken)
+    if error != stream.expect or (stream.kind != "legal" and at != want):
+        return None
+    return out
+
+
+def shrink(stream, fails, budget=3000):
+    """A smaller stream that still ``fails`` (a callable on a stream): delete one
+    instruction at a time (never ``END`` nor the broken one), then clear one dependency
+    flag at a time, keeping each change that leaves a stream of the same kind that still
+    fails, until none does or ``budget`` runs were spent. Returns the smallest."""
+    best, runs = stream, 0
+    changed = True
+    while changed and runs < budget:
+        changed = False
+        i = 0
+        while i < len(best.insns) - 1 and runs < budget:
+            if best.broken == i or (best.kind == "legal" and best.insns[i].role != "body"):
+                i += 1
+                continue
+            cand = _variant(best, [x for j, x in enumerate(best.insns) if j != i])
+            if cand is not None:
+                runs += 1
+                if fails(cand):
+                    best, changed = cand, True
+                    continue
+            i += 1
+        for i, insn in enumerate(best.insns):
+            if best.broken == i:
+                continue
+            for k in [k for k, v in insn.flags.items() if v]:
+                if runs >= budget or i >= len(best.insns) or best.insns[i] is not insn:
+                    break
+                trial = [dataclasses.replace(x, flags=dict(x.flags)) if j == i else x
+                         for j, x in enumerate(best.insns)]
+                trial[i].flags[k] = 0
+                cand = _variant(best, trial)
+                if cand is not None:
+                    runs += 1
+                    if fails(cand):
+                        best, changed = cand, True
+    return best

@@ -218,3 +218,34 @@ def test_a_failure_shrinks_to_a_minimal_stream(backends, monkeypatch):
     monkeypatch.setattr(vector, "add", wrong)
     problem, _ = progen.run_on(backends("tiny"), minimal)
     assert "differs from the golden model" in problem
+
+
+def test_shrink_keeps_the_failure_and_the_kind():
+    """:func:`progen.shrink` (what a campaign's replay prints) on the first drawn
+    streams that a wrong vector ADD breaks, legal and illegal: the result still fails,
+    is still a stream of the same kind ending in the same error, and is much shorter."""
+    cfg = get_preset("tiny")
+    real = vector.add
+
+    def wrong(a, b, mul_a, mul_b, shift, wide=False):
+        y = np.asarray(real(a, b, mul_a, mul_b, shift, wide=wide))
+        return y if wide else np.clip(y.astype(np.int16) + 1, -128, 127).astype(np.int8)
+
+    def fails(stream):
+        want = golden(stream, check_deps=False).mem
+        vector.add = wrong
+        try:
+            got = golden(stream, check_deps=False).mem
+        finally:
+            vector.add = real
+        return not np.array_equal(want, got)
+
+    for make in (progen.legal_stream, progen.illegal_stream):
+        s = next(s for s in (make(draw(seed), cfg) for seed in range(3000))
+                 if s.expect is not None and fails(s))
+        small = progen.shrink(s, fails)
+        assert fails(small) and small.kind == s.kind and small.expect == s.expect
+        snaps, error, at = progen.allowed_bytes(small)
+        assert error == small.expect
+        body = [i for i in small.insns if i.role == "body" and i.op != isa.Op.FENCE]
+        assert len(small.insns) < len(s.insns) and len(body) <= 4, small.text()
