@@ -432,7 +432,7 @@ def _cmd_regress(args):
     if sims is None:
         raise UsageError(f"--sim must be verilator, icarus or both, not {args.sim!r}")
     if args.seed is not None:                  # a replay: here, with its traceback
-        ok, _ = run_campaign(1, sims, first_seed=args.seed, progress=False)
+        ok, _ = run_campaign(1, sims, first_seed=args.seed, progress=False, shrink=True)
     else:
         workers = (os.cpu_count() or 1) if args.workers is None else args.workers
         ok, _ = run_campaign(args.seeds, sims, first_seed=args.first_seed, workers=workers,

@@ -36,6 +36,14 @@ read out through an identity ``MATMUL``). What happens to the run:
   program's fetch, the program is placed so that such a boundary falls at a random
   instruction. Three times in four the burst is not the region's first (mid-run).
 
+* random instruction streams (``streams``, :func:`stream_case`): not a compiled GEMM but
+  programs of any legal shape that :mod:`sw.progen` draws (every opcode, fields across
+  their ranges, random tokens), legal and illegal alternating (each field out of range,
+  token misuse that must hang until the host's watchdog), checked against the golden
+  model on the whole memory image; under Verilator :data:`STREAMS_PER_SEED` run one
+  after another on one running simulator, soft-reset after each. A replay shrinks a
+  failing stream to a minimal one and prints it.
+
 After any error the status must be exactly the error code, memory outside the outputs
 unchanged, every output byte either untouched or the golden value (no garbage from
 errored reads), and the erroring write burst's first beat untouched. Runs on the Verilog
@@ -56,7 +64,7 @@ import numpy as np
 
 from serrano.hw import isa, regs
 from serrano.hw.config import get_preset
-from . import compiler, golden, isa_model, q4, requant
+from . import compiler, golden, isa_model, progen, q4, requant
 from .gemm import random_q4
 
 __all__ = ["KINDS", "PROGRAM_FAULTS", "BUS_FAULTS", "FAULTS", "RESETS", "DECK_SIZE", "BINS",
@@ -67,11 +75,15 @@ PROGRAM_FAULTS = ("bad_opcode", "bad_buffer", "bad_count", "window", "align", "n
 BUS_FAULTS = ("read_error", "write_error", "decerr")
 FAULTS = PROGRAM_FAULTS + BUS_FAULTS
 RESETS = ("reset_soft", "reset_hard")
-#: What a seed does to its run (``None``: a clean run).
-KINDS = (None,) + RESETS + FAULTS
+#: What a seed does to its run (``None``: a clean run; ``"streams"``: random instruction
+#: streams instead of a compiled GEMM, :func:`stream_case`).
+KINDS = (None,) + RESETS + FAULTS + ("streams",)
 # One deck of DECK_SIZE seeds, shuffled per deck: exact shares, random order.
-_DECK = ([None] * 17 + ["reset_soft"] * 4 + ["reset_hard"] * 4 + list(PROGRAM_FAULTS) * 2
-         + ["read_error"] * 7 + ["write_error"] * 3 + ["decerr"] * 3)
+_DECK = ([None] * 11 + ["reset_soft"] * 4 + ["reset_hard"] * 4 + list(PROGRAM_FAULTS) * 2
+         + ["read_error"] * 7 + ["write_error"] * 3 + ["decerr"] * 3 + ["streams"] * 6)
+#: Streams a ``streams`` seed runs one after another on one running fast simulator
+#: (Verilator); under Icarus (one simulation each) a seed runs one.
+STREAMS_PER_SEED = 12
 DECK_SIZE = len(_DECK)
 READ_REGIONS = ("act", "weight", "param", "prog")
 
@@ -98,6 +110,8 @@ BINS = (
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
        "vec:wide_rope", "vec:wide_softmax",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
+    + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
+    + ["stream:persistent"]
 )
 
 
@@ -427,9 +441,59 @@ def _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw=False):
                                  block=block, raw=raw)
 
 
-def run_case(seed, sims=("verilator", "icarus")):
+_BACKENDS = {}
+
+
+def _fast_backend(cfg):
+    """This process's running fast simulator for ``cfg`` (opened once, kept for every
+    ``streams`` seed the process runs)."""
+    if cfg.name not in _BACKENDS:
+        from .backends import open_backend
+        _BACKENDS[cfg.name] = open_backend("verilator", cfg, mem_bytes=1 << 20,
+                                           mem_latency=20)
+    return _BACKENDS[cfg.name]
+
+
+def stream_case(seed, rng, sim, cfg, shrink=False):
+    """A ``streams`` seed: random instruction streams (:mod:`sw.progen`), legal and
+    illegal alternating, checked against the golden model on the whole memory image.
+    Under Verilator :data:`STREAMS_PER_SEED` of them run one after another on this
+    process's running simulator (soft-reset after each, faults between them); under
+    Icarus one, in its own simulation. ``shrink``: a failing stream is cut to a minimal
+    one (:func:`sw.progen.shrink`, as a replay does) and both are printed."""
+    draw = progen.RngDraw(rng)
+    n = STREAMS_PER_SEED if sim == "verilator" else 1
+    first_legal = bool(rng.integers(0, 2))
+    bins, kinds = set(), []
+    for j in range(n):
+        legal = (j % 2 == 0) == first_legal
+        s = progen.legal_stream(draw, cfg) if legal else progen.illegal_stream(draw, cfg)
+
+        def fails(stream):
+            if sim == "verilator":
+                return progen.run_on(_fast_backend(cfg), stream)[0]
+            return progen.run_rtl(stream, sim)[0]
+        problem = fails(s)
+        kinds.append(s.kind)
+        if problem:
+            what = f"{sim} {cfg.name} streams: stream {j} ({s.kind}): {problem}\n{s.text()}"
+            if shrink:
+                small = progen.shrink(s, fails)
+                what += f"\nminimal stream ({fails(small)}):\n{small.text()}"
+            return False, what, set()
+        bins.add(f"stream:{s.kind}")
+    if n > 1:
+        bins.add("stream:persistent")
+    counts = Counter(kinds)
+    return True, (f"{sim} {cfg.name} streams: "
+                  + ", ".join(f"{c} {k}" for k, c in sorted(counts.items()))), bins
+
+
+def run_case(seed, sims=("verilator", "icarus"), shrink=False):
     """Run seed ``seed``; return ``(ok, message, bins hit)``."""
     rng, sim, cfg, m, k, n, kind = _case(seed, sims)
+    if kind == "streams":
+        return stream_case(seed, rng, sim, cfg, shrink)
     # Block formats on three seeds in ten: 4-bit codes (two in ten), 8-bit codes (one).
     fmt = str(rng.choice(["int8"] * 7 + ["q4"] * 2 + ["q8"]))
     a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, fmt)
@@ -680,11 +744,11 @@ def _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu, sat, mem):
 # The campaign
 
 
-def _seed_result(seed, sims):
+def _seed_result(seed, sims, shrink=False):
     """Seed ``seed`` wherever it runs (this process or a Dask worker): ``(seed, ok,
     message, bins, traceback)``; a crash is a failure with its traceback."""
     try:
-        ok, msg, bins = run_case(seed, sims)
+        ok, msg, bins = run_case(seed, sims, shrink)
         return seed, ok, msg, sorted(bins), ""
     except Exception as e:                                      # a crash is a failure
         return seed, False, f"{type(e).__name__}: {e}", [], traceback.format_exc()
@@ -708,9 +772,9 @@ def open_client(workers=None, scheduler=None, scheduler_file=None):
     return Client(cluster), cluster
 
 
-def _results_in_this_process(seeds, sims):
+def _results_in_this_process(seeds, sims, shrink=False):
     for seed in seeds:
-        yield _seed_result(seed, sims)
+        yield _seed_result(seed, sims, shrink)
 
 
 def _results_on_dask(client, seeds, sims):
@@ -728,7 +792,8 @@ def _results_on_dask(client, seeds, sims):
 
 
 def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, scheduler=None,
-                 scheduler_file=None, client=None, results=None, progress=None):
+                 scheduler_file=None, client=None, results=None, progress=None,
+                 shrink=False):
     """Run ``seeds`` seeds from ``first_seed`` (or the seeds of a list ``seeds``); print
     each seed's line (as it ends), each failure's replay command, the coverage table and
     the summary. Returns ``(all passed,
@@ -738,7 +803,8 @@ def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, schedu
     otherwise on Dask (:func:`open_client`: ``client``, or a scheduler's address or file,
     or a local cluster of ``workers`` processes). ``progress`` shows a progress bar on
     standard error (seeds done, passed, failed, the rate; default: when it is a
-    terminal)."""
+    terminal). ``shrink`` (in this process only: a replay) cuts a failing random stream
+    to a minimal one and prints it."""
     from tqdm import tqdm
     passed = failed = 0
     coverage = Counter()
@@ -755,7 +821,7 @@ def run_campaign(seeds, sims, first_seed=0, out=sys.stdout, *, workers=0, schedu
     bar = tqdm(total=len(seeds), unit="seed", file=sys.stderr,
                disable=None if progress is None else not progress, dynamic_ncols=True)
     try:
-        stream = (_results_in_this_process(seeds, sims) if client is None
+        stream = (_results_in_this_process(seeds, sims, shrink) if client is None
                   else _results_on_dask(client, seeds, sims))
         for seed, ok, msg, bins, trace in stream:
             if results is not None:

@@ -1,7 +1,7 @@
 """A short slice of the constrained-random campaign (``serrano regress``) for CI, on a
 local two-worker Dask cluster as the campaign runs: on the simulators ``SIM`` selects,
 the first seed drawing the ``tiny`` preset for each group of kinds of run: a clean run,
-a reset mid-run, a bus fault, a program fault."""
+a reset mid-run, a bus fault, a program fault, random instruction streams."""
 
 import io
 
@@ -9,7 +9,7 @@ from serrano.sw import regress
 from serrano.sw.regress import _case, run_campaign
 from tests.conftest import require_simulator, selected_simulators
 
-GROUPS = ((None,), regress.RESETS, regress.BUS_FAULTS, regress.PROGRAM_FAULTS)
+GROUPS = ((None,), regress.RESETS, regress.BUS_FAULTS, regress.PROGRAM_FAULTS, ("streams",))
 
 
 def slice_seeds(sims):
