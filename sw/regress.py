@@ -482,11 +482,54 @@ def stream_case(seed, rng, sim, cfg, shrink=False):
                 what += f"\nminimal stream ({fails(small)}):\n{small.text()}"
             return False, what, set()
         bins.add(f"stream:{s.kind}")
+        if s.kind == "legal":
+            bins |= _stream_bins(cfg, s)
     if n > 1:
         bins.add("stream:persistent")
     counts = Counter(kinds)
     return True, (f"{sim} {cfg.name} streams: "
                   + ", ".join(f"{c} {k}" for k, c in sorted(counts.items()))), bins
+
+
+def _stream_bins(cfg, stream):
+    """The ``vec:*``, ``mm:pair`` and ``weights:*`` bins a passing legal stream hits."""
+    bins = set()
+    for insn in stream.insns:
+        f = insn.fields
+        if insn.role != "body":
+            continue
+        if insn.op == isa.Op.MATMUL:
+            if f["pair"]:
+                bins.add("mm:pair")
+            fmt = isa.WeightFormat(f["wfmt"])
+            if fmt != isa.WeightFormat.INT8:
+                bins.add(f"weights:{fmt.name.lower()}")
+        if insn.op != isa.Op.VEC:
+            continue
+        vop = isa.VecOp(f["vop"])
+        bins.add(f"vec:{vop.name}")
+        if vop == isa.VecOp.TABLE:
+            continue
+        L = f["rows"] * cfg.rows
+        if vop in isa.REDUCE_VOPS and f["length"] < L:
+            bins.add("vec:masked")
+        if vop in (isa.VecOp.SOFTMAX, isa.VecOp.ARGMAX) and f["causal"] and f["count"] > 1:
+            bins.add("vec:causal")
+        if f["a_row"] == f["dst_row"]:
+            bins.add("vec:in_place")
+        if f["count"] > 1:
+            bins.add("vec:several_vectors")
+            if f["stride"]:
+                bins.add("vec:interleaved")
+            if f.get("b_repeat"):
+                bins.add("vec:repeating_b")
+        if f["wide"]:
+            bins.add(f"vec:wide_{vop.name.lower()}" if vop in (*isa.PAIR_VOPS, isa.VecOp.SOFTMAX,
+                                                               isa.VecOp.ARGMAX)
+                     else "vec:wide")
+        if f["wide_out"]:
+            bins.add("vec:wide_out")
+    return bins & set(BINS)
 
 
 def run_case(seed, sims=("verilator", "icarus"), shrink=False):
