@@ -6,19 +6,28 @@ random order, every field inside its documented range, random dependency tokens,
 repaired into a legal program (below). :func:`illegal_stream` breaks one field or one
 rule of a legal stream, so that the run must end in a named error.
 
-Draws come from a :class:`Draw`: :class:`RngDraw` (a numpy generator: campaigns, one
-stream per seed) or :class:`HypothesisDraw` (``hypothesis``' ``data`` object: property
-tests, whose failures hypothesis shrinks to a minimal stream). Every decision is one
-``int`` draw, smaller values giving simpler streams, so shrinking moves towards shorter
-programs, smaller counts, lower rows and fewer options.
+Draws come from a :class:`Draw`: :class:`RngDraw` (a numpy generator: campaigns) or
+:class:`HypothesisDraw` (:func:`streams`, a hypothesis strategy: property tests, whose
+failures hypothesis shrinks). Every decision is one ``int`` draw, smaller values giving
+simpler streams, and each instruction is one group of draws after a "one more?" draw, so
+shrinking moves towards fewer instructions, smaller counts, lower rows and fewer options.
+:func:`shrink` cuts a failing stream from a campaign seed down by deleting instructions
+and flags while it stays a stream of its kind and still fails (what a replay prints).
+
+A legal stream ends with closing dumps (:func:`_observe`) that bring what its body left
+in the accumulators and the activation buffer to memory, so that the comparison of the
+memory image sees every effect, then ``END``. :func:`check` is the verdict on a run,
+:func:`run_on` runs a stream on any backend of :mod:`sw.backends` (a fast simulator kept
+running across streams), :func:`run_rtl` on the Verilog system model (Icarus).
 
 Memory
 ------
 ``[0, base)`` and ``[limit, size)`` are outside the DMA window (random bytes that must stay
 as they are). Inside: the program (room for :data:`MAX_INSNS` instructions, so that a
 fetch running ahead never leaves the window), then a read-only region (valid
-requantization parameter sets, then weights: random bytes, which every weight format
-accepts), then a read-write region (random bytes: activations in and results out).
+requantization parameter sets, then weights: an identity tile for the dumps, then random
+bytes, which every weight format accepts), then a read-write region (random bytes:
+activations in and results out), then the dumps' region.
 Loads read both regions, ``MATMUL`` weights come from the read-only one (weights are
 constant for a program, :mod:`hw.isa`), stores write the read-write one only.
 
