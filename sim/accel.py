@@ -66,6 +66,7 @@ def run_rtl(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None, pause=0
     wall = time.perf_counter() - t0
     return RtlResult(
         image=np.frombuffer(bytes.fromhex(result["image"]), dtype=np.uint8).copy(),
-        status=result["status"], counters=result["counters"], wall_s=wall, timed_out=result["timed_out"],
+        status=result["status"], counters=result["counters"], wall_s=wall,
+        timed_out=result["timed_out"],
         irq_cleared=not result["irq_after_clear"], magic=result["magic"],
         reset_status=result["reset_status"])

@@ -442,8 +442,9 @@ class AccumulatorMonitor:
     The monitor keeps a shadow copy of every row, computed only from the update port: an
     update in cycle ``u`` sets ``row[upd_addr] = (row if upd_accumulate else 0) +
     upd_data`` (``(upd_data + 128) >> 8`` per element with ``upd_shr8``), each of the
-    ``cols`` elements wrapping at ``width`` bits (rows start at zero, as the RAM does). ``visibility`` is the read contract: an update presented in
-    cycle ``u`` is seen by a read issued in cycle ``r >= u + visibility``. The default, 3,
+    ``cols`` elements wrapping at ``width`` bits (rows start at zero, as the RAM does).
+    ``visibility`` is the read contract: an update presented in cycle ``u`` is seen by a
+    read issued in cycle ``r >= u + visibility``. The default, 3,
     is :class:`hw.buffers.Accumulator`'s (its 3-stage read-modify-write writes the update
     at the end of cycle ``u + 2``; the read port sees writes that ended before the read's
     cycle). Then, every cycle:
@@ -458,8 +459,8 @@ class AccumulatorMonitor:
       to agree: that update is not yet written back, so the read cannot see it.
 
     ``step(cycle, upd_valid, upd_addr, upd_accumulate, upd_data, rd_en, rd_addr,
-    rd_data, upd_shr8=0)``: the rows are packed ints (element ``c`` in bits ``[c*width, (c+1)*width)``)
-    or sequences of ``cols`` ints. :meth:`check_contents` compares the whole RAM with the
+    rd_data, upd_shr8=0)``: the rows are packed ints (element ``c`` in bits
+    ``[c*width, (c+1)*width)``) or sequences of ``cols`` ints. :meth:`check_contents` compares the whole RAM with the
     shadow (updates never read back; call it once the last update is written);
     :meth:`forget` drops the shadow after a reset that may cut an update short.
     ``updates``, ``reads`` and ``back_to_back`` (updates of the row updated in the cycle
