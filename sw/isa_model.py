@@ -78,7 +78,7 @@ from .requant import requantize, split_wide, MULT_MAX, SHIFT_MAX
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
            "check_races", "Program", "pack_weights", "pack_params", "weight_bytes",
-           "vec_offsets", "pair_product", "written_pages"]
+           "vec_offsets", "pair_product", "written_pages", "dma_span"]
 
 #: The units, by :class:`hw.isa.Unit` number.
 UNITS = tuple(u.name.lower() for u in isa.Unit)
@@ -299,26 +299,13 @@ class Machine:
             raise _Fault(isa.Error.BAD_BUFFER)
 
     def _dma_checks(self, op, b):
-        cfg, bb = self.cfg, self.cfg.bus_bytes
-        if op == isa.Op.LOAD_ACT:
+        if op == isa.Op.LOAD_ACT or (op == isa.Op.STORE and not b["to_buf"]):
             self._align(b["dram_addr"], b["dram_stride"])
-            self._window(b["dram_addr"],
-                         (b["rows"] - 1) * b["dram_stride"] + b["row_beats"] * bb)
-        elif op == isa.Op.LOAD_PARAM:
-            self._align(b["dram_addr"])
-            self._window(b["dram_addr"], b["n_tiles"] * isa.PARAM_BEATS * bb)
-        elif op == isa.Op.MATMUL:
-            self._align(b["weight_addr"])
-            self._window(b["weight_addr"], weight_bytes(cfg, b))
-        elif op == isa.Op.STORE and not b["to_buf"]:
-            self._align(b["dram_addr"], b["dram_stride"])
-            row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb * (1 + b["wide"])
-            rows = b["m"]
-            if b["transpose"]:
-                rows, row_bytes = _tiles(b["m"], cfg.cols), cfg.cols * bb
-            self._window(b["dram_addr"], (rows - 1) * b["dram_stride"] + row_bytes)
-        # Strides are non-negative, so row 0's first byte and the last row's last byte
-        # bound every byte of the instruction: checking those two checks them all.
+        elif op in (isa.Op.LOAD_PARAM, isa.Op.MATMUL):
+            self._align(b["dram_addr" if op == isa.Op.LOAD_PARAM else "weight_addr"])
+        span = dma_span(self.cfg, op, b)
+        if span is not None:
+            self._window(*span)
 
     # -- effects (called only after every check passed)
 
@@ -953,6 +940,26 @@ def _flags(pop_prev, pop_next, push_prev, push_next, pop_side=0, push_side=0):
 
 def _tiles(n, size):
     return -(-n // size)
+
+
+def dma_span(cfg, op, b):
+    """``(first byte, bytes to one past the last)`` of the memory an instruction with
+    body ``b`` reads or writes, or None if it touches none. Strides are non-negative, so
+    row 0's first byte and the last row's last byte bound every byte it touches."""
+    bb = cfg.bus_bytes
+    if op == isa.Op.LOAD_ACT:
+        return b["dram_addr"], (b["rows"] - 1) * b["dram_stride"] + b["row_beats"] * bb
+    if op == isa.Op.LOAD_PARAM:
+        return b["dram_addr"], b["n_tiles"] * isa.PARAM_BEATS * bb
+    if op == isa.Op.MATMUL:
+        return b["weight_addr"], weight_bytes(cfg, b)
+    if op == isa.Op.STORE and not b["to_buf"]:
+        row_bytes = cfg.raw_row_beats * bb if b["raw"] else bb * (1 + b["wide"])
+        rows = b["m"]
+        if b["transpose"]:
+            rows, row_bytes = _tiles(b["m"], cfg.cols), cfg.cols * bb
+        return b["dram_addr"], (rows - 1) * b["dram_stride"] + row_bytes
+    return None
 
 
 def weight_bytes(cfg, b):

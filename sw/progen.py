@@ -61,7 +61,7 @@ from . import isa_model
 from .requant import MULT_MAX, SHIFT_MAX
 
 __all__ = ["Draw", "RngDraw", "HypothesisDraw", "streams", "Insn", "Stream", "MAX_INSNS",
-           "ILLEGAL_KINDS", "legal_stream", "illegal_stream", "repair", "disassemble",
+           "ILLEGAL_KINDS", "legal_stream", "illegal_stream", "repair",
            "encode", "allowed_bytes", "check", "run_on", "run_rtl", "shrink"]
 
 #: Instructions a stream may hold (body, fences added by :func:`repair`, ``END``).
@@ -254,10 +254,6 @@ def encode(insns):
     return b"".join(insn.encode() for insn in insns)
 
 
-def disassemble(insns):
-    return "\n".join(f"{i:3d}  {insn.text()}" for i, insn in enumerate(insns))
-
-
 # --------------------------------------------------------------------------------------
 # Memory layout
 
@@ -307,6 +303,15 @@ class _State:
 
     def ok(self, keys):
         return all(k in self.defined for k in keys if k[0] != "memory beat")
+
+    def record(self, cfg, op, fields, writes):
+        """An instruction ``op`` with ``fields`` wrote ``writes`` (its footprint's)."""
+        self.defined |= {k for k in writes if k[0] not in ("memory beat", "vector table")}
+        if op == isa.Op.VEC and fields["vop"] == isa.VecOp.TABLE:
+            entries = self.entries.setdefault(fields["table"], set())
+            entries.update(range(fields["rows"] * fields["count"] * cfg.rows))
+            if len(entries) == isa.TABLE_ENTRIES:
+                self.defined.add(("vector table", fields["table"]))
 
     def pool(self, kind):
         """The rows (slots, tables) of ``kind`` written so far, ascending."""
@@ -566,12 +571,7 @@ def _one(draw, cfg, lay, state):
         return None
     if op == isa.Op.VEC and not _vec_ok(f):
         return None
-    state.defined |= {k for k in writes if k[0] not in ("memory beat", "vector table")}
-    if op == isa.Op.VEC and f["vop"] == isa.VecOp.TABLE:
-        entries = state.entries.setdefault(f["table"], set())
-        entries.update(range(f["rows"] * f["count"] * cfg.rows))
-        if len(entries) == isa.TABLE_ENTRIES:
-            state.defined.add(("vector table", f["table"]))
+    state.record(cfg, op, f, writes)
     unit = isa.OPS[op].unit
     flags = {}
     for side, nb in isa.NEIGHBOURS[unit].items():
@@ -747,22 +747,6 @@ def _dma_fields(op):
             isa.Op.MATMUL: ("weight_addr",), isa.Op.STORE: ("dram_addr", "dram_stride")}[op]
 
 
-def _extent(cfg, op, f):
-    """Bytes from the first to one past the last that a DMA instruction touches."""
-    b = dict(_defaults(op), **f)
-    bb = cfg.bus_bytes
-    if op == isa.Op.LOAD_ACT:
-        return (b["rows"] - 1) * b["dram_stride"] + b["row_beats"] * bb
-    if op == isa.Op.LOAD_PARAM:
-        return b["n_tiles"] * isa.PARAM_BEATS * bb
-    if op == isa.Op.MATMUL:
-        return isa_model.weight_bytes(cfg, b)
-    rows, row_bytes = b["m"], (cfg.raw_row_beats if b["raw"] else 1 + b["wide"]) * bb
-    if b["transpose"]:
-        rows, row_bytes = -(-b["m"] // cfg.cols), cfg.cols * bb
-    return (rows - 1) * b["dram_stride"] + row_bytes
-
-
 def _targets(kind, insns):
     """The instructions that ``kind`` can break."""
     work = (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL, isa.Op.STORE, isa.Op.VEC)
@@ -834,7 +818,7 @@ def illegal_stream(draw, cfg, kind=None, *, max_body=12):
             f[name] = (1 << 32) - bb * draw.int(1, 4)
         else:                                                 # across or past its end
             f[name] = s.limit - bb * draw.int(0, 2)
-            if f[name] + _extent(cfg, op, f) <= s.limit:
+            if sum(isa_model.dma_span(cfg, op, dict(_defaults(op), **f))) <= s.limit:
                 f[name] = s.limit
     elif kind == "align":
         names = _dma_fields(op)
@@ -1003,13 +987,7 @@ def _reads_defined(cfg, insns):
             return True                       # the broken instruction: it never runs
         if not state.ok(reads):
             return False
-        state.defined |= {k for k in writes if k[0] not in ("memory beat", "vector table")}
-        if insn.op == isa.Op.VEC and insn.fields.get("vop") == isa.VecOp.TABLE:
-            f = insn.fields
-            entries = state.entries.setdefault(f["table"], set())
-            entries.update(range(f["rows"] * f["count"] * cfg.rows))
-            if len(entries) == isa.TABLE_ENTRIES:
-                state.defined.add(("vector table", f["table"]))
+        state.record(cfg, isa.Op(insn.op), insn.fields, writes)
     return True
 
 
