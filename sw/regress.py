@@ -454,7 +454,7 @@ def _fast_backend(cfg):
     return _BACKENDS[cfg.name]
 
 
-def stream_case(seed, rng, sim, cfg, shrink=False):
+def stream_case(rng, sim, cfg, shrink=False):
     """A ``streams`` seed: random instruction streams (:mod:`sw.progen`), legal and
     illegal alternating, checked against the golden model on the whole memory image.
     Under Verilator :data:`STREAMS_PER_SEED` of them run one after another on this
@@ -465,14 +465,15 @@ def stream_case(seed, rng, sim, cfg, shrink=False):
     n = STREAMS_PER_SEED if sim == "verilator" else 1
     first_legal = bool(rng.integers(0, 2))
     bins, kinds = set(), []
+
+    def fails(stream):
+        """The stream's problem on the RTL (None: it passed)."""
+        if sim == "verilator":
+            return progen.run_on(_fast_backend(cfg), stream)[0]
+        return progen.run_rtl(stream, sim)[0]
     for j in range(n):
         legal = (j % 2 == 0) == first_legal
         s = progen.legal_stream(draw, cfg) if legal else progen.illegal_stream(draw, cfg)
-
-        def fails(stream):
-            if sim == "verilator":
-                return progen.run_on(_fast_backend(cfg), stream)[0]
-            return progen.run_rtl(stream, sim)[0]
         problem = fails(s)
         kinds.append(s.kind)
         if problem:
@@ -536,7 +537,7 @@ def run_case(seed, sims=("verilator", "icarus"), shrink=False):
     """Run seed ``seed``; return ``(ok, message, bins hit)``."""
     rng, sim, cfg, m, k, n, kind = _case(seed, sims)
     if kind == "streams":
-        return stream_case(seed, rng, sim, cfg, shrink)
+        return stream_case(rng, sim, cfg, shrink)
     # Block formats on three seeds in ten: 4-bit codes (two in ten), 8-bit codes (one).
     fmt = str(rng.choice(["int8"] * 7 + ["q4"] * 2 + ["q8"]))
     a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, fmt)
