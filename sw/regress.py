@@ -811,8 +811,9 @@ def open_client(workers=None, scheduler=None, scheduler_file=None):
     address = scheduler or dask.config.get("scheduler-address", None)
     if address:
         return Client(address), None
+    # The scheduler's HTTP server on any free port: two local clusters may run at once.
     cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                           processes=True, dashboard_address=None)
+                           processes=True, dashboard_address=":0")
     return Client(cluster), cluster
 
 

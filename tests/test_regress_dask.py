@@ -32,7 +32,7 @@ def serial():
 def _cluster(workers):
     from dask.distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=":0")   # any free port: two clusters may run at once
     return cluster, Client(cluster)
 
 
