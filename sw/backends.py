@@ -305,8 +305,9 @@ class _BatchRTL(_RegisterFile):
 
 
 class IcarusBackend(_BatchRTL):
-    """The RTL under Icarus (cocotb and the Verilog memory model, :mod:`sim.system`), one
-    simulation per program, the memory in and out by file."""
+    """The RTL under Icarus (cocotb and the Verilog memory model, :mod:`sim.system`): one
+    simulation kept running (:func:`sim.runner.session`), the accelerator reset and the
+    memory loaded by file before each program, read back by file after it."""
 
     name = "icarus"
 
@@ -320,7 +321,8 @@ class IcarusBackend(_BatchRTL):
         from serrano.sim.system import run_system
         return run_system(self.cfg, image, r["prog_addr"], r["prog_len"], "icarus",
                           base=r["base"], limit=r["limit"], mem_latency=self.mem_latency,
-                          write_latency=WRITE_LATENCY, timeout_cycles=cycles)
+                          write_latency=WRITE_LATENCY, timeout_cycles=cycles,
+                          persistent=True)
 
 
 class AmaranthBackend(_BatchRTL):

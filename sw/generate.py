@@ -40,7 +40,7 @@ from .nn import archs, device_exec, float_exec, lower_decoder
 from .runtime import CHECKS, Device
 
 __all__ = ["MODELS", "OPS", "WEIGHTS", "DEFAULT_PROMPT", "LLM_CALIBRATION", "generate",
-           "agreement", "read_texts"]
+           "agreement", "read_texts", "open_executor"]
 
 #: Where the non-GEMM ops run: on the host (float32), or on the chip.
 OPS = ("host", "chip")
@@ -215,6 +215,19 @@ class _Executor:
             return int(np.argmax(self.run(ids, p0, state, last=True)[-1]))
         feeds = {"ids": np.asarray(ids), "pos": np.arange(p0, p0 + len(ids))}
         return self.ex.run(feeds, argmax=True)["token"]
+
+
+def open_executor(dev, model, *, positions, ops="host", weights=None, act_bits=None):
+    """The executor of ``model`` (a :class:`sw.models.llama.Llama`) on the open device
+    ``dev`` for up to ``positions`` positions: ``.next_token(ids, p0, state)`` gives the
+    greedy next token after ``ids`` at positions ``p0 ..`` (the KV cache in ``state``
+    and in device memory), ``.run`` the logits; and the weights' format."""
+    graph, params = _model_graph(model)
+    q4, weights = _q4(dev.cfg, model, graph, params, weights)
+    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
+    return _Executor(dev, model, _Bytes.encode if model.path is None else
+                     (lambda t: LM.tokenize(model, t)), graph, params, q4, act_bits,
+                     positions, ops), weights
 
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,

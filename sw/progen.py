@@ -958,16 +958,16 @@ def run_on(backend, stream):
     return problem, outcome
 
 
-def run_rtl(stream, sim, *, mem_latency=20, write_latency=8):
+def run_rtl(stream, sim, *, mem_latency=20, write_latency=8, persistent=False):
     """Run ``stream`` on the accelerator's Verilog (:func:`sim.system.run_system`, which
-    soft-resets it after the end) and return :func:`check`'s verdict (None: passed) and
-    the run's result."""
+    soft-resets it after the end; ``persistent``: on this process's running simulation)
+    and return :func:`check`'s verdict (None: passed) and the run's result."""
     from serrano.sim.system import run_system
     budget = _budget(stream) if stream.expect is None else None
     rtl = run_system(stream.cfg, stream.image, stream.prog_addr, stream.n_insns, sim,
                      base=stream.base, limit=stream.limit, mem_latency=mem_latency,
                      write_latency=write_latency, timeout_cycles=budget,
-                     soft_reset_at_end=True)
+                     soft_reset_at_end=True, persistent=persistent)
     problem = check(stream, rtl.image, rtl.status, rtl.timed_out)
     if problem is None and rtl.end_reset_settled != 0:
         problem = f"not idle after a soft reset at the end: status {rtl.end_reset_settled:#x}"

@@ -40,9 +40,16 @@ read out through an identity ``MATMUL``). What happens to the run:
   programs of any legal shape that :mod:`sw.progen` draws (every opcode, fields across
   their ranges, random tokens), legal and illegal alternating (each field out of range,
   token misuse that must hang until the host's watchdog), checked against the golden
-  model on the whole memory image; under Verilator :data:`STREAMS_PER_SEED` run one
-  after another on one running simulator, soft-reset after each. A replay shrinks a
-  failing stream to a minimal one and prints it.
+  model on the whole memory image; :data:`STREAMS_PER_SEED` run one after another on
+  one running simulator. A replay shrinks a failing stream to a minimal one and prints
+  it;
+* a language model generating tokens (``llm``, :func:`llm_case`): a seeded random
+  ``llama_tiny`` through the driver, its KV cache in device memory, every call's memory
+  against the golden model's (on the fast simulator).
+
+Every RTL run but one in 25 (:data:`FRESH_SHARE`) goes to the worker's running
+simulation of its design (:func:`sim.runner.session`: reset through ``rst`` before each
+case, as at power-on), which saves the simulator's start-up (about 2 s) per run.
 
 After any error the status must be exactly the error code, memory outside the outputs
 unchanged, every output byte either untouched or the golden value (no garbage from
@@ -76,14 +83,20 @@ BUS_FAULTS = ("read_error", "write_error", "decerr")
 FAULTS = PROGRAM_FAULTS + BUS_FAULTS
 RESETS = ("reset_soft", "reset_hard")
 #: What a seed does to its run (``None``: a clean run; ``"streams"``: random instruction
-#: streams instead of a compiled GEMM, :func:`stream_case`).
-KINDS = (None,) + RESETS + FAULTS + ("streams",)
+#: streams instead of a compiled GEMM, :func:`stream_case`; ``"llm"``: a language model
+#: generating tokens with its KV cache in device memory, :func:`llm_case`).
+KINDS = (None,) + RESETS + FAULTS + ("streams", "llm")
 # One deck of DECK_SIZE seeds, shuffled per deck: exact shares, random order.
-_DECK = ([None] * 11 + ["reset_soft"] * 4 + ["reset_hard"] * 4 + list(PROGRAM_FAULTS) * 2
-         + ["read_error"] * 7 + ["write_error"] * 3 + ["decerr"] * 3 + ["streams"] * 6)
-#: Streams a ``streams`` seed runs one after another on one running fast simulator
-#: (Verilator); under Icarus (one simulation each) a seed runs one.
-STREAMS_PER_SEED = 12
+_DECK = ([None] * 8 + ["reset_soft"] * 4 + ["reset_hard"] * 4 + list(PROGRAM_FAULTS) * 2
+         + ["read_error"] * 7 + ["write_error"] * 3 + ["decerr"] * 3 + ["streams"] * 6
+         + ["llm"] * 3)
+#: Streams a ``streams`` seed runs one after another on one running simulator: the fast
+#: simulator under Verilator (soft resets between them), the running Icarus simulation of
+#: :func:`sim.system.run_system` (reset between them).
+STREAMS_PER_SEED = {"verilator": 12, "icarus": 4}
+#: The share of runs in a simulation of their own, from power-on; the others run on the
+#: worker's running simulation of the design (:func:`sim.runner.session`).
+FRESH_SHARE = 0.04
 DECK_SIZE = len(_DECK)
 READ_REGIONS = ("act", "weight", "param", "prog")
 
@@ -111,7 +124,9 @@ BINS = (
        "vec:wide_rope", "vec:wide_softmax",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
     + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
-    + ["stream:persistent"]
+    + ["stream:persistent", "sim:fresh", "sim:running"]
+    + ["llm:host_ops", "llm:chip_ops", "llm:int8", "llm:int4", "llm:decode",
+       "llm:persistent"]
 )
 
 
@@ -444,25 +459,76 @@ def _compile(cfg, a, w, bias, mult, shift, relu, base, block, raw=False):
 _BACKENDS = {}
 
 
-def _fast_backend(cfg):
-    """This process's running fast simulator for ``cfg`` (opened once, kept for every
-    ``streams`` seed the process runs)."""
-    if cfg.name not in _BACKENDS:
+def _backend(sim, cfg):
+    """This process's running backend of ``sim`` for ``cfg`` (opened once, kept for
+    every ``streams`` and ``llm`` seed the process runs): the fast simulator under
+    Verilator, the running simulation of :mod:`sim.system` under Icarus."""
+    if (sim, cfg.name) not in _BACKENDS:
         from .backends import open_backend
-        _BACKENDS[cfg.name] = open_backend("verilator", cfg, mem_bytes=1 << 20,
-                                           mem_latency=20)
-    return _BACKENDS[cfg.name]
+        _BACKENDS[sim, cfg.name] = open_backend(sim, cfg, mem_bytes=1 << 20, mem_latency=20)
+    return _BACKENDS[sim, cfg.name]
+
+
+def _fast_backend(cfg):
+    return _backend("verilator", cfg)
+
+
+#: An ``llm`` seed's longest prompt, and most tokens generated after it.
+LLM_PROMPT_MAX = 24
+LLM_TOKENS_MAX = 4
+
+
+def llm_case(rng, sim, cfg):
+    """An ``llm`` seed: a Llama-style model of random weights (:func:`llama_tiny` of a
+    seed drawn here: grouped-query attention, RMSNorm, rotary embeddings, SwiGLU) reads a
+    random prompt of 1 to :data:`LLM_PROMPT_MAX` tokens and generates greedily, its KV
+    cache in device memory appended per token, on this process's running simulator (the
+    memory and the accelerator's state left by every earlier seed's calls and faults):
+    int8 or 4-bit weights with block scales, the non-GEMM ops on the host or on the
+    chip (tiny preset). Every call's memory must equal the golden model's."""
+    from .generate import open_executor
+    from .models.llama import llama_tiny
+    from .nn.lower_decoder import NotLowered
+    from .runtime import Device
+    model = llama_tiny(int(rng.integers(1 << 31)))
+    ids = [int(t) for t in rng.integers(0, model.shape.vocab,
+                                        int(rng.integers(1, LLM_PROMPT_MAX + 1)))]
+    n = int(rng.integers(1, LLM_TOKENS_MAX + 1))
+    weights = str(rng.choice(["int8", "int4"]))
+    ops = str(rng.choice(["host", "chip"]))
+    with Device(cfg, _backend(sim, cfg), check="every") as dev:
+        try:
+            ex, weights = open_executor(dev, model, positions=len(ids) + n, ops=ops,
+                                        weights=weights)
+        except NotLowered:
+            ops = "host"
+            ex, weights = open_executor(dev, model, positions=len(ids) + n, ops=ops,
+                                        weights=weights)
+        state = {}
+        out = [ex.next_token(ids, 0, state)]
+        for step in range(n - 1):
+            out.append(ex.next_token(out[-1:], len(ids) + step, state))
+        calls, exact = len(dev.calls), dev.bit_exact
+    what = (f"{sim} {cfg.name} llm: {len(ids)}-token prompt, {n} tokens, {weights} "
+            f"weights, {ops} ops, {calls} calls -> {out}")
+    if not exact:
+        return False, f"{what}: device memory differs from the golden model's", set()
+    bins = {f"llm:{ops}_ops", f"llm:{weights}", "llm:persistent"}
+    if n > 1:
+        bins.add("llm:decode")
+    return True, what, bins
 
 
 def stream_case(rng, sim, cfg, shrink=False):
     """A ``streams`` seed: random instruction streams (:mod:`sw.progen`), legal and
     illegal alternating, checked against the golden model on the whole memory image.
-    Under Verilator :data:`STREAMS_PER_SEED` of them run one after another on this
-    process's running simulator (soft-reset after each, faults between them); under
-    Icarus one, in its own simulation. ``shrink``: a failing stream is cut to a minimal
+    :data:`STREAMS_PER_SEED` of them run one after another on this process's running
+    simulator (under Verilator the fast one, soft-reset after each: faults between
+    calls; under Icarus the running simulation of :func:`sim.system.run_system`).
+    ``shrink``: a failing stream is cut to a minimal
     one (:func:`sw.progen.shrink`, as a replay does) and both are printed."""
     draw = progen.RngDraw(rng)
-    n = STREAMS_PER_SEED if sim == "verilator" else 1
+    n = STREAMS_PER_SEED[sim]
     first_legal = bool(rng.integers(0, 2))
     bins, kinds = set(), []
 
@@ -470,7 +536,7 @@ def stream_case(rng, sim, cfg, shrink=False):
         """The stream's problem on the RTL (None: it passed)."""
         if sim == "verilator":
             return progen.run_on(_fast_backend(cfg), stream)[0]
-        return progen.run_rtl(stream, sim)[0]
+        return progen.run_rtl(stream, sim, persistent=True)[0]
     for j in range(n):
         legal = (j % 2 == 0) == first_legal
         s = progen.legal_stream(draw, cfg) if legal else progen.illegal_stream(draw, cfg)
@@ -538,6 +604,10 @@ def run_case(seed, sims=("verilator", "icarus"), shrink=False):
     rng, sim, cfg, m, k, n, kind = _case(seed, sims)
     if kind == "streams":
         return stream_case(rng, sim, cfg, shrink)
+    if kind == "llm":
+        # A language model's programs run hundreds of thousands of cycles: on the fast
+        # simulator (Icarus, at a few thousand cycles a second, takes minutes a seed).
+        return llm_case(rng, "verilator" if "verilator" in sims else sim, cfg)
     # Block formats on three seeds in ten: 4-bit codes (two in ten), 8-bit codes (one).
     fmt = str(rng.choice(["int8"] * 7 + ["q4"] * 2 + ["q8"]))
     a, w, bias, mult, shift, relu, acc, extremes = _operands(rng, cfg, m, k, n, fmt)
@@ -547,6 +617,7 @@ def run_case(seed, sims=("verilator", "icarus"), shrink=False):
     write_latency = int(rng.integers(1, 41))
     pause = float(rng.choice([0.0, 0.2, 0.5]))
     coin = rng.random()
+    fresh = rng.random() < FRESH_SHARE
     region = READ_REGIONS[int(rng.integers(len(READ_REGIONS)))]
     # A raw GEMM (int32 outputs, no parameters) on a quarter of the fault-free runs.
     raw = kind is None and rng.random() < 0.25
@@ -577,15 +648,15 @@ def run_case(seed, sims=("verilator", "icarus"), shrink=False):
         from serrano.sim.system import run_system
         rtl = run_system(cfg, plan.image, plan.prog_addr, plan.n_insns, sim,
                          mem_latency=latency, write_latency=write_latency,
-                         soft_reset_at_end=True, **plan.kw)
+                         soft_reset_at_end=True, persistent=not fresh, **plan.kw)
         mem = f"latency {latency} write latency {write_latency}"
     else:
         from serrano.sim.accel import run_rtl
         rtl = run_rtl(cfg, plan.image, plan.prog_addr, plan.n_insns, sim, pause=pause,
-                      seed=seed, **plan.kw)
+                      seed=seed, persistent=not fresh, **plan.kw)
         mem = f"AxiRam pauses {pause}"
     what = (f"{sim} {cfg.name} {m}x{k}x{n}{' raw' if raw else ''}"
-            f"{'' if fmt == 'int8' else ' ' + fmt} {mem}"
+            f"{'' if fmt == 'int8' else ' ' + fmt} {mem}{' fresh' if fresh else ''}"
             + (f" {kind}" if kind else "") + (f": {plan.note}" if plan.note else "")
             + (" + vec " + ",".join(sorted(b[4:] for b in vec_bins if b[4:].isupper()))
                if vec_bins else ""))
@@ -595,6 +666,7 @@ def run_case(seed, sims=("verilator", "icarus"), shrink=False):
     blocks = -(-m // compiler.choose_block(cfg, m, k, block))
     bins = _bins(cfg, plan, kind, rtl, layout, k, blocks, mult, shift, relu,
                  (False, False) if raw else _saturates(acc, bias, mult, shift), mem)
+    bins.add("sim:fresh" if fresh else "sim:running")
     if rtl.error == isa.Error.NONE:
         bins |= vec_bins
     if fmt == "q8" and rtl.error == isa.Error.NONE:

@@ -106,23 +106,38 @@ class Device:
     a callable receiving ``{"event": "start"|"end", ...}`` per call; ``timeout_cycles``
     the watchdog of each call (default: from the golden model's work when checking,
     else from the memory in use); ``waveform`` a VCD file of every signal of the whole
-    run (``verilator``; a slower, traced build).
+    run (``verilator``; a slower, traced build). ``backend`` is a backend's name, or a
+    backend already open (:func:`sw.backends.open_backend`), which the device uses with
+    its memory zeroed and leaves open.
     """
 
     def __init__(self, cfg, backend="golden", *, mem_bytes=DEFAULT_MEM_BYTES,
                  mem_latency=30, check="every", progress=None, timeout_cycles=None,
                  waveform=None):
-        check_backend(backend)
+        self._owned = isinstance(backend, str)
+        if self._owned:
+            check_backend(backend)
         if check not in CHECKS:
             raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
         self.cfg = cfg
-        self.backend_name = backend
-        self.check = check if backend != "golden" else "none"
+        self.backend_name = backend if self._owned else backend.name
+        self.check = check if self.backend_name != "golden" else "none"
         self.mem_latency = mem_latency
         self.progress = progress
         self.timeout_cycles = timeout_cycles
-        self.backend = open_backend(backend, cfg, mem_bytes=mem_bytes,
-                                    mem_latency=mem_latency, waveform=waveform)
+        if self._owned:
+            self.backend = open_backend(backend, cfg, mem_bytes=mem_bytes,
+                                        mem_latency=mem_latency, waveform=waveform)
+        else:
+            # A backend already open (a simulator kept running across devices): its
+            # memory is this device's, zeroed as a new one's, its own size and latency.
+            if backend.cfg != cfg:
+                raise ValueError(f"the backend runs preset {backend.cfg.name}, "
+                                 f"not {cfg.name}")
+            self.backend, mem_bytes = backend, backend.mem_bytes
+            backend.write_mem(0, np.zeros(mem_bytes, np.uint8))
+            if hasattr(backend, "page_bytes"):            # forget earlier writes
+                backend.take_written_pages(backend.page_bytes)
         self.golden = (open_backend("golden", cfg, mem_bytes=mem_bytes)
                        if self.check == "every" else None)
         self.mem_bytes = mem_bytes
@@ -150,7 +165,7 @@ class Device:
     def close(self):
         if self.backend is not None:
             self._compare_all()
-        for b in (self.backend, self.golden):
+        for b in (self.backend if self._owned else None, self.golden):
             if b is not None:
                 b.close()
         self.backend = self.golden = None

@@ -11,7 +11,12 @@
 //   +mem_dump=<path>  on every rising clock edge where `dump` is high, $writememh the
 //                     whole memory (WORDS words) to that file, as it was before the writes
 //                     of that edge. sim.hdl.read_hex() reads it back. `dump` high without
-//                     this plusarg is an error that ends the simulation.
+//                     this plusarg is an error that ends the simulation. A nonzero
+//                     `dump_len` input (at most WORDS) dumps words 0..dump_len-1 instead.
+//   +mem_load=<path>  on every rising clock edge where `load` is high, $readmemh that file
+//                     into the memory (words it does not hold keep their contents): a
+//                     simulation that stays running loads each run's image this way.
+//                     `load` high without this plusarg is an error, as for `dump`.
 //
 // Protocol
 // --------
@@ -96,6 +101,8 @@ module serrano_axi_mem #(
     input  wire [ADDR_WIDTH-1:0]     err_lo,
     input  wire [ADDR_WIDTH-1:0]     err_hi,
     input  wire                      dump,
+    input  wire [31:0]               dump_len,
+    input  wire                      load,
     output reg  [31:0]               reads_beats,
     output reg  [31:0]               write_beats
 );
@@ -116,8 +123,8 @@ module serrano_axi_mem #(
     reg [DW-1:0] mem [0:WORDS-1];
 
     // ---------------------------------------------------------------- bulk load and dump
-    reg [8*1024-1:0] init_path, dump_path;
-    reg have_dump;
+    reg [8*1024-1:0] init_path, dump_path, load_path;
+    reg have_dump, have_load;
     integer i;
     integer dump_words;
     initial begin
@@ -133,14 +140,29 @@ module serrano_axi_mem #(
                 dump_words = WORDS;
         if ($value$plusargs("mem_init=%s", init_path))
             $readmemh(init_path, mem);
+        have_load = 1'b0;
+        load_path = 0;
+        if ($value$plusargs("mem_load=%s", load_path))
+            have_load = 1'b1;
     end
 
     always @(posedge clk) begin
         if (dump) begin
             if (have_dump) begin
-                $writememh(dump_path, mem, 0, dump_words - 1);
+                if (dump_len != 32'd0 && {32'd0, dump_len} <= WORDS64)
+                    $writememh(dump_path, mem, 0, dump_len - 1);
+                else
+                    $writememh(dump_path, mem, 0, dump_words - 1);
             end else begin
                 $display("ERROR: %m: dump is high but no +mem_dump=<path> plusarg was given");
+                $finish;
+            end
+        end
+        if (load) begin
+            if (have_load) begin
+                $readmemh(load_path, mem);
+            end else begin
+                $display("ERROR: %m: load is high but no +mem_load=<path> plusarg was given");
                 $finish;
             end
         end

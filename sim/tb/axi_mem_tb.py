@@ -35,6 +35,8 @@ def _set_controls(dut, case):
     dut.err_lo.value = case.get("err_lo", 0)
     dut.err_hi.value = case.get("err_hi", 0)
     dut.dump.value = 0
+    dut.dump_len.value = 0
+    dut.load.value = 0
 
 
 def _pauses(rnd, probability):

@@ -1,7 +1,10 @@
-"""Helpers shared by the cocotb test modules: case files, clock, reset, watchdog."""
+"""Helpers shared by the cocotb test modules: case files, clock, reset, watchdog, and
+the loop of a simulation kept running (:func:`serve`)."""
 
 import json
 import os
+import socket
+import traceback
 
 import cocotb
 from cocotb.clock import Clock
@@ -53,3 +56,28 @@ async def drive(sequence, *, write, read, wait_irq):
                 raise ValueError(f"unknown register operation {op!r}")
     except StopIteration as stop:
         return stop.value
+
+
+async def serve(run_case):
+    """The ``serve`` test of a testbench kept running by :class:`sim.runner.Session`:
+    connect to its socket (``SERRANO_SERVE``), say this process's id, then answer each
+    case (one JSON line; ``null`` or the socket's end stops) with
+    ``{"ok": true, "result": await run_case(case)}``, or ``{"ok": false, "error": the
+    traceback}`` if it raised. The simulator does not advance while a case is awaited."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(os.environ["SERRANO_SERVE"])
+        with sock.makefile("rwb") as f:
+            def send(obj):
+                f.write(json.dumps(obj).encode() + b"\n")
+                f.flush()
+            send({"pid": os.getpid()})
+            while True:
+                line = f.readline()
+                case = json.loads(line) if line else None
+                if case is None:
+                    return
+                try:
+                    answer = {"ok": True, "result": await run_case(case)}
+                except Exception:                         # reported, not fatal here
+                    answer = {"ok": False, "error": traceback.format_exc()}
+                send(answer)

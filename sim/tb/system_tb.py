@@ -9,6 +9,12 @@ again), the status read right after it, then the real run from the start;
 ``soft_reset_at_end`` soft-resets once the run has ended and reads the status again.
 Every wait is bounded: the mid-run wait is a timer, the polls have a fixed count. The
 register sequences are :mod:`hw.regs`'s, the same the driver runs.
+
+``run_program`` runs one case (the memory loaded at time 0 from ``+mem_init``);
+``serve`` stays running for a :class:`sim.runner.Session`: each case pulses ``rst`` (the
+accelerator and the memory's queues, as at the start of a simulation), loads its image
+with the memory's ``load`` input (``+mem_load``), runs as above and dumps its words
+(``dump_len``) to ``+mem_dump``.
 """
 
 import cocotb
@@ -16,20 +22,31 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
 from serrano.hw import regs as R
-from serrano.sim.tb.common import CLOCK_NS, drive, load_case, save_result, start
+from serrano.sim.tb.common import CLOCK_NS, drive, load_case, save_result, serve, start
 
 
-@cocotb.test()
-async def run_program(dut):
-    case = load_case()
-    regs = case["regs"]
+def _set_inputs(dut, case):
     dut.mem_read_latency.value = case["mem_latency"]
     dut.mem_write_latency.value = case["write_latency"]
     dut.mem_err_lo.value = case["err_lo"]
     dut.mem_err_hi.value = case["err_hi"]
     dut.mem_dump.value = 0
-    await start(dut)
-    host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+    dut.mem_dump_len.value = case.get("dump_words", 0)
+    dut.mem_load.value = 0
+
+
+async def _pulse(dut, signal):
+    """``signal`` high for exactly one rising edge (inputs change at falling edges)."""
+    await FallingEdge(dut.clk)
+    signal.value = 1
+    await FallingEdge(dut.clk)
+    signal.value = 0
+
+
+async def _run(dut, host, case):
+    """One program as the case says, from an accelerator just out of reset; the result
+    (the memory is dumped to ``+mem_dump`` at the end)."""
+    regs = case["regs"]
 
     async def write(name, value):
         await host.write_dword(regs[name], value)
@@ -66,11 +83,39 @@ async def run_program(dut):
     end_reset_status = end_reset_settled = None
     if case.get("soft_reset_at_end"):
         end_reset_status, end_reset_settled = await run(R.soft_reset())
-    dut.mem_dump.value = 1
+    await _pulse(dut, dut.mem_dump)
     await ClockCycles(dut.clk, 1)
-    dut.mem_dump.value = 0
-    await ClockCycles(dut.clk, 1)
-    save_result({"magic": magic, "status": outcome.status, "timed_out": outcome.timed_out,
-                 "counters": outcome.counters, "reset_status": reset_status,
-                 "reset_mid_run": reset_mid_run, "end_reset_status": end_reset_status,
-                 "end_reset_settled": end_reset_settled})
+    return {"magic": magic, "status": outcome.status, "timed_out": outcome.timed_out,
+            "counters": outcome.counters, "reset_status": reset_status,
+            "reset_mid_run": reset_mid_run, "end_reset_status": end_reset_status,
+            "end_reset_settled": end_reset_settled}
+
+
+def _host(dut):
+    return AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+
+
+@cocotb.test()
+async def run_program(dut):
+    case = load_case()
+    _set_inputs(dut, case)
+    await start(dut)
+    save_result(await _run(dut, _host(dut), case))
+
+
+@cocotb.test()
+async def serve_cases(dut):
+    """Cases from a :class:`sim.runner.Session`, one after another (see the module)."""
+    dut.mem_dump.value = dut.mem_load.value = 0
+    await start(dut)
+    host = _host(dut)
+
+    async def one(case):
+        _set_inputs(dut, case)
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 2)
+        await FallingEdge(dut.clk)
+        dut.rst.value = 0
+        await _pulse(dut, dut.mem_load)
+        return await _run(dut, host, case)
+    await serve(one)
