@@ -974,21 +974,37 @@ def run_rtl(stream, sim, *, mem_latency=20, write_latency=8, persistent=False):
     return problem, rtl
 
 
-def _reads_defined(cfg, insns):
-    """Whether every instruction reads only what an earlier one wrote (the rule of a
-    legal stream), up to the first that cannot be decoded."""
+def first_undefined_read(cfg, insns):
+    """The index of the first instruction that reads a buffer entry no earlier one wrote
+    (None: every read is of something written: the rule of a legal stream, which a
+    simulator kept running across programs relies on), up to the first that cannot be
+    decoded. ``insns``: :class:`Insn` objects, or ``(image, prog_addr, n_insns)``."""
+    if isinstance(insns, tuple):
+        image, prog_addr, n = insns
+        insns = []
+        for i in range(n):
+            op, hdr, body = isa.decode_op(image[prog_addr + i * isa.INSN_BYTES:
+                                                prog_addr + (i + 1) * isa.INSN_BYTES])
+            insns.append(Insn(-1 if op is None else op,
+                              {k: v for k, v in hdr.items() if k not in ("opcode",
+                                                                         "reserved")},
+                              body))
     state = _State()
-    for insn in insns:
+    for i, insn in enumerate(insns):
         if insn.op not in set(isa.Op) or insn.op in (isa.Op.FENCE, isa.Op.END):
             continue
         try:
             reads, writes = _footprint(cfg, isa.Op(insn.op), insn.fields)
         except (KeyError, ValueError, IndexError):
-            return True                       # the broken instruction: it never runs
+            return None                       # the broken instruction: it never runs
         if not state.ok(reads):
-            return False
+            return i
         state.record(cfg, isa.Op(insn.op), insn.fields, writes)
-    return True
+    return None
+
+
+def _reads_defined(cfg, insns):
+    return first_undefined_read(cfg, insns) is None
 
 
 def _variant(stream, insns):

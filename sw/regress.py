@@ -692,9 +692,10 @@ def vector_epilogue(rng, cfg, image, layout):
     L = rows * R
     trows = isa.TABLE_ENTRIES // R
     # Activation rows: x at 0, partners / gains / tables at n, the lookup table, the
-    # destination.
+    # destination and its low halves (loaded too: the read-out reads them all, and lanes
+    # and rows an operation leaves keep the loaded values, nothing from before).
     xb, tb, dst = n, 3 * n, 3 * n + trows
-    data = rng.integers(-128, 128, (dst, R))
+    data = rng.integers(-128, 128, (dst + 2 * n, R))
     if rng.random() < 0.2:
         data = np.where(rng.random(data.shape) < 0.5, -128, 127)
     choices = [v for v in isa.VecOp if v != isa.VecOp.TABLE
@@ -764,8 +765,8 @@ def vector_epilogue(rng, cfg, image, layout):
     assert old[-1][0] == isa.Op.END
     body = image[layout.prog_addr:layout.prog_addr + (layout.prog_len - 1) * isa.INSN_BYTES]
     prog.fence()
-    prog.load_act(dram_addr=data_addr, dram_stride=R, rows=dst, row_beats=1, buf_row=0,
-                  buf_row_step=1, buf_beat_step=0)
+    prog.load_act(dram_addr=data_addr, dram_stride=R, rows=len(data), row_beats=1,
+                  buf_row=0, buf_row_step=1, buf_beat_step=0)
     prog.fence()
     for k, op in enumerate(ops):
         prog.vec(**op, push_next=int(k == len(ops) - 1))

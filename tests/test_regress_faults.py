@@ -309,3 +309,26 @@ def test_shapes_hit_the_rare_bins():
         hits["chunks"] += -(-n // cfg.cols) > cfg.param_tiles
     assert hits["k1"] >= 15 and hits["chunks"] >= 10, hits
     assert hits["accumulate"] >= 100 and hits["one_tile"] >= 25, hits
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fpga", "default"])
+def test_campaign_programs_read_only_what_they_wrote(preset):
+    """Every buffer entry a campaign program reads (a compiled GEMM, and the random
+    vector work after it) was written earlier in the program: a simulator kept running
+    across programs holds the last one's data where a fresh one holds zeros, so a read of
+    anything else would make the result depend on what ran before (the vector work once
+    read back destination rows and masked lanes it never loaded)."""
+    from serrano.sw import progen
+    cfg = get_preset(preset)
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        m, k, n = (int(x) for x in rng.integers(1, 3 * cfg.rows, 3))
+        a, w, bias, mult, shift, relu, _acc, _ext = regress._operands(rng, cfg, m, k, n)
+        layout = regress._compile(cfg, a, w, bias, mult, shift, relu, 4096, None,
+                                  raw=bool(rng.integers(2)))
+        assert progen.first_undefined_read(
+            cfg, (layout.image, layout.prog_addr, layout.prog_len)) is None
+        image, prog_addr, prog_len, _ = regress.vector_epilogue(rng, cfg, layout.image,
+                                                                layout)
+        at = progen.first_undefined_read(cfg, (image, prog_addr, prog_len))
+        assert at is None, regress._decode(image, prog_addr, prog_len)[at]
