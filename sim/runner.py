@@ -245,8 +245,8 @@ class Session:
     """One simulator kept running on ``built``, serving cases of ``test_module``.
 
     The simulator runs cocotb test ``serve_cases`` of ``test_module`` (a loop of
-    :func:`sim.tb.common.serve`), which connects to a Unix socket in the session's own
-    directory :attr:`dir` and answers each JSON case with its result, one line each way.
+    :func:`sim.tb.common.serve`), which connects to a Unix socket (in a short temporary
+    directory) and answers each JSON case with its result, one line each way.
     ``plusargs`` (a function of :attr:`dir`, or a list) are the simulator's for the whole
     session: files a case exchanges in bulk (a memory image) live in :attr:`dir`.
 
@@ -266,7 +266,10 @@ class Session:
         self.state = {}                 # what a caller keeps with this simulation
         self._pid = None
         self._conn = self._file = None
-        address = self.dir / "serve.sock"
+        # The socket in a short directory of its own: a Unix socket's path has at most
+        # 107 bytes, which a deep build directory would exceed.
+        self._sock_dir = tempfile.mkdtemp(prefix="srn-")
+        address = Path(self._sock_dir) / "s"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(address))
         listener.listen(1)
@@ -352,6 +355,7 @@ class Session:
                     pass
             self._file = self._conn = None
         self._thread.join(timeout=30)
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
         if not self._thread.is_alive():
             shutil.rmtree(self.dir, ignore_errors=True)
 
