@@ -196,21 +196,8 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
         "soft_reset_at_end": bool(soft_reset_at_end),
         "dump_words": -(-len(image) // cfg.bus_bytes),
     }
-    t0 = time.perf_counter()
-    if persistent:
-        try:
-            result, final = _run_in_session(cfg, built, image, limit, words, case)
-        except runner.CaseFailed as e:
-            # The same case in a simulation of its own: its failure comes with a waveform.
-            run_system(cfg, image, prog_addr, prog_len, sim, base=base, limit=limit,
-                       mem_latency=mem_latency, write_latency=write_latency,
-                       err_window=err_window, timeout_cycles=timeout_cycles,
-                       memory_bytes=memory_bytes, reset_after=reset_after,
-                       reset_kind=reset_kind, hard_reset_cycles=hard_reset_cycles,
-                       soft_reset_at_end=soft_reset_at_end)
-            raise runner.SimulationFailed(f"{e}\n(the case passes in a simulation of its "
-                                          f"own: state carried over between runs)") from e
-    else:
+    def fresh():
+        """The case in a simulation of its own (a failure replays with a waveform)."""
         with tempfile.TemporaryDirectory(dir=runner.build_root()) as tmp:
             init = Path(tmp) / "init.hex"
             dump = Path(tmp) / "dump.hex"
@@ -218,8 +205,19 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
             result, _ = runner.run(built, TESTBENCH, "run_program", case,
                                    verilog_text=text, tag=tag,
                                    plusargs=[f"+mem_init={init}", f"+mem_dump={dump}"])
-            final = np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes),
-                                  np.uint8).copy()
+            return result, np.frombuffer(read_hex(dump, len(image), cfg.bus_bytes),
+                                         np.uint8).copy()
+
+    t0 = time.perf_counter()
+    if persistent:
+        try:
+            result, final = _run_in_session(cfg, built, image, limit, words, case)
+        except runner.CaseFailed as e:
+            fresh()
+            raise runner.SimulationFailed(f"{e}\n(the case passes in a simulation of its "
+                                          f"own: state carried over between runs)") from e
+    else:
+        result, final = fresh()
     wall = time.perf_counter() - t0
     return SystemResult(
         image=final, status=result["status"], counters=result["counters"], wall_s=wall,

@@ -469,10 +469,6 @@ def _backend(sim, cfg):
     return _BACKENDS[sim, cfg.name]
 
 
-def _fast_backend(cfg):
-    return _backend("verilator", cfg)
-
-
 #: An ``llm`` seed's longest prompt, and most tokens generated after it.
 LLM_PROMPT_MAX = 24
 LLM_TOKENS_MAX = 4
@@ -535,7 +531,7 @@ def stream_case(rng, sim, cfg, shrink=False):
     def fails(stream):
         """The stream's problem on the RTL (None: it passed)."""
         if sim == "verilator":
-            return progen.run_on(_fast_backend(cfg), stream)[0]
+            return progen.run_on(_backend("verilator", cfg), stream)[0]
         return progen.run_rtl(stream, sim, persistent=True)[0]
     for j in range(n):
         legal = (j % 2 == 0) == first_legal
