@@ -845,6 +845,12 @@ def pair_product(hi, lo, w, rows):
     return (hi @ w).astype(np.int64) + ((tiles + 128) >> 8).sum(axis=1)
 
 
+#: Instructions already encoded, by opcode, flags and fields: encoding is pure, and a
+#: driver emits the same instructions call after call (each decode step's GEMMs).
+_ENCODED = {}
+_ENCODED_MAX = 1 << 16
+
+
 class Program:
     """Assembles a program: each method encodes one instruction with :func:`isa.encode`,
     appends it and returns its 32 bytes. Fields are keyword-only, named as in
@@ -855,7 +861,13 @@ class Program:
         self.insns = []
 
     def _add(self, op, flags, **fields):
-        raw = isa.encode(op, **flags, **fields)
+        key = (op, *flags.values(), *fields.items())
+        raw = _ENCODED.get(key)
+        if raw is None:
+            raw = isa.encode(op, **flags, **fields)
+            if len(_ENCODED) >= _ENCODED_MAX:
+                _ENCODED.clear()
+            _ENCODED[key] = raw
         self.insns.append(raw)
         return raw
 
