@@ -207,6 +207,17 @@ PRESETS = {
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
                       bus_bytes=16, param_tiles=128),
+    # Larger arrays for the scaling study (``serrano project``, README "At scale"): the
+    # same buffer bytes as ``default``, a bus as wide as a weight row. Not for the FPGA.
+    # At 64 rows a 4-bit block spans a whole K-tile: 64 weights per block, not GGUF's 32.
+    # A longer array holds more block groups in flight: 8 scale sets, not 4 (with 4, x32's
+    # 4-bit GEMVs kept the bus 80 % busy, waiting on them).
+    "x32": Config(name="x32", rows=32, cols=32,
+                  act_buf_rows=8192, acc_buf_rows=512, weight_fifo_rows=64,
+                  bus_bytes=32, param_tiles=128, scale_slots=8),
+    "x64": Config(name="x64", rows=64, cols=64,
+                  act_buf_rows=4096, acc_buf_rows=512, weight_fifo_rows=128,
+                  bus_bytes=64, param_tiles=128, weight_block=64, scale_slots=8),
 }
 
 

@@ -18,7 +18,11 @@ class FrontEnd(wiring.Component):
     Fetch: after ``start``, reads ``prog_len`` instructions from ``prog_addr`` on
     ``fcmd`` in chunks of up to ``queue_insns // 2`` instructions, never more than its
     instruction FIFO has room for, and assembles ``INSN_BYTES / bus_bytes`` beats into
-    each instruction.
+    each instruction. A bus wider than an instruction (``P = bus_bytes / INSN_BYTES``
+    instructions a beat) reads the whole beats that hold the program, from the beat of
+    ``prog_addr`` (an instruction-aligned address: the instructions before it in its
+    beat are skipped) to the beat of the last instruction (those after it are dropped
+    with whatever follows ``END``), and takes one instruction a cycle from each beat.
 
     Dispatch, one instruction at a time, in program order: the instruction is checked
     (opcode defined, counts non-zero, every buffer row and parameter slot it names in
@@ -51,11 +55,12 @@ class FrontEnd(wiring.Component):
     CHECK_CYCLES = 4
 
     def __init__(self, cfg, *, queue_insns=8):
-        if cfg.bus_bytes > isa.INSN_BYTES:
-            raise ValueError("a bus wider than one instruction is not supported")
         self.cfg = cfg
         self.queue_insns = queue_insns
-        self.insn_beats = isa.INSN_BYTES // cfg.bus_bytes
+        # Beats an instruction spans (bus at most an instruction wide), or instructions a
+        # beat holds (a wider bus); one of the two is 1.
+        self.insn_beats = max(1, isa.INSN_BYTES // cfg.bus_bytes)
+        self.beat_insns = max(1, cfg.bus_bytes // isa.INSN_BYTES)
         super().__init__({
             "start": In(1), "prog_addr": In(32), "prog_len": In(32),
             "fcmd": Out(stream.Signature(dma_command(cfg))),
@@ -73,17 +78,19 @@ class FrontEnd(wiring.Component):
         m = Module()
         cfg = self.cfg
         nb = self.insn_beats
+        per = self.beat_insns
         bus_bits = 8 * cfg.bus_bytes
 
         running = Signal()
         m.d.comb += self.running.eq(running)
 
         # ---- Fetch ------------------------------------------------------------------------
+        # Counted in instructions, or in beats on a bus wider than one (`per` > 1).
         depth = self.queue_insns * nb
         m.submodules.ibuf = ibuf = fifo.SyncFIFOBuffered(width=bus_bits, depth=depth)
-        chunk_max = max(1, self.queue_insns // 2)
+        chunk_max = max(1, self.queue_insns // 2 // per)
         f_addr = Signal(32)
-        f_left = Signal(32)          # instructions not yet requested
+        f_left = Signal(32)          # instructions (beats) not yet requested
         reserved = Signal(range(depth + 1))
         # min(f_left, chunk_max), a register kept beside f_left (see the FSM and `asked`).
         chunk = Signal(range(chunk_max + 1))
@@ -101,30 +108,43 @@ class FrontEnd(wiring.Component):
         m.d.comb += asked.eq(self.fcmd.valid & self.fcmd.ready)
         m.d.comb += f_left_next.eq(f_left - chunk)
         with m.If(asked):
-            m.d.sync += [f_addr.eq(f_addr + chunk * isa.INSN_BYTES), f_left.eq(f_left_next),
+            m.d.sync += [f_addr.eq(f_addr + chunk * max(isa.INSN_BYTES, cfg.bus_bytes)),
+                         f_left.eq(f_left_next),
                          chunk.eq(Mux(f_left_next < chunk_max, f_left_next, chunk_max))]
         m.d.comb += [ibuf.w_data.eq(self.fdata.payload), ibuf.w_en.eq(self.fdata.valid),
                      self.fdata.ready.eq(1)]
 
-        # Assemble beats into one instruction.
-        word = Signal(isa.INSN_BITS)
-        have = Signal(range(nb + 1))
         word_valid = Signal()
-        m.d.comb += word_valid.eq(have == nb)
         take_word = Signal()
         flush = Signal()             # after END: drop what was fetched beyond it
         popped = Signal()
-        m.d.comb += popped.eq(ibuf.r_rdy & ((have < nb) | take_word | flush))
         m.d.comb += ibuf.r_en.eq(popped)
         m.d.sync += reserved.eq(reserved + Mux(asked, chunk * nb, 0) - popped)
-        with m.If(popped):
-            m.d.sync += word.eq(Cat(word[bus_bits:], ibuf.r_data) if nb > 1 else ibuf.r_data)
-        with m.If(flush):
-            m.d.sync += have.eq(0)
-        with m.Elif(take_word):
-            m.d.sync += have.eq(popped)
-        with m.Elif(popped):
-            m.d.sync += have.eq(have + 1)
+        if per == 1:
+            # Assemble beats into one instruction.
+            word = Signal(isa.INSN_BITS)
+            have = Signal(range(nb + 1))
+            m.d.comb += word_valid.eq(have == nb)
+            m.d.comb += popped.eq(ibuf.r_rdy & ((have < nb) | take_word | flush))
+            with m.If(popped):
+                m.d.sync += word.eq(Cat(word[bus_bits:], ibuf.r_data) if nb > 1
+                                    else ibuf.r_data)
+            with m.If(flush):
+                m.d.sync += have.eq(0)
+            with m.Elif(take_word):
+                m.d.sync += have.eq(popped)
+            with m.Elif(popped):
+                m.d.sync += have.eq(have + 1)
+        else:
+            # Instruction `sub` of the beat at the FIFO's head; the beat leaves with its
+            # last instruction (or, after END, at once).
+            sub = Signal(range(per))
+            word = Signal(isa.INSN_BITS)
+            m.d.comb += [word.eq(ibuf.r_data.word_select(sub, isa.INSN_BITS)),
+                         word_valid.eq(ibuf.r_rdy)]
+            m.d.comb += popped.eq(ibuf.r_rdy & ((take_word & (sub == per - 1)) | flush))
+            with m.If(take_word):
+                m.d.sync += sub.eq(sub + 1)
 
         # ---- Check and dispatch -----------------------------------------------------------
         insn = Signal(isa.insn_layout)
@@ -267,10 +287,21 @@ class FrontEnd(wiring.Component):
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [running.eq(1), f_addr.eq(self.prog_addr),
-                                 f_left.eq(self.prog_len), left.eq(self.prog_len),
-                                 chunk.eq(Mux(self.prog_len < chunk_max, self.prog_len,
-                                              chunk_max)),
+                    if per == 1:
+                        first, units = self.prog_addr, self.prog_len
+                    else:
+                        # The beats from prog_addr's to the last instruction's; the
+                        # instructions before prog_addr in its beat are skipped.
+                        shift = ceil_log2(cfg.bus_bytes)
+                        skip = self.prog_addr[ceil_log2(isa.INSN_BYTES):shift]
+                        first = Cat(Signal(shift), self.prog_addr[shift:])
+                        units = Signal(32)
+                        m.d.comb += units.eq((self.prog_len + skip + per - 1)
+                                             >> ceil_log2(per))
+                        m.d.sync += sub.eq(skip)
+                    m.d.sync += [running.eq(1), f_addr.eq(first),
+                                 f_left.eq(units), left.eq(self.prog_len),
+                                 chunk.eq(Mux(units < chunk_max, units, chunk_max)),
                                  error.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):

@@ -10,6 +10,8 @@ Subcommands::
     serrano lint    --preset P [--array]
     serrano bench   [--preset P] [--backend B] [--quick] [--out DIR] [--json]
     serrano fpga    [--preset fpga] [--board ulx3s] [--freq MHZ] [--json]
+    serrano project [--model M] [--array RxC] [--clock GHZ] [--bandwidth GBPS] [--chips N]
+                    [--batch B] [--energy 45nm|7nm-hbm2] [--table] [--json]
     serrano regress [--seeds N] [--sim verilator|icarus|both] [--seed S]
     serrano run     --model {minilm,bert-tiny,gpt-tiny} [--layers N] [--seq S]
                     [--text "..."] --backend B [--check every|none] --preset P [--json]
@@ -201,6 +203,11 @@ def _parser():
     from serrano.sw import fpga
     fpga.add_arguments(sub.add_parser("fpga", help="synthesize, place and route for the "
                                                    "ECP5 LFE5U-85F with YoWASP"))
+
+    from serrano.sw import project
+    project.add_arguments(sub.add_parser("project", help="tokens/s and J/token of a model "
+                                                         "on a scaled serrano (a projection "
+                                                         "from RTL cycles)"))
 
     lint = sub.add_parser("lint", help="lint the preset's Verilog with verilator -Wall")
     lint.add_argument("--preset", type=_preset, default=get_preset("default"))
@@ -451,6 +458,11 @@ def _cmd_fpga(args):
     return fpga.run(args)
 
 
+def _cmd_project(args):
+    from serrano.sw import project
+    return project.run(args)
+
+
 def _cmd_lint(args):
     from serrano.sim.lint import lint_report
     ok, text = lint_report(args.preset, top=not args.array)
@@ -476,7 +488,8 @@ def main(argv=None):
         with _host_threads(args):
             return {"verilog": _cmd_verilog, "gemm": _cmd_gemm, "lint": _cmd_lint,
                     "run": _cmd_run, "regress": _cmd_regress, "generate": _cmd_generate,
-                    "bench": _cmd_bench, "fpga": _cmd_fpga}[args.command](args)
+                    "bench": _cmd_bench, "fpga": _cmd_fpga,
+                    "project": _cmd_project}[args.command](args)
     except (UsageError, ConfigError, ValueError) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2

@@ -223,7 +223,9 @@ class Machine:
     def fetch(self, addr):
         """The 32 bytes of the instruction at ``addr``, or raise a DMA fault."""
         self._align(addr, unit=min(self.cfg.bus_bytes, isa.INSN_BYTES))
-        self._window(addr, isa.INSN_BYTES)
+        # A bus wider than an instruction reads the whole beat that holds it.
+        beat = max(self.cfg.bus_bytes, isa.INSN_BYTES)
+        self._window(addr - addr % beat, beat)
         self.dma_read_bytes += isa.INSN_BYTES
         return self.mem[addr:addr + isa.INSN_BYTES].tobytes()
 

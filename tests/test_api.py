@@ -21,7 +21,7 @@ def test_layers_install_under_one_name(tmp_path):
 
 def test_surface():
     assert serrano.backends() == ("golden", "verilator", "icarus", "amaranth")
-    assert serrano.presets() == ("tiny", "fpga", "default")
+    assert serrano.presets() == ("tiny", "fpga", "default", "x32", "x64")
     with serrano.Device("tiny", backend="golden", mem_bytes=1 << 16) as dev:
         addr = dev.put(np.arange(8, dtype=np.uint8))
         np.testing.assert_array_equal(dev.read(addr, 8), np.arange(8))

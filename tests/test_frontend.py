@@ -15,11 +15,12 @@ from serrano.sw.isa_model import Program
 TINY = get_preset("tiny")
 
 
-def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_finish=True):
-    cfg = TINY
+def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_finish=True,
+                 cfg=TINY, prog_addr=0):
     dut = FrontEnd(cfg)
-    mem = np.zeros(4096, np.uint8)
-    mem[:len(program_bytes)] = np.frombuffer(program_bytes, np.uint8)
+    mem = np.zeros(4096 + prog_addr + len(program_bytes), np.uint8)
+    mem[:] = 0xEE                      # around the program: not instructions
+    mem[prog_addr:prog_addr + len(program_bytes)] = np.frombuffer(program_bytes, np.uint8)
     seen = {"load": [], "exec": [], "store": [], "done": False, "error": None,
             "dispatched": 0}
     bb = cfg.bus_bytes
@@ -44,7 +45,7 @@ def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_fi
 
     async def bench(ctx):
         ctx.set(dut.units_idle, int(idle))
-        ctx.set(dut.prog_addr, 0)
+        ctx.set(dut.prog_addr, prog_addr)
         ctx.set(dut.prog_len, prog_len)
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -154,3 +155,23 @@ def test_fence_waits_for_idle_units():
     p = _one(lambda p: p.fence())
     seen = run_frontend(bytes(p), len(p), idle=False, max_cycles=300, must_finish=False)
     assert not seen["done"] and seen["error"] is None
+
+
+@pytest.mark.parametrize("prog_addr", [0, 32, 64, 96])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 13])
+def test_bus_wider_than_an_instruction(prog_addr, n):
+    """On a 64-byte bus (two instructions a beat) every instruction is dispatched once,
+    in order, from any instruction-aligned start and of any length; nothing before the
+    program or after END is taken."""
+    cfg = get_preset("x64")
+    assert cfg.bus_bytes == 2 * isa.INSN_BYTES
+    p = Program()
+    for i in range(n - 1):
+        p.load_act(dram_addr=64 * i, dram_stride=0, rows=1, row_beats=1, buf_row=i,
+                   buf_row_step=0, buf_beat_step=0)
+    p.end()
+    seen = run_frontend(bytes(p) + bytes(p)[:64], n, cfg=cfg, prog_addr=prog_addr)
+    assert seen["done"] and seen["error"] is None, seen
+    assert seen["dispatched"] == n
+    assert [x.body.load_act.buf_row for x in seen["load"]] == list(range(n - 1))
+    assert [x.body.load_act.dram_addr for x in seen["load"]] == [64 * i for i in range(n - 1)]
