@@ -117,9 +117,13 @@ def measure_vector(cfg, backend, log=print):
         if span > backend.mem_bytes:
             raise RuntimeError(f"{span} bytes of programs exceed the device memory")
         for name, (image, prog_addr, prog_len) in progs.items():
-            backend.mem[:span] = 0
+            # The window: the image, to its last whole beat (a program whose last
+            # instruction ends mid-beat is fetched in whole beats).
+            limit = -(-len(image) // cfg.bus_bytes) * cfg.bus_bytes
+            image = np.concatenate([image, np.zeros(limit - len(image), np.uint8)])
+            backend.mem[:span + cfg.bus_bytes] = 0
             backend.write_mem(0, image)
-            r = regs.drive(regs.run_program(prog_addr, prog_len, 0, len(image), 10**9),
+            r = regs.drive(regs.run_program(prog_addr, prog_len, 0, limit, 10**9),
                            write=backend.write_reg, read=backend.read_reg,
                            wait_irq=backend.wait_irq)
             if r.timed_out or not r.done or r.error_code != isa.Error.NONE:
@@ -131,9 +135,11 @@ def measure_vector(cfg, backend, log=print):
             cycles[name] = int(r.counters["cycles"])
         work = cycles["vector"] - cycles["loads"]
         cycles["hidden_share"] = round(1 - (cycles["both"] - cycles["gemm"]) / work, 4)
+        cycles["rope"] = vector_bench.rope_rows(cfg)
         out[str(tokens)] = cycles
         log(f"  {cfg.name:8s} vector, {tokens:3d} tokens: {work:>9,d} cycles alone, "
-            f"{cycles['hidden_share']:.1%} hidden under the GEMM")
+            f"{cycles['hidden_share']:.1%} hidden under the GEMM"
+            + ("" if cycles["rope"] else " (no ROPE: a head of one row)"))
     return out
 
 
@@ -192,7 +198,7 @@ _LAYER_TEXT = ("The weight-stationary array keeps one tile of weights in its cel
 
 def _commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
                               text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -219,8 +225,46 @@ def measure(presets=PRESETS, layer=True, log=print):
         finally:
             backend.close()
         entry["wall_s"] = round(time.perf_counter() - t0, 1)
+        entry.update(date=report["date"], commit=report["commit"], command=report["command"])
         report["presets"][name] = entry
     return report
+
+
+def markdown(report):
+    """The study as README tables: per preset, the measured GEMMs (cycles, MAC and bus
+    utilization) and the layer."""
+    presets = report["presets"]
+    names = list(presets)
+    head = "| workload | " + " | ".join(
+        f"{n} ({presets[n]['rows']}x{presets[n]['cols']}, {presets[n]['bus_bytes']} B)"
+        for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * len(names)]
+    by = {n: {e["name"]: e for e in presets[n]["gemms"]} for n in names}
+    for w in (e["name"] for e in presets[names[0]]["gemms"]):
+        cells = []
+        for n in names:
+            e = by[n].get(w)
+            if e is None:
+                cells.append("-")
+                continue
+            util = (f"bus {e['dma_read_utilization']:.3f}" if w.startswith("decode")
+                    else f"MAC {e['mac_utilization']:.3f}")
+            cells.append(f"{e['cycles']:,} ({util})")
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    for phase in ("prefill", "decode"):
+        cells = [f"{presets[n]['layer'][phase]['cycles']:,}" if "layer" in presets[n]
+                 else "-" for n in names]
+        what = (f"{report['presets'][names[0]].get('layer', {}).get('prompt_tokens', '')} "
+                "tokens" if phase == "prefill" else "the next token")
+        lines.append(f"| one SmolLM2 layer, {phase} ({what}) | " + " | ".join(cells) + " |")
+    for t in VECTOR_TOKENS:
+        cells = []
+        for n in names:
+            v = presets[n].get("vector", {}).get(str(t))
+            cells.append("-" if v is None else
+                         f"{v['vector'] - v['loads']:,} ({v['hidden_share']:.1%} hidden)")
+        lines.append(f"| vector work of a layer, {t} token(s) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def load(path=MEASURED):
@@ -234,10 +278,24 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--no-layer", action="store_true", help="the GEMMs only")
     ap.add_argument("--out", default=str(MEASURED))
+    ap.add_argument("--update", action="store_true",
+                    help="replace only these presets' entries of --out, keep the others")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print the measured study (--out) as README tables and stop")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(load(args.out)))
+        return
     report = measure(tuple(args.presets), layer=not args.no_layer,
                      log=lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(args.out)
+    if args.update and out.exists():
+        # The other presets' entries stay, each with its own date, commit and command.
+        old = load(out)
+        report["presets"] = {n: report["presets"].get(n, old["presets"].get(n))
+                             for n in PRESETS if n in report["presets"] or n in old["presets"]}
+        report["command"] = "; ".join(dict.fromkeys(
+            p.get("command", old["command"]) for p in report["presets"].values()))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
     tmp.replace(out)

@@ -26,7 +26,7 @@ from serrano.hw import isa
 from serrano.hw.config import get_preset
 from . import compiler, isa_model, vector
 
-__all__ = ["LAYER", "SMALL_LAYER", "layer_vector_ops", "programs", "measure", "main"]
+__all__ = ["LAYER", "SMALL_LAYER", "rope_rows", "layer_vector_ops", "programs", "measure", "main"]
 
 #: SmolLM2-135M's layer shape.
 LAYER = dict(hidden=576, ffn=1536, heads=9, kv_heads=3, head_dim=64)
@@ -34,10 +34,19 @@ LAYER = dict(hidden=576, ffn=1536, heads=9, kv_heads=3, head_dim=64)
 SMALL_LAYER = dict(hidden=64, ffn=128, heads=4, kv_heads=2, head_dim=16)
 
 
+def rope_rows(cfg, layer=LAYER):
+    """Whether ``ROPE`` runs on the layer's heads on ``cfg``: it pairs the rows of a
+    head's first half with those of its second, so a head must span an even number of
+    rows (SmolLM2's head of 64 is one row of the 64-wide array: not supported there)."""
+    dh = layer["head_dim"] // cfg.rows
+    return dh >= 2 and dh % 2 == 0
+
+
 def layer_vector_ops(cfg, tokens, base, layer=LAYER, rng=None):
     """``(rows, ops)``: int8 data rows to load at activation row ``base`` and the ``VEC``
     instructions (dicts for :meth:`sw.isa_model.Program.vec`) of one layer's non-GEMM
-    work for ``tokens`` tokens (their attention over ``tokens`` positions)."""
+    work for ``tokens`` tokens (their attention over ``tokens`` positions); without the
+    rotary embeddings where :func:`rope_rows` says ``ROPE`` cannot run."""
     rng = np.random.default_rng(0) if rng is None else rng
     R = cfg.rows
     h, f = layer["hidden"] // R, layer["ffn"] // R
@@ -76,11 +85,12 @@ def layer_vector_ops(cfg, tokens, base, layer=LAYER, rng=None):
     r = regions
     ops = [dict(vop=V.TABLE, a_row=r["table"], rows=isa.TABLE_ENTRIES // R, table=0),
            dict(vop=V.RMSNORM, a_row=r["x"], b_row=r["gains"], dst_row=r["y"], rows=h,
-                count=tokens, length=h * R, shift=14),
-           dict(vop=V.ROPE, a_row=r["q"], b_row=r["rope"], dst_row=r["q"], rows=dh,
-                count=tokens * heads, mul_a=m_rope, shift=s_rope, b_repeat=1),
-           dict(vop=V.ROPE, a_row=r["k"], b_row=r["rope"], dst_row=r["k"], rows=dh,
-                count=tokens * kvh, mul_a=m_rope, shift=s_rope, b_repeat=1)]
+                count=tokens, length=h * R, shift=14)]
+    if rope_rows(cfg, layer):
+        ops += [dict(vop=V.ROPE, a_row=r["q"], b_row=r["rope"], dst_row=r["q"], rows=dh,
+                     count=tokens * heads, mul_a=m_rope, shift=s_rope, b_repeat=1),
+                dict(vop=V.ROPE, a_row=r["k"], b_row=r["rope"], dst_row=r["k"], rows=dh,
+                     count=tokens * kvh, mul_a=m_rope, shift=s_rope, b_repeat=1)]
     for head in range(heads):              # causal: query i sees positions 0..i
         s0 = r["scores"] + head * tokens * pos_rows
         ops.append(dict(vop=V.SOFTMAX, a_row=s0, dst_row=s0, rows=pos_rows, count=tokens,

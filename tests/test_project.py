@@ -7,6 +7,7 @@ import pytest
 from serrano.hw.config import get_preset
 from serrano.sw import cli, project, scaling
 from serrano.sw.gemm import run_gemm
+from serrano.sw.runtime import Device
 from tests.conftest import require_simulator
 
 MEASURED = scaling.load()
@@ -21,23 +22,33 @@ def _entries():
 def test_projection_reproduces_each_measured_gemm(preset, entry):
     """A measured shape is projected at its measured cycles; the efficiency model alone
     (the table's lookup off) passes through its points, shapes of one roofline (a matrix
-    and its transpose) sharing their mean, within 1 %."""
+    and its transpose) sharing their mean, within 1.5 %."""
     side = MEASURED["presets"][preset]["rows"]
     shape = (side, entry["m"], entry["k"], entry["n"], entry["weights"])
     assert project.gemm_cycles(*shape) == entry["cycles"]
     model = project.gemm_cycles(*shape, lookup=False)
-    assert abs(model - entry["cycles"]) <= 0.01 * entry["cycles"]
+    assert abs(model - entry["cycles"]) <= 0.015 * entry["cycles"]
 
 
-@pytest.mark.parametrize("name", ["decode q_o int4", "decode gate_up int8",
-                                  "prefill k_v int8", "prefill down int4"])
-def test_measured_table_is_todays_rtl(name):
-    """The study's numbers for ``default`` are what the RTL gives today (a stale table
-    fails here): projected cycles equal freshly measured cycles."""
+@pytest.mark.parametrize("preset,name", [
+    ("default", "decode q_o int4"), ("default", "decode gate_up int8"),
+    ("default", "prefill k_v int8"), ("default", "prefill down int4"),
+    # x32's fast simulator takes about 5 minutes to build; x64's 14 (its runs are in
+    # the study itself, `python -m serrano.sw.scaling --presets x64`).
+    ("x32", "decode gate_up int4"), ("x32", "prefill q_o int8")])
+def test_measured_table_is_todays_rtl(preset, name):
+    """The study's numbers are what the RTL gives today (a stale table fails here):
+    projected cycles equal freshly measured cycles, bit-exact against the golden model."""
     require_simulator("verilator")
-    cfg = get_preset("default")
-    e = next(e for e in MEASURED["presets"]["default"]["gemms"] if e["name"] == name)
-    r = run_gemm(cfg, e["m"], e["k"], e["n"], "verilator", weights=e["weights"])
+    cfg = get_preset(preset)
+    e = next(e for e in MEASURED["presets"][preset]["gemms"] if e["name"] == name)
+    backend = scaling._backend(cfg)
+    try:
+        with Device(cfg, backend) as dev:
+            r = run_gemm(cfg, e["m"], e["k"], e["n"], "verilator", device=dev,
+                         weights=e["weights"])
+    finally:
+        backend.close()
     assert r["bit_exact"]
     assert project.gemm_cycles(cfg.rows, e["m"], e["k"], e["n"], e["weights"]) \
         == r["cycles"]
