@@ -452,7 +452,7 @@ def plot(path, model="llama-2-7b", chips_sweep=(1, 4, 16)):
         style = "--" if side not in (16, 32, 64) else "-"
         for ax, ys in ((ax_t, ts), (ax_e, es)):
             ax.plot(xs, ys, style, marker="o", label=f"{side}x{side}, 1 chip")
-    for chips in chips_sweep[1:]:
+    for chips in [c for c in chips_sweep[1:] if c <= model_shape(model)["kv_heads"]]:
         r = project(model, array="64x64", bandwidth_gbps=64.0, chips=chips)
         for ax, y in ((ax_t, r["tokens_per_s"]), (ax_e, r["joules_per_token"])):
             ax.plot([64 * chips], [y], marker="s", linestyle="none",

@@ -122,3 +122,10 @@ def test_bad_input_is_one_line(capsys, argv, msg):
     assert cli.main(["project", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and msg in err
+
+
+def test_plot(tmp_path):
+    path = tmp_path / "at_scale.png"
+    assert cli.main(["project", "--plot", str(path), "--model", "smollm2", "--array", "16x16",
+                     "--bandwidth", "16"]) == 0
+    assert path.stat().st_size > 10_000 and path.read_bytes()[:4] == b"\x89PNG"
