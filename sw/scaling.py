@@ -231,8 +231,9 @@ def measure(presets=PRESETS, layer=True, log=print):
 
 
 def markdown(report):
-    """The study as README tables: per preset, the measured GEMMs (cycles, MAC and bus
-    utilization) and the layer."""
+    """The study as README tables: per preset, the measured GEMMs (cycles, MAC or bus
+    utilization, cycles over the roofline ``max(MACs / (R C), bytes / bus bytes)``), the
+    layer and the vector work."""
     presets = report["presets"]
     names = list(presets)
     head = "| workload | " + " | ".join(
@@ -249,7 +250,10 @@ def markdown(report):
                 continue
             util = (f"bus {e['dma_read_utilization']:.3f}" if w.startswith("decode")
                     else f"MAC {e['mac_utilization']:.3f}")
-            cells.append(f"{e['cycles']:,} ({util})")
+            p = presets[n]
+            roof = max(-(-e["m"] * e["k"] * e["n"] // (p["rows"] * p["cols"])),
+                       -(-(e["dma_read_bytes"] + e["dma_write_bytes"]) // p["bus_bytes"]))
+            cells.append(f"{e['cycles']:,} ({util}, {e['cycles'] / roof:.2f}x roof)")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     for phase in ("prefill", "decode"):
         cells = [f"{presets[n]['layer'][phase]['cycles']:,}" if "layer" in presets[n]
