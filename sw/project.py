@@ -461,6 +461,11 @@ def plot(path, model="llama-2-7b", chips_sweep=(1, 4, 16)):
         if g["model"] == model and g["tokens_per_s"] and g["bandwidth_gbps"]:
             ax_t.plot([g["bandwidth_gbps"]], [g["tokens_per_s"]], marker="*", markersize=12,
                       linestyle="none", label=g["system"])
+    for g in GPUS:                          # a measured energy, another model and batch
+        if g["joules_per_token"]:
+            ax_e.axhline(g["joules_per_token"], color="grey", linestyle=":",
+                         label=f"{g['system']}: {g['model']}, batch {g['batch']}")
+    ax_e.legend(fontsize=7)
     for ax, label in ((ax_t, "decode tokens/s (batch 1)"), (ax_e, "J per token (45 nm model)")):
         ax.set_xscale("log")
         ax.set_yscale("log" if ax is ax_t else "linear")
