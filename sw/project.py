@@ -225,10 +225,12 @@ def gemm_cycles(side, m, k, n, weights, bus=None, measured=None, notes=None, loo
     return max(1, round(roof / eff))
 
 
-def _step_gemms(shape, chips, rows, context, weights, lm_head=True):
-    """``[(m, k, n, weights, count)]`` of one forward step on one chip: ``rows`` array
-    rows (tokens x row per token), attention over ``context`` positions, per sequence
-    rows ``rows`` (the caller passes one sequence's rows for attention)."""
+def _step_gemms(shape, chips, rows, weights, lm_head=True):
+    """``[(m, k, n, weights, count)]``: the weight GEMMs of one forward step on one of
+    ``chips`` chips, ``rows`` array rows (tokens times rows a token): every layer's
+    queries, keys and values, output, gate and up, and down projections (each chip's
+    share), and the LM head (its int8 blocks). The attention is
+    :func:`_attention_gemms`."""
     H, F, d = shape["hidden"], shape["ffn"], shape["head_dim"]
     heads = math.ceil(shape["heads"] / chips)
     kv = math.ceil(shape["kv_heads"] / chips)
@@ -346,7 +348,7 @@ def project(model="llama-2-7b", *, array="64x64", clock_ghz=1.0, bandwidth_gbps=
     hz = clock_ghz * 1e9
 
     # Decode: B sequences, one token each.
-    dec = _step_gemms(shape, chips, batch * per_row, context, weights)
+    dec = _step_gemms(shape, chips, batch * per_row, weights)
     dec += _attention_gemms(shape, chips, per_row, batch, context)
     d_cycles, d_bytes, d_energy = _phase(side, dec, bus, measured, constants, notes)
     d_vec = _vector_cycles(side, shape, batch, chips, measured, notes)
@@ -354,8 +356,8 @@ def project(model="llama-2-7b", *, array="64x64", clock_ghz=1.0, bandwidth_gbps=
     d_comm_s, d_comm_bytes = _allreduce_s(shape, chips, batch, link_gbps, link_latency_us)
     step_s = d_cycles / hz + d_comm_s
     # Prefill: one sequence of P tokens (only the last position's logits).
-    pre = _step_gemms(shape, chips, prompt * per_row, prompt, weights, lm_head=False)
-    pre += _step_gemms(shape, chips, per_row, prompt, weights)[-1:]
+    pre = _step_gemms(shape, chips, prompt * per_row, weights, lm_head=False)
+    pre += _step_gemms(shape, chips, per_row, weights)[-1:]
     pre += _attention_gemms(shape, chips, prompt * per_row, 1, prompt)
     p_cycles, p_bytes, p_energy = _phase(side, pre, bus, measured, constants, notes)
     p_cycles += _vector_cycles(side, shape, prompt, chips, measured, notes)
