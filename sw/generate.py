@@ -187,6 +187,7 @@ class _Executor:
         if ops not in OPS:
             raise ValueError(f"unknown ops {ops!r}; choose one of: {', '.join(OPS)}")
         self.ops = ops
+        self.graph, self.params, self.act_bits = graph, params, act_bits
         if ops == "host":
             self.ex = device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits,
                                                  positions=positions, q4=q4)
@@ -217,17 +218,23 @@ class _Executor:
         return self.ex.run(feeds, argmax=True)["token"]
 
 
-def open_executor(dev, model, *, positions, ops="host", weights=None, act_bits=None):
-    """The executor of ``model`` (a :class:`sw.models.llama.Llama`) on the open device
-    ``dev`` for up to ``positions`` positions: ``.next_token(ids, p0, state)`` gives the
-    greedy next token after ``ids`` at positions ``p0 ..`` (the KV cache in ``state``
-    and in device memory), ``.run`` the logits; and the weights' format."""
+def open_executor(dev, model, *, positions, ops="host", weights=None, act_bits=None,
+                  encode=None):
+    """The executor of ``model`` (:func:`_load`'s) on the open device ``dev`` for up to
+    ``positions`` positions: ``.next_token(ids, p0, state)`` gives the greedy next token
+    after ``ids`` at positions ``p0 ..`` (the KV cache in ``state`` and in device
+    memory), ``.run`` the logits, ``.graph`` and ``.params`` the model's graph (for its
+    float reference), ``.act_bits``; and the weights' format. ``encode`` (the model's
+    tokenizer) is for the on-chip path's calibration texts: by default the GGUF file's,
+    or bytes for a model without one."""
     graph, params = _model_graph(model)
     q4, weights = _q4(dev.cfg, model, graph, params, weights)
     act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
-    return _Executor(dev, model, _Bytes.encode if model.path is None else
-                     (lambda t: LM.tokenize(model, t)), graph, params, q4, act_bits,
-                     positions, ops), weights
+    if encode is None:
+        encode = (_Bytes.encode if getattr(model, "path", None) is None
+                  else (lambda t: LM.tokenize(model, t)))
+    return _Executor(dev, model, encode, graph, params, q4, act_bits, positions,
+                     ops), weights
 
 
 def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
@@ -240,8 +247,6 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
     if not texts:
         raise ValueError("no text to score")
     model, encode, _ = _load(model_name, gguf)
-    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
-    graph, params = _model_graph(model)
     same = total = 0
     per_text = []
     all_ids = [np.array(encode(text)) for text in texts]
@@ -251,10 +256,10 @@ def agreement(cfg, model_name, backend, texts, *, act_bits=None, mem_latency=30,
         if len(ids) > model.shape.context:
             raise ValueError(f"a text to score has {len(ids)} tokens, more than the "
                              f"context of {model.shape.context}")
-    q4, weights = _q4(cfg, model, graph, params, weights)
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = _Executor(dev, model, encode, graph, params, q4, act_bits,
-                       max(map(len, all_ids)), ops)
+        ex, weights = open_executor(dev, model, positions=max(map(len, all_ids)), ops=ops,
+                                    weights=weights, act_bits=act_bits, encode=encode)
+        graph, params, act_bits = ex.graph, ex.params, ex.act_bits
         for ids in all_ids:
             feeds = {"ids": ids, "pos": np.arange(len(ids))}
             got = ex.run(ids, 0, {}).argmax(axis=-1)
@@ -295,14 +300,11 @@ def generate(cfg, model_name, backend, *, prompt=None, chat=False, max_tokens=16
     if len(ids) + max_tokens > model.shape.context:
         raise ValueError(f"the prompt ({len(ids)} tokens) and --max-tokens {max_tokens} "
                          f"exceed the context of {model.shape.context}")
-    act_bits = device_exec.ACT_BITS if act_bits is None else act_bits
-    graph, params = _model_graph(model)
-
-    q4, weights = _q4(cfg, model, graph, params, weights)
     stop = model.eos_id if model_name == "smollm2" else None
     with Device(cfg, backend, mem_latency=mem_latency, check=check) as dev:
-        ex = _Executor(dev, model, encode, graph, params, q4, act_bits,
-                       len(ids) + max_tokens, ops)
+        ex, weights = open_executor(dev, model, positions=len(ids) + max_tokens, ops=ops,
+                                    weights=weights, act_bits=act_bits, encode=encode)
+        graph, params, act_bits = ex.graph, ex.params, ex.act_bits
         state = {}
         n0 = len(dev.calls)
         nxt = ex.next_token(ids, 0, state)
