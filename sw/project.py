@@ -46,7 +46,7 @@ import math
 from pathlib import Path
 
 from serrano.hw import isa
-from serrano.hw.config import Config
+from serrano.hw.config import Config, get_preset
 from . import compiler, energy, scaling
 
 __all__ = ["MODELS", "GPUS", "ENERGY", "model_shape", "array_config", "gemm_cycles",
@@ -115,7 +115,6 @@ def array_config(side):
     """A configuration of a ``side x side`` array (bus ``side`` bytes), with the buffer
     bytes of ``default``: the measured preset when there is one."""
     for name in scaling.PRESETS:
-        from serrano.hw.config import get_preset
         cfg = get_preset(name)
         if cfg.rows == side:
             return cfg
@@ -144,7 +143,7 @@ def _structure(side, m, k, n, weights):
     return energy.program_counts(cfg, [b.finish()])
 
 
-def _roofline(cfg, counts, bus):
+def _roofline(counts, bus):
     moved = counts["expected_dma_read_bytes"] + counts["expected_dma_write_bytes"]
     array, memory = counts["array_rows"], moved / bus
     return max(array, memory), ("bus" if memory >= array else "array")
@@ -166,8 +165,7 @@ def _points(side, weights, kind, measured):
         if e["weights"] != weights:
             continue
         counts = _structure(presets[name]["rows"], e["m"], e["k"], e["n"], weights)
-        roof, k = _roofline(array_config(presets[name]["rows"]), counts,
-                            presets[name]["bus_bytes"])
+        roof, k = _roofline(counts, presets[name]["bus_bytes"])
         if k == kind:
             pts.append((math.log(roof), roof / e["cycles"]))
     # Shapes of one roofline (a K x N matrix and its transpose) share a point: their mean.
@@ -190,9 +188,8 @@ def gemm_cycles(side, m, k, n, weights, bus=None, measured=None, notes=None, loo
             for e in p["gemms"]:
                 if (e["m"], e["k"], e["n"], e["weights"]) == (m, k, n, weights):
                     return e["cycles"]
-    cfg = array_config(side)
     counts = _structure(side, m, k, n, weights)
-    roof, kind = _roofline(cfg, counts, bus)
+    roof, kind = _roofline(counts, bus)
     pts, preset = _points(side, weights, kind, measured)
     if not pts:
         # (x64's int8 prompt GEMMs of 64 rows stream weights as fast as they use them:
@@ -290,25 +287,21 @@ def _vector_cycles(side, shape, tokens, chips, measured, notes):
 
 
 def _phase(side, gemms, bus, measured, constants, notes):
+    """Cycles, bytes moved and :func:`sw.energy.estimate` of ``gemms`` on one chip: the
+    programs' structure counts summed (as :func:`sw.energy.calls_estimate` does), the
+    counters taken as the structure says they read (:func:`sw.energy.counter_mismatches`'
+    pairs)."""
     cycles = 0
-    totals = dict.fromkeys(energy.COUNT_KEYS, 0)
-    moved = 0
+    counts = {}
     for m, k, n, weights, count in gemms:
         cycles += count * gemm_cycles(side, m, k, n, weights, bus, measured, notes)
-        c = _structure(side, m, k, n, weights)
-        for key, src in (("array_cycles", "array_rows"),
-                         ("dma_read_bytes", "expected_dma_read_bytes"),
-                         ("dma_write_bytes", "expected_dma_write_bytes"),
-                         ("act_load_bytes", "act_load_bytes"),
-                         ("param_load_bytes", "param_load_bytes"),
-                         ("weight_bytes", "weight_bytes"), ("store_rows", "store_rows"),
-                         ("store_buf_rows", "store_buf_rows"), ("stores", "stores")):
-            totals[key] += count * c[src]
-        totals["block_rows"] = totals.get("block_rows", 0) + count * c["block_rows"]
-        totals["store_raw_rows"] = totals.get("store_raw_rows", 0) + count * c["store_raw_rows"]
-        moved += count * (c["expected_dma_read_bytes"] + c["expected_dma_write_bytes"])
-    e = energy.estimate(array_config(side), totals, constants)
-    return cycles, moved, e
+        for key, value in _structure(side, m, k, n, weights).items():
+            counts[key] = counts.get(key, 0) + count * value
+    counts.update(array_cycles=counts["array_rows"],
+                  dma_read_bytes=counts["expected_dma_read_bytes"],
+                  dma_write_bytes=counts["expected_dma_write_bytes"])
+    moved = counts["dma_read_bytes"] + counts["dma_write_bytes"]
+    return cycles, moved, energy.estimate(array_config(side), counts, constants)
 
 
 def project(model="llama-2-7b", *, array="64x64", clock_ghz=1.0, bandwidth_gbps=64.0,

@@ -234,6 +234,7 @@ def markdown(report):
     """The study as README tables: per preset, the measured GEMMs (cycles, MAC or bus
     utilization, cycles over the roofline ``max(MACs / (R C), bytes / bus bytes)``), the
     layer and the vector work."""
+    from .bench import roofline_cycles
     presets = report["presets"]
     names = list(presets)
     head = "| workload | " + " | ".join(
@@ -250,9 +251,8 @@ def markdown(report):
                 continue
             util = (f"bus {e['dma_read_utilization']:.3f}" if w.startswith("decode")
                     else f"MAC {e['mac_utilization']:.3f}")
-            p = presets[n]
-            roof = max(-(-e["m"] * e["k"] * e["n"] // (p["rows"] * p["cols"])),
-                       -(-(e["dma_read_bytes"] + e["dma_write_bytes"]) // p["bus_bytes"]))
+            roof = roofline_cycles(get_preset(n), e["m"] * e["k"] * e["n"],
+                                   e["dma_read_bytes"] + e["dma_write_bytes"])
             cells.append(f"{e['cycles']:,} ({util}, {e['cycles'] / roof:.2f}x roof)")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     for phase in ("prefill", "decode"):
