@@ -37,9 +37,17 @@ class FrontEnd(wiring.Component):
     dispatches nothing more. A program that runs out of instructions without ``END``
     fails with ``NO_END``.
 
+    Position: an instruction with ``rel`` or ``guard`` (:mod:`hw.isa`, "Position-relative
+    instructions") spends one cycle more between fetch and the checks: its guard is
+    tested against ``t = P >> shr`` (a failed guard drops it: back to fetch, nothing
+    dispatched) and its position fields (:data:`hw.isa.OPS`' ``rel``) get their terms
+    added; the checks and the unit see the result. Other instructions go straight to
+    the checks, as before.
+
     Ports
     -----
-    start : In (pulse); prog_addr : In(32); prog_len : In(32) (instructions)
+    start : In (pulse); prog_addr : In(32); prog_len : In(32) (instructions);
+    position : In(32) (``P`` of position-relative instructions, latched at start)
     fcmd : Out(stream(dma_command)); fdata : In(stream(8 * bus_bytes))
     load_q : Out(stream(insn_layout)); exec_q : Out(stream(matmul_entry()));
     store_q : Out(stream(insn_layout)); vec_q : Out(stream(insn_layout))
@@ -62,7 +70,7 @@ class FrontEnd(wiring.Component):
         self.insn_beats = max(1, isa.INSN_BYTES // cfg.bus_bytes)
         self.beat_insns = max(1, cfg.bus_bytes // isa.INSN_BYTES)
         super().__init__({
-            "start": In(1), "prog_addr": In(32), "prog_len": In(32),
+            "start": In(1), "prog_addr": In(32), "prog_len": In(32), "position": In(32),
             "fcmd": Out(stream.Signature(dma_command(cfg))),
             "fdata": In(stream.Signature(8 * cfg.bus_bytes)),
             "load_q": Out(stream.Signature(isa.insn_layout)),
@@ -152,6 +160,15 @@ class FrontEnd(wiring.Component):
         cur = Signal(isa.insn_layout)
         op = cur.header.opcode
         b = cur.body
+
+        # Position-relative instructions: the terms, from the position latched at start.
+        pos = Signal(32)
+        t = Signal(32)
+        off = Signal(32)
+        m.d.comb += [t.eq(pos >> cur.header.shr), off.eq(t << cur.header.shl)]
+        terms = {"addr": off, "t": t, "P": pos}
+        skip = Signal()
+        m.d.comb += skip.eq(cur.header.guard & (cur.header.gtile > t))
         left = Signal(32)            # instructions of the program not yet dispatched
         check = Signal(range(self.CHECK_CYCLES))
 
@@ -299,7 +316,7 @@ class FrontEnd(wiring.Component):
                         m.d.comb += units.eq((self.prog_len + skip + per - 1)
                                              >> ceil_log2(per))
                         m.d.sync += sub.eq(skip)
-                    m.d.sync += [running.eq(1), f_addr.eq(first),
+                    m.d.sync += [running.eq(1), f_addr.eq(first), pos.eq(self.position),
                                  f_left.eq(units), left.eq(self.prog_len),
                                  chunk.eq(Mux(units < chunk_max, units, chunk_max)),
                                  error.eq(0)]
@@ -313,9 +330,26 @@ class FrontEnd(wiring.Component):
                 with m.Elif(word_valid):
                     m.d.comb += take_word.eq(1)
                     m.d.sync += [cur.eq(insn), left.eq(left - 1), check.eq(0)]
-                    m.next = "CHECK"
+                    with m.If(insn.header.rel | insn.header.guard):
+                        m.next = "POSITION"
+                    with m.Else():
+                        m.next = "CHECK"
                 with m.Else():
                     m.d.comb += self.stall_insn.eq(1)
+            with m.State("POSITION"):        # guard, then the position fields' offsets
+                with m.If(skip):
+                    m.next = "FETCH"
+                with m.Else():
+                    with m.If(cur.header.rel):
+                        with m.Switch(op):
+                            for code, spec in isa.OPS.items():
+                                if spec.rel:
+                                    body = getattr(b, code.name.lower())
+                                    with m.Case(code):
+                                        for name, term in spec.rel:
+                                            field = getattr(body, name)
+                                            m.d.sync += field.eq(field + terms[term])
+                    m.next = "CHECK"
             with m.State("CHECK"):           # the range pipeline fills from `cur`
                 m.d.sync += check.eq(check + 1)
                 with m.If(check == self.CHECK_CYCLES - 1):

@@ -22,8 +22,30 @@ push_prev  1      give a token to the previous unit when finished
 push_next  1      give a token to the next unit when finished
 pop_side   1      wait for a token from the side unit before starting
 push_side  1      give a token to the side unit when finished
-reserved   22     ignored
+rel        1      position-relative: add the position to the op's position fields (below)
+guard      1      run only at positions that reach tile ``gtile`` (below)
+shr        4      the position term ``t = P >> shr``
+shl        5      an address's offset is ``t << shl``
+gtile      11     the guard's tile: the instruction runs only if ``gtile <= t``
 =========  =====  =========================================================================
+
+Position-relative instructions (one program for every decoded token)
+--------------------------------------------------------------------
+The ``position`` register ``P`` (32 bits, latched at ``start``) is where a decoded token
+sits in its sequence. An instruction with ``guard`` runs only if ``gtile <= t``, where
+``t = P >> shr``; otherwise it is skipped: no effect, no token popped or pushed, not
+retired, not checked. An instruction with ``rel`` (and not skipped) first has its
+position fields (:data:`OPS`, ``OpSpec.rel``) offset, each by its term, modulo
+``2**width`` of the field: ``addr`` is ``(t << shl) mod 2**32``, ``t`` is ``t``, ``P``
+is ``P``; then it is checked and runs as if it had been encoded so. ``LOAD_ACT``,
+``LOAD_PARAM`` and ``STORE`` offset ``dram_addr`` by ``addr`` (a KV cache row, a rotary
+table's row, a key tile: the position times a power of two, or its tile's index times
+one); ``MATMUL`` offsets ``k_tiles`` by ``t`` (``P V`` over the keys up to ``P``:
+``k_tiles = 1`` and ``shr = log2 R``); ``VEC`` offsets ``rows`` by ``t`` and ``length``
+by ``P`` (a causal softmax over ``P + 1`` keys: ``rows = 1``, ``length = 1``). ``FENCE``
+and ``END`` have no position fields (``guard`` applies to every instruction). The front
+end spends one more cycle on an instruction with ``rel`` or ``guard``; others run as
+before.
 
 Units and tokens (decoupled access/execute, as in VTA)
 ------------------------------------------------------
@@ -190,7 +212,7 @@ from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
            "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
-           "TABLE_ENTRIES", "SIGNED_FIELDS",
+           "TABLE_ENTRIES", "SIGNED_FIELDS", "REL_TERMS", "POSITION_FIELDS", "at_position",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS", "WIDE_MAX",
            "header_layout", "insn_layout",
@@ -230,25 +252,32 @@ class Unit(enum.IntEnum):
 
 class OpSpec:
     """One row of the op table: the unit that runs an opcode (``None``: the front end
-    itself, ``FENCE`` and ``END``) and its count fields (each must be non-zero, or the
-    instruction ends in ``BAD_COUNT``)."""
+    itself, ``FENCE`` and ``END``), its count fields (each must be non-zero, or the
+    instruction ends in ``BAD_COUNT``) and its position fields, ``(field, term)`` pairs
+    (:data:`REL_TERMS`) that header ``rel`` offsets."""
 
-    def __init__(self, unit, counts=()):
-        self.unit, self.counts = unit, tuple(counts)
+    def __init__(self, unit, counts=(), rel=()):
+        self.unit, self.counts, self.rel = unit, tuple(counts), tuple(rel)
+        assert all(term in REL_TERMS for _, term in self.rel)
 
     def __repr__(self):
-        return f"OpSpec({self.unit!r}, {self.counts!r})"
+        return f"OpSpec({self.unit!r}, {self.counts!r}, {self.rel!r})"
+
+
+#: The terms a position-relative field is offset by (header ``rel``): ``"addr"``
+#: ``(P >> shr) << shl``, ``"t"`` ``P >> shr``, ``"P"`` the position itself.
+REL_TERMS = ("addr", "t", "P")
 
 
 #: The op table, read by the front end (dispatch, count checks) and the golden model.
 OPS = {
-    Op.LOAD_ACT: OpSpec(Unit.LOAD, ("rows", "row_beats")),
-    Op.LOAD_PARAM: OpSpec(Unit.LOAD, ("n_tiles",)),
-    Op.MATMUL: OpSpec(Unit.EXEC, ("m", "k_tiles")),
-    Op.STORE: OpSpec(Unit.STORE, ("m",)),
+    Op.LOAD_ACT: OpSpec(Unit.LOAD, ("rows", "row_beats"), (("dram_addr", "addr"),)),
+    Op.LOAD_PARAM: OpSpec(Unit.LOAD, ("n_tiles",), (("dram_addr", "addr"),)),
+    Op.MATMUL: OpSpec(Unit.EXEC, ("m", "k_tiles"), (("k_tiles", "t"),)),
+    Op.STORE: OpSpec(Unit.STORE, ("m",), (("dram_addr", "addr"),)),
     Op.FENCE: OpSpec(None),
     Op.END: OpSpec(None),
-    Op.VEC: OpSpec(Unit.VECTOR, ("rows", "count")),
+    Op.VEC: OpSpec(Unit.VECTOR, ("rows", "count"), (("rows", "t"), ("length", "P"))),
 }
 
 #: Each unit's neighbours by header flag pair (``prev``: ``pop_prev``/``push_prev``, ...).
@@ -331,7 +360,11 @@ header_layout = data.StructLayout({
     "push_next": 1,
     "pop_side": 1,
     "push_side": 1,
-    "reserved": 22,
+    "rel": 1,
+    "guard": 1,
+    "shr": 4,
+    "shl": 5,
+    "gtile": 11,
 })
 
 body_layouts = {
@@ -391,8 +424,12 @@ _BODY_AT = {op: {name: (HEADER_BITS + offset, (1 << width) - 1, width)
             for op, layout in _BODY.items()}
 
 
+#: The header fields of a position-relative instruction (:func:`encode` takes them).
+POSITION_FIELDS = ("rel", "guard", "shr", "shl", "gtile")
+
+
 def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
-           push_side=0, **fields):
+           push_side=0, rel=0, guard=0, shr=0, shl=0, gtile=0, **fields):
     """Encode one instruction into :data:`INSN_BYTES` little-endian bytes.
 
     Unknown field names and values that do not fit raise ``ValueError``. ``VEC``'s
@@ -404,7 +441,8 @@ def encode(op, *, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
     word = 0
     for name, value in (("opcode", int(op)), ("pop_prev", pop_prev), ("pop_next", pop_next),
                         ("push_prev", push_prev), ("push_next", push_next),
-                        ("pop_side", pop_side), ("push_side", push_side)):
+                        ("pop_side", pop_side), ("push_side", push_side), ("rel", rel),
+                        ("guard", guard), ("shr", shr), ("shl", shl), ("gtile", gtile)):
         offset, width = _HEADER[name]
         word |= _fit(name, value, width) << offset
     vec = op == Op.VEC
@@ -464,3 +502,20 @@ def vec_span(rows, count, stride):
     """Rows from the first to one past the last that ``count`` vectors of ``rows`` rows
     occupy: ``rows*count`` (``stride`` 0) or ``count + (rows-1)*stride``."""
     return vec_offset(count - 1, rows - 1, rows, stride) + 1
+
+
+def at_position(op, hdr, body, position):
+    """The instruction ``(op, hdr, body)`` (:func:`decode_op`) as it runs at position
+    ``position``: ``None`` if its ``guard`` skips it, else its body with the position
+    fields of a ``rel`` instruction offset (see "Position-relative instructions")."""
+    t = position >> hdr["shr"]
+    if hdr["guard"] and hdr["gtile"] > t:
+        return None
+    if not hdr["rel"] or op is None:
+        return body
+    terms = {"addr": (t << hdr["shl"]) & 0xFFFF_FFFF, "t": t, "P": position}
+    body = dict(body)
+    for name, term in OPS[op].rel:
+        width = _BODY[op][name][1]
+        body[name] = (body[name] + terms[term]) % (1 << width)
+    return body

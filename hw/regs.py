@@ -50,7 +50,10 @@ REGISTERS = (
     Register("prog_len", access="rw", doc="program length in instructions"),
     Register("base", access="rw", doc="lowest byte address the DMA may touch"),
     Register("limit", access="rw", init=0, doc="first byte address the DMA may not touch"),
-) + tuple(reg for name, doc in COUNTERS for reg in counter64(name, doc))
+) + tuple(reg for name, doc in COUNTERS for reg in counter64(name, doc)) + (
+    Register("position", access="rw",
+             doc="the position P of position-relative instructions (hw.isa), latched at start"),
+)
 
 REGISTER_MAP = register_map(REGISTERS)
 
@@ -102,11 +105,12 @@ class Outcome:
         return (self.status >> STATUS_CODE_SHIFT) & 0xF
 
 
-def program_registers(prog_addr, prog_len, base, limit):
-    """Write the program's address and length, the DMA window ``[base, limit)`` and
-    enable the interrupt (a hard reset clears them all)."""
+def program_registers(prog_addr, prog_len, base, limit, position=0):
+    """Write the program's address and length, the DMA window ``[base, limit)``, the
+    ``position`` of its position-relative instructions and enable the interrupt (a hard
+    reset clears them all)."""
     for name, value in (("base", base), ("limit", limit), ("prog_addr", prog_addr),
-                        ("prog_len", prog_len), ("irq_enable", 1)):
+                        ("prog_len", prog_len), ("position", position), ("irq_enable", 1)):
         yield ("write", name, value)
 
 
@@ -120,9 +124,9 @@ def read_counters():
     return counters
 
 
-def start(prog_addr, prog_len, base, limit):
+def start(prog_addr, prog_len, base, limit, position=0):
     """Program the registers and start the program."""
-    yield from program_registers(prog_addr, prog_len, base, limit)
+    yield from program_registers(prog_addr, prog_len, base, limit, position)
     yield ("write", "ctrl", CTRL_START)
 
 
@@ -137,10 +141,10 @@ def collect(timeout_cycles):
     return Outcome(status=status, counters=counters, timed_out=not came)
 
 
-def run_program(prog_addr, prog_len, base, limit, timeout_cycles):
+def run_program(prog_addr, prog_len, base, limit, timeout_cycles, position=0):
     """Launch one program and collect its end (:func:`start`, then :func:`collect`):
     the one sequence every host runs. Returns an :class:`Outcome`."""
-    yield from start(prog_addr, prog_len, base, limit)
+    yield from start(prog_addr, prog_len, base, limit, position)
     return (yield from collect(timeout_cycles))
 
 

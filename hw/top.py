@@ -39,7 +39,7 @@ class Core(wiring.Component):
     -----
     bus : Out(AXI4Signature)       the memory port (reads: fetch, loads, weights; writes:
                                    stores)
-    start : In (pulse); prog_addr, prog_len, base, limit : In(32)
+    start : In (pulse); prog_addr, prog_len, position, base, limit : In(32)
     abort : In                     stop issuing work (soft reset requested)
     running : Out                  from start until done, or until an error has drained
     done : Out (pulse)             the program reached END and everything is written
@@ -58,7 +58,7 @@ class Core(wiring.Component):
         self.gating = check(gating)
         members = {
             "bus": Out(AXI4Signature(addr_width=cfg.addr_width, data_bytes=cfg.bus_bytes)),
-            "start": In(1), "prog_addr": In(32), "prog_len": In(32),
+            "start": In(1), "prog_addr": In(32), "prog_len": In(32), "position": In(32),
             "base": In(cfg.addr_width), "limit": In(cfg.addr_width), "abort": In(1),
             "running": Out(1), "done": Out(1), "failed": Out(1), "error": Out(4),
             "quiet": Out(1),
@@ -192,6 +192,7 @@ class Core(wiring.Component):
         m.d.comb += [
             front.start.eq(self.start & ~self.running),
             front.prog_addr.eq(self.prog_addr), front.prog_len.eq(self.prog_len),
+            front.position.eq(self.position),
             front.units_idle.eq(load.idle & exe.idle & store.idle & vec.idle & wr.idle),
             self.quiet.eq(~rd.busy & ~wr.busy),
             self.error.eq(error),
@@ -321,6 +322,7 @@ class Serrano(wiring.Component):
         m.d.comb += [
             core.start.eq(csr.ctrl[0] & ~resetting & ~core_reset),
             core.prog_addr.eq(csr.prog_addr), core.prog_len.eq(csr.prog_len),
+            core.position.eq(csr.position),
             core.base.eq(csr.base), core.limit.eq(csr.limit),
             core.abort.eq(resetting | csr.ctrl[1]),
             csr.magic.eq(regs.MAGIC),

@@ -318,10 +318,11 @@ class AmaranthResult:
 
 
 def run_program(cfg, image, prog_addr, prog_len, *, base=0, limit=None, latency=30,
-                timeout_cycles=1_000_000):
-    """Run one program on ``image`` through :func:`hw.regs.run_program`, every ready and
-    valid of the memory offered each cycle and ``latency`` (AR to first beat, last W to
-    B) fixed; returns an :class:`AmaranthResult`."""
+                timeout_cycles=1_000_000, position=0):
+    """Run one program on ``image`` through :func:`hw.regs.run_program` (``position``
+    in its register), every ready and valid of the memory offered each cycle and
+    ``latency`` (AR to first beat, last W to B) fixed; returns an
+    :class:`AmaranthResult`."""
     image = np.asarray(image, np.uint8)
     limit = len(image) if limit is None else limit
     knobs = Knobs(1.0, 1.0, 1.0, 1.0, 1.0, (max(latency, 1), max(latency, 1)))
@@ -329,7 +330,8 @@ def run_program(cfg, image, prog_addr, prog_len, *, base=0, limit=None, latency=
                      max_cycles=timeout_cycles + 10_000)
     run.axi = serrano_axi_checker(cfg.bus_bytes, base=base, limit=limit)
     t0 = time.perf_counter()
-    run.run(lambda _run: regs.run_program(prog_addr, prog_len, base, limit, timeout_cycles))
+    run.run(lambda _run: regs.run_program(prog_addr, prog_len, base, limit, timeout_cycles,
+                                          position))
     out = run.result
     return AmaranthResult(image=run.image.copy(), status=out.status, counters=out.counters,
                           timed_out=out.timed_out, cycles=run.cycles,

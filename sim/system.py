@@ -138,9 +138,9 @@ def _run_in_session(cfg, built, image, limit, words, case):
 def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
                mem_latency=30, write_latency=10, err_window=(0, 0), timeout_cycles=None,
                memory_bytes=None, reset_after=None, reset_kind="soft",
-               hard_reset_cycles=4, soft_reset_at_end=False, persistent=False):
+               hard_reset_cycles=4, soft_reset_at_end=False, persistent=False, position=0):
     """Run a program on ``serrano_system``; same result shape as :func:`sim.accel.run_rtl`
-    (a :class:`SystemResult`).
+    (a :class:`SystemResult`). ``position`` goes into the ``position`` register.
 
     ``mem_latency`` is the memory's read latency in cycles (AR accepted to first beat);
     ``err_window`` = ``(lo, hi)`` makes bursts starting in ``[lo, hi)`` answer SLVERR
@@ -188,7 +188,7 @@ def run_system(cfg, image, prog_addr, prog_len, sim, *, base=0, limit=None,
     case = {
         "regs": {e.name: e.address for e in regs.REGISTER_MAP},
         "prog_addr": prog_addr, "prog_len": prog_len, "base": base, "limit": limit,
-        "mem_latency": mem_latency, "write_latency": write_latency,
+        "position": int(position), "mem_latency": mem_latency, "write_latency": write_latency,
         "err_lo": err_window[0], "err_hi": err_window[1],
         "timeout_cycles": timeout_cycles,
         "reset_after": None if reset_after is None else int(reset_after),

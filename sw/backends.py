@@ -206,7 +206,7 @@ class GoldenBackend(_RegisterFile):
         try:
             res = isa_model.run_program(self.cfg, self.mem, r["prog_addr"], r["prog_len"],
                                         base=r["base"], limit=r["limit"], check_deps=False,
-                                        in_place=True)
+                                        in_place=True, position=r["position"])
         except ValueError:              # a window the model cannot take: DMA_WINDOW
             self._finish(_status_of(isa.Error.DMA_WINDOW), {})
             return
@@ -322,7 +322,7 @@ class IcarusBackend(_BatchRTL):
         return run_system(self.cfg, image, r["prog_addr"], r["prog_len"], "icarus",
                           base=r["base"], limit=r["limit"], mem_latency=self.mem_latency,
                           write_latency=WRITE_LATENCY, timeout_cycles=cycles,
-                          persistent=True)
+                          persistent=True, position=r["position"])
 
 
 class AmaranthBackend(_BatchRTL):
@@ -335,7 +335,7 @@ class AmaranthBackend(_BatchRTL):
         from serrano.sim.amaranth_system import run_program
         return run_program(self.cfg, image, r["prog_addr"], r["prog_len"], base=r["base"],
                            limit=r["limit"], latency=self.mem_latency,
-                           timeout_cycles=cycles)
+                           timeout_cycles=cycles, position=r["position"])
 
 
 #: The registry: every ``--backend`` of every command offers these names.

@@ -21,6 +21,9 @@ Each instruction, in order:
 1. **fetch** 32 bytes at ``prog_addr + 32 * i``: an index ``i >= n_insns`` stops with
    ``NO_END``; a fetch address that is not a multiple of ``min(bus_bytes, 32)`` stops with
    ``DMA_ALIGN``, one outside ``[base, limit)`` with ``DMA_WINDOW``.
+   An instruction whose ``guard`` fails at the ``position`` is skipped (fetched, not
+   retired); a ``rel`` one has its position fields offset (:func:`hw.isa.at_position`)
+   before anything below.
 2. **dispatch checks**, before the instruction has any effect, in this order: undefined
    opcode (``BAD_OPCODE``), a zero count (``BAD_COUNT``), an undefined weight format
    (``BAD_FORMAT``), an undefined vector operation (``BAD_VOP``), buffer rows, parameter
@@ -50,7 +53,7 @@ Unspecified corners, as the model defines them
   0), or a ``STORE`` writes one byte twice (``dram_stride`` below ``C``), the later beat in
   the order of :mod:`hw.isa` wins.
 * The ``pop_*``/``push_*`` flags of ``FENCE`` and ``END`` are ignored; so are the
-  reserved header bits and the padding.
+  padding.
 * A program that writes its own instructions is outside the contract (the fetch may run
   ahead of the store); the model fetches each instruction just before executing it.
 
@@ -185,10 +188,13 @@ class Machine:
     bytes it may have changed, see :func:`written_pages`).
     """
 
-    def __init__(self, cfg, mem, *, base=0, limit=None, in_place=False):
+    def __init__(self, cfg, mem, *, base=0, limit=None, in_place=False, position=0):
         self.cfg = _check_cfg(cfg)
         self.mem = _as_image(mem, in_place)
         self.base = _check_nonneg_int("base", base)
+        self.position = _check_nonneg_int("position", position)
+        if self.position >= 1 << 32:
+            raise ValueError(f"position must fit in 32 bits, not {position}")
         if limit is None:
             limit = len(self.mem)
         if (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool)
@@ -232,9 +238,16 @@ class Machine:
     # -- one instruction
 
     def execute(self, raw, index=None):
-        """Execute one encoded instruction; return :class:`isa.Error` (``NONE`` if it
-        retired). A faulting instruction has no effect."""
+        """Execute one encoded instruction at the machine's ``position``; return
+        :class:`isa.Error` (``NONE`` if it retired), or ``None`` if its guard skipped it.
+        A faulting instruction has no effect."""
         op, hdr, body = isa.decode_op(raw)
+        body = isa.at_position(op, hdr, body, self.position)
+        if body is None:
+            return None
+        return self._execute(op, body, index)
+
+    def _execute(self, op, body, index):
         try:
             if op is None:
                 raise _Fault(isa.Error.BAD_OPCODE)
@@ -491,10 +504,14 @@ class Machine:
                 raw = self.fetch(prog_addr + i * isa.INSN_BYTES)
             except _Fault as fault:
                 return fault.error, i, retired
-            error = self.execute(raw, index=i)
+            op, hdr, body = isa.decode_op(raw)
+            body = isa.at_position(op, hdr, body, self.position)
+            if body is None:                  # its guard skipped it
+                continue
+            error = self._execute(op, body, i)
             if error != isa.Error.NONE:
                 return error, i, retired
-            retired.append(isa.decode_op(raw))
+            retired.append((op, hdr, body))
             if retired[-1][0] == isa.Op.END:
                 return isa.Error.NONE, None, retired
         return isa.Error.NO_END, n_insns, retired
@@ -512,16 +529,18 @@ def _last_occurrences(idx):
 
 
 def run_program(cfg, mem, prog_addr, n_insns, *, base=0, limit=None, check_deps=True,
-                in_place=False):
+                in_place=False, position=0):
     """Run the program of ``n_insns`` instructions at ``prog_addr`` on a copy of ``mem``
-    (on ``mem`` itself with ``in_place``).
+    (on ``mem`` itself with ``in_place``), the ``position`` register set to ``position``
+    (:mod:`hw.isa`, "Position-relative instructions").
 
     Returns a :class:`Result`. With ``check_deps`` the retired instructions are then
     checked with :func:`check_tokens` and :func:`check_races`, which raise
     :class:`DeadlockError` or :class:`RaceError` for a program whose hardware result could
     differ from the program-order result (or never come).
     """
-    machine = Machine(cfg, mem, base=base, limit=limit, in_place=in_place)
+    machine = Machine(cfg, mem, base=base, limit=limit, in_place=in_place,
+                      position=position)
     error, error_insn, retired = machine.run(prog_addr, n_insns)
     tokens = None
     if check_deps:
@@ -857,13 +876,21 @@ class Program:
     """Assembles a program: each method encodes one instruction with :func:`isa.encode`,
     appends it and returns its 32 bytes. Fields are keyword-only, named as in
     :mod:`hw.isa`; ``pop_prev``, ``pop_next``, ``push_prev``, ``push_next`` are the
-    dependency flags (0 by default)."""
+    dependency flags (0 by default); ``at``, a dict of :data:`hw.isa.POSITION_FIELDS`
+    (``rel``, ``guard``, ``shr``, ``shl``, ``gtile``), makes the instruction
+    position-relative."""
 
     def __init__(self):
         self.insns = []
 
-    def _add(self, op, flags, **fields):
-        key = (op, *flags.values(), *fields.items())
+    def _add(self, op, flags, at=None, **fields):
+        if at:
+            unknown = set(at) - set(isa.POSITION_FIELDS)
+            if unknown:
+                raise ValueError(f"at= takes {', '.join(isa.POSITION_FIELDS)}, not "
+                                 f"{', '.join(sorted(unknown))}")
+            flags = {**flags, **at}
+        key = (op, *flags.items(), *fields.items())
         raw = _ENCODED.get(key)
         if raw is None:
             raw = isa.encode(op, **flags, **fields)
@@ -882,31 +909,33 @@ class Program:
         return data
 
     def load_act(self, *, dram_addr, dram_stride, rows, row_beats, buf_row, buf_row_step,
-                 buf_beat_step, pop_prev=0, pop_next=0, push_prev=0, push_next=0):
+                 buf_beat_step, pop_prev=0, pop_next=0, push_prev=0, push_next=0, at=None):
         return self._add(isa.Op.LOAD_ACT, _flags(pop_prev, pop_next, push_prev, push_next),
+                         at,
                          dram_addr=dram_addr, dram_stride=dram_stride, rows=rows,
                          row_beats=row_beats, buf_row=buf_row, buf_row_step=buf_row_step,
                          buf_beat_step=buf_beat_step)
 
     def load_param(self, *, dram_addr, n_tiles, param_tile, pop_prev=0, pop_next=0,
-                   push_prev=0, push_next=0):
+                   push_prev=0, push_next=0, at=None):
         return self._add(isa.Op.LOAD_PARAM, _flags(pop_prev, pop_next, push_prev, push_next),
+                         at,
                          dram_addr=dram_addr, n_tiles=n_tiles, param_tile=param_tile)
 
     def matmul(self, *, weight_addr, act_row, act_stride, act_kstep, m, k_tiles, acc_row,
                accumulate=0, wfmt=isa.WeightFormat.INT8, pair=0, pop_prev=0, pop_next=0,
-               push_prev=0, push_next=0, pop_side=0, push_side=0):
+               push_prev=0, push_next=0, pop_side=0, push_side=0, at=None):
         return self._add(isa.Op.MATMUL, _flags(pop_prev, pop_next, push_prev, push_next,
-                                               pop_side, push_side),
+                                               pop_side, push_side), at,
                          weight_addr=weight_addr, act_row=act_row, act_stride=act_stride,
                          act_kstep=act_kstep, m=m, k_tiles=k_tiles, acc_row=acc_row,
                          accumulate=accumulate, wfmt=int(wfmt), pair=pair)
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
               to_buf=0, relu=0, raw=0, transpose=0, wide=0, lo_row=0, pop_prev=0,
-              pop_next=0, push_prev=0, push_next=0, pop_side=0, push_side=0):
+              pop_next=0, push_prev=0, push_next=0, pop_side=0, push_side=0, at=None):
         return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next,
-                                              pop_side, push_side),
+                                              pop_side, push_side), at,
                          dram_addr=dram_addr, dram_stride=dram_stride, acc_row=acc_row, m=m,
                          param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu,
                          raw=raw, transpose=transpose, wide=wide, lo_row=lo_row)
@@ -914,16 +943,16 @@ class Program:
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
             mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, wide_out=0,
             a_lo_row=0, b_lo_row=0, dst_lo_row=0, pop_prev=0, pop_next=0, push_prev=0,
-            push_next=0):
-        return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next),
+            push_next=0, at=None):
+        return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next), at,
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
                          mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
                          stride=stride, wide=wide, wide_out=wide_out, a_lo_row=a_lo_row,
                          b_lo_row=b_lo_row, dst_lo_row=dst_lo_row)
 
-    def fence(self):
-        return self._add(isa.Op.FENCE, {})
+    def fence(self, at=None):
+        return self._add(isa.Op.FENCE, {}, at)
 
     def end(self):
         return self._add(isa.Op.END, {})

@@ -868,6 +868,8 @@ def allowed_bytes(stream):
         for i in range(first, stream.n_insns):
             raw = raw_at(i)
             error = m.execute(raw, index=i)
+            if error is None:                 # skipped by its guard
+                continue
             if error != isa.Error.NONE:
                 return error, i, raw
             snaps.append(m.mem.copy())
@@ -986,8 +988,7 @@ def first_undefined_read(cfg, insns):
             op, hdr, body = isa.decode_op(image[prog_addr + i * isa.INSN_BYTES:
                                                 prog_addr + (i + 1) * isa.INSN_BYTES])
             insns.append(Insn(-1 if op is None else op,
-                              {k: v for k, v in hdr.items() if k not in ("opcode",
-                                                                         "reserved")},
+                              {k: v for k, v in hdr.items() if k != "opcode"},
                               body))
     state = _State()
     for i, insn in enumerate(insns):

@@ -298,14 +298,18 @@ class Device:
                         macs=sum(g.macs for g in builder.gemms), program=prog.tobytes(),
                         gemms=[(g.M, g.K, g.N) for g in builder.gemms])
 
-    def run(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=()):
+    def run(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=(),
+            position=0):
         """Run ``n_insns`` instructions at ``prog_addr`` to ``END``; a :class:`CallStats`."""
-        self.launch(prog_addr, n_insns, name=name, macs=macs, program=program, gemms=gemms)
+        self.launch(prog_addr, n_insns, name=name, macs=macs, program=program, gemms=gemms,
+                    position=position)
         return self.wait()
 
-    def launch(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=()):
+    def launch(self, prog_addr, n_insns, *, name="program", macs=0, program=b"", gemms=(),
+               position=0):
         """Start a program and return at once (:meth:`wait` collects its end). The DMA
-        window is everything allocated, ``[0, top)``."""
+        window is everything allocated, ``[0, top)``; ``position`` is the ``position``
+        register of its position-relative instructions (:mod:`hw.isa`)."""
         self._idle("start a program")
         unit = min(self.cfg.bus_bytes, isa.INSN_BYTES)
         if not isinstance(prog_addr, (int, np.integer)) or prog_addr % unit:
@@ -314,17 +318,21 @@ class Device:
         if not isinstance(n_insns, (int, np.integer)) or n_insns < 1:
             raise ValueError(f"a program has at least one instruction, not {n_insns!r}")
         check_region(self, prog_addr, n_insns * isa.INSN_BYTES)
+        if (not isinstance(position, (int, np.integer)) or isinstance(position, bool)
+                or not 0 <= position < 1 << 32):
+            raise ValueError(f"position must be an integer in [0, 2**32), not {position!r}")
         limit = self.heap.top
         if self.progress:
             self.progress({"event": "start", "name": name, "macs": macs})
         t0 = time.perf_counter()
-        self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit))
+        self._sequence(self.backend, regs.start(prog_addr, n_insns, 0, limit, position))
         # The golden model's run starts after the backend's register writes and ends
         # before its reads (:meth:`_wait_irq`), so that the backend's many short calls
         # never wait for Python's lock while the golden model holds it.
         shadow = None
         if self.golden:
-            shadow = _Shadow(self, regs.run_program(prog_addr, n_insns, 0, limit, 1))
+            shadow = _Shadow(self, regs.run_program(prog_addr, n_insns, 0, limit, 1,
+                                                    position))
             shadow.start()
         self.busy = True
         self._pending = dict(name=name, macs=macs, program=bytes(program), gemms=list(gemms),

@@ -101,7 +101,8 @@ def test_encode_decode_round_trip(data):
     assert len(raw) == isa.INSN_BYTES and bytes(prog) == raw
     dop, hdr, body = isa.decode_op(raw)
     assert dop == op and body == fields
-    assert {k: hdr[k] for k in flags} == flags and hdr["opcode"] == op and hdr["reserved"] == 0
+    assert {k: hdr[k] for k in flags} == flags and hdr["opcode"] == op
+    assert all(hdr[k] == 0 for k in isa.POSITION_FIELDS)
     # The opcode sits in the low 4 bits of byte 0, the flags in bits 4..7.
     assert raw[0] == int(op) | sum(flags[k] << (4 + i) for i, k in
                                    enumerate(("pop_prev", "pop_next", "push_prev",

@@ -135,14 +135,56 @@ def test_first_position_scales_split_the_instructions():
         isa_model.check_races(few, prog)
 
 
+def test_one_decode_program_serves_every_position():
+    """Decoded tokens at positions 15 to 34 (three key tiles; 16 and 32 each start
+    one): one program, built once and run with the position register at each position,
+    gives the logits of the programs built for each position, bit for bit, and counts
+    their MACs (but where a token starts a key tile: the one program reloads that tile,
+    16 rows, where the built one transposes its one row)."""
+    graph, params, peaks = _tiny()
+    ids = np.random.default_rng(12).integers(0, 256, 35)
+
+    def decode(one):
+        with Device(DEFAULT, "golden") as dev:
+            chip = LD.OnChipDecoder(dev, graph, params, peaks, positions=64)
+            assert chip.one_program is None
+            if not one:
+                chip.one_program = "programs built per position, for the comparison"
+            chip.run({"ids": ids[:15], "pos": np.arange(15)})
+            steps = [chip.run({"ids": ids[p:p + 1], "pos": np.array([p])},
+                              last=True)["logits"][0] for p in range(15, 35)]
+            calls = dev.calls[1:]
+            return np.array(steps), {c.program for c in calls}, [c.macs for c in calls]
+
+    one, one_progs, one_macs = decode(True)
+    per, per_progs, per_macs = decode(False)
+    np.testing.assert_array_equal(one, per)
+    assert len(one_progs) == 1 and len(per_progs) == 20
+    C = DEFAULT.cols
+    assert [m for p, m in zip(range(15, 35), one_macs) if p % C] == \
+        [m for p, m in zip(range(15, 35), per_macs) if p % C]
+    # Guards and position fields are there: the key tiles past the position skipped.
+    ops = [isa.decode_op(raw) for raw in _programs_of(one_progs.pop())]
+    assert sum(h["guard"] for _, h, _ in ops) >= 4 * 2      # 4 tiles x 2 KV heads
+    assert {op for op, h, _ in ops if h["rel"]} == {
+        isa.Op.LOAD_ACT, isa.Op.STORE, isa.Op.MATMUL, isa.Op.VEC}
+
+
+def _programs_of(raw):
+    return [raw[i:i + isa.INSN_BYTES] for i in range(0, len(raw), isa.INSN_BYTES)]
+
+
 def test_decoder_on_chip_bit_exact_on_rtl(simulator):
-    """One layer: a prefill (with the first position's own scales), a decoded token
-    inside a position tile and a prefill that returns its next token (``ARGMAX wide``),
-    on the RTL: memory bit for bit as the golden model's after every call."""
+    """One layer: a prefill (with the first position's own scales), decoded tokens
+    (the one decode program; on Verilator at positions 15, 16 and 17, inside a key tile
+    and into the next, on Icarus, a thousand times slower, at position 5) and a prefill
+    that returns its next token (``ARGMAX wide``), on the RTL: memory bit for bit as the
+    golden model's after every call."""
     _, _, peaks = _tiny(1)
-    ids = np.random.default_rng(7).integers(0, 256, 6)
-    gold = _run("golden", _sink(peaks), ids, 5, layers=1)
-    rtl = _run(simulator, _sink(peaks), ids, 5, layers=1)
+    n, prefill = (18, 15) if simulator == "verilator" else (6, 5)
+    ids = np.random.default_rng(7).integers(0, 256, n)
+    gold = _run("golden", _sink(peaks), ids, prefill, layers=1)
+    rtl = _run(simulator, _sink(peaks), ids, prefill, layers=1)
     assert rtl[2].bit_exact is True
     np.testing.assert_array_equal(rtl[0], gold[0])
     np.testing.assert_array_equal(rtl[1], gold[1])

@@ -43,7 +43,7 @@ def _weights_past_the_image(rng, past):
         op, hdr, body = isa.decode_op(image[at:at + isa.INSN_BYTES])
         if op == isa.Op.MATMUL:
             body["weight_addr"] += len(image) + past - lay.w_addr
-            flags = {k: v for k, v in hdr.items() if k not in ("opcode", "reserved")}
+            flags = {k: v for k, v in hdr.items() if k != "opcode"}
             image[at:at + isa.INSN_BYTES] = np.frombuffer(
                 isa.encode(op, **flags, **body), np.uint8)
     return lay, image

@@ -66,7 +66,7 @@ async def _run(dut, host, case):
     magic = await read("magic")
     reset_status = reset_mid_run = None
     if case.get("reset_after") is not None:
-        await run(R.program_registers(*window))
+        await run(R.program_registers(*window, position=case.get("position", 0)))
         await write("ctrl", R.CTRL_START)
         await Timer(case["reset_after"] * CLOCK_NS, "ns")
         await FallingEdge(dut.clk)
@@ -79,7 +79,8 @@ async def _run(dut, host, case):
             await FallingEdge(dut.clk)
             dut.rst.value = 0
             reset_status = await read("status")
-    outcome = await run(R.run_program(*window, case["timeout_cycles"]))
+    outcome = await run(R.run_program(*window, case["timeout_cycles"],
+                                      position=case.get("position", 0)))
     end_reset_status = end_reset_settled = None
     if case.get("soft_reset_at_end"):
         end_reset_status, end_reset_settled = await run(R.soft_reset())

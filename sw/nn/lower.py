@@ -420,10 +420,30 @@ class _Emitter:
         self.stores = []                # op index of each MATMUL-tile's STORE
         self.slot = 0
         self.load_pending = False
+        self.guard = None               # (tile, shr): the guarded ops' guard
 
     def _add(self, kind, **fields):
+        if self.guard is not None:
+            fields["at"] = {**(fields.get("at") or {}), "guard": 1, "shr": self.guard[1],
+                            "gtile": self.guard[0]}
         self.ops.append((kind, fields))
         return len(self.ops) - 1
+
+    def guarded(self, tile, shr):
+        """The next ops run only at positions ``P`` with ``tile <= P >> shr`` (a guard,
+        :mod:`hw.isa`) until :meth:`unguarded`. A guarded ``MATMUL`` and its ``STORE``s
+        pair their own token and nothing else: the ``MATMUL`` writes the accumulator
+        rows it is given (half 0, never alternated, not waited for) and its ``STORE``s
+        are no ``MATMUL``'s to wait for; a ``FENCE`` before the first guarded op and
+        after the last (:meth:`unguarded`) keeps every other token balanced whichever of
+        them run."""
+        if self.guard is None:
+            self.fence()
+        self.guard = (tile, shr)
+
+    def unguarded(self):
+        self.guard = None
+        self.fence()
 
     def fence(self):
         if self.ops and self.ops[-1][0] != "fence":
@@ -490,10 +510,15 @@ class _Emitter:
         here (``acc_row`` given is the offset in it)."""
         flags = self._wait("exec", reads)
         t = len(self.stores)
-        fields["acc_row"] += (t % 2) * self.cfg.acc_buf_rows
-        if t >= 2:
-            self.ops[self.stores[t - 2]][1]["push_prev"] = 1
-            flags["pop_next"] = 1
+        if self.guard is not None:
+            # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
+            assert not flags and not (self.load_pending and self.guard[0]), \
+                "a guarded MATMUL waits for nothing its guard may skip"
+        else:
+            fields["acc_row"] += (t % 2) * self.cfg.acc_buf_rows
+            if t >= 2:
+                self.ops[self.stores[t - 2]][1]["push_prev"] = 1
+                flags["pop_next"] = 1
         if self.load_pending:
             flags["pop_prev"] = 1
             self.load_pending = False
@@ -504,6 +529,8 @@ class _Emitter:
         """The ``STORE`` of the latest ``MATMUL``'s tile; ``more``: another one of the
         same tile (its rows elsewhere), after the first in the store unit's queue."""
         self.last["store"] = i = self._add("store", pop_prev=int(not more), **fields)
+        if self.guard is not None:
+            return                          # no MATMUL waits for a guarded STORE
         if more:
             self.stores[-1] = i
         else:

@@ -221,6 +221,19 @@ class OnChipDecoder(_ScalarParams):
         self._kv_cache(positions)
         self.length = 0
         self._pcache = {}
+        # One program for every decoded token (position-relative instructions): its
+        # position terms are shifts, so the strides must be powers of two.
+        tile = R * C
+        pow2 = [v for v in (2 * self.d, self.d, C * self.d, self.dt * tile)
+                if v & (v - 1)]
+        acc_rows = (self.capacity // C) * self.group
+        self.one_program = None
+        if pow2:
+            self.one_program = f"strides {pow2} are not powers of two"
+        elif acc_rows > cfg.acc_buf_rows:
+            self.one_program = (f"{self.capacity} positions need {acc_rows} accumulator rows "
+                                f"for the scores of one token, over {cfg.acc_buf_rows}")
+        self._decode = {}               # (last, argmax) -> the decode step's program
 
     # ---- set-up --------------------------------------------------------------------
 
@@ -504,10 +517,12 @@ class OnChipDecoder(_ScalarParams):
 
     # ---- running -------------------------------------------------------------------
 
-    def build(self, S, p0, last=False, block=None, argmax=False):
+    def build(self, S, p0, last=False, block=None, argmax=False, anypos=False):
         """The program for ``S`` tokens at positions ``p0 ..`` (logits of the last one
         only with ``last``): in the largest token blocks the buffer holds (or blocks of
-        ``block`` tokens). Its device memory is released by the caller (:meth:`run`)."""
+        ``block`` tokens). Its device memory is released by the caller (:meth:`run`).
+        ``anypos``: one token at whatever position the ``position`` register holds
+        (1 and up: :meth:`decode_program`)."""
         if p0 + S > self.capacity:
             raise TooLong(f"{p0 + S} positions exceed the KV cache's {self.capacity} (make "
                           f"the executor with more positions)")
@@ -518,12 +533,25 @@ class OnChipDecoder(_ScalarParams):
         for T in sizes:
             mark = self.dev.mark()
             try:
-                return _DecoderLowering(self, S, p0, T, last, argmax).build()
+                return _DecoderLowering(self, S, p0, T, last, argmax, anypos).build()
             except TooLong:
                 self.dev.release(mark)
                 self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
                 if T == sizes[-1]:
                     raise
+
+    def decode_program(self, last=False, argmax=False):
+        """The program of one decoded token at any position from 1 on, built once and
+        kept in device memory (``None`` when :attr:`one_program` says why it cannot
+        be): its KV-cache rows, rotary tables, key tile, attention length and the
+        number of key tiles follow the ``position`` register (:mod:`hw.isa`,
+        "Position-relative instructions")."""
+        if self.one_program is not None:
+            return None
+        key = (bool(last), bool(argmax))
+        if key not in self._decode:
+            self._decode[key] = self.build(1, 1, last, None, argmax, anypos=True)
+        return self._decode[key]
 
     def run(self, feeds, state=None, *, last=False, block=None, argmax=False):
         """Tokens ``ids`` at positions ``pos`` (consecutive, from 0 or from the cache's
@@ -548,13 +576,16 @@ class OnChipDecoder(_ScalarParams):
         x = np.asarray(self.params[emb.attrs["table"]], np.float64)[ids]
         top = isa.WIDE_MAX
         xq = np.clip(np.round(x / self.scale[emb.out]), -top, top).astype(np.int64)
+        one = (self.decode_program(last, argmax) if S == 1 and p0 >= 1 and block is None
+               else None)              # (built before the mark: it stays)
         mark = self.dev.mark()
         try:
-            built = self.build(S, p0, last, block, argmax)
+            built = one or self.build(S, p0, last, block, argmax)
             self.dev.write(built["x_addr"], wide_rows(xq, S, self.cfg))
             self.length = p0           # a failed run leaves the cache to this point
             self.dev.run(built["prog_addr"], built["n_insns"], name=g.name,
-                         macs=built["macs"], program=built["program"])
+                         macs=built["macs"] + _position_macs(built["pos_macs"], p0),
+                         program=built["program"], position=p0)
             self.length = p0 + S
             out = g.outputs[0]
             if argmax:
@@ -572,9 +603,11 @@ class OnChipDecoder(_ScalarParams):
 class _DecoderLowering(_Regions):
     """One program: ``S`` tokens at positions ``p0 ..`` in blocks of ``T``."""
 
-    def __init__(self, chip, S, p0, T, last, argmax=False):
+    def __init__(self, chip, S, p0, T, last, argmax=False, anypos=False):
         self.chip, self.S, self.p0, self.T, self.last = chip, S, p0, T, last or argmax
         self.argmax = argmax
+        self.anypos = anypos            # one token at the position register's position
+        self.pos_macs = []              # (gtile or None, shr, MACs): see _position_macs
         self.cfg = chip.cfg
         self.dev = chip.dev
         self.prog = _Emitter(self.cfg)
@@ -590,17 +623,29 @@ class _DecoderLowering(_Regions):
     @property
     def sink(self):
         """Row 0 of this block is the sequence's first position (its own scales)."""
-        return self.pos == 0
+        return not self.anypos and self.pos == 0
+
+    def at(self, shl, shr=0):
+        """``at`` of a position-relative instruction whose address moves by
+        ``(P >> shr) << shl``, ``shl`` given as the stride ``2**shl``; ``None``
+        (the position is in the fields) unless :attr:`anypos`."""
+        if not self.anypos:
+            return None
+        return dict(rel=1, shr=shr, shl=shl.bit_length() - 1)
 
     def gemm(self, act, kt, w_addr, w_stride, nt, store, *, p_addr=None, p_addr0=None,
-             slot=0, reads=(), wfmt=isa.WeightFormat.INT8, act_stride=1):
+             slot=0, reads=(), wfmt=isa.WeightFormat.INT8, act_stride=1, guard=None,
+             kt_rel=None):
         """``nt`` N-tiles of ``act`` (``(row, kstep, m, pair)``) by packed weights, each
         N-tile's ``STORE`` (or ``STORE``s) from ``store(slot, j, acc_row, slot0)``; its
         parameter sets from ``p_addr`` (else the ``slot`` already loaded), and the first
         position's from ``p_addr0`` (``slot0``; None when it has no sets of its own or
-        the block does not hold it)."""
+        the block does not hold it). ``guard`` (a shift ``shr``): N-tile ``j`` runs only
+        where ``j <= P >> shr`` (:meth:`_Emitter.guarded`); ``kt_rel`` (a shift): the
+        ``MATMUL`` instructions take ``kt + (P >> kt_rel)`` K-tiles."""
         cfg, prog = self.cfg, self.prog
         row, kstep, m, pair = act
+        assert guard is None or p_addr is None, "guarded tiles use parameters loaded before"
         two = p_addr0 is not None and self.sink
         per = cfg.param_tiles // 2 if two else cfg.param_tiles
         slot0 = None
@@ -613,14 +658,25 @@ class _DecoderLowering(_Regions):
             if p_addr is not None:
                 slot = prog.params(p_addr + off, len(chunk))
             for j in chunk:
+                rows = m // 2 if pair else m
+                macs = rows * kt * cfg.rows * cfg.cols
+                if guard is not None:
+                    prog.guarded(j, guard)
+                    self.pos_macs.append((j, guard, macs))
+                else:
+                    self.macs += macs
+                if kt_rel is not None:
+                    self.pos_macs.append((None, kt_rel, macs // kt))
                 acc_row = prog.matmul(reads=reads, weight_addr=w_addr + j * w_stride,
                                       act_row=row, act_stride=act_stride, act_kstep=kstep,
-                                      m=m, k_tiles=kt, acc_row=0, pair=int(pair),
-                                      wfmt=int(wfmt))
+                                      m=m, k_tiles=kt, pair=int(pair), wfmt=int(wfmt),
+                                      acc_row=0 if guard is None else j * rows,
+                                      at=None if kt_rel is None else dict(rel=1, shr=kt_rel))
                 jj = j - c0
                 store(slot + jj if p_addr is not None else slot, j, acc_row,
                       slot0 + jj if two else None)
-                self.macs += (m // 2 if pair else m) * kt * cfg.rows * cfg.cols
+        if guard is not None:
+            prog.unguarded()
 
     def vec(self, reads, first=None, shift_b=False, fresh=False, **fields):
         """A ``VEC`` over the block's ``M`` vectors (``count``); ``first``: the fields that
@@ -677,11 +733,14 @@ class _DecoderLowering(_Regions):
             self.ktab = self.buf.alloc(chip.dt * 2 * M, "rotary tables")
             for base, n, copies in ((self.qtab, gm, chip.group), (self.ktab, M, 1)):
                 for i in range(copies):          # the high halves, then the low ones
-                    for half in (0, 1):
-                        prog.load_act(dram_addr=chip.rope_addr + (2 * self.pos + half)
-                                      * chip.d, dram_stride=2 * chip.d, rows=M,
+                    for half in (0, 1):      # (one position's row: 2 d bytes)
+                        prog.load_act(dram_addr=chip.rope_addr + (2 * (0 if self.anypos
+                                                                       else self.pos)
+                                                                  + half) * chip.d,
+                                      dram_stride=2 * chip.d, rows=M,
                                       row_beats=chip.dt, buf_row=base + half * n + i * M,
-                                      buf_row_step=1, buf_beat_step=2 * n)
+                                      buf_row_step=1, buf_beat_step=2 * n,
+                                      at=self.at(2 * chip.d))
             prog.made_by("rope_tables", "load")
             self.load_vgroup(0)
             prog.made_by("vector parameters", "load")
@@ -700,7 +759,7 @@ class _DecoderLowering(_Regions):
         code = prog.program().to_array()
         return dict(prog_addr=dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
                     program=code.tobytes(), x_addr=self.x_addr, out=self.out, width=width,
-                    macs=self.macs)
+                    macs=self.macs, pos_macs=self.pos_macs)
 
     def node(self, i, n):
         op = n.op
@@ -788,7 +847,7 @@ class _DecoderLowering(_Regions):
                 h, jj = divmod(j, chip.dt)
                 self.store_rows(slot, slot0, acc_row, M, dram_stride=C,
                                 dram_addr=cache["addr"] + h * hb + jj * ptc * self.tile
-                                + self.pos * C)
+                                + (0 if self.anypos else self.pos) * C, at=self.at(C))
             self.gemm(act, kt, lin["w_addr"], lin["w_stride"], nt, store, p_addr=lin["p_addr"],
                       p_addr0=lin["p_addr0"], reads=[chip.source(n.ins[0])], wfmt=lin["wfmt"])
             prog.made_by(n.out, "memory")
@@ -847,6 +906,7 @@ class _DecoderLowering(_Regions):
             return
         prog.store(acc_row=acc_row, m=1, param_tile=slot0, **fields)
         if m > 1:
+            assert fields.get("at") is None, "the first position's row is never relative"
             step = {"buf_row": 1, "lo_row": 1, "dram_addr": fields.get("dram_stride", 0)}
             prog.store(more=True, acc_row=acc_row + 1, m=m - 1, param_tile=slot,
                        **{k: v + step.get(k, 0) if v or k == "buf_row" else v
@@ -903,10 +963,30 @@ class _DecoderLowering(_Regions):
                 def store(_, j, acc_row, __, kv=kv, jj=jj):
                     prog.store(acc_row=acc_row, m=M, param_tile=narrow + kv,
                                dram_addr=cache["rows"] + kv * chip.capacity * d
-                               + self.pos * d + jj * C, dram_stride=d)
+                               + (0 if self.anypos else self.pos) * d + jj * C,
+                               dram_stride=d, at=self.at(d))
                 self.gemm(keys[kv * dt + jj], 1, chip.identity64, 0, 1, store, slot=narrow,
                           reads=[chip.source(n.ins[0])])
-        if self.pos % C == 0:             # whole tiles from here: transpose the block
+        if self.anypos:                   # one token: reload its tile, whatever P is
+            shr = C.bit_length() - 1
+            slot = prog.params(chip._scalar_params((1.0,)), 1)
+            prog.fence()
+            scratch = self.buf.alloc(dt * C, "key tile")
+            for kv in range(chip.kv_heads):
+                prog.load_act(dram_addr=cache["rows"] + kv * chip.capacity * d,
+                              dram_stride=d, rows=C, row_beats=dt, buf_row=scratch,
+                              buf_row_step=1, buf_beat_step=C, at=self.at(C * d, shr))
+                prog.made_by("key tile", "load")
+                for jj in range(dt):
+                    def store(_, j, acc_row, __, kv=kv, jj=jj):
+                        prog.store(acc_row=acc_row, m=C, param_tile=slot, transpose=1,
+                                   dram_addr=cache["addr"] + kv * hb + jj * tile,
+                                   dram_stride=dt * tile, at=self.at(dt * tile, shr))
+                    self.gemm((scratch + jj * C, C, C, False), 1, chip.identity, 0, 1,
+                              store, slot=slot, reads=["key tile"])
+                prog.fence()              # the scratch rows are read before reuse
+            self.buf.free(scratch)
+        elif self.pos % C == 0:           # whole tiles from here: transpose the block
             for kv in range(chip.kv_heads):
                 for jj in range(dt):
                     def store(_, j, acc_row, __, kv=kv, jj=jj):
@@ -947,8 +1027,12 @@ class _DecoderLowering(_Regions):
         q = self.r(sc.ins[0])
         kc, vc = chip.cache[sc.ins[1]], chip.cache[n.ins[1]]
         grp, dt, tile = chip.group, chip.dt, self.tile
-        end = self.pos + M                     # keys 0 .. end - 1
+        # Keys 0 .. pos + M - 1; at any position, every tile the cache holds, those past
+        # the position's skipped (guards) and the softmax and P V as long as it says.
+        shr = C.bit_length() - 1
+        end = chip.capacity if self.anypos else self.pos + M
         pt = _tiles(end, C)
+        rel = dict(guard=shr, kt_rel=shr) if self.anypos else dict(guard=None, kt_rel=None)
         gm = grp * M
         hs = chip.head_scale
         s_q, s_k, s_s, s_v = (hs[v] for v in (sc.ins[0], sc.ins[1], sc.out, n.ins[1]))
@@ -977,15 +1061,17 @@ class _DecoderLowering(_Regions):
                                to_buf=1, wide=1)
             self.gemm((q.base + kv * dt * q.kstep, q.kstep, 2 * gm, True), dt,
                       kc["addr"] + kv * kc["head_bytes"], dt * tile, pt, st_scores,
-                      slot=slot, reads=[sc.ins[0], sc.ins[1]])
+                      slot=slot, reads=[sc.ins[0], sc.ins[1]], guard=rel["guard"])
             prog.made_by(sc.out, "store")
             for i in range(grp):
                 mul, shift = vector.softmax_multiplier(float(s_s[kv * grp + i]))
                 prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores + i * M,
                          a_lo_row=scores + gm + i * M, wide=1, dst_row=scores + i * M,
                          dst_lo_row=scores + gm + i * M, wide_out=1,
-                         rows=pt, count=M, stride=kstep, length=self.pos + 1, causal=1,
-                         mul_a=mul, shift=shift)
+                         rows=1 if self.anypos else pt, count=M, stride=kstep,
+                         length=1 if self.anypos else self.pos + 1, causal=1,
+                         mul_a=mul, shift=shift,
+                         at=dict(rel=1, shr=shr) if self.anypos else None)
             if n.out in chip.v_first:             # key 0's probabilities times s_v0 / s_v
                 b = chip.vrow(n.out, f"first{kv}")
                 prog.vec(reads=[sm.out], vop=isa.VecOp.MUL, wide=1, a_row=scores,
@@ -1001,9 +1087,10 @@ class _DecoderLowering(_Regions):
                     prog.store(more=i > 0, acc_row=acc_row + i * M, m=M,
                                param_tile=slot + heads + kv, buf_row=row, lo_row=row + M,
                                wide=1, to_buf=1)
-            self.gemm((scores, kstep, 2 * gm, True), pt,
+            self.gemm((scores, kstep, 2 * gm, True), 1 if self.anypos else pt,
                       vc["addr"] + kv * vc["head_bytes"], (chip.capacity // C) * tile, dt,
-                      st_ctx, slot=slot, reads=[sm.out, chip.source(n.ins[1])])
+                      st_ctx, slot=slot, reads=[sm.out, chip.source(n.ins[1])],
+                      kt_rel=rel["kt_rel"])
         self.buf.free(scores)
         prog.made_by(n.out, "store")
 
@@ -1066,3 +1153,11 @@ class _DecoderLowering(_Regions):
                  stride=a.kstep, shift=shift)
         self.prog.made_by(n.out, "vector")
         self.region[n.out] = a
+
+
+def _position_macs(pos_macs, position):
+    """The MACs of a program's position-dependent work at ``position``: each guarded
+    N-tile ``(tile, shr, macs)`` that runs (``tile <= position >> shr``), and each
+    ``(None, shr, macs)`` K-tile term ``(position >> shr)`` times."""
+    return sum(macs * (position >> shr) if tile is None else
+               (macs if tile <= position >> shr else 0) for tile, shr, macs in pos_macs)
