@@ -596,12 +596,14 @@ class RaceError(DependencyError):
         self.first, self.second, self.resource = first, second, resource
 
 
-def decode_program(program):
+def decode_program(program, position=None):
     """The list of decoded ``(op, hdr, body)`` of ``program``, up to and including its
     first ``END``, stopping before an undefined opcode (where the machine would stop).
 
     ``program`` is a :class:`Program`, bytes-like of a multiple of 32 bytes, or a list of
-    decoded triples or of 32-byte instructions.
+    decoded triples or of 32-byte instructions. With ``position``, the instructions as
+    they run there (:func:`hw.isa.at_position`: the guarded-out ones left out, the
+    position fields offset); without, as they are encoded.
     """
     if isinstance(program, Program):
         items = list(program.insns)
@@ -618,6 +620,10 @@ def decode_program(program):
         op, hdr, body = item if isinstance(item, tuple) else isa.decode_op(item)
         if op is None:
             break
+        if position is not None:
+            body = isa.at_position(op, hdr, body, position)
+            if body is None:
+                continue
         out.append((isa.Op(op), hdr, body))
         if op == isa.Op.END:
             break
@@ -716,7 +722,7 @@ def _raise_deadlock(insns, queues, pending, pc):
     raise DeadlockError("program deadlocks: " + "; ".join(lines), sorted(stuck))
 
 
-def check_tokens(program, *, queue_depth=None):
+def check_tokens(program, *, queue_depth=None, position=None):
     """Check that ``program`` cannot deadlock on its dependency tokens.
 
     Simulates the in-order dispatcher (``FENCE``/``END`` wait for every unit to be
@@ -726,12 +732,13 @@ def check_tokens(program, *, queue_depth=None):
     Each counter has a single consumer, so whether the program completes does not depend
     on the schedule. Raises :class:`DeadlockError` naming the stuck instructions; returns
     the tokens left on each counter at the end (``{"load->exec": n, ...}``).
+    ``position``: the program as it runs there (:func:`decode_program`).
     """
     if queue_depth is not None:
         if not isinstance(queue_depth, int) or queue_depth <= 0:
             raise ValueError(f"queue_depth must be None or a positive integer, "
                              f"not {queue_depth!r}")
-    return _schedule(decode_program(program), queue_depth)[2]
+    return _schedule(decode_program(program, position), queue_depth)[2]
 
 
 def _footprint(cfg, op, b):
@@ -803,15 +810,16 @@ def _footprint(cfg, op, b):
     return reads, writes, early
 
 
-def check_races(cfg, program):
+def check_races(cfg, program, position=None):
     """Check that the tokens and fences of ``program`` order every pair of conflicting
     accesses (same activation row, accumulator row, parameter slot or memory beat, at
     least one a write, different units) as program order does, so that every legal
     schedule gives the program-order result. A ``MATMUL``'s weights count as read at its
     dispatch. Raises :class:`RaceError` for the first unordered pair (and
-    :class:`DeadlockError` if the program deadlocks)."""
+    :class:`DeadlockError` if the program deadlocks). ``position``: the program as it
+    runs there (:func:`decode_program`)."""
     _check_cfg(cfg)
-    insns = decode_program(program)
+    insns = decode_program(program, position)
     clocks, dispatch_views, _ = _schedule(insns)
     last_write = {}            # key -> (insn, unit, clock component)
     readers = {}               # key -> {unit: (clock component, insn)}

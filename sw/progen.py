@@ -186,15 +186,34 @@ class Insn:
     op: int
     flags: dict
     fields: dict
-    role: str = "body"        # "body", "fence" (added by repair) or "dump" (closing dumps)
+    role: str = "body"        # "body", "fence" (added by repair), "dump" (closing dumps)
+    #                           or "skipped" (guarded out at the stream's position)
+    #: Position-relative encoding (:mod:`hw.isa`): ``{"P": position, "rel", "guard",
+    #: "shr", "shl", "gtile"}``; ``fields`` are what the instruction runs with at ``P``,
+    #: the encoding stores them less their position terms.
+    at: dict = None
 
-    def encode(self):
-        key = (self.op, tuple(self.flags.items()), tuple(self.fields.items()))
+    def encode(self, effective=False):
+        """The 32 bytes (``effective``: as the instruction runs, without its position
+        fields: what the static checks read)."""
+        at = None if effective else self.at
+        key = (self.op, tuple(self.flags.items()), tuple(self.fields.items()),
+               tuple(at.items()) if at else ())
         if getattr(self, "_key", None) != key:          # encoded once per change
-            self._key, self._raw = key, self._encode()
+            self._key, self._raw = key, self._encode(at)
         return self._raw
 
-    def _encode(self):
+    def _encode(self, at=None):
+        if self.op in set(isa.Op) and at:
+            hdr = {k: at.get(k, 0) for k in isa.POSITION_FIELDS}
+            fields = dict(self.fields)
+            if hdr["rel"]:
+                t = at["P"] >> hdr["shr"]
+                terms = {"addr": (t << hdr["shl"]) & 0xFFFF_FFFF, "t": t, "P": at["P"]}
+                for name, term in isa.OPS[isa.Op(self.op)].rel:
+                    width = isa.body_layouts[isa.Op(self.op)][name].width
+                    fields[name] = (fields.get(name, 0) - terms[term]) % (1 << width)
+            return isa.encode(self.op, **self.flags, **hdr, **fields)
         if self.op in set(isa.Op):
             return isa.encode(self.op, **self.flags, **self.fields)
         raw = bytearray(isa.encode(isa.Op.END))
@@ -210,7 +229,9 @@ class Insn:
             fields["vop"] = isa.VecOp(v).name if v in set(isa.VecOp) else v
         parts = [f"{k}={v:#x}" if k in ("dram_addr", "weight_addr") else f"{k}={v}"
                  for k, v in fields.items()]
-        return " ".join([name] + parts + flags)
+        at = [f"@{k}={v}" for k, v in (self.at or {}).items() if v and k != "P"]
+        skipped = ["(skipped)"] if self.role == "skipped" else []
+        return " ".join([name] + parts + flags + at + skipped)
 
 
 @dataclasses.dataclass
@@ -222,7 +243,8 @@ class Stream:
     window; ``rw`` = ``(first, end)`` the read-write region; ``insns`` the instructions;
     ``expect`` the error the run must end in (``isa.Error.NONE`` for a legal stream,
     ``None`` for a deadlock); ``kind`` ``"legal"`` or a key of :data:`ILLEGAL_KINDS`;
-    ``broken`` the index of the instruction an illegal stream broke."""
+    ``broken`` the index of the instruction an illegal stream broke; ``position`` the
+    ``position`` register it runs with (:func:`_positions`)."""
     cfg: object
     image: np.ndarray
     prog_addr: int
@@ -235,6 +257,7 @@ class Stream:
     kind: str = "legal"
     broken: int = None
     layout: object = dataclasses.field(default=None, repr=False, compare=False)
+    position: int = 0
 
     def __repr__(self):
         return self.text()
@@ -243,15 +266,18 @@ class Stream:
         """The stream as one instruction per line (what a replay prints)."""
         head = (f"# {self.kind} stream on {self.cfg.name}: {len(self.insns)} instructions at "
                 f"{self.prog_addr:#x}, n_insns {self.n_insns}, window [{self.base:#x}, "
-                f"{self.limit:#x}), expect "
+                f"{self.limit:#x}), position {self.position}, expect "
                 f"{'a hang' if self.expect is None else self.expect.name}")
         return "\n".join([head] + [f"{i:3d}  {insn.text()}"
                                    + ("    <- broken" if i == self.broken else "")
                                    for i, insn in enumerate(self.insns)])
 
 
-def encode(insns):
-    return b"".join(insn.encode() for insn in insns)
+def encode(insns, effective=False):
+    """The program (``effective``: as it runs at its position, the skipped instructions
+    left out and the others without their position fields)."""
+    return b"".join(insn.encode(effective) for insn in insns
+                    if not (effective and insn.role == "skipped"))
 
 
 # --------------------------------------------------------------------------------------
@@ -586,7 +612,7 @@ def repair(cfg, insns):
     a race, until :func:`sw.isa_model.check_tokens` (one-entry queues) and
     :func:`sw.isa_model.check_races` pass. Returns ``insns``."""
     while True:
-        program = encode(insns)
+        program = encode(insns, effective=True)
         try:
             isa_model.check_races(cfg, program)          # unbounded queues, then one-entry
             isa_model.check_tokens(program, queue_depth=1)
@@ -649,10 +675,11 @@ def _observe(cfg, lay, body):
     return out
 
 
-def legal_stream(draw, cfg, *, max_body=20):
+def legal_stream(draw, cfg, *, max_body=20, positions=True):
     """A random legal stream on ``cfg`` (see the module docstring): up to ``max_body``
     instructions, then the closing dumps (:func:`_observe`) and ``END``, fences added by
-    :func:`repair` included."""
+    :func:`repair` included; with ``positions``, half of them at a position
+    (:func:`_positions`)."""
     lay = _Layout(draw, cfg)
     state = _State()
     body = []
@@ -673,9 +700,42 @@ def legal_stream(draw, cfg, *, max_body=20):
         insns = repair(cfg, body + _observe(cfg, lay, body) + end)
     seed = draw.int(0, 2**32 - 1)
     image = lay.image(np.random.default_rng(seed))
+    position, insns = _positions(draw, insns) if positions else (0, insns)
     return _place(Stream(cfg=cfg, image=image, prog_addr=lay.prog, n_insns=len(insns),
                          base=lay.base, limit=lay.limit, rw=(lay.rw, lay.limit),
-                         insns=insns, layout=lay))
+                         insns=insns, layout=lay, position=position))
+
+
+def _positions(draw, insns):
+    """Half the streams run at a position (the ``position`` register): some of their
+    instructions are then encoded position-relative (``rel``: their position fields
+    stored less the position's terms, so that they run as drawn) or guarded by a tile
+    the position reaches, and up to three copies of earlier instructions, guarded by a
+    tile it does not reach, are skipped among them. The stream runs as drawn at its
+    position and differently at any other. Returns ``(position, insns)``."""
+    if not draw.coin(0.5):
+        return 0, insns
+    position = draw.int(0, (1 << 12) - 1) if draw.coin(0.7) else draw.int(0, 2**32 - 1)
+    out = []
+    for insn in insns:
+        if insn.op in set(isa.Op) and draw.coin(0.3):
+            op = isa.Op(insn.op)
+            at = {"P": position, "shr": draw.int(0, 15)}
+            t = position >> at["shr"]
+            if isa.OPS[op].rel and draw.coin(0.7):
+                at.update(rel=1, shl=draw.int(0, 31))
+            if draw.coin(0.5):
+                at.update(guard=1, gtile=draw.int(0, min(t, 2047)))
+            insn.at = at
+        if out and insn.op != isa.Op.END and len(out) < MAX_INSNS - 4 and draw.coin(0.1):
+            shr = draw.int(0, 15)
+            if position >> shr < 2047:         # a tile the position does not reach
+                like = out[draw.int(0, len(out) - 1)]
+                out.append(Insn(like.op, dict(like.flags), dict(like.fields), "skipped",
+                                {"P": position, "guard": 1, "shr": shr,
+                                 "gtile": draw.int((position >> shr) + 1, 2047)}))
+        out.append(insn)
+    return position, out
 
 
 def _place(stream):
@@ -769,7 +829,7 @@ def illegal_stream(draw, cfg, kind=None, *, max_body=12):
         kind = draw.choice(sorted(ILLEGAL_KINDS))
     if kind not in ILLEGAL_KINDS:
         raise ValueError(f"kind must be one of {sorted(ILLEGAL_KINDS)}, not {kind!r}")
-    s = legal_stream(draw, cfg, max_body=max_body)
+    s = legal_stream(draw, cfg, max_body=max_body, positions=False)
     insns, bb = s.insns, cfg.bus_bytes
     pick = _targets(kind, insns)
     if not pick:
@@ -857,7 +917,8 @@ def allowed_bytes(stream):
     that leaves the window writes inside it (the hardware may issue its legal bursts
     before the illegal one)."""
     cfg = stream.cfg
-    m = isa_model.Machine(cfg, stream.image, base=stream.base, limit=stream.limit)
+    m = isa_model.Machine(cfg, stream.image, base=stream.base, limit=stream.limit,
+                          position=stream.position)
     snaps = [m.mem.copy()]
 
     def raw_at(i):
@@ -951,7 +1012,8 @@ def run_on(backend, stream):
     drive = dict(write=backend.write_reg, read=backend.read_reg, wait_irq=backend.wait_irq)
     backend.write_mem(0, stream.image)
     outcome = regs.drive(regs.run_program(stream.prog_addr, stream.n_insns, stream.base,
-                                          stream.limit, _budget(stream)), **drive)
+                                          stream.limit, _budget(stream), stream.position),
+                         **drive)
     _, settled = regs.drive(regs.soft_reset(), **drive)
     image = backend.read_mem(0, len(stream.image))
     problem = check(stream, image, outcome.status, outcome.timed_out)
@@ -969,7 +1031,8 @@ def run_rtl(stream, sim, *, mem_latency=20, write_latency=8, persistent=False):
     rtl = run_system(stream.cfg, stream.image, stream.prog_addr, stream.n_insns, sim,
                      base=stream.base, limit=stream.limit, mem_latency=mem_latency,
                      write_latency=write_latency, timeout_cycles=budget,
-                     soft_reset_at_end=True, persistent=persistent)
+                     soft_reset_at_end=True, persistent=persistent,
+                     position=stream.position)
     problem = check(stream, rtl.image, rtl.status, rtl.timed_out)
     if problem is None and rtl.end_reset_settled != 0:
         problem = f"not idle after a soft reset at the end: status {rtl.end_reset_settled:#x}"
@@ -992,7 +1055,8 @@ def first_undefined_read(cfg, insns):
                               body))
     state = _State()
     for i, insn in enumerate(insns):
-        if insn.op not in set(isa.Op) or insn.op in (isa.Op.FENCE, isa.Op.END):
+        if (insn.op not in set(isa.Op) or insn.op in (isa.Op.FENCE, isa.Op.END)
+                or getattr(insn, "role", "") == "skipped"):
             continue
         try:
             reads, writes = _footprint(cfg, isa.Op(insn.op), insn.fields)

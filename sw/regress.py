@@ -124,7 +124,8 @@ BINS = (
        "vec:wide_rope", "vec:wide_softmax",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
     + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
-    + ["stream:persistent", "sim:fresh", "sim:running"]
+    + ["stream:persistent", "stream:position_rel", "stream:guard_skip", "sim:fresh",
+       "sim:running"]
     + ["llm:host_ops", "llm:chip_ops", "llm:int8", "llm:int4", "llm:decode",
        "llm:persistent"]
 )
@@ -555,9 +556,14 @@ def stream_case(rng, sim, cfg, shrink=False):
 
 
 def _stream_bins(cfg, stream):
-    """The ``vec:*``, ``mm:pair`` and ``weights:*`` bins a passing legal stream hits."""
+    """The ``vec:*``, ``mm:pair``, ``weights:*`` and position bins a passing legal
+    stream hits."""
     bins = set()
     for insn in stream.insns:
+        if insn.at and insn.at.get("rel") and stream.position:
+            bins.add("stream:position_rel")
+        if insn.role == "skipped":
+            bins.add("stream:guard_skip")
         f = insn.fields
         if insn.role != "body":
             continue

@@ -10,6 +10,7 @@ model.
 """
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def draw(seed):
 def golden(stream, check_deps=True):
     return isa_model.run_program(stream.cfg, stream.image, stream.prog_addr,
                                  stream.n_insns, base=stream.base, limit=stream.limit,
-                                 check_deps=check_deps)
+                                 check_deps=check_deps, position=stream.position)
 
 
 def what(insn):
@@ -52,7 +53,8 @@ def test_legal_streams_are_legal_and_cover_the_isa(preset):
     """300 streams: each runs on the golden model without an error, its tokens proven
     deadlock- and race-free; together they use every opcode, vector operation, weight
     format and store mode, tokens between every pair of neighbours, rows at the top of
-    every buffer."""
+    every buffer, position-relative fields and guards (passing, and failing: skipped
+    instructions), and streams whose position matters (run at another, they differ)."""
     cfg = get_preset(preset)
     seen = collections.Counter()
     for seed in range(300):
@@ -64,6 +66,14 @@ def test_legal_streams_are_legal_and_cover_the_isa(preset):
         for insn in s.insns:
             seen[what(insn)] += 1
             seen.update(k for k, v in insn.flags.items() if v)
+            seen.update(f"@{k}" for k, v in (insn.at or {}).items() if v and k != "P")
+            seen["skipped"] += insn.role == "skipped"
+        if any(insn.at and insn.at.get("rel") for insn in s.insns) and s.position:
+            # Position-relative: at another position it runs differently (or fails).
+            other = dataclasses.replace(s, position=s.position ^ (1 << 11))
+            moved = golden(other, check_deps=False)
+            seen["moves"] += (moved.error != isa.Error.NONE
+                              or not np.array_equal(moved.mem, res.mem))
         top = [r for r in range(cfg.act_buf_rows - 8, cfg.act_buf_rows) if res.act[r].any()]
         seen["act top"] += bool(top)
     wanted = ([op.name for op in (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.FENCE)]
@@ -72,7 +82,7 @@ def test_legal_streams_are_legal_and_cover_the_isa(preset):
               + [f"STORE:{m}" for m in ("mem", "to_buf", "raw", "transpose", "wide",
                                         "to_buf+wide")]
               + ["pop_prev", "pop_next", "push_prev", "push_next", "pop_side", "push_side",
-                 "act top"])
+                 "act top", "@rel", "@guard", "@shr", "@shl", "@gtile", "skipped", "moves"])
     missing = [w for w in wanted if not seen[w]]
     assert not missing, f"never drawn: {missing}"
 
