@@ -213,6 +213,7 @@ from amaranth.lib import data
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
            "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
            "TABLE_ENTRIES", "SIGNED_FIELDS", "REL_TERMS", "POSITION_FIELDS", "at_position",
+           "offset_fields",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
            "MULT_BITS", "SHIFT_BITS", "WIDE_MAX",
            "header_layout", "insn_layout",
@@ -508,14 +509,22 @@ def at_position(op, hdr, body, position):
     """The instruction ``(op, hdr, body)`` (:func:`decode_op`) as it runs at position
     ``position``: ``None`` if its ``guard`` skips it, else its body with the position
     fields of a ``rel`` instruction offset (see "Position-relative instructions")."""
-    t = position >> hdr["shr"]
-    if hdr["guard"] and hdr["gtile"] > t:
+    if hdr["guard"] and hdr["gtile"] > position >> hdr["shr"]:
         return None
     if not hdr["rel"] or op is None:
         return body
+    return offset_fields(op, hdr, body, position)
+
+
+def offset_fields(op, hdr, body, position, sign=1):
+    """``body`` with ``op``'s position fields offset by ``sign`` times their terms at
+    ``position`` (``hdr``'s ``shr`` and ``shl``), modulo each field's width: ``sign=-1``
+    gives the fields to encode for an instruction that must run with ``body`` there. A
+    field missing from ``body`` counts as 0."""
+    t = position >> hdr["shr"]
     terms = {"addr": (t << hdr["shl"]) & 0xFFFF_FFFF, "t": t, "P": position}
     body = dict(body)
     for name, term in OPS[op].rel:
         width = _BODY[op][name][1]
-        body[name] = (body[name] + terms[term]) % (1 << width)
+        body[name] = (body.get(name, 0) + sign * terms[term]) % (1 << width)
     return body

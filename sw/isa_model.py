@@ -241,11 +241,15 @@ class Machine:
         """Execute one encoded instruction at the machine's ``position``; return
         :class:`isa.Error` (``NONE`` if it retired), or ``None`` if its guard skipped it.
         A faulting instruction has no effect."""
+        insn = self._at_position(raw)
+        return None if insn is None else self._execute(insn[0], insn[2], index)
+
+    def _at_position(self, raw):
+        """``(op, hdr, body)`` of ``raw`` as it runs at the machine's position, or None
+        (skipped by its guard)."""
         op, hdr, body = isa.decode_op(raw)
         body = isa.at_position(op, hdr, body, self.position)
-        if body is None:
-            return None
-        return self._execute(op, body, index)
+        return None if body is None else (op, hdr, body)
 
     def _execute(self, op, body, index):
         try:
@@ -504,14 +508,13 @@ class Machine:
                 raw = self.fetch(prog_addr + i * isa.INSN_BYTES)
             except _Fault as fault:
                 return fault.error, i, retired
-            op, hdr, body = isa.decode_op(raw)
-            body = isa.at_position(op, hdr, body, self.position)
-            if body is None:                  # its guard skipped it
+            insn = self._at_position(raw)
+            if insn is None:                  # its guard skipped it
                 continue
-            error = self._execute(op, body, i)
+            error = self._execute(insn[0], insn[2], i)
             if error != isa.Error.NONE:
                 return error, i, retired
-            retired.append((op, hdr, body))
+            retired.append(insn)
             if retired[-1][0] == isa.Op.END:
                 return isa.Error.NONE, None, retired
         return isa.Error.NO_END, n_insns, retired

@@ -206,13 +206,8 @@ class Insn:
     def _encode(self, at=None):
         if self.op in set(isa.Op) and at:
             hdr = {k: at.get(k, 0) for k in isa.POSITION_FIELDS}
-            fields = dict(self.fields)
-            if hdr["rel"]:
-                t = at["P"] >> hdr["shr"]
-                terms = {"addr": (t << hdr["shl"]) & 0xFFFF_FFFF, "t": t, "P": at["P"]}
-                for name, term in isa.OPS[isa.Op(self.op)].rel:
-                    width = isa.body_layouts[isa.Op(self.op)][name].width
-                    fields[name] = (fields.get(name, 0) - terms[term]) % (1 << width)
+            fields = (isa.offset_fields(isa.Op(self.op), hdr, self.fields, at["P"], -1)
+                      if hdr["rel"] else self.fields)
             return isa.encode(self.op, **self.flags, **hdr, **fields)
         if self.op in set(isa.Op):
             return isa.encode(self.op, **self.flags, **self.fields)

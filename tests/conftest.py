@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from serrano.sim import toolenv
+from serrano.sw.backends import backend_names
 
 ALL_SIMULATORS = ("verilator", "icarus")
 
@@ -33,6 +34,21 @@ def require_simulator(sim):
 def simulator(request):
     """Each selected simulator in turn, skipped with a reason when not installed."""
     require_simulator(request.param)
+    return request.param
+
+
+def require_backend(name):
+    """Skip an RTL backend's test when ``SIM`` excludes its simulator or it is missing."""
+    if name in ALL_SIMULATORS:
+        if name not in selected_simulators():
+            pytest.skip(f"SIM excludes {name}")
+        require_simulator(name)
+
+
+@pytest.fixture(params=backend_names())
+def backend(request):
+    """Each backend of the device interface in turn (:func:`require_backend`)."""
+    require_backend(request.param)
     return request.param
 
 

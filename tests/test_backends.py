@@ -12,23 +12,10 @@ from serrano.sw.backends import BACKENDS, Backend, available, backend_names, ope
 from serrano.sw.isa_model import Program
 from serrano.sw.run import run_model_on
 from serrano.sw.runtime import Device, DeviceError
-from tests.conftest import require_simulator, selected_simulators
+from tests.conftest import require_backend, require_simulator
 
 TINY = get_preset("tiny")
 MEM = 1 << 20                   # device memory of these tests
-
-
-def _require(name):
-    if name in ("verilator", "icarus"):
-        if name not in selected_simulators():
-            pytest.skip(f"SIM excludes {name}")
-        require_simulator(name)
-
-
-@pytest.fixture(params=backend_names())
-def backend(request):
-    _require(request.param)
-    return request.param
 
 
 def _gemm(dev, m, k, n, seed):
@@ -237,7 +224,7 @@ def test_watchdog_ends_a_hung_program(backend):
     MATMUL stuck on its token): the call ends at the watchdog with a clear error, the
     device is soft-reset and takes the next call. (The ISA model runs in program order,
     where a token wait cannot hang.)"""
-    _require(backend)
+    require_backend(backend)
     with Device(TINY, backend, mem_bytes=MEM, check="none", timeout_cycles=3000) as dev:
         w = dev.put(np.zeros(TINY.rows * TINY.cols, np.uint8))
         prog = _program(lambda p: p.matmul(weight_addr=w, act_row=0, act_stride=1,

@@ -15,7 +15,6 @@ from serrano.hw.config import get_preset
 from serrano.sw import isa_model, requant
 from serrano.sw.isa_model import Program
 from serrano.sw.runtime import Device
-from tests.conftest import require_simulator, selected_simulators
 
 TINY = get_preset("tiny")
 MEM = 1 << 16
@@ -192,20 +191,9 @@ def test_golden_runs_the_program_as_written_out(position):
         requant.requantize(acc[None], p.bias[0], p.mult[0], p.shift[0])[0])
 
 
-def _backends():
-    names = ["golden"]
-    for sim in ("verilator", "icarus"):
-        if sim in selected_simulators():
-            names.append(sim)
-    return names + ["amaranth"]
-
-
-@pytest.mark.parametrize("backend", _backends())
 def test_every_backend_follows_the_position(backend):
     """The position-relative program on each backend at several positions: memory
     bit-exact against the golden model, the skipped instructions not counted."""
-    if backend in ("verilator", "icarus"):
-        require_simulator(backend)
     image, at = _layout(TINY, np.random.default_rng(11))
     prog = _program(TINY, at)
     positions = POSITIONS if backend in ("golden", "verilator") else (0, 5, 31)

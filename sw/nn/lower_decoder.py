@@ -625,13 +625,18 @@ class _DecoderLowering(_Regions):
         """Row 0 of this block is the sequence's first position (its own scales)."""
         return not self.anypos and self.pos == 0
 
-    def at(self, shl, shr=0):
-        """``at`` of a position-relative instruction whose address moves by
-        ``(P >> shr) << shl``, ``shl`` given as the stride ``2**shl``; ``None``
-        (the position is in the fields) unless :attr:`anypos`."""
+    def at(self, stride, shr=0):
+        """``at`` of a position-relative instruction whose address moves by ``stride``
+        (a power of two) for each step of ``P >> shr``; ``None`` (the position is in
+        the fields) unless :attr:`anypos`."""
         if not self.anypos:
             return None
-        return dict(rel=1, shr=shr, shl=shl.bit_length() - 1)
+        return dict(rel=1, shr=shr, shl=stride.bit_length() - 1)
+
+    @property
+    def tile_shr(self):
+        """``log2 C``: ``P >> tile_shr`` is the position's key tile."""
+        return self.cfg.cols.bit_length() - 1
 
     def gemm(self, act, kt, w_addr, w_stride, nt, store, *, p_addr=None, p_addr0=None,
              slot=0, reads=(), wfmt=isa.WeightFormat.INT8, act_stride=1, guard=None,
@@ -967,26 +972,7 @@ class _DecoderLowering(_Regions):
                                dram_stride=d, at=self.at(d))
                 self.gemm(keys[kv * dt + jj], 1, chip.identity64, 0, 1, store, slot=narrow,
                           reads=[chip.source(n.ins[0])])
-        if self.anypos:                   # one token: reload its tile, whatever P is
-            shr = C.bit_length() - 1
-            slot = prog.params(chip._scalar_params((1.0,)), 1)
-            prog.fence()
-            scratch = self.buf.alloc(dt * C, "key tile")
-            for kv in range(chip.kv_heads):
-                prog.load_act(dram_addr=cache["rows"] + kv * chip.capacity * d,
-                              dram_stride=d, rows=C, row_beats=dt, buf_row=scratch,
-                              buf_row_step=1, buf_beat_step=C, at=self.at(C * d, shr))
-                prog.made_by("key tile", "load")
-                for jj in range(dt):
-                    def store(_, j, acc_row, __, kv=kv, jj=jj):
-                        prog.store(acc_row=acc_row, m=C, param_tile=slot, transpose=1,
-                                   dram_addr=cache["addr"] + kv * hb + jj * tile,
-                                   dram_stride=dt * tile, at=self.at(dt * tile, shr))
-                    self.gemm((scratch + jj * C, C, C, False), 1, chip.identity, 0, 1,
-                              store, slot=slot, reads=["key tile"])
-                prog.fence()              # the scratch rows are read before reuse
-            self.buf.free(scratch)
-        elif self.pos % C == 0:           # whole tiles from here: transpose the block
+        if not self.anypos and self.pos % C == 0:   # whole tiles from here: transpose
             for kv in range(chip.kv_heads):
                 for jj in range(dt):
                     def store(_, j, acc_row, __, kv=kv, jj=jj):
@@ -997,20 +983,25 @@ class _DecoderLowering(_Regions):
                     self.gemm(keys[kv * dt + jj], 1, chip.identity64, 0, 1, store,
                               slot=narrow, reads=[chip.source(n.ins[0])])
         else:                             # reload the touched tiles from the row cache
+            # (at any position: the tile of P, tile 0 offset by the position register)
+            tiles = (range(1) if self.anypos
+                     else range(self.pos // C, (self.pos + M - 1) // C + 1))
             slot = prog.params(chip._scalar_params((1.0,)), 1)
             prog.fence()
             scratch = self.buf.alloc(dt * C, "key tile")
-            for g in range(self.pos // C, (self.pos + M - 1) // C + 1):
+            for g in tiles:
                 for kv in range(chip.kv_heads):
                     prog.load_act(dram_addr=cache["rows"] + kv * chip.capacity * d
                                   + g * C * d, dram_stride=d, rows=C, row_beats=dt,
-                                  buf_row=scratch, buf_row_step=1, buf_beat_step=C)
+                                  buf_row=scratch, buf_row_step=1, buf_beat_step=C,
+                                  at=self.at(C * d, self.tile_shr))
                     prog.made_by("key tile", "load")
                     for jj in range(dt):
                         def store(_, j, acc_row, __, kv=kv, jj=jj, g=g):
                             prog.store(acc_row=acc_row, m=C, param_tile=slot, transpose=1,
                                        dram_addr=cache["addr"] + kv * hb + g * dt * tile
-                                       + jj * tile, dram_stride=dt * tile)
+                                       + jj * tile, dram_stride=dt * tile,
+                                       at=self.at(dt * tile, self.tile_shr))
                         self.gemm((scratch + jj * C, C, C, False), 1, chip.identity, 0, 1,
                                   store, slot=slot, reads=["key tile"])
                     prog.fence()          # the scratch rows are read before reuse
@@ -1029,7 +1020,7 @@ class _DecoderLowering(_Regions):
         grp, dt, tile = chip.group, chip.dt, self.tile
         # Keys 0 .. pos + M - 1; at any position, every tile the cache holds, those past
         # the position's skipped (guards) and the softmax and P V as long as it says.
-        shr = C.bit_length() - 1
+        shr = self.tile_shr
         end = chip.capacity if self.anypos else self.pos + M
         pt = _tiles(end, C)
         rel = dict(guard=shr, kt_rel=shr) if self.anypos else dict(guard=None, kt_rel=None)
