@@ -31,9 +31,10 @@ class SystolicArray(wiring.Component):
     Latency and throughput
     ----------------------
     * An activation row presented in cycle ``t`` leaves as a result row in cycle
-      ``t + R + C + 1`` (``config.latency``), with ``result.valid`` set.
+      ``t + L`` with ``result.valid`` set, ``L = R + C + 1 + config.mult_pipeline``
+      (``config.latency``: one more with the PE multipliers' pipeline register).
     * One activation row per cycle, sustained, across any number of tiles: a stream of
-      ``T`` tiles of ``M`` rows each takes ``T * M + R + C + 1`` cycles from its first row in
+      ``T`` tiles of ``M`` rows each takes ``T * M + L`` cycles from its first row in
       to its last result out, inclusive.
     * A weight row presented on ``weight`` in cycle ``t`` is seen by activation rows of
       its bank presented from cycle ``t + 1`` on and by none presented up to cycle ``t``.
@@ -55,7 +56,7 @@ class SystolicArray(wiring.Component):
     Back-pressure
     -------------
     None. ``act`` and ``weight`` are always ready and ``result`` cannot be stalled; a
-    consumer that may stall needs a FIFO of ``R + C + 1`` rows.
+    consumer that may stall needs a FIFO of ``L`` rows.
 
     Ports
     -----
@@ -86,7 +87,8 @@ class SystolicArray(wiring.Component):
         for r in range(R):
             for c in range(C):
                 pe = PE(r, R, pass_weights=r < R - 1, pass_acts=c < C - 1,
-                        act_width=self.cfg.act_width, acc_width=self.cfg.acc_width)
+                        act_width=self.cfg.act_width, acc_width=self.cfg.acc_width,
+                        mult_pipeline=self.cfg.mult_pipeline)
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c] = pe
 
         # Input skew: array row r sees its activation r cycles late.

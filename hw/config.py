@@ -64,6 +64,11 @@ class Config:
         Block scale sets (one per block of one N-tile) the exec unit holds between the
         weight stream and the accumulator: enough to cover the array's latency, so
         that block-format decode never waits on them.
+    mult_pipeline : int
+        Pipeline registers inside each PE's multiplier, 0 or 1 (:class:`hw.dsp.Multiplier`):
+        1 on the ``fpga`` preset, where it is the ECP5 DSP block's ``REG_PIPELINE`` (the
+        multiply gets a cycle of its own), 0 elsewhere. Each adds a cycle to the array's
+        latency, in simulation as on the FPGA.
     """
 
     name: str
@@ -81,6 +86,7 @@ class Config:
     act_width: int = 8
     acc_width: int = 32
     addr_width: int = 32
+    mult_pipeline: int = 0
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
@@ -89,6 +95,8 @@ class Config:
             value = getattr(self, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
+        if self.mult_pipeline not in (0, 1) or isinstance(self.mult_pipeline, bool):
+            raise ConfigError(f"mult_pipeline must be 0 or 1, not {self.mult_pipeline!r}")
         if self.act_width != 8 or self.acc_width != 32:
             raise ConfigError("serrano computes int8 x int8 into int32; "
                               f"act_width={self.act_width!r}, acc_width={self.acc_width!r}")
@@ -173,10 +181,11 @@ class Config:
 
         The bottom row's activation waits ``R - 1`` cycles of input skew and ``c`` cycles
         to reach column ``c`` (one input register per PE to the right); that PE's input,
-        product and sum registers take 3 more (the sums above it arrive in step), and
-        the output de-skew ``C - 1 - c``: ``R + C + 1`` in all.
+        product and sum registers take 3 more (4 with ``mult_pipeline``; the sums above
+        it arrive in step), and the output de-skew ``C - 1 - c``: ``R + C + 1`` in all,
+        plus ``mult_pipeline``.
         """
-        return self.rows + self.cols + 1
+        return self.rows + self.cols + 1 + self.mult_pipeline
 
     @property
     def raw_row_beats(self):
@@ -203,7 +212,7 @@ PRESETS = {
                    bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=64,
-                   bus_bytes=8, param_tiles=64),
+                   bus_bytes=8, param_tiles=64, mult_pipeline=1),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
                       bus_bytes=16, param_tiles=128),

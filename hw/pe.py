@@ -4,6 +4,8 @@ from amaranth import Module, Signal, Mux, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import Multiplier
+
 __all__ = ["PE", "weight_lane"]
 
 
@@ -35,14 +37,15 @@ class PE(wiring.Component):
                 ``w[a_bank_in]`` (the multiplier's input registers).
     cycle t+1   the product of the two registers is registered (the multiplier's output
                 register); ``a_out`` shows ``a_in`` of cycle t (it is the input register).
+                With ``mult_pipeline`` the product passes one more register first.
     cycle t+2   ``psum_in`` (the upper PE's sum of the same activation row) is added to
-                the product and registered.
-    cycle t+3   ``psum_out`` holds the sum.
+                the product and registered (``t + 3`` with ``mult_pipeline``).
+    cycle t+3   ``psum_out`` holds the sum (``t + 4``).
 
     So activations move one PE right per cycle, sums one PE down per cycle, and the
-    multiplier has registers on both sides: on an FPGA its DSP block's inputs come
-    straight from flip-flops and its output goes straight into one, and the 32-bit add
-    sits in a stage of its own.
+    multiplier (:class:`hw.dsp.Multiplier`) has its registers on both sides: on an ECP5
+    they are its DSP block's own (input, pipeline and output registers), elsewhere the
+    same registers in behavioural form; the 32-bit add sits in a stage of its own.
 
     Reset: only the weights' and activations' absence is state; the data registers
     (activation, weights, product, sum) are reset-less, so a reset net reaches none of
@@ -76,10 +79,12 @@ class PE(wiring.Component):
     act_width, acc_width : int
         Bits of an activation or weight, and of a partial sum (``config.act_width``,
         ``config.acc_width``; a 4-bit code is half a weight byte).
+    mult_pipeline : int
+        The multiplier's pipeline registers, 0 or 1 (``config.mult_pipeline``).
     """
 
     def __init__(self, row, rows, *, pass_weights=True, pass_acts=True, act_width=8,
-                 acc_width=32):
+                 acc_width=32, mult_pipeline=0):
         if not isinstance(rows, int) or rows <= 0:
             raise TypeError(f"rows must be a positive integer, not {rows!r}")
         if not isinstance(row, int) or not 0 <= row < rows:
@@ -87,6 +92,7 @@ class PE(wiring.Component):
         self.row = row
         self.rows = rows
         self.act_width, self.acc_width = act_width, acc_width
+        self.mult_pipeline = mult_pipeline
         members = {
             "a_in": In(signed(act_width)),
             "a_bank_in": In(1),
@@ -125,17 +131,15 @@ class PE(wiring.Component):
             m.d.sync += self.w_out.eq(self.w_in)
 
         # Stage 1: the multiplier's input registers (the activation also moves right).
-        a_q = Signal(signed(aw), reset_less=True)
-        w_q = Signal(signed(aw), reset_less=True)
+        mult = m.submodules.mult = Multiplier(aw, aw, pipeline=self.mult_pipeline)
         bank_q = Signal(reset_less=True)
-        m.d.sync += [a_q.eq(self.a_in), bank_q.eq(self.a_bank_in),
-                     w_q.eq(Mux(self.a_bank_in, w1, w0))]
+        m.d.comb += [mult.a.eq(self.a_in), mult.b.eq(Mux(self.a_bank_in, w1, w0))]
+        m.d.sync += bank_q.eq(self.a_bank_in)
         if "a_out" in self.signature.members:
-            m.d.comb += [self.a_out.eq(a_q), self.a_bank_out.eq(bank_q)]
+            m.d.comb += [self.a_out.eq(mult.a_reg), self.a_bank_out.eq(bank_q)]
 
-        # Stage 2: the product. Stage 3: the 32-bit sum.
-        product = Signal(signed(2 * aw), reset_less=True)
+        # Stage 2 (and 3): the product. Then the 32-bit sum.
         psum = Signal(signed(self.acc_width), reset_less=True)
-        m.d.sync += [product.eq(a_q * w_q), psum.eq(self.psum_in + product)]
+        m.d.sync += psum.eq(self.psum_in + mult.p)
         m.d.comb += self.psum_out.eq(psum)
         return m

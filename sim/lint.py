@@ -17,7 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 from serrano.hw.config import get_preset
+from serrano.hw.dsp import dsp_family
 from . import toolenv
+from .tb_tops import MULT18X18D_MODEL
 from .verilog import ARRAY_TOP, TOP, array_verilog, top_verilog
 
 __all__ = ["EXPLAINED", "verilator_lint", "icarus_compile", "lint_report"]
@@ -44,18 +46,23 @@ _WARNING = re.compile(r"^%Warning-([A-Z0-9_]+):")
 _ERROR = re.compile(r"^%Error")
 
 
-def _write(cfg, directory, top):
+def _write(cfg, directory, top, platform=None):
     name = TOP if top else ARRAY_TOP
     path = Path(directory) / f"{name}.v"   # file named after its module (DECLFILENAME)
-    path.write_text(top_verilog(cfg) if top else array_verilog(cfg))
+    text = top_verilog(cfg, platform=platform) if top else array_verilog(cfg, platform)
+    if dsp_family(platform) == "ecp5":     # the DSP blocks' simulation model beside it
+        text += "\n" + MULT18X18D_MODEL.read_text()
+    path.write_text(text)
     return name, path
 
 
-def verilator_lint(cfg, top=True):
-    """Return ``(Counter of warning codes, list of error lines)``."""
+def verilator_lint(cfg, top=True, platform=None):
+    """Return ``(Counter of warning codes, list of error lines)``. ``platform``: lint the
+    design as elaborated for it (:data:`hw.dsp.ECP5`: the DSP-block form, with
+    ``sim/hdl/mult18x18d.v``)."""
     toolenv.apply()
     with tempfile.TemporaryDirectory() as d:
-        name, path = _write(cfg, d, top)
+        name, path = _write(cfg, d, top, platform)
         proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", name,
                                str(path)], capture_output=True, text=True)
     codes, errors = Counter(), []
@@ -68,12 +75,12 @@ def verilator_lint(cfg, top=True):
     return codes, errors
 
 
-def icarus_compile(cfg, top=True):
+def icarus_compile(cfg, top=True, platform=None):
     """Compile with ``iverilog -g2012``; return ``(ok, messages)``."""
     if not toolenv.have_iverilog():
         raise toolenv.ToolNotFound(toolenv.icarus_skip_reason())
     with tempfile.TemporaryDirectory() as d:
-        name, path = _write(cfg, d, top)
+        name, path = _write(cfg, d, top, platform)
         proc = subprocess.run(["iverilog", "-g2012", "-o", str(Path(d) / "a.vvp"),
                                "-s", name, str(path)], capture_output=True, text=True)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()

@@ -7,6 +7,8 @@ cocotbext-axi expect, and has a ``*_verilog(cfg)`` function returning the Verilo
 from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from pathlib import Path
+
 from amaranth import Module
 
 from serrano.hw.axi import AXI4Signature
@@ -16,7 +18,7 @@ from serrano.hw.dma_write import DMAWrite
 
 from .verilog import signal_ports
 
-__all__ = ["DMA_TOP", "DMATop", "dma_top_verilog"]
+__all__ = ["DMA_TOP", "DMATop", "dma_top_verilog", "DSP_TOP", "MULT18X18D_MODEL", "dsp_pair_verilog"]
 
 DMA_TOP = "serrano_dma_top"
 
@@ -97,3 +99,37 @@ def dma_top_verilog(cfg, max_outstanding=4):
     """
     top = DMATop(cfg, max_outstanding)
     return verilog.convert(top, name=DMA_TOP, emit_src=False, ports=signal_ports(top))
+
+
+DSP_TOP = "serrano_dsp_pair"
+MULT18X18D_MODEL = Path(__file__).resolve().parent / "hdl" / "mult18x18d.v"
+
+
+def dsp_pair_verilog(a_width, b_width, *, pipeline, generic_pipeline=None):
+    """Verilog of ``serrano_dsp_pair``: the two forms of :class:`hw.dsp.Multiplier` side
+    by side on the same operands, the ECP5 form (a ``MULT18X18D``, simulated by
+    ``sim/hdl/mult18x18d.v``) with ``pipeline`` and the behavioural form with
+    ``generic_pipeline`` (the same unless a test wants them to differ). Ports: ``clk``,
+    ``rst``, ``a``, ``b``, ``p_ecp5``, ``p_generic``, ``a_reg_ecp5``, ``a_reg_generic``."""
+    from serrano.hw.dsp import ECP5, Multiplier
+    if generic_pipeline is None:
+        generic_pipeline = pipeline
+    parts = []
+    for form, platform, pipe in (("ecp5", ECP5, pipeline), ("generic", None, generic_pipeline)):
+        dut = Multiplier(a_width, b_width, pipeline=pipe)
+        parts.append(verilog.convert(dut, name=f"mult_{form}", platform=platform,
+                                     emit_src=False, ports=signal_ports(dut)))
+    pw = a_width + b_width
+    wrapper = f"""
+module {DSP_TOP} (
+  input wire clk, input wire rst,
+  input wire [{a_width - 1}:0] a, input wire [{b_width - 1}:0] b,
+  output wire [{pw - 1}:0] p_ecp5, output wire [{pw - 1}:0] p_generic,
+  output wire [{a_width - 1}:0] a_reg_ecp5, output wire [{a_width - 1}:0] a_reg_generic
+);
+  mult_ecp5 ecp5 (.clk(clk), .rst(rst), .a(a), .b(b), .p(p_ecp5), .a_reg(a_reg_ecp5));
+  mult_generic generic (.clk(clk), .rst(rst), .a(a), .b(b), .p(p_generic),
+                        .a_reg(a_reg_generic));
+endmodule
+"""
+    return "\n".join([*parts, MULT18X18D_MODEL.read_text(), wrapper])

@@ -9,6 +9,7 @@ from amaranth.hdl import Signal, Value
 
 from serrano.hw.array import SystolicArray
 from serrano.hw.config import get_preset
+from serrano.hw.dsp import dsp_family
 
 __all__ = ["ARRAY_TOP", "TOP", "array_verilog", "top_verilog", "write_verilog",
            "signal_ports"]
@@ -18,16 +19,18 @@ TOP = "serrano_top"
 _HW_DIR = Path(__file__).resolve().parents[1] / "hw"
 
 
-def array_verilog(cfg):
+def array_verilog(cfg, platform=None):
     """Verilog text of the bare systolic array of ``cfg``, top module ``serrano_array``.
 
     Ports follow the component's signature with ``__`` between levels, e.g.
     ``act__valid``, ``act__payload`` (bit 0 up: ``R`` int8 activations, then the bank
     bit), ``weight__payload`` (``C`` int8, the row tag, the bank bit),
     ``result__payload`` (``C`` int32, column 0 in the low bits), ``result__valid``.
+    ``platform`` as for :func:`top_verilog`.
     """
     dut = SystolicArray(cfg)
-    return verilog.convert(dut, name=ARRAY_TOP, emit_src=False, ports=signal_ports(dut))
+    return verilog.convert(dut, name=ARRAY_TOP, platform=platform, emit_src=False,
+                           ports=signal_ports(dut))
 
 
 def signal_ports(component):
@@ -41,12 +44,14 @@ def signal_ports(component):
     return ports
 
 
-def top_verilog(cfg, gating="clock"):
+def top_verilog(cfg, gating="clock", platform=None):
     """Verilog text of the whole accelerator (:class:`hw.top.Serrano`), module
     ``serrano_top``: ports ``clk``, ``rst``, ``m_axi__*`` (AXI4 manager), ``s_axil__*``
     (AXI4-Lite subordinate), ``irq``. ``gating`` (:mod:`hw.clock_gate`): ``"clock"``
     (the default: the units' clock gates, what Verilator and Icarus simulate) or
-    ``"none"`` (what the FPGA flow synthesizes).
+    ``"none"`` (what the FPGA flow synthesizes). ``platform``: what the design is
+    elaborated for; :data:`hw.dsp.ECP5` (the FPGA flow) makes the PE multipliers
+    ECP5 DSP blocks with their own registers (:mod:`hw.dsp`), ``None`` behavioural.
 
     Conversion of the 16 x 16 design takes Yosys tens of seconds, so the text is cached
     under ``build/verilog/`` keyed by the preset, a hash of every ``hw/`` source file and
@@ -60,12 +65,14 @@ def top_verilog(cfg, gating="clock"):
     h = hashlib.sha256(amaranth.__version__.encode())
     h.update(repr(cfg).encode())
     h.update(hw.SOURCE_HASH_AT_IMPORT.encode())
-    cache = _cache_dir() / f"{TOP}-{cfg.name}-{gating}-{h.hexdigest()[:16]}.v"
+    family = dsp_family(platform) or "generic"
+    cache = _cache_dir() / f"{TOP}-{cfg.name}-{gating}-{family}-{h.hexdigest()[:16]}.v"
     current = hw.source_hash() == hw.SOURCE_HASH_AT_IMPORT
     if current and cache.exists():
         return cache.read_text()
     dut = Serrano(cfg, gating)
-    text = verilog.convert(dut, name=TOP, emit_src=False, ports=signal_ports(dut))
+    text = verilog.convert(dut, name=TOP, platform=platform, emit_src=False,
+                           ports=signal_ports(dut))
     if current:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

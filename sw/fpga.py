@@ -28,7 +28,8 @@ file names.
 ``ffs_util``, ``dsps_util``, ``brams_util`` (fractions of the device), ``*_available``,
 ``lutram_slices``, ``ios``, ``yosys_cells`` (cell counts after synthesis),
 ``yosys_warnings``, ``dsps_by_block``, ``brams_by_block``,
-``array_multipliers_in_dsps``, ``buffers_in_bram``, ``critical_path`` (start, end,
+``array_multipliers_in_dsps``, ``pe_dsps_registered`` (each PE's ``MULT18X18D`` with
+the registers :mod:`hw.dsp` states), ``buffers_in_bram``, ``critical_path`` (start, end,
 delay, logic and routing, blocks crossed and every segment of the slowest path of
 ``clk``), ``largest_net`` (the signal net with the most sinks and a lower bound on the
 arrival time at them: a high-fanout reset or enable shows here), ``clock_net``,
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serrano.sim.toolenv import ToolNotFound
+from serrano.hw.dsp import ECP5
 
 __all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "INSTALL_HINT",
            "check_tools", "yosys_script", "nextpnr_args", "parse_report", "parse_yosys_stat",
@@ -135,7 +137,9 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
     ``synth_ecp5`` maps multipliers to ``MULT18X18D`` and memories to ``DP16KD`` (its
     defaults: no ``-nodsp``, no ``-nobram``), writes the netlist for nextpnr, then the
     script checks the netlist (``check -assert``: any problem fails) and writes the cell
-    counts as JSON. File names are relative to the folder Yosys runs in.
+    counts as JSON. File names are relative to the folder Yosys runs in. The family's
+    cell library is read first (as black boxes, as ``synth_ecp5`` reads it) so that the
+    hierarchy check knows the ``MULT18X18D`` the PEs instantiate (:mod:`hw.dsp`).
 
     Before synthesis, ``rename -hide`` makes the wires whose names hold a ``[`` private.
     Amaranth names the elements of an ``ArrayLayout`` signal ``x`` as wires ``x[0]``,
@@ -149,6 +153,7 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
     return "\n".join([
         f"# serrano: {TOP}, preset {cfg.name} ({cfg.rows}x{cfg.cols} array), for "
         f"{b.device} ({b.name}), out of context",
+        f"read_verilog -lib +/lattice/cells_bb_{b.family}.v",
         f"read_verilog {verilog}",
         f"hierarchy -check -top {TOP}",
         "rename -hide w:*[[]*",
@@ -223,7 +228,8 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     verilog = folder / f"{TOP}.v"
-    text = top_verilog(cfg, gating="none")     # no clock derived in logic on the FPGA
+    # No clock derived in logic on the FPGA; multipliers as DSP blocks with registers.
+    text = top_verilog(cfg, gating="none", platform=ECP5)
     verilog.write_text(text)
     script = folder / "synth.ys"
     script.write_text(yosys_script(cfg, board=board))
@@ -366,6 +372,31 @@ def parse_report(report, *, clock=CLOCK):
     return out
 
 
+#: The ``MULT18X18D`` registers a PE's multiplier has on (``hw/dsp.py``): the input and
+#: output registers always, the pipeline register with ``config.mult_pipeline``.
+_PE_DSP_REGISTERS = ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK")
+
+
+def pe_dsp_registers(netlist_path, cfg):
+    """``{cell name: {register parameter: value}}`` of every PE's ``MULT18X18D`` in Yosys'
+    JSON netlist, and whether each has the registers :class:`hw.dsp.Multiplier` states
+    (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK`` on ``CLK0``;
+    ``REG_PIPELINE_CLK`` on ``CLK0`` exactly when ``cfg.mult_pipeline``)."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    cells = netlist["modules"][TOP]["cells"]
+    found = {}
+    for name, cell in cells.items():
+        if cell["type"] == "MULT18X18D" and name.startswith("core.exec.array.pe_"):
+            params = cell.get("parameters", {})
+            found[name] = {p: str(params.get(p, "NONE")).strip()
+                           for p in (*_PE_DSP_REGISTERS, "REG_PIPELINE_CLK")}
+    want_pipe = "CLK0" if cfg.mult_pipeline else "NONE"
+    ok = len(found) == cfg.macs and all(
+        all(regs[p] == "CLK0" for p in _PE_DSP_REGISTERS)
+        and regs["REG_PIPELINE_CLK"] == want_pipe for regs in found.values())
+    return found, ok
+
+
 def _by_block(netlist_path, cell_types, depth=2):
     """Cells of each type in ``cell_types`` counted by the first ``depth`` levels of
     their hierarchical name (``core.exec``, ``core.act``), from Yosys' JSON netlist."""
@@ -407,6 +438,7 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
         raise FPGAFlowError("Yosys mapped no multiplier to a MULT18X18D DSP block "
                             f"(cells: {cells}; log: {syn['log']})")
     counts, names = _by_block(syn["netlist"], ("MULT18X18D", "DP16KD"))
+    syn["pe_dsps_registered"] = pe_dsp_registers(syn["netlist"], cfg)[1]
 
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
@@ -450,6 +482,7 @@ def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
         "yosys_cells": syn["cells"], "yosys_warnings": len(syn["warnings"]),
         "dsps_by_block": counts.get("MULT18X18D", {}), "brams_by_block": brams,
         "array_multipliers_in_dsps": array_dsps == cfg.macs,
+        "pe_dsps_registered": syn.get("pe_dsps_registered", False),
         "buffers_in_bram": all(brams.get(f"core.{buf}", 0) > 0
                                for buf in ("act", "acc", "params")),
         "critical_path": pnr["critical_path"], "largest_net": pnr["largest_net"],
@@ -513,7 +546,8 @@ def _summary(r):
                                              sorted(r["dsps_by_block"].items())),
         "  BRAMs by block  : " + ", ".join(f"{k} {v}" for k, v in
                                              sorted(r["brams_by_block"].items())),
-        f"  array MACs in DSPs: {r['array_multipliers_in_dsps']}   buffers in block RAM: "
+        f"  array MACs in DSPs: {r['array_multipliers_in_dsps']} (with their registers: "
+        f"{r['pe_dsps_registered']})   buffers in block RAM: "
         f"{r['buffers_in_bram']}",
     ]
     cp = r["critical_path"]

@@ -41,10 +41,10 @@ def test_back_to_back_tiles_without_bubble(rng):
     rows, cycles = run_array_plan(cfg, plan)
     check_stream(cfg, tiles, plan, rows, cycles)
     # No bubble: results leave on consecutive cycles, and the span from the first row in
-    # to the last row out is (sum of M) + R + C + 1 cycles, inclusive.
+    # to the last row out is (sum of M) + R + C + 1 (+ mult_pipeline) cycles, inclusive.
     assert np.all(np.diff(cycles) == 1)
     span = cycles[-1] - plan.first_act_cycle + 1
-    assert span == sum(ms) + cfg.rows + cfg.cols + 1
+    assert span == sum(ms) + cfg.rows + cfg.cols + 1 + cfg.mult_pipeline
 
 
 def test_next_tile_loads_while_current_computes(rng):

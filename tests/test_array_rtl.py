@@ -36,7 +36,7 @@ def check(cfg, tiles, plan, rows, cycles):
     # sum(M) + R + C + 1 cycles from the first row in to the last row out, with no bubble.
     assert np.all(np.diff(cycles) == 1), "a bubble between result rows"
     span = int(cycles[-1]) - plan.first_act_cycle + 1
-    assert span == sum(len(a) for _, a in tiles) + cfg.rows + cfg.cols + 1
+    assert span == sum(len(a) for _, a in tiles) + cfg.rows + cfg.cols + 1 + cfg.mult_pipeline
 
 
 def test_tiny_stream(simulator, rng):

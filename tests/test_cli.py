@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from serrano.hw.dsp import ECP5
 from serrano.sim.lint import EXPLAINED, verilator_lint, icarus_compile
 from serrano.hw.config import get_preset
 from serrano.sw.cli import main
@@ -115,17 +116,22 @@ def test_verilog_with_and_without_clock_gates(tmp_path):
         for unit in ("load", "store", "vec", "rq"):
             assert (f"{unit}_clk_en_q" in text) == (gating == "clock")
 
-@pytest.mark.parametrize("preset, top", [("tiny", False), ("default", False),
-                                         ("tiny", True), ("default", True)])
-def test_verilator_lint_only_explained_warnings(preset, top):
+@pytest.mark.parametrize("preset, top, platform", [
+    ("tiny", False, None), ("default", False, None), ("tiny", True, None),
+    ("default", True, None),
+    # The ECP5 form (hw/dsp.py: the PE multipliers as MULT18X18D, with the block's model).
+    ("fpga", False, ECP5), ("fpga", True, ECP5)])
+def test_verilator_lint_only_explained_warnings(preset, top, platform):
     require_simulator("verilator")
-    codes, errors = verilator_lint(get_preset(preset), top)
+    codes, errors = verilator_lint(get_preset(preset), top, platform)
     assert not errors
     assert set(codes) <= set(EXPLAINED), f"unexplained: {set(codes) - set(EXPLAINED)}"
 
 
-@pytest.mark.parametrize("top", [False, True])
-def test_icarus_compiles_default(top):
+@pytest.mark.parametrize("preset, top, platform", [
+    ("default", False, None), ("default", True, None), ("fpga", False, ECP5),
+    ("fpga", True, ECP5)])
+def test_icarus_compiles(preset, top, platform):
     require_simulator("icarus")
-    ok, msg = icarus_compile(get_preset("default"), top)
+    ok, msg = icarus_compile(get_preset(preset), top, platform)
     assert ok, msg

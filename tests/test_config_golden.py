@@ -18,7 +18,9 @@ def test_presets_geometry():
     assert d.act_buf_rows * d.rows >= 128 * 1536        # a 128 x 1536 block stays on chip
     for cfg in PRESETS.values():
         assert cfg.bus_bytes == cfg.cols                # one beat carries one weight row
-        assert cfg.latency == cfg.rows + cfg.cols + 1
+        assert cfg.latency == cfg.rows + cfg.cols + 1 + cfg.mult_pipeline
+        # The DSP block's pipeline register on the FPGA preset only (docs/fpga.md).
+        assert cfg.mult_pipeline == (cfg.name == "fpga")
 
 
 def test_unknown_preset_message():
@@ -36,6 +38,8 @@ def test_unknown_preset_message():
     ("weight_block", 32,
      r"weight_fifo_rows must hold a weight request of a block format \(18 beats\)"),
     ("scale_slots", 0, "scale_slots must be a positive integer, not 0"),
+    ("mult_pipeline", 2, "mult_pipeline must be 0 or 1, not 2"),
+    ("mult_pipeline", True, "mult_pipeline must be 0 or 1, not True"),
 ])
 def test_config_checks(field, value, message):
     args = dict(name="x", rows=4, cols=4, act_buf_rows=8, acc_buf_rows=8,

@@ -6,6 +6,7 @@ hint, when it is not installed: CI installs the ``fpga`` extra.
 """
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -34,6 +35,7 @@ def test_yosys_script_commands(preset):
     lines = fpga.yosys_script(cfg).splitlines()
     commands = [line for line in lines if line and not line.startswith("#")]
     assert commands == [
+        "read_verilog -lib +/lattice/cells_bb_ecp5.v",
         "read_verilog serrano_top.v",
         "hierarchy -check -top serrano_top",
         "rename -hide w:*[[]*",
@@ -119,6 +121,17 @@ def test_tiny_synthesizes_for_ecp5(tmp_path):
     pe_dsps = sorted(n.split(".")[3] for n in names["MULT18X18D"]
                      if n.startswith("core.exec.array.pe_"))
     assert pe_dsps == sorted(f"pe_{r}_{c}" for r in range(cfg.rows) for c in range(cfg.cols))
+    # Each PE's multiplier is the DSP block with its own input and output registers
+    # (hw/dsp.py), the pipeline register as the preset says: none left combinational.
+    regs, ok = fpga.pe_dsp_registers(syn["netlist"], cfg)
+    assert ok and len(regs) == cfg.macs, regs
+    for name, r in regs.items():
+        assert r == {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0",
+                     "REG_OUTPUT_CLK": "CLK0",
+                     "REG_PIPELINE_CLK": "CLK0" if cfg.mult_pipeline else "NONE"}, name
+    # The check catches a preset that asks for the pipeline register the netlist lacks.
+    assert not fpga.pe_dsp_registers(syn["netlist"],
+                                     dataclasses.replace(cfg, mult_pipeline=1))[1]
     for buf in ("act", "acc", "params"):
         assert counts["DP16KD"].get(f"core.{buf}", 0) > 0, counts["DP16KD"]
     assert syn["script"].endswith("synth.ys")
@@ -415,7 +428,8 @@ def _fake_result(tmp_path, cfg):
     """What run_fpga returns for the sample report (Yosys' side from the same run)."""
     syn = {"cells": {"MULT18X18D": 104, "DP16KD": 52}, "warnings": [], "yosys_s": 120.4,
            "script": str(tmp_path / "synth.ys"), "log": str(tmp_path / "yosys.log"),
-           "verilog": str(tmp_path / "serrano_top.v"), "verilog_sha256": "0" * 64}
+           "verilog": str(tmp_path / "serrano_top.v"), "verilog_sha256": "0" * 64,
+           "pe_dsps_registered": True}
     counts = {"MULT18X18D": {"core.exec": 64, "core.store": 33, "core.front": 4,
                              "core.load": 2, "core.rmux": 1},
               "DP16KD": {"core.act": 32, "core.acc": 16, "core.params": 4}}
@@ -434,6 +448,7 @@ def test_result_fields(tmp_path):
         assert key in r, key
     assert (r["device"], r["preset"], r["board"]) == ("LFE5U-85F", "fpga", "ulx3s")
     assert r["array_multipliers_in_dsps"] is True and r["buffers_in_bram"] is True
+    assert r["pe_dsps_registered"] is True
     assert r["out_of_context"] is True
     assert r["nextpnr_log"] == str(tmp_path / "nextpnr.log")
     json.dumps(r)                                    # one JSON object, serializable
@@ -446,6 +461,7 @@ def test_result_fields(tmp_path):
     r = fpga.assemble_result(cfg, "ulx3s", syn, counts, names, fpga.parse_report(_sample()),
                              pnr_s=1, seed=1, folder=tmp_path, nextpnr_command=[])
     assert r["array_multipliers_in_dsps"] is False and r["buffers_in_bram"] is False
+    assert r["pe_dsps_registered"] is False
 
 
 @pytest.mark.parametrize("as_json", [True, False])

@@ -30,9 +30,11 @@ def weight(row, bank, value, valid=1):
     return {"w_in": {"valid": valid, "row": row, "bank": bank, "data": value}}
 
 
-def test_mac_pipeline_and_banks(rng):
-    """psum_out(t+3) = psum_in(t+2) + a(t) * w[bank(t)], a_out(t+1) = a(t)."""
-    pe = PE(row=2, rows=4)
+@pytest.mark.parametrize("pipe", [0, 1])
+def test_mac_pipeline_and_banks(rng, pipe):
+    """psum_out(t+3+p) = psum_in(t+2+p) + a(t) * w[bank(t)], a_out(t+1) = a(t), where p is
+    the multiplier's pipeline registers."""
+    pe = PE(row=2, rows=4, mult_pipeline=pipe)
     stim = [weight(2, 0, -128) | {"a_in": 0}, weight(2, 1, 127) | {"a_in": 0}]
     n = 40
     a = rng.integers(-128, 128, n)
@@ -42,14 +44,15 @@ def test_mac_pipeline_and_banks(rng):
     for t in range(n):
         stim.append({"a_in": int(a[t]), "a_bank_in": int(banks[t]), "psum_in": int(psum[t]),
                      "w_in": {"valid": 0, "row": 0, "bank": 0, "data": 0}})
-    stim += [{"a_in": 0, "psum_in": 0}] * 4
+    stim += [{"a_in": 0, "psum_in": 0}] * 5
     seen = run_pe(pe, stim)
     w = {0: -128, 1: 127}
     for t in range(n):
         cyc = t + 2                           # index in stim/seen of a[t]
-        expect = (int(psum[t + 2]) if t + 2 < n else 0) + int(a[t]) * w[int(banks[t])]
+        late = t + 2 + pipe                   # the psum_in added to a[t]'s product
+        expect = (int(psum[late]) if late < n else 0) + int(a[t]) * w[int(banks[t])]
         expect = (expect + 2**31) % 2**32 - 2**31
-        assert seen[cyc + 3]["psum_out"] == expect, t
+        assert seen[cyc + 3 + pipe]["psum_out"] == expect, t
         assert seen[cyc + 1]["a_out"] == a[t]
 
 
