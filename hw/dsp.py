@@ -50,8 +50,10 @@ class Multiplier(wiring.Component):
         cycle t+2+pipe   p == a(t) * b(t)
 
     so ``latency = 2 + pipeline`` cycles from operands to product, one product per
-    cycle, no back-pressure, no reset (the registers hold data only: whoever uses ``p``
-    knows from its own valid bits which cycles mean anything). ``a_reg`` is ``a`` one
+    cycle, no reset (the registers hold data only: whoever uses ``p`` knows from its own
+    valid bits which cycles mean anything). With ``enable``, an ``en`` input: every
+    register loads only in cycles where ``en`` is high (a pipeline that stalls holds its
+    products; the cycles above count enabled cycles); without it, every cycle. ``a_reg`` is ``a`` one
     cycle later (the A input register's value) for a consumer that passes the operand
     on, as a PE passes its activation to the right: the behavioural form has one
     register for both; the ECP5 form a fabric register beside the block's own.
@@ -59,22 +61,26 @@ class Multiplier(wiring.Component):
     On an ECP5 (``dsp_family(platform) == "ecp5"``) with both operands at most 18 bits:
     one ``MULT18X18D``, operands sign-extended to 18 bits with ``SIGNEDA``/``SIGNEDB``
     high, ``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK`` and (``pipeline``)
-    ``REG_PIPELINE_CLK`` on ``CLK0`` with ``CE0`` high, ``GSR`` off, no reset.
+    ``REG_PIPELINE_CLK`` on ``CLK0`` with ``CE0`` high (``en``), ``GSR`` off, no reset.
     """
 
-    def __init__(self, a_width, b_width, *, pipeline=0):
+    def __init__(self, a_width, b_width, *, pipeline=0, enable=False):
         if pipeline not in (0, 1):
             raise ValueError(f"pipeline must be 0 or 1, not {pipeline!r}")
         for name, width in (("a_width", a_width), ("b_width", b_width)):
             if not isinstance(width, int) or width <= 0:
                 raise ValueError(f"{name} must be a positive integer, not {width!r}")
         self.a_width, self.b_width, self.pipeline = a_width, b_width, pipeline
-        super().__init__({
+        self.enable = bool(enable)
+        members = {
             "a": In(signed(a_width)),
             "b": In(signed(b_width)),
             "a_reg": Out(signed(a_width)),
             "p": Out(signed(a_width + b_width)),
-        })
+        }
+        if self.enable:
+            members["en"] = In(1)
+        super().__init__(members)
 
     @property
     def latency(self):
@@ -83,25 +89,28 @@ class Multiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        en = self.en if self.enable else Const(1)
         a_reg = Signal(signed(self.a_width), reset_less=True)
-        m.d.sync += a_reg.eq(self.a)
+        with m.If(en):
+            m.d.sync += a_reg.eq(self.a)
         m.d.comb += self.a_reg.eq(a_reg)
         fits = max(self.a_width, self.b_width) <= DSP_WIDTH
         if dsp_family(platform) == "ecp5" and fits:
-            self._ecp5(m)
+            self._ecp5(m, en)
         else:
             b_reg = Signal(signed(self.b_width), reset_less=True)
             product = Signal(signed(self.a_width + self.b_width), reset_less=True)
-            m.d.sync += b_reg.eq(self.b)
-            if self.pipeline:
-                piped = Signal.like(product, name="piped")
-                m.d.sync += [piped.eq(a_reg * b_reg), product.eq(piped)]
-            else:
-                m.d.sync += product.eq(a_reg * b_reg)
+            with m.If(en):
+                m.d.sync += b_reg.eq(self.b)
+                if self.pipeline:
+                    piped = Signal.like(product, name="piped", reset_less=True)
+                    m.d.sync += [piped.eq(a_reg * b_reg), product.eq(piped)]
+                else:
+                    m.d.sync += product.eq(a_reg * b_reg)
             m.d.comb += self.p.eq(product)
         return m
 
-    def _ecp5(self, m):
+    def _ecp5(self, m, en):
         a18 = Signal(signed(DSP_WIDTH))
         b18 = Signal(signed(DSP_WIDTH))
         p36 = Signal(signed(2 * DSP_WIDTH))
@@ -112,7 +121,7 @@ class Multiplier(wiring.Component):
             "p_REG_PIPELINE_CLK": registered if self.pipeline else "NONE",
             "p_REG_OUTPUT_CLK": registered,
             "p_GSR": "DISABLED",
-            "i_CLK0": ClockSignal("sync"), "i_CE0": Const(1), "i_RST0": Const(0),
+            "i_CLK0": ClockSignal("sync"), "i_CE0": en, "i_RST0": Const(0),
             "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
             "i_SOURCEA": Const(0), "i_SOURCEB": Const(0),
             "o_SIGNEDP": Signal(name="signedp"),

@@ -14,6 +14,7 @@ from amaranth.utils import ceil_log2
 
 from . import isa, layouts
 from .array import SystolicArray
+from .dsp import Multiplier
 from .dma import dma_command
 
 __all__ = ["ExecUnit", "matmul_entry"]
@@ -63,7 +64,8 @@ class ExecUnit(wiring.Component):
       ``R`` activations (added up as the row enters the array and carried beside it) and
       ``d``, ``f`` the scale and offset of the tile's block: exactly ``a @ W`` with the
       integer weights of ``sw/q4.py``. Three multipliers per channel, each at most
-      18 x 18 bits (one DSP block) between registers: the offset's (8 x 13), then the
+      18 x 18 bits (one DSP block, with its own input and output registers on an ECP5:
+      :class:`hw.dsp.Multiplier`) between registers: the offset's (8 x 13), then the
       scale's times the bracket's low 17 bits and times its high bits; the bracket's sum
       and the halves' sum each in a stage of their own.
 
@@ -426,9 +428,11 @@ class ExecUnit(wiring.Component):
             tag = tag_q
 
         # ---- Block scaler: y = d * (16P - 120S + fS) for Q4 rows, y = P otherwise -------
-        # Stage A: the slot's scales are read (synchronous read) while P and the tag wait.
+        # Stage A: the slot's scales are read (d: a synchronous read; f: read in the cycle
+        # before, straight into the offset multiplier's input register) while P and the
+        # tag wait.
         d_rd = d_mem.read_port(domain="sync")
-        f_rd = f_mem.read_port(domain="sync")
+        f_rd = f_mem.read_port(domain="comb")
         m.d.comb += [d_rd.addr.eq(tag.slot), f_rd.addr.eq(tag.slot)]
         p_a = Signal(layouts.psum_row(cfg), name="scale_p")
         tag_a = Signal(meta, name="scale_tag")
@@ -448,29 +452,36 @@ class ExecUnit(wiring.Component):
         m.d.sync += [tag_b.eq(tag_a), p_b.eq(p_a), d_b.eq(d_rd.data)]
         for c in range(C):
             p = p_a[c].as_signed()[:p_bits].as_signed()
-            m.d.sync += [fs_b[c].eq(f_rd.data[c] * tag_a.asum),
-                         pq_b[c].eq((p << 4) - 120 * tag_a.asum)]
-        t_c = Signal(data.ArrayLayout(t_shape, C), name="scale_t")
-        p_c = Signal(layouts.psum_row(cfg), name="scale_p_c")
-        d_c = Signal(data.ArrayLayout(unsigned(sw_), C), name="scale_d_c")
-        tag_c = Signal(meta, name="scale_tag_c")
-        m.d.sync += [tag_c.eq(tag_b), p_c.eq(p_b), d_c.eq(d_b)]
-        for c in range(C):
-            p = p_b[c].as_signed()[:p_bits].as_signed()
-            m.d.sync += t_c[c].eq(Mux(tag_b.q4, pq_b[c] + fs_b[c], p))
+            # f * S: a hw.dsp.Multiplier whose input registers are stage A's (the offset
+            # read and the row sum one cycle early) and whose output register is stage B.
+            mul = Multiplier(sw_, asum_shape.width)
+            m.submodules[f"scale_fs_mul_{c}"] = mul
+            m.d.comb += [mul.a.eq(f_rd.data[c]), mul.b.eq(tag.asum), fs_b[c].eq(mul.p)]
+            m.d.sync += pq_b[c].eq((p << 4) - 120 * tag_a.asum)
+        # Stage C: the bracket (Q8: P itself), into the scale multipliers' input registers.
         # Stage D: the scale's product, in two halves of the bracket (its low 17 bits,
-        # then the rest), so each multiplier fits one 18 x 18 DSP and feeds a register.
+        # then the rest), so each multiplier fits one 18 x 18 DSP (hw.dsp.Multiplier:
+        # stage C's registers are its input registers, stage D's its output register).
         # Stage E: the halves' sum (Q4, Q8), or P.
         lo_bits = 17
+        p_c = Signal(layouts.psum_row(cfg), name="scale_p_c")
+        tag_c = Signal(meta, name="scale_tag_c")
+        m.d.sync += [tag_c.eq(tag_b), p_c.eq(p_b)]
         y_lo = Signal(data.ArrayLayout(unsigned(sw_ + lo_bits), C), name="scale_lo")
         y_hi = Signal(data.ArrayLayout(signed(sw_ + t_shape.width - lo_bits + 1), C),
                       name="scale_hi")
+        for c in range(C):
+            p = p_b[c].as_signed()[:p_bits].as_signed()
+            t = Signal(t_shape, name=f"scale_t_{c}")
+            m.d.comb += t.eq(Mux(tag_b.q4, pq_b[c] + fs_b[c], p))
+            for half, (operand, y) in {"lo": (t[:lo_bits], y_lo[c]),
+                                       "hi": (t[lo_bits:].as_signed(), y_hi[c])}.items():
+                mul = Multiplier(sw_ + 1, len(operand) + (half == "lo"))
+                m.submodules[f"scale_{half}_mul_{c}"] = mul
+                m.d.comb += [mul.a.eq(d_b[c]), mul.b.eq(operand), y.eq(mul.p)]
         p_d = Signal(layouts.psum_row(cfg), name="scale_p_d")
         tag_d = Signal(meta, name="scale_tag_d")
         m.d.sync += [tag_d.eq(tag_c), p_d.eq(p_c)]
-        for c in range(C):
-            m.d.sync += [y_lo[c].eq(d_c[c] * t_c[c][:lo_bits]),
-                         y_hi[c].eq(d_c[c] * t_c[c][lo_bits:].as_signed())]
         y_e = Signal(layouts.psum_row(cfg), name="scaled")
         tag_e = Signal(meta, name="scaled_tag")
         m.d.sync += tag_e.eq(tag_d)

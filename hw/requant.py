@@ -7,14 +7,9 @@ from amaranth.lib.wiring import In, Out
 from . import layouts
 from .isa import MULT_BITS, SHIFT_BITS, WIDE_MAX
 from .config import Config
+from .dsp import Multiplier
 
 __all__ = ["Requantizer"]
-
-
-def _all_ones(value):
-    """The all-ones value of ``value``'s shape, as an ``init``."""
-    shape = value.shape()
-    return -1 if shape.signed else (1 << shape.width) - 1
 
 
 class Requantizer(wiring.Component):
@@ -36,13 +31,12 @@ class Requantizer(wiring.Component):
 
     1. ``x``: the 32-bit bias add (wrapping), registered.
     2. The multipliers' input registers: for each of the four multipliers of stage 3
-       its own copy of its half of ``x`` (loaded with the row) and of its half of
-       ``mult`` (loaded every cycle), with no logic in front, so that each can sit next
-       to its multiplier. (The two copies of a half differ only in their initial value,
-       which keeps synthesis from merging them.)
+       its own copy of its half of ``x`` and of its half of ``mult`` (both loaded with
+       the row), with no logic in front: on an ECP5 the DSP block's own input registers
+       (:class:`hw.dsp.Multiplier`).
     3. Four partial products of 16-bit halves, ``x = xh * 2**16 + xl`` (``xh`` signed)
        times ``m = mh * 2**16 + ml``, each computed by one 18 x 18 DSP multiplier and
-       registered at its output (``HALF = 16``).
+       registered at its output (``HALF = 16``; the block's output register).
     4. ``p = x * m`` (63 bits, exact): ``pp_hh`` and ``pp_ll`` concatenated (``pp_ll`` is
        below ``2**32``) plus the two middle products shifted by 16, registered.
     5. ``u = (p * 2) >> (shift & ~7)``, the coarse step of an arithmetic barrel shift
@@ -117,9 +111,11 @@ class Requantizer(wiring.Component):
     ``bias``, ``mult``, ``shift``, ``relu`` and ``wide`` are not pipelined with the rows: each
     stage reads them when it computes, so the controller must hold them stable from the
     cycle the first row of a group is accepted on ``i`` until its last row has left
-    ``o``. (Stage 1 reads ``bias`` from the port; ``mult``, ``shift`` and ``relu`` are read
-    through registers sampling the ports every cycle, which under this rule hold the same
-    values: they are first used two or more cycles after a row is accepted.)
+    ``o``. (Stage 1 reads ``bias`` from the port; ``mult`` enters the multipliers' input
+    registers with the row, from the port one cycle after the row was accepted; ``shift``
+    and ``relu`` are read through registers sampling the ports every cycle, which under
+    this rule hold the same values: they are first used two or more cycles after a row
+    is accepted.)
 
     Parameters
     ----------
@@ -201,27 +197,22 @@ class Requantizer(wiring.Component):
             with m.If(advance):
                 m.d.sync += x.eq(self.i.payload[c] + bias)
 
-            # Stage 2: the multipliers' input registers, one pair per multiplier, so that
-            # each drives one multiplier and can sit next to it:
-            #   x = xh * 2**H + xl (xh signed), m = mh * 2**H + ml (all unsigned).
-            # The two copies of each half differ in their reset value (all zeros, all
-            # ones), which keeps synthesis from merging them back into one register.
-            # Stage 3: the four partial products, each small enough for one 18 x 18 DSP
-            # multiplier, registered at its output.
+            # Stages 2 and 3: four multipliers (hw.dsp.Multiplier: a DSP block with its
+            # own input and output registers on an ECP5), each with its own copy of its
+            # halves in its input registers, x = xh * 2**H + xl (xh signed),
+            # m = mh * 2**H + ml (all unsigned): every partial product fits one 18 x 18
+            # signed multiplier. Their registers move with the stages (`advance`).
             halves = {"l": (x[:H], mult[:H]), "h": (x[H:].as_signed(), mult[H:])}
             pp = {}
             for name in ("ll", "lh", "hl", "hh"):
                 x_half, _ = halves[name[0]]
                 _, m_half = halves[name[1]]
-                a = Signal.like(x_half, name=f"xd_{name}_{c}", reset_less=True,
-                                init=0 if name[1] == "l" else _all_ones(x_half))
-                b = Signal.like(m_half, name=f"md_{name}_{c}", reset_less=True,
-                                init=0 if name[0] == "l" else _all_ones(m_half))
-                m.d.sync += b.eq(m_half)
-                pp[name] = Signal(signed(len(a) + len(b) + 1), name=f"pp_{name}_{c}",
-                                  reset_less=True)
-                with m.If(advance):
-                    m.d.sync += [a.eq(x_half), pp[name].eq(a * b)]
+                mul = Multiplier(H + 1, H + 1, enable=True)
+                m.submodules[f"mul_{name}_{c}"] = mul
+                m.d.comb += [mul.a.eq(x_half), mul.b.eq(m_half), mul.en.eq(advance)]
+                pp[name] = Signal(signed(len(x_half) + len(m_half) + 1),
+                                  name=f"pp_{name}_{c}")
+                m.d.comb += pp[name].eq(mul.p)
             pp_ll, pp_lh, pp_hl, pp_hh = pp["ll"], pp["lh"], pp["hl"], pp["hh"]
 
             # Stage 4: p = x * m = pp_hh * 2**2H + (pp_lh + pp_hl) * 2**H + pp_ll, exact.

@@ -105,30 +105,32 @@ DSP_TOP = "serrano_dsp_pair"
 MULT18X18D_MODEL = Path(__file__).resolve().parent / "hdl" / "mult18x18d.v"
 
 
-def dsp_pair_verilog(a_width, b_width, *, pipeline, generic_pipeline=None):
+def dsp_pair_verilog(a_width, b_width, *, pipeline, generic_pipeline=None, enable=False):
     """Verilog of ``serrano_dsp_pair``: the two forms of :class:`hw.dsp.Multiplier` side
     by side on the same operands, the ECP5 form (a ``MULT18X18D``, simulated by
     ``sim/hdl/mult18x18d.v``) with ``pipeline`` and the behavioural form with
     ``generic_pipeline`` (the same unless a test wants them to differ). Ports: ``clk``,
-    ``rst``, ``a``, ``b``, ``p_ecp5``, ``p_generic``, ``a_reg_ecp5``, ``a_reg_generic``."""
+    ``rst``, ``a``, ``b``, (``enable``: ``en``), ``p_ecp5``, ``p_generic``, ``a_reg_ecp5``,
+    ``a_reg_generic``."""
     from serrano.hw.dsp import ECP5, Multiplier
     if generic_pipeline is None:
         generic_pipeline = pipeline
     parts = []
     for form, platform, pipe in (("ecp5", ECP5, pipeline), ("generic", None, generic_pipeline)):
-        dut = Multiplier(a_width, b_width, pipeline=pipe)
+        dut = Multiplier(a_width, b_width, pipeline=pipe, enable=enable)
         parts.append(verilog.convert(dut, name=f"mult_{form}", platform=platform,
                                      emit_src=False, ports=signal_ports(dut)))
     pw = a_width + b_width
+    en = " .en(en)," if enable else ""
     wrapper = f"""
 module {DSP_TOP} (
   input wire clk, input wire rst,
-  input wire [{a_width - 1}:0] a, input wire [{b_width - 1}:0] b,
+  input wire [{a_width - 1}:0] a, input wire [{b_width - 1}:0] b, input wire en,
   output wire [{pw - 1}:0] p_ecp5, output wire [{pw - 1}:0] p_generic,
   output wire [{a_width - 1}:0] a_reg_ecp5, output wire [{a_width - 1}:0] a_reg_generic
 );
-  mult_ecp5 ecp5 (.clk(clk), .rst(rst), .a(a), .b(b), .p(p_ecp5), .a_reg(a_reg_ecp5));
-  mult_generic generic (.clk(clk), .rst(rst), .a(a), .b(b), .p(p_generic),
+  mult_ecp5 ecp5 (.clk(clk), .rst(rst), .a(a), .b(b),{en} .p(p_ecp5), .a_reg(a_reg_ecp5));
+  mult_generic generic (.clk(clk), .rst(rst), .a(a), .b(b),{en} .p(p_generic),
                         .a_reg(a_reg_generic));
 endmodule
 """

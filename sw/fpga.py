@@ -29,7 +29,8 @@ file names.
 ``lutram_slices``, ``ios``, ``yosys_cells`` (cell counts after synthesis),
 ``yosys_warnings``, ``dsps_by_block``, ``brams_by_block``,
 ``array_multipliers_in_dsps``, ``pe_dsps_registered`` (each PE's ``MULT18X18D`` with
-the registers :mod:`hw.dsp` states), ``buffers_in_bram``, ``critical_path`` (start, end,
+the registers :mod:`hw.dsp` states), ``combinational_dsps_by_block`` (DSP blocks with
+no register of their own, by block), ``buffers_in_bram``, ``critical_path`` (start, end,
 delay, logic and routing, blocks crossed and every segment of the slowest path of
 ``clk``), ``largest_net`` (the signal net with the most sinks and a lower bound on the
 arrival time at them: a high-fanout reset or enable shows here), ``clock_net``,
@@ -372,29 +373,50 @@ def parse_report(report, *, clock=CLOCK):
     return out
 
 
-#: The ``MULT18X18D`` registers a PE's multiplier has on (``hw/dsp.py``): the input and
-#: output registers always, the pipeline register with ``config.mult_pipeline``.
-_PE_DSP_REGISTERS = ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK")
+#: The ``MULT18X18D`` registers :class:`hw.dsp.Multiplier` always has on (input and
+#: output); the pipeline register is on with ``config.mult_pipeline`` (the PEs').
+_DSP_REGISTERS = ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK")
+
+
+def dsp_registers(netlist_path):
+    """``{cell name: {register parameter: value}}`` of every ``MULT18X18D`` in Yosys' JSON
+    netlist (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK``,
+    ``REG_PIPELINE_CLK``: ``"CLK0"`` or ``"NONE"``)."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    cells = netlist["modules"][TOP]["cells"]
+    return {name: {p: str(cell.get("parameters", {}).get(p, "NONE")).strip()
+                   for p in (*_DSP_REGISTERS, "REG_PIPELINE_CLK")}
+            for name, cell in cells.items() if cell["type"] == "MULT18X18D"}
+
+
+def registered(regs):
+    """Whether a DSP block has its input and output registers on (:mod:`hw.dsp`)."""
+    return all(regs[p] == "CLK0" for p in _DSP_REGISTERS)
 
 
 def pe_dsp_registers(netlist_path, cfg):
-    """``{cell name: {register parameter: value}}`` of every PE's ``MULT18X18D`` in Yosys'
-    JSON netlist, and whether each has the registers :class:`hw.dsp.Multiplier` states
-    (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK`` on ``CLK0``;
-    ``REG_PIPELINE_CLK`` on ``CLK0`` exactly when ``cfg.mult_pipeline``)."""
-    netlist = json.loads(Path(netlist_path).read_text())
-    cells = netlist["modules"][TOP]["cells"]
-    found = {}
-    for name, cell in cells.items():
-        if cell["type"] == "MULT18X18D" and name.startswith("core.exec.array.pe_"):
-            params = cell.get("parameters", {})
-            found[name] = {p: str(params.get(p, "NONE")).strip()
-                           for p in (*_PE_DSP_REGISTERS, "REG_PIPELINE_CLK")}
+    """The registers of every PE's ``MULT18X18D`` (as :func:`dsp_registers`), and whether
+    each has those :class:`hw.dsp.Multiplier` states: input and output registers on
+    ``CLK0``, ``REG_PIPELINE_CLK`` on ``CLK0`` exactly when ``cfg.mult_pipeline``."""
+    found = {name: regs for name, regs in dsp_registers(netlist_path).items()
+             if name.startswith("core.exec.array.pe_")}
     want_pipe = "CLK0" if cfg.mult_pipeline else "NONE"
     ok = len(found) == cfg.macs and all(
-        all(regs[p] == "CLK0" for p in _PE_DSP_REGISTERS)
-        and regs["REG_PIPELINE_CLK"] == want_pipe for regs in found.values())
+        registered(regs) and regs["REG_PIPELINE_CLK"] == want_pipe
+        for regs in found.values())
     return found, ok
+
+
+def combinational_dsps(netlist_path, depth=2):
+    """DSP blocks with neither input nor output registers, by block (the first ``depth``
+    levels of their names): multipliers Yosys inferred from a ``*``, which cross the
+    fabric-to-DSP routing twice in one cycle."""
+    counts = {}
+    for name, regs in dsp_registers(netlist_path).items():
+        if not any(regs[p] == "CLK0" for p in (*_DSP_REGISTERS, "REG_PIPELINE_CLK")):
+            block = ".".join(name.split(".")[:depth])
+            counts[block] = counts.get(block, 0) + 1
+    return counts
 
 
 def _by_block(netlist_path, cell_types, depth=2):
@@ -439,6 +461,7 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
                             f"(cells: {cells}; log: {syn['log']})")
     counts, names = _by_block(syn["netlist"], ("MULT18X18D", "DP16KD"))
     syn["pe_dsps_registered"] = pe_dsp_registers(syn["netlist"], cfg)[1]
+    syn["combinational_dsps"] = combinational_dsps(syn["netlist"])
 
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
@@ -483,6 +506,7 @@ def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
         "dsps_by_block": counts.get("MULT18X18D", {}), "brams_by_block": brams,
         "array_multipliers_in_dsps": array_dsps == cfg.macs,
         "pe_dsps_registered": syn.get("pe_dsps_registered", False),
+        "combinational_dsps_by_block": syn.get("combinational_dsps", {}),
         "buffers_in_bram": all(brams.get(f"core.{buf}", 0) > 0
                                for buf in ("act", "acc", "params")),
         "critical_path": pnr["critical_path"], "largest_net": pnr["largest_net"],

@@ -28,18 +28,23 @@ def _operands(rng, bits, n):
     return x
 
 
-def run_pair(simulator, rng, a_width, b_width, pipeline, generic_pipeline=None):
-    """Drive random operands into both forms; return (a, b, seen) as numpy arrays."""
+def run_pair(simulator, rng, a_width, b_width, pipeline, generic_pipeline=None,
+             enable=False):
+    """Drive random operands (and, with ``enable``, a random register enable) into both
+    forms; return (a, b, en, seen) as numpy arrays."""
     a = _operands(rng, a_width, CYCLES)
     b = _operands(rng, b_width, CYCLES)
     b[:6] = [(1 << (b_width - 1)) * -1, -(1 << (b_width - 1)), (1 << (b_width - 1)) - 1,
              5, -1, (1 << (b_width - 1)) - 1]
+    en = (rng.random(CYCLES) < 0.7).astype(int) if enable else np.ones(CYCLES, int)
+    en[:3] = 1                                  # the registers fill before any stall
     text = dsp_pair_verilog(a_width, b_width, pipeline=pipeline,
-                            generic_pipeline=generic_pipeline)
-    tag = f"{a_width}x{b_width}p{pipeline}{'' if generic_pipeline is None else generic_pipeline}"
+                            generic_pipeline=generic_pipeline, enable=enable)
+    tag = (f"{a_width}x{b_width}p{pipeline}{'' if generic_pipeline is None else generic_pipeline}"
+           f"{'e' if enable else ''}")
     built = runner.build(simulator, DSP_TOP, text, tag=tag)
     case = {"a": [int(x) & ((1 << a_width) - 1) for x in a],
-            "b": [int(x) & ((1 << b_width) - 1) for x in b]}
+            "b": [int(x) & ((1 << b_width) - 1) for x in b], "en": [int(e) for e in en]}
     seen, _ = runner.run(built, "serrano.sim.tb.dsp_tb", "products", case,
                          verilog_text=text, tag=tag)
     pw = a_width + b_width
@@ -50,13 +55,28 @@ def run_pair(simulator, rng, a_width, b_width, pipeline, generic_pipeline=None):
         assert all(t < 3 for t in unknown), (name, unknown)
         out[name] = _signed([0 if v is None else v for v in values],
                             a_width if name.startswith("a_reg") else pw)
-    return a, b, out
+    return a, b, en, out
 
 
-def products_match(a, b, p, latency):
-    """p(t + latency) == a(t) * b(t) for every t whose product has left."""
-    want = a.astype(np.int64) * b.astype(np.int64)
-    return np.array_equal(p[latency:], want[:len(want) - latency])
+def reference(a, b, en, pipeline):
+    """What the registers hold, cycle by cycle, from the contract in hw/dsp.py: the input
+    registers, [the pipeline register,] the output register, each loading at a clock
+    edge where ``en`` is high. Returns (p, a_reg, known): ``known`` marks the cycles
+    whose product comes from operands that were driven."""
+    a_q = b_q = pipe = out = None
+    p, a_reg, known = [], [], []
+    for t in range(len(a)):
+        p.append(0 if out is None else out)
+        a_reg.append(0 if a_q is None else a_q)
+        known.append(out is not None)
+        if en[t]:
+            product = None if a_q is None else int(a_q) * int(b_q)
+            if pipeline:
+                out, pipe = pipe, product
+            else:
+                out = product
+            a_q, b_q = a[t], b[t]
+    return np.array(p), np.array(a_reg), np.array(known)
 
 
 @pytest.mark.parametrize("a_width, b_width", [(8, 8), (18, 18), (17, 16)])
@@ -64,22 +84,34 @@ def products_match(a, b, p, latency):
 def test_forms_agree(simulator, rng, a_width, b_width, pipeline):
     """The two forms give the product of each cycle's operands 2 + pipeline cycles
     later (the same cycle in both), and a_reg one cycle later."""
-    a, b, seen = run_pair(simulator, rng, a_width, b_width, pipeline)
+    a, b, en, seen = run_pair(simulator, rng, a_width, b_width, pipeline)
     latency = Multiplier(a_width, b_width, pipeline=pipeline).latency
     assert latency == 2 + pipeline
-    np.testing.assert_array_equal(seen["p_ecp5"][latency:], seen["p_generic"][latency:])
-    assert products_match(a, b, seen["p_ecp5"], latency)
-    assert products_match(a, b, seen["p_generic"], latency)
+    want = a.astype(np.int64) * b.astype(np.int64)
     for form in ("ecp5", "generic"):
+        np.testing.assert_array_equal(seen[f"p_{form}"][latency:], want[:-latency])
         np.testing.assert_array_equal(seen[f"a_reg_{form}"][1:], a[:-1])
+
+
+@pytest.mark.parametrize("pipeline", [0, 1])
+def test_forms_agree_with_enable(simulator, rng, pipeline):
+    """With a random register enable (a stalling pipeline): both forms hold and move
+    exactly as the reference register chain does."""
+    a, b, en, seen = run_pair(simulator, rng, 17, 17, pipeline, enable=True)
+    assert 0 < en.sum() < len(en)
+    p, a_reg, known = reference(a, b, en, pipeline)
+    for form in ("ecp5", "generic"):
+        np.testing.assert_array_equal(seen[f"p_{form}"][known], p[known])
+        np.testing.assert_array_equal(seen[f"a_reg_{form}"][1:], a_reg[1:])
 
 
 def test_a_latency_mismatch_is_caught(simulator, rng):
     """The comparison fails when the forms' registers differ (a DSP block without the
     pipeline register the behavioural form has): the check can fail."""
-    a, b, seen = run_pair(simulator, rng, 8, 8, 0, generic_pipeline=1)
-    assert products_match(a, b, seen["p_ecp5"], 2)
-    assert products_match(a, b, seen["p_generic"], 3)
+    a, b, en, seen = run_pair(simulator, rng, 8, 8, 0, generic_pipeline=1)
+    want = a.astype(np.int64) * b.astype(np.int64)
+    np.testing.assert_array_equal(seen["p_ecp5"][2:], want[:-2])
+    np.testing.assert_array_equal(seen["p_generic"][3:], want[:-3])
     assert not np.array_equal(seen["p_ecp5"][3:], seen["p_generic"][3:])
 
 

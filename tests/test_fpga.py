@@ -129,6 +129,15 @@ def test_tiny_synthesizes_for_ecp5(tmp_path):
         assert r == {"REG_INPUTA_CLK": "CLK0", "REG_INPUTB_CLK": "CLK0",
                      "REG_OUTPUT_CLK": "CLK0",
                      "REG_PIPELINE_CLK": "CLK0" if cfg.mult_pipeline else "NONE"}, name
+    # The requantizer's four multipliers per column are DSP blocks with their registers
+    # too; what is left combinational is named by block (the exec unit's block scaler,
+    # the front end, the vector unit).
+    every = fpga.dsp_registers(syn["netlist"])
+    rq = {n: r for n, r in every.items() if n.startswith("core.store.")}
+    assert len(rq) == 4 * cfg.cols and all(fpga.registered(r) for r in rq.values()), rq
+    left = fpga.combinational_dsps(syn["netlist"])
+    assert "core.store" not in left and "core.exec" in left, left
+    assert sum(left.values()) == sum(not fpga.registered(r) for r in every.values())
     # The check catches a preset that asks for the pipeline register the netlist lacks.
     assert not fpga.pe_dsp_registers(syn["netlist"],
                                      dataclasses.replace(cfg, mult_pipeline=1))[1]
