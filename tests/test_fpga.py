@@ -71,6 +71,39 @@ def test_nextpnr_arguments():
     assert "--freq 62.5" in " ".join(fpga.nextpnr_args(freq_mhz=62.5))
 
 
+def test_block_arguments():
+    """A block alone is placed with --out-of-context (no pads); the whole design puts
+    every port on a pad."""
+    top = fpga.nextpnr_args(block="top")
+    alone = fpga.nextpnr_args(block="array")
+    assert "--lpf-allow-unconstrained" in top and "--out-of-context" not in top
+    assert "--out-of-context" in alone and "--lpf-allow-unconstrained" not in alone
+    script = fpga.yosys_script(get_preset("tiny"), verilog="serrano_array.v",
+                               netlist="serrano_array.json", top="serrano_array")
+    assert "hierarchy -check -top serrano_array" in script
+    assert "synth_ecp5 -top serrano_array -json serrano_array.json" in script
+    args = _parser().parse_args(["--block", "array"])
+    assert args.block == "array"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--block", "pe"])
+    with pytest.raises(ValueError, match=r"^unknown block 'pe'; choose one of: top, "
+                                         r"array, vector$"):
+        fpga.run_fpga(get_preset("tiny"), block="pe")
+
+
+def test_array_alone_synthesizes_with_registered_dsps(tmp_path):
+    """The tiny array alone (--block array): every PE's multiplier one DSP block with
+    its input and output registers, none left combinational."""
+    _require_yowasp()
+    cfg = get_preset("tiny")
+    syn = fpga.run_yosys(cfg, tmp_path, block="array")
+    assert syn["netlist"].endswith("serrano_array.json") and syn["warnings"] == []
+    assert syn["cells"]["MULT18X18D"] == cfg.macs
+    regs, ok = fpga.pe_dsp_registers(syn["netlist"], cfg, prefix="")
+    assert ok and len(regs) == cfg.macs
+    assert fpga.combinational_dsps(syn["netlist"]) == {}
+
+
 def test_unknown_board():
     with pytest.raises(ValueError, match=r"^unknown board 'de10'; choose one of: ulx3s$"):
         fpga.yosys_script(get_preset("tiny"), board="de10")
@@ -485,6 +518,7 @@ def test_command_output(monkeypatch, tmp_path, capsys, as_json):
     assert fpga.run(_parser().parse_args(argv)) == 1          # timing not met: status 1
     assert seen["seed"] == 5 and seen["freq_mhz"] == 125 and seen["preset"] == "fpga"
     assert seen["out_dir"] == str(tmp_path) and seen["board"] == "ulx3s"
+    assert seen["block"] == "top"
     out = capsys.readouterr().out
     if as_json:
         assert out.count("\n") == 1
