@@ -457,7 +457,8 @@ class ExecUnit(wiring.Component):
             mul = Multiplier(sw_, asum_shape.width)
             m.submodules[f"scale_fs_mul_{c}"] = mul
             m.d.comb += [mul.a.eq(f_rd.data[c]), mul.b.eq(tag.asum), fs_b[c].eq(mul.p)]
-            m.d.sync += pq_b[c].eq((p << 4) - 120 * tag_a.asum)
+            # 120 S as (S << 7) - (S << 3): Yosys would give a constant product a DSP.
+            m.d.sync += pq_b[c].eq((p << 4) - ((tag_a.asum << 7) - (tag_a.asum << 3)))
         # Stage C: the bracket (Q8: P itself), into the scale multipliers' input registers.
         # Stage D: the scale's product, in two halves of the bracket (its low 17 bits,
         # then the rest), so each multiplier fits one 18 x 18 DSP (hw.dsp.Multiplier:

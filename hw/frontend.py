@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa
+from .dsp import Multiplier
 from .dma import dma_command
 from .exec_unit import matmul_entry
 
@@ -29,8 +30,9 @@ class FrontEnd(wiring.Component):
     range) and, if it passes, handed to the queue of its unit (:data:`hw.isa.OPS`: load,
     exec, store or vector); ``FENCE`` and
     ``END`` wait until ``units_idle``. The range checks run in a pipeline of
-    ``CHECK_CYCLES`` registered stages (counts minus one; products, one multiplier each
-    with registers on both sides; first sums; last sums), compared in the dispatch cycle,
+    ``CHECK_CYCLES`` registered stages (counts minus one and their factors into each
+    multiplier's input registers; products in its output registers, a DSP block with its
+    own registers on an ECP5; first sums; last sums), compared in the dispatch cycle,
     so no stage holds more than one adder or one multiplier. Dispatch takes at least
     ``CHECK_CYCLES + 2`` cycles per instruction, far below the work one instruction
     starts. A failed check raises ``error`` with the code and
@@ -175,15 +177,24 @@ class FrontEnd(wiring.Component):
         # The range pipeline: it recomputes from `cur` every cycle; CHECK waits for it.
         # Stage 1: counts minus one. Stage 2: products. Stage 3: base + first product,
         # second product. Stage 4: last row = their sum.
+        # Stages 1 and 2 of each product are a hw.dsp.Multiplier's input and output
+        # registers (a DSP block's own on an ECP5): the count minus one and the step
+        # enter its input registers together.
         la, mmb = b.load_act, b.matmul
-        n1 = [Signal(16, name=f"count_m1_{i}") for i in range(4)]
-        pr = [Signal(32, name=f"product_{i}") for i in range(4)]
+
+        def product(name, x, y, width=16):
+            mul = Multiplier(width + 1, width + 1)
+            m.submodules[f"range_{name}"] = mul
+            m.d.comb += [mul.a.eq(x[:width]), mul.b.eq(y)]
+            p = Signal(32, name=name)
+            m.d.comb += p.eq(mul.p)
+            return p
+
+        pr = [product(f"product_{i}", count - 1, step) for i, (count, step) in enumerate([
+            (la.rows, la.buf_row_step), (la.row_beats, la.buf_beat_step),
+            (mmb.k_tiles, mmb.act_kstep), (mmb.m, mmb.act_stride)])]
         s3 = [Signal(48, name=f"partial_{i}") for i in range(4)]
         m.d.sync += [
-            n1[0].eq(la.rows - 1), n1[1].eq(la.row_beats - 1),
-            n1[2].eq(mmb.k_tiles - 1), n1[3].eq(mmb.m - 1),
-            pr[0].eq(n1[0] * la.buf_row_step), pr[1].eq(n1[1] * la.buf_beat_step),
-            pr[2].eq(n1[2] * mmb.act_kstep), pr[3].eq(n1[3] * mmb.act_stride),
             s3[0].eq(la.buf_row + pr[0]), s3[1].eq(pr[1]),
             s3[2].eq(mmb.act_row + pr[2]), s3[3].eq(pr[3]),
         ]
@@ -196,9 +207,9 @@ class FrontEnd(wiring.Component):
         vec_a_lo_end = Signal(33)        # wide: the low halves of a, b and the result
         vec_b_lo_end = Signal(33)
         vec_dst_lo_end = Signal(33)
-        vec_total = Signal(32)           # VEC: rows * count (one multiplier, registered)
-        vec_rows_m1 = Signal(16)
-        vec_strided = Signal(32)         # interleaved vectors: (rows - 1) * stride
+        # VEC: rows * count, and for interleaved vectors (rows - 1) * stride (stage 2).
+        vec_total = product("vec_total", b.vec.rows, b.vec.count)
+        vec_strided = product("vec_strided", b.vec.rows - 1, b.vec.stride)
         vec_span = Signal(33)            # rows from a vector's first to the last's end
         vec_a_end = Signal(33)
         vec_b_end = Signal(33)
@@ -219,9 +230,6 @@ class FrontEnd(wiring.Component):
             vec_a_lo_end.eq(b.vec.a_lo_row + vec_span),
             vec_b_lo_end.eq(b.vec.b_lo_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
             vec_dst_lo_end.eq(b.vec.dst_lo_row + vec_span),
-            vec_total.eq(b.vec.rows * b.vec.count),
-            vec_rows_m1.eq(b.vec.rows - 1),
-            vec_strided.eq(vec_rows_m1 * b.vec.stride),
             vec_span.eq(Mux(b.vec.stride == 0, vec_total, b.vec.count + vec_strided)),
             vec_a_end.eq(b.vec.a_row + Mux(b.vec.vop == isa.VecOp.TABLE, vec_total,
                                            vec_span)),
