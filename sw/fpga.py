@@ -36,7 +36,10 @@ delay, logic and routing, blocks crossed and every segment of the slowest path o
 arrival time at them: a high-fanout reset or enable shows here), ``clock_net``,
 ``seed``, ``yosys_s``, ``pnr_s`` (wall seconds), ``out_dir``, ``verilog``,
 ``verilog_sha256`` (of the Verilog synthesized), ``script``, ``yosys_log``,
-``nextpnr_log``, ``report``, ``nextpnr_command``, ``out_of_context`` (true).
+``nextpnr_log``, ``report``, ``nextpnr_command``, ``out_of_context`` (true), ``block``,
+``fits`` (true: a design that does not fit the device stops before place and route
+with :class:`FPGADoesNotFit`, which says what it needs and what would fit;
+``serrano fpga`` prints that, or its JSON with ``fits`` false, and exits with status 1).
 
 ``luts`` counts nextpnr's ``TRELLIS_COMB`` cells (a LUT4, possibly half of a carry
 chain); ``ffs`` its ``TRELLIS_FF`` cells; ``dsps`` ``MULT18X18D``; ``brams`` ``DP16KD``.
@@ -57,7 +60,8 @@ from pathlib import Path
 from serrano.sim.toolenv import ToolNotFound
 from serrano.hw.dsp import ECP5
 
-__all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "INSTALL_HINT",
+__all__ = ["BOARDS", "Board", "FPGAToolNotFound", "FPGAFlowError", "FPGADoesNotFit",
+           "fit_report", "INSTALL_HINT",
            "check_tools", "yosys_script", "nextpnr_args", "parse_report", "parse_yosys_stat",
            "run_yosys", "run_fpga", "assemble_result", "add_arguments", "run",
            "default_out_dir"]
@@ -76,17 +80,22 @@ _PE_PREFIX = {"top": "core.exec.array.", "array": "", "vector": None}
 
 @dataclass(frozen=True)
 class Board:
-    """A board's FPGA: the device name and the nextpnr arguments that select it."""
+    """A board's FPGA: the device name, the nextpnr arguments that select it, and what
+    the device holds (``capacity``: logic cells, flip-flops, DSP blocks, block RAMs and
+    I/O pads, the numbers nextpnr reports as available)."""
     name: str
     device: str
     family: str
     nextpnr_device: tuple
+    capacity: dict
 
 
 BOARDS = {
     # Radiona ULX3S with the 85k ECP5: LFE5U-85F in the CABGA381 package.
     "ulx3s": Board(name="ulx3s", device="LFE5U-85F", family="ecp5",
-                   nextpnr_device=("--85k", "--package", "CABGA381")),
+                   nextpnr_device=("--85k", "--package", "CABGA381"),
+                   capacity={"luts": 83640, "ffs": 83640, "dsps": 156, "brams": 208,
+                             "ios": 365}),
 }
 
 # The tools, each a Python package and the function that runs it with an argv list.
@@ -106,6 +115,34 @@ _find_spec = importlib.util.find_spec
 
 class FPGAToolNotFound(ToolNotFound):
     """A YoWASP tool (Yosys or nextpnr) is not installed."""
+
+
+class FPGADoesNotFit(RuntimeError):
+    """The synthesized design needs more than the device has: no place and route.
+    ``fit`` is :func:`fit_report`'s dict, ``syn`` Yosys' results; ``lines()`` says so
+    plainly, with what would fit."""
+
+    def __init__(self, cfg, board, fit, syn):
+        self.cfg, self.board, self.fit, self.syn = cfg, board, fit, syn
+        over = ", ".join(f"{fit['needs'][k][0]:,} {_FIT_NAMES[k]} of {fit['needs'][k][1]:,}"
+                         for k in fit["over"])
+        super().__init__(f"preset {cfg.name} ({cfg.rows}x{cfg.cols}) does not fit the "
+                         f"{board.device}: it needs {over}")
+
+    def lines(self):
+        return [str(self), *("  would fit? " + o for o in self.fit["options"])]
+
+    def as_dict(self):
+        return {"device": self.board.device, "preset": self.cfg.name,
+                "board": self.board.name, "array": f"{self.cfg.rows}x{self.cfg.cols}",
+                "fits": False, "needs": {k: list(v) for k, v in self.fit["needs"].items()},
+                "over": self.fit["over"], "dsps": self.fit["dsps"],
+                "options": self.fit["options"], "yosys_cells": self.syn["cells"],
+                "yosys_log": self.syn["log"], "verilog_sha256": self.syn["verilog_sha256"]}
+
+
+_FIT_NAMES = {"dsps": "MULT18X18D DSP blocks", "brams": "DP16KD block RAMs",
+              "luts": "logic cells", "ffs": "flip-flops", "ios": "I/O pads"}
 
 
 class FPGAFlowError(RuntimeError):
@@ -422,6 +459,92 @@ def registered(regs):
     return all(regs[p] == "CLK0" for p in _DSP_REGISTERS)
 
 
+def _yosys_comb(cells):
+    """Yosys' cell counts as nextpnr's logic cells: a ``LUT4`` is one ``TRELLIS_COMB``,
+    a ``CCU2C`` (two bits of carry chain) two; the ``PFUMX``/``L6MUX21`` wide-function
+    muxes ride in the same slices and are not counted."""
+    return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+
+
+def fit_report(cfg, board, cells, port_bits, lut_multiplier):
+    """Whether the synthesized design (Yosys' ``cells``, ``port_bits`` I/O bits) fits
+    ``board``'s device, before place and route, and if not what would.
+
+    Returns ``{"fits", "needs": {resource: (used, available)}, "over": [resources],
+    "dsps": {"pe": R*C, "other": the rest}, "options": [one line each]}``. The options
+    are computed from the same counts: the array's multipliers two to a DSP block (two
+    int8 products that share an operand from one 18 x 18 multiplier, as a
+    weight-stationary row's PEs share their activation; Langhammer et al., "Extracting
+    INT8 Multipliers from INT18 Multipliers", FPL 2019), or part of them in LUTs
+    (``lut_multiplier``: logic cells of one 8 x 8 multiplier in LUTs, measured by Yosys;
+    a number, or a function that measures it, called only if the DSP blocks run out).
+    """
+    b = board if isinstance(board, Board) else _board(board)
+    dsps = cells.get("MULT18X18D", 0)
+    needs = {"dsps": (dsps, b.capacity["dsps"]),
+             "brams": (cells.get("DP16KD", 0), b.capacity["brams"]),
+             "luts": (_yosys_comb(cells), b.capacity["luts"]),
+             "ffs": (cells.get("TRELLIS_FF", 0), b.capacity["ffs"]),
+             "ios": (port_bits, b.capacity["ios"])}
+    over = [k for k, (used, avail) in needs.items() if used > avail]
+    pe = cfg.macs
+    other = dsps - pe
+    options = []
+    cap = b.capacity["dsps"]
+    if "dsps" in over:
+        paired = other + pe // 2
+        options.append(
+            f"PE multipliers two to a DSP block (one 18x18 block, two int8 products "
+            f"sharing the activation, a few LUTs of correction each): {paired} DSP blocks "
+            f"({pe // 2} array + {other} other) of {cap}: "
+            + ("fits" if paired <= cap else "still over"))
+        if other < cap:
+            if callable(lut_multiplier):
+                lut_multiplier = lut_multiplier()
+            in_luts = dsps - cap
+            extra = in_luts * lut_multiplier
+            luts_after = _yosys_comb(cells) + extra
+            options.append(
+                f"{in_luts} of the {pe} PE multipliers in LUTs ({lut_multiplier} logic "
+                f"cells each): {luts_after:,} logic cells of {b.capacity['luts']:,}: "
+                + ("fits" if luts_after <= b.capacity["luts"] else "over"))
+        else:
+            options.append(
+                f"the other blocks alone need {other} DSP blocks (the requantizer, the "
+                f"block scaler, the front end, the vector unit), more than the {cap} of "
+                f"the {b.device}: with every PE multiplier in LUTs it still does not fit")
+    if "ios" in over:
+        options.append(f"{port_bits} port bits on {b.capacity['ios']} pads: a board build "
+                       f"needs a wrapper (a memory controller, a host link) in front of the "
+                       f"AXI ports, or a narrower bus")
+    return {"fits": not over, "needs": needs, "over": over,
+            "dsps": {"pe": pe, "other": other}, "options": options}
+
+
+def port_bits(netlist_path):
+    """I/O bits of the netlist's top module: the pads a build with every port on a pad
+    needs."""
+    netlist = json.loads(Path(netlist_path).read_text())
+    modules = netlist["modules"]
+    tops = [m for m in modules.values() if int(str(m.get("attributes", {}).get("top", 0)), 2)]
+    top = tops[0] if len(tops) == 1 else modules[TOP]
+    return sum(len(port["bits"]) for port in top["ports"].values())
+
+
+def lut_multiplier_cells(folder):
+    """Logic cells of one signed 8 x 8 multiplier built from LUTs by the same Yosys flow
+    (``synth_ecp5 -nodsp``), measured in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mul8.v").write_text(
+        "module mul8(input signed [7:0] a, input signed [7:0] b, "
+        "output signed [15:0] p);\n  assign p = a * b;\nendmodule\n")
+    (folder / "mul8.ys").write_text("read_verilog mul8.v\nsynth_ecp5 -top mul8 -nodsp\n"
+                                    "tee -q -o mul8_stat.json stat -json\n")
+    _run_tool("yosys", ["-q", "-l", "mul8.log", "mul8.ys"], folder, folder / "mul8.log")
+    return _yosys_comb(parse_yosys_stat(json.loads((folder / "mul8_stat.json").read_text())))
+
+
 def _top_cells(netlist_path):
     """The cells of the netlist's top module (the one Yosys marks ``top``)."""
     netlist = json.loads(Path(netlist_path).read_text())
@@ -503,6 +626,11 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
     syn["pe_dsps_registered"] = (None if prefix is None
                                  else pe_dsp_registers(syn["netlist"], cfg, prefix)[1])
     syn["combinational_dsps"] = combinational_dsps(syn["netlist"])
+    if block == "top":
+        fit = fit_report(cfg, b, cells, port_bits(syn["netlist"]),
+                         lambda: lut_multiplier_cells(folder / "mul8"))
+        if not fit["fits"]:
+            raise FPGADoesNotFit(cfg, b, fit, syn)
 
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
@@ -552,6 +680,7 @@ def assemble_result(cfg, board, syn, counts, names, pnr, *, pnr_s, seed, folder,
         "array_multipliers_in_dsps": None if prefix is None else array_dsps == cfg.macs,
         "pe_dsps_registered": syn.get("pe_dsps_registered", False),
         "combinational_dsps_by_block": syn.get("combinational_dsps", {}),
+        "fits": True if block == "top" else None,
         "buffers_in_bram": None if block != "top" else all(
             brams.get(f"core.{buf}", 0) > 0 for buf in ("act", "acc", "params")),
         "critical_path": pnr["critical_path"], "largest_net": pnr["largest_net"],
@@ -661,6 +790,9 @@ def run(args):
     except (ConfigError, ValueError, FPGAToolNotFound) as e:
         print(f"serrano: error: {e}", file=sys.stderr)
         return 2
+    except FPGADoesNotFit as e:
+        print(json.dumps(e.as_dict()) if args.json else "serrano fpga: " + "\n".join(e.lines()))
+        return 1
     except FPGAFlowError as e:
         print(f"serrano: FPGA flow failed: {e}", file=sys.stderr)
         return 1

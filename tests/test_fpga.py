@@ -534,3 +534,62 @@ def test_command_output(monkeypatch, tmp_path, capsys, as_json):
         assert "104 / 156    (66.7 %)  MULT18X18D" in out
         assert "out-of-context" in out
         assert "through blocks core.exec, core.rmux" in out
+
+
+# ---- does a preset fit the device? ---------------------------------------------------
+
+def _cells(dsps, luts=30000, ffs=30000, brams=100):
+    return {"MULT18X18D": dsps, "LUT4": luts, "CCU2C": 0, "TRELLIS_FF": ffs, "DP16KD": brams}
+
+
+def test_fit_report_fits_and_over():
+    fpga_cfg, default = get_preset("fpga"), get_preset("default")
+    ok = fpga.fit_report(fpga_cfg, "ulx3s", _cells(152), 353, lut_multiplier=60)
+    assert ok["fits"] and ok["over"] == [] and ok["options"] == []
+    # The 16x16 array's 256 PE multipliers plus 167 others: over 156 even with every PE
+    # multiplier in LUTs; paired products still over; 489 port bits over 365 pads.
+    r = fpga.fit_report(default, "ulx3s", _cells(423), 489, lut_multiplier=60)
+    assert not r["fits"] and r["over"] == ["dsps", "ios"]
+    assert r["needs"]["dsps"] == (423, 156) and r["dsps"] == {"pe": 256, "other": 167}
+    assert "295 DSP blocks (128 array + 167 other) of 156: still over" in r["options"][0]
+    assert "the other blocks alone need 167 DSP blocks" in r["options"][1]
+    assert "489 port bits on 365 pads" in r["options"][2]
+    # A design whose other blocks leave room: pairing fits; LUTs for the rest cost
+    # lut_multiplier cells each (measured lazily, only when needed).
+    calls = []
+    r = fpga.fit_report(default, "ulx3s", _cells(256 + 40), 300,
+                        lut_multiplier=lambda: calls.append(1) or 70)
+    assert r["over"] == ["dsps"] and calls == [1]
+    assert "168 DSP blocks (128 array + 40 other) of 156: still over" in r["options"][0]
+    assert "140 of the 256 PE multipliers in LUTs (70 logic cells each): 39,800" in \
+        r["options"][1]
+    r = fpga.fit_report(default, "ulx3s", _cells(256 + 20), 300, lut_multiplier=70)
+    assert "148 DSP blocks (128 array + 20 other) of 156: fits" in r["options"][0]
+
+
+def test_does_not_fit_is_said_plainly(monkeypatch, capsys, tmp_path):
+    cfg = get_preset("default")
+    fit = fpga.fit_report(cfg, "ulx3s", _cells(423), 489, lut_multiplier=60)
+    syn = {"cells": _cells(423), "log": "yosys.log", "verilog_sha256": "0" * 64}
+    err = fpga.FPGADoesNotFit(cfg, fpga.BOARDS["ulx3s"], fit, syn)
+    assert str(err) == ("preset default (16x16) does not fit the LFE5U-85F: it needs 423 "
+                        "MULT18X18D DSP blocks of 156, 489 I/O pads of 365")
+
+    def fake_run_fpga(cfg, **kwargs):
+        raise err
+    monkeypatch.setattr(fpga, "run_fpga", fake_run_fpga)
+    assert fpga.run(_parser().parse_args(["--preset", "default", "--out", str(tmp_path)])) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("serrano fpga: preset default (16x16) does not fit the LFE5U-85F")
+    assert out.count("would fit?") == 3
+    assert fpga.run(_parser().parse_args(["--preset", "default", "--json"])) == 1
+    r = json.loads(capsys.readouterr().out)
+    assert r["fits"] is False and r["over"] == ["dsps", "ios"] and r["needs"]["dsps"] == [423, 156]
+
+
+def test_lut_multiplier_measured(tmp_path):
+    """One signed 8x8 multiplier in LUTs, as Yosys builds it with -nodsp: tens of logic
+    cells (the number the fit analysis uses)."""
+    _require_yowasp()
+    n = fpga.lut_multiplier_cells(tmp_path)
+    assert 20 < n < 400, n
