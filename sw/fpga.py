@@ -466,7 +466,7 @@ def _yosys_comb(cells):
     return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
 
 
-def fit_report(cfg, board, cells, port_bits, lut_multiplier):
+def fit_report(cfg, board, cells, port_bits, lut_multiplier, bram_blocks=None):
     """Whether the synthesized design (Yosys' ``cells``, ``port_bits`` I/O bits) fits
     ``board``'s device, before place and route, and if not what would.
 
@@ -477,7 +477,9 @@ def fit_report(cfg, board, cells, port_bits, lut_multiplier):
     weight-stationary row's PEs share their activation; Langhammer et al., "Extracting
     INT8 Multipliers from INT18 Multipliers", FPL 2019), or part of them in LUTs
     (``lut_multiplier``: logic cells of one 8 x 8 multiplier in LUTs, measured by Yosys;
-    a number, or a function that measures it, called only if the DSP blocks run out).
+    a number, or a function that measures it, called only if the DSP blocks run out),
+    or, for block RAM, the activation buffer (``bram_blocks["core.act"]`` of them) cut to
+    the largest power-of-two fraction of its rows that fits.
     """
     b = board if isinstance(board, Board) else _board(board)
     dsps = cells.get("MULT18X18D", 0)
@@ -513,6 +515,16 @@ def fit_report(cfg, board, cells, port_bits, lut_multiplier):
                 f"the other blocks alone need {other} DSP blocks (the requantizer, the "
                 f"block scaler, the front end, the vector unit), more than the {cap} of "
                 f"the {b.device}: with every PE multiplier in LUTs it still does not fit")
+    if "brams" in over and bram_blocks and bram_blocks.get("core.act"):
+        act, used, cap_b = bram_blocks["core.act"], needs["brams"][0], b.capacity["brams"]
+        k = 2
+        while used - act + act // k > cap_b and act // k:
+            k *= 2
+        options.append(
+            f"the activation buffer ({act} of the {used} block RAMs) at 1/{k} of its "
+            f"{cfg.act_buf_rows:,} rows ({cfg.act_buf_rows // k:,} rows, "
+            f"{cfg.act_buf_bytes // k // 1024} KiB): {used - act + act // k} block RAMs of "
+            f"{cap_b}")
     if "ios" in over:
         options.append(f"{port_bits} port bits on {b.capacity['ios']} pads: a board build "
                        f"needs a wrapper (a memory controller, a host link) in front of the "
@@ -628,7 +640,8 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
     syn["combinational_dsps"] = combinational_dsps(syn["netlist"])
     if block == "top":
         fit = fit_report(cfg, b, cells, port_bits(syn["netlist"]),
-                         lambda: lut_multiplier_cells(folder / "mul8"))
+                         lambda: lut_multiplier_cells(folder / "mul8"),
+                         bram_blocks=counts.get("DP16KD", {}))
         if not fit["fits"]:
             raise FPGADoesNotFit(cfg, b, fit, syn)
 

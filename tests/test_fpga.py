@@ -565,6 +565,12 @@ def test_fit_report_fits_and_over():
         r["options"][1]
     r = fpga.fit_report(default, "ulx3s", _cells(256 + 20), 300, lut_multiplier=70)
     assert "148 DSP blocks (128 array + 20 other) of 156: fits" in r["options"][0]
+    # Block RAM over: the activation buffer cut to the power-of-two fraction that fits.
+    r = fpga.fit_report(default, "ulx3s", _cells(100, brams=346), 300, lut_multiplier=70,
+                        bram_blocks={"core.act": 240, "core.acc": 58})
+    assert r["over"] == ["brams"]
+    assert r["options"] == ["the activation buffer (240 of the 346 block RAMs) at 1/4 of "
+                            "its 16,384 rows (4,096 rows, 64 KiB): 166 block RAMs of 208"]
 
 
 def test_does_not_fit_is_said_plainly(monkeypatch, capsys, tmp_path):
