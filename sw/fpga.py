@@ -46,6 +46,7 @@ chain); ``ffs`` its ``TRELLIS_FF`` cells; ``dsps`` ``MULT18X18D``; ``brams`` ``D
 """
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
@@ -273,11 +274,15 @@ def block_verilog(cfg, block="top"):
         return top_verilog(cfg, gating="none", platform=ECP5)
     if block == "array":
         return array_verilog(cfg, ECP5)
-    if block == "vector":
-        dut = VectorUnit(cfg)
-        return verilog.convert(dut, name=BLOCKS["vector"], platform=ECP5, emit_src=False,
-                               ports=signal_ports(dut))
-    raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
+    _check_block(block)
+    dut = VectorUnit(cfg)
+    return verilog.convert(dut, name=BLOCKS["vector"], platform=ECP5, emit_src=False,
+                           ports=signal_ports(dut))
+
+
+def _check_block(block):
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
 
 
 def run_yosys(cfg, folder, *, board="ulx3s", block="top"):
@@ -288,8 +293,7 @@ def run_yosys(cfg, folder, *, board="ulx3s", block="top"):
     "verilog_sha256": hex}``. Raises :class:`FPGAToolNotFound` without Yosys,
     :class:`FPGAFlowError` if it fails.
     """
-    if block not in BLOCKS:
-        raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
+    _check_block(block)
     check_tools(("yosys",))
     top = BLOCKS[block]
     folder = Path(folder)
@@ -536,11 +540,7 @@ def fit_report(cfg, board, cells, port_bits, lut_multiplier, bram_blocks=None):
 def port_bits(netlist_path):
     """I/O bits of the netlist's top module: the pads a build with every port on a pad
     needs."""
-    netlist = json.loads(Path(netlist_path).read_text())
-    modules = netlist["modules"]
-    tops = [m for m in modules.values() if int(str(m.get("attributes", {}).get("top", 0)), 2)]
-    top = tops[0] if len(tops) == 1 else modules[TOP]
-    return sum(len(port["bits"]) for port in top["ports"].values())
+    return sum(len(port["bits"]) for port in _top_module(netlist_path)["ports"].values())
 
 
 def lut_multiplier_cells(folder):
@@ -557,12 +557,23 @@ def lut_multiplier_cells(folder):
     return _yosys_comb(parse_yosys_stat(json.loads((folder / "mul8_stat.json").read_text())))
 
 
-def _top_cells(netlist_path):
-    """The cells of the netlist's top module (the one Yosys marks ``top``)."""
-    netlist = json.loads(Path(netlist_path).read_text())
-    modules = netlist["modules"]
+def _top_module(netlist_path):
+    """The netlist's top module (the one Yosys marks ``top``), the JSON file read once
+    per version of it (the flow's checks each look at the same netlist)."""
+    st = Path(netlist_path).stat()
+    return _read_top(str(netlist_path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_top(path, _mtime_ns, _size):
+    modules = json.loads(Path(path).read_text())["modules"]
     tops = [m for m in modules.values() if int(str(m.get("attributes", {}).get("top", 0)), 2)]
-    return (tops[0] if len(tops) == 1 else modules[TOP])["cells"]
+    return tops[0] if len(tops) == 1 else modules[TOP]
+
+
+def _top_cells(netlist_path):
+    """The cells of the netlist's top module."""
+    return _top_module(netlist_path)["cells"]
 
 
 def pe_dsp_registers(netlist_path, cfg, prefix="core.exec.array."):
@@ -620,8 +631,7 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, not {seed!r}")
-    if block not in BLOCKS:
-        raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
+    _check_block(block)
     check_tools()
     name = f"{cfg.name}-{b.name}" if block == "top" else f"{cfg.name}-{block}-{b.name}"
     folder = Path(out_dir if out_dir is not None else default_out_dir()) / name
