@@ -69,6 +69,13 @@ class Config:
         1 on the ``fpga`` preset, where it is the ECP5 DSP block's ``REG_PIPELINE`` (the
         multiply gets a cycle of its own), 0 elsewhere. Each adds a cycle to the array's
         latency, in simulation as on the FPGA.
+    vec_pipeline : int
+        The vector unit's pipeline, 0 or 1 (:class:`hw.vector_unit.VectorUnit`): 1 on the
+        ``fpga`` preset, where every stage holds at most one carry chain, one variable
+        shift or one multiplier (DSP blocks with their input and output registers), so
+        that the unit keeps the clock the array reaches; 0 elsewhere, the shorter
+        pipeline whose stages hold a multiply, an add and a rounding shift each. The
+        same results; 1 adds cycles to each pass of a vector through the lanes.
     """
 
     name: str
@@ -87,6 +94,7 @@ class Config:
     acc_width: int = 32
     addr_width: int = 32
     mult_pipeline: int = 0
+    vec_pipeline: int = 0
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
@@ -97,6 +105,8 @@ class Config:
                 raise ConfigError(f"{attr} must be a positive integer, not {value!r}")
         if self.mult_pipeline not in (0, 1) or isinstance(self.mult_pipeline, bool):
             raise ConfigError(f"mult_pipeline must be 0 or 1, not {self.mult_pipeline!r}")
+        if self.vec_pipeline not in (0, 1) or isinstance(self.vec_pipeline, bool):
+            raise ConfigError(f"vec_pipeline must be 0 or 1, not {self.vec_pipeline!r}")
         if self.act_width != 8 or self.acc_width != 32:
             raise ConfigError("serrano computes int8 x int8 into int32; "
                               f"act_width={self.act_width!r}, acc_width={self.acc_width!r}")
@@ -212,7 +222,7 @@ PRESETS = {
                    bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=64,
-                   bus_bytes=8, param_tiles=64, mult_pipeline=1),
+                   bus_bytes=8, param_tiles=64, mult_pipeline=1, vec_pipeline=1),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
                       bus_bytes=16, param_tiles=128),

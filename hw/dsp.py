@@ -85,7 +85,12 @@ class Multiplier(wiring.Component):
     @property
     def latency(self):
         """Cycles from ``a``, ``b`` to ``p``: 2, or 3 with the pipeline register."""
-        return 2 + self.pipeline
+        return self.latency_for(self.pipeline)
+
+    @staticmethod
+    def latency_for(pipeline):
+        """The latency of a :class:`Multiplier` built with ``pipeline``."""
+        return 2 + pipeline
 
     def elaborate(self, platform):
         m = Module()

@@ -1,12 +1,13 @@
 """The vector unit: ``VEC`` instructions, integer arithmetic on activation-buffer rows."""
 
-from amaranth import Cat, Module, Signal, Mux, signed, unsigned
+from amaranth import Cat, Const, Module, Signal, Mux, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
 from .arith import clamp_wide, wide_high
+from .dsp import Multiplier
 
 __all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE", "NORM_K"]
 
@@ -20,6 +21,23 @@ SOFTMAX_ONE = 127
 NORM_K = 56
 #: Added to the mean so that the divider's numerator is positive: ``|X| <= 32896``.
 MEAN_BIAS = 128 * 257
+
+
+def _reads_per_row(b, out):
+    """The activation-buffer reads per row of the ``VEC`` body ``b``, in its output pass
+    (``out``) or another: two rows out take a cycle each."""
+    V = isa.VecOp
+    wide_bin = b.wide & b.vop.matches(V.ADD, V.MUL)
+    two_rows = ((b.wide & b.vop.matches(V.ADD, V.MUL, V.ROPE))
+                | (b.wide_out & b.vop.matches(*isa.WIDE_OUT_VOPS)))
+    is_norm = b.vop.matches(V.LAYERNORM, V.RMSNORM)
+    two = (is_norm & b.wide) | (b.vop.matches(V.ARGMAX, V.SOFTMAX) & b.wide)
+    if out:
+        two = two | ((b.vop == V.SOFTMAX) & two_rows)
+    rest = Mux(b.vop == V.ROPE, Mux(b.wide, 8, 4), Mux(two, 2, 1))
+    if out:
+        rest = Mux(is_norm, Mux(b.wide, 4, 3), rest)
+    return Mux(b.vop.matches(V.ADD, V.MUL), Mux(wide_bin, 4, 2), rest)
 
 
 class VectorUnit(wiring.Component):
@@ -215,30 +233,67 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [out_row.eq(next_out), out_base.eq(next_out), out_j.eq(0)]
 
         # ---- The lane pipeline ------------------------------------------------------
-        # Stage 1: the read issued last cycle arrives. A row needs up to eight reads
-        # (``ADD``/``MUL``: a, b; a normalization's output pass: x, gain low, gain high;
-        # a 16-bit ``ROPE``: x, its partner, cosine, sine, high and low halves each);
-        # the earlier ones wait in ``ra``, ``rb``, ...
-        t1_valid, t1_last = Signal(), Signal()
-        t1_ph = Signal(3)
-        t1_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
-        t1_row = Signal(16)                          # the row's number in its vector
-        t1_second = Signal()                         # ROPE: a row of the second half
+        # ``deep`` (``cfg.vec_pipeline``): the form for the FPGA, whose stages hold at
+        # most one carry chain, one variable shift or one multiplier (``hw.dsp``: the
+        # DSP block's input and output registers); ``cut`` is a register of that form
+        # only, ``delay`` a register of both. Stage numbers below are cycles after the
+        # read data arrives (stage 1); with ``deep`` off they are the ones the class
+        # docstring names.
+        deep = bool(cfg.vec_pipeline)
+        D = int(deep)
+        L = Multiplier.latency_for(cfg.mult_pipeline) if deep else 0
+
+        def reg_of(value, name):
+            reg = Signal(Value.cast(value).shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        def cut(value, name):
+            """``value`` a cycle later in the deep form, itself in the other."""
+            return reg_of(value, name) if deep else value
+
+        def delay(value, n, name):
+            """``value`` ``n`` cycles later (registers of both forms)."""
+            for i in range(n):
+                value = reg_of(value, f"{name}_d{i}")
+            return value
+
+        def wire(value, shape, name):
+            sig = Signal(shape, name=name)
+            m.d.comb += sig.eq(value)
+            return sig
+
+        # Stage 1: the read issued last cycle arrives (the deep form registers the read
+        # address: two cycles). A row needs up to eight reads (``ADD``/``MUL``: a, b; a
+        # normalization's output pass: x, gain low, gain high; a 16-bit ``ROPE``: x, its
+        # partner, cosine, sine, high and low halves each); the earlier ones wait in
+        # ``ra``, ``rb``, ...
+        t0_valid, t0_last = Signal(), Signal()
+        t0_ph = Signal(3)
+        t0_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
+        t0_row = Signal(16)                          # the row's number in its vector
+        t0_second = Signal()                         # ROPE: a row of the second half
+        if deep:
+            t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
+                reg_of(s, f"t1_{n}") for s, n in (
+                    (t0_valid, "valid"), (t0_last, "last"), (t0_ph, "ph"),
+                    (t0_lanes, "lanes"), (t0_row, "row"), (t0_second, "second")))
+        else:
+            t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
+                t0_valid, t0_last, t0_ph, t0_lanes, t0_row, t0_second)
         held = [Signal(row_layout, name=f"r{j}") for j in range(7)]
         ra, rb, rc = held[:3]
         for j, reg in enumerate(held):
             with m.If(t1_valid & ~t1_last & (t1_ph == j)):
                 m.d.sync += reg.eq(self.rd_data)
-        nreads = Signal(4)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
-        m.d.comb += nreads.eq(Mux(binary, Mux(wide_bin, 4, 2),
-                                  Mux(is_norm & out_pass, Mux(wide, 4, 3),
-                                      Mux(is_rope, Mux(wide_rope, 8, 4),
-                                          # two writes a row: a cycle for each
-                                          Mux((is_norm & wide) | (is_sm & out_pass & two_rows)
-                                              | am_wide,
-                                              2, 1)))))
+        # Reads a row: one number for the output pass and one for the others, decoded
+        # with the instruction.
+        nreads = Signal(4)
+        nreads_out = decoded("nreads_out", lambda b: _reads_per_row(b, True), 4)
+        nreads_in = decoded("nreads_in", lambda b: _reads_per_row(b, False), 4)
+        m.d.comb += nreads.eq(Mux(out_pass, nreads_out, nreads_in))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         # A 16-bit ROPE's cosine and sine (high and low halves).
@@ -253,10 +308,31 @@ class VectorUnit(wiring.Component):
                      s2_d.eq(Mux(nreads == 8, held[3], self.rd_data)),
                      s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
                      s2_h.eq(self.rd_data)]
-        valid = [Signal(name=f"s{i}_valid") for i in range(3, 8)]      # stages 3..7
-        s3_valid, s4_valid, s5_valid, s6_valid, s7_valid = valid
-        m.d.sync += [s3_valid.eq(s2_valid), s4_valid.eq(s3_valid), s5_valid.eq(s4_valid),
-                     s6_valid.eq(s5_valid), s7_valid.eq(s6_valid)]
+        # A row's valid bit in each stage, made as far as they are asked for.
+        sv = [None, t1_valid, s2_valid]
+
+        def valid_at(n):
+            while len(sv) <= n:
+                sv.append(reg_of(sv[-1], f"s{len(sv)}_valid"))
+            return sv[n]
+
+        def node(value, name):
+            """A tree's node: a register of the deep form, a named wire of the other."""
+            value = Value.cast(value)
+            return cut(value, name) if deep else wire(value, value.shape(), name)
+
+        def tree(values, combine, name):
+            """``values`` reduced pairwise (``combine`` of two returns one), a ``cut``
+            after each level: the result and the levels it took."""
+            level, depth = list(values), 0
+            while len(level) > 1:
+                nxt = [combine(a, b) for a, b in zip(level[::2], level[1::2])]
+                nxt += level[len(level) & ~1:]
+                depth += 1
+                level = [tuple(node(x, f"{name}_{depth}_{i}_{j}") for j, x in enumerate(t))
+                         if isinstance(t, tuple) else node(t, f"{name}_{depth}_{i}")
+                         for i, t in enumerate(nxt)]
+            return level[0], depth * D
 
         table_base = decoded("table_base", lambda b: b.table << ceil_log2(entries), tab_aw)
         shift = v.shift
@@ -265,83 +341,68 @@ class VectorUnit(wiring.Component):
         # Per-vector state: softmax running maximum, sum and reciprocal; normalization
         # sum, mean (1/256ths), variance sum, inverse square root (16 bits and a shift).
         mx = Signal(signed(17))                      # (17-bit: 16-bit values too)
-        s3_rmax = Signal(signed(17))
-        s3_rlane = Signal(range(R))
-        s3_row = Signal(16)
         am_idx = Signal(32)                          # argmax: the index of ``mx``
         total = Signal(40)
         recip = Signal(16)
-        s6_rsum = Signal(40)
         xsum = Signal(signed(40))
-        s3_xsum = Signal(signed(17 + lane_bits))
         mu = Signal(signed(18))
         vsum = Signal(56)
-        s4_vsum = Signal(40 + lane_bits)
         r_m = Signal(16)
         z_shr = Signal(5)            # 16 - e (e <= 16: see RNORM)
+        late = decoded("late", lambda b: ~b.vop.matches(isa.VecOp.ADD, isa.VecOp.LUT))
 
-        def lanes(name, shape):
-            return [Signal(shape, name=f"{name}_{k}") for k in range(R)]
-        lane_p1 = lanes("p1", signed(37))
-        lane_p2 = lanes("p2", signed(34))
-        lane_g3 = lanes("g3", signed(16))
-        lane_ok3, lane_ok4, lane_ok5 = lanes("ok3", 1), lanes("ok4", 1), lanes("ok5", 1)
-        lane_sum = lanes("sum", signed(34))
-        lane_m4, lane_m5 = lanes("m4", signed(18)), lanes("m5", signed(18))
-        lane_w4, lane_w5 = lanes("w4", signed(35)), lanes("w5", signed(35))  # 16-bit MUL
-        lane_n4, lane_n5 = lanes("n4", signed(17)), lanes("n5", signed(17))
-        lane_e = lanes("e", 16)
-        lane_prod = lanes("prod", signed(36))
-        k_exp = lanes("kexp", unsigned(26))
-        s5_y, s7_y = Signal(row_layout), Signal(row_layout)
-        late = Signal()              # the result leaves stage 6's multiplier (not stage 4)
-        m.d.comb += late.eq(~(vop == isa.VecOp.ADD) & ~is_lut)
+        # The stages of a row (``deep`` off: 2, 2, 3, 5, 5, 6, 5 and 7):
+        P = 2 + D                    # the operands prepared from the row's reads
+        Q = P + D                    # the first two multipliers' operands
+        S3 = Q + 1 + L               # their products summed (``lane_p1``)
+        E = S3 + 3 * D + 2           # softmax's exponential; the third multiplier's operands
+        V = E + 1 + L                # its product (``lane_prod``)
+        Y_EARLY = S3 + 3 * D + 2     # ADD's and LUT's result
+        Y_LATE = V + 3 * D + 1       # the other ops' result
 
-        # Three multipliers per lane, each at most 18 x 18 and between registers, shared
-        # by the operations: stage 2's ``x * y`` and ``b * v``, stage 5's ``u * w``.
-        # Stage 2: the products (ADD: a mul_a and b mul_b; MUL: a b; ROPE: a c -+ b s;
-        # softmax: d mul; normalizations: D D or D r), or the table read, or the row's
-        # maximum and sum.
-        # The row's maximum and its first lane: a tree of comparisons (ties: lower lane).
-        level = []
-        for k in range(R):
-            ok = Signal(name=f"okm_{k}")
-            m.d.comb += ok.eq(k < s2_lanes)
-            val = Signal(signed(17), name=f"amv_{k}")       # 16-bit: 256 hi + lo
-            m.d.comb += val.eq(Mux(am_wide, (s2_a[k] << 8) + s2_b[k], s2_a[k]))
-            level.append((Mux(ok, val, Mux(am_wide, -(1 << 16), -128)), k))
-        node = 0
-        while len(level) > 1:
-            nxt = []
-            for (va, ia), (vb, ib) in zip(level[::2], level[1::2]):
-                node += 1
-                vm = Signal(signed(17), name=f"rmax_{node}")
-                im = Signal(range(R), name=f"rlane_{node}")
-                take_b = vb > va
-                m.d.comb += [vm.eq(Mux(take_b, vb, va)), im.eq(Mux(take_b, ib, ia))]
-                nxt.append((vm, im))
-            level = nxt
-        rmax, rlane = level[0]
-        xs = 0
+        # Stage 2: the row's reads as the operands, and its masked maximum (a tree of
+        # comparisons, ties to the lower lane) and masked sum.
+        pre = []
         for k in range(R):
             a, b, c, dd = s2_a[k], s2_b[k], s2_c[k], s2_d[k]
-            ok = Signal(name=f"ok2_{k}")
-            m.d.comb += ok.eq(k < s2_lanes)
-            x16 = Signal(signed(17), name=f"x16_{k}")        # normalizations: X
-            m.d.comb += x16.eq(Mux(wide, (a << 8) + b, a << 8))
-            xs = xs + Mux(ok, x16, 0)
-            d = Signal(17, name=f"d_{k}")                   # softmax: max - x
-            m.d.comb += d.eq(mx - Mux(am_wide, (a << 8) + b, a))
-            dev = Signal(signed(18), name=f"dev_{k}")
-            m.d.comb += dev.eq(x16 - mu)
-            m.d.comb += [luts[k].addr.eq(table_base | a.as_unsigned()), luts[k].en.eq(1)]
-            a16 = Signal(signed(17), name=f"a16_{k}")        # wide ADD: 256 hi + lo
-            b16 = Signal(signed(17), name=f"b16_{k}")
-            m.d.comb += [a16.eq(Mux(wide_bin | wide_rope, (a << 8) + b, a)),
-                         b16.eq(Mux(wide_bin | wide_rope, (c << 8) + dd, b))]
-            cos16 = Signal(signed(17), name=f"cos16_{k}")    # wide ROPE's tables
-            sin16 = Signal(signed(17), name=f"sin16_{k}")
-            m.d.comb += [cos16.eq((s2_e[k] << 8) + s2_f[k]), sin16.eq((s2_g[k] << 8) + s2_h[k])]
+            ops = dict(
+                ok=k < s2_lanes,
+                val=wire(Mux(am_wide, (a << 8) + b, a), signed(17), f"amv_{k}"),
+                x16=wire(Mux(wide, (a << 8) + b, a << 8), signed(17), f"x16_{k}"),
+                a16=wire(Mux(wide_bin | wide_rope, (a << 8) + b, a), signed(17), f"a16_{k}"),
+                b16=wire(Mux(wide_bin | wide_rope, (c << 8) + dd, b), signed(17),
+                         f"b16_{k}"),
+                cos16=wire((s2_e[k] << 8) + s2_f[k], signed(17), f"cos16_{k}"),
+                sin16=wire((s2_g[k] << 8) + s2_h[k], signed(17), f"sin16_{k}"),
+                gain=wire(Mux(wide, (dd << 8) | c.as_unsigned(), (c << 8) | b.as_unsigned()),
+                          signed(16), f"gain_{k}"),
+                a=a, b=b, c=c, dd=dd)
+            pre.append({n: cut(x, f"p_{n}_{k}") for n, x in ops.items()})
+        low = Mux(am_wide, -(1 << 16), -128)
+        (rmax, rlane), rdepth = tree(
+            [(Mux(p["ok"], p["val"], low), Const(k, range(R))) for k, p in enumerate(pre)],
+            lambda x, y: (Mux(y[0] > x[0], y[0], x[0]), Mux(y[0] > x[0], y[1], x[1])),
+            "rmax")
+        xs, xdepth = tree([Mux(p["ok"], p["x16"], 0) for p in pre], lambda x, y: x + y, "xs")
+        s3_rmax = reg_of(wire(rmax, signed(17), "rmax"), "s3_rmax")
+        s3_rlane = reg_of(wire(rlane, range(R), "rlane"), "s3_rlane")
+        s3_xsum = reg_of(wire(xs, signed(17 + lane_bits), "xs"), "s3_xsum")
+        at_max = P + rdepth + 1
+        s3_row = delay(s2_row, at_max - 2, "row")
+        second_p = delay(s2_second, S3 - 1 - 2, "second")
+
+        # The first two multipliers per lane, each at most 18 x 18, shared by the
+        # operations: ``x * y`` and ``b * v`` (ADD: a mul_a and b mul_b; MUL: a b; ROPE:
+        # a c -+ b s; softmax: d mul; normalizations: D D or D r).
+        lane_p1, lane_p2, lane_g3, lane_ok3 = [], [], [], []
+        for k, p in enumerate(pre):
+            d = cut(wire(mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
+            dev = cut(wire(p["x16"] - mu, signed(18), f"dev_{k}"), f"devq_{k}")
+            q = {n: cut(x, f"q_{n}_{k}") for n, x in p.items()}
+            m.d.comb += [luts[k].addr.eq(table_base
+                                         | delay(p["a"], S3 - 1 - P, f"lut_a_{k}")
+                                         .as_unsigned()),
+                         luts[k].en.eq(1)]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
             v_op = Signal(signed(17), name=f"vop_{k}")
@@ -350,133 +411,166 @@ class VectorUnit(wiring.Component):
             with m.Elif(is_norm):
                 m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
             with m.Elif(vop == isa.VecOp.ADD):
-                m.d.comb += [x_op.eq(a16), y_op.eq(mul_a)]
+                m.d.comb += [x_op.eq(q["a16"]), y_op.eq(mul_a)]
             with m.Elif(wide_rope):
-                m.d.comb += [x_op.eq(a16), y_op.eq(cos16)]
+                m.d.comb += [x_op.eq(q["a16"]), y_op.eq(q["cos16"])]
             with m.Elif(is_rope):
-                m.d.comb += [x_op.eq(a), y_op.eq(c)]
+                m.d.comb += [x_op.eq(q["a"]), y_op.eq(q["c"])]
             with m.Else():                             # MUL: a b (16-bit: a16 b16)
-                m.d.comb += [x_op.eq(Mux(wide_mul, a16, a)), y_op.eq(Mux(wide_mul, b16, b))]
-            m.d.comb += v_op.eq(Mux(wide_rope, sin16, Mux(is_rope, dd, mul_b)))
+                m.d.comb += [x_op.eq(Mux(wide_mul, q["a16"], q["a"])),
+                             y_op.eq(Mux(wide_mul, q["b16"], q["b"]))]
+            m.d.comb += v_op.eq(Mux(wide_rope, q["sin16"], Mux(is_rope, q["dd"], mul_b)))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(34), name=f"bv_{k}")
-            m.d.comb += [xy.eq(x_op * y_op), bv.eq(b16 * v_op)]
-            m.d.sync += [lane_ok3[k].eq(ok),
-                         lane_g3[k].eq(Mux(wide, (dd << 8) | c.as_unsigned(),
-                                           (c << 8) | b.as_unsigned())),
-                         lane_p2[k].eq(bv),
-                         lane_p1[k].eq(xy + Mux(is_rope, Mux(s2_second, bv, -bv), 0))]
-        m.d.sync += [s3_rmax.eq(rmax), s3_rlane.eq(rlane), s3_row.eq(s2_row), s3_xsum.eq(xs)]
-
-        # Stage 3: the sum (ADD) or the table entry (LUT); softmax: rounding shift, ROM
-        # read, running maximum; normalizations: running sum, row sum of D*D, z.
-        vs = 0
-        for k in range(R):
-            t = Signal(unsigned(34), name=f"t_{k}")
-            m.d.comb += t.eq((lane_p1[k][:34].as_unsigned() + half) >> shift)
-            m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
-            m.d.sync += [k_exp[k].eq(t[8:]), lane_ok4[k].eq(lane_ok3[k])]
-            with m.If(vop == isa.VecOp.ADD):
-                m.d.sync += lane_sum[k].eq(lane_p1[k] + lane_p2[k])
-            with m.Else():                             # LUT: the entry, as it is
-                m.d.sync += lane_sum[k].eq(luts[k].data.as_signed())
-            vs = vs + Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0)
-            zw = Signal(signed(37), name=f"zw_{k}")
-            m.d.comb += zw.eq((lane_p1[k] + ((1 << z_shr) >> 1)) >> z_shr)
-            z = Mux(zw > (1 << 17) - 1, (1 << 17) - 1, Mux(zw < -(1 << 17), -(1 << 17), zw[:18]))
-            # The operands of stage 5's multiplier: z and the gain, or the MUL/ROPE
-            # product and mul_a.
-            m.d.sync += [lane_m4[k].eq(Mux(is_norm, z, lane_p1[k][:17].as_signed())),
-                         lane_n4[k].eq(Mux(is_norm, lane_g3[k], mul_a)),
-                         lane_w4[k].eq(lane_p1[k])]
-        m.d.sync += s4_vsum.eq(vs)
-        with m.If(s3_valid & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
+            if deep:
+                mxy = m.submodules[f"mul_xy_{k}"] = Multiplier(18, 18,
+                                                              pipeline=cfg.mult_pipeline)
+                mbv = m.submodules[f"mul_bv_{k}"] = Multiplier(17, 17,
+                                                              pipeline=cfg.mult_pipeline)
+                m.d.comb += [mxy.a.eq(x_op), mxy.b.eq(y_op), mbv.a.eq(q["b16"]),
+                             mbv.b.eq(v_op), xy.eq(mxy.p), bv.eq(mbv.p)]
+            else:
+                m.d.comb += [xy.eq(x_op * y_op), bv.eq(q["b16"] * v_op)]
+            lane_p2.append(reg_of(bv, f"p2_{k}"))
+            lane_p1.append(reg_of(xy + Mux(is_rope, Mux(second_p, bv, -bv), 0), f"p1_{k}"))
+            lane_g3.append(delay(q["gain"], S3 - Q, f"g3_{k}"))
+            lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
+        with m.If(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
             m.d.sync += [mx.eq(s3_rmax),
                          am_idx.eq((s3_row << ceil_log2(R)) | s3_rlane)]
-        with m.If(s3_valid & is_norm & (vpass == P_A)):
+        with m.If(valid_at(P + xdepth + 1) & is_norm & (vpass == P_A)):
             m.d.sync += xsum.eq(xsum + s3_xsum)
 
-        # Stage 4: round and saturate (ADD, LUT: done); softmax: the exponential;
-        # normalizations: the running variance sum.
-        s5_lo, s6_lo = Signal(row_layout), Signal(row_layout)
-        s6_lo_valid = Signal()
-        m.d.sync += [s6_lo.eq(s5_lo), s6_lo_valid.eq(s5_valid & wide_add)]
+        # Stage 3: the sum (ADD) or the table entry (LUT); softmax: the exponent's
+        # rounding shift, the read of the lane's ``2^-f`` ROM; normalizations: the row's
+        # sum of ``D * D``, ``z``. Then ADD and LUT are rounded and saturated (stage 4);
+        # softmax's ``e`` (stage 4) and the third multiplier's operands (stage 5).
+        s5_y = Signal(row_layout)
+        s5_lo = Signal(row_layout)
+        lane_e, lane_m5, lane_n5, lane_w5 = [], [], [], []
         for k in range(R):
-            rounded = Signal(signed(34), name=f"rounded_{k}")
-            m.d.comb += rounded.eq((lane_sum[k] + half) >> shift)
-            q16 = Signal(signed(16), name=f"q16_{k}")       # wide: 256 hi + lo
-            m.d.comb += q16.eq(clamp_wide(rounded))
+            p1, p2 = lane_p1[k], lane_p2[k]
+            # softmax: the exponent, ``t``'s high bits a shift and its low byte a ROM read
+            tsum = cut(p1[:34].as_unsigned() + half, f"tsum_{k}")
+            t = cut(wire(tsum >> shift, unsigned(34), f"t_{k}"), f"tq_{k}")
+            m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
+            kexp = reg_of(t[8:], f"kexp_{k}")
+            ok4 = delay(lane_ok3[k], 2 * D + 1, f"ok4_{k}")
+            rom = cut(pow2[k].data, f"rom_{k}")
+            kexp, ok4 = cut(kexp, f"kexpq_{k}"), cut(ok4, f"ok4q_{k}")
+            lane_e.append(reg_of(wire(Mux(ok4 & (kexp < 16), rom >> kexp[:4], 0), 16,
+                                      f"e_{k}"), f"lane_e_{k}"))
+            # ADD: a + b (rounded, saturated); LUT: the entry, as it is
+            total_k = reg_of(wire(Mux(vop == isa.VecOp.ADD, p1 + p2,
+                                      luts[k].data.as_signed()), signed(34), f"sum_{k}"),
+                             f"lane_sum_{k}")
+            rsum = cut(total_k + half, f"rsum_{k}")
+            rounded = cut(wire(rsum >> shift, signed(34), f"rounded_{k}"), f"roundedq_{k}")
+            q16 = cut(wire(clamp_wide(rounded), signed(16), f"q16_{k}"), f"q16q_{k}")
+            sat = cut(wire(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded[:8])),
+                           signed(8), f"sat_{k}"), f"satq_{k}")
+            entry = delay(total_k, 3 * D, f"entry_{k}")[:8]
             m.d.sync += s5_lo[k].eq(q16[:8])
             with m.If(wide_add):
                 m.d.sync += s5_y[k].eq(wide_high(q16))
             with m.Else():
-                m.d.sync += s5_y[k].eq(Mux(is_lut, lane_sum[k][:8],
-                                           Mux(rounded > 127, 127,
-                                               Mux(rounded < -128, -128, rounded[:8]))))
-            m.d.sync += lane_e[k].eq(Mux(lane_ok4[k] & (k_exp[k] < 16),
-                                         pow2[k].data >> k_exp[k][:4], 0))
-            m.d.sync += [lane_m5[k].eq(lane_m4[k]), lane_n5[k].eq(lane_n4[k]),
-                         lane_w5[k].eq(lane_w4[k]), lane_ok5[k].eq(lane_ok4[k])]
-        with m.If(s4_valid & is_norm & (vpass == P_B)):
+                m.d.sync += s5_y[k].eq(Mux(is_lut, entry, sat))
+            # normalizations: z = D * r_t / 2**(16 - e), saturated to 18 bits
+            zsum = cut(p1 + ((1 << z_shr) >> 1), f"zsum_{k}")
+            zw = cut(wire(zsum >> z_shr, signed(37), f"zw_{k}"), f"zwq_{k}")
+            z = cut(wire(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
+                             Mux(zw < -(1 << 17), -(1 << 17), zw[:18])), signed(18),
+                         f"z_{k}"), f"zq_{k}")
+            p1z = delay(p1, 3 * D, f"p1z_{k}")
+            g3z = delay(lane_g3[k], 3 * D, f"g3z_{k}")
+            # The third multiplier's operands: z and the gain, or the MUL/ROPE product
+            # and mul_a; a 16-bit MUL's or ROPE's result skips it.
+            m4 = reg_of(wire(Mux(is_norm, z, p1z[:17].as_signed()), signed(18), f"m_{k}"),
+                        f"m4_{k}")
+            n4 = reg_of(wire(Mux(is_norm, g3z, mul_a), signed(17), f"n_{k}"), f"n4_{k}")
+            w4 = reg_of(wire(p1z, signed(35), f"w_{k}"), f"w4_{k}")
+            lane_m5.append(reg_of(m4, f"m5_{k}"))
+            lane_n5.append(reg_of(n4, f"n5_{k}"))
+            lane_w5.append(reg_of(w4, f"w5_{k}"))
+        vs, vdepth = tree([Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0) for k in range(R)],
+                          lambda x, y: x + y, "vs")
+        s4_vsum = reg_of(wire(vs, 40 + lane_bits, "vs"), "s4_vsum")
+        with m.If(valid_at(S3 + vdepth + 1) & is_norm & (vpass == P_B)):
             m.d.sync += vsum.eq(vsum + s4_vsum)
 
         # Stage 5: the softmax row's sum, and the third multiplier: e * r (softmax),
         # z * gain (normalizations), product * mul_a (MUL, ROPE).
-        rsum = 0
+        lane_prod = []
         for k in range(R):
-            rsum = rsum + lane_e[k]
             u_op = Signal(signed(18), name=f"uop_{k}")
             w_op = Signal(signed(17), name=f"wop_{k}")
             m.d.comb += [u_op.eq(Mux(is_sm, lane_e[k], lane_m5[k])),
                          w_op.eq(Mux(is_sm, recip, lane_n5[k]))]
-            # A 16-bit MUL's or ROPE's result (34 bits) skips the multiplier: no mul_a.
-            m.d.sync += lane_prod[k].eq(Mux(wide_mul | wide_rope, lane_w5[k], u_op * w_op))
-        m.d.sync += s6_rsum.eq(rsum)
-        lane_ok6 = lanes("ok6", 1)
-        for k in range(R):
-            m.d.sync += lane_ok6[k].eq(lane_ok5[k])
-        # Stage 6: the running sum (softmax), the rounding shifts and the saturation.
-        with m.If(s6_valid & is_sm & (vpass == P_B)):
+            uw = Signal(signed(35), name=f"uw_{k}")
+            if deep:
+                muw = m.submodules[f"mul_uw_{k}"] = Multiplier(18, 17,
+                                                              pipeline=cfg.mult_pipeline)
+                m.d.comb += [muw.a.eq(u_op), muw.b.eq(w_op), uw.eq(muw.p)]
+            else:
+                m.d.comb += uw.eq(u_op * w_op)
+            skip = delay(lane_w5[k], L, f"skip_{k}")
+            lane_prod.append(reg_of(wire(Mux(wide_mul | wide_rope, skip, uw), signed(36),
+                                         f"prod_{k}"), f"lane_prod_{k}"))
+        rsum, sdepth = tree(lane_e, lambda x, y: x + y, "rsum")
+        s6_rsum = reg_of(wire(rsum, 40, "rsum"), "s6_rsum")
+        with m.If(valid_at(E + sdepth + 1) & is_sm & (vpass == P_B)):
             m.d.sync += total.eq(total + s6_rsum)
-        s7_lo, s8_lo = Signal(row_layout), Signal(row_layout)
-        s8_lo_valid = Signal()
-        m.d.sync += [s8_lo.eq(s7_lo), s8_lo_valid.eq(s7_valid & out_pass & two_rows)]
+
+        # Stage 6: the rounding shifts and the saturation.
+        s7_y = Signal(row_layout)
+        s7_lo = Signal(row_layout)
         for k in range(R):
-            ny = Signal(signed(36), name=f"ny_{k}")
-            m.d.comb += ny.eq((lane_prod[k] + half) >> shift)
-            sat = Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8]))
-            n16 = Signal(signed(16), name=f"n16_{k}")        # wide_out: 256 hi + lo
-            m.d.comb += n16.eq(clamp_wide(ny))
-            sm16 = Signal(signed(20), name=f"sm16_{k}")      # softmax, wide_out
-            m.d.comb += sm16.eq((lane_prod[k] + (1 << (RECIP_BITS - 9))) >> (RECIP_BITS - 8))
+            prod = lane_prod[k]
+            ok6 = delay(lane_ok3[k], V - S3 + 3 * D, f"ok6_{k}")
+            nsum = cut(prod + half, f"nsum_{k}")
+            ny = cut(wire(nsum >> shift, signed(36), f"ny_{k}"), f"nyq_{k}")
+            sat = cut(wire(Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8])), signed(8),
+                           f"nsat_{k}"), f"nsatq_{k}")
+            n16 = cut(wire(clamp_wide(ny), signed(16), f"n16_{k}"), f"n16q_{k}")
+            # softmax, wide_out: 256 hi + lo; softmax: the int8 probability
+            sm16 = delay(wire((cut(prod + (1 << (RECIP_BITS - 9)), f"smsum_{k}")
+                               >> (RECIP_BITS - 8)), signed(20), f"sm16_{k}"), 2 * D,
+                         f"sm16q_{k}")
+            sm8 = delay(wire((cut(prod + (1 << (RECIP_BITS - 1)), f"sm8sum_{k}")
+                              >> RECIP_BITS), signed(13), f"sm8_{k}"), 2 * D, f"sm8q_{k}")
             m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8],
-                                        Mux(lane_ok6[k] | ~is_norm, n16[:8], 0)))
+                                        Mux(ok6 | ~is_norm, n16[:8], 0)))
             with m.If(is_sm & two_rows):
                 m.d.sync += s7_y[k].eq(wide_high(sm16))
             with m.Elif(is_sm):
-                m.d.sync += s7_y[k].eq((lane_prod[k] + (1 << (RECIP_BITS - 1)))
-                                       >> RECIP_BITS)
+                m.d.sync += s7_y[k].eq(sm8)
             with m.Elif(is_norm & two_rows):
-                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], wide_high(n16), 0))
+                m.d.sync += s7_y[k].eq(Mux(ok6, wide_high(n16), 0))
             with m.Elif(is_norm):
-                m.d.sync += s7_y[k].eq(Mux(lane_ok6[k], sat, 0))
+                m.d.sync += s7_y[k].eq(Mux(ok6, sat, 0))
             with m.Elif(wide_mul | wide_rope):
                 m.d.sync += s7_y[k].eq(wide_high(n16))
             with m.Else():
                 m.d.sync += s7_y[k].eq(sat)
 
+        # The results into the output FIFO (a 16-bit result: its low half a cycle later).
+        y_early, y_late = valid_at(Y_EARLY), valid_at(Y_LATE)
+        s6_lo = reg_of(s5_lo, "s6_lo")
+        s6_lo_valid = reg_of(y_early & wide_add, "s6_lo_valid")
+        s8_lo = reg_of(s7_lo, "s8_lo")
+        s8_lo_valid = reg_of(y_late & out_pass & two_rows, "s8_lo_valid")
         arg_write = Signal()
         with m.If(is_am):
             m.d.comb += [out.w_data.eq(am_idx), out.w_en.eq(arg_write)]
         with m.Elif(late):
             m.d.comb += [out.w_data.eq(Mux(s8_lo_valid, Cat(s8_lo, 1), s7_y)),
-                         out.w_en.eq((s7_valid & out_pass) | s8_lo_valid)]
+                         out.w_en.eq((y_late & out_pass) | s8_lo_valid)]
         with m.Else():
             m.d.comb += [out.w_data.eq(Mux(s6_lo_valid, Cat(s6_lo, 1), s5_y)),
-                         out.w_en.eq(s5_valid | s6_lo_valid)]
+                         out.w_en.eq(y_early | s6_lo_valid)]
         in_pipe = Signal()
-        m.d.comb += in_pipe.eq(t1_valid | s2_valid | s3_valid | s4_valid | s5_valid
-                               | s6_valid | s7_valid | s6_lo_valid | s8_lo_valid)
+        m.d.comb += in_pipe.eq(Cat(t0_valid, *sv[1:], s6_lo_valid, s8_lo_valid).any())
+
 
         # ---- The issuer ---------------------------------------------------------------
         i_left = Signal(16)          # rows of this vector still to read (this pass)
@@ -486,7 +580,13 @@ class VectorUnit(wiring.Component):
         b_base = Signal(aw)          # its partner's first row
         half_off = Signal(aw)        # ROPE: from a row to its partner, h * row_step
         lo_delta = Signal(aw)        # wide: from a row's high half to its low half
-        m.d.comb += lo_delta.eq(v.a_lo_row - v.a_row)
+        m.d.comb += lo_delta.eq(decoded("lo_delta", lambda b: b.a_lo_row - b.a_row, aw))
+        b_lo_delta = decoded("b_lo_delta", lambda b: b.b_lo_row - b.b_row, aw)
+        # The read port's address and enable: registered in the deep form (the read
+        # data then arrives two cycles after the issue, ``t0`` before ``t1``).
+        rd_addr, rd_en = Signal(aw), Signal()
+        (m.d.sync if deep else m.d.comb).__iadd__(
+            [self.rd_addr.eq(rd_addr), self.rd_en.eq(rd_en)])
         h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
@@ -495,7 +595,7 @@ class VectorUnit(wiring.Component):
         t_row = Signal(row_layout)
         t_index = Signal(range(entries + 1))
         give = Signal()
-        m.d.sync += [t1_valid.eq(0), t1_last.eq(0)]
+        m.d.sync += [t0_valid.eq(0), t0_last.eq(0)]
         m.d.comb += [t_wdata.eq(t_row.as_value().word_select(t_entry, 8)),
                      t_waddr.eq(table_base | t_index)]
         lanes_now = Signal(lane_bits)
@@ -524,7 +624,7 @@ class VectorUnit(wiring.Component):
             with m.Default():    # sin, row h + jm of b
                 m.d.comb += rope_hi.eq(Mux(second, b_addr, b_addr + b_half))
         m.d.comb += rope_addr.eq(rope_hi + Mux(wide_rope & ph[0],
-                                               Mux(rope_sel[1], v.b_lo_row - v.b_row,
+                                               Mux(rope_sel[1], b_lo_delta,
                                                    lo_delta), 0))
 
         # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
@@ -615,22 +715,22 @@ class VectorUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(~need_credit | (credits >= Mux(two_rows, 2, 1))):
                     with m.If(ph == 0):
-                        m.d.comb += self.rd_addr.eq(a_addr)
+                        m.d.comb += rd_addr.eq(a_addr)
                     with m.Elif(is_rope):
-                        m.d.comb += self.rd_addr.eq(rope_addr)
+                        m.d.comb += rd_addr.eq(rope_addr)
                     with m.Elif(wide_bin):       # a's low half, b's high and low halves
-                        m.d.comb += self.rd_addr.eq(
+                        m.d.comb += rd_addr.eq(
                             Mux(ph == 1, a_addr + lo_delta,
-                                Mux(ph == 2, b_addr, b_addr + (v.b_lo_row - v.b_row))))
+                                Mux(ph == 2, b_addr, b_addr + b_lo_delta)))
                     with m.Elif(wide):           # x's low half, then the gain's bytes
-                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, a_addr + lo_delta,
+                        m.d.comb += rd_addr.eq(Mux(ph == 1, a_addr + lo_delta,
                                                         Mux(ph == 2, b_addr, c_addr)))
                     with m.Else():
-                        m.d.comb += self.rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
-                    m.d.comb += [self.rd_en.eq(1), take_credit.eq(need_credit)]
-                    m.d.sync += [t1_valid.eq(1), t1_last.eq(last_read), t1_ph.eq(ph),
-                                 t1_lanes.eq(lanes_now), t1_row.eq(row_no),
-                                 t1_second.eq(second)]
+                        m.d.comb += rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
+                    m.d.comb += [rd_en.eq(1), take_credit.eq(need_credit)]
+                    m.d.sync += [t0_valid.eq(1), t0_last.eq(last_read), t0_ph.eq(ph),
+                                 t0_lanes.eq(lanes_now), t0_row.eq(row_no),
+                                 t0_second.eq(second)]
                     with m.If(~last_read):
                         m.d.sync += ph.eq(ph + 1)
                     with m.Else():
@@ -737,8 +837,11 @@ class VectorUnit(wiring.Component):
                 with m.If(self.abort):
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += [self.rd_en.eq(1), self.rd_addr.eq(a_addr)]
+                    m.d.comb += [rd_en.eq(1), rd_addr.eq(a_addr)]
                     m.d.sync += a_addr.eq(a_addr + 1)
+                    m.next = "T_WAIT" if deep else "T_LATCH"
+            if deep:
+                with m.State("T_WAIT"):          # the registered read address
                     m.next = "T_LATCH"
             with m.State("T_LATCH"):
                 m.d.sync += [t_row.eq(self.rd_data), t_entry.eq(0)]
@@ -772,5 +875,6 @@ class VectorUnit(wiring.Component):
                      self.v2e_give.eq(give & cur.header.push_next)]
         # Idle: nothing running and nothing queued. The queue's level, not its output's
         # valid: an instruction spends a cycle inside the buffered FIFO before it shows.
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (iq.level == 0) & ~self.insn.valid)
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (iq.level == 0) & ~self.insn.valid
+                                 & ~(self.rd_en if deep else 0))
         return m

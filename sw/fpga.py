@@ -75,6 +75,9 @@ CLOCK = "clk"
 #: one block alone, placed with nextpnr's ``--out-of-context`` (no I/O buffers, no global
 #: clock network): its own register-to-register paths, on an otherwise empty part.
 BLOCKS = {"top": TOP, "array": "serrano_array", "vector": "serrano_vector"}
+#: nextpnr's routers (``--router``): router1, its default, or router2, which routes the
+#: vector unit alone in minutes where router1 had not converged after ten.
+ROUTERS = ("router1", "router2")
 #: Where each block's PEs sit in the hierarchy (the vector unit has none).
 _PE_PREFIX = {"top": "core.exec.array.", "array": "", "vector": None}
 
@@ -210,14 +213,15 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
 
 
 def nextpnr_args(*, board="ulx3s", freq_mhz=125, seed=1, netlist="serrano_top.json",
-                 report="report.json", log="nextpnr.log", block="top"):
+                 report="report.json", log="nextpnr.log", block="top", router="router1"):
     """nextpnr-ecp5's arguments for an out-of-context place and route of ``netlist``:
     every port on a pad of nextpnr's choosing (``block="top"``), or none
-    (``--out-of-context``, for a block alone)."""
+    (``--out-of-context``, for a block alone); ``router``: one of :data:`ROUTERS`."""
+    _check_router(router)
     b = _board(board)
     ports = ["--lpf-allow-unconstrained"] if block == "top" else ["--out-of-context"]
     return [*b.nextpnr_device, "--json", netlist, "--freq", f"{freq_mhz:g}",
-            *ports, "--timing-allow-fail", "--seed", str(seed),
+            *ports, "--timing-allow-fail", "--seed", str(seed), "--router", router,
             "--report", report, "--detailed-timing-report", "-q", "-l", log]
 
 
@@ -283,6 +287,11 @@ def block_verilog(cfg, block="top"):
 def _check_block(block):
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; choose one of: {', '.join(BLOCKS)}")
+
+
+def _check_router(router):
+    if router not in ROUTERS:
+        raise ValueError(f"unknown router {router!r}; choose one of: {', '.join(ROUTERS)}")
 
 
 def run_yosys(cfg, folder, *, board="ulx3s", block="top"):
@@ -616,7 +625,7 @@ def _by_block(netlist_path, cell_types, depth=2):
 
 
 def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress=None,
-             block="top"):
+             block="top", router="router1"):
     """Synthesize, place and route the accelerator of ``cfg`` for ``board`` (or one of
     its blocks alone: ``block``, :data:`BLOCKS`); return the report dict described in
     the module docstring. Takes minutes (nextpnr is single
@@ -632,6 +641,7 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, not {seed!r}")
     _check_block(block)
+    _check_router(router)
     check_tools()
     name = f"{cfg.name}-{b.name}" if block == "top" else f"{cfg.name}-{block}-{b.name}"
     folder = Path(out_dir if out_dir is not None else default_out_dir()) / name
@@ -658,7 +668,7 @@ def run_fpga(cfg, *, board="ulx3s", freq_mhz=125, seed=1, out_dir=None, progress
     log = folder / "nextpnr.log"
     report_path = folder / "report.json"
     report_path.unlink(missing_ok=True)
-    args = nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed, block=block,
+    args = nextpnr_args(board=board, freq_mhz=freq_mhz, seed=seed, block=block, router=router,
                         netlist=Path(syn["netlist"]).name, report=report_path.name,
                         log=log.name)
     say(f"Yosys took {syn['yosys_s']:.0f} s; nextpnr-ecp5: place and route for {b.device} "
@@ -744,6 +754,8 @@ def add_arguments(parser):
     parser.add_argument("--block", default="top", choices=list(BLOCKS),
                         help="the whole accelerator (top, default; every port on a pad) "
                              "or one block alone with nextpnr --out-of-context")
+    parser.add_argument("--router", default="router1", choices=ROUTERS,
+                        help="nextpnr's router (default: router1, nextpnr's own default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: build/fpga in the repository); "
@@ -807,7 +819,7 @@ def run(args):
     try:
         cfg = get_preset(args.preset)
         r = run_fpga(cfg, board=args.board, freq_mhz=args.freq, seed=args.seed,
-                     out_dir=args.out, block=args.block,
+                     out_dir=args.out, block=args.block, router=args.router,
                      progress=lambda line: print(f"serrano fpga: {line}", file=sys.stderr,
                                                  flush=True))
     except (ConfigError, ValueError, FPGAToolNotFound) as e:

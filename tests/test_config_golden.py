@@ -21,6 +21,7 @@ def test_presets_geometry():
         assert cfg.latency == cfg.rows + cfg.cols + 1 + cfg.mult_pipeline
         # The DSP block's pipeline register on the FPGA preset only (docs/fpga.md).
         assert cfg.mult_pipeline == (cfg.name == "fpga")
+        assert cfg.vec_pipeline == (cfg.name == "fpga")
 
 
 def test_unknown_preset_message():
@@ -40,6 +41,7 @@ def test_unknown_preset_message():
     ("scale_slots", 0, "scale_slots must be a positive integer, not 0"),
     ("mult_pipeline", 2, "mult_pipeline must be 0 or 1, not 2"),
     ("mult_pipeline", True, "mult_pipeline must be 0 or 1, not True"),
+    ("vec_pipeline", 2, "vec_pipeline must be 0 or 1, not 2"),
 ])
 def test_config_checks(field, value, message):
     args = dict(name="x", rows=4, cols=4, act_buf_rows=8, acc_buf_rows=8,

@@ -69,6 +69,10 @@ def test_nextpnr_arguments():
         assert part in text
     assert "--lpf " not in text + " "        # out of context: no pin constraints
     assert "--freq 62.5" in " ".join(fpga.nextpnr_args(freq_mhz=62.5))
+    assert "--router router1" in text
+    assert "--router router2" in " ".join(fpga.nextpnr_args(router="router2"))
+    with pytest.raises(ValueError, match="unknown router 'router3'"):
+        fpga.nextpnr_args(router="router3")
 
 
 def test_block_arguments():

@@ -6,6 +6,8 @@ unit's rows out through the array: a ``MATMUL`` with identity weights (``acc = a
 raw ``STORE``. That path also exercises the vector -> exec token.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -317,15 +319,17 @@ def test_wide_rope_matches_golden(simulator, rng, rows, count, stride, b_repeat)
     np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
 
 
-def _on_amaranths_simulator(rows, ops, out_row, want, timeout_cycles=100_000):
+def _on_amaranths_simulator(rows, ops, out_row, want, timeout_cycles=100_000, tables=None,
+                            cfg=TINY):
     """``ops`` on ``rows`` (:func:`_program`) on the whole accelerator under Amaranth's
     simulator (with its per-cycle property monitors): the golden model gives ``want`` at
     ``out_row``, and the RTL the golden model's whole memory."""
     from serrano.sim.amaranth_system import run_program as run_amaranth
-    image, prog_len = _program(TINY, rows, ops, out_row=out_row, n_out=len(want))
-    gold = _golden(TINY, image, prog_len)
-    np.testing.assert_array_equal(_readout(TINY, gold.mem, len(want)), want)
-    rtl = run_amaranth(TINY, image, PROG_ADDR, prog_len, timeout_cycles=timeout_cycles)
+    image, prog_len = _program(cfg, rows, ops, tables=tables, out_row=out_row,
+                               n_out=len(want))
+    gold = _golden(cfg, image, prog_len)
+    np.testing.assert_array_equal(_readout(cfg, gold.mem, len(want)), want)
+    rtl = run_amaranth(cfg, image, PROG_ADDR, prog_len, timeout_cycles=timeout_cycles)
     assert not rtl.timed_out
     np.testing.assert_array_equal(rtl.image, gold.mem)
 
@@ -381,6 +385,90 @@ def test_chain_of_every_operation_matches_golden(simulator, rng, n):
     rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
     check_against_golden(TINY, _Layout(image, prog_len), rtl)
     np.testing.assert_array_equal(_readout(TINY, rtl.image, n), want)
+
+
+# ------------------------------------------------ the deep pipeline of the fpga preset
+
+#: The ``fpga`` preset's vector pipeline (``vec_pipeline``: a register after each carry
+#: chain, variable shift and multiplier, the multipliers DSP blocks with their own
+#: registers) and its multipliers' pipeline register, on the tiny array.
+TINY_DEEP = dataclasses.replace(TINY, name="tiny-deep", vec_pipeline=1, mult_pipeline=1)
+
+
+def _deep_case(name, rng):
+    """A program's rows, ops, tables, output row and expected rows for ``TINY_DEEP``."""
+    cfg = TINY_DEEP
+    if name == "chain":
+        return _chain(rng, cfg, 9)
+    if name == "corners":
+        data, ops, want, out = _corner_program(cfg)
+        return data, ops, None, out, want
+    if name == "interleaved":
+        data, ops, tables, want, out = _interleaved_program(cfg, rng, count=4, stride=4,
+                                                            rows=2)
+        return data, ops, tables, out, want
+    if name == "softmax16":
+        x, ops, want, out = _softmax_wide_case(rng, cfg, 3, 4, 9, 1, 1)
+        return x, ops, None, out, want
+    if name == "rope16":
+        data, op, out, want = _wide_rope_case(rng, 4, 3, 3, 0)
+        return data, [op], None, out, want
+    raise ValueError(name)
+
+
+DEEP_CASES = ["chain", "corners", "interleaved", "softmax16", "rope16"]
+
+
+def test_deep_pipeline_is_the_fpga_presets():
+    fpga = get_preset("fpga")
+    assert fpga.vec_pipeline == TINY_DEEP.vec_pipeline == 1
+    assert fpga.mult_pipeline == TINY_DEEP.mult_pipeline
+    assert TINY.vec_pipeline == 0
+
+
+@pytest.mark.parametrize("case", ["chain", "corners", "interleaved"])
+def test_deep_pipeline_on_amaranths_simulator(rng, case):
+    """Every operation through the deep pipeline on the whole accelerator under
+    Amaranth's simulator, with its per-cycle property monitors: the specification's
+    rows, and the golden model's whole memory."""
+    rows, ops, tables, out, want = _deep_case(case, rng)
+    _on_amaranths_simulator(rows, ops, out, want, tables=tables, cfg=TINY_DEEP,
+                            timeout_cycles=300_000)
+
+
+@pytest.mark.parametrize("case", DEEP_CASES)
+def test_deep_pipeline_matches_golden(simulator, rng, case):
+    rows, ops, tables, out, want = _deep_case(case, rng)
+    image, prog_len = _program(TINY_DEEP, rows, ops, tables=tables, out_row=out,
+                               n_out=len(want))
+    rtl = run_rtl(TINY_DEEP, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY_DEEP, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY_DEEP, rtl.image, len(want)), want)
+
+
+def test_deep_pipeline_wide_rows_match_golden(simulator, rng):
+    """16-bit rows (``STORE wide``, ``VEC ADD``/``MUL wide``, norms into 16 bits, a
+    ``pair`` ``MATMUL``) through the deep pipeline."""
+    image, prog_addr, prog_len, want, out = _wide_program(TINY_DEEP, rng, M=5, kt=2)
+    rtl = run_rtl(TINY_DEEP, image, prog_addr, prog_len, simulator)
+    layout = _Layout(image, prog_len)
+    layout.prog_addr = prog_addr
+    check_against_golden(TINY_DEEP, layout, rtl)
+    got = rtl.image[out:out + want.size * 4].view("<i4").reshape(want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_deep_pipeline_takes_more_cycles_for_the_same_rows(rng):
+    """The deep form adds cycles to each pass (the same rows out): the chain's program
+    on both forms under Verilator."""
+    cycles = {}
+    for cfg in (TINY, TINY_DEEP):
+        rows, ops, tables, out, want = _chain(np.random.default_rng(5), cfg, 9)
+        image, prog_len = _program(cfg, rows, ops, tables=tables, out_row=out)
+        rtl = run_rtl(cfg, image, PROG_ADDR, prog_len, "verilator")
+        np.testing.assert_array_equal(_readout(cfg, rtl.image, 9), want)
+        cycles[cfg.name] = rtl.counters["cycles"]
+    assert cycles["tiny"] < cycles["tiny-deep"] < 2 * cycles["tiny"]
 
 
 # ---------------------------------------------------------------------- corners, errors
