@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
-from .arith import clamp_wide, wide_high
+from .arith import clamp_wide, times_const, wide_high
 from .dsp import Multiplier
 
 __all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE", "NORM_K"]
@@ -160,6 +160,7 @@ class VectorUnit(wiring.Component):
                           | (b.vop == isa.VecOp.RMSNORM))
         is_am = decoded("is_am", lambda b: b.vop == isa.VecOp.ARGMAX)
         is_rope = decoded("is_rope", lambda b: b.vop == isa.VecOp.ROPE)
+        is_add = decoded("is_add", lambda b: b.vop == isa.VecOp.ADD)
         reduce = decoded("reduce", lambda b: b.vop.matches(
             isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.ARGMAX))
         # ARGMAX or SOFTMAX of 16-bit values: two reads a row
@@ -219,7 +220,9 @@ class VectorUnit(wiring.Component):
         row_step = decoded("row_step", lambda b: Mux(b.stride != 0, b.stride, 1), 16)
         m.d.comb += [
             self.wr_valid.eq(out.r_rdy), self.wr_data.eq(out.r_data[:8 * R]),
-            self.wr_addr.eq(Mux(out_lo, out_row + (v.dst_lo_row - v.dst_row), out_row)),
+            self.wr_addr.eq(Mux(out_lo, out_row + decoded("dst_lo_delta", lambda b:
+                                                          b.dst_lo_row - b.dst_row, aw),
+                                out_row)),
             out.r_en.eq(self.wr_ready),
             wrote.eq(out.r_rdy & self.wr_ready),
         ]
@@ -349,6 +352,7 @@ class VectorUnit(wiring.Component):
         vsum = Signal(56)
         r_m = Signal(16)
         z_shr = Signal(5)            # 16 - e (e <= 16: see RNORM)
+        z_half = Signal(16)          # its rounding constant, (1 << z_shr) >> 1
         late = decoded("late", lambda b: ~b.vop.matches(isa.VecOp.ADD, isa.VecOp.LUT))
 
         # The stages of a row (``deep`` off: 2, 2, 3, 5, 5, 6, 5 and 7):
@@ -410,7 +414,7 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [x_op.eq(d), y_op.eq(v.mul_a)]
             with m.Elif(is_norm):
                 m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
-            with m.Elif(vop == isa.VecOp.ADD):
+            with m.Elif(is_add):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(mul_a)]
             with m.Elif(wide_rope):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(q["cos16"])]
@@ -461,7 +465,7 @@ class VectorUnit(wiring.Component):
             lane_e.append(reg_of(wire(Mux(ok4 & (kexp < 16), rom >> kexp[:4], 0), 16,
                                       f"e_{k}"), f"lane_e_{k}"))
             # ADD: a + b (rounded, saturated); LUT: the entry, as it is
-            total_k = reg_of(wire(Mux(vop == isa.VecOp.ADD, p1 + p2,
+            total_k = reg_of(wire(Mux(is_add, p1 + p2,
                                       luts[k].data.as_signed()), signed(34), f"sum_{k}"),
                              f"lane_sum_{k}")
             rsum = cut(total_k + half, f"rsum_{k}")
@@ -476,7 +480,7 @@ class VectorUnit(wiring.Component):
             with m.Else():
                 m.d.sync += s5_y[k].eq(Mux(is_lut, entry, sat))
             # normalizations: z = D * r_t / 2**(16 - e), saturated to 18 bits
-            zsum = cut(p1 + ((1 << z_shr) >> 1), f"zsum_{k}")
+            zsum = cut(p1 + z_half, f"zsum_{k}")
             zw = cut(wire(zsum >> z_shr, signed(37), f"zw_{k}"), f"zwq_{k}")
             z = cut(wire(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
                              Mux(zw < -(1 << 17), -(1 << 17), zw[:18])), signed(18),
@@ -644,6 +648,12 @@ class VectorUnit(wiring.Component):
         m.d.comb += [sq_next.eq((sq_rem << 2) | dv_q[DW - 2:]),
                      sq_trial.eq((sq_res << 2) | 1)]
         e_shift = Signal(6)
+        # The mean's numerator, floor((2 sum(X) + n) / 2n) + 32896's: shifts and adds
+        # (no DSP block); in the deep form a register (``xsum`` settles while the
+        # pipeline drains, cycles before the divider starts).
+        mean_num = (xsum << 1) + times_const(v_len, 2 * MEAN_BIAS + 1)
+        if deep:
+            mean_num = reg_of(mean_num, "mean_num")
 
         def start_pass(p, state="PASS"):
             m.d.sync += [vpass.eq(p), i_left.eq(v.rows), a_addr.eq(v_base),
@@ -777,11 +787,11 @@ class VectorUnit(wiring.Component):
                             start_pass(P_B)
                         with m.Else():
                             # floor((2 sum(X) + n) / 2n) + 32896, positive
-                            divide((xsum << 1) + (2 * MEAN_BIAS + 1) * v_len, v_len << 1,
+                            divide(mean_num, v_len << 1,
                                    D_MEAN, 34)
                     with m.Else():                       # variance done: n 2**56 / V
                         with m.If(vsum == 0):
-                            m.d.sync += [r_m.eq(0), z_shr.eq(0)]
+                            m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
                             start_pass(P_OUT)
                         with m.Else():
                             divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
@@ -822,7 +832,8 @@ class VectorUnit(wiring.Component):
                 with m.If(sq_res >= (1 << 16)):
                     m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
                 with m.Else():
-                    m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift)]
+                    m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift),
+                                 z_half.eq((1 << (16 - e_shift)[:5]) >> 1)]
                     start_pass(P_OUT)
 
             with m.State("ARG_OUT"):                 # argmax: one row per vector
