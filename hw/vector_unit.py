@@ -1,5 +1,7 @@
 """The vector unit: ``VEC`` instructions, integer arithmetic on activation-buffer rows."""
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Signal, Mux, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -8,6 +10,7 @@ from amaranth.utils import ceil_log2
 from . import isa, layouts
 from .arith import clamp_wide, times_const, wide_high
 from .dsp import Multiplier
+from .fanout import copies
 
 __all__ = ["VectorUnit", "POW2_TABLE", "RECIP_BITS", "SOFTMAX_ONE", "NORM_K"]
 
@@ -364,21 +367,41 @@ class VectorUnit(wiring.Component):
         Y_EARLY = S3 + 3 * D + 2     # ADD's and LUT's result
         Y_LATE = V + 3 * D + 1       # the other ops' result
 
+        # What steers the lanes, one copy per lane in the deep form (``hw/fanout.py``: a
+        # shift amount or a decode bit would otherwise drive hundreds of LUT inputs). A
+        # copy is a cycle behind its source, which changes at least two cycles before a
+        # row reaches the lanes: an instruction's decode while it waits for its tokens, a
+        # vector's state (``mx``, ``mu``, ``r_m``, ``recip``, the pass) between passes,
+        # with the pipeline drained.
+        steer = dict(am_wide=am_wide, wide=wide, wbr=wide_bin | wide_rope, mx=mx, mu=mu,
+                     is_sm=is_sm, is_norm=is_norm, out_pass=out_pass, r_m=r_m,
+                     mul_a_raw=v.mul_a, mul_a=mul_a, mul_b=mul_b, is_add=is_add,
+                     wide_rope=wide_rope, is_rope=is_rope, wide_mul=wide_mul, half=half,
+                     shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
+                     z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
+                     table_base=table_base)
+        if deep:
+            per_lane = {n: copies(m, x, R, f"lane_{n}", platform) for n, x in steer.items()}
+            cl = [SimpleNamespace(**{n: per_lane[n][k] for n in steer}) for k in range(R)]
+        else:
+            cl = [SimpleNamespace(**steer)] * R
+
         # Stage 2: the row's reads as the operands, and its masked maximum (a tree of
         # comparisons, ties to the lower lane) and masked sum.
         pre = []
         for k in range(R):
+            ct = cl[k]
             a, b, c, dd = s2_a[k], s2_b[k], s2_c[k], s2_d[k]
             ops = dict(
                 ok=k < s2_lanes,
-                val=wire(Mux(am_wide, (a << 8) + b, a), signed(17), f"amv_{k}"),
-                x16=wire(Mux(wide, (a << 8) + b, a << 8), signed(17), f"x16_{k}"),
-                a16=wire(Mux(wide_bin | wide_rope, (a << 8) + b, a), signed(17), f"a16_{k}"),
-                b16=wire(Mux(wide_bin | wide_rope, (c << 8) + dd, b), signed(17),
+                val=wire(Mux(ct.am_wide, (a << 8) + b, a), signed(17), f"amv_{k}"),
+                x16=wire(Mux(ct.wide, (a << 8) + b, a << 8), signed(17), f"x16_{k}"),
+                a16=wire(Mux(ct.wbr, (a << 8) + b, a), signed(17), f"a16_{k}"),
+                b16=wire(Mux(ct.wbr, (c << 8) + dd, b), signed(17),
                          f"b16_{k}"),
                 cos16=wire((s2_e[k] << 8) + s2_f[k], signed(17), f"cos16_{k}"),
                 sin16=wire((s2_g[k] << 8) + s2_h[k], signed(17), f"sin16_{k}"),
-                gain=wire(Mux(wide, (dd << 8) | c.as_unsigned(), (c << 8) | b.as_unsigned()),
+                gain=wire(Mux(ct.wide, (dd << 8) | c.as_unsigned(), (c << 8) | b.as_unsigned()),
                           signed(16), f"gain_{k}"),
                 a=a, b=b, c=c, dd=dd)
             pre.append({n: cut(x, f"p_{n}_{k}") for n, x in ops.items()})
@@ -400,30 +423,31 @@ class VectorUnit(wiring.Component):
         # a c -+ b s; softmax: d mul; normalizations: D D or D r).
         lane_p1, lane_p2, lane_g3, lane_ok3 = [], [], [], []
         for k, p in enumerate(pre):
-            d = cut(wire(mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
-            dev = cut(wire(p["x16"] - mu, signed(18), f"dev_{k}"), f"devq_{k}")
+            c = cl[k]
+            d = cut(wire(c.mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
+            dev = cut(wire(p["x16"] - c.mu, signed(18), f"dev_{k}"), f"devq_{k}")
             q = {n: cut(x, f"q_{n}_{k}") for n, x in p.items()}
-            m.d.comb += [luts[k].addr.eq(table_base
+            m.d.comb += [luts[k].addr.eq(c.table_base
                                          | delay(p["a"], S3 - 1 - P, f"lut_a_{k}")
                                          .as_unsigned()),
                          luts[k].en.eq(1)]
             x_op = Signal(signed(18), name=f"xop_{k}")
             y_op = Signal(signed(18), name=f"yop_{k}")
             v_op = Signal(signed(17), name=f"vop_{k}")
-            with m.If(is_sm):
-                m.d.comb += [x_op.eq(d), y_op.eq(v.mul_a)]
-            with m.Elif(is_norm):
-                m.d.comb += [x_op.eq(dev), y_op.eq(Mux(out_pass, r_m, dev))]
-            with m.Elif(is_add):
-                m.d.comb += [x_op.eq(q["a16"]), y_op.eq(mul_a)]
-            with m.Elif(wide_rope):
+            with m.If(c.is_sm):
+                m.d.comb += [x_op.eq(d), y_op.eq(c.mul_a_raw)]
+            with m.Elif(c.is_norm):
+                m.d.comb += [x_op.eq(dev), y_op.eq(Mux(c.out_pass, c.r_m, dev))]
+            with m.Elif(c.is_add):
+                m.d.comb += [x_op.eq(q["a16"]), y_op.eq(c.mul_a)]
+            with m.Elif(c.wide_rope):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(q["cos16"])]
-            with m.Elif(is_rope):
+            with m.Elif(c.is_rope):
                 m.d.comb += [x_op.eq(q["a"]), y_op.eq(q["c"])]
             with m.Else():                             # MUL: a b (16-bit: a16 b16)
-                m.d.comb += [x_op.eq(Mux(wide_mul, q["a16"], q["a"])),
-                             y_op.eq(Mux(wide_mul, q["b16"], q["b"]))]
-            m.d.comb += v_op.eq(Mux(wide_rope, q["sin16"], Mux(is_rope, q["dd"], mul_b)))
+                m.d.comb += [x_op.eq(Mux(c.wide_mul, q["a16"], q["a"])),
+                             y_op.eq(Mux(c.wide_mul, q["b16"], q["b"]))]
+            m.d.comb += v_op.eq(Mux(c.wide_rope, q["sin16"], Mux(c.is_rope, q["dd"], c.mul_b)))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(34), name=f"bv_{k}")
             if deep:
@@ -436,7 +460,7 @@ class VectorUnit(wiring.Component):
             else:
                 m.d.comb += [xy.eq(x_op * y_op), bv.eq(q["b16"] * v_op)]
             lane_p2.append(reg_of(bv, f"p2_{k}"))
-            lane_p1.append(reg_of(xy + Mux(is_rope, Mux(second_p, bv, -bv), 0), f"p1_{k}"))
+            lane_p1.append(reg_of(xy + Mux(c.is_rope, Mux(second_p, bv, -bv), 0), f"p1_{k}"))
             lane_g3.append(delay(q["gain"], S3 - Q, f"g3_{k}"))
             lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
         with m.If(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
@@ -453,10 +477,11 @@ class VectorUnit(wiring.Component):
         s5_lo = Signal(row_layout)
         lane_e, lane_m5, lane_n5, lane_w5 = [], [], [], []
         for k in range(R):
+            c = cl[k]
             p1, p2 = lane_p1[k], lane_p2[k]
             # softmax: the exponent, ``t``'s high bits a shift and its low byte a ROM read
-            tsum = cut(p1[:34].as_unsigned() + half, f"tsum_{k}")
-            t = cut(wire(tsum >> shift, unsigned(34), f"t_{k}"), f"tq_{k}")
+            tsum = cut(p1[:34].as_unsigned() + c.half, f"tsum_{k}")
+            t = cut(wire(tsum >> c.shift, unsigned(34), f"t_{k}"), f"tq_{k}")
             m.d.comb += [pow2[k].addr.eq(t[:8]), pow2[k].en.eq(1)]
             kexp = reg_of(t[8:], f"kexp_{k}")
             ok4 = delay(lane_ok3[k], 2 * D + 1, f"ok4_{k}")
@@ -465,23 +490,23 @@ class VectorUnit(wiring.Component):
             lane_e.append(reg_of(wire(Mux(ok4 & (kexp < 16), rom >> kexp[:4], 0), 16,
                                       f"e_{k}"), f"lane_e_{k}"))
             # ADD: a + b (rounded, saturated); LUT: the entry, as it is
-            total_k = reg_of(wire(Mux(is_add, p1 + p2,
+            total_k = reg_of(wire(Mux(c.is_add, p1 + p2,
                                       luts[k].data.as_signed()), signed(34), f"sum_{k}"),
                              f"lane_sum_{k}")
-            rsum = cut(total_k + half, f"rsum_{k}")
-            rounded = cut(wire(rsum >> shift, signed(34), f"rounded_{k}"), f"roundedq_{k}")
+            rsum = cut(total_k + c.half, f"rsum_{k}")
+            rounded = cut(wire(rsum >> c.shift, signed(34), f"rounded_{k}"), f"roundedq_{k}")
             q16 = cut(wire(clamp_wide(rounded), signed(16), f"q16_{k}"), f"q16q_{k}")
             sat = cut(wire(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded[:8])),
                            signed(8), f"sat_{k}"), f"satq_{k}")
             entry = delay(total_k, 3 * D, f"entry_{k}")[:8]
             m.d.sync += s5_lo[k].eq(q16[:8])
-            with m.If(wide_add):
+            with m.If(c.wide_add):
                 m.d.sync += s5_y[k].eq(wide_high(q16))
             with m.Else():
-                m.d.sync += s5_y[k].eq(Mux(is_lut, entry, sat))
+                m.d.sync += s5_y[k].eq(Mux(c.is_lut, entry, sat))
             # normalizations: z = D * r_t / 2**(16 - e), saturated to 18 bits
-            zsum = cut(p1 + z_half, f"zsum_{k}")
-            zw = cut(wire(zsum >> z_shr, signed(37), f"zw_{k}"), f"zwq_{k}")
+            zsum = cut(p1 + c.z_half, f"zsum_{k}")
+            zw = cut(wire(zsum >> c.z_shr, signed(37), f"zw_{k}"), f"zwq_{k}")
             z = cut(wire(Mux(zw > (1 << 17) - 1, (1 << 17) - 1,
                              Mux(zw < -(1 << 17), -(1 << 17), zw[:18])), signed(18),
                          f"z_{k}"), f"zq_{k}")
@@ -489,9 +514,9 @@ class VectorUnit(wiring.Component):
             g3z = delay(lane_g3[k], 3 * D, f"g3z_{k}")
             # The third multiplier's operands: z and the gain, or the MUL/ROPE product
             # and mul_a; a 16-bit MUL's or ROPE's result skips it.
-            m4 = reg_of(wire(Mux(is_norm, z, p1z[:17].as_signed()), signed(18), f"m_{k}"),
+            m4 = reg_of(wire(Mux(c.is_norm, z, p1z[:17].as_signed()), signed(18), f"m_{k}"),
                         f"m4_{k}")
-            n4 = reg_of(wire(Mux(is_norm, g3z, mul_a), signed(17), f"n_{k}"), f"n4_{k}")
+            n4 = reg_of(wire(Mux(c.is_norm, g3z, c.mul_a), signed(17), f"n_{k}"), f"n4_{k}")
             w4 = reg_of(wire(p1z, signed(35), f"w_{k}"), f"w4_{k}")
             lane_m5.append(reg_of(m4, f"m5_{k}"))
             lane_n5.append(reg_of(n4, f"n5_{k}"))
@@ -506,10 +531,11 @@ class VectorUnit(wiring.Component):
         # z * gain (normalizations), product * mul_a (MUL, ROPE).
         lane_prod = []
         for k in range(R):
+            c = cl[k]
             u_op = Signal(signed(18), name=f"uop_{k}")
             w_op = Signal(signed(17), name=f"wop_{k}")
-            m.d.comb += [u_op.eq(Mux(is_sm, lane_e[k], lane_m5[k])),
-                         w_op.eq(Mux(is_sm, recip, lane_n5[k]))]
+            m.d.comb += [u_op.eq(Mux(c.is_sm, lane_e[k], lane_m5[k])),
+                         w_op.eq(Mux(c.is_sm, c.recip, lane_n5[k]))]
             uw = Signal(signed(35), name=f"uw_{k}")
             if deep:
                 muw = m.submodules[f"mul_uw_{k}"] = Multiplier(18, 17,
@@ -518,7 +544,7 @@ class VectorUnit(wiring.Component):
             else:
                 m.d.comb += uw.eq(u_op * w_op)
             skip = delay(lane_w5[k], L, f"skip_{k}")
-            lane_prod.append(reg_of(wire(Mux(wide_mul | wide_rope, skip, uw), signed(36),
+            lane_prod.append(reg_of(wire(Mux(c.wmr, skip, uw), signed(36),
                                          f"prod_{k}"), f"lane_prod_{k}"))
         rsum, sdepth = tree(lane_e, lambda x, y: x + y, "rsum")
         s6_rsum = reg_of(wire(rsum, 40, "rsum"), "s6_rsum")
@@ -529,10 +555,11 @@ class VectorUnit(wiring.Component):
         s7_y = Signal(row_layout)
         s7_lo = Signal(row_layout)
         for k in range(R):
+            c = cl[k]
             prod = lane_prod[k]
             ok6 = delay(lane_ok3[k], V - S3 + 3 * D, f"ok6_{k}")
-            nsum = cut(prod + half, f"nsum_{k}")
-            ny = cut(wire(nsum >> shift, signed(36), f"ny_{k}"), f"nyq_{k}")
+            nsum = cut(prod + c.half, f"nsum_{k}")
+            ny = cut(wire(nsum >> c.shift, signed(36), f"ny_{k}"), f"nyq_{k}")
             sat = cut(wire(Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8])), signed(8),
                            f"nsat_{k}"), f"nsatq_{k}")
             n16 = cut(wire(clamp_wide(ny), signed(16), f"n16_{k}"), f"n16q_{k}")
@@ -542,17 +569,17 @@ class VectorUnit(wiring.Component):
                          f"sm16q_{k}")
             sm8 = delay(wire((cut(prod + (1 << (RECIP_BITS - 1)), f"sm8sum_{k}")
                               >> RECIP_BITS), signed(13), f"sm8_{k}"), 2 * D, f"sm8q_{k}")
-            m.d.sync += s7_lo[k].eq(Mux(is_sm, sm16[:8],
-                                        Mux(ok6 | ~is_norm, n16[:8], 0)))
-            with m.If(is_sm & two_rows):
+            m.d.sync += s7_lo[k].eq(Mux(c.is_sm, sm16[:8],
+                                        Mux(ok6 | ~c.is_norm, n16[:8], 0)))
+            with m.If(c.is_sm & c.two_rows):
                 m.d.sync += s7_y[k].eq(wide_high(sm16))
-            with m.Elif(is_sm):
+            with m.Elif(c.is_sm):
                 m.d.sync += s7_y[k].eq(sm8)
-            with m.Elif(is_norm & two_rows):
+            with m.Elif(c.is_norm & c.two_rows):
                 m.d.sync += s7_y[k].eq(Mux(ok6, wide_high(n16), 0))
-            with m.Elif(is_norm):
+            with m.Elif(c.is_norm):
                 m.d.sync += s7_y[k].eq(Mux(ok6, sat, 0))
-            with m.Elif(wide_mul | wide_rope):
+            with m.Elif(c.wmr):
                 m.d.sync += s7_y[k].eq(wide_high(n16))
             with m.Else():
                 m.d.sync += s7_y[k].eq(sat)

@@ -187,7 +187,9 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
     script checks the netlist (``check -assert``: any problem fails) and writes the cell
     counts as JSON. File names are relative to the folder Yosys runs in. The family's
     cell library is read first (as black boxes, as ``synth_ecp5`` reads it) so that the
-    hierarchy check knows the ``MULT18X18D`` the PEs instantiate (:mod:`hw.dsp`).
+    hierarchy check knows the ``MULT18X18D`` the PEs instantiate (:mod:`hw.dsp`) and
+    the ``TRELLIS_FF`` copies of :mod:`hw.fanout` (its simulation models, read as
+    black boxes too: the flip-flop is not among the black boxes).
 
     Before synthesis, ``rename -hide`` makes the wires whose names hold a ``[`` private.
     Amaranth names the elements of an ``ArrayLayout`` signal ``x`` as wires ``x[0]``,
@@ -202,6 +204,7 @@ def yosys_script(cfg, *, board="ulx3s", verilog="serrano_top.v",
         f"# serrano: {top}, preset {cfg.name} ({cfg.rows}x{cfg.cols} array), for "
         f"{b.device} ({b.name}), out of context",
         f"read_verilog -lib +/lattice/cells_bb_{b.family}.v",
+        f"read_verilog -lib +/lattice/cells_sim_{b.family}.v",
         f"read_verilog {verilog}",
         f"hierarchy -check -top {top}",
         "rename -hide w:*[[]*",

@@ -36,6 +36,7 @@ def test_yosys_script_commands(preset):
     commands = [line for line in lines if line and not line.startswith("#")]
     assert commands == [
         "read_verilog -lib +/lattice/cells_bb_ecp5.v",
+        "read_verilog -lib +/lattice/cells_sim_ecp5.v",
         "read_verilog serrano_top.v",
         "hierarchy -check -top serrano_top",
         "rename -hide w:*[[]*",
