@@ -300,6 +300,8 @@ class VectorUnit(wiring.Component):
         nreads_out = decoded("nreads_out", lambda b: _reads_per_row(b, True), 4)
         nreads_in = decoded("nreads_in", lambda b: _reads_per_row(b, False), 4)
         m.d.comb += nreads.eq(Mux(out_pass, nreads_out, nreads_in))
+        last_ph_out = decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1, 3)
+        last_ph_in = decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         # A 16-bit ROPE's cosine and sine (high and low halves).
@@ -635,10 +637,10 @@ class VectorUnit(wiring.Component):
         row_no = Signal(16)
         rows_half = Signal(15)
         second = Signal()
-        jm = Signal(16)
+        # second half: row_no >= rows_half, i.e. i_left <= rows - rows_half
+        rows_up = decoded("rows_up", lambda b: b.rows - (b.rows >> 1), 16)
         m.d.comb += [row_no.eq(v.rows - i_left), rows_half.eq(v.rows >> 1),
-                     second.eq(row_no >= rows_half),
-                     jm.eq(Mux(second, row_no - rows_half, row_no))]
+                     second.eq(i_left <= rows_up)]
         rope_addr = Signal(aw)
         rope_hi = Signal(aw)         # the row's high half (16-bit ROPE: two reads each)
         rope_sel = Signal(2)         # x, its partner, cos, sin
@@ -657,17 +659,50 @@ class VectorUnit(wiring.Component):
         m.d.comb += rope_addr.eq(rope_hi + Mux(wide_rope & ph[0],
                                                Mux(rope_sel[1], b_lo_delta,
                                                    lo_delta), 0))
+        # The deep form reads a row's addresses after its first from registers computed
+        # from the counters a cycle ahead: a_addr, b_addr and half_off change only as a
+        # row's last read issues (or before its pass), and a row's first read takes
+        # a_addr itself. Reads: ph 1 a's low half or the partner, and so on (below).
+        a_lo, b_lo = a_addr + lo_delta, b_addr + b_lo_delta
+        if deep:
+            def areg(expr, name):
+                return reg_of(wire(expr, aw, f"{name}_next"), name)
+            partner = areg(Mux(second, a_addr - half_off, a_addr + half_off), "at_partner")
+            cos_at = areg(Mux(second, b_addr - b_half, b_addr), "at_cos")
+            sin_at = areg(Mux(second, b_addr, b_addr + b_half), "at_sin")
+            a_lo, b_lo = areg(a_lo, "at_a_lo"), areg(b_lo, "at_b_lo")
+            at = [a_addr, a_lo, partner, areg(partner + lo_delta, "at_partner_lo"),
+                  cos_at, areg(cos_at + b_lo_delta, "at_cos_lo"),
+                  sin_at, areg(sin_at + b_lo_delta, "at_sin_lo")]
+            rope_addr = Signal(aw, name="rope_addr_deep")
+            with m.Switch(Cat(ph, wide_rope)):
+                for i, addr in enumerate([a_addr, partner, cos_at, sin_at]):
+                    with m.Case(i):                       # x, partner, cos, sin
+                        m.d.comb += rope_addr.eq(addr)
+                for i, addr in enumerate(at):             # each with its low half
+                    with m.Case(8 + i):
+                        m.d.comb += rope_addr.eq(addr)
+                with m.Default():
+                    m.d.comb += rope_addr.eq(a_addr)
 
-        # Sequential arithmetic, once per vector: a shift-in restoring divider (softmax's
-        # reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square root.
+        # Sequential arithmetic, once per vector: a shift-in non-restoring divider
+        # (softmax's reciprocal, the mean, n * 2**56 / V) and a digit-by-digit square
+        # root. Non-restoring: the partial remainder may go negative (it is then the
+        # restoring divider's minus the divisor), and its sign, a register, says
+        # whether the next step adds or subtracts the divisor, so a step is one adder
+        # and no comparison; the quotient bits (the new remainder's sign) are the
+        # restoring divider's, bit for bit.
         DW = 72
         dv_num = Signal(DW)
         dv_den = Signal(56)
-        dv_rem = Signal(57)
+        dv_nden = Signal(signed(58))             # -den
+        dv_rem = Signal(signed(58))
         dv_q = Signal(DW)
         dv_cnt = Signal(range(DW + 1))
-        dv_trial = Signal(58)
-        m.d.comb += dv_trial.eq((dv_rem << 1) | dv_num[DW - 1])
+        dv_trial = Signal(signed(59))
+        dv_next = Signal(signed(59))
+        m.d.comb += [dv_trial.eq((dv_rem << 1) | dv_num[DW - 1]),
+                     dv_next.eq(dv_trial + Mux(dv_rem[-1], dv_den, dv_nden))]
         sq_rem = Signal(40)
         sq_res = Signal(37)
         sq_trial = Signal(40)
@@ -690,7 +725,8 @@ class VectorUnit(wiring.Component):
 
         def divide(num, den, then, bits):
             """``floor(num / den)`` for ``num < 2**bits``: ``bits`` cycles."""
-            m.d.sync += [dv_num.eq(num << (DW - bits)), dv_den.eq(den), dv_rem.eq(0),
+            m.d.sync += [dv_num.eq(num << (DW - bits)), dv_den.eq(den), dv_nden.eq(-den),
+                         dv_rem.eq(0),
                          dv_q.eq(0), dv_cnt.eq(bits), div_then.eq(then)]
             m.next = "DIV"
 
@@ -747,7 +783,7 @@ class VectorUnit(wiring.Component):
             # -- one pass over a vector's rows (elementwise ops: over all their rows)
             with m.State("PASS"):
                 need_credit = out_pass & (ph == 0)
-                last_read = ph == nreads - 1
+                last_read = ph == Mux(out_pass, last_ph_out, last_ph_in)
                 with m.If(self.abort):
                     m.next = "IDLE"
                 with m.Elif(~need_credit | (credits >= Mux(two_rows, 2, 1))):
@@ -757,11 +793,10 @@ class VectorUnit(wiring.Component):
                         m.d.comb += rd_addr.eq(rope_addr)
                     with m.Elif(wide_bin):       # a's low half, b's high and low halves
                         m.d.comb += rd_addr.eq(
-                            Mux(ph == 1, a_addr + lo_delta,
-                                Mux(ph == 2, b_addr, b_addr + b_lo_delta)))
+                            Mux(ph == 1, a_lo, Mux(ph == 2, b_addr, b_lo)))
                     with m.Elif(wide):           # x's low half, then the gain's bytes
-                        m.d.comb += rd_addr.eq(Mux(ph == 1, a_addr + lo_delta,
-                                                        Mux(ph == 2, b_addr, c_addr)))
+                        m.d.comb += rd_addr.eq(Mux(ph == 1, a_lo,
+                                                   Mux(ph == 2, b_addr, c_addr)))
                     with m.Else():
                         m.d.comb += rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
                     m.d.comb += [rd_en.eq(1), take_credit.eq(need_credit)]
@@ -836,10 +871,7 @@ class VectorUnit(wiring.Component):
                             m.next = "SQRT"
                 with m.Else():
                     m.d.sync += [dv_num.eq(dv_num << 1), dv_cnt.eq(dv_cnt - 1)]
-                    with m.If(dv_trial >= dv_den):
-                        m.d.sync += [dv_rem.eq(dv_trial - dv_den), dv_q.eq((dv_q << 1) | 1)]
-                    with m.Else():
-                        m.d.sync += [dv_rem.eq(dv_trial), dv_q.eq(dv_q << 1)]
+                    m.d.sync += [dv_rem.eq(dv_next), dv_q.eq((dv_q << 1) | ~dv_next[-1])]
             with m.State("SQRT"):
                 with m.If(dv_cnt == 0):              # r = min(root, 2**32 - 1)
                     m.d.sync += [e_shift.eq(0),
