@@ -418,7 +418,8 @@ class VectorUnit(wiring.Component):
         s3_xsum = reg_of(wire(xs, signed(17 + lane_bits), "xs"), "s3_xsum")
         at_max = P + rdepth + 1
         s3_row = delay(s2_row, at_max - 2, "row")
-        second_p = delay(s2_second, S3 - 1 - 2, "second")
+        # ROPE: a row of the first half takes -(b s), so b * v's operand is -v there
+        second_q = delay(s2_second, Q - 2, "second")
 
         # The first two multipliers per lane, each at most 18 x 18, shared by the
         # operations: ``x * y`` and ``b * v`` (ADD: a mul_a and b mul_b; MUL: a b; ROPE:
@@ -429,6 +430,10 @@ class VectorUnit(wiring.Component):
             d = cut(wire(c.mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
             dev = cut(wire(p["x16"] - c.mu, signed(18), f"dev_{k}"), f"devq_{k}")
             q = {n: cut(x, f"q_{n}_{k}") for n, x in p.items()}
+            rv = cut(wire(Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"rv_{k}"),
+                     f"rvq_{k}")
+            nrv = cut(wire(-Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"nrv_{k}"),
+                      f"nrvq_{k}")
             m.d.comb += [luts[k].addr.eq(c.table_base
                                          | delay(p["a"], S3 - 1 - P, f"lut_a_{k}")
                                          .as_unsigned()),
@@ -449,7 +454,7 @@ class VectorUnit(wiring.Component):
             with m.Else():                             # MUL: a b (16-bit: a16 b16)
                 m.d.comb += [x_op.eq(Mux(c.wide_mul, q["a16"], q["a"])),
                              y_op.eq(Mux(c.wide_mul, q["b16"], q["b"]))]
-            m.d.comb += v_op.eq(Mux(c.wide_rope, q["sin16"], Mux(c.is_rope, q["dd"], c.mul_b)))
+            m.d.comb += v_op.eq(Mux(c.is_rope, Mux(second_q, rv, nrv), c.mul_b))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(34), name=f"bv_{k}")
             if deep:
@@ -462,7 +467,7 @@ class VectorUnit(wiring.Component):
             else:
                 m.d.comb += [xy.eq(x_op * y_op), bv.eq(q["b16"] * v_op)]
             lane_p2.append(reg_of(bv, f"p2_{k}"))
-            lane_p1.append(reg_of(xy + Mux(c.is_rope, Mux(second_p, bv, -bv), 0), f"p1_{k}"))
+            lane_p1.append(reg_of(xy + Mux(c.is_rope, bv, 0), f"p1_{k}"))
             lane_g3.append(delay(q["gain"], S3 - Q, f"g3_{k}"))
             lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
         with m.If(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
