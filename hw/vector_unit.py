@@ -231,7 +231,8 @@ class VectorUnit(wiring.Component):
         ]
         m.d.sync += credits.eq(credits - Mux(take_credit, Mux(two_rows, 2, 1), 0) + wrote)
         with m.If(wrote & (~two_rows | out_lo)):
-            with m.If(is_am | (out_j != v.rows - 1)):       # ARGMAX: one row per vector
+            with m.If(is_am | (out_j != decoded("rows_m1", lambda b: b.rows - 1, 16))):
+                # (ARGMAX: one row per vector)
                 m.d.sync += [out_row.eq(out_row + Mux(is_am, 1, row_step)),
                              out_j.eq(out_j + 1)]
             with m.Else():
@@ -717,10 +718,14 @@ class VectorUnit(wiring.Component):
         e_shift = Signal(6)
         # The mean's numerator, floor((2 sum(X) + n) / 2n) + 32896's: shifts and adds
         # (no DSP block); in the deep form a register (``xsum`` settles while the
-        # pipeline drains, cycles before the divider starts).
+        # pipeline drains, cycles before the divider starts). The same for the
+        # variance's and the softmax sum's zero tests.
         mean_num = (xsum << 1) + times_const(v_len, 2 * MEAN_BIAS + 1)
+        vsum_zero, total_zero = vsum == 0, total == 0       # (both settled as well)
         if deep:
             mean_num = reg_of(mean_num, "mean_num")
+            vsum_zero, total_zero = reg_of(vsum_zero, "vsum_zero"), reg_of(total_zero,
+                                                                           "total_zero")
 
         def start_pass(p, state="PASS"):
             m.d.sync += [vpass.eq(p), i_left.eq(v.rows), a_addr.eq(v_base),
@@ -815,7 +820,7 @@ class VectorUnit(wiring.Component):
                                      b_addr.eq(b_addr + Mux(is_norm | v.b_repeat, 1,
                                                             row_step)),
                                      c_addr.eq(c_addr + 1), i_left.eq(i_left - 1),
-                                     rem.eq(rem - lanes_now)]
+                                     rem.eq(Mux(rem >= R, rem - R, 0))]   # - lanes_now
                         with m.If(i_left == 1):
                             with m.If(reduce):
                                 m.next = "V_PASS_END"
@@ -857,7 +862,7 @@ class VectorUnit(wiring.Component):
                             divide(mean_num, v_len << 1,
                                    D_MEAN, 34)
                     with m.Else():                       # variance done: n 2**56 / V
-                        with m.If(vsum == 0):
+                        with m.If(vsum_zero):
                             m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
                             start_pass(P_OUT)
                         with m.Else():
@@ -866,7 +871,7 @@ class VectorUnit(wiring.Component):
                 with m.If(dv_cnt == 0):
                     with m.Switch(div_then):
                         with m.Case(D_RECIP):
-                            m.d.sync += recip.eq(Mux(total == 0, 0, dv_q[:16]))
+                            m.d.sync += recip.eq(Mux(total_zero, 0, dv_q[:16]))
                             start_pass(P_OUT)
                         with m.Case(D_MEAN):
                             m.d.sync += mu.eq(dv_q[:17] - MEAN_BIAS)
