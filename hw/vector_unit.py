@@ -280,19 +280,23 @@ class VectorUnit(wiring.Component):
         t0_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
         t0_row = Signal(16)                          # the row's number in its vector
         t0_second = Signal()                         # ROPE: a row of the second half
-        if deep:
+        t_mid_valid = Const(0)       # (the deep form: a read between t0 and t1)
+        if deep:                     # the address registered, the data registered
+            t_mid = [reg_of(s, f"tm_{n}") for s, n in (
+                (t0_valid, "valid"), (t0_last, "last"), (t0_ph, "ph"),
+                (t0_lanes, "lanes"), (t0_row, "row"), (t0_second, "second"))]
+            t_mid_valid = t_mid[0]
             t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
-                reg_of(s, f"t1_{n}") for s, n in (
-                    (t0_valid, "valid"), (t0_last, "last"), (t0_ph, "ph"),
-                    (t0_lanes, "lanes"), (t0_row, "row"), (t0_second, "second")))
+                reg_of(s, f"t1_{i}") for i, s in enumerate(t_mid))
         else:
             t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
                 t0_valid, t0_last, t0_ph, t0_lanes, t0_row, t0_second)
+        rd_data = cut(self.rd_data, "rd_data_q")
         held = [Signal(row_layout, name=f"r{j}") for j in range(7)]
         ra, rb, rc = held[:3]
         for j, reg in enumerate(held):
             with m.If(t1_valid & ~t1_last & (t1_ph == j)):
-                m.d.sync += reg.eq(self.rd_data)
+                m.d.sync += reg.eq(rd_data)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
         # Reads a row: one number for the output pass and one for the others, decoded
@@ -311,12 +315,12 @@ class VectorUnit(wiring.Component):
         s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
                      s2_row.eq(t1_row), s2_second.eq(t1_second),
-                     s2_a.eq(Mux(nreads == 1, self.rd_data, ra)),
-                     s2_b.eq(Mux(nreads == 2, self.rd_data, rb)),
-                     s2_c.eq(Mux(nreads >= 4, rc, self.rd_data)),
-                     s2_d.eq(Mux(nreads == 8, held[3], self.rd_data)),
+                     s2_a.eq(Mux(nreads == 1, rd_data, ra)),
+                     s2_b.eq(Mux(nreads == 2, rd_data, rb)),
+                     s2_c.eq(Mux(nreads >= 4, rc, rd_data)),
+                     s2_d.eq(Mux(nreads == 8, held[3], rd_data)),
                      s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
-                     s2_h.eq(self.rd_data)]
+                     s2_h.eq(rd_data)]
         # A row's valid bit in each stage, made as far as they are asked for.
         sv = [None, t1_valid, s2_valid]
 
@@ -364,9 +368,10 @@ class VectorUnit(wiring.Component):
         # The stages of a row (``deep`` off: 2, 2, 3, 5, 5, 6, 5 and 7):
         P = 2 + D                    # the operands prepared from the row's reads
         Q = P + D                    # the first two multipliers' operands
-        S3 = Q + 1 + L               # their products summed (``lane_p1``)
+        LM = L + D                   # operands registered in the fabric, then the DSP block
+        S3 = Q + 1 + LM              # their products summed (``lane_p1``)
         E = S3 + 3 * D + 2           # softmax's exponential; the third multiplier's operands
-        V = E + 1 + L                # its product (``lane_prod``)
+        V = E + 1 + LM               # its product (``lane_prod``)
         Y_EARLY = S3 + 3 * D + 2     # ADD's and LUT's result
         Y_LATE = V + 3 * D + 1       # the other ops' result
 
@@ -436,7 +441,7 @@ class VectorUnit(wiring.Component):
             nrv = cut(wire(-Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"nrv_{k}"),
                       f"nrvq_{k}")
             m.d.comb += [luts[k].addr.eq(c.table_base
-                                         | delay(p["a"], S3 - 1 - P, f"lut_a_{k}")
+                                         | delay(p["a"], S3 - 1 - P - D, f"lut_a_{k}")
                                          .as_unsigned()),
                          luts[k].en.eq(1)]
             x_op = Signal(signed(18), name=f"xop_{k}")
@@ -463,17 +468,24 @@ class VectorUnit(wiring.Component):
                                                               pipeline=cfg.mult_pipeline)
                 mbv = m.submodules[f"mul_bv_{k}"] = Multiplier(17, 17,
                                                               pipeline=cfg.mult_pipeline)
-                m.d.comb += [mxy.a.eq(x_op), mxy.b.eq(y_op), mbv.a.eq(q["b16"]),
-                             mbv.b.eq(v_op), xy.eq(mxy.p), bv.eq(mbv.p)]
+                m.d.comb += [mxy.a.eq(reg_of(x_op, f"xop_q_{k}")),
+                             mxy.b.eq(reg_of(y_op, f"yop_q_{k}")),
+                             mbv.a.eq(reg_of(q["b16"], f"b16_q_{k}")),
+                             mbv.b.eq(reg_of(v_op, f"vop_q_{k}")), xy.eq(mxy.p), bv.eq(mbv.p)]
             else:
                 m.d.comb += [xy.eq(x_op * y_op), bv.eq(q["b16"] * v_op)]
             lane_p2.append(reg_of(bv, f"p2_{k}"))
             lane_p1.append(reg_of(xy + Mux(c.is_rope, bv, 0), f"p1_{k}"))
             lane_g3.append(delay(q["gain"], S3 - Q, f"g3_{k}"))
             lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
-        with m.If(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A) & (s3_rmax > mx)):
-            m.d.sync += [mx.eq(s3_rmax),
-                         am_idx.eq((s3_row << ceil_log2(R)) | s3_rlane)]
+        # The running maximum and its index.
+        take = Signal()
+        m.d.comb += take.eq(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A)
+                            & (s3_rmax > mx))
+        with m.If(take):
+            m.d.sync += mx.eq(s3_rmax)
+        with m.If(take):
+            m.d.sync += am_idx.eq((s3_row << ceil_log2(R)) | s3_rlane)
         with m.If(valid_at(P + xdepth + 1) & is_norm & (vpass == P_A)):
             m.d.sync += xsum.eq(xsum + s3_xsum)
 
@@ -498,8 +510,8 @@ class VectorUnit(wiring.Component):
             lane_e.append(reg_of(wire(Mux(ok4 & (kexp < 16), rom >> kexp[:4], 0), 16,
                                       f"e_{k}"), f"lane_e_{k}"))
             # ADD: a + b (rounded, saturated); LUT: the entry, as it is
-            total_k = reg_of(wire(Mux(c.is_add, p1 + p2,
-                                      luts[k].data.as_signed()), signed(34), f"sum_{k}"),
+            entry_k = cut(luts[k].data, f"lut_q_{k}").as_signed()
+            total_k = reg_of(wire(Mux(c.is_add, p1 + p2, entry_k), signed(34), f"sum_{k}"),
                              f"lane_sum_{k}")
             rsum = cut(total_k + c.half, f"rsum_{k}")
             rounded = cut(wire(rsum >> c.shift, signed(34), f"rounded_{k}"), f"roundedq_{k}")
@@ -548,10 +560,11 @@ class VectorUnit(wiring.Component):
             if deep:
                 muw = m.submodules[f"mul_uw_{k}"] = Multiplier(18, 17,
                                                               pipeline=cfg.mult_pipeline)
-                m.d.comb += [muw.a.eq(u_op), muw.b.eq(w_op), uw.eq(muw.p)]
+                m.d.comb += [muw.a.eq(reg_of(u_op, f"uop_q_{k}")),
+                             muw.b.eq(reg_of(w_op, f"wop_q_{k}")), uw.eq(muw.p)]
             else:
                 m.d.comb += uw.eq(u_op * w_op)
-            skip = delay(lane_w5[k], L, f"skip_{k}")
+            skip = delay(lane_w5[k], LM, f"skip_{k}")
             lane_prod.append(reg_of(wire(Mux(c.wmr, skip, uw), signed(36),
                                          f"prod_{k}"), f"lane_prod_{k}"))
         rsum, sdepth = tree(lane_e, lambda x, y: x + y, "rsum")
@@ -608,7 +621,8 @@ class VectorUnit(wiring.Component):
             m.d.comb += [out.w_data.eq(Mux(s6_lo_valid, Cat(s6_lo, 1), s5_y)),
                          out.w_en.eq(y_early | s6_lo_valid)]
         in_pipe = Signal()
-        m.d.comb += in_pipe.eq(Cat(t0_valid, *sv[1:], s6_lo_valid, s8_lo_valid).any())
+        m.d.comb += in_pipe.eq(Cat(t0_valid, t_mid_valid, *sv[1:], s6_lo_valid,
+                                   s8_lo_valid).any())
 
 
         # ---- The issuer ---------------------------------------------------------------
@@ -921,10 +935,12 @@ class VectorUnit(wiring.Component):
                     m.d.sync += a_addr.eq(a_addr + 1)
                     m.next = "T_WAIT" if deep else "T_LATCH"
             if deep:
-                with m.State("T_WAIT"):          # the registered read address
+                with m.State("T_WAIT"):          # the registered read address and data
+                    m.next = "T_WAIT2"
+                with m.State("T_WAIT2"):
                     m.next = "T_LATCH"
             with m.State("T_LATCH"):
-                m.d.sync += [t_row.eq(self.rd_data), t_entry.eq(0)]
+                m.d.sync += [t_row.eq(rd_data), t_entry.eq(0)]
                 m.next = "T_WRITE"
             with m.State("T_WRITE"):
                 m.d.comb += t_wen.eq(~self.abort)
