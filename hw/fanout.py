@@ -40,7 +40,7 @@ def copies(m, value, n, name, platform):
                 "TRELLIS_FF", a_keep=1,
                 p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
                 p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
-                i_CLK=ClockSignal("sync"), i_CE=Const(1), i_LSR=Const(0),
+                i_CLK=ClockSignal("sync"), i_CE=Const(1), i_LSR=Const(0), i_M=Const(0),
                 i_DI=value[b], o_Q=copy[b])
         out.append(copy)
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from serrano.hw.config import get_preset
 from serrano.hw.dsp import dsp_family
 from . import toolenv
-from .tb_tops import MULT18X18D_MODEL
+from .tb_tops import MULT18X18D_MODEL, TRELLIS_FF_MODEL
 from .verilog import ARRAY_TOP, TOP, array_verilog, top_verilog
 
 __all__ = ["EXPLAINED", "verilator_lint", "icarus_compile", "lint_report"]
@@ -50,8 +50,10 @@ def _write(cfg, directory, top, platform=None):
     name = TOP if top else ARRAY_TOP
     path = Path(directory) / f"{name}.v"   # file named after its module (DECLFILENAME)
     text = top_verilog(cfg, platform=platform) if top else array_verilog(cfg, platform)
-    if dsp_family(platform) == "ecp5":     # the DSP blocks' simulation model beside it
+    if dsp_family(platform) == "ecp5":     # the ECP5 cells' simulation models beside it
         text += "\n" + MULT18X18D_MODEL.read_text()
+        if "TRELLIS_FF" in text:
+            text += "\n" + TRELLIS_FF_MODEL.read_text()
     path.write_text(text)
     return name, path
 

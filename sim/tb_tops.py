@@ -18,7 +18,8 @@ from serrano.hw.dma_write import DMAWrite
 
 from .verilog import signal_ports
 
-__all__ = ["DMA_TOP", "DMATop", "dma_top_verilog", "DSP_TOP", "MULT18X18D_MODEL", "dsp_pair_verilog"]
+__all__ = ["DMA_TOP", "DMATop", "dma_top_verilog", "DSP_TOP", "MULT18X18D_MODEL",
+           "TRELLIS_FF_MODEL", "dsp_pair_verilog"]
 
 DMA_TOP = "serrano_dma_top"
 
@@ -103,6 +104,8 @@ def dma_top_verilog(cfg, max_outstanding=4):
 
 DSP_TOP = "serrano_dsp_pair"
 MULT18X18D_MODEL = Path(__file__).resolve().parent / "hdl" / "mult18x18d.v"
+#: A model of the ECP5 flip-flop that :mod:`hw.fanout` instantiates (lint, Icarus).
+TRELLIS_FF_MODEL = Path(__file__).resolve().parent / "hdl" / "trellis_ff.v"
 
 
 def dsp_pair_verilog(a_width, b_width, *, pipeline, generic_pipeline=None, enable=False):
