@@ -83,6 +83,17 @@ class VectorUnit(wiring.Component):
     activation buffer's write port, which the load and store units have before this
     one.
 
+    The deep form (``cfg.vec_pipeline``, the ``fpga`` preset's) computes the same rows
+    with a register after each carry chain, variable shift and multiplier: the read
+    address and data registered (two cycles from issue to data, three for ``TABLE``'s
+    entries), each stage above split into its adds, shifts and saturations, the
+    multipliers :class:`hw.dsp.Multiplier`\ s with their operands registered first,
+    the reduction trees registered per level, and one copy per lane
+    (:func:`hw.fanout.copies`) of the decode and per-vector values the lanes read. Its
+    stage numbers are the constants ``P``, ``Q``, ``S3``, ``E``, ``V``, ``Y_EARLY`` and
+    ``Y_LATE`` in :meth:`elaborate`; each pass of a vector takes about 20 more cycles
+    to drain, the throughput is the same.
+
     Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``), per four
     (``ROPE``, 16-bit ``ADD`` and ``MUL``), per eight (16-bit ``ROPE``), while the write
     port is free. Per vector: ``SOFTMAX`` ``3 * rows + 31``
@@ -154,8 +165,6 @@ class VectorUnit(wiring.Component):
             load_decode.append(reg.eq(expr(nv)))
             return reg
 
-        binary = decoded("binary", lambda b: (b.vop == isa.VecOp.ADD)
-                         | (b.vop == isa.VecOp.MUL))
         is_lut = decoded("is_lut", lambda b: b.vop == isa.VecOp.LUT)
         is_sm = decoded("is_sm", lambda b: b.vop == isa.VecOp.SOFTMAX)
         is_ln = decoded("is_ln", lambda b: b.vop == isa.VecOp.LAYERNORM)
