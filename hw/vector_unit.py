@@ -87,7 +87,7 @@ class VectorUnit(wiring.Component):
     with a register after each carry chain, variable shift and multiplier: the read
     address and data registered (two cycles from issue to data, three for ``TABLE``'s
     entries), each stage above split into its adds, shifts and saturations, the
-    multipliers :class:`hw.dsp.Multiplier`\ s with their operands registered first,
+    multipliers :class:`hw.dsp.Multiplier` instances with their operands registered first,
     the reduction trees registered per level, and one copy per lane
     (:func:`hw.fanout.copies`) of the decode and per-vector values the lanes read. Its
     stage numbers are the constants ``P``, ``Q``, ``S3``, ``E``, ``V``, ``Y_EARLY`` and
