@@ -26,13 +26,19 @@ NORM_K = 56
 MEAN_BIAS = 128 * 257
 
 
+def _two_rows(b):
+    """Whether the ``VEC`` body ``b`` writes two rows (high, low halves) per row."""
+    V = isa.VecOp
+    return ((b.wide & b.vop.matches(V.ADD, V.MUL, V.ROPE))
+            | (b.wide_out & b.vop.matches(*isa.WIDE_OUT_VOPS)))
+
+
 def _reads_per_row(b, out):
     """The activation-buffer reads per row of the ``VEC`` body ``b``, in its output pass
     (``out``) or another: two rows out take a cycle each."""
     V = isa.VecOp
     wide_bin = b.wide & b.vop.matches(V.ADD, V.MUL)
-    two_rows = ((b.wide & b.vop.matches(V.ADD, V.MUL, V.ROPE))
-                | (b.wide_out & b.vop.matches(*isa.WIDE_OUT_VOPS)))
+    two_rows = _two_rows(b)
     is_norm = b.vop.matches(V.LAYERNORM, V.RMSNORM)
     two = (is_norm & b.wide) | (b.vop.matches(V.ARGMAX, V.SOFTMAX) & b.wide)
     if out:
@@ -216,9 +222,7 @@ class VectorUnit(wiring.Component):
         wide_bin = decoded("wide_bin", lambda b: b.wide & b.vop.matches(isa.VecOp.ADD,
                                                                         isa.VecOp.MUL))
         wide_rope = decoded("wide_rope", lambda b: b.wide & (b.vop == isa.VecOp.ROPE))
-        two_rows = decoded("two_rows", lambda b: (b.wide & b.vop.matches(
-            isa.VecOp.ADD, isa.VecOp.MUL, isa.VecOp.ROPE))
-            | (b.wide_out & b.vop.matches(*isa.WIDE_OUT_VOPS)))
+        two_rows = decoded("two_rows", _two_rows)
         out_lo = Signal()
         m.d.comb += out_lo.eq(out.r_data[-1])
         out_row = Signal(aw)
@@ -308,14 +312,12 @@ class VectorUnit(wiring.Component):
                 m.d.sync += reg.eq(rd_data)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
-        # Reads a row: one number for the output pass and one for the others, decoded
-        # with the instruction.
-        nreads = Signal(4)
-        nreads_out = decoded("nreads_out", lambda b: _reads_per_row(b, True), 4)
-        nreads_in = decoded("nreads_in", lambda b: _reads_per_row(b, False), 4)
-        m.d.comb += nreads.eq(Mux(out_pass, nreads_out, nreads_in))
-        last_ph_out = decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1, 3)
-        last_ph_in = decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)
+        # The last read of a row (reads a row, less one): one number for the output pass
+        # and one for the others, decoded with the instruction.
+        last_ph = Signal(3)
+        m.d.comb += last_ph.eq(Mux(
+            out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1, 3),
+            decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         # A 16-bit ROPE's cosine and sine (high and low halves).
@@ -324,10 +326,10 @@ class VectorUnit(wiring.Component):
         s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
                      s2_row.eq(t1_row), s2_second.eq(t1_second),
-                     s2_a.eq(Mux(nreads == 1, rd_data, ra)),
-                     s2_b.eq(Mux(nreads == 2, rd_data, rb)),
-                     s2_c.eq(Mux(nreads >= 4, rc, rd_data)),
-                     s2_d.eq(Mux(nreads == 8, held[3], rd_data)),
+                     s2_a.eq(Mux(last_ph == 0, rd_data, ra)),
+                     s2_b.eq(Mux(last_ph == 1, rd_data, rb)),
+                     s2_c.eq(Mux(last_ph >= 3, rc, rd_data)),
+                     s2_d.eq(Mux(last_ph == 7, held[3], rd_data)),
                      s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
                      s2_h.eq(rd_data)]
         # A row's valid bit in each stage, made as far as they are asked for.
@@ -445,10 +447,9 @@ class VectorUnit(wiring.Component):
             d = cut(wire(c.mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
             dev = cut(wire(p["x16"] - c.mu, signed(18), f"dev_{k}"), f"devq_{k}")
             q = {n: cut(x, f"q_{n}_{k}") for n, x in p.items()}
-            rv = cut(wire(Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"rv_{k}"),
-                     f"rvq_{k}")
-            nrv = cut(wire(-Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"nrv_{k}"),
-                      f"nrvq_{k}")
+            rv = wire(Mux(c.wide_rope, p["sin16"], p["dd"]), signed(17), f"rv_{k}")
+            nrv = cut(wire(-rv, signed(17), f"nrv_{k}"), f"nrvq_{k}")
+            rv = cut(rv, f"rvq_{k}")
             m.d.comb += [luts[k].addr.eq(c.table_base
                                          | delay(p["a"], S3 - 1 - P - D, f"lut_a_{k}")
                                          .as_unsigned()),
@@ -816,7 +817,7 @@ class VectorUnit(wiring.Component):
             # -- one pass over a vector's rows (elementwise ops: over all their rows)
             with m.State("PASS"):
                 need_credit = out_pass & (ph == 0)
-                last_read = ph == Mux(out_pass, last_ph_out, last_ph_in)
+                last_read = ph == last_ph
                 with m.If(self.abort):
                     m.next = "IDLE"
                 with m.Elif(~need_credit | (credits >= Mux(two_rows, 2, 1))):

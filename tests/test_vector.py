@@ -449,13 +449,7 @@ def test_deep_pipeline_matches_golden(simulator, rng, case):
 def test_deep_pipeline_wide_rows_match_golden(simulator, rng):
     """16-bit rows (``STORE wide``, ``VEC ADD``/``MUL wide``, norms into 16 bits, a
     ``pair`` ``MATMUL``) through the deep pipeline."""
-    image, prog_addr, prog_len, want, out = _wide_program(TINY_DEEP, rng, M=5, kt=2)
-    rtl = run_rtl(TINY_DEEP, image, prog_addr, prog_len, simulator)
-    layout = _Layout(image, prog_len)
-    layout.prog_addr = prog_addr
-    check_against_golden(TINY_DEEP, layout, rtl)
-    got = rtl.image[out:out + want.size * 4].view("<i4").reshape(want.shape)
-    np.testing.assert_array_equal(got, want)
+    _wide_rows_match_golden(TINY_DEEP, simulator, rng)
 
 
 def test_deep_pipeline_takes_more_cycles_for_the_same_rows(rng):
@@ -778,14 +772,20 @@ def test_wide_rows_on_amaranths_simulator(rng):
     np.testing.assert_array_equal(rtl.image, gold.mem)
 
 
-def test_wide_rows_match_golden(simulator, rng):
-    image, prog_addr, prog_len, want, out = _wide_program(TINY, rng, M=5, kt=2)
-    rtl = run_rtl(TINY, image, prog_addr, prog_len, simulator)
+def _wide_rows_match_golden(cfg, simulator, rng):
+    """The 16-bit rows program on ``cfg``: the golden model's whole memory and the
+    specification's result."""
+    image, prog_addr, prog_len, want, out = _wide_program(cfg, rng, M=5, kt=2)
+    rtl = run_rtl(cfg, image, prog_addr, prog_len, simulator)
     layout = _Layout(image, prog_len)
     layout.prog_addr = prog_addr
-    check_against_golden(TINY, layout, rtl)
+    check_against_golden(cfg, layout, rtl)
     got = rtl.image[out:out + want.size * 4].view("<i4").reshape(want.shape)
     np.testing.assert_array_equal(got, want)
+
+
+def test_wide_rows_match_golden(simulator, rng):
+    _wide_rows_match_golden(TINY, simulator, rng)
 
 
 def test_wide_norm_error_against_float_is_within_its_bound(rng):
