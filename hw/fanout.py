@@ -9,7 +9,9 @@ not its own flip-flop). A ``TRELLIS_FF`` instance with ``keep`` on the cell surv
 
 :func:`copies` builds ``n`` copies of a value, each the value one cycle later: for a
 platform whose ``family`` is ``"ecp5"`` (:data:`hw.dsp.ECP5`) one kept ``TRELLIS_FF`` per
-bit and copy, no reset; elsewhere (the simulators) one plain register that every copy
+bit and copy, no reset, its ``M`` pin left open (nextpnr's packer routes a lone
+flip-flop's data through ``M``: a tied ``M`` stops it with "connected to incorrect
+net"); elsewhere (the simulators) one plain register that every copy
 names, so simulation pays nothing for them. The same cycle in both forms.
 """
 
@@ -40,7 +42,7 @@ def copies(m, value, n, name, platform):
                 "TRELLIS_FF", a_keep=1,
                 p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
                 p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
-                i_CLK=ClockSignal("sync"), i_CE=Const(1), i_LSR=Const(0), i_M=Const(0),
+                i_CLK=ClockSignal("sync"), i_CE=Const(1), i_LSR=Const(0),
                 i_DI=value[b], o_Q=copy[b])
         out.append(copy)
     return out

@@ -494,8 +494,12 @@ class VectorUnit(wiring.Component):
                             & (s3_rmax > mx))
         with m.If(take):
             m.d.sync += mx.eq(s3_rmax)
-        with m.If(take):
-            m.d.sync += am_idx.eq((s3_row << ceil_log2(R)) | s3_rlane)
+        # The index follows a cycle later in the deep form (the enable then drives the
+        # maximum alone); its registers sit outside the condition.
+        take_q = cut(take, "take_q")
+        idx_q = cut((s3_row << ceil_log2(R)) | s3_rlane, "am_idx_next")
+        with m.If(take_q):
+            m.d.sync += am_idx.eq(idx_q)
         with m.If(valid_at(P + xdepth + 1) & is_norm & (vpass == P_A)):
             m.d.sync += xsum.eq(xsum + s3_xsum)
 
@@ -632,7 +636,7 @@ class VectorUnit(wiring.Component):
                          out.w_en.eq(y_early | s6_lo_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(Cat(t0_valid, t_mid_valid, *sv[1:], s6_lo_valid,
-                                   s8_lo_valid).any())
+                                   s8_lo_valid, take_q).any())
 
 
         # ---- The issuer ---------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The open FPGA flow (sw/fpga.py): Yosys script, Yosys synthesis of the tiny preset for
 ECP5, nextpnr report parsing, the missing-tool error, the command's output.
 
-No test runs place and route (minutes). Tests that need YoWASP fail, with the install
-hint, when it is not installed: CI installs the ``fpga`` extra.
+Place and route runs on one small block only (the fan-out copies: seconds; the
+accelerator's take minutes). Tests that need YoWASP fail, with the install hint, when
+it is not installed: CI installs the ``fpga`` extra.
 """
 
 import argparse
@@ -107,6 +108,43 @@ def test_array_alone_synthesizes_with_registered_dsps(tmp_path):
     regs, ok = fpga.pe_dsp_registers(syn["netlist"], cfg, prefix="")
     assert ok and len(regs) == cfg.macs
     assert fpga.combinational_dsps(syn["netlist"]) == {}
+
+
+def test_fanout_copies_place_and_route(tmp_path):
+    """The kept flip-flops of ``hw.fanout.copies`` (ECP5 form) through Yosys and nextpnr:
+    nextpnr's packer accepts them (a flip-flop whose data no LUT computes takes it
+    through the slice's ``M`` input, so the cell's ``M`` must be left open) and every
+    copy survives as a flip-flop of its own."""
+    from amaranth import Cat, Module
+    from amaranth.back import verilog
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from serrano.hw.dsp import ECP5
+    from serrano.hw.fanout import copies
+
+    width, n = 5, 3
+
+    class Fanout(wiring.Component):
+        a: In(width)
+        q: Out(width * n)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.q.eq(Cat(*copies(m, self.a, n, "c", platform)))
+            return m
+
+    _require_yowasp()
+    top = "fanout_copies"
+    (tmp_path / f"{top}.v").write_text(verilog.convert(Fanout(), name=top, platform=ECP5,
+                                                       emit_src=False))
+    (tmp_path / "synth.ys").write_text(fpga.yosys_script(
+        get_preset("tiny"), verilog=f"{top}.v", netlist=f"{top}.json", top=top))
+    fpga._run_tool("yosys", ["-q", "-l", "yosys.log", "synth.ys"], tmp_path,
+                   tmp_path / "yosys.log")
+    fpga._run_tool("nextpnr-ecp5", fpga.nextpnr_args(netlist=f"{top}.json", block="vector"),
+                   tmp_path, tmp_path / "nextpnr.log")
+    used = json.loads((tmp_path / "report.json").read_text())["utilization"]
+    assert used["TRELLIS_FF"]["used"] == width * n
 
 
 def test_unknown_board():

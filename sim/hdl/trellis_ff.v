@@ -4,10 +4,12 @@
 // data DI loaded when CE is high, reset synchronously to zero by LSR. Only the mode
 // hw/fanout.py uses is modelled (CLKMUX "CLK", CEMUX "1" or "CE", LSRMUX "LSR", REGSET
 // "RESET", SRMODE "LSR_OVER_CE", GSR "DISABLED"); another stops the simulation at time 0.
+// The cell's M input (the slice's bypass, which nextpnr's packer uses for the data of a
+// flip-flop no LUT feeds) is left out: hw/fanout.py leaves it open.
 `default_nettype none
 /* verilator lint_off UNUSEDPARAM */
 module TRELLIS_FF (
-    input  wire CLK, CE, LSR, DI, M,
+    input  wire CLK, CE, LSR, DI,
     output reg  Q
 );
     parameter GSR = "DISABLED";
