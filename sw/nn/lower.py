@@ -21,7 +21,8 @@ streams its high and low rows past one weight stream (``MATMUL pair``). Q, K, V,
 scores, the context and the GELU's input are int8.
 
 Layouts. Every value lives in the activation buffer in the array's k-tile-major layout:
-``M`` rows (tokens, padded to a multiple of ``R``) of ``ceil(K/R)`` k-tiles. An int8 value
+``M`` rows (the tokens; in token blocks, padded to whole blocks of a multiple of
+``R``) of ``ceil(K/R)`` k-tiles. An int8 value
 holds k-tile ``t`` of token ``m`` at ``base + t*M + m``; a 16-bit value holds its high
 halves at ``base + 2tM + m`` and its low halves ``M`` rows later (the pair layout: one
 ``MATMUL pair`` reads both with ``act_kstep = 2M``). ``VEC`` reads a token's vector with
@@ -339,13 +340,18 @@ class OnChip(_ScalarParams):
 
     def _program(self, rows, S, keep):
         """The program for ``rows`` input rows (``S`` of them tokens) that also reads
-        out the values in ``keep``, built once per shape: in one block if the buffer
-        holds it, else in the largest token blocks it holds."""
+        out the values in ``keep``, built once per shape: in one block of exactly
+        ``rows`` rows if the buffer holds it (no padding row streams through the array;
+        the last position tile of the keys and values is partly empty and the softmax's
+        length leaves it out), else in the largest token blocks of whole tiles it
+        holds."""
         key = (rows, S, tuple(keep))
         if key not in self.programs:
             R = self.cfg.rows
-            whole = _tiles(rows, R) * R
-            for T in range(whole, 0, -R):
+            # One block of exactly ``rows`` rows first (no padding row goes through the
+            # array), then blocks of whole tiles.
+            sizes = [rows] + [T for T in range(_tiles(rows, R) * R, 0, -R) if T != rows]
+            for T in sizes:
                 mark = self.dev.mark()
                 try:
                     M = _tiles(rows, T) * T
@@ -771,7 +777,7 @@ class _Lowering(_Regions):
             if n.out not in self.memory:
                 heads = chip._heads(n.out)
                 dt = _tiles(lin["n"] // heads, C)
-                pt = self.P // C              # position tiles
+                pt = _tiles(self.P, C)        # position tiles
                 hb = dt * pt * tile
                 self.memory[n.out] = dict(addr=self.dev.alloc(heads * hb), head_bytes=hb,
                                           dt=dt, pt=pt)
@@ -812,7 +818,7 @@ class _Lowering(_Regions):
             raise NotLowered(f"{sc.out}: grouped-query attention")
         heads = chip.maker[sc.ins[0]].attrs["heads"]
         d = q.tiles * R // heads
-        dt, pt = d // R, self.P // C          # the block's queries against every key
+        dt, pt = d // R, _tiles(self.P, C)    # the block's queries against every key
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
         p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
