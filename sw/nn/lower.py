@@ -21,8 +21,7 @@ streams its high and low rows past one weight stream (``MATMUL pair``). Q, K, V,
 scores, the context and the GELU's input are int8.
 
 Layouts. Every value lives in the activation buffer in the array's k-tile-major layout:
-``M`` rows (the tokens; in token blocks, padded to whole blocks of a multiple of
-``R``) of ``ceil(K/R)`` k-tiles. An int8 value
+``M`` rows (the tokens of the block) of ``ceil(K/R)`` k-tiles. An int8 value
 holds k-tile ``t`` of token ``m`` at ``base + t*M + m``; a 16-bit value holds its high
 halves at ``base + 2tM + m`` and its low halves ``M`` rows later (the pair layout: one
 ``MATMUL pair`` reads both with ``act_kstep = 2M``). ``VEC`` reads a token's vector with
@@ -78,7 +77,8 @@ class NotLowered(ValueError):
 
 
 class TooLong(ValueError):
-    """The input's values do not fit the activation buffer in one program."""
+    """The input's values do not fit the activation buffer (or a block's rows one
+    accumulator half) in one program."""
 
 
 def calibrate(graph, params, feeds_list):
@@ -341,26 +341,25 @@ class OnChip(_ScalarParams):
     def _program(self, rows, S, keep):
         """The program for ``rows`` input rows (``S`` of them tokens) that also reads
         out the values in ``keep``, built once per shape: in one block of exactly
-        ``rows`` rows if the buffer holds it (no padding row streams through the array;
-        the last position tile of the keys and values is partly empty and the softmax's
-        length leaves it out), else in the largest token blocks of whole tiles it
-        holds."""
+        ``rows`` rows if the buffer holds it, else in the largest token blocks of whole
+        tiles it holds, the last block what is left. No padding row streams through the
+        array: the last position tile of the keys and values may be partly empty, and
+        the softmax's length leaves it out."""
         key = (rows, S, tuple(keep))
         if key not in self.programs:
             R = self.cfg.rows
-            # One block of exactly ``rows`` rows first (no padding row goes through the
-            # array), then blocks of whole tiles.
+            # One block of exactly ``rows`` rows first, then blocks of whole tiles, the
+            # last one of what is left: no padding row goes through the array.
             sizes = [rows] + [T for T in range(_tiles(rows, R) * R, 0, -R) if T != rows]
             for T in sizes:
                 mark = self.dev.mark()
                 try:
-                    M = _tiles(rows, T) * T
-                    self.programs[key] = _Lowering(self, M, S, keep, T=T).build()
+                    self.programs[key] = _Lowering(self, rows, S, keep, T=T).build()
                     break
                 except TooLong:                 # undo its memory, and what it cached there
                     self.dev.release(mark)
                     self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
-                    if T == R:
+                    if T == sizes[-1]:
                         raise
         return self.programs[key]
 
@@ -570,7 +569,8 @@ class _Regions:
 
 class _Lowering(_Regions):
     """One program: the graph's nodes for ``M`` rows (``S`` of them tokens), in token
-    blocks of ``T`` rows.
+    blocks of ``T`` rows (a multiple of ``R`` unless ``T = M``), the last one of the
+    rows left.
 
     The nodes fall into stages, a new one at each attention (whose keys and values must
     be complete for every block first). Each stage runs block by block: the values it
@@ -582,8 +582,9 @@ class _Lowering(_Regions):
 
     def __init__(self, chip, M, S, keep=(), T=None):
         self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
-        self.M = T or M                 # rows of a block (the node methods' M)
-        self.nb = M // self.M
+        self.T = T or M                 # rows of a block but the last (its stride)
+        self.M = self.T                 # rows of the block being built (node methods' M)
+        self.nb = _tiles(M, self.T)
         self.cfg = cfg = chip.cfg
         self.dev = chip.dev
         self.prog = _Emitter(cfg)
@@ -650,6 +651,10 @@ class _Lowering(_Regions):
         else:
             (base, kstep, *m), pair = a, False
             m = m[0] if m else M
+        if m > cfg.acc_buf_rows:              # a MATMUL's rows stay in one half
+            raise TooLong(f"a MATMUL of {m} rows exceeds an accumulator half "
+                          f"({cfg.acc_buf_rows} rows): the input is too long for one "
+                          f"block on this preset")
         for c0 in range(0, nt, cfg.param_tiles):
             chunk = range(c0, min(nt, c0 + cfg.param_tiles))
             if p_addr is not None:
@@ -689,6 +694,7 @@ class _Lowering(_Regions):
                             & self.crossing)
             for b in range(self.nb):
                 self.b = b
+                self.M = min(self.T, self.P - b * self.T)
                 prog.fence()                        # the last block's rows are free
                 self.buf = _Buffer(chip.vbase)
                 self.region = {}
@@ -701,7 +707,7 @@ class _Lowering(_Regions):
         code = prog.program().to_array()
         return dict(prog_addr=dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
                     program=code.tobytes(), x_addr=self.spills[g.inputs[0]]["addr"],
-                    outs=outs, macs=self.macs, T=self.M, P=self.P)
+                    outs=outs, macs=self.macs, T=self.T, P=self.P)
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
@@ -730,33 +736,35 @@ class _Lowering(_Regions):
     def reload(self, v):
         """Block ``b`` of value ``v`` from memory into the buffer (16-bit rows as a
         pair: two beats a row, the low halves ``T`` rows after the high ones)."""
-        sp, T, b, C = self.spills[v], self.M, self.b, self.cfg.cols
+        sp, T, b, C = self.spills[v], self.T, self.b, self.cfg.cols
+        M = self.M
         r = self.new(v, sp["kt"] * self.cfg.rows, sp["wide"])
         width = C * (1 + sp["wide"])
         for t in range(sp["kt"]):
             self.prog.load_act(dram_addr=sp["addr"] + (t * self.P + b * T) * width,
-                               dram_stride=width, rows=T, row_beats=1 + sp["wide"],
+                               dram_stride=width, rows=M, row_beats=1 + sp["wide"],
                                buf_row=r.base + t * r.kstep, buf_row_step=1,
-                               buf_beat_step=T if sp["wide"] else 0)
+                               buf_beat_step=M if sp["wide"] else 0)
         self.prog.made_by(v, "load")
 
     def spill(self, v):
         """Block ``b`` of value ``v`` to memory through the array (identity weights,
         requantized by 1: exact; a 16-bit value's high and low rows as ``2T`` int8 rows,
         each half's ``STORE`` to its beat of the row)."""
-        chip, prog, T, b, C = self.chip, self.prog, self.M, self.b, self.cfg.cols
+        chip, prog, T, b, C = self.chip, self.prog, self.T, self.b, self.cfg.cols
+        M = self.M
         r, sp = self.region[v], self.spills[v]
         width = C * (1 + sp["wide"])
         slot = prog.params(chip._scalar_params((1.0,)), 1)
         for t in range(r.tiles):
             def store(_, j, acc_row, t=t):
                 at = sp["addr"] + (t * self.P + b * T) * width
-                prog.store(acc_row=acc_row, m=T, param_tile=slot, dram_addr=at,
+                prog.store(acc_row=acc_row, m=M, param_tile=slot, dram_addr=at,
                            dram_stride=width)
                 if sp["wide"]:
-                    prog.store(more=True, acc_row=acc_row + T, m=T, param_tile=slot,
+                    prog.store(more=True, acc_row=acc_row + M, m=M, param_tile=slot,
                                dram_addr=at + C, dram_stride=width)
-            a = (r.base + t * r.kstep, r.kstep, 2 * T if r.wide else T)
+            a = (r.base + t * r.kstep, r.kstep, 2 * M if r.wide else M)
             self.gemm(a, 1, chip.identity, 0, 1, store, reads=[v], slot=slot)
 
     def linear(self, n):
@@ -783,7 +791,7 @@ class _Lowering(_Regions):
                                           dt=dt, pt=pt)
             mem = self.memory[n.out]
             addr, hb, dt, pt = mem["addr"], mem["head_bytes"], mem["dt"], mem["pt"]
-            p0 = self.b * M                   # this block's first position
+            p0 = self.b * self.T              # this block's first position
 
             def store(slot, j, acc_row):
                 h, jj = divmod(j, dt)
