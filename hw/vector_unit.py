@@ -49,6 +49,17 @@ def _reads_per_row(b, out):
     return Mux(b.vop.matches(V.ADD, V.MUL), Mux(wide_bin, 4, 2), rest)
 
 
+class _LaneCopies:
+    """What steers one lane at one stage: ``make(name)`` gives a value's per-lane copies
+    (made on first use); this lane's is ``make(name)[k]``."""
+
+    def __init__(self, make, k):
+        self._make, self._k = make, k
+
+    def __getattr__(self, name):
+        return self._make(name)[self._k]
+
+
 class VectorUnit(wiring.Component):
     """Runs ``VEC`` instructions (:mod:`hw.isa`; the arithmetic is ``sw/vector.py``'s).
 
@@ -399,17 +410,31 @@ class VectorUnit(wiring.Component):
                      shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
                      z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
                      table_base=table_base)
-        if deep:
-            per_lane = {n: copies(m, x, R, f"lane_{n}", platform) for n, x in steer.items()}
-            cl = [SimpleNamespace(**{n: per_lane[n][k] for n in steer}) for k in range(R)]
-        else:
-            cl = [SimpleNamespace(**steer)] * R
+        # Each stage has copies of its own (a lane's stages sit apart, beside their DSP
+        # blocks and block RAMs), made as the stage first reads a value: no copy unused.
+        # They live in a module of their own: made while a stage's ``If`` chain is being
+        # written, their registers must not join it.
+        held = Module()
+        m.submodules.steer = held
+
+        def steer_at(stage):
+            if not deep:
+                return [SimpleNamespace(**steer)] * R
+            made = {}
+
+            def make(name):
+                if name not in made:
+                    made[name] = copies(held, steer[name], R, f"lane{stage}_{name}",
+                                        platform)
+                return made[name]
+            return [_LaneCopies(make, k) for k in range(R)]
 
         # Stage 2: the row's reads as the operands, and its masked maximum (a tree of
         # comparisons, ties to the lower lane) and masked sum.
         pre = []
+        cl2 = steer_at(2)
         for k in range(R):
-            ct = cl[k]
+            ct = cl2[k]
             a, b, c, dd = s2_a[k], s2_b[k], s2_c[k], s2_d[k]
             ops = dict(
                 ok=k < s2_lanes,
@@ -442,8 +467,9 @@ class VectorUnit(wiring.Component):
         # operations: ``x * y`` and ``b * v`` (ADD: a mul_a and b mul_b; MUL: a b; ROPE:
         # a c -+ b s; softmax: d mul; normalizations: D D or D r).
         lane_p1, lane_p2, lane_g3, lane_ok3 = [], [], [], []
+        cl3 = steer_at(3)
         for k, p in enumerate(pre):
-            c = cl[k]
+            c = cl3[k]
             d = cut(wire(c.mx - p["val"], 17, f"d_{k}"), f"dq_{k}")      # softmax: max - x
             dev = cut(wire(p["x16"] - c.mu, signed(18), f"dev_{k}"), f"devq_{k}")
             q = {n: cut(x, f"q_{n}_{k}") for n, x in p.items()}
@@ -510,8 +536,9 @@ class VectorUnit(wiring.Component):
         s5_y = Signal(row_layout)
         s5_lo = Signal(row_layout)
         lane_e, lane_m5, lane_n5, lane_w5 = [], [], [], []
+        cl4 = steer_at(4)
         for k in range(R):
-            c = cl[k]
+            c = cl4[k]
             p1, p2 = lane_p1[k], lane_p2[k]
             # softmax: the exponent, ``t``'s high bits a shift and its low byte a ROM read
             tsum = cut(p1[:34].as_unsigned() + c.half, f"tsum_{k}")
@@ -564,8 +591,9 @@ class VectorUnit(wiring.Component):
         # Stage 5: the softmax row's sum, and the third multiplier: e * r (softmax),
         # z * gain (normalizations), product * mul_a (MUL, ROPE).
         lane_prod = []
+        cl5 = steer_at(5)
         for k in range(R):
-            c = cl[k]
+            c = cl5[k]
             u_op = Signal(signed(18), name=f"uop_{k}")
             w_op = Signal(signed(17), name=f"wop_{k}")
             m.d.comb += [u_op.eq(Mux(c.is_sm, lane_e[k], lane_m5[k])),
@@ -589,8 +617,9 @@ class VectorUnit(wiring.Component):
         # Stage 6: the rounding shifts and the saturation.
         s7_y = Signal(row_layout)
         s7_lo = Signal(row_layout)
+        cl6 = steer_at(6)
         for k in range(R):
-            c = cl[k]
+            c = cl6[k]
             prod = lane_prod[k]
             ok6 = delay(lane_ok3[k], V - S3 + 3 * D, f"ok6_{k}")
             nsum = cut(prod + c.half, f"nsum_{k}")
