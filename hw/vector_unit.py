@@ -683,6 +683,11 @@ class VectorUnit(wiring.Component):
         rd_addr, rd_en = Signal(aw), Signal()
         (m.d.sync if deep else m.d.comb).__iadd__(
             [self.rd_addr.eq(rd_addr), self.rd_en.eq(rd_en)])
+        # Whether rows are still in flight, as the state machine waits on it: in the
+        # deep form registered (with the read issued this cycle, so that a pass's last
+        # read counts from its issue), the state machine's wait one cycle longer.
+        busy = Signal()
+        m.d.comb += busy.eq(reg_of(in_pipe | rd_en, "busy_q") if deep else in_pipe)
         h_left = Signal(15)
         v_len = Signal(17)           # reductions: this vector's valid elements
         rem = Signal(17)             # reductions: valid elements from the next read on
@@ -902,7 +907,7 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     start_pass(P_A)
             with m.State("V_PASS_END"):
-                with m.If(~in_pipe):
+                with m.If(~busy):
                     with m.If(is_am):
                         m.next = "ARG_OUT"
                     with m.Elif(vpass == P_OUT):
@@ -1006,7 +1011,7 @@ class VectorUnit(wiring.Component):
             with m.State("FINISH"):
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(~in_pipe & (credits == self.FIFO_ROWS) & ~out.r_rdy):
+                with m.Elif(~busy & (credits == self.FIFO_ROWS) & ~out.r_rdy):
                     m.d.comb += give.eq(1)
                     m.next = "IDLE"
 
