@@ -105,8 +105,8 @@ class VectorUnit(wiring.Component):
     address and data registered (two cycles from issue to data, three for ``TABLE``'s
     entries), each stage above split into its adds, shifts and saturations, the
     multipliers :class:`hw.dsp.Multiplier` instances with their operands registered first,
-    the reduction trees registered per level, and one copy per lane
-    (:func:`hw.fanout.copies`) of the decode and per-vector values the lanes read. Its
+    the reduction trees registered per level, and, for each stage, one copy per lane
+    (:func:`hw.fanout.copies`) of the decode and per-vector values the stage reads. Its
     stage numbers are the constants ``P``, ``Q``, ``S3``, ``E``, ``V``, ``Y_EARLY`` and
     ``Y_LATE`` in :meth:`elaborate`; each pass of a vector takes about 20 more cycles
     to drain, the throughput is the same.
@@ -414,8 +414,8 @@ class VectorUnit(wiring.Component):
         # blocks and block RAMs), made as the stage first reads a value: no copy unused.
         # They live in a module of their own: made while a stage's ``If`` chain is being
         # written, their registers must not join it.
-        held = Module()
-        m.submodules.steer = held
+        steer_mod = Module()
+        m.submodules.steer = steer_mod
 
         def steer_at(stage):
             if not deep:
@@ -424,7 +424,7 @@ class VectorUnit(wiring.Component):
 
             def make(name):
                 if name not in made:
-                    made[name] = copies(held, steer[name], R, f"lane{stage}_{name}",
+                    made[name] = copies(steer_mod, steer[name], R, f"lane{stage}_{name}",
                                         platform)
                 return made[name]
             return [_LaneCopies(make, k) for k in range(R)]
@@ -521,7 +521,8 @@ class VectorUnit(wiring.Component):
         with m.If(take):
             m.d.sync += mx.eq(s3_rmax)
         # The index follows a cycle later in the deep form (the enable then drives the
-        # maximum alone); its registers sit outside the condition.
+        # maximum alone); its registers sit outside the condition. ``take_q``'s row is
+        # still in the pipeline (``valid_at(at_max + 1)``), so ``in_pipe`` covers it.
         take_q = cut(take, "take_q")
         idx_q = cut((s3_row << ceil_log2(R)) | s3_rlane, "am_idx_next")
         with m.If(take_q):
@@ -665,7 +666,7 @@ class VectorUnit(wiring.Component):
                          out.w_en.eq(y_early | s6_lo_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(Cat(t0_valid, t_mid_valid, *sv[1:], s6_lo_valid,
-                                   s8_lo_valid, take_q).any())
+                                   s8_lo_valid).any())
 
 
         # ---- The issuer ---------------------------------------------------------------

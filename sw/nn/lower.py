@@ -350,7 +350,7 @@ class OnChip(_ScalarParams):
             R = self.cfg.rows
             # One block of exactly ``rows`` rows first, then blocks of whole tiles, the
             # last one of what is left: no padding row goes through the array.
-            sizes = [rows] + [T for T in range(_tiles(rows, R) * R, 0, -R) if T != rows]
+            sizes = [rows, *range((rows - 1) // R * R, 0, -R)]
             for T in sizes:
                 mark = self.dev.mark()
                 try:
@@ -735,7 +735,8 @@ class _Lowering(_Regions):
 
     def reload(self, v):
         """Block ``b`` of value ``v`` from memory into the buffer (16-bit rows as a
-        pair: two beats a row, the low halves ``T`` rows after the high ones)."""
+        pair: two beats a row, the low halves ``M`` rows after the high ones; a block
+        starts ``T`` rows after the one before)."""
         sp, T, b, C = self.spills[v], self.T, self.b, self.cfg.cols
         M = self.M
         r = self.new(v, sp["kt"] * self.cfg.rows, sp["wide"])
@@ -749,7 +750,7 @@ class _Lowering(_Regions):
 
     def spill(self, v):
         """Block ``b`` of value ``v`` to memory through the array (identity weights,
-        requantized by 1: exact; a 16-bit value's high and low rows as ``2T`` int8 rows,
+        requantized by 1: exact; a 16-bit value's high and low rows as ``2M`` int8 rows,
         each half's ``STORE`` to its beat of the row)."""
         chip, prog, T, b, C = self.chip, self.prog, self.T, self.b, self.cfg.cols
         M = self.M
