@@ -212,6 +212,13 @@ class Config:
         """Bytes of both accumulator banks together."""
         return 2 * self.acc_buf_rows * self.cols * self.acc_width // 8
 
+    @property
+    def rowscale_slots(self):
+        """Slots of the row-scale file (``VEC DYNQ`` writes a row's scale code, ``STORE
+        rowscale`` reads it): two per accumulator row of one bank, so that one block's
+        codes are read while the next block's are written."""
+        return 2 * self.acc_buf_rows
+
     def to_dict(self):
         return asdict(self)
 

@@ -231,6 +231,17 @@ SHIFT_BITS = 6
 #: A wide (16-bit) value's bound: ``|q| <= WIDE_MAX`` keeps both int8 halves
 #: (``q = 256 * hi + lo``) in range (``STORE wide``, ``VEC wide``).
 WIDE_MAX = 127 * 256 + 127
+#: Per-row (per-token) dynamic quantization (``VEC DYNQ``, ``STORE rowscale``): a row's
+#: scale is one of ``ROWSCALE_CODES`` values ``sigma_k = (1 + f/2) * 2**e`` (``e = k >> 1``,
+#: ``f = k & 1``: 1, 1.5, 2, 3, 4, ... 384), its code ``k`` held in a slot of the row-scale
+#: file (``Config.rowscale_slots`` slots). ``DYNQ`` divides by ``sigma_k`` as a product with
+#: ``DYNQ_MUL[f]`` (``2**DYNQ_SHIFT / (1 + f/2)``, rounded) and a rounding shift by
+#: ``DYNQ_SHIFT + e``; ``sw/vector.py`` (``dynq``) and ``sw/requant.py``
+#: (``row_rescale``) state the arithmetic.
+ROWSCALE_CODES = 18
+ROWSCALE_BITS = 5
+DYNQ_SHIFT = 15
+DYNQ_MUL = (1 << DYNQ_SHIFT, round((1 << (DYNQ_SHIFT + 1)) / 3))
 
 
 class Op(enum.IntEnum):
@@ -305,18 +316,19 @@ class VecOp(enum.IntEnum):
     RMSNORM = 6
     ARGMAX = 7
     ROPE = 8
+    DYNQ = 9
 
 
 #: The vector operations that read a second row (``b``) for every row.
 BINARY_VOPS = (VecOp.ADD, VecOp.MUL)
 #: The vector operations that reduce each vector before they write it.
-REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX)
+REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX, VecOp.DYNQ)
 #: The normalizations: their gains are int16, ``rows`` rows of low bytes at ``b_row``
 #: and ``rows`` rows of high bytes after them, the same for every vector.
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
 #: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
 #: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
-WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX, VecOp.ROPE, VecOp.SOFTMAX)
+WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX, VecOp.ROPE, VecOp.SOFTMAX, VecOp.DYNQ)
 #: The operations with a partner operand ``b`` (at ``b_row``): with ``wide``, ``b`` (low
 #: halves at ``b_lo_row``) and the result (low halves at ``dst_lo_row``) are 16-bit too.
 PAIR_VOPS = (*BINARY_VOPS, VecOp.ROPE)
@@ -383,7 +395,7 @@ body_layouts = {
     Op.STORE: data.StructLayout({
         "dram_addr": 32, "dram_stride": 32, "acc_row": 16, "m": 16, "param_tile": 16,
         "buf_row": 16, "to_buf": 1, "relu": 1, "raw": 1, "transpose": 1, "wide": 1,
-        "lo_row": 16,
+        "lo_row": 16, "rowscale": 1, "scale_row": 16,
     }),
     Op.FENCE: data.StructLayout({}),
     Op.END: data.StructLayout({}),

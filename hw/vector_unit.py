@@ -130,6 +130,8 @@ class VectorUnit(wiring.Component):
     rd_addr, rd_en : Out; rd_data : In(act_row)       activation buffer read port
     wr_addr, wr_data, wr_valid : Out; wr_ready : In   activation buffer write port
     s2v_avail, e2v_avail : In; s2v_take, e2v_take, v2s_give, v2e_give : Out   tokens
+    rs_addr, rs_data, rs_en : Out                     row-scale file write (``DYNQ``'s code
+                                                      of vector ``i`` to slot ``b_row + i``)
     abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
                              while idle and no ``insn.valid`` the state does not change
                              (the clock gate of hw/clock_gate.py relies on it)
@@ -149,6 +151,8 @@ class VectorUnit(wiring.Component):
             "s2v_avail": In(1), "e2v_avail": In(1),
             "s2v_take": Out(1), "e2v_take": Out(1), "v2s_give": Out(1), "v2e_give": Out(1),
             "abort": In(1), "idle": Out(1),
+            "rs_addr": Out(ceil_log2(cfg.rowscale_slots)), "rs_data": Out(isa.ROWSCALE_BITS),
+            "rs_en": Out(1),
         })
 
     def elaborate(self, platform):

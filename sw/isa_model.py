@@ -76,7 +76,7 @@ from serrano.hw.config import Config
 
 from . import q4, vector
 from .golden import check_int8
-from .requant import requantize, split_wide, MULT_MAX, SHIFT_MAX
+from .requant import requantize, row_rescale, split_wide, MULT_MAX, SHIFT_MAX
 
 __all__ = ["UNITS", "TOKEN_COUNTERS", "DependencyError", "DeadlockError", "RaceError",
            "Params", "Result", "Machine", "run_program", "decode_program", "check_tokens",
@@ -206,6 +206,7 @@ class Machine:
         self.acc = np.zeros((2 * cfg.acc_buf_rows, cfg.cols), np.int32)
         self.params = Params.zeros(cfg)
         self.tables = np.zeros((cfg.vec_tables, isa.TABLE_ENTRIES), np.int8)
+        self.rowscale = np.zeros(cfg.rowscale_slots, np.int64)   # codes, VEC DYNQ's
         self.instructions = 0
         self.macs = 0
         self.array_rows = 0
@@ -291,6 +292,9 @@ class Machine:
                   and b["acc_row"] + b["m"] <= acc_rows)
         elif op == isa.Op.STORE:
             ok = (b["acc_row"] + b["m"] <= acc_rows and b["param_tile"] < cfg.param_tiles
+                  and (not b["rowscale"] or (not b["raw"]
+                                             and b["scale_row"] + b["m"]
+                                             <= cfg.rowscale_slots))
                   and (not b["to_buf"] or (b["buf_row"] + b["m"] <= cfg.act_buf_rows
                                            and not b["raw"]))
                   and not (b["transpose"] and (b["raw"] or b["to_buf"]))
@@ -311,6 +315,7 @@ class Machine:
                   and (not b["wide"] or vop not in isa.PAIR_VOPS
                        or (b["b_lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
                   and (not b["wide_out"] or b["dst_lo_row"] + span <= rows)
+                  and (vop != isa.VecOp.DYNQ or b["b_row"] + b["count"] <= cfg.rowscale_slots)
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
@@ -387,12 +392,15 @@ class Machine:
         return {"macs": macs, "array_rows": m * k_tiles, "read_bytes": nbytes}
 
     def _do_store(self, dram_addr, dram_stride, acc_row, m, param_tile, buf_row, to_buf,
-                  relu, raw, transpose, wide, lo_row):
+                  relu, raw, transpose, wide, lo_row, rowscale, scale_row):
         if raw:
             y = self.acc[acc_row:acc_row + m].astype("<i4")
         else:
             p = self.params
-            y = requantize(self.acc[acc_row:acc_row + m], p.bias[param_tile],
+            acc = self.acc[acc_row:acc_row + m]
+            if rowscale:
+                acc = row_rescale(acc, self.rowscale[scale_row:scale_row + m])
+            y = requantize(acc, p.bias[param_tile],
                            p.mult[param_tile], p.shift[param_tile], bool(relu), bool(wide))
         if wide:                                  # two int8 rows per row
             hi, lo = split_wide(y)
@@ -435,7 +443,7 @@ class Machine:
         if vop in isa.PAIR_VOPS:
             b = self.act[b_row + (np.arange(rows)[None] if b_repeat else off)]
             b = b.reshape(-1, rows * R)
-        if wide and vop in (isa.VecOp.ARGMAX, isa.VecOp.SOFTMAX):   # 256 hi + lo
+        if wide and vop in (isa.VecOp.ARGMAX, isa.VecOp.SOFTMAX, isa.VecOp.DYNQ):
             lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
             a = 256 * a.astype(np.int64) + lo
         if vop == isa.VecOp.ARGMAX:
@@ -444,6 +452,11 @@ class Machine:
             for e in range(min(R, 8)):
                 rows_out[:, e] = (idx >> (8 * e)) & 0xFF
             self.act[dst_row:dst_row + count] = rows_out.astype(np.uint8).view(np.int8)
+            return {"vec_rows": n}
+        if vop == isa.VecOp.DYNQ:
+            y, k = vector.dynq(a, length)
+            self.rowscale[b_row:b_row + count] = k
+            self.act[dst_row + off] = y.reshape(count, rows, R)
             return {"vec_rows": n}
         if vop == isa.VecOp.SOFTMAX:
             y = vector.softmax(a, length + causal * np.arange(count), mul_a & 0xFFFF, shift,
@@ -773,6 +786,8 @@ def _footprint(cfg, op, b):
     elif op == isa.Op.STORE:
         reads.update(("acc row", b["acc_row"] + j) for j in range(b["m"]))
         reads.add(("param slot", b["param_tile"]))
+        if b["rowscale"]:
+            reads.update(("row scale", b["scale_row"] + j) for j in range(b["m"]))
         if b["to_buf"]:
             writes.update(("act row", b["buf_row"] + j) for j in range(b["m"]))
             if b["wide"]:
@@ -806,6 +821,8 @@ def _footprint(cfg, op, b):
                 reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
             if b["vop"] == isa.VecOp.LUT:
                 reads.add(("vector table", b["table"]))
+            if b["vop"] == isa.VecOp.DYNQ:
+                writes.update(("row scale", b["b_row"] + j) for j in range(b["count"]))
             if b["vop"] == isa.VecOp.ARGMAX:
                 writes.update(("act row", b["dst_row"] + j) for j in range(b["count"]))
             else:
@@ -815,7 +832,8 @@ def _footprint(cfg, op, b):
 
 def check_races(cfg, program, position=None):
     """Check that the tokens and fences of ``program`` order every pair of conflicting
-    accesses (same activation row, accumulator row, parameter slot or memory beat, at
+    accesses (same activation row, accumulator row, parameter slot, row-scale slot or
+    memory beat, at
     least one a write, different units) as program order does, so that every legal
     schedule gives the program-order result. A ``MATMUL``'s weights count as read at its
     dispatch. Raises :class:`RaceError` for the first unordered pair (and
@@ -943,13 +961,15 @@ class Program:
                          accumulate=accumulate, wfmt=int(wfmt), pair=pair)
 
     def store(self, *, acc_row, m, param_tile, dram_addr=0, dram_stride=0, buf_row=0,
-              to_buf=0, relu=0, raw=0, transpose=0, wide=0, lo_row=0, pop_prev=0,
-              pop_next=0, push_prev=0, push_next=0, pop_side=0, push_side=0, at=None):
+              to_buf=0, relu=0, raw=0, transpose=0, wide=0, lo_row=0, rowscale=0,
+              scale_row=0, pop_prev=0, pop_next=0, push_prev=0, push_next=0, pop_side=0,
+              push_side=0, at=None):
         return self._add(isa.Op.STORE, _flags(pop_prev, pop_next, push_prev, push_next,
                                               pop_side, push_side), at,
                          dram_addr=dram_addr, dram_stride=dram_stride, acc_row=acc_row, m=m,
                          param_tile=param_tile, buf_row=buf_row, to_buf=to_buf, relu=relu,
-                         raw=raw, transpose=transpose, wide=wide, lo_row=lo_row)
+                         raw=raw, transpose=transpose, wide=wide, lo_row=lo_row,
+                         rowscale=rowscale, scale_row=scale_row)
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
             mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, wide_out=0,

@@ -16,6 +16,15 @@ For each output channel ``c`` (one of the ``C = cfg.cols`` columns) with an int3
     if relu: q = max(q, 0)
     y = clamp(q, -128, 127)                               # saturate to int8
 
+With ``rowscale`` (the GEMM's input rows quantized each at a scale of its own by ``VEC
+DYNQ``, :func:`sw.vector.dynq`), each accumulator row is first multiplied back by its
+row's ``sigma_k``, in the units of a 16-bit ``pair`` product (1/256)::
+
+    acc = wrap_int32(rshift_round(acc * (2 + (k & 1)), 9 - (k >> 1)))   # acc sigma_k / 256
+
+(:func:`row_rescale`; ``9 - (k >> 1) >= 1``), so a dynamically quantized input
+requantizes with the parameters of a 16-bit one.
+
 so that ``y`` approximates ``round((acc + b) * m * 2**-s)``: a real scale ``m * 2**-s``
 applied with one rounding (gemmlowp / TFLite per-channel requantization, with the
 multiplier and shift folded into a single right shift). :func:`quantize_multiplier`
@@ -27,11 +36,12 @@ import numbers
 
 import numpy as np
 
-from serrano.hw.isa import MULT_BITS, SHIFT_BITS, WIDE_MAX   # the hardware's widths
+from serrano.hw.isa import (MULT_BITS, ROWSCALE_CODES, SHIFT_BITS,   # the hardware's
+                            WIDE_MAX)                                  # widths
 from .golden import wrap_int32
 
 __all__ = ["MULT_BITS", "SHIFT_BITS", "MULT_MAX", "SHIFT_MAX", "WIDE_MAX", "requantize",
-           "split_wide", "quantize_multiplier"]
+           "split_wide", "quantize_multiplier", "row_rescale"]
 
 #: Largest multiplier and shift.
 MULT_MAX = (1 << MULT_BITS) - 1
@@ -95,6 +105,16 @@ def requantize(acc, bias, mult, shift, relu=False, wide=False):
     if wide:
         return np.clip(q, -WIDE_MAX, WIDE_MAX).astype(np.int16)
     return np.clip(q, -128, 127).astype(np.int8)
+
+
+def row_rescale(acc, k):
+    """Accumulator rows ``acc`` (int32, ``(rows, C)``) times their rows' scales
+    ``sigma_k / 256`` (``k``: one code a row, ``0 <= k < ROWSCALE_CODES``), rounded half
+    up and wrapped to int32, as ``STORE rowscale`` does before requantizing."""
+    acc = _as_int_array("acc", acc, _INT32_MIN, _INT32_MAX)
+    k = _as_int_array("k", k, 0, ROWSCALE_CODES - 1).reshape(-1, *([1] * (acc.ndim - 1)))
+    s = 9 - (k >> 1)
+    return wrap_int32((acc * (2 + (k & 1)) + (np.int64(1) << (s - 1))) >> s)
 
 
 def split_wide(q):

@@ -83,6 +83,24 @@ values are exact integers (no intermediate rounding but the one stated).
     clamped to ``+-WIDE_MAX``: ``y1 = clamp(rshift_round(x1 cos - x2 sin, shift))``, the
     same scale for ``shift = ROPE_SHIFT``.
 
+``dynq(x, length)``
+    per-row (per-token) dynamic quantization of one vector ``x`` (int8, or with
+    ``wide`` 16-bit ``256 hi + lo``) over its first ``length`` elements, to int8 at a
+    scale of its own:
+
+    1. ``m = max(|x[:length]|)`` (0 for ``length = 0``);
+    2. the code ``k``: the smallest of ``0 .. ROWSCALE_CODES - 1`` with ``q_k(m) <=
+       127``, where ``q_k(v) = rshift_round(v * DYNQ_MUL[k & 1], DYNQ_SHIFT + (k >>
+       1))`` is ``v / sigma_k`` (``sigma_k = (1 + (k & 1)/2) * 2**(k >> 1)``: 1, 1.5,
+       2, 3, ...); equivalently the number of thresholds :data:`DYNQ_LIMITS` that ``m``
+       exceeds;
+    3. ``y = clamp(q_k(x), -127, 127)`` for every element (those past ``length`` too),
+       and ``k`` is the row's scale code: ``x ~ sigma_k y``.
+
+    The GEMM that reads ``y`` multiplies its accumulators back by ``sigma_k`` in its
+    ``STORE`` (``rowscale``, :func:`sw.requant.row_rescale`). A row's largest element
+    reaches 85 to 127: at most 0.6 of a bit below a scale of its own in real numbers.
+
 ``mul_a`` and ``mul_b`` are signed 16-bit (``SOFTMAX``'s ``mul`` unsigned 16-bit),
 ``shift`` 0..31 (the instruction's fields).
 """
@@ -97,7 +115,8 @@ __all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_
            "make_wide_tables", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
            "norm", "norm_gain", "gain_bytes", "argmax", "rope", "rope_tables",
-           "rope_multiplier", "ROPE_ONE", "ROPE_SHIFT", "apply"]
+           "rope_multiplier", "ROPE_ONE", "ROPE_SHIFT", "apply", "dynq", "dynq_q",
+           "DYNQ_LIMITS", "rowscale_sigma"]
 
 #: ``round(2**15 * 2**(-f / 256))`` for ``f`` in 0..255: the softmax's base-2 exponential.
 POW2 = np.round(2.0 ** 15 * 2.0 ** (-np.arange(256) / 256)).astype(np.int64)
@@ -363,6 +382,51 @@ def softmax_multiplier(s_in):
     if not ratio > 0:
         raise ValueError(f"s_in must be positive, not {s_in!r}")
     return _fixed(ratio, "256 s_in log2(e)", 0, (1 << 16) - 1)
+
+
+def dynq_q(v, k):
+    """``q_k(v)`` of :func:`dynq`: ``v / sigma_k`` rounded (int64, elementwise; ``k`` an
+    int or an array broadcast against ``v``)."""
+    v, k = np.asarray(v, np.int64), np.asarray(k, np.int64)
+    mul = np.asarray(isa.DYNQ_MUL, np.int64)[k & 1]
+    s = isa.DYNQ_SHIFT + (k >> 1)                  # >= 15: the rounding half is exact
+    return (v * mul + (np.int64(1) << (s - 1))) >> s
+
+
+def _dynq_limits():
+    """The largest ``m`` whose ``q_k(m) <= 127``, for each code ``k`` (increasing)."""
+    out = []
+    for k in range(isa.ROWSCALE_CODES):
+        lo, hi = 0, 1 << 20                        # q_k(lo) <= 127 < q_k(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if dynq_q(mid, k) <= 127 else (lo, mid)
+        out.append(lo)
+    return tuple(out)
+
+
+#: ``DYNQ_LIMITS[k]``: the largest row maximum that code ``k`` holds within 127.
+DYNQ_LIMITS = _dynq_limits()
+assert all(a < b for a, b in zip(DYNQ_LIMITS, DYNQ_LIMITS[1:]))
+assert DYNQ_LIMITS[-1] >= 1 << 15                 # every 16-bit row has a code
+
+
+def rowscale_sigma(k):
+    """The scale ``sigma_k`` of code ``k`` (float)."""
+    k = np.asarray(k, np.int64)
+    return (1.0 + (k & 1) / 2.0) * np.exp2(k >> 1)
+
+
+def dynq(x, length):
+    """:func:`dynq` of the docstring for each row of ``x`` (2-D int8 or 16-bit values;
+    ``length`` an int or one per row): ``(y, k)``, int8 rows and one int64 code a row."""
+    x = np.atleast_2d(np.asarray(x, np.int64))
+    length = np.broadcast_to(np.asarray(length, np.int64), (len(x),))
+    valid = np.arange(x.shape[1])[None, :] < length[:, None]
+    m = np.where(valid, np.abs(x), 0).max(axis=1, initial=0)
+    k = (m[:, None] > np.asarray(DYNQ_LIMITS, np.int64)[None, :]).sum(axis=1)
+    y = np.clip(dynq_q(x, k[:, None]), -127, 127)
+    return y.astype(np.int8), k
 
 
 def apply(vop, a, b=None, *, mul_a=0, mul_b=0, shift=0, table=None):

@@ -951,7 +951,7 @@ def test_norm_error_against_float_is_within_its_bound(rng, rms):
 
 
 @pytest.mark.parametrize("fault, fields, error", [
-    ("vop", dict(vop=9), isa.Error.BAD_VOP),
+    ("vop", dict(vop=10), isa.Error.BAD_VOP),
     ("vop_15", dict(vop=15), isa.Error.BAD_VOP),
     ("count", dict(count=0), isa.Error.BAD_COUNT),
     ("rope_odd", dict(vop=isa.VecOp.ROPE, rows=3), isa.Error.BAD_COUNT),
