@@ -244,6 +244,21 @@ DYNQ_SHIFT = 15
 DYNQ_MUL = (1 << DYNQ_SHIFT, round((1 << (DYNQ_SHIFT + 1)) / 3))
 
 
+def _dynq_limits():
+    """The largest row maximum ``v`` that code ``k`` keeps within 127, ``(v * DYNQ_MUL[k &
+    1] + 2**(s - 1)) >> s <= 127`` with ``s = DYNQ_SHIFT + (k >> 1)``, for each ``k``."""
+    limits = []
+    for k in range(ROWSCALE_CODES):
+        s = DYNQ_SHIFT + (k >> 1)
+        # (v * mul + half) >> s <= 127  <=>  v * mul < 128 * 2**s - half
+        limits.append((128 * (1 << s) - (1 << (s - 1)) - 1) // DYNQ_MUL[k & 1])
+    return tuple(limits)
+
+
+#: ``DYNQ``'s code of a row is the number of these its maximum exceeds.
+DYNQ_LIMITS = _dynq_limits()
+
+
 class Op(enum.IntEnum):
     LOAD_ACT = 1
     LOAD_PARAM = 2

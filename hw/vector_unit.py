@@ -40,7 +40,7 @@ def _reads_per_row(b, out):
     wide_bin = b.wide & b.vop.matches(V.ADD, V.MUL)
     two_rows = _two_rows(b)
     is_norm = b.vop.matches(V.LAYERNORM, V.RMSNORM)
-    two = (is_norm & b.wide) | (b.vop.matches(V.ARGMAX, V.SOFTMAX) & b.wide)
+    two = (is_norm & b.wide) | (b.vop.matches(V.ARGMAX, V.SOFTMAX, V.DYNQ) & b.wide)
     if out:
         two = two | ((b.vop == V.SOFTMAX) & two_rows)
     rest = Mux(b.vop == V.ROPE, Mux(b.wide, 8, 4), Mux(two, 2, 1))
@@ -194,11 +194,11 @@ class VectorUnit(wiring.Component):
         is_am = decoded("is_am", lambda b: b.vop == isa.VecOp.ARGMAX)
         is_rope = decoded("is_rope", lambda b: b.vop == isa.VecOp.ROPE)
         is_add = decoded("is_add", lambda b: b.vop == isa.VecOp.ADD)
-        reduce = decoded("reduce", lambda b: b.vop.matches(
-            isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.ARGMAX))
-        # ARGMAX or SOFTMAX of 16-bit values: two reads a row
-        am_wide = decoded("am_wide", lambda b: b.vop.matches(isa.VecOp.ARGMAX,
-                                                             isa.VecOp.SOFTMAX) & b.wide)
+        is_dq = decoded("is_dq", lambda b: b.vop == isa.VecOp.DYNQ)
+        reduce = decoded("reduce", lambda b: b.vop.matches(*isa.REDUCE_VOPS))
+        # ARGMAX, SOFTMAX or DYNQ of 16-bit values: two reads a row
+        am_wide = decoded("am_wide", lambda b: b.vop.matches(
+            isa.VecOp.ARGMAX, isa.VecOp.SOFTMAX, isa.VecOp.DYNQ) & b.wide)
         mul_a = Signal(signed(16))
         mul_b = Signal(signed(16))
         m.d.comb += [mul_a.eq(v.mul_a.as_signed()), mul_b.eq(v.mul_b.as_signed())]
@@ -389,7 +389,21 @@ class VectorUnit(wiring.Component):
         r_m = Signal(16)
         z_shr = Signal(5)            # 16 - e (e <= 16: see RNORM)
         z_half = Signal(16)          # its rounding constant, (1 << z_shr) >> 1
-        late = decoded("late", lambda b: ~b.vop.matches(isa.VecOp.ADD, isa.VecOp.LUT))
+        late = decoded("late", lambda b: ~b.vop.matches(isa.VecOp.ADD, isa.VecOp.LUT,
+                                                        isa.VecOp.DYNQ))
+        # DYNQ: the vector's code (``sw/vector.py``), its multiplier and rounding shift.
+        dq_k = Signal(isa.ROWSCALE_BITS)
+        dq_mul = Signal(signed(18))
+        dq_shift = Signal(5)
+        dq_half = Signal(32)
+        m.d.comb += [dq_mul.eq(Mux(dq_k[0], isa.DYNQ_MUL[1], isa.DYNQ_MUL[0])),
+                     dq_shift.eq(isa.DYNQ_SHIFT + (dq_k >> 1)),
+                     dq_half.eq(Const(1 << (isa.DYNQ_SHIFT - 1), 32) << (dq_k >> 1))]
+        # The rounding shift of the early results (ADD's, DYNQ's).
+        early_shift = Signal(5)
+        early_half = Signal(32)
+        m.d.comb += [early_shift.eq(Mux(is_dq, dq_shift, v.shift)),
+                     early_half.eq(Mux(is_dq, dq_half, half))]
 
         # The stages of a row (``deep`` off: 2, 2, 3, 5, 5, 6, 5 and 7):
         P = 2 + D                    # the operands prepared from the row's reads
@@ -413,7 +427,8 @@ class VectorUnit(wiring.Component):
                      wide_rope=wide_rope, is_rope=is_rope, wide_mul=wide_mul, half=half,
                      shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
                      z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
-                     table_base=table_base)
+                     table_base=table_base, is_dq=is_dq, dq_mul=dq_mul,
+                     early_shift=early_shift, early_half=early_half)
         # Each stage has copies of its own (a lane's stages sit apart, beside their DSP
         # blocks and block RAMs), made as the stage first reads a value: no copy unused.
         # They live in a module of their own: made while a stage's ``If`` chain is being
@@ -453,16 +468,19 @@ class VectorUnit(wiring.Component):
                           signed(16), f"gain_{k}"),
                 a=a, b=b, c=c, dd=dd)
             pre.append({n: cut(x, f"p_{n}_{k}") for n, x in ops.items()})
+        # The leaves: ``val`` (DYNQ: ``|val|``), a register of the deep form.
         low = Mux(am_wide, -(1 << 16), -128)
+        leaves = [node(Mux(p["ok"], Mux(cl2[k].is_dq & p["val"][-1], -p["val"], p["val"]),
+                           low), f"leaf_{k}") for k, p in enumerate(pre)]
         (rmax, rlane), rdepth = tree(
-            [(Mux(p["ok"], p["val"], low), Const(k, range(R))) for k, p in enumerate(pre)],
+            [(leaf, Const(k, range(R))) for k, leaf in enumerate(leaves)],
             lambda x, y: (Mux(y[0] > x[0], y[0], x[0]), Mux(y[0] > x[0], y[1], x[1])),
             "rmax")
         xs, xdepth = tree([Mux(p["ok"], p["x16"], 0) for p in pre], lambda x, y: x + y, "xs")
         s3_rmax = reg_of(wire(rmax, signed(17), "rmax"), "s3_rmax")
         s3_rlane = reg_of(wire(rlane, range(R), "rlane"), "s3_rlane")
         s3_xsum = reg_of(wire(xs, signed(17 + lane_bits), "xs"), "s3_xsum")
-        at_max = P + rdepth + 1
+        at_max = P + D + rdepth + 1
         s3_row = delay(s2_row, at_max - 2, "row")
         # ROPE: a row of the first half takes -(b s), so b * v's operand is -v there
         second_q = delay(s2_second, Q - 2, "second")
@@ -493,6 +511,8 @@ class VectorUnit(wiring.Component):
                 m.d.comb += [x_op.eq(dev), y_op.eq(Mux(c.out_pass, c.r_m, dev))]
             with m.Elif(c.is_add):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(c.mul_a)]
+            with m.Elif(c.is_dq):                      # DYNQ: x / sigma as x * mul
+                m.d.comb += [x_op.eq(q["val"]), y_op.eq(c.dq_mul)]
             with m.Elif(c.wide_rope):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(q["cos16"])]
             with m.Elif(c.is_rope):
@@ -520,7 +540,7 @@ class VectorUnit(wiring.Component):
             lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
         # The running maximum and its index.
         take = Signal()
-        m.d.comb += take.eq(valid_at(at_max) & (is_sm | is_am) & (vpass == P_A)
+        m.d.comb += take.eq(valid_at(at_max) & (is_sm | is_am | is_dq) & (vpass == P_A)
                             & (s3_rmax > mx))
         with m.If(take):
             m.d.sync += mx.eq(s3_rmax)
@@ -557,10 +577,11 @@ class VectorUnit(wiring.Component):
                                       f"e_{k}"), f"lane_e_{k}"))
             # ADD: a + b (rounded, saturated); LUT: the entry, as it is
             entry_k = cut(luts[k].data, f"lut_q_{k}").as_signed()
-            total_k = reg_of(wire(Mux(c.is_add, p1 + p2, entry_k), signed(34), f"sum_{k}"),
-                             f"lane_sum_{k}")
-            rsum = cut(total_k + c.half, f"rsum_{k}")
-            rounded = cut(wire(rsum >> c.shift, signed(34), f"rounded_{k}"), f"roundedq_{k}")
+            total_k = reg_of(wire(Mux(c.is_add, p1 + p2, Mux(c.is_dq, p1, entry_k)),
+                                  signed(34), f"sum_{k}"), f"lane_sum_{k}")
+            rsum = cut(total_k + c.early_half, f"rsum_{k}")
+            rounded = cut(wire(rsum >> c.early_shift, signed(34), f"rounded_{k}"),
+                          f"roundedq_{k}")
             q16 = cut(wire(clamp_wide(rounded), signed(16), f"q16_{k}"), f"q16q_{k}")
             sat = cut(wire(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded[:8])),
                            signed(8), f"sat_{k}"), f"satq_{k}")
@@ -667,7 +688,7 @@ class VectorUnit(wiring.Component):
                          out.w_en.eq((y_late & out_pass) | s8_lo_valid)]
         with m.Else():
             m.d.comb += [out.w_data.eq(Mux(s6_lo_valid, Cat(s6_lo, 1), s5_y)),
-                         out.w_en.eq(y_early | s6_lo_valid)]
+                         out.w_en.eq((y_early & out_pass) | s6_lo_valid)]
         in_pipe = Signal()
         m.d.comb += in_pipe.eq(Cat(t0_valid, t_mid_valid, *sv[1:], s6_lo_valid,
                                    s8_lo_valid).any())
@@ -817,6 +838,11 @@ class VectorUnit(wiring.Component):
                              v_len.eq(v_len + (v.causal & ~is_norm))]
                 m.next = "V_START"
 
+        # DYNQ: which of the limits the vector's maximum exceeds (a thermometer code),
+        # and the row-scale slot of the vector.
+        dq_over = Signal(isa.ROWSCALE_CODES)
+        rs_slot = Signal(len(self.rs_addr))
+        m.d.comb += [self.rs_addr.eq(rs_slot), self.rs_data.eq(sum(dq_over))]
         div_then = Signal(2)         # what the divider's quotient is for
         D_RECIP, D_MEAN, D_RSQRT = 0, 1, 2
 
@@ -838,7 +864,7 @@ class VectorUnit(wiring.Component):
                                  b_base.eq(v.b_row), ph.eq(0), out_row.eq(v.dst_row),
                                  out_base.eq(v.dst_row), out_j.eq(0), t_index.eq(0),
                                  v_len.eq(v.length), vpass.eq(P_OUT), half_off.eq(0),
-                                 h_left.eq(v.rows >> 1)]
+                                 h_left.eq(v.rows >> 1), rs_slot.eq(v.b_row)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
                     with m.Elif(reduce):
@@ -917,6 +943,9 @@ class VectorUnit(wiring.Component):
                         m.next = "ARG_OUT"
                     with m.Elif(vpass == P_OUT):
                         next_vector()
+                    with m.Elif(is_dq):
+                        m.d.sync += dq_over.eq(Cat(mx > lim for lim in isa.DYNQ_LIMITS))
+                        m.next = "DQ_CODE"
                     with m.Elif(is_sm & (vpass == P_A)):
                         start_pass(P_B)
                     with m.Elif(is_sm):
@@ -971,6 +1000,11 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift),
                                  z_half.eq((1 << (16 - e_shift)[:5]) >> 1)]
                     start_pass(P_OUT)
+
+            with m.State("DQ_CODE"):                 # DYNQ: the code, to its slot
+                m.d.comb += self.rs_en.eq(1)
+                m.d.sync += [dq_k.eq(self.rs_data), rs_slot.eq(rs_slot + 1)]
+                start_pass(P_OUT)
 
             with m.State("ARG_OUT"):                 # argmax: one row per vector
                 with m.If(self.abort):

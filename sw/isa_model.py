@@ -142,8 +142,8 @@ class Params:
 @dataclass
 class Result:
     """What :func:`run_program` returns. ``mem``, ``act``, ``acc`` and ``params`` are the
-    final state; ``tokens`` the token counters left at the end (``None`` when the
-    dependency checks were off)."""
+    final state (``rowscale``: the row-scale file's codes); ``tokens`` the token counters
+    left at the end (``None`` when the dependency checks were off)."""
     mem: np.ndarray = field(repr=False)
     error: isa.Error
     error_insn: int | None
@@ -158,6 +158,7 @@ class Result:
     ops: list = field(default_factory=list, repr=False)
     tokens: dict | None = None
     writes: list = field(default_factory=list, repr=False)
+    rowscale: np.ndarray = field(default=None, repr=False)
 
 
 class _Fault(Exception):
@@ -567,7 +568,7 @@ def run_program(cfg, mem, prog_addr, n_insns, *, base=0, limit=None, check_deps=
                   array_rows=machine.array_rows, dma_read_bytes=machine.dma_read_bytes,
                   dma_write_bytes=machine.dma_write_bytes, act=machine.act, acc=machine.acc,
                   params=machine.params, ops=machine.ops, tokens=tokens,
-                  writes=machine.writes)
+                  writes=machine.writes, rowscale=machine.rowscale)
 
 
 def written_pages(writes, page_bytes):

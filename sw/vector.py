@@ -92,10 +92,10 @@ values are exact integers (no intermediate rounding but the one stated).
     2. the code ``k``: the smallest of ``0 .. ROWSCALE_CODES - 1`` with ``q_k(m) <=
        127``, where ``q_k(v) = rshift_round(v * DYNQ_MUL[k & 1], DYNQ_SHIFT + (k >>
        1))`` is ``v / sigma_k`` (``sigma_k = (1 + (k & 1)/2) * 2**(k >> 1)``: 1, 1.5,
-       2, 3, ...); equivalently the number of thresholds :data:`DYNQ_LIMITS` that ``m``
-       exceeds;
-    3. ``y = clamp(q_k(x), -127, 127)`` for every element (those past ``length`` too),
-       and ``k`` is the row's scale code: ``x ~ sigma_k y``.
+       2, 3, ...); the hardware counts the thresholds :data:`DYNQ_LIMITS` that ``m``
+       exceeds (the same code);
+    3. ``y = sat8(q_k(x))`` for every element (those past ``length`` too; within
+       ``length`` ``|y| <= 127``), and ``k`` is the row's scale code: ``x ~ sigma_k y``.
 
     The GEMM that reads ``y`` multiplies its accumulators back by ``sigma_k`` in its
     ``STORE`` (``rowscale``, :func:`sw.requant.row_rescale`). A row's largest element
@@ -393,22 +393,9 @@ def dynq_q(v, k):
     return (v * mul + (np.int64(1) << (s - 1))) >> s
 
 
-def _dynq_limits():
-    """The largest ``m`` whose ``q_k(m) <= 127``, for each code ``k`` (increasing)."""
-    out = []
-    for k in range(isa.ROWSCALE_CODES):
-        lo, hi = 0, 1 << 20                        # q_k(lo) <= 127 < q_k(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if dynq_q(mid, k) <= 127 else (lo, mid)
-        out.append(lo)
-    return tuple(out)
-
-
-#: ``DYNQ_LIMITS[k]``: the largest row maximum that code ``k`` holds within 127.
-DYNQ_LIMITS = _dynq_limits()
-assert all(a < b for a, b in zip(DYNQ_LIMITS, DYNQ_LIMITS[1:]))
-assert DYNQ_LIMITS[-1] >= 1 << 15                 # every 16-bit row has a code
+#: ``DYNQ_LIMITS[k]``: the largest row maximum that code ``k`` holds within 127 (the
+#: hardware's table, checked against :func:`dynq`'s own search in the tests).
+DYNQ_LIMITS = isa.DYNQ_LIMITS
 
 
 def rowscale_sigma(k):
@@ -424,9 +411,11 @@ def dynq(x, length):
     length = np.broadcast_to(np.asarray(length, np.int64), (len(x),))
     valid = np.arange(x.shape[1])[None, :] < length[:, None]
     m = np.where(valid, np.abs(x), 0).max(axis=1, initial=0)
-    k = (m[:, None] > np.asarray(DYNQ_LIMITS, np.int64)[None, :]).sum(axis=1)
-    y = np.clip(dynq_q(x, k[:, None]), -127, 127)
-    return y.astype(np.int8), k
+    fits = dynq_q(m[:, None], np.arange(isa.ROWSCALE_CODES)[None, :]) <= 127
+    if not fits[:, -1].all():
+        raise ValueError("dynq: a row's maximum is past every code's range")
+    k = fits.argmax(axis=1)                        # the first code that holds it
+    return sat8(dynq_q(x, k[:, None])), k
 
 
 def apply(vop, a, b=None, *, mul_a=0, mul_b=0, shift=0, table=None):

@@ -830,6 +830,103 @@ def _softmax16_case(rng, cfg, rows=3, count=4, length=9):
     return x, ops, np.concatenate([hi.reshape(n, R), lo.reshape(n, R)]), n
 
 
+def _dynq_case(rng, cfg, rows, count, length, wide=True, stride=0):
+    """``DYNQ`` of ``count`` vectors of ``rows`` rows: 16-bit (``wide``: high rows, then
+    low rows) or int8, each vector at a magnitude of its own so that the codes run from
+    0 to the largest (a vector of zeros, one at each code's limit and one past it, the
+    most negative 16-bit value). Returns the rows, the op, the expected int8 rows, the
+    output row and the expected codes."""
+    R = cfg.rows
+    n = rows * count
+    top = isa.WIDE_MAX if wide else 127
+    lims = [v for v in isa.DYNQ_LIMITS if v <= top]
+    valid = max(1, min(length, rows * R))
+    x = np.zeros((count, rows * R), np.int64)
+    for i in range(1, count):       # at code c's limit, or one past it (code c + 1)
+        c = (i - 1) % len(lims)
+        past = i % 2 == 0 if count <= len(lims) else (i - 1) // len(lims) % 2 == 1
+        p = min(lims[c] + past, top)
+        x[i] = rng.integers(-p, p + 1, rows * R)
+        x[i, (7 * i) % valid] = p if i % 4 < 2 else -p
+    x[0] = 0                                      # all zeros: code 0, zeros out
+    if count > 1 and wide:
+        x[-1, -1] = -128 * 257                    # the most negative 16-bit value
+    if wide:
+        hi, lo = requant.split_wide(np.clip(x, -isa.WIDE_MAX, isa.WIDE_MAX))
+        hi, lo = hi.astype(np.int64), lo.astype(np.int64)
+        if count > 1:
+            hi[-1, -1], lo[-1, -1] = -128, -128
+        x = 256 * hi + lo
+        data = np.concatenate([hi.reshape(n, R), lo.reshape(n, R)]).astype(np.int8)
+    else:
+        data = x.reshape(n, R).astype(np.int8)
+    off = isa_model.vec_offsets(rows, count, stride)
+    order = np.argsort(off.ravel())               # interleaved: vector i's rows apart
+    src = np.zeros_like(data)
+    src[:n][off.ravel()] = data[:n]
+    if wide:
+        src[n:][off.ravel()] = data[n:]
+    del order
+    out = (1 + wide) * n
+    op = dict(vop=isa.VecOp.DYNQ, a_row=0, dst_row=out, rows=rows, count=count,
+              length=length, stride=stride, b_row=3, wide=int(wide),
+              a_lo_row=n if wide else 0)
+    y, k = vector.dynq(x, length)
+    want = np.zeros((n, R), np.int8)
+    want[off.ravel()] = y.reshape(n, R)
+    return src, op, want, out, k
+
+
+@pytest.mark.parametrize("rows, count, length, wide, stride", [
+    (1, 1, 1, True, 0), (3, 12, 40, True, 0), (2, 19, 32, True, 0), (2, 6, 9, False, 0),
+    (2, 4, 20, True, 4), (1, 3, 0, True, 0)])
+def test_dynq_matches_golden(simulator, rng, rows, count, length, wide, stride):
+    """``DYNQ``: every code, rows at their code's limit and one past it, all zeros, the
+    most negative value, a vector of one row, lengths that leave lanes out, interleaved
+    vectors, int8 input; the specification's rows and the golden model's memory."""
+    data, op, want, out, k = _dynq_case(rng, TINY, rows, count, length, wide, stride)
+    if count == 19:
+        assert set(k) == set(range(isa.ROWSCALE_CODES))     # every code
+    image, prog_len = _program(TINY, data, [op], out_row=out, n_out=len(want))
+    gold = _golden(TINY, image, prog_len)
+    np.testing.assert_array_equal(gold.rowscale[3:3 + count], k)
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, len(want)), want)
+
+
+def test_dynq_on_amaranths_simulator(rng):
+    data, op, want, out, _ = _dynq_case(rng, TINY, 2, 19, 30)
+    _on_amaranths_simulator(data, [op], out, want)
+
+
+def test_dynq_through_the_deep_pipeline(simulator, rng):
+    data, op, want, out, _ = _dynq_case(rng, TINY_DEEP, 2, 19, 30, stride=19)
+    image, prog_len = _program(TINY_DEEP, data, [op], out_row=out, n_out=len(want))
+    rtl = run_rtl(TINY_DEEP, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY_DEEP, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY_DEEP, rtl.image, len(want)), want)
+
+
+def test_dynq_codes_are_the_smallest_scale_that_holds_the_row(rng):
+    """The code search against exact rationals: ``sigma_k`` is the smallest of the 18
+    scales with ``round(m / sigma_k) <= 127`` (to within the multiplier's rounding),
+    every element is within half a step of ``x / sigma_k``, and the hardware's table of
+    limits gives the same codes."""
+    m = np.concatenate([np.arange(0, 2000), rng.integers(0, 1 << 15, 5000),
+                        np.asarray(isa.DYNQ_LIMITS[:-1]), np.asarray(isa.DYNQ_LIMITS[:-1]) + 1])
+    x = np.stack([m, -m, m // 3], axis=1)
+    y, k = vector.dynq(x, 3)
+    sigma = vector.rowscale_sigma(k)
+    assert (np.abs(y[:, 0]) <= 127).all() and (np.abs(y[:, 1]) <= 127).all()
+    np.testing.assert_array_less(np.abs(y - x / sigma[:, None]), 0.5 + 1e-3)
+    up = k > 0                                    # the next smaller scale would not do
+    assert (m[up] / vector.rowscale_sigma(k[up] - 1) >= 127.5 - 0.01).all()
+    np.testing.assert_array_equal(k, (m[:, None] > np.asarray(isa.DYNQ_LIMITS)).sum(1))
+    big = m >= 128
+    assert (np.abs(y[big, 0]) >= 84).all()        # a row's maximum reaches 85..127
+
+
 def _softmax_wide_case(rng, cfg, rows, count, length, causal, wide_out, big=False):
     """Softmax of 16-bit scores (``wide``: high rows, then low rows), into int8 or 16
     bits; one element the most negative 16-bit value, one the largest; ``big``: a
