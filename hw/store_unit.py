@@ -1,7 +1,8 @@
 """The store unit: ``STORE`` reads accumulator rows, requantizes them, writes them out."""
 
-from amaranth import Cat, Module, Signal, Mux
+from amaranth import Cat, Module, Signal, Mux, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -33,6 +34,17 @@ class StoreUnit(wiring.Component):
     ``wide`` store writes each 16-bit row as two rows, the high halves then, a cycle
     later, the low halves: into the buffer at ``buf_row + r`` and ``lo_row + r``, or to
     memory as two beats at ``dram_addr + r*dram_stride``.
+    A ``rowscale`` store (per-row dynamic quantization, :func:`sw.requant.row_rescale`)
+    first multiplies accumulator row ``r`` by its row's scale: the code
+    ``k = file[scale_row + r]`` of the row-scale file, read beside the accumulator (both
+    latency 1), gives ``acc * (2 + (k & 1))`` (a shift and an add), plus the rounding
+    constant ``2**(s-1)``, shifted right arithmetically by ``s = 9 - (k >> 1)`` (1..9),
+    wrapped to int32, in one registered stage between the accumulator and the skid
+    FIFO; then the row is requantized (or transposed, widened) as any other. The unit
+    owns the row-scale file (:attr:`~hw.config.Config.rowscale_slots` codes of
+    :data:`~hw.isa.ROWSCALE_BITS` bits, zero at reset); the vector unit writes it
+    (``VEC DYNQ``) through ``rs_addr``/``rs_data``/``rs_en``, one code a cycle, the
+    write seen by a read in a later cycle.
     ``push_prev`` (accumulator free) is given when the last accumulator row has been read.
 
     Throughput: one row per cycle (a raw row: one per ``raw_row_beats`` cycles; a
@@ -40,8 +52,11 @@ class StoreUnit(wiring.Component):
     two cycles) unless the
     destination holds back. Back-pressure: the
     write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
-    requantizer; accumulator reads stop while the 4-row skid buffer is full.
-    Latency: ``PARAM_BEATS + 3`` cycles from the token to the first accumulator read.
+    requantizer; accumulator reads stop while the 4-row skid buffer is full (rows on
+    their way to it counted: a rescaled row one cycle longer, with room for one more).
+    Latency: ``PARAM_BEATS + 3`` cycles from the token to the first accumulator read;
+    from a read to the requantizer's input one cycle more with ``rowscale`` (the
+    rescale stage), the same otherwise.
 
     Ports
     -----
@@ -54,9 +69,13 @@ class StoreUnit(wiring.Component):
     v2s_avail : In; v2s_take, s2v_give : Out           tokens with the vector unit
                                                        (``push_side``: given as the last
                                                        row leaves)
+    rs_addr, rs_data, rs_en : In                       row-scale file write port (the
+                                                       vector unit's ``DYNQ`` codes)
     abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
-                             while idle and no ``insn.valid`` the state does not change
-                             (the clock gate of hw/clock_gate.py relies on it)
+                             while idle and neither ``insn.valid`` nor ``rs_en`` the
+                             state does not change (the clock gate of hw/clock_gate.py
+                             relies on it: the unit's gate wakes on ``rs_en`` too, see
+                             hw/top.py)
 
     ``gating``: ``"clock"`` gives the requantizer a clock gate of its own (enabled while
     a row is in it or arriving), ``"none"`` (the default) clocks it with the unit; the
@@ -80,6 +99,8 @@ class StoreUnit(wiring.Component):
             "e2s_avail": In(1), "e2s_take": Out(1), "s2e_give": Out(1),
             "v2s_avail": In(1), "v2s_take": Out(1), "s2v_give": Out(1),
             "abort": In(1), "idle": Out(1),
+            "rs_addr": In(ceil_log2(cfg.rowscale_slots)), "rs_data": In(isa.ROWSCALE_BITS),
+            "rs_en": In(1),
         })
 
     def elaborate(self, platform):
@@ -126,7 +147,44 @@ class StoreUnit(wiring.Component):
         acc_row = Signal(16)
         a_pending = Signal()
         m.d.sync += a_pending.eq(self.acc_en)
-        m.d.comb += [skid.w_data.eq(self.acc_data), skid.w_en.eq(a_pending)]
+
+        # The row-scale file: written by the vector unit (VEC DYNQ), read beside the
+        # accumulator (the same latency, 1) by a STORE with ``rowscale``. Its rows go
+        # through one more register stage on their way to the skid FIFO: ``rs_row`` is
+        # the row times its scale (sw.requant.row_rescale); other stores' rows enter the
+        # FIFO straight from the accumulator, as before.
+        m.submodules.rs_file = rs_file = Memory(shape=unsigned(isa.ROWSCALE_BITS),
+                                                depth=cfg.rowscale_slots, init=[])
+        rs_wr = rs_file.write_port()
+        rs_rd = rs_file.read_port()
+        m.d.comb += [rs_wr.addr.eq(self.rs_addr), rs_wr.data.eq(self.rs_data),
+                     rs_wr.en.eq(self.rs_en)]
+        rowscale = Signal()           # this STORE rescales its rows
+        scale_row = Signal(16)        # the row-scale slot of the next accumulator read
+        m.d.comb += [rs_rd.en.eq(self.acc_en & rowscale), rs_rd.addr.eq(scale_row)]
+        rs_valid = Signal()           # rs_row holds a rescaled row (for the FIFO)
+        rs_row = Signal(data.ArrayLayout(32, C), reset_less=True)
+        code = rs_rd.data
+        frac = code[0]                # sigma = (2 + frac) * 2**(code >> 1) / 2
+        expo = code[1:]
+        for c in range(C):
+            a = self.acc_data[c].as_signed()
+            # (a * (2 + frac) + 2**(s-1)) >> s with s = 9 - expo in 1..9, as
+            # ((p >> (s - 1)) + 1) >> 1: the rounding bit added after the shift.
+            p = Signal(signed(35), name=f"rs_p_{c}")
+            q = Signal(signed(35), name=f"rs_q_{c}")
+            m.d.comb += p.eq((a << 1) + Mux(frac, a, 0))
+            with m.Switch(expo):
+                for e in range(9):
+                    with m.Case(e):
+                        m.d.comb += q.eq(p >> (8 - e))
+                with m.Default():                 # codes past ROWSCALE_CODES: as 16, 17
+                    m.d.comb += q.eq(p)
+            with m.If(a_pending):
+                m.d.sync += rs_row[c].eq((q + 1)[1:33])
+        m.d.sync += rs_valid.eq(a_pending & rowscale)
+        m.d.comb += [skid.w_data.eq(Mux(rowscale, rs_row, self.acc_data)),
+                     skid.w_en.eq(Mux(rowscale, rs_valid, a_pending))]
         # A raw row leaves the skid's head beat by beat, the requantizer idle meanwhile.
         raw_beat = Signal(8 * cfg.bus_bytes)
         raw_take = Signal()
@@ -178,7 +236,8 @@ class StoreUnit(wiring.Component):
                                  out_left.eq(st.m), to_buf.eq(st.to_buf), raw.eq(st.raw),
                                  beat.eq(0), transpose.eq(st.transpose), tr_fill.eq(0),
                                  wide.eq(st.wide), lo_next.eq(st.lo_row),
-                                 buf_row.eq(st.buf_row)]
+                                 buf_row.eq(st.buf_row), rowscale.eq(st.rowscale),
+                                 scale_row.eq(st.scale_row)]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.comb += [self.param_en.eq(1),
@@ -211,13 +270,17 @@ class StoreUnit(wiring.Component):
                 with m.Elif(st.to_buf | self.wcmd.ready):
                     m.next = "ROWS"
             with m.State("ROWS"):
-                in_skid = Signal(range(self.skid + 2))
-                m.d.comb += in_skid.eq(skid.r_level + a_pending)
+                in_skid = Signal(range(self.skid + 3))
+                m.d.comb += in_skid.eq(skid.r_level + a_pending + rs_valid)
                 with m.If(self.abort):
                     m.next = "IDLE"
-                with m.Elif(in_skid < self.skid - 1):
+                # A rescaled row spends a cycle more on its way (rs_valid), and may:
+                # the same rows per cycle as without rowscale, never more than ``skid``
+                # rows on their way or in the FIFO.
+                with m.Elif(in_skid < self.skid - 1 + rowscale):
                     m.d.comb += [self.acc_en.eq(1), self.acc_addr.eq(acc_row)]
-                    m.d.sync += [acc_row.eq(acc_row + 1), rows_left.eq(rows_left - 1)]
+                    m.d.sync += [acc_row.eq(acc_row + 1), rows_left.eq(rows_left - 1),
+                                 scale_row.eq(scale_row + 1)]
                     with m.If(rows_left == 1):
                         m.d.comb += self.s2e_give.eq(cur.header.push_prev)
                         m.next = "IDLE"

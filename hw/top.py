@@ -78,8 +78,12 @@ class Core(wiring.Component):
         # work (hw/clock_gate.py).
         load, vec = LoadUnit(cfg), VectorUnit(cfg)
         store = StoreUnit(cfg, gating=self.gating)
+        # The store unit's clock also ticks for the vector unit's writes to the row-scale
+        # file it holds (VEC DYNQ's codes), idle or not.
+        wakes = {"store": store.insn.valid | store.rs_en}
         for name, unit in (("load", load), ("store", store), ("vec", vec)):
-            m.submodules[name] = gate(m, f"{name}_clk", unit, self.gating)
+            m.submodules[name] = gate(m, f"{name}_clk", unit, self.gating,
+                                      wake=wakes.get(name))
         m.submodules.rmux = rmux = ReadMux(cfg, 3)
         m.submodules.rd = rd = DMARead(cfg, max_outstanding=8)
         m.submodules.wr = wr = DMAWrite(cfg, max_outstanding=8)
@@ -140,6 +144,8 @@ class Core(wiring.Component):
             params.wr_en.eq(load.param_en),
             params.rd_addr.eq(store.param_addr), params.rd_en.eq(store.param_en),
             store.param_data.eq(params.rd_data),
+            store.rs_addr.eq(vec.rs_addr), store.rs_data.eq(vec.rs_data),
+            store.rs_en.eq(vec.rs_en),
         ]
 
         # Dependency tokens between neighbouring units.

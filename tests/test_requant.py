@@ -15,15 +15,18 @@ import pytest
 from amaranth.back import verilog
 from amaranth.sim import Simulator
 
-from serrano.hw import layouts
+from serrano.hw import isa, layouts
 from serrano.hw.config import get_preset
 from serrano.hw.requant import Requantizer
+from serrano.hw.store_unit import StoreUnit
 from serrano.sim import runner
 from serrano.sim.verilog import signal_ports
+from serrano.sw.isa_model import Machine, Params
 from serrano.sw.requant import (MULT_BITS, SHIFT_BITS, MULT_MAX, SHIFT_MAX, WIDE_MAX,
-                                requantize, split_wide, quantize_multiplier)
+                                requantize, row_rescale, split_wide, quantize_multiplier)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ROWSCALE_CODES = isa.ROWSCALE_CODES
 TOP = "serrano_requant"
 
 
@@ -635,3 +638,319 @@ def test_cocotb_requant(simulator, pattern):
             stalled |= max(lat) > Requantizer.LATENCY
     if pattern == "backpressure":
         assert stalled, "the back-pressure pattern never stalled a row"
+
+
+# ---------------------------------------------------------------------------------------
+# Per-row rescaling (STORE rowscale): sw.requant.row_rescale against an independent
+# reference, then the store unit's rowscale path on Amaranth's simulator.
+
+def ref_rescale_one(acc, k):
+    """``acc * sigma_k / 256`` rounded half up, wrapped to int32, from the definition:
+    ``sigma_k = (1 + (k & 1) / 2) * 2**(k >> 1)``, as an exact fraction."""
+    x = Fraction(acc) * (1 + Fraction(k & 1, 2)) * 2**(k >> 1) / 256
+    r = math.floor(x + Fraction(1, 2))
+    return (r - INT32_MIN) % (1 << 32) + INT32_MIN
+
+
+RESCALE_CORNERS = [INT32_MIN, INT32_MAX, INT32_MIN + 1, INT32_MAX - 1, 0, 1, -1, 2, -2,
+                   85, -85, 86, -86, 127, -128, 128, -129, 255, -255, 256, -256, 257, -257,
+                   511, -511, 512, -512, 1 << 30, -(1 << 30), (1 << 30) - 1, -(1 << 30) - 1,
+                   (1 << 31) // 3, -((1 << 31) // 3) - 1]
+
+
+def test_row_rescale_matches_reference_on_corners():
+    """Every code against every corner: the int32 limits (the x3 codes wrap), exact
+    halves of both signs (half up: -0.5 gives 0, -1.5 gives -1) and their neighbours."""
+    acc = np.array(RESCALE_CORNERS, dtype=np.int64)
+    for k in range(ROWSCALE_CODES):
+        got = row_rescale(acc.reshape(-1, 1), np.full(len(acc), k))
+        assert got.dtype == np.int32 or np.issubdtype(got.dtype, np.integer)
+        expected = [ref_rescale_one(int(a), k) for a in acc]
+        assert got.ravel().tolist() == expected, f"code {k}"
+
+
+def test_row_rescale_negative_halves_round_up():
+    # k = 0: acc / 256; -128 / 256 = -0.5 -> 0, -384 / 256 = -1.5 -> -1, 128 / 256 -> 1.
+    got = row_rescale(np.array([[-128, -384, 128, 384, -129, -127]]), [0])
+    assert got.tolist() == [[0, -1, 1, 2, -1, 0]]
+    # k = 1: acc * 1.5 / 256; acc = -256: -1.5 -> -1; acc = 256 -> 1.5 -> 2.
+    assert row_rescale(np.array([[-256, 256]]), [1]).tolist() == [[-1, 2]]
+    # k = 17: acc * 384 / 256 = acc * 1.5: -1 -> -1.5 -> -1, 1 -> 2, 3 -> 4.5 -> 5.
+    assert row_rescale(np.array([[-1, 1, 3, -3]]), [17]).tolist() == [[-1, 2, 5, -4]]
+    # k = 16: acc * 256 / 256 exactly.
+    assert row_rescale(np.array([[INT32_MIN, INT32_MAX]]), [16]).tolist() == \
+        [[INT32_MIN, INT32_MAX]]
+
+
+def test_row_rescale_matches_reference_random():
+    rng = seeded("row-rescale")
+    rows, C = 400, 6
+    acc = np.concatenate([rng.integers(INT32_MIN, INT32_MAX, size=(rows // 2, C),
+                                       endpoint=True),
+                          rng.integers(-5000, 5001, size=(rows // 2, C))])
+    k = rng.integers(0, ROWSCALE_CODES, size=rows)
+    got = row_rescale(acc, k)
+    assert got.shape == acc.shape
+    expected = [[ref_rescale_one(int(a), int(kk)) for a in row] for row, kk in zip(acc, k)]
+    assert got.tolist() == expected
+    # And as a float: within half a unit of acc * sigma / 256 where nothing wraps.
+    sigma = (1 + (k & 1) / 2) * 2.0**(k >> 1)
+    exact = acc * sigma[:, None] / 256
+    fits = np.abs(exact) < 2**31 - 1
+    assert fits.mean() > 0.5
+    assert (np.abs(got[fits] - exact[fits]) <= 0.5).all()
+
+
+def test_row_rescale_argument_checks():
+    with pytest.raises(Exception):
+        row_rescale(np.zeros((1, 4), np.int64), [ROWSCALE_CODES])
+    with pytest.raises(Exception):
+        row_rescale(np.zeros((1, 4), np.int64), [-1])
+
+
+def store_insn(**fields):
+    """One encoded STORE as the store unit's ``insn.payload`` (an int)."""
+    return int.from_bytes(isa.encode(isa.Op.STORE, **fields), "little")
+
+
+def run_store_unit(cfg, stores, *, acc, params, codes, p_ready=1.0, p_insn=1.0,
+                   seed="store", max_cycles=20000):
+    """Run ``stores`` (dicts of STORE fields) through a fresh :class:`StoreUnit` on
+    Amaranth's simulator: the row-scale file written first with ``codes`` through the
+    ``rs_*`` port, accumulators ``acc`` and parameter slots ``params`` (a
+    :class:`sw.isa_model.Params`) served with a read latency of 1, the write DMA and the
+    activation buffer taking each beat with probability ``p_ready``. Returns the memory
+    image the DMA commands and beats give, the activation rows written, and per store
+    the cycles of its rows' (beats') departures."""
+    dut = StoreUnit(cfg)
+    C, bus = cfg.cols, cfg.bus_bytes
+    rng = seeded(seed)
+    words_per_beat = 8 * bus // 32
+    param_beats = []
+    for t in range(cfg.param_tiles):
+        words = ([int(v) & 0xFFFFFFFF for v in params.bias[t]]
+                 + [int(v) for v in params.mult[t]] + [int(v) for v in params.shift[t]])
+        flat = sum(w << (32 * i) for i, w in enumerate(words))
+        param_beats.append([(flat >> (8 * bus * j)) & ((1 << (8 * bus)) - 1)
+                            for j in range(isa.PARAM_BEATS)])
+    assert words_per_beat * isa.PARAM_BEATS == 3 * C
+    mem, act, departures = {}, {}, []
+
+    async def testbench(ctx):
+        for slot, k in enumerate(codes):
+            ctx.set(dut.rs_addr, slot)
+            ctx.set(dut.rs_data, int(k))
+            ctx.set(dut.rs_en, 1)
+            await ctx.tick()
+        ctx.set(dut.rs_en, 0)
+        ctx.set(dut.e2s_avail, 1)
+        ctx.set(dut.v2s_avail, 1)
+        pending = list(stores)
+        cmds, beats = [], []
+        cycle = 0
+        idle_run = 0
+        while pending or idle_run < 4:
+            assert cycle < max_cycles, "watchdog"
+            ready = lambda: int(rng.random() < p_ready)
+            offer = bool(pending) and rng.random() < p_insn
+            ctx.set(dut.insn.valid, int(offer))
+            if offer:
+                ctx.set(dut.insn.payload.as_value(), store_insn(**pending[0]))
+            ctx.set(dut.wcmd.ready, ready())
+            ctx.set(dut.wdata.ready, ready())
+            ctx.set(dut.buf_ready, ready())
+            if offer and ctx.get(dut.insn.ready):
+                pending.pop(0)
+                departures.append([])
+            if ctx.get(dut.wcmd.valid) and ctx.get(dut.wcmd.ready):
+                p = ctx.get(dut.wcmd.payload)
+                cmds.append((p.addr, p.rows, p.row_beats, p.stride))
+            if ctx.get(dut.wdata.valid) and ctx.get(dut.wdata.ready):
+                beats.append(ctx.get(dut.wdata.payload))
+                departures[-1].append(cycle)
+            if ctx.get(dut.buf_valid) and ctx.get(dut.buf_ready):
+                act[ctx.get(dut.buf_addr)] = ctx.get(dut.buf_data)
+                departures[-1].append(cycle)
+            acc_read = (ctx.get(dut.acc_addr), ctx.get(dut.acc_en))
+            param_read = (ctx.get(dut.param_addr), ctx.get(dut.param_en))
+            idle_run = idle_run + 1 if ctx.get(dut.idle) else 0
+            await ctx.tick()
+            cycle += 1
+            if acc_read[1]:
+                ctx.set(dut.acc_data, [int(v) for v in acc[acc_read[0]]])
+            if param_read[1]:
+                t, j = divmod(param_read[0], isa.PARAM_BEATS)
+                ctx.set(dut.param_data, param_beats[t][j])
+        # The DMA: each command's rows of row_beats beats, row i at addr + i * stride.
+        it = iter(beats)
+        for addr, rows, row_beats, stride in cmds:
+            for i in range(rows):
+                for j in range(row_beats):
+                    beat = next(it)
+                    for b in range(bus):
+                        mem[addr + i * stride + j * bus + b] = (beat >> (8 * b)) & 0xFF
+        assert next(it, None) is None, "beats beyond the commands"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return mem, act, departures
+
+
+def golden_stores(cfg, stores, *, acc, params, codes, mem_bytes):
+    """The golden ISA model's memory and activation buffer after ``stores``."""
+    mach = Machine(cfg, np.zeros(mem_bytes, np.uint8))
+    mach.acc[:] = acc
+    mach.params = params.copy()
+    mach.rowscale[:] = codes
+    for fields in stores:
+        assert mach.execute(isa.encode(isa.Op.STORE, **fields)) == isa.Error.NONE
+    return mach
+
+
+def random_store_state(cfg, rng):
+    """Accumulators (corners and random values), codes (every code, repeated) and
+    parameter slots of every kind of test_requant's channels, plus mild ones (slot 0)
+    whose rescaled rows land mostly inside the int8 range."""
+    rows = 2 * cfg.acc_buf_rows
+    acc = random_acc(rng, rows, cfg.cols)
+    acc[len(ACC_CORNERS):len(ACC_CORNERS) + len(RESCALE_CORNERS)] = \
+        np.array(RESCALE_CORNERS)[:, None]
+    acc = acc.astype(np.int32)
+    codes = np.arange(cfg.rowscale_slots) % ROWSCALE_CODES
+    rng.shuffle(codes[ROWSCALE_CODES:])
+    params = Params.zeros(cfg)
+    for t in range(cfg.param_tiles):
+        for c in range(cfg.cols):
+            b, mlt, s = channel_params(rng, KINDS[(c + t) % len(KINDS)])
+            if t == 0:
+                b, mlt, s = int(rng.integers(-500, 501)), int(rng.integers(1 << 29, 1 << 30)), 40
+            params.bias[t, c], params.mult[t, c], params.shift[t, c] = b, mlt, s
+    return acc, codes, params
+
+
+def check_store_unit(cfg, stores, *, p_ready, p_insn, seed):
+    rng = seeded(seed)
+    acc, codes, params = random_store_state(cfg, rng)
+    mem, act, departures = run_store_unit(cfg, stores, acc=acc, params=params, codes=codes,
+                                          p_ready=p_ready, p_insn=p_insn, seed=seed)
+    mem_bytes = 1 << 16
+    gold = golden_stores(cfg, stores, acc=acc, params=params, codes=codes,
+                         mem_bytes=mem_bytes)
+    got_mem = np.zeros(mem_bytes, np.uint8)
+    for addr, v in mem.items():
+        got_mem[addr] = v
+    np.testing.assert_array_equal(got_mem, gold.mem)
+    got_act = np.zeros_like(gold.act)
+    for row, v in act.items():
+        got_act[row] = np.frombuffer(int(v).to_bytes(cfg.rows, "little"), np.int8)
+    np.testing.assert_array_equal(got_act, gold.act)
+    return gold, departures
+
+
+def rowscale_stores(cfg, rng, n):
+    """``n`` random STOREs, most with ``rowscale``, over every destination form."""
+    stores = []
+    forms = [dict(), dict(wide=1), dict(to_buf=1), dict(to_buf=1, wide=1),
+             dict(transpose=1), dict(relu=1), dict(to_buf=1, relu=1, wide=1)]
+    addr = 0
+    for i in range(n):
+        form = forms[i % len(forms)]
+        m = int(rng.integers(1, 40))
+        f = dict(acc_row=int(rng.integers(0, 2 * cfg.acc_buf_rows - m + 1)), m=m,
+                 param_tile=int(rng.choice([0, 0, int(rng.integers(0, cfg.param_tiles))])),
+                 rowscale=int(i % 5 != 4),
+                 scale_row=int(rng.integers(0, cfg.rowscale_slots - m + 1)), **form)
+        if form.get("to_buf"):
+            f["buf_row"] = int(rng.integers(0, cfg.act_buf_rows // 2 - m))
+            if form.get("wide"):
+                f["lo_row"] = cfg.act_buf_rows // 2 + int(rng.integers(0, 100))
+        else:
+            beats = 2 if form.get("wide") else 1
+            row = beats * cfg.bus_bytes
+            if form.get("transpose"):
+                stride = cfg.cols * cfg.cols
+                blocks = -(-m // cfg.cols)
+            else:
+                stride = int(rng.choice([row, 2 * row]))
+                blocks = m
+            f["dram_addr"], f["dram_stride"] = addr, stride
+            addr += blocks * stride + 4 * cfg.bus_bytes
+        stores.append(f)
+    assert addr < 1 << 16
+    return stores
+
+
+@pytest.mark.parametrize("preset,p_ready,p_insn", [
+    ("tiny", 1.0, 1.0),
+    ("tiny", 0.5, 0.7),
+    ("tiny", 0.2, 1.0),                    # heavy back-pressure: the skid fills
+    ("fpga", 0.6, 0.8),
+])
+def test_store_unit_rowscale_matches_golden(preset, p_ready, p_insn):
+    """STORE rowscale through the store unit, bit-exact against row_rescale + requantize
+    (the golden ISA model), every code, to memory and to the buffer, wide, transposed,
+    with ReLU, with random back-pressure on the destination; stores without rowscale
+    between them."""
+    cfg = get_preset(preset)
+    seed = f"store-rowscale-{preset}-{p_ready}-{p_insn}"
+    stores = rowscale_stores(cfg, seeded(seed + "-stores"), 14)
+    scaled_rows = sum(s["m"] for s in stores if s["rowscale"])
+    assert scaled_rows >= ROWSCALE_CODES
+    gold, _ = check_store_unit(cfg, stores, p_ready=p_ready, p_insn=p_insn, seed=seed)
+    assert gold.mem.any() and gold.act.any()
+
+
+def test_store_unit_rowscale_every_code_and_corner():
+    """Every code meets every corner accumulator (the x3 codes wrap at the int32 limits,
+    halves of both signs), slot ``s`` holding code ``s % ROWSCALE_CODES`` and accumulator
+    row ``s`` one corner in every lane; identity requantization (wide: the 16-bit
+    saturation shows more of the rescaled value) and a mild one, to memory."""
+    cfg = get_preset("tiny")
+    rng = seeded("store-rowscale-codes")
+    _, _, params = random_store_state(cfg, rng)
+    params.bias[1], params.mult[1], params.shift[1] = 0, 1, 0
+    slots = cfg.rowscale_slots
+    codes = np.arange(slots) % ROWSCALE_CODES
+    per_run = slots // ROWSCALE_CODES
+    mem_bytes = 1 << 16
+    for start in range(0, len(RESCALE_CORNERS), per_run):
+        corners = RESCALE_CORNERS[start:start + per_run]
+        acc = np.zeros((2 * cfg.acc_buf_rows, cfg.cols), np.int32)
+        for s_ in range(len(corners) * ROWSCALE_CODES):
+            acc[s_] = corners[s_ // ROWSCALE_CODES]
+        m = len(corners) * ROWSCALE_CODES
+        stores = [dict(acc_row=0, m=m, param_tile=tile, rowscale=1, scale_row=0,
+                       dram_addr=tile * 2 * m * cfg.bus_bytes, dram_stride=2 * cfg.bus_bytes,
+                       wide=1) for tile in (1, 0)]
+        mem, _, _ = run_store_unit(cfg, stores, acc=acc, params=params, codes=codes,
+                                   p_ready=0.7, seed=f"codes-{start}")
+        gold = golden_stores(cfg, stores, acc=acc, params=params, codes=codes,
+                             mem_bytes=mem_bytes)
+        got = np.zeros(mem_bytes, np.uint8)
+        for addr, v in mem.items():
+            got[addr] = v
+        np.testing.assert_array_equal(got, gold.mem, err_msg=f"corners from {start}")
+
+
+@pytest.mark.parametrize("form", [dict(), dict(to_buf=1), dict(wide=1), dict(transpose=1)])
+def test_store_unit_rowscale_latency_and_rate(form):
+    """Without back-pressure a rescaled store's first row leaves one cycle later than
+    without rowscale (the rescale stage), at least as many rows a cycle after it."""
+    cfg = get_preset("tiny")
+    acc, codes, params = random_store_state(cfg, seeded("store-rowscale-rate"))
+    stride = (cfg.cols * cfg.cols if form.get("transpose")
+              else cfg.bus_bytes * (2 if form.get("wide") else 1))
+    times = {}
+    for rowscale in (0, 1):
+        store = dict(acc_row=3, m=40, param_tile=0, rowscale=rowscale, scale_row=5,
+                     dram_addr=0, dram_stride=stride, **form)
+        _, _, [departures] = run_store_unit(cfg, [store], acc=acc, params=params,
+                                            codes=codes, seed="rate")
+        times[rowscale] = departures
+    plain, scaled = times[0], times[1]
+    assert len(plain) == len(scaled) == 40 * (2 if form.get("wide") else 1)
+    if not form.get("transpose"):         # a block leaves once all its rows are in
+        assert scaled[0] == plain[0] + 1
+    assert scaled[-1] - scaled[0] <= plain[-1] - plain[0]
