@@ -26,9 +26,9 @@ class FrontEnd(wiring.Component):
     with whatever follows ``END``), and takes one instruction a cycle from each beat.
 
     Dispatch, one instruction at a time, in program order: the instruction is checked
-    (opcode defined, counts non-zero, every buffer row and parameter slot it names in
-    range) and, if it passes, handed to the queue of its unit (:data:`hw.isa.OPS`: load,
-    exec, store or vector); ``FENCE`` and
+    (opcode defined, counts non-zero, every buffer row, parameter slot and row-scale
+    slot it names in range) and, if it passes, handed to the queue of its unit
+    (:data:`hw.isa.OPS`: load, exec, store or vector); ``FENCE`` and
     ``END`` wait until ``units_idle``. The range checks run in a pipeline of
     ``CHECK_CYCLES`` registered stages (counts minus one and their factors into each
     multiplier's input registers; products in its output registers, a DSP block with its
@@ -204,6 +204,8 @@ class FrontEnd(wiring.Component):
         param_end = Signal(18)
         store_buf_end = Signal(18)
         store_lo_end = Signal(18)
+        store_scale_end = Signal(18)     # rowscale: the row-scale slots read
+        vec_scale_end = Signal(18)       # DYNQ: the row-scale slots written
         vec_a_lo_end = Signal(33)        # wide: the low halves of a, b and the result
         vec_b_lo_end = Signal(33)
         vec_dst_lo_end = Signal(33)
@@ -227,6 +229,8 @@ class FrontEnd(wiring.Component):
                              b.store.param_tile + 1)),
             store_buf_end.eq(b.store.buf_row + b.store.m),
             store_lo_end.eq(b.store.lo_row + b.store.m),
+            store_scale_end.eq(b.store.scale_row + b.store.m),
+            vec_scale_end.eq(b.vec.b_row + b.vec.count),
             vec_a_lo_end.eq(b.vec.a_lo_row + vec_span),
             vec_b_lo_end.eq(b.vec.b_lo_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
             vec_dst_lo_end.eq(b.vec.dst_lo_row + vec_span),
@@ -273,13 +277,17 @@ class FrontEnd(wiring.Component):
                                           | (b.store.wide
                                              & (b.store.raw | b.store.transpose
                                                 | (b.store.to_buf
-                                                   & (store_lo_end > cfg.act_buf_rows)))))
+                                                   & (store_lo_end > cfg.act_buf_rows))))
+                                          | (b.store.rowscale
+                                             & (b.store.raw
+                                                | (store_scale_end > cfg.rowscale_slots))))
             with m.Case(isa.Op.VEC):
                 vop = b.vec.vop
                 binary = (vop == isa.VecOp.ADD) | (vop == isa.VecOp.MUL)
                 table = vop == isa.VecOp.TABLE
                 norm = (vop == isa.VecOp.LAYERNORM) | (vop == isa.VecOp.RMSNORM)
                 rope = vop == isa.VecOp.ROPE
+                dynq = vop == isa.VecOp.DYNQ
                 m.d.comb += bad_buffer.eq(
                     (vec_a_end > cfg.act_buf_rows)
                     | ((binary | rope) & (vec_b_end > cfg.act_buf_rows))
@@ -292,7 +300,8 @@ class FrontEnd(wiring.Component):
                     | (b.vec.wide_out & (vec_dst_lo_end > cfg.act_buf_rows))
                     | (~table & (b.vec.stride != 0) & (b.vec.stride < b.vec.count))
                     | (b.vec.table >= cfg.vec_tables)
-                    | (table & (vec_table_end > isa.TABLE_ENTRIES)))
+                    | (table & (vec_table_end > isa.TABLE_ENTRIES))
+                    | (dynq & (vec_scale_end > cfg.rowscale_slots)))
         defined = Signal()
         with m.Switch(op):
             with m.Case(*isa.OPS):

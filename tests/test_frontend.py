@@ -21,7 +21,7 @@ def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_fi
     mem = np.zeros(4096 + prog_addr + len(program_bytes), np.uint8)
     mem[:] = 0xEE                      # around the program: not instructions
     mem[prog_addr:prog_addr + len(program_bytes)] = np.frombuffer(program_bytes, np.uint8)
-    seen = {"load": [], "exec": [], "store": [], "done": False, "error": None,
+    seen = {"load": [], "exec": [], "store": [], "vec": [], "done": False, "error": None,
             "dispatched": 0}
     bb = cfg.bus_bytes
 
@@ -51,7 +51,7 @@ def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_fi
         await ctx.tick()
         ctx.set(dut.start, 0)
         for _ in range(max_cycles):
-            for q in ("load", "exec", "store"):
+            for q in ("load", "exec", "store", "vec"):
                 port = getattr(dut, f"{q}_q")
                 ctx.set(port.ready, 1)
                 if ctx.get(port.valid):
@@ -123,12 +123,53 @@ def _one(op_builder):
     (lambda p: p.store(acc_row=0, m=2, param_tile=0, to_buf=1,
                        buf_row=TINY.act_buf_rows - 1), isa.Error.BAD_BUFFER),
     (lambda p: p.store(acc_row=0, m=2, param_tile=0, to_buf=1, raw=1), isa.Error.BAD_BUFFER),
+    # Per-row scales: a raw store has none to apply; the slots read and written must lie
+    # in the row-scale file.
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, raw=1, rowscale=1),
+     isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, rowscale=1,
+                       scale_row=TINY.rowscale_slots - 1), isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=1, param_tile=0, rowscale=1, to_buf=1, wide=1,
+                       lo_row=8, scale_row=TINY.rowscale_slots), isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=1, param_tile=0, rowscale=1, scale_row=0xFFFF),
+     isa.Error.BAD_BUFFER),
+    (lambda p: p.vec(vop=isa.VecOp.DYNQ, a_row=0, rows=1, count=3, dst_row=8,
+                     b_row=TINY.rowscale_slots - 2), isa.Error.BAD_BUFFER),
+    (lambda p: p.vec(vop=isa.VecOp.DYNQ, a_row=0, rows=1, count=1, dst_row=8,
+                     b_row=0xFFFF), isa.Error.BAD_BUFFER),
 ])
 def test_checks_stop_dispatch(build, error):
     p = _one(build)
     seen = run_frontend(bytes(p), len(p))
     assert seen["error"] == error
-    assert not (seen["load"] or seen["exec"] or seen["store"])
+    assert not (seen["load"] or seen["exec"] or seen["store"] or seen["vec"])
+
+
+@pytest.mark.parametrize("build, error", [
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, raw=1, rowscale=1),
+     isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, rowscale=1,
+                       scale_row=TINY.rowscale_slots - 1), isa.Error.BAD_BUFFER),
+    (lambda p: p.vec(vop=isa.VecOp.DYNQ, a_row=0, rows=1, count=3, dst_row=8,
+                     b_row=TINY.rowscale_slots - 2), isa.Error.BAD_BUFFER),
+    (lambda p: p.store(acc_row=0, m=2, param_tile=0, rowscale=1,
+                       scale_row=TINY.rowscale_slots - 2), isa.Error.NONE),
+    (lambda p: p.vec(vop=isa.VecOp.DYNQ, a_row=0, rows=1, count=2, dst_row=8,
+                     b_row=TINY.rowscale_slots - 2), isa.Error.NONE),
+])
+def test_rowscale_checks_agree_with_the_golden_model(build, error):
+    """The front end's row-scale checks give the golden model's verdict (the ISA
+    model's dispatch checks), the last slot of the file included."""
+    from serrano.sw.isa_model import Machine
+    p = _one(build)
+    mach = Machine(TINY, np.zeros(4096, np.uint8))
+    assert mach.execute(bytes(p)[:isa.INSN_BYTES]) == error
+    seen = run_frontend(bytes(p), len(p))
+    if error == isa.Error.NONE:
+        assert seen["done"] and seen["error"] is None
+        assert len(seen["store"]) + len(seen["vec"]) == 1
+    else:
+        assert seen["error"] == error
 
 
 def test_limits_are_inclusive_where_they_should_be():
