@@ -158,3 +158,90 @@ def test_system_memory_errors(simulator, rng):
         assert not rtl.timed_out
         assert rtl.error == code, (rtl.error, code)
         np.testing.assert_array_equal(rtl.image, image)
+
+
+def rowscale_program(cfg, rng, *, dynq):
+    """Per-token dynamic quantization end to end: ``n`` activation rows, each its own
+    token; with ``dynq`` 16-bit rows that ``VEC DYNQ`` quantizes to int8 at a scale per
+    row (codes to row-scale slots ``S..S+n-1``), else int8 rows and a file never written
+    (code 0 everywhere: ``acc * 2 >> 9``); a ``MATMUL``; ``STORE rowscale`` to memory as
+    int8 rows and (``relu``) as 16-bit rows. Returns the image, the program's address
+    and length, and the two stores' expected outputs from sw.vector.dynq,
+    sw.requant.row_rescale and requantize."""
+    from serrano.sw import vector
+    R, C = cfg.rows, cfg.cols
+    n, S = 19, 37
+    image = np.zeros(16384, np.uint8)
+    W, P, X, OUT, OUT2, PROG = 0, 256, 512, 4096, 6144, 8192
+    w = rng.integers(-128, 128, (R, C)).astype(np.int8)
+    image[W:W + R * C] = w.view(np.uint8).ravel()
+    bias = rng.integers(-300, 301, C)
+    mult = np.full(C, 1 << 30)
+    shift = np.full(C, 39 if dynq else 32)
+    image[P:P + isa.PARAM_BEATS * cfg.bus_bytes] = isa_model.pack_params(bias, mult, shift,
+                                                                          cfg)
+    prog = isa_model.Program()
+    if dynq:
+        lims = [v for v in isa.DYNQ_LIMITS if v <= isa.WIDE_MAX]
+        x = np.zeros((n, R), np.int64)
+        # Row 0 all zeros; rows 1..17 at the limits of codes 0..16 (the last is
+        # WIDE_MAX); row 18 one past code 3's limit (code 4).
+        for i in range(1, n):
+            p = lims[i - 1] if i <= len(lims) else lims[3] + 1
+            x[i] = rng.integers(-p, p + 1, R)
+            x[i, i % R] = p if i % 4 < 2 else -p
+        hi, lo = requant.split_wide(x)
+        x = 256 * hi.astype(np.int64) + lo
+        rows = np.concatenate([hi, lo]).astype(np.int8)
+        xq, k = vector.dynq(x, R)
+        assert set(k.tolist()) == set(range(len(lims)))
+    else:
+        rows = rng.integers(-128, 128, (n, R)).astype(np.int8)
+        xq, k = rows.astype(np.int64), np.zeros(n, np.int64)
+    image[X:X + rows.size] = rows.view(np.uint8).ravel()
+    prog.load_act(dram_addr=X, dram_stride=R, rows=len(rows), row_beats=1, buf_row=0,
+                  buf_row_step=1, buf_beat_step=0)
+    prog.load_param(dram_addr=P, n_tiles=1, param_tile=0)
+    prog.fence()
+    Q = 100                                       # the int8 rows the GEMM reads
+    if dynq:
+        prog.vec(vop=isa.VecOp.DYNQ, a_row=0, rows=1, count=n, length=R, b_row=S,
+                 dst_row=Q, wide=1, a_lo_row=n)
+        prog.fence()
+    else:
+        Q = 0
+    prog.matmul(weight_addr=W, act_row=Q, act_stride=1, act_kstep=0, m=n, k_tiles=1,
+                acc_row=0, push_next=1)
+    prog.store(acc_row=0, m=n, param_tile=0, dram_addr=OUT, dram_stride=C, rowscale=1,
+               scale_row=S, pop_prev=1, push_prev=1)
+    prog.fence()
+    prog.matmul(weight_addr=W, act_row=Q, act_stride=1, act_kstep=0, m=n, k_tiles=1,
+                acc_row=cfg.acc_buf_rows, push_next=1)
+    prog.store(acc_row=cfg.acc_buf_rows, m=n, param_tile=0, dram_addr=OUT2,
+               dram_stride=2 * C, rowscale=1, scale_row=S, wide=1, relu=1, pop_prev=1,
+               push_prev=1)
+    prog.end()
+    image[PROG:PROG + len(prog) * isa.INSN_BYTES] = prog.to_array()
+    acc = requant.row_rescale(golden.matmul(xq.astype(np.int8), w), k)
+    y8 = requant.requantize(acc, bias, mult, shift)
+    y16 = requant.requantize(acc, bias, mult, shift, relu=True, wide=True)
+    return image, PROG, len(prog), (OUT, y8), (OUT2, y16)
+
+
+@pytest.mark.parametrize("dynq", [False, True])
+def test_store_rowscale_matches_golden(simulator, rng, dynq):
+    """``STORE rowscale`` in a whole program: the RTL's memory equals the golden model's,
+    and the outputs equal the specification's (row_rescale then requantize)."""
+    from types import SimpleNamespace
+    image, prog_addr, prog_len, (out, y8), (out2, y16) = rowscale_program(TINY, rng,
+                                                                          dynq=dynq)
+    gold = isa_model.run_program(TINY, image, prog_addr, prog_len)     # tokens + races
+    assert gold.error == isa.Error.NONE
+    n, C = y8.shape
+    np.testing.assert_array_equal(gold.mem[out:out + n * C].view(np.int8).reshape(n, C), y8)
+    hi = gold.mem[out2:out2 + 2 * n * C].view(np.int8).reshape(n, 2, C)
+    np.testing.assert_array_equal(256 * hi[:, 0].astype(np.int64) + hi[:, 1], y16)
+    assert len(set(y8.ravel().tolist())) > 10
+    rtl = run_rtl(TINY, image, prog_addr, prog_len, simulator)
+    check_against_golden(TINY, SimpleNamespace(image=image, prog_addr=prog_addr,
+                                               prog_len=prog_len), rtl)
