@@ -148,6 +148,10 @@ def _parser():
                    help="run the non-GEMM ops on the host in float (default: every op on "
                         "the chip, one program per forward pass, where the model is "
                         "lowered: minilm, bert-tiny)")
+    r.add_argument("--gemm-inputs", choices=("pair", "dynamic"), default="pair",
+                   help="on the chip, how a 16-bit value enters a GEMM: its two halves "
+                        "through one weight stream (pair, the default) or smoothed and "
+                        "int8 with a scale per token (dynamic: VEC DYNQ, STORE rowscale)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "
@@ -314,7 +318,8 @@ def _cmd_run(args):
         r = run_model(args.preset, args.model, args.backend, layers=args.layers,
                       seq=args.seq, text=args.text, progress=progress,
                       mem_latency=args.mem_latency, check=args.check,
-                      act_bits=args.act_bits, weights=args.weights, host_ops=args.host_ops)
+                      act_bits=args.act_bits, weights=args.weights, host_ops=args.host_ops,
+                      gemm_inputs=args.gemm_inputs)
     finally:
         progress.close()
     if args.json:
@@ -365,7 +370,8 @@ def _bit_exact_text(r, be):
 
 def _ops_text(r):
     if r["ops"] == "chip":
-        return "every op on chip"
+        return "every op on chip" + (", int8 GEMM inputs per token"
+                                     if r.get("gemm_inputs") == "dynamic" else "")
     return f"{r['act_bits']}-bit inputs per token, host ops"
 
 

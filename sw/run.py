@@ -190,23 +190,28 @@ def _run_gpt_tiny(new_device, seq, executor):
 
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
-              mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False):
+              mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False,
+              gemm_inputs="pair"):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
-                               act_bits=act_bits, weights=weights, host_ops=host_ops)
+                               act_bits=act_bits, weights=weights, host_ops=host_ops,
+                               gemm_inputs=gemm_inputs)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
                  mem_latency=30, check="every", act_bits=None, weights=None,
-                 host_ops=False):
+                 host_ops=False, gemm_inputs="pair"):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
     check_backend(backend)
+    if gemm_inputs not in lower.GEMM_INPUTS:
+        raise ValueError(f"unknown gemm_inputs {gemm_inputs!r}; choose one of: "
+                         f"{', '.join(lower.GEMM_INPUTS)}")
     if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}; choose one of: {', '.join(CHECKS)}")
     if seq is not None and (not isinstance(seq, int) or seq < 1):
@@ -226,7 +231,8 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     def executor(dev, graph, params, calib):
         if on_chip:
             ops.append("chip")
-            return lower.OnChip(dev, graph, params, lower.calibrate(graph, params, calib()))
+            return lower.OnChip(dev, graph, params, lower.calibrate(graph, params, calib()),
+                                gemm_inputs=gemm_inputs)
         ops.append("host")
         # int4: every linear map quantized to 4-bit codes with block scales (sw/q4.py).
         q4 = (device_exec.q4_weights(graph, params, cfg.weight_block) if weights == "int4"
@@ -250,6 +256,7 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         dev, out = runner(new_device, 16 if seq is None else seq, executor)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
               "ops": ops[0], "act_bits": act_bits if ops[0] == "host" else None,
+              "gemm_inputs": gemm_inputs if ops[0] == "chip" else None,
               "weights": weights,
               **out, **_summary(dev, cfg, out["tokens_processed"]),
               "wall_s": round(time.perf_counter() - t0, 3)}

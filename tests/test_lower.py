@@ -122,6 +122,47 @@ def test_bert_tiny_on_chip_bit_exact_on_rtl(simulator, seq):
     assert r["cosine_vs_float"] == g["cosine_vs_float"] > 0.999
 
 
+def test_dynamic_gemm_inputs_are_int8_per_token():
+    """``gemm_inputs="dynamic"``: each 16-bit GEMM input is smoothed (``VEC MUL wide``),
+    quantized a token at a time (``VEC DYNQ``) and read once (no ``pair``), its GEMMs'
+    ``STORE``s multiply each row back by its scale (``rowscale``); every access ordered;
+    near float; half the array rows of the ``pair`` program."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, 11, seed=5)
+    ref = L.encoder_layer(x, w, shape)
+    rows, ys = {}, {}
+    for mode in ("dynamic", "pair"):
+        with Device(DEFAULT, "golden") as dev:
+            ys[mode] = lower.OnChip(dev, graph, params, peaks, gemm_inputs=mode).run(
+                {"x": x})["blk.0.y"]
+            prog = isa_model.decode_program(dev.calls[0].program)
+            rows[mode] = sum(b["m"] * b["k_tiles"] for op, _, b in prog
+                             if op == isa.Op.MATMUL)
+            if mode == "dynamic":
+                ops = prog
+                p = isa_model.Program()
+                p.insns = [dev.calls[0].program[i:i + isa.INSN_BYTES]
+                           for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
+                isa_model.check_races(DEFAULT, p)
+    vops = [isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC]
+    assert vops.count(isa.VecOp.DYNQ) == 3 and isa.VecOp.MUL in vops  # x, h, GELU out
+    # the only pairs left: the 16-bit probabilities times V (one position tile)
+    assert all(b["k_tiles"] == 1 for op, _, b in ops if op == isa.Op.MATMUL and b["pair"])
+    assert any(op == isa.Op.STORE and b["rowscale"] and b["transpose"] for op, _, b in ops)
+    assert cosine(ys["dynamic"], ref) > 0.999
+    assert rows["dynamic"] < 0.6 * rows["pair"], rows
+
+
+@pytest.mark.parametrize("seq", [11])
+def test_dynamic_gemm_inputs_bit_exact_on_rtl(simulator, seq):
+    """The per-token int8 program (``VEC DYNQ``, ``STORE rowscale``) on the RTL: memory
+    bit for bit as the golden model's."""
+    r = run_model(DEFAULT, "bert-tiny", simulator, seq=seq, gemm_inputs="dynamic")
+    assert r["bit_exact_vs_golden"] is True and r["cycles"] > 0
+    g = run_model(DEFAULT, "bert-tiny", "golden", seq=seq, gemm_inputs="dynamic")
+    assert r["cosine_vs_float"] == g["cosine_vs_float"] > 0.999
+
+
 @pytest.mark.parametrize("words", [1, 3, 8, 33, 90, 200])
 def test_minilm_on_chip_every_length(words):
     """Six MiniLM layers, every op on the chip, one program: the sentence embedding

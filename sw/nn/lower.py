@@ -61,11 +61,19 @@ from ..quant import quantize_linear, requant_params
 from ..requant import split_wide
 from . import float_exec
 
-__all__ = ["LOWERED", "WIDE_HEADROOM", "calibrate", "wide_rows", "read_rows", "OnChip",
-           "NotLowered", "TooLong"]
+__all__ = ["LOWERED", "WIDE_HEADROOM", "SMOOTH_ALPHA", "GEMM_INPUTS", "Peaks", "calibrate",
+           "wide_rows", "read_rows", "OnChip", "NotLowered", "TooLong"]
 
 #: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
 WIDE_HEADROOM = 2.0
+#: SmoothQuant's migration strength: a GEMM input's channel ``c`` is divided by
+#: ``s_c = (max|x_c|)**ALPHA / (max|W_c|)**(1 - ALPHA)`` and its weights' row ``c``
+#: multiplied by it.
+SMOOTH_ALPHA = 0.5
+#: How a 16-bit value enters a GEMM: ``"dynamic"`` (smoothed, then int8 per token,
+#: ``VEC MUL`` and ``VEC DYNQ``, ``STORE rowscale``) or ``"pair"`` (its two halves
+#: through one weight stream, ``MATMUL pair``).
+GEMM_INPUTS = ("dynamic", "pair")
 
 #: The ops this executor lowers.
 LOWERED = ("linear", "split_heads", "merge_heads", "scores", "softmax", "context", "add",
@@ -81,14 +89,29 @@ class TooLong(ValueError):
     accumulator half) in one program."""
 
 
+class Peaks(dict):
+    """Calibration maxima: ``{value: max |value|}``, and in :attr:`channels` each
+    value's maxima per channel (its last axis)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.channels = {}
+
+
 def calibrate(graph, params, feeds_list):
-    """``{value: max |value|}`` over float runs of ``graph`` on each feeds dict (the
-    graph's inputs included)."""
-    peak = {}
+    """:class:`Peaks` of float runs of ``graph`` on each feeds dict (the graph's inputs
+    included)."""
+    peak = Peaks()
 
     def observe(name, value):
-        v = float(np.abs(np.asarray(value, np.float64)).max(initial=0.0))
+        a = np.abs(np.asarray(value, np.float64))
+        v = float(a.max(initial=0.0))
         peak[name] = max(peak.get(name, 0.0), v)
+        if a.ndim and a.size:
+            ch = a.reshape(-1, a.shape[-1]).max(axis=0)
+            old = peak.channels.get(name)
+            peak.channels[name] = ch if old is None or old.shape != ch.shape else \
+                np.maximum(old, ch)
 
     for feeds in feeds_list:
         for name in graph.inputs:
@@ -202,7 +225,10 @@ class OnChip(_ScalarParams):
     ``mask`` of ones, if given) and returns the outputs in float.
     """
 
-    def __init__(self, dev, graph, params, peaks):
+    def __init__(self, dev, graph, params, peaks, *, gemm_inputs="pair"):
+        if gemm_inputs not in GEMM_INPUTS:
+            raise ValueError(f"gemm_inputs must be one of {', '.join(GEMM_INPUTS)}, not "
+                             f"{gemm_inputs!r}")
         for n in graph.nodes:
             if n.op not in LOWERED:
                 raise NotLowered(f"{graph.name}: op {n.op!r} ({n.out}) is not lowered to "
@@ -236,6 +262,14 @@ class OnChip(_ScalarParams):
                 self.scale[n.out] = self.scale[n.ins[0]]
             elif n.op == "softmax":                 # 16-bit probabilities
                 self.scale[n.out] = 1.0 / (vector.SOFTMAX_ONE * 256)
+        # 16-bit GEMM inputs as int8 per token: each channel smoothed (``VEC MUL`` by a
+        # 16-bit factor, into ``s``), then its own scale a row (``VEC DYNQ``).
+        self.dyn = {}
+        channels = getattr(peaks, "channels", {})
+        for name in sorted(self.wide) if gemm_inputs == "dynamic" else ():
+            readers = [u for u in self.users.get(name, ()) if u.op == "linear"]
+            if readers and name in channels:
+                self.dyn[name] = self._smoothing(name, readers, channels[name])
         # Weights once: int8 per channel, packed, with their parameter sets.
         self.lin = {}
         for n in graph.nodes:
@@ -243,6 +277,8 @@ class OnChip(_ScalarParams):
                 continue
             w = np.asarray(params[n.attrs["w"]], np.float64)
             b = params[n.attrs["b"]] if n.attrs.get("b") else np.zeros(w.shape[1])
+            if n.ins[0] in self.dyn:                # the input smoothed: W's rows times it
+                w = w * self.dyn[n.ins[0]]["smooth"][:, None]
             ql = quantize_linear(w, np.asarray(b, np.float64))
             bias, mult, shift = requant_params(self.acc_scale(n.ins[0]), ql.w_scale,
                                                self.scale[n.out], ql.b)
@@ -254,6 +290,9 @@ class OnChip(_ScalarParams):
         # What the vector unit reads besides activations (norm gains and biases, tables):
         # rows loaded once per program into the top of the buffer.
         self.vrows, self.vparam = [], {}
+        for name, d in self.dyn.items():
+            d["b_hi"] = self._vrows(d.pop("hi"))
+            d["b_lo"] = self._vrows(d.pop("lo"))
         for n in graph.nodes:
             if n.op == "layernorm":
                 self._layernorm_params(n)
@@ -273,8 +312,34 @@ class OnChip(_ScalarParams):
 
     def acc_scale(self, name):
         """The scale of a GEMM's accumulators per unit weight with ``name`` its input: a
-        16-bit input's ``pair`` product counts at 1/256."""
+        16-bit input's ``pair`` product counts at 1/256, and so does a per-token int8
+        one's after ``STORE rowscale`` (at its smoothed value's scale)."""
+        if name in self.dyn:
+            return self.dyn[name]["s"] * 256
         return self.scale[name] * (256 if name in self.wide else 1)
+
+    def _smoothing(self, name, readers, amax):
+        """The smoothing of 16-bit value ``name`` for the linear maps ``readers``: the
+        factors ``smooth`` (:data:`SMOOTH_ALPHA`), the ``VEC MUL wide`` by
+        ``round(1 / smooth / s_b)`` (16-bit, high and low rows ``hi``, ``lo``) with its
+        ``shift``, and the smoothed value's scale ``s``."""
+        w_max = np.max([np.abs(np.asarray(self.params[u.attrs["w"]], np.float64)).max(axis=1)
+                        for u in readers], axis=0)
+        amax = np.asarray(amax, np.float64)
+        if amax.shape != w_max.shape:
+            raise ValueError(f"{name}: {amax.shape[0]} calibrated channels, the weights "
+                             f"have {w_max.shape[0]}")
+        floor = 1e-6
+        smooth = (np.maximum(amax, floor * max(amax.max(), floor)) ** SMOOTH_ALPHA
+                  / np.maximum(w_max, floor * max(w_max.max(), floor)) ** (1 - SMOOTH_ALPHA))
+        inv = 1.0 / smooth
+        s_b = inv.max() / isa.WIDE_MAX
+        b = np.maximum(np.round(inv / s_b), 1).astype(np.int64)
+        smooth = 1.0 / (b * s_b)                      # the factors the chip applies
+        s_min = WIDE_HEADROOM * max((amax / smooth).max(), 1e-12) / isa.WIDE_MAX
+        shift, s = vector.wide_mul_shift(self.scale[name], s_b, s_min)
+        hi, lo = split_wide(b)
+        return dict(smooth=smooth, hi=hi, lo=lo, shift=shift, s=s)
 
     def _role(self, name):
         """How a linear output leaves the array: ``"k"``/``"v"`` (attention's keys or
@@ -622,6 +687,11 @@ class _Lowering(_Regions):
                 if src in made and chip.lin.get(src, {}).get("role") not in ("k", "v") \
                         and made[src] < self.stage[at[i]]:
                     self.crossing.add(src)
+        # A 16-bit value's per-token int8 form (``name~q``) lives until its last linear.
+        for i, n in enumerate(g.nodes):
+            if n.op == "linear" and n.ins[0] in chip.dyn:
+                q = n.ins[0] + "~q"
+                self.last_use[q] = max(self.last_use.get(q, -1), at[i])
         self.ends = set(g.outputs) | set(self.keep)     # values the host reads
         self.crossing |= {self.source(v) for v in self.ends}
 
@@ -772,16 +842,21 @@ class _Lowering(_Regions):
         chip, prog, M, tile = self.chip, self.prog, self.M, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         lin = chip.lin[n.out]
-        a = self.r(n.ins[0])
         kt, nt = _tiles(lin["k"], R), _tiles(lin["n"], C)
         role = lin["role"]
+        if n.ins[0] in chip.dyn:          # int8 per token: each row's scale in the STORE
+            q = self.per_token(n.ins[0])
+            a, reads, rs = (q.base, q.kstep, M), [n.ins[0] + "~q"], dict(rowscale=1)
+        else:
+            a, reads, rs = self.r(n.ins[0]), [self.source(n.ins[0])], {}
         if role in ("act", "gelu", "wide"):
             out = self.new(n.out, lin["n"], role != "act", top=role == "gelu")
 
             def store(slot, j, acc_row):
                 row = out.base + j * out.kstep
                 prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
-                           wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0)
+                           wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0,
+                           **rs)
         else:                         # keys or values of every position, in memory
             if n.out not in self.memory:
                 heads = chip._heads(n.out)
@@ -799,14 +874,37 @@ class _Lowering(_Regions):
                 if role == "k":       # K^T: per position block, the d-tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
                                dram_addr=addr + h * hb + (p0 // C) * dt * tile + jj * tile,
-                               dram_stride=dt * tile, transpose=1)
+                               dram_stride=dt * tile, transpose=1, **rs)
                 else:                 # V: per d-tile, the position tiles
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
                                dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
-                               dram_stride=C)
+                               dram_stride=C, **rs)
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=[self.source(n.ins[0])])
+                  reads=reads)
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
+
+    def per_token(self, name):
+        """16-bit value ``name`` as int8 rows at a scale of their own (made once a block):
+        ``VEC MUL wide`` by its smoothing factors into fresh rows, then ``VEC DYNQ`` in
+        place, each token's scale code to slot ``m`` of the row-scale file (the high
+        rows then hold the int8 rows, ``2M`` apart a k-tile). The ``DYNQ`` waits for the
+        latest ``STORE`` (``fresh``), so no earlier ``STORE rowscale`` still reads the
+        slots it writes."""
+        q = name + "~q"
+        if q in self.region:
+            return self.region[q]
+        chip, prog, M = self.chip, self.prog, self.M
+        a, d = self.r(name), chip.dyn[name]
+        r = self.new(q, a.tiles * self.cfg.rows, True)
+        vec = dict(rows=a.tiles, count=M, wide=1)
+        prog.vec(reads=[self.source(name)], fresh=True, vop=isa.VecOp.MUL, a_row=a.base,
+                 a_lo_row=a.lo, b_row=chip.vbase + d["b_hi"], b_lo_row=chip.vbase + d["b_lo"],
+                 b_repeat=1, dst_row=r.base, dst_lo_row=r.lo, shift=d["shift"],
+                 stride=a.kstep, **vec)
+        prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
+                 dst_row=r.base, b_row=0, length=chip._width(name), stride=r.kstep, **vec)
+        prog.made_by(q, "vector")
+        return r
 
     def attention(self, n):
         """``scores``, ``softmax`` and ``context`` head by head: head ``h``'s scores into
