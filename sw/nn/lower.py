@@ -66,6 +66,10 @@ __all__ = ["LOWERED", "WIDE_HEADROOM", "SMOOTH_ALPHA", "GEMM_INPUTS", "Peaks", "
 
 #: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
 WIDE_HEADROOM = 2.0
+#: The GELU of a 16-bit input: ``relu(x) - g(x)`` with ``g = relu - gelu`` (even, at
+#: most 0.17, below 1.3e-4 past ``|x| = 4``) read from a table of ``x`` saturated to
+#: ``+-GELU_CLAMP`` in int8 (steps of ``GELU_CLAMP / 127``).
+GELU_CLAMP = 4.0
 #: SmoothQuant's migration strength: a GEMM input's channel ``c`` is divided by
 #: ``s_c = (max|x_c|)**ALPHA / (max|W_c|)**(1 - ALPHA)`` and its weights' row ``c``
 #: multiplied by it.
@@ -280,13 +284,22 @@ class OnChip(_ScalarParams):
             if n.ins[0] in self.dyn:                # the input smoothed: W's rows times it
                 w = w * self.dyn[n.ins[0]]["smooth"][:, None]
             ql = quantize_linear(w, np.asarray(b, np.float64))
-            bias, mult, shift = requant_params(self.acc_scale(n.ins[0]), ql.w_scale,
-                                               self.scale[n.out], ql.b)
             role = self._role(n.out)
+            if role == "gelu":        # two sets a tile: relu(x) in 16 bits, x saturated
+                s_relu = WIDE_HEADROOM * max(peaks.get(n.out, 0.0), 1e-12) / isa.WIDE_MAX
+                sets = [isa_model.pack_params(*requant_params(
+                    self.acc_scale(n.ins[0]), ql.w_scale, s_y, ql.b), cfg).reshape(
+                        -1, isa.PARAM_BEATS * cfg.bus_bytes)
+                        for s_y in (s_relu, GELU_CLAMP / 127)]
+                params_bytes = np.stack(sets, axis=1).ravel()
+                self.scale[n.out + "~relu"] = s_relu
+            else:
+                params_bytes = isa_model.pack_params(*requant_params(
+                    self.acc_scale(n.ins[0]), ql.w_scale, self.scale[n.out], ql.b), cfg)
             self.lin[n.out] = dict(
                 k=w.shape[0], n=w.shape[1], role=role,
                 w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
-                p_addr=dev.put(isa_model.pack_params(bias, mult, shift, cfg)))
+                p_addr=dev.put(params_bytes), sets=1 + (role == "gelu"))
         # What the vector unit reads besides activations (norm gains and biases, tables):
         # rows loaded once per program into the top of the buffer.
         self.vrows, self.vparam = [], {}
@@ -297,9 +310,7 @@ class OnChip(_ScalarParams):
             if n.op == "layernorm":
                 self._layernorm_params(n)
             elif n.op == "gelu":
-                hi, lo = vector.make_wide_tables(L.gelu, self.scale[n.ins[0]],
-                                                 self.scale[n.out])
-                self.vparam[n.out] = dict(hi=self._vrows(hi), lo=self._vrows(lo))
+                self._gelu_params(n)
         self.identity = dev.put(np.eye(R, C, dtype=np.int8).view(np.uint8).ravel())
         rows = np.concatenate(self.vrows) if self.vrows else np.zeros((0, R), np.int8)
         self.nvrows = len(rows)
@@ -382,6 +393,24 @@ class OnChip(_ScalarParams):
         self._vrows(lo)
         self.vparam[n.out] = dict(gains=gains, shift=shift, beta=beta_hi,
                                   add=vector.add_multipliers(s_n, s_beta, s_y))
+
+    def _gelu_params(self, n):
+        """The tables of ``-g`` (16-bit, at ``s_g``) of the saturated input, and the
+        ``ADD`` of ``relu(x)`` and ``-g`` into the GELU's scale."""
+        if n.ins[0] + "~relu" not in self.scale:
+            raise NotLowered(f"{n.out}: a GELU whose input is not a linear map's alone")
+        s_c = GELU_CLAMP / 127
+
+        def minus_g(v):
+            return L.gelu(v) - np.maximum(v, 0)
+
+        g_max = float(np.abs(minus_g(np.arange(-128, 128) * s_c)).max())
+        s_g = WIDE_HEADROOM * g_max / isa.WIDE_MAX
+        hi, lo = vector.make_wide_tables(minus_g, s_c, s_g)
+        self.vparam[n.out] = dict(
+            hi=self._vrows(hi), lo=self._vrows(lo),
+            add=vector.add_multipliers(self.scale[n.ins[0] + "~relu"], s_g,
+                                       self.scale[n.out]))
 
     def _width(self, name):
         """Columns of value ``name``."""
@@ -692,6 +721,8 @@ class _Lowering(_Regions):
             if n.op == "linear" and n.ins[0] in chip.dyn:
                 q = n.ins[0] + "~q"
                 self.last_use[q] = max(self.last_use.get(q, -1), at[i])
+            if n.op == "gelu":                        # its saturated input's rows
+                self.last_use[n.ins[0] + "~c"] = at[i]
         self.ends = set(g.outputs) | set(self.keep)     # values the host reads
         self.crossing |= {self.source(v) for v in self.ends}
 
@@ -709,11 +740,12 @@ class _Lowering(_Regions):
         self.prog.fence()
 
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
-             slot=0):
+             slot=0, sets=1):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
-        ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (else the ``slot``
-        already loaded). ``reads``: the values it reads (for the ordering)."""
+        ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (``sets`` a
+        tile, in slots ``slot ..``; else the ``slot`` already loaded). ``reads``: the
+        values it reads (for the ordering)."""
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
@@ -725,15 +757,17 @@ class _Lowering(_Regions):
             raise TooLong(f"a MATMUL of {m} rows exceeds an accumulator half "
                           f"({cfg.acc_buf_rows} rows): the input is too long for one "
                           f"block on this preset")
-        for c0 in range(0, nt, cfg.param_tiles):
-            chunk = range(c0, min(nt, c0 + cfg.param_tiles))
+        per = cfg.param_tiles // sets
+        for c0 in range(0, nt, per):
+            chunk = range(c0, min(nt, c0 + per))
             if p_addr is not None:
-                slot = prog.params(p_addr + c0 * isa.PARAM_BEATS * cfg.bus_bytes, len(chunk))
+                slot = prog.params(p_addr + c0 * sets * isa.PARAM_BEATS * cfg.bus_bytes,
+                                   len(chunk) * sets)
             for j in chunk:
                 acc_row = prog.matmul(reads=reads, weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
-                store(slot + (j - c0) if p_addr is not None else slot, j, acc_row)
+                store(slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += M * k_tiles * cfg.rows * cfg.cols
 
     def in_place(self, name, i):
@@ -849,8 +883,18 @@ class _Lowering(_Regions):
             a, reads, rs = (q.base, q.kstep, M), [n.ins[0] + "~q"], dict(rowscale=1)
         else:
             a, reads, rs = self.r(n.ins[0]), [self.source(n.ins[0])], {}
-        if role in ("act", "gelu", "wide"):
-            out = self.new(n.out, lin["n"], role != "act", top=role == "gelu")
+        if role == "gelu":            # relu(x) in 16 bits, and x saturated to int8
+            out = self.new(n.out, lin["n"], True, top=True)
+            clamp = self.new(n.out + "~c", lin["n"], True)
+
+            def store(slot, j, acc_row):
+                row = out.base + j * out.kstep
+                prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
+                           wide=1, relu=1, lo_row=row + M, **rs)
+                prog.store(more=True, acc_row=acc_row, m=M, param_tile=slot + 1,
+                           buf_row=clamp.base + j * clamp.kstep, to_buf=1, **rs)
+        elif role in ("act", "wide"):
+            out = self.new(n.out, lin["n"], role != "act")
 
             def store(slot, j, acc_row):
                 row = out.base + j * out.kstep
@@ -880,8 +924,10 @@ class _Lowering(_Regions):
                                dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
                                dram_stride=C, **rs)
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=reads)
+                  reads=reads, sets=lin["sets"])
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
+        if role == "gelu":
+            prog.made_by(n.out + "~c", "store")
 
     def per_token(self, name):
         """16-bit value ``name`` as int8 rows at a scale of their own (made once a block):
@@ -978,17 +1024,23 @@ class _Lowering(_Regions):
         self.region[n.out] = dst
 
     def gelu(self, n):
-        """The GELU of int8 rows held in a 16-bit value's high halves: the low halves'
-        table first, then the high halves' in place."""
+        """``relu(x) - g(x)`` (:data:`GELU_CLAMP`): ``-g`` of the saturated int8 rows
+        through two tables into 16 bits (the low halves' table first, then the high
+        halves' in place), then added to ``relu(x)`` (16-bit) in place."""
         chip, prog = self.chip, self.prog
-        u = self.r(n.ins[0])
+        u, c = self.r(n.ins[0]), self.region[n.ins[0] + "~c"]
         p = chip.vparam[n.out]
         trows = isa.TABLE_ENTRIES // self.cfg.rows
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
         prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
-        for table, dst in ((1, u.lo), (0, u.base)):
-            prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.LUT, a_row=u.base, dst_row=dst,
-                     rows=u.tiles, count=self.M, stride=u.kstep, table=table)
+        vec = dict(rows=u.tiles, count=self.M)
+        for table, dst in ((1, c.lo), (0, c.base)):
+            prog.vec(reads=[n.ins[0] + "~c"], vop=isa.VecOp.LUT, a_row=c.base, dst_row=dst,
+                     stride=c.kstep, table=table, **vec)
+        ma, mb, sh = p["add"]
+        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.ADD, wide=1, a_row=u.base,
+                 a_lo_row=u.lo, b_row=c.base, b_lo_row=c.lo, dst_row=u.base,
+                 dst_lo_row=u.lo, stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, **vec)
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
 
