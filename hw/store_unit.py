@@ -52,8 +52,10 @@ class StoreUnit(wiring.Component):
     two cycles) unless the
     destination holds back. Back-pressure: the
     write DMA's ``wdata.ready`` or the activation buffer's ``buf_ready`` stalls the
-    requantizer; accumulator reads stop while the 4-row skid buffer is full (rows on
-    their way to it counted: a rescaled row one cycle longer, with room for one more).
+    requantizer; an accumulator read issues only while the skid FIFO (``skid``, 5
+    rows) holds fewer rows than it has room for, the rows on their way to it counted (a
+    rescaled row one cycle longer): the FIFO's fill and the requantizer's one row a
+    cycle balance at four, so reads do not pause without back-pressure.
     Latency: ``PARAM_BEATS + 3`` cycles from the token to the first accumulator read;
     from a read to the requantizer's input one cycle more with ``rowscale`` (the
     rescale stage), the same otherwise.
@@ -82,7 +84,7 @@ class StoreUnit(wiring.Component):
     same cycles either way (:mod:`hw.clock_gate`).
     """
 
-    def __init__(self, cfg, *, skid=4, gating="none"):
+    def __init__(self, cfg, *, skid=5, gating="none"):
         self.cfg = cfg
         self.skid = skid
         self.gating = check(gating)
@@ -274,10 +276,9 @@ class StoreUnit(wiring.Component):
                 m.d.comb += in_skid.eq(skid.r_level + a_pending + rs_valid)
                 with m.If(self.abort):
                     m.next = "IDLE"
-                # A rescaled row spends a cycle more on its way (rs_valid), and may:
-                # the same rows per cycle as without rowscale, never more than ``skid``
-                # rows on their way or in the FIFO.
-                with m.Elif(in_skid < self.skid - 1 + rowscale):
+                # Never more than ``skid`` rows on their way (a rescaled row a cycle
+                # longer: rs_valid) or in the FIFO; one row a cycle either way.
+                with m.Elif(in_skid < self.skid):
                     m.d.comb += [self.acc_en.eq(1), self.acc_addr.eq(acc_row)]
                     m.d.sync += [acc_row.eq(acc_row + 1), rows_left.eq(rows_left - 1),
                                  scale_row.eq(scale_row + 1)]

@@ -937,7 +937,9 @@ def test_store_unit_rowscale_every_code_and_corner():
 @pytest.mark.parametrize("form", [dict(), dict(to_buf=1), dict(wide=1), dict(transpose=1)])
 def test_store_unit_rowscale_latency_and_rate(form):
     """Without back-pressure a rescaled store's first row leaves one cycle later than
-    without rowscale (the rescale stage), at least as many rows a cycle after it."""
+    without rowscale (the rescale stage), at least as many rows a cycle after it: one
+    row (a wide row's two beats: two) a cycle, either way (the skid FIFO's threshold
+    once let three rows in four through)."""
     cfg = get_preset("tiny")
     acc, codes, params = random_store_state(cfg, seeded("store-rowscale-rate"))
     stride = (cfg.cols * cfg.cols if form.get("transpose")
@@ -953,4 +955,5 @@ def test_store_unit_rowscale_latency_and_rate(form):
     assert len(plain) == len(scaled) == 40 * (2 if form.get("wide") else 1)
     if not form.get("transpose"):         # a block leaves once all its rows are in
         assert scaled[0] == plain[0] + 1
+        assert plain[-1] - plain[0] == scaled[-1] - scaled[0] == len(plain) - 1
     assert scaled[-1] - scaled[0] <= plain[-1] - plain[0]
