@@ -442,6 +442,11 @@ def _store(draw, cfg, lay, state):
              param_tile=_start(draw, 1, cfg.param_tiles, arena=8,
                                pool=state.pool("param slot")),
              relu=int(draw.coin(0.3)))
+    if mode != "raw" and state.pool("row scale") and draw.coin(0.4):   # DYNQ's scales
+        f.update(rowscale=1, scale_row=_start(draw, m, cfg.rowscale_slots, arena=16,
+                                              pool=state.pool("row scale")))
+        if f["scale_row"] is None:
+            return None
     if mode in ("buf",) or (mode == "wide" and draw.coin(0.5)):
         f.update(to_buf=1, buf_row=_start(draw, m, cfg.act_buf_rows))
         if mode == "wide":
@@ -514,6 +519,8 @@ def _vec(draw, cfg, state):
         f["a_lo_row"] = _start(draw, span, top, pool=pool)
     if wide_out or (wide and pair):
         f["dst_lo_row"] = f.get("a_lo_row") if in_place and wide else _start(draw, span, top)
+    if vop == isa.VecOp.DYNQ:                 # its codes into row-scale slots
+        f["b_row"] = _start(draw, count, cfg.rowscale_slots, arena=16)
     if pair or vop in isa.NORM_VOPS:
         f["b_repeat"] = int(pair and draw.coin(0.3))
         span_b = 2 * rows if vop in isa.NORM_VOPS else (rows if f["b_repeat"] else span)

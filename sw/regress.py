@@ -121,7 +121,7 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
-       "vec:wide_rope", "vec:wide_softmax",
+       "vec:wide_rope", "vec:wide_softmax", "vec:wide_dynq", "store:rowscale",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
     + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
     + ["stream:persistent", "stream:position_rel", "stream:guard_skip", "sim:fresh",
@@ -567,6 +567,8 @@ def _stream_bins(cfg, stream):
         f = insn.fields
         if insn.role != "body":
             continue
+        if insn.op == isa.Op.STORE and f.get("rowscale"):
+            bins.add("store:rowscale")
         if insn.op == isa.Op.MATMUL:
             if f["pair"]:
                 bins.add("mm:pair")
@@ -594,7 +596,7 @@ def _stream_bins(cfg, stream):
                 bins.add("vec:repeating_b")
         if f["wide"]:
             bins.add(f"vec:wide_{vop.name.lower()}" if vop in (*isa.PAIR_VOPS, isa.VecOp.SOFTMAX,
-                                                               isa.VecOp.ARGMAX)
+                                                               isa.VecOp.ARGMAX, isa.VecOp.DYNQ)
                      else "vec:wide")
         if f["wide_out"]:
             bins.add("vec:wide_out")
@@ -741,6 +743,11 @@ def vector_epilogue(rng, cfg, image, layout):
         elif vop == isa.VecOp.ARGMAX and rng.random() < 0.4:  # of 16-bit values
             op.update(wide=1, a_lo_row=xb + 2 * rows)
             bins.add("vec:wide_argmax")
+        elif vop == isa.VecOp.DYNQ:              # codes into row-scale slots
+            op["b_row"] = int(rng.integers(0, cfg.rowscale_slots - count + 1))
+            if rng.random() < 0.5:              # of 16-bit values
+                op.update(wide=1, a_lo_row=xb + 2 * rows)
+                bins.add("vec:wide_dynq")
         ops.append(op)
         bins.add(f"vec:{vop.name}")
         if vop in isa.REDUCE_VOPS and length < L:

@@ -68,6 +68,8 @@ def test_legal_streams_are_legal_and_cover_the_isa(preset):
             seen.update(k for k, v in insn.flags.items() if v)
             seen.update(f"@{k}" for k, v in (insn.at or {}).items() if v and k != "P")
             seen["skipped"] += insn.role == "skipped"
+            seen["STORE:rowscale"] += bool(insn.op == isa.Op.STORE
+                                           and insn.fields.get("rowscale"))
         if any(insn.at and insn.at.get("rel") for insn in s.insns) and s.position:
             # Position-relative: at another position it runs differently (or fails).
             other = dataclasses.replace(s, position=s.position ^ (1 << 11))
@@ -80,7 +82,7 @@ def test_legal_streams_are_legal_and_cover_the_isa(preset):
               + [f"VEC:{v.name}" for v in isa.VecOp]
               + [f"MATMUL:{f.name}" for f in isa.WeightFormat] + ["MATMUL:INT8:pair"]
               + [f"STORE:{m}" for m in ("mem", "to_buf", "raw", "transpose", "wide",
-                                        "to_buf+wide")]
+                                        "to_buf+wide", "rowscale")]
               + ["pop_prev", "pop_next", "push_prev", "push_next", "pop_side", "push_side",
                  "act top", "@rel", "@guard", "@shr", "@shl", "@gtile", "skipped", "moves"])
     missing = [w for w in wanted if not seen[w]]
