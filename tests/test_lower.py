@@ -145,7 +145,7 @@ def test_dynamic_gemm_inputs_are_int8_per_token():
                            for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
                 isa_model.check_races(DEFAULT, p)
     vops = [isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC]
-    assert vops.count(isa.VecOp.DYNQ) == 3 and isa.VecOp.MUL in vops  # x, h, GELU out
+    assert vops.count(isa.VecOp.DYNQ) == 4 and isa.VecOp.MUL in vops  # x, ctx, h, GELU
     # the only pairs left: the 16-bit probabilities times V (one position tile)
     assert all(b["k_tiles"] == 1 for op, _, b in ops if op == isa.Op.MATMUL and b["pair"])
     assert any(op == isa.Op.STORE and b["rowscale"] and b["transpose"] for op, _, b in ops)

@@ -205,16 +205,19 @@ def read_rows(dev, spill, P, cfg):
 
 
 class _ScalarParams:
-    """Parameter sets that scale every column by one factor, put into device memory
-    once per tuple of factors (``self._pcache``, ``self.dev``, ``self.cfg``)."""
+    """Parameter sets that scale every column by one factor (or each column by its
+    own), put into device memory once per tuple of factors (``self._pcache``,
+    ``self.dev``, ``self.cfg``)."""
 
     def _scalar_params(self, factors):
-        """Parameter sets, one per factor, each scaling every column by it (no bias)."""
+        """Parameter sets, one per factor, each scaling every column by it (no bias); a
+        factor may be a tuple of ``C``, one a column."""
         if factors not in self._pcache:
             C = self.cfg.cols
             sets = []
             for f in factors:
-                _, mult, shift = requant_params(1.0, np.full(C, f), 1.0)
+                _, mult, shift = requant_params(1.0, np.broadcast_to(np.asarray(
+                    f, np.float64), (C,)), 1.0)
                 sets.append(isa_model.pack_params(np.zeros(C, np.int64), mult, shift,
                                                   self.cfg))
             self._pcache[factors] = self.dev.put(np.concatenate(sets))
@@ -252,7 +255,9 @@ class OnChip(_ScalarParams):
         # linear outputs that an add reads.
         self.wide = {graph.inputs[0]}
         for n in graph.nodes:
-            if n.op in ("add", "layernorm", "gelu"):
+            if n.op in ("add", "layernorm", "gelu", "context"):
+                self.wide.add(n.out)
+            if n.op == "merge_heads" and n.ins[0] in self.wide:
                 self.wide.add(n.out)
             if n.op == "add":
                 self.wide.update(v for v in n.ins
@@ -275,7 +280,7 @@ class OnChip(_ScalarParams):
             if readers and name in channels:
                 self.dyn[name] = self._smoothing(name, readers, channels[name])
         # Weights once: int8 per channel, packed, with their parameter sets.
-        self.lin = {}
+        self.lin, self.vscale = {}, {}
         for n in graph.nodes:
             if n.op != "linear":
                 continue
@@ -285,6 +290,11 @@ class OnChip(_ScalarParams):
                 w = w * self.dyn[n.ins[0]]["smooth"][:, None]
             ql = quantize_linear(w, np.asarray(b, np.float64))
             role = self._role(n.out)
+            if role == "v":           # attention's values: an int8 scale per channel
+                ch = np.asarray(getattr(peaks, "channels", {}).get(
+                    n.out, np.full(w.shape[1], peaks.get(n.out, 0.0))), np.float64)
+                top = max(ch.max(), 1e-12)        # twice the channel's peak, at most
+                self.vscale[n.out] = np.minimum(2 * np.maximum(ch, top * 1e-3), top) / 127
             if role == "gelu":        # two sets a tile: relu(x) in 16 bits, x saturated
                 s_relu = WIDE_HEADROOM * max(peaks.get(n.out, 0.0), 1e-12) / isa.WIDE_MAX
                 sets = [isa_model.pack_params(*requant_params(
@@ -295,7 +305,8 @@ class OnChip(_ScalarParams):
                 self.scale[n.out + "~relu"] = s_relu
             else:
                 params_bytes = isa_model.pack_params(*requant_params(
-                    self.acc_scale(n.ins[0]), ql.w_scale, self.scale[n.out], ql.b), cfg)
+                    self.acc_scale(n.ins[0]), ql.w_scale,
+                    self.vscale.get(n.out, self.scale[n.out]), ql.b), cfg)
             self.lin[n.out] = dict(
                 k=w.shape[0], n=w.shape[1], role=role,
                 w_addr=dev.put(isa_model.pack_weights(ql.wq, cfg)),
@@ -973,16 +984,22 @@ class _Lowering(_Regions):
         d = q.tiles * R // heads
         dt, pt = d // R, _tiles(self.P, C)    # the block's queries against every key
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
-        s_s, s_v, s_c = chip.scale[sc.out], chip.scale[n.ins[1]], chip.scale[n.out]
-        p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s,
-                                 s_v / vector.SOFTMAX_ONE / s_c))
-        out = self.new(n.out, heads * d, False)
+        s_s, s_c = chip.scale[sc.out], chip.scale[n.out]
+        # The context's sets: one per head and d-tile, each column its value channel's
+        # scale (the values int8 per channel).
+        s_v = chip.vscale.get(self.source(n.ins[1]))
+        s_v = np.full(heads * d, chip.scale[n.ins[1]]) if s_v is None else s_v
+        ctx_sets = tuple(tuple(s_v[h * d + j * C:h * d + (j + 1) * C]
+                               / vector.SOFTMAX_ONE / s_c)
+                         for h in range(heads) for j in range(dt))
+        p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s, *ctx_sets))
+        out = self.new(n.out, heads * d, True)
         # The scores int8 in the high rows, their probabilities in 16 bits over them.
         scores = self.new(sc.out, self.P, True)
         self.region[sm.out] = scores
         mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys and values are in memory
-        slot = prog.params(p, 2)
+        slot = prog.params(p, 1 + len(ctx_sets))
         for h in range(heads):
             def st_scores(_, g, acc_row):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot,
@@ -997,8 +1014,9 @@ class _Lowering(_Regions):
             prog.made_by(sm.out, "vector")
 
             def st_ctx(_, j, acc_row, h=h):
-                prog.store(acc_row=acc_row, m=M, param_tile=slot + 1,
-                           buf_row=out.base + (h * dt + j) * M, to_buf=1)
+                row = out.base + (h * dt + j) * out.kstep
+                prog.store(acc_row=acc_row, m=M, param_tile=slot + 1 + h * dt + j,
+                           buf_row=row, to_buf=1, wide=1, lo_row=row + M)
             self.gemm(scores, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
                       st_ctx, reads=[sm.out, self.source(n.ins[1])])
         prog.made_by(n.out, "store")
