@@ -277,6 +277,9 @@ class OnChip(_ScalarParams):
         channels = getattr(peaks, "channels", {})
         for name in sorted(self.wide) if gemm_inputs == "dynamic" else ():
             readers = [u for u in self.users.get(name, ()) if u.op == "linear"]
+            made = self.maker.get(name)
+            if made is not None and made.op == "merge_heads":
+                continue            # the context: small, its pair stream costs less
             if readers and name in channels:
                 self.dyn[name] = self._smoothing(name, readers, channels[name])
         # Weights once: int8 per channel, packed, with their parameter sets.
