@@ -195,6 +195,9 @@ class VectorUnit(wiring.Component):
         is_rope = decoded("is_rope", lambda b: b.vop == isa.VecOp.ROPE)
         is_add = decoded("is_add", lambda b: b.vop == isa.VecOp.ADD)
         is_dq = decoded("is_dq", lambda b: b.vop == isa.VecOp.DYNQ)
+        # ADD's and DYNQ's results are the first two products' sum (DYNQ's second zero)
+        early_sum = decoded("early_sum", lambda b: b.vop.matches(isa.VecOp.ADD,
+                                                                 isa.VecOp.DYNQ))
         reduce = decoded("reduce", lambda b: b.vop.matches(*isa.REDUCE_VOPS))
         # ARGMAX, SOFTMAX or DYNQ of 16-bit values: two reads a row
         am_wide = decoded("am_wide", lambda b: b.vop.matches(
@@ -428,7 +431,7 @@ class VectorUnit(wiring.Component):
                      shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
                      z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
                      table_base=table_base, is_dq=is_dq, dq_mul=dq_mul,
-                     early_shift=early_shift, early_half=early_half)
+                     early_shift=early_shift, early_half=early_half, early_sum=early_sum)
         # Each stage has copies of its own (a lane's stages sit apart, beside their DSP
         # blocks and block RAMs), made as the stage first reads a value: no copy unused.
         # They live in a module of their own: made while a stage's ``If`` chain is being
@@ -520,7 +523,8 @@ class VectorUnit(wiring.Component):
             with m.Else():                             # MUL: a b (16-bit: a16 b16)
                 m.d.comb += [x_op.eq(Mux(c.wide_mul, q["a16"], q["a"])),
                              y_op.eq(Mux(c.wide_mul, q["b16"], q["b"]))]
-            m.d.comb += v_op.eq(Mux(c.is_rope, Mux(second_q, rv, nrv), c.mul_b))
+            m.d.comb += v_op.eq(Mux(c.is_rope, Mux(second_q, rv, nrv),
+                                    Mux(c.is_dq, 0, c.mul_b)))
             xy = Signal(signed(36), name=f"xy_{k}")
             bv = Signal(signed(34), name=f"bv_{k}")
             if deep:
@@ -577,8 +581,8 @@ class VectorUnit(wiring.Component):
                                       f"e_{k}"), f"lane_e_{k}"))
             # ADD: a + b (rounded, saturated); LUT: the entry, as it is
             entry_k = cut(luts[k].data, f"lut_q_{k}").as_signed()
-            total_k = reg_of(wire(Mux(c.is_add, p1 + p2, Mux(c.is_dq, p1, entry_k)),
-                                  signed(34), f"sum_{k}"), f"lane_sum_{k}")
+            total_k = reg_of(wire(Mux(c.early_sum, p1 + p2, entry_k), signed(34),
+                                  f"sum_{k}"), f"lane_sum_{k}")
             rsum = cut(total_k + c.early_half, f"rsum_{k}")
             rounded = cut(wire(rsum >> c.early_shift, signed(34), f"rounded_{k}"),
                           f"roundedq_{k}")
