@@ -15,10 +15,14 @@ probabilities are **16-bit**, as two int8 halves ``q = 256 hi + lo`` (post-LN BE
 carries a few channels far above the rest through its residual stream and its norms'
 gains; an int8 scale that holds them rounds the rest away): ``STORE wide`` writes a
 GEMM's output that feeds an ``add`` in 16 bits, ``VEC ADD wide`` adds two 16-bit rows,
-the norms read and write 16 bits, GELU writes its 16-bit result through two tables (high
-and low halves), the softmax writes 16-bit probabilities, and a 16-bit GEMM input
-streams its high and low rows past one weight stream (``MATMUL pair``). Q, K, V, the
-scores, the context and the GELU's input are int8.
+the norms read and write 16 bits, the GELU takes a 16-bit input and gives a 16-bit
+result (:data:`GELU_CLAMP`: ``relu(x)`` in 16 bits plus ``-g`` of ``x`` saturated to
+int8 through two tables), the softmax writes 16-bit probabilities, the attention's
+context is 16-bit, and a 16-bit GEMM input streams its high and low rows past one weight
+stream (``MATMUL pair``) or, with ``gemm_inputs="dynamic"``, is smoothed and quantized
+to int8 with a scale per token (``VEC MUL wide``, ``VEC DYNQ``, ``STORE rowscale``;
+not the context, which stays a pair). Q, K, V and the scores are int8; V with a
+scale per channel.
 
 Layouts. Every value lives in the activation buffer in the array's k-tile-major layout:
 ``M`` rows (the tokens of the block) of ``ceil(K/R)`` k-tiles. An int8 value
@@ -35,11 +39,13 @@ calibration inputs, a 16-bit one at ``WIDE_HEADROOM * max|v| / WIDE_MAX`` (room 
 inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at
 ``1/(127 * 256)``;
 ``linear``: ``requantize(acc + round(b / (s_x s_w)), s_x s_w / s_y)`` per channel;
-``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v / 127 / s_c`` (a ``pair``
-product counts at 1/256; so does a 16-bit input's: ``s_x = 256`` times its scale); ``add``:
+``scores``: ``s_q s_k / sqrt(d) / s_s``; ``context``: ``s_v[c] / 127 / s_c`` a column
+(``s_v[c]``: twice channel ``c``'s peak, at most the tensor's, over 127) (a ``pair``
+product counts at 1/256; so does a 16-bit input's: ``s_x = 256`` times its scale, and a
+per-token int8 input's after ``rowscale``, at its smoothed scale); ``add``:
 :func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat`` at ``s_n = s_y +
 s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``) added;
-``gelu``: :func:`sw.vector.make_wide_tables`.
+``gelu``: :func:`sw.vector.make_wide_tables` of ``gelu - relu`` at ``GELU_CLAMP / 127``.
 
 Ordering: dependency tokens between the units (:class:`_Emitter`), a ``FENCE`` only
 where memory orders two steps or the parameter slots wrap. Long inputs run in token
