@@ -583,8 +583,11 @@ class _Emitter:
         if any(u != token[0] for u, _ in pending):
             self.fence()                       # no token orders it: everything before
             return {}
-        if any(i > self.synced[token[0]] for _, i in pending):
-            last = self.last[token[0]]
+        last = max((i for _, i in pending), default=-1)
+        if last > self.synced[token[0]]:
+            # The token from the instruction that made the newest of them, not from the
+            # unit's latest: a later one (another head's softmax) need not finish first.
+            # Tokens pair in order: each push is on a later instruction than the last.
             self.ops[last][1][token[1]] = 1
             self.synced[token[0]] = last
             return {token[2]: 1}
@@ -1003,31 +1006,53 @@ class _Lowering(_Regions):
                          for h in range(heads) for j in range(dt))
         p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s, *ctx_sets))
         out = self.new(n.out, heads * d, True)
-        # The scores int8 in the high rows, their probabilities in 16 bits over them.
-        scores = self.new(sc.out, self.P, True)
-        self.region[sm.out] = scores
+        # The scores int8 in the high rows, their probabilities in 16 bits over them; two
+        # regions where the buffer holds them, so that head h+1's scores are made while
+        # head h's softmax runs.
+        scores = [self.new(sc.out, self.P, True)]
+        self.region[sm.out] = scores[0]
+        try:
+            scores.append(self.new(sc.out + "~2", self.P, True))
+        except TooLong:
+            pass
         mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys and values are in memory
         slot = prog.params(p, 1 + len(ctx_sets))
-        for h in range(heads):
+
+        def head_scores(h):
+            r = scores[h % len(scores)]
+
             def st_scores(_, g, acc_row):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                           buf_row=scores.base + g * scores.kstep, to_buf=1)
+                           buf_row=r.base + g * r.kstep, to_buf=1)
             self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
                       dt * tile, pt, st_scores,
                       reads=[self.source(sc.ins[0]), self.source(sc.ins[1])])
-            prog.made_by(sc.out, "store")
-            prog.vec(reads=[sc.out], vop=isa.VecOp.SOFTMAX, a_row=scores.base,
-                     dst_row=scores.base, dst_lo_row=scores.lo, wide_out=1, rows=pt,
-                     count=M, stride=scores.kstep, length=S, mul_a=mul, shift=shift)
-            prog.made_by(sm.out, "vector")
+            prog.made_by((sc.out, h), "store")
+            prog.vec(reads=[(sc.out, h)], vop=isa.VecOp.SOFTMAX, a_row=r.base,
+                     dst_row=r.base, dst_lo_row=r.lo, wide_out=1, rows=pt,
+                     count=M, stride=r.kstep, length=S, mul_a=mul, shift=shift)
+            prog.made_by((sm.out, h), "vector")
 
-            def st_ctx(_, j, acc_row, h=h):
+        def head_context(h):
+            r = scores[h % len(scores)]
+
+            def st_ctx(_, j, acc_row):
                 row = out.base + (h * dt + j) * out.kstep
                 prog.store(acc_row=acc_row, m=M, param_tile=slot + 1 + h * dt + j,
                            buf_row=row, to_buf=1, wide=1, lo_row=row + M)
-            self.gemm(scores, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
-                      st_ctx, reads=[sm.out, self.source(n.ins[1])])
+            self.gemm(r, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
+                      st_ctx, reads=[(sm.out, h), self.source(n.ins[1])])
+
+        # With two regions: scores 0, then scores h+1 before context h (the exec unit
+        # runs head h+1's scores while the vector unit runs head h's softmax; scores
+        # h+2 overwrite region h's rows after context h has read them, in exec order).
+        lag = len(scores) - 1
+        for h in range(heads + lag):
+            if h < heads:
+                head_scores(h)
+            if h >= lag:
+                head_context(h - lag)
         prog.made_by(n.out, "store")
 
     def add(self, n, i):
