@@ -80,6 +80,9 @@ GELU_CLAMP = 4.0
 #: ``s_c = (max|x_c|)**ALPHA / (max|W_c|)**(1 - ALPHA)`` and its weights' row ``c``
 #: multiplied by it.
 SMOOTH_ALPHA = 0.5
+#: N-tiles of a GEMM between the ``VEC`` chunks of the elementwise op that reads its
+#: output (a residual ``add``, the ``gelu``), which run behind the GEMM's ``STORE``s.
+FUSE_TILES = 4
 #: How a 16-bit value enters a GEMM: ``"dynamic"`` (smoothed, then int8 per token,
 #: ``VEC MUL`` and ``VEC DYNQ``, ``STORE rowscale``) or ``"pair"`` (its two halves
 #: through one weight stream, ``MATMUL pair``).
@@ -462,18 +465,21 @@ class OnChip(_ScalarParams):
         key = (rows, S, tuple(keep))
         if key not in self.programs:
             R = self.cfg.rows
-            # One block of exactly ``rows`` rows first, then blocks of whole tiles, the
-            # last one of what is left: no padding row goes through the array.
-            sizes = [rows, *range((rows - 1) // R * R, 0, -R)]
-            for T in sizes:
+            # One block of exactly ``rows`` rows first (every value resident in the
+            # buffer, then through memory between stages), then blocks of whole tiles,
+            # the last one of what is left: no padding row goes through the array.
+            tries = [(rows, True), (rows, False),
+                     *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
+            for T, resident in tries:
                 mark = self.dev.mark()
                 try:
-                    self.programs[key] = _Lowering(self, rows, S, keep, T=T).build()
+                    self.programs[key] = _Lowering(self, rows, S, keep, T=T,
+                                                   resident=resident).build()
                     break
                 except TooLong:                 # undo its memory, and what it cached there
                     self.dev.release(mark)
                     self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
-                    if T == sizes[-1]:
+                    if (T, resident) == tries[-1]:
                         raise
         return self.programs[key]
 
@@ -573,9 +579,11 @@ class _Emitter:
         ``vector``, ``memory``: a ``STORE`` to memory, or ``load``)."""
         self.made[value] = (unit, len(self.ops) - 1)
 
-    def _wait(self, reader, reads):
-        """Order the next ``reader`` (``exec`` or ``vector``) after what made ``reads``;
-        returns the flags it pops."""
+    def _wait(self, reader, reads, exact=False):
+        """Order the next ``reader`` (``exec`` or ``vector``) after what made ``reads``
+        (and, unless ``exact``, after everything that unit was given before them: the
+        rows the reader's work overwrites may be rows one of those reads); returns the
+        flags it pops."""
         token = {"vector": ("store", "push_side", "pop_prev"),
                  "exec": ("vector", "push_next", "pop_side")}[reader]
         pending = [self.made.get(v, ("load", -1)) for v in reads]
@@ -585,20 +593,21 @@ class _Emitter:
             return {}
         last = max((i for _, i in pending), default=-1)
         if last > self.synced[token[0]]:
-            # The token from the instruction that made the newest of them, not from the
-            # unit's latest: a later one (another head's softmax) need not finish first.
-            # Tokens pair in order: each push is on a later instruction than the last.
+            # ``exact``: the token from the instruction that made the newest of them, so
+            # that a later one (another head's softmax) need not finish first. Tokens
+            # pair in order: each push is on a later instruction than the last.
+            last = last if exact else self.last[token[0]]
             self.ops[last][1][token[1]] = 1
             self.synced[token[0]] = last
             return {token[2]: 1}
         return {}
 
-    def vec(self, reads=(), fresh=False, **fields):
+    def vec(self, reads=(), fresh=False, exact=False, **fields):
         """A ``VEC`` after what made ``reads``; ``fresh``: it writes rows just allocated,
         which earlier matrix products may still be reading, so it also waits for the store
         unit's latest ``STORE`` (each ``MATMUL``'s ``STORE`` follows it, and the exec unit
         runs in order)."""
-        fields.update(self._wait("vector", reads))
+        fields.update(self._wait("vector", reads, exact))
         last = self.last["store"]
         if fresh and "pop_prev" not in fields and last > max(self.synced["store"],
                                                              self.fenced):
@@ -627,10 +636,10 @@ class _Emitter:
         self.slot += n
         return first
 
-    def matmul(self, reads=(), **fields):
+    def matmul(self, reads=(), exact=False, **fields):
         """A ``MATMUL`` of the next accumulator half; its ``acc_row`` half is chosen
         here (``acc_row`` given is the offset in it)."""
-        flags = self._wait("exec", reads)
+        flags = self._wait("exec", reads, exact)
         t = len(self.stores)
         if self.guard is not None:
             # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
@@ -695,9 +704,11 @@ class _Lowering(_Regions):
     block's rows (attention: the block's queries against every key), and the values a
     later stage (or the host) reads go to memory through the array (identity weights;
     16-bit values as two beats a row). Keys and values go to memory as they are made.
-    ``T = M`` is one block: everything stays in the buffer."""
+    ``T = M`` is one block; with ``resident`` its values stay in the buffer from stage
+    to stage (no spill, no reload, no ``FENCE`` between stages but the attention's), if
+    the buffer holds them all."""
 
-    def __init__(self, chip, M, S, keep=(), T=None):
+    def __init__(self, chip, M, S, keep=(), T=None, resident=False):
         self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
         self.T = T or M                 # rows of a block but the last (its stride)
         self.M = self.T                 # rows of the block being built (node methods' M)
@@ -708,6 +719,8 @@ class _Lowering(_Regions):
         self.macs = 0
         self.memory = {}
         self.spills = {}
+        self.fused = set()              # nodes run behind their linear's STOREs
+        self.pending = {}               # a fused node's state between its chunks
         self.tile = cfg.rows * cfg.cols
         g = chip.graph
         # Stages: a new one at each scores node (its softmax and context follow).
@@ -727,7 +740,7 @@ class _Lowering(_Regions):
                         at[j] = i
         # Values read in a later stage than theirs go through memory (the graph's input
         # is there already); keys and values are there anyway.
-        made = {v: -1 for v in g.inputs if v != "mask"}
+        self.made = made = {v: -1 for v in g.inputs if v != "mask"}
         for i, n in enumerate(g.nodes):
             made[n.out] = self.stage[i]
         self.last_use, self.crossing = {}, set()
@@ -748,6 +761,11 @@ class _Lowering(_Regions):
                 self.last_use[n.ins[0] + "~c"] = at[i]
         self.ends = set(g.outputs) | set(self.keep)     # values the host reads
         self.crossing |= {self.source(v) for v in self.ends}
+        # ``resident`` (one block): every value stays in the buffer from stage to stage;
+        # only the graph's input and what the host reads go through memory.
+        self.resident = resident and self.nb == 1
+        if self.resident:
+            self.crossing = {g.inputs[0]} | {self.source(v) for v in self.ends}
 
     def source(self, v):
         """The value ``v`` is a view of (through ``split_heads``, ``merge_heads``)."""
@@ -763,13 +781,15 @@ class _Lowering(_Regions):
         self.prog.fence()
 
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
-             slot=0, sets=1):
+             slot=0, sets=1, after=None, exact=False):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
         ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (``sets`` a
         tile, in slots ``slot ..``; else the ``slot`` already loaded). ``reads``: the
-        values it reads (for the ordering)."""
+        values it reads (for the ordering). ``after(j0, j1)``: called behind the
+        ``STORE`` of every :data:`FUSE_TILES` N-tiles ``j0 .. j1 - 1`` (and the last)."""
         cfg, prog, M = self.cfg, self.prog, self.M
+        j0 = 0
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
             m = 2 * M if pair else M
@@ -787,11 +807,15 @@ class _Lowering(_Regions):
                 slot = prog.params(p_addr + c0 * sets * isa.PARAM_BEATS * cfg.bus_bytes,
                                    len(chunk) * sets)
             for j in chunk:
-                acc_row = prog.matmul(reads=reads, weight_addr=w_addr + j * w_stride,
+                acc_row = prog.matmul(reads=reads, exact=exact,
+                                      weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
                 store(slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += M * k_tiles * cfg.rows * cfg.cols
+                if after is not None and (j + 1 - j0 == FUSE_TILES or j == nt - 1):
+                    after(j0, j + 1)
+                    j0 = j + 1
 
     def in_place(self, name, i):
         """``name``'s region if node ``i`` is its last reader (its rows can take the
@@ -817,16 +841,19 @@ class _Lowering(_Regions):
                           buf_row=chip.vbase, buf_row_step=0, buf_beat_step=1)
         for k in range(self.n_stages):
             nodes = [i for i, st in enumerate(self.stage) if st == k]
-            needed = sorted({self.source(v) for i in nodes for v in g.nodes[i].ins}
-                            & self.crossing)
+            needed = sorted(v for v in {self.source(v) for i in nodes
+                                        for v in g.nodes[i].ins} & self.crossing
+                            if self.made[v] < k)      # made in an earlier stage
             for b in range(self.nb):
                 self.b = b
                 self.M = min(self.T, self.P - b * self.T)
-                prog.fence()                        # the last block's rows are free
-                self.buf = _Buffer(chip.vbase)
-                self.region = {}
+                if not (self.resident and k):
+                    prog.fence()                    # the last block's rows are free
+                    self.buf = _Buffer(chip.vbase)
+                    self.region = {}
                 for v in needed:
-                    self.reload(v)
+                    if v not in self.region:
+                        self.reload(v)
                 for i in nodes:
                     self.node(i)
         outs = {name: (self.spills[self.source(name)], chip._width(name))
@@ -841,9 +868,11 @@ class _Lowering(_Regions):
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
         elif n.op == "linear":
-            self.linear(n)
+            self.linear(n, i)
         elif n.op == "context":
             self.attention(n)
+        elif i in self.fused:
+            pass                                     # run behind its GEMM's STOREs
         elif n.op == "add":
             self.add(n, i)
         elif n.op == "gelu":
@@ -895,7 +924,24 @@ class _Lowering(_Regions):
             a = (r.base + t * r.kstep, r.kstep, 2 * M if r.wide else M)
             self.gemm(a, 1, chip.identity, 0, 1, store, reads=[v], slot=slot)
 
-    def linear(self, n):
+    def fusable(self, i):
+        """The node after linear node ``i`` if it is elementwise on the linear's output
+        (``gelu``, or an ``add`` whose other input is in the buffer) and can run N-tile
+        by N-tile behind the GEMM's ``STORE``s (the output is not read out first)."""
+        g, n = self.chip.graph, self.chip.graph.nodes[i]
+        if i + 1 >= len(g.nodes) or n.out in self.crossing:
+            return None
+        m = g.nodes[i + 1]
+        role = self.chip.lin[n.out]["role"]
+        if m.op == "gelu" and m.ins[0] == n.out and role == "gelu":
+            return i + 1
+        if m.op == "add" and role == "wide" and n.out in m.ins and all(
+                v == n.out or v in self.region or self.source(v) in self.region
+                for v in m.ins):
+            return i + 1
+        return None
+
+    def linear(self, n, i):
         chip, prog, M, tile = self.chip, self.prog, self.M, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         lin = chip.lin[n.out]
@@ -946,8 +992,22 @@ class _Lowering(_Regions):
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
                                dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
                                dram_stride=C, **rs)
+        after, f = None, self.fusable(i)
+        self.fused.discard(i + 1)
+        if f is not None:            # the next node, tile by tile behind the STOREs
+            self.fused.add(f)
+            m = chip.graph.nodes[f]
+
+            def after(j0, j1):
+                prog.made_by(n.out, "store")
+                if role == "gelu":
+                    prog.made_by(n.out + "~c", "store")
+                if m.op == "gelu":
+                    self.gelu(m, (j0, j1))
+                else:
+                    self.add(m, f, (j0, j1))
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=reads, sets=lin["sets"])
+                  reads=reads, sets=lin["sets"], after=after)
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
         if role == "gelu":
             prog.made_by(n.out + "~c", "store")
@@ -1029,7 +1089,7 @@ class _Lowering(_Regions):
                       dt * tile, pt, st_scores,
                       reads=[self.source(sc.ins[0]), self.source(sc.ins[1])])
             prog.made_by((sc.out, h), "store")
-            prog.vec(reads=[(sc.out, h)], vop=isa.VecOp.SOFTMAX, a_row=r.base,
+            prog.vec(reads=[(sc.out, h)], exact=True, vop=isa.VecOp.SOFTMAX, a_row=r.base,
                      dst_row=r.base, dst_lo_row=r.lo, wide_out=1, rows=pt,
                      count=M, stride=r.kstep, length=S, mul_a=mul, shift=shift)
             prog.made_by((sm.out, h), "vector")
@@ -1042,7 +1102,7 @@ class _Lowering(_Regions):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot + 1 + h * dt + j,
                            buf_row=row, to_buf=1, wide=1, lo_row=row + M)
             self.gemm(r, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
-                      st_ctx, reads=[(sm.out, h), self.source(n.ins[1])])
+                      st_ctx, reads=[(sm.out, h), self.source(n.ins[1])], exact=True)
 
         # With two regions: scores 0, then scores h+1 before context h (the exec unit
         # runs head h+1's scores while the vector unit runs head h's softmax; scores
@@ -1055,44 +1115,59 @@ class _Lowering(_Regions):
                 head_context(h - lag)
         prog.made_by(n.out, "store")
 
-    def add(self, n, i):
-        """Two 16-bit values into a 16-bit sum (``VEC ADD wide``), in place if it can."""
+    def add(self, n, i, tiles=None):
+        """Two 16-bit values into a 16-bit sum (``VEC ADD wide``), in place if it can;
+        ``tiles``: k-tiles ``(j0, j1)`` only (run behind the GEMM that makes one input,
+        :meth:`fusable`; the rows are chosen with the first)."""
         chip = self.chip
         a, b = (self.r(v) for v in n.ins)
         if not (a.wide and b.wide):
             raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
+        first = tiles is None or tiles[0] == 0
+        if first:
+            free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
+            dst = (min(free, key=lambda r: r.base) if free  # the lower rows: less scatter
+                   else self.new(n.out, a.tiles * self.cfg.rows, True))
+            self.pending[n.out] = dst, not free
+        dst, fresh = self.pending[n.out]
+        j0, j1 = tiles or (0, a.tiles)
         ma, mb, sh = vector.add_multipliers(chip.scale[n.ins[0]], chip.scale[n.ins[1]],
                                             chip.scale[n.out])
-        free = [r for r in (self.in_place(v, i) for v in n.ins) if r is not None]
-        dst = (min(free, key=lambda r: r.base) if free     # the lower rows: less scatter
-               else self.new(n.out, a.tiles * self.cfg.rows, True))
-        self.prog.vec(reads=[self.source(v) for v in n.ins], fresh=not free,
+        off = j0 * a.kstep
+        self.prog.vec(reads=[self.source(v) for v in n.ins], fresh=fresh and first,
                       vop=isa.VecOp.ADD,
-                      a_row=a.base, a_lo_row=a.lo,
-                      b_row=b.base, b_lo_row=b.lo, dst_row=dst.base, dst_lo_row=dst.lo,
-                      wide=1, rows=a.tiles, count=self.M, stride=a.kstep, mul_a=ma,
+                      a_row=a.base + off, a_lo_row=a.lo + off,
+                      b_row=b.base + off, b_lo_row=b.lo + off, dst_row=dst.base + off,
+                      dst_lo_row=dst.lo + off,
+                      wide=1, rows=j1 - j0, count=self.M, stride=a.kstep, mul_a=ma,
                       mul_b=mb, shift=sh)
         self.prog.made_by(n.out, "vector")
         self.region[n.out] = dst
 
-    def gelu(self, n):
+    def gelu(self, n, tiles=None):
         """``relu(x) - g(x)`` (:data:`GELU_CLAMP`): ``-g`` of the saturated int8 rows
         through two tables into 16 bits (the low halves' table first, then the high
-        halves' in place), then added to ``relu(x)`` (16-bit) in place."""
+        halves' in place), then added to ``relu(x)`` (16-bit) in place; ``tiles``:
+        k-tiles ``(j0, j1)`` only (behind the up projection's ``STORE``s, the tables
+        loaded with the first)."""
         chip, prog = self.chip, self.prog
         u, c = self.r(n.ins[0]), self.region[n.ins[0] + "~c"]
         p = chip.vparam[n.out]
-        trows = isa.TABLE_ENTRIES // self.cfg.rows
-        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
-        prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
-        vec = dict(rows=u.tiles, count=self.M)
+        j0, j1 = tiles or (0, u.tiles)
+        if j0 == 0:
+            trows = isa.TABLE_ENTRIES // self.cfg.rows
+            prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
+            prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
+        vec = dict(rows=j1 - j0, count=self.M)
+        oc, ou = j0 * c.kstep, j0 * u.kstep
         for table, dst in ((1, c.lo), (0, c.base)):
-            prog.vec(reads=[n.ins[0] + "~c"], vop=isa.VecOp.LUT, a_row=c.base, dst_row=dst,
-                     stride=c.kstep, table=table, **vec)
+            prog.vec(reads=[n.ins[0] + "~c"], vop=isa.VecOp.LUT, a_row=c.base + oc,
+                     dst_row=dst + oc, stride=c.kstep, table=table, **vec)
         ma, mb, sh = p["add"]
-        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.ADD, wide=1, a_row=u.base,
-                 a_lo_row=u.lo, b_row=c.base, b_lo_row=c.lo, dst_row=u.base,
-                 dst_lo_row=u.lo, stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, **vec)
+        prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.ADD, wide=1,
+                 a_row=u.base + ou, a_lo_row=u.lo + ou, b_row=c.base + oc,
+                 b_lo_row=c.lo + oc, dst_row=u.base + ou, dst_lo_row=u.lo + ou,
+                 stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, **vec)
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
 
