@@ -543,6 +543,7 @@ class _Emitter:
         self.synced = {"store": -1, "vector": -1}     # last op another unit waited for
         self.fenced = -1
         self.stores = []                # op index of each MATMUL-tile's STORE
+        self.tiles = 0                  # MATMULs but the guarded ones
         self.slot = 0
         self.load_pending = False
         self.guard = None               # (tile, shr): the guarded ops' guard
@@ -640,12 +641,13 @@ class _Emitter:
         """A ``MATMUL`` of the next accumulator half; its ``acc_row`` half is chosen
         here (``acc_row`` given is the offset in it)."""
         flags = self._wait("exec", reads, exact)
-        t = len(self.stores)
+        t = self.tiles
         if self.guard is not None:
             # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
             assert not flags and not (self.load_pending and self.guard[0]), \
                 "a guarded MATMUL waits for nothing its guard may skip"
         else:
+            self.tiles += 1
             fields["acc_row"] += (t % 2) * self.cfg.acc_buf_rows
             if t >= 2:
                 self.ops[self.stores[t - 2]][1]["push_prev"] = 1
@@ -657,8 +659,10 @@ class _Emitter:
         return fields["acc_row"]
 
     def store(self, more=False, **fields):
-        """The ``STORE`` of the latest ``MATMUL``'s tile; ``more``: another one of the
-        same tile (its rows elsewhere), after the first in the store unit's queue."""
+        """The ``STORE`` of the next ``MATMUL`` tile without one (the ``STORE``s follow
+        their ``MATMUL``s in order, one ``MATMUL`` ahead at most, since a ``MATMUL`` waits
+        for the ``STORE`` two before it); ``more``: another one of the same tile (its rows
+        elsewhere), after the first in the store unit's queue."""
         self.last["store"] = i = self._add("store", pop_prev=int(not more), **fields)
         if self.guard is not None:
             return                          # no MATMUL waits for a guarded STORE
@@ -721,6 +725,7 @@ class _Lowering(_Regions):
         self.spills = {}
         self.fused = set()              # nodes run behind their linear's STOREs
         self.pending = {}               # a fused node's state between its chunks
+        self.quantized = set()          # per-token int8 values made (``name~q``)
         self.tile = cfg.rows * cfg.cols
         g = chip.graph
         # Stages: a new one at each scores node (its softmax and context follow).
@@ -789,7 +794,6 @@ class _Lowering(_Regions):
         values it reads (for the ordering). ``after(j0, j1)``: called behind the
         ``STORE`` of every :data:`FUSE_TILES` N-tiles ``j0 .. j1 - 1`` (and the last)."""
         cfg, prog, M = self.cfg, self.prog, self.M
-        j0 = 0
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
             m = 2 * M if pair else M
@@ -800,10 +804,26 @@ class _Lowering(_Regions):
             raise TooLong(f"a MATMUL of {m} rows exceeds an accumulator half "
                           f"({cfg.acc_buf_rows} rows): the input is too long for one "
                           f"block on this preset")
+        # Each tile's STOREs are emitted after the next tile's MATMUL: the store unit
+        # takes one STORE at a time, so the front end would otherwise hold the next
+        # MATMUL back until this tile's last STORE began, and the array would idle.
+        pend, j0 = None, 0
+
+        def flush():
+            nonlocal pend, j0
+            if pend is not None:
+                s, j, acc_row = pend
+                store(s, j, acc_row)
+                pend = None
+                if after is not None and (j + 1 - j0 == FUSE_TILES or j == nt - 1):
+                    after(j0, j + 1)
+                    j0 = j + 1
+
         per = cfg.param_tiles // sets
         for c0 in range(0, nt, per):
             chunk = range(c0, min(nt, c0 + per))
             if p_addr is not None:
+                flush()                         # before its slots are loaded again
                 slot = prog.params(p_addr + c0 * sets * isa.PARAM_BEATS * cfg.bus_bytes,
                                    len(chunk) * sets)
             for j in chunk:
@@ -811,11 +831,10 @@ class _Lowering(_Regions):
                                       weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
-                store(slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
+                flush()
+                pend = (slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += M * k_tiles * cfg.rows * cfg.cols
-                if after is not None and (j + 1 - j0 == FUSE_TILES or j == nt - 1):
-                    after(j0, j + 1)
-                    j0 = j + 1
+        flush()
 
     def in_place(self, name, i):
         """``name``'s region if node ``i`` is its last reader (its rows can take the
@@ -851,6 +870,7 @@ class _Lowering(_Regions):
                     prog.fence()                    # the last block's rows are free
                     self.buf = _Buffer(chip.vbase)
                     self.region = {}
+                    self.quantized = set()
                 for v in needed:
                     if v not in self.region:
                         self.reload(v)
@@ -1014,26 +1034,44 @@ class _Lowering(_Regions):
 
     def per_token(self, name):
         """16-bit value ``name`` as int8 rows at a scale of their own (made once a block):
-        ``VEC MUL wide`` by its smoothing factors into fresh rows, then ``VEC DYNQ`` in
-        place, each token's scale code to slot ``m`` of the row-scale file (the high
-        rows then hold the int8 rows, ``2M`` apart a k-tile). The ``DYNQ`` waits for the
-        latest ``STORE`` (``fresh``), so no earlier ``STORE rowscale`` still reads the
-        slots it writes."""
+        smoothed (:meth:`smooth`, unless the op that made ``name`` did it tile by tile),
+        then ``VEC DYNQ`` in place, each token's scale code to slot ``m`` of the
+        row-scale file (the high rows then hold the int8 rows, ``2M`` apart a k-tile).
+        The ``DYNQ`` waits for the latest ``STORE`` (``fresh``), so no earlier ``STORE
+        rowscale`` still reads the slots it writes."""
         q = name + "~q"
-        if q in self.region:
+        if q in self.quantized:
             return self.region[q]
-        chip, prog, M = self.chip, self.prog, self.M
-        a, d = self.r(name), chip.dyn[name]
-        r = self.new(q, a.tiles * self.cfg.rows, True)
-        vec = dict(rows=a.tiles, count=M, wide=1)
-        prog.vec(reads=[self.source(name)], fresh=True, vop=isa.VecOp.MUL, a_row=a.base,
-                 a_lo_row=a.lo, b_row=chip.vbase + d["b_hi"], b_lo_row=chip.vbase + d["b_lo"],
-                 b_repeat=1, dst_row=r.base, dst_lo_row=r.lo, shift=d["shift"],
-                 stride=a.kstep, **vec)
-        prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
-                 dst_row=r.base, b_row=0, length=chip._width(name), stride=r.kstep, **vec)
-        prog.made_by(q, "vector")
+        if q not in self.region:
+            self.smooth(name)
+        r = self.region[q]
+        self.prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
+                      dst_row=r.base, b_row=0, length=self.chip._width(name),
+                      stride=r.kstep, rows=r.tiles, count=self.M, wide=1)
+        self.prog.made_by(q, "vector")
+        self.quantized.add(q)
         return r
+
+    def smooth(self, name, tiles=None, into=None):
+        """``VEC MUL wide`` of 16-bit value ``name`` by its smoothing factors into fresh
+        rows (``name~q``, allocated with the first k-tiles; ``into``: a region of the
+        same shape whose rows are free as each tile is reached); ``tiles``: k-tiles
+        ``(j0, j1)`` only."""
+        chip, M = self.chip, self.M
+        a, d = self.r(name), chip.dyn[name]
+        j0, j1 = tiles or (0, a.tiles)
+        if j0 == 0 and into is None:
+            self.new(name + "~q", a.tiles * self.cfg.rows, True)
+        elif j0 == 0:
+            self.region[name + "~q"] = into
+        r = self.region[name + "~q"]
+        oa, orr = j0 * a.kstep, j0 * r.kstep
+        self.prog.vec(reads=[self.source(name)], fresh=j0 == 0 and into is None,
+                      vop=isa.VecOp.MUL,
+                      a_row=a.base + oa, a_lo_row=a.lo + oa,
+                      b_row=chip.vbase + d["b_hi"] + j0, b_lo_row=chip.vbase + d["b_lo"] + j0,
+                      b_repeat=1, dst_row=r.base + orr, dst_lo_row=r.lo + orr,
+                      shift=d["shift"], stride=a.kstep, rows=j1 - j0, count=M, wide=1)
 
     def attention(self, n):
         """``scores``, ``softmax`` and ``context`` head by head: head ``h``'s scores into
@@ -1170,6 +1208,8 @@ class _Lowering(_Regions):
                  stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, **vec)
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
+        if n.out in chip.dyn:        # the down projection's smoothing, tile by tile too,
+            self.smooth(n.out, tiles, into=c)       # into the saturated rows just read
 
     def layernorm(self, n, i):
         """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
