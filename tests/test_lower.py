@@ -155,6 +155,44 @@ def test_dynamic_gemm_inputs_are_int8_per_token():
     assert rows["dynamic"] < 0.6 * rows["pair"], rows
 
 
+@pytest.mark.parametrize("mode", lower.GEMM_INPUTS)
+def test_the_schedule_overlaps_the_units(mode):
+    """Two layers in one block: the values stay in the buffer from stage to stage (the
+    only ``LOAD_ACT``s bring the input and the vector unit's parameters; no value goes to
+    memory but the keys, the values and the output); the GELU (and, ``dynamic``, the
+    down projection's smoothing) runs between the up projection's ``MATMUL``s, behind
+    their ``STORE``s; each tile's ``STORE`` follows the next tile's ``MATMUL``; and the
+    program cannot deadlock with one-entry queues (the store unit takes one ``STORE`` at
+    a time), every access ordered."""
+    w, shape = synthetic.bert_tiny(0)
+    graph, params = archs.bert_encoder(shape, 2), archs.bert_params([w, w])
+    calib = [{"x": synthetic.random_inputs(shape, 12, seed=100 + s),
+              "mask": np.ones((1, 12), np.int64)} for s in range(2)]
+    peaks = lower.calibrate(graph, params, calib)
+    x = synthetic.random_inputs(shape, 12, seed=3)
+    with Device(DEFAULT, "golden") as dev:
+        chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs=mode)
+        y = chip.run({"x": x})["blk.1.y"]
+        code = dev.calls[0].program
+    ops = isa_model.decode_program(code)
+    kt = -(-shape.hidden // DEFAULT.rows)
+    assert sum(op == isa.Op.LOAD_ACT for op, _, _ in ops) == 1 + kt
+    up = chip.lin["blk.0.ffn_up"]
+    mm = [i for i, (op, _, b) in enumerate(ops) if op == isa.Op.MATMUL
+          and up["w_addr"] <= b["weight_addr"] < up["w_addr"] + up["n"] * up["k"]]
+    between = [isa.VecOp(ops[i][2]["vop"]) for i in range(mm[0], mm[-1])
+               if ops[i][0] == isa.Op.VEC]
+    assert isa.VecOp.LUT in between and isa.VecOp.ADD in between, between
+    assert (isa.VecOp.MUL in between) == (mode == "dynamic"), between
+    assert [ops[i][0] for i in mm[0:2] + [mm[1] + 1]] == [isa.Op.MATMUL] * 2 + [
+        isa.Op.STORE], ops[mm[0]:mm[1] + 2]
+    p = isa_model.Program()
+    p.insns = [code[i:i + isa.INSN_BYTES] for i in range(0, len(code), isa.INSN_BYTES)]
+    isa_model.check_races(DEFAULT, p)
+    assert not any(isa_model.check_tokens(p, queue_depth=1).values())
+    assert cosine(y, L.encoder_layer(L.encoder_layer(x, w, shape), w, shape)) > 0.998
+
+
 @pytest.mark.parametrize("seq", [11])
 def test_dynamic_gemm_inputs_bit_exact_on_rtl(simulator, seq):
     """The per-token int8 program (``VEC DYNQ``, ``STORE rowscale``) on the RTL: memory

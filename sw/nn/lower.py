@@ -726,6 +726,7 @@ class _Lowering(_Regions):
         self.fused = set()              # nodes run behind their linear's STOREs
         self.pending = {}               # a fused node's state between its chunks
         self.quantized = set()          # per-token int8 values made (``name~q``)
+        self.deferred = {}              # value projections made inside their attention
         self.tile = cfg.rows * cfg.cols
         g = chip.graph
         # Stages: a new one at each scores node (its softmax and context follow).
@@ -736,12 +737,18 @@ class _Lowering(_Regions):
         self.n_stages = k + 1
         # Where each value is last read; attention's scores and softmax are lowered with
         # their context, so what they read is read there.
+        # ``resident`` (one block): every value stays in the buffer from stage to stage;
+        # only the graph's input and what the host reads go through memory. The value
+        # projection is then made inside its attention, while the softmaxes run
+        # (:meth:`attention`), so what it reads is read there.
+        self.resident = resident and self.nb == 1
         at = list(range(len(g.nodes)))
         for i, n in enumerate(g.nodes):
             if n.op == "context":
                 sm = chip.maker[n.ins[0]]
+                vp = chip.maker.get(self.source(n.ins[1])) if self.resident else None
                 for j, m in enumerate(g.nodes):
-                    if m is sm or m is chip.maker[sm.ins[0]]:
+                    if m is sm or m is chip.maker[sm.ins[0]] or m is vp:
                         at[j] = i
         # Values read in a later stage than theirs go through memory (the graph's input
         # is there already); keys and values are there anyway.
@@ -766,9 +773,6 @@ class _Lowering(_Regions):
                 self.last_use[n.ins[0] + "~c"] = at[i]
         self.ends = set(g.outputs) | set(self.keep)     # values the host reads
         self.crossing |= {self.source(v) for v in self.ends}
-        # ``resident`` (one block): every value stays in the buffer from stage to stage;
-        # only the graph's input and what the host reads go through memory.
-        self.resident = resident and self.nb == 1
         if self.resident:
             self.crossing = {g.inputs[0]} | {self.source(v) for v in self.ends}
 
@@ -887,6 +891,8 @@ class _Lowering(_Regions):
         n = self.chip.graph.nodes[i]
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
+        elif n.op == "linear" and self.resident and self.chip.lin[n.out]["role"] == "v":
+            self.deferred[n.out] = i                 # made inside its attention
         elif n.op == "linear":
             self.linear(n, i)
         elif n.op == "context":
@@ -1077,7 +1083,13 @@ class _Lowering(_Regions):
         """``scores``, ``softmax`` and ``context`` head by head: head ``h``'s scores into
         a buffer region, its softmax in place, its context into its k-tiles of the
         ``ctx_heads`` value. The keys and values came through memory: a ``FENCE`` first
-        (from the emitter); then the store -> vector -> exec tokens order each head."""
+        (from the emitter); then the store -> vector -> exec tokens order each head.
+
+        With a region for every head's scores (``resident``, if the buffer holds them):
+        every head's scores and softmax, the value projection (deferred to here, so the
+        array makes the values while the vector unit runs the softmaxes), a ``FENCE``
+        (the values in memory), then every head's context. Else two regions: head
+        ``h+1``'s scores while head ``h``'s softmax runs."""
         chip, prog, M, S, tile = self.chip, self.prog, self.M, self.S, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         sm = chip.maker[n.ins[0]]
@@ -1085,7 +1097,9 @@ class _Lowering(_Regions):
         if len(sm.ins) > 1 and sm.ins[1] not in chip.graph.inputs:
             raise NotLowered(f"{sm.out}: a mask that is not the graph's padding mask")
         q = self.r(sc.ins[0])
-        k, v = self.memory[self.source(sc.ins[1])], self.memory[self.source(n.ins[1])]
+        vname = self.source(n.ins[1])
+        dv = self.deferred.pop(vname, None)           # the value projection's node
+        k = self.memory[self.source(sc.ins[1])]
         if q.wide:
             raise NotLowered(f"{sc.out}: 16-bit queries")
         if sc.attrs["group"] != 1 or n.attrs["group"] != 1:
@@ -1102,20 +1116,38 @@ class _Lowering(_Regions):
         ctx_sets = tuple(tuple(s_v[h * d + j * C:h * d + (j + 1) * C]
                                / vector.SOFTMAX_ONE / s_c)
                          for h in range(heads) for j in range(dt))
-        p = chip._scalar_params((s_q * s_k / math.sqrt(d) / s_s, *ctx_sets))
+        s_scores = s_q * s_k / math.sqrt(d) / s_s
         out = self.new(n.out, heads * d, True)
-        # The scores int8 in the high rows, their probabilities in 16 bits over them; two
-        # regions where the buffer holds them, so that head h+1's scores are made while
-        # head h's softmax runs.
+        # The scores int8 in the high rows, their probabilities in 16 bits over them.
         scores = [self.new(sc.out, self.P, True)]
         self.region[sm.out] = scores[0]
-        try:
-            scores.append(self.new(sc.out + "~2", self.P, True))
-        except TooLong:
-            pass
+
+        def more(names):
+            """Regions for ``names`` if the buffer holds them all, else none."""
+            try:
+                for name in names:
+                    scores.append(self.new(name, self.P, True))
+            except TooLong:
+                for r in scores[1:]:
+                    self.buf.free(r.base)
+                self.region = {v: r for v, r in self.region.items()
+                               if not any(r is x for x in scores[1:])}
+                del scores[1:]
+        if dv is not None:
+            more([f"{sc.out}~{h}" for h in range(1, heads)])
+            if len(scores) == 1:          # the values first, then two regions
+                self.linear(chip.graph.nodes[dv], dv)
+                dv = None
+        if dv is None:
+            more([sc.out + "~2"])
         mul, shift = vector.softmax_multiplier(s_s)
-        prog.fence()                              # the keys and values are in memory
-        slot = prog.params(p, 1 + len(ctx_sets))
+        prog.fence()                              # the keys (and values) are in memory
+        if dv is None:
+            slot = prog.params(chip._scalar_params((s_scores, *ctx_sets)),
+                               1 + len(ctx_sets))
+            v, ctx_slot = self.memory[vname], slot + 1
+        else:
+            slot = prog.params(chip._scalar_params((s_scores,)), 1)
 
         def head_scores(h):
             r = scores[h % len(scores)]
@@ -1137,7 +1169,7 @@ class _Lowering(_Regions):
 
             def st_ctx(_, j, acc_row):
                 row = out.base + (h * dt + j) * out.kstep
-                prog.store(acc_row=acc_row, m=M, param_tile=slot + 1 + h * dt + j,
+                prog.store(acc_row=acc_row, m=M, param_tile=ctx_slot + h * dt + j,
                            buf_row=row, to_buf=1, wide=1, lo_row=row + M)
             self.gemm(r, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
                       st_ctx, reads=[(sm.out, h), self.source(n.ins[1])], exact=True)
@@ -1145,12 +1177,21 @@ class _Lowering(_Regions):
         # With two regions: scores 0, then scores h+1 before context h (the exec unit
         # runs head h+1's scores while the vector unit runs head h's softmax; scores
         # h+2 overwrite region h's rows after context h has read them, in exec order).
-        lag = len(scores) - 1
-        for h in range(heads + lag):
-            if h < heads:
+        if dv is not None:
+            for h in range(heads):
                 head_scores(h)
-            if h >= lag:
-                head_context(h - lag)
+            self.linear(chip.graph.nodes[dv], dv)
+            v = self.memory[vname]
+            ctx_slot = prog.params(chip._scalar_params(ctx_sets), len(ctx_sets))
+            for h in range(heads):              # after a FENCE: the values in memory
+                head_context(h)
+        else:
+            lag = len(scores) - 1
+            for h in range(heads + lag):
+                if h < heads:
+                    head_scores(h)
+                if h >= lag:
+                    head_context(h - lag)
         prog.made_by(n.out, "store")
 
     def add(self, n, i, tiles=None):
