@@ -49,7 +49,17 @@ s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``)
 
 Ordering: dependency tokens between the units (:class:`_Emitter`), a ``FENCE`` only
 where memory orders two steps or the parameter slots wrap. Long inputs run in token
-blocks (:class:`_Lowering`).
+blocks (:class:`_Lowering`); an input that fits one block keeps every value in the
+buffer (``resident``).
+
+Overlap (the units run at once wherever the data allow): each tile's ``STORE`` is
+emitted after the next tile's ``MATMUL`` (the store unit takes one ``STORE`` at a time
+and the front end dispatches in order); an elementwise op on a GEMM's output (the
+residual ``add``, the ``gelu`` and the smoothing after it) runs :data:`FUSE_TILES`
+N-tiles at a time behind the GEMM's ``STORE``; attention makes every head's scores
+while the vector unit runs the softmaxes, then the value projection, then the contexts.
+What stays exposed is the vector work between two GEMMs that needs whole rows (the
+norms, ``DYNQ``).
 
 Lowered: the ops of :func:`sw.nn.archs.bert_encoder` (MiniLM, bert-tiny), one sequence
 per program. Other ops raise :class:`NotLowered` naming them.
