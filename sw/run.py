@@ -130,9 +130,13 @@ def _run_minilm(new_device, layers, seq, texts, executor):
     names = [f"blk.{i}.y" for i in range(layers)]
     layer_cos = [[] for _ in range(layers)]
     final = []
-    for t, feed in enumerate(_feeds(x, mask, seq)):
+    feeds = _feeds(x, mask, seq)
+    if hasattr(ex, "run_batch"):          # on chip: every sentence in one program
+        outs = ex.run_batch(feeds, keep=names)
+    else:
+        outs = [ex.run(feed, {}, keep=names) for feed in feeds]
+    for t, (feed, out) in enumerate(zip(feeds, outs)):
         n = feed["x"].shape[1]
-        out = ex.run(feed, {}, keep=names)
         keep = mask[t, :n].astype(bool)
         for i, name in enumerate(names):
             layer_cos[i].append(cosine(out[name][0][keep],
@@ -244,7 +248,8 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
 
     t0 = time.perf_counter()
     if model == "minilm":
-        texts = DEFAULT_TEXTS if text is None else (text,)
+        texts = (DEFAULT_TEXTS if text is None else (text,) if isinstance(text, str)
+                 else tuple(text))
         dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts,
                                executor)
     else:

@@ -65,6 +65,7 @@ Lowered: the ops of :func:`sw.nn.archs.bert_encoder` (MiniLM, bert-tiny), one se
 per program. Other ops raise :class:`NotLowered` naming them.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -160,17 +161,17 @@ class _Region:
 
 
 class _Buffer:
-    """Best-fit allocation of activation-buffer rows below ``limit``."""
+    """Best-fit allocation of activation-buffer rows from ``lo`` to below ``limit``."""
 
-    def __init__(self, limit):
-        self.limit = limit
+    def __init__(self, limit, lo=0):
+        self.limit, self.lo = limit, lo
         self.used = []                                  # (base, rows), sorted
 
     def alloc(self, rows, what, top=False):
         """``rows`` rows for ``what``: the smallest gap that holds them, or (``top``, for
         the largest values) the top of the highest one, so that big and small values
         do not interleave."""
-        ends = [0] + [b + n for b, n in self.used]
+        ends = [self.lo] + [b + n for b, n in self.used]
         starts = [b for b, _ in self.used] + [self.limit]
         gaps = [(s - e, e, s) for e, s in zip(ends, starts) if s - e >= rows]
         if gaps:
@@ -493,19 +494,84 @@ class OnChip(_ScalarParams):
                         raise
         return self.programs[key]
 
+    def _emit_alone(self, prog, rows, S, keep):
+        """One sequence into ``prog`` with the whole buffer: in one block if it fits
+        (resident, then not), else in token blocks (:meth:`_program`'s order)."""
+        R = self.cfg.rows
+        tries = [(rows, True), (rows, False),
+                 *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
+        for T, resident in tries:
+            saved = self._checkpoint(prog)
+            try:
+                seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog)
+                for _ in seq.steps():
+                    pass
+                return seq
+            except TooLong:
+                self._restore(prog, saved)
+                if (T, resident) == tries[-1]:
+                    raise
+
+    def _checkpoint(self, prog):
+        return copy.deepcopy(prog.__dict__), self.dev.mark()
+
+    def _restore(self, prog, saved):
+        """Undo what was emitted since :meth:`_checkpoint`: the instructions, the
+        memory allocated, and the parameter sets cached there."""
+        state, mark = saved
+        prog.__dict__.update(state)
+        self.dev.release(mark)
+        self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
+
+    def _batch_program(self, shapes, keep):
+        """One program for the sequences of ``shapes`` (``(rows, S)`` each), two at a
+        time as two streams of one emitter, their nodes alternating, so that one's
+        vector work runs under the other's GEMMs (each resident in half the buffer, its
+        row-scale codes in half the file); a pair that does not fit that way runs one
+        sequence after the other (:meth:`_emit_alone`)."""
+        key = ("batch", tuple(shapes), tuple(keep))
+        if key not in self.programs:
+            half = self.vbase // 2
+            prog = _Emitter(self.cfg)
+            if self.nvrows:
+                prog.load_act(dram_addr=self.vaddr, dram_stride=0, rows=1,
+                              row_beats=self.nvrows, buf_row=self.vbase, buf_row_step=0,
+                              buf_beat_step=1)
+            seqs = []
+            for a in range(0, len(shapes), 2):
+                pair = shapes[a:a + 2]
+                if len(pair) == 2:
+                    saved = self._checkpoint(prog)
+                    try:
+                        two = [_Lowering(self, rows, S, keep, T=rows, resident=True,
+                                         prog=prog, sid=j, rows=(j * half, (j + 1) * half))
+                               for j, (rows, S) in enumerate(pair)]
+                        live = [s.steps() for s in two]
+                        while live:
+                            for gen in list(live):
+                                if next(gen, None) is None:
+                                    live.remove(gen)
+                        seqs += two
+                        continue
+                    except TooLong:
+                        self._restore(prog, saved)
+                seqs += [self._emit_alone(prog, rows, S, keep) for rows, S in pair]
+            code = prog.program().to_array()
+            self.programs[key] = dict(
+                seqs=[s.finish() for s in seqs], prog_addr=self.dev.put(code),
+                n_insns=len(code) // isa.INSN_BYTES, program=code.tobytes(),
+                macs=sum(s.macs for s in seqs))
+        return self.programs[key]
+
     # ---- running -------------------------------------------------------------------
 
-    def run(self, feeds, state=None, *, keep=()):
-        """One forward pass: one program, one host round trip. Returns the graph's
-        outputs and the values named in ``keep`` (read out as they are made, in the same
-        program), float32, one row per input row (with the input's leading axes).
-        ``mask`` (ones, then zeros for
-        padding) may pad the sequence; ``state`` is unused (no KV cache here)."""
+    def _input(self, feeds, keep):
+        """``(x as int rows, rows, S, leading axes)`` of one sequence's feeds."""
         g = self.graph
         x = np.asarray(feeds[g.inputs[0]], np.float64)
         if x.ndim == 3 and x.shape[0] != 1:
             raise ValueError(f"the on-chip executor runs one sequence per program, not a "
-                             f"batch of {x.shape[0]}")
+                             f"batch of {x.shape[0]} (run_batch takes a list)")
         lead = x.shape[:-2]
         x = x.reshape(x.shape[-2:])
         rows = len(x)
@@ -516,19 +582,46 @@ class OnChip(_ScalarParams):
         for name in keep:
             if name not in self.maker:
                 raise ValueError(f"cannot keep {name!r}: no node makes it")
-        built = self._program(rows, S, tuple(keep))
         top = isa.WIDE_MAX
         xq = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top).astype(np.int64)
-        self.dev.write(built["x_addr"], wide_rows(xq, built["P"], self.cfg))
-        self.dev.run(built["prog_addr"], built["n_insns"], name=g.name, macs=built["macs"],
-                     program=built["program"])
+        return xq, rows, S, lead
+
+    def _outputs(self, built, rows, lead, keep):
         out = {}
-        for name in (*g.outputs, *keep):
+        for name in (*self.graph.outputs, *keep):
             sp, width = built["outs"][name]
             q = read_rows(self.dev, sp, built["P"], self.cfg)
             out[name] = (q[:rows, :width] * self.scale[name]).astype(np.float32).reshape(
                 *lead, rows, width)
         return out
+
+    def run(self, feeds, state=None, *, keep=()):
+        """One forward pass: one program, one host round trip. Returns the graph's
+        outputs and the values named in ``keep`` (read out as they are made, in the same
+        program), float32, one row per input row (with the input's leading axes).
+        ``mask`` (ones, then zeros for
+        padding) may pad the sequence; ``state`` is unused (no KV cache here)."""
+        xq, rows, S, lead = self._input(feeds, keep)
+        built = self._program(rows, S, tuple(keep))
+        self.dev.write(built["x_addr"], wide_rows(xq, built["P"], self.cfg))
+        self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
+                     macs=built["macs"], program=built["program"])
+        return self._outputs(built, rows, lead, keep)
+
+    def run_batch(self, feeds_list, *, keep=()):
+        """A batch of sequences (a list of :meth:`run`'s feeds) in **one program**, one
+        host round trip (:meth:`_batch_program`). Returns :meth:`run`'s outputs, a dict per
+        sequence."""
+        ins = [self._input(f, keep) for f in feeds_list]
+        if len(ins) == 1:
+            return [self.run(feeds_list[0], keep=keep)]
+        built = self._batch_program([(rows, S) for _, rows, S, _ in ins], tuple(keep))
+        for (xq, _, _, _), b in zip(ins, built["seqs"]):
+            self.dev.write(b["x_addr"], wide_rows(xq, b["P"], self.cfg))
+        self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
+                     macs=built["macs"], program=built["program"])
+        return [self._outputs(b, rows, lead, keep)
+                for (_, rows, _, lead), b in zip(ins, built["seqs"])]
 
 
 class _Emitter:
@@ -548,8 +641,9 @@ class _Emitter:
     def __init__(self, cfg):
         self.cfg = cfg
         self.ops = []                   # (kind, fields)
-        self.made = {}                  # value -> (unit, op index)
-        self.last = {"store": -1, "vector": -1}
+        self.stream = 0                 # whose ops are being emitted (:meth:`last`)
+        self.made = {}                  # (stream, value) -> (unit, op index)
+        self._last = {}                 # stream -> {unit: its latest op}
         self.synced = {"store": -1, "vector": -1}     # last op another unit waited for
         self.fenced = -1
         self.stores = []                # op index of each MATMUL-tile's STORE
@@ -557,6 +651,13 @@ class _Emitter:
         self.slot = 0
         self.load_pending = False
         self.guard = None               # (tile, shr): the guarded ops' guard
+
+    @property
+    def last(self):
+        """The latest ``STORE`` and ``VEC`` of the current stream. Streams (independent
+        sequences in one program) touch disjoint buffer rows, so one stream's ops wait
+        only for its own: the units then run one stream's work under the other's."""
+        return self._last.setdefault(self.stream, {"store": -1, "vector": -1})
 
     def _add(self, kind, **fields):
         if self.guard is not None:
@@ -588,7 +689,7 @@ class _Emitter:
     def made_by(self, value, unit):
         """``value`` was made by the latest instruction of ``unit`` (``store``,
         ``vector``, ``memory``: a ``STORE`` to memory, or ``load``)."""
-        self.made[value] = (unit, len(self.ops) - 1)
+        self.made[self.stream, value] = (unit, len(self.ops) - 1)
 
     def _wait(self, reader, reads, exact=False):
         """Order the next ``reader`` (``exec`` or ``vector``) after what made ``reads``
@@ -597,7 +698,7 @@ class _Emitter:
         flags it pops."""
         token = {"vector": ("store", "push_side", "pop_prev"),
                  "exec": ("vector", "push_next", "pop_side")}[reader]
-        pending = [self.made.get(v, ("load", -1)) for v in reads]
+        pending = [self.made.get((self.stream, v), ("load", -1)) for v in reads]
         pending = [(u, i) for u, i in pending if i > self.fenced and u != reader]
         if any(u != token[0] for u, _ in pending):
             self.fence()                       # no token orders it: everything before
@@ -722,14 +823,21 @@ class _Lowering(_Regions):
     to stage (no spill, no reload, no ``FENCE`` between stages but the attention's), if
     the buffer holds them all."""
 
-    def __init__(self, chip, M, S, keep=(), T=None, resident=False):
+    def __init__(self, chip, M, S, keep=(), T=None, resident=False, prog=None, sid=0,
+                 rows=None):
+        """``prog``: an emitter shared with other sequences of the program (this one is
+        its stream ``sid``: its buffer rows ``rows = (lo, hi)``, its row-scale slots
+        from ``sid * rowscale_slots / 2``)."""
         self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
         self.T = T or M                 # rows of a block but the last (its stride)
         self.M = self.T                 # rows of the block being built (node methods' M)
         self.nb = _tiles(M, self.T)
         self.cfg = cfg = chip.cfg
         self.dev = chip.dev
-        self.prog = _Emitter(cfg)
+        self.prog = prog or _Emitter(cfg)
+        self.sid = sid
+        self.rows = rows or (0, chip.vbase)
+        self.rs_base = sid * (cfg.rowscale_slots // 2)
         self.macs = 0
         self.memory = {}
         self.spills = {}
@@ -762,7 +870,7 @@ class _Lowering(_Regions):
                         at[j] = i
         # Values read in a later stage than theirs go through memory (the graph's input
         # is there already); keys and values are there anyway.
-        self.made = made = {v: -1 for v in g.inputs if v != "mask"}
+        self.made_stage = made = {v: -1 for v in g.inputs if v != "mask"}
         for i, n in enumerate(g.nodes):
             made[n.out] = self.stage[i]
         self.last_use, self.crossing = {}, set()
@@ -862,6 +970,26 @@ class _Lowering(_Regions):
         return self.region[name] if name in self.region else self.region[self.source(name)]
 
     def build(self):
+        """The program of this one sequence (:meth:`steps`, then :meth:`finish`)."""
+        self.load_vector_params()
+        for _ in self.steps():
+            pass
+        code = self.prog.program().to_array()
+        return dict(self.finish(), prog_addr=self.dev.put(code),
+                    n_insns=len(code) // isa.INSN_BYTES, program=code.tobytes())
+
+    def load_vector_params(self):
+        """The vector unit's parameters (gains, tables, ...), once a program."""
+        chip = self.chip
+        if chip.nvrows:
+            self.prog.load_act(dram_addr=chip.vaddr, dram_stride=0, rows=1,
+                               row_beats=chip.nvrows, buf_row=chip.vbase, buf_row_step=0,
+                               buf_beat_step=1)
+
+    def steps(self):
+        """Emit the sequence's instructions, yielding after each node (so that another
+        sequence's can go between; the emitter's ``stream`` is set to this one's
+        :attr:`sid` at every resumption)."""
         chip, cfg, dev, prog = self.chip, self.cfg, self.dev, self.prog
         R, C = cfg.rows, cfg.cols
         g = chip.graph
@@ -869,33 +997,35 @@ class _Lowering(_Regions):
             wide, kt = v in chip.wide, _tiles(chip._width(v), R)
             self.spills[v] = dict(addr=dev.alloc(kt * self.P * C * (1 + wide)), wide=wide,
                                   kt=kt)
-        if chip.nvrows:
-            prog.load_act(dram_addr=chip.vaddr, dram_stride=0, rows=1, row_beats=chip.nvrows,
-                          buf_row=chip.vbase, buf_row_step=0, buf_beat_step=1)
         for k in range(self.n_stages):
             nodes = [i for i, st in enumerate(self.stage) if st == k]
             needed = sorted(v for v in {self.source(v) for i in nodes
                                         for v in g.nodes[i].ins} & self.crossing
-                            if self.made[v] < k)      # made in an earlier stage
+                            if self.made_stage[v] < k)   # made in an earlier stage
             for b in range(self.nb):
+                prog.stream = self.sid
                 self.b = b
                 self.M = min(self.T, self.P - b * self.T)
                 if not (self.resident and k):
                     prog.fence()                    # the last block's rows are free
-                    self.buf = _Buffer(chip.vbase)
+                    self.buf = _Buffer(self.rows[1], self.rows[0])
                     self.region = {}
                     self.quantized = set()
                 for v in needed:
                     if v not in self.region:
                         self.reload(v)
                 for i in nodes:
+                    prog.stream = self.sid
                     self.node(i)
+                    yield i
+
+    def finish(self):
+        """Where the sequence's input goes and its outputs come from, once built."""
+        chip, g = self.chip, self.chip.graph
         outs = {name: (self.spills[self.source(name)], chip._width(name))
                 for name in self.ends}
-        code = prog.program().to_array()
-        return dict(prog_addr=dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
-                    program=code.tobytes(), x_addr=self.spills[g.inputs[0]]["addr"],
-                    outs=outs, macs=self.macs, T=self.T, P=self.P)
+        return dict(x_addr=self.spills[g.inputs[0]]["addr"], outs=outs, macs=self.macs,
+                    T=self.T, P=self.P)
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
@@ -985,7 +1115,8 @@ class _Lowering(_Regions):
         role = lin["role"]
         if n.ins[0] in chip.dyn:          # int8 per token: each row's scale in the STORE
             q = self.per_token(n.ins[0])
-            a, reads, rs = (q.base, q.kstep, M), [n.ins[0] + "~q"], dict(rowscale=1)
+            a, reads = (q.base, q.kstep, M), [n.ins[0] + "~q"]
+            rs = dict(rowscale=1, scale_row=self.rs_base)
         else:
             a, reads, rs = self.r(n.ins[0]), [self.source(n.ins[0])], {}
         if role == "gelu":            # relu(x) in 16 bits, and x saturated to int8
@@ -1062,7 +1193,7 @@ class _Lowering(_Regions):
             self.smooth(name)
         r = self.region[q]
         self.prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
-                      dst_row=r.base, b_row=0, length=self.chip._width(name),
+                      dst_row=r.base, b_row=self.rs_base, length=self.chip._width(name),
                       stride=r.kstep, rows=r.tiles, count=self.M, wide=1)
         self.prog.made_by(q, "vector")
         self.quantized.add(q)
