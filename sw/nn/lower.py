@@ -94,6 +94,9 @@ SMOOTH_ALPHA = 0.5
 #: N-tiles of a GEMM between the ``VEC`` chunks of the elementwise op that reads its
 #: output (a residual ``add``, the ``gelu``), which run behind the GEMM's ``STORE``s.
 FUSE_TILES = 4
+#: Chunks of :data:`FUSE_TILES` N-tiles in the ring that holds the up projection's
+#: saturated rows while the GELU reads them.
+RING_CHUNKS = 3
 #: How a 16-bit value enters a GEMM: ``"dynamic"`` (smoothed, then int8 per token,
 #: ``VEC MUL`` and ``VEC DYNQ``, ``STORE rowscale``) or ``"pair"`` (its two halves
 #: through one weight stream, ``MATMUL pair``).
@@ -845,6 +848,7 @@ class _Lowering(_Regions):
         self.pending = {}               # a fused node's state between its chunks
         self.quantized = set()          # per-token int8 values made (``name~q``)
         self.deferred = {}              # value projections made inside their attention
+        self.ring = {}                  # tiles of a ring region (the GELU's saturated rows)
         self.tile = cfg.rows * cfg.cols
         g = chip.graph
         # Stages: a new one at each scores node (its softmax and context follow).
@@ -987,9 +991,9 @@ class _Lowering(_Regions):
                                buf_beat_step=1)
 
     def steps(self):
-        """Emit the sequence's instructions, yielding after each node (so that another
-        sequence's can go between; the emitter's ``stream`` is set to this one's
-        :attr:`sid` at every resumption)."""
+        """Emit the sequence's instructions, yielding before each node of matrix
+        products (so that another sequence's can go between; the emitter's ``stream``
+        is set to this one's :attr:`sid` at every resumption)."""
         chip, cfg, dev, prog = self.chip, self.cfg, self.dev, self.prog
         R, C = cfg.rows, cfg.cols
         g = chip.graph
@@ -1015,9 +1019,17 @@ class _Lowering(_Regions):
                     if v not in self.region:
                         self.reload(v)
                 for i in nodes:
-                    prog.stream = self.sid
+                    n = g.nodes[i]
+                    if n.op in ("linear", "context") and i not in self.deferred.values():
+                        # Another stream's turn before this node's matrix products (after
+                        # its input's per-token quantization, vector work): so each
+                        # stream's vector work is dispatched before the other's GEMMs.
+                        if n.op == "linear" and n.ins[0] in chip.dyn:
+                            self.per_token(n.ins[0])
+                        yield i
+                        prog.stream = self.sid
                     self.node(i)
-                    yield i
+                yield -1
 
     def finish(self):
         """Where the sequence's input goes and its outputs come from, once built."""
@@ -1119,16 +1131,24 @@ class _Lowering(_Regions):
             rs = dict(rowscale=1, scale_row=self.rs_base)
         else:
             a, reads, rs = self.r(n.ins[0]), [self.source(n.ins[0])], {}
+        f = self.fusable(i)
         if role == "gelu":            # relu(x) in 16 bits, and x saturated to int8
             out = self.new(n.out, lin["n"], True, top=True)
-            clamp = self.new(n.out + "~c", lin["n"], True)
+            # The saturated rows: with the GELU behind the STOREs, a ring of RING_CHUNKS
+            # chunks (a chunk's STOREs wait for the GELU of the chunk whose rows they
+            # take, a vector -> store token), else every tile.
+            ring = RING_CHUNKS * FUSE_TILES if f is not None and nt > RING_CHUNKS * \
+                FUSE_TILES else nt
+            clamp = self.new(n.out + "~c", ring * C, True)
+            self.ring[n.out + "~c"] = ring
 
             def store(slot, j, acc_row):
                 row = out.base + j * out.kstep
                 prog.store(acc_row=acc_row, m=M, param_tile=slot, buf_row=row, to_buf=1,
                            wide=1, relu=1, lo_row=row + M, **rs)
                 prog.store(more=True, acc_row=acc_row, m=M, param_tile=slot + 1,
-                           buf_row=clamp.base + j * clamp.kstep, to_buf=1, **rs)
+                           buf_row=clamp.base + j % ring * clamp.kstep, to_buf=1,
+                           pop_side=int(j >= ring and j % FUSE_TILES == 0), **rs)
         elif role in ("act", "wide"):
             out = self.new(n.out, lin["n"], role != "act")
 
@@ -1159,7 +1179,7 @@ class _Lowering(_Regions):
                     prog.store(acc_row=acc_row, m=M, param_tile=slot,
                                dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
                                dram_stride=C, **rs)
-        after, f = None, self.fusable(i)
+        after = None
         self.fused.discard(i + 1)
         if f is not None:            # the next node, tile by tile behind the STOREs
             self.fused.add(f)
@@ -1372,6 +1392,7 @@ class _Lowering(_Regions):
         loaded with the first)."""
         chip, prog = self.chip, self.prog
         u, c = self.r(n.ins[0]), self.region[n.ins[0] + "~c"]
+        ring = self.ring.get(n.ins[0] + "~c", u.tiles)
         p = chip.vparam[n.out]
         j0, j1 = tiles or (0, u.tiles)
         if j0 == 0:
@@ -1379,7 +1400,9 @@ class _Lowering(_Regions):
             prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["hi"], rows=trows, table=0)
             prog.vec(vop=isa.VecOp.TABLE, a_row=chip.vbase + p["lo"], rows=trows, table=1)
         vec = dict(rows=j1 - j0, count=self.M)
-        oc, ou = j0 * c.kstep, j0 * u.kstep
+        oc, ou = j0 % ring * c.kstep, j0 * u.kstep
+        # The ADD reads the chunk's ring rows last: a token for the STOREs that take them.
+        last = ring < u.tiles and j0 // FUSE_TILES + RING_CHUNKS < _tiles(u.tiles, FUSE_TILES)
         for table, dst in ((1, c.lo), (0, c.base)):
             prog.vec(reads=[n.ins[0] + "~c"], vop=isa.VecOp.LUT, a_row=c.base + oc,
                      dst_row=dst + oc, stride=c.kstep, table=table, **vec)
@@ -1387,11 +1410,12 @@ class _Lowering(_Regions):
         prog.vec(reads=[self.source(n.ins[0])], vop=isa.VecOp.ADD, wide=1,
                  a_row=u.base + ou, a_lo_row=u.lo + ou, b_row=c.base + oc,
                  b_lo_row=c.lo + oc, dst_row=u.base + ou, dst_lo_row=u.lo + ou,
-                 stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, **vec)
+                 stride=u.kstep, mul_a=ma, mul_b=mb, shift=sh, push_prev=int(last), **vec)
         prog.made_by(n.out, "vector")
         self.region[n.out] = u
         if n.out in chip.dyn:        # the down projection's smoothing, tile by tile too,
-            self.smooth(n.out, tiles, into=c)       # into the saturated rows just read
+            self.smooth(n.out, tiles,          # in place (if nothing else reads the GELU)
+                        into=None if n.out in self.crossing else u)
 
     def layernorm(self, n, i):
         """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
