@@ -651,6 +651,12 @@ class _Emitter:
         self.fenced = -1
         self.stores = []                # op index of each MATMUL-tile's STORE
         self.tiles = 0                  # MATMULs but the guarded ones
+        # ``param_tokens``: a parameter load waits for the STOREs that read its slots
+        # last by a token (:meth:`params`), not a FENCE.
+        self.param_tokens = False
+        self.slot_tile = {}             # slot -> the tile whose STORE read it last
+        self.mm_ops = []                # op index of each tile's MATMUL
+        self.load_synced = -1           # the latest tile whose MATMUL a load waited for
         self.slot = 0
         self.load_pending = False
         self.guard = None               # (tile, shr): the guarded ops' guard
@@ -732,11 +738,12 @@ class _Emitter:
         self.last["vector"] = self._add("vec", **fields)
 
     def reserve(self, n):
-        """Make the next ``n`` parameter slots one run: a ``FENCE`` and back to slot 0
-        if they would wrap (for sets loaded by several :meth:`params` calls that are
-        used together)."""
+        """Make the next ``n`` parameter slots one run: back to slot 0 if they would
+        wrap (for sets loaded by several :meth:`params` calls that are used together),
+        with a ``FENCE`` unless :attr:`param_tokens`."""
         if self.slot + n > self.cfg.param_tiles:
-            self.fence()
+            if not self.param_tokens:
+                self.fence()
             self.slot = 0
 
     def params(self, dram_addr, n, push=True):
@@ -745,8 +752,22 @@ class _Emitter:
         the load unit runs after these)."""
         self.reserve(n)
         first = self.slot
+        flags = {}
+        if self.param_tokens:
+            # The slots' last readers: the STOREs of tiles up to ``t``; MATMUL ``t + 2``
+            # starts after STORE ``t`` has read its set (it waits for the accumulator
+            # half), so the load waits for that MATMUL (exec -> load token).
+            t = max((self.slot_tile.get(k, -1) for k in range(first, first + n)),
+                    default=-1)
+            if t >= 0 and self.stores[t] > self.fenced and t + 2 > self.load_synced:
+                if t + 2 >= len(self.mm_ops):
+                    self.fence()                # that MATMUL is not emitted yet
+                else:
+                    self.ops[self.mm_ops[t + 2]][1]["push_prev"] = 1
+                    self.load_synced = t + 2
+                    flags["pop_next"] = 1
         self._add("load_param", dram_addr=dram_addr, n_tiles=n, param_tile=first,
-                  push_next=int(push))
+                  push_next=int(push), **flags)
         self.load_pending |= push
         self.slot += n
         return first
@@ -769,7 +790,9 @@ class _Emitter:
         if self.load_pending:
             flags["pop_prev"] = 1
             self.load_pending = False
-        self._add("matmul", push_next=1, **fields, **flags)
+        i = self._add("matmul", push_next=1, **fields, **flags)
+        if self.guard is None:
+            self.mm_ops.append(i)
         return fields["acc_row"]
 
     def store(self, more=False, **fields):
@@ -784,6 +807,7 @@ class _Emitter:
             self.stores[-1] = i
         else:
             self.stores.append(i)
+        self.slot_tile[fields["param_tile"]] = len(self.stores) - 1
 
     def load_act(self, **fields):
         self._add("load_act", **fields)
@@ -838,6 +862,7 @@ class _Lowering(_Regions):
         self.cfg = cfg = chip.cfg
         self.dev = chip.dev
         self.prog = prog or _Emitter(cfg)
+        self.prog.param_tokens = True
         self.sid = sid
         self.rows = rows or (0, chip.vbase)
         self.rs_base = sid * (cfg.rowscale_slots // 2)
