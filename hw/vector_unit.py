@@ -121,8 +121,10 @@ class VectorUnit(wiring.Component):
     and ``push_next`` are given once the instruction's last row (or table entry) is
     written; the next instruction starts after that.
 
-    Instructions wait in a ``QUEUE_DEPTH`` (4) entry queue, so the front end dispatches
-    past a running ``VEC`` to the other units.
+    Instructions wait in a ``QUEUE_DEPTH`` (16) entry queue, so the front end dispatches
+    past a running ``VEC`` to the other units (a compiler puts a GEMM's elementwise work
+    behind its ``STORE``s, a few ``VEC``s every few tiles: with 4 entries the front end
+    stalled on the full queue while another sequence's norm ran, and the array waited).
 
     Ports
     -----
@@ -138,7 +140,7 @@ class VectorUnit(wiring.Component):
     """
 
     FIFO_ROWS = 8
-    QUEUE_DEPTH = 4          # instructions queued ahead of the running one
+    QUEUE_DEPTH = 16         # instructions queued ahead of the running one
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -193,6 +193,49 @@ def test_the_schedule_overlaps_the_units(mode):
     assert cosine(y, L.encoder_layer(L.encoder_layer(x, w, shape), w, shape)) > 0.998
 
 
+def _batch(mode, backend):
+    """bert-tiny on sequences of 12, 5 and 16 tokens, each alone and then as one batch:
+    ``(alone, batched, device, the batch's program)``."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    xs = [synthetic.random_inputs(shape, n, seed=10 + n) for n in (12, 5, 16)]
+    with Device(DEFAULT, backend) as dev:
+        chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs=mode)
+        alone = [chip.run({"x": x})["blk.0.y"] for x in xs]
+        calls = len(dev.calls)
+        batched = [o["blk.0.y"] for o in chip.run_batch([{"x": x} for x in xs])]
+        assert len(dev.calls) == calls + 1                  # one program, one round trip
+        return alone, batched, dev, dev.calls[-1].program, chip
+
+
+@pytest.mark.parametrize("mode", lower.GEMM_INPUTS)
+def test_a_batch_is_one_program(mode):
+    """A batch of sequences is one program (``OnChip.run_batch``): each sequence's
+    output bit for bit its output alone; the first two as two streams whose nodes
+    alternate (each in half the buffer: their ``MATMUL``s interleave), the third after
+    them; every access ordered, no deadlock with one-entry queues."""
+    alone, batched, _, code, chip = _batch(mode, "golden")
+    for a, b in zip(alone, batched):
+        np.testing.assert_array_equal(a, b)
+    ops = isa_model.decode_program(code)
+    half = chip.vbase // 2
+    mm = [(i, b["act_row"] >= half) for i, (op, _, b) in enumerate(ops)
+          if op == isa.Op.MATMUL and b["weight_addr"] != chip.identity]
+    first_b = min(i for i, upper in mm if upper)
+    assert any(not upper and i > first_b for i, upper in mm)     # interleaved
+    p = isa_model.Program()
+    p.insns = [code[i:i + isa.INSN_BYTES] for i in range(0, len(code), isa.INSN_BYTES)]
+    isa_model.check_races(DEFAULT, p)
+    assert not any(isa_model.check_tokens(p, queue_depth=1).values())
+
+
+def test_a_batch_bit_exact_on_rtl(simulator):
+    """The batch's program on the RTL: memory bit for bit as the golden model's."""
+    alone, batched, dev, _, _ = _batch("dynamic", simulator)
+    assert dev.bit_exact is True
+    for a, b in zip(alone, batched):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("seq", [11])
 def test_dynamic_gemm_inputs_bit_exact_on_rtl(simulator, seq):
     """The per-token int8 program (``VEC DYNQ``, ``STORE rowscale``) on the RTL: memory

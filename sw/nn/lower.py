@@ -970,7 +970,9 @@ class _Lowering(_Regions):
                     after(j0, j + 1)
                     j0 = j + 1
 
-        per = cfg.param_tiles // sets
+        # Half the slots at most a load (with tokens, not FENCEs, a load must not take
+        # the slots the latest STOREs read).
+        per = max(1, cfg.param_tiles // (2 if prog.param_tokens else 1) // sets)
         for c0 in range(0, nt, per):
             chunk = range(c0, min(nt, c0 + per))
             if p_addr is not None:
