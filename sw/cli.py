@@ -137,7 +137,9 @@ def _parser():
     r.add_argument("--model", required=True, help="minilm, bert-tiny or gpt-tiny")
     r.add_argument("--layers", type=_positive, help="encoder layers to run (minilm: 1-6)")
     r.add_argument("--seq", type=_positive, help="sequence length (minilm: pad the text to it)")
-    r.add_argument("--text", help="the first sentence (minilm)")
+    r.add_argument("--text", action="append",
+                   help="a sentence (minilm; repeat for a batch, run as one program on "
+                        "chip; default: 8 mixed sentences)")
     _add_backend(r, "golden")
     _add_check(r)
     r.add_argument("--preset", type=_preset, default=get_preset("default"),
