@@ -470,74 +470,20 @@ class OnChip(_ScalarParams):
 
     # ---- the program ---------------------------------------------------------------
 
-    def _program(self, rows, S, keep):
-        """The program for ``rows`` input rows (``S`` of them tokens) that also reads
-        out the values in ``keep``, built once per shape: in one block of exactly
-        ``rows`` rows if the buffer holds it, else in the largest token blocks of whole
-        tiles it holds, the last block what is left. No padding row streams through the
-        array: the last position tile of the keys and values may be partly empty, and
-        the softmax's length leaves it out."""
-        key = (rows, S, tuple(keep))
-        if key not in self.programs:
-            R = self.cfg.rows
-            # One block of exactly ``rows`` rows first (every value resident in the
-            # buffer, then through memory between stages), then blocks of whole tiles,
-            # the last one of what is left: no padding row goes through the array.
-            tries = [(rows, True), (rows, False),
-                     *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
-            for T, resident in tries:
-                mark = self.dev.mark()
-                try:
-                    self.programs[key] = _Lowering(self, rows, S, keep, T=T,
-                                                   resident=resident).build()
-                    break
-                except TooLong:                 # undo its memory, and what it cached there
-                    self.dev.release(mark)
-                    self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
-                    if (T, resident) == tries[-1]:
-                        raise
-        return self.programs[key]
-
-    def _emit_alone(self, prog, rows, S, keep):
-        """One sequence into ``prog`` with the whole buffer: in one block if it fits
-        (resident, then not), else in token blocks (:meth:`_program`'s order)."""
-        R = self.cfg.rows
-        tries = [(rows, True), (rows, False),
-                 *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
-        for T, resident in tries:
-            saved = self._checkpoint(prog)
-            try:
-                seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog)
-                for _ in seq.steps():
-                    pass
-                return seq
-            except TooLong:
-                self._restore(prog, saved)
-                if (T, resident) == tries[-1]:
-                    raise
-
-    def _checkpoint(self, prog):
-        return copy.deepcopy(prog.__dict__), self.dev.mark()
-
-    def _restore(self, prog, saved):
-        """Undo what was emitted since :meth:`_checkpoint`: the instructions, the
-        memory allocated, and the parameter sets cached there."""
-        state, mark = saved
-        prog.__dict__.update(state)
-        self.dev.release(mark)
-        self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
-
-    def _batch_program(self, shapes, keep):
-        """One program for the sequences of ``shapes`` (``(rows, S)`` each), two at a
-        time as two streams of one emitter, their nodes alternating, so that one's
-        vector work runs under the other's GEMMs (each resident in half the buffer, its
-        row-scale codes in half the file); a pair that does not fit that way runs one
-        sequence after the other (:meth:`_emit_alone`)."""
-        key = ("batch", tuple(shapes), tuple(keep))
+    def _program(self, shapes, keep):
+        """The program for sequences of ``shapes`` (``(rows, S)`` each: input rows, ``S``
+        of them tokens) that also reads out the values in ``keep``, built once per
+        shapes. Two sequences at a time run as two streams of one emitter, their nodes
+        alternating, so that one's vector work runs under the other's GEMMs (each
+        resident in half the buffer, its row-scale codes in half the file); a sequence
+        alone, or a pair that does not fit that way, runs as :meth:`_emit_alone` says.
+        No padding row streams through the array: the last position tile of the keys and
+        values may be partly empty, and the softmax's length leaves it out."""
+        key = (tuple(shapes), tuple(keep))
         if key not in self.programs:
             half = self.vbase // 2
             prog = _Emitter(self.cfg)
-            if self.nvrows:
+            if self.nvrows:               # the vector unit's parameters, once a program
                 prog.load_act(dram_addr=self.vaddr, dram_stride=0, rows=1,
                               row_beats=self.nvrows, buf_row=self.vbase, buf_row_step=0,
                               buf_beat_step=1)
@@ -567,6 +513,37 @@ class OnChip(_ScalarParams):
                 macs=sum(s.macs for s in seqs))
         return self.programs[key]
 
+    def _emit_alone(self, prog, rows, S, keep):
+        """One sequence into ``prog`` with the whole buffer: in one block of exactly
+        ``rows`` rows if the buffer holds it (every value resident, then through memory
+        between stages), else in the largest token blocks of whole tiles it holds, the
+        last block what is left."""
+        R = self.cfg.rows
+        tries = [(rows, True), (rows, False),
+                 *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
+        for T, resident in tries:
+            saved = self._checkpoint(prog)
+            try:
+                seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog)
+                for _ in seq.steps():
+                    pass
+                return seq
+            except TooLong:
+                self._restore(prog, saved)
+                if (T, resident) == tries[-1]:
+                    raise
+
+    def _checkpoint(self, prog):
+        return copy.deepcopy(prog.__dict__), self.dev.mark()
+
+    def _restore(self, prog, saved):
+        """Undo what was emitted since :meth:`_checkpoint`: the instructions, the
+        memory allocated, and the parameter sets cached there."""
+        state, mark = saved
+        prog.__dict__.update(state)
+        self.dev.release(mark)
+        self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
+
     # ---- running -------------------------------------------------------------------
 
     def _input(self, feeds, keep):
@@ -590,42 +567,33 @@ class OnChip(_ScalarParams):
         xq = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top).astype(np.int64)
         return xq, rows, S, lead
 
-    def _outputs(self, built, rows, lead, keep):
-        out = {}
-        for name in (*self.graph.outputs, *keep):
-            sp, width = built["outs"][name]
-            q = read_rows(self.dev, sp, built["P"], self.cfg)
-            out[name] = (q[:rows, :width] * self.scale[name]).astype(np.float32).reshape(
-                *lead, rows, width)
-        return out
-
     def run(self, feeds, state=None, *, keep=()):
         """One forward pass: one program, one host round trip. Returns the graph's
         outputs and the values named in ``keep`` (read out as they are made, in the same
         program), float32, one row per input row (with the input's leading axes).
         ``mask`` (ones, then zeros for
         padding) may pad the sequence; ``state`` is unused (no KV cache here)."""
-        xq, rows, S, lead = self._input(feeds, keep)
-        built = self._program(rows, S, tuple(keep))
-        self.dev.write(built["x_addr"], wide_rows(xq, built["P"], self.cfg))
-        self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
-                     macs=built["macs"], program=built["program"])
-        return self._outputs(built, rows, lead, keep)
+        return self.run_batch([feeds], keep=keep)[0]
 
     def run_batch(self, feeds_list, *, keep=()):
         """A batch of sequences (a list of :meth:`run`'s feeds) in **one program**, one
-        host round trip (:meth:`_batch_program`). Returns :meth:`run`'s outputs, a dict per
+        host round trip (:meth:`_program`). Returns :meth:`run`'s outputs, a dict per
         sequence."""
         ins = [self._input(f, keep) for f in feeds_list]
-        if len(ins) == 1:
-            return [self.run(feeds_list[0], keep=keep)]
-        built = self._batch_program([(rows, S) for _, rows, S, _ in ins], tuple(keep))
+        built = self._program([(rows, S) for _, rows, S, _ in ins], tuple(keep))
         for (xq, _, _, _), b in zip(ins, built["seqs"]):
             self.dev.write(b["x_addr"], wide_rows(xq, b["P"], self.cfg))
         self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
                      macs=built["macs"], program=built["program"])
-        return [self._outputs(b, rows, lead, keep)
-                for (_, rows, _, lead), b in zip(ins, built["seqs"])]
+        out = []
+        for (_, rows, _, lead), b in zip(ins, built["seqs"]):
+            out.append({})
+            for name in (*self.graph.outputs, *keep):
+                sp, width = b["outs"][name]
+                q = read_rows(self.dev, sp, b["P"], self.cfg)
+                out[-1][name] = (q[:rows, :width] * self.scale[name]).astype(
+                    np.float32).reshape(*lead, rows, width)
+        return out
 
 
 class _Emitter:
@@ -1001,23 +969,6 @@ class _Lowering(_Regions):
         """The buffer region of ``name`` (or of the value it is a view of)."""
         return self.region[name] if name in self.region else self.region[self.source(name)]
 
-    def build(self):
-        """The program of this one sequence (:meth:`steps`, then :meth:`finish`)."""
-        self.load_vector_params()
-        for _ in self.steps():
-            pass
-        code = self.prog.program().to_array()
-        return dict(self.finish(), prog_addr=self.dev.put(code),
-                    n_insns=len(code) // isa.INSN_BYTES, program=code.tobytes())
-
-    def load_vector_params(self):
-        """The vector unit's parameters (gains, tables, ...), once a program."""
-        chip = self.chip
-        if chip.nvrows:
-            self.prog.load_act(dram_addr=chip.vaddr, dram_stride=0, rows=1,
-                               row_beats=chip.nvrows, buf_row=chip.vbase, buf_row_step=0,
-                               buf_beat_step=1)
-
     def steps(self):
         """Emit the sequence's instructions, yielding before each node of matrix
         products (so that another sequence's can go between; the emitter's ``stream``
@@ -1048,7 +999,7 @@ class _Lowering(_Regions):
                         self.reload(v)
                 for i in nodes:
                     n = g.nodes[i]
-                    if n.op in ("linear", "context") and i not in self.deferred.values():
+                    if n.op == "context" or n.op == "linear" and not self.defers(n):
                         # Another stream's turn before this node's matrix products (after
                         # its input's per-token quantization, vector work): so each
                         # stream's vector work is dispatched before the other's GEMMs.
@@ -1057,7 +1008,11 @@ class _Lowering(_Regions):
                         yield i
                         prog.stream = self.sid
                     self.node(i)
-                yield -1
+
+    def defers(self, n):
+        """Whether linear node ``n`` is made inside its attention (a resident block's
+        value projection, :meth:`attention`)."""
+        return self.resident and self.chip.lin[n.out]["role"] == "v"
 
     def finish(self):
         """Where the sequence's input goes and its outputs come from, once built."""
@@ -1071,7 +1026,7 @@ class _Lowering(_Regions):
         n = self.chip.graph.nodes[i]
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
-        elif n.op == "linear" and self.resident and self.chip.lin[n.out]["role"] == "v":
+        elif n.op == "linear" and self.defers(n):
             self.deferred[n.out] = i                 # made inside its attention
         elif n.op == "linear":
             self.linear(n, i)
