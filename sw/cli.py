@@ -40,6 +40,7 @@ from serrano.sw.backends import backend_names
 from serrano.sw.q4 import WEIGHTS
 from serrano.sw.models.llama import ModelNotInstalled as LlamaNotInstalled
 from serrano.sw.models.minilm import ModelNotInstalled
+from serrano.sw.nn.lower import GEMM_INPUTS
 from serrano.sw.runtime import CHECKS, DeviceError
 
 __all__ = ["main"]
@@ -150,7 +151,7 @@ def _parser():
                    help="run the non-GEMM ops on the host in float (default: every op on "
                         "the chip, one program per forward pass, where the model is "
                         "lowered: minilm, bert-tiny)")
-    r.add_argument("--gemm-inputs", choices=("pair", "dynamic"), default="pair",
+    r.add_argument("--gemm-inputs", choices=GEMM_INPUTS, default="pair",
                    help="on the chip, how a 16-bit value enters a GEMM: its two halves "
                         "through one weight stream (pair, the default) or smoothed and "
                         "int8 with a scale per token (dynamic: VEC DYNQ, STORE rowscale)")

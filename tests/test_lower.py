@@ -51,11 +51,9 @@ def test_bert_tiny_is_one_program_with_every_op_on_chip():
     assert any(op == isa.Op.STORE and b["wide"] for op, _, b in ops)
     assert any(op == isa.Op.MATMUL and b["pair"] for op, _, b in ops)
     # Ordered by its fences and tokens: every conflicting access pair.
-    prog = isa_model.Program()
-    prog.insns = [dev.calls[0].program[i:i + isa.INSN_BYTES]
-                  for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
-    isa_model.check_races(DEFAULT, prog)
-    assert not any(isa_model.check_tokens(prog).values())     # every token taken
+    code = dev.calls[0].program
+    isa_model.check_races(DEFAULT, code)
+    assert not any(isa_model.check_tokens(code).values())     # every token taken
     fences = sum(op == isa.Op.FENCE for op, _, _ in ops)
     assert fences <= 6, fences      # tokens, not fences, order the steps
 
@@ -142,10 +140,7 @@ def test_dynamic_gemm_inputs_are_int8_per_token():
                               if op == isa.Op.MATMUL and b["pair"])
             if mode == "dynamic":
                 ops = prog
-                p = isa_model.Program()
-                p.insns = [dev.calls[0].program[i:i + isa.INSN_BYTES]
-                           for i in range(0, len(dev.calls[0].program), isa.INSN_BYTES)]
-                isa_model.check_races(DEFAULT, p)
+                isa_model.check_races(DEFAULT, dev.calls[0].program)
     vops = [isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC]
     assert vops.count(isa.VecOp.DYNQ) == 3 and isa.VecOp.MUL in vops  # x, h, GELU out
     # pairs left: the probabilities times V, the context into the output projection
@@ -186,16 +181,14 @@ def test_the_schedule_overlaps_the_units(mode):
     assert (isa.VecOp.MUL in between) == (mode == "dynamic"), between
     assert [ops[i][0] for i in mm[0:2] + [mm[1] + 1]] == [isa.Op.MATMUL] * 2 + [
         isa.Op.STORE], ops[mm[0]:mm[1] + 2]
-    p = isa_model.Program()
-    p.insns = [code[i:i + isa.INSN_BYTES] for i in range(0, len(code), isa.INSN_BYTES)]
-    isa_model.check_races(DEFAULT, p)
-    assert not any(isa_model.check_tokens(p, queue_depth=1).values())
+    isa_model.check_races(DEFAULT, code)
+    assert not any(isa_model.check_tokens(code, queue_depth=1).values())
     assert cosine(y, L.encoder_layer(L.encoder_layer(x, w, shape), w, shape)) > 0.998
 
 
 def _batch(mode, backend):
     """bert-tiny on sequences of 12, 5 and 16 tokens, each alone and then as one batch:
-    ``(alone, batched, device, the batch's program)``."""
+    ``(alone, batched, device, the batch's program, the executor)``."""
     w, shape, graph, params, peaks = _bert_tiny(16)
     xs = [synthetic.random_inputs(shape, n, seed=10 + n) for n in (12, 5, 16)]
     with Device(DEFAULT, backend) as dev:
@@ -222,10 +215,8 @@ def test_a_batch_is_one_program(mode):
           if op == isa.Op.MATMUL and b["weight_addr"] != chip.identity]
     first_b = min(i for i, upper in mm if upper)
     assert any(not upper and i > first_b for i, upper in mm)     # interleaved
-    p = isa_model.Program()
-    p.insns = [code[i:i + isa.INSN_BYTES] for i in range(0, len(code), isa.INSN_BYTES)]
-    isa_model.check_races(DEFAULT, p)
-    assert not any(isa_model.check_tokens(p, queue_depth=1).values())
+    isa_model.check_races(DEFAULT, code)
+    assert not any(isa_model.check_tokens(code, queue_depth=1).values())
 
 
 def test_a_batch_bit_exact_on_rtl(simulator):

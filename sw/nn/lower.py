@@ -1019,8 +1019,7 @@ class _Lowering(_Regions):
         chip, g = self.chip, self.chip.graph
         outs = {name: (self.spills[self.source(name)], chip._width(name))
                 for name in self.ends}
-        return dict(x_addr=self.spills[g.inputs[0]]["addr"], outs=outs, macs=self.macs,
-                    T=self.T, P=self.P)
+        return dict(x_addr=self.spills[g.inputs[0]]["addr"], outs=outs, P=self.P)
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
