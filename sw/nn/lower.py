@@ -470,15 +470,40 @@ class OnChip(_ScalarParams):
 
     # ---- the program ---------------------------------------------------------------
 
+    def _stacks(self, shapes):
+        """The sequences of ``shapes`` (``(rows, S)`` each) in stacks, in order: each
+        stack takes sequences until its rows stream at least as many cycles through a
+        weight tile as the tile takes to arrive (``R C / bus_bytes`` rows, a 16-bit
+        input's two rows each), the last sequences joining the last stack. A short
+        sequence alone waits for weights; stacked, each weight tile streams once for
+        them all."""
+        cfg = self.cfg
+        per = 1 if self.dyn else 2                # rows a token streams
+        need = -(-cfg.rows * cfg.cols // cfg.bus_bytes // per)
+        stacks, cur = [], []
+        for i, (rows, _) in enumerate(shapes):
+            cur.append(i)
+            if sum(shapes[j][0] for j in cur) >= need:
+                stacks.append(cur)
+                cur = []
+        if cur and stacks:
+            stacks[-1] += cur
+        elif cur:
+            stacks.append(cur)
+        return stacks
+
     def _program(self, shapes, keep):
         """The program for sequences of ``shapes`` (``(rows, S)`` each: input rows, ``S``
         of them tokens) that also reads out the values in ``keep``, built once per
-        shapes. Two sequences at a time run as two streams of one emitter, their nodes
-        alternating, so that one's vector work runs under the other's GEMMs (each
-        resident in half the buffer, its row-scale codes in half the file); a sequence
-        alone, or a pair that does not fit that way, runs as :meth:`_emit_alone` says.
-        No padding row streams through the array: the last position tile of the keys and
-        values may be partly empty, and the softmax's length leaves it out."""
+        shapes. Short sequences are stacked (:meth:`_stacks`: their rows one after
+        another through every GEMM, attention each on its own). Two stacks at a time
+        run as two streams of one emitter, their nodes alternating, so that one's
+        vector work runs under the other's GEMMs (each resident in half the buffer, its
+        row-scale codes in half the file); a stack alone, or a pair that does not fit
+        that way, runs as :meth:`_emit_alone` says. No padding row streams through the
+        array: the last position tile of the keys and values may be partly empty, and
+        the softmax's length leaves it out. ``where[i]``: sequence ``i``'s lowering and
+        stacked sequence (its rows ``segs[s]`` of that lowering's)."""
         key = (tuple(shapes), tuple(keep))
         if key not in self.programs:
             half = self.vbase // 2
@@ -487,38 +512,120 @@ class OnChip(_ScalarParams):
                 prog.load_act(dram_addr=self.vaddr, dram_stride=0, rows=1,
                               row_beats=self.nvrows, buf_row=self.vbase, buf_row_step=0,
                               buf_beat_step=1)
-            seqs = []
-            for a in range(0, len(shapes), 2):
-                pair = shapes[a:a + 2]
-                if len(pair) == 2:
-                    saved = self._checkpoint(prog)
-                    try:
-                        two = [_Lowering(self, rows, S, keep, T=rows, resident=True,
-                                         prog=prog, sid=j, rows=(j * half, (j + 1) * half))
-                               for j, (rows, S) in enumerate(pair)]
-                        live = [s.steps() for s in two]
-                        while live:
-                            for gen in list(live):
-                                if next(gen, None) is None:
-                                    live.remove(gen)
-                        seqs += two
-                        continue
-                    except TooLong:
-                        self._restore(prog, saved)
-                seqs += [self._emit_alone(prog, rows, S, keep) for rows, S in pair]
+
+            def segs(stack):
+                o, out = 0, []
+                for i in stack:
+                    out.append((o, *shapes[i]))
+                    o += shapes[i][0]
+                return o, tuple(out)
+
+            seqs, where = [], {}
+
+            def place(stack, lowerings):
+                """The lowerings made for ``stack``: each takes the next of its
+                sequences, one per stacked sequence."""
+                it = iter(stack)
+                for low in lowerings:
+                    for s in range(len(low.segs)):
+                        where[next(it)] = (len(seqs), s)
+                    seqs.append(low)
+
+            def streams(pair):
+                """Two stacks as two streams, if each fits half the buffer."""
+                saved = self._checkpoint(prog)
+                try:
+                    two = []
+                    for j, stack in enumerate(pair):
+                        rows, sg = segs(stack)
+                        two.append(_Lowering(self, rows, rows, keep, T=rows,
+                                             resident=True, prog=prog, sid=j,
+                                             rows=(j * half, (j + 1) * half), segs=sg))
+                    live = [s.steps() for s in two]
+                    while live:
+                        for gen in list(live):
+                            if next(gen, None) is None:
+                                live.remove(gen)
+                except TooLong:
+                    self._restore(prog, saved)
+                    return False
+                for stack, low in zip(pair, two):
+                    place(stack, [low])
+                return True
+
+            def stacked(members):
+                """``members`` stacked alone with the whole buffer, resident, or None."""
+                saved = self._checkpoint(prog)
+                try:
+                    rows, sg = segs(members)
+                    low = _Lowering(self, rows, rows, keep, T=rows, resident=True,
+                                    prog=prog, segs=sg)
+                    for _ in low.steps():
+                        pass
+                    return low, saved
+                except TooLong:
+                    self._restore(prog, saved)
+                    return None
+
+            def alone(members):
+                """Sequences that run alone with the whole buffer: as few stacks as
+                the buffer holds, each the longest run of them that fits."""
+                while members:
+                    n = 0
+                    for k in range(1, len(members) + 1):      # the longest that fits
+                        got = stacked(members[:k])
+                        if got is None:
+                            break
+                        self._restore(prog, got[1])
+                        n = k
+                    if n:
+                        place(members[:n], [stacked(members[:n])[0]])
+                    else:                             # one sequence, in token blocks
+                        n = 1
+                        place(members[:1], self._emit_alone(prog, [shapes[members[0]]],
+                                                            keep))
+                    members = members[n:]
+
+            stacks, waiting, a = self._stacks(shapes), [], 0
+            while a < len(stacks):
+                if a + 1 < len(stacks) and streams(stacks[a:a + 2]):
+                    a += 2
+                    continue
+                waiting += stacks[a]
+                a += 1
+            alone(waiting)
             code = prog.program().to_array()
             self.programs[key] = dict(
-                seqs=[s.finish() for s in seqs], prog_addr=self.dev.put(code),
-                n_insns=len(code) // isa.INSN_BYTES, program=code.tobytes(),
-                macs=sum(s.macs for s in seqs))
+                seqs=[s.finish() for s in seqs], where=[where[i] for i in range(len(shapes))],
+                prog_addr=self.dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
+                program=code.tobytes(), macs=sum(s.macs for s in seqs))
         return self.programs[key]
 
-    def _emit_alone(self, prog, rows, S, keep):
-        """One sequence into ``prog`` with the whole buffer: in one block of exactly
-        ``rows`` rows if the buffer holds it (every value resident, then through memory
-        between stages), else in the largest token blocks of whole tiles it holds, the
-        last block what is left."""
+    def _emit_alone(self, prog, shapes, keep):
+        """Stacked sequences (``(rows, S)`` each) into ``prog`` with the whole buffer,
+        as lowerings: in one block of exactly their rows if the buffer holds it (every
+        value resident, then through memory between stages); else each sequence alone,
+        in one block if it fits, else in the largest token blocks of whole tiles it
+        holds, the last block what is left."""
         R = self.cfg.rows
+        if len(shapes) > 1:
+            rows = sum(r for r, _ in shapes)
+            sg, o = [], 0
+            for r, S in shapes:
+                sg.append((o, r, S))
+                o += r
+            for resident in (True, False):
+                saved = self._checkpoint(prog)
+                try:
+                    seq = _Lowering(self, rows, rows, keep, T=rows, resident=resident,
+                                    prog=prog, segs=sg)
+                    for _ in seq.steps():
+                        pass
+                    return [seq]
+                except TooLong:
+                    self._restore(prog, saved)
+            return [part for shape in shapes for part in self._emit_alone(prog, [shape], keep)]
+        (rows, S), = shapes
         tries = [(rows, True), (rows, False),
                  *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
         for T, resident in tries:
@@ -527,7 +634,7 @@ class OnChip(_ScalarParams):
                 seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog)
                 for _ in seq.steps():
                     pass
-                return seq
+                return [seq]
             except TooLong:
                 self._restore(prog, saved)
                 if (T, resident) == tries[-1]:
@@ -581,17 +688,24 @@ class OnChip(_ScalarParams):
         sequence."""
         ins = [self._input(f, keep) for f in feeds_list]
         built = self._program([(rows, S) for _, rows, S, _ in ins], tuple(keep))
-        for (xq, _, _, _), b in zip(ins, built["seqs"]):
+        seqs, where = built["seqs"], built["where"]
+        for k, b in enumerate(seqs):          # stacked sequences' rows one after another
+            xq = np.concatenate([ins[i][0] for _, i in sorted(
+                (s, i) for i, (kk, s) in enumerate(where) if kk == k)])
             self.dev.write(b["x_addr"], wide_rows(xq, b["P"], self.cfg))
         self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
                      macs=built["macs"], program=built["program"])
+        read = {}
         out = []
-        for (_, rows, _, lead), b in zip(ins, built["seqs"]):
+        for (_, rows, _, lead), (k, s) in zip(ins, where):
+            b, o = seqs[k], seqs[k]["segs"][s][0]
             out.append({})
             for name in (*self.graph.outputs, *keep):
                 sp, width = b["outs"][name]
-                q = read_rows(self.dev, sp, b["P"], self.cfg)
-                out[-1][name] = (q[:rows, :width] * self.scale[name]).astype(
+                if (k, name) not in read:
+                    read[k, name] = read_rows(self.dev, sp, b["P"], self.cfg)
+                q = read[k, name]
+                out[-1][name] = (q[o:o + rows, :width] * self.scale[name]).astype(
                     np.float32).reshape(*lead, rows, width)
         return out
 
@@ -820,11 +934,19 @@ class _Lowering(_Regions):
     the buffer holds them all."""
 
     def __init__(self, chip, M, S, keep=(), T=None, resident=False, prog=None, sid=0,
-                 rows=None):
+                 rows=None, segs=None):
         """``prog``: an emitter shared with other sequences of the program (this one is
         its stream ``sid``: its buffer rows ``rows = (lo, hi)``, its row-scale slots
-        from ``sid * rowscale_slots / 2``)."""
+        from ``sid * rowscale_slots / 2``). ``segs``: the sequences stacked in the
+        ``M`` rows, ``(first row, rows, tokens)`` each (one block only): every node but
+        attention runs on all the rows at once (each weight tile streams once for them
+        all), attention on each sequence's own rows and keys."""
         self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
+        self.segs = tuple(segs) if segs else ((0, M, S),)
+        if len(self.segs) == 1:
+            self.S = self.segs[0][2]
+        if len(self.segs) > 1 and T not in (None, M):
+            raise ValueError("stacked sequences run in one block")
         self.T = T or M                 # rows of a block but the last (its stride)
         self.M = self.T                 # rows of the block being built (node methods' M)
         self.nb = _tiles(M, self.T)
@@ -916,10 +1038,11 @@ class _Lowering(_Regions):
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
-            m = 2 * M if pair else M
+            rows = a.M
+            m = 2 * rows if pair else rows
         else:
             (base, kstep, *m), pair = a, False
-            m = m[0] if m else M
+            m = rows = m[0] if m else M
         if m > cfg.acc_buf_rows:              # a MATMUL's rows stay in one half
             raise TooLong(f"a MATMUL of {m} rows exceeds an accumulator half "
                           f"({cfg.acc_buf_rows} rows): the input is too long for one "
@@ -955,7 +1078,7 @@ class _Lowering(_Regions):
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
                 flush()
                 pend = (slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
-                self.macs += M * k_tiles * cfg.rows * cfg.cols
+                self.macs += rows * k_tiles * cfg.rows * cfg.cols
         flush()
 
     def in_place(self, name, i):
@@ -1019,7 +1142,8 @@ class _Lowering(_Regions):
         chip, g = self.chip, self.chip.graph
         outs = {name: (self.spills[self.source(name)], chip._width(name))
                 for name in self.ends}
-        return dict(x_addr=self.spills[g.inputs[0]]["addr"], outs=outs, P=self.P)
+        return dict(x_addr=self.spills[g.inputs[0]]["addr"], outs=outs, P=self.P,
+                    segs=self.segs)
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
@@ -1140,27 +1264,35 @@ class _Lowering(_Regions):
                            wide=int(role == "wide"), lo_row=row + M if role == "wide" else 0,
                            **rs)
         else:                         # keys or values of every position, in memory
+            # A region of its own for each stacked sequence (its positions from tile 0).
+            heads = chip._heads(n.out)
+            dt = _tiles(lin["n"] // heads, C)
             if n.out not in self.memory:
-                heads = chip._heads(n.out)
-                dt = _tiles(lin["n"] // heads, C)
-                pt = _tiles(self.P, C)        # position tiles
-                hb = dt * pt * tile
-                self.memory[n.out] = dict(addr=self.dev.alloc(heads * hb), head_bytes=hb,
-                                          dt=dt, pt=pt)
-            mem = self.memory[n.out]
-            addr, hb, dt, pt = mem["addr"], mem["head_bytes"], mem["dt"], mem["pt"]
+                mems = []
+                for _, rows, _ in self.segs:
+                    pt = _tiles(self.P if len(self.segs) == 1 else rows, C)
+                    hb = dt * pt * tile
+                    mems.append(dict(addr=self.dev.alloc(heads * hb), head_bytes=hb,
+                                     dt=dt, pt=pt))
+                self.memory[n.out] = mems
+            mems = self.memory[n.out]
             p0 = self.b * self.T              # this block's first position
+            one = len(self.segs) == 1
 
             def store(slot, j, acc_row):
                 h, jj = divmod(j, dt)
-                if role == "k":       # K^T: per position block, the d-tiles
-                    prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                               dram_addr=addr + h * hb + (p0 // C) * dt * tile + jj * tile,
-                               dram_stride=dt * tile, transpose=1, **rs)
-                else:                 # V: per d-tile, the position tiles
-                    prog.store(acc_row=acc_row, m=M, param_tile=slot,
-                               dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
-                               dram_stride=C, **rs)
+                for s, ((o, rows, _), mem) in enumerate(zip(self.segs, mems)):
+                    addr, hb, pt = mem["addr"], mem["head_bytes"], mem["pt"]
+                    at = dict(more=s > 0, acc_row=acc_row + o, m=M if one else rows,
+                              param_tile=slot)
+                    if rs:
+                        at.update(rs, scale_row=rs["scale_row"] + o)
+                    if role == "k":   # K^T: per position block, the d-tiles
+                        prog.store(dram_addr=addr + h * hb + (p0 // C) * dt * tile
+                                   + jj * tile, dram_stride=dt * tile, transpose=1, **at)
+                    else:             # V: per d-tile, the position tiles
+                        prog.store(dram_addr=addr + h * hb + jj * pt * tile + p0 * C,
+                                   dram_stride=C, **at)
         after = None
         self.fused.discard(i + 1)
         if f is not None:            # the next node, tile by tile behind the STOREs
@@ -1227,114 +1359,134 @@ class _Lowering(_Regions):
         a buffer region, its softmax in place, its context into its k-tiles of the
         ``ctx_heads`` value. The keys and values came through memory: a ``FENCE`` first
         (from the emitter); then the store -> vector -> exec tokens order each head.
+        Stacked sequences (:attr:`segs`): each one's queries against its own keys and
+        values, one after another, each in its own rows of the context.
 
-        With a region for every head's scores (``resident``, if the buffer holds them):
-        every head's scores and softmax, the value projection (deferred to here, so the
-        array makes the values while the vector unit runs the softmaxes), a ``FENCE``
-        (the values in memory), then every head's context. Else two regions: head
-        ``h+1``'s scores while head ``h``'s softmax runs."""
-        chip, prog, M, S, tile = self.chip, self.prog, self.M, self.S, self.tile
+        With a region for every sequence's and head's scores (``resident``, if the
+        buffer holds them): every head's scores and softmax, the value projection
+        (deferred to here, so the array makes the values while the vector unit runs the
+        softmaxes), a ``FENCE`` (the values in memory), then every head's context. Else
+        two regions: head ``h+1``'s scores while head ``h``'s softmax runs."""
+        chip, prog, tile = self.chip, self.prog, self.tile
         R, C = self.cfg.rows, self.cfg.cols
         sm = chip.maker[n.ins[0]]
         sc = chip.maker[sm.ins[0]]
         if len(sm.ins) > 1 and sm.ins[1] not in chip.graph.inputs:
             raise NotLowered(f"{sm.out}: a mask that is not the graph's padding mask")
         q = self.r(sc.ins[0])
-        vname = self.source(n.ins[1])
+        vname, kname = self.source(n.ins[1]), self.source(sc.ins[1])
         dv = self.deferred.pop(vname, None)           # the value projection's node
-        k = self.memory[self.source(sc.ins[1])]
         if q.wide:
             raise NotLowered(f"{sc.out}: 16-bit queries")
         if sc.attrs["group"] != 1 or n.attrs["group"] != 1:
             raise NotLowered(f"{sc.out}: grouped-query attention")
         heads = chip.maker[sc.ins[0]].attrs["heads"]
         d = q.tiles * R // heads
-        dt, pt = d // R, _tiles(self.P, C)    # the block's queries against every key
+        dt = d // R
         s_q, s_k = chip.scale[sc.ins[0]], chip.scale[sc.ins[1]]
         s_s, s_c = chip.scale[sc.out], chip.scale[n.out]
         # The context's sets: one per head and d-tile, each column its value channel's
         # scale (the values int8 per channel).
-        s_v = chip.vscale.get(self.source(n.ins[1]))
+        s_v = chip.vscale.get(vname)
         s_v = np.full(heads * d, chip.scale[n.ins[1]]) if s_v is None else s_v
         ctx_sets = tuple(tuple(s_v[h * d + j * C:h * d + (j + 1) * C]
                                / vector.SOFTMAX_ONE / s_c)
                          for h in range(heads) for j in range(dt))
         s_scores = s_q * s_k / math.sqrt(d) / s_s
         out = self.new(n.out, heads * d, True)
-        # The scores int8 in the high rows, their probabilities in 16 bits over them.
-        scores = [self.new(sc.out, self.P, True)]
-        self.region[sm.out] = scores[0]
+        # Each sequence's first row, queries, tokens and positions: one sequence's block
+        # of queries against every key, or each stacked sequence against its own.
+        if len(self.segs) == 1:
+            segs = [(0, self.M, self.S, self.P)]
+        else:
+            segs = [(o, rows, S, rows) for o, rows, S in self.segs]
+        size = [_tiles(P, C) * 2 * M for _, M, _, P in segs]
 
-        def more(names):
-            """Regions for ``names`` if the buffer holds them all, else none."""
-            try:
-                for name in names:
-                    scores.append(self.new(name, self.P, True))
-            except TooLong:
-                for r in scores[1:]:
-                    self.buf.free(r.base)
-                self.region = {v: r for v, r in self.region.items()
-                               if not any(r is x for x in scores[1:])}
-                del scores[1:]
+        def alloc(name, rows):
+            """Rows for a sequence's scores (int8 in the high rows, then their
+            probabilities in 16 bits over them), freed after the node."""
+            self.region[name] = r = _Region(self.buf.alloc(rows, f"{name} ({rows} rows)"),
+                                            rows, 1, False, rows)
+            return r.base
+
+        def view(base, s):
+            _, M, _, P = segs[s]
+            return _Region(base, M, _tiles(P, C), True, 2 * M)
+
+        regions = None                    # [sequence][head] with a region for each
         if dv is not None:
-            more([f"{sc.out}~{h}" for h in range(1, heads)])
-            if len(scores) == 1:          # the values first, then two regions
-                self.linear(chip.graph.nodes[dv], dv)
+            try:
+                regions = [[alloc(f"{sc.out}~{s}~{h}", size[s]) for h in range(heads)]
+                           for s in range(len(segs))]
+            except TooLong:
+                for name in [v for v in self.region if v.startswith(sc.out + "~")]:
+                    self.buf.free(self.region.pop(name).base)
+                self.linear(chip.graph.nodes[dv], dv)   # the values first, then two
                 dv = None
-        if dv is None:
-            more([sc.out + "~2"])
+        if regions is None:
+            bases = [alloc(sc.out + "~0", max(size))]
+            try:
+                bases.append(alloc(sc.out + "~1", max(size)))
+            except TooLong:
+                pass
         mul, shift = vector.softmax_multiplier(s_s)
         prog.fence()                              # the keys (and values) are in memory
         if dv is None:
             slot = prog.params(chip._scalar_params((s_scores, *ctx_sets)),
                                1 + len(ctx_sets))
-            v, ctx_slot = self.memory[vname], slot + 1
+            ctx_slot = slot + 1
         else:
             slot = prog.params(chip._scalar_params((s_scores,)), 1)
 
-        def head_scores(h):
-            r = scores[h % len(scores)]
+        def head_scores(s, h, base):
+            o, M, S, _ = segs[s]
+            r, k = view(base, s), self.memory[kname][s]
 
             def st_scores(_, g, acc_row):
                 prog.store(acc_row=acc_row, m=M, param_tile=slot,
                            buf_row=r.base + g * r.kstep, to_buf=1)
-            self.gemm((q.base + h * dt * M, M), dt, k["addr"] + h * k["head_bytes"],
-                      dt * tile, pt, st_scores,
-                      reads=[self.source(sc.ins[0]), self.source(sc.ins[1])])
-            prog.made_by((sc.out, h), "store")
-            prog.vec(reads=[(sc.out, h)], exact=True, vop=isa.VecOp.SOFTMAX, a_row=r.base,
-                     dst_row=r.base, dst_lo_row=r.lo, wide_out=1, rows=pt,
-                     count=M, stride=r.kstep, length=S, mul_a=mul, shift=shift)
-            prog.made_by((sm.out, h), "vector")
+            self.gemm((q.base + h * dt * q.kstep + o, q.kstep, M), dt,
+                      k["addr"] + h * k["head_bytes"], dt * tile, r.tiles, st_scores,
+                      reads=[self.source(sc.ins[0]), kname])
+            prog.made_by((sc.out, s, h), "store")
+            prog.vec(reads=[(sc.out, s, h)], exact=True, vop=isa.VecOp.SOFTMAX,
+                     a_row=r.base, dst_row=r.base, dst_lo_row=r.lo, wide_out=1,
+                     rows=r.tiles, count=M, stride=r.kstep, length=S, mul_a=mul,
+                     shift=shift)
+            prog.made_by((sm.out, s, h), "vector")
 
-        def head_context(h):
-            r = scores[h % len(scores)]
+        def head_context(s, h, base):
+            o, M, _, _ = segs[s]
+            r, v = view(base, s), self.memory[vname][s]
 
             def st_ctx(_, j, acc_row):
-                row = out.base + (h * dt + j) * out.kstep
+                row = out.base + (h * dt + j) * out.kstep + o
                 prog.store(acc_row=acc_row, m=M, param_tile=ctx_slot + h * dt + j,
-                           buf_row=row, to_buf=1, wide=1, lo_row=row + M)
-            self.gemm(r, pt, v["addr"] + h * v["head_bytes"], pt * tile, dt,
-                      st_ctx, reads=[(sm.out, h), self.source(n.ins[1])], exact=True)
+                           buf_row=row, to_buf=1, wide=1, lo_row=row + out.M)
+            self.gemm(r, r.tiles, v["addr"] + h * v["head_bytes"], r.tiles * tile, dt,
+                      st_ctx, reads=[(sm.out, s, h), vname], exact=True)
 
-        # With two regions: scores 0, then scores h+1 before context h (the exec unit
-        # runs head h+1's scores while the vector unit runs head h's softmax; scores
-        # h+2 overwrite region h's rows after context h has read them, in exec order).
-        if dv is not None:
-            for h in range(heads):
-                head_scores(h)
+        if regions is not None:
+            for s in range(len(segs)):
+                for h in range(heads):
+                    head_scores(s, h, regions[s][h])
             self.linear(chip.graph.nodes[dv], dv)
-            v = self.memory[vname]
             ctx_slot = prog.params(chip._scalar_params(ctx_sets), len(ctx_sets))
-            for h in range(heads):              # after a FENCE: the values in memory
-                head_context(h)
+            for s in range(len(segs)):          # after a FENCE: the values in memory
+                for h in range(heads):
+                    head_context(s, h, regions[s][h])
         else:
-            lag = len(scores) - 1
-            for h in range(heads + lag):
-                if h < heads:
-                    head_scores(h)
-                if h >= lag:
-                    head_context(h - lag)
+            # With two regions: scores 0, then scores h+1 before context h (the exec
+            # unit runs head h+1's scores while the vector unit runs head h's softmax;
+            # scores h+2 overwrite region h's rows after context h has read them, in
+            # exec order; the next sequence's after this one's last context).
+            lag = len(bases) - 1
+            for s in range(len(segs)):
+                for h in range(heads + lag):
+                    if h < heads:
+                        head_scores(s, h, bases[h % len(bases)])
+                    if h >= lag:
+                        head_context(s, h - lag, bases[(h - lag) % len(bases)])
         prog.made_by(n.out, "store")
 
     def add(self, n, i, tiles=None):
