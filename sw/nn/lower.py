@@ -62,8 +62,9 @@ What stays exposed is the vector work between two GEMMs that needs whole rows (t
 norms, ``DYNQ``).
 
 Lowered: the ops of :func:`sw.nn.archs.bert_encoder` (MiniLM, bert-tiny), one sequence
-per program (:meth:`OnChip.run`) or a batch of them (:meth:`OnChip.run_batch`: two at a
-time as two streams of one emitter). Other ops raise :class:`NotLowered` naming them.
+per program (:meth:`OnChip.run`) or a batch of them (:meth:`OnChip.run_batch`: short
+sequences stacked, their rows through each weight tile at once; two stacks at a time as
+two streams of one emitter). Other ops raise :class:`NotLowered` naming them.
 """
 
 import copy
