@@ -671,6 +671,10 @@ class OnChip(_ScalarParams):
         for name in keep:
             if name not in self.maker:
                 raise ValueError(f"cannot keep {name!r}: no node makes it")
+            if self.lin.get(name, {}).get("role") in ("k", "v") or \
+                    self.maker[name].op in ("scores", "softmax"):
+                raise ValueError(f"cannot keep {name!r}: attention's keys, values, scores "
+                                 f"and probabilities are not read out")
         top = isa.WIDE_MAX
         xq = np.clip(np.round(x / self.scale[g.inputs[0]]), -top, top).astype(np.int64)
         return xq, rows, S, lead
