@@ -67,7 +67,6 @@ sequences stacked, their rows through each weight tile at once; two stacks at a 
 two streams of one emitter). Other ops raise :class:`NotLowered` naming them.
 """
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -642,13 +641,13 @@ class OnChip(_ScalarParams):
                     raise
 
     def _checkpoint(self, prog):
-        return copy.deepcopy(prog.__dict__), self.dev.mark()
+        return prog.checkpoint(), self.dev.mark()
 
     def _restore(self, prog, saved):
         """Undo what was emitted since :meth:`_checkpoint`: the instructions, the
         memory allocated, and the parameter sets cached there."""
         state, mark = saved
-        prog.__dict__.update(state)
+        prog.restore(state)
         self.dev.release(mark)
         self._pcache = {f: a for f, a in self._pcache.items() if a < mark}
 
@@ -748,6 +747,40 @@ class _Emitter:
         self.slot = 0
         self.load_pending = False
         self.guard = None               # (tile, shr): the guarded ops' guard
+        self.journal = []               # (op, flag, value before) of flags set on earlier ops
+
+    def _flag(self, i, key):
+        """Set flag ``key`` of the earlier op ``i`` (a token it gives), journaled for
+        :meth:`restore`."""
+        fields = self.ops[i][1]
+        self.journal.append((i, key, fields.get(key)))
+        fields[key] = 1
+
+    def checkpoint(self):
+        """What :meth:`restore` needs to undo everything emitted after this call: the
+        op count, the journal's length and a copy of the bookkeeping (not of the ops,
+        which later calls only append to or flag through :meth:`_flag`)."""
+        def copied(v):
+            if isinstance(v, list):
+                return list(v)
+            if isinstance(v, dict):
+                return {k: dict(x) if isinstance(x, dict) else x for k, x in v.items()}
+            return v
+        state = {k: copied(v) for k, v in self.__dict__.items()
+                 if k not in ("ops", "journal", "cfg")}
+        return len(self.ops), len(self.journal), state
+
+    def restore(self, saved):
+        n_ops, n_journal, state = saved
+        for i, key, before in reversed(self.journal[n_journal:]):
+            if i < n_ops:
+                if before is None:
+                    del self.ops[i][1][key]
+                else:
+                    self.ops[i][1][key] = before
+        del self.journal[n_journal:]
+        del self.ops[n_ops:]
+        self.__dict__.update(state)
 
     @property
     def last(self):
@@ -806,7 +839,7 @@ class _Emitter:
             # that a later one (another head's softmax) need not finish first. Tokens
             # pair in order: each push is on a later instruction than the last.
             last = last if exact else self.last[token[0]]
-            self.ops[last][1][token[1]] = 1
+            self._flag(last, token[1])
             self.synced[token[0]] = last
             return {token[2]: 1}
         return {}
@@ -820,7 +853,7 @@ class _Emitter:
         last = self.last["store"]
         if fresh and "pop_prev" not in fields and last > max(self.synced["store"],
                                                              self.fenced):
-            self.ops[last][1]["push_side"] = 1
+            self._flag(last, "push_side")
             self.synced["store"] = last
             fields["pop_prev"] = 1
         self.last["vector"] = self._add("vec", **fields)
@@ -851,7 +884,7 @@ class _Emitter:
                 if t + 2 >= len(self.mm_ops):
                     self.fence()                # that MATMUL is not emitted yet
                 else:
-                    self.ops[self.mm_ops[t + 2]][1]["push_prev"] = 1
+                    self._flag(self.mm_ops[t + 2], "push_prev")
                     self.load_synced = t + 2
                     flags["pop_next"] = 1
         self._add("load_param", dram_addr=dram_addr, n_tiles=n, param_tile=first,
@@ -873,7 +906,7 @@ class _Emitter:
             self.tiles += 1
             fields["acc_row"] += (t % 2) * self.cfg.acc_buf_rows
             if t >= 2:
-                self.ops[self.stores[t - 2]][1]["push_prev"] = 1
+                self._flag(self.stores[t - 2], "push_prev")
                 flags["pop_next"] = 1
         if self.load_pending:
             flags["pop_prev"] = 1
