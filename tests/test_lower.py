@@ -154,6 +154,46 @@ def test_dynamic_gemm_inputs_are_int8_per_token():
     assert rows["dynamic"] < 0.6 * rows["pair"], rows
 
 
+def _short_dynamic(backend, n=5):
+    """bert-tiny on an ``n``-token sequence with ``dynamic`` inputs: ``(y, ref,
+    device, program, executor)``."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, n, seed=7)
+    with Device(DEFAULT, backend) as dev:
+        chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs="dynamic")
+        y = chip.run({"x": x})["blk.0.y"]
+        return y, L.encoder_layer(x, w, shape), dev, dev.calls[-1].program, chip
+
+
+def test_dynamic_inputs_of_a_short_sequence_are_smoothed_pairs():
+    """With ``dynamic`` inputs a sequence whose tokens' two rows stream through a weight
+    tile in no more cycles than the tile takes to arrive (5 tokens, 10 rows, against 16
+    on ``default``) takes its smoothed 16-bit inputs as pairs: ``VEC MUL`` but no
+    ``DYNQ``, no ``STORE rowscale``, every linear layer's ``MATMUL`` a pair; near float;
+    a sequence of 9 tokens (18 rows) goes through ``DYNQ``."""
+    y, ref, _, code, chip = _short_dynamic("golden")
+    ops = isa_model.decode_program(code)
+    vops = [isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC]
+    assert isa.VecOp.MUL in vops and isa.VecOp.DYNQ not in vops
+    assert not any(op == isa.Op.STORE and b["rowscale"] for op, _, b in ops)
+    linear = [b for op, _, b in ops if op == isa.Op.MATMUL and b["m"] == 10
+              and b["weight_addr"] != chip.identity]
+    assert linear and all(b["pair"] for b in linear)
+    isa_model.check_races(DEFAULT, code)
+    assert not any(isa_model.check_tokens(code, queue_depth=1).values())
+    assert cosine(y, ref) > 0.999
+    code9 = _short_dynamic("golden", 9)[3]
+    assert any(op == isa.Op.VEC and b["vop"] == isa.VecOp.DYNQ
+               for op, _, b in isa_model.decode_program(code9))
+
+
+def test_dynamic_inputs_of_a_short_sequence_bit_exact_on_rtl(simulator):
+    """The short sequence's program on the RTL: memory bit for bit as the golden
+    model's."""
+    y, ref, dev, _, _ = _short_dynamic(simulator)
+    assert dev.bit_exact is True and cosine(y, ref) > 0.999
+
+
 @pytest.mark.parametrize("mode", lower.GEMM_INPUTS)
 def test_the_schedule_overlaps_the_units(mode):
     """Two layers in one block: the values stay in the buffer from stage to stage (the
@@ -232,11 +272,11 @@ def test_a_batch_bit_exact_on_rtl(simulator):
 
 
 def _stacked(backend):
-    """bert-tiny on two short sequences (5 and 7 tokens, int8 inputs a token: each
+    """bert-tiny on two short sequences (9 and 10 tokens, int8 inputs a token: each
     alone would wait for its weights), alone and as one batch: ``(alone, batched,
     device, the batch's program, the executor)``."""
     w, shape, graph, params, peaks = _bert_tiny(16)
-    xs = [synthetic.random_inputs(shape, n, seed=20 + n) for n in (5, 7)]
+    xs = [synthetic.random_inputs(shape, n, seed=20 + n) for n in (9, 10)]
     with Device(DEFAULT, backend) as dev:
         chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs="dynamic")
         alone = [chip.run({"x": x})["blk.0.y"] for x in xs]
@@ -247,8 +287,8 @@ def _stacked(backend):
 def test_short_sequences_are_stacked():
     """Sequences too short to keep the array busy while a weight tile arrives run
     stacked: their rows one after another through each linear layer's weight tiles,
-    each tile streamed once for both (one ``MATMUL`` of all 12 rows), attention each on
-    its own rows and keys (5 and 7 query rows, their probabilities 10 and 14 rows in
+    each tile streamed once for both (one ``MATMUL`` of all 19 rows), attention each on
+    its own rows and keys (9 and 10 query rows, their probabilities 18 and 20 rows in
     16 bits); each output bit for bit its output
     alone, every access ordered."""
     alone, batched, _, code, chip = _stacked("golden")
@@ -261,11 +301,11 @@ def test_short_sequences_are_stacked():
           and b["weight_addr"] != chip.identity]
     linear = [b for b in mm if any(lo <= b["weight_addr"] < hi for lo, hi in spans)]
     tiles = sum(_tiles(lin["n"], DEFAULT.cols) for lin in chip.lin.values())
-    # 12 int8 rows; the attention's 16-bit context enters the output projection as a
-    # pair (24 rows).
-    assert len(linear) == tiles and {b["m"] for b in linear} == {12, 24}
+    # 19 int8 rows; the attention's 16-bit context enters the output projection as a
+    # pair (38 rows).
+    assert len(linear) == tiles and {b["m"] for b in linear} == {19, 38}
     assert len({b["weight_addr"] for b in linear}) == tiles       # each tile once
-    assert {b["m"] for b in mm if b not in linear} == {5, 7, 10, 14}  # scores, contexts
+    assert {b["m"] for b in mm if b not in linear} == {9, 10, 18, 20}  # scores, contexts
     isa_model.check_races(DEFAULT, code)
     assert not any(isa_model.check_tokens(code, queue_depth=1).values())
 

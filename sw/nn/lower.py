@@ -470,27 +470,39 @@ class OnChip(_ScalarParams):
 
     # ---- the program ---------------------------------------------------------------
 
+    def _short(self, rows):
+        """Whether a sequence of ``rows`` rows takes its smoothed 16-bit GEMM inputs as
+        pairs rather than per-token int8 (``dynamic`` inputs): when both rows of each of
+        its tokens stream through a weight tile in no more cycles than the tile takes to
+        arrive, so the pair costs no cycle (and per-token int8 is least accurate on the
+        shortest inputs: one word is three tokens)."""
+        cfg = self.cfg
+        return bool(self.dyn) and 2 * rows <= cfg.rows * cfg.cols // cfg.bus_bytes
+
     def _stacks(self, shapes):
-        """The sequences of ``shapes`` (``(rows, S)`` each) in stacks, in order: each
-        stack takes sequences until its rows stream at least as many cycles through a
-        weight tile as the tile takes to arrive (``R C / bus_bytes`` rows, a 16-bit
-        input's two rows each), the last sequences joining the last stack. A short
+        """The sequences of ``shapes`` (``(rows, S)`` each) in stacks, ordered by their
+        first sequence: each stack takes sequences until its rows stream at least as
+        many cycles through a weight tile as the tile takes to arrive (``R C /
+        bus_bytes`` rows, a 16-bit input's two rows each), the last sequences joining
+        the last stack; short sequences (:meth:`_short`) stack among themselves. A short
         sequence alone waits for weights; stacked, each weight tile streams once for
         them all."""
         cfg = self.cfg
-        per = 1 if self.dyn else 2                # rows a token streams
-        need = -(-cfg.rows * cfg.cols // cfg.bus_bytes // per)
-        stacks, cur = [], []
+        need = cfg.rows * cfg.cols // cfg.bus_bytes
+        stacks, cur = {True: [], False: []}, {True: [], False: []}
         for i, (rows, _) in enumerate(shapes):
-            cur.append(i)
-            if sum(shapes[j][0] for j in cur) >= need:
-                stacks.append(cur)
-                cur = []
-        if cur and stacks:
-            stacks[-1] += cur
-        elif cur:
-            stacks.append(cur)
-        return stacks
+            short = self._short(rows)
+            per = 1 if self.dyn and not short else 2      # rows a token streams
+            cur[short].append(i)
+            if sum(shapes[j][0] for j in cur[short]) * per >= need:
+                stacks[short].append(cur[short])
+                cur[short] = []
+        for short in (True, False):
+            if cur[short] and stacks[short]:
+                stacks[short][-1] += cur[short]
+            elif cur[short]:
+                stacks[short].append(cur[short])
+        return sorted(stacks[True] + stacks[False])
 
     def _program(self, shapes, keep):
         """The program for sequences of ``shapes`` (``(rows, S)`` each: input rows, ``S``
@@ -540,7 +552,8 @@ class OnChip(_ScalarParams):
                         rows, sg = segs(stack)
                         two.append(_Lowering(self, rows, rows, keep, T=rows,
                                              resident=True, prog=prog, sid=j,
-                                             rows=(j * half, (j + 1) * half), segs=sg))
+                                             rows=(j * half, (j + 1) * half), segs=sg,
+                                             dynq=not self._short(shapes[stack[0]][0])))
                     live = [s.steps() for s in two]
                     while live:
                         for gen in list(live):
@@ -559,7 +572,8 @@ class OnChip(_ScalarParams):
                 try:
                     rows, sg = segs(members)
                     low = _Lowering(self, rows, rows, keep, T=rows, resident=True,
-                                    prog=prog, segs=sg)
+                                    prog=prog, segs=sg,
+                                    dynq=not self._short(shapes[members[0]][0]))
                     for _ in low.steps():
                         pass
                     return low, saved
@@ -586,14 +600,16 @@ class OnChip(_ScalarParams):
                                                             keep))
                     members = members[n:]
 
-            stacks, waiting, a = self._stacks(shapes), [], 0
+            stacks, a = self._stacks(shapes), 0
+            waiting = {True: [], False: []}   # by shortness: a stack is one or the other
             while a < len(stacks):
                 if a + 1 < len(stacks) and streams(stacks[a:a + 2]):
                     a += 2
                     continue
-                waiting += stacks[a]
+                waiting[self._short(shapes[stacks[a][0]][0])] += stacks[a]
                 a += 1
-            alone(waiting)
+            for members in waiting.values():
+                alone(sorted(members))
             code = prog.program().to_array()
             self.programs[key] = dict(
                 seqs=[s.finish() for s in seqs], where=[where[i] for i in range(len(shapes))],
@@ -618,7 +634,8 @@ class OnChip(_ScalarParams):
                 saved = self._checkpoint(prog)
                 try:
                     seq = _Lowering(self, rows, rows, keep, T=rows, resident=resident,
-                                    prog=prog, segs=sg)
+                                    prog=prog, segs=sg,
+                                    dynq=not self._short(shapes[0][0]))
                     for _ in seq.steps():
                         pass
                     return [seq]
@@ -631,7 +648,8 @@ class OnChip(_ScalarParams):
         for T, resident in tries:
             saved = self._checkpoint(prog)
             try:
-                seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog)
+                seq = _Lowering(self, rows, S, keep, T=T, resident=resident, prog=prog,
+                                dynq=not self._short(rows))
                 for _ in seq.steps():
                     pass
                 return [seq]
@@ -972,14 +990,18 @@ class _Lowering(_Regions):
     the buffer holds them all."""
 
     def __init__(self, chip, M, S, keep=(), T=None, resident=False, prog=None, sid=0,
-                 rows=None, segs=None):
+                 rows=None, segs=None, dynq=True):
         """``prog``: an emitter shared with other sequences of the program (this one is
         its stream ``sid``: its buffer rows ``rows = (lo, hi)``, its row-scale slots
         from ``sid * rowscale_slots / 2``). ``segs``: the sequences stacked in the
         ``M`` rows, ``(first row, rows, tokens)`` each (one block only): every node but
         attention runs on all the rows at once (each weight tile streams once for them
-        all), attention on each sequence's own rows and keys."""
+        all), attention on each sequence's own rows and keys. ``dynq``: with
+        ``dynamic`` inputs, the smoothed 16-bit GEMM inputs to int8 per token (``VEC
+        DYNQ``, ``STORE rowscale``), else streamed as pairs (short sequences,
+        :meth:`OnChip._short`)."""
         self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
+        self.dynq = dynq
         self.segs = tuple(segs) if segs else ((0, M, S),)
         if len(self.segs) == 1:
             self.S = self.segs[0][2]
@@ -1269,10 +1291,12 @@ class _Lowering(_Regions):
         lin = chip.lin[n.out]
         kt, nt = _tiles(lin["k"], R), _tiles(lin["n"], C)
         role = lin["role"]
-        if n.ins[0] in chip.dyn:          # int8 per token: each row's scale in the STORE
+        if n.ins[0] in chip.dyn and self.dynq:    # int8 per token: its scale in the STORE
             q = self.per_token(n.ins[0])
             a, reads = (q.base, q.kstep, M), [n.ins[0] + "~q"]
             rs = dict(rowscale=1, scale_row=self.rs_base)
+        elif n.ins[0] in chip.dyn:        # smoothed, 16 bits, a pair: the same sets
+            a, reads, rs = self.per_token(n.ins[0]), [n.ins[0] + "~q"], {}
         else:
             a, reads, rs = self.r(n.ins[0]), [self.source(n.ins[0])], {}
         f = self.fusable(i)
@@ -1364,9 +1388,11 @@ class _Lowering(_Regions):
         if q not in self.region:
             self.smooth(name)
         r = self.region[q]
-        self.prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
-                      dst_row=r.base, b_row=self.rs_base, length=self.chip._width(name),
-                      stride=r.kstep, rows=r.tiles, count=self.M, wide=1)
+        if self.dynq:
+            self.prog.vec(fresh=True, vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
+                          dst_row=r.base, b_row=self.rs_base,
+                          length=self.chip._width(name), stride=r.kstep, rows=r.tiles,
+                          count=self.M, wide=1)
         self.prog.made_by(q, "vector")
         self.quantized.add(q)
         return r
