@@ -40,7 +40,7 @@ from serrano.sw.backends import backend_names
 from serrano.sw.q4 import WEIGHTS
 from serrano.sw.models.llama import ModelNotInstalled as LlamaNotInstalled
 from serrano.sw.models.minilm import ModelNotInstalled
-from serrano.sw.nn.lower import GEMM_INPUTS
+from serrano.sw.nn.lower import DEFAULT_GEMM_INPUTS, GEMM_INPUTS
 from serrano.sw.runtime import CHECKS, DeviceError
 
 __all__ = ["main"]
@@ -151,10 +151,11 @@ def _parser():
                    help="run the non-GEMM ops on the host in float (default: every op on "
                         "the chip, one program per forward pass, where the model is "
                         "lowered: minilm, bert-tiny)")
-    r.add_argument("--gemm-inputs", choices=GEMM_INPUTS, default="pair",
-                   help="on the chip, how a 16-bit value enters a GEMM: its two halves "
-                        "through one weight stream (pair, the default) or smoothed and "
-                        "int8 with a scale per token (dynamic: VEC DYNQ, STORE rowscale)")
+    r.add_argument("--gemm-inputs", choices=GEMM_INPUTS, default=DEFAULT_GEMM_INPUTS,
+                   help="on the chip, how a 16-bit value enters a GEMM: smoothed and int8 "
+                        "with a scale per token (dynamic, the default: VEC DYNQ, STORE "
+                        "rowscale; a short sequence's as smoothed pairs) or its two "
+                        "halves through one weight stream (pair)")
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "

@@ -195,7 +195,7 @@ def _run_gpt_tiny(new_device, seq, executor):
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
               mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False,
-              gemm_inputs="pair"):
+              gemm_inputs=lower.DEFAULT_GEMM_INPUTS):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
@@ -207,7 +207,7 @@ def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
                  mem_latency=30, check="every", act_bits=None, weights=None,
-                 host_ops=False, gemm_inputs="pair"):
+                 host_ops=False, gemm_inputs=lower.DEFAULT_GEMM_INPUTS):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:

@@ -79,7 +79,8 @@ from ..quant import quantize_linear, requant_params
 from ..requant import split_wide
 from . import float_exec
 
-__all__ = ["LOWERED", "WIDE_HEADROOM", "SMOOTH_ALPHA", "GEMM_INPUTS", "Peaks", "calibrate",
+__all__ = ["LOWERED", "WIDE_HEADROOM", "SMOOTH_ALPHA", "GEMM_INPUTS", "DEFAULT_GEMM_INPUTS",
+           "Peaks", "calibrate",
            "wide_rows", "read_rows", "OnChip", "NotLowered", "TooLong"]
 
 #: 16-bit values are calibrated to ``WIDE_MAX / WIDE_HEADROOM``.
@@ -102,6 +103,9 @@ RING_CHUNKS = 3
 #: ``VEC MUL`` and ``VEC DYNQ``, ``STORE rowscale``) or ``"pair"`` (its two halves
 #: through one weight stream, ``MATMUL pair``).
 GEMM_INPUTS = ("dynamic", "pair")
+#: The default: ``dynamic`` streams half the rows of ``pair`` through the array, and a
+#: short sequence takes its smoothed inputs as pairs anyway (:meth:`OnChip._short`).
+DEFAULT_GEMM_INPUTS = "dynamic"
 
 #: The ops this executor lowers.
 LOWERED = ("linear", "split_heads", "merge_heads", "scores", "softmax", "context", "add",
@@ -256,7 +260,7 @@ class OnChip(_ScalarParams):
     ``mask`` of ones, if given) and returns the outputs in float.
     """
 
-    def __init__(self, dev, graph, params, peaks, *, gemm_inputs="pair"):
+    def __init__(self, dev, graph, params, peaks, *, gemm_inputs=DEFAULT_GEMM_INPUTS):
         if gemm_inputs not in GEMM_INPUTS:
             raise ValueError(f"gemm_inputs must be one of {', '.join(GEMM_INPUTS)}, not "
                              f"{gemm_inputs!r}")
