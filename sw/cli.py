@@ -332,7 +332,8 @@ def _cmd_run(args):
     print(f"serrano run  {r['model']}  {r['layers']} layer(s), sequence {r['seq']}  "
           f"preset {r['preset']} ({cfg.rows}x{cfg.cols})  backend {r['backend']}  "
           f"{r['weights']} weights, "
-          + ("every op on the chip" if r["ops"] == "chip" else "non-GEMM ops on the host"))
+          + (f"every op on the chip, {r['gemm_inputs']} GEMM inputs" if r["ops"] == "chip"
+             else "non-GEMM ops on the host"))
     print(f"  cosine vs float32         : {r['cosine_vs_float']:.5f} (final output"
           + (", worst of the texts)" if r["model"] == "minilm" else ")"))
     print("  cosine per layer          : "
