@@ -515,8 +515,10 @@ class OnChip(_ScalarParams):
         another through every GEMM, attention each on its own). Two stacks at a time
         run as two streams of one emitter, their nodes alternating, so that one's
         vector work runs under the other's GEMMs (each resident in half the buffer, its
-        row-scale codes in half the file); a stack alone, or a pair that does not fit
-        that way, runs as :meth:`_emit_alone` says. No padding row streams through the
+        row-scale codes in half the file); the stacks that do not fit that way run
+        alone with the whole buffer, restacked into the longest runs of their sequences
+        that fit it (a sequence too long for it alone: :meth:`_emit_alone`, in token
+        blocks). No padding row streams through the
         array: the last position tile of the keys and values may be partly empty, and
         the softmax's length leaves it out. ``where[i]``: sequence ``i``'s lowering and
         stacked sequence (its rows ``segs[s]`` of that lowering's)."""
@@ -600,8 +602,8 @@ class OnChip(_ScalarParams):
                         place(members[:n], [stacked(members[:n])[0]])
                     else:                             # one sequence, in token blocks
                         n = 1
-                        place(members[:1], self._emit_alone(prog, [shapes[members[0]]],
-                                                            keep))
+                        place(members[:1], [self._emit_alone(prog, *shapes[members[0]],
+                                                             keep)])
                     members = members[n:]
 
             stacks, a = self._stacks(shapes), 0
@@ -621,32 +623,12 @@ class OnChip(_ScalarParams):
                 program=code.tobytes(), macs=sum(s.macs for s in seqs))
         return self.programs[key]
 
-    def _emit_alone(self, prog, shapes, keep):
-        """Stacked sequences (``(rows, S)`` each) into ``prog`` with the whole buffer,
-        as lowerings: in one block of exactly their rows if the buffer holds it (every
-        value resident, then through memory between stages); else each sequence alone,
-        in one block if it fits, else in the largest token blocks of whole tiles it
-        holds, the last block what is left."""
+    def _emit_alone(self, prog, rows, S, keep):
+        """One sequence into ``prog`` with the whole buffer: in one block of exactly
+        ``rows`` rows if the buffer holds it (every value resident, then through memory
+        between stages), else in the largest token blocks of whole tiles it holds, the
+        last block what is left."""
         R = self.cfg.rows
-        if len(shapes) > 1:
-            rows = sum(r for r, _ in shapes)
-            sg, o = [], 0
-            for r, S in shapes:
-                sg.append((o, r, S))
-                o += r
-            for resident in (True, False):
-                saved = self._checkpoint(prog)
-                try:
-                    seq = _Lowering(self, rows, rows, keep, T=rows, resident=resident,
-                                    prog=prog, segs=sg,
-                                    dynq=not self._short(shapes[0][0]))
-                    for _ in seq.steps():
-                        pass
-                    return [seq]
-                except TooLong:
-                    self._restore(prog, saved)
-            return [part for shape in shapes for part in self._emit_alone(prog, [shape], keep)]
-        (rows, S), = shapes
         tries = [(rows, True), (rows, False),
                  *((T, False) for T in range((rows - 1) // R * R, 0, -R))]
         for T, resident in tries:
@@ -656,7 +638,7 @@ class OnChip(_ScalarParams):
                                 dynq=not self._short(rows))
                 for _ in seq.steps():
                     pass
-                return [seq]
+                return seq
             except TooLong:
                 self._restore(prog, saved)
                 if (T, resident) == tries[-1]:
