@@ -13,6 +13,7 @@ from serrano.hw.config import get_preset
 from serrano.sw import isa_model
 from serrano.sw.models import layers as L, synthetic
 from serrano.sw.nn import archs, lower
+from serrano.sw.nn.lower import _tiles
 from serrano.sw.run import cosine, run_model, run_model_on
 from serrano.sw.runtime import Device
 
@@ -25,10 +26,6 @@ def _bert_tiny(seq, seed=1):
     calib = [{"x": synthetic.random_inputs(shape, seq, seed=100 + s),
               "mask": np.ones((1, seq), np.int64)} for s in range(3)]
     return w, shape, graph, params, lower.calibrate(graph, params, calib)
-
-
-def _tiles(n, size):
-    return -(-n // size)
 
 
 def _opcodes(program):

@@ -520,8 +520,8 @@ class OnChip(_ScalarParams):
         that fit it (a sequence too long for it alone: :meth:`_emit_alone`, in token
         blocks). No padding row streams through the
         array: the last position tile of the keys and values may be partly empty, and
-        the softmax's length leaves it out. ``where[i]``: sequence ``i``'s lowering and
-        stacked sequence (its rows ``segs[s]`` of that lowering's)."""
+        the softmax's length leaves it out. ``members[k]``: the sequences lowering
+        ``seqs[k]`` holds, in the order of its ``segs``."""
         key = (tuple(shapes), tuple(keep))
         if key not in self.programs:
             half = self.vbase // 2
@@ -538,16 +538,18 @@ class OnChip(_ScalarParams):
                     o += shapes[i][0]
                 return o, tuple(out)
 
-            seqs, where = [], {}
+            seqs, members = [], []
 
             def place(stack, lowerings):
                 """The lowerings made for ``stack``: each takes the next of its
                 sequences, one per stacked sequence."""
-                it = iter(stack)
                 for low in lowerings:
-                    for s in range(len(low.segs)):
-                        where[next(it)] = (len(seqs), s)
+                    members.append(stack[:len(low.segs)])
+                    stack = stack[len(low.segs):]
                     seqs.append(low)
+
+            def dynq(stack):
+                return not self._short(shapes[stack[0]][0])
 
             def streams(pair):
                 """Two stacks as two streams, if each fits half the buffer."""
@@ -559,7 +561,7 @@ class OnChip(_ScalarParams):
                         two.append(_Lowering(self, rows, rows, keep, T=rows,
                                              resident=True, prog=prog, sid=j,
                                              rows=(j * half, (j + 1) * half), segs=sg,
-                                             dynq=not self._short(shapes[stack[0]][0])))
+                                             dynq=dynq(stack)))
                     live = [s.steps() for s in two]
                     while live:
                         for gen in list(live):
@@ -572,14 +574,13 @@ class OnChip(_ScalarParams):
                     place(stack, [low])
                 return True
 
-            def stacked(members):
-                """``members`` stacked alone with the whole buffer, resident, or None."""
+            def stacked(stack):
+                """``stack`` stacked alone with the whole buffer, resident, or None."""
                 saved = self._checkpoint(prog)
                 try:
-                    rows, sg = segs(members)
+                    rows, sg = segs(stack)
                     low = _Lowering(self, rows, rows, keep, T=rows, resident=True,
-                                    prog=prog, segs=sg,
-                                    dynq=not self._short(shapes[members[0]][0]))
+                                    prog=prog, segs=sg, dynq=dynq(stack))
                     for _ in low.steps():
                         pass
                     return low, saved
@@ -587,24 +588,24 @@ class OnChip(_ScalarParams):
                     self._restore(prog, saved)
                     return None
 
-            def alone(members):
+            def alone(waiting):
                 """Sequences that run alone with the whole buffer: as few stacks as
                 the buffer holds, each the longest run of them that fits."""
-                while members:
+                while waiting:
                     n = 0
-                    for k in range(1, len(members) + 1):      # the longest that fits
-                        got = stacked(members[:k])
+                    for k in range(1, len(waiting) + 1):      # the longest that fits
+                        got = stacked(waiting[:k])
                         if got is None:
                             break
                         self._restore(prog, got[1])
                         n = k
                     if n:
-                        place(members[:n], [stacked(members[:n])[0]])
+                        place(waiting[:n], [stacked(waiting[:n])[0]])
                     else:                             # one sequence, in token blocks
                         n = 1
-                        place(members[:1], [self._emit_alone(prog, *shapes[members[0]],
+                        place(waiting[:1], [self._emit_alone(prog, *shapes[waiting[0]],
                                                              keep)])
-                    members = members[n:]
+                    waiting = waiting[n:]
 
             stacks, a = self._stacks(shapes), 0
             waiting = {True: [], False: []}   # by shortness: a stack is one or the other
@@ -614,11 +615,11 @@ class OnChip(_ScalarParams):
                     continue
                 waiting[self._short(shapes[stacks[a][0]][0])] += stacks[a]
                 a += 1
-            for members in waiting.values():
-                alone(sorted(members))
+            for short in waiting.values():
+                alone(sorted(short))
             code = prog.program().to_array()
             self.programs[key] = dict(
-                seqs=[s.finish() for s in seqs], where=[where[i] for i in range(len(shapes))],
+                seqs=[s.finish() for s in seqs], members=members,
                 prog_addr=self.dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
                 program=code.tobytes(), macs=sum(s.macs for s in seqs))
         return self.programs[key]
@@ -696,25 +697,21 @@ class OnChip(_ScalarParams):
         sequence."""
         ins = [self._input(f, keep) for f in feeds_list]
         built = self._program([(rows, S) for _, rows, S, _ in ins], tuple(keep))
-        seqs, where = built["seqs"], built["where"]
-        for k, b in enumerate(seqs):          # stacked sequences' rows one after another
-            xq = np.concatenate([ins[i][0] for _, i in sorted(
-                (s, i) for i, (kk, s) in enumerate(where) if kk == k)])
+        lowered = list(zip(built["seqs"], built["members"]))
+        for b, held in lowered:                 # stacked sequences' rows one after another
+            xq = np.concatenate([ins[i][0] for i in held])
             self.dev.write(b["x_addr"], wide_rows(xq, b["P"], self.cfg))
         self.dev.run(built["prog_addr"], built["n_insns"], name=self.graph.name,
                      macs=built["macs"], program=built["program"])
-        read = {}
-        out = []
-        for (_, rows, _, lead), (k, s) in zip(ins, where):
-            b, o = seqs[k], seqs[k]["segs"][s][0]
-            out.append({})
+        out = [{} for _ in ins]
+        for b, held in lowered:
             for name in (*self.graph.outputs, *keep):
                 sp, width = b["outs"][name]
-                if (k, name) not in read:
-                    read[k, name] = read_rows(self.dev, sp, b["P"], self.cfg)
-                q = read[k, name]
-                out[-1][name] = (q[o:o + rows, :width] * self.scale[name]).astype(
-                    np.float32).reshape(*lead, rows, width)
+                q = read_rows(self.dev, sp, b["P"], self.cfg)
+                for i, (o, rows, _) in zip(held, b["segs"]):
+                    lead = ins[i][3]
+                    out[i][name] = (q[o:o + rows, :width] * self.scale[name]).astype(
+                        np.float32).reshape(*lead, rows, width)
         return out
 
 
@@ -986,11 +983,9 @@ class _Lowering(_Regions):
         ``dynamic`` inputs, the smoothed 16-bit GEMM inputs to int8 per token (``VEC
         DYNQ``, ``STORE rowscale``), else streamed as pairs (short sequences,
         :meth:`OnChip._short`)."""
-        self.chip, self.P, self.S, self.keep = chip, M, S, tuple(keep)
+        self.chip, self.P, self.keep = chip, M, tuple(keep)
         self.dynq = dynq
         self.segs = tuple(segs) if segs else ((0, M, S),)
-        if len(self.segs) == 1:
-            self.S = self.segs[0][2]
         if len(self.segs) > 1 and T not in (None, M):
             raise ValueError("stacked sequences run in one block")
         self.T = T or M                 # rows of a block but the last (its stride)
@@ -1317,8 +1312,8 @@ class _Lowering(_Regions):
             dt = _tiles(lin["n"] // heads, C)
             if n.out not in self.memory:
                 mems = []
-                for _, rows, _ in self.segs:
-                    pt = _tiles(self.P if len(self.segs) == 1 else rows, C)
+                for _, rows, _ in self.segs:            # one sequence: all P rows
+                    pt = _tiles(rows, C)
                     hb = dt * pt * tile
                     mems.append(dict(addr=self.dev.alloc(heads * hb), head_bytes=hb,
                                      dt=dt, pt=pt))
@@ -1447,7 +1442,7 @@ class _Lowering(_Regions):
         # Each sequence's first row, queries, tokens and positions: one sequence's block
         # of queries against every key, or each stacked sequence against its own.
         if len(self.segs) == 1:
-            segs = [(0, self.M, self.S, self.P)]
+            segs = [(0, self.M, self.segs[0][2], self.P)]
         else:
             segs = [(o, rows, S, rows) for o, rows, S in self.segs]
         size = [_tiles(P, C) * 2 * M for _, M, _, P in segs]
