@@ -76,6 +76,12 @@ class Config:
         that the unit keeps the clock the array reaches; 0 elsewhere, the shorter
         pipeline whose stages hold a multiply, an add and a rounding shift each. The
         same results; 1 adds cycles to each pass of a vector through the lanes.
+    vec_div_steps : int
+        Steps of the vector unit's divider and square root a cycle (1, 2, 3, 4 or 6: a
+        divisor of the square root's 36): each a 58-bit add (divider) or a 40-bit
+        compare and subtract (root), chained in one cycle. 1 on the ``fpga`` preset
+        (72 cycles for a normalization's ``n 2**56 / V``), 4 elsewhere (18). The same
+        results; fewer cycles a vector for softmax and the normalizations.
     """
 
     name: str
@@ -95,6 +101,7 @@ class Config:
     addr_width: int = 32
     mult_pipeline: int = 0
     vec_pipeline: int = 0
+    vec_div_steps: int = 4
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
@@ -107,6 +114,9 @@ class Config:
             raise ConfigError(f"mult_pipeline must be 0 or 1, not {self.mult_pipeline!r}")
         if self.vec_pipeline not in (0, 1) or isinstance(self.vec_pipeline, bool):
             raise ConfigError(f"vec_pipeline must be 0 or 1, not {self.vec_pipeline!r}")
+        if self.vec_div_steps not in (1, 2, 3, 4, 6) or isinstance(self.vec_div_steps, bool):
+            raise ConfigError(f"vec_div_steps must be 1, 2, 3, 4 or 6, not "
+                              f"{self.vec_div_steps!r}")
         if self.act_width != 8 or self.acc_width != 32:
             raise ConfigError("serrano computes int8 x int8 into int32; "
                               f"act_width={self.act_width!r}, acc_width={self.acc_width!r}")
@@ -229,7 +239,8 @@ PRESETS = {
                    bus_bytes=4, param_tiles=16),
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=64,
-                   bus_bytes=8, param_tiles=64, mult_pipeline=1, vec_pipeline=1),
+                   bus_bytes=8, param_tiles=64, mult_pipeline=1, vec_pipeline=1,
+                   vec_div_steps=1),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
                       bus_bytes=16, param_tiles=128),

@@ -792,23 +792,40 @@ class VectorUnit(wiring.Component):
         # whether the next step adds or subtracts the divisor, so a step is one adder
         # and no comparison; the quotient bits (the new remainder's sign) are the
         # restoring divider's, bit for bit.
+        # ``K = cfg.vec_div_steps`` of these steps a cycle, chained: after each cycle the
+        # registers hold what they would after K cycles of one step.
         DW = 72
+        K = cfg.vec_div_steps
         dv_num = Signal(DW)
         dv_den = Signal(56)
         dv_nden = Signal(signed(58))             # -den
         dv_rem = Signal(signed(58))
         dv_q = Signal(DW)
-        dv_cnt = Signal(range(DW + 1))
-        dv_trial = Signal(signed(59))
-        dv_next = Signal(signed(59))
-        m.d.comb += [dv_trial.eq((dv_rem << 1) | dv_num[DW - 1]),
-                     dv_next.eq(dv_trial + Mux(dv_rem[-1], dv_den, dv_nden))]
+        dv_cnt = Signal(range(DW + 1))           # cycles left
+        d_rem, q_bits = dv_rem, []
+        for j in range(K):
+            trial = Signal(signed(59), name=f"dv_trial{j}")
+            nxt = Signal(signed(59), name=f"dv_next{j}")
+            m.d.comb += [trial.eq((d_rem << 1) | dv_num[DW - 1 - j]),
+                         nxt.eq(trial + Mux(d_rem[-1], dv_den, dv_nden))]
+            q_bits.append(~nxt[-1])
+            d_rem = Signal(signed(58), name=f"dv_rem{j + 1}")
+            m.d.comb += d_rem.eq(nxt)
+        dv_rem_next, dv_q_bits = d_rem, Cat(*reversed(q_bits))
         sq_rem = Signal(40)
         sq_res = Signal(37)
-        sq_trial = Signal(40)
-        sq_next = Signal(40)
-        m.d.comb += [sq_next.eq((sq_rem << 2) | dv_q[DW - 2:]),
-                     sq_trial.eq((sq_res << 2) | 1)]
+        s_rem, s_res = sq_rem, sq_res
+        for j in range(K):
+            trial = Signal(40, name=f"sq_trial{j}")
+            nxt = Signal(40, name=f"sq_next{j}")
+            m.d.comb += [nxt.eq((s_rem << 2) | dv_q[DW - 2 - 2 * j:DW - 2 * j]),
+                         trial.eq((s_res << 2) | 1)]
+            ge = nxt >= trial
+            new_rem = Signal(40, name=f"sq_rem{j + 1}")
+            new_res = Signal(37, name=f"sq_res{j + 1}")
+            m.d.comb += [new_rem.eq(Mux(ge, nxt - trial, nxt)), new_res.eq(Cat(ge, s_res))]
+            s_rem, s_res = new_rem, new_res
+        sq_rem_next, sq_res_next = s_rem, s_res
         e_shift = Signal(6)
         # The mean's numerator, floor((2 sum(X) + n) / 2n) + 32896's: shifts and adds
         # (no DSP block); in the deep form a register (``xsum`` settles while the
@@ -828,10 +845,12 @@ class VectorUnit(wiring.Component):
             m.next = state
 
         def divide(num, den, then, bits):
-            """``floor(num / den)`` for ``num < 2**bits``: ``bits`` cycles."""
+            """``floor(num / den)`` for ``num < 2**bits``: ``ceil(bits / K)`` cycles (the
+            quotient's ``bits`` rounded up to a multiple of ``K``: leading zeros)."""
+            bits = -(-bits // K) * K
             m.d.sync += [dv_num.eq(num << (DW - bits)), dv_den.eq(den), dv_nden.eq(-den),
                          dv_rem.eq(0),
-                         dv_q.eq(0), dv_cnt.eq(bits), div_then.eq(then)]
+                         dv_q.eq(0), dv_cnt.eq(bits // K), div_then.eq(then)]
             m.next = "DIV"
 
         def next_vector():
@@ -979,32 +998,40 @@ class VectorUnit(wiring.Component):
                             m.d.sync += mu.eq(dv_q[:17] - MEAN_BIAS)
                             start_pass(P_B)
                         with m.Default():
-                            m.d.sync += [sq_rem.eq(0), sq_res.eq(0), dv_cnt.eq(DW // 2)]
+                            m.d.sync += [sq_rem.eq(0), sq_res.eq(0),
+                                         dv_cnt.eq(DW // 2 // K)]
                             m.next = "SQRT"
                 with m.Else():
-                    m.d.sync += [dv_num.eq(dv_num << 1), dv_cnt.eq(dv_cnt - 1)]
-                    m.d.sync += [dv_rem.eq(dv_next), dv_q.eq((dv_q << 1) | ~dv_next[-1])]
+                    m.d.sync += [dv_num.eq(dv_num << K), dv_cnt.eq(dv_cnt - 1)]
+                    m.d.sync += [dv_rem.eq(dv_rem_next), dv_q.eq(Cat(dv_q_bits, dv_q))]
             with m.State("SQRT"):
                 with m.If(dv_cnt == 0):              # r = min(root, 2**32 - 1)
                     m.d.sync += [e_shift.eq(0),
                                  sq_res.eq(Mux(sq_res[32:].any(), (1 << 32) - 1, sq_res))]
                     m.next = "RNORM"
                 with m.Else():
-                    m.d.sync += [dv_q.eq(dv_q << 2), dv_cnt.eq(dv_cnt - 1)]
-                    with m.If(sq_next >= sq_trial):
-                        m.d.sync += [sq_rem.eq(sq_next - sq_trial),
-                                     sq_res.eq((sq_res << 1) | 1)]
-                    with m.Else():
-                        m.d.sync += [sq_rem.eq(sq_next), sq_res.eq(sq_res << 1)]
+                    m.d.sync += [dv_q.eq(dv_q << (2 * K)), dv_cnt.eq(dv_cnt - 1),
+                                 sq_rem.eq(sq_rem_next), sq_res.eq(sq_res_next)]
             with m.State("RNORM"):
                 # r's 16 leading bits and the shift of z = D * r_t / 2**16: ``e`` is at
                 # most 16 since r < 2**32 (for int8 x at most 13: V >= 2**14 unless it is
-                # 0, so r <= sqrt(2**16 * 2**56 / 2**14) = 2**29).
-                with m.If(sq_res >= (1 << 16)):
-                    m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
-                with m.Else():
-                    m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift),
-                                 z_half.eq((1 << (16 - e_shift)[:5]) >> 1)]
+                # 0, so r <= sqrt(2**16 * 2**56 / 2**14) = 2**29). One shift a cycle with
+                # one step a cycle (the FPGA's form), else all at once: ``e`` from r's
+                # leading one.
+                if K == 1:
+                    with m.If(sq_res >= (1 << 16)):
+                        m.d.sync += [sq_res.eq(sq_res >> 1), e_shift.eq(e_shift + 1)]
+                    with m.Else():
+                        m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift),
+                                     z_half.eq((1 << (16 - e_shift)[:5]) >> 1)]
+                        start_pass(P_OUT)
+                else:
+                    e_now = Signal(5)
+                    for b in range(16, 32):          # the highest one's assignment wins
+                        with m.If(sq_res[b]):
+                            m.d.comb += e_now.eq(b - 15)
+                    m.d.sync += [r_m.eq((sq_res >> e_now)[:16]), z_shr.eq(16 - e_now),
+                                 z_half.eq((1 << (16 - e_now)[:5]) >> 1)]
                     start_pass(P_OUT)
 
             with m.State("DQ_CODE"):                 # DYNQ: the code, to its slot

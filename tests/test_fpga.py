@@ -176,9 +176,9 @@ def test_tiny_synthesizes_for_ecp5(tmp_path):
     MULT18X18D, the three buffers in DP16KD block RAM, no warning, no problem found.
     tmp_path is under /tmp, which YoWASP tools see as a private folder: this also checks
     that the flow runs them with relative paths. The vector unit in its FPGA form (the
-    fpga preset's ``vec_pipeline``)."""
+    fpga preset's ``vec_pipeline`` and ``vec_div_steps``)."""
     _require_yowasp()
-    cfg = dataclasses.replace(get_preset("tiny"), vec_pipeline=1)
+    cfg = dataclasses.replace(get_preset("tiny"), vec_pipeline=1, vec_div_steps=1)
     syn = fpga.run_yosys(cfg, tmp_path)
 
     cells = syn["cells"]

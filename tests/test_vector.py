@@ -391,8 +391,10 @@ def test_chain_of_every_operation_matches_golden(simulator, rng, n):
 
 #: The ``fpga`` preset's vector pipeline (``vec_pipeline``: a register after each carry
 #: chain, variable shift and multiplier, the multipliers DSP blocks with their own
-#: registers) and its multipliers' pipeline register, on the tiny array.
-TINY_DEEP = dataclasses.replace(TINY, name="tiny-deep", vec_pipeline=1, mult_pipeline=1)
+#: registers), its multipliers' pipeline register and its divider's one step a cycle, on the
+#: tiny array.
+TINY_DEEP = dataclasses.replace(TINY, name="tiny-deep", vec_pipeline=1, mult_pipeline=1,
+                                vec_div_steps=1)
 
 
 def _deep_case(name, rng):
@@ -423,7 +425,8 @@ def test_deep_pipeline_is_the_fpga_presets():
     fpga = get_preset("fpga")
     assert fpga.vec_pipeline == TINY_DEEP.vec_pipeline == 1
     assert fpga.mult_pipeline == TINY_DEEP.mult_pipeline
-    assert TINY.vec_pipeline == 0
+    assert fpga.vec_div_steps == TINY_DEEP.vec_div_steps == 1
+    assert TINY.vec_pipeline == 0 and TINY.vec_div_steps > 1
 
 
 @pytest.mark.parametrize("case", ["chain", "corners", "interleaved"])
