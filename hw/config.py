@@ -82,6 +82,14 @@ class Config:
         compare and subtract (root), chained in one cycle. 1 on the ``fpga`` preset
         (72 cycles for a normalization's ``n 2**56 / V``), 4 elsewhere (18). The same
         results; fewer cycles a vector for softmax and the normalizations.
+    vec_cache_rows : int
+        Rows of the vector unit's two caches (:class:`hw.vector_unit.VectorUnit`): the
+        b cache (a row's b reads, two rows of ``R`` bytes: an ``ADD`` or ``MUL`` whose b
+        repeats and a normalization's gains read b from the buffer for the first vector
+        only) and the low-half cache (``R`` bytes: a 16-bit reduction reads its low
+        halves in its first pass only), for vectors of at most this many rows. 128 (an
+        FFN's 1536-wide vector is 96 rows on ``default``; 6 KiB in all there); 0, no
+        caches, on the ``fpga`` preset. The same results; fewer reads a row.
     """
 
     name: str
@@ -102,6 +110,7 @@ class Config:
     mult_pipeline: int = 0
     vec_pipeline: int = 0
     vec_div_steps: int = 4
+    vec_cache_rows: int = 128
 
     def __post_init__(self):
         for attr in ("rows", "cols", "act_buf_rows", "acc_buf_rows", "weight_fifo_rows",
@@ -114,6 +123,10 @@ class Config:
             raise ConfigError(f"mult_pipeline must be 0 or 1, not {self.mult_pipeline!r}")
         if self.vec_pipeline not in (0, 1) or isinstance(self.vec_pipeline, bool):
             raise ConfigError(f"vec_pipeline must be 0 or 1, not {self.vec_pipeline!r}")
+        if (not isinstance(self.vec_cache_rows, int) or isinstance(self.vec_cache_rows, bool)
+                or not (self.vec_cache_rows == 0 or self.vec_cache_rows >= 4)):
+            raise ConfigError(f"vec_cache_rows must be 0 or at least 4, not "
+                              f"{self.vec_cache_rows!r}")
         if self.vec_div_steps not in (1, 2, 3, 4, 6) or isinstance(self.vec_div_steps, bool):
             raise ConfigError(f"vec_div_steps must be 1, 2, 3, 4 or 6, not "
                               f"{self.vec_div_steps!r}")
@@ -240,7 +253,7 @@ PRESETS = {
     "fpga": Config(name="fpga", rows=8, cols=8,
                    act_buf_rows=8192, acc_buf_rows=256, weight_fifo_rows=64,
                    bus_bytes=8, param_tiles=64, mult_pipeline=1, vec_pipeline=1,
-                   vec_div_steps=1),
+                   vec_div_steps=1, vec_cache_rows=0),
     "default": Config(name="default", rows=16, cols=16,
                       act_buf_rows=16384, acc_buf_rows=512, weight_fifo_rows=64,
                       bus_bytes=16, param_tiles=128),

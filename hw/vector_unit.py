@@ -91,8 +91,17 @@ class VectorUnit(wiring.Component):
     * stage 6: softmax's running sum; the rounding shifts and saturation (then written).
 
     Once per vector, sequentially: a shift-in restoring divider (softmax's reciprocal
-    ``floor(127 * 2**24 / S)``, 31 cycles; the mean, 34; ``n * 2**56 / V``, 72) and a
-    digit-by-digit square root (36 cycles), the pipeline drained between passes.
+    ``floor(127 * 2**24 / S)``, 31 steps; the mean, 34; ``n * 2**56 / V``, 72) and a
+    digit-by-digit square root (36 steps), ``K = cfg.vec_div_steps`` steps a cycle
+    (``ceil(steps / K)`` cycles: 8, 9, 18 and 9 on ``default``; 31, 34, 72 and 36 on
+    ``fpga``), the pipeline drained between passes.
+
+    Two caches save reads (``cfg.vec_cache_rows`` rows each; none on ``fpga``): the b
+    cache keeps, from an instruction's first vector, the rows of a b that repeats
+    (``ADD``/``MUL`` with ``b_repeat``) and a normalization's gains, so later vectors
+    read only a (vectors of 4 rows or more); the low-half cache keeps a 16-bit
+    reduction's low halves from its vector's first pass, so its later passes read the
+    high halves alone (not in an output pass that writes two rows a row).
     ``TABLE`` reads each row and writes its ``R`` entries, one per cycle, into every
     lane's copy of the table. ``ARGMAX`` writes one row per vector, the index's bytes.
 
@@ -111,12 +120,13 @@ class VectorUnit(wiring.Component):
     ``Y_LATE`` in :meth:`elaborate`; each pass of a vector takes about 20 more cycles
     to drain, the throughput is the same.
 
-    Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``), per four
-    (``ROPE``, 16-bit ``ADD`` and ``MUL``), per eight (16-bit ``ROPE``), while the write
-    port is free. Per vector: ``SOFTMAX`` ``3 * rows + 31``
-    cycles, ``LAYERNORM`` ``5 * rows + 142``, ``RMSNORM`` ``4 * rows + 108`` (with at most
-    13 normalizing steps), ``ARGMAX`` ``rows + 1``, each plus about 7 cycles per pass to
-    drain the pipeline. Back-pressure: a row that will be written is issued only with a
+    Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``; one with b
+    cached), per four (``ROPE``, 16-bit ``ADD`` and ``MUL``; two with b cached), per
+    eight (16-bit ``ROPE``), while the write port is free. Per vector with ``K = 1``
+    and no cache: ``SOFTMAX`` ``3 * rows + 31`` cycles, ``LAYERNORM`` ``5 * rows +
+    142``, ``RMSNORM`` ``4 * rows + 108`` (with at most 13 normalizing steps; with ``K
+    > 1`` the normalizing shift takes one cycle), ``ARGMAX`` ``rows + 1``, each plus
+    about 7 cycles per pass to drain the pipeline. Back-pressure: a row that will be written is issued only with a
     credit (8, one per FIFO row); a credit returns as its row is written. ``push_prev``
     and ``push_next`` are given once the instruction's last row (or table entry) is
     written; the next instruction starts after that.
@@ -313,17 +323,26 @@ class VectorUnit(wiring.Component):
         t0_lanes = Signal(lane_bits)                 # masked reductions: valid lanes
         t0_row = Signal(16)                          # the row's number in its vector
         t0_second = Signal()                         # ROPE: a row of the second half
+        t0_cached = Signal()                         # b's rows from the cache (below)
+        t0_fill = Signal()                           # b's rows into the cache
+        t0_locached = Signal()                       # the low half from its cache
+        t0_lofill = Signal()                         # the low half into its cache
         t_mid_valid = Const(0)       # (the deep form: a read between t0 and t1)
         if deep:                     # the address registered, the data registered
             t_mid = [reg_of(s, f"tm_{n}") for s, n in (
                 (t0_valid, "valid"), (t0_last, "last"), (t0_ph, "ph"),
-                (t0_lanes, "lanes"), (t0_row, "row"), (t0_second, "second"))]
+                (t0_lanes, "lanes"), (t0_row, "row"), (t0_second, "second"),
+                (t0_cached, "cached"), (t0_fill, "fill"), (t0_locached, "locached"),
+                (t0_lofill, "lofill"))]
             t_mid_valid = t_mid[0]
-            t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
-                reg_of(s, f"t1_{i}") for i, s in enumerate(t_mid))
+            (t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second, t1_cached,
+             t1_fill, t1_locached, t1_lofill) = (reg_of(s, f"t1_{i}")
+                                                 for i, s in enumerate(t_mid))
         else:
-            t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second = (
-                t0_valid, t0_last, t0_ph, t0_lanes, t0_row, t0_second)
+            (t1_valid, t1_last, t1_ph, t1_lanes, t1_row, t1_second, t1_cached,
+             t1_fill, t1_locached, t1_lofill) = (
+                t0_valid, t0_last, t0_ph, t0_lanes, t0_row, t0_second, t0_cached, t0_fill,
+                t0_locached, t0_lofill)
         rd_data = cut(self.rd_data, "rd_data_q")
         held = [Signal(row_layout, name=f"r{j}") for j in range(7)]
         ra, rb, rc = held[:3]
@@ -332,12 +351,89 @@ class VectorUnit(wiring.Component):
                 m.d.sync += reg.eq(rd_data)
         wide = Signal()              # a normalization of 16-bit x: hi and lo reads
         m.d.comb += wide.eq(v.wide)
+
+        # The b cache: an ``ADD`` or ``MUL`` whose b repeats (``b_repeat``: the same rows
+        # for every vector) and a normalization's gains (its output pass) read b's rows
+        # (one or two reads a row) from the buffer for the instruction's first vector
+        # only, and keep them here, a row's b reads in one entry; the later vectors read
+        # only a (one read a row, two if 16-bit) and take b from the cache, read with the
+        # row's last read (the same latency). For vectors of ``4 <= rows <=
+        # cfg.vec_cache_rows``: a row's entry is written before the next vector reads it
+        # (its reads at least ``rows`` cycles later; the deep form writes an entry three
+        # cycles after its read issues).
+        bin_op = decoded("bin_op", lambda b: b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL))
+        cache_rd = Signal()
+        c_addr_rd = Signal(range(max(cfg.vec_cache_rows, 2)))
+        cache_e0, cache_e1 = Signal(row_layout), Signal(row_layout)
+        if cfg.vec_cache_rows:
+            cacheable = decoded("cacheable", lambda b: (
+                ((b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL) & b.b_repeat)
+                 | b.vop.matches(isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM))
+                & (b.rows >= 4) & (b.rows <= cfg.vec_cache_rows)))
+            m.submodules.b_cache = cmem = memory.Memory(
+                shape=unsigned(2 * len(rd_data.as_value())), depth=cfg.vec_cache_rows,
+                init=[])
+            cwp = cmem.write_port()
+            crp = cmem.read_port()
+            (m.d.sync if deep else m.d.comb).__iadd__(
+                [crp.addr.eq(c_addr_rd), crp.en.eq(cache_rd)])
+            c_data = cut(crp.data, "b_cache_q")
+            m.d.comb += [cache_e0.eq(c_data[:len(cache_e0.as_value())]),
+                         cache_e1.eq(c_data[len(cache_e0.as_value()):])]
+            # Written with the row's last b read: one read (an int8 ADD or MUL) or two.
+            m.d.comb += [cwp.addr.eq(t1_row), cwp.en.eq(t1_valid & t1_last & t1_fill),
+                         cwp.data.eq(Cat(Mux(bin_op & ~wide, rd_data,
+                                             Mux(wide, held[2], held[1])), rd_data))]
+        else:
+            cacheable = Const(0)
+        # The low-half cache: a reduction of 16-bit rows (softmax, a norm, ``DYNQ``) reads
+        # each row's two halves in its vector's first pass and keeps the low half here;
+        # its later passes read the high half alone (one read a row, not two) and take
+        # the low half from here, read with it. Not in an output pass that writes two
+        # rows a row (the write port's two cycles a row are the limit there). The
+        # pipeline drains between passes, so every entry is written before it is read.
+        lo_rd = Signal()
+        lo_e = Signal(row_layout)
+        if cfg.vec_cache_rows:
+            lo_ok = decoded("lo_ok", lambda b: b.wide & b.vop.matches(
+                isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.DYNQ)
+                & (b.rows <= cfg.vec_cache_rows))
+            m.submodules.lo_cache = lmem = memory.Memory(
+                shape=unsigned(len(rd_data.as_value())), depth=cfg.vec_cache_rows, init=[])
+            lwp = lmem.write_port()
+            lrp = lmem.read_port()
+            (m.d.sync if deep else m.d.comb).__iadd__(
+                [lrp.addr.eq(c_addr_rd), lrp.en.eq(lo_rd)])
+            m.d.comb += [lo_e.eq(cut(lrp.data, "lo_cache_q")),
+                         lwp.addr.eq(t1_row), lwp.en.eq(t1_valid & t1_last & t1_lofill),
+                         lwp.data.eq(rd_data)]
+        else:
+            lo_ok = Const(0)
         # The last read of a row (reads a row, less one): one number for the output pass
         # and one for the others, decoded with the instruction.
         last_ph = Signal(3)
+        # Whether this vector's rows take b from the cache (``v_first``: the
+        # instruction's first vector, which fills it), or fill it.
+        v_first = Signal()
+        use_cache = Signal()
+        cached_now, fill_now = Signal(), Signal()
+        m.d.comb += [use_cache.eq(cacheable & (bin_op | out_pass)),
+                     cached_now.eq(use_cache & ~v_first), fill_now.eq(use_cache & v_first)]
+        # The low half: kept in the vector's first pass (an RMSNORM's is ``P_B``).
+        first_pass = decoded("first_pass", lambda b: Mux(b.vop == isa.VecOp.RMSNORM,
+                                                         P_B, P_A), 2)
+        locached_now, lofill_now = Signal(), Signal()
+        m.d.comb += [lofill_now.eq(lo_ok & (vpass == first_pass)),
+                     locached_now.eq(lo_ok & (vpass != first_pass)
+                                     & ~(out_pass & two_rows))]
+        # A row's reads: with the low half cached, its high half, then (a norm's output
+        # pass, its gains not cached) the gains' two reads (phases 2 and 3).
         m.d.comb += last_ph.eq(Mux(
-            out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1, 3),
-            decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)))
+            locached_now, Mux(out_pass & is_norm & ~cached_now, 3, 0),
+            Mux(cached_now, wide,
+                Mux(out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1,
+                                      3),
+                    decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)))))
         s2_valid, s2_second = Signal(), Signal()
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         # A 16-bit ROPE's cosine and sine (high and low halves).
@@ -346,10 +442,14 @@ class VectorUnit(wiring.Component):
         s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
                      s2_row.eq(t1_row), s2_second.eq(t1_second),
-                     s2_a.eq(Mux(last_ph == 0, rd_data, ra)),
-                     s2_b.eq(Mux(last_ph == 1, rd_data, rb)),
-                     s2_c.eq(Mux(last_ph >= 3, rc, rd_data)),
-                     s2_d.eq(Mux(last_ph == 7, held[3], rd_data)),
+                     s2_a.eq(Mux(t1_ph == 0, rd_data, ra)),
+                     s2_b.eq(Mux(t1_locached, lo_e,
+                                 Mux(t1_cached & ~wide, cache_e0,
+                                     Mux(t1_ph == 1, rd_data, rb)))),
+                     s2_c.eq(Mux(t1_cached, Mux(wide, cache_e0, cache_e1),
+                                 Mux(t1_ph >= 3, rc, rd_data))),
+                     s2_d.eq(Mux(t1_cached & wide, cache_e1,
+                                 Mux(t1_ph == 7, held[3], rd_data))),
                      s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
                      s2_h.eq(rd_data)]
         # A row's valid bit in each stage, made as far as they are asked for.
@@ -858,7 +958,7 @@ class VectorUnit(wiring.Component):
             with m.If(v_left == 0):
                 m.next = "FINISH"
             with m.Else():
-                m.d.sync += [v_left.eq(v_left - 1),
+                m.d.sync += [v_left.eq(v_left - 1), v_first.eq(0),
                              v_base.eq(Mux(interleaved, v_base + 1, a_addr)),
                              v_len.eq(v_len + (v.causal & ~is_norm))]
                 m.next = "V_START"
@@ -889,7 +989,8 @@ class VectorUnit(wiring.Component):
                                  b_base.eq(v.b_row), ph.eq(0), out_row.eq(v.dst_row),
                                  out_base.eq(v.dst_row), out_j.eq(0), t_index.eq(0),
                                  v_len.eq(v.length), vpass.eq(P_OUT), half_off.eq(0),
-                                 h_left.eq(v.rows >> 1), rs_slot.eq(v.b_row)]
+                                 h_left.eq(v.rows >> 1), rs_slot.eq(v.b_row),
+                                 v_first.eq(1)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
                     with m.Elif(reduce):
@@ -927,12 +1028,16 @@ class VectorUnit(wiring.Component):
                                                    Mux(ph == 2, b_addr, c_addr)))
                     with m.Else():
                         m.d.comb += rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
-                    m.d.comb += [rd_en.eq(1), take_credit.eq(need_credit)]
+                    m.d.comb += [rd_en.eq(1), take_credit.eq(need_credit),
+                                 cache_rd.eq(cached_now & last_read),
+                                 lo_rd.eq(locached_now & last_read), c_addr_rd.eq(row_no)]
                     m.d.sync += [t0_valid.eq(1), t0_last.eq(last_read), t0_ph.eq(ph),
                                  t0_lanes.eq(lanes_now), t0_row.eq(row_no),
-                                 t0_second.eq(second)]
-                    with m.If(~last_read):
-                        m.d.sync += ph.eq(ph + 1)
+                                 t0_second.eq(second), t0_cached.eq(cached_now),
+                                 t0_fill.eq(fill_now), t0_locached.eq(locached_now),
+                                 t0_lofill.eq(lofill_now)]
+                    with m.If(~last_read):       # (the low half cached: no phase 1)
+                        m.d.sync += ph.eq(Mux(locached_now & (ph == 0), 2, ph + 1))
                     with m.Else():
                         m.d.sync += [ph.eq(0), a_addr.eq(a_addr + row_step),
                                      b_addr.eq(b_addr + Mux(is_norm | v.b_repeat, 1,
@@ -950,7 +1055,8 @@ class VectorUnit(wiring.Component):
                                              Mux(interleaved, b_base + 1, b_addr + 1))
                                 m.d.sync += [i_left.eq(v.rows), v_left.eq(v_left - 1),
                                              v_base.eq(next_a), a_addr.eq(next_a),
-                                             b_base.eq(next_b), b_addr.eq(next_b)]
+                                             b_base.eq(next_b), b_addr.eq(next_b),
+                                             v_first.eq(0)]
 
             # -- reductions: per vector, passes with the pipeline drained between them
             with m.State("V_START"):

@@ -23,6 +23,7 @@ def test_presets_geometry():
         assert cfg.mult_pipeline == (cfg.name == "fpga")
         assert cfg.vec_pipeline == (cfg.name == "fpga")
         assert cfg.vec_div_steps == (1 if cfg.name == "fpga" else 4)
+        assert cfg.vec_cache_rows == (0 if cfg.name == "fpga" else 128)
 
 
 def test_unknown_preset_message():
@@ -44,6 +45,7 @@ def test_unknown_preset_message():
     ("mult_pipeline", True, "mult_pipeline must be 0 or 1, not True"),
     ("vec_pipeline", 2, "vec_pipeline must be 0 or 1, not 2"),
     ("vec_div_steps", 5, "vec_div_steps must be 1, 2, 3, 4 or 6, not 5"),
+    ("vec_cache_rows", 2, "vec_cache_rows must be 0 or at least 4, not 2"),
 ])
 def test_config_checks(field, value, message):
     args = dict(name="x", rows=4, cols=4, act_buf_rows=8, acc_buf_rows=8,

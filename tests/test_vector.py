@@ -229,6 +229,76 @@ def test_repeating_partner_matches_golden(simulator, rng, vop):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, count * rows), want)
 
 
+def _cache_case(rng, cfg, vop, wide, rows, count, stride):
+    """A ``VEC`` whose b repeats (an ``ADD`` or ``MUL``, int8 or 16-bit; or a norm's
+    gains) over ``count`` vectors of ``rows`` rows, interleaved ``stride`` apart or not:
+    the data rows, the op, the output row and the expected rows (high halves, then low
+    halves, for 16-bit results)."""
+    R = cfg.rows
+    n = rows * count
+    if vop in (isa.VecOp.ADD, isa.VecOp.MUL):
+        lim = isa.WIDE_MAX if wide else 127
+        x = rng.integers(-lim, lim + 1, (count, rows, R))
+        b = rng.integers(-lim, lim + 1, (rows, R))
+        if vop == isa.VecOp.ADD:
+            y = vector.add(x, b, 23000, -9000, 15, wide=bool(wide))
+            fields = dict(mul_a=23000, mul_b=-9000, shift=15)
+        else:
+            y = vector.mul(x, b, 0 if wide else 23000, 11 if wide else 22, wide=bool(wide))
+            fields = dict(mul_a=0 if wide else 23000, shift=11 if wide else 22)
+        xr = x.transpose(1, 0, 2) if stride else x          # interleaved: row-major by row
+        yr = y.transpose(1, 0, 2) if stride else y
+        xr, yr = xr.reshape(n, R), np.asarray(yr).reshape(n, R)
+        if wide:
+            (xh, xl), (bh, bl), (yh, yl) = (requant.split_wide(v) for v in (xr, b, yr))
+            data = np.concatenate([xh, xl, bh, bl])
+            op = dict(vop=vop, a_row=0, a_lo_row=n, b_row=2 * n, b_lo_row=2 * n + rows,
+                      dst_row=0, dst_lo_row=n, wide=1, **fields)
+            want = np.concatenate([yh, yl])
+        else:
+            data = np.concatenate([xr, b])
+            op = dict(vop=vop, a_row=0, b_row=n, dst_row=0, **fields)
+            want = yr
+        op.update(rows=rows, count=count, b_repeat=1, stride=count if stride else 0)
+        return data.astype(np.int8), op, 0, want.astype(np.int8)
+    if vop == isa.VecOp.DYNQ:                     # the low-half cache
+        data, op, want, out, _ = _dynq_case(rng, cfg, rows, count, rows * R - 2, True,
+                                            count if stride else 0)
+        return data, op, out, want
+    if vop == isa.VecOp.SOFTMAX:
+        data, ops, want, out = _softmax_wide_case(rng, cfg, rows, count, rows * R - 1, 0, 0)
+        return data, ops[0], out, want
+    data, ops, want, out = _norm_case(rng, cfg, rows, count, rows * R - 1, vop)
+    return data, ops[0], out, want
+
+
+@pytest.mark.parametrize("vop, wide, stride", [
+    (isa.VecOp.ADD, 0, 0), (isa.VecOp.MUL, 0, 1), (isa.VecOp.ADD, 1, 1),
+    (isa.VecOp.MUL, 1, 0), (isa.VecOp.LAYERNORM, 0, 0), (isa.VecOp.RMSNORM, 0, 0),
+    (isa.VecOp.DYNQ, 1, 0), (isa.VecOp.DYNQ, 1, 1), (isa.VecOp.SOFTMAX, 1, 0)])
+def test_caches_same_rows_fewer_cycles(rng, vop, wide, stride):
+    """The vector unit's caches (``cfg.vec_cache_rows``): a repeating b and a norm's
+    gains read from the buffer for the first vector only, a 16-bit reduction's low
+    halves in its first pass only; the same rows out as with no cache (and as the
+    specification and the golden model), fewer cycles; vectors of 4 to 6 rows, and of 3
+    (no b cache: the same cycles; the low-half cache has no lower limit)."""
+    nocache = dataclasses.replace(TINY, name="tiny-nocache", vec_cache_rows=0)
+    lo = vop in (isa.VecOp.DYNQ, isa.VecOp.SOFTMAX)
+    for rows, cached in ((6, True), (4, True), (3, lo)):
+        data, op, out, want = _cache_case(rng, TINY, vop, wide, rows, 5, stride)
+        cycles = {}
+        for cfg in (TINY, nocache):
+            image, prog_len = _program(cfg, data, [op], out_row=out, n_out=len(want))
+            rtl = run_rtl(cfg, image, PROG_ADDR, prog_len, "verilator")
+            check_against_golden(cfg, _Layout(image, prog_len), rtl)
+            np.testing.assert_array_equal(_readout(cfg, rtl.image, len(want)), want)
+            cycles[cfg.name] = rtl.counters["cycles"]
+        if cached:
+            assert cycles["tiny"] < cycles["tiny-nocache"], (rows, cycles)
+        else:
+            assert cycles["tiny"] == cycles["tiny-nocache"], (rows, cycles)
+
+
 @pytest.mark.parametrize("rows, count, length, causal", [
     (1, 1, 1, 0), (3, 4, 7, 1), (6, 2, 24, 0), (2, 2, 0, 0), (5, 3, 100, 0)])
 def test_argmax_matches_golden(simulator, rng, rows, count, length, causal):
@@ -391,10 +461,10 @@ def test_chain_of_every_operation_matches_golden(simulator, rng, n):
 
 #: The ``fpga`` preset's vector pipeline (``vec_pipeline``: a register after each carry
 #: chain, variable shift and multiplier, the multipliers DSP blocks with their own
-#: registers), its multipliers' pipeline register and its divider's one step a cycle, on the
-#: tiny array.
+#: registers), its multipliers' pipeline register, its divider's one step a cycle and no b
+#: cache, on the tiny array.
 TINY_DEEP = dataclasses.replace(TINY, name="tiny-deep", vec_pipeline=1, mult_pipeline=1,
-                                vec_div_steps=1)
+                                vec_div_steps=1, vec_cache_rows=0)
 
 
 def _deep_case(name, rng):
@@ -426,7 +496,8 @@ def test_deep_pipeline_is_the_fpga_presets():
     assert fpga.vec_pipeline == TINY_DEEP.vec_pipeline == 1
     assert fpga.mult_pipeline == TINY_DEEP.mult_pipeline
     assert fpga.vec_div_steps == TINY_DEEP.vec_div_steps == 1
-    assert TINY.vec_pipeline == 0 and TINY.vec_div_steps > 1
+    assert fpga.vec_cache_rows == TINY_DEEP.vec_cache_rows == 0
+    assert TINY.vec_pipeline == 0 and TINY.vec_div_steps > 1 and TINY.vec_cache_rows > 0
 
 
 @pytest.mark.parametrize("case", ["chain", "corners", "interleaved"])
