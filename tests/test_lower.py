@@ -191,6 +191,41 @@ def test_dynamic_inputs_of_a_short_sequence_bit_exact_on_rtl(simulator):
     assert dev.bit_exact is True and cosine(y, ref) > 0.999
 
 
+def _context_matmuls(chip, code):
+    """The output projection's ``MATMUL``s (the weights of the linear map that reads
+    the attention's context) in ``code``."""
+    (ctx,) = chip.dyn_raw
+    (o,) = [n.out for n in chip.graph.nodes if n.op == "linear" and n.ins[0] == ctx]
+    w = chip.lin[o]["w_addr"]
+    return [b for op, _, b in isa_model.decode_program(code)
+            if op == isa.Op.MATMUL and b["weight_addr"] == w]
+
+
+@pytest.mark.parametrize("n, int8", [(lower.CONTEXT_DYNQ_TOKENS, True),
+                                     (lower.CONTEXT_DYNQ_TOKENS - 1, False)])
+def test_the_context_is_int8_per_token_in_long_sequences(n, int8):
+    """With ``dynamic`` inputs the attention's context goes to int8 per token (``VEC
+    DYNQ`` of the value itself, not smoothed; the output projection's ``MATMUL``s read
+    int8 rows and its ``STORE``s take the row scales) in a sequence of at least
+    ``CONTEXT_DYNQ_TOKENS`` tokens, and streams as a 16-bit pair in a shorter one (the
+    same weights and parameter sets either way); near float, every access ordered."""
+    y, ref, _, code, chip = _short_dynamic("golden", n)
+    mm = _context_matmuls(chip, code)
+    assert mm and all(b["pair"] != int8 for b in mm)
+    assert not chip.dyn_raw & set(chip.dyn)
+    isa_model.check_races(DEFAULT, code)
+    assert not any(isa_model.check_tokens(code, queue_depth=1).values())
+    assert cosine(y, ref) > 0.995
+
+
+def test_the_context_int8_per_token_bit_exact_on_rtl(simulator):
+    """The long sequence's program (its context int8 per token) on the RTL: memory bit
+    for bit as the golden model's."""
+    y, ref, dev, code, chip = _short_dynamic(simulator, lower.CONTEXT_DYNQ_TOKENS + 2)
+    assert not any(b["pair"] for b in _context_matmuls(chip, code))
+    assert dev.bit_exact is True and cosine(y, ref) > 0.995
+
+
 @pytest.mark.parametrize("mode", lower.GEMM_INPUTS)
 def test_the_schedule_overlaps_the_units(mode):
     """Two layers in one block: the values stay in the buffer from stage to stage (the
