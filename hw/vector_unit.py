@@ -428,9 +428,11 @@ class VectorUnit(wiring.Component):
                                      & ~(out_pass & two_rows))]
         # A row's reads: with the low half cached, its high half, then (a norm's output
         # pass, its gains not cached) the gains' two reads (phases 2 and 3).
+        # (b cached: a's reads, at least two if the row writes two rows: the output
+        # FIFO takes one row a cycle)
         m.d.comb += last_ph.eq(Mux(
             locached_now, Mux(out_pass & is_norm & ~cached_now, 3, 0),
-            Mux(cached_now, wide,
+            Mux(cached_now, wide | (two_rows & out_pass),
                 Mux(out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1,
                                       3),
                     decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)))))

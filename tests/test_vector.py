@@ -269,13 +269,27 @@ def _cache_case(rng, cfg, vop, wide, rows, count, stride):
         data, ops, want, out = _softmax_wide_case(rng, cfg, rows, count, rows * R - 1, 0, 0)
         return data, ops[0], out, want
     data, ops, want, out = _norm_case(rng, cfg, rows, count, rows * R - 1, vop)
+    if wide:                                      # int8 in, 16 bits out: two rows a row
+        g = data[n:n + rows].astype(np.int64) & 0xFF | data[n + rows:].astype(np.int64) << 8
+        y = vector.norm(data[:n].reshape(count, rows * R), g.ravel(), rows * R - 1,
+                        ops[0]["shift"], vop == isa.VecOp.RMSNORM, wide_out=True)
+        hi, lo = requant.split_wide(y.reshape(n, R))
+        ops[0].update(wide_out=1, dst_lo_row=out + n)
+        want = np.concatenate([hi, lo])
     return data, ops[0], out, want
 
 
-@pytest.mark.parametrize("vop, wide, stride", [
+#: ``(vop, wide, interleaved)``: ``wide`` 16-bit ``ADD``/``MUL`` rows, a norm's 16-bit
+#: output (two rows a row), a 16-bit ``DYNQ`` or softmax.
+CACHE_CASES = [
     (isa.VecOp.ADD, 0, 0), (isa.VecOp.MUL, 0, 1), (isa.VecOp.ADD, 1, 1),
     (isa.VecOp.MUL, 1, 0), (isa.VecOp.LAYERNORM, 0, 0), (isa.VecOp.RMSNORM, 0, 0),
-    (isa.VecOp.DYNQ, 1, 0), (isa.VecOp.DYNQ, 1, 1), (isa.VecOp.SOFTMAX, 1, 0)])
+    (isa.VecOp.RMSNORM, 1, 0), (isa.VecOp.LAYERNORM, 1, 0),
+    (isa.VecOp.DYNQ, 1, 0), (isa.VecOp.DYNQ, 1, 1), (isa.VecOp.SOFTMAX, 1, 0)]
+
+
+@pytest.mark.parametrize("vop, wide, stride", CACHE_CASES, ids=[
+    f"{v.name}{'-16' if w else ''}{'-interleaved' if st else ''}" for v, w, st in CACHE_CASES])
 def test_caches_same_rows_fewer_cycles(rng, vop, wide, stride):
     """The vector unit's caches (``cfg.vec_cache_rows``): a repeating b and a norm's
     gains read from the buffer for the first vector only, a 16-bit reduction's low
