@@ -498,30 +498,41 @@ class OnChip(_ScalarParams):
         cfg = self.cfg
         return bool(self.dyn) and 2 * rows <= cfg.rows * cfg.cols // cfg.bus_bytes
 
+    def _kind(self, shape):
+        """How a sequence of ``shape`` (``(rows, S)``) takes its GEMM inputs, which the
+        sequences stacked with it share: 0 smoothed pairs (:meth:`_short`), 1 int8 per
+        token but the attention's context, 2 the context too
+        (:data:`CONTEXT_DYNQ_TOKENS`); so a sequence's output is the same stacked or
+        alone."""
+        rows, S = shape
+        if self._short(rows):
+            return 0
+        return 2 if self.dyn and S >= CONTEXT_DYNQ_TOKENS else 1
+
     def _stacks(self, shapes):
         """The sequences of ``shapes`` (``(rows, S)`` each) in stacks, ordered by their
         first sequence: each stack takes sequences until its rows stream at least as
         many cycles through a weight tile as the tile takes to arrive (``R C /
         bus_bytes`` rows, a 16-bit input's two rows each), the last sequences joining
-        the last stack; short sequences (:meth:`_short`) stack among themselves. A short
-        sequence alone waits for weights; stacked, each weight tile streams once for
-        them all."""
+        the last stack; sequences stack among those of their kind (:meth:`_kind`). A
+        short sequence alone waits for weights; stacked, each weight tile streams once
+        for them all."""
         cfg = self.cfg
         need = cfg.rows * cfg.cols // cfg.bus_bytes
-        stacks, cur = {True: [], False: []}, {True: [], False: []}
-        for i, (rows, _) in enumerate(shapes):
-            short = self._short(rows)
-            per = 1 if self.dyn and not short else 2      # rows a token streams
-            cur[short].append(i)
-            if sum(shapes[j][0] for j in cur[short]) * per >= need:
-                stacks[short].append(cur[short])
-                cur[short] = []
-        for short in (True, False):
-            if cur[short] and stacks[short]:
-                stacks[short][-1] += cur[short]
-            elif cur[short]:
-                stacks[short].append(cur[short])
-        return sorted(stacks[True] + stacks[False])
+        stacks, cur = {k: [] for k in range(3)}, {k: [] for k in range(3)}
+        for i, shape in enumerate(shapes):
+            kind = self._kind(shape)
+            per = 1 if self.dyn and kind else 2           # rows a token streams
+            cur[kind].append(i)
+            if sum(shapes[j][0] for j in cur[kind]) * per >= need:
+                stacks[kind].append(cur[kind])
+                cur[kind] = []
+        for kind in range(3):
+            if cur[kind] and stacks[kind]:
+                stacks[kind][-1] += cur[kind]
+            elif cur[kind]:
+                stacks[kind].append(cur[kind])
+        return sorted(sum(stacks.values(), []))
 
     def _program(self, shapes, keep):
         """The program for sequences of ``shapes`` (``(rows, S)`` each: input rows, ``S``
@@ -623,12 +634,12 @@ class OnChip(_ScalarParams):
                     waiting = waiting[n:]
 
             stacks, a = self._stacks(shapes), 0
-            waiting = {True: [], False: []}   # by shortness: a stack is one or the other
+            waiting = {k: [] for k in range(3)}   # by kind: a stack is of one kind
             while a < len(stacks):
                 if a + 1 < len(stacks) and streams(stacks[a:a + 2]):
                     a += 2
                     continue
-                waiting[self._short(shapes[stacks[a][0]][0])] += stacks[a]
+                waiting[self._kind(shapes[stacks[a][0]])] += stacks[a]
                 a += 1
             for short in waiting.values():
                 alone(sorted(short))
