@@ -126,8 +126,9 @@ class VectorUnit(wiring.Component):
     and no cache: ``SOFTMAX`` ``3 * rows + 31`` cycles, ``LAYERNORM`` ``5 * rows +
     142``, ``RMSNORM`` ``4 * rows + 108`` (with at most 13 normalizing steps; with ``K
     > 1`` the normalizing shift takes one cycle), ``ARGMAX`` ``rows + 1``, each plus
-    about 7 cycles per pass to drain the pipeline. Back-pressure: a row that will be written is issued only with a
-    credit (8, one per FIFO row); a credit returns as its row is written. ``push_prev``
+    about 7 cycles per pass to drain the pipeline. Back-pressure: a row that will be
+    written is issued only with a credit (8, one per FIFO row); a credit returns as its
+    row is written. ``push_prev``
     and ``push_next`` are given once the instruction's last row (or table entry) is
     written; the next instruction starts after that.
 
@@ -361,54 +362,48 @@ class VectorUnit(wiring.Component):
         # cfg.vec_cache_rows``: a row's entry is written before the next vector reads it
         # (its reads at least ``rows`` cycles later; the deep form writes an entry three
         # cycles after its read issues).
-        bin_op = decoded("bin_op", lambda b: b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL))
-        cache_rd = Signal()
-        c_addr_rd = Signal(range(max(cfg.vec_cache_rows, 2)))
-        cache_e0, cache_e1 = Signal(row_layout), Signal(row_layout)
-        if cfg.vec_cache_rows:
-            cacheable = decoded("cacheable", lambda b: (
-                ((b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL) & b.b_repeat)
-                 | b.vop.matches(isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM))
-                & (b.rows >= 4) & (b.rows <= cfg.vec_cache_rows)))
-            m.submodules.b_cache = cmem = memory.Memory(
-                shape=unsigned(2 * len(rd_data.as_value())), depth=cfg.vec_cache_rows,
-                init=[])
-            cwp = cmem.write_port()
-            crp = cmem.read_port()
-            (m.d.sync if deep else m.d.comb).__iadd__(
-                [crp.addr.eq(c_addr_rd), crp.en.eq(cache_rd)])
-            c_data = cut(crp.data, "b_cache_q")
-            m.d.comb += [cache_e0.eq(c_data[:len(cache_e0.as_value())]),
-                         cache_e1.eq(c_data[len(cache_e0.as_value()):])]
-            # Written with the row's last b read: one read (an int8 ADD or MUL) or two.
-            m.d.comb += [cwp.addr.eq(t1_row), cwp.en.eq(t1_valid & t1_last & t1_fill),
-                         cwp.data.eq(Cat(Mux(bin_op & ~wide, rd_data,
-                                             Mux(wide, held[2], held[1])), rd_data))]
-        else:
-            cacheable = Const(0)
+        #
         # The low-half cache: a reduction of 16-bit rows (softmax, a norm, ``DYNQ``) reads
         # each row's two halves in its vector's first pass and keeps the low half here;
         # its later passes read the high half alone (one read a row, not two) and take
         # the low half from here, read with it. Not in an output pass that writes two
         # rows a row (the write port's two cycles a row are the limit there). The
         # pipeline drains between passes, so every entry is written before it is read.
-        lo_rd = Signal()
-        lo_e = Signal(row_layout)
+        bin_op = decoded("bin_op", lambda b: b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL))
+        cache_rd, lo_rd = Signal(), Signal()
+        c_addr_rd = Signal(range(max(cfg.vec_cache_rows, 2)))   # the row in its vector
+
+        def cache(name, rows, rd_en, wr_en, wr_data):
+            """A cache of ``rows`` buffer rows an entry: read at ``c_addr_rd`` with the
+            row's last read (its data at stage 1 with the read's), written at stage 1
+            with the row's entry. Its entry's rows."""
+            mem = memory.Memory(shape=unsigned(rows * row_layout.size),
+                                depth=cfg.vec_cache_rows, init=[])
+            m.submodules[name] = mem
+            wp, rp = mem.write_port(), mem.read_port()
+            (m.d.sync if deep else m.d.comb).__iadd__([rp.addr.eq(c_addr_rd),
+                                                       rp.en.eq(rd_en)])
+            m.d.comb += [wp.addr.eq(t1_row), wp.en.eq(t1_valid & t1_last & wr_en),
+                         wp.data.eq(wr_data)]
+            q = cut(rp.data, f"{name}_q")
+            return [q.word_select(i, row_layout.size) for i in range(rows)]
+
         if cfg.vec_cache_rows:
+            cacheable = decoded("cacheable", lambda b: (
+                ((b.vop.matches(isa.VecOp.ADD, isa.VecOp.MUL) & b.b_repeat)
+                 | b.vop.matches(isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM))
+                & (b.rows >= 4) & (b.rows <= cfg.vec_cache_rows)))
             lo_ok = decoded("lo_ok", lambda b: b.wide & b.vop.matches(
                 isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.DYNQ)
                 & (b.rows <= cfg.vec_cache_rows))
-            m.submodules.lo_cache = lmem = memory.Memory(
-                shape=unsigned(len(rd_data.as_value())), depth=cfg.vec_cache_rows, init=[])
-            lwp = lmem.write_port()
-            lrp = lmem.read_port()
-            (m.d.sync if deep else m.d.comb).__iadd__(
-                [lrp.addr.eq(c_addr_rd), lrp.en.eq(lo_rd)])
-            m.d.comb += [lo_e.eq(cut(lrp.data, "lo_cache_q")),
-                         lwp.addr.eq(t1_row), lwp.en.eq(t1_valid & t1_last & t1_lofill),
-                         lwp.data.eq(rd_data)]
+            # A b entry is written with the row's last b read: one read (an int8 ADD or
+            # MUL) or two.
+            cache_e0, cache_e1 = cache("b_cache", 2, cache_rd, t1_fill, Cat(
+                Mux(bin_op & ~wide, rd_data, Mux(wide, held[2], held[1])), rd_data))
+            (lo_e,) = cache("lo_cache", 1, lo_rd, t1_lofill, rd_data)
         else:
-            lo_ok = Const(0)
+            cacheable = lo_ok = Const(0)
+            cache_e0 = cache_e1 = lo_e = Const(0, row_layout.size)
         # The last read of a row (reads a row, less one): one number for the output pass
         # and one for the others, decoded with the instruction.
         last_ph = Signal(3)

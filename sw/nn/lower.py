@@ -507,7 +507,12 @@ class OnChip(_ScalarParams):
         rows, S = shape
         if self._short(rows):
             return 0
-        return 2 if self.dyn and S >= CONTEXT_DYNQ_TOKENS else 1
+        return 2 if self.context_int8(S) else 1
+
+    def context_int8(self, tokens):
+        """Whether the attention's context (``dyn_raw``) goes to int8 per token in a
+        sequence of ``tokens`` tokens (not a short one: :meth:`_kind`)."""
+        return bool(self.dyn_raw) and tokens >= CONTEXT_DYNQ_TOKENS
 
     def _stacks(self, shapes):
         """The sequences of ``shapes`` (``(rows, S)`` each) in stacks, ordered by their
@@ -575,7 +580,7 @@ class OnChip(_ScalarParams):
                     seqs.append(low)
 
             def dynq(stack):
-                return not self._short(shapes[stack[0]][0])
+                return self._kind(shapes[stack[0]]) > 0
 
             def streams(pair):
                 """Two stacks as two streams, if each fits half the buffer."""
@@ -641,8 +646,8 @@ class OnChip(_ScalarParams):
                     continue
                 waiting[self._kind(shapes[stacks[a][0]])] += stacks[a]
                 a += 1
-            for short in waiting.values():
-                alone(sorted(short))
+            for of_kind in waiting.values():
+                alone(sorted(of_kind))
             code = prog.program().to_array()
             self.programs[key] = dict(
                 seqs=[s.finish() for s in seqs], members=members,
@@ -1014,7 +1019,7 @@ class _Lowering(_Regions):
         self.segs = tuple(segs) if segs else ((0, M, S),)
         # The attention's context too (``chip.dyn_raw``), if every sequence is long
         # enough.
-        self.dynq_ctx = dynq and min(s[2] for s in self.segs) >= CONTEXT_DYNQ_TOKENS
+        self.dynq_ctx = dynq and all(chip.context_int8(s[2]) for s in self.segs)
         if len(self.segs) > 1 and T not in (None, M):
             raise ValueError("stacked sequences run in one block")
         self.T = T or M                 # rows of a block but the last (its stride)
