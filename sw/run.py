@@ -115,7 +115,7 @@ def _feeds(x, mask, seq):
                                   for m in mask)]
 
 
-def _run_minilm(new_device, layers, seq, texts, executor):
+def _run_minilm(new_device, layers, seq, texts, executor, per_layer=False):
     from .models import minilm
     model = minilm.load_minilm()
     layers = minilm._layer_count(model, layers)
@@ -127,8 +127,13 @@ def _run_minilm(new_device, layers, seq, texts, executor):
     dev = new_device()
     ex = executor(dev, graph, params,
                   lambda: _sentences(model, MINILM_CALIBRATION))
-    names = [f"blk.{i}.y" for i in range(layers)]
-    layer_cos = [[] for _ in range(layers)]
+    # The graph's output is the last layer's; with ``per_layer`` every layer's output is
+    # read out too, in the same program (on the chip: its rows to memory as they are
+    # made, which costs the array and the store unit cycles the forward pass does not).
+    names = [f"blk.{i}.y" for i in range(layers)] if per_layer else []
+    last = graph.outputs[0]
+    assert not names or names[-1] == last
+    layer_cos = [[] for _ in names]
     final = []
     feeds = _feeds(x, mask, seq)
     if hasattr(ex, "run_batch"):          # on chip: every sentence in one program
@@ -142,7 +147,7 @@ def _run_minilm(new_device, layers, seq, texts, executor):
             layer_cos[i].append(cosine(out[name][0][keep],
                                        ref["hidden_states"][i + 1][t][:n][keep]))
         h = np.zeros_like(x[t])
-        h[:n] = out[names[-1]][0]
+        h[:n] = out[last][0]
         final.append(h)
     pooled = minilm.l2_normalize(minilm.mean_pool(np.stack(final), mask))
     emb_cos = [cosine(pooled[t], ref["sentence_embedding"][t]) for t in range(len(texts))]
@@ -150,7 +155,7 @@ def _run_minilm(new_device, layers, seq, texts, executor):
         "layers": layers, "seq": int(ids.shape[1]),
         "cosine_vs_float": min(emb_cos),
         "cosine_per_text": emb_cos,
-        "cosine_per_layer": [min(c) for c in layer_cos],
+        "cosine_per_layer": [min(c) for c in layer_cos] if per_layer else None,
         "texts": list(texts),
         "tokens": [int(m.sum()) for m in mask],
         "tokens_processed": int(mask.sum()),
@@ -195,19 +200,21 @@ def _run_gpt_tiny(new_device, seq, executor):
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
               mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False,
-              gemm_inputs=lower.DEFAULT_GEMM_INPUTS):
-    """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``."""
+              gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False):
+    """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``.
+    ``per_layer`` (minilm): read every layer's output out too, for ``cosine_per_layer``
+    (else null); the forward pass alone reads out only the last layer's."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
                                act_bits=act_bits, weights=weights, host_ops=host_ops,
-                               gemm_inputs=gemm_inputs)
+                               gemm_inputs=gemm_inputs, per_layer=per_layer)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
                  mem_latency=30, check="every", act_bits=None, weights=None,
-                 host_ops=False, gemm_inputs=lower.DEFAULT_GEMM_INPUTS):
+                 host_ops=False, gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
@@ -251,12 +258,14 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         texts = (DEFAULT_TEXTS if text is None else (text,) if isinstance(text, str)
                  else tuple(text))
         dev, out = _run_minilm(new_device, 6 if layers is None else layers, seq, texts,
-                               executor)
+                               executor, per_layer)
     else:
         if layers not in (None, 1):
             raise ValueError(f"{model} has 1 layer, not {layers}")
         if text is not None:
             raise ValueError(f"{model} takes random inputs, not --text")
+        if per_layer:
+            raise ValueError(f"{model} has 1 layer: --per-layer is for minilm")
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
         dev, out = runner(new_device, 16 if seq is None else seq, executor)
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,

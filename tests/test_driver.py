@@ -56,10 +56,14 @@ def test_tiny_models_bit_exact_on_rtl(simulator, model):
     assert len(r["per_op"]) == r["host_round_trips"]
 
 
-def test_minilm_one_layer_on_golden():
-    r = run_model(get_preset("default"), "minilm", "golden", layers=1)
-    assert r["cosine_per_layer"][0] > 0.99
-    assert len(r["texts"]) == 8 and r["layers"] == 1
+def test_minilm_per_layer_readouts_on_golden():
+    r = run_model(get_preset("default"), "minilm", "golden", layers=2, per_layer=True)
+    assert min(r["cosine_per_layer"]) > 0.99 and len(r["cosine_per_layer"]) == 2
+    assert len(r["texts"]) == 8 and r["layers"] == 2
+    # Without per_layer the program reads out the last layer alone: the same outputs.
+    alone = run_model(get_preset("default"), "minilm", "golden", layers=2)
+    assert alone["cosine_per_layer"] is None
+    assert alone["cosine_per_text"] == r["cosine_per_text"]
 
 
 def test_minilm_on_rtl_short_sequence():
@@ -71,7 +75,7 @@ def test_minilm_on_rtl_short_sequence():
         pytest.skip("SIM excludes verilator")
     require_simulator("verilator")
     r = run_model(get_preset("default"), "minilm", "verilator", layers=1,
-                  text="A short sentence.")
+                  text="A short sentence.", per_layer=True)
     assert r["bit_exact_vs_golden"] is True and r["cosine_per_layer"][0] > 0.98
     assert r["ops"] == "chip" and r["host_round_trips"] == 1
 
@@ -108,6 +112,7 @@ def test_minilm_six_layers_embedding_on_golden():
     (["--model", "minilm", "--seq", "4", "--text", "a sentence with more than four tokens"],
      "longer than max_seq=4"),
     (["--model", "minilm", "--seq", "600"], "max_seq must be an integer in [2, 512]"),
+    (["--model", "bert-tiny", "--per-layer"], "--per-layer is for minilm"),
     (["--model", "bert-tiny", "--preset", "huge"], "unknown preset 'huge'"),
 ])
 def test_run_bad_input_one_line(argv, message):
