@@ -268,8 +268,20 @@ class VerilatorBackend(_Memory):
     def read_reg(self, name):
         return self.sim.reg_read(regs.address(name))
 
+    #: ``sampler(backend)``, if set, is called every :attr:`sample_every` cycles while
+    #: a program runs (it may read registers: the accelerator runs on meanwhile, its
+    #: counters unchanged; :mod:`sw.stall_profile`).
+    sampler = None
+    sample_every = 64
+
     def wait_irq(self, cycles):
-        self.sim.run(cycles, stop_on_irq=True)
+        if self.sampler is None:
+            self.sim.run(cycles, stop_on_irq=True)
+            return self.sim.irq
+        done = 0
+        while done < cycles and not self.sim.irq:
+            done += self.sim.run(min(self.sample_every, cycles - done), stop_on_irq=True)
+            self.sampler(self)
         return self.sim.irq
 
     def reset(self):

@@ -160,6 +160,9 @@ def _parser():
                    help="minilm: read every layer's output out too (cosine per layer; on "
                         "the chip the readouts take cycles of the same program; default: "
                         "the forward pass alone, the last layer's output)")
+    r.add_argument("--stall-profile", nargs="?", type=_positive, const=64, metavar="CYCLES",
+                   help="minilm on the chip, verilator: sample the counters every CYCLES "
+                        "(64) and report the exec unit's stalls by graph node")
     r.add_argument("--json", action="store_true", help="print one JSON object")
 
     gn = sub.add_parser("generate", help="a language model, token by token, on the "
@@ -327,7 +330,8 @@ def _cmd_run(args):
                       seq=args.seq, text=args.text, progress=progress,
                       mem_latency=args.mem_latency, check=args.check,
                       act_bits=args.act_bits, weights=args.weights, host_ops=args.host_ops,
-                      gemm_inputs=args.gemm_inputs, per_layer=args.per_layer)
+                      gemm_inputs=args.gemm_inputs, per_layer=args.per_layer,
+                      stall_profile=args.stall_profile)
     finally:
         progress.close()
     if args.json:
@@ -353,6 +357,14 @@ def _cmd_run(args):
               f"{e['mac_j'] / n * 1e6:.2f}, SRAM {e['sram_j'] / n * 1e6:.2f}, DRAM "
               f"{e['dram_j'] / n * 1e6:.2f}; {n} tokens)")
     print(f"  MACs                      : {r['macs']:,}")
+    if r.get("stall_profile"):
+        sp = r["stall_profile"]
+        print(f"  exec unit stalls by MATMUL node (act, insn: before it starts; "
+              f"weight: while it runs; sampled every {sp['every']} cycles):")
+        print(f"    {'node':<24} {'matmuls':>8} {'act':>10} {'insn':>10} {'weight':>10}")
+        for row in sp["by_node"][:12]:
+            print(f"    {row['node']:<24} {row['matmuls']:>8,} {row['act']:>10,} "
+                  f"{row['insn']:>10,} {row['weight']:>10,}")
     print(f"  DMA read / written        : {r['dma_read_bytes']:,} / {r['dma_write_bytes']:,} "
           "bytes")
     print(f"  host round trips          : {r['host_round_trips']}  (host moved "

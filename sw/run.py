@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from . import energy
+from . import stall_profile as stall_profiling
 from .models import layers as L
 from .backends import check_backend
 from .nn import archs, device_exec, lower
@@ -200,21 +201,25 @@ def _run_gpt_tiny(new_device, seq, executor):
 
 def run_model(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
               mem_latency=30, check="every", act_bits=None, weights=None, host_ops=False,
-              gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False):
+              gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False, stall_profile=None):
     """Run ``model`` on ``backend``; return the report dict of ``serrano run --json``.
     ``per_layer`` (minilm): read every layer's output out too, for ``cosine_per_layer``
-    (else null); the forward pass alone reads out only the last layer's."""
+    (else null); the forward pass alone reads out only the last layer's.
+    ``stall_profile`` (minilm on the chip, verilator): sample the counters every that
+    many cycles and report the exec unit's stalls by graph node (:mod:`sw.stall_profile`)."""
     report, dev = run_model_on(cfg, model, backend, layers=layers, seq=seq, text=text,
                                progress=progress, mem_latency=mem_latency, check=check,
                                act_bits=act_bits, weights=weights, host_ops=host_ops,
-                               gemm_inputs=gemm_inputs, per_layer=per_layer)
+                               gemm_inputs=gemm_inputs, per_layer=per_layer,
+                               stall_profile=stall_profile)
     dev.close()
     return report
 
 
 def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progress=None,
                  mem_latency=30, check="every", act_bits=None, weights=None,
-                 host_ops=False, gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False):
+                 host_ops=False, gemm_inputs=lower.DEFAULT_GEMM_INPUTS, per_layer=False,
+                 stall_profile=None):
     """:func:`run_model`, also returning the :class:`sw.runtime.Device` it ran on (open:
     its ``calls`` hold each call's program and GEMM shapes; close it when done)."""
     if model not in MODELS:
@@ -237,13 +242,21 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
     if on_chip and weights != "int8":
         raise ValueError(f"{weights} weights run with --host-ops only (the on-chip "
                          f"executor takes int8 weights)")
-    ops = []
+    ops, chips = [], []
+    sampler = None
+    if stall_profile is not None:
+        if model != "minilm" or not on_chip or backend != "verilator":
+            raise ValueError("--stall-profile takes minilm, every op on the chip, on the "
+                             "verilator backend")
+        sampler = stall_profiling.Sampler(stall_profile)
 
     def executor(dev, graph, params, calib):
         if on_chip:
             ops.append("chip")
-            return lower.OnChip(dev, graph, params, lower.calibrate(graph, params, calib()),
-                                gemm_inputs=gemm_inputs)
+            chips.append(lower.OnChip(dev, graph, params,
+                                      lower.calibrate(graph, params, calib()),
+                                      gemm_inputs=gemm_inputs))
+            return chips[-1]
         ops.append("host")
         # int4: every linear map quantized to 4-bit codes with block scales (sw/q4.py).
         q4 = (device_exec.q4_weights(graph, params, cfg.weight_block) if weights == "int4"
@@ -251,7 +264,10 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
         return device_exec.DeviceExecutor(dev, graph, params, act_bits=act_bits, q4=q4)
 
     def new_device():
-        return Device(cfg, backend, mem_latency=mem_latency, progress=progress, check=check)
+        dev = Device(cfg, backend, mem_latency=mem_latency, progress=progress, check=check)
+        if sampler is not None:
+            sampler.attach(dev.backend)
+        return dev
 
     t0 = time.perf_counter()
     if model == "minilm":
@@ -268,6 +284,13 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
             raise ValueError(f"{model} has 1 layer: --per-layer is for minilm")
         runner = _run_bert_tiny if model == "bert-tiny" else _run_gpt_tiny
         dev, out = runner(new_device, 16 if seq is None else seq, executor)
+    if sampler is not None:
+        (built,) = chips[0].programs.values()           # one program: the batch
+        out["stall_profile"] = dict(
+            every=sampler.every,
+            by_node=stall_profiling.by_node(
+                stall_profiling.attribute(built["program"], sampler.samples),
+                built["tags"]))
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
               "ops": ops[0], "act_bits": act_bits if ops[0] == "host" else None,
               "gemm_inputs": gemm_inputs if ops[0] == "chip" else None,

@@ -652,7 +652,8 @@ class OnChip(_ScalarParams):
             self.programs[key] = dict(
                 seqs=[s.finish() for s in seqs], members=members,
                 prog_addr=self.dev.put(code), n_insns=len(code) // isa.INSN_BYTES,
-                program=code.tobytes(), macs=sum(s.macs for s in seqs))
+                program=code.tobytes(), macs=sum(s.macs for s in seqs),
+                tags=prog.insn_tags)
         return self.programs[key]
 
     def _emit_alone(self, prog, rows, S, keep):
@@ -763,6 +764,8 @@ class _Emitter:
     def __init__(self, cfg):
         self.cfg = cfg
         self.ops = []                   # (kind, fields)
+        self.tags = []                  # the graph node each op is for (``tag``)
+        self.tag = None
         self.stream = 0                 # whose ops are being emitted (:meth:`last`)
         self.made = {}                  # (stream, value) -> (unit, op index)
         self._last = {}                 # stream -> {unit: its latest op}
@@ -799,7 +802,7 @@ class _Emitter:
                 return {k: dict(x) if isinstance(x, dict) else x for k, x in v.items()}
             return v
         state = {k: copied(v) for k, v in self.__dict__.items()
-                 if k not in ("ops", "journal", "cfg")}
+                 if k not in ("ops", "tags", "journal", "cfg")}
         return len(self.ops), len(self.journal), state
 
     def restore(self, saved):
@@ -812,6 +815,7 @@ class _Emitter:
                     self.ops[i][1][key] = before
         del self.journal[n_journal:]
         del self.ops[n_ops:]
+        del self.tags[n_ops:]
         self.__dict__.update(state)
 
     @property
@@ -826,6 +830,7 @@ class _Emitter:
             fields["at"] = {**(fields.get("at") or {}), "guard": 1, "shr": self.guard[1],
                             "gtile": self.guard[0]}
         self.ops.append((kind, fields))
+        self.tags.append(self.tag)
         return len(self.ops) - 1
 
     def guarded(self, tile, shr):
@@ -967,9 +972,12 @@ class _Emitter:
 
     def program(self):
         prog = isa_model.Program()
-        for kind, fields in self.ops:
+        self.insn_tags = []             # the node each instruction is for, in order
+        for (kind, fields), tag in zip(self.ops, self.tags):
             getattr(prog, kind)(**fields)
+            self.insn_tags += [tag] * (len(prog.insns) - len(self.insn_tags))
         prog.end()
+        self.insn_tags.append(None)
         return prog
 
 
@@ -1223,6 +1231,7 @@ class _Lowering(_Regions):
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
+        self.prog.tag = n.out
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
         elif n.op == "linear" and self.defers(n):

@@ -1,0 +1,99 @@
+"""Where the exec unit waits: a program's stall cycles, by the graph node they hold up.
+
+On the Verilator backend a :class:`Sampler` reads the accelerator's counters
+(:data:`hw.regs.COUNTERS`) every ``every`` cycles while a program runs (the accelerator
+runs on meanwhile: its cycles and results are those of a run without samples). The exec
+unit takes its ``MATMUL``s in program order and counts ``array_cycles`` as their rows
+enter the array, a ``MATMUL`` of ``m`` rows and ``k_tiles`` tiles ``m * k_tiles`` of
+them, so that count says which ``MATMUL`` it is on. :func:`attribute` gives each
+sample's stall cycles to that ``MATMUL``: waiting for a token (``act``: a load or the
+vector unit) or for an instruction (``insn``) before it starts, waiting for weights
+(``weight``) while it runs. The lowering tags each instruction with the graph node it is
+for (:class:`sw.nn.lower.OnChip`'s programs, ``tags``), so the stalls add up by node;
+nodes of every layer together (``blk.*.``). A sample's cycles go to one ``MATMUL``, so
+a count is exact to ``every`` cycles at each change of ``MATMUL``.
+
+``serrano run --model minilm --backend verilator --stall-profile`` prints the table.
+"""
+
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from serrano.hw import isa, regs
+
+from .isa_model import decode_program
+
+__all__ = ["Sampler", "attribute", "by_node"]
+
+#: The counters a sample reads.
+SAMPLED = ("array_cycles", "stall_act", "stall_insn", "stall_weight")
+
+
+class Sampler:
+    """Collects ``(array_cycles, stall_act, stall_insn, stall_weight)`` from a backend
+    every ``every`` cycles: set it as the Verilator backend's ``sampler``."""
+
+    def __init__(self, every=64):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"sample every a positive number of cycles, not {every!r}")
+        self.every = every
+        self.samples = []
+
+    def attach(self, backend):
+        if not hasattr(backend, "sampler"):
+            raise ValueError(f"the {backend.name} backend cannot be sampled as it runs "
+                             f"(--stall-profile needs verilator)")
+        backend.sampler, backend.sample_every = self, self.every
+
+    def __call__(self, backend):
+        row = []
+        for name in SAMPLED:
+            lo = backend.read_reg(f"{name}_lo")             # latches _hi
+            row.append(lo | backend.read_reg(f"{name}_hi") << 32)
+        self.samples.append(row)
+
+
+def attribute(program, samples):
+    """Per ``MATMUL`` of ``program`` (bytes, as it runs at position 0), its stall cycles
+    from ``samples`` (:class:`Sampler`'s): a list of ``(instruction index, act, insn,
+    weight)`` for every ``MATMUL`` that waited."""
+    ops = decode_program(program, position=0)
+    at, starts = [], [0]
+    for i, (op, _hdr, body) in enumerate(ops):
+        if op == isa.Op.MATMUL:
+            at.append(i)
+            starts.append(starts[-1] + body["m"] * body["k_tiles"])
+    starts = np.array(starts[:-1], np.int64)
+    got = defaultdict(lambda: [0, 0, 0])
+    prev = np.zeros(len(SAMPLED), np.int64)
+    for row in samples:
+        row = np.asarray(row, np.int64)
+        d = row - prev
+        prev = row
+        if not d[1:].any() or not at:
+            continue
+        # The MATMUL the exec unit is on: the last that started at or before the count
+        # (one that has not started yet when the count is exactly its start).
+        j = int(np.searchsorted(starts, row[0], side="right")) - 1
+        acc = got[at[max(j, 0)]]
+        for k in range(3):
+            acc[k] += int(d[1 + k])
+    return sorted((i, *v) for i, v in got.items())
+
+
+def by_node(records, tags):
+    """:func:`attribute`'s records added up by the node each ``MATMUL`` is for
+    (``tags[i]``, the layer's index as ``*``): a list of dicts, most cycles first."""
+    sums = defaultdict(lambda: dict(act=0, insn=0, weight=0, matmuls=0))
+    for i, act, insn, weight in records:
+        tag = tags[i] if i < len(tags) and tags[i] is not None else "(program)"
+        s = sums[re.sub(r"blk\.\d+\.", "blk.*.", tag)]
+        s["act"] += act
+        s["insn"] += insn
+        s["weight"] += weight
+        s["matmuls"] += 1
+    out = [dict(node=k, total=v["act"] + v["insn"] + v["weight"], **v)
+           for k, v in sums.items()]
+    return sorted(out, key=lambda r: -r["total"])
