@@ -32,6 +32,8 @@ COUNTERS = (
     ("stall_store", "cycles exec waited for a store token (accumulator space)"),
     ("stall_insn", "cycles exec had no instruction while the program ran"),
     ("instructions", "instructions retired"),
+    ("vec_busy", "cycles the vector unit worked on a VEC (its tokens taken)"),
+    ("vec_insns", "VEC instructions the vector unit finished"),
 )
 
 REGISTERS = (

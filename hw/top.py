@@ -224,6 +224,8 @@ class Core(wiring.Component):
             "stall_store": running & exe.stall_store,
             "stall_insn": running & exe.stall_insn & ~errored,
             "instructions": front.dispatched,
+            "vec_busy": running & vec.working,
+            "vec_insns": vec.retired,
         }
         for name, event in events.items():
             counter = getattr(self, name)

@@ -148,6 +148,8 @@ class VectorUnit(wiring.Component):
     abort : In; idle : Out   idle: nothing queued, running or in flight, no pulse driven;
                              while idle and no ``insn.valid`` the state does not change
                              (the clock gate of hw/clock_gate.py relies on it)
+    working, retired : Out   working: a ``VEC`` runs (its tokens taken); retired: one
+                             cycle as a ``VEC`` ends (the performance counters)
     """
 
     FIFO_ROWS = 8
@@ -163,7 +165,7 @@ class VectorUnit(wiring.Component):
             "wr_addr": Out(aw), "wr_data": Out(row), "wr_valid": Out(1), "wr_ready": In(1),
             "s2v_avail": In(1), "e2v_avail": In(1),
             "s2v_take": Out(1), "e2v_take": Out(1), "v2s_give": Out(1), "v2e_give": Out(1),
-            "abort": In(1), "idle": Out(1),
+            "abort": In(1), "idle": Out(1), "working": Out(1), "retired": Out(1),
             "rs_addr": Out(ceil_log2(cfg.rowscale_slots)), "rs_data": Out(isa.ROWSCALE_BITS),
             "rs_en": Out(1),
         })
@@ -1191,7 +1193,9 @@ class VectorUnit(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += [self.v2s_give.eq(give & cur.header.push_prev),
-                     self.v2e_give.eq(give & cur.header.push_next)]
+                     self.v2e_give.eq(give & cur.header.push_next),
+                     self.retired.eq(give),
+                     self.working.eq(~fsm.ongoing("IDLE") & ~fsm.ongoing("TOKEN"))]
         # Idle: nothing running and nothing queued. The queue's level, not its output's
         # valid: an instruction spends a cycle inside the buffered FIFO before it shows.
         m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & (iq.level == 0) & ~self.insn.valid

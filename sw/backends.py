@@ -216,7 +216,8 @@ class GoldenBackend(_RegisterFile):
         self._finish(_status_of(res.error), {
             "cycles": 0, "array_cycles": res.array_rows, "instructions": res.instructions,
             "dma_read_bytes": res.dma_read_bytes, "dma_write_bytes": res.dma_write_bytes,
-            **{f"stall_{k}": 0 for k in ("weight", "act", "store", "insn")}})
+            **{f"stall_{k}": 0 for k in ("weight", "act", "store", "insn")},
+            "vec_busy": 0, "vec_insns": sum(e["op"] == "VEC" for e in res.ops)})
 
 
     def take_written_pages(self, page_bytes):

@@ -365,6 +365,12 @@ def _cmd_run(args):
         for row in sp["by_node"][:12]:
             print(f"    {row['node']:<24} {row['matmuls']:>8,} {row['act']:>10,} "
                   f"{row['insn']:>10,} {row['weight']:>10,}")
+        print(f"  vector unit working, by VEC node and op ({r['vector_busy_cycles']:,} "
+              f"cycles in all):")
+        print(f"    {'node':<24} {'op':<10} {'VECs':>6} {'cycles':>10}")
+        for row in sp["vector"][:12]:
+            print(f"    {row['node']:<24} {row['vop']:<10} {row['vecs']:>6,} "
+                  f"{row['busy']:>10,}")
     print(f"  DMA read / written        : {r['dma_read_bytes']:,} / {r['dma_write_bytes']:,} "
           "bytes")
     print(f"  host round trips          : {r['host_round_trips']}  (host moved "

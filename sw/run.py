@@ -89,6 +89,7 @@ def _summary(dev, cfg, tokens):
         "dma_write_bytes": t["dma_write_bytes"] if cycles else dev.golden_write_bytes,
         "stall_cycles": ({k: t[f"stall_{k}"] for k in ("weight", "act", "store", "insn")}
                          if cycles else None),
+        "vector_busy_cycles": t["vec_busy"] if cycles else None,
         "host_round_trips": dev.host_round_trips,
         "host_bytes_to_device": dev.bytes_to_device,
         "host_bytes_from_device": dev.bytes_from_device,
@@ -290,7 +291,10 @@ def run_model_on(cfg, model, backend, *, layers=None, seq=None, text=None, progr
             every=sampler.every,
             by_node=stall_profiling.by_node(
                 stall_profiling.attribute(built["program"], sampler.samples),
-                built["tags"]))
+                built["tags"]),
+            vector=stall_profiling.vector_by_node(
+                stall_profiling.attribute_vector(built["program"], sampler.samples),
+                built["program"], built["tags"]))
     report = {"model": model, "backend": backend, "preset": cfg.name, "check": dev.check,
               "ops": ops[0], "act_bits": act_bits if ops[0] == "host" else None,
               "gemm_inputs": gemm_inputs if ops[0] == "chip" else None,

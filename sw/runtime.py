@@ -450,7 +450,7 @@ class Device:
         """Sums over every call: cycles, MACs, DMA bytes, stalls (None when untimed)."""
         out = {"macs": sum(c.macs for c in self.calls)}
         keys = ("cycles", "array_cycles", "dma_read_bytes", "dma_write_bytes",
-                "stall_weight", "stall_act", "stall_store", "stall_insn")
+                "stall_weight", "stall_act", "stall_store", "stall_insn", "vec_busy")
         if not self.timed:
             out.update({k: None for k in keys})
             return out

@@ -10,8 +10,11 @@ sample's stall cycles to that ``MATMUL``: waiting for a token (``act``: a load o
 vector unit) or for an instruction (``insn``) before it starts, waiting for weights
 (``weight``) while it runs. The lowering tags each instruction with the graph node it is
 for (:class:`sw.nn.lower.OnChip`'s programs, ``tags``), so the stalls add up by node;
-nodes of every layer together (``blk.*.``). A sample's cycles go to one ``MATMUL``, so
-a count is exact to ``every`` cycles at each change of ``MATMUL``.
+nodes of every layer together (``blk.*.``). The vector unit counts the ``VEC``s it has
+finished and the cycles it works (``vec_insns``, ``vec_busy``), so
+:func:`attribute_vector` gives its working cycles to each ``VEC``. A sample's cycles go
+to one instruction, so a count is exact to ``every`` cycles at each change of
+instruction.
 
 ``serrano run --model minilm --backend verilator --stall-profile`` prints the table.
 """
@@ -25,15 +28,16 @@ from serrano.hw import isa, regs
 
 from .isa_model import decode_program
 
-__all__ = ["Sampler", "attribute", "by_node"]
+__all__ = ["Sampler", "attribute", "attribute_vector", "by_node", "vector_by_node"]
 
 #: The counters a sample reads.
-SAMPLED = ("array_cycles", "stall_act", "stall_insn", "stall_weight")
+SAMPLED = ("array_cycles", "stall_act", "stall_insn", "stall_weight", "vec_insns",
+           "vec_busy")
 
 
 class Sampler:
-    """Collects ``(array_cycles, stall_act, stall_insn, stall_weight)`` from a backend
-    every ``every`` cycles: set it as the Verilator backend's ``sampler``."""
+    """Collects the counters of :data:`SAMPLED` from a backend every ``every`` cycles:
+    set it as the Verilator backend's ``sampler``."""
 
     def __init__(self, every=64):
         if not isinstance(every, int) or every < 1:
@@ -72,7 +76,7 @@ def attribute(program, samples):
         row = np.asarray(row, np.int64)
         d = row - prev
         prev = row
-        if not d[1:].any() or not at:
+        if not d[1:4].any() or not at:
             continue
         # The MATMUL the exec unit is on: the last that started at or before the count
         # (one that has not started yet when the count is exactly its start).
@@ -81,6 +85,37 @@ def attribute(program, samples):
         for k in range(3):
             acc[k] += int(d[1 + k])
     return sorted((i, *v) for i, v in got.items())
+
+
+def attribute_vector(program, samples):
+    """Per ``VEC`` of ``program`` (as it runs at position 0), the cycles the vector unit
+    worked on it from ``samples``: a list of ``(instruction index, busy)``, each
+    sample's to the ``VEC`` running at its start (the count of those finished)."""
+    ops = decode_program(program, position=0)
+    at = [i for i, (op, _h, _b) in enumerate(ops) if op == isa.Op.VEC]
+    got = defaultdict(int)
+    prev = np.zeros(len(SAMPLED), np.int64)
+    for row in samples:
+        row = np.asarray(row, np.int64)
+        busy, k = int(row[5] - prev[5]), int(prev[4])
+        prev = row
+        if busy and at:
+            got[at[min(k, len(at) - 1)]] += busy
+    return sorted(got.items())
+
+
+def vector_by_node(records, program, tags):
+    """:func:`attribute_vector`'s records added up by node and operation: a list of
+    dicts (``node``, ``vop``, ``busy``, ``vecs``), most cycles first."""
+    ops = decode_program(program, position=0)
+    sums = defaultdict(lambda: dict(busy=0, vecs=0))
+    for i, busy in records:
+        tag = tags[i] if i < len(tags) and tags[i] is not None else "(program)"
+        s = sums[re.sub(r"blk\.\d+\.", "blk.*.", tag), isa.VecOp(ops[i][2]["vop"]).name]
+        s["busy"] += busy
+        s["vecs"] += 1
+    out = [dict(node=k[0], vop=k[1], **v) for k, v in sums.items()]
+    return sorted(out, key=lambda r: -r["busy"])
 
 
 def by_node(records, tags):

@@ -5,7 +5,8 @@ import pytest
 from serrano.hw.config import get_preset
 from serrano.sw import isa_model
 from serrano.sw.run import run_model
-from serrano.sw.stall_profile import Sampler, attribute, by_node
+from serrano.sw.stall_profile import (Sampler, attribute, attribute_vector, by_node,
+                                       vector_by_node)
 
 
 def _program():
@@ -22,12 +23,15 @@ def _program():
 
 def test_stalls_go_to_the_matmul_the_array_count_names():
     # (array_cycles, stall_act, stall_insn, stall_weight), cumulative.
-    samples = [(0, 0, 5, 0),       # no instruction yet: before MATMUL 1 (index 1)
-               (0, 7, 5, 2),       # a token, then weights for its first tile
-               (3, 7, 5, 4),       # running MATMUL 1, waiting for weights
-               (8, 20, 5, 4),      # MATMUL 1 done, MATMUL 3 waits for a token
-               (10, 20, 5, 4),     # nothing stalled
-               (11, 20, 6, 4)]     # after the last MATMUL
+    samples = [(0, 0, 5, 0, 0, 0),       # no instruction yet: before MATMUL 1 (index 1)
+               (0, 7, 5, 2, 0, 0),       # a token, then weights for its first tile
+               (3, 7, 5, 4, 0, 3),       # running MATMUL 1, waiting for weights; VEC 2
+               (8, 20, 5, 4, 0, 9),      # MATMUL 1 done, MATMUL 3 waits for a token
+               (10, 20, 5, 4, 1, 10),    # nothing stalled; VEC 2 done
+               (11, 20, 6, 4, 1, 10)]    # after the last MATMUL
+    assert attribute_vector(_program(), samples) == [(2, 10)]
+    assert vector_by_node([(2, 10)], _program(), [None, "m", "blk.3.v", "m"]) == [
+        dict(node="blk.*.v", vop="ADD", busy=10, vecs=1)]
     got = attribute(_program(), samples)
     assert got == [(1, 7, 5, 4), (3, 13, 1, 0)]
     assert sum(r[1] for r in got) == samples[-1][1]
@@ -61,6 +65,9 @@ def test_stall_profile_accounts_for_every_stall_cycle_on_rtl():
     for kind in ("act", "insn", "weight"):
         assert sum(row[kind] for row in rows) == r["stall_cycles"][kind]
     assert r["stall_cycles"]["act"] > 0
+    vec = r["stall_profile"]["vector"]
+    assert sum(row["busy"] for row in vec) == r["vector_busy_cycles"] > 0
+    assert {row["vop"] for row in vec} >= {"LAYERNORM", "SOFTMAX", "DYNQ", "ADD", "MUL"}
     assert {row["node"] for row in rows} <= {
         "blk.*." + n for n in ("q_proj", "k_proj", "v_proj", "attn_out", "ctx_heads",
                                "ffn_up", "ffn_down", "y")} | {"(program)"}
