@@ -143,12 +143,57 @@ def test_dynamic_gemm_inputs_are_int8_per_token():
                 ops = prog
                 isa_model.check_races(DEFAULT, dev.calls[0].program)
     vops = [isa.VecOp(b["vop"]) for op, _, b in ops if op == isa.Op.VEC]
-    assert vops.count(isa.VecOp.DYNQ) == 3 and isa.VecOp.MUL in vops  # x, h, GELU out
+    # x, h and the GELU output's two halves (lower.split_ffn)
+    assert vops.count(isa.VecOp.DYNQ) == 4 and isa.VecOp.MUL in vops
     # pairs left: the probabilities times V, the context into the output projection
     assert pairs["dynamic"] < 0.3 * pairs["pair"], pairs
     assert any(op == isa.Op.STORE and b["rowscale"] and b["transpose"] for op, _, b in ops)
     assert cosine(ys["dynamic"], ref) > 0.999
     assert rows["dynamic"] < 0.6 * rows["pair"], rows
+
+
+def test_split_ffn_is_the_same_map_in_float():
+    w, shape, graph, params, _ = _bert_tiny(16)
+    split, sp = lower.split_ffn(graph, params)
+    names = [n.out for n in split.nodes]
+    assert names.index("blk.0.ffn_up.1") < names.index("blk.0.ffn_down.0")
+    assert "blk.0.ffn_up" not in names and split.outputs == graph.outputs
+    assert lower.split_ffn(split, sp)[0] is split
+    x = synthetic.random_inputs(shape, 9, seed=4)
+    from serrano.sw.nn import float_exec
+    feeds = {"x": x, "mask": np.ones((1, 9), np.int64)}
+    a = float_exec.run(graph, params, feeds)["blk.0.y"]
+    b = float_exec.run(split, sp, feeds)["blk.0.y"]
+    assert np.abs(a - b).max() < 1e-4 * np.abs(a).max()
+
+
+def test_each_ffn_half_goes_to_int8_under_the_other_halfs_gemm():
+    """``dynamic`` inputs: the GELU output's first half is quantized (``DYNQ``) behind
+    the second up projection's first ``MATMUL``, the second half behind the first down
+    projection's, each to row-scale slots of its own that its down projection's
+    ``STORE``s read; every access ordered."""
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, 11, seed=6)
+    with Device(DEFAULT, "golden") as dev:
+        chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs="dynamic")
+        chip.run({"x": x})
+        (built,) = chip.programs.values()
+        code = dev.calls[0].program
+    ops, tags = isa_model.decode_program(code), built["tags"]
+    slots = {}
+    for node, half in (("blk.0.ffn_up.1", 0), ("blk.0.ffn_down.0", 1)):
+        mine = [i for i, t in enumerate(tags) if t == node]
+        mms = [i for i in mine if ops[i][0] == isa.Op.MATMUL]
+        dq = [i for i in mine if ops[i][0] == isa.Op.VEC
+              and ops[i][2]["vop"] == isa.VecOp.DYNQ]
+        assert len(dq) == 1 and mms[0] < dq[0] < mms[-1], (node, mms, dq)
+        slots[half] = ops[dq[0]][2]["b_row"]
+    assert slots[0] != slots[1]
+    for half in (0, 1):
+        stores = [b["scale_row"] for i, (op, _, b) in enumerate(ops)
+                  if op == isa.Op.STORE and tags[i] == f"blk.0.ffn_down.{half}"]
+        assert stores and set(stores) == {slots[half]}
+    isa_model.check_races(DEFAULT, code)
 
 
 def _short_dynamic(backend, n=5):
@@ -248,7 +293,7 @@ def test_the_schedule_overlaps_the_units(mode):
     ops = isa_model.decode_program(code)
     kt = -(-shape.hidden // DEFAULT.rows)
     assert sum(op == isa.Op.LOAD_ACT for op, _, _ in ops) == 1 + kt
-    up = chip.lin["blk.0.ffn_up"]
+    up = chip.lin["blk.0.ffn_up" if mode == "pair" else "blk.0.ffn_up.0"]
     mm = [i for i, (op, _, b) in enumerate(ops) if op == isa.Op.MATMUL
           and up["w_addr"] <= b["weight_addr"] < up["w_addr"] + up["n"] * up["k"]]
     between = [isa.VecOp(ops[i][2]["vop"]) for i in range(mm[0], mm[-1])

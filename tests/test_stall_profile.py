@@ -70,6 +70,7 @@ def test_stall_profile_accounts_for_every_stall_cycle_on_rtl():
     assert {row["vop"] for row in vec} >= {"LAYERNORM", "SOFTMAX", "DYNQ", "ADD", "MUL"}
     assert {row["node"] for row in rows} <= {
         "blk.*." + n for n in ("q_proj", "k_proj", "v_proj", "attn_out", "ctx_heads",
-                               "ffn_up", "ffn_down", "y")} | {"(program)"}
+                               "ffn_up.0", "ffn_up.1", "ffn_down.0", "ffn_down.1",
+                               "y")} | {"(program)"}
     with pytest.raises(ValueError, match="--stall-profile takes"):
         run_model(cfg, "minilm", "golden", layers=1, text=text, stall_profile=64)

@@ -78,6 +78,7 @@ from ..models import layers as L
 from ..quant import quantize_linear, requant_params
 from ..requant import split_wide
 from . import float_exec
+from .graph import Graph
 
 __all__ = ["LOWERED", "WIDE_HEADROOM", "SMOOTH_ALPHA", "CONTEXT_DYNQ_TOKENS", "GEMM_INPUTS",
            "DEFAULT_GEMM_INPUTS", "Peaks", "calibrate",
@@ -104,6 +105,10 @@ SMOOTH_ALPHA = 0.5
 #: --backend golden --json --text "Can you help me with this?"``: 0.9911, against
 #: 0.9936 as a pair).
 CONTEXT_DYNQ_TOKENS = 16
+#: With ``dynamic`` inputs, each feed-forward block in two halves of its intermediate
+#: columns (:func:`split_ffn`), each to int8 per token on its own, so that the ``DYNQ``
+#: of one half runs under the other half's GEMM.
+SPLIT_FFN = True
 #: N-tiles of a GEMM between the ``VEC`` chunks of the elementwise op that reads its
 #: output (a residual ``add``, the ``gelu``), which run behind the GEMM's ``STORE``s.
 FUSE_TILES = 4
@@ -141,10 +146,84 @@ class Peaks(dict):
         self.channels = {}
 
 
+def split_ffn(graph, params):
+    """``graph`` with each feed-forward block ``A = add(h, D(gelu(U(h))))`` in two
+    halves of its intermediate columns: ``U.0``, ``gelu.0``, ``U.1``, ``gelu.1``,
+    ``D.0`` (the first half of ``D``'s rows, its bias), ``A.0 = add(h, D.0)``, ``D.1``
+    (the second half, no bias), ``A = add(A.0, D.1)``: the same map in float. On the
+    chip each half goes to int8 per token on its own (``DYNQ`` of half the row, a scale
+    a token each), so that one half's ``DYNQ`` runs under the other half's GEMM instead
+    of between the up and the down projection (:data:`SPLIT_FFN`). Returns ``(graph,
+    params)``, new objects (the inputs unchanged); the graph as given if it has no such
+    block."""
+    if getattr(graph, "ffn_split", False):
+        return graph, params
+    users = {}
+    for n in graph.nodes:
+        for i in n.ins:
+            users.setdefault(i, []).append(n)
+    blocks = {}
+    for u in graph.nodes:
+        if u.op != "linear" or [x.op for x in users.get(u.out, ())] != ["gelu"]:
+            continue
+        g = users[u.out][0]
+        if [x.op for x in users.get(g.out, ())] != ["linear"]:
+            continue
+        d = users[g.out][0]
+        if [x.op for x in users.get(d.out, ())] != ["add"] or d.out in graph.outputs:
+            continue
+        a = users[d.out][0]
+        if np.asarray(params[u.attrs["w"]]).shape[1] % 2:
+            continue
+        blocks[u.out] = (u, g, d, a)
+    if not blocks:
+        return graph, params
+    out, new = Graph(graph.name), dict(params)
+    out.ffn_split = True
+    for name in graph.inputs:
+        out.input(name)
+    skip = {x.out for b in blocks.values() for x in b[1:]}
+    for n in graph.nodes:
+        if n.out in skip:
+            continue
+        if n.out not in blocks:
+            out.add(n.op, n.out, *n.ins, **n.attrs)
+            continue
+        u, g, d, a = blocks[n.out]
+        wu, wd = np.asarray(params[u.attrs["w"]]), np.asarray(params[d.attrs["w"]])
+        half = wu.shape[1] // 2
+        bu = params[u.attrs["b"]] if u.attrs.get("b") else np.zeros(wu.shape[1])
+        for k, cols in enumerate((slice(0, half), slice(half, None))):
+            new[f"{u.attrs['w']}.{k}"] = wu[:, cols]
+            new[f"{u.attrs['w']}.{k}~b"] = np.asarray(bu)[cols]
+            new[f"{d.attrs['w']}.{k}"] = wd[cols, :]
+            out.add("linear", f"{u.out}.{k}", *u.ins, w=f"{u.attrs['w']}.{k}",
+                    b=f"{u.attrs['w']}.{k}~b")
+            out.add("gelu", f"{g.out}.{k}", f"{u.out}.{k}")
+        h = a.ins[0] if a.ins[1] == d.out else a.ins[1]
+        for k in range(2):
+            attrs = dict(w=f"{d.attrs['w']}.{k}")
+            if k == 0 and d.attrs.get("b"):
+                attrs["b"] = d.attrs["b"]
+            out.add("linear", f"{d.out}.{k}", f"{g.out}.{k}", **attrs)
+            out.add("add", f"{a.out}.0" if k == 0 else a.out,
+                    h if k == 0 else f"{a.out}.0", f"{d.out}.{k}")
+    for name in graph.outputs:
+        out.output(name)
+    return out, new
+
+
 def calibrate(graph, params, feeds_list):
     """:class:`Peaks` of float runs of ``graph`` on each feeds dict (the graph's inputs
-    included)."""
+    included), and of the values :func:`split_ffn` adds (from runs of its graph)."""
     peak = Peaks()
+    split, split_params = split_ffn(graph, params)
+    if split is not graph:
+        extra = {n.out for n in split.nodes} - {n.out for n in graph.nodes}
+        sub = calibrate(split, split_params, feeds_list)
+        for name in extra:
+            peak[name] = sub[name]
+            peak.channels[name] = sub.channels[name]
 
     def observe(name, value):
         a = np.abs(np.asarray(value, np.float64))
@@ -282,6 +361,8 @@ class OnChip(_ScalarParams):
             if n.op == "softmax" and n.attrs["causal"]:
                 raise NotLowered(f"{graph.name}: causal attention ({n.out}) is not lowered "
                                  f"to the chip yet")
+        if gemm_inputs == "dynamic" and SPLIT_FFN:
+            graph, params = split_ffn(graph, params)
         self.dev, self.graph, self.params = dev, graph, params
         cfg = self.cfg = dev.cfg
         R, C = cfg.rows, cfg.cols
@@ -930,10 +1011,18 @@ class _Emitter:
         self.slot += n
         return first
 
-    def matmul(self, reads=(), exact=False, **fields):
+    def matmul(self, reads=(), exact=False, fresh=False, **fields):
         """A ``MATMUL`` of the next accumulator half; its ``acc_row`` half is chosen
-        here (``acc_row`` given is the offset in it)."""
+        here (``acc_row`` given is the offset in it). ``fresh``: its ``STORE``s write
+        rows just allocated, which earlier ``VEC``s may still be reading, so it also
+        waits for the vector unit's latest ``VEC``."""
         flags = self._wait("exec", reads, exact)
+        last = self.last["vector"]
+        if fresh and "pop_side" not in flags and last > max(self.synced["vector"],
+                                                            self.fenced):
+            self._flag(last, "push_next")
+            self.synced["vector"] = last
+            flags["pop_side"] = 1
         t = self.tiles
         if self.guard is not None:
             # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
@@ -1040,6 +1129,13 @@ class _Lowering(_Regions):
         self.sid = sid
         self.rows = rows or (0, chip.vbase)
         self.rs_base = sid * (cfg.rowscale_slots // 2)
+        # Row-scale codes in ranges of M slots used in turn, so that a DYNQ made early
+        # (:meth:`quantize_early`) does not write the codes a GEMM's STOREs still read;
+        # early quantization needs three (the FFN's input and its two halves).
+        self.rs_ranges = max(1, min(3, cfg.rowscale_slots // 2 // max(M, 1)))
+        self.rs_turn = 0
+        self.rs_slot = {}               # per-token int8 value -> its codes' first slot
+        self.early = []                 # GELU halves made, to int8 at the next GEMM
         self.macs = 0
         self.memory = {}
         self.spills = {}
@@ -1111,7 +1207,7 @@ class _Lowering(_Regions):
         self.prog.fence()
 
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
-             slot=0, sets=1, after=None, exact=False):
+             slot=0, sets=1, after=None, exact=False, fresh=False):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
         ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (``sets`` a
@@ -1155,10 +1251,12 @@ class _Lowering(_Regions):
                 slot = prog.params(p_addr + c0 * sets * isa.PARAM_BEATS * cfg.bus_bytes,
                                    len(chunk) * sets)
             for j in chunk:
-                acc_row = prog.matmul(reads=reads, exact=exact,
+                acc_row = prog.matmul(reads=reads, exact=exact, fresh=fresh and j == 0,
                                       weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
+                if j == 0:
+                    self.quantize_early()
                 flush()
                 pend = (slot + sets * (j - c0) if p_addr is not None else slot, j, acc_row)
                 self.macs += rows * k_tiles * cfg.rows * cfg.cols
@@ -1319,7 +1417,7 @@ class _Lowering(_Regions):
         if self.per_token_int8(n.ins[0]):      # int8 per token: its scale in the STORE
             q = self.per_token(n.ins[0])
             a, reads = (q.base, q.kstep, M), [n.ins[0] + "~q"]
-            rs = dict(rowscale=1, scale_row=self.rs_base)
+            rs = dict(rowscale=1, scale_row=self.rs_slot[n.ins[0] + "~q"])
         elif n.ins[0] in chip.dyn:        # smoothed, 16 bits, a pair: the same sets
             a, reads, rs = self.per_token(n.ins[0]), [n.ins[0] + "~q"], {}
         else:
@@ -1394,8 +1492,10 @@ class _Lowering(_Regions):
                     self.gelu(m, (j0, j1))
                 else:
                     self.add(m, f, (j0, j1))
+        # Its STOREs write rows just allocated: rows an earlier VEC may still read.
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=reads, sets=lin["sets"], after=after)
+                  reads=reads, sets=lin["sets"], after=after,
+                  fresh=role in ("gelu", "act", "wide"))
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
         if role == "gelu":
             prog.made_by(n.out + "~c", "store")
@@ -1419,12 +1519,26 @@ class _Lowering(_Regions):
         if self.per_token_int8(name):
             self.prog.vec(reads=[self.source(name)] if raw else (), fresh=True,
                           vop=isa.VecOp.DYNQ, a_row=r.base, a_lo_row=r.lo,
-                          dst_row=r.base, b_row=self.rs_base,
+                          dst_row=r.base, b_row=self.next_rs(q),
                           length=self.chip._width(name), stride=r.kstep, rows=r.tiles,
                           count=self.M, wide=1)
         self.prog.made_by(q, "vector")
         self.quantized.add(q)
         return r
+
+    def next_rs(self, q):
+        """The row-scale slots of per-token int8 value ``q``: the next range in turn."""
+        self.rs_slot[q] = self.rs_base + self.rs_turn * self.M
+        self.rs_turn = (self.rs_turn + 1) % self.rs_ranges
+        return self.rs_slot[q]
+
+    def quantize_early(self):
+        """The GELU halves already made to int8 per token now, behind the first
+        ``MATMUL`` of a GEMM that does not read them (:func:`split_ffn`): their
+        ``DYNQ`` runs under that GEMM, not between it and theirs."""
+        early, self.early = self.early, []
+        for name in early:
+            self.per_token(name)
 
     def per_token_int8(self, name):
         """Whether 16-bit GEMM input ``name`` goes to int8 per token (``VEC DYNQ``) here,
@@ -1652,6 +1766,9 @@ class _Lowering(_Regions):
         if n.out in chip.dyn:        # the down projection's smoothing, tile by tile too,
             self.smooth(n.out, tiles,          # in place (if nothing else reads the GELU)
                         into=None if n.out in self.crossing else u)
+            if (j1 == u.tiles and getattr(chip.graph, "ffn_split", False)
+                    and self.rs_ranges == 3 and self.per_token_int8(n.out)):
+                self.early.append(n.out)
 
     def layernorm(self, n, i):
         """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
