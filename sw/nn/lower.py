@@ -252,6 +252,9 @@ class _Region:
     tiles: int
     wide: bool
     kstep: int
+    #: The latest ``VEC`` that may still read or write rows of this region (rows freed
+    #: by earlier values, allocated again): what its writers must wait for first.
+    vsync: int = -1
 
     @property
     def lo(self):
@@ -265,10 +268,31 @@ class _Buffer:
         self.limit, self.lo = limit, lo
         self.used = []                                  # (base, rows), sorted
 
-    def alloc(self, rows, what, top=False):
+    def alloc(self, rows, what, top=False, avoid=()):
         """``rows`` rows for ``what``: the smallest gap that holds them, or (``top``, for
         the largest values) the top of the highest one, so that big and small values
-        do not interleave."""
+        do not interleave; outside the free ``(base, rows)`` runs of ``avoid`` if it
+        can."""
+        runs = []                        # avoid's free parts, merged
+        for b, n in sorted(avoid):
+            if any(b < ub + un and ub < b + n for ub, un in self.used):
+                continue
+            if runs and b <= runs[-1][0] + runs[-1][1]:
+                e = max(runs[-1][0] + runs[-1][1], b + n)
+                runs[-1] = (runs[-1][0], e - runs[-1][0])
+            else:
+                runs.append((b, n))
+        if runs:
+            saved = self.used
+            self.used = sorted(saved + runs)
+            try:
+                at = self.alloc(rows, what, top)
+            except TooLong:
+                at = None
+            self.used = saved
+            if at is not None:
+                self.used = sorted(saved + [(at, rows)])
+                return at
         ends = [self.lo] + [b + n for b, n in self.used]
         starts = [b for b, _ in self.used] + [self.limit]
         gaps = [(s - e, e, s) for e, s in zip(ends, starts) if s - e >= rows]
@@ -1080,7 +1104,14 @@ class _Regions:
         M, R = self.M, self.cfg.rows
         kt = _tiles(cols, R)
         k = 2 * M if wide else M
-        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top), M, kt, wide, k)
+        freed = getattr(self, "freed", ())
+        synced = max(self.prog.synced["vector"], self.prog.fenced) if freed else -1
+        avoid = [(base, n) for base, n, vec in freed if vec > synced]
+        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top, avoid), M, kt,
+                    wide, k)
+        for base, n, vec in freed:
+            if base < r.base + k * kt and r.base < base + n:
+                r.vsync = max(r.vsync, vec)
         self.region[name] = r
         return r
 
@@ -1296,6 +1327,7 @@ class _Lowering(_Regions):
                 if not (self.resident and k):
                     prog.fence()                    # the last block's rows are free
                     self.buf = _Buffer(self.rows[1], self.rows[0])
+                    self.freed = []         # (base, rows, the latest VEC then)
                     self.region = {}
                     self.quantized = set()
                 for v in needed:
@@ -1353,6 +1385,7 @@ class _Lowering(_Regions):
         # split_heads and merge_heads).
         live = {id(r) for v, r in self.region.items() if self.last_use.get(v, -1) > i}
         for r in {id(r): r for r in self.region.values() if id(r) not in live}.values():
+            self.freed.append((r.base, r.kstep * r.tiles, self.prog.last["vector"]))
             self.buf.free(r.base)
         self.region = {v: r for v, r in self.region.items() if id(r) in live}
 
@@ -1493,9 +1526,12 @@ class _Lowering(_Regions):
                 else:
                     self.add(m, f, (j0, j1))
         # Its STOREs write rows just allocated: rows an earlier VEC may still read.
+        fresh = False
+        if role in ("gelu", "act", "wide"):
+            written = [out] + ([clamp] if role == "gelu" else [])
+            fresh = max(r.vsync for r in written) > max(prog.synced["vector"], prog.fenced)
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=reads, sets=lin["sets"], after=after,
-                  fresh=role in ("gelu", "act", "wide"))
+                  reads=reads, sets=lin["sets"], after=after, fresh=fresh)
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
         if role == "gelu":
             prog.made_by(n.out + "~c", "store")
