@@ -992,13 +992,18 @@ class _Emitter:
         unit's latest ``STORE`` (each ``MATMUL``'s ``STORE`` follows it, and the exec unit
         runs in order)."""
         fields.update(self._wait("vector", reads, exact))
-        last = self.last["store"]
-        if fresh and "pop_prev" not in fields and last > max(self.synced["store"],
-                                                             self.fenced):
-            self._flag(last, "push_side")
-            self.synced["store"] = last
-            fields["pop_prev"] = 1
+        if fresh:
+            self._after_latest("store", fields, "push_side", "pop_prev")
         self.last["vector"] = self._add("vec", **fields)
+
+    def _after_latest(self, unit, flags, push, pop):
+        """Order the op being made after ``unit``'s latest op of this stream, unless a
+        token already does: that op gives ``push``, ``flags`` get ``pop``."""
+        last = self.last[unit]
+        if pop not in flags and last > max(self.synced[unit], self.fenced):
+            self._flag(last, push)
+            self.synced[unit] = last
+            flags[pop] = 1
 
     def reserve(self, n):
         """Make the next ``n`` parameter slots one run: back to slot 0 if they would
@@ -1041,12 +1046,8 @@ class _Emitter:
         rows just allocated, which earlier ``VEC``s may still be reading, so it also
         waits for the vector unit's latest ``VEC``."""
         flags = self._wait("exec", reads, exact)
-        last = self.last["vector"]
-        if fresh and "pop_side" not in flags and last > max(self.synced["vector"],
-                                                            self.fenced):
-            self._flag(last, "push_next")
-            self.synced["vector"] = last
-            flags["pop_side"] = 1
+        if fresh:
+            self._after_latest("vector", flags, "push_next", "pop_side")
         t = self.tiles
         if self.guard is not None:
             # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
