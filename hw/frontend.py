@@ -29,7 +29,7 @@ class FrontEnd(wiring.Component):
     (opcode defined, counts non-zero, every buffer row, parameter slot and row-scale
     slot it names in range) and, if it passes, handed to the queue of its unit
     (:data:`hw.isa.OPS`: load, exec, store or vector); ``FENCE`` and
-    ``END`` wait until ``units_idle``. The range checks run in a pipeline of
+    ``END`` wait until ``units_idle``, ``FENCE stores`` until ``stores_idle``. The range checks run in a pipeline of
     ``CHECK_CYCLES`` registered stages (counts minus one and their factors into each
     multiplier's input registers; products in its output registers, a DSP block with its
     own registers on an ECP5; first sums; last sums), compared in the dispatch cycle,
@@ -54,6 +54,7 @@ class FrontEnd(wiring.Component):
     load_q : Out(stream(insn_layout)); exec_q : Out(stream(matmul_entry()));
     store_q : Out(stream(insn_layout)); vec_q : Out(stream(insn_layout))
     units_idle : In      every unit idle, queues empty, DMA writes acknowledged
+    stores_idle : In     the store unit idle, its queue empty, DMA writes acknowledged
     abort : In           another block raised an error: stop fetching and dispatching
     done : Out (pulse)   END reached with everything idle and no fetch in flight
     error : Out(4); error_valid : Out (pulse)
@@ -79,7 +80,7 @@ class FrontEnd(wiring.Component):
             "exec_q": Out(stream.Signature(matmul_entry())),
             "store_q": Out(stream.Signature(isa.insn_layout)),
             "vec_q": Out(stream.Signature(isa.insn_layout)),
-            "units_idle": In(1), "abort": In(1),
+            "units_idle": In(1), "stores_idle": In(1), "abort": In(1),
             "done": Out(1), "error": Out(4), "error_valid": Out(1),
             "dispatched": Out(1), "stall_insn": Out(1), "running": Out(1),
         })
@@ -409,7 +410,8 @@ class FrontEnd(wiring.Component):
             with m.State("DRAIN"):
                 with m.If(self.abort):
                     m.next = "HALT"
-                with m.Elif(self.units_idle):
+                with m.Elif(Mux((op == isa.Op.FENCE) & b.fence.stores,
+                                self.stores_idle, self.units_idle)):
                     m.d.comb += self.dispatched.eq(1)
                     with m.If(op == isa.Op.END):
                         m.d.sync += [f_left.eq(0), chunk.eq(0)]

@@ -71,8 +71,10 @@ entry) has been written. ``pop_*`` waits for a token and takes it before the ins
 starts. For ``LOAD_*`` the previous unit does not exist (its pop_prev
 and push_prev flags are ignored, and so are its side flags); for ``STORE`` the next unit
 does not exist; ``VEC`` has no side unit.
-``FENCE`` waits until all three units are idle; ``END`` does the same and then reports
-done. Weights of a ``MATMUL`` are read from memory as soon as it is dispatched, before
+``FENCE`` waits until every unit is idle; ``FENCE stores`` only until the store unit is
+idle and its memory writes acknowledged (the other units run on); ``END`` waits as
+``FENCE`` and then reports done. Weights of a ``MATMUL`` are read from memory as soon as
+it is dispatched, before
 its tokens are popped: weights are constant for the whole program.
 
 Instructions
@@ -194,7 +196,10 @@ Instructions
     themselves (in place) or rows apart from them; a partial overlap is outside the
     contract, and so is a ``ROPE`` in place (a row of the second half reads its partner
     in the first after that row's result may have been written).
-``FENCE``  wait until every unit is idle and every DMA write is acknowledged.
+``FENCE``  wait until every unit is idle and every DMA write is acknowledged; with
+    ``stores``, only until the store unit is idle (its queue empty) and every DMA write is
+    acknowledged: what earlier ``STORE``s wrote to memory may then be read, while the
+    load, exec and vector units go on with what they were given before.
 ``END``  as ``FENCE``, then stop with ``done`` (and the interrupt, if enabled).
 
 Errors (status register ``error`` code, :class:`Error`): an undefined opcode, an
@@ -412,7 +417,7 @@ body_layouts = {
         "buf_row": 16, "to_buf": 1, "relu": 1, "raw": 1, "transpose": 1, "wide": 1,
         "lo_row": 16, "rowscale": 1, "scale_row": 16,
     }),
-    Op.FENCE: data.StructLayout({}),
+    Op.FENCE: data.StructLayout({"stores": 1}),
     Op.END: data.StructLayout({}),
     Op.VEC: data.StructLayout({
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
@@ -422,7 +427,7 @@ body_layouts = {
     }),
 }
 
-# FENCE and END have no fields, so no member in the union (a zero-width member would
+# END has no fields, so no member in the union (a zero-width member would
 # become a `[-1:0]` wire in Verilog).
 body_layout = data.UnionLayout({op.name.lower(): layout
                                 for op, layout in body_layouts.items() if layout.size})

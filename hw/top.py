@@ -200,6 +200,7 @@ class Core(wiring.Component):
             front.prog_addr.eq(self.prog_addr), front.prog_len.eq(self.prog_len),
             front.position.eq(self.position),
             front.units_idle.eq(load.idle & exe.idle & store.idle & vec.idle & wr.idle),
+            front.stores_idle.eq(store.idle & wr.idle),
             self.quiet.eq(~rd.busy & ~wr.busy),
             self.error.eq(error),
         ]

@@ -89,6 +89,12 @@ _UNIT_OF = {op: int(spec.unit) for op, spec in isa.OPS.items() if spec.unit is n
 #: The token counters, as ``(producer, consumer)`` unit indices (:data:`hw.isa.TOKEN_LINKS`).
 TOKEN_COUNTERS = tuple((int(p), int(c)) for p, c in isa.TOKEN_LINKS)
 _SYNC_OPS = (isa.Op.FENCE, isa.Op.END)
+_STORE = int(isa.Unit.STORE)
+
+
+def _stores_fence(op, body):
+    """Whether the instruction is a ``FENCE stores`` (it waits for the store unit alone)."""
+    return op == isa.Op.FENCE and bool(body.get("stores"))
 
 
 def _counter_name(counter):
@@ -504,10 +510,11 @@ class Machine:
         self.act[dst_row + off] = np.asarray(y).reshape(count, rows, R)
         return {"vec_rows": n}
 
-    def _do_fence(self):
+    def _do_fence(self, stores=0):
         return {}
 
-    _do_end = _do_fence
+    def _do_end(self):
+        return {}
 
     # -- a whole program
 
@@ -682,7 +689,15 @@ def _schedule(insns, queue_depth=None):
         progress = False
         if pc < n:                                        # the in-order dispatcher
             op, hdr, _ = insns[pc]
-            if op in _SYNC_OPS:
+            if _stores_fence(op, insns[pc][2]):
+                # FENCE stores: the store unit's work done; the others go on with what
+                # they hold, and what is dispatched after it starts after those stores.
+                if not queues[_STORE]:
+                    fence_view = tuple(map(max, fence_view, unit_clock[_STORE]))
+                    clocks[pc] = dispatch_views[pc] = fence_view
+                    pc += 1
+                    progress = True
+            elif op in _SYNC_OPS:
                 if not any(queues):
                     fence_view = tuple(max(c) for c in zip(*unit_clock))
                     unit_clock = [fence_view] * len(UNITS)
@@ -704,7 +719,7 @@ def _schedule(insns, queue_depth=None):
             op, hdr, _ = insns[i]
             needs = _pops(op, hdr)
             if all(pending[c] for c in needs):
-                clock = list(unit_clock[u])
+                clock = list(map(max, unit_clock[u], dispatch_views[i]))
                 for c in needs:
                     clock = [max(x, y) for x, y in zip(clock, pending[c].popleft())]
                 clock[u] += 1
@@ -733,7 +748,8 @@ def _raise_deadlock(insns, queues, pending, pc):
     if pc < len(insns):
         op = insns[pc][0]
         stuck.append(pc)
-        why = ("waits for the units to go idle" if op in _SYNC_OPS
+        why = ("waits for the store unit to go idle" if _stores_fence(*insns[pc][::2])
+               else "waits for the units to go idle" if op in _SYNC_OPS
                else f"waits for room in the {UNITS[_UNIT_OF[op]]} queue")
         lines.append(f"the dispatcher at insn {pc} {op.name} {why}")
     raise DeadlockError("program deadlocks: " + "; ".join(lines), sorted(stuck))
@@ -983,8 +999,8 @@ class Program:
                          stride=stride, wide=wide, wide_out=wide_out, a_lo_row=a_lo_row,
                          b_lo_row=b_lo_row, dst_lo_row=dst_lo_row)
 
-    def fence(self, at=None):
-        return self._add(isa.Op.FENCE, {}, at)
+    def fence(self, at=None, stores=0):
+        return self._add(isa.Op.FENCE, {}, at, stores=stores)
 
     def end(self):
         return self._add(isa.Op.END, {})

@@ -585,7 +585,7 @@ def _one(draw, cfg, lay, state):
     """One legal instruction that reads only what is written, or None."""
     op = draw.weighted(_OPS, _OP_WEIGHTS)
     if op == isa.Op.FENCE:
-        return Insn(int(op), {}, {})
+        return Insn(int(op), {}, {"stores": int(draw.coin(0.5))})
     make = {isa.Op.LOAD_ACT: lambda: _load_act(draw, cfg, lay),
             isa.Op.LOAD_PARAM: lambda: _load_param(draw, cfg, lay),
             isa.Op.MATMUL: lambda: _matmul(draw, cfg, lay, state),
@@ -625,7 +625,10 @@ def repair(cfg, insns):
             for p in _POPS:
                 insns[stuck[0]].flags.pop(p, None)
         except isa_model.RaceError as e:
-            insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {}, "fence"))
+            # Memory a STORE wrote: a FENCE stores is enough (and exercises it).
+            stores = int(e.resource[0] == "memory beat"
+                         and insns[e.first].op == isa.Op.STORE)
+            insns.insert(e.second, Insn(int(isa.Op.FENCE), {}, {"stores": stores}, "fence"))
 
 
 def _runs(rows, cap, every=False):

@@ -103,6 +103,7 @@ READ_REGIONS = ("act", "weight", "param", "prog")
 BINS = (
     [f"op:{op.name}" for op in (isa.Op.LOAD_ACT, isa.Op.LOAD_PARAM, isa.Op.MATMUL,
                                 isa.Op.STORE, isa.Op.FENCE, isa.Op.END, isa.Op.VEC)]
+    + ["fence:stores"]
     + ["acc:overwrite", "acc:accumulate"]
     + [f"error:{e.name}" for e in (isa.Error.BAD_OPCODE, isa.Error.BAD_BUFFER,
                                    isa.Error.BAD_COUNT, isa.Error.DMA_WINDOW,
@@ -565,6 +566,8 @@ def _stream_bins(cfg, stream):
         if insn.role == "skipped":
             bins.add("stream:guard_skip")
         f = insn.fields
+        if insn.op == isa.Op.FENCE and f.get("stores"):
+            bins.add("fence:stores")
         if insn.role != "body":
             continue
         if insn.op == isa.Op.STORE and f.get("rowscale"):

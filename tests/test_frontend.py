@@ -16,7 +16,7 @@ TINY = get_preset("tiny")
 
 
 def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_finish=True,
-                 cfg=TINY, prog_addr=0):
+                 cfg=TINY, prog_addr=0, stores_idle=False):
     dut = FrontEnd(cfg)
     mem = np.zeros(4096 + prog_addr + len(program_bytes), np.uint8)
     mem[:] = 0xEE                      # around the program: not instructions
@@ -45,6 +45,7 @@ def run_frontend(program_bytes, prog_len, *, idle=True, max_cycles=3000, must_fi
 
     async def bench(ctx):
         ctx.set(dut.units_idle, int(idle))
+        ctx.set(dut.stores_idle, int(stores_idle))
         ctx.set(dut.prog_addr, prog_addr)
         ctx.set(dut.prog_len, prog_len)
         ctx.set(dut.start, 1)
@@ -196,6 +197,22 @@ def test_fence_waits_for_idle_units():
     p = _one(lambda p: p.fence())
     seen = run_frontend(bytes(p), len(p), idle=False, max_cycles=300, must_finish=False)
     assert not seen["done"] and seen["error"] is None
+
+
+@pytest.mark.parametrize("units, stores, passes", [
+    (False, True, True), (True, False, False), (False, False, False)])
+def test_a_stores_fence_waits_for_the_stores_alone(units, stores, passes):
+    """``FENCE stores`` dispatches what follows once ``stores_idle`` holds, whatever the
+    other units do (``END`` still waits for every unit)."""
+    p = Program()
+    p.fence(stores=1)
+    p.load_act(dram_addr=0, dram_stride=0, rows=1, row_beats=1, buf_row=3,
+               buf_row_step=0, buf_beat_step=0)
+    p.end()
+    seen = run_frontend(bytes(p), len(p), idle=units, stores_idle=stores, max_cycles=300,
+                        must_finish=False)
+    assert seen["error"] is None and not seen["done"]
+    assert [x.body.load_act.buf_row for x in seen["load"]] == ([3] if passes else [])
 
 
 @pytest.mark.parametrize("prog_addr", [0, 32, 64, 96])

@@ -96,7 +96,7 @@ def test_encode_decode_round_trip(data):
         raw = getattr(prog, BUILDER[op])(**fields, **flags)
     else:
         flags = dict.fromkeys(flags, 0)
-        raw = prog.fence() if op == isa.Op.FENCE else prog.end()
+        raw = prog.fence(**fields) if op == isa.Op.FENCE else prog.end()
     assert raw == isa.encode(op, **flags, **fields)
     assert len(raw) == isa.INSN_BYTES and bytes(prog) == raw
     dop, hdr, body = isa.decode_op(raw)
@@ -979,6 +979,36 @@ def test_race_write_after_read_and_transitive_order():
     r.end()
     with pytest.raises(RaceError, match="insn 1 MATMUL reads memory beat"):
         check_races(cfg, r)
+
+
+def test_a_stores_fence_orders_the_stores_alone():
+    """``FENCE stores`` orders every earlier ``STORE`` (its memory writes) before what
+    follows, and nothing else: a weight read after it is ordered, a write over rows an
+    earlier ``VEC`` reads is not (a full ``FENCE`` orders both)."""
+    cfg = TINY
+
+    def build(fence, vec_first):
+        p = Program()
+        if vec_first:
+            p.vec(vop=isa.VecOp.ADD, a_row=0, b_row=1, dst_row=2, rows=1)
+        p.store(acc_row=0, m=1, param_tile=0, dram_addr=DATA, dram_stride=0)
+        if fence:
+            p.fence(stores=int(fence == "stores"))
+        p.matmul(weight_addr=DATA, act_row=5, act_stride=0, act_kstep=0, m=1, k_tiles=1,
+                 acc_row=9)
+        if vec_first:
+            p.load_act(dram_addr=DATA + 64, dram_stride=0, rows=1, row_beats=1, buf_row=0,
+                       buf_row_step=0, buf_beat_step=0)
+        p.end()
+        return p
+
+    with pytest.raises(RaceError, match="MATMUL reads memory beat"):
+        check_races(cfg, build(None, False))
+    check_races(cfg, build("stores", False))
+    check_races(cfg, build("all", False))
+    with pytest.raises(RaceError, match="insn 4 LOAD_ACT writes act row 0 that insn 0 VEC"):
+        check_races(cfg, build("stores", True))
+    check_races(cfg, build("all", True))
 
 
 # ---------------------------------------------------------------------------------------

@@ -196,6 +196,35 @@ def test_each_ffn_half_goes_to_int8_under_the_other_halfs_gemm():
     isa_model.check_races(DEFAULT, code)
 
 
+@pytest.mark.parametrize("fold", [True, False])
+def test_a_norm_into_a_gemm_has_its_smoothing_folded(fold, monkeypatch):
+    """``dynamic`` inputs (:data:`FOLD_SMOOTHING`): the LayerNorm the up projection
+    reads runs first with the smoothing in its gains and ``beta``, into the rows its
+    ``DYNQ`` then makes int8 for the GEMM (no ``VEC MUL`` between), and then as itself,
+    in place, for the residual; near float either way (without the fold: the norm, its
+    ``beta``, the ``MUL``, the ``DYNQ``)."""
+    monkeypatch.setattr(lower, "FOLD_SMOOTHING", fold)
+    w, shape, graph, params, peaks = _bert_tiny(16)
+    x = synthetic.random_inputs(shape, 11, seed=6)
+    with Device(DEFAULT, "golden") as dev:
+        chip = lower.OnChip(dev, graph, params, peaks, gemm_inputs="dynamic")
+        y = chip.run({"x": x})["blk.0.y"]
+        (built,) = chip.programs.values()
+        code = dev.calls[0].program
+    ops, tags = isa_model.decode_program(code), built["tags"]
+    chain = [(isa.VecOp(b["vop"]).name, b["a_row"], b["dst_row"])
+             for i, (op, _, b) in enumerate(ops) if op == isa.Op.VEC and tags[i] == "blk.0.h"]
+    names = [c[0] for c in chain]
+    if fold:
+        assert names == ["LAYERNORM", "ADD", "DYNQ", "LAYERNORM", "ADD"], chain
+        q, own = chain[0][2], chain[3][2]
+        assert chain[1][1:] == (q, q) and chain[2][1] == q and own == chain[0][1] != q
+    else:
+        assert names == ["LAYERNORM", "ADD", "MUL", "DYNQ"], chain
+    isa_model.check_races(DEFAULT, code)
+    assert cosine(y, L.encoder_layer(x, w, shape)) > 0.999
+
+
 def _short_dynamic(backend, n=5):
     """bert-tiny on an ``n``-token sequence with ``dynamic`` inputs: ``(y, ref,
     device, program, executor)``."""

@@ -48,7 +48,8 @@ s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``)
 ``gelu``: :func:`sw.vector.make_wide_tables` of ``gelu - relu`` at ``GELU_CLAMP / 127``.
 
 Ordering: dependency tokens between the units (:class:`_Emitter`), a ``FENCE`` only
-where memory orders two steps or the parameter slots wrap. Long inputs run in token
+where memory orders two steps or the parameter slots wrap (a ``FENCE stores`` where
+what ``STORE``s wrote to memory is read: the keys and values of attention). Long inputs run in token
 blocks (:class:`_Lowering`); an input that fits one block keeps every value in the
 buffer (``resident``).
 
@@ -109,6 +110,11 @@ CONTEXT_DYNQ_TOKENS = 16
 #: columns (:func:`split_ffn`), each to int8 per token on its own, so that the ``DYNQ``
 #: of one half runs under the other half's GEMM.
 SPLIT_FFN = True
+#: A LayerNorm whose output a GEMM takes smoothed (``dynamic`` inputs) runs twice: first
+#: with the smoothing folded into its gains and ``beta`` (``gamma / smooth``, ``beta /
+#: smooth``, into the smoothed rows: no ``VEC MUL`` between the norm and the ``DYNQ``
+#: the GEMM waits for), then, under that GEMM, as itself for the other readers.
+FOLD_SMOOTHING = True
 #: N-tiles of a GEMM between the ``VEC`` chunks of the elementwise op that reads its
 #: output (a residual ``add``, the ``gelu``), which run behind the GEMM's ``STORE``s.
 FUSE_TILES = 4
@@ -538,23 +544,33 @@ class OnChip(_ScalarParams):
         return at
 
     def _layernorm_params(self, n):
+        """The gains and ``beta`` rows of LayerNorm ``n`` (``gamma x_hat`` at ``s_n =
+        s_y + s_beta``, then ``beta`` added into ``s_y``), and with ``fold`` those of the
+        norm into its smoothed rows (:data:`FOLD_SMOOTHING`: ``gamma`` and ``beta``
+        divided by the smoothing factors, ``s_y`` the smoothed value's scale)."""
         g = np.asarray(self.params[n.attrs["g"]], np.float64)
         beta = np.asarray(self.params[n.attrs["b"]], np.float64)
         if len(g) % self.cfg.rows:
             raise NotLowered(f"{n.out}: a norm over {len(g)} elements, not whole rows")
-        s_y = self.scale[n.out]
-        s_beta = max(np.abs(beta).max(), 1e-12) * WIDE_HEADROOM / isa.WIDE_MAX
-        s_n = s_y + s_beta
-        gain, shift = vector.norm_gain(g, s_n)
-        gain = np.asarray(gain, np.int64)
-        lo_bytes, hi_bytes = vector.gain_bytes(gain)
-        gains = self._vrows(lo_bytes)
-        self._vrows(hi_bytes)
-        hi, lo = split_wide(np.round(beta / s_beta).astype(np.int64))
-        beta_hi = self._vrows(hi)
-        self._vrows(lo)
-        self.vparam[n.out] = dict(gains=gains, shift=shift, beta=beta_hi,
-                                  add=vector.add_multipliers(s_n, s_beta, s_y))
+
+        def rows(g, beta, s_y):
+            s_beta = max(np.abs(beta).max(), 1e-12) * WIDE_HEADROOM / isa.WIDE_MAX
+            s_n = s_y + s_beta
+            gain, shift = vector.norm_gain(g, s_n)
+            lo_bytes, hi_bytes = vector.gain_bytes(np.asarray(gain, np.int64))
+            gains = self._vrows(lo_bytes)
+            self._vrows(hi_bytes)
+            hi, lo = split_wide(np.round(beta / s_beta).astype(np.int64))
+            beta_hi = self._vrows(hi)
+            self._vrows(lo)
+            return dict(gains=gains, shift=shift, beta=beta_hi,
+                        add=vector.add_multipliers(s_n, s_beta, s_y))
+
+        self.vparam[n.out] = rows(g, beta, self.scale[n.out])
+        d = self.dyn.get(n.out)
+        if FOLD_SMOOTHING and d is not None:
+            inv = 1.0 / d["smooth"]
+            self.vparam[n.out]["fold"] = rows(g * inv, beta * inv, d["s"])
 
     def _gelu_params(self, n):
         """The tables of ``-g`` (16-bit, at ``s_g``) of the saturated input, and the
@@ -876,6 +892,7 @@ class _Emitter:
         self._last = {}                 # stream -> {unit: its latest op}
         self.synced = {"store": -1, "vector": -1}     # last op another unit waited for
         self.fenced = -1
+        self.store_fenced = -1          # the latest FENCE stores, or FENCE
         self.stores = []                # op index of each MATMUL-tile's STORE
         self.tiles = 0                  # MATMULs but the guarded ones
         # ``param_tokens``: a parameter load waits for the STOREs that read its slots
@@ -954,9 +971,16 @@ class _Emitter:
         self.guard = None
         self.fence()
 
-    def fence(self):
-        if self.ops and self.ops[-1][0] != "fence":
-            self.fenced = self._add("fence")
+    def fence(self, stores=False):
+        """A ``FENCE`` (everything before done), or with ``stores`` a ``FENCE stores``
+        (every ``STORE`` before done, its memory written; the other units run on)."""
+        if (self.ops and self.ops[-1][0] == "fence"
+                and (stores or not self.ops[-1][1].get("stores"))):
+            return
+        if stores:
+            self.store_fenced = self._add("fence", stores=1)
+        else:
+            self.fenced = self.store_fenced = self._add("fence")
 
     def made_by(self, value, unit):
         """``value`` was made by the latest instruction of ``unit`` (``store``,
@@ -971,10 +995,15 @@ class _Emitter:
         token = {"vector": ("store", "push_side", "pop_prev"),
                  "exec": ("vector", "push_next", "pop_side")}[reader]
         pending = [self.made.get((self.stream, v), ("load", -1)) for v in reads]
-        pending = [(u, i) for u, i in pending if i > self.fenced and u != reader]
+        pending = [(u, i) for u, i in pending if i > self.fenced and u != reader
+                   and not (u == "memory" and i <= self.store_fenced)]
         if any(u != token[0] for u, _ in pending):
-            self.fence()                       # no token orders it: everything before
-            return {}
+            if any(u not in (token[0], "memory") for u, _ in pending):
+                self.fence()                   # no token orders it: everything before
+                return {}
+            # Values in memory (a STORE's): a FENCE stores, the other units run on.
+            self.fence(stores=True)
+            pending = [(u, i) for u, i in pending if u == token[0]]
         last = max((i for _, i in pending), default=-1)
         if last > self.synced[token[0]]:
             # ``exact``: the token from the instruction that made the newest of them, so
@@ -1040,14 +1069,18 @@ class _Emitter:
         self.slot += n
         return first
 
-    def matmul(self, reads=(), exact=False, fresh=False, **fields):
+    def matmul(self, reads=(), exact=False, fresh=-1, **fields):
         """A ``MATMUL`` of the next accumulator half; its ``acc_row`` half is chosen
         here (``acc_row`` given is the offset in it). ``fresh``: its ``STORE``s write
-        rows just allocated, which earlier ``VEC``s may still be reading, so it also
-        waits for the vector unit's latest ``VEC``."""
+        rows just allocated, which the ``VEC`` of that index (and earlier ones) may still
+        be reading, so it also waits for that ``VEC`` (not for later ones: a norm's
+        second run, say, goes on under this GEMM)."""
         flags = self._wait("exec", reads, exact)
-        if fresh:
-            self._after_latest("vector", flags, "push_next", "pop_side")
+        if fresh > max(self.synced["vector"], self.fenced):
+            assert "pop_side" not in flags, "a MATMUL pops one vector token"
+            self._flag(fresh, "push_next")
+            self.synced["vector"] = fresh
+            flags["pop_side"] = 1
         t = self.tiles
         if self.guard is not None:
             # Its own rows, in half 0 (the FENCE before the guarded ops freed them).
@@ -1168,6 +1201,7 @@ class _Lowering(_Regions):
         self.rs_turn = 0
         self.rs_slot = {}               # per-token int8 value -> its codes' first slot
         self.early = []                 # GELU halves made, to int8 at the next GEMM
+        self.late = {}                  # value -> its vector work, behind the next GEMM
         self.macs = 0
         self.memory = {}
         self.spills = {}
@@ -1239,13 +1273,15 @@ class _Lowering(_Regions):
         self.prog.fence()
 
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
-             slot=0, sets=1, after=None, exact=False, fresh=False):
+             slot=0, sets=1, after=None, exact=False, fresh=-1):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
         ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (``sets`` a
         tile, in slots ``slot ..``; else the ``slot`` already loaded). ``reads``: the
         values it reads (for the ordering). ``after(j0, j1)``: called behind the
-        ``STORE`` of every :data:`FUSE_TILES` N-tiles ``j0 .. j1 - 1`` (and the last)."""
+        ``STORE`` of every :data:`FUSE_TILES` N-tiles ``j0 .. j1 - 1`` (and the last).
+        ``fresh``: the latest ``VEC`` that may use the rows its ``STORE``s write
+        (:meth:`_Emitter.matmul`)."""
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
@@ -1283,7 +1319,8 @@ class _Lowering(_Regions):
                 slot = prog.params(p_addr + c0 * sets * isa.PARAM_BEATS * cfg.bus_bytes,
                                    len(chunk) * sets)
             for j in chunk:
-                acc_row = prog.matmul(reads=reads, exact=exact, fresh=fresh and j == 0,
+                acc_row = prog.matmul(reads=reads, exact=exact,
+                                      fresh=fresh if j == 0 else -1,
                                       weight_addr=w_addr + j * w_stride,
                                       act_row=base, act_stride=1, act_kstep=kstep,
                                       m=m, k_tiles=k_tiles, acc_row=0, pair=int(pair))
@@ -1346,6 +1383,7 @@ class _Lowering(_Regions):
                         yield i
                         prog.stream = self.sid
                     self.node(i)
+                self.run_late(set(self.late))
 
     def defers(self, n):
         """Whether linear node ``n`` is made inside its attention (a resident block's
@@ -1362,6 +1400,10 @@ class _Lowering(_Regions):
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
+        # What it reads, made now if held in :attr:`late` (a linear map of a smoothed
+        # input reads the smoothed rows, ``name~q``, not the value).
+        self.run_late({self.source(v) for v in n.ins
+                       if not (n.op == "linear" and v in self.chip.dyn)})
         self.prog.tag = n.out
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
@@ -1527,10 +1569,9 @@ class _Lowering(_Regions):
                 else:
                     self.add(m, f, (j0, j1))
         # Its STOREs write rows just allocated: rows an earlier VEC may still read.
-        fresh = False
+        fresh = -1
         if role in ("gelu", "act", "wide"):
-            written = [out] + ([clamp] if role == "gelu" else [])
-            fresh = max(r.vsync for r in written) > max(prog.synced["vector"], prog.fenced)
+            fresh = max(r.vsync for r in [out] + ([clamp] if role == "gelu" else []))
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
                   reads=reads, sets=lin["sets"], after=after, fresh=fresh)
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
@@ -1576,6 +1617,13 @@ class _Lowering(_Regions):
         early, self.early = self.early, []
         for name in early:
             self.per_token(name)
+        self.run_late(set(self.late))
+
+    def run_late(self, names):
+        """Emit the vector work :attr:`late` holds for ``names`` now (behind a GEMM's
+        first ``MATMUL``, or before a node that reads them)."""
+        for name in sorted(names & set(self.late)):
+            self.late.pop(name)()
 
     def per_token_int8(self, name):
         """Whether 16-bit GEMM input ``name`` goes to int8 per token (``VEC DYNQ``) here,
@@ -1683,7 +1731,7 @@ class _Lowering(_Regions):
             except TooLong:
                 pass
         mul, shift = vector.softmax_multiplier(s_s)
-        prog.fence()                              # the keys (and values) are in memory
+        prog.fence(stores=True)                   # the keys (and values) are in memory
         if dv is None:
             slot = prog.params(chip._scalar_params((s_scores, *ctx_sets)),
                                1 + len(ctx_sets))
@@ -1808,22 +1856,42 @@ class _Lowering(_Regions):
                 self.early.append(n.out)
 
     def layernorm(self, n, i):
-        """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``."""
+        """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``. If a
+        GEMM takes it smoothed (:data:`FOLD_SMOOTHING`), first the norm with the
+        smoothing folded in, into the smoothed rows (``name~q``), and its ``DYNQ``
+        (:meth:`per_token`); then, under that GEMM, the norm itself for its other
+        readers."""
         chip, prog = self.chip, self.prog
         a = self.r(n.ins[0])
         p = chip.vparam[n.out]
-        own = self.in_place(n.ins[0], i)
-        dst = own or self.new(n.out, a.tiles * self.cfg.rows, True)
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
-        prog.vec(reads=[self.source(n.ins[0])], fresh=own is None, vop=isa.VecOp.LAYERNORM,
-                 a_row=a.base,
-                 a_lo_row=a.lo, wide=1,
-                 wide_out=1, b_row=chip.vbase + p["gains"], dst_row=dst.base,
-                 dst_lo_row=dst.lo, length=chip._width(n.ins[0]), shift=p["shift"], **vec)
-        ma, mb, sh = p["add"]
-        beta = chip.vbase + p["beta"]
-        prog.vec(vop=isa.VecOp.ADD, a_row=dst.base, a_lo_row=dst.lo, b_row=beta,
-                 b_lo_row=beta + a.tiles, b_repeat=1, wide=1, dst_row=dst.base,
-                 dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
-        prog.made_by(n.out, "vector")
+
+        def norm(p, dst, fresh):
+            prog.vec(reads=[self.source(n.ins[0])], fresh=fresh, vop=isa.VecOp.LAYERNORM,
+                     a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1,
+                     b_row=chip.vbase + p["gains"], dst_row=dst.base, dst_lo_row=dst.lo,
+                     length=chip._width(n.ins[0]), shift=p["shift"], **vec)
+            ma, mb, sh = p["add"]
+            beta = chip.vbase + p["beta"]
+            prog.vec(vop=isa.VecOp.ADD, a_row=dst.base, a_lo_row=dst.lo, b_row=beta,
+                     b_lo_row=beta + a.tiles, b_repeat=1, wide=1, dst_row=dst.base,
+                     dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
+
+        own = self.in_place(n.ins[0], i)
+        if "fold" in p:
+            q = n.out + "~q"
+            norm(p["fold"], self.new(q, a.tiles * self.cfg.rows, True), True)
+            self.per_token(n.out)
+        dst = own or self.new(n.out, a.tiles * self.cfg.rows, True)
         self.region[n.out] = dst
+
+        def itself():
+            tag, prog.tag = prog.tag, n.out
+            norm(p, dst, own is None)
+            prog.made_by(n.out, "vector")
+            prog.tag = tag
+
+        if "fold" in p and self.resident:
+            self.late[n.out] = itself          # under the GEMM that waits for the DYNQ
+        else:
+            itself()
