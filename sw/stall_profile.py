@@ -52,11 +52,9 @@ class Sampler:
         backend.sampler, backend.sample_every = self, self.every
 
     def __call__(self, backend):
-        row = []
-        for name in SAMPLED:
-            lo = backend.read_reg(f"{name}_lo")             # latches _hi
-            row.append(lo | backend.read_reg(f"{name}_hi") << 32)
-        self.samples.append(row)
+        counters = regs.drive(regs.read_counters(), write=backend.write_reg,
+                              read=backend.read_reg, wait_irq=backend.wait_irq)
+        self.samples.append([counters[name] for name in SAMPLED])
 
 
 def attribute(program, samples):
@@ -104,14 +102,19 @@ def attribute_vector(program, samples):
     return sorted(got.items())
 
 
+def _node(tags, i):
+    """The graph node instruction ``i`` is for, every layer's as ``blk.*.``."""
+    tag = tags[i] if i < len(tags) and tags[i] is not None else "(program)"
+    return re.sub(r"blk\.\d+\.", "blk.*.", tag)
+
+
 def vector_by_node(records, program, tags):
     """:func:`attribute_vector`'s records added up by node and operation: a list of
     dicts (``node``, ``vop``, ``busy``, ``vecs``), most cycles first."""
     ops = decode_program(program, position=0)
     sums = defaultdict(lambda: dict(busy=0, vecs=0))
     for i, busy in records:
-        tag = tags[i] if i < len(tags) and tags[i] is not None else "(program)"
-        s = sums[re.sub(r"blk\.\d+\.", "blk.*.", tag), isa.VecOp(ops[i][2]["vop"]).name]
+        s = sums[_node(tags, i), isa.VecOp(ops[i][2]["vop"]).name]
         s["busy"] += busy
         s["vecs"] += 1
     out = [dict(node=k[0], vop=k[1], **v) for k, v in sums.items()]
@@ -123,8 +126,7 @@ def by_node(records, tags):
     (``tags[i]``, the layer's index as ``*``): a list of dicts, most cycles first."""
     sums = defaultdict(lambda: dict(act=0, insn=0, weight=0, matmuls=0))
     for i, act, insn, weight in records:
-        tag = tags[i] if i < len(tags) and tags[i] is not None else "(program)"
-        s = sums[re.sub(r"blk\.\d+\.", "blk.*.", tag)]
+        s = sums[_node(tags, i)]
         s["act"] += act
         s["insn"] += insn
         s["weight"] += weight

@@ -1132,18 +1132,22 @@ class _Regions:
     """Buffer regions of a block's values (``self.M`` rows, ``self.buf``,
     ``self.region``)."""
 
+    #: ``(base, rows, the latest VEC then)`` of the rows freed since the vector unit's
+    #: last token (a lowering that frees none, the decoder's, keeps this).
+    freed = ()
+
     def new(self, name, cols, wide, top=False):
         """A region for value ``name`` of ``cols`` columns (16-bit: two rows a row), at
         the best-fit gap (``top``: the top of the highest one)."""
         M, R = self.M, self.cfg.rows
         kt = _tiles(cols, R)
         k = 2 * M if wide else M
-        freed = getattr(self, "freed", ())
-        synced = max(self.prog.synced["vector"], self.prog.fenced) if freed else -1
-        avoid = [(base, n) for base, n, vec in freed if vec > synced]
-        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top, avoid), M, kt,
-                    wide, k)
-        for base, n, vec in freed:
+        # Rows freed since the vector unit's last token: a VEC may still use them.
+        synced = max(self.prog.synced["vector"], self.prog.fenced)
+        self.freed = [f for f in self.freed if f[2] > synced]
+        r = _Region(self.buf.alloc(k * kt, f"{name} ({M} x {cols})", top,
+                                   [f[:2] for f in self.freed]), M, kt, wide, k)
+        for base, n, vec in self.freed:
             if base < r.base + k * kt and r.base < base + n:
                 r.vsync = max(r.vsync, vec)
         self.region[name] = r
@@ -1202,6 +1206,7 @@ class _Lowering(_Regions):
         self.rs_slot = {}               # per-token int8 value -> its codes' first slot
         self.early = []                 # GELU halves made, to int8 at the next GEMM
         self.late = {}                  # value -> its vector work, behind the next GEMM
+        self.freed = []                 # (base, rows, the latest VEC then)
         self.macs = 0
         self.memory = {}
         self.spills = {}
@@ -1365,7 +1370,7 @@ class _Lowering(_Regions):
                 if not (self.resident and k):
                     prog.fence()                    # the last block's rows are free
                     self.buf = _Buffer(self.rows[1], self.rows[0])
-                    self.freed = []         # (base, rows, the latest VEC then)
+                    self.freed = []
                     self.region = {}
                     self.quantized = set()
                 for v in needed:
@@ -1851,8 +1856,9 @@ class _Lowering(_Regions):
         if n.out in chip.dyn:        # the down projection's smoothing, tile by tile too,
             self.smooth(n.out, tiles,          # in place (if nothing else reads the GELU)
                         into=None if n.out in self.crossing else u)
-            if (j1 == u.tiles and getattr(chip.graph, "ffn_split", False)
-                    and self.rs_ranges == 3 and self.per_token_int8(n.out)):
+            # Made: to int8 behind the next GEMM's first MATMUL (a no-op if that GEMM
+            # reads it, whose DYNQ comes first), with codes in a range of their own.
+            if j1 == u.tiles and self.rs_ranges == 3 and self.per_token_int8(n.out):
                 self.early.append(n.out)
 
     def layernorm(self, n, i):
