@@ -1278,7 +1278,7 @@ class _Lowering(_Regions):
         self.prog.fence()
 
     def gemm(self, a, k_tiles, w_addr, w_stride, nt, store, p_addr=None, reads=(),
-             slot=0, sets=1, after=None, exact=False, fresh=-1):
+             slot=0, sets=1, after=None, exact=False, fresh=-1, tail=False):
         """``nt`` N-tiles of a GEMM of ``a`` (a :class:`_Region`, 16-bit ones as pairs;
         or ``(base, kstep[, m])`` of int8 rows) by packed weights, each N-tile's ``STORE`` from
         ``store(slot, j, acc_row)``; its parameter sets from ``p_addr`` (``sets`` a
@@ -1286,7 +1286,8 @@ class _Lowering(_Regions):
         values it reads (for the ordering). ``after(j0, j1)``: called behind the
         ``STORE`` of every :data:`FUSE_TILES` N-tiles ``j0 .. j1 - 1`` (and the last).
         ``fresh``: the latest ``VEC`` that may use the rows its ``STORE``s write
-        (:meth:`_Emitter.matmul`)."""
+        (:meth:`_Emitter.matmul`). ``tail``: the last N-tile a chunk of its own, so that
+        the part of ``after``'s work left once the GEMM is done is one tile's."""
         cfg, prog, M = self.cfg, self.prog, self.M
         if isinstance(a, _Region):
             base, kstep, pair = a.base, a.kstep, a.wide
@@ -1310,7 +1311,8 @@ class _Lowering(_Regions):
                 s, j, acc_row = pend
                 store(s, j, acc_row)
                 pend = None
-                if after is not None and (j + 1 - j0 == FUSE_TILES or j == nt - 1):
+                if after is not None and (j + 1 - j0 == FUSE_TILES or j == nt - 1
+                                          or tail and j == nt - 2):
                     after(j0, j + 1)
                     j0 = j + 1
 
@@ -1578,7 +1580,8 @@ class _Lowering(_Regions):
         if role in ("gelu", "act", "wide"):
             fresh = max(r.vsync for r in [out] + ([clamp] if role == "gelu" else []))
         self.gemm(a, kt, lin["w_addr"], kt * tile, nt, store, p_addr=lin["p_addr"],
-                  reads=reads, sets=lin["sets"], after=after, fresh=fresh)
+                  reads=reads, sets=lin["sets"], after=after, fresh=fresh,
+                  tail=f is not None and m.op == "add")
         prog.made_by(n.out, "store" if role in ("act", "gelu", "wide") else "memory")
         if role == "gelu":
             prog.made_by(n.out + "~c", "store")
