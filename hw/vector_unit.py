@@ -716,7 +716,10 @@ class VectorUnit(wiring.Component):
         vs, vdepth = tree([Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0) for k in range(R)],
                           lambda x, y: x + y, "vs")
         s4_vsum = reg_of(wire(vs, 40 + lane_bits, "vs"), "s4_vsum")
-        with m.If(valid_at(S3 + vdepth + 1) & is_norm & (vpass == P_B)):
+        # The row's sum of ``D * D``: a LayerNorm's first pass has ``mu = 0``, so its
+        # lanes square ``X`` there (the variance follows from the two sums, below).
+        with m.If(valid_at(S3 + vdepth + 1) & is_norm
+                  & ((vpass == P_B) | (is_ln & (vpass == P_A)))):
             m.d.sync += vsum.eq(vsum + s4_vsum)
 
         # Stage 5: the softmax row's sum, and the third multiplier: e * r (softmax),
@@ -925,6 +928,23 @@ class VectorUnit(wiring.Component):
             m.d.comb += [new_rem.eq(Mux(ge, nxt - trial, nxt)), new_res.eq(Cat(ge, s_res))]
             s_rem, s_res = new_rem, new_res
         sq_rem_next, sq_res_next = s_rem, s_res
+        # A LayerNorm's variance from its first pass's sums: ``V = S2 - mu (S1 + e)``
+        # with ``S1 = sum(X)``, ``S2 = sum(X * X)`` and ``e = S1 - n mu``, which the
+        # mean's division leaves in its remainder (``2 e = R - n``); the product ``|mu|
+        # (s (S1 + e))`` shift and add, K multiplier bits a cycle.
+        MB = 18                                  # |mu| < 2**17, rounded up to K bits
+        m_q = Signal(-(-MB // K) * K)            # multiplier bits left
+        m_cand = Signal(signed(64))              # multiplicand, K bits left a cycle
+        m_acc = Signal(signed(64))
+        m_cnt = Signal(range(-(-MB // K) + 1))
+        acc_next = m_acc
+        for j in range(K):
+            acc_next = Mux(m_q[j], acc_next + (m_cand << j), acc_next)
+        m_acc_next = Signal(signed(64))
+        m.d.comb += m_acc_next.eq(acc_next)
+        mu_neg = Signal()
+        mu_abs = Signal(MB)
+        m.d.comb += [mu_neg.eq(mu[-1]), mu_abs.eq(Mux(mu[-1], -mu, mu))]
         e_shift = Signal(6)
         # The mean's numerator, floor((2 sum(X) + n) / 2n) + 32896's: shifts and adds
         # (no DSP block); in the deep form a register (``xsum`` settles while the
@@ -1100,8 +1120,11 @@ class VectorUnit(wiring.Component):
                             m.d.sync += recip.eq(Mux(total_zero, 0, dv_q[:16]))
                             start_pass(P_OUT)
                         with m.Case(D_MEAN):
-                            m.d.sync += mu.eq(dv_q[:17] - MEAN_BIAS)
-                            start_pass(P_B)
+                            m.d.sync += [mu.eq(dv_q[:17] - MEAN_BIAS),     # R - n
+                                         m_cand.eq(Mux(dv_rem[-1], dv_rem + dv_den, dv_rem)
+                                                   - v_len)]
+                            m.next = "VAR_E"
+
                         with m.Default():
                             m.d.sync += [sq_rem.eq(0), sq_res.eq(0),
                                          dv_cnt.eq(DW // 2 // K)]
@@ -1109,6 +1132,28 @@ class VectorUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += [dv_num.eq(dv_num << K), dv_cnt.eq(dv_cnt - 1)]
                     m.d.sync += [dv_rem.eq(dv_rem_next), dv_q.eq(Cat(dv_q_bits, dv_q))]
+            with m.State("VAR_E"):               # S1 + e
+                m.d.sync += m_cand.eq(xsum + (m_cand >> 1))
+                m.next = "VAR_START"
+            with m.State("VAR_START"):           # the multiply: |mu| times s (S1 + e)
+                m.d.sync += [m_q.eq(mu_abs), m_acc.eq(0), m_cnt.eq(-(-MB // K)),
+                             m_cand.eq(Mux(mu_neg, -m_cand, m_cand))]
+                m.next = "VAR"
+            with m.State("VAR"):
+                with m.If(m_cnt == 0):
+                    m.d.sync += vsum.eq(vsum - m_acc)
+                    m.next = "VAR_END"
+                with m.Else():
+                    m.d.sync += [m_acc.eq(m_acc_next), m_cand.eq(m_cand << K),
+                                 m_q.eq(m_q >> K), m_cnt.eq(m_cnt - 1)]
+            with m.State("VAR_END"):             # (the deep form's vsum_zero settles)
+                m.next = "VAR_DONE"
+            with m.State("VAR_DONE"):
+                with m.If(vsum_zero):
+                    m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
+                    start_pass(P_OUT)
+                with m.Else():
+                    divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
             with m.State("SQRT"):
                 with m.If(dv_cnt == 0):              # r = min(root, 2**32 - 1)
                     m.d.sync += [e_shift.eq(0),
