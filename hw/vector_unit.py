@@ -82,7 +82,8 @@ class VectorUnit(wiring.Component):
       (``b mul_b``, ``b s``; 17 x 17), ``ROPE`` adding the two; the table read (``LUT``);
     * stage 3: ``ADD``'s sum or ``LUT``'s entry; softmax: the exponent's rounding shift
       and the read of the lane's ``2^-f`` ROM, the running maximum (and argmax);
-      normalizations: the running sum, the row's sum of ``D * D``, ``z``;
+      normalizations: the running sum, the row's sum of ``D * D`` (a LayerNorm's
+      first pass, ``mu = 0``: of ``X * X``), ``z``;
     * stage 4: ``ADD``/``LUT`` rounded and saturated (then written); softmax: ``e``;
       normalizations: the running variance sum;
     * stage 5: the softmax row's sum; the third multiplier ``u * w`` (``e r``, ``z g``,
@@ -94,7 +95,11 @@ class VectorUnit(wiring.Component):
     ``floor(127 * 2**24 / S)``, 31 steps; the mean, 34; ``n * 2**56 / V``, 72) and a
     digit-by-digit square root (36 steps), ``K = cfg.vec_div_steps`` steps a cycle
     (``ceil(steps / K)`` cycles: 8, 9, 18 and 9 on ``default``; 31, 34, 72 and 36 on
-    ``fpga``), the pipeline drained between passes.
+    ``fpga``), the pipeline drained between passes. A LayerNorm takes its variance
+    from its first pass's sums, ``V = S2 - mu (S1 + e)`` (``S1 = sum(X)``, ``S2 =
+    sum(X * X)``, ``e = S1 - n mu`` from the mean division's remainder: the same ``V``
+    as ``sum((X - mu)**2)``), a shift-and-add multiply of ``|mu|``'s 18 bits, ``K`` a
+    cycle, so two passes a vector (a variance pass cost ``rows`` reads and a drain).
 
     Two caches save reads (``cfg.vec_cache_rows`` rows each; none on ``fpga``): the b
     cache keeps, from an instruction's first vector, the rows of a b that repeats
@@ -123,8 +128,8 @@ class VectorUnit(wiring.Component):
     Throughput: one row per cycle (``LUT``), per two (``ADD``, ``MUL``; one with b
     cached), per four (``ROPE``, 16-bit ``ADD`` and ``MUL``; two with b cached), per
     eight (16-bit ``ROPE``), while the write port is free. Per vector with ``K = 1``
-    and no cache: ``SOFTMAX`` ``3 * rows + 31`` cycles, ``LAYERNORM`` ``5 * rows +
-    142``, ``RMSNORM`` ``4 * rows + 108`` (with at most 13 normalizing steps; with ``K
+    and no cache: ``SOFTMAX`` ``3 * rows + 31`` cycles, ``LAYERNORM`` ``4 * rows +
+    157``, ``RMSNORM`` ``4 * rows + 108`` (with at most 13 normalizing steps; with ``K
     > 1`` the normalizing shift takes one cycle), ``ARGMAX`` ``rows + 1``, each plus
     about 7 cycles per pass to drain the pipeline. Back-pressure: a row that will be
     written is issued only with a credit (8, one per FIFO row); a credit returns as its
