@@ -1458,6 +1458,7 @@ class _Lowering(_Regions):
         """Block ``b`` of value ``v`` to memory through the array (identity weights,
         requantized by 1: exact; a 16-bit value's high and low rows as ``2M`` int8 rows,
         each half's ``STORE`` to its beat of the row)."""
+        self.run_late({v})                  # (a value read out must be made first)
         chip, prog, T, b, C = self.chip, self.prog, self.T, self.b, self.cfg.cols
         M = self.M
         r, sp = self.region[v], self.spills[v]
@@ -1803,6 +1804,7 @@ class _Lowering(_Regions):
         ``tiles``: k-tiles ``(j0, j1)`` only (run behind the GEMM that makes one input,
         :meth:`fusable`; the rows are chosen with the first)."""
         chip = self.chip
+        self.run_late({self.source(v) for v in n.ins})
         a, b = (self.r(v) for v in n.ins)
         if not (a.wide and b.wide):
             raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
