@@ -977,6 +977,14 @@ class VectorUnit(wiring.Component):
                          dv_q.eq(0), dv_cnt.eq(bits // K), div_then.eq(then)]
             m.next = "DIV"
 
+        def variance_done():
+            """``V`` in ``vsum``: ``n 2**56 / V`` next (``V = 0``: ``r = 0``, the output)."""
+            with m.If(vsum_zero):
+                m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
+                start_pass(P_OUT)
+            with m.Else():
+                divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
+
         def next_vector():
             """The vector is done: the next one (its causal length one more), or the end."""
             with m.If(v_left == 0):
@@ -1113,11 +1121,7 @@ class VectorUnit(wiring.Component):
                             divide(mean_num, v_len << 1,
                                    D_MEAN, 34)
                     with m.Else():                       # variance done: n 2**56 / V
-                        with m.If(vsum_zero):
-                            m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
-                            start_pass(P_OUT)
-                        with m.Else():
-                            divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
+                        variance_done()
             with m.State("DIV"):
                 with m.If(dv_cnt == 0):
                     with m.Switch(div_then):
@@ -1154,11 +1158,7 @@ class VectorUnit(wiring.Component):
             with m.State("VAR_END"):             # (the deep form's vsum_zero settles)
                 m.next = "VAR_DONE"
             with m.State("VAR_DONE"):
-                with m.If(vsum_zero):
-                    m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
-                    start_pass(P_OUT)
-                with m.Else():
-                    divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
+                variance_done()
             with m.State("SQRT"):
                 with m.If(dv_cnt == 0):              # r = min(root, 2**32 - 1)
                     m.d.sync += [e_shift.eq(0),

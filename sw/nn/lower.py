@@ -1346,7 +1346,9 @@ class _Lowering(_Regions):
     # -- the nodes
 
     def r(self, name):
-        """The buffer region of ``name`` (or of the value it is a view of)."""
+        """The buffer region of ``name`` (or of the value it is a view of), its vector
+        work held in :attr:`late` made first (whatever reads the rows comes after it)."""
+        self.run_late({self.source(name)})
         return self.region[name] if name in self.region else self.region[self.source(name)]
 
     def steps(self):
@@ -1407,10 +1409,6 @@ class _Lowering(_Regions):
 
     def node(self, i):
         n = self.chip.graph.nodes[i]
-        # What it reads, made now if held in :attr:`late` (a linear map of a smoothed
-        # input reads the smoothed rows, ``name~q``, not the value).
-        self.run_late({self.source(v) for v in n.ins
-                       if not (n.op == "linear" and v in self.chip.dyn)})
         self.prog.tag = n.out
         if n.op in ("split_heads", "merge_heads"):
             pass                                     # views: self.r and self.source
@@ -1458,10 +1456,9 @@ class _Lowering(_Regions):
         """Block ``b`` of value ``v`` to memory through the array (identity weights,
         requantized by 1: exact; a 16-bit value's high and low rows as ``2M`` int8 rows,
         each half's ``STORE`` to its beat of the row)."""
-        self.run_late({v})                  # (a value read out must be made first)
         chip, prog, T, b, C = self.chip, self.prog, self.T, self.b, self.cfg.cols
         M = self.M
-        r, sp = self.region[v], self.spills[v]
+        r, sp = self.r(v), self.spills[v]
         width = C * (1 + sp["wide"])
         slot = prog.params(chip._scalar_params((1.0,)), 1)
         for t in range(r.tiles):
@@ -1630,7 +1627,7 @@ class _Lowering(_Regions):
 
     def run_late(self, names):
         """Emit the vector work :attr:`late` holds for ``names`` now (behind a GEMM's
-        first ``MATMUL``, or before a node that reads them)."""
+        first ``MATMUL``, or as :meth:`r` gives their rows to a reader)."""
         for name in sorted(names & set(self.late)):
             self.late.pop(name)()
 
@@ -1804,7 +1801,6 @@ class _Lowering(_Regions):
         ``tiles``: k-tiles ``(j0, j1)`` only (run behind the GEMM that makes one input,
         :meth:`fusable`; the rows are chosen with the first)."""
         chip = self.chip
-        self.run_late({self.source(v) for v in n.ins})
         a, b = (self.r(v) for v in n.ins)
         if not (a.wide and b.wide):
             raise NotLowered(f"{n.out}: the chip adds two 16-bit values")
