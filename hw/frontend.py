@@ -217,7 +217,7 @@ class FrontEnd(wiring.Component):
         vec_a_end = Signal(33)
         vec_b_end = Signal(33)
         vec_dst_end = Signal(33)
-        vec_gain_end = Signal(18)        # normalizations: b_row + 2 * rows
+        vec_gain_end = Signal(18)        # normalizations: b_row + 2 (4 with beta) * rows
         vec_table_end = Signal(40)       # TABLE: entries written, rows * count * R
         bad_count = Signal()
         m.d.sync += [
@@ -240,7 +240,8 @@ class FrontEnd(wiring.Component):
                                            vec_span)),
             vec_b_end.eq(b.vec.b_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
             vec_dst_end.eq(b.vec.dst_row + vec_span),
-            vec_gain_end.eq(b.vec.b_row + (b.vec.rows << 1)),
+            vec_gain_end.eq(b.vec.b_row + Mux(b.vec.beta, b.vec.rows << 2,    # norm_param_rows
+                                              b.vec.rows << 1)),
             vec_table_end.eq(vec_total << ceil_log2(cfg.rows)),
         ]
         with m.Switch(op):
@@ -388,7 +389,8 @@ class FrontEnd(wiring.Component):
                             & ((b.vec.vop > max(isa.VecOp))
                                | (b.vec.wide & ~b.vec.vop.matches(*isa.WIDE_VOPS))
                                | (b.vec.wide_out
-                                  & ~b.vec.vop.matches(*isa.WIDE_OUT_VOPS)))):
+                                  & ~b.vec.vop.matches(*isa.WIDE_OUT_VOPS))
+                               | (b.vec.beta & ~b.vec.vop.matches(*isa.NORM_VOPS)))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

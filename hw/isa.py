@@ -166,7 +166,8 @@ Instructions
     its low halves at ``dst_lo_row + off(i, j)``; with ``wide``, of 16-bit ``x``, ``256 hi
     + lo``, low halves at ``a_lo_row + off(i, j)``: attention's scores in 16 bits);
     ``LAYERNORM``, ``RMSNORM``  normalize each vector over its first ``length``
-    elements (the others give 0; ``causal`` is ignored) to 1/4096ths, then multiply by
+    elements (all ``rows * R`` if ``length`` is more; the others give 0; ``causal`` is
+    ignored) to 1/4096ths, then multiply by
     the int16 gain of each
     element and divide by ``2**shift`` (rounded, saturated): ``y = sat8(round(g * x_hat *
     4096 / 2**shift))``; the gains' low bytes are the ``rows`` rows at ``b_row``, their
@@ -175,7 +176,12 @@ Instructions
     its high halves at ``a_row + off(i, j)`` and its low halves at ``a_lo_row + off(i,
     j)``; with ``wide_out`` ``y`` is 16-bit too (``clamp(round(g * x_hat * 4096 /
     2**shift), +-WIDE_MAX)``, low halves at ``dst_lo_row + off(i, j)``) (``wide`` with a
-    ``vop`` other than these and ``ADD``, ``wide_out`` with another: ``BAD_VOP``);
+    ``vop`` other than these and ``ADD``, ``wide_out`` with another: ``BAD_VOP``); with
+    ``beta`` an int16 bias of each element (a LayerNorm's ``beta`` at the output's scale,
+    its low bytes the ``rows`` rows after the gains' high bytes, its high bytes the
+    ``rows`` rows after those) is added to the rounded product before the saturation:
+    ``y = sat8(round(g * x_hat * 4096 / 2**shift) + beta)`` (``beta`` with another
+    ``vop``: ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
     elements (0 when ``length`` is 0; with ``wide``, of the 16-bit values ``256 hi +
     lo``, low halves at ``a_lo_row + off(i, j)``: a language model's logits), written as
@@ -216,7 +222,7 @@ import enum
 from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
-           "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "WIDE_VOPS", "WIDE_OUT_VOPS",
+           "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "norm_param_rows", "WIDE_VOPS", "WIDE_OUT_VOPS",
            "TABLE_ENTRIES", "SIGNED_FIELDS", "REL_TERMS", "POSITION_FIELDS", "at_position",
            "offset_fields",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",
@@ -344,8 +350,16 @@ BINARY_VOPS = (VecOp.ADD, VecOp.MUL)
 #: The vector operations that reduce each vector before they write it.
 REDUCE_VOPS = (VecOp.SOFTMAX, VecOp.LAYERNORM, VecOp.RMSNORM, VecOp.ARGMAX, VecOp.DYNQ)
 #: The normalizations: their gains are int16, ``rows`` rows of low bytes at ``b_row``
-#: and ``rows`` rows of high bytes after them, the same for every vector.
+#: and ``rows`` rows of high bytes after them, the same for every vector (with ``beta``,
+#: its bias's low and high bytes after those: four times ``rows`` rows).
 NORM_VOPS = (VecOp.LAYERNORM, VecOp.RMSNORM)
+
+
+def norm_param_rows(rows, beta):
+    """The parameter rows at ``b_row`` that a normalization of ``rows``-row vectors
+    reads: its gains' two bytes, and with ``beta`` its bias's."""
+    return (4 if beta else 2) * rows
+
 #: The operations that take ``wide`` (16-bit operands) and ``wide_out`` (a 16-bit
 #: result); ``wide`` or ``wide_out`` with another is ``BAD_VOP``.
 WIDE_VOPS = (*NORM_VOPS, *BINARY_VOPS, VecOp.ARGMAX, VecOp.ROPE, VecOp.SOFTMAX, VecOp.DYNQ)
@@ -423,7 +437,7 @@ body_layouts = {
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
         "b_repeat": 1, "stride": 16, "wide": 1, "wide_out": 1, "a_lo_row": 16,
-        "b_lo_row": 16, "dst_lo_row": 16,
+        "b_lo_row": 16, "dst_lo_row": 16, "beta": 1,
     }),
 }
 

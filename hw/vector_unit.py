@@ -44,8 +44,8 @@ def _reads_per_row(b, out):
     if out:
         two = two | ((b.vop == V.SOFTMAX) & two_rows)
     rest = Mux(b.vop == V.ROPE, Mux(b.wide, 8, 4), Mux(two, 2, 1))
-    if out:
-        rest = Mux(is_norm, Mux(b.wide, 4, 3), rest)
+    if out:                          # (a norm's beta: two more)
+        rest = Mux(is_norm, Mux(b.wide, 4, 3) + Mux(b.beta, 2, 0), rest)
     return Mux(b.vop.matches(V.ADD, V.MUL), Mux(wide_bin, 4, 2), rest)
 
 
@@ -215,6 +215,8 @@ class VectorUnit(wiring.Component):
         is_rope = decoded("is_rope", lambda b: b.vop == isa.VecOp.ROPE)
         is_add = decoded("is_add", lambda b: b.vop == isa.VecOp.ADD)
         is_dq = decoded("is_dq", lambda b: b.vop == isa.VecOp.DYNQ)
+        # a normalization's bias (``beta``: its two bytes after the gains')
+        has_beta = decoded("has_beta", lambda b: b.beta & b.vop.matches(*isa.NORM_VOPS))
         # ADD's and DYNQ's results are the first two products' sum (DYNQ's second zero)
         early_sum = decoded("early_sum", lambda b: b.vop.matches(isa.VecOp.ADD,
                                                                  isa.VecOp.DYNQ))
@@ -404,13 +406,15 @@ class VectorUnit(wiring.Component):
                 isa.VecOp.SOFTMAX, isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM, isa.VecOp.DYNQ)
                 & (b.rows <= cfg.vec_cache_rows))
             # A b entry is written with the row's last b read: one read (an int8 ADD or
-            # MUL) or two.
-            cache_e0, cache_e1 = cache("b_cache", 2, cache_rd, t1_fill, Cat(
-                Mux(bin_op & ~wide, rd_data, Mux(wide, held[2], held[1])), rd_data))
+            # MUL), two, or a norm's four (gain, beta: low and high bytes each).
+            cache_e0, cache_e1, cache_e2, cache_e3 = cache("b_cache", 4, cache_rd, t1_fill, Cat(
+                Mux(bin_op & ~wide, rd_data, Mux(wide, held[2], held[1])),
+                Mux(has_beta, Mux(wide, held[3], held[2]), rd_data),
+                Mux(wide, held[4], held[3]), rd_data))
             (lo_e,) = cache("lo_cache", 1, lo_rd, t1_lofill, rd_data)
         else:
             cacheable = lo_ok = Const(0)
-            cache_e0 = cache_e1 = lo_e = Const(0, row_layout.size)
+            cache_e0 = cache_e1 = cache_e2 = cache_e3 = lo_e = Const(0, row_layout.size)
         # The last read of a row (reads a row, less one): one number for the output pass
         # and one for the others, decoded with the instruction.
         last_ph = Signal(3)
@@ -433,7 +437,7 @@ class VectorUnit(wiring.Component):
         # (b cached: a's reads, at least two if the row writes two rows: the output
         # FIFO takes one row a cycle)
         m.d.comb += last_ph.eq(Mux(
-            locached_now, Mux(out_pass & is_norm & ~cached_now, 3, 0),
+            locached_now, Mux(out_pass & is_norm & ~cached_now, Mux(has_beta, 5, 3), 0),
             Mux(cached_now, wide | (two_rows & out_pass),
                 Mux(out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1,
                                       3),
@@ -442,6 +446,8 @@ class VectorUnit(wiring.Component):
         s2_a, s2_b, s2_c, s2_d = (Signal(row_layout, name=f"s2_{n}") for n in "abcd")
         # A 16-bit ROPE's cosine and sine (high and low halves).
         s2_e, s2_f, s2_g, s2_h = (Signal(row_layout, name=f"s2_{n}") for n in "efgh")
+        # A norm's beta, low and high bytes (its last two reads, or from the b cache).
+        s2_blo, s2_bhi = Signal(row_layout, name="s2_blo"), Signal(row_layout, name="s2_bhi")
         s2_lanes = Signal(lane_bits)
         s2_row = Signal(16)
         m.d.sync += [s2_valid.eq(t1_valid & t1_last), s2_lanes.eq(t1_lanes),
@@ -453,9 +459,11 @@ class VectorUnit(wiring.Component):
                      s2_c.eq(Mux(t1_cached, Mux(wide, cache_e0, cache_e1),
                                  Mux(t1_ph >= 3, rc, rd_data))),
                      s2_d.eq(Mux(t1_cached & wide, cache_e1,
-                                 Mux(t1_ph == 7, held[3], rd_data))),
+                                 Mux(t1_ph >= 5, held[3], rd_data))),
                      s2_e.eq(held[4]), s2_f.eq(held[5]), s2_g.eq(held[6]),
-                     s2_h.eq(rd_data)]
+                     s2_h.eq(rd_data),
+                     s2_blo.eq(Mux(t1_cached, cache_e2, Mux(wide, held[4], held[3]))),
+                     s2_bhi.eq(Mux(t1_cached, cache_e3, rd_data))]
         # A row's valid bit in each stage, made as far as they are asked for.
         sv = [None, t1_valid, s2_valid]
 
@@ -522,7 +530,7 @@ class VectorUnit(wiring.Component):
         E = S3 + 3 * D + 2           # softmax's exponential; the third multiplier's operands
         V = E + 1 + LM               # its product (``lane_prod``)
         Y_EARLY = S3 + 3 * D + 2     # ADD's and LUT's result
-        Y_LATE = V + 3 * D + 1       # the other ops' result
+        Y_LATE = V + 4 * D + 1       # the other ops' result
 
         # What steers the lanes, one copy per lane in the deep form (``hw/fanout.py``: a
         # shift amount or a decode bit would otherwise drive hundreds of LUT inputs). A
@@ -537,7 +545,8 @@ class VectorUnit(wiring.Component):
                      shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
                      z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
                      table_base=table_base, is_dq=is_dq, dq_mul=dq_mul,
-                     early_shift=early_shift, early_half=early_half, early_sum=early_sum)
+                     early_shift=early_shift, early_half=early_half, early_sum=early_sum,
+                     has_beta=has_beta)
         # Each stage has copies of its own (a lane's stages sit apart, beside their DSP
         # blocks and block RAMs), made as the stage first reads a value: no copy unused.
         # They live in a module of their own: made while a stage's ``If`` chain is being
@@ -575,6 +584,8 @@ class VectorUnit(wiring.Component):
                 sin16=wire((s2_g[k] << 8) + s2_h[k], signed(17), f"sin16_{k}"),
                 gain=wire(Mux(ct.wide, (dd << 8) | c.as_unsigned(), (c << 8) | b.as_unsigned()),
                           signed(16), f"gain_{k}"),
+                beta=wire(Mux(ct.has_beta, (s2_bhi[k] << 8) | s2_blo[k].as_unsigned(), 0),
+                          signed(16), f"beta_{k}"),
                 a=a, b=b, c=c, dd=dd)
             pre.append({n: cut(x, f"p_{n}_{k}") for n, x in ops.items()})
         # The leaves: ``val`` (DYNQ: ``|val|``), a register of the deep form.
@@ -597,7 +608,7 @@ class VectorUnit(wiring.Component):
         # The first two multipliers per lane, each at most 18 x 18, shared by the
         # operations: ``x * y`` and ``b * v`` (ADD: a mul_a and b mul_b; MUL: a b; ROPE:
         # a c -+ b s; softmax: d mul; normalizations: D D or D r).
-        lane_p1, lane_p2, lane_g3, lane_ok3 = [], [], [], []
+        lane_p1, lane_p2, lane_g3, lane_ok3, lane_b3 = [], [], [], [], []
         cl3 = steer_at(3)
         for k, p in enumerate(pre):
             c = cl3[k]
@@ -647,6 +658,7 @@ class VectorUnit(wiring.Component):
             lane_p2.append(reg_of(bv, f"p2_{k}"))
             lane_p1.append(reg_of(xy + Mux(c.is_rope, bv, 0), f"p1_{k}"))
             lane_g3.append(delay(q["gain"], S3 - Q, f"g3_{k}"))
+            lane_b3.append(delay(q["beta"], S3 - Q, f"b3_{k}"))
             lane_ok3.append(delay(q["ok"], S3 - Q, f"ok3_{k}"))
         # The running maximum and its index.
         take = Signal()
@@ -670,7 +682,7 @@ class VectorUnit(wiring.Component):
         # softmax's ``e`` (stage 4) and the third multiplier's operands (stage 5).
         s5_y = Signal(row_layout)
         s5_lo = Signal(row_layout)
-        lane_e, lane_m5, lane_n5, lane_w5 = [], [], [], []
+        lane_e, lane_m5, lane_n5, lane_w5, lane_b5 = [], [], [], [], []
         cl4 = steer_at(4)
         for k in range(R):
             c = cl4[k]
@@ -718,6 +730,7 @@ class VectorUnit(wiring.Component):
             lane_m5.append(reg_of(m4, f"m5_{k}"))
             lane_n5.append(reg_of(n4, f"n5_{k}"))
             lane_w5.append(reg_of(w4, f"w5_{k}"))
+            lane_b5.append(delay(lane_b3[k], 3 * D + 2, f"b5_{k}"))     # (beside n5)
         vs, vdepth = tree([Mux(lane_ok3[k], lane_p1[k].as_unsigned(), 0) for k in range(R)],
                           lambda x, y: x + y, "vs")
         s4_vsum = reg_of(wire(vs, 40 + lane_bits, "vs"), "s4_vsum")
@@ -729,7 +742,7 @@ class VectorUnit(wiring.Component):
 
         # Stage 5: the softmax row's sum, and the third multiplier: e * r (softmax),
         # z * gain (normalizations), product * mul_a (MUL, ROPE).
-        lane_prod = []
+        lane_prod, lane_bprod = [], []
         cl5 = steer_at(5)
         for k in range(R):
             c = cl5[k]
@@ -748,6 +761,7 @@ class VectorUnit(wiring.Component):
             skip = delay(lane_w5[k], LM, f"skip_{k}")
             lane_prod.append(reg_of(wire(Mux(c.wmr, skip, uw), signed(36),
                                          f"prod_{k}"), f"lane_prod_{k}"))
+            lane_bprod.append(delay(lane_b5[k], LM + 1, f"bprod_{k}"))
         rsum, sdepth = tree(lane_e, lambda x, y: x + y, "rsum")
         s6_rsum = reg_of(wire(rsum, 40, "rsum"), "s6_rsum")
         with m.If(valid_at(E + sdepth + 1) & is_sm & (vpass == P_B)):
@@ -760,18 +774,21 @@ class VectorUnit(wiring.Component):
         for k in range(R):
             c = cl6[k]
             prod = lane_prod[k]
-            ok6 = delay(lane_ok3[k], V - S3 + 3 * D, f"ok6_{k}")
+            ok6 = delay(lane_ok3[k], V - S3 + 4 * D, f"ok6_{k}")
             nsum = cut(prod + c.half, f"nsum_{k}")
             ny = cut(wire(nsum >> c.shift, signed(36), f"ny_{k}"), f"nyq_{k}")
+            # a norm's beta, added to the rounded value (0 without it)
+            ny = cut(wire(ny + delay(lane_bprod[k], 2 * D, f"bny_{k}"), signed(37),
+                          f"nyb_{k}"), f"nybq_{k}")
             sat = cut(wire(Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8])), signed(8),
                            f"nsat_{k}"), f"nsatq_{k}")
             n16 = cut(wire(clamp_wide(ny), signed(16), f"n16_{k}"), f"n16q_{k}")
             # softmax, wide_out: 256 hi + lo; softmax: the int8 probability
             sm16 = delay(wire((cut(prod + (1 << (RECIP_BITS - 9)), f"smsum_{k}")
-                               >> (RECIP_BITS - 8)), signed(20), f"sm16_{k}"), 2 * D,
+                               >> (RECIP_BITS - 8)), signed(20), f"sm16_{k}"), 3 * D,
                          f"sm16q_{k}")
             sm8 = delay(wire((cut(prod + (1 << (RECIP_BITS - 1)), f"sm8sum_{k}")
-                              >> RECIP_BITS), signed(13), f"sm8_{k}"), 2 * D, f"sm8q_{k}")
+                              >> RECIP_BITS), signed(13), f"sm8_{k}"), 3 * D, f"sm8q_{k}")
             m.d.sync += s7_lo[k].eq(Mux(c.is_sm, sm16[:8],
                                         Mux(ok6 | ~c.is_norm, n16[:8], 0)))
             with m.If(c.is_sm & c.two_rows):
@@ -811,6 +828,7 @@ class VectorUnit(wiring.Component):
         i_left = Signal(16)          # rows of this vector still to read (this pass)
         v_left = Signal(16)          # vectors still to start, after this one
         a_addr, b_addr, c_addr = Signal(aw), Signal(aw), Signal(aw)
+        d_addr, e_addr = Signal(aw), Signal(aw)      # a norm's beta: low, high bytes
         v_base = Signal(aw)          # the vector's first row
         b_base = Signal(aw)          # its partner's first row
         half_off = Signal(aw)        # ROPE: from a row to its partner, h * row_step
@@ -962,9 +980,17 @@ class VectorUnit(wiring.Component):
             vsum_zero, total_zero = reg_of(vsum_zero, "vsum_zero"), reg_of(total_zero,
                                                                            "total_zero")
 
+        rows2 = decoded("rows2", lambda b: b.rows << 1, aw)    # beta's rows after b_row
+        # A norm's ``n``: ``length``, at most the vector's elements (``sw/vector.py``).
+        norm_len = decoded("norm_len", lambda b: Mux(b.length > b.rows * R, b.rows * R,
+                                                     b.length), 17)
+        rows3 = decoded("rows3", lambda b: b.rows * 3, aw)
+
         def start_pass(p, state="PASS"):
             m.d.sync += [vpass.eq(p), i_left.eq(v.rows), a_addr.eq(v_base),
-                         b_addr.eq(v.b_row), c_addr.eq(v.b_row + v.rows), rem.eq(v_len),
+                         b_addr.eq(v.b_row), c_addr.eq(v.b_row + v.rows),
+                         d_addr.eq(v.b_row + rows2), e_addr.eq(v.b_row + rows3),
+                         rem.eq(v_len),
                          ph.eq(0)]
             m.next = state
 
@@ -1020,7 +1046,8 @@ class VectorUnit(wiring.Component):
                                  a_addr.eq(v.a_row), b_addr.eq(v.b_row), v_base.eq(v.a_row),
                                  b_base.eq(v.b_row), ph.eq(0), out_row.eq(v.dst_row),
                                  out_base.eq(v.dst_row), out_j.eq(0), t_index.eq(0),
-                                 v_len.eq(v.length), vpass.eq(P_OUT), half_off.eq(0),
+                                 v_len.eq(Mux(is_norm, norm_len, v.length)), vpass.eq(P_OUT),
+                                 half_off.eq(0),
                                  h_left.eq(v.rows >> 1), rs_slot.eq(v.b_row),
                                  v_first.eq(1)]
                     with m.If(vop == isa.VecOp.TABLE):
@@ -1057,9 +1084,12 @@ class VectorUnit(wiring.Component):
                             Mux(ph == 1, a_lo, Mux(ph == 2, b_addr, b_lo)))
                     with m.Elif(wide):           # x's low half, then the gain's bytes
                         m.d.comb += rd_addr.eq(Mux(ph == 1, a_lo,
-                                                   Mux(ph == 2, b_addr, c_addr)))
+                                                   Mux(ph == 2, b_addr,
+                                                       Mux(ph == 3, c_addr,
+                                                           Mux(ph == 4, d_addr, e_addr)))))
                     with m.Else():
-                        m.d.comb += rd_addr.eq(Mux(ph == 1, b_addr, c_addr))
+                        m.d.comb += rd_addr.eq(Mux(ph == 1, b_addr, Mux(
+                            ph == 2, c_addr, Mux(ph == 3, d_addr, e_addr))))
                     m.d.comb += [rd_en.eq(1), take_credit.eq(need_credit),
                                  cache_rd.eq(cached_now & last_read),
                                  lo_rd.eq(locached_now & last_read), c_addr_rd.eq(row_no)]
@@ -1074,7 +1104,8 @@ class VectorUnit(wiring.Component):
                         m.d.sync += [ph.eq(0), a_addr.eq(a_addr + row_step),
                                      b_addr.eq(b_addr + Mux(is_norm | v.b_repeat, 1,
                                                             row_step)),
-                                     c_addr.eq(c_addr + 1), i_left.eq(i_left - 1),
+                                     c_addr.eq(c_addr + 1), d_addr.eq(d_addr + 1),
+                                     e_addr.eq(e_addr + 1), i_left.eq(i_left - 1),
                                      rem.eq(Mux(rem >= R, rem - R, 0))]   # - lanes_now
                         with m.If(i_left == 1):
                             with m.If(reduce):

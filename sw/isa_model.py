@@ -285,7 +285,8 @@ class Machine:
             raise _Fault(isa.Error.BAD_FORMAT)
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
                                  or (b["wide"] and b["vop"] not in isa.WIDE_VOPS)
-                                 or (b["wide_out"] and b["vop"] not in isa.WIDE_OUT_VOPS)):
+                                 or (b["wide_out"] and b["vop"] not in isa.WIDE_OUT_VOPS)
+                                 or (b["beta"] and b["vop"] not in isa.NORM_VOPS)):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -316,7 +317,8 @@ class Machine:
             ok = (b["a_row"] + span <= rows and b["table"] < cfg.vec_tables
                   and (table or b["stride"] == 0 or b["stride"] >= b["count"])
                   and (vop not in isa.PAIR_VOPS or b["b_row"] + span_b <= rows)
-                  and (vop not in isa.NORM_VOPS or b["b_row"] + 2 * b["rows"] <= rows)
+                  and (vop not in isa.NORM_VOPS
+                       or b["b_row"] + isa.norm_param_rows(b["rows"], b["beta"]) <= rows)
                   and (table or b["dst_row"] + span <= rows)
                   and (not b["wide"] or b["a_lo_row"] + span <= rows)
                   and (not b["wide"] or vop not in isa.PAIR_VOPS
@@ -439,7 +441,7 @@ class Machine:
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
                 table, causal, b_repeat, stride, wide, wide_out, a_lo_row, b_lo_row,
-                dst_lo_row):
+                dst_lo_row, beta):
         n, R = rows * count, self.cfg.rows
         if vop == isa.VecOp.TABLE:
             self.tables[table, :n * R] = self.act[a_row:a_row + n].ravel()
@@ -477,13 +479,14 @@ class Machine:
             half = rows * R // 2
             y = vector.rope(a, b[:, :half], b[:, half:], mul_a, shift)
         elif vop in isa.NORM_VOPS:
-            g = self.act[b_row:b_row + 2 * rows].astype(np.int64)
-            gain = (g[rows:] << 8 | (g[:rows] & 0xFF)).ravel()
+            g = self.act[b_row:b_row + isa.norm_param_rows(rows, beta)].astype(np.int64)
+            gain = (g[rows:2 * rows] << 8 | (g[:rows] & 0xFF)).ravel()
+            bias = (g[3 * rows:] << 8 | (g[2 * rows:3 * rows] & 0xFF)).ravel() if beta else None
             if wide:
                 lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
                 a = 256 * a.astype(np.int64) + lo
             y = vector.norm(a, gain, length, shift, rms=vop == isa.VecOp.RMSNORM,
-                            wide=bool(wide), wide_out=bool(wide_out))
+                            wide=bool(wide), wide_out=bool(wide_out), beta=bias)
             if wide_out:
                 hi, lo = split_wide(y)
                 self.act[dst_row + off] = hi.reshape(count, rows, R)
@@ -835,7 +838,8 @@ def _footprint(cfg, op, b):
                 if wide_pair:
                     reads.update(("act row", int(r)) for r in (b["b_lo_row"] + ob).ravel())
             if b["vop"] in isa.NORM_VOPS:
-                reads.update(("act row", b["b_row"] + j) for j in range(2 * b["rows"]))
+                reads.update(("act row", b["b_row"] + j)
+                             for j in range(isa.norm_param_rows(b["rows"], b["beta"])))
             if b["vop"] == isa.VecOp.LUT:
                 reads.add(("vector table", b["table"]))
             if b["vop"] == isa.VecOp.DYNQ:
@@ -990,14 +994,14 @@ class Program:
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
             mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, wide_out=0,
-            a_lo_row=0, b_lo_row=0, dst_lo_row=0, pop_prev=0, pop_next=0, push_prev=0,
-            push_next=0, at=None):
+            a_lo_row=0, b_lo_row=0, dst_lo_row=0, beta=0, pop_prev=0, pop_next=0,
+            push_prev=0, push_next=0, at=None):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next), at,
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
                          mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
                          stride=stride, wide=wide, wide_out=wide_out, a_lo_row=a_lo_row,
-                         b_lo_row=b_lo_row, dst_lo_row=dst_lo_row)
+                         b_lo_row=b_lo_row, dst_lo_row=dst_lo_row, beta=beta)
 
     def fence(self, at=None, stores=0):
         return self._add(isa.Op.FENCE, {}, at, stores=stores)

@@ -521,9 +521,12 @@ def _vec(draw, cfg, state):
         f["dst_lo_row"] = f.get("a_lo_row") if in_place and wide else _start(draw, span, top)
     if vop == isa.VecOp.DYNQ:                 # its codes into row-scale slots
         f["b_row"] = _start(draw, count, cfg.rowscale_slots, arena=16)
+    if vop in isa.NORM_VOPS:
+        f["beta"] = int(draw.coin(0.4))
     if pair or vop in isa.NORM_VOPS:
         f["b_repeat"] = int(pair and draw.coin(0.3))
-        span_b = 2 * rows if vop in isa.NORM_VOPS else (rows if f["b_repeat"] else span)
+        span_b = (isa.norm_param_rows(rows, f["beta"]) if vop in isa.NORM_VOPS
+                  else (rows if f["b_repeat"] else span))
         f["b_row"] = _start(draw, span_b, top, pool=pool)
         if wide and pair:
             f["b_lo_row"] = _start(draw, span_b, top, pool=pool)
@@ -555,7 +558,7 @@ def _vec_ok(f):
         ob = np.arange(b["rows"]) if b["b_repeat"] else off
         partner = rows(b["b_row"], ob) | (rows(b["b_lo_row"], ob) if wide_pair else set())
     if vop in isa.NORM_VOPS:
-        partner = set(range(b["b_row"], b["b_row"] + 2 * b["rows"]))
+        partner = set(range(b["b_row"], b["b_row"] + isa.norm_param_rows(b["rows"], b["beta"])))
     if d & d_lo or (d | d_lo) & partner:
         return False
     in_place = vop not in (isa.VecOp.ROPE, isa.VecOp.ARGMAX)
@@ -864,11 +867,15 @@ def illegal_stream(draw, cfg, kind=None, *, max_body=12):
         bad = [v for v in range(16) if v not in set(isa.VecOp)]
         no_wide = [v for v in isa.VecOp if v not in isa.WIDE_VOPS]
         no_wide_out = [v for v in isa.VecOp if v not in isa.WIDE_OUT_VOPS]
-        how = draw.int(0, 2)
+        how = draw.int(0, 3)
         if how == 0:
             f["vop"] = draw.choice(bad)
         elif how == 1:
             f.update(vop=int(draw.choice(no_wide)), wide=1)
+        elif how == 3:                        # a bias on an op other than a norm
+            no_beta = [v for v in isa.VecOp if v not in isa.NORM_VOPS
+                       and (v != isa.VecOp.ROPE or f["rows"] % 2 == 0)]
+            f.update(vop=int(draw.choice(no_beta)), beta=1)
         else:
             no_wide_out = [v for v in no_wide_out if v != isa.VecOp.ROPE or f["rows"] % 2 == 0]
             f.update(vop=int(draw.choice(no_wide_out)), wide_out=1)

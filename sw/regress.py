@@ -122,7 +122,7 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
-       "vec:wide_rope", "vec:wide_softmax", "vec:wide_dynq", "store:rowscale",
+       "vec:wide_rope", "vec:wide_softmax", "vec:wide_dynq", "vec:norm_beta", "store:rowscale",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
     + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
     + ["stream:persistent", "stream:position_rel", "stream:guard_skip", "sim:fresh",
@@ -603,6 +603,8 @@ def _stream_bins(cfg, stream):
                      else "vec:wide")
         if f["wide_out"]:
             bins.add("vec:wide_out")
+        if f.get("beta"):
+            bins.add("vec:norm_beta")
     return bins & set(BINS)
 
 
@@ -743,6 +745,9 @@ def vector_epilogue(rng, cfg, image, layout):
             if count >= 2 and rng.random() < 0.4:      # 16-bit x: low halves after gains
                 op.update(wide=1, a_lo_row=xb + 2 * rows)
                 bins.add("vec:wide")
+            elif count >= 2 and rng.random() < 0.5:    # a bias: its rows after the gains
+                op["beta"] = 1
+                bins.add("vec:norm_beta")
         elif vop == isa.VecOp.ARGMAX and rng.random() < 0.4:  # of 16-bit values
             op.update(wide=1, a_lo_row=xb + 2 * rows)
             bins.add("vec:wide_argmax")

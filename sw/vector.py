@@ -43,9 +43,9 @@ values are exact integers (no intermediate rounding but the one stated).
     5. ``p = rshift_round(e * r, 24)``: ``127 * e / S`` to the nearest integer
        (within one), in ``[0, 127]``.
 
-``norm(x, gain, length, shift, rms, wide=False)``
+``norm(x, gain, length, shift, rms, wide=False, wide_out=False, beta=None)``
     LayerNorm (``rms=False``) or RMSNorm of one vector ``x`` over its first ``n =
-    length`` elements (the others give 0; ``n = 0`` gives zeros), with ``gain`` int16 per
+    min(length, len(x))`` elements (the others give 0; ``n = 0`` gives zeros), with ``gain`` int16 per
     element. ``x`` is int8, taken as ``X = 256 x``, or with ``wide`` ``X = 256 hi + lo``
     of two int8 halves (a residual stream wider than int8, :func:`sw.requant.split_wide`;
     ``-32896 <= X <= 32639``):
@@ -61,10 +61,12 @@ values are exact integers (no intermediate rounding but the one stated).
        ``D * r / 2**28`` is ``(x - mean) / sqrt(variance)`` (``x / rms`` for RMSNorm);
     4. ``z = clamp(rshift_round(D * r_t, 16), -2**17, 2**17 - 1)``: the normalized value
        in 1/4096ths (saturating past 32 standard deviations);
-    5. ``y = sat8(rshift_round(z * gain, shift))`` (``wide_out``: clamped to
-       ``+-WIDE_MAX`` instead): with ``gain = round(gamma * 2**shift / (4096 * s_y))``
-       the output at scale ``s_y`` (:func:`norm_gain`). A LayerNorm's bias is a
-       following ``ADD``.
+    5. ``y = sat8(rshift_round(z * gain, shift) + beta)`` (``wide_out``: clamped to
+       ``+-WIDE_MAX`` instead; ``beta`` int16 per element, 0 if not given, a LayerNorm's
+       bias at the output's scale): with ``gain = round(gamma * 2**shift / (4096 *
+       s_y))`` the output at scale ``s_y`` (:func:`norm_gain`). (Adding ``beta`` to the
+       rounded value is adding ``beta * 2**shift`` before the rounding shift: one
+       rounding.)
 
     ``epsilon`` is left out: it matters only for a vector of (nearly) equal elements,
     which gives 0 here, as it does in float to within ``epsilon``.
@@ -272,10 +274,11 @@ NORM_FRAC = 12
 _Z_MAX = (1 << 17) - 1
 
 
-def norm(x, gain, length, shift, rms, wide=False, wide_out=False):
+def norm(x, gain, length, shift, rms, wide=False, wide_out=False, beta=None):
     """:func:`norm` of the docstring for each row of ``x`` (2-D int8, or 16-bit with
-    ``wide``; one vector per row) with ``gain`` (int16, one per element). Returns int8
-    rows, or with ``wide_out`` 16-bit rows (clamped to ``+-WIDE_MAX``)."""
+    ``wide``; one vector per row) with ``gain`` (int16, one per element) and ``beta``
+    (int16, one per element, or None). Returns int8 rows, or with ``wide_out`` 16-bit
+    rows (clamped to ``+-WIDE_MAX``)."""
     _check(0, 0, shift)
     x = np.atleast_2d(np.asarray(x, np.int64))
     lo, hi = (-128 * 257, 127 * 257) if wide else (-128, 127)
@@ -287,7 +290,10 @@ def norm(x, gain, length, shift, rms, wide=False, wide_out=False):
     count, L = x.shape
     if gain.shape != (L,) or gain.min(initial=0) < -(1 << 15) or gain.max(initial=0) >= 1 << 15:
         raise ValueError(f"gain must be {L} int16 values")
-    n = int(length)
+    beta = np.zeros(L, np.int64) if beta is None else np.asarray(beta, np.int64)
+    if beta.shape != (L,) or beta.min(initial=0) < -(1 << 15) or beta.max(initial=0) >= 1 << 15:
+        raise ValueError(f"beta must be {L} int16 values")
+    n = min(int(length), L)
     out = np.zeros((count, L), np.int16 if wide_out else np.int8)
     if n == 0:
         return out
@@ -301,7 +307,7 @@ def norm(x, gain, length, shift, rms, wide=False, wide_out=False):
         e = max(0, r.bit_length() - 16)
         r_t = (r >> e) << e
         z = np.clip(rshift_round(d * r_t, 16), -_Z_MAX - 1, _Z_MAX)
-        y = rshift_round(z * gain, int(shift))
+        y = rshift_round(z * gain, int(shift)) + beta
         y = np.clip(y, -isa.WIDE_MAX, isa.WIDE_MAX) if wide_out else sat8(y)
         out[i] = np.where(valid, y, 0)
     return out

@@ -201,8 +201,9 @@ def test_a_norm_into_a_gemm_has_its_smoothing_folded(fold, monkeypatch):
     """``dynamic`` inputs (:data:`FOLD_SMOOTHING`): the LayerNorm the up projection
     reads runs first with the smoothing in its gains and ``beta``, into the rows its
     ``DYNQ`` then makes int8 for the GEMM (no ``VEC MUL`` between), and then as itself,
-    in place, for the residual; near float either way (without the fold: the norm, its
-    ``beta``, the ``MUL``, the ``DYNQ``)."""
+    in place, for the residual; near float either way (without the fold: the norm, the
+    ``MUL``, the ``DYNQ``). Each norm adds its own ``beta`` (``VEC LAYERNORM beta``: no
+    ``ADD``)."""
     monkeypatch.setattr(lower, "FOLD_SMOOTHING", fold)
     w, shape, graph, params, peaks = _bert_tiny(16)
     x = synthetic.random_inputs(shape, 11, seed=6)
@@ -212,15 +213,16 @@ def test_a_norm_into_a_gemm_has_its_smoothing_folded(fold, monkeypatch):
         (built,) = chip.programs.values()
         code = dev.calls[0].program
     ops, tags = isa_model.decode_program(code), built["tags"]
-    chain = [(isa.VecOp(b["vop"]).name, b["a_row"], b["dst_row"])
-             for i, (op, _, b) in enumerate(ops) if op == isa.Op.VEC and tags[i] == "blk.0.h"]
+    vecs = [b for i, (op, _, b) in enumerate(ops) if op == isa.Op.VEC and tags[i] == "blk.0.h"]
+    chain = [(isa.VecOp(b["vop"]).name, b["a_row"], b["dst_row"]) for b in vecs]
+    assert all(b["beta"] for b in vecs if b["vop"] == isa.VecOp.LAYERNORM)
     names = [c[0] for c in chain]
     if fold:
-        assert names == ["LAYERNORM", "ADD", "DYNQ", "LAYERNORM", "ADD"], chain
-        q, own = chain[0][2], chain[3][2]
-        assert chain[1][1:] == (q, q) and chain[2][1] == q and own == chain[0][1] != q
+        assert names == ["LAYERNORM", "DYNQ", "LAYERNORM"], chain
+        q, own = chain[0][2], chain[2][2]
+        assert chain[1][1] == q and own == chain[0][1] != q
     else:
-        assert names == ["LAYERNORM", "ADD", "MUL", "DYNQ"], chain
+        assert names == ["LAYERNORM", "MUL", "DYNQ"], chain
     isa_model.check_races(DEFAULT, code)
     assert cosine(y, L.encoder_layer(x, w, shape)) > 0.999
 

@@ -182,7 +182,16 @@ def test_softmax_matches_golden(simulator, rng, rows, count, length, causal):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
-def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0):
+def _int16_rows(v, rows, R):
+    """int16 values ``v`` as the two int8 row blocks a norm reads: low bytes, high."""
+    v = np.asarray(v, np.int64).reshape(rows, R)
+    return np.concatenate([(v & 0xFF).astype(np.uint8).view(np.int8), (v >> 8).astype(np.int8)])
+
+
+def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0, beta=False):
+    """A norm of ``count`` vectors (with ``beta``: and a bias, small, and at the int16
+    extremes, which saturate): the data rows, the op, the expected rows and the output
+    row."""
     R = cfg.rows
     L = rows * R
     x = np.clip(np.round(rng.normal(rng.uniform(-20, 20), spread, (count, L))), -128,
@@ -190,21 +199,26 @@ def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0):
     shift = int(rng.integers(12, 20))
     gain = rng.integers(-(1 << (shift - 6)), 1 << (shift - 6), L)    # mostly in range
     gain[:2] = (-(1 << 15), (1 << 15) - 1)                             # and the extremes
-    g = gain.reshape(rows, R)
-    gain_rows = np.concatenate([(g & 0xFF).astype(np.uint8).view(np.int8),
-                                (g >> 8).astype(np.int8)])
-    data = np.concatenate([x.reshape(rows * count, R), gain_rows])
-    ops = [dict(vop=vop, a_row=0, b_row=rows * count, dst_row=rows * count + 2 * rows,
-                rows=rows, count=count, length=length, shift=shift)]
-    want = vector.norm(x, gain, length, shift, rms=vop == isa.VecOp.RMSNORM)
-    return data, ops, want.reshape(rows * count, R), rows * count + 2 * rows
+    params = [_int16_rows(gain, rows, R)]
+    bias = None
+    if beta:
+        bias = rng.integers(-300, 300, L)
+        bias[2:4] = (-(1 << 15), (1 << 15) - 1)
+        params.append(_int16_rows(bias, rows, R))
+    data = np.concatenate([x.reshape(rows * count, R), *params])
+    out = rows * count + isa.norm_param_rows(rows, beta)
+    ops = [dict(vop=vop, a_row=0, b_row=rows * count, dst_row=out,
+                rows=rows, count=count, length=length, shift=shift, beta=int(beta))]
+    want = vector.norm(x, gain, length, shift, rms=vop == isa.VecOp.RMSNORM, beta=bias)
+    return data, ops, want.reshape(rows * count, R), out
 
 
 @pytest.mark.parametrize("vop", [isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM])
-@pytest.mark.parametrize("rows, count, length", [(1, 1, 1), (3, 3, 10), (5, 2, 20),
-                                                 (2, 1, 0), (4, 2, 13)])
-def test_norm_matches_golden(simulator, rng, vop, rows, count, length):
-    data, ops, want, out = _norm_case(rng, TINY, rows, count, length, vop)
+@pytest.mark.parametrize("rows, count, length, beta", [
+    (1, 1, 1, 0), (3, 3, 10, 0), (5, 2, 20, 0), (2, 1, 0, 0), (4, 2, 13, 0), (1, 2, 1, 1),
+    (3, 3, 40, 1), (5, 2, 77, 1), (2, 2, 50, 0)])
+def test_norm_matches_golden(simulator, rng, vop, rows, count, length, beta):
+    data, ops, want, out = _norm_case(rng, TINY, rows, count, length, vop, beta=beta)
     ops[0]["causal"] = int(count > 1)                  # ignored by the normalizations
     image, prog_len = _program(TINY, data, ops, out_row=out)
     rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
@@ -229,7 +243,7 @@ def test_repeating_partner_matches_golden(simulator, rng, vop):
     np.testing.assert_array_equal(_readout(TINY, rtl.image, count * rows), want)
 
 
-def _cache_case(rng, cfg, vop, wide, rows, count, stride):
+def _cache_case(rng, cfg, vop, wide, rows, count, stride, beta=0):
     """A ``VEC`` whose b repeats (an ``ADD`` or ``MUL``, int8 or 16-bit; or a norm's
     gains) over ``count`` vectors of ``rows`` rows, interleaved ``stride`` apart or not:
     the data rows, the op, the output row and the expected rows (high halves, then low
@@ -268,29 +282,35 @@ def _cache_case(rng, cfg, vop, wide, rows, count, stride):
     if vop == isa.VecOp.SOFTMAX:
         data, ops, want, out = _softmax_wide_case(rng, cfg, rows, count, rows * R - 1, 0, 0)
         return data, ops[0], out, want
-    data, ops, want, out = _norm_case(rng, cfg, rows, count, rows * R - 1, vop)
+    data, ops, want, out = _norm_case(rng, cfg, rows, count, rows * R - 1, vop, beta=beta)
     if wide:                                      # int8 in, 16 bits out: two rows a row
-        g = data[n:n + rows].astype(np.int64) & 0xFF | data[n + rows:].astype(np.int64) << 8
+        p = data[n:].astype(np.int64)
+        g = p[:rows] & 0xFF | p[rows:2 * rows] << 8
+        bias = (p[2 * rows:3 * rows] & 0xFF | p[3 * rows:] << 8).ravel() if beta else None
         y = vector.norm(data[:n].reshape(count, rows * R), g.ravel(), rows * R - 1,
-                        ops[0]["shift"], vop == isa.VecOp.RMSNORM, wide_out=True)
+                        ops[0]["shift"], vop == isa.VecOp.RMSNORM, wide_out=True,
+                        beta=bias)
         hi, lo = requant.split_wide(y.reshape(n, R))
         ops[0].update(wide_out=1, dst_lo_row=out + n)
         want = np.concatenate([hi, lo])
     return data, ops[0], out, want
 
 
-#: ``(vop, wide, interleaved)``: ``wide`` 16-bit ``ADD``/``MUL`` rows, a norm's 16-bit
-#: output (two rows a row), a 16-bit ``DYNQ`` or softmax.
+#: ``(vop, wide, interleaved, beta)``: ``wide`` 16-bit ``ADD``/``MUL`` rows, a norm's
+#: 16-bit output (two rows a row), a 16-bit ``DYNQ`` or softmax; a norm's ``beta`` (its
+#: gains and bias in one cache entry).
 CACHE_CASES = [
-    (isa.VecOp.ADD, 0, 0), (isa.VecOp.MUL, 0, 1), (isa.VecOp.ADD, 1, 1),
-    (isa.VecOp.MUL, 1, 0), (isa.VecOp.LAYERNORM, 0, 0), (isa.VecOp.RMSNORM, 0, 0),
-    (isa.VecOp.RMSNORM, 1, 0), (isa.VecOp.LAYERNORM, 1, 0),
-    (isa.VecOp.DYNQ, 1, 0), (isa.VecOp.DYNQ, 1, 1), (isa.VecOp.SOFTMAX, 1, 0)]
+    (isa.VecOp.ADD, 0, 0, 0), (isa.VecOp.MUL, 0, 1, 0), (isa.VecOp.ADD, 1, 1, 0),
+    (isa.VecOp.MUL, 1, 0, 0), (isa.VecOp.LAYERNORM, 0, 0, 0), (isa.VecOp.RMSNORM, 0, 0, 0),
+    (isa.VecOp.RMSNORM, 1, 0, 0), (isa.VecOp.LAYERNORM, 1, 0, 0),
+    (isa.VecOp.LAYERNORM, 0, 0, 1), (isa.VecOp.LAYERNORM, 1, 0, 1),
+    (isa.VecOp.DYNQ, 1, 0, 0), (isa.VecOp.DYNQ, 1, 1, 0), (isa.VecOp.SOFTMAX, 1, 0, 0)]
 
 
-@pytest.mark.parametrize("vop, wide, stride", CACHE_CASES, ids=[
-    f"{v.name}{'-16' if w else ''}{'-interleaved' if st else ''}" for v, w, st in CACHE_CASES])
-def test_caches_same_rows_fewer_cycles(rng, vop, wide, stride):
+@pytest.mark.parametrize("vop, wide, stride, beta", CACHE_CASES, ids=[
+    f"{v.name}{'-16' if w else ''}{'-interleaved' if st else ''}{'-beta' if bt else ''}"
+    for v, w, st, bt in CACHE_CASES])
+def test_caches_same_rows_fewer_cycles(rng, vop, wide, stride, beta):
     """The vector unit's caches (``cfg.vec_cache_rows``): a repeating b and a norm's
     gains read from the buffer for the first vector only, a 16-bit reduction's low
     halves in its first pass only; the same rows out as with no cache (and as the
@@ -299,7 +319,7 @@ def test_caches_same_rows_fewer_cycles(rng, vop, wide, stride):
     nocache = dataclasses.replace(TINY, name="tiny-nocache", vec_cache_rows=0)
     lo = vop in (isa.VecOp.DYNQ, isa.VecOp.SOFTMAX)
     for rows, cached in ((6, True), (4, True), (3, lo)):
-        data, op, out, want = _cache_case(rng, TINY, vop, wide, rows, 5, stride)
+        data, op, out, want = _cache_case(rng, TINY, vop, wide, rows, 5, stride, beta)
         cycles = {}
         for cfg in (TINY, nocache):
             image, prog_len = _program(cfg, data, [op], out_row=out, n_out=len(want))
@@ -499,10 +519,13 @@ def _deep_case(name, rng):
     if name == "rope16":
         data, op, out, want = _wide_rope_case(rng, 4, 3, 3, 0)
         return data, [op], None, out, want
+    if name == "norm_beta":
+        data, ops, want, out = _norm_case(rng, cfg, 3, 3, 11, isa.VecOp.LAYERNORM, beta=True)
+        return data, ops, None, out, want
     raise ValueError(name)
 
 
-DEEP_CASES = ["chain", "corners", "interleaved", "softmax16", "rope16"]
+DEEP_CASES = ["chain", "corners", "interleaved", "softmax16", "rope16", "norm_beta"]
 
 
 def test_deep_pipeline_is_the_fpga_presets():
@@ -731,8 +754,9 @@ def _wide_program(cfg, rng, M=6, kt=3):
     halves, then ``M`` of low halves; vectors ``stride = 2M``): a GEMM's rows requantized
     to 16 bits (``STORE wide``); a residual add of 16-bit rows loaded from memory into
     them (``VEC ADD wide``); LayerNorm of the sum into int8 and RMSNorm into 16 bits
-    (``VEC wide``, ``wide_out``); the RMSNorm's rows as a 16-bit GEMM input (``MATMUL
-    pair``). Everything read out; expected rows from the specification."""
+    (``VEC wide``, ``wide_out``), each with a ``beta`` (``VEC beta``); the RMSNorm's rows
+    as a 16-bit GEMM input (``MATMUL pair``). Everything read out; expected rows from
+    the specification."""
     R, C = cfg.rows, cfg.cols
     L = kt * C
     a = _int8(rng, (M, R))
@@ -747,8 +771,9 @@ def _wide_program(cfg, rng, M=6, kt=3):
     assert (np.abs(q) > 127).any() and (q == isa.WIDE_MAX).any()
     x16 = rng.integers(-isa.WIDE_MAX, isa.WIDE_MAX + 1, (M, L))
     gain = rng.integers(-20000, 20000, L)
-    gain_rows = np.concatenate([(gain & 0xFF).astype(np.uint8).view(np.int8),
-                                (gain >> 8).astype(np.int8)]).reshape(2 * kt, R)
+    beta = rng.integers(-100, 100, L)
+    beta[:2] = (-(1 << 15), 5000)                  # saturates; moves a 16-bit value
+    gain_rows = np.concatenate([_int16_rows(gain, kt, C), _int16_rows(beta, kt, C)])
     image = np.zeros(32768, np.uint8)
     W, W2, P, A, G, X16, OUT, PROG = 256, 768, 1024, 2048, 3072, 4096, 8192, 16384
     image[W:W + R * L] = isa_model.pack_weights(w, cfg)
@@ -762,13 +787,14 @@ def _wide_program(cfg, rng, M=6, kt=3):
     xp = _pair_layout(*requant.split_wide(x16), kt, R)
     image[X16:X16 + xp.size] = xp.view(np.uint8).ravel()
     span = 2 * M * kt
-    Q, XW, S, Y, N16, GB, AR = 0, span, 2 * span, 3 * span, 4 * span, 5 * span, 5 * span + 8
+    Q, XW, S, Y, N16, GB = 0, span, 2 * span, 3 * span, 4 * span, 5 * span
+    AR = GB + len(gain_rows)
     PW, MEMW = AR + M, 12288                   # q through memory and back; its bytes
     prog = isa_model.Program()
     prog.load_param(dram_addr=P, n_tiles=kt, param_tile=0)
     prog.load_act(dram_addr=A, dram_stride=R, rows=M, row_beats=1, buf_row=AR,
                   buf_row_step=1, buf_beat_step=0)
-    prog.load_act(dram_addr=G, dram_stride=R, rows=2 * kt, row_beats=1, buf_row=GB,
+    prog.load_act(dram_addr=G, dram_stride=R, rows=len(gain_rows), row_beats=1, buf_row=GB,
                   buf_row_step=1, buf_beat_step=0)
     prog.load_act(dram_addr=X16, dram_stride=R, rows=span, row_beats=1, buf_row=XW,
                   buf_row_step=1, buf_beat_step=0)
@@ -804,11 +830,11 @@ def _wide_program(cfg, rng, M=6, kt=3):
              length=L - 1, **vec)
     idx = vector.argmax(res, L - 1)
     prog.vec(vop=isa.VecOp.LAYERNORM, a_row=S, a_lo_row=S + M, wide=1, b_row=GB, dst_row=Y,
-             length=L - 1, shift=20, **vec)
-    y = vector.norm(res, gain, L - 1, 20, False, wide=True)
+             length=L - 1, shift=20, beta=1, **vec)
+    y = vector.norm(res, gain, L - 1, 20, False, wide=True, beta=beta)
     prog.vec(vop=isa.VecOp.RMSNORM, a_row=S, a_lo_row=S + M, wide=1, wide_out=1, b_row=GB,
-             dst_row=N16, dst_lo_row=N16 + M, length=L, shift=12, **vec)
-    n16 = vector.norm(res, gain, L, 12, True, wide=True, wide_out=True)
+             dst_row=N16, dst_lo_row=N16 + M, length=L, shift=12, beta=1, **vec)
+    n16 = vector.norm(res, gain, L, 12, True, wide=True, wide_out=True, beta=beta)
     assert (np.abs(n16) > 127).any()
     prog.fence()
     prog.matmul(weight_addr=W2, act_row=N16, act_stride=1, act_kstep=2 * M, m=2 * M,

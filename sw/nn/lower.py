@@ -43,8 +43,8 @@ inputs beyond the calibration's range at 14 bits of resolution); ``probs`` at
 (``s_v[c]``: twice channel ``c``'s peak, at most the tensor's, over 127) (a ``pair``
 product counts at 1/256; so does a 16-bit input's: ``s_x = 256`` times its scale, and a
 per-token int8 input's after ``rowscale``, at its smoothed scale); ``add``:
-:func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat`` at ``s_n = s_y +
-s_beta`` then ``beta`` (16-bit, ``s_beta = WIDE_HEADROOM max|beta| / WIDE_MAX``) added;
+:func:`sw.vector.add_multipliers`; ``layernorm``: ``gamma x_hat + beta`` at ``s_y``, one
+``VEC LAYERNORM beta`` (``beta`` 16-bit at ``s_y``, added to the rounded product);
 ``gelu``: :func:`sw.vector.make_wide_tables` of ``gelu - relu`` at ``GELU_CLAMP / 127``.
 
 Ordering: dependency tokens between the units (:class:`_Emitter`), a ``FENCE`` only
@@ -544,27 +544,25 @@ class OnChip(_ScalarParams):
         return at
 
     def _layernorm_params(self, n):
-        """The gains and ``beta`` rows of LayerNorm ``n`` (``gamma x_hat`` at ``s_n =
-        s_y + s_beta``, then ``beta`` added into ``s_y``), and with ``fold`` those of the
-        norm into its smoothed rows (:data:`FOLD_SMOOTHING`: ``gamma`` and ``beta``
-        divided by the smoothing factors, ``s_y`` the smoothed value's scale)."""
+        """The gains and ``beta`` rows of LayerNorm ``n`` (``gamma x_hat + beta`` at its
+        scale ``s_y``, ``VEC LAYERNORM beta``: the gains' low and high bytes, then
+        ``beta``'s), and with ``fold`` those of the norm into its smoothed rows
+        (:data:`FOLD_SMOOTHING`: ``gamma`` and ``beta`` divided by the smoothing
+        factors, ``s_y`` the smoothed value's scale)."""
         g = np.asarray(self.params[n.attrs["g"]], np.float64)
         beta = np.asarray(self.params[n.attrs["b"]], np.float64)
         if len(g) % self.cfg.rows:
             raise NotLowered(f"{n.out}: a norm over {len(g)} elements, not whole rows")
 
         def rows(g, beta, s_y):
-            s_beta = max(np.abs(beta).max(), 1e-12) * WIDE_HEADROOM / isa.WIDE_MAX
-            s_n = s_y + s_beta
-            gain, shift = vector.norm_gain(g, s_n)
-            lo_bytes, hi_bytes = vector.gain_bytes(np.asarray(gain, np.int64))
-            gains = self._vrows(lo_bytes)
-            self._vrows(hi_bytes)
-            hi, lo = split_wide(np.round(beta / s_beta).astype(np.int64))
-            beta_hi = self._vrows(hi)
-            self._vrows(lo)
-            return dict(gains=gains, shift=shift, beta=beta_hi,
-                        add=vector.add_multipliers(s_n, s_beta, s_y))
+            gain, shift = vector.norm_gain(g, s_y)
+            bias = np.clip(np.round(beta / s_y), -isa.WIDE_MAX, isa.WIDE_MAX)
+            at = None
+            for v in (gain, bias):                     # low bytes, then high bytes
+                for b in vector.gain_bytes(np.asarray(v, np.int64)):
+                    first = self._vrows(b)
+                    at = first if at is None else at
+            return dict(gains=at, shift=shift)
 
         self.vparam[n.out] = rows(g, beta, self.scale[n.out])
         d = self.dyn.get(n.out)
@@ -1863,7 +1861,7 @@ class _Lowering(_Regions):
                 self.early.append(n.out)
 
     def layernorm(self, n, i):
-        """A 16-bit value's LayerNorm into 16 bits (``gamma x_hat``), then ``beta``. If a
+        """A 16-bit value's LayerNorm with its ``beta`` into 16 bits. If a
         GEMM takes it smoothed (:data:`FOLD_SMOOTHING`), first the norm with the
         smoothing folded in, into the smoothed rows (``name~q``), and its ``DYNQ``
         (:meth:`per_token`); then, under that GEMM, the norm itself for its other
@@ -1875,14 +1873,9 @@ class _Lowering(_Regions):
 
         def norm(p, dst, fresh):
             prog.vec(reads=[self.source(n.ins[0])], fresh=fresh, vop=isa.VecOp.LAYERNORM,
-                     a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1,
+                     a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1, beta=1,
                      b_row=chip.vbase + p["gains"], dst_row=dst.base, dst_lo_row=dst.lo,
                      length=chip._width(n.ins[0]), shift=p["shift"], **vec)
-            ma, mb, sh = p["add"]
-            beta = chip.vbase + p["beta"]
-            prog.vec(vop=isa.VecOp.ADD, a_row=dst.base, a_lo_row=dst.lo, b_row=beta,
-                     b_lo_row=beta + a.tiles, b_repeat=1, wide=1, dst_row=dst.base,
-                     dst_lo_row=dst.lo, mul_a=ma, mul_b=mb, shift=sh, **vec)
 
         own = self.in_place(n.ins[0], i)
         if "fold" in p:
