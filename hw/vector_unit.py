@@ -72,7 +72,7 @@ class VectorUnit(wiring.Component):
     its half offset ``h * stride`` in ``h`` cycles). A row needs one read of the
     activation buffer's second port (latency 1), two (``ADD``, ``MUL``: ``a``, ``b``;
     a 16-bit ``ADD``: four), three (a normalization's
-    output pass: ``x`` and the gain's two bytes), four (``ROPE``: the row, its partner
+    output pass: ``x`` and the gain's two bytes; five with ``beta``, its two bytes), four (``ROPE``: the row, its partner
     in the other half, cosine, sine) or eight (a 16-bit ``ROPE``: each of those, high
     and low halves), one read per cycle; then it passes the lane pipeline:
 
@@ -89,7 +89,8 @@ class VectorUnit(wiring.Component):
     * stage 5: the softmax row's sum; the third multiplier ``u * w`` (``e r``, ``z g``,
       the ``MUL``/``ROPE`` product times ``mul_a``, skipped by the 16-bit ``MUL`` and
       ``ROPE``; 18 x 17);
-    * stage 6: softmax's running sum; the rounding shifts and saturation (then written).
+    * stage 6: softmax's running sum; the rounding shifts, a norm's ``beta`` added, and
+      the saturation (then written).
 
     Once per vector, sequentially: a shift-in restoring divider (softmax's reciprocal
     ``floor(127 * 2**24 / S)``, 31 steps; the mean, 34; ``n * 2**56 / V``, 72) and a
@@ -103,7 +104,8 @@ class VectorUnit(wiring.Component):
 
     Two caches save reads (``cfg.vec_cache_rows`` rows each; none on ``fpga``): the b
     cache keeps, from an instruction's first vector, the rows of a b that repeats
-    (``ADD``/``MUL`` with ``b_repeat``) and a normalization's gains, so later vectors
+    (``ADD``/``MUL`` with ``b_repeat``) and a normalization's gains and ``beta`` (an
+    entry of four rows), so later vectors
     read only a (vectors of 4 rows or more); the low-half cache keeps a 16-bit
     reduction's low halves from its vector's first pass, so its later passes read the
     high halves alone (not in an output pass that writes two rows a row).
