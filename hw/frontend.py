@@ -206,7 +206,7 @@ class FrontEnd(wiring.Component):
         store_buf_end = Signal(18)
         store_lo_end = Signal(18)
         store_scale_end = Signal(18)     # rowscale: the row-scale slots read
-        vec_scale_end = Signal(18)       # DYNQ: the row-scale slots written
+        vec_scale_end = Signal(18)       # DYNQ, a norm's dynq: the row-scale slots written
         vec_a_lo_end = Signal(33)        # wide: the low halves of a, b and the result
         vec_b_lo_end = Signal(33)
         vec_dst_lo_end = Signal(33)
@@ -231,7 +231,7 @@ class FrontEnd(wiring.Component):
             store_buf_end.eq(b.store.buf_row + b.store.m),
             store_lo_end.eq(b.store.lo_row + b.store.m),
             store_scale_end.eq(b.store.scale_row + b.store.m),
-            vec_scale_end.eq(b.vec.b_row + b.vec.count),
+            vec_scale_end.eq(Mux(b.vec.dynq, b.vec.b_lo_row, b.vec.b_row) + b.vec.count),
             vec_a_lo_end.eq(b.vec.a_lo_row + vec_span),
             vec_b_lo_end.eq(b.vec.b_lo_row + Mux(b.vec.b_repeat, b.vec.rows, vec_span)),
             vec_dst_lo_end.eq(b.vec.dst_lo_row + vec_span),
@@ -303,7 +303,7 @@ class FrontEnd(wiring.Component):
                     | (~table & (b.vec.stride != 0) & (b.vec.stride < b.vec.count))
                     | (b.vec.table >= cfg.vec_tables)
                     | (table & (vec_table_end > isa.TABLE_ENTRIES))
-                    | (dynq & (vec_scale_end > cfg.rowscale_slots)))
+                    | ((dynq | b.vec.dynq) & (vec_scale_end > cfg.rowscale_slots)))
         defined = Signal()
         with m.Switch(op):
             with m.Case(*isa.OPS):
@@ -390,7 +390,8 @@ class FrontEnd(wiring.Component):
                                | (b.vec.wide & ~b.vec.vop.matches(*isa.WIDE_VOPS))
                                | (b.vec.wide_out
                                   & ~b.vec.vop.matches(*isa.WIDE_OUT_VOPS))
-                               | (b.vec.beta & ~b.vec.vop.matches(*isa.NORM_VOPS)))):
+                               | ((b.vec.beta | b.vec.dynq) & ~b.vec.vop.matches(*isa.NORM_VOPS))
+                               | (b.vec.dynq & b.vec.wide_out))):
                     m.d.comb += [raise_error.eq(1), self.error.eq(isa.Error.BAD_VOP)]
                     m.next = "HALT"
                 with m.Elif(bad_buffer):

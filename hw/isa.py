@@ -181,7 +181,11 @@ Instructions
     its low bytes the ``rows`` rows after the gains' high bytes, its high bytes the
     ``rows`` rows after those) is added to the rounded product before the saturation:
     ``y = sat8(round(g * x_hat * 4096 / 2**shift) + beta)`` (``beta`` with another
-    ``vop``: ``BAD_VOP``);
+    ``vop``: ``BAD_VOP``); with ``dynq`` the 16-bit result (as with ``wide_out``) goes on
+    through ``DYNQ``: int8 rows at ``dst_row + off(i, j)`` at a scale of their own, the
+    code of vector ``i`` to row-scale slot ``b_lo_row + i`` (a norm straight into the
+    next GEMM's per-token int8 input; ``dynq`` with ``wide_out`` or another ``vop``:
+    ``BAD_VOP``);
     ``ARGMAX``  the index of the first largest of each vector's first ``length``
     elements (0 when ``length`` is 0; with ``wide``, of the 16-bit values ``256 hi +
     lo``, low halves at ``a_lo_row + off(i, j)``: a language model's logits), written as
@@ -437,7 +441,7 @@ body_layouts = {
         "a_row": 16, "b_row": 16, "dst_row": 16, "rows": 16, "count": 16, "length": 16,
         "mul_a": 16, "mul_b": 16, "vop": 4, "shift": 5, "table": 4, "causal": 1,
         "b_repeat": 1, "stride": 16, "wide": 1, "wide_out": 1, "a_lo_row": 16,
-        "b_lo_row": 16, "dst_lo_row": 16, "beta": 1,
+        "b_lo_row": 16, "dst_lo_row": 16, "beta": 1, "dynq": 1,
     }),
 }
 

@@ -219,6 +219,8 @@ class VectorUnit(wiring.Component):
         is_dq = decoded("is_dq", lambda b: b.vop == isa.VecOp.DYNQ)
         # a normalization's bias (``beta``: its two bytes after the gains')
         has_beta = decoded("has_beta", lambda b: b.beta & b.vop.matches(*isa.NORM_VOPS))
+        # a normalization into int8 per token (``dynq``: its 16-bit result through DYNQ)
+        norm_dq = decoded("norm_dq", lambda b: b.dynq & b.vop.matches(*isa.NORM_VOPS))
         # ADD's and DYNQ's results are the first two products' sum (DYNQ's second zero)
         early_sum = decoded("early_sum", lambda b: b.vop.matches(isa.VecOp.ADD,
                                                                  isa.VecOp.DYNQ))
@@ -232,10 +234,13 @@ class VectorUnit(wiring.Component):
 
         # The pass of the rows in the pipeline (constant while they are in it). Softmax:
         # max, sum, out; normalizations: mean, variance, out; elementwise ops: out.
-        P_A, P_B, P_OUT = 0, 1, 2
+        # A norm into int8 per token (``dynq``): its output's maximum pass, ``P_M``,
+        # between those two.
+        P_A, P_B, P_OUT, P_M = 0, 1, 2, 3
         vpass = Signal(2)
         out_pass = Signal()
-        m.d.comb += out_pass.eq(vpass == P_OUT)
+        norm_out = Signal()          # the norm's output computed (P_OUT, P_M)
+        m.d.comb += [out_pass.eq(vpass == P_OUT), norm_out.eq(out_pass | (vpass == P_M))]
 
         # The lanes' lookup tables (one copy per lane, written together) and ROMs.
         t_waddr = Signal(tab_aw)
@@ -425,7 +430,7 @@ class VectorUnit(wiring.Component):
         v_first = Signal()
         use_cache = Signal()
         cached_now, fill_now = Signal(), Signal()
-        m.d.comb += [use_cache.eq(cacheable & (bin_op | out_pass)),
+        m.d.comb += [use_cache.eq(cacheable & (bin_op | norm_out)),
                      cached_now.eq(use_cache & ~v_first), fill_now.eq(use_cache & v_first)]
         # The low half: kept in the vector's first pass (an RMSNORM's is ``P_B``).
         first_pass = decoded("first_pass", lambda b: Mux(b.vop == isa.VecOp.RMSNORM,
@@ -439,9 +444,9 @@ class VectorUnit(wiring.Component):
         # (b cached: a's reads, at least two if the row writes two rows: the output
         # FIFO takes one row a cycle)
         m.d.comb += last_ph.eq(Mux(
-            locached_now, Mux(out_pass & is_norm & ~cached_now, Mux(has_beta, 5, 3), 0),
+            locached_now, Mux(norm_out & is_norm & ~cached_now, Mux(has_beta, 5, 3), 0),
             Mux(cached_now, wide | (two_rows & out_pass),
-                Mux(out_pass, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1,
+                Mux(norm_out, decoded("last_ph_out", lambda b: _reads_per_row(b, True) - 1,
                                       3),
                     decoded("last_ph_in", lambda b: _reads_per_row(b, False) - 1, 3)))))
         s2_valid, s2_second = Signal(), Signal()
@@ -541,14 +546,14 @@ class VectorUnit(wiring.Component):
         # vector's state (``mx``, ``mu``, ``r_m``, ``recip``, the pass) between passes,
         # with the pipeline drained.
         steer = dict(am_wide=am_wide, wide=wide, wbr=wide_bin | wide_rope, mx=mx, mu=mu,
-                     is_sm=is_sm, is_norm=is_norm, out_pass=out_pass, r_m=r_m,
+                     is_sm=is_sm, is_norm=is_norm, norm_out=norm_out, r_m=r_m,
                      mul_a_raw=v.mul_a, mul_a=mul_a, mul_b=mul_b, is_add=is_add,
                      wide_rope=wide_rope, is_rope=is_rope, wide_mul=wide_mul, half=half,
                      shift=shift, is_lut=is_lut, wide_add=wide_add, z_half=z_half,
                      z_shr=z_shr, recip=recip, wmr=wide_mul | wide_rope, two_rows=two_rows,
                      table_base=table_base, is_dq=is_dq, dq_mul=dq_mul,
                      early_shift=early_shift, early_half=early_half, early_sum=early_sum,
-                     has_beta=has_beta)
+                     has_beta=has_beta, dq_odd=dq_k[0], dq_shift=dq_shift, dq_half=dq_half)
         # Each stage has copies of its own (a lane's stages sit apart, beside their DSP
         # blocks and block RAMs), made as the stage first reads a value: no copy unused.
         # They live in a module of their own: made while a stage's ``If`` chain is being
@@ -630,7 +635,7 @@ class VectorUnit(wiring.Component):
             with m.If(c.is_sm):
                 m.d.comb += [x_op.eq(d), y_op.eq(c.mul_a_raw)]
             with m.Elif(c.is_norm):
-                m.d.comb += [x_op.eq(dev), y_op.eq(Mux(c.out_pass, c.r_m, dev))]
+                m.d.comb += [x_op.eq(dev), y_op.eq(Mux(c.norm_out, c.r_m, dev))]
             with m.Elif(c.is_add):
                 m.d.comb += [x_op.eq(q["a16"]), y_op.eq(c.mul_a)]
             with m.Elif(c.is_dq):                      # DYNQ: x / sigma as x * mul
@@ -772,6 +777,8 @@ class VectorUnit(wiring.Component):
         # Stage 6: the rounding shifts and the saturation.
         s7_y = Signal(row_layout)
         s7_lo = Signal(row_layout)
+        s_dq = Signal(row_layout)        # a norm through DYNQ: its int8 row
+        nq_leaves = []                   # ... and its 16-bit results' |y| (P_M)
         cl6 = steer_at(6)
         for k in range(R):
             c = cl6[k]
@@ -805,6 +812,27 @@ class VectorUnit(wiring.Component):
                 m.d.sync += s7_y[k].eq(wide_high(n16))
             with m.Else():
                 m.d.sync += s7_y[k].eq(sat)
+            # A norm through DYNQ (``norm_dq``): the 16-bit result ``y`` (0 past the
+            # vector's length) times DYNQ_MUL[k & 1] (``2**15``, or ``21845 = 5 * 17 *
+            # 257``: shifts and three adds), rounded by ``DYNQ_SHIFT + (k >> 1)``,
+            # saturated; in its maximum pass, ``|y|`` into the row's maximum.
+            yk = wire(Mux(ok6, n16, 0), signed(16), f"yk_{k}")
+            nq_leaves.append(node(Mux(yk[-1], -yk, yk), f"nq_leaf_{k}"))
+            y5 = cut(wire(yk + (yk << 2), signed(19), f"y5_{k}"), f"y5q_{k}")
+            y85 = cut(wire(y5 + (y5 << 4), signed(23), f"y85_{k}"), f"y85q_{k}")
+            dprod = reg_of(wire(Mux(c.dq_odd, y85 + (y85 << 8), delay(yk, 2 * D, f"yk_d_{k}")
+                                    << isa.DYNQ_SHIFT), signed(32), f"dprod_{k}"),
+                           f"dprodq_{k}")
+            dsum = cut(wire(dprod + c.dq_half, signed(33), f"dsum_{k}"), f"dsumq_{k}")
+            dsh = cut(wire(dsum >> c.dq_shift, signed(33), f"dsh_{k}"), f"dshq_{k}")
+            m.d.sync += s_dq[k].eq(Mux(dsh > 127, 127, Mux(dsh < -128, -128, dsh[:8])))
+        Y_DQ = Y_LATE + 1 + 4 * D         # the norm through DYNQ's result (``s_dq``)
+        assert isa.DYNQ_MUL == (1 << isa.DYNQ_SHIFT, 5 * 17 * 257)
+        nqmax, nqdepth = tree(nq_leaves, lambda x, y: Mux(y > x, y, x), "nqmax")
+        s_nqmax = reg_of(wire(nqmax, 16, "nqmax"), "s_nqmax")
+        with m.If(valid_at(Y_LATE + D + nqdepth) & norm_dq & (vpass == P_M)
+                  & (s_nqmax > mx)):
+            m.d.sync += mx.eq(s_nqmax)
 
         # The results into the output FIFO (a 16-bit result: its low half a cycle later).
         y_early, y_late = valid_at(Y_EARLY), valid_at(Y_LATE)
@@ -815,6 +843,8 @@ class VectorUnit(wiring.Component):
         arg_write = Signal()
         with m.If(is_am):
             m.d.comb += [out.w_data.eq(am_idx), out.w_en.eq(arg_write)]
+        with m.Elif(norm_dq):
+            m.d.comb += [out.w_data.eq(Cat(s_dq, 0)), out.w_en.eq(valid_at(Y_DQ) & out_pass)]
         with m.Elif(late):
             m.d.comb += [out.w_data.eq(Mux(s8_lo_valid, Cat(s8_lo, 1), s7_y)),
                          out.w_en.eq((y_late & out_pass) | s8_lo_valid)]
@@ -1005,11 +1035,14 @@ class VectorUnit(wiring.Component):
                          dv_q.eq(0), dv_cnt.eq(bits // K), div_then.eq(then)]
             m.next = "DIV"
 
+        # A norm's pass after its statistics: the output, or (``dynq``) its maximum.
+        norm_next = Mux(norm_dq, P_M, P_OUT)
+
         def variance_done():
             """``V`` in ``vsum``: ``n 2**56 / V`` next (``V = 0``: ``r = 0``, the output)."""
             with m.If(vsum_zero):
                 m.d.sync += [r_m.eq(0), z_shr.eq(0), z_half.eq(0)]
-                start_pass(P_OUT)
+                start_pass(norm_next)
             with m.Else():
                 divide(v_len << NORM_K, vsum, D_RSQRT, NORM_K + 16)
 
@@ -1050,7 +1083,8 @@ class VectorUnit(wiring.Component):
                                  out_base.eq(v.dst_row), out_j.eq(0), t_index.eq(0),
                                  v_len.eq(Mux(is_norm, norm_len, v.length)), vpass.eq(P_OUT),
                                  half_off.eq(0),
-                                 h_left.eq(v.rows >> 1), rs_slot.eq(v.b_row),
+                                 h_left.eq(v.rows >> 1),
+                                 rs_slot.eq(Mux(is_norm, v.b_lo_row, v.b_row)),
                                  v_first.eq(1)]
                     with m.If(vop == isa.VecOp.TABLE):
                         m.next = "T_READ"
@@ -1139,7 +1173,7 @@ class VectorUnit(wiring.Component):
                         m.next = "ARG_OUT"
                     with m.Elif(vpass == P_OUT):
                         next_vector()
-                    with m.Elif(is_dq):
+                    with m.Elif(is_dq | (vpass == P_M)):     # (a norm through DYNQ)
                         m.d.sync += dq_over.eq(Cat(mx > lim for lim in isa.DYNQ_LIMITS))
                         m.next = "DQ_CODE"
                     with m.Elif(is_sm & (vpass == P_A)):
@@ -1212,7 +1246,7 @@ class VectorUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += [r_m.eq(sq_res[:16]), z_shr.eq(16 - e_shift),
                                      z_half.eq((1 << (16 - e_shift)[:5]) >> 1)]
-                        start_pass(P_OUT)
+                        start_pass(norm_next)
                 else:
                     e_now = Signal(5)
                     for b in range(16, 32):          # the highest one's assignment wins
@@ -1220,7 +1254,7 @@ class VectorUnit(wiring.Component):
                             m.d.comb += e_now.eq(b - 15)
                     m.d.sync += [r_m.eq((sq_res >> e_now)[:16]), z_shr.eq(16 - e_now),
                                  z_half.eq((1 << (16 - e_now)[:5]) >> 1)]
-                    start_pass(P_OUT)
+                    start_pass(norm_next)
 
             with m.State("DQ_CODE"):                 # DYNQ: the code, to its slot
                 m.d.comb += self.rs_en.eq(1)

@@ -286,7 +286,8 @@ class Machine:
         if op == isa.Op.VEC and (b["vop"] not in set(isa.VecOp)
                                  or (b["wide"] and b["vop"] not in isa.WIDE_VOPS)
                                  or (b["wide_out"] and b["vop"] not in isa.WIDE_OUT_VOPS)
-                                 or (b["beta"] and b["vop"] not in isa.NORM_VOPS)):
+                                 or ((b["beta"] or b["dynq"]) and b["vop"] not in isa.NORM_VOPS)
+                                 or (b["dynq"] and b["wide_out"])):
             raise _Fault(isa.Error.BAD_VOP)
         acc_rows = 2 * cfg.acc_buf_rows
         if op == isa.Op.LOAD_ACT:
@@ -325,6 +326,7 @@ class Machine:
                        or (b["b_lo_row"] + span_b <= rows and b["dst_lo_row"] + span <= rows))
                   and (not b["wide_out"] or b["dst_lo_row"] + span <= rows)
                   and (vop != isa.VecOp.DYNQ or b["b_row"] + b["count"] <= cfg.rowscale_slots)
+                  and (not b["dynq"] or b["b_lo_row"] + b["count"] <= cfg.rowscale_slots)
                   and (not table or n * cfg.rows <= isa.TABLE_ENTRIES))
         else:
             ok = True
@@ -441,7 +443,7 @@ class Machine:
 
     def _do_vec(self, a_row, b_row, dst_row, rows, count, length, mul_a, mul_b, vop, shift,
                 table, causal, b_repeat, stride, wide, wide_out, a_lo_row, b_lo_row,
-                dst_lo_row, beta):
+                dst_lo_row, beta, dynq):
         n, R = rows * count, self.cfg.rows
         if vop == isa.VecOp.TABLE:
             self.tables[table, :n * R] = self.act[a_row:a_row + n].ravel()
@@ -486,7 +488,10 @@ class Machine:
                 lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
                 a = 256 * a.astype(np.int64) + lo
             y = vector.norm(a, gain, length, shift, rms=vop == isa.VecOp.RMSNORM,
-                            wide=bool(wide), wide_out=bool(wide_out), beta=bias)
+                            wide=bool(wide), wide_out=bool(wide_out or dynq), beta=bias)
+            if dynq:                                   # on through DYNQ
+                y, k = vector.dynq(y, rows * R)
+                self.rowscale[b_lo_row:b_lo_row + count] = k
             if wide_out:
                 hi, lo = split_wide(y)
                 self.act[dst_row + off] = hi.reshape(count, rows, R)
@@ -844,6 +849,8 @@ def _footprint(cfg, op, b):
                 reads.add(("vector table", b["table"]))
             if b["vop"] == isa.VecOp.DYNQ:
                 writes.update(("row scale", b["b_row"] + j) for j in range(b["count"]))
+            if b["vop"] in isa.NORM_VOPS and b["dynq"]:
+                writes.update(("row scale", b["b_lo_row"] + j) for j in range(b["count"]))
             if b["vop"] == isa.VecOp.ARGMAX:
                 writes.update(("act row", b["dst_row"] + j) for j in range(b["count"]))
             else:
@@ -994,14 +1001,14 @@ class Program:
 
     def vec(self, *, vop, a_row, rows, count=1, b_row=0, dst_row=0, length=0, causal=0,
             mul_a=0, mul_b=0, shift=0, table=0, b_repeat=0, stride=0, wide=0, wide_out=0,
-            a_lo_row=0, b_lo_row=0, dst_lo_row=0, beta=0, pop_prev=0, pop_next=0,
+            a_lo_row=0, b_lo_row=0, dst_lo_row=0, beta=0, dynq=0, pop_prev=0, pop_next=0,
             push_prev=0, push_next=0, at=None):
         return self._add(isa.Op.VEC, _flags(pop_prev, pop_next, push_prev, push_next), at,
                          vop=int(vop), a_row=a_row, b_row=b_row, dst_row=dst_row, rows=rows,
                          count=count, length=length, causal=causal, mul_a=mul_a,
                          mul_b=mul_b, shift=shift, table=table, b_repeat=b_repeat,
                          stride=stride, wide=wide, wide_out=wide_out, a_lo_row=a_lo_row,
-                         b_lo_row=b_lo_row, dst_lo_row=dst_lo_row, beta=beta)
+                         b_lo_row=b_lo_row, dst_lo_row=dst_lo_row, beta=beta, dynq=dynq)
 
     def fence(self, at=None, stores=0):
         return self._add(isa.Op.FENCE, {}, at, stores=stores)

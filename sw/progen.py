@@ -523,6 +523,8 @@ def _vec(draw, cfg, state):
         f["b_row"] = _start(draw, count, cfg.rowscale_slots, arena=16)
     if vop in isa.NORM_VOPS:
         f["beta"] = int(draw.coin(0.4))
+        if not wide_out and draw.coin(0.3):      # on through DYNQ: codes to slots
+            f.update(dynq=1, b_lo_row=_start(draw, count, cfg.rowscale_slots, arena=16))
     if pair or vop in isa.NORM_VOPS:
         f["b_repeat"] = int(pair and draw.coin(0.3))
         span_b = (isa.norm_param_rows(rows, f["beta"]) if vop in isa.NORM_VOPS
@@ -872,10 +874,13 @@ def illegal_stream(draw, cfg, kind=None, *, max_body=12):
             f["vop"] = draw.choice(bad)
         elif how == 1:
             f.update(vop=int(draw.choice(no_wide)), wide=1)
-        elif how == 3:                        # a bias on an op other than a norm
-            no_beta = [v for v in isa.VecOp if v not in isa.NORM_VOPS
+        elif how == 3:                        # a norm's flag on another op, or dynq
+            no_beta = [v for v in isa.VecOp if v not in isa.NORM_VOPS  # with wide_out
                        and (v != isa.VecOp.ROPE or f["rows"] % 2 == 0)]
-            f.update(vop=int(draw.choice(no_beta)), beta=1)
+            if draw.coin(0.3):
+                f.update(vop=int(draw.choice(isa.NORM_VOPS)), dynq=1, wide_out=1)
+            else:
+                f.update(vop=int(draw.choice(no_beta)), **{draw.choice(["beta", "dynq"]): 1})
         else:
             no_wide_out = [v for v in no_wide_out if v != isa.VecOp.ROPE or f["rows"] % 2 == 0]
             f.update(vop=int(draw.choice(no_wide_out)), wide_out=1)

@@ -122,7 +122,8 @@ BINS = (
     + [f"vec:{v.name}" for v in isa.VecOp]
     + ["vec:masked", "vec:causal", "vec:in_place", "vec:several_vectors",
        "vec:repeating_b", "vec:interleaved", "vec:wide", "vec:wide_add", "vec:wide_mul",
-       "vec:wide_rope", "vec:wide_softmax", "vec:wide_dynq", "vec:norm_beta", "store:rowscale",
+       "vec:wide_rope", "vec:wide_softmax", "vec:wide_dynq", "vec:norm_beta", "vec:norm_dynq",
+       "store:rowscale",
        "vec:wide_argmax", "vec:wide_out", "mm:pair"]
     + [f"stream:{k}" for k in ("legal",) + tuple(progen.ILLEGAL_KINDS)]
     + ["stream:persistent", "stream:position_rel", "stream:guard_skip", "sim:fresh",
@@ -605,6 +606,8 @@ def _stream_bins(cfg, stream):
             bins.add("vec:wide_out")
         if f.get("beta"):
             bins.add("vec:norm_beta")
+        if f.get("dynq"):
+            bins.add("vec:norm_dynq")
     return bins & set(BINS)
 
 
@@ -748,6 +751,9 @@ def vector_epilogue(rng, cfg, image, layout):
             elif count >= 2 and rng.random() < 0.5:    # a bias: its rows after the gains
                 op["beta"] = 1
                 bins.add("vec:norm_beta")
+            if not op.get("wide_out") and rng.random() < 0.3:   # on through DYNQ
+                op.update(dynq=1, b_lo_row=int(rng.integers(0, cfg.rowscale_slots - count + 1)))
+                bins.add("vec:norm_dynq")
         elif vop == isa.VecOp.ARGMAX and rng.random() < 0.4:  # of 16-bit values
             op.update(wide=1, a_lo_row=xb + 2 * rows)
             bins.add("vec:wide_argmax")

@@ -68,6 +68,9 @@ values are exact integers (no intermediate rounding but the one stated).
        rounded value is adding ``beta * 2**shift`` before the rounding shift: one
        rounding.)
 
+    A norm with the ISA's ``dynq`` is ``dynq(norm(..., wide_out=True), len(x))``: the
+    16-bit result on to int8 at a scale of its own (below).
+
     ``epsilon`` is left out: it matters only for a vector of (nearly) equal elements,
     which gives 0 here, as it does in float to within ``epsilon``.
 

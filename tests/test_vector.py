@@ -188,10 +188,10 @@ def _int16_rows(v, rows, R):
     return np.concatenate([(v & 0xFF).astype(np.uint8).view(np.int8), (v >> 8).astype(np.int8)])
 
 
-def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0, beta=False):
+def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0, beta=False, dynq=False):
     """A norm of ``count`` vectors (with ``beta``: and a bias, small, and at the int16
-    extremes, which saturate): the data rows, the op, the expected rows and the output
-    row."""
+    extremes, which saturate; with ``dynq``: on to int8 per vector, codes to slots from
+    5): the data rows, the op, the expected rows and the output row."""
     R = cfg.rows
     L = rows * R
     x = np.clip(np.round(rng.normal(rng.uniform(-20, 20), spread, (count, L))), -128,
@@ -209,8 +209,36 @@ def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0, beta=False):
     out = rows * count + isa.norm_param_rows(rows, beta)
     ops = [dict(vop=vop, a_row=0, b_row=rows * count, dst_row=out,
                 rows=rows, count=count, length=length, shift=shift, beta=int(beta))]
-    want = vector.norm(x, gain, length, shift, rms=vop == isa.VecOp.RMSNORM, beta=bias)
+    want = vector.norm(x, gain, length, shift, rms=vop == isa.VecOp.RMSNORM, beta=bias,
+                       wide_out=dynq)
+    if dynq:
+        want, _ = vector.dynq(want, L)
+        ops[0].update(dynq=1, b_lo_row=5)
     return data, ops, want.reshape(rows * count, R), out
+
+
+@pytest.mark.parametrize("vop", [isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM])
+@pytest.mark.parametrize("rows, count, length, beta", [
+    (1, 1, 1, 0), (3, 4, 10, 1), (5, 3, 20, 1), (2, 2, 0, 0), (6, 3, 40, 0)])
+def test_norm_through_dynq_matches_golden(simulator, rng, vop, rows, count, length, beta):
+    """A norm with ``dynq``: its 16-bit result (with or without ``beta``) on to int8 at
+    a scale a vector, the codes to row-scale slots (the golden model's against the
+    specification's; the RTL's rows and memory against the golden model's); vectors of
+    one row, of 4 or more rows (the b cache), a length of 0."""
+    data, ops, want, out = _norm_case(rng, TINY, rows, count, length, vop, beta=beta,
+                                      dynq=True, spread=rng.choice([2.0, 40.0]))
+    x = data[:rows * count].reshape(count, -1)
+    image, prog_len = _program(TINY, data, ops, out_row=out)
+    gold = _golden(TINY, image, prog_len)
+    p = data[rows * count:].astype(np.int64)
+    g = (p[:rows] & 0xFF | p[rows:2 * rows] << 8).ravel()
+    b = (p[2 * rows:3 * rows] & 0xFF | p[3 * rows:] << 8).ravel() if beta else None
+    y16 = vector.norm(x, g, length, ops[0]["shift"], vop == isa.VecOp.RMSNORM,
+                      wide_out=True, beta=b)
+    np.testing.assert_array_equal(gold.rowscale[5:5 + count], vector.dynq(y16, x.shape[1])[1])
+    rtl = run_rtl(TINY, image, PROG_ADDR, prog_len, simulator)
+    check_against_golden(TINY, _Layout(image, prog_len), rtl)
+    np.testing.assert_array_equal(_readout(TINY, rtl.image, rows * count), want)
 
 
 @pytest.mark.parametrize("vop", [isa.VecOp.LAYERNORM, isa.VecOp.RMSNORM])
@@ -522,10 +550,15 @@ def _deep_case(name, rng):
     if name == "norm_beta":
         data, ops, want, out = _norm_case(rng, cfg, 3, 3, 11, isa.VecOp.LAYERNORM, beta=True)
         return data, ops, None, out, want
+    if name == "norm_dynq":
+        data, ops, want, out = _norm_case(rng, cfg, 3, 4, 11, isa.VecOp.LAYERNORM, beta=True,
+                                          dynq=True)
+        return data, ops, None, out, want
     raise ValueError(name)
 
 
-DEEP_CASES = ["chain", "corners", "interleaved", "softmax16", "rope16", "norm_beta"]
+DEEP_CASES = ["chain", "corners", "interleaved", "softmax16", "rope16", "norm_beta",
+              "norm_dynq"]
 
 
 def test_deep_pipeline_is_the_fpga_presets():

@@ -1863,25 +1863,34 @@ class _Lowering(_Regions):
     def layernorm(self, n, i):
         """A 16-bit value's LayerNorm with its ``beta`` into 16 bits. If a
         GEMM takes it smoothed (:data:`FOLD_SMOOTHING`), first the norm with the
-        smoothing folded in, into the smoothed rows (``name~q``), and its ``DYNQ``
-        (:meth:`per_token`); then, under that GEMM, the norm itself for its other
+        smoothing folded in, into the smoothed rows (``name~q``), on through ``DYNQ``
+        (``VEC LAYERNORM dynq``: int8 a token, as :meth:`per_token` makes them) or, for
+        a pair, in 16 bits; then, under that GEMM, the norm itself for its other
         readers."""
         chip, prog = self.chip, self.prog
         a = self.r(n.ins[0])
         p = chip.vparam[n.out]
         vec = dict(rows=a.tiles, count=self.M, stride=a.kstep)
 
-        def norm(p, dst, fresh):
+        def norm(p, dst, fresh, slots=None):
+            out = (dict(wide_out=1, dst_lo_row=dst.lo) if slots is None
+                   else dict(dynq=1, b_lo_row=slots))      # int8 a token, its codes
             prog.vec(reads=[self.source(n.ins[0])], fresh=fresh, vop=isa.VecOp.LAYERNORM,
-                     a_row=a.base, a_lo_row=a.lo, wide=1, wide_out=1, beta=1,
-                     b_row=chip.vbase + p["gains"], dst_row=dst.base, dst_lo_row=dst.lo,
-                     length=chip._width(n.ins[0]), shift=p["shift"], **vec)
+                     a_row=a.base, a_lo_row=a.lo, wide=1, beta=1,
+                     b_row=chip.vbase + p["gains"], dst_row=dst.base,
+                     length=chip._width(n.ins[0]), shift=p["shift"], **out, **vec)
 
         own = self.in_place(n.ins[0], i)
         if "fold" in p:
             q = n.out + "~q"
-            norm(p["fold"], self.new(q, a.tiles * self.cfg.rows, True), True)
-            self.per_token(n.out)
+            r = self.new(q, a.tiles * self.cfg.rows, True)
+            if self.per_token_int8(n.out):    # the norm on through DYNQ (VEC dynq)
+                norm(p["fold"], r, True, slots=self.next_rs(q))
+                self.prog.made_by(q, "vector")
+                self.quantized.add(q)
+            else:
+                norm(p["fold"], r, True)
+                self.per_token(n.out)
         dst = own or self.new(n.out, a.tiles * self.cfg.rows, True)
         self.region[n.out] = dst
 
