@@ -90,7 +90,13 @@ class VectorUnit(wiring.Component):
       the ``MUL``/``ROPE`` product times ``mul_a``, skipped by the 16-bit ``MUL`` and
       ``ROPE``; 18 x 17);
     * stage 6: softmax's running sum; the rounding shifts, a norm's ``beta`` added, and
-      the saturation (then written).
+      the saturation (then written);
+    * a norm with ``dynq``: its 16-bit result ``y`` times ``DYNQ_MUL[k & 1]`` (``2**15``
+      or ``5 * 17 * 257``: shifts and adds), the rounding shift by ``DYNQ_SHIFT + (k >>
+      1)`` and the saturation (a stage more, five more in the deep form), written as one
+      int8 row; in its maximum pass (``P_M``, between the statistics and the output
+      pass, no rows written) ``|y|`` through a comparison tree into the running maximum,
+      whose code (``DYNQ``'s thresholds) goes to row-scale slot ``b_lo_row + i``.
 
     Once per vector, sequentially: a shift-in restoring divider (softmax's reciprocal
     ``floor(127 * 2**24 / S)``, 31 steps; the mean, 34; ``n * 2**56 / V``, 72) and a
