@@ -1020,9 +1020,9 @@ class VectorUnit(wiring.Component):
 
         rows2 = decoded("rows2", lambda b: b.rows << 1, aw)    # beta's rows after b_row
         # A norm's ``n``: ``length``, at most the vector's elements (``sw/vector.py``).
-        norm_len = decoded("norm_len", lambda b: Mux(b.length > b.rows * R, b.rows * R,
-                                                     b.length), 17)
-        rows3 = decoded("rows3", lambda b: b.rows * 3, aw)
+        norm_len = decoded("norm_len", lambda b: Mux(b.length > times_const(b.rows, R),
+                                                     times_const(b.rows, R), b.length), 17)
+        rows3 = decoded("rows3", lambda b: times_const(b.rows, 3), aw)   # (no DSP block)
 
         def start_pass(p, state="PASS"):
             m.d.sync += [vpass.eq(p), i_left.eq(v.rows), a_addr.eq(v_base),
