@@ -4,12 +4,17 @@ from amaranth import Const, Mux
 
 from .isa import WIDE_MAX
 
-__all__ = ["times_const", "clamp_wide", "wide_high"]
+__all__ = ["times_const", "clamp_wide", "sat8", "wide_high"]
 
 
 def clamp_wide(x):
     """``x`` (signed, wider than 16 bits) clamped to ``[-WIDE_MAX, WIDE_MAX]``, 16 bits."""
     return Mux(x > WIDE_MAX, WIDE_MAX, Mux(x < -WIDE_MAX, -WIDE_MAX, x[:16]))
+
+
+def sat8(x):
+    """``x`` (signed, wider than 8 bits) saturated to ``[-128, 127]``, 8 bits."""
+    return Mux(x > 127, 127, Mux(x < -128, -128, x[:8]))
 
 
 def wide_high(q):

@@ -226,7 +226,8 @@ import enum
 from amaranth.lib import data
 
 __all__ = ["Op", "Unit", "OpSpec", "OPS", "NEIGHBOURS", "TOKEN_LINKS", "VecOp",
-           "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "norm_param_rows", "WIDE_VOPS", "WIDE_OUT_VOPS",
+           "BINARY_VOPS", "PAIR_VOPS", "REDUCE_VOPS", "NORM_VOPS", "norm_param_rows",
+           "WIDE_VOPS", "WIDE_OUT_VOPS",
            "TABLE_ENTRIES", "SIGNED_FIELDS", "REL_TERMS", "POSITION_FIELDS", "at_position",
            "offset_fields",
            "Error", "WeightFormat", "BLOCK_FORMATS", "INSN_BYTES", "PARAM_BEATS",

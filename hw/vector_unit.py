@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import isa, layouts
-from .arith import clamp_wide, times_const, wide_high
+from .arith import clamp_wide, sat8, times_const, wide_high
 from .dsp import Multiplier
 from .fanout import copies
 
@@ -718,8 +718,7 @@ class VectorUnit(wiring.Component):
             rounded = cut(wire(rsum >> c.early_shift, signed(34), f"rounded_{k}"),
                           f"roundedq_{k}")
             q16 = cut(wire(clamp_wide(rounded), signed(16), f"q16_{k}"), f"q16q_{k}")
-            sat = cut(wire(Mux(rounded > 127, 127, Mux(rounded < -128, -128, rounded[:8])),
-                           signed(8), f"sat_{k}"), f"satq_{k}")
+            sat = cut(wire(sat8(rounded), signed(8), f"sat_{k}"), f"satq_{k}")
             entry = delay(total_k, 3 * D, f"entry_{k}")[:8]
             m.d.sync += s5_lo[k].eq(q16[:8])
             with m.If(c.wide_add):
@@ -795,8 +794,7 @@ class VectorUnit(wiring.Component):
             # a norm's beta, added to the rounded value (0 without it)
             ny = cut(wire(ny + delay(lane_bprod[k], 2 * D, f"bny_{k}"), signed(37),
                           f"nyb_{k}"), f"nybq_{k}")
-            sat = cut(wire(Mux(ny > 127, 127, Mux(ny < -128, -128, ny[:8])), signed(8),
-                           f"nsat_{k}"), f"nsatq_{k}")
+            sat = cut(wire(sat8(ny), signed(8), f"nsat_{k}"), f"nsatq_{k}")
             n16 = cut(wire(clamp_wide(ny), signed(16), f"n16_{k}"), f"n16q_{k}")
             # softmax, wide_out: 256 hi + lo; softmax: the int8 probability
             sm16 = delay(wire((cut(prod + (1 << (RECIP_BITS - 9)), f"smsum_{k}")
@@ -831,7 +829,7 @@ class VectorUnit(wiring.Component):
                            f"dprodq_{k}")
             dsum = cut(wire(dprod + c.dq_half, signed(33), f"dsum_{k}"), f"dsumq_{k}")
             dsh = cut(wire(dsum >> c.dq_shift, signed(33), f"dsh_{k}"), f"dshq_{k}")
-            m.d.sync += s_dq[k].eq(Mux(dsh > 127, 127, Mux(dsh < -128, -128, dsh[:8])))
+            m.d.sync += s_dq[k].eq(sat8(dsh))
         Y_DQ = Y_LATE + 1 + 4 * D         # the norm through DYNQ's result (``s_dq``)
         assert isa.DYNQ_MUL == (1 << isa.DYNQ_SHIFT, 5 * 17 * 257)
         nqmax, nqdepth = tree(nq_leaves, lambda x, y: Mux(y > x, y, x), "nqmax")

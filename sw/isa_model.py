@@ -481,9 +481,9 @@ class Machine:
             half = rows * R // 2
             y = vector.rope(a, b[:, :half], b[:, half:], mul_a, shift)
         elif vop in isa.NORM_VOPS:
-            g = self.act[b_row:b_row + isa.norm_param_rows(rows, beta)].astype(np.int64)
-            gain = (g[rows:2 * rows] << 8 | (g[:rows] & 0xFF)).ravel()
-            bias = (g[3 * rows:] << 8 | (g[2 * rows:3 * rows] & 0xFF)).ravel() if beta else None
+            g = self.act[b_row:b_row + isa.norm_param_rows(rows, beta)]
+            gain = vector.from_bytes(g[:rows], g[rows:2 * rows]).ravel()
+            bias = vector.from_bytes(g[2 * rows:3 * rows], g[3 * rows:]).ravel() if beta else None
             if wide:
                 lo = self.act[a_lo_row + off].reshape(count, rows * R).astype(np.int64)
                 a = 256 * a.astype(np.int64) + lo

@@ -119,7 +119,7 @@ from serrano.hw import isa
 __all__ = ["rshift_round", "sat8", "add", "mul", "wide_mul_shift", "lut", "make_table",
            "make_wide_tables", "add_multipliers",
            "mul_multiplier", "softmax", "softmax_multiplier", "POW2", "SOFTMAX_ONE",
-           "norm", "norm_gain", "gain_bytes", "argmax", "rope", "rope_tables",
+           "norm", "norm_gain", "gain_bytes", "from_bytes", "argmax", "rope", "rope_tables",
            "rope_multiplier", "ROPE_ONE", "ROPE_SHIFT", "apply", "dynq", "dynq_q",
            "DYNQ_LIMITS", "rowscale_sigma"]
 
@@ -321,6 +321,11 @@ def gain_bytes(gain):
     high bytes (``hw/isa.py``, ``LAYERNORM``)."""
     gain = np.asarray(gain, np.int64)
     return (gain & 0xFF).astype(np.uint8).view(np.int8), (gain >> 8).astype(np.int8)
+
+
+def from_bytes(lo, hi):
+    """The int16 values whose :func:`gain_bytes` are ``lo`` and ``hi`` (int64)."""
+    return np.asarray(hi, np.int64) << 8 | (np.asarray(lo, np.int64) & 0xFF)
 
 
 def norm_gain(gamma, s_y):

@@ -184,8 +184,7 @@ def test_softmax_matches_golden(simulator, rng, rows, count, length, causal):
 
 def _int16_rows(v, rows, R):
     """int16 values ``v`` as the two int8 row blocks a norm reads: low bytes, high."""
-    v = np.asarray(v, np.int64).reshape(rows, R)
-    return np.concatenate([(v & 0xFF).astype(np.uint8).view(np.int8), (v >> 8).astype(np.int8)])
+    return np.concatenate(vector.gain_bytes(np.asarray(v, np.int64).reshape(rows, R)))
 
 
 def _norm_case(rng, cfg, rows, count, length, vop, spread=40.0, beta=False, dynq=False):
@@ -230,9 +229,9 @@ def test_norm_through_dynq_matches_golden(simulator, rng, vop, rows, count, leng
     x = data[:rows * count].reshape(count, -1)
     image, prog_len = _program(TINY, data, ops, out_row=out)
     gold = _golden(TINY, image, prog_len)
-    p = data[rows * count:].astype(np.int64)
-    g = (p[:rows] & 0xFF | p[rows:2 * rows] << 8).ravel()
-    b = (p[2 * rows:3 * rows] & 0xFF | p[3 * rows:] << 8).ravel() if beta else None
+    p = data[rows * count:]
+    g = vector.from_bytes(p[:rows], p[rows:2 * rows]).ravel()
+    b = vector.from_bytes(p[2 * rows:3 * rows], p[3 * rows:]).ravel() if beta else None
     y16 = vector.norm(x, g, length, ops[0]["shift"], vop == isa.VecOp.RMSNORM,
                       wide_out=True, beta=b)
     np.testing.assert_array_equal(gold.rowscale[5:5 + count], vector.dynq(y16, x.shape[1])[1])
@@ -312,9 +311,9 @@ def _cache_case(rng, cfg, vop, wide, rows, count, stride, beta=0):
         return data, ops[0], out, want
     data, ops, want, out = _norm_case(rng, cfg, rows, count, rows * R - 1, vop, beta=beta)
     if wide:                                      # int8 in, 16 bits out: two rows a row
-        p = data[n:].astype(np.int64)
-        g = p[:rows] & 0xFF | p[rows:2 * rows] << 8
-        bias = (p[2 * rows:3 * rows] & 0xFF | p[3 * rows:] << 8).ravel() if beta else None
+        p = data[n:]
+        g = vector.from_bytes(p[:rows], p[rows:2 * rows])
+        bias = vector.from_bytes(p[2 * rows:3 * rows], p[3 * rows:]).ravel() if beta else None
         y = vector.norm(data[:n].reshape(count, rows * R), g.ravel(), rows * R - 1,
                         ops[0]["shift"], vop == isa.VecOp.RMSNORM, wide_out=True,
                         beta=bias)

@@ -557,11 +557,11 @@ class OnChip(_ScalarParams):
         def rows(g, beta, s_y):
             gain, shift = vector.norm_gain(g, s_y)
             bias = np.clip(np.round(beta / s_y), -isa.WIDE_MAX, isa.WIDE_MAX)
-            at = None
-            for v in (gain, bias):                     # low bytes, then high bytes
-                for b in vector.gain_bytes(np.asarray(v, np.int64)):
-                    first = self._vrows(b)
-                    at = first if at is None else at
+            (g_lo, g_hi), (b_lo, b_hi) = (vector.gain_bytes(np.asarray(v, np.int64))
+                                          for v in (gain, bias))
+            at = self._vrows(g_lo)                     # the gains' bytes, then beta's
+            for b in (g_hi, b_lo, b_hi):
+                self._vrows(b)
             return dict(gains=at, shift=shift)
 
         self.vparam[n.out] = rows(g, beta, self.scale[n.out])
